@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The whole test suite: set-up, Release build + unit/integration tests (C++, Python reference,
+# node oracles, all registered in CTest), the ASan/UBSan build of the unit tests, and the
+# libFuzzer targets for a bounded time. Prints one closing line "N passed, N failed".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+passed=0
+failed=0
+run_ctest() {  # run_ctest PRESET [ctest args...]
+  local preset=$1
+  shift
+  local log
+  log=$(mktemp)
+  local rc=0
+  ctest --test-dir "build/$preset" --output-on-failure -j2 "$@" 2>&1 | tee "$log" || rc=$?
+  local total fails
+  total=$(sed -n 's/.*tests failed out of \([0-9]\+\).*/\1/p' "$log" | tail -1)
+  fails=$(sed -n 's/.*, \([0-9]\+\) tests failed out of.*/\1/p' "$log" | tail -1)
+  if [ -z "$total" ]; then
+    echo "test.sh: ctest for $preset ran no tests or crashed" >&2
+    failed=$((failed + 1))
+  else
+    passed=$((passed + total - fails))
+    failed=$((failed + fails))
+  fi
+  rm -f "$log"
+  [ "$rc" -eq 0 ] || echo "test.sh: failures in $preset"
+}
+
+echo "== Release build =="
+scripts/build.sh release
+run_ctest release
+
+echo "== ASan/UBSan build =="
+scripts/build.sh asan-ubsan
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  run_ctest asan-ubsan -L unit
+
+echo "== libFuzzer targets (clang) =="
+scripts/build.sh fuzz
+run_ctest fuzz -L fuzz
+
+echo "Summary: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

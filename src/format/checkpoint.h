@@ -1,0 +1,42 @@
+// A checkpoint directory as it ships on Hugging Face: config.json, one or more safetensors
+// shards (model.safetensors.index.json maps tensor → shard; without it, every *.safetensors
+// file in the folder), tokenizer files. All shards stay mmapped for the checkpoint's life.
+// Thread-safe to read after Open.
+#pragma once
+
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "format/config.h"
+#include "format/safetensors.h"
+
+namespace dsinfer {
+
+class Checkpoint {
+ public:
+  // Throws `Error` naming the file: missing config.json, bad index json, a shard that fails to
+  // parse, a tensor listed in the index but missing from its shard, a tensor in two shards.
+  static Checkpoint Open(const std::string& dir);
+
+  const std::string& dir() const { return dir_; }
+  const ModelConfig& config() const { return config_; }
+  const std::vector<SafetensorsFile>& shards() const { return shards_; }
+
+  bool Has(std::string_view name) const;
+  // The tensor `name`; throws `Error` naming it if absent.
+  TensorView Get(std::string_view name) const;
+  // Same, and checks dtype and shape; the message names tensor, expected and actual.
+  TensorView Get(std::string_view name, DType dtype, const std::vector<int64_t>& shape) const;
+  // All tensor names, sorted.
+  std::vector<std::string> Names() const;
+
+ private:
+  std::string dir_;
+  ModelConfig config_;
+  std::vector<SafetensorsFile> shards_;
+  std::map<std::string, std::pair<size_t, const TensorInfo*>, std::less<>> tensors_;
+};
+
+}  // namespace dsinfer

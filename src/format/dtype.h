@@ -1,0 +1,41 @@
+// Element types of safetensors files and the exact scalar conversions between them.
+//
+// Conversions are the specification other code is tested against (MODEL.md §6):
+//  * e4m3fn: 1 sign, 4 exponent (bias 7), 3 mantissa bits; no infinities; 0x7F/0xFF are NaN;
+//    max finite ±448. FloatToE4M3 rounds to nearest even and saturates to ±448 (NaN → 0x7F).
+//  * bf16: the top 16 bits of an IEEE f32. FloatToBF16 rounds to nearest even; NaN stays NaN.
+//  * ue8m0: the power-of-two activation scale of DeepSeek's `act_quant` (MODEL.md §6.2).
+// Thread-safe: pure functions.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+namespace dsinfer {
+
+enum class DType : uint8_t {
+  kBool, kU8, kI8, kI16, kU16, kI32, kU32, kI64, kU64,
+  kF8E4M3, kF8E5M2, kF16, kBF16, kF32, kF64,
+};
+
+// The safetensors spelling, e.g. "F8_E4M3", "BF16", "I64".
+std::string_view DTypeName(DType t);
+// Inverse of DTypeName; nullopt for an unknown spelling.
+std::optional<DType> ParseDType(std::string_view name);
+// Bytes per element.
+size_t DTypeSize(DType t);
+
+float E4M3ToFloat(uint8_t bits);
+uint8_t FloatToE4M3(float x);
+float BF16ToFloat(uint16_t bits);
+uint16_t FloatToBF16(float x);
+float F16ToFloat(uint16_t bits);
+uint16_t FloatToF16(float x);
+
+// ue8m0 scale of one 128-block with absolute maximum `amax`, exactly as `act_quant`:
+// v = max(amax, 1e-4) * (1/448) in f32; result = 2^(exponent(v) + (mantissa(v) != 0)).
+float Ue8m0Scale(float amax);
+
+}  // namespace dsinfer

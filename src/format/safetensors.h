@@ -1,0 +1,87 @@
+// safetensors files: zero-copy reading (mmap) and streaming writing.
+//
+// File layout: u64 little-endian header length N, N bytes of JSON header
+// {"name": {"dtype": "BF16", "shape": [..], "data_offsets": [begin, end]}, ...,
+//  "__metadata__": {"k": "v"}}, then the data region; offsets are relative to the data region.
+// Parsing validates everything before any tensor is handed out (see ParseSafetensorsHeader).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/mapped_file.h"
+#include "format/dtype.h"
+
+namespace dsinfer {
+
+struct TensorInfo {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+  uint64_t begin = 0;  // byte offsets relative to the data region
+  uint64_t end = 0;
+
+  int64_t numel() const;
+};
+
+// A typed, non-owning window onto tensor bytes inside a mapped file. Cheap to copy.
+struct TensorView {
+  const TensorInfo* info = nullptr;
+  const std::byte* data = nullptr;
+
+  DType dtype() const { return info->dtype; }
+  const std::vector<int64_t>& shape() const { return info->shape; }
+  int64_t numel() const { return info->numel(); }
+  size_t nbytes() const { return info->end - info->begin; }
+  // Raw elements; `T` must match the element size of `dtype()` (checked).
+  template <class T>
+  std::span<const T> as() const;
+};
+
+struct SafetensorsHeader {
+  std::vector<TensorInfo> tensors;  // in file order
+  std::map<std::string, std::string> metadata;
+  uint64_t data_offset = 0;  // 8 + header length
+};
+
+// Parses and validates the header of a complete file image `file`. Throws `Error` whose
+// message starts with `file_name` and names the problem and the tensor: truncated file, header
+// length beyond the file, invalid JSON, unknown dtype, negative/overflowing shape,
+// shape × dtype size ≠ byte range, ranges out of bounds or overlapping, duplicate names.
+SafetensorsHeader ParseSafetensorsHeader(std::span<const std::byte> file, const std::string& file_name);
+
+// One mmapped shard. Move-only; thread-safe to read.
+class SafetensorsFile {
+ public:
+  static SafetensorsFile Open(const std::string& path);  // throws Error
+
+  const std::string& path() const { return file_.path(); }
+  const std::vector<TensorInfo>& tensors() const { return header_.tensors; }
+  const std::map<std::string, std::string>& metadata() const { return header_.metadata; }
+  const TensorInfo* Find(std::string_view name) const;  // nullptr if absent
+  TensorView View(const TensorInfo& info) const;
+
+ private:
+  MappedFile file_;
+  SafetensorsHeader header_;
+  std::map<std::string, size_t, std::less<>> index_;
+};
+
+// Streaming writer: declare every tensor first, then `Write` emits the header and calls
+// `fill` once per tensor in declaration order with a buffer of exactly its byte size,
+// so that multi-GB files never sit in memory.
+struct TensorSpec {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+};
+void WriteSafetensors(const std::string& path, const std::vector<TensorSpec>& specs,
+                      const std::function<void(const TensorSpec&, std::span<std::byte>)>& fill,
+                      const std::map<std::string, std::string>& metadata = {});
+
+}  // namespace dsinfer

@@ -1,0 +1,43 @@
+// The one list of every tensor a DeepSeek-V3.2-class checkpoint holds (MODEL.md §8.1, §7),
+// derived from its ModelConfig. It drives the checkpoint generator, `inspect`
+// (missing/unexpected tensors) and weight loading, so the three can never disagree.
+// Thread-safe: pure functions.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "format/config.h"
+#include "format/dtype.h"
+
+namespace dsinfer {
+
+enum class TensorRole : uint8_t {
+  kEmbedding,   // token embedding rows (also the MTP layer's copy)
+  kHead,        // lm_head / MTP shared_head.head
+  kNormWeight,  // RMSNorm / LayerNorm weight (init 1)
+  kNormBias,    // LayerNorm bias (init 0)
+  kLinear,      // a projection `[out, in]`; FP8 + `.weight_scale_inv` when `quantized`
+  kBlockScale,  // `<linear>.weight_scale_inv`, f32 `[ceil(out/128), ceil(in/128)]`
+  kGate,        // MoE router weight, bf16 `[n_routed_experts, hidden]`
+  kGateBias,    // `e_score_correction_bias`, f32 `[n_routed_experts]`
+};
+
+struct TensorEntry {
+  std::string name;            // HF name, e.g. "model.layers.3.mlp.experts.7.up_proj.weight"
+  DType dtype;
+  std::vector<int64_t> shape;  // [out, in] for linears
+  TensorRole role;
+  int64_t layer = -1;          // -1 for embedding / final norm / head
+  bool quantized = false;      // kLinear stored as F8_E4M3 with a kBlockScale sibling
+  bool required = true;        // false: may be absent (e.g. MTP layer tensors)
+};
+
+// Every tensor of the checkpoint in a fixed order: embedding, layers 0..L-1, MTP layers
+// (L..L+num_nextn_predict_layers-1), final norm, head. A quantized linear is followed by its
+// block scale entry.
+std::vector<TensorEntry> TensorTable(const ModelConfig& config);
+
+}  // namespace dsinfer
