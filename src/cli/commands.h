@@ -1,21 +1,35 @@
-// Subcommand registration. Each cmd_*.cc defines one `Add*Command` that adds its
-// CLI11 subcommand and a run function; `RegisterAll` (commands.cc) calls them all.
+// Subcommand registration. Each cmd_*.cc adds its own CLI11 subcommand through a static
+// `CommandRegistrar`, so adding a command touches no shared file:
+//
+//   static CommandRegistrar reg("inspect", [](CLI::App& app) {
+//     auto* sub = app.add_subcommand("inspect", "...");
+//     auto opts = std::make_shared<Options>();
+//     sub->add_option("dir", opts->dir)->required();
+//     return [opts] { return RunInspect(*opts); };   // run function, returns the exit code
+//   });
 #pragma once
 
 #include <CLI/CLI.hpp>
 
 #include <functional>
-#include <vector>
+#include <string>
 
 namespace dsinfer::cli {
 
+using RunFn = std::function<int()>;
+using AddFn = std::function<RunFn(CLI::App&)>;
+
+struct CommandRegistrar {
+  CommandRegistrar(const std::string& name, AddFn add);
+};
+
 struct Command {
   CLI::App* sub;
-  std::function<int()> run;
+  RunFn run;
 };
-using CommandList = std::vector<Command>;
 
-void RegisterAll(CLI::App& app, CommandList& out);
+// Adds every registered subcommand to `app` (in name order).
+std::vector<Command> AddAllCommands(CLI::App& app);
 
 // `dsinfer` with no subcommand: the README's main job on the default model.
 int RunDefault();

@@ -14,8 +14,7 @@ int main(int argc, char** argv) {
                "dsinfer"};
   app.set_version_flag("--version", "dsinfer 0.1.0");
   app.require_subcommand(0, 1);
-  dsinfer::cli::CommandList commands;
-  dsinfer::cli::RegisterAll(app, commands);
+  std::vector<dsinfer::cli::Command> commands = dsinfer::cli::AddAllCommands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
