@@ -1,0 +1,28 @@
+// Run-time CPU feature detection for kernel dispatch. One binary runs on any x86-64: kernels
+// compile their vector paths with function-level `target` attributes and pick one at run time
+// through `DetectCpu()`. `DSINFER_ISA=scalar|avx2|avx512` caps the level (for tests/benchmarks).
+// Thread-safe: the result is computed once.
+#pragma once
+
+#include <string>
+
+namespace dsinfer {
+
+enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+
+struct CpuFeatures {
+  bool avx2 = false;
+  bool fma = false;
+  bool avx512f = false;
+  bool avx512bw = false;
+  bool avx512vl = false;
+  bool avx512_bf16 = false;
+  bool avx512_vnni = false;
+  Isa best = Isa::kScalar;  // highest usable level, capped by DSINFER_ISA
+  std::string Describe() const;  // e.g. "avx512 (cpu: avx2 fma avx512f ...)"
+};
+
+const CpuFeatures& DetectCpu();
+const char* IsaName(Isa isa);
+
+}  // namespace dsinfer
