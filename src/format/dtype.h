@@ -8,6 +8,8 @@
 // Thread-safe: pure functions.
 #pragma once
 
+#include <array>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -27,10 +29,37 @@ std::optional<DType> ParseDType(std::string_view name);
 // Bytes per element.
 size_t DTypeSize(DType t);
 
-float E4M3ToFloat(uint8_t bits);
+namespace detail {
+// The 256 e4m3fn values, built exactly from the bit fields (subnormals m/8 · 2^-6 are exact
+// f32 quotients m / 512).
+constexpr std::array<float, 256> MakeE4M3Values() {
+  std::array<float, 256> v{};
+  for (uint32_t code = 0; code < 256; ++code) {
+    const uint32_t sign = (code >> 7) << 31, exponent = (code >> 3) & 0xF, mantissa = code & 7;
+    if (exponent == 0xF && mantissa == 7) {
+      v[code] = std::bit_cast<float>(sign | 0x7FC00000u);
+    } else if (exponent == 0) {
+      v[code] = std::bit_cast<float>(sign | std::bit_cast<uint32_t>(static_cast<float>(mantissa) / 512.0f));
+    } else {
+      v[code] = std::bit_cast<float>(sign | ((exponent - 7 + 127) << 23) | (mantissa << 20));
+    }
+  }
+  return v;
+}
+}  // namespace detail
+inline constexpr std::array<float, 256> kE4M3Values = detail::MakeE4M3Values();
+
+// Inline: these sit in the model's inner loops.
+inline float E4M3ToFloat(uint8_t bits) { return kE4M3Values[bits]; }
 uint8_t FloatToE4M3(float x);
-float BF16ToFloat(uint16_t bits);
-uint16_t FloatToBF16(float x);
+inline float BF16ToFloat(uint16_t bits) { return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16); }
+inline uint16_t FloatToBF16(float x) {
+  const uint32_t bits = std::bit_cast<uint32_t>(x);
+  // NaN: truncate and force the quiet bit so that the payload cannot become zero (= Inf).
+  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((bits >> 16) | 0x0040u);
+  // Round to nearest even; the largest finite values correctly carry into Inf.
+  return static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
 float F16ToFloat(uint16_t bits);
 uint16_t FloatToF16(float x);
 

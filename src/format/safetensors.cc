@@ -240,6 +240,8 @@ const TensorInfo* SafetensorsFile::Find(std::string_view name) const {
 }
 
 TensorView SafetensorsFile::View(const TensorInfo& info) const {
+  DSINFER_DCHECK(&info >= header_.tensors.data() && &info < header_.tensors.data() + header_.tensors.size(),
+                 "TensorInfo of another file");
   return TensorView{&info, file_.bytes().data() + header_.data_offset + info.begin};
 }
 
