@@ -1,15 +1,14 @@
 #include "format/config.h"
 
-#include <cerrno>
 #include <cmath>
-#include <cstring>
-#include <fstream>
 #include <sstream>
 #include <type_traits>
 
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "base/mapped_file.h"
+#include "format/json_util.h"
 
 namespace dsinfer {
 namespace {
@@ -346,28 +345,9 @@ ModelConfig ModelConfig::FromJson(const nlohmann::json& j, const std::string& so
 }
 
 ModelConfig ModelConfig::FromFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(path + ": cannot open: " + std::strerror(errno));
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) throw Error(path + ": read failed");
-  // A config nests a few levels; refusing absurd depth keeps hostile files from exhausting
-  // the stack in later recursive JSON operations.
-  constexpr int kMaxDepth = 64;
-  auto limit_depth = [&](int depth, Json::parse_event_t event, Json&) {
-    if ((event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start) &&
-        depth > kMaxDepth) {
-      throw Error(path + ": invalid JSON: nested deeper than " + std::to_string(kMaxDepth));
-    }
-    return true;
-  };
-  Json j;
-  try {
-    j = Json::parse(text.str(), limit_depth);
-  } catch (const Json::exception& e) {
-    throw Error(path + ": invalid JSON: " + e.what());
-  }
-  return FromJson(j, path);
+  const MappedFile file = MappedFile::Open(path);  // names the path if missing / not a file
+  const std::string_view text(reinterpret_cast<const char*>(file.bytes().data()), file.bytes().size());
+  return FromJson(ParseJsonStrict<Json>(text, path), path);
 }
 
 nlohmann::json ModelConfig::ToJson() const {

@@ -143,6 +143,9 @@ TEST_F(CheckpointTest, IndexProblems) {
   ExpectOpenError({index, "weight_map"});
   WriteText("model.safetensors.index.json", "{\"weight_map\": {\"a\": 3}}");
   ExpectOpenError({index, "\"a\"", "not a file name"});
+  WriteText("model.safetensors.index.json",
+            R"({"weight_map": {"a": "s1.safetensors", "a": "s2.safetensors"}})");
+  ExpectOpenError({index, "duplicate key \"a\""});
   WriteIndex({{"a", "../s1.safetensors"}});
   ExpectOpenError({index, "invalid shard"});
   WriteIndex({{"a", "s1.safetensors"}, {"c", "s3.safetensors"}});

@@ -401,6 +401,22 @@ TEST(ModelConfig, FromFileErrorsNamePath) {
     out << "{\n  \"vocab_size\": 12,\n  \"hidden_size\": ,\n}";
   }
   ExpectError([&] { ModelConfig::FromFile(bad); }, {bad, "invalid JSON", "line 3"});
+  {
+    std::ofstream out(bad);
+    out << "{\"vocab_size\": 12, \"rope_scaling\": {\"factor\": 2, \"factor\": 4}}";
+  }
+  ExpectError([&] { ModelConfig::FromFile(bad); }, {bad, "duplicate key \"factor\""});
+  {
+    std::ofstream out(bad);
+    out << "{\"vocab_size\": 12, \"vocab_size\": 13}";
+  }
+  ExpectError([&] { ModelConfig::FromFile(bad); }, {bad, "duplicate key \"vocab_size\""});
+  {
+    std::ofstream out(bad);
+    out << std::string(100, '[') << std::string(100, ']');
+  }
+  ExpectError([&] { ModelConfig::FromFile(bad); }, {bad, "nested deeper"});
+  ExpectError([&] { ModelConfig::FromFile(dir); }, {"not a regular file"});
   const std::string good = dir + "good_config.json";
   {
     std::ofstream out(good);
