@@ -48,7 +48,7 @@ static_assert(TableMatchesEnum());
 // Rounds a non-negative float `q` (< 2^23) to the nearest integer, ties to even, without
 // depending on the floating-point environment's rounding mode.
 uint32_t RoundHalfEven(float q) {
-  auto i = static_cast<uint32_t>(q);  // truncation; q >= 0
+  auto i = static_cast<uint32_t>(q);       // truncation; q >= 0
   float frac = q - static_cast<float>(i);  // exact for q < 2^23
   if (frac > 0.5f || (frac == 0.5f && (i & 1u) != 0)) ++i;
   return i;

@@ -7,21 +7,20 @@
 // exhaust the stack on hostile input. Thread-safe: a pure function.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "base/error.h"
 
 namespace dsinfer {
 
 struct StrictJsonOptions {
-  const char* what = "JSON";           // in messages: "<source>: invalid <what>: ..."
-  const char* top_key = "key";         // in messages for top-level keys: "duplicate <top_key>"
-  int max_depth = 64;                  // deepest container, the top-level value being depth 0
+  const char* what = "JSON";    // in messages: "<source>: invalid <what>: ..."
+  const char* top_key = "key";  // in messages for top-level keys: "duplicate <top_key>"
+  int max_depth = 64;           // deepest container, the top-level value being depth 0
 };
 
 // Parses `text`; every error throws `Error` starting with `source`. `Json` is nlohmann::json
@@ -43,8 +42,8 @@ Json ParseJsonStrict(std::string_view text, const std::string& source,
     } else if (event == Event::key) {
       const auto& key = parsed.template get_ref<const std::string&>();
       if (!open_objects.back().insert(key).second) {
-        throw Error(source + ": duplicate " + (depth == 1 ? options.top_key : "key") + " \"" +
-                    key + "\"");
+        throw Error(source + ": duplicate " + (depth == 1 ? options.top_key : "key") + " \"" + key +
+                    "\"");
       }
     }
     return true;

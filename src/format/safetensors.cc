@@ -6,9 +6,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <utility>
-
 #include <nlohmann/json.hpp>
+#include <utility>
 
 #include "base/error.h"
 #include "format/json_util.h"
@@ -21,7 +20,8 @@ using Json = nlohmann::ordered_json;  // keeps the header's key order (= "file o
 // The reference implementation (huggingface/safetensors) refuses headers above 100 MB.
 constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
 // Containers nest at most: header object (0) → tensor object (1) → shape array (2).
-constexpr StrictJsonOptions kHeaderJson{.what = "header JSON", .top_key = "tensor name", .max_depth = 2};
+constexpr StrictJsonOptions kHeaderJson{
+    .what = "header JSON", .top_key = "tensor name", .max_depth = 2};
 
 [[noreturn]] void Fail(const std::string& file, const std::string& what) {
   throw Error(file + ": " + what);
@@ -207,8 +207,9 @@ const TensorInfo* SafetensorsFile::Find(std::string_view name) const {
 }
 
 TensorView SafetensorsFile::View(const TensorInfo& info) const {
-  DSINFER_DCHECK(&info >= header_.tensors.data() && &info < header_.tensors.data() + header_.tensors.size(),
-                 "TensorInfo of another file");
+  DSINFER_DCHECK(
+      &info >= header_.tensors.data() && &info < header_.tensors.data() + header_.tensors.size(),
+      "TensorInfo of another file");
   return TensorView{&info, file_.bytes().data() + header_.data_offset + info.begin};
 }
 

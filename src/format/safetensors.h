@@ -66,7 +66,8 @@ struct SafetensorsHeader {
 // overflowing shape, shape × dtype size ≠ byte range, ranges out of bounds or overlapping,
 // `__metadata__` not a string → string object. Gaps between ranges are tolerated (the HF
 // reader refuses them, but no tensor becomes ambiguous). Unknown keys in an entry are ignored.
-SafetensorsHeader ParseSafetensorsHeader(std::span<const std::byte> file, const std::string& file_name);
+SafetensorsHeader ParseSafetensorsHeader(std::span<const std::byte> file,
+                                         const std::string& file_name);
 
 // One mmapped shard. Move-only; thread-safe to read.
 class SafetensorsFile {
