@@ -143,7 +143,7 @@ std::string PyFloatRepr(double d) {
   int n = static_cast<int>(digits.size());
   if (decpt <= -4 || decpt > 16) {
     out += digits[0];
-    if (n > 1) out += "." + digits.substr(1);
+    if (n > 1) out.append(".").append(digits, 1);
     char ebuf[16];
     std::snprintf(ebuf, sizeof ebuf, "e%c%02d", exp10 < 0 ? '-' : '+', std::abs(exp10));
     return out + ebuf;
