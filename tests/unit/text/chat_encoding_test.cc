@@ -175,7 +175,8 @@ TEST(ChatEncoding, RequestLevelToolsAndResponseFormat) {
   EXPECT_EQ(EncodeChatRequest(req).text,
             kBos + "\n\n" + ToolsBlock() + "\n\n" + FormatBlock() + tail);
   // A system message first: attached to it.
-  req["messages"].insert(req["messages"].begin(), {{"role", "system"}, {"content", "S"}});
+  req["messages"].insert(req["messages"].begin(),
+                         ojson::parse(R"({"role": "system", "content": "S"})"));
   EXPECT_EQ(EncodeChatRequest(req).text,
             kBos + "S\n\n" + ToolsBlock() + "\n\n" + FormatBlock() + tail);
   // OpenAI's default response format adds nothing.
