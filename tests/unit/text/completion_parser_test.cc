@@ -31,9 +31,6 @@ std::string Param(const std::string& key, bool is_str, const std::string& value)
          "\">" + value + "</｜DSML｜parameter>";
 }
 
-// Expected arguments of an OpenAI tool call, as Python's json.dumps writes the object.
-std::string Args(const char* json) { return PyJsonDumps(ojson::parse(json)); }
-
 std::string Show(const ParsedCompletion& p) {
   ojson calls = ojson::array();
   for (const auto& c : p.tool_calls) calls.push_back({c.id, c.name, c.arguments});
@@ -256,7 +253,9 @@ TEST(CompletionParser, MalformedDsmlBecomesContent) {
     EXPECT_EQ(p.content, c.content);
     EXPECT_EQ(p.reasoning_content, "");
     EXPECT_EQ(p.tool_calls.size(), c.n_calls);
-    if (c.n_calls == 1) EXPECT_EQ(p.tool_calls[0].arguments, R"({"a": "b"})");
+    if (c.n_calls == 1) {
+      EXPECT_EQ(p.tool_calls[0].arguments, R"({"a": "b"})");
+    }
     ExpectStreamingMatches(c.text, kChat);
     ExpectStreamingMatches("R</think>" + c.text, kThink);
   }
