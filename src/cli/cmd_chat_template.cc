@@ -35,9 +35,9 @@ std::string ReadAll(const std::string& path) {
 }
 
 int RunChatTemplate(const ChatTemplateOptions& opts) {
-  std::string text = ReadAll(opts.request_path);
+  std::string body = ReadAll(opts.request_path);
   std::string what = opts.request_path == "-" ? "stdin" : opts.request_path;
-  ChatPrompt prompt = EncodeChatRequest(ParseJsonText(text, what));
+  text::ChatPrompt prompt = text::EncodeChatRequest(text::ParseJsonText(body, what));
   std::fwrite(prompt.text.data(), 1, prompt.text.size(), stdout);
   std::fflush(stdout);
   return 0;

@@ -7,7 +7,7 @@
 #include "text/chat_markers.h"
 #include "text/py_json.h"
 
-namespace dsinfer {
+namespace dsinfer::text {
 namespace {
 
 using ojson = nlohmann::ordered_json;
@@ -366,4 +366,4 @@ ChatPrompt EncodeChatRequest(const nlohmann::ordered_json& request) {
   return prompt;
 }
 
-}  // namespace dsinfer
+}  // namespace dsinfer::text

@@ -25,7 +25,7 @@
 
 #include <string>
 
-namespace dsinfer {
+namespace dsinfer::text {
 
 enum class ThinkingMode { kChat, kThinking };
 
@@ -57,4 +57,4 @@ struct ChatPrompt {
 // A `response_format` of type "text" (OpenAI's default) adds nothing.
 ChatPrompt EncodeChatRequest(const nlohmann::ordered_json& request);
 
-}  // namespace dsinfer
+}  // namespace dsinfer::text

@@ -4,7 +4,7 @@
 
 #include <string_view>
 
-namespace dsinfer::chat {
+namespace dsinfer::text::chat {
 
 inline constexpr std::string_view kBos = "<｜begin▁of▁sentence｜>";
 inline constexpr std::string_view kEos = "<｜end▁of▁sentence｜>";
@@ -22,4 +22,4 @@ inline constexpr std::string_view kInvokeClose = "</｜DSML｜invoke";
 inline constexpr std::string_view kParamOpen = "<｜DSML｜parameter";
 inline constexpr std::string_view kParamClose = "/｜DSML｜parameter";  // preceded by '<'
 
-}  // namespace dsinfer::chat
+}  // namespace dsinfer::text::chat

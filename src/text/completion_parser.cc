@@ -6,7 +6,7 @@
 #include "text/chat_markers.h"
 #include "text/py_json.h"
 
-namespace dsinfer {
+namespace dsinfer::text {
 namespace {
 
 using namespace chat;  // NOLINT: the marker constants
@@ -366,4 +366,4 @@ void StreamingCompletionParser::FlushRaw(std::vector<CompletionEvent>& events) {
   state_ = State::kRaw;
 }
 
-}  // namespace dsinfer
+}  // namespace dsinfer::text

@@ -30,7 +30,7 @@
 
 #include "text/chat_encoding.h"
 
-namespace dsinfer {
+namespace dsinfer::text {
 
 struct ParsedToolCall {
   std::string id;
@@ -93,4 +93,4 @@ class StreamingCompletionParser {
   bool finished_ = false;
 };
 
-}  // namespace dsinfer
+}  // namespace dsinfer::text

@@ -8,7 +8,7 @@
 
 #include "base/error.h"
 
-namespace dsinfer {
+namespace dsinfer::text {
 namespace {
 
 using ojson = nlohmann::ordered_json;
@@ -175,4 +175,4 @@ nlohmann::ordered_json ParseJsonText(std::string_view text, const std::string& w
   return v;
 }
 
-}  // namespace dsinfer
+}  // namespace dsinfer::text

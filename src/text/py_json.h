@@ -12,7 +12,7 @@
 #include <string>
 #include <string_view>
 
-namespace dsinfer {
+namespace dsinfer::text {
 
 // `json.dumps(value, ensure_ascii=False)`.
 std::string PyJsonDumps(const nlohmann::ordered_json& value);
@@ -29,4 +29,4 @@ std::string PyFloatRepr(double d);
 // whose message starts with `what`.
 nlohmann::ordered_json ParseJsonText(std::string_view text, const std::string& what);
 
-}  // namespace dsinfer
+}  // namespace dsinfer::text

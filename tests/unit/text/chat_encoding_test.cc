@@ -11,10 +11,10 @@
 #include "tests/unit/text/chat_test_util.h"
 #include "text/py_json.h"
 
-namespace dsinfer {
+namespace dsinfer::text {
 namespace {
 
-using namespace dsinfer::testing;  // NOLINT
+using namespace dsinfer::text::chat_testing;  // NOLINT
 
 constexpr ThinkingMode kChat = ThinkingMode::kChat;
 constexpr ThinkingMode kThink = ThinkingMode::kThinking;
@@ -363,4 +363,4 @@ TEST(PyJson, ParseErrorsNameTheSource) {
 }
 
 }  // namespace
-}  // namespace dsinfer
+}  // namespace dsinfer::text

@@ -9,7 +9,7 @@
 #include <iterator>
 #include <string>
 
-namespace dsinfer::testing {
+namespace dsinfer::text::chat_testing {
 
 using ojson = nlohmann::ordered_json;
 
@@ -57,4 +57,4 @@ inline std::string ToolsHeadFromFixture() {
   return out.substr(a, b + 12 - a);
 }
 
-}  // namespace dsinfer::testing
+}  // namespace dsinfer::text::chat_testing

@@ -12,10 +12,10 @@
 #include "text/chat_encoding.h"
 #include "text/py_json.h"
 
-namespace dsinfer {
+namespace dsinfer::text {
 namespace {
 
-using namespace dsinfer::testing;  // NOLINT
+using namespace dsinfer::text::chat_testing;  // NOLINT
 
 constexpr ThinkingMode kChat = ThinkingMode::kChat;
 constexpr ThinkingMode kThink = ThinkingMode::kThinking;
@@ -316,4 +316,4 @@ TEST(StreamingCompletionParser, BrokenBlockIsFlushedWithoutWaitingForTheEnd) {
 }
 
 }  // namespace
-}  // namespace dsinfer
+}  // namespace dsinfer::text
