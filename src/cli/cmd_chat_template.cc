@@ -44,8 +44,8 @@ int RunChatTemplate(const ChatTemplateOptions& opts) {
 }
 
 CommandRegistrar reg("chat-template", [](CLI::App& app) {
-  auto* sub = app.add_subcommand(
-      "chat-template", "Print the DeepSeek-V3.2 prompt text of an OpenAI chat request");
+  auto* sub = app.add_subcommand("chat-template",
+                                 "Print the DeepSeek-V3.2 prompt text of an OpenAI chat request");
   auto opts = std::make_shared<ChatTemplateOptions>();
   sub->add_option("--model", opts->model_dir, "Model directory (unused by the V3.2 encoding)");
   sub->add_option("--request", opts->request_path,

@@ -53,15 +53,20 @@ constexpr std::string_view kResponseFormatHead =
 bool Truthy(const ojson* v) {
   if (v == nullptr) return false;
   switch (v->type()) {
-    case ojson::value_t::null: return false;
-    case ojson::value_t::boolean: return v->get<bool>();
+    case ojson::value_t::null:
+      return false;
+    case ojson::value_t::boolean:
+      return v->get<bool>();
     case ojson::value_t::number_integer:
     case ojson::value_t::number_unsigned:
-    case ojson::value_t::number_float: return v->get<double>() != 0.0;
+    case ojson::value_t::number_float:
+      return v->get<double>() != 0.0;
     case ojson::value_t::string:
     case ojson::value_t::array:
-    case ojson::value_t::object: return !v->empty();
-    default: return true;
+    case ojson::value_t::object:
+      return !v->empty();
+    default:
+      return true;
   }
 }
 
@@ -120,8 +125,7 @@ std::string RenderResponseFormat(const ojson& format) {
 
 class Encoder {
  public:
-  Encoder(const ojson& messages, const EncodeOptions& options)
-      : msgs_(messages), opt_(options) {}
+  Encoder(const ojson& messages, const EncodeOptions& options) : msgs_(messages), opt_(options) {}
 
   std::string Run();
 
@@ -222,7 +226,6 @@ void Encoder::User(size_t i, bool developer) {
   out_ += open ? kThinkStart : kThinkEnd;
 }
 
-
 void Encoder::Assistant(size_t i) {
   const ojson& m = msgs_[i];
   std::string field = Field(i);
@@ -244,8 +247,9 @@ void Encoder::Assistant(size_t i) {
     // DeepSeek's encoder asserts this: the turn after the last user message is the model's
     // own, so it must carry its reasoning or be a tool-call step.
     if (!Truthy(reasoning) && calls_text.empty())
-      throw Error(field + ": in thinking mode an assistant message after the last user message "
-                          "needs reasoning_content or tool_calls");
+      throw Error(field +
+                  ": in thinking mode an assistant message after the last user message "
+                  "needs reasoning_content or tool_calls");
     if (reasoning != nullptr) out_ += reasoning->get_ref<const std::string&>();
     out_ += kThinkEnd;
   }
@@ -274,8 +278,8 @@ std::string Encoder::Invoke(const ojson& call, const std::string& field) const {
   const ojson* args = Member(*fn, "arguments");
   std::string args_field = field + ".function.arguments";
   if (args == nullptr) throw Error(args_field + ": missing");
-  ojson parsed = args->is_string() ? ParseJsonText(args->get_ref<const std::string&>(), args_field)
-                                   : *args;
+  ojson parsed =
+      args->is_string() ? ParseJsonText(args->get_ref<const std::string&>(), args_field) : *args;
   if (!parsed.is_object()) throw Error(args_field + ": must be a JSON object");
   std::string out = std::string(kInvokeOpen) + " name=\"" + name + "\">\n";
   bool first = true;

@@ -55,7 +55,9 @@ struct ToolScan {
   size_t closed_end = 0;     // offset just past `</｜DSML｜function_calls>`
 };
 
-bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+bool IsSpace(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 
 // `seg` is the text between "<｜DSML｜invoke" and the next parameter or invoke-close marker:
 // `\s*name="N">\n`, plus one more "\n" when the invoke has no parameters.
@@ -131,8 +133,10 @@ Step ScanInvoke(std::string_view s, size_t& pos, ParsedToolCall& call) {
     keys.push_back(key);
     AppendPyJsonString(key, args);
     args += ": ";
-    if (is_str) AppendPyJsonString(value, args);
-    else args += value;
+    if (is_str)
+      AppendPyJsonString(value, args);
+    else
+      args += value;
     pos = close + kParamClose.size();
     Step st = ReadSeparator(s, pos, ">\n", {kParamOpen, kInvokeClose}, which);
     if (st != Step::kOk) return st;
@@ -231,8 +235,10 @@ ParsedCompletion ParseCompletion(std::string_view text, ThinkingMode mode,
 
 nlohmann::ordered_json ToOpenAiMessage(const ParsedCompletion& parsed, ThinkingMode mode) {
   nlohmann::ordered_json msg = {{"role", "assistant"}};
-  if (parsed.content.empty() && !parsed.tool_calls.empty()) msg["content"] = nullptr;
-  else msg["content"] = parsed.content;
+  if (parsed.content.empty() && !parsed.tool_calls.empty())
+    msg["content"] = nullptr;
+  else
+    msg["content"] = parsed.content;
   if (mode == ThinkingMode::kThinking) msg["reasoning_content"] = parsed.reasoning_content;
   if (!parsed.tool_calls.empty()) {
     nlohmann::ordered_json calls = nlohmann::ordered_json::array();
@@ -281,15 +287,23 @@ void StreamingCompletionParser::Process(bool final, std::vector<CompletionEvent>
     bool again = false;
     switch (state_) {
       case State::kThink:
-      case State::kContent: again = StepText(final, events); break;
-      case State::kTools: again = StepTools(final, events); break;
-      case State::kToolsClosed: again = StepToolsClosed(final, events); break;
+      case State::kContent:
+        again = StepText(final, events);
+        break;
+      case State::kTools:
+        again = StepTools(final, events);
+        break;
+      case State::kToolsClosed:
+        again = StepToolsClosed(final, events);
+        break;
       case State::kAfterEos:
         if (pending_.empty()) return;
         pending_.insert(0, kEos);  // text after EOS: the EOS and the rest, verbatim
         FlushRaw(events);
         return;
-      case State::kRaw: FlushRaw(events); return;
+      case State::kRaw:
+        FlushRaw(events);
+        return;
     }
     if (!again) return;
   }
@@ -324,8 +338,8 @@ bool StreamingCompletionParser::StepTools(bool final, std::vector<CompletionEven
   for (ParsedToolCall& call : scan.calls) {
     call.id = make_id_ ? make_id_(n_calls_) : DefaultId(n_calls_);
     ++n_calls_;
-    events.push_back({.kind = CompletionEvent::Kind::kToolCall, .text = {},
-                      .tool_call = std::move(call)});
+    events.push_back(
+        {.kind = CompletionEvent::Kind::kToolCall, .text = {}, .tool_call = std::move(call)});
   }
   size_t resume = scan.ends.empty() ? 0 : scan.ends.back();
   pending_.erase(0, resume);

@@ -21,9 +21,8 @@
 //  * special tokens inside reasoning or content stay there verbatim.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -59,7 +58,7 @@ nlohmann::ordered_json ToOpenAiMessage(const ParsedCompletion& parsed, ThinkingM
 struct CompletionEvent {
   enum class Kind { kReasoning, kContent, kToolCall };
   Kind kind;
-  std::string text;         // kReasoning / kContent: the delta
+  std::string text;          // kReasoning / kContent: the delta
   ParsedToolCall tool_call;  // kToolCall
 };
 

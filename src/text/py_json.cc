@@ -41,16 +41,33 @@ void AppendArray(const ojson& v, std::string& out) {
 
 void AppendValue(const ojson& v, std::string& out) {
   switch (v.type()) {
-    case ojson::value_t::null: out += "null"; break;
-    case ojson::value_t::boolean: out += v.get<bool>() ? "true" : "false"; break;
-    case ojson::value_t::number_integer: out += std::to_string(v.get<int64_t>()); break;
-    case ojson::value_t::number_unsigned: out += std::to_string(v.get<uint64_t>()); break;
-    case ojson::value_t::number_float: out += PyFloatRepr(v.get<double>()); break;
-    case ojson::value_t::string: AppendPyJsonString(v.get_ref<const std::string&>(), out); break;
-    case ojson::value_t::array: AppendArray(v, out); break;
-    case ojson::value_t::object: AppendObject(v, out); break;
-    default: throw Error("JSON value of type " + std::string(v.type_name()) +
-                         " cannot be written as Python JSON");
+    case ojson::value_t::null:
+      out += "null";
+      break;
+    case ojson::value_t::boolean:
+      out += v.get<bool>() ? "true" : "false";
+      break;
+    case ojson::value_t::number_integer:
+      out += std::to_string(v.get<int64_t>());
+      break;
+    case ojson::value_t::number_unsigned:
+      out += std::to_string(v.get<uint64_t>());
+      break;
+    case ojson::value_t::number_float:
+      out += PyFloatRepr(v.get<double>());
+      break;
+    case ojson::value_t::string:
+      AppendPyJsonString(v.get_ref<const std::string&>(), out);
+      break;
+    case ojson::value_t::array:
+      AppendArray(v, out);
+      break;
+    case ojson::value_t::object:
+      AppendObject(v, out);
+      break;
+    default:
+      throw Error("JSON value of type " + std::string(v.type_name()) +
+                  " cannot be written as Python JSON");
   }
 }
 
@@ -71,8 +88,8 @@ void CheckIntegerLiterals(std::string_view text, const std::string& what) {
     }
     size_t start = i;
     bool is_int = true;
-    while (i < text.size() && (std::string_view("0123456789+-.eE").find(text[i]) !=
-                               std::string_view::npos)) {
+    while (i < text.size() &&
+           (std::string_view("0123456789+-.eE").find(text[i]) != std::string_view::npos)) {
       if (text[i] == '.' || text[i] == 'e' || text[i] == 'E') is_int = false;
       ++i;
     }
@@ -86,8 +103,7 @@ void CheckIntegerLiterals(std::string_view text, const std::string& what) {
       uint64_t v;
       fits = std::from_chars(lit.data(), lit.data() + lit.size(), v).ec == std::errc();
     }
-    if (!fits)
-      throw Error(what + ": integer " + std::string(lit) + " is outside the 64-bit range");
+    if (!fits) throw Error(what + ": integer " + std::string(lit) + " is outside the 64-bit range");
   }
 }
 
@@ -99,13 +115,27 @@ void AppendPyJsonString(std::string_view s, std::string& out) {
   for (char ch : s) {
     auto c = static_cast<unsigned char>(ch);
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
       default:
         if (c < 0x20) {
           out += "\\u00";

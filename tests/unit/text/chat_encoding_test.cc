@@ -42,9 +42,10 @@ TEST(ChatEncodingGolden, ToolsAttachedToFirstMessage) {
   messages[0]["tools"] = f.input["tools"];  // as DeepSeek's test script does
   std::string got = EncodeMessages(messages, {.thinking_mode = kThink});
   EXPECT_EQ(got.size(), f.output.size());
-  EXPECT_TRUE(got == f.output) << "first difference at byte "
-                               << std::mismatch(got.begin(), got.end(), f.output.begin(),
-                                                f.output.end()).first - got.begin();
+  EXPECT_TRUE(got == f.output)
+      << "first difference at byte "
+      << std::mismatch(got.begin(), got.end(), f.output.begin(), f.output.end()).first -
+             got.begin();
 }
 
 TEST(ChatEncodingGolden, RequestLevelToolsBothThinkingFlags) {
@@ -117,31 +118,37 @@ TEST(ChatEncoding, AssistantAfterLastUserCarriesReasoningInThinkingMode) {
   EXPECT_EQ(Encode(alias, kThink), Encode(msgs, kThink));
   // The encoder's assertion: no reasoning and no tool calls after the last user.
   ExpectError(ojson::parse(R"([{"role": "user", "content": "u"},
-      {"role": "assistant", "content": "C"}])"), kThink, "messages[1]");
-  EXPECT_EQ(Encode(R"([{"role": "user", "content": "u"}, {"role": "assistant", "content": "C"}])",
-                   kChat),
-            kBos + kUser + "u" + kAsst + "</think>C" + kEos);
+      {"role": "assistant", "content": "C"}])"),
+              kThink, "messages[1]");
+  EXPECT_EQ(
+      Encode(R"([{"role": "user", "content": "u"}, {"role": "assistant", "content": "C"}])", kChat),
+      kBos + kUser + "u" + kAsst + "</think>C" + kEos);
 }
 
 const char* kToolsJson = R"([{"type": "function", "function": {"name": "f", "description": "d",
     "parameters": {"type": "object", "properties": {"x": {"type": "number"}}}}}])";
 const char* kToolSchema =
     R"({"name": "f", "description": "d", "parameters": {"type": "object", "properties": {"x": {"type": "number"}}}})";
-const char* kFormatJson = R"({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}})";
+const char* kFormatJson =
+    R"({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}})";
 
 std::string ToolsBlock() { return ToolsHeadFromFixture() + kToolSchema + "\n</functions>\n"; }
 std::string FormatBlock() {
-  return std::string("## Response Format:\n\nYou MUST strictly adhere to the following schema to "
-                     "reply:\n") + kFormatJson;
+  return std::string(
+             "## Response Format:\n\nYou MUST strictly adhere to the following schema to "
+             "reply:\n") +
+         kFormatJson;
 }
 
 TEST(ChatEncoding, SystemWithToolsAndResponseFormat) {
-  ojson msgs = ojson::parse(R"([{"role": "system", "content": "S"}, {"role": "user", "content": "q"}])");
+  ojson msgs =
+      ojson::parse(R"([{"role": "system", "content": "S"}, {"role": "user", "content": "q"}])");
   std::string tail = kUser + "q" + kAsst + "</think>";
   msgs[0]["tools"] = ojson::parse(kToolsJson);
   EXPECT_EQ(EncodeMessages(msgs, {}), kBos + "S\n\n" + ToolsBlock() + tail);
   msgs[0]["response_format"] = ojson::parse(kFormatJson);
-  EXPECT_EQ(EncodeMessages(msgs, {}), kBos + "S\n\n" + ToolsBlock() + "\n\n" + FormatBlock() + tail);
+  EXPECT_EQ(EncodeMessages(msgs, {}),
+            kBos + "S\n\n" + ToolsBlock() + "\n\n" + FormatBlock() + tail);
   msgs[0].erase("tools");
   EXPECT_EQ(EncodeMessages(msgs, {}), kBos + "S\n\n" + FormatBlock() + tail);
   msgs[0]["tools"] = ojson::array();  // empty: nothing, like Python's `if tools:`
@@ -159,7 +166,8 @@ TEST(ChatEncoding, DeveloperRole) {
             kBos + kUser + "\n\n# The user's message is: hi" + kAsst + "</think>");
   // A developer message is a user turn for `last_user`.
   EXPECT_EQ(Encode(R"([{"role": "developer", "content": "d"},
-      {"role": "assistant", "content": "C", "reasoning_content": "R"}])", kThink),
+      {"role": "assistant", "content": "C", "reasoning_content": "R"}])",
+                   kThink),
             kBos + kUser + "\n\n# The user's message is: d" + kAsst + "<think>R</think>C" + kEos);
   ExpectError(ojson::parse(R"([{"role": "developer", "content": ""}])"), kChat,
               "messages[0].content");
@@ -216,11 +224,12 @@ std::string ToolCallsText() {
 }
 
 TEST(ChatEncoding, ToolCallRoundTrip) {
-  std::string results = "\n\n<function_results>\n<result>R1</result>\n<result>R2</result>\n"
-                        "</function_results>\n\n";
-  EXPECT_EQ(Encode(kToolRoundTrip, kThink),
-            kBos + "S" + kUser + "Weather?" + kAsst + "<think>" + "</think>Checking." +
-                ToolCallsText() + kEos + results + "<think>");
+  std::string results =
+      "\n\n<function_results>\n<result>R1</result>\n<result>R2</result>\n"
+      "</function_results>\n\n";
+  EXPECT_EQ(Encode(kToolRoundTrip, kThink), kBos + "S" + kUser + "Weather?" + kAsst + "<think>" +
+                                                "</think>Checking." + ToolCallsText() + kEos +
+                                                results + "<think>");
   EXPECT_EQ(Encode(kToolRoundTrip, kChat), kBos + "S" + kUser + "Weather?" + kAsst +
                                                "</think>Checking." + ToolCallsText() + kEos +
                                                results + "</think>");
@@ -249,7 +258,8 @@ TEST(ChatEncoding, ToolResultsBeforeTheLastUserCloseThinking) {
 
 TEST(ChatEncoding, ContentAsTextParts) {
   EXPECT_EQ(Encode(R"([{"role": "user", "content": [{"type": "text", "text": "a"},
-      {"type": "text", "text": "b"}]}])", kChat),
+      {"type": "text", "text": "b"}]}])",
+                   kChat),
             kBos + kUser + "a\nb" + kAsst + "</think>");
   ExpectError(ojson::parse(R"([{"role": "user", "content": [{"type": "image_url"}]}])"), kChat,
               "messages[0].content[0].type");
@@ -271,14 +281,17 @@ TEST(ChatEncoding, BadRequestsNameTheField) {
       {R"([{"role": "user", "content": "u"}, {"role": "tool", "content": "r"}])", "messages[1]"},
       {R"([{"role": "tool", "content": "r"}])", "messages[0]"},
       {R"([{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"},
-           {"role": "tool", "content": "r"}])", "messages[2]"},
+           {"role": "tool", "content": "r"}])",
+       "messages[2]"},
       {R"([{"role": "user", "content": "u"}, {"role": "assistant", "tool_calls": [{"function":
            {"name": "f", "arguments": "{}"}}]}, {"role": "tool", "content": "r"},
-           {"role": "tool", "content": "r2"}])", "messages[3]"},
+           {"role": "tool", "content": "r2"}])",
+       "messages[3]"},
       {R"([{"role": "user", "content": "u"}, {"role": "assistant", "tool_calls": [
            {"function": {"name": "f", "arguments": "{}"}},
            {"function": {"name": "g", "arguments": "{}"}}]}, {"role": "tool", "content": "r"},
-           {"role": "user", "content": "u2"}])", "messages[1].tool_calls"},
+           {"role": "user", "content": "u2"}])",
+       "messages[1].tool_calls"},
       {R"([{"role": "user", "content": "u"}, {"role": "assistant", "tool_calls": [{"function":
            {"name": "f", "arguments": "{\"a\": "}}]}])",
        "messages[1].tool_calls[0].function.arguments"},
@@ -289,7 +302,8 @@ TEST(ChatEncoding, BadRequestsNameTheField) {
            {"name": "f", "arguments": "{\"a\": 123456789012345678901234567890}"}}]}])",
        "outside the 64-bit range"},
       {R"([{"role": "user", "content": "u"}, {"role": "assistant", "tool_calls": [{"function":
-           {"arguments": "{}"}}]}])", "messages[1].tool_calls[0].function.name"},
+           {"arguments": "{}"}}]}])",
+       "messages[1].tool_calls[0].function.name"},
       {R"([{"role": "user", "content": "u"}, {"role": "assistant", "tool_calls": [{}]}])",
        "messages[1].tool_calls[0].function"},
       {R"([{"role": "system", "content": "s", "tools": "x"}])", "messages[0].tools"},
@@ -306,10 +320,12 @@ TEST(ChatEncoding, ThinkingFlag) {
   EXPECT_EQ(mode(R"({"chat_template_kwargs": {"thinking": false}})"), kChat);
   EXPECT_EQ(mode(R"({"thinking": {"type": "enabled"}})"), kThink);
   EXPECT_EQ(mode(R"({"thinking": {"type": "disabled"}})"), kChat);
-  EXPECT_EQ(mode(R"({"thinking": {"type": "enabled"}, "chat_template_kwargs": {"thinking": true}})"),
-            kThink);
-  EXPECT_THROW(mode(R"({"thinking": {"type": "enabled"}, "chat_template_kwargs": {"thinking": false}})"),
-               Error);
+  EXPECT_EQ(
+      mode(R"({"thinking": {"type": "enabled"}, "chat_template_kwargs": {"thinking": true}})"),
+      kThink);
+  EXPECT_THROW(
+      mode(R"({"thinking": {"type": "enabled"}, "chat_template_kwargs": {"thinking": false}})"),
+      Error);
   EXPECT_THROW(mode(R"({"chat_template_kwargs": {"thinking": "yes"}})"), Error);
   EXPECT_THROW(mode(R"({"thinking": {"type": "on"}})"), Error);
   EXPECT_THROW(mode(R"({"thinking": true})"), Error);
@@ -319,20 +335,31 @@ TEST(ChatEncoding, ThinkingFlag) {
 
 // Generated with Python 3.11: json.dumps(json.loads(input), ensure_ascii=False).
 const std::pair<const char*, const char*> kPyJsonCases[] = {
-    {"{\"a\": 1, \"b\": 1.0, \"c\": -0.0, \"d\": 1e16, \"e\": 1e15, \"f\": 0.0001, \"g\": 0.00001, \"h\": 123456789.125, \"i\": 1.5e300, \"j\": 5e-324, \"k\": 1.7976931348623157e308}",
-     "{\"a\": 1, \"b\": 1.0, \"c\": -0.0, \"d\": 1e+16, \"e\": 1000000000000000.0, \"f\": 0.0001, \"g\": 1e-05, \"h\": 123456789.125, \"i\": 1.5e+300, \"j\": 5e-324, \"k\": 1.7976931348623157e+308}"},
-    {"[9223372036854775807, -9223372036854775808, 18446744073709551615, 0, -0, 1E2, 2.5e-7, 0.1, 100.0, 1e22, 12345678901234567.0]",
-     "[9223372036854775807, -9223372036854775808, 18446744073709551615, 0, 0, 100.0, 2.5e-07, 0.1, 100.0, 1e+22, 1.2345678901234568e+16]"},
-    {"{\"s\": \"quote\\\" back\\\\ nl\\n cr\\r tab\\t bs\\b ff\\f nul\\u0000 us\\u001f del\\u007f slash/ \\/ \303\251 \344\270\255\346\226\207 \360\237\230\200 \\u2028 \\u00e9\"}",
-     "{\"s\": \"quote\\\" back\\\\ nl\\n cr\\r tab\\t bs\\b ff\\f nul\\u0000 us\\u001f del\177 slash/ / \303\251 \344\270\255\346\226\207 \360\237\230\200 \342\200\250 \303\251\"}"},
+    {"{\"a\": 1, \"b\": 1.0, \"c\": -0.0, \"d\": 1e16, \"e\": 1e15, \"f\": 0.0001, \"g\": 0.00001, "
+     "\"h\": 123456789.125, \"i\": 1.5e300, \"j\": 5e-324, \"k\": 1.7976931348623157e308}",
+     "{\"a\": 1, \"b\": 1.0, \"c\": -0.0, \"d\": 1e+16, \"e\": 1000000000000000.0, \"f\": 0.0001, "
+     "\"g\": 1e-05, \"h\": 123456789.125, \"i\": 1.5e+300, \"j\": 5e-324, \"k\": "
+     "1.7976931348623157e+308}"},
+    {"[9223372036854775807, -9223372036854775808, 18446744073709551615, 0, -0, 1E2, 2.5e-7, 0.1, "
+     "100.0, 1e22, 12345678901234567.0]",
+     "[9223372036854775807, -9223372036854775808, 18446744073709551615, 0, 0, 100.0, 2.5e-07, 0.1, "
+     "100.0, 1e+22, 1.2345678901234568e+16]"},
+    {"{\"s\": \"quote\\\" back\\\\ nl\\n cr\\r tab\\t bs\\b ff\\f nul\\u0000 us\\u001f del\\u007f "
+     "slash/ \\/ \303\251 \344\270\255\346\226\207 \360\237\230\200 \\u2028 \\u00e9\"}",
+     "{\"s\": \"quote\\\" back\\\\ nl\\n cr\\r tab\\t bs\\b ff\\f nul\\u0000 us\\u001f del\177 "
+     "slash/ / \303\251 \344\270\255\346\226\207 \360\237\230\200 \342\200\250 \303\251\"}"},
     {"{\"z\": {\"y\": [1, [2, {\"x\": null}], true, false], \"w\": {}}, \"v\": [], \"a\": \"\"}",
      "{\"z\": {\"y\": [1, [2, {\"x\": null}], true, false], \"w\": {}}, \"v\": [], \"a\": \"\"}"},
     {"{\"b\": 2, \"a\": 1, \"b2\": {\"k2\": 1, \"k1\": 2}}",
      "{\"b\": 2, \"a\": 1, \"b2\": {\"k2\": 1, \"k1\": 2}}"},
-    {"[0.3, 2.675, 1e-5, 9.999999999999999e22, 1.0000000000000002, 4.35, 123e-20, -1.5, 1e-4, 0.001, 123456789012345678]",
-     "[0.3, 2.675, 1e-05, 1e+23, 1.0000000000000002, 4.35, 1.23e-18, -1.5, 0.0001, 0.001, 123456789012345678]"},
-    {"{\"nested\":{\"deep\":[[[[{\"k\":\"v\"}]]]]},\"empty_s\":\"\",\"unicode_key_\303\251\":\"\303\274\"}",
-     "{\"nested\": {\"deep\": [[[[{\"k\": \"v\"}]]]]}, \"empty_s\": \"\", \"unicode_key_\303\251\": \"\303\274\"}"},
+    {"[0.3, 2.675, 1e-5, 9.999999999999999e22, 1.0000000000000002, 4.35, 123e-20, -1.5, 1e-4, "
+     "0.001, 123456789012345678]",
+     "[0.3, 2.675, 1e-05, 1e+23, 1.0000000000000002, 4.35, 1.23e-18, -1.5, 0.0001, 0.001, "
+     "123456789012345678]"},
+    {"{\"nested\":{\"deep\":[[[[{\"k\":\"v\"}]]]]},\"empty_s\":\"\",\"unicode_key_\303\251\":"
+     "\"\303\274\"}",
+     "{\"nested\": {\"deep\": [[[[{\"k\": \"v\"}]]]]}, \"empty_s\": \"\", "
+     "\"unicode_key_\303\251\": \"\303\274\"}"},
 };
 
 TEST(PyJson, MatchesPythonJsonDumps) {

@@ -2,11 +2,11 @@
 #pragma once
 
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <nlohmann/json.hpp>
 #include <string>
 
 namespace dsinfer::text::chat_testing {
@@ -27,9 +27,7 @@ inline std::string ReadFileOrFail(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
-inline std::string InRepoFixtureDir() {
-  return DSINFER_SOURCE_DIR "/tests/golden/chat_encoding/";
-}
+inline std::string InRepoFixtureDir() { return DSINFER_SOURCE_DIR "/tests/golden/chat_encoding/"; }
 
 struct Fixture {
   ojson input;         // {"tools": [...], "messages": [...]}

@@ -27,8 +27,8 @@ std::string Invoke(const std::string& name, const std::string& params) {
   return "<｜DSML｜invoke name=\"" + name + "\">\n" + params + "\n</｜DSML｜invoke>";
 }
 std::string Param(const std::string& key, bool is_str, const std::string& value) {
-  return "<｜DSML｜parameter name=\"" + key + "\" string=\"" + (is_str ? "true" : "false") +
-         "\">" + value + "</｜DSML｜parameter>";
+  return "<｜DSML｜parameter name=\"" + key + "\" string=\"" + (is_str ? "true" : "false") + "\">" +
+         value + "</｜DSML｜parameter>";
 }
 
 std::string Show(const ParsedCompletion& p) {
@@ -103,17 +103,21 @@ TEST(CompletionParser, ToolCallsWithEveryValueType) {
                            Param("flag", false, "false") + "\n" + Param("none", false, "null")) +
       "\n" + Invoke("now", "") + "\n" + kCallsEnd + kEos;
   ParsedCompletion p = ParseCompletion(text, kThink);
-  ExpectParsed(p, {"R", "Let me look.",
-                   {{"call_0", "search",
-                     // string="false" values are inserted verbatim: 2.50 stays 2.50
-                     R"({"q": "café \"x\"\n2", "n": 3, "opts": {"deep": true, "k": [1, 2.50]}, "flag": false, "none": null})"},
-                    {"call_1", "now", "{}"}}});
+  ExpectParsed(
+      p,
+      {"R",
+       "Let me look.",
+       {{"call_0", "search",
+         // string="false" values are inserted verbatim: 2.50 stays 2.50
+         R"({"q": "café \"x\"\n2", "n": 3, "opts": {"deep": true, "k": [1, 2.50]}, "flag": false, "none": null})"},
+        {"call_1", "now", "{}"}}});
   ojson msg = ToOpenAiMessage(p, kThink);
   EXPECT_EQ(msg["tool_calls"][0]["function"]["arguments"], p.tool_calls[0].arguments);
   EXPECT_EQ(msg["tool_calls"][1]["type"], "function");
   EXPECT_EQ(msg["reasoning_content"], "R");
   // A caller-provided id generator.
-  ParsedCompletion q = ParseCompletion(text, kThink, [](size_t i) { return "id" + std::to_string(i * 7); });
+  ParsedCompletion q =
+      ParseCompletion(text, kThink, [](size_t i) { return "id" + std::to_string(i * 7); });
   EXPECT_EQ(q.tool_calls[1].id, "id7");
   ExpectStreamingMatches(text, kThink);
 }
@@ -142,9 +146,9 @@ TEST(CompletionParser, GoldenAssistantTurnsParseBackToTheirMessages) {
     // The turn starts after the last generation prompt in the chunk.
     size_t start = 0;
     bool thinking = false;
-    for (const std::string& prompt : {kAsst + "<think>", kAsst + "</think>",
-                                      std::string("</function_results>\n\n<think>"),
-                                      std::string("</function_results>\n\n</think>")}) {
+    for (const std::string& prompt :
+         {kAsst + "<think>", kAsst + "</think>", std::string("</function_results>\n\n<think>"),
+          std::string("</function_results>\n\n</think>")}) {
       size_t at = chunk.rfind(prompt);
       if (at != std::string::npos && at + prompt.size() > start) {
         start = at + prompt.size();
@@ -187,7 +191,8 @@ TEST(CompletionParser, EncodeParseRoundTrip) {
     for (ThinkingMode mode : {kThink, kChat}) {
       SCOPED_TRACE(std::string(a) + (mode == kThink ? " thinking" : " chat"));
       std::string prompt = EncodeMessages(msgs, {.thinking_mode = mode});
-      std::string gen_prompt = kBos + kUser + "u" + kAsst + (mode == kThink ? "<think>" : "</think>");
+      std::string gen_prompt =
+          kBos + kUser + "u" + kAsst + (mode == kThink ? "<think>" : "</think>");
       ASSERT_TRUE(prompt.starts_with(gen_prompt));
       std::string generated = prompt.substr(gen_prompt.size());
       ParsedCompletion p = ParseCompletion(generated, mode);
@@ -215,33 +220,58 @@ TEST(CompletionParser, MalformedDsmlBecomesContent) {
   };
   const std::string block_f = kCalls + good_f;
   const std::vector<Case> cases = {
-      {"unterminated invoke", "C" + kCalls + "<｜DSML｜invoke name=\"f\">\n" + Param("a", true, "b"),
+      {"unterminated invoke",
+       "C" + kCalls + "<｜DSML｜invoke name=\"f\">\n" + Param("a", true, "b"),
        "C" + kCalls + "<｜DSML｜invoke name=\"f\">\n" + Param("a", true, "b"), 0},
-      {"cut after the block marker", "C\n\n<｜DSML｜function_calls", "C\n\n<｜DSML｜function_calls", 0},
-      {"bad string attribute", "C" + kCalls + Invoke("f", "<｜DSML｜parameter name=\"a\" string=\"maybe\">b</｜DSML｜parameter>") + "\n" + kCallsEnd,
-       "C" + kCalls + Invoke("f", "<｜DSML｜parameter name=\"a\" string=\"maybe\">b</｜DSML｜parameter>") + "\n" + kCallsEnd, 0},
-      {"bad name attribute", "C" + kCalls + "<｜DSML｜invoke nam=\"f\">\n" + Param("a", true, "b") + "\n</｜DSML｜invoke>\n" + kCallsEnd + kEos,
-       "C" + kCalls + "<｜DSML｜invoke nam=\"f\">\n" + Param("a", true, "b") + "\n</｜DSML｜invoke>\n" + kCallsEnd + kEos, 0},
-      {"no newline after the block tag", "C\n\n<｜DSML｜function_calls>" + good_f + "\n" + kCallsEnd,
+      {"cut after the block marker", "C\n\n<｜DSML｜function_calls", "C\n\n<｜DSML｜function_calls",
+       0},
+      {"bad string attribute",
+       "C" + kCalls +
+           Invoke("f", "<｜DSML｜parameter name=\"a\" string=\"maybe\">b</｜DSML｜parameter>") +
+           "\n" + kCallsEnd,
+       "C" + kCalls +
+           Invoke("f", "<｜DSML｜parameter name=\"a\" string=\"maybe\">b</｜DSML｜parameter>") +
+           "\n" + kCallsEnd,
+       0},
+      {"bad name attribute",
+       "C" + kCalls + "<｜DSML｜invoke nam=\"f\">\n" + Param("a", true, "b") +
+           "\n</｜DSML｜invoke>\n" + kCallsEnd + kEos,
+       "C" + kCalls + "<｜DSML｜invoke nam=\"f\">\n" + Param("a", true, "b") +
+           "\n</｜DSML｜invoke>\n" + kCallsEnd + kEos,
+       0},
+      {"no newline after the block tag",
+       "C\n\n<｜DSML｜function_calls>" + good_f + "\n" + kCallsEnd,
        "C\n\n<｜DSML｜function_calls>" + good_f + "\n" + kCallsEnd, 0},
-      {"string=false value that is not JSON", kCalls + Invoke("f", Param("n", false, "three")) + "\n" + kCallsEnd,
+      {"string=false value that is not JSON",
+       kCalls + Invoke("f", Param("n", false, "three")) + "\n" + kCallsEnd,
        kCalls + Invoke("f", Param("n", false, "three")) + "\n" + kCallsEnd, 0},
-      {"duplicate parameter", kCalls + Invoke("f", Param("a", true, "1") + "\n" + Param("a", true, "2")) + "\n" + kCallsEnd,
-       kCalls + Invoke("f", Param("a", true, "1") + "\n" + Param("a", true, "2")) + "\n" + kCallsEnd, 0},
-      {"junk between invokes", "C" + block_f + "\nJUNK" + Invoke("g", Param("x", false, "1")) + "\n" + kCallsEnd + kEos,
+      {"duplicate parameter",
+       kCalls + Invoke("f", Param("a", true, "1") + "\n" + Param("a", true, "2")) + "\n" +
+           kCallsEnd,
+       kCalls + Invoke("f", Param("a", true, "1") + "\n" + Param("a", true, "2")) + "\n" +
+           kCallsEnd,
+       0},
+      {"junk between invokes",
+       "C" + block_f + "\nJUNK" + Invoke("g", Param("x", false, "1")) + "\n" + kCallsEnd + kEos,
        "C\nJUNK" + Invoke("g", Param("x", false, "1")) + "\n" + kCallsEnd + kEos, 1},
       {"junk after the block", "C" + block_f + "\n" + kCallsEnd + "trailing",
        "C\n" + kCallsEnd + "trailing", 1},
       {"partial EOS after the block", block_f + "\n" + kCallsEnd + "<｜end",
        "\n" + kCallsEnd + "<｜end", 1},
-      {"text after EOS after the block", block_f + "\n" + kCallsEnd + kEos + "more", kEos + "more", 1},
+      {"text after EOS after the block", block_f + "\n" + kCallsEnd + kEos + "more", kEos + "more",
+       1},
       {"unterminated second invoke", block_f + "\n<｜DSML｜invoke name=\"g\">\n",
        "\n<｜DSML｜invoke name=\"g\">\n", 1},
-      {"invoke close without '>'", kCalls + "<｜DSML｜invoke name=\"f\">\n" + Param("a", true, "b") + "\n</｜DSML｜invokeX",
+      {"invoke close without '>'",
+       kCalls + "<｜DSML｜invoke name=\"f\">\n" + Param("a", true, "b") + "\n</｜DSML｜invokeX",
        kCalls + "<｜DSML｜invoke name=\"f\">\n" + Param("a", true, "b") + "\n</｜DSML｜invokeX", 0},
       {"junk right after an invoke", kCalls + good_f + "X", "X", 1},
-      {"parameter without '<' before its close", kCalls + "<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter name=\"a\" string=\"true\">b/｜DSML｜parameter>\n</｜DSML｜invoke>",
-       kCalls + "<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter name=\"a\" string=\"true\">b/｜DSML｜parameter>\n</｜DSML｜invoke>", 0},
+      {"parameter without '<' before its close",
+       kCalls + "<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter name=\"a\" "
+                "string=\"true\">b/｜DSML｜parameter>\n</｜DSML｜invoke>",
+       kCalls + "<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter name=\"a\" "
+                "string=\"true\">b/｜DSML｜parameter>\n</｜DSML｜invoke>",
+       0},
       {"text after EOS", "C" + kEos + "more", "C" + kEos + "more", 0},
       {"special tokens inside content",
        "a" + kBos + "b<think>c<｜DSML｜invoke name=\"f\">" + kUser + kEos,
