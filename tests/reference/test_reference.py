@@ -144,6 +144,14 @@ class SafetensorsTest(unittest.TestCase):
             self.assertEqual(dense[150, 3], F32(st.E4M3_TABLE[q[150, 3]] * s[1, 0]))
 
 
+class Fnv1aTest(unittest.TestCase):
+    def test_known_vectors(self):
+        import check_inspect
+        self.assertEqual(check_inspect.fnv1a64(b""), 0xCBF29CE484222325)
+        self.assertEqual(check_inspect.fnv1a64(b"a"), 0xAF63DC4C8601EC8C)
+        self.assertEqual(check_inspect.fnv1a64(b"foobar"), 0x85944171F73967E8)
+
+
 class RopeTest(unittest.TestCase):
     def test_yarn_freqs_match_model_md_table(self):
         f = ref.yarn_freqs(official_config())
