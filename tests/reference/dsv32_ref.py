@@ -268,6 +268,7 @@ class Model:
             raise ValueError(f"--kv-cache {kv_cache}: expected f32, bf16 or fp8")
         self.kv_cache = kv_cache
         self.dump_dir = dump_dir
+        self.stats = {}  # layer -> decision margins (diagnostics only: topk_margins, router_margins)
         if dump_dir:
             os.makedirs(dump_dir, exist_ok=True)
 
@@ -345,6 +346,7 @@ class Model:
         scores = np.where(causal, self.indexer(p, x, qr, pos), F32(-np.inf))          # [n, n_ctx]
         self.dump(layer, "index_scores", scores)
         selected = topk_select(scores, pos, self.index_topk)
+        self.stats.setdefault(layer, {}).update(topk_margins(scores, pos, self.index_topk))
         k_max = min(self.index_topk, n)
         topk = np.full((n, k_max), -1, dtype=np.int32)
         for i in range(n):
@@ -384,6 +386,8 @@ class Model:
         s = sigmoid(x @ self.w.vector(p + "gate.weight").T)                            # [n, E] f32
         bias_name = p + "gate.e_score_correction_bias"
         bias = self.w.vector(bias_name) if self.w.has(bias_name) else np.zeros(c.n_routed_experts, F32)
+        self.stats.setdefault(int(p.split(".")[2]), {}).update(
+            router_margins(s, bias, c.n_group, c.topk_group, c.num_experts_per_tok))
         return route(s, bias, c.n_group, c.topk_group, c.num_experts_per_tok, c.norm_topk_prob,
                      c.routed_scaling_factor)
 
@@ -512,6 +516,45 @@ def topk_select(scores, pos, index_topk):
     return selected
 
 
+def topk_margins(scores, pos, index_topk):
+    """Diagnostics: how far the indexer's top-k decisions are from ties.  For every row that is
+    truly sparse (k < p + 1): gap = k-th best - (k+1)-th best score, relative to the row's score
+    spread (std over t <= p)."""
+    gaps, spreads = [], []
+    for i, p in enumerate(pos):
+        k = min(index_topk, p + 1)
+        if k < p + 1:
+            row = np.sort(scores[i, :p + 1].astype(np.float64))[::-1]
+            gaps.append(row[k - 1] - row[k])
+            spreads.append(row.std())
+    if not gaps:
+        return {}
+    rel = np.array(gaps) / np.maximum(np.array(spreads), 1e-30)
+    return {"index_spread": float(np.median(spreads)), "topk_rel_gap_min": float(rel.min()),
+            "topk_rel_gap_p5": float(np.percentile(rel, 5)), "topk_exact_ties": int(np.sum(np.array(gaps) == 0)),
+            "topk_rows": len(gaps)}
+
+
+def router_margins(s, bias, n_group, topk_group, top_k):
+    """Diagnostics: per token, the gap between the last kept and the first dropped group score,
+    and between the k-th and (k+1)-th biased expert score within the kept groups."""
+    n, n_exp = s.shape
+    per = n_exp // n_group
+    b = (s + bias).astype(np.float64).reshape(n, n_group, per)
+    top = -np.sort(-b, axis=-1)
+    gs = top[..., :2].sum(-1) if per > 1 else top[..., 0]                            # [n, G]
+    gs_sorted = -np.sort(-gs, axis=-1)
+    out = {"router_b_spread": float(np.median(b.reshape(n, -1).std(axis=-1)))}
+    if topk_group < n_group:
+        out["group_gap_min"] = float((gs_sorted[:, topk_group - 1] - gs_sorted[:, topk_group]).min())
+    keep = np.argsort(-gs, axis=-1, kind="stable")[:, :topk_group]
+    kept = np.take_along_axis(b, keep[..., None], axis=1).reshape(n, -1)             # [n, topk_group·per]
+    if kept.shape[1] > top_k:
+        ranked = -np.sort(-kept, axis=-1)
+        out["expert_gap_min"] = float((ranked[:, top_k - 1] - ranked[:, top_k]).min())
+    return out
+
+
 def route(s, bias, n_group, topk_group, top_k, norm_topk_prob, scaling):
     """Group-limited sigmoid routing (§5.2, N§6).  s [n, E] sigmoid scores, bias [E].
     Returns (expert ids [n, k] ascending, weights [n, k] f32 in the same order)."""
@@ -544,7 +587,8 @@ def main(argv=None):
     ap.add_argument("--kv-cache", choices=["f32", "bf16", "fp8"], default="f32")
     ap.add_argument("--mtp-out", default=None)
     ap.add_argument("--dump-dir", default=None)
-    ap.add_argument("--verbose", action="store_true", help="print per-layer hidden RMS")
+    ap.add_argument("--verbose", action="store_true",
+                    help="print per-layer hidden RMS and top-k / router decision margins")
     a = ap.parse_args(argv)
     ids = [int(t) for t in a.ids.split(",") if t.strip()]
     model = Model(a.model, a.attention, a.index_topk, a.kv_cache, a.dump_dir)
@@ -555,6 +599,8 @@ def main(argv=None):
     np.save(a.out, logits.astype(F32))
     if a.verbose:
         print("hidden RMS per layer:", " ".join(f"{r:.4g}" for r in model.hidden_rms))
+        for layer, st in sorted(model.stats.items()):
+            print(f"L{layer}:", " ".join(f"{k}={v:.4g}" for k, v in st.items()))
     if a.mtp_out:
         if not model.has_mtp():
             sys.exit("--mtp-out: the checkpoint has no MTP layer")
