@@ -309,7 +309,7 @@ class GateTest(unittest.TestCase):
     def test_margin_diagnostics(self):
         s = np.array([[0.9, 0.1, 0.6, 0.6, 0.5, 0.55, 0.2, 0.2]], dtype=F32)
         m = ref.router_margins(s, np.zeros(8, F32), 4, 2, 2)
-        self.assertAlmostEqual(m["group_gap_min"], 0.15, delta=1e-6)   # 1.05 (kept) - 1.0 (dropped)
+        self.assertAlmostEqual(m["group_gap_min"], 0.05, delta=1e-6)   # 1.05 (kept) - 1.0 (dropped)
         self.assertAlmostEqual(m["expert_gap_min"], 0.05, delta=1e-6)  # 0.6 (chosen) - 0.55
         t = ref.topk_margins(np.array([[3, 1, 2, 2]], dtype=F32), [3], 2)
         self.assertEqual((t["topk_exact_ties"], t["topk_rows"]), (1, 1))
