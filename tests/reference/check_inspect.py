@@ -9,9 +9,13 @@
 3. The same checkpoint with one required tensor removed must make `inspect` exit 2 and name the
    tensor on stderr.
 
-Usage: check_inspect.py DSINFER_BINARY      (exit 0 = agreement; 1 = a mismatch, printed)
+4. With --f32-norms: the indexer's k_norm weight/bias stored as F32 instead of BF16 (their real
+   dtype is unverified, MODEL.md §3.5; NUMERICS.md §1 says accept both) must also be usable.
+
+Usage: check_inspect.py DSINFER_BINARY [--f32-norms]   (exit 0 = agreement; 1 = mismatches, printed)
 """
 
+import argparse
 import json
 import os
 import subprocess
@@ -71,29 +75,41 @@ def run(binary, folder, *extra):
     return subprocess.run([binary, "inspect", folder, *extra], capture_output=True, text=True, timeout=120)
 
 
-def main(argv):
-    if len(argv) != 2:
-        sys.exit(__doc__)
-    binary = argv[1]
-    cfg = json.loads(json.dumps(writer.SMALL_CONFIG))
-    failures = []
-    with tempfile.TemporaryDirectory(prefix="check_inspect_") as tmp:
-        good = os.path.join(tmp, "good")
-        written = writer.write_checkpoint(good, cfg, seed=5, shards=2)
-        r = run(binary, good, "--json", "--checksums")
-        if r.returncode != 0:
-            failures.append(f"inspect of the complete checkpoint exited {r.returncode}: {r.stderr.strip()}")
-        else:
-            failures += compare(expected_tensors(written), json.loads(r.stdout))
-            print(f"inspect agrees on {len(written)} tensors" if not failures else "")
+def check_complete(binary, folder, cfg, f32_norms):
+    written = writer.write_checkpoint(folder, cfg, seed=5, shards=2, f32_norms=f32_norms)
+    r = run(binary, folder, "--json", "--checksums")
+    if r.returncode != 0:
+        return [f"inspect of the complete checkpoint (f32_norms={f32_norms}) exited {r.returncode}: {r.stderr.strip()}"]
+    problems = compare(expected_tensors(written), json.loads(r.stdout))
+    if not problems:
+        print(f"inspect agrees with the writer on all {len(written)} tensors (f32_norms={f32_norms})")
+    return problems
 
-        bad = os.path.join(tmp, "missing")
-        writer.write_checkpoint(bad, cfg, seed=5, shards=2, omit=[REMOVED])
-        r = run(binary, bad, "--json", "--checksums")
-        if r.returncode != 2:
-            failures.append(f"inspect without {REMOVED} exited {r.returncode}, expected 2")
-        if REMOVED not in r.stderr:
-            failures.append(f"inspect without {REMOVED} does not name it on stderr: {r.stderr.strip()!r}")
+
+def check_missing(binary, folder, cfg):
+    writer.write_checkpoint(folder, cfg, seed=5, shards=2, omit=[REMOVED])
+    r = run(binary, folder, "--json", "--checksums")
+    problems = []
+    if r.returncode != 2:
+        problems.append(f"inspect without {REMOVED} exited {r.returncode}, expected 2")
+    if REMOVED not in r.stderr:
+        problems.append(f"inspect without {REMOVED} does not name it on stderr: {r.stderr.strip()!r}")
+    if not problems:
+        print(f"inspect exits 2 and names {REMOVED} when it is missing")
+    return problems
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(description="cross-check dsinfer inspect against the NumPy writer")
+    ap.add_argument("binary")
+    ap.add_argument("--f32-norms", action="store_true")
+    a = ap.parse_args(argv[1:])
+    cfg = json.loads(json.dumps(writer.SMALL_CONFIG))
+    with tempfile.TemporaryDirectory(prefix="check_inspect_") as tmp:
+        failures = check_complete(a.binary, os.path.join(tmp, "good"), cfg, False)
+        failures += check_missing(a.binary, os.path.join(tmp, "missing"), cfg)
+        if a.f32_norms:
+            failures += check_complete(a.binary, os.path.join(tmp, "f32norms"), cfg, True)
     for f in failures:
         print("MISMATCH:", f)
     return 1 if failures else 0

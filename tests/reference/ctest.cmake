@@ -2,3 +2,9 @@
 add_test(NAME reference_selftest
   COMMAND ${DSINFER_PYTHON} -m unittest discover -s ${CMAKE_SOURCE_DIR}/tests/reference -p "test_*.py")
 set_tests_properties(reference_selftest PROPERTIES LABELS reference TIMEOUT 300)
+
+# `dsinfer inspect --json --checksums` against the NumPy checkpoint writer: every tensor's name,
+# dtype, shape, nbytes and FNV-1a 64; a missing required tensor → exit 2 naming it.
+add_test(NAME reference_check_inspect
+  COMMAND ${DSINFER_PYTHON} ${CMAKE_SOURCE_DIR}/tests/reference/check_inspect.py $<TARGET_FILE:dsinfer>)
+set_tests_properties(reference_check_inspect PROPERTIES LABELS integration TIMEOUT 300)

@@ -122,8 +122,10 @@ def _fp8_linear(rng, shape, block):
     return ("F8_E4M3", list(shape), codes), ("F32", grid, scale.astype(np.float32))
 
 
-def random_tensors(cfg, seed):
-    """{name: (dtype, shape, raw storage array)} for the whole table, deterministic in `seed`."""
+def random_tensors(cfg, seed, f32_norms=False):
+    """{name: (dtype, shape, raw storage array)} for the whole table, deterministic in `seed`.
+    The indexer's LayerNorm (k_norm weight and bias) is BF16 like every norm, or F32 with
+    `f32_norms` (its real dtype is unverified, MODEL.md §3.5; NUMERICS.md §1: accept both)."""
     rng = np.random.default_rng(seed)
     block = cfg.get("quantization_config", {}).get("weight_block_size", [128, 128])
     d = cfg["hidden_size"]
@@ -138,8 +140,12 @@ def random_tensors(cfg, seed):
         elif kind == "norm":
             out[name] = _bf16(1.0 + 0.1 * rng.standard_normal(shape))
         elif kind == "norm_f32":
-            out[name] = ("F32", shape, (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32))
-        elif kind in ("bias", "gate_bias"):
+            v = (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+            out[name] = ("F32", shape, v) if f32_norms else _bf16(v)
+        elif kind == "bias":
+            v = (0.05 * rng.standard_normal(shape)).astype(np.float32)
+            out[name] = ("F32", shape, v) if f32_norms else _bf16(v)
+        elif kind == "gate_bias":
             out[name] = ("F32", shape, (0.05 * rng.standard_normal(shape)).astype(np.float32))
         else:
             raise ValueError(kind)
@@ -147,11 +153,11 @@ def random_tensors(cfg, seed):
     return out
 
 
-def write_checkpoint(folder, cfg, seed=1, shards=2, omit=()):
+def write_checkpoint(folder, cfg, seed=1, shards=2, omit=(), f32_norms=False):
     """Writes config.json, `shards` safetensors files (tensors split in table order) and the
     index. Returns the written tensors {name: (dtype, shape, raw)} (omitted ones excluded)."""
     os.makedirs(folder, exist_ok=True)
-    tensors = {k: v for k, v in random_tensors(cfg, seed).items() if k not in set(omit)}
+    tensors = {k: v for k, v in random_tensors(cfg, seed, f32_norms).items() if k not in set(omit)}
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
     names = list(tensors)
@@ -181,11 +187,12 @@ def main(argv=None):
     ap.add_argument("--shards", type=int, default=2)
     ap.add_argument("--omit", action="append", default=[], help="leave this tensor out")
     ap.add_argument("--set", action="append", default=[], help="config override key=JSON")
+    ap.add_argument("--f32-norms", action="store_true", help="indexer k_norm weight/bias as F32")
     a = ap.parse_args(argv)
     cfg = json.loads(json.dumps(SMALL_CONFIG))
     for kv in a.set:
         parse_set(cfg, kv)
-    write_checkpoint(a.out, cfg, a.seed, a.shards, a.omit)
+    write_checkpoint(a.out, cfg, a.seed, a.shards, a.omit, a.f32_norms)
     return 0
 
 

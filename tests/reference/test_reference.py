@@ -329,7 +329,7 @@ class EndToEndTest(unittest.TestCase):
         cls.tmp = tempfile.mkdtemp(prefix="dsv32_ref_")
         cls.cfg = json.loads(json.dumps(writer.SMALL_CONFIG))
         cls.dir = os.path.join(cls.tmp, "small")
-        writer.write_checkpoint(cls.dir, cls.cfg, seed=11, shards=2)
+        writer.write_checkpoint(cls.dir, cls.cfg, seed=11, shards=2, f32_norms=True)
         cls.ids = list(np.random.default_rng(9).integers(0, cls.cfg["vocab_size"], 24))
 
     @classmethod
