@@ -370,6 +370,29 @@ class EndToEndTest(unittest.TestCase):
         np.testing.assert_array_equal(m1[:-1], m2[:-1])
         self.assertGreater(np.abs(m1[-1] - m2[-1]).max(), 1e-4)
 
+    def test_mtp_concatenation_is_embedding_first(self):
+        # Zero the second (hidden-state) half of eh_proj: MTP logits must then ignore g, the
+        # main model's final-norm output, and still depend on the next token's embedding.
+        model = ref.Model(self.dir)
+        d = self.cfg["hidden_size"]
+        linear = model.w.linear
+
+        def patched(prefix):
+            w = linear(prefix)
+            if prefix.endswith("eh_proj"):
+                w = w.copy()
+                w[:, d:] = 0
+            return w
+        model.w.linear = patched
+        _, g = ref.Model(self.dir).forward(self.ids)
+        a = model.mtp(self.ids, g)
+        b = model.mtp(self.ids, np.random.default_rng(0).standard_normal(g.shape).astype(F32))
+        np.testing.assert_array_equal(a, b)
+        ids2 = list(self.ids)
+        ids2[5] = (ids2[5] + 1) % self.cfg["vocab_size"]
+        c = model.mtp(ids2, g)
+        self.assertGreater(np.abs(c[4] - a[4]).max(), 1e-4)   # row 4 reads t_5's embedding
+
     def test_kv_cache_modes(self):
         # Dense attention: with DSA a tiny perturbation can flip a near-tied top-k choice.
         _, f32, _ = self.run_model(attention="dense")
