@@ -434,6 +434,37 @@ class CompositionTest(unittest.TestCase):
         np.testing.assert_allclose(got, np.array(want), rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
+    def test_moe_and_dense_ffn(self):
+        m, c = self.model, self.model.cfg
+        x = self.x.astype(np.float64)
+        silu = lambda v: v / (1 + np.exp(-v))  # noqa: E731
+
+        def swiglu(prefix, v):  # down( silu(gate · v) * (up · v) )
+            g = m.w.linear(prefix + "gate_proj").astype(np.float64) @ v
+            u = m.w.linear(prefix + "up_proj").astype(np.float64) @ v
+            return m.w.linear(prefix + "down_proj").astype(np.float64) @ (silu(g) * u)
+
+        np.testing.assert_allclose(m.ffn(0, self.x), np.array([swiglu("model.layers.0.mlp.", v) for v in x]),
+                                   rtol=1e-4, atol=1e-5)
+        p = "model.layers.1.mlp."
+        gate = m.w.vector(p + "gate.weight").astype(np.float64)
+        bias = m.w.vector(p + "gate.e_score_correction_bias").astype(np.float64)
+        want = []
+        for v in x:
+            s = 1 / (1 + np.exp(-(gate @ v)))
+            b = s + bias
+            groups = b.reshape(c.n_group, -1)
+            gscore = np.sort(groups, axis=1)[:, -2:].sum(1)
+            kept = sorted(range(c.n_group), key=lambda g: (-gscore[g], g))[:c.topk_group]
+            per = c.n_routed_experts // c.n_group
+            cand = [e for e in range(c.n_routed_experts) if e // per in kept]
+            chosen = sorted(sorted(cand, key=lambda e: (-b[e], e))[:c.num_experts_per_tok])
+            w = s[chosen] / s[chosen].sum() * c.routed_scaling_factor
+            y = sum(wi * swiglu(f"{p}experts.{e}.", v) for wi, e in zip(w, chosen))
+            want.append(y + swiglu(p + "shared_experts.", v))
+        np.testing.assert_allclose(m.ffn(1, self.x), np.array(want), rtol=1e-4, atol=1e-5)
+
+
 class EndToEndTest(unittest.TestCase):
     """Forward passes on small random checkpoints written with our own writer."""
 
