@@ -131,7 +131,8 @@ void PrepareOutDir(const fs::path& dir, bool force) {
   }
 }
 
-// Generates one shard's tensors; FP8 scales computed with their weight wait in `scales`.
+// Fills tensors in table order; the FP8 scales computed with a weight wait in `pending_` until
+// their own `.weight_scale_inv` entry (the next tensor) is written.
 class TensorFiller {
  public:
   TensorFiller(const ModelConfig& c, uint64_t seed) : config_(c), seed_(seed) {}
