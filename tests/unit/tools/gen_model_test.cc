@@ -124,6 +124,34 @@ TEST(GenModel, Fp8WeightsDequantiseToTheIntendedInit) {
   }
 }
 
+TEST(GenModel, PresetsMatchTheirSpecification) {
+  ModelConfig official;
+  ModelConfig l = PresetConfig("layer671b");
+  EXPECT_EQ(l.num_hidden_layers, 1);
+  EXPECT_EQ(l.first_k_dense_replace, 0);
+  EXPECT_EQ(l.num_nextn_predict_layers, 0);
+  l.num_hidden_layers = official.num_hidden_layers;
+  l.first_k_dense_replace = official.first_k_dense_replace;
+  l.num_nextn_predict_layers = official.num_nextn_predict_layers;
+  EXPECT_EQ(l, official);  // every other field at the real 671B value
+  const ModelConfig t = PresetConfig("tiny");
+  EXPECT_EQ(t.hidden_size % 128 != 0 && t.q_lora_rank.value() % 128 != 0 && t.kv_lora_rank % 128 != 0,
+            true);
+  EXPECT_EQ(*t.index_head_dim & (*t.index_head_dim - 1), 0);  // power of two (Hadamard)
+  EXPECT_EQ(t.vocab_size, 129280);
+  EXPECT_EQ(t.rope_scaling->original_max_position_embeddings, 256);
+  EXPECT_NO_THROW(t.Validate("tiny"));
+  const ModelConfig m = PresetConfig("mini");
+  EXPECT_EQ(m.hidden_size, 2048);
+  EXPECT_EQ(m.num_attention_heads, 16);
+  EXPECT_EQ(m.q_lora_rank, 768);
+  EXPECT_EQ(m.n_routed_experts, 64);
+  EXPECT_EQ(m.moe_intermediate_size, 1408);
+  EXPECT_EQ(m.intermediate_size, 5632);
+  EXPECT_EQ(m.index_topk, 2048);
+  EXPECT_NO_THROW(m.Validate("mini"));
+}
+
 TEST(GenModel, InitScalesByRole) {
   ModelConfig c = PresetConfig("tiny");
   auto by_name = [&](const std::string& n) {
