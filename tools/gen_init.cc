@@ -90,7 +90,8 @@ void FillPlain(const TensorEntry& e, uint64_t key, InitSpec spec, std::span<std:
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t i = 0; i < n; ++i) dst[i] = spec.mean + spec.std * UnitRandom(key, i);
   } else {
-    throw Error("FillPlain: unsupported dtype " + std::string(DTypeName(e.dtype)) + " of " + e.name);
+    throw Error("FillPlain: unsupported dtype " + std::string(DTypeName(e.dtype)) + " of " +
+                e.name);
   }
 }
 
@@ -117,7 +118,8 @@ void FillFp8(int64_t rows, int64_t cols, uint64_t key, InitSpec spec, std::span<
       scales[rb * col_blocks + cb] = scale;
       if (!q) continue;
       for (int64_t r = r0; r < r1; ++r)
-        for (int64_t j = c0; j < c1; ++j) q[r * cols + j] = FloatToE4M3(w[(r - r0) * cols + j] / scale);
+        for (int64_t j = c0; j < c1; ++j)
+          q[r * cols + j] = FloatToE4M3(w[(r - r0) * cols + j] / scale);
     }
   }
 }

@@ -1,15 +1,14 @@
 // The checkpoint generator: determinism, official layout, init statistics, tokenizer files.
 #include "tools/gen_model.h"
 
+#include <gtest/gtest.h>
 #include <omp.h>
 
 #include <cmath>
 #include <filesystem>
 #include <map>
-#include <set>
-
-#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "base/error.h"
 #include "format/checkpoint.h"
@@ -46,7 +45,8 @@ TEST(GenModel, SameSeedSameBytesAnyThreadCount) {
   omp_set_num_threads(threads);
   const auto files = FilesOf(tmp / "a");
   ASSERT_EQ(files, FilesOf(tmp / "b"));
-  for (const auto& f : files) EXPECT_EQ(ReadFile(tmp / ("a/" + f)), ReadFile(tmp / ("b/" + f))) << f;
+  for (const auto& f : files)
+    EXPECT_EQ(ReadFile(tmp / ("a/" + f)), ReadFile(tmp / ("b/" + f))) << f;
 }
 
 TEST(GenModel, DifferentSeedDifferentTensors) {
@@ -135,8 +135,9 @@ TEST(GenModel, PresetsMatchTheirSpecification) {
   l.num_nextn_predict_layers = official.num_nextn_predict_layers;
   EXPECT_EQ(l, official);  // every other field at the real 671B value
   const ModelConfig t = PresetConfig("tiny");
-  EXPECT_EQ(t.hidden_size % 128 != 0 && t.q_lora_rank.value() % 128 != 0 && t.kv_lora_rank % 128 != 0,
-            true);
+  EXPECT_EQ(
+      t.hidden_size % 128 != 0 && t.q_lora_rank.value() % 128 != 0 && t.kv_lora_rank % 128 != 0,
+      true);
   EXPECT_EQ(*t.index_head_dim & (*t.index_head_dim - 1), 0);  // power of two (Hadamard)
   EXPECT_EQ(t.vocab_size, 129280);
   EXPECT_EQ(t.rope_scaling->original_max_position_embeddings, 256);
@@ -212,7 +213,8 @@ TEST(GenModel, TokenizerFilesAreV32) {
   }
   EXPECT_EQ(tok.at("model"), src.at("model"));
   const auto cfg = nlohmann::json::parse(ReadFile(tmp / "m/tokenizer_config.json"));
-  const auto src_cfg = nlohmann::json::parse(ReadFile(DefaultTokenizerSource() + "/tokenizer_config.json"));
+  const auto src_cfg =
+      nlohmann::json::parse(ReadFile(DefaultTokenizerSource() + "/tokenizer_config.json"));
   ASSERT_TRUE(src_cfg.contains("chat_template"));
   EXPECT_FALSE(cfg.contains("chat_template"));
   EXPECT_EQ(cfg.at("eos_token"), src_cfg.at("eos_token"));
@@ -248,7 +250,8 @@ TEST(GenModel, SetOverridesAndValidates) {
   EXPECT_THROW(GenConfig({.preset = "tiny", .sets = {"n_routed_experts=7"}}), Error);  // n_group 4
   EXPECT_THROW(GenConfig({.preset = "tiny", .sets = {"vocab_size"}}), Error);
   EXPECT_THROW(GenConfig({.preset = "huge"}), Error);
-  EXPECT_EQ(GenConfig({.preset = "layer671b", .sets = {"n_routed_experts=16"}}).n_routed_experts, 16);
+  EXPECT_EQ(GenConfig({.preset = "layer671b", .sets = {"n_routed_experts=16"}}).n_routed_experts,
+            16);
 }
 
 TEST(GenModel, ShardsAndIndexAreConsistent) {
