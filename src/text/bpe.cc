@@ -117,8 +117,8 @@ void Bpe::LoadMerges(const nlohmann::json& merges) {
     } else {
       Bad("merge " + std::to_string(rank + 1) + " is neither \"a b\" nor [\"a\", \"b\"]");
     }
-    merges_.Insert(id_of(a, rank), id_of(b, rank),
-                   {static_cast<uint32_t>(rank), id_of(a + b, rank)});
+    const int32_t id_a = id_of(a, rank), id_b = id_of(b, rank);
+    merges_.Insert(id_a, id_b, {static_cast<uint32_t>(rank), id_of(a + b, rank)});
   }
 }
 
