@@ -3,7 +3,6 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
-#include <queue>
 
 #include "base/error.h"
 #include "text/utf8.h"
@@ -190,17 +189,21 @@ void Bpe::MergeAll(std::vector<Symbol>& symbols) const {
       return rank != o.rank ? rank > o.rank : pos > o.pos;
     }
   };
-  std::priority_queue<Candidate> queue;
+  thread_local std::vector<Candidate> heap;
+  heap.clear();
   auto consider = [&](int32_t pos) {
     const Symbol& s = symbols[pos];
     if (s.next < 0) return;
-    if (const MergeValue* m = merges_.Find(s.id, symbols[s.next].id))
-      queue.push({m->rank, pos, m->new_id});
+    if (const MergeValue* m = merges_.Find(s.id, symbols[s.next].id)) {
+      heap.push_back({m->rank, pos, m->new_id});
+      std::push_heap(heap.begin(), heap.end());
+    }
   };
   for (int32_t i = 0; i + 1 < static_cast<int32_t>(symbols.size()); ++i) consider(i);
-  while (!queue.empty()) {
-    const Candidate top = queue.top();
-    queue.pop();
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end());
+    const Candidate top = heap.back();
+    heap.pop_back();
     Symbol& cur = symbols[top.pos];
     if (cur.len == 0 || cur.next < 0) continue;
     const Symbol right = symbols[cur.next];
@@ -217,8 +220,8 @@ void Bpe::MergeAll(std::vector<Symbol>& symbols) const {
 }
 
 void Bpe::Uncached(std::string_view word, std::vector<int32_t>& out) const {
-  std::vector<Symbol> symbols;
-  symbols.reserve(word.size());
+  thread_local std::vector<Symbol> symbols;
+  symbols.clear();
   InitialSymbols(word, symbols);
   MergeAll(symbols);
   for (const Symbol& s : symbols)
@@ -236,11 +239,15 @@ void Bpe::Tokenize(std::string_view word, std::vector<int32_t>& out) const {
     }
     if (auto it = vocab_.find(key); it != vocab_.end()) return out.push_back(it->second);
   }
+  if (word.size() == 1 && byte_level_ && byte_ids_[static_cast<uint8_t>(word[0])] >= 0)
+    return out.push_back(byte_ids_[static_cast<uint8_t>(word[0])]);
   const bool cacheable = word.size() < kCacheMaxWordBytes;
+  CacheEntry* slot = nullptr;
   if (cacheable) {
+    slot = &cache_[std::hash<std::string_view>()(word) & (kCacheSlots - 1)];
     std::lock_guard<std::mutex> lock(cache_mutex_);
-    if (auto it = cache_.find(std::string(word)); it != cache_.end()) {
-      out.insert(out.end(), it->second.begin(), it->second.end());
+    if (slot->word == word) {
+      out.insert(out.end(), slot->ids.begin(), slot->ids.end());
       return;
     }
   }
@@ -248,8 +255,8 @@ void Bpe::Tokenize(std::string_view word, std::vector<int32_t>& out) const {
   Uncached(word, out);
   if (cacheable) {
     std::lock_guard<std::mutex> lock(cache_mutex_);
-    if (cache_.size() < kCacheCapacity)
-      cache_.emplace(std::string(word), std::vector<int32_t>(out.begin() + before, out.end()));
+    slot->word.assign(word);
+    slot->ids.assign(out.begin() + before, out.end());
   }
 }
 

@@ -75,10 +75,16 @@ class Bpe {
   bool byte_fallback_ = false;
   bool ignore_merges_ = false;
 
-  static constexpr size_t kCacheCapacity = 10000;  // words, as HF
+  // Word → ids cache, direct-mapped by hash (a collision replaces the entry). It changes no
+  // result; HF keeps a similar cache of words shorter than 256 bytes.
+  struct CacheEntry {
+    std::string word;
+    std::vector<int32_t> ids;
+  };
+  static constexpr size_t kCacheSlots = size_t{1} << 15;
   static constexpr size_t kCacheMaxWordBytes = 256;
   mutable std::mutex cache_mutex_;
-  mutable std::unordered_map<std::string, std::vector<int32_t>> cache_;
+  mutable std::vector<CacheEntry> cache_ = std::vector<CacheEntry>(kCacheSlots);
 };
 
 // The ByteLevel byte → character table of GPT-2 / HF (`bytes_char`), as UTF-8 strings.

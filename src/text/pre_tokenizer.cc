@@ -104,22 +104,28 @@ void PreTokenizer::RunStep(std::string_view piece, size_t step,
     const std::string spaced = " " + std::string(piece);
     return RunStep(spaced, step + 1, sink);
   }
-  std::vector<std::pair<size_t, size_t>> spans;
+  // Per-thread, per-depth buffers: a recursion level reuses its own across calls.
+  thread_local std::vector<std::vector<std::pair<size_t, size_t>>> spans_by_depth;
+  if (spans_by_depth.size() <= step) spans_by_depth.resize(step + 1);
+  std::vector<std::pair<size_t, size_t>> spans = std::move(spans_by_depth[step]);
+  spans.clear();
   SplitPiece(s, piece, spans);
   for (auto [b, e] : spans) RunStep(piece.substr(b, e - b), step + 1, sink);
+  spans_by_depth[step] = std::move(spans);
 }
 
 // HF NormalizedString::split: the matches and the gaps between them, flagged, then combined
 // according to the behaviour.
 void PreTokenizer::SplitPiece(const Step& step, std::string_view piece,
                               std::vector<std::pair<size_t, size_t>>& spans) const {
-  std::vector<std::pair<size_t, size_t>> matches;
-  step.regex->FindAll(piece, matches);
   struct Part {
     size_t b, e;
     bool is_match;
   };
-  std::vector<Part> parts;
+  thread_local std::vector<std::pair<size_t, size_t>> matches;
+  thread_local std::vector<Part> parts;
+  step.regex->FindAll(piece, matches);
+  parts.clear();
   size_t prev = 0;
   for (auto [b, e] : matches) {
     if (prev != b) parts.push_back({prev, b, step.invert});

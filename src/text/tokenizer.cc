@@ -193,14 +193,19 @@ Tokenizer Tokenizer::FromFile(const std::string& path) {
 
 Tokenizer Tokenizer::FromJson(std::string_view json_text, std::string_view config_json_text,
                               const std::string& source) {
-  auto impl = std::make_unique<Impl>();
-  impl->source = source;
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(json_text);
   } catch (const nlohmann::json::exception& e) {
-    impl->Bad("malformed JSON: " + std::string(e.what()));
+    throw Error(source + ": malformed JSON: " + std::string(e.what()));
   }
+  return FromJsonValue(j, config_json_text, source);
+}
+
+Tokenizer Tokenizer::FromJsonValue(const nlohmann::json& j, std::string_view config_json_text,
+                                   const std::string& source) {
+  auto impl = std::make_unique<Impl>();
+  impl->source = source;
   try {
     impl->CheckTopLevel(j);
     impl->CheckNormalizer(j.value("normalizer", nlohmann::json()));

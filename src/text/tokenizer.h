@@ -53,6 +53,9 @@ class Tokenizer {
   // tokenizer_config.json. `source` names the input in error messages.
   static Tokenizer FromJson(std::string_view json_text, std::string_view config_json_text = {},
                             const std::string& source = "tokenizer.json");
+  // The same from an already parsed tokenizer.json.
+  static Tokenizer FromJsonValue(const nlohmann::json& json, std::string_view config_json_text = {},
+                                 const std::string& source = "tokenizer.json");
 
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;

