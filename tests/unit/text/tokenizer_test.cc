@@ -7,6 +7,7 @@
 #include <ctime>
 #include <cstdio>
 #include <filesystem>
+#include <random>
 
 #include "base/error.h"
 #include "tests/unit/text/test_support.h"
@@ -58,6 +59,26 @@ TEST(TokenizerGolden, InvalidUtf8IsReplacedLikeTheWhatwgDecoder) {
     EXPECT_EQ(ReplaceInvalidUtf8(g.bytes), g.text) << Hex(g.bytes);
   }
   EXPECT_GE(n, 100u);
+}
+
+// Byte-level BPE loses nothing: any bytes decode back to themselves after UTF-8 repair.
+TEST(Tokenizer, RandomBytesRoundTrip) {
+  std::mt19937 rng(2026);
+  const std::string alphabet[] = {" ", "\t", "\n", "a", "Z", "7", "<think>", "<｜User｜>", "中",
+                                  "😀", "\xC2\x85", "\xE1\xA0\x8E", "\xFF", "\xE4\xB8", "'s"};
+  for (int trial = 0; trial < 3000; ++trial) {
+    std::string bytes;
+    const int n = rng() % 40;
+    for (int i = 0; i < n; ++i) {
+      if (rng() % 3 == 0) {
+        bytes += static_cast<char>(rng() & 0xFF);
+      } else {
+        bytes += alphabet[rng() % std::size(alphabet)];
+      }
+    }
+    EXPECT_EQ(V32Tokenizer().Decode(V32Tokenizer().Encode(bytes)), ReplaceInvalidUtf8(bytes))
+        << Hex(bytes);
+  }
 }
 
 TEST(Tokenizer, ModelCardExample) {
