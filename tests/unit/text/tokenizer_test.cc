@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <random>
+#include <thread>
 
 #include "base/error.h"
 #include "tests/unit/text/test_support.h"
@@ -79,6 +80,21 @@ TEST(Tokenizer, RandomBytesRoundTrip) {
     EXPECT_EQ(V32Tokenizer().Decode(V32Tokenizer().Encode(bytes)), ReplaceInvalidUtf8(bytes))
         << Hex(bytes);
   }
+}
+
+// Encode is const and thread-safe (per-thread scratch, mutex-guarded word cache).
+TEST(Tokenizer, ConcurrentEncodeMatchesTheOracle) {
+  const auto& golden = Golden();
+  std::vector<std::thread> threads;
+  std::vector<size_t> agree(4, 0);
+  for (size_t t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (size_t i = t; i < golden.size(); i += 4)
+        if (V32Tokenizer().Encode(golden[i].bytes) == golden[i].ids) ++agree[t];
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(agree[0] + agree[1] + agree[2] + agree[3], golden.size());
 }
 
 TEST(Tokenizer, ModelCardExample) {
