@@ -3,19 +3,22 @@
 //   dsinfer tokenize   [--model DIR | --tokenizer FILE] [--lines] < text    → [id, ...]
 //   dsinfer detokenize [--model DIR | --tokenizer FILE] [--lines] < ids     → text
 //
-// Without --lines the whole input is one text (tokenize) or one JSON array (detokenize); with
+// With neither --model nor --tokenizer the default model is used (generated on first use, see
+// cli/model_dir.h). Without --lines the whole input is one text (tokenize) or one JSON array (detokenize); with
 // --lines each '\n'-terminated line is one (the '\n' is not part of it), one output per line.
 // Ids are those of HF `encode(text, add_special_tokens=False)`: no BOS is added.
 #include <cstdio>
 #include <iostream>
 #include <iterator>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "base/error.h"
 #include "cli/commands.h"
+#include "cli/model_dir.h"
 #include "text/tokenizer.h"
 
 namespace dsinfer::cli {
@@ -29,8 +32,9 @@ struct TokenizeOptions {
 
 std::string TokenizerPath(const TokenizeOptions& o) {
   if (!o.tokenizer_file.empty()) return o.tokenizer_file;
-  if (!o.model_dir.empty()) return o.model_dir + "/tokenizer.json";
-  throw Error("no tokenizer given: pass --model DIR (uses DIR/tokenizer.json) or --tokenizer FILE");
+  std::optional<std::string> model;
+  if (!o.model_dir.empty()) model = o.model_dir;
+  return ResolveModelDir(model) + "/tokenizer.json";
 }
 
 std::string ReadStdin() {
@@ -108,7 +112,7 @@ int RunDetokenize(const TokenizeOptions& o) {
 RunFn AddCommand(CLI::App& app, const char* name, const char* help, bool encode) {
   auto* sub = app.add_subcommand(name, help);
   auto o = std::make_shared<TokenizeOptions>();
-  auto* model = sub->add_option("--model", o->model_dir, "model directory (uses DIR/tokenizer.json)");
+  auto* model = sub->add_option("--model", o->model_dir, "model directory (uses DIR/tokenizer.json; default: the default model)");
   sub->add_option("--tokenizer", o->tokenizer_file, "tokenizer.json file")->excludes(model);
   sub->add_flag("--lines", o->lines, "one input per line, one output per line");
   return [o, encode] { return encode ? RunTokenize(*o) : RunDetokenize(*o); };
