@@ -1,8 +1,7 @@
 #include "text/bpe.h"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
+#include <nlohmann/json.hpp>
 
 #include "base/error.h"
 #include "text/utf8.h"
@@ -65,7 +64,8 @@ const Bpe::MergeValue* Bpe::MergeTable::Find(int32_t a, int32_t b) const {
 Bpe::Bpe(const nlohmann::json& model, bool byte_level) : byte_level_(byte_level) {
   if (const auto* d = Field(model, "dropout"); d && d->get<double>() != 0.0)
     Bad("\"dropout\" is not supported (non-deterministic)");
-  if (Field(model, "continuing_subword_prefix")) Bad("\"continuing_subword_prefix\" is not supported");
+  if (Field(model, "continuing_subword_prefix"))
+    Bad("\"continuing_subword_prefix\" is not supported");
   if (Field(model, "end_of_word_suffix")) Bad("\"end_of_word_suffix\" is not supported");
   const auto* vocab = Field(model, "vocab");
   if (!vocab || !vocab->is_object()) Bad("\"vocab\" missing or not an object");

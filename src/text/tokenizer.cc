@@ -1,9 +1,8 @@
 #include "text/tokenizer.h"
 
-#include <nlohmann/json.hpp>
-
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <unordered_map>
 
@@ -170,7 +169,8 @@ void Tokenizer::Impl::LoadSpecialIds(std::string_view config_json_text) {
   for (auto [field, slot] : {std::pair{"bos_token", &bos}, std::pair{"eos_token", &eos}}) {
     if (!config.contains(field) || config[field].is_null()) continue;
     const auto& v = config[field];
-    const std::string content = v.is_string() ? v.get<std::string>() : v.at("content").get<std::string>();
+    const std::string content =
+        v.is_string() ? v.get<std::string>() : v.at("content").get<std::string>();
     *slot = lookup(content);
     if (!*slot)
       throw Error(std::string("tokenizer_config.json: ") + field + " \"" + content +
