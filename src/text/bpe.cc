@@ -71,8 +71,9 @@ Bpe::Bpe(const nlohmann::json& model, bool byte_level) : byte_level_(byte_level)
   if (!vocab || !vocab->is_object()) Bad("\"vocab\" missing or not an object");
   vocab_.reserve(vocab->size());
   for (const auto& [token, id] : vocab->items()) {
-    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
-      Bad("vocab id of \"" + token + "\" is not a non-negative 32-bit integer");
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= kMaxTokenId)
+      Bad("vocab id of \"" + token + "\" is not an integer in [0, " + std::to_string(kMaxTokenId) +
+          ")");
     vocab_.emplace(token, id.get<int32_t>());
   }
   if (const auto* unk = Field(model, "unk_token")) {

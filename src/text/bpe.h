@@ -21,6 +21,9 @@
 
 namespace dsinfer::text {
 
+// Ids index dense tables: anything this large is a broken file, not a vocabulary.
+inline constexpr int64_t kMaxTokenId = int64_t{1} << 24;
+
 class Bpe {
  public:
   // `model` is the "model" object of tokenizer.json; `byte_level` as above.

@@ -201,6 +201,11 @@ TEST(TokenizerErrors, NamesTheCulprit) {
   auto bad_merge = Tiny();
   bad_merge["model"]["merges"] = {"a c"};
   ExpectError([&] { Tokenizer::FromJson(bad_merge.dump()); }, "\"c\" not in vocab");
+  auto huge_id = Tiny();
+  huge_id["model"]["vocab"]["b"] = 2147483647;
+  ExpectError([&] { Tokenizer::FromJson(huge_id.dump()); }, "vocab id of \"b\"");
+  ExpectError([] { Tokenizer::FromJson(Tiny().dump(), R"({"bos_token": {"x": 1}})"); },
+              "bos_token");
   auto bad_id = Tiny();
   bad_id["added_tokens"] = {{{"id", 7}, {"content", "<x>"}, {"special", true}}};
   ExpectError([&] { Tokenizer::FromJson(bad_id.dump()); }, "<x>");
