@@ -34,7 +34,9 @@ TEST(Detokenizer, ConcatenationEqualsDecodeOnTheGoldenCorpus) {
   for (const auto& g : Golden()) {
     const std::string streamed = Stream(g.ids);
     EXPECT_EQ(streamed, V32Tokenizer().Decode(g.ids));
-    if (!g.from_hex) EXPECT_EQ(streamed, g.text);
+    if (!g.from_hex) {
+      EXPECT_EQ(streamed, g.text);
+    }
   }
 }
 

@@ -1,0 +1,128 @@
+// The whole text path of a generation, end to end: an assistant turn (content, reasoning, DSML
+// tool calls) is encoded by the V3.2 chat encoder, tokenized with the real tokenizer (as the
+// model would emit it, token by token), streamed back through the UTF-8-safe detokenizer into
+// the streaming completion parser — and must come out as the same structured message as the
+// one-shot parser gives, equal to the message we started from.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "chat_test_util.h"
+#include "test_support.h"
+#include "text/chat_encoding.h"
+#include "text/completion_parser.h"
+#include "text/detokenizer.h"
+#include "text/py_json.h"
+
+namespace dsinfer::text {
+namespace {
+
+using chat_testing::ojson;
+constexpr ThinkingMode kThink = ThinkingMode::kThinking;
+constexpr ThinkingMode kChat = ThinkingMode::kChat;
+
+// Feeds `ids` one at a time through Detokenizer → StreamingCompletionParser.
+ParsedCompletion StreamIds(const std::vector<int32_t>& ids, ThinkingMode mode) {
+  Detokenizer detok(testing::V32Tokenizer());
+  StreamingCompletionParser parser(mode);
+  ParsedCompletion out;
+  auto apply = [&out](const std::vector<CompletionEvent>& events) {
+    for (const CompletionEvent& e : events) {
+      if (e.kind == CompletionEvent::Kind::kReasoning) out.reasoning_content += e.text;
+      if (e.kind == CompletionEvent::Kind::kContent) out.content += e.text;
+      if (e.kind == CompletionEvent::Kind::kToolCall) out.tool_calls.push_back(e.tool_call);
+    }
+  };
+  for (int32_t id : ids) {
+    std::string piece = detok.Add(id);
+    if (!piece.empty()) apply(parser.Feed(piece));
+  }
+  std::string tail = detok.Flush();
+  if (!tail.empty()) apply(parser.Feed(tail));
+  apply(parser.Finish());
+  return out;
+}
+
+void ExpectMessage(const ParsedCompletion& p, const ojson& m, ThinkingMode mode) {
+  EXPECT_EQ(p.content, m.value("content", ""));
+  EXPECT_EQ(p.reasoning_content, mode == kThink ? m.value("reasoning_content", "") : "");
+  const ojson& calls = m.contains("tool_calls") ? m["tool_calls"] : ojson::array();
+  ASSERT_EQ(p.tool_calls.size(), calls.size());
+  for (size_t i = 0; i < calls.size(); ++i) {
+    EXPECT_EQ(p.tool_calls[i].name, calls[i]["function"]["name"]);
+    std::string args = calls[i]["function"]["arguments"];
+    EXPECT_EQ(p.tool_calls[i].arguments, PyJsonDumps(ojson::parse(args)));
+  }
+}
+
+TEST(ChatTokenRoundTrip, AssistantTurnsSurviveTokenizeDetokenizeParse) {
+  const char* assistants[] = {
+      R"({"role": "assistant", "content": "Sure — here it is: 你好，世界 👋🏽\n\n```py\nprint(1)\n```", "reasoning_content": "User wants a greeting. 考虑一下。"})",
+      R"({"role": "assistant", "reasoning_content": "Need the weather.", "tool_calls": [
+          {"type": "function", "function": {"name": "get_weather", "arguments":
+            "{\"city\": \"Hangzhou 杭州\", \"days\": 3, \"metric\": true, \"opts\": {\"hours\": [6, 12.5, null], \"note\": \"a \\\"quoted\\\" </x>\"}}"}},
+          {"type": "function", "function": {"name": "get_time", "arguments": "{}"}}]})",
+      R"({"role": "assistant", "content": "Let me check.", "reasoning_content": "R", "tool_calls": [
+          {"type": "function", "function": {"name": "search", "arguments": "{\"q\": \"emoji 😀 and <｜User｜> text\"}"}}]})",
+  };
+  for (const char* a : assistants) {
+    ojson m = ojson::parse(a);
+    ojson msgs = ojson::array({ojson{{"role", "user"}, {"content", "hi"}}, m});
+    for (ThinkingMode mode : {kThink, kChat}) {
+      SCOPED_TRACE(std::string(a) + (mode == kThink ? " [thinking]" : " [chat]"));
+      std::string prompt = EncodeMessages(msgs, {.thinking_mode = mode});
+      std::string gen_prompt = chat_testing::kBos + chat_testing::kUser + "hi" +
+                               chat_testing::kAsst + (mode == kThink ? "<think>" : "</think>");
+      ASSERT_TRUE(prompt.starts_with(gen_prompt));
+      std::string generated = prompt.substr(gen_prompt.size());
+      std::vector<int32_t> ids = testing::V32Tokenizer().Encode(generated);
+      ASSERT_FALSE(ids.empty());
+      // Special tokens are single ids, as the model emits them.
+      EXPECT_EQ(ids.back(), *testing::V32Tokenizer().eos_id());
+      std::string decoded = testing::V32Tokenizer().Decode(ids);
+      ASSERT_EQ(decoded, generated);
+      ParsedCompletion one_shot = ParseCompletion(decoded, mode);
+      ExpectMessage(one_shot, m, mode);
+      ParsedCompletion streamed = StreamIds(ids, mode);
+      EXPECT_EQ(streamed.content, one_shot.content);
+      EXPECT_EQ(streamed.reasoning_content, one_shot.reasoning_content);
+      EXPECT_EQ(streamed.tool_calls, one_shot.tool_calls);
+    }
+  }
+}
+
+// DeepSeek's golden conversation: each assistant turn of test_output.txt, as ids, streamed
+// back, parses to the fixture's message.
+TEST(ChatTokenRoundTrip, GoldenTurnsThroughTokens) {
+  chat_testing::Fixture f = chat_testing::LoadFixture();
+  const std::string& eos = chat_testing::kEos;
+  std::vector<const ojson*> assistants;
+  for (const ojson& m : f.input["messages"])
+    if (m["role"] == "assistant") assistants.push_back(&m);
+  size_t turn_start = 0, n = 0;
+  for (size_t end = f.output.find(eos); end != std::string::npos;
+       end = f.output.find(eos, turn_start), ++n) {
+    std::string chunk = f.output.substr(turn_start, end + eos.size() - turn_start);
+    turn_start = end + eos.size();
+    size_t start = 0;
+    bool thinking = false;
+    for (const std::string& p : {chat_testing::kAsst + "<think>", chat_testing::kAsst + "</think>",
+                                 std::string("</function_results>\n\n<think>"),
+                                 std::string("</function_results>\n\n</think>")}) {
+      size_t at = chunk.rfind(p);
+      if (at != std::string::npos && at + p.size() > start) {
+        start = at + p.size();
+        thinking = p.ends_with("<think>");
+      }
+    }
+    ASSERT_LT(n, assistants.size());
+    SCOPED_TRACE("golden assistant turn " + std::to_string(n));
+    std::vector<int32_t> ids = testing::V32Tokenizer().Encode(chunk.substr(start));
+    ExpectMessage(StreamIds(ids, thinking ? kThink : kChat), *assistants[n], thinking ? kThink : kChat);
+  }
+  EXPECT_EQ(n, assistants.size());
+}
+
+}  // namespace
+}  // namespace dsinfer::text
