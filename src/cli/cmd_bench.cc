@@ -1,13 +1,22 @@
 // `dsinfer bench roofline`: this machine's memory bandwidth and peak arithmetic throughput,
 // the denominators of every "fraction of roofline" figure the other benchmarks report.
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <memory>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "base/error.h"
 #include "cli/commands.h"
+#include "cli/model_dir.h"
 #include "kernels/cpu.h"
 #include "kernels/roofline.h"
+#include "text/tokenizer.h"
 
 namespace dsinfer::cli {
 namespace {
@@ -50,6 +59,62 @@ int RunRoofline(const RooflineOptions& o) {
   return 0;
 }
 
+struct TokenizerOptions {
+  std::optional<std::string> model;
+  std::optional<std::string> tokenizer;
+  std::string corpus;
+  int reps = 3;
+  bool json = false;
+};
+
+// Corpus: a .jsonl file of JSON strings (tests/text/golden/corpus.jsonl) or plain text lines.
+std::vector<std::string> ReadCorpus(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path + ": cannot open corpus");
+  bool jsonl = path.ends_with(".jsonl");
+  std::vector<std::string> lines;
+  std::string line;
+  for (size_t n = 1; std::getline(in, line); ++n) {
+    if (!jsonl) {
+      lines.push_back(line);
+      continue;
+    }
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_string()) throw Error(path + ":" + std::to_string(n) + ": not a JSON string");
+    lines.push_back(j.get<std::string>());
+  }
+  return lines;
+}
+
+// Single-threaded encode throughput over the corpus: one warm-up pass (fills the BPE word
+// cache, as a long-running server would have), then the best of `reps` timed passes.
+int RunTokenizerBench(const TokenizerOptions& o) {
+  std::string path = o.tokenizer ? *o.tokenizer : ResolveModelDir(o.model) + "/tokenizer.json";
+  text::Tokenizer tok = text::Tokenizer::FromFile(path);
+  std::vector<std::string> corpus = ReadCorpus(o.corpus);
+  size_t bytes = 0, tokens = 0;
+  for (const std::string& s : corpus) bytes += s.size();
+  using Clock = std::chrono::steady_clock;
+  double best = 1e30;
+  for (int r = 0; r <= o.reps; ++r) {
+    auto t0 = Clock::now();
+    tokens = 0;
+    for (const std::string& s : corpus) tokens += tok.Encode(s).size();
+    double t = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (r > 0) best = std::min(best, t);  // pass 0 is the warm-up
+  }
+  double mbps = bytes / best / 1e6;
+  if (o.json) {
+    nlohmann::json j = {{"bench", "tokenizer"}, {"impl", "dsinfer"}, {"lines", corpus.size()},
+                        {"bytes", bytes}, {"tokens", tokens}, {"seconds", best}, {"mb_per_s", mbps}};
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf("dsinfer tokenizer: %zu lines, %.2f MB, %zu tokens: %.3f s = %.2f MB/s (1 thread)\n",
+                corpus.size(), bytes / 1e6, tokens, best, mbps);
+  }
+  return 0;
+}
+
 CommandRegistrar reg("bench", [](CLI::App& app) -> RunFn {
   auto* bench = app.add_subcommand("bench", "Benchmarks: machine roofline, kernels, layers");
   bench->require_subcommand(1);
@@ -59,8 +124,16 @@ CommandRegistrar reg("bench", [](CLI::App& app) -> RunFn {
   roof->add_option("--gib", ro->gib, "Buffer size per array for the bandwidth tests, GiB")
       ->check(CLI::Range(0.01, 8.0));
   roof->add_option("--seconds", ro->seconds, "Time per compute measurement")->check(CLI::Range(0.05, 10.0));
-  return [roof, ro]() -> int {
+  auto to = std::make_shared<TokenizerOptions>();
+  auto* tk = bench->add_subcommand("tokenizer", "Single-threaded encode throughput on a corpus");
+  tk->add_option("--model", to->model, "Checkpoint directory (its tokenizer.json)");
+  tk->add_option("--tokenizer", to->tokenizer, "A tokenizer.json file");
+  tk->add_option("--corpus", to->corpus, "Corpus: .jsonl of JSON strings, or text lines")->required();
+  tk->add_option("--reps", to->reps, "Timed passes (after one warm-up)")->check(CLI::Range(1, 100));
+  tk->add_flag("--json", to->json, "One JSON object");
+  return [roof, ro, tk, to]() -> int {
     if (roof->parsed()) return RunRoofline(*ro);
+    if (tk->parsed()) return RunTokenizerBench(*to);
     return 2;
   };
 });
