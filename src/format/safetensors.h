@@ -38,9 +38,19 @@ struct TensorView {
   const std::vector<int64_t>& shape() const { return info->shape; }
   int64_t numel() const { return info->numel(); }
   size_t nbytes() const { return info->end - info->begin; }
-  // Raw elements; `T` must match the element size of `dtype()` (checked).
+  std::span<const std::byte> bytes() const { return {data, nbytes()}; }
+  // Raw elements, zero-copy. `T` must match the element size of `dtype()`, and the data must
+  // be aligned for `T`: safetensors does not guarantee alignment (our writer aligns the data
+  // region to 8 bytes, and tensors of sizes that are multiples of 8 stay aligned). Both are
+  // checked; a violation throws `Error` naming the tensor (then copy through `bytes()`).
   template <class T>
-  std::span<const T> as() const;
+  std::span<const T> as() const {
+    CheckAs(sizeof(T), alignof(T));
+    return {reinterpret_cast<const T*>(data), nbytes() / sizeof(T)};
+  }
+
+ private:
+  void CheckAs(size_t elem_size, size_t alignment) const;
 };
 
 struct SafetensorsHeader {
