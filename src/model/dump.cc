@@ -16,7 +16,12 @@ Dumper::Dumper(std::string dir) : dir_(std::move(dir)) {
 }
 
 std::string Dumper::Key(int64_t layer, const std::string& name) {
-  return layer < 0 ? name : "L" + std::to_string(layer) + "." + name;
+  if (layer < 0) return name;
+  std::string key = std::to_string(layer);  // built piecewise: GCC 12 warns on "L" + ... + "."
+  key.insert(key.begin(), 'L');
+  key.push_back('.');
+  key.append(name);
+  return key;
 }
 
 void Dumper::Put(int64_t layer, const std::string& name, const float* data, int64_t rows,
