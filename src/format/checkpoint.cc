@@ -1,0 +1,152 @@
+#include "format/checkpoint.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+
+namespace dsinfer {
+namespace {
+
+namespace fs = std::filesystem;
+using Json = nlohmann::json;
+
+constexpr const char* kIndexName = "model.safetensors.index.json";
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+// tensor name → shard file name, from the HF index
+// {"metadata": {"total_size": N}, "weight_map": {tensor: shard}}.
+std::map<std::string, std::string> ReadIndex(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path + ": cannot open");
+  std::ostringstream text;
+  text << in.rdbuf();
+  Json j;
+  try {
+    j = Json::parse(text.str());
+  } catch (const Json::exception& e) {
+    throw Error(path + ": invalid JSON: " + e.what());
+  }
+  if (!j.is_object()) throw Error(path + ": not a JSON object");
+  auto map = j.find("weight_map");
+  if (map == j.end() || !map->is_object()) throw Error(path + ": no \"weight_map\" object");
+  std::map<std::string, std::string> out;
+  for (auto it = map->begin(); it != map->end(); ++it) {
+    if (!it.value().is_string()) {
+      throw Error(path + ": weight_map entry \"" + it.key() + "\" is not a file name");
+    }
+    const std::string shard = it.value().get<std::string>();
+    // Shards live in the checkpoint folder itself: no absolute paths or escapes.
+    if (shard.empty() || shard.find('/') != std::string::npos || shard == "." || shard == "..") {
+      throw Error(path + ": weight_map entry \"" + it.key() + "\" names an invalid shard \"" +
+                  shard + "\"");
+    }
+    out[it.key()] = shard;
+  }
+  if (out.empty()) throw Error(path + ": weight_map is empty");
+  return out;
+}
+
+// Every *.safetensors file of `dir`, sorted by name.
+std::vector<std::string> ListShards(const std::string& dir) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    if (entry.path().extension() == ".safetensors") names.push_back(entry.path().filename());
+  }
+  if (ec) throw Error(dir + ": cannot list: " + ec.message());
+  std::sort(names.begin(), names.end());
+  if (names.empty()) throw Error(dir + ": no " + kIndexName + " and no *.safetensors files");
+  return names;
+}
+
+}  // namespace
+
+Checkpoint Checkpoint::Open(const std::string& dir) {
+  Checkpoint c;
+  c.dir_ = dir;
+  c.config_ = ModelConfig::FromFile(dir + "/config.json");
+
+  const std::string index_path = dir + "/" + kIndexName;
+  std::map<std::string, std::string> index;  // tensor → shard file name
+  std::vector<std::string> shard_names;
+  if (fs::exists(index_path)) {
+    index = ReadIndex(index_path);
+    std::set<std::string> unique;
+    for (const auto& [tensor, shard] : index) unique.insert(shard);
+    shard_names.assign(unique.begin(), unique.end());
+  } else {
+    shard_names = ListShards(dir);
+  }
+
+  for (const std::string& name : shard_names) {
+    const std::string path = dir + "/" + name;
+    if (!index.empty() && !fs::exists(path)) {
+      const auto it = std::find_if(index.begin(), index.end(),
+                                   [&](const auto& e) { return e.second == name; });
+      throw Error(index_path + ": shard \"" + name + "\" (holding \"" + it->first +
+                  "\") does not exist");
+    }
+    c.shards_.push_back(SafetensorsFile::Open(path));
+  }
+  // Every tensor of every shard, once. A tensor missing from the index is tolerated (the
+  // shard is authoritative), but a tensor in two shards is ambiguous.
+  for (size_t s = 0; s < c.shards_.size(); ++s) {
+    for (const TensorInfo& t : c.shards_[s].tensors()) {
+      auto [it, inserted] = c.tensors_.try_emplace(t.name, s, &t);
+      if (!inserted) {
+        throw Error(c.shards_[s].path() + ": tensor \"" + t.name + "\" is also in " +
+                    c.shards_[it->second.first].path());
+      }
+    }
+  }
+  for (const auto& [tensor, shard] : index) {
+    auto it = c.tensors_.find(tensor);
+    if (it == c.tensors_.end() || c.shards_[it->second.first].path() != dir + "/" + shard) {
+      throw Error(index_path + ": tensor \"" + tensor + "\" is listed in " + shard +
+                  ", but " + dir + "/" + shard + " does not contain it");
+    }
+  }
+  return c;
+}
+
+bool Checkpoint::Has(std::string_view name) const { return tensors_.find(name) != tensors_.end(); }
+
+TensorView Checkpoint::Get(std::string_view name) const {
+  auto it = tensors_.find(name);
+  if (it == tensors_.end()) {
+    throw Error(dir_ + ": tensor \"" + std::string(name) + "\" not found in the checkpoint");
+  }
+  return shards_[it->second.first].View(*it->second.second);
+}
+
+TensorView Checkpoint::Get(std::string_view name, DType dtype,
+                           const std::vector<int64_t>& shape) const {
+  TensorView v = Get(name);
+  if (v.dtype() != dtype || v.shape() != shape) {
+    const auto& shard = shards_[tensors_.find(name)->second.first];
+    throw Error(shard.path() + ": tensor \"" + std::string(name) + "\" is " +
+                std::string(DTypeName(v.dtype())) + " " + ShapeString(v.shape()) +
+                ", expected " + std::string(DTypeName(dtype)) + " " + ShapeString(shape));
+  }
+  return v;
+}
+
+std::vector<std::string> Checkpoint::Names() const {
+  std::vector<std::string> names;
+  names.reserve(tensors_.size());
+  for (const auto& [name, entry] : tensors_) names.push_back(name);
+  return names;  // std::map order = sorted
+}
+
+}  // namespace dsinfer
