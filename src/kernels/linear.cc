@@ -16,7 +16,9 @@ float Dot(const float* a, const float* b, int64_t n) {
 void Linear(const float* x, int64_t n, const WeightView& w, float* y, int64_t y_stride) {
   if (y_stride < 0) y_stride = w.rows;
   const bool direct = w.dtype == DType::kF32;
-#pragma omp parallel
+  // Small products stay on one thread: a parallel region costs more than it saves there.
+  const bool parallel = w.rows * w.cols * (n + 1) >= kParallelWork;
+#pragma omp parallel if (parallel)
   {
     std::vector<float> row(direct ? 0 : w.cols);  // [cols] one decoded weight row
 #pragma omp for schedule(static)

@@ -29,7 +29,7 @@ struct Dims {
 void AbsorbQuery(const Dims& d, const WeightView& wkv_b, const float* q, int64_t S,
                  float* q_abs) {
   std::fill(q_abs, q_abs + S * d.H * d.R, 0.0f);
-#pragma omp parallel
+#pragma omp parallel if (d.H * d.dn * d.R * (S + 1) >= kParallelWork)
   {
     std::vector<float> row(d.R);  // [R] one W_UK row
 #pragma omp for schedule(static)
@@ -48,7 +48,7 @@ void AbsorbQuery(const Dims& d, const WeightView& wkv_b, const float* q, int64_t
 // o[s, h*dv + i] = W_UV_h[i,:] · o_lat[s,h,:].  o_lat: [S, H, R], o: [S, H*dv]
 void ProjectValues(const Dims& d, const WeightView& wkv_b, const float* o_lat, int64_t S,
                    float* o) {
-#pragma omp parallel
+#pragma omp parallel if (d.H * d.dv * d.R * (S + 1) >= kParallelWork)
   {
     std::vector<float> row(d.R);  // [R] one W_UV row
 #pragma omp for schedule(static)
@@ -118,7 +118,7 @@ std::vector<std::vector<int32_t>> SelectKeys(const LayerContext& ctx, const Laye
     IndexerQueries iq = ComputeIndexerQueries(ctx, *lw.indexer, x, qr, S, start);
     const int64_t HI = *ctx.config.index_n_heads, dI = *ctx.config.index_head_dim;
     scores.assign(S * n_ctx, -INFINITY);
-#pragma omp parallel for schedule(dynamic)
+#pragma omp parallel for schedule(dynamic) if (S * n_ctx * HI * dI >= kParallelWork)
     for (int64_t s = 0; s < S; ++s) {
       const int64_t p = start + s;
       if (ctx.index_topk >= p + 1) continue;
@@ -187,7 +187,7 @@ void AttentionForward(const LayerContext& ctx, const LayerWeights& lw, LayerKvCa
       SelectKeys(ctx, lw, cache, x, qr.empty() ? nullptr : qr.data(), S, start);
   std::vector<float> o_lat(S * d.H * d.R);  // [S, H, R]
   const float scale = static_cast<float>(c.softmax_scale());
-#pragma omp parallel for schedule(dynamic)
+#pragma omp parallel for schedule(dynamic) if (S * (start + S) * d.H * d.R >= kParallelWork)
   for (int64_t s = 0; s < S; ++s) {
     MlaQuery mq{&q_abs[s * d.H * d.R], &q_pe[s * d.H * d.dr], d.H, scale};
     SparseMlaAttention(mq, cache.layout(), cache.latent_data(), sel[s].data(),

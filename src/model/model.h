@@ -27,7 +27,7 @@ enum class AttentionMode : uint8_t { kDsa, kDense };
 
 struct SequenceOptions {
   AttentionMode attention = AttentionMode::kDsa;  // kDsa falls back to dense without indexer
-  std::optional<int64_t> index_topk;              // overrides the config's index_topk
+  std::optional<int64_t> index_topk = std::nullopt;  // overrides the config's index_topk
   KvCacheType kv_cache = KvCacheType::kF32;
   bool mtp = false;                               // also run the MTP module
 };
