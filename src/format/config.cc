@@ -105,7 +105,9 @@ template <class T>
 constexpr bool kIsStruct = std::is_same_v<T, RopeScaling> || std::is_same_v<T, QuantizationConfig>;
 
 [[noreturn]] void TypeError(const std::string& field, const char* expected, const Json& got) {
-  throw Error(field + ": expected " + expected + ", got " + got.dump());
+  // Containers are described by type only: dumping one could be huge (or deeply recursive).
+  const std::string shown = got.is_structured() ? std::string("an ") + got.type_name() : got.dump();
+  throw Error(field + ": expected " + expected + ", got " + shown);
 }
 
 void Read(const Json& j, int64_t& out, const std::string& field) {
@@ -170,15 +172,11 @@ template <class S>
 void Read(const Json& j, S& out, const std::string& field) {
   if (!j.is_object()) TypeError(field, "an object", j);
   out = S{};
-  if constexpr (std::is_same_v<S, RopeScaling>) {
-    if (!j.contains("type") && j.contains("rope_type")) {  // newer transformers spelling
-      Json copy = j;
-      copy["type"] = j["rope_type"];
-      ReadFields(copy, out, field + ".");
-      return;
-    }
-  }
   ReadFields(j, out, field + ".");
+  if constexpr (std::is_same_v<S, RopeScaling>) {
+    auto alias = j.find("rope_type");  // newer transformers spelling of `type`
+    if (!j.contains("type") && alias != j.end()) Read(*alias, out.type, field + ".rope_type");
+  }
 }
 
 template <class T>
@@ -353,9 +351,19 @@ ModelConfig ModelConfig::FromFile(const std::string& path) {
   std::ostringstream text;
   text << in.rdbuf();
   if (in.bad()) throw Error(path + ": read failed");
+  // A config nests a few levels; refusing absurd depth keeps hostile files from exhausting
+  // the stack in later recursive JSON operations.
+  constexpr int kMaxDepth = 64;
+  auto limit_depth = [&](int depth, Json::parse_event_t event, Json&) {
+    if ((event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start) &&
+        depth > kMaxDepth) {
+      throw Error(path + ": invalid JSON: nested deeper than " + std::to_string(kMaxDepth));
+    }
+    return true;
+  };
   Json j;
   try {
-    j = Json::parse(text.str());
+    j = Json::parse(text.str(), limit_depth);
   } catch (const Json::exception& e) {
     throw Error(path + ": invalid JSON: " + e.what());
   }
