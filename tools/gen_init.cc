@@ -38,6 +38,12 @@ InitSpec LinearInit(const TensorEntry& e, const ModelConfig& c) {
 
 }  // namespace
 
+uint16_t FiniteToBF16(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, 4);
+  return static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+
 InitSpec InitFor(const TensorEntry& e, const ModelConfig& c) {
   switch (e.role) {
     case TensorRole::kEmbedding:  // residual stream starts at unit scale
@@ -84,7 +90,7 @@ void FillPlain(const TensorEntry& e, uint64_t key, InitSpec spec, std::span<std:
   if (e.dtype == DType::kBF16) {
     uint16_t* dst = reinterpret_cast<uint16_t*>(out.data());
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) dst[i] = FloatToBF16(spec.mean + spec.std * UnitRandom(key, i));
+    for (int64_t i = 0; i < n; ++i) dst[i] = FiniteToBF16(spec.mean + spec.std * UnitRandom(key, i));
   } else if (e.dtype == DType::kF32) {
     float* dst = reinterpret_cast<float*>(out.data());
 #pragma omp parallel for schedule(static) if (n > 65536)

@@ -165,6 +165,42 @@ class TensorFiller {
   std::map<std::string, std::vector<float>> pending_;
 };
 
+void WriteConfigFiles(const fs::path& dir, const ModelConfig& c) {
+  WriteText(dir / "config.json", c.ToJson().dump(2) + "\n");
+  const nlohmann::json gen_config = {
+      {"_from_model_config", true}, {"bos_token_id", c.bos_token_id},
+      {"eos_token_id", c.eos_token_id}, {"do_sample", true}, {"temperature", 1.0},
+      {"top_p", 0.95}, {"transformers_version", "4.46.3"}};
+  WriteText(dir / "generation_config.json", gen_config.dump(2) + "\n");
+}
+
+// Streams every tensor into its shard; returns the index's weight_map.
+nlohmann::json WriteShards(const fs::path& dir, const std::vector<TensorEntry>& table,
+                           const std::vector<uint64_t>& bytes, const std::vector<int>& shard_of,
+                           const GenResult& r, const GenOptions& o) {
+  TensorFiller filler(r.config, o.seed);
+  nlohmann::json weight_map = nlohmann::json::object();
+  uint64_t done = 0;
+  size_t i = 0;
+  for (int s = 0; s < r.shards; ++s) {
+    std::vector<TensorSpec> specs;
+    std::map<std::string, size_t> index_of;
+    for (; i < table.size() && shard_of[i] == s; ++i) {
+      specs.push_back({table[i].name, table[i].dtype, table[i].shape});
+      index_of[table[i].name] = i;
+      weight_map[table[i].name] = ShardName(s, r.shards);
+    }
+    const auto fill = [&](const TensorSpec& spec, std::span<std::byte> out) {
+      const size_t k = index_of.at(spec.name);
+      filler.Fill(table[k], out);
+      done += bytes[k];
+      if (o.progress) o.progress(done, r.total_bytes);
+    };
+    WriteSafetensors((dir / ShardName(s, r.shards)).string(), specs, fill, {{"format", "pt"}});
+  }
+  return weight_map;
+}
+
 }  // namespace
 
 std::vector<std::string> PresetNames() { return {"tiny", "mini", "layer671b"}; }
@@ -191,7 +227,7 @@ GenResult GenerateCheckpoint(const GenOptions& o) {
   GenResult r;
   r.config = GenConfig(o);
   const std::vector<TensorEntry> table = TensorTable(r.config);
-  std::vector<uint64_t> bytes;
+  std::vector<uint64_t> bytes;  // [tensors] data bytes, table order
   for (const TensorEntry& e : table) {
     uint64_t n = DTypeSize(e.dtype);
     for (int64_t d : e.shape) n *= static_cast<uint64_t>(d);
@@ -200,41 +236,16 @@ GenResult GenerateCheckpoint(const GenOptions& o) {
   }
   r.num_tensors = static_cast<int64_t>(table.size());
   r.shards = o.shards > 0 ? o.shards
-                          : static_cast<int>(std::max<uint64_t>(1, (r.total_bytes + kShardTarget - 1) / kShardTarget));
+                          : static_cast<int>(std::max<uint64_t>(
+                                1, (r.total_bytes + kShardTarget - 1) / kShardTarget));
   const std::vector<int> shard_of = PlanShards(bytes, r.total_bytes, r.shards);
 
   const fs::path dir(o.out_dir);
   PrepareOutDir(dir, o.force);
   // Tokenizer first: a missing source fails before minutes of generation.
   WriteV32TokenizerFiles(o.tokenizer_source.value_or(DefaultTokenizerSource()), o.out_dir);
-  WriteText(dir / "config.json", r.config.ToJson().dump(2) + "\n");
-  const nlohmann::json gen_config = {
-      {"_from_model_config", true}, {"bos_token_id", r.config.bos_token_id},
-      {"eos_token_id", r.config.eos_token_id}, {"do_sample", true}, {"temperature", 1.0},
-      {"top_p", 0.95}, {"transformers_version", "4.46.3"}};
-  WriteText(dir / "generation_config.json", gen_config.dump(2) + "\n");
-
-  TensorFiller filler(r.config, o.seed);
-  nlohmann::json weight_map = nlohmann::json::object();
-  uint64_t done = 0;
-  size_t i = 0;
-  for (int s = 0; s < r.shards; ++s) {
-    std::vector<TensorSpec> specs;
-    std::map<std::string, size_t> index_of;
-    for (; i < table.size() && shard_of[i] == s; ++i) {
-      specs.push_back({table[i].name, table[i].dtype, table[i].shape});
-      index_of[table[i].name] = i;
-      weight_map[table[i].name] = ShardName(s, r.shards);
-    }
-    WriteSafetensors((dir / ShardName(s, r.shards)).string(), specs,
-                     [&](const TensorSpec& spec, std::span<std::byte> out) {
-                       const size_t k = index_of.at(spec.name);
-                       filler.Fill(table[k], out);
-                       done += bytes[k];
-                       if (o.progress) o.progress(done, r.total_bytes);
-                     },
-                     {{"format", "pt"}});
-  }
+  WriteConfigFiles(dir, r.config);
+  const nlohmann::json weight_map = WriteShards(dir, table, bytes, shard_of, r, o);
   const nlohmann::json index = {{"metadata", {{"total_size", r.total_bytes}}},
                                 {"weight_map", weight_map}};
   WriteText(dir / "model.safetensors.index.json", index.dump(2) + "\n");

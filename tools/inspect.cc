@@ -50,6 +50,20 @@ void AddScales(const TensorView& v, ScaleStats& st, double& log_sum, int64_t& po
                   " block scales are not finite and positive");
 }
 
+// Alternative storage the engine accepts (NUMERICS.md §1, §7): norm weights/biases in BF16 or
+// F32; the MTP `eh_proj` as FP8 with a block scale instead of BF16.
+bool AcceptedAlternative(const TensorEntry& e, const TensorView& v, const Checkpoint& ck) {
+  if (v.shape() != e.shape) return false;
+  if (e.role == TensorRole::kNormWeight || e.role == TensorRole::kNormBias)
+    return v.dtype() == DType::kF32;
+  if (e.name.ends_with(".eh_proj.weight") && v.dtype() == DType::kF8E4M3) {
+    const std::string scale = e.name + "_scale_inv";
+    return ck.Has(scale) && ck.Get(scale).dtype() == DType::kF32 &&
+           ck.Get(scale).shape() == std::vector<int64_t>{CeilDiv(e.shape[0], 128), CeilDiv(e.shape[1], 128)};
+  }
+  return false;
+}
+
 void CompareWithTable(const Checkpoint& ck, const std::vector<TensorEntry>& table, InspectReport& r,
                       std::vector<TensorEntry>& present) {
   std::set<std::string> known;
@@ -64,7 +78,9 @@ void CompareWithTable(const Checkpoint& ck, const std::vector<TensorEntry>& tabl
       continue;
     }
     const TensorView v = ck.Get(e.name);
-    if (v.dtype() != e.dtype || v.shape() != e.shape) {
+    if (AcceptedAlternative(e, v, ck)) {
+      if (v.dtype() == DType::kF8E4M3) known.insert(e.name + "_scale_inv");
+    } else if (v.dtype() != e.dtype || v.shape() != e.shape) {
       r.bad.push_back(e.name + ": expected " + std::string(DTypeName(e.dtype)) + " " +
                       ShapeText(e.shape) + ", found " + std::string(DTypeName(v.dtype())) + " " +
                       ShapeText(v.shape()));

@@ -20,7 +20,7 @@
 namespace dsinfer {
 
 struct InspectOptions {
-  std::string dir;
+  std::string dir{};
   bool checksums = false;  // FNV-1a 64 of every tensor's raw bytes
 };
 
@@ -46,7 +46,7 @@ struct InspectedTensor {
 };
 
 struct InspectReport {
-  std::string dir;
+  std::string dir{};
   std::optional<ModelConfig> config;
   std::vector<std::string> errors;  // why the checkpoint is unusable (config, open failure)
   ParameterCounts params;           // of the table tensors present with the right shape

@@ -57,11 +57,14 @@ void AppendArchitecture(std::string& s, const ModelConfig& c, bool has_mtp) {
          (long long)c.n_routed_experts, (long long)c.num_experts_per_tok, (long long)c.n_group,
          (long long)c.topk_group, (long long)c.n_shared_experts, (long long)c.moe_intermediate_size,
          (long long)c.intermediate_size);
-  Append(s, "  RoPE: theta %g, %s; max positions %lld\n", c.rope_theta,
-         c.rope_scaling ? ("YaRN factor " + std::to_string(c.rope_scaling->factor) + ", original " +
-                           std::to_string(c.rope_scaling->original_max_position_embeddings)).c_str()
-                        : "no scaling",
-         (long long)c.max_position_embeddings);
+  if (c.rope_scaling)
+    Append(s, "  RoPE: theta %g, %s factor %g, original %lld; max positions %lld\n", c.rope_theta,
+           c.rope_scaling->type.c_str(), c.rope_scaling->factor,
+           (long long)c.rope_scaling->original_max_position_embeddings,
+           (long long)c.max_position_embeddings);
+  else
+    Append(s, "  RoPE: theta %g, no scaling; max positions %lld\n", c.rope_theta,
+           (long long)c.max_position_embeddings);
   Append(s, "  MTP: %lld layer(s) in config, %s\n", (long long)c.num_nextn_predict_layers,
          c.num_nextn_predict_layers == 0 ? "none" : has_mtp ? "present" : "not (fully) present");
 }

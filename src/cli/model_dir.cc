@@ -1,7 +1,9 @@
 #include "cli/model_dir.h"
 
+#include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -26,13 +28,32 @@ std::string DefaultModelDir() {
   return cache + "/dsinfer/mini-seed0";
 }
 
+namespace {
+
+// Removes `<dir>.partial-<pid>` siblings left by interrupted runs whose process is gone.
+void RemoveStalePartials(const fs::path& target) {
+  const std::string prefix = target.filename().string() + ".partial-";
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(target.parent_path(), ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    const long pid = std::strtol(name.c_str() + prefix.size(), nullptr, 10);
+    if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) == -1 && errno == ESRCH)
+      fs::remove_all(entry.path(), ec);
+  }
+}
+
+}  // namespace
+
 bool EnsureDefaultModel(const std::string& dir) {
-  const fs::path target(dir);
+  fs::path target = fs::path(dir).lexically_normal();
+  if (!target.has_filename()) target = target.parent_path();  // "…/model/" → "…/model"
   if (fs::exists(target / "config.json")) return false;
   if (fs::exists(target) && !fs::is_empty(target))
     throw Error("default model directory " + dir + " exists but holds no config.json; remove it");
   std::error_code ec;
   fs::create_directories(target.parent_path(), ec);
+  RemoveStalePartials(target);
   const fs::path tmp = target.string() + ".partial-" + std::to_string(::getpid());
   fs::remove_all(tmp, ec);
   std::fprintf(stderr, "dsinfer: generating the default model (preset mini, seed 0) in %s\n",

@@ -161,6 +161,19 @@ TEST(GenModel, UnitRandomMoments) {
   EXPECT_GT(mx, 3.0);
 }
 
+TEST(GenModel, FiniteToBF16MatchesFloatToBF16) {
+  for (uint64_t i = 0; i < (1u << 22); ++i) {
+    uint32_t bits = static_cast<uint32_t>(i * 1023u + (i >> 3) * 0x9E3779B1u);
+    float x;
+    std::memcpy(&x, &bits, 4);
+    if (!std::isfinite(x)) continue;
+    if (std::fabs(x) > 3.3e38f) continue;  // rounds up to infinity: not a generator value
+    ASSERT_EQ(FiniteToBF16(x), FloatToBF16(x)) << std::hex << bits;
+  }
+  for (float x : {0.0f, -0.0f, 1.0f, 1.00390625f, 1.01171875f, -2.5e-40f, 448.0f})
+    EXPECT_EQ(FiniteToBF16(x), FloatToBF16(x)) << x;
+}
+
 TEST(GenModel, TokenizerFilesAreV32) {
   ScratchDir tmp("gen");
   GenerateCheckpoint(SmallTiny(tmp / "m"));

@@ -181,3 +181,22 @@ TEST(Inspect, InvalidConfigIsUnusableWithReason) {
 
 }  // namespace
 }  // namespace dsinfer
+
+namespace dsinfer {
+namespace {
+
+TEST(Inspect, AcceptsF32NormsRejectsOtherDtypes) {
+  ScratchDir tmp("inspect");
+  const std::string dir = MakeTiny(tmp);
+  RewriteShard(dir, [](TensorSpec& s) {
+    if (s.name == "model.norm.weight") s.dtype = DType::kF32;
+    if (s.name == "model.layers.1.mlp.gate.weight") s.dtype = DType::kF16;
+    return true;
+  });
+  const InspectReport r = Inspect({.dir = dir});
+  EXPECT_EQ(r.bad, std::vector<std::string>{
+                       "model.layers.1.mlp.gate.weight: expected BF16 [8, 200], found F16 [8, 200]"});
+}
+
+}  // namespace
+}  // namespace dsinfer
