@@ -2,13 +2,12 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
-#include <set>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "base/error.h"
+#include "base/mapped_file.h"
+#include "format/json_util.h"
 
 namespace dsinfer {
 namespace {
@@ -27,16 +26,10 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 // tensor name → shard file name, from the HF index
 // {"metadata": {"total_size": N}, "weight_map": {tensor: shard}}.
 std::map<std::string, std::string> ReadIndex(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(path + ": cannot open");
-  std::ostringstream text;
-  text << in.rdbuf();
-  Json j;
-  try {
-    j = Json::parse(text.str());
-  } catch (const Json::exception& e) {
-    throw Error(path + ": invalid JSON: " + e.what());
-  }
+  const MappedFile file = MappedFile::Open(path);
+  const std::string_view text(reinterpret_cast<const char*>(file.bytes().data()),
+                              file.bytes().size());
+  const Json j = ParseJsonStrict<Json>(text, path, {.top_key = "key", .max_depth = 4});
   if (!j.is_object()) throw Error(path + ": not a JSON object");
   auto map = j.find("weight_map");
   if (map == j.end() || !map->is_object()) throw Error(path + ": no \"weight_map\" object");
@@ -80,7 +73,8 @@ Checkpoint Checkpoint::Open(const std::string& dir) {
   const std::string index_path = dir + "/" + kIndexName;
   std::map<std::string, std::string> index;  // tensor → shard file name
   std::vector<std::string> shard_names;
-  if (fs::exists(index_path)) {
+  std::error_code ec;
+  if (fs::exists(index_path, ec)) {
     index = ReadIndex(index_path);
     std::set<std::string> unique;
     for (const auto& [tensor, shard] : index) unique.insert(shard);
@@ -91,9 +85,9 @@ Checkpoint Checkpoint::Open(const std::string& dir) {
 
   for (const std::string& name : shard_names) {
     const std::string path = dir + "/" + name;
-    if (!index.empty() && !fs::exists(path)) {
-      const auto it = std::find_if(index.begin(), index.end(),
-                                   [&](const auto& e) { return e.second == name; });
+    if (!index.empty() && !fs::exists(path, ec)) {
+      const auto it =
+          std::find_if(index.begin(), index.end(), [&](const auto& e) { return e.second == name; });
       throw Error(index_path + ": shard \"" + name + "\" (holding \"" + it->first +
                   "\") does not exist");
     }
@@ -113,8 +107,8 @@ Checkpoint Checkpoint::Open(const std::string& dir) {
   for (const auto& [tensor, shard] : index) {
     auto it = c.tensors_.find(tensor);
     if (it == c.tensors_.end() || c.shards_[it->second.first].path() != dir + "/" + shard) {
-      throw Error(index_path + ": tensor \"" + tensor + "\" is listed in " + shard +
-                  ", but " + dir + "/" + shard + " does not contain it");
+      throw Error(index_path + ": tensor \"" + tensor + "\" is listed in " + shard + ", but " +
+                  dir + "/" + shard + " does not contain it");
     }
   }
   return c;
@@ -136,8 +130,8 @@ TensorView Checkpoint::Get(std::string_view name, DType dtype,
   if (v.dtype() != dtype || v.shape() != shape) {
     const auto& shard = shards_[tensors_.find(name)->second.first];
     throw Error(shard.path() + ": tensor \"" + std::string(name) + "\" is " +
-                std::string(DTypeName(v.dtype())) + " " + ShapeString(v.shape()) +
-                ", expected " + std::string(DTypeName(dtype)) + " " + ShapeString(shape));
+                std::string(DTypeName(v.dtype())) + " " + ShapeString(v.shape()) + ", expected " +
+                std::string(DTypeName(dtype)) + " " + ShapeString(shape));
   }
   return v;
 }

@@ -16,8 +16,11 @@ namespace dsinfer {
 
 class Checkpoint {
  public:
-  // Throws `Error` naming the file: missing config.json, bad index json, a shard that fails to
-  // parse, a tensor listed in the index but missing from its shard, a tensor in two shards.
+  // Throws `Error` naming the file: missing or invalid config.json, bad index json (invalid
+  // JSON, no `weight_map`, a shard name that is not a plain file name), a missing shard, a
+  // shard that fails to parse, a tensor listed in the index but missing from its shard, the
+  // same tensor in two shards. With an index, only the shards it names are opened; a tensor
+  // present in one of them but absent from the index is tolerated (listed once).
   static Checkpoint Open(const std::string& dir);
 
   const std::string& dir() const { return dir_; }

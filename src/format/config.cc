@@ -1,15 +1,13 @@
 #include "format/config.h"
 
-#include <cerrno>
 #include <cmath>
-#include <cstring>
-#include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <type_traits>
 
-#include <nlohmann/json.hpp>
-
 #include "base/error.h"
+#include "base/mapped_file.h"
+#include "format/json_util.h"
 
 namespace dsinfer {
 namespace {
@@ -33,12 +31,12 @@ concept Is = std::is_same_v<std::remove_const_t<T>, U>;
 
 template <Is<RopeScaling> R, class V>
 void ForEachField(R& r, V&& v) {
-  v("type", r.type);                    // "yarn" (the only one supported; also read as `rope_type`)
-  v("factor", r.factor);                // 40: context extension factor s
+  v("type", r.type);      // "yarn" (the only one supported; also read as `rope_type`)
+  v("factor", r.factor);  // 40: context extension factor s
   v("original_max_position_embeddings", r.original_max_position_embeddings);  // 4096
-  v("beta_fast", r.beta_fast);          // 32: YaRN ramp, high-frequency end (in rotations)
-  v("beta_slow", r.beta_slow);          // 1: YaRN ramp, low-frequency end
-  v("mscale", r.mscale);                // 1.0: cos/sin magnitude scale numerator
+  v("beta_fast", r.beta_fast);            // 32: YaRN ramp, high-frequency end (in rotations)
+  v("beta_slow", r.beta_slow);            // 1: YaRN ramp, low-frequency end
+  v("mscale", r.mscale);                  // 1.0: cos/sin magnitude scale numerator
   v("mscale_all_dim", r.mscale_all_dim);  // 1.0: softmax-scale mscale (absent → 1.0, not HF's 0)
 }
 
@@ -53,44 +51,44 @@ void ForEachField(Q& q, V&& v) {
 
 template <Is<ModelConfig> C, class V>
 void ForEachField(C& c, V&& v) {
-  v("architectures", c.architectures);      // ["DeepseekV32ForCausalLM"]
-  v("model_type", c.model_type);            // "deepseek_v32"
-  v("vocab_size", c.vocab_size);            // 129280: embedding and lm_head rows
-  v("hidden_size", c.hidden_size);          // 7168: model width d
-  v("intermediate_size", c.intermediate_size);          // 18432: dense MLP hidden size
-  v("moe_intermediate_size", c.moe_intermediate_size);  // 2048: per-expert hidden size
-  v("num_hidden_layers", c.num_hidden_layers);          // 61 main blocks
+  v("architectures", c.architectures);                        // ["DeepseekV32ForCausalLM"]
+  v("model_type", c.model_type);                              // "deepseek_v32"
+  v("vocab_size", c.vocab_size);                              // 129280: embedding and lm_head rows
+  v("hidden_size", c.hidden_size);                            // 7168: model width d
+  v("intermediate_size", c.intermediate_size);                // 18432: dense MLP hidden size
+  v("moe_intermediate_size", c.moe_intermediate_size);        // 2048: per-expert hidden size
+  v("num_hidden_layers", c.num_hidden_layers);                // 61 main blocks
   v("num_nextn_predict_layers", c.num_nextn_predict_layers);  // 1 MTP block (layer ids follow)
-  v("num_attention_heads", c.num_attention_heads);      // 128 MLA query heads
-  v("num_key_value_heads", c.num_key_value_heads);      // 128, unused by MLA
-  v("q_lora_rank", c.q_lora_rank);          // 1536; null: q = wq(x), no low-rank q path
-  v("kv_lora_rank", c.kv_lora_rank);        // 512: compressed KV latent
-  v("qk_nope_head_dim", c.qk_nope_head_dim);  // 128
-  v("qk_rope_head_dim", c.qk_rope_head_dim);  // 64 (even: RoPE rotates pairs)
-  v("v_head_dim", c.v_head_dim);            // 128
-  v("n_routed_experts", c.n_routed_experts);  // 256
-  v("n_shared_experts", c.n_shared_experts);  // 1 (its width is n × moe_intermediate_size)
+  v("num_attention_heads", c.num_attention_heads);            // 128 MLA query heads
+  v("num_key_value_heads", c.num_key_value_heads);            // 128, unused by MLA
+  v("q_lora_rank", c.q_lora_rank);                  // 1536; null: q = wq(x), no low-rank q path
+  v("kv_lora_rank", c.kv_lora_rank);                // 512: compressed KV latent
+  v("qk_nope_head_dim", c.qk_nope_head_dim);        // 128
+  v("qk_rope_head_dim", c.qk_rope_head_dim);        // 64 (even: RoPE rotates pairs)
+  v("v_head_dim", c.v_head_dim);                    // 128
+  v("n_routed_experts", c.n_routed_experts);        // 256
+  v("n_shared_experts", c.n_shared_experts);        // 1 (its width is n × moe_intermediate_size)
   v("num_experts_per_tok", c.num_experts_per_tok);  // 8 routed experts per token
   v("first_k_dense_replace", c.first_k_dense_replace);  // 3 leading dense-MLP layers
-  v("moe_layer_freq", c.moe_layer_freq);    // 1: every layer after those is MoE
-  v("n_group", c.n_group);                  // 8 expert groups
-  v("topk_group", c.topk_group);            // 4 groups kept per token
-  v("topk_method", c.topk_method);          // "noaux_tc" (bias-corrected group top-k)
-  v("scoring_func", c.scoring_func);        // "sigmoid" (the only one supported)
-  v("norm_topk_prob", c.norm_topk_prob);    // true: normalise the selected weights
+  v("moe_layer_freq", c.moe_layer_freq);                // 1: every layer after those is MoE
+  v("n_group", c.n_group);                              // 8 expert groups
+  v("topk_group", c.topk_group);                        // 4 groups kept per token
+  v("topk_method", c.topk_method);                      // "noaux_tc" (bias-corrected group top-k)
+  v("scoring_func", c.scoring_func);                    // "sigmoid" (the only one supported)
+  v("norm_topk_prob", c.norm_topk_prob);                // true: normalise the selected weights
   v("routed_scaling_factor", c.routed_scaling_factor);  // 2.5
-  v("rms_norm_eps", c.rms_norm_eps);        // 1e-6
-  v("rope_theta", c.rope_theta);            // 10000
-  v("rope_scaling", c.rope_scaling);        // YaRN block above; null/absent: plain RoPE
+  v("rms_norm_eps", c.rms_norm_eps);                    // 1e-6
+  v("rope_theta", c.rope_theta);                        // 10000
+  v("rope_scaling", c.rope_scaling);                    // YaRN block above; null/absent: plain RoPE
   v("max_position_embeddings", c.max_position_embeddings);  // 163840
-  v("bos_token_id", c.bos_token_id);        // 0
-  v("eos_token_id", c.eos_token_id);        // 1
-  v("tie_word_embeddings", c.tie_word_embeddings);  // false
-  v("hidden_act", c.hidden_act);            // "silu" (the only one supported)
-  v("torch_dtype", c.torch_dtype);          // "bfloat16": dtype of unquantised weights
-  v("index_n_heads", c.index_n_heads);      // 64 indexer heads  } all three or none:
-  v("index_head_dim", c.index_head_dim);    // 128 indexer dim   } none = no indexer,
-  v("index_topk", c.index_topk);            // 2048 keys kept    } dense attention (V3)
+  v("bos_token_id", c.bos_token_id);                        // 0
+  v("eos_token_id", c.eos_token_id);                        // 1
+  v("tie_word_embeddings", c.tie_word_embeddings);          // false
+  v("hidden_act", c.hidden_act);                            // "silu" (the only one supported)
+  v("torch_dtype", c.torch_dtype);        // "bfloat16": dtype of unquantised weights
+  v("index_n_heads", c.index_n_heads);    // 64 indexer heads  } all three or none:
+  v("index_head_dim", c.index_head_dim);  // 128 indexer dim   } none = no indexer,
+  v("index_topk", c.index_topk);          // 2048 keys kept    } dense attention (V3)
   v("quantization_config", c.quantization_config, Absent::kOmit);  // FP8 block above; absent = bf16
 }
 
@@ -142,7 +140,7 @@ void Read(const Json& j, std::array<int64_t, 2>& out, const std::string& field) 
   for (size_t i = 0; i < 2; ++i) Read(j[i], out[i], field + "[" + std::to_string(i) + "]");
 }
 template <class S>
-  requires kIsStruct<S>
+requires kIsStruct<S>
 void Read(const Json& j, S& out, const std::string& field);
 template <class T>
 void Read(const Json& j, std::optional<T>& out, const std::string& field) {
@@ -168,7 +166,7 @@ void ReadFields(const Json& j, Target& target, const std::string& prefix) {
 }
 
 template <class S>
-  requires kIsStruct<S>
+requires kIsStruct<S>
 void Read(const Json& j, S& out, const std::string& field) {
   if (!j.is_object()) TypeError(field, "an object", j);
   out = S{};
@@ -217,7 +215,8 @@ void RequirePositive(const std::string& source, const char* name, int64_t value)
 
 void ValidateRopeScaling(const RopeScaling& r, const std::string& src) {
   Require(r.type == "yarn", src,
-          "rope_scaling.type (\"" + r.type + "\") is not supported: only \"yarn\" (or no rope_scaling)");
+          "rope_scaling.type (\"" + r.type +
+              "\") is not supported: only \"yarn\" (or no rope_scaling)");
   Require(r.factor >= 1.0, src, Show("rope_scaling.factor", r.factor) + " must be >= 1");
   RequirePositive(src, "rope_scaling.original_max_position_embeddings",
                   r.original_max_position_embeddings);
@@ -232,8 +231,9 @@ void ValidateQuantization(const QuantizationConfig& q, const std::string& src) {
   Require(q.quant_method == "fp8", src,
           "quantization_config.quant_method (\"" + q.quant_method + "\") is not \"fp8\"");
   Require(q.fmt == "e4m3", src, "quantization_config.fmt (\"" + q.fmt + "\") is not \"e4m3\"");
-  Require(q.activation_scheme == "dynamic", src,
-          "quantization_config.activation_scheme (\"" + q.activation_scheme + "\") is not \"dynamic\"");
+  Require(
+      q.activation_scheme == "dynamic", src,
+      "quantization_config.activation_scheme (\"" + q.activation_scheme + "\") is not \"dynamic\"");
   Require(q.weight_block_size == std::array<int64_t, 2>{128, 128}, src,
           "quantization_config.weight_block_size ([" + std::to_string(q.weight_block_size[0]) +
               ", " + std::to_string(q.weight_block_size[1]) + "]) is not [128, 128]");
@@ -243,8 +243,8 @@ void ValidateQuantization(const QuantizationConfig& q, const std::string& src) {
 }
 
 void ValidateIndexer(const ModelConfig& c, const std::string& src) {
-  const int present = c.index_n_heads.has_value() + c.index_head_dim.has_value() +
-                      c.index_topk.has_value();
+  const int present =
+      c.index_n_heads.has_value() + c.index_head_dim.has_value() + c.index_topk.has_value();
   Require(present == 0 || present == 3, src,
           "index_n_heads, index_head_dim and index_topk must be all present or all absent");
   if (present == 0) return;
@@ -252,8 +252,9 @@ void ValidateIndexer(const ModelConfig& c, const std::string& src) {
   const int64_t d = *c.index_head_dim;
   Require(d > 0 && (d & (d - 1)) == 0, src,
           Show("index_head_dim", d) + " must be a power of two (Hadamard rotation)");
-  Require(d >= c.qk_rope_head_dim, src,
-          Show("index_head_dim", d) + " must be >= " + Show("qk_rope_head_dim", c.qk_rope_head_dim));
+  Require(
+      d >= c.qk_rope_head_dim, src,
+      Show("index_head_dim", d) + " must be >= " + Show("qk_rope_head_dim", c.qk_rope_head_dim));
   Require(*c.index_topk >= 1, src, Show("index_topk", *c.index_topk) + " must be >= 1");
   Require(c.q_lora_rank.has_value(), src,
           "the indexer (index_*) needs q_lora_rank, but q_lora_rank is null");
@@ -266,7 +267,8 @@ void ValidateMoe(const ModelConfig& c, const std::string& src) {
   RequirePositive(src, "topk_group", c.topk_group);
   RequirePositive(src, "num_experts_per_tok", c.num_experts_per_tok);
   RequirePositive(src, "moe_layer_freq", c.moe_layer_freq);
-  Require(c.n_shared_experts >= 0, src, Show("n_shared_experts", c.n_shared_experts) + " is negative");
+  Require(c.n_shared_experts >= 0, src,
+          Show("n_shared_experts", c.n_shared_experts) + " is negative");
   Require(c.n_routed_experts % c.n_group == 0, src,
           Show("n_routed_experts", c.n_routed_experts) + " is not divisible by " +
               Show("n_group", c.n_group));
@@ -346,28 +348,10 @@ ModelConfig ModelConfig::FromJson(const nlohmann::json& j, const std::string& so
 }
 
 ModelConfig ModelConfig::FromFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(path + ": cannot open: " + std::strerror(errno));
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) throw Error(path + ": read failed");
-  // A config nests a few levels; refusing absurd depth keeps hostile files from exhausting
-  // the stack in later recursive JSON operations.
-  constexpr int kMaxDepth = 64;
-  auto limit_depth = [&](int depth, Json::parse_event_t event, Json&) {
-    if ((event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start) &&
-        depth > kMaxDepth) {
-      throw Error(path + ": invalid JSON: nested deeper than " + std::to_string(kMaxDepth));
-    }
-    return true;
-  };
-  Json j;
-  try {
-    j = Json::parse(text.str(), limit_depth);
-  } catch (const Json::exception& e) {
-    throw Error(path + ": invalid JSON: " + e.what());
-  }
-  return FromJson(j, path);
+  const MappedFile file = MappedFile::Open(path);  // names the path if missing / not a file
+  const std::string_view text(reinterpret_cast<const char*>(file.bytes().data()),
+                              file.bytes().size());
+  return FromJson(ParseJsonStrict<Json>(text, path), path);
 }
 
 nlohmann::json ModelConfig::ToJson() const {

@@ -9,11 +9,10 @@
 
 #include <array>
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 namespace dsinfer {
 
@@ -91,15 +90,22 @@ struct ModelConfig {
   // and factor > 1, else m = 1 (MODEL.md §3.2).
   double softmax_scale() const;
 
-  // Parses an HF config.json object. Unknown fields are ignored; a wrongly typed field or a
-  // value that fails `Validate` throws `Error` naming `source` and the field.
+  // Parses an HF config.json object. Unknown fields are ignored; an absent plain field keeps
+  // its default, an absent optional field is the same as null (not present); integers are
+  // accepted for floating-point fields, not the reverse. A wrongly typed field or a value that
+  // fails `Validate` throws `Error` naming `source` and the field.
   static ModelConfig FromJson(const nlohmann::json& j, const std::string& source);
+  // Reads and parses `path`; errors name the path (and line/column for invalid JSON).
   static ModelConfig FromFile(const std::string& path);
+  // Every field; an absent optional is written as null, except `quantization_config` and
+  // `quantization_config.scale_fmt`, which are omitted as in HF configs.
   nlohmann::json ToJson() const;
   // Throws `Error` naming the field, e.g. "n_routed_experts (60) is not divisible by n_group (8)".
   void Validate(const std::string& source) const;
   // Sets one field from text, as `gen-model --set key=value` does ("null" clears an optional;
-  // nested fields as rope_scaling.factor). Throws `Error` for an unknown key or bad value.
+  // nested fields as rope_scaling.factor, which first fills an absent block with defaults;
+  // string fields take the text verbatim, others parse it as JSON). Does not validate (call
+  // `Validate` after the last `Set`). Throws `Error` for an unknown key or a bad value.
   void Set(const std::string& key, const std::string& value);
 };
 

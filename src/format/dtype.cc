@@ -3,7 +3,6 @@
 #include <array>
 #include <bit>
 #include <cmath>
-#include <limits>
 
 namespace dsinfer {
 namespace {
@@ -49,7 +48,7 @@ static_assert(TableMatchesEnum());
 // Rounds a non-negative float `q` (< 2^23) to the nearest integer, ties to even, without
 // depending on the floating-point environment's rounding mode.
 uint32_t RoundHalfEven(float q) {
-  auto i = static_cast<uint32_t>(q);  // truncation; q >= 0
+  auto i = static_cast<uint32_t>(q);       // truncation; q >= 0
   float frac = q - static_cast<float>(i);  // exact for q < 2^23
   if (frac > 0.5f || (frac == 0.5f && (i & 1u) != 0)) ++i;
   return i;
@@ -61,25 +60,6 @@ uint32_t RoundBitsHalfEven(uint32_t bits, int drop) {
   const uint32_t half_minus_one = (1u << (drop - 1)) - 1u;
   const uint32_t lsb = (bits >> drop) & 1u;
   return (bits + half_minus_one + lsb) >> drop;
-}
-
-std::array<float, 256> MakeE4M3Table() {
-  std::array<float, 256> table{};
-  for (int code = 0; code < 256; ++code) {
-    const int sign = code >> 7;
-    const int exponent = (code >> 3) & 0xF;
-    const int mantissa = code & 0x7;
-    float v;
-    if (exponent == 0xF && mantissa == 0x7) {
-      v = std::numeric_limits<float>::quiet_NaN();
-    } else if (exponent == 0) {
-      v = std::ldexp(static_cast<float>(mantissa), -9);  // subnormal: 2^-6 · m/8
-    } else {
-      v = std::ldexp(static_cast<float>(8 + mantissa), exponent - 7 - 3);
-    }
-    table[code] = sign != 0 ? -v : v;
-  }
-  return table;
 }
 
 }  // namespace
@@ -94,11 +74,6 @@ std::optional<DType> ParseDType(std::string_view name) {
 }
 
 size_t DTypeSize(DType t) { return Entry(t).size; }
-
-float E4M3ToFloat(uint8_t bits) {
-  static const std::array<float, 256> kTable = MakeE4M3Table();
-  return kTable[bits];
-}
 
 uint8_t FloatToE4M3(float x) {
   const uint32_t bits = std::bit_cast<uint32_t>(x);
@@ -115,19 +90,6 @@ uint8_t FloatToE4M3(float x) {
   // Normal: re-bias the exponent (127 → 7) and round 23 mantissa bits to 3.
   const uint32_t code = RoundBitsHalfEven(abs_bits - ((127u - 7u) << 23), 20);
   return sign | static_cast<uint8_t>(code > 0x7Eu ? 0x7Eu : code);
-}
-
-float BF16ToFloat(uint16_t bits) { return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16); }
-
-uint16_t FloatToBF16(float x) {
-  const uint32_t bits = std::bit_cast<uint32_t>(x);
-  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) {
-    // NaN: truncate and force the quiet bit so that the payload cannot become zero (= Inf).
-    return static_cast<uint16_t>((bits >> 16) | 0x0040u);
-  }
-  // Round to nearest even; overflow of the largest finite values carries into Inf correctly.
-  const uint32_t sign = bits & 0x80000000u;
-  return static_cast<uint16_t>((sign | RoundBitsHalfEven(bits & 0x7FFFFFFFu, 16) << 16) >> 16);
 }
 
 float F16ToFloat(uint16_t h) {

@@ -2,12 +2,18 @@
 //
 // Conversions are the specification other code is tested against (MODEL.md §6):
 //  * e4m3fn: 1 sign, 4 exponent (bias 7), 3 mantissa bits; no infinities; 0x7F/0xFF are NaN;
-//    max finite ±448. FloatToE4M3 rounds to nearest even and saturates to ±448 (NaN → 0x7F).
-//  * bf16: the top 16 bits of an IEEE f32. FloatToBF16 rounds to nearest even; NaN stays NaN.
+//    max finite ±448. FloatToE4M3 rounds to nearest even and saturates: every |x| ≥ 448,
+//    ±Inf included, becomes ±448 (as `act_quant` clamps before casting); NaN → 0x7F; the sign
+//    of zero is kept (tiny negatives → 0x80).
+//  * bf16: the top 16 bits of an IEEE f32. FloatToBF16 rounds to nearest even (overflow → Inf);
+//    NaN stays NaN (quiet, sign kept).
+//  * f16: IEEE binary16, nearest even with gradual underflow, overflow → Inf, NaN stays NaN.
 //  * ue8m0: the power-of-two activation scale of DeepSeek's `act_quant` (MODEL.md §6.2).
 // Thread-safe: pure functions.
 #pragma once
 
+#include <array>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -16,8 +22,21 @@
 namespace dsinfer {
 
 enum class DType : uint8_t {
-  kBool, kU8, kI8, kI16, kU16, kI32, kU32, kI64, kU64,
-  kF8E4M3, kF8E5M2, kF16, kBF16, kF32, kF64,
+  kBool,
+  kU8,
+  kI8,
+  kI16,
+  kU16,
+  kI32,
+  kU32,
+  kI64,
+  kU64,
+  kF8E4M3,
+  kF8E5M2,
+  kF16,
+  kBF16,
+  kF32,
+  kF64,
 };
 
 // The safetensors spelling, e.g. "F8_E4M3", "BF16", "I64".
@@ -27,10 +46,40 @@ std::optional<DType> ParseDType(std::string_view name);
 // Bytes per element.
 size_t DTypeSize(DType t);
 
-float E4M3ToFloat(uint8_t bits);
+namespace detail {
+// The 256 e4m3fn values, built exactly from the bit fields (subnormals m/8 · 2^-6 are exact
+// f32 quotients m / 512).
+constexpr std::array<float, 256> MakeE4M3Values() {
+  std::array<float, 256> v{};
+  for (uint32_t code = 0; code < 256; ++code) {
+    const uint32_t sign = (code >> 7) << 31, exponent = (code >> 3) & 0xF, mantissa = code & 7;
+    if (exponent == 0xF && mantissa == 7) {
+      v[code] = std::bit_cast<float>(sign | 0x7FC00000u);
+    } else if (exponent == 0) {
+      v[code] = std::bit_cast<float>(
+          sign | std::bit_cast<uint32_t>(static_cast<float>(mantissa) / 512.0f));
+    } else {
+      v[code] = std::bit_cast<float>(sign | ((exponent - 7 + 127) << 23) | (mantissa << 20));
+    }
+  }
+  return v;
+}
+}  // namespace detail
+inline constexpr std::array<float, 256> kE4M3Values = detail::MakeE4M3Values();
+
+// Inline: these sit in the model's inner loops.
+inline float E4M3ToFloat(uint8_t bits) { return kE4M3Values[bits]; }
 uint8_t FloatToE4M3(float x);
-float BF16ToFloat(uint16_t bits);
-uint16_t FloatToBF16(float x);
+inline float BF16ToFloat(uint16_t bits) {
+  return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16);
+}
+inline uint16_t FloatToBF16(float x) {
+  const uint32_t bits = std::bit_cast<uint32_t>(x);
+  // NaN: truncate and force the quiet bit so that the payload cannot become zero (= Inf).
+  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((bits >> 16) | 0x0040u);
+  // Round to nearest even; the largest finite values correctly carry into Inf.
+  return static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
 float F16ToFloat(uint16_t bits);
 uint16_t FloatToF16(float x);
 

@@ -6,12 +6,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <set>
+#include <nlohmann/json.hpp>
 #include <utility>
 
-#include <nlohmann/json.hpp>
-
 #include "base/error.h"
+#include "format/json_util.h"
 
 namespace dsinfer {
 namespace {
@@ -21,7 +20,8 @@ using Json = nlohmann::ordered_json;  // keeps the header's key order (= "file o
 // The reference implementation (huggingface/safetensors) refuses headers above 100 MB.
 constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
 // Containers nest at most: header object (0) → tensor object (1) → shape array (2).
-constexpr int kMaxDepth = 2;
+constexpr StrictJsonOptions kHeaderJson{
+    .what = "header JSON", .top_key = "tensor name", .max_depth = 2};
 
 [[noreturn]] void Fail(const std::string& file, const std::string& what) {
   throw Error(file + ": " + what);
@@ -46,39 +46,6 @@ uint64_t ReadU64LE(const std::byte* p) {
   uint64_t v = 0;
   for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(p[i]);
   return v;
-}
-
-// Parses the JSON header, rejecting duplicate keys at any level (nlohmann would silently
-// keep one of them) and nesting deeper than a safetensors header ever needs.
-Json ParseHeaderJson(std::string_view text, const std::string& file) {
-  std::vector<std::set<std::string>> open_objects;
-  auto callback = [&](int depth, Json::parse_event_t event, Json& parsed) {
-    switch (event) {
-      case Json::parse_event_t::object_start:
-      case Json::parse_event_t::array_start:
-        if (depth > kMaxDepth) Fail(file, "header JSON is nested too deeply");
-        if (event == Json::parse_event_t::object_start) open_objects.emplace_back();
-        break;
-      case Json::parse_event_t::object_end:
-        open_objects.pop_back();
-        break;
-      case Json::parse_event_t::key: {
-        const auto& key = parsed.get_ref<const std::string&>();
-        if (!open_objects.back().insert(key).second) {
-          Fail(file, (depth == 1 ? "duplicate tensor name " : "duplicate header key ") + Quote(key));
-        }
-        break;
-      }
-      default:
-        break;
-    }
-    return true;
-  };
-  try {
-    return Json::parse(text.begin(), text.end(), callback);
-  } catch (const Json::exception& e) {
-    Fail(file, std::string("invalid header JSON: ") + e.what());
-  }
 }
 
 // A JSON number that is a non-negative integer; otherwise throws naming `what`.
@@ -208,7 +175,7 @@ SafetensorsHeader ParseSafetensorsHeader(std::span<const std::byte> file,
     Fail(file_name, "header length " + std::to_string(header_len) + " exceeds 100 MiB");
   }
   std::string_view text(reinterpret_cast<const char*>(file.data()) + 8, header_len);
-  Json j = ParseHeaderJson(text, file_name);
+  Json j = ParseJsonStrict<Json>(text, file_name, kHeaderJson);
   if (!j.is_object()) Fail(file_name, "header is not a JSON object");
 
   SafetensorsHeader header;
@@ -240,6 +207,9 @@ const TensorInfo* SafetensorsFile::Find(std::string_view name) const {
 }
 
 TensorView SafetensorsFile::View(const TensorInfo& info) const {
+  DSINFER_DCHECK(
+      &info >= header_.tensors.data() && &info < header_.tensors.data() + header_.tensors.size(),
+      "TensorInfo of another file");
   return TensorView{&info, file_.bytes().data() + header_.data_offset + info.begin};
 }
 

@@ -61,9 +61,13 @@ struct SafetensorsHeader {
 
 // Parses and validates the header of a complete file image `file`. Throws `Error` whose
 // message starts with `file_name` and names the problem and the tensor: truncated file, header
-// length beyond the file, invalid JSON, unknown dtype, negative/overflowing shape,
-// shape × dtype size ≠ byte range, ranges out of bounds or overlapping, duplicate names.
-SafetensorsHeader ParseSafetensorsHeader(std::span<const std::byte> file, const std::string& file_name);
+// length beyond the file or above 100 MiB, invalid JSON, duplicate keys (at any level; caught
+// while parsing), nesting deeper than a header needs, unknown dtype, negative, non-integer or
+// overflowing shape, shape × dtype size ≠ byte range, ranges out of bounds or overlapping,
+// `__metadata__` not a string → string object. Gaps between ranges are tolerated (the HF
+// reader refuses them, but no tensor becomes ambiguous). Unknown keys in an entry are ignored.
+SafetensorsHeader ParseSafetensorsHeader(std::span<const std::byte> file,
+                                         const std::string& file_name);
 
 // One mmapped shard. Move-only; thread-safe to read.
 class SafetensorsFile {
@@ -82,9 +86,13 @@ class SafetensorsFile {
   std::map<std::string, size_t, std::less<>> index_;
 };
 
-// Streaming writer: declare every tensor first, then `Write` emits the header and calls
-// `fill` once per tensor in declaration order with a buffer of exactly its byte size,
-// so that multi-GB files never sit in memory.
+// Streaming writer: emits the header (keys in declaration order, `__metadata__` first, padded
+// with spaces so that the data region starts 8-byte aligned), then calls `fill` once per
+// tensor in declaration order with a zeroed buffer of exactly its byte size and writes it, so
+// that multi-GB files never sit in memory (one tensor at a time). Offsets are contiguous, as
+// the HF format requires. The file is written as `path + ".partial"` and renamed when
+// complete; any failure (bad spec, I/O error such as a full disk, an exception from `fill`)
+// removes it and throws (`Error` naming the path for the first two).
 struct TensorSpec {
   std::string name;
   DType dtype;

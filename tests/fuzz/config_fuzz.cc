@@ -1,22 +1,22 @@
-// libFuzzer target: any JSON text given to ModelConfig either parses and validates, or is
-// rejected with `dsinfer::Error`. An accepted config must survive ToJson → FromJson unchanged
-// and give a finite softmax scale.
+// libFuzzer target: any text given to ParseJsonStrict + ModelConfig either parses and
+// validates, or is rejected with `dsinfer::Error`. An accepted config must survive ToJson →
+// FromJson unchanged and give a finite softmax scale.
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "base/error.h"
 #include "format/config.h"
+#include "format/json_util.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return 0;
   try {
+    // The same strict parse as ModelConfig::FromFile (duplicate keys, depth limit).
+    const nlohmann::json j = dsinfer::ParseJsonStrict<nlohmann::json>(text, "fuzz/config.json");
     const dsinfer::ModelConfig c = dsinfer::ModelConfig::FromJson(j, "fuzz/config.json");
     if (!(dsinfer::ModelConfig::FromJson(c.ToJson(), "round-trip") == c)) std::abort();
     if (!std::isfinite(c.softmax_scale())) std::abort();
@@ -25,7 +25,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (j.is_object()) {
       for (auto it = j.begin(); it != j.end(); ++it) {
         try {
-          s.Set(it.key(), it.value().is_string() ? it.value().get<std::string>() : it.value().dump());
+          s.Set(it.key(),
+                it.value().is_string() ? it.value().get<std::string>() : it.value().dump());
         } catch (const dsinfer::Error&) {
         }
       }

@@ -4,10 +4,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "base/error.h"
 
@@ -58,11 +57,14 @@ class CheckpointTest : public ::testing::Test {
 
 TEST_F(CheckpointTest, OpensAnIndexedCheckpoint) {
   WriteShard("model-00001-of-00002.safetensors",
-             {{"model.embed_tokens.weight", DType::kBF16, {4, 8}}, {"model.norm.weight", DType::kBF16, {8}}}, 1);
+             {{"model.embed_tokens.weight", DType::kBF16, {4, 8}},
+              {"model.norm.weight", DType::kBF16, {8}}},
+             1);
   WriteShard("model-00002-of-00002.safetensors",
              {{"lm_head.weight", DType::kBF16, {4, 8}},
               {"model.layers.0.self_attn.q_a_proj.weight", DType::kF8E4M3, {2, 8}},
-              {"model.layers.0.self_attn.q_a_proj.weight_scale_inv", DType::kF32, {1, 1}}}, 2);
+              {"model.layers.0.self_attn.q_a_proj.weight_scale_inv", DType::kF32, {1, 1}}},
+             2);
   WriteIndex({{"model.embed_tokens.weight", "model-00001-of-00002.safetensors"},
               {"model.norm.weight", "model-00001-of-00002.safetensors"},
               {"lm_head.weight", "model-00002-of-00002.safetensors"},
@@ -73,10 +75,11 @@ TEST_F(CheckpointTest, OpensAnIndexedCheckpoint) {
   const Checkpoint c = Checkpoint::Open(dir_);
   EXPECT_EQ(c.config(), ModelConfig{});
   EXPECT_EQ(c.shards().size(), 2u);
-  EXPECT_EQ(c.Names(), (std::vector<std::string>{
-                           "lm_head.weight", "model.embed_tokens.weight",
-                           "model.layers.0.self_attn.q_a_proj.weight",
-                           "model.layers.0.self_attn.q_a_proj.weight_scale_inv", "model.norm.weight"}));
+  EXPECT_EQ(
+      c.Names(),
+      (std::vector<std::string>{
+          "lm_head.weight", "model.embed_tokens.weight", "model.layers.0.self_attn.q_a_proj.weight",
+          "model.layers.0.self_attn.q_a_proj.weight_scale_inv", "model.norm.weight"}));
   EXPECT_TRUE(c.Has("model.norm.weight"));
   EXPECT_FALSE(c.Has("model.norm.bias"));
   TensorView norm = c.Get("model.norm.weight", DType::kBF16, {8});
@@ -94,7 +97,8 @@ TEST_F(CheckpointTest, GetErrorsNameTensorExpectedAndActual) {
     c.Get("model.layers.3.mlp.gate.weight");
     ADD_FAILURE();
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("\"model.layers.3.mlp.gate.weight\" not found"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("\"model.layers.3.mlp.gate.weight\" not found"),
+              std::string::npos)
         << e.what();
   }
   try {
@@ -103,13 +107,16 @@ TEST_F(CheckpointTest, GetErrorsNameTensorExpectedAndActual) {
   } catch (const Error& e) {
     const std::string msg = e.what();
     EXPECT_NE(msg.find("model.safetensors"), std::string::npos) << msg;
-    EXPECT_NE(msg.find("\"model.norm.weight\" is BF16 [8], expected BF16 [7168]"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("\"model.norm.weight\" is BF16 [8], expected BF16 [7168]"),
+              std::string::npos)
+        << msg;
   }
   try {
     c.Get("model.norm.weight", DType::kF32, {8});
     ADD_FAILURE();
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("is BF16 [8], expected F32 [8]"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("is BF16 [8], expected F32 [8]"), std::string::npos)
+        << e.what();
   }
 }
 
@@ -143,6 +150,9 @@ TEST_F(CheckpointTest, IndexProblems) {
   ExpectOpenError({index, "weight_map"});
   WriteText("model.safetensors.index.json", "{\"weight_map\": {\"a\": 3}}");
   ExpectOpenError({index, "\"a\"", "not a file name"});
+  WriteText("model.safetensors.index.json",
+            R"({"weight_map": {"a": "s1.safetensors", "a": "s2.safetensors"}})");
+  ExpectOpenError({index, "duplicate key \"a\""});
   WriteIndex({{"a", "../s1.safetensors"}});
   ExpectOpenError({index, "invalid shard"});
   WriteIndex({{"a", "s1.safetensors"}, {"c", "s3.safetensors"}});

@@ -5,10 +5,9 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "base/error.h"
 
@@ -174,7 +173,7 @@ TEST(ModelConfig, ToJsonFromJsonRoundTrips) {
   lite.Set("architectures", R"(["DeepseekV3ForCausalLM"])");
   lite.Validate("lite");
   const Json j = lite.ToJson();
-  EXPECT_TRUE(j.at("q_lora_rank").is_null());  // HF writes null for an absent q_lora_rank
+  EXPECT_TRUE(j.at("q_lora_rank").is_null());       // HF writes null for an absent q_lora_rank
   EXPECT_FALSE(j.contains("quantization_config"));  // … but omits quantization_config
   ModelConfig back = ModelConfig::FromJson(j, "lite");
   EXPECT_EQ(back, lite);
@@ -197,10 +196,10 @@ TEST(ModelConfig, EveryListedFieldIsReadWrittenAndCompared) {
   }
   EXPECT_EQ(fields.size(), 39u - 2 + 7 + 5);  // the two nested blocks expanded
   for (const auto& [key, value] : fields) {
-    Json changed = value.is_boolean()         ? Json(!value.get<bool>())
-                   : value.is_number_integer() ? Json(value.get<int64_t>() + 1)
-                   : value.is_number()         ? Json(value.get<double>() * 2 + 1)
-                   : value.is_string()         ? Json(value.get<std::string>() + "x")
+    Json changed = value.is_boolean()                         ? Json(!value.get<bool>())
+                   : value.is_number_integer()                ? Json(value.get<int64_t>() + 1)
+                   : value.is_number()                        ? Json(value.get<double>() * 2 + 1)
+                   : value.is_string()                        ? Json(value.get<std::string>() + "x")
                    : value.is_array() && value[0].is_string() ? Json::array({"Other"})
                                                               : Json::array({1, 2});
     ModelConfig c;
@@ -388,7 +387,8 @@ TEST(ModelConfig, FromJsonErrorsNameSourceAndField) {
   j = Json::parse(kV32Config);
   j["hidden_size"] = 18446744073709551615ull;
   ExpectError([&] { ModelConfig::FromJson(j, "c.json"); }, {"c.json", "hidden_size", "int64"});
-  ExpectError([&] { ModelConfig::FromJson(Json::array(), "c.json"); }, {"c.json", "not a JSON object"});
+  ExpectError([&] { ModelConfig::FromJson(Json::array(), "c.json"); },
+              {"c.json", "not a JSON object"});
 }
 
 TEST(ModelConfig, FromFileErrorsNamePath) {
@@ -401,6 +401,22 @@ TEST(ModelConfig, FromFileErrorsNamePath) {
     out << "{\n  \"vocab_size\": 12,\n  \"hidden_size\": ,\n}";
   }
   ExpectError([&] { ModelConfig::FromFile(bad); }, {bad, "invalid JSON", "line 3"});
+  {
+    std::ofstream out(bad);
+    out << "{\"vocab_size\": 12, \"rope_scaling\": {\"factor\": 2, \"factor\": 4}}";
+  }
+  ExpectError([&] { ModelConfig::FromFile(bad); }, {bad, "duplicate key \"factor\""});
+  {
+    std::ofstream out(bad);
+    out << "{\"vocab_size\": 12, \"vocab_size\": 13}";
+  }
+  ExpectError([&] { ModelConfig::FromFile(bad); }, {bad, "duplicate key \"vocab_size\""});
+  {
+    std::ofstream out(bad);
+    out << std::string(100, '[') << std::string(100, ']');
+  }
+  ExpectError([&] { ModelConfig::FromFile(bad); }, {bad, "nested deeper"});
+  ExpectError([&] { ModelConfig::FromFile(dir); }, {"not a regular file"});
   const std::string good = dir + "good_config.json";
   {
     std::ofstream out(good);

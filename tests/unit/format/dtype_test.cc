@@ -68,7 +68,8 @@ TEST(E4M3, EveryFiniteCodeRoundTrips) {
 TEST(E4M3, MidpointsAndNeighboursMatchBruteForce) {
   int checked = 0;
   for (int c = 0; c < 0x7E; ++c) {
-    const float lo = static_cast<float>(E4M3Definition(c)), hi = static_cast<float>(E4M3Definition(c + 1));
+    const float lo = static_cast<float>(E4M3Definition(c)),
+                hi = static_cast<float>(E4M3Definition(c + 1));
     const float mid = (lo + hi) / 2;  // exact: few mantissa bits
     ASSERT_EQ(static_cast<double>(mid), (E4M3Definition(c) + E4M3Definition(c + 1)) / 2);
     for (float x : {mid, std::nextafter(mid, 0.0f), std::nextafter(mid, kInf), lo, hi}) {
@@ -156,8 +157,13 @@ TEST(BF16, RoundingMatchesDefinition) {
       std::bit_cast<float>(0x7F7F7FFFu),  // just below the midpoint to Inf → max
       std::bit_cast<float>(0x7F7F8000u),  // midpoint max/Inf: tie → even = Inf
       std::numeric_limits<float>::max(),  // → Inf
-      max_bf16, kInf, 0.0f, std::bit_cast<float>(0x00008000u), std::bit_cast<float>(0x00018000u),
-      std::numeric_limits<float>::denorm_min(), std::numeric_limits<float>::min()};
+      max_bf16,
+      kInf,
+      0.0f,
+      std::bit_cast<float>(0x00008000u),
+      std::bit_cast<float>(0x00018000u),
+      std::numeric_limits<float>::denorm_min(),
+      std::numeric_limits<float>::min()};
   for (float e : edges) {
     for (float x : {e, -e}) EXPECT_EQ(FloatToBF16(x), BF16Nearest(x)) << x;
   }
@@ -188,7 +194,8 @@ double F16Definition(uint32_t c) {
   const int s = c >> 15, e = (c >> 10) & 31, m = c & 1023;
   double mag;
   if (e == 31) {
-    mag = m == 0 ? std::numeric_limits<double>::infinity() : std::numeric_limits<double>::quiet_NaN();
+    mag =
+        m == 0 ? std::numeric_limits<double>::infinity() : std::numeric_limits<double>::quiet_NaN();
   } else if (e == 0) {
     mag = std::pow(2.0, -14) * m / 1024.0;
   } else {
@@ -230,9 +237,10 @@ TEST(F16, AllCodesDecodeAndRoundTrip) {
 }
 
 TEST(F16, RoundingMatchesDefinition) {
-  std::vector<float> edges = {65504.0f, 65519.99f, 65520.0f, 65536.0f, kInf, 0x1p-24f,
-                              0x1p-25f, 0x1.8p-25f, 0x1p-26f, 0x1.ffcp-15f, 0x1.ffep-15f,
-                              0x1p-14f, 1.0f + 0x1p-11f, 1.0f + 0x1.8p-10f, 2047.5f, 2048.5f};
+  std::vector<float> edges = {
+      65504.0f,        65519.99f,         65520.0f, 65536.0f,     kInf,         0x1p-24f,
+      0x1p-25f,        0x1.8p-25f,        0x1p-26f, 0x1.ffcp-15f, 0x1.ffep-15f, 0x1p-14f,
+      1.0f + 0x1p-11f, 1.0f + 0x1.8p-10f, 2047.5f,  2048.5f};
   // Every midpoint between adjacent positive codes, and the floats either side of it.
   for (uint32_t c = 0; c < 0x7BFF; c += 7) {
     const float mid = static_cast<float>((F16Definition(c) + F16Definition(c + 1)) / 2);
@@ -294,9 +302,9 @@ TEST(Ue8m0, SweepOfFloatsMatchesDefinition) {
 
 TEST(DTypeNames, RoundTripAndSizes) {
   const std::vector<std::pair<const char*, size_t>> names = {
-      {"BOOL", 1}, {"U8", 1},  {"I8", 1},      {"I16", 2},     {"U16", 2},
-      {"I32", 4},  {"U32", 4}, {"I64", 8},     {"U64", 8},     {"F8_E4M3", 1},
-      {"F8_E5M2", 1}, {"F16", 2}, {"BF16", 2}, {"F32", 4},     {"F64", 8}};
+      {"BOOL", 1},    {"U8", 1},  {"I8", 1},   {"I16", 2}, {"U16", 2},
+      {"I32", 4},     {"U32", 4}, {"I64", 8},  {"U64", 8}, {"F8_E4M3", 1},
+      {"F8_E5M2", 1}, {"F16", 2}, {"BF16", 2}, {"F32", 4}, {"F64", 8}};
   for (const auto& [name, size] : names) {
     std::optional<DType> t = ParseDType(name);
     ASSERT_TRUE(t.has_value()) << name;

@@ -1,7 +1,6 @@
 #include "format/safetensors.h"
 
 #include <gtest/gtest.h>
-
 #include <sys/resource.h>
 
 #include <csignal>
@@ -21,19 +20,19 @@ std::string TempPath(const std::string& name) { return ::testing::TempDir() + "s
 TEST(SafetensorsRoundTrip, WriteThenReadBack) {
   const std::string path = TempPath("roundtrip.safetensors");
   std::vector<TensorSpec> specs = {
-      {"a.weight", DType::kBF16, {3, 5}},      // 30 bytes: leaves the next tensor unaligned
+      {"a.weight", DType::kBF16, {3, 5}},  // 30 bytes: leaves the next tensor unaligned
       {"b.scale", DType::kF32, {2}},
       {"c.empty", DType::kF8E4M3, {0, 4}},
       {"d.scalar", DType::kI64, {}},
   };
   std::vector<std::string> filled;
-  WriteSafetensors(
-      path, specs,
-      [&](const TensorSpec& s, std::span<std::byte> out) {
-        filled.push_back(s.name);
-        for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<std::byte>(i * 7 + s.name[0]);
-      },
-      {{"format", "pt"}});
+  WriteSafetensors(path, specs,
+                   [&](const TensorSpec& s, std::span<std::byte> out) {
+                     filled.push_back(s.name);
+                     for (size_t i = 0; i < out.size(); ++i)
+                       out[i] = static_cast<std::byte>(i * 7 + s.name[0]);
+                   },
+                   {{"format", "pt"}});
   EXPECT_EQ(filled, (std::vector<std::string>{"a.weight", "b.scale", "c.empty", "d.scalar"}));
 
   SafetensorsFile f = SafetensorsFile::Open(path);
@@ -66,7 +65,6 @@ TEST(SafetensorsRoundTrip, WriteThenReadBack) {
   std::remove(path.c_str());
 }
 
-
 // ------------------------------------------------------------------------------------------
 // Bad input: every message must start with the file name and name the culprit.
 
@@ -87,7 +85,8 @@ void ExpectHeaderError(const std::vector<std::byte>& image, const std::vector<st
     const std::string msg = e.what();
     EXPECT_EQ(msg.rfind("shard-7.safetensors: ", 0), 0u) << msg;
     for (const std::string& p : parts) {
-      EXPECT_NE(msg.find(p), std::string::npos) << "message \"" << msg << "\" lacks \"" << p << "\"";
+      EXPECT_NE(msg.find(p), std::string::npos)
+          << "message \"" << msg << "\" lacks \"" << p << "\"";
     }
   }
 }
@@ -113,17 +112,19 @@ TEST(SafetensorsBadInput, HeaderJson) {
   ExpectHeaderError(Image(""), {"invalid header JSON"});
   ExpectHeaderError(Image("[1, 2]"), {"header is not a JSON object"});
   ExpectHeaderError(Image("{\"a\": 5}"), {"tensor \"a\"", "not an object"});
-  ExpectHeaderError(Image("{\"a\": {\"b\": {\"c\": [[1]]}}}"), {"nested too deeply"});
+  ExpectHeaderError(Image("{\"a\": {\"b\": {\"c\": [[1]]}}}"), {"nested deeper than 2"});
   ExpectHeaderError(Image("{\"__metadata__\": [1]}"), {"__metadata__", "not an object"});
-  ExpectHeaderError(Image("{\"__metadata__\": {\"k\": 1}}"), {"__metadata__", "\"k\"", "not a string"});
+  ExpectHeaderError(Image("{\"__metadata__\": {\"k\": 1}}"),
+                    {"__metadata__", "\"k\"", "not a string"});
 }
 
 TEST(SafetensorsBadInput, DuplicateNamesAreDetected) {
   const std::string a = Entry("w", "U8", "[2]", "[0, 2]");
   ExpectHeaderError(Image("{" + a + ", " + Entry("w", "U8", "[2]", "[2, 4]") + "}", 4),
                     {"duplicate tensor name \"w\""});
-  ExpectHeaderError(Image(R"({"w": {"dtype": "U8", "dtype": "U8", "shape": [0], "data_offsets": [0, 0]}})"),
-                    {"duplicate header key \"dtype\""});
+  ExpectHeaderError(
+      Image(R"({"w": {"dtype": "U8", "dtype": "U8", "shape": [0], "data_offsets": [0, 0]}})"),
+      {"duplicate key \"dtype\""});
   ExpectHeaderError(Image(R"({"__metadata__": {"k": "1"}, "__metadata__": {"k": "2"}})"),
                     {"duplicate tensor name \"__metadata__\""});
 }
@@ -133,18 +134,23 @@ TEST(SafetensorsBadInput, TensorEntries) {
     return Image("{" + Entry("layer.w", dtype, shape, offsets) + "}", 64);
   };
   ExpectHeaderError(one("F7", "[2]", "[0, 2]"), {"tensor \"layer.w\"", "unknown dtype \"F7\""});
-  ExpectHeaderError(one("F32", "[-1, 2]", "[0, 8]"), {"tensor \"layer.w\"", "shape[0] is negative"});
-  ExpectHeaderError(one("F32", "[2, 1.5]", "[0, 8]"), {"tensor \"layer.w\"", "shape[1] is not an integer"});
-  ExpectHeaderError(one("F32", "[\"2\"]", "[0, 8]"), {"tensor \"layer.w\"", "shape[0] is not an integer"});
+  ExpectHeaderError(one("F32", "[-1, 2]", "[0, 8]"),
+                    {"tensor \"layer.w\"", "shape[0] is negative"});
+  ExpectHeaderError(one("F32", "[2, 1.5]", "[0, 8]"),
+                    {"tensor \"layer.w\"", "shape[1] is not an integer"});
+  ExpectHeaderError(one("F32", "[\"2\"]", "[0, 8]"),
+                    {"tensor \"layer.w\"", "shape[0] is not an integer"});
   ExpectHeaderError(one("F32", "2", "[0, 8]"), {"tensor \"layer.w\"", "\"shape\" is not an array"});
-  ExpectHeaderError(one("F32", "[4294967296, 4294967296]", "[0, 8]"), {"tensor \"layer.w\"", "overflows"});
+  ExpectHeaderError(one("F32", "[4294967296, 4294967296]", "[0, 8]"),
+                    {"tensor \"layer.w\"", "overflows"});
   ExpectHeaderError(one("F32", "[4611686018427387904]", "[0, 8]"), {"tensor \"layer.w\"", "needs"});
   ExpectHeaderError(one("F32", "[3]", "[0, 8]"),
                     {"tensor \"layer.w\"", "[3] of F32 needs 3 × 4 bytes", "span 8"});
   ExpectHeaderError(one("BF16", "[3]", "[0, 7]"), {"tensor \"layer.w\"", "span 7"});
   ExpectHeaderError(one("U8", "[2]", "[0]"), {"tensor \"layer.w\"", "data_offsets"});
   ExpectHeaderError(one("U8", "[2]", "[4, 2]"), {"tensor \"layer.w\"", "end before begin"});
-  ExpectHeaderError(one("U8", "[2]", "[-2, 0]"), {"tensor \"layer.w\"", "data_offsets[0] is negative"});
+  ExpectHeaderError(one("U8", "[2]", "[-2, 0]"),
+                    {"tensor \"layer.w\"", "data_offsets[0] is negative"});
   ExpectHeaderError(one("U8", "[1]", "[18446744073709551614, 18446744073709551615]"),
                     {"tensor \"layer.w\"", "beyond the data region of 64 bytes"});
   ExpectHeaderError(one("U8", "[8]", "[60, 68]"), {"tensor \"layer.w\"", "[60, 68] beyond"});
@@ -168,9 +174,9 @@ TEST(SafetensorsBadInput, OverlappingRanges) {
 }
 
 TEST(SafetensorsHeader, GapsEmptyTensorsAndUnalignedViewsAreHandled) {
-  const std::string h = "{" + Entry("b", "U8", "[3]", "[5, 8]") + ", " +
-                        Entry("empty", "F32", "[0, 3]", "[5, 5]") + ", " +
-                        Entry("a", "F32", "[1]", "[0, 4]") + ", \"__metadata__\": {\"format\": \"pt\"}}";
+  const std::string h =
+      "{" + Entry("b", "U8", "[3]", "[5, 8]") + ", " + Entry("empty", "F32", "[0, 3]", "[5, 5]") +
+      ", " + Entry("a", "F32", "[1]", "[0, 4]") + ", \"__metadata__\": {\"format\": \"pt\"}}";
   const std::vector<std::byte> image = Image(h, 10);  // gap [4, 5) and trailing bytes tolerated
   SafetensorsHeader header = ParseSafetensorsHeader(image, "x");
   ASSERT_EQ(header.tensors.size(), 3u);
@@ -227,13 +233,15 @@ TEST(SafetensorsWriter, RejectsBadSpecsAndReportsIoErrors) {
     WriteSafetensors(path, {{"x", DType::kU8, {1}}, {"x", DType::kU8, {1}}}, nop);
     ADD_FAILURE();
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("duplicate or reserved tensor name \"x\""), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("duplicate or reserved tensor name \"x\""),
+              std::string::npos);
   }
   try {
     WriteSafetensors(path, {{"neg", DType::kU8, {2, -1}}}, nop);
     ADD_FAILURE();
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("tensor \"neg\": invalid shape [2, -1]"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("tensor \"neg\": invalid shape [2, -1]"),
+              std::string::npos);
   }
   try {
     WriteSafetensors("/nonexistent-dir/out.safetensors", {{"x", DType::kU8, {1}}}, nop);
@@ -242,9 +250,10 @@ TEST(SafetensorsWriter, RejectsBadSpecsAndReportsIoErrors) {
     EXPECT_NE(std::string(e.what()).find("/nonexistent-dir/out.safetensors"), std::string::npos);
   }
   // A failing `fill` leaves no file behind (neither final nor partial).
-  EXPECT_THROW(WriteSafetensors(path, {{"x", DType::kU8, {1}}},
-                                [](const TensorSpec&, std::span<std::byte>) { throw Error("boom"); }),
-               Error);
+  EXPECT_THROW(
+      WriteSafetensors(path, {{"x", DType::kU8, {1}}},
+                       [](const TensorSpec&, std::span<std::byte>) { throw Error("boom"); }),
+      Error);
   EXPECT_FALSE(std::ifstream(path).good());
   EXPECT_FALSE(std::ifstream(path + ".partial").good());
 }
@@ -261,7 +270,8 @@ TEST(SafetensorsWriter, WriteFailureNamesThePath) {
   const std::string path = TempPath("toolarge.safetensors");
   std::string message;
   try {
-    WriteSafetensors(path, {{"big", DType::kF32, {1 << 16}}}, [](const TensorSpec&, std::span<std::byte>) {});
+    WriteSafetensors(path, {{"big", DType::kF32, {1 << 16}}},
+                     [](const TensorSpec&, std::span<std::byte>) {});
   } catch (const Error& e) {
     message = e.what();
   }
