@@ -32,7 +32,7 @@ void AbsorbQuery(const Dims& d, const WeightView& wkv_b, const float* q, int64_t
 #pragma omp parallel if (d.H * d.dn * d.R * (S + 1) >= kParallelWork)
   {
     std::vector<float> row(d.R);  // [R] one W_UK row
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic)
     for (int64_t h = 0; h < d.H; ++h)
       for (int64_t i = 0; i < d.dn; ++i) {
         DecodeRow(wkv_b, h * (d.dn + d.dv) + i, row.data());
@@ -51,7 +51,7 @@ void ProjectValues(const Dims& d, const WeightView& wkv_b, const float* o_lat, i
 #pragma omp parallel if (d.H * d.dv * d.R * (S + 1) >= kParallelWork)
   {
     std::vector<float> row(d.R);  // [R] one W_UV row
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic)
     for (int64_t h = 0; h < d.H; ++h)
       for (int64_t i = 0; i < d.dv; ++i) {
         DecodeRow(wkv_b, h * (d.dn + d.dv) + d.dn + i, row.data());
