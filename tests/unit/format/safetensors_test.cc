@@ -65,6 +65,30 @@ TEST(SafetensorsRoundTrip, WriteThenReadBack) {
   std::remove(path.c_str());
 }
 
+// The exact bytes of a tiny file, built by hand from the format definition: u64 LE header
+// length, compact JSON header in declaration order with `__metadata__` first, space padding
+// to a multiple of 8, then the tensors back to back.
+TEST(SafetensorsRoundTrip, WriterBytesMatchTheFormatDefinition) {
+  const std::string path = TempPath("golden.safetensors");
+  WriteSafetensors(
+      path, {{"z", DType::kU8, {2}}, {"a", DType::kBF16, {1, 1}}},
+      [](const TensorSpec& s, std::span<std::byte> out) {
+        for (auto& b : out) b = static_cast<std::byte>(s.name == "z" ? 0xAB : 0xCD);
+      },
+      {{"format", "pt"}});
+  std::string header =
+      R"({"__metadata__":{"format":"pt"},"z":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},)"
+      R"("a":{"dtype":"BF16","shape":[1,1],"data_offsets":[2,4]}})";
+  while (header.size() % 8 != 0) header += ' ';
+  std::string expected(8, '\0');
+  expected[0] = static_cast<char>(header.size());
+  expected += header + "\xAB\xAB\xCD\xCD";
+  std::ifstream in(path, std::ios::binary);
+  const std::string got((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(got, expected);
+  std::remove(path.c_str());
+}
+
 // ------------------------------------------------------------------------------------------
 // Bad input: every message must start with the file name and name the culprit.
 
