@@ -1,11 +1,19 @@
-// `dsinfer run`: generates token ids after a prompt of ids (greedy at temperature 0, else
-// temperature/top-p sampling with a seed), streaming each id as it is produced, and reports
-// prefill and decode throughput. Text prompts arrive with the tokenizer.
+// `dsinfer run`: generates after a prompt — token ids (`--ids`), a text prompt (`-p`, wrapped in
+// the V3.2 chat encoding as one user turn unless `--raw`), or an interactive multi-turn chat
+// (`--chat`) — streaming the text as it is produced (UTF-8 safe), and reports prefill and decode
+// throughput on stderr. Greedy at temperature 0, else temperature/top-p sampling with a seed.
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <iostream>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "base/error.h"
 #include "cli/commands.h"
@@ -13,63 +21,214 @@
 #include "cli/token_ids.h"
 #include "model/model.h"
 #include "runtime/sampler.h"
+#include "text/chat_encoding.h"
+#include "text/detokenizer.h"
+#include "text/tokenizer.h"
 
 namespace dsinfer::cli {
 namespace {
 
+using Clock = std::chrono::steady_clock;
+using text::ThinkingMode;
+
 struct RunOptions {
   std::optional<std::string> model;
-  std::string ids;
-  int64_t max_new = 16;
+  std::optional<std::string> ids;
+  std::optional<std::string> prompt;
+  bool raw = false;
+  bool think = false;
+  bool chat = false;
+  int64_t max_new = 64;
   SamplerOptions sampler;
   std::string kv_cache = "f32";
+  std::string attention = "dsa";
 };
 
-double Seconds(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+double Seconds(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// One model and one cached sequence; a new prompt that extends the cached tokens only runs its
+// new suffix (multi-turn chat reuses the conversation so far).
+class Session {
+ public:
+  Session(const RunOptions& o, const std::string& dir)
+      : model_(Model::Load(dir)), sampler_(o.sampler), max_new_(o.max_new) {
+    options_.kv_cache = ParseKvCacheType(o.kv_cache, "--kv-cache");
+    options_.attention = o.attention == "dense" ? AttentionMode::kDense : AttentionMode::kDsa;
+    seq_ = model_->NewSequence(options_);
+  }
+
+  const ModelConfig& config() const { return model_->config(); }
+
+  // Runs `prompt` (the whole conversation so far) and generates; `on_token` gets each new id.
+  // Returns the generated ids (ending with EOS if the model stopped).
+  template <class OnToken>
+  std::vector<int32_t> Generate(const std::vector<int32_t>& prompt, OnToken&& on_token) {
+    const ModelConfig& c = config();
+    if (prompt.empty()) throw Error("empty prompt");
+    CheckTokenIds(prompt, c, "prompt");
+    if (static_cast<int64_t>(prompt.size()) + max_new_ > c.max_position_embeddings)
+      throw Error("prompt (" + std::to_string(prompt.size()) + " tokens) + -n " +
+                  std::to_string(max_new_) + " exceed max_position_embeddings (" +
+                  std::to_string(c.max_position_embeddings) + ")");
+    // Keep the longest cached prefix, but always run at least the last prompt token (its
+    // logits start the generation).
+    size_t reuse = std::min(CommonPrefix(prompt), prompt.size() - 1);
+    Model::Truncate(seq_, static_cast<int64_t>(reuse));
+    auto t0 = Clock::now();
+    std::span<const int32_t> fresh(prompt.data() + reuse, prompt.size() - reuse);
+    ForwardResult r = model_->Forward(seq_, fresh, seq_.length, /*all_logits=*/false);
+    cached_ = prompt;
+    stats_.prefill_tokens = fresh.size();
+    stats_.reused_tokens = reuse;
+    stats_.prefill_s = Seconds(t0);
+    t0 = Clock::now();
+    std::vector<int32_t> out;
+    while (static_cast<int64_t>(out.size()) < max_new_) {
+      const int32_t next = sampler_.Sample(r.logits.data(), c.vocab_size);
+      out.push_back(next);
+      on_token(next);
+      if (next == c.eos_token_id || static_cast<int64_t>(out.size()) == max_new_) break;
+      r = model_->Forward(seq_, std::span<const int32_t>(&next, 1), seq_.length, false);
+      cached_.push_back(next);
+    }
+    stats_.decode_tokens = out.size();
+    stats_.decode_s = Seconds(t0);
+    return out;
+  }
+
+  void ReportSpeed() const {
+    const Stats& s = stats_;
+    std::fprintf(stderr, "\n[prefill: %zu tokens (%zu reused from cache), %.2f tok/s; decode: %zu "
+                 "tokens, %.2f tok/s]\n", s.prefill_tokens, s.reused_tokens,
+                 s.prefill_tokens / std::max(s.prefill_s, 1e-9), s.decode_tokens,
+                 s.decode_tokens > 1 ? (s.decode_tokens - 1) / std::max(s.decode_s, 1e-9) : 0.0);
+  }
+
+ private:
+  size_t CommonPrefix(const std::vector<int32_t>& prompt) const {
+    size_t n = 0;
+    while (n < cached_.size() && n < prompt.size() && cached_[n] == prompt[n]) ++n;
+    return n;
+  }
+
+  struct Stats {
+    size_t prefill_tokens = 0, reused_tokens = 0, decode_tokens = 0;
+    double prefill_s = 0, decode_s = 0;
+  };
+  std::unique_ptr<Model> model_;
+  Sampler sampler_;
+  int64_t max_new_;
+  SequenceOptions options_;
+  SequenceState seq_;
+  std::vector<int32_t> cached_;  // the tokens `seq_` holds, in order
+  Stats stats_;
+};
+
+// Streams generated ids as UTF-8-safe text; returns the whole text.
+std::string GenerateText(Session& s, const text::Tokenizer& tok, const std::vector<int32_t>& ids) {
+  text::Detokenizer detok(tok);
+  std::string all;
+  auto eos = s.config().eos_token_id;
+  s.Generate(ids, [&](int32_t id) {
+    if (id == eos) return;
+    std::string piece = detok.Add(id);
+    all += piece;
+    std::fputs(piece.c_str(), stdout);
+    std::fflush(stdout);
+  });
+  std::string tail = detok.Flush();
+  all += tail;
+  std::fputs(tail.c_str(), stdout);
+  std::fputs("\n", stdout);
+  return all;
+}
+
+std::string ChatPrompt(const nlohmann::ordered_json& messages, bool think) {
+  return text::EncodeMessages(messages, {.thinking_mode = think ? ThinkingMode::kThinking
+                                                                 : ThinkingMode::kChat});
+}
+
+// Splits generated text of an assistant turn into reasoning and content for the history (the
+// chat encoding drops reasoning before the last user turn anyway).
+nlohmann::ordered_json AssistantMessage(const std::string& generated, bool think) {
+  nlohmann::ordered_json m = {{"role", "assistant"}};
+  size_t end = think ? generated.find("</think>") : std::string::npos;
+  if (end == std::string::npos) {
+    m["content"] = think ? "" : generated;
+    if (think) m["reasoning_content"] = generated;
+  } else {
+    m["reasoning_content"] = generated.substr(0, end);
+    m["content"] = generated.substr(end + 8);
+  }
+  return m;
+}
+
+int RunChat(const RunOptions& o, Session& s, const text::Tokenizer& tok) {
+  bool think = o.think;
+  const bool tty = isatty(STDIN_FILENO);
+  nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+  std::fprintf(stderr, "dsinfer chat: type a message; /think toggles thinking mode (now %s), "
+               "/reset clears the conversation, /quit or end of input exits.\n", think ? "on" : "off");
+  std::string line;
+  for (;;) {
+    if (tty) std::fputs("> ", stdout), std::fflush(stdout);
+    if (!std::getline(std::cin, line) || line == "/quit") break;
+    if (line.empty()) continue;
+    if (line == "/think") {
+      think = !think;
+      std::fprintf(stderr, "[thinking mode %s]\n", think ? "on" : "off");
+      continue;
+    }
+    if (line == "/reset") {
+      messages = nlohmann::ordered_json::array();
+      std::fprintf(stderr, "[conversation cleared]\n");
+      continue;
+    }
+    messages.push_back({{"role", "user"}, {"content", line}});
+    std::string generated = GenerateText(s, tok, tok.Encode(ChatPrompt(messages, think)));
+    s.ReportSpeed();
+    messages.push_back(AssistantMessage(generated, think));
+  }
+  return 0;
 }
 
 int RunGenerate(const RunOptions& o) {
-  std::vector<int32_t> ids = ParseTokenIds(o.ids, "--ids");
-  Sampler sampler(o.sampler);
-  std::unique_ptr<Model> model = Model::Load(ResolveModelDir(o.model));
-  const ModelConfig& c = model->config();
-  CheckTokenIds(ids, c, "--ids");
-  if (static_cast<int64_t>(ids.size()) + o.max_new > c.max_position_embeddings)
-    throw Error("-n: prompt + new tokens exceed max_position_embeddings (" +
-                std::to_string(c.max_position_embeddings) + ")");
-  SequenceOptions so;
-  so.kv_cache = ParseKvCacheType(o.kv_cache, "--kv-cache");
-  SequenceState seq = model->NewSequence(so);
-  auto t0 = std::chrono::steady_clock::now();
-  ForwardResult r = model->Forward(seq, ids, 0, /*all_logits=*/false);
-  const double prefill_s = Seconds(t0);
-  t0 = std::chrono::steady_clock::now();
-  int64_t generated = 0;
-  for (; generated < o.max_new; ++generated) {
-    const int32_t next = sampler.Sample(r.logits.data(), c.vocab_size);
-    std::printf("%s%d", generated ? "," : "", next);
-    std::fflush(stdout);
-    if (next == c.eos_token_id || generated + 1 == o.max_new) {
-      ++generated;
-      break;
-    }
-    r = model->Forward(seq, std::span<const int32_t>(&next, 1), seq.length, false);
+  if (!!o.ids + !!o.prompt + o.chat != 1) throw Error("give exactly one of --ids, -p, --chat");
+  const std::string dir = ResolveModelDir(o.model);
+  Session s(o, dir);
+  if (o.ids) {
+    std::vector<int32_t> ids = ParseTokenIds(*o.ids, "--ids");
+    bool first = true;
+    s.Generate(ids, [&](int32_t id) {
+      std::printf("%s%d", first ? "" : ",", id);
+      std::fflush(stdout);
+      first = false;
+    });
+    std::printf("\n");
+    s.ReportSpeed();
+    return 0;
   }
-  std::printf("\n");
-  const double decode_s = Seconds(t0);
-  std::fprintf(stderr, "prefill: %zu tokens, %.2f tok/s; decode: %lld tokens, %.2f tok/s\n",
-               ids.size(), ids.size() / prefill_s, static_cast<long long>(generated),
-               generated > 1 ? (generated - 1) / decode_s : 0.0);
+  text::Tokenizer tok = text::Tokenizer::FromFile(dir + "/tokenizer.json");
+  if (o.chat) return RunChat(o, s, tok);
+  std::string prompt = o.raw ? "<｜begin▁of▁sentence｜>" + *o.prompt
+                             : ChatPrompt({{{"role", "user"}, {"content", *o.prompt}}}, o.think);
+  GenerateText(s, tok, tok.Encode(prompt));
+  s.ReportSpeed();
   return 0;
 }
 
 CommandRegistrar reg("run", [](CLI::App& app) -> RunFn {
-  auto* sub = app.add_subcommand("run", "Generate token ids after a prompt of token ids");
+  auto* sub = app.add_subcommand("run", "Generate text (or token ids) after a prompt; --chat for a conversation");
   auto o = std::make_shared<RunOptions>();
   sub->add_option("--model", o->model, "checkpoint directory (default: the default model)");
-  sub->add_option("--ids", o->ids, "prompt token ids, e.g. 1,2,3")->required();
-  sub->add_option("-n", o->max_new, "tokens to generate")->check(CLI::PositiveNumber)
+  sub->add_option("-p,--prompt", o->prompt, "text prompt (one user turn of the V3.2 chat encoding)");
+  sub->add_option("--ids", o->ids, "prompt token ids, e.g. 0,128803,33310 (prints ids)");
+  sub->add_flag("--chat", o->chat, "interactive multi-turn chat on standard input");
+  sub->add_flag("--raw", o->raw, "with -p: feed BOS + the text as is, no chat encoding");
+  sub->add_flag("--think", o->think, "thinking mode (the prompt ends with <think>)");
+  sub->add_option("-n", o->max_new, "tokens to generate (per turn)")->check(CLI::PositiveNumber)
       ->capture_default_str();
   sub->add_option("--temp", o->sampler.temperature, "temperature (0: greedy)")
       ->capture_default_str();
@@ -77,6 +236,8 @@ CommandRegistrar reg("run", [](CLI::App& app) -> RunFn {
   sub->add_option("--seed", o->sampler.seed, "sampling seed")->capture_default_str();
   sub->add_option("--kv-cache", o->kv_cache, "f32 | bf16 | fp8")
       ->check(CLI::IsMember({"f32", "bf16", "fp8"}))->capture_default_str();
+  sub->add_option("--attention", o->attention, "dsa | dense")
+      ->check(CLI::IsMember({"dsa", "dense"}))->capture_default_str();
   return [o] { return RunGenerate(*o); };
 });
 

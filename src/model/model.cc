@@ -156,4 +156,10 @@ void Model::ForwardMtp(SequenceState& seq, std::span<const int32_t> tokens, int6
   seq.pending_hidden.assign(g.end() - H, g.end());
 }
 
+void Model::Truncate(SequenceState& seq, int64_t length) {
+  if (seq.options.mtp) throw Error("cannot truncate a sequence that runs the MTP module");
+  DSINFER_CHECK(length >= 0 && length <= seq.length, "truncate beyond the sequence");
+  seq.length = length;
+}
+
 }  // namespace dsinfer

@@ -66,6 +66,11 @@ class Model {
   ForwardResult Forward(SequenceState& seq, std::span<const int32_t> tokens, int64_t start_pos,
                         bool all_logits = true, Dumper* dump = nullptr);
 
+  // Forgets every token at position ≥ `length` (0 ≤ length ≤ seq.length): the cache rows are
+  // position-indexed and simply overwritten by the next Forward, so a conversation can continue
+  // from the longest prefix it shares with the cache. Not for MTP sequences (Error).
+  static void Truncate(SequenceState& seq, int64_t length);
+
  private:
   explicit Model(Checkpoint ckpt);
   void ForwardMtp(SequenceState& seq, std::span<const int32_t> tokens, int64_t start,
