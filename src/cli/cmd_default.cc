@@ -1,9 +1,11 @@
 // `dsinfer` without a subcommand: make sure the default model exists (generated on first use)
-// and show what it is.
+// show what it is, and generate from it (random weights: the text is gibberish, the point is
+// the whole path — tokenizer, chat encoding, MLA + DSA + MoE forward, detokenizer — and speed).
 #include <cstdio>
 
 #include "cli/commands.h"
 #include "cli/model_dir.h"
+#include "cli/run.h"
 #include "tools/inspect.h"
 
 namespace dsinfer::cli {
@@ -15,7 +17,12 @@ int RunDefault() {
               dir.c_str(), generated ? " (generated now)" : "");
   const InspectReport r = Inspect({.dir = dir});
   std::fputs(FormatInspectSummary(r).c_str(), stdout);
-  if (r.usable()) return 0;
+  if (r.usable()) {
+    std::printf("\n== generating (greedy, 32 tokens; `dsinfer run --help` for more) ==\n");
+    std::fflush(stdout);
+    GenerateFromPrompt(dir, "Explain DeepSeek Sparse Attention in one sentence.", 32);
+    return 0;
+  }
   std::fprintf(stderr,
                "dsinfer: error: the default model in %s is not usable; delete it to "
                "regenerate\n%s",

@@ -18,6 +18,7 @@
 #include "base/error.h"
 #include "cli/commands.h"
 #include "cli/model_dir.h"
+#include "cli/run.h"
 #include "cli/token_ids.h"
 #include "model/model.h"
 #include "runtime/sampler.h"
@@ -242,4 +243,16 @@ CommandRegistrar reg("run", [](CLI::App& app) -> RunFn {
 });
 
 }  // namespace
+
+void GenerateFromPrompt(const std::string& model_dir, const std::string& prompt, int64_t max_new) {
+  RunOptions o;
+  o.max_new = max_new;
+  Session s(o, model_dir);
+  text::Tokenizer tok = text::Tokenizer::FromFile(model_dir + "/tokenizer.json");
+  std::printf("prompt: %s\n", prompt.c_str());
+  std::fflush(stdout);
+  GenerateText(s, tok, tok.Encode(ChatPrompt({{{"role", "user"}, {"content", prompt}}}, false)));
+  s.ReportSpeed();
+}
+
 }  // namespace dsinfer::cli
