@@ -8,6 +8,7 @@
 #include <iterator>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace dsinfer::text::chat_testing {
 
@@ -53,6 +54,44 @@ inline std::string ToolsHeadFromFixture() {
   EXPECT_NE(a, std::string::npos);
   EXPECT_NE(b, std::string::npos);
   return out.substr(a, b + 12 - a);
+}
+
+// One assistant turn of the golden conversation: the text the model generated after its
+// generation prompt ("<｜Assistant｜><think>", "</function_results>\n\n<think>", or the same with
+// "</think>"; turns before the last user parse in chat mode), and the fixture's message.
+struct GoldenTurn {
+  std::string generated;
+  bool thinking = false;
+  const ojson* message = nullptr;
+};
+
+inline std::vector<GoldenTurn> GoldenAssistantTurns(const Fixture& f) {
+  std::vector<const ojson*> assistants;
+  for (const ojson& m : f.input["messages"])
+    if (m["role"] == "assistant") assistants.push_back(&m);
+  std::vector<GoldenTurn> turns;
+  size_t turn_start = 0;
+  for (size_t eos = f.output.find(kEos); eos != std::string::npos;
+       eos = f.output.find(kEos, turn_start)) {
+    std::string chunk = f.output.substr(turn_start, eos + kEos.size() - turn_start);
+    turn_start = eos + kEos.size();
+    GoldenTurn t;
+    size_t start = 0;
+    for (const std::string& prompt :
+         {kAsst + "<think>", kAsst + "</think>", std::string("</function_results>\n\n<think>"),
+          std::string("</function_results>\n\n</think>")}) {
+      size_t at = chunk.rfind(prompt);
+      if (at != std::string::npos && at + prompt.size() > start) {
+        start = at + prompt.size();
+        t.thinking = prompt.ends_with("<think>");
+      }
+    }
+    t.generated = chunk.substr(start);
+    if (turns.size() < assistants.size()) t.message = assistants[turns.size()];
+    turns.push_back(std::move(t));
+  }
+  EXPECT_EQ(turns.size(), assistants.size()) << "assistant turns in the golden prompt";
+  return turns;
 }
 
 }  // namespace dsinfer::text::chat_testing

@@ -96,32 +96,14 @@ TEST(ChatTokenRoundTrip, AssistantTurnsSurviveTokenizeDetokenizeParse) {
 // back, parses to the fixture's message.
 TEST(ChatTokenRoundTrip, GoldenTurnsThroughTokens) {
   chat_testing::Fixture f = chat_testing::LoadFixture();
-  const std::string& eos = chat_testing::kEos;
-  std::vector<const ojson*> assistants;
-  for (const ojson& m : f.input["messages"])
-    if (m["role"] == "assistant") assistants.push_back(&m);
-  size_t turn_start = 0, n = 0;
-  for (size_t end = f.output.find(eos); end != std::string::npos;
-       end = f.output.find(eos, turn_start), ++n) {
-    std::string chunk = f.output.substr(turn_start, end + eos.size() - turn_start);
-    turn_start = end + eos.size();
-    size_t start = 0;
-    bool thinking = false;
-    for (const std::string& p : {chat_testing::kAsst + "<think>", chat_testing::kAsst + "</think>",
-                                 std::string("</function_results>\n\n<think>"),
-                                 std::string("</function_results>\n\n</think>")}) {
-      size_t at = chunk.rfind(p);
-      if (at != std::string::npos && at + p.size() > start) {
-        start = at + p.size();
-        thinking = p.ends_with("<think>");
-      }
-    }
-    ASSERT_LT(n, assistants.size());
+  std::vector<chat_testing::GoldenTurn> turns = chat_testing::GoldenAssistantTurns(f);
+  for (size_t n = 0; n < turns.size(); ++n) {
+    const chat_testing::GoldenTurn& t = turns[n];
+    ASSERT_NE(t.message, nullptr);
     SCOPED_TRACE("golden assistant turn " + std::to_string(n));
-    std::vector<int32_t> ids = testing::V32Tokenizer().Encode(chunk.substr(start));
-    ExpectMessage(StreamIds(ids, thinking ? kThink : kChat), *assistants[n], thinking ? kThink : kChat);
+    const ThinkingMode mode = t.thinking ? kThink : kChat;
+    ExpectMessage(StreamIds(testing::V32Tokenizer().Encode(t.generated), mode), *t.message, mode);
   }
-  EXPECT_EQ(n, assistants.size());
 }
 
 }  // namespace

@@ -135,41 +135,23 @@ TEST(CompletionParser, EmptyToolCallBlockAndMissingEos) {
 // with "</think>" for turns before the last user, which parse in chat mode).
 TEST(CompletionParser, GoldenAssistantTurnsParseBackToTheirMessages) {
   Fixture f = LoadFixture();
-  std::vector<const ojson*> assistants;
-  for (const ojson& m : f.input["messages"])
-    if (m["role"] == "assistant") assistants.push_back(&m);
-  size_t turn_start = 0, n = 0;
-  for (size_t eos = f.output.find(kEos); eos != std::string::npos;
-       eos = f.output.find(kEos, turn_start), ++n) {
-    std::string chunk = f.output.substr(turn_start, eos + kEos.size() - turn_start);
-    turn_start = eos + kEos.size();
-    // The turn starts after the last generation prompt in the chunk.
-    size_t start = 0;
-    bool thinking = false;
-    for (const std::string& prompt :
-         {kAsst + "<think>", kAsst + "</think>", std::string("</function_results>\n\n<think>"),
-          std::string("</function_results>\n\n</think>")}) {
-      size_t at = chunk.rfind(prompt);
-      if (at != std::string::npos && at + prompt.size() > start) {
-        start = at + prompt.size();
-        thinking = prompt.ends_with("<think>");
-      }
-    }
-    ASSERT_LT(n, assistants.size());
-    const ojson& m = *assistants[n];
-    ParsedCompletion p = ParseCompletion(chunk.substr(start), thinking ? kThink : kChat);
+  std::vector<GoldenTurn> turns = GoldenAssistantTurns(f);
+  for (size_t n = 0; n < turns.size(); ++n) {
+    const GoldenTurn& t = turns[n];
+    ASSERT_NE(t.message, nullptr);
+    const ojson& m = *t.message;
+    ParsedCompletion p = ParseCompletion(t.generated, t.thinking ? kThink : kChat);
     SCOPED_TRACE("assistant turn " + std::to_string(n));
     EXPECT_EQ(p.content, m.value("content", ""));
-    EXPECT_EQ(p.reasoning_content, thinking ? m.value("reasoning_content", "") : "");
+    EXPECT_EQ(p.reasoning_content, t.thinking ? m.value("reasoning_content", "") : "");
     const ojson& calls = m.contains("tool_calls") ? m["tool_calls"] : ojson::array();
     ASSERT_EQ(p.tool_calls.size(), calls.size());
     for (size_t i = 0; i < calls.size(); ++i) {
       EXPECT_EQ(p.tool_calls[i].name, calls[i]["function"]["name"]);
       EXPECT_EQ(p.tool_calls[i].arguments, calls[i]["function"]["arguments"]);
     }
-    ExpectStreamingMatches(chunk.substr(start), thinking ? kThink : kChat);
+    ExpectStreamingMatches(t.generated, t.thinking ? kThink : kChat);
   }
-  EXPECT_EQ(n, assistants.size());
 }
 
 // ---- encode → parse round trips -------------------------------------------------------------
