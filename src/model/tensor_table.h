@@ -40,4 +40,17 @@ struct TensorEntry {
 // block scale entry.
 std::vector<TensorEntry> TensorTable(const ModelConfig& config);
 
+// Parameter counts (elements of weights; FP8 block scales are not parameters).
+struct ParameterCounts {
+  int64_t total = 0;           // main model: embedding, layers 0..L-1, final norm, lm_head
+  int64_t active = 0;          // per token: `total` minus the routed experts not chosen
+                               // (each routed expert counts num_experts_per_tok/n_routed_experts)
+  int64_t routed_experts = 0;  // all routed-expert weights of the main model
+  int64_t indexer = 0;         // lightning-indexer weights of the main model
+  int64_t mtp = 0;             // MTP layers, including their embedding and head copies
+  int64_t mtp_unique = 0;      // MTP layers without their embedding and head copies
+};
+// Counts over `entries` (a TensorTable of `config`, or the subset a checkpoint holds).
+ParameterCounts CountParameters(const ModelConfig& config, const std::vector<TensorEntry>& entries);
+
 }  // namespace dsinfer

@@ -1,0 +1,42 @@
+// `dsinfer inspect DIR [--json] [--checksums]`: architecture summary and usability check of a
+// checkpoint. Exit code 0 when dsinfer can run it, 2 when not (details on stderr).
+#include <cstdio>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "tools/inspect.h"
+
+namespace dsinfer::cli {
+namespace {
+
+struct Options {
+  InspectOptions inspect;
+  bool json = false;
+};
+
+int RunInspect(const Options& o) {
+  const InspectReport r = Inspect(o.inspect);
+  if (o.json)
+    std::printf("%s\n", InspectJson(r).dump(2).c_str());
+  else
+    std::fputs(FormatInspectSummary(r).c_str(), stdout);
+  std::fflush(stdout);
+  if (r.usable()) return 0;
+  std::fprintf(stderr, "dsinfer: error: checkpoint %s is not usable\n%s", o.inspect.dir.c_str(),
+               FormatInspectProblems(r).c_str());
+  return 2;
+}
+
+CommandRegistrar reg("inspect", [](CLI::App& app) -> RunFn {
+  auto* sub = app.add_subcommand("inspect", "Summarise a checkpoint and check that it is usable");
+  auto o = std::make_shared<Options>();
+  sub->add_option("dir", o->inspect.dir, "checkpoint directory")->required();
+  sub->add_flag("--json", o->json, "print one JSON object (docs/inspect.md)");
+  sub->add_flag("--checksums", o->inspect.checksums, "add FNV-1a 64 of every tensor's bytes");
+  return [o] { return RunInspect(*o); };
+});
+
+}  // namespace
+}  // namespace dsinfer::cli

@@ -1,0 +1,86 @@
+#include "cli/model_dir.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+
+#include "base/error.h"
+#include "cli/progress.h"
+#include "tools/gen_model.h"
+
+namespace dsinfer::cli {
+namespace fs = std::filesystem;
+
+std::string DefaultModelDir() {
+  if (const char* env = std::getenv("DSINFER_DEFAULT_MODEL"); env && *env) return env;
+  std::string cache;
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) {
+    cache = xdg;
+  } else if (const char* home = std::getenv("HOME"); home && *home) {
+    cache = std::string(home) + "/.cache";
+  } else {
+    throw Error("cannot locate the default model: set HOME, XDG_CACHE_HOME or DSINFER_DEFAULT_MODEL");
+  }
+  return cache + "/dsinfer/mini-seed0";
+}
+
+namespace {
+
+// Removes `<dir>.partial-<pid>` siblings left by interrupted runs whose process is gone.
+void RemoveStalePartials(const fs::path& target) {
+  const std::string prefix = target.filename().string() + ".partial-";
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(target.parent_path(), ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    const long pid = std::strtol(name.c_str() + prefix.size(), nullptr, 10);
+    if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) == -1 && errno == ESRCH)
+      fs::remove_all(entry.path(), ec);
+  }
+}
+
+}  // namespace
+
+bool EnsureDefaultModel(const std::string& dir) {
+  fs::path target = fs::path(dir).lexically_normal();
+  if (!target.has_filename()) target = target.parent_path();  // "…/model/" → "…/model"
+  if (fs::exists(target / "config.json")) return false;
+  if (fs::exists(target) && !fs::is_empty(target))
+    throw Error("default model directory " + dir + " exists but holds no config.json; remove it");
+  std::error_code ec;
+  fs::create_directories(target.parent_path(), ec);
+  RemoveStalePartials(target);
+  const fs::path tmp = target.string() + ".partial-" + std::to_string(::getpid());
+  fs::remove_all(tmp, ec);
+  std::fprintf(stderr, "dsinfer: generating the default model (preset mini, seed 0) in %s\n",
+               dir.c_str());
+  try {
+    ProgressBar bar("gen-model mini");
+    GenerateCheckpoint({.preset = "mini", .seed = 0, .out_dir = tmp.string(),
+                        .progress = [&](uint64_t d, uint64_t t) { bar.Update(d, t); }});
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+  if (fs::exists(target) && fs::is_empty(target)) fs::remove(target, ec);
+  fs::rename(tmp, target, ec);
+  if (ec) {  // another process may have finished first; its model is as good as ours
+    fs::remove_all(tmp, ec);
+    if (!fs::exists(target / "config.json"))
+      throw Error("cannot move the generated model into " + dir);
+  }
+  return true;
+}
+
+std::string ResolveModelDir(const std::optional<std::string>& model) {
+  if (model) return *model;
+  const std::string dir = DefaultModelDir();
+  EnsureDefaultModel(dir);
+  return dir;
+}
+
+}  // namespace dsinfer::cli

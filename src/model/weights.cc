@@ -1,0 +1,179 @@
+#include "model/weights.h"
+
+#include <cstring>
+#include <sstream>
+
+#include "base/error.h"
+#include "format/dtype.h"
+
+namespace dsinfer {
+
+namespace {
+
+std::string ShapeText(const std::vector<int64_t>& shape) {
+  std::ostringstream os;
+  os << "[";
+  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
+  os << "]";
+  return os.str();
+}
+
+// Loads tensors of one checkpoint with uniform checks and messages.
+class Loader {
+ public:
+  explicit Loader(const Checkpoint& ckpt) : ckpt_(ckpt) {}
+
+  bool Has(const std::string& name) const { return ckpt_.Has(name); }
+
+  TensorView Get(const std::string& name, const std::vector<int64_t>& shape) const {
+    if (!ckpt_.Has(name))
+      throw Error(ckpt_.dir() + ": missing tensor " + name + " (expected shape " +
+                  ShapeText(shape) + ")");
+    TensorView v = ckpt_.Get(name);
+    if (v.shape() != shape)
+      throw Error(ckpt_.dir() + ": tensor " + name + " has shape " + ShapeText(v.shape()) +
+                  ", expected " + ShapeText(shape));
+    return v;
+  }
+
+  // `prefix.weight` [rows, cols]: F8_E4M3 with `prefix.weight_scale_inv`, or BF16/F16/F32.
+  WeightView Linear(const std::string& prefix, int64_t rows, int64_t cols) const {
+    const std::string name = prefix + ".weight";
+    TensorView v = Get(name, {rows, cols});
+    WeightView w{.dtype = v.dtype(), .rows = rows, .cols = cols, .data = v.data};
+    if (v.dtype() == DType::kF8E4M3) {
+      const std::string sname = prefix + ".weight_scale_inv";
+      TensorView s = Get(sname, {(rows + 127) / 128, (cols + 127) / 128});
+      if (s.dtype() != DType::kF32)
+        throw Error(ckpt_.dir() + ": tensor " + sname + " has dtype " +
+                    std::string(DTypeName(s.dtype())) + ", expected F32");
+      w.scales = reinterpret_cast<const float*>(s.data);
+    } else if (v.dtype() != DType::kBF16 && v.dtype() != DType::kF16 &&
+               v.dtype() != DType::kF32) {
+      throw Error(ckpt_.dir() + ": tensor " + name + " has dtype " +
+                  std::string(DTypeName(v.dtype())) + ", expected F8_E4M3, BF16, F16 or F32");
+    }
+    return w;
+  }
+
+  // A 1-D f32 vector stored as BF16, F16 or F32 (norm weights, biases).
+  std::vector<float> Vector(const std::string& name, int64_t n) const {
+    TensorView v = Get(name, {n});
+    if (v.dtype() != DType::kBF16 && v.dtype() != DType::kF16 && v.dtype() != DType::kF32)
+      throw Error(ckpt_.dir() + ": tensor " + name + " has dtype " +
+                  std::string(DTypeName(v.dtype())) + ", expected BF16, F16 or F32");
+    std::vector<float> out(n);  // [n]
+    WeightView w{.dtype = v.dtype(), .rows = 1, .cols = n, .data = v.data};
+    DecodeRow(w, 0, out.data());
+    return out;
+  }
+
+ private:
+  const Checkpoint& ckpt_;
+};
+
+MlpWeights LoadMlp(const Loader& ld, const std::string& p, int64_t hidden, int64_t inter) {
+  return MlpWeights{.w1 = ld.Linear(p + ".gate_proj", inter, hidden),
+                    .w2 = ld.Linear(p + ".down_proj", hidden, inter),
+                    .w3 = ld.Linear(p + ".up_proj", inter, hidden)};
+}
+
+IndexerWeights LoadIndexer(const Loader& ld, const ModelConfig& c, const std::string& p) {
+  const int64_t heads = *c.index_n_heads, dim = *c.index_head_dim;
+  return IndexerWeights{.wq_b = ld.Linear(p + ".wq_b", heads * dim, *c.q_lora_rank),
+                        .wk = ld.Linear(p + ".wk", dim, c.hidden_size),
+                        .k_norm_w = ld.Vector(p + ".k_norm.weight", dim),
+                        .k_norm_b = ld.Vector(p + ".k_norm.bias", dim),
+                        .weights_proj = ld.Linear(p + ".weights_proj", heads, c.hidden_size)};
+}
+
+void LoadAttention(const Loader& ld, const ModelConfig& c, const std::string& p,
+                   LayerWeights& lw) {
+  const int64_t h = c.num_attention_heads, hidden = c.hidden_size;
+  if (c.q_lora_rank) {
+    lw.wq_a = ld.Linear(p + ".q_a_proj", *c.q_lora_rank, hidden);
+    lw.q_norm = ld.Vector(p + ".q_a_layernorm.weight", *c.q_lora_rank);
+    lw.wq_b = ld.Linear(p + ".q_b_proj", h * c.qk_head_dim(), *c.q_lora_rank);
+  } else {
+    lw.wq_b = ld.Linear(p + ".q_proj", h * c.qk_head_dim(), hidden);
+  }
+  lw.wkv_a = ld.Linear(p + ".kv_a_proj_with_mqa", c.kv_lora_rank + c.qk_rope_head_dim, hidden);
+  lw.kv_norm = ld.Vector(p + ".kv_a_layernorm.weight", c.kv_lora_rank);
+  lw.wkv_b = ld.Linear(p + ".kv_b_proj", h * (c.qk_nope_head_dim + c.v_head_dim),
+                       c.kv_lora_rank);
+  lw.wo = ld.Linear(p + ".o_proj", hidden, h * c.v_head_dim);
+}
+
+MoeWeights LoadMoe(const Loader& ld, const ModelConfig& c, const std::string& p) {
+  MoeWeights m;
+  m.gate = ld.Linear(p + ".gate", c.n_routed_experts, c.hidden_size);
+  const std::string bias = p + ".gate.e_score_correction_bias";
+  m.gate_bias = ld.Has(bias) ? ld.Vector(bias, c.n_routed_experts)
+                             : std::vector<float>(c.n_routed_experts, 0.0f);
+  for (int64_t e = 0; e < c.n_routed_experts; ++e)
+    m.experts.push_back(LoadMlp(ld, p + ".experts." + std::to_string(e), c.hidden_size,
+                                c.moe_intermediate_size));
+  if (c.n_shared_experts > 0)
+    m.shared_experts = LoadMlp(ld, p + ".shared_experts", c.hidden_size,
+                               c.n_shared_experts * c.moe_intermediate_size);
+  return m;
+}
+
+// One decoder layer `layer` (main or MTP). `indexer_required`: the config declares an indexer
+// and this is a main layer (the MTP layer's indexer is used when present).
+LayerWeights LoadLayer(const Loader& ld, const ModelConfig& c, int64_t layer,
+                       bool indexer_required) {
+  const std::string p = "model.layers." + std::to_string(layer);
+  LayerWeights lw;
+  lw.layer = layer;
+  lw.attn_norm = ld.Vector(p + ".input_layernorm.weight", c.hidden_size);
+  lw.ffn_norm = ld.Vector(p + ".post_attention_layernorm.weight", c.hidden_size);
+  LoadAttention(ld, c, p + ".self_attn", lw);
+  const std::string ip = p + ".self_attn.indexer";
+  if (c.has_indexer() && c.q_lora_rank && (indexer_required || ld.Has(ip + ".wq_b.weight")))
+    lw.indexer = LoadIndexer(ld, c, ip);
+  if (c.is_moe_layer(layer))
+    lw.moe = LoadMoe(ld, c, p + ".mlp");
+  else
+    lw.mlp = LoadMlp(ld, p + ".mlp", c.hidden_size, c.intermediate_size);
+  return lw;
+}
+
+}  // namespace
+
+ModelWeights LoadWeights(const Checkpoint& ckpt) {
+  const ModelConfig& c = ckpt.config();
+  if (c.scoring_func != "sigmoid")
+    throw Error(ckpt.dir() + "/config.json: scoring_func '" + c.scoring_func +
+                "' is not supported (only sigmoid)");
+  if (c.has_indexer() && !c.q_lora_rank)
+    throw Error(ckpt.dir() + "/config.json: the lightning indexer needs q_lora_rank");
+  Loader ld(ckpt);
+  ModelWeights w;
+  w.embed = ld.Linear("model.embed_tokens", c.vocab_size, c.hidden_size);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l)
+    w.layers.push_back(LoadLayer(ld, c, l, /*indexer_required=*/true));
+  w.norm = ld.Vector("model.norm.weight", c.hidden_size);
+  w.head = ld.Linear("lm_head", c.vocab_size, c.hidden_size);
+  const int64_t L = c.num_hidden_layers;
+  const std::string mp = "model.layers." + std::to_string(L);
+  if (c.num_nextn_predict_layers >= 1 && ld.Has(mp + ".eh_proj.weight")) {
+    LayerWeights lw = LoadLayer(ld, c, L, /*indexer_required=*/false);
+    MtpWeights m;
+    m.embed = ld.Has(mp + ".embed_tokens.weight")
+                  ? ld.Linear(mp + ".embed_tokens", c.vocab_size, c.hidden_size)
+                  : w.embed;
+    m.enorm = ld.Vector(mp + ".enorm.weight", c.hidden_size);
+    m.hnorm = ld.Vector(mp + ".hnorm.weight", c.hidden_size);
+    m.eh_proj = ld.Linear(mp + ".eh_proj", c.hidden_size, 2 * c.hidden_size);
+    m.head_norm = ld.Vector(mp + ".shared_head.norm.weight", c.hidden_size);
+    m.head = ld.Has(mp + ".shared_head.head.weight")
+                 ? ld.Linear(mp + ".shared_head.head", c.vocab_size, c.hidden_size)
+                 : w.head;
+    lw.mtp = std::move(m);
+    w.mtp = std::move(lw);
+  }
+  return w;
+}
+
+}  // namespace dsinfer

@@ -1,0 +1,321 @@
+#!/usr/bin/python3
+"""C++ forward pass (`dsinfer logits`) against the NumPy reference (tests/reference/dsv32_ref.py).
+
+Generates tiny checkpoints with `dsinfer gen-model` (seeds 1, 2, 3 and config variants), runs both
+implementations on the same token ids and checks, per case (NUMERICS.md):
+  * every row: max|Δlogit| / max|logit_ref| ≤ 1e-4,
+  * top-1 agreement on every row,
+  * indexer top-k sets identical in every layer (from --dump-dir; a difference is reported with
+    whether the reference scores show an exact tie at the k-th place).
+Cases cover sequence lengths 1, k-1, k, k+1 and ≥ 300 (k = index_topk), modes prefill / decode /
+decode after a prefix / chunked prefill, DSA and dense attention, --index-topk, the f32 / bf16 / fp8
+KV caches (against the reference's same mode) and the MTP logits. C++ and reference processes run
+two at a time. Prints one line per case and a summary; exit status 1 on any failure.
+
+Usage: compare_reference.py --dsinfer BIN --ref tests/reference/dsv32_ref.py --work DIR
+"""
+
+import argparse
+import concurrent.futures as cf
+import glob
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REL_TOL = 1e-4
+
+
+def run(cmd):
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"command failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-2000:]}")
+
+
+def gen_checkpoint(dsinfer, work, name, seed, sets):
+    out = os.path.join(work, name)
+    if os.path.exists(os.path.join(out, "model.safetensors.index.json")):
+        return out  # cached from an earlier run of the same build tree
+    tmp = out + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    cmd = [dsinfer, "gen-model", "--preset", "tiny", "--seed", str(seed), "--out", tmp, "--force"]
+    for s in sets:
+        cmd += ["--set", s]
+    run(cmd)
+    os.replace(tmp, out)
+    return out
+
+
+def token_ids(n, vocab, seed):
+    rng = np.random.default_rng(seed)
+    return [int(t) for t in rng.integers(0, vocab, size=n)]
+
+
+class Case:
+    def __init__(self, name, ckpt, ids, attention="dsa", topk=None, kv="f32", mode="prefill",
+                 prefill_len=0, chunk=0, mtp=False, dump=False):
+        self.__dict__.update(locals())
+        del self.__dict__["self"]
+
+    def common_args(self):
+        a = ["--model", self.ckpt, "--ids", ",".join(map(str, self.ids)), "--attention", self.attention,
+             "--kv-cache", self.kv]
+        if self.topk is not None:
+            a += ["--index-topk", str(self.topk)]
+        return a
+
+    def ref_key(self):  # the reference output depends only on these
+        h = hashlib.sha1(repr((self.ckpt, self.ids, self.attention, self.topk, self.kv, self.mtp,
+                               self.dump)).encode()).hexdigest()[:12]
+        return h
+
+
+def run_cpp(dsinfer, case, work):
+    d = os.path.join(work, "out", case.name.replace(" ", "_"))
+    os.makedirs(d, exist_ok=True)
+    cmd = [dsinfer, "logits", "--out", os.path.join(d, "cpp.npy"), "--mode", case.mode] + case.common_args()
+    if case.prefill_len:
+        cmd += ["--prefill-len", str(case.prefill_len)]
+    if case.chunk:
+        cmd += ["--chunk", str(case.chunk)]
+    if case.mtp:
+        cmd += ["--mtp-out", os.path.join(d, "cpp_mtp.npy")]
+    if case.dump:
+        shutil.rmtree(os.path.join(d, "cpp_dump"), ignore_errors=True)
+        cmd += ["--dump-dir", os.path.join(d, "cpp_dump")]
+    run(cmd)
+    return d
+
+
+def run_ref(python, ref, case, work):
+    d = os.path.join(work, "ref", case.ref_key())
+    os.makedirs(d, exist_ok=True)
+    cmd = [python, ref, "--out", os.path.join(d, "ref.npy")] + case.common_args()
+    if case.mtp:
+        cmd += ["--mtp-out", os.path.join(d, "ref_mtp.npy")]
+    if case.dump:
+        shutil.rmtree(os.path.join(d, "ref_dump"), ignore_errors=True)
+        cmd += ["--dump-dir", os.path.join(d, "ref_dump")]
+    run(cmd)
+    return d
+
+
+def compare_logits(cpp, ref):
+    """(worst row max|Δ|/max|ref|, top-1 agreement fraction, rows)."""
+    if cpp.shape != ref.shape:
+        raise AssertionError(f"shape {cpp.shape} != reference {ref.shape}")
+    if cpp.shape[0] == 0:
+        return 0.0, 1.0, 0
+    rel = np.abs(cpp - ref).max(axis=1) / np.abs(ref).max(axis=1)
+    top1 = np.mean(cpp.argmax(axis=1) == ref.argmax(axis=1))
+    return float(rel.max()), float(top1), cpp.shape[0]
+
+
+def fp8_flips(rs, cs):
+    """Indexer-score entries that differ by more than f32 rounding (> 1e-4 of the row's largest
+    |score|) come from an e4m3 code that rounded differently in the two implementations (an
+    input within f32 rounding of a rounding boundary of act_quant). A flipped key code moves
+    a whole column t, a flipped query code (some of) a row p.  Returns (flipped key columns,
+    flipped query rows, unexplained entries)."""
+    valid = np.isfinite(rs) & np.isfinite(cs)
+    scale = np.abs(np.where(valid, rs, 0)).max(axis=1, keepdims=True)
+    disc = valid & (np.abs(np.where(valid, rs - cs, 0)) > 1e-4 * np.maximum(scale, 1e-30))
+    cols = {int(t) for t in range(rs.shape[1])
+            if valid[:, t].sum() and disc[:, t].sum() >= 0.5 * valid[:, t].sum()}
+    rest = disc.copy()
+    rest[:, sorted(cols)] = False
+    rows = {int(p) for p in np.nonzero(rest.any(axis=1))[0]}
+    return cols, rows
+
+
+def kv_fp8_flips(cpp_dir, ref_dir, ref_module):
+    """--kv-cache fp8: tokens whose cached e4m3 latent codes differ between the implementations
+    although their latents `c` agree to f32 rounding (≤ 1e-5 of the row's max |c|). Such a code
+    flip moves one cached value by up to 1/16 and every later row that attends to the token.
+    Returns (first flipped token or None, all differing codes are such flips, note)."""
+    first, explained, flips = None, True, 0
+    for path in sorted(glob.glob(os.path.join(ref_dir, "L*.kv_latent.npy"))):
+        rc = np.load(path)
+        cc = np.load(os.path.join(cpp_dir, os.path.basename(path)))
+        r8, _ = ref_module.act_quant(rc, 128)
+        c8, _ = ref_module.act_quant(cc, 128)
+        rows = np.nonzero((r8 != c8).any(axis=1))[0]
+        if len(rows) == 0:
+            continue
+        flips += int((r8 != c8).sum())
+        t = int(rows[0])  # later rows may already carry the effect of an earlier flip
+        close = np.abs(rc[t] - cc[t]).max() <= 1e-5 * np.abs(rc[t]).max()
+        if first is None or t < first:
+            first, explained = t, bool(close)
+        elif t == first:
+            explained = explained and bool(close)
+    note = f"fp8 latent code flips: {flips}" + (f" (first at token {first})" if flips else "")
+    return first, explained, note
+
+
+def compare_topk(cpp_dir, ref_dir):
+    """Top-k sets of every layer.  Returns (rows compared, differing rows, first differing row or
+    None, explained, notes): a difference is `explained` when the flips are rare (≤ 2% of
+    tokens) and the reference's selection rule applied to its scores with the flipped entries
+    taken from C++ reproduces the C++ set."""
+    rows, bad, first, explained, notes = 0, 0, None, True, []
+    for path in sorted(glob.glob(os.path.join(ref_dir, "L*.topk.npy"))):
+        name = os.path.basename(path)
+        other = os.path.join(cpp_dir, name)
+        if not os.path.exists(other):
+            raise AssertionError(f"C++ dump lacks {name}")
+        r, c = np.load(path), np.load(other)
+        rs = np.load(path.replace(".topk.npy", ".index_scores.npy"))
+        cs = np.load(other.replace(".topk.npy", ".index_scores.npy"))
+        cols, qrows = fp8_flips(rs, cs)
+        rare = len(cols) + len(qrows) <= max(2, 0.02 * rs.shape[0])
+        for i in range(r.shape[0]):
+            rows += 1
+            rset, cset = set(r[i][r[i] >= 0].tolist()), set(c[i][c[i] >= 0].tolist())
+            if rset == cset:
+                continue
+            bad += 1
+            first = i if first is None else min(first, i)
+            swapped = rset ^ cset
+            # Explained: the reference's own scores, with the flipped entries replaced by the
+            # C++ ones, select exactly the C++ set (top-k, ties -> lower t).
+            hybrid = cs[i].copy() if i in qrows else rs[i].copy()
+            hybrid[sorted(cols)] = cs[i][sorted(cols)]
+            valid = np.nonzero(np.isfinite(rs[i]))[0]
+            order = valid[np.argsort(-hybrid[valid], kind="stable")]
+            ok = rare and set(order[:len(rset)].tolist()) == cset
+            explained = explained and ok
+            k = len(rset)
+            srt = np.sort(rs[i][np.isfinite(rs[i])])[::-1]
+            tie = k < len(srt) and srt[k - 1] == srt[k]
+            notes.append(f"{name} row {i}: ids {sorted(swapped)} swapped; exact score tie: {tie}; "
+                         f"{'explained by' if ok else 'NOT explained by'} FP8 code flips "
+                         f"(keys {sorted(cols)[:6]}, query rows {sorted(qrows)[:6]})")
+    return rows, bad, first, explained, notes
+
+
+def build_cases(dsinfer, work):
+    ck = {}
+    jobs = {
+        "seed1": (1, []),
+        "seed2": (2, ["vocab_size=4096"]),
+        "seed3": (3, ["vocab_size=4096"]),
+        # MLA without q_lora, and no indexer (all three index_* null): dense attention.
+        "noq_noidx": (4, ["vocab_size=4096", "q_lora_rank=null", "index_topk=null",
+                          "index_n_heads=null", "index_head_dim=null"]),
+        # Plain RoPE (no YaRN) with the indexer.
+        "plain_rope": (5, ["vocab_size=4096", "rope_scaling=null"]),
+    }
+    with cf.ThreadPoolExecutor(2) as ex:
+        futs = {n: ex.submit(gen_checkpoint, dsinfer, work, n, s, sets) for n, (s, sets) in jobs.items()}
+        for n, f in futs.items():
+            ck[n] = f.result()
+    k = 16  # tiny preset index_topk
+    cases = []
+    s1, v1 = ck["seed1"], 129280  # seed 1 keeps the preset's full vocabulary
+    for n in (1, k - 1, k, k + 1):
+        cases.append(Case(f"seed1 prefill len {n}", s1, token_ids(n, v1, n), mtp=n > 1, dump=True))
+    mid = token_ids(48, v1, 12)
+    cases += [
+        Case("seed1 decode len 48", s1, mid, mode="decode", mtp=True, dump=True),
+        Case("seed1 decode after prefix 20", s1, mid, mode="decode", prefill_len=20, dump=True),
+        Case("seed1 chunked 7", s1, mid, chunk=7, mtp=True, dump=True),
+        Case("seed1 dense len 48", s1, mid, attention="dense"),
+        Case("seed1 index-topk 5", s1, mid, topk=5, dump=True),
+        Case("seed1 kv bf16 decode after 9", s1, mid, kv="bf16", mode="decode", prefill_len=9, dump=True),
+        Case("seed1 kv fp8", s1, mid, kv="fp8", dump=True),
+        Case("seed1 kv fp8 chunked 5", s1, mid, kv="fp8", chunk=5, dump=True),
+    ]
+    for name, seed in (("seed2", 21), ("seed3", 22)):
+        ids = token_ids(300, 4096, seed)
+        cases.append(Case(f"{name} prefill len 300", ck[name], ids, mtp=True, dump=True))
+        cases.append(Case(f"{name} decode after prefix 290", ck[name], ids, mode="decode",
+                          prefill_len=290, mtp=True, dump=True))
+    # These ids put one indexer key (layer 2, token 23) within f32 rounding of an e4m3 rounding
+    # boundary: the two implementations quantise it differently and one top-k set differs. The
+    # case checks that this is diagnosed as such and that all earlier rows still agree.
+    cases.append(Case("seed3 prefill len 300 (indexer FP8 flip)", ck["seed3"], token_ids(300, 4096, 35),
+                      dump=True))
+    ids = token_ids(300, 4096, 31)
+    cases += [
+        Case("noq_noidx prefill len 300 (dsa -> dense)", ck["noq_noidx"], ids, mtp=True),
+        Case("noq_noidx dense decode after prefix 280", ck["noq_noidx"], ids, attention="dense",
+             mode="decode", prefill_len=280),
+        Case("plain_rope prefill len 300", ck["plain_rope"], ids, dump=True),
+        Case("plain_rope chunked 64", ck["plain_rope"], ids, chunk=64, dump=True),
+        Case("plain_rope kv fp8 len 300", ck["plain_rope"], ids, kv="fp8", dump=True),
+    ]
+    return cases
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dsinfer", required=True)
+    ap.add_argument("--ref", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--python", default=sys.executable)
+    a = ap.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(a.ref)))
+    global ref_module
+    import dsv32_ref as ref_module  # the reference's own act_quant, for the fp8 flip analysis
+    t0 = time.time()
+    cases = build_cases(a.dsinfer, os.path.join(a.work, "models"))
+    print(f"checkpoints ready in {time.time() - t0:.1f} s", flush=True)
+    refs = {}
+    with cf.ThreadPoolExecutor(2) as ex:
+        ref_futs = {}
+        for c in cases:
+            if c.ref_key() not in ref_futs:
+                ref_futs[c.ref_key()] = ex.submit(run_ref, a.python, a.ref, c, a.work)
+        cpp_futs = [ex.submit(run_cpp, a.dsinfer, c, a.work) for c in cases]
+        for key, f in ref_futs.items():
+            refs[key] = f.result()
+        cpp = [f.result() for f in cpp_futs]
+    failures = 0
+    worst = 0.0
+    for c, d in zip(cases, cpp):
+        r = refs[c.ref_key()]
+        msgs = []
+        limit, explained = None, True  # rows from `limit` on follow a different (explained) top-k
+        if c.dump:
+            trows, tbad, first, explained, notes = compare_topk(os.path.join(d, "cpp_dump"),
+                                                                os.path.join(r, "ref_dump"))
+            limit = first
+            msgs.append(f"topk sets {trows - tbad}/{trows} identical")
+            msgs += notes[:4]
+            if c.kv == "fp8":
+                kfirst, kexpl, note = kv_fp8_flips(os.path.join(d, "cpp_dump"),
+                                                   os.path.join(r, "ref_dump"), ref_module)
+                explained = explained and kexpl
+                if kfirst is not None:
+                    limit = kfirst if limit is None else min(limit, kfirst)
+                msgs.append(note)
+        ok = explained
+        for tag, cf_name, rf_name, off in (("logits", "cpp.npy", "ref.npy", 0),
+                                          ("mtp", "cpp_mtp.npy", "ref_mtp.npy", 0)):
+            if tag == "mtp" and not c.mtp:
+                continue
+            cl, rl = np.load(os.path.join(d, cf_name)), np.load(os.path.join(r, rf_name))
+            n = cl.shape[0] if limit is None else min(limit, cl.shape[0])
+            rel, top1, rows = compare_logits(cl[:n], rl[:n])
+            worst = max(worst, rel)
+            ok = ok and rel <= REL_TOL and top1 == 1.0 and cl.shape == rl.shape
+            msgs.append(f"{tag} rows {rows} rel {rel:.2e} top1 {top1 * 100:.0f}%")
+            if n < cl.shape[0]:
+                after, _, _ = compare_logits(cl[n:], rl[n:])
+                msgs.append(f"{tag} rows {n}.. follow an FP8 rounding flip (rel {after:.1e}, not compared)")
+        failures += not ok
+        status = "FAIL" if not ok else ("PASS" if limit is None else "PASS (FP8 rounding flip)")
+        print(f"[{status}] {c.name}: " + "; ".join(msgs), flush=True)
+    print(f"{len(cases) - failures}/{len(cases)} cases pass; worst row rel diff {worst:.2e} "
+          f"(tolerance {REL_TOL:g}); {time.time() - t0:.1f} s")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,8 @@
+# The C++ forward pass against the NumPy reference (tiny checkpoints, all schedules and modes).
+add_test(NAME forward_vs_reference
+  COMMAND ${DSINFER_PYTHON} ${CMAKE_SOURCE_DIR}/tests/forward/compare_reference.py
+    --dsinfer $<TARGET_FILE:dsinfer>
+    --ref ${CMAKE_SOURCE_DIR}/tests/reference/dsv32_ref.py
+    --python ${DSINFER_PYTHON}
+    --work ${CMAKE_BINARY_DIR}/forward_vs_reference)
+set_tests_properties(forward_vs_reference PROPERTIES LABELS reference TIMEOUT 900)

@@ -1,0 +1,119 @@
+#!/usr/bin/python3
+"""Cross-check of `dsinfer inspect` against our own byte-by-byte checkpoint writer.
+
+1. np_write_checkpoint writes a small complete checkpoint (config.json, 2 shards, index json;
+   F8_E4M3 + F32 weight_scale_inv, BF16, F32 tensors) into a temporary folder.
+2. `dsinfer inspect DIR --json --checksums` must exit 0, and its `tensors` array (docs/inspect.md)
+   must agree with what the writer wrote on every tensor: name, dtype, shape, nbytes and the
+   FNV-1a 64 of the raw bytes (hex), computed here independently.
+3. The same checkpoint with one required tensor removed must make `inspect` exit 2 and name the
+   tensor on stderr.
+
+4. With --f32-norms: the indexer's k_norm weight/bias stored as F32 instead of BF16 (their real
+   dtype is unverified, MODEL.md §3.5; NUMERICS.md §1 says accept both) must also be usable.
+
+Usage: check_inspect.py DSINFER_BINARY [--f32-norms]   (exit 0 = agreement; 1 = mismatches, printed)
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import np_write_checkpoint as writer  # noqa: E402
+
+FNV_OFFSET, FNV_PRIME, MASK64 = 0xCBF29CE484222325, 0x100000001B3, (1 << 64) - 1
+REMOVED = "model.layers.1.self_attn.kv_a_layernorm.weight"
+
+
+def fnv1a64(data):
+    """FNV-1a 64: for each byte, h ^= byte; h *= prime (mod 2^64)."""
+    h = FNV_OFFSET
+    for b in data:
+        h = ((h ^ b) * FNV_PRIME) & MASK64
+    return h
+
+
+def expected_tensors(written):
+    out = {}
+    for name, (dtype, shape, raw) in written.items():
+        blob = np.ascontiguousarray(raw).tobytes()
+        out[name] = {"dtype": dtype, "shape": [int(s) for s in shape], "nbytes": len(blob), "fnv1a64": fnv1a64(blob)}
+    return out
+
+
+def parse_hash(value):
+    if isinstance(value, int):
+        return value
+    text = str(value).lower()
+    return int(text[2:] if text.startswith("0x") else text, 16)
+
+
+def compare(expected, report):
+    problems = []
+    got = {t["name"]: t for t in report["tensors"]}
+    for name in sorted(set(expected) - set(got)):
+        problems.append(f"{name}: written but not reported by inspect")
+    for name in sorted(set(got) - set(expected)):
+        problems.append(f"{name}: reported by inspect but not written")
+    for name in sorted(set(expected) & set(got)):
+        e, g = expected[name], got[name]
+        for key in ("dtype", "shape", "nbytes"):
+            if g.get(key) != e[key]:
+                problems.append(f"{name}: {key} inspect={g.get(key)} writer={e[key]}")
+        if "fnv1a64" not in g or parse_hash(g["fnv1a64"]) != e["fnv1a64"]:
+            problems.append(f"{name}: fnv1a64 inspect={g.get('fnv1a64')} writer={e['fnv1a64']:016x}")
+    return problems
+
+
+def run(binary, folder, *extra):
+    return subprocess.run([binary, "inspect", folder, *extra], capture_output=True, text=True, timeout=120)
+
+
+def check_complete(binary, folder, cfg, f32_norms):
+    written = writer.write_checkpoint(folder, cfg, seed=5, shards=2, f32_norms=f32_norms)
+    r = run(binary, folder, "--json", "--checksums")
+    if r.returncode != 0:
+        return [f"inspect of the complete checkpoint (f32_norms={f32_norms}) exited {r.returncode}: {r.stderr.strip()}"]
+    problems = compare(expected_tensors(written), json.loads(r.stdout))
+    if not problems:
+        print(f"inspect agrees with the writer on all {len(written)} tensors (f32_norms={f32_norms})")
+    return problems
+
+
+def check_missing(binary, folder, cfg):
+    writer.write_checkpoint(folder, cfg, seed=5, shards=2, omit=[REMOVED])
+    r = run(binary, folder, "--json", "--checksums")
+    problems = []
+    if r.returncode != 2:
+        problems.append(f"inspect without {REMOVED} exited {r.returncode}, expected 2")
+    if REMOVED not in r.stderr:
+        problems.append(f"inspect without {REMOVED} does not name it on stderr: {r.stderr.strip()!r}")
+    if not problems:
+        print(f"inspect exits 2 and names {REMOVED} when it is missing")
+    return problems
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(description="cross-check dsinfer inspect against the NumPy writer")
+    ap.add_argument("binary")
+    ap.add_argument("--f32-norms", action="store_true")
+    a = ap.parse_args(argv[1:])
+    cfg = json.loads(json.dumps(writer.SMALL_CONFIG))
+    with tempfile.TemporaryDirectory(prefix="check_inspect_") as tmp:
+        failures = check_complete(a.binary, os.path.join(tmp, "good"), cfg, False)
+        failures += check_missing(a.binary, os.path.join(tmp, "missing"), cfg)
+        if a.f32_norms:
+            failures += check_complete(a.binary, os.path.join(tmp, "f32norms"), cfg, True)
+    for f in failures:
+        print("MISMATCH:", f)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,218 @@
+#include "tools/inspect.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+#include "format/checkpoint.h"
+
+namespace dsinfer {
+namespace {
+
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+std::string ShapeText(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+bool IsPowerOfTwo(float v) {
+  int e = 0;
+  return std::isfinite(v) && v > 0 && std::frexp(v, &e) == 0.5f;
+}
+
+// Adds one `.weight_scale_inv` tensor to the statistics; a non-finite or non-positive scale
+// makes the checkpoint unusable (its blocks would dequantise to NaN or zero).
+void AddScales(const TensorView& v, ScaleStats& st, double& log_sum, int64_t& pow2,
+               std::vector<std::string>& bad) {
+  const int64_t n = v.numel();
+  int64_t invalid = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    float s;
+    std::memcpy(&s, v.data + 4 * i, 4);
+    if (!std::isfinite(s) || s <= 0) {
+      ++invalid;
+      continue;
+    }
+    st.min = st.count ? std::min<double>(st.min, s) : s;
+    st.max = st.count ? std::max<double>(st.max, s) : s;
+    ++st.count;
+    log_sum += std::log(static_cast<double>(s));
+    pow2 += IsPowerOfTwo(s);
+  }
+  if (invalid)
+    bad.push_back(v.info->name + ": " + std::to_string(invalid) +
+                  " block scales are not finite and positive");
+}
+
+// Alternative storage the engine accepts (NUMERICS.md §1, §7): norm weights/biases in BF16 or
+// F32; the MTP `eh_proj` as FP8 with a block scale instead of BF16.
+bool AcceptedAlternative(const TensorEntry& e, const TensorView& v, const Checkpoint& ck) {
+  if (v.shape() != e.shape) return false;
+  if (e.role == TensorRole::kNormWeight || e.role == TensorRole::kNormBias)
+    return v.dtype() == DType::kF32;
+  if (e.name.ends_with(".eh_proj.weight") && v.dtype() == DType::kF8E4M3) {
+    const std::string scale = e.name + "_scale_inv";
+    return ck.Has(scale) && ck.Get(scale).dtype() == DType::kF32 &&
+           ck.Get(scale).shape() == std::vector<int64_t>{CeilDiv(e.shape[0], 128), CeilDiv(e.shape[1], 128)};
+  }
+  return false;
+}
+
+void CompareWithTable(const Checkpoint& ck, const std::vector<TensorEntry>& table, InspectReport& r,
+                      std::vector<TensorEntry>& present) {
+  std::set<std::string> known;
+  bool all_mtp = true, any_mtp = false;
+  for (const TensorEntry& e : table) {
+    known.insert(e.name);
+    const bool mtp = e.layer >= r.config->num_hidden_layers;
+    any_mtp |= mtp;
+    if (!ck.Has(e.name)) {
+      (e.required ? r.missing : r.missing_optional).push_back(e.name);
+      all_mtp &= !mtp;
+      continue;
+    }
+    const TensorView v = ck.Get(e.name);
+    if (AcceptedAlternative(e, v, ck)) {
+      if (v.dtype() == DType::kF8E4M3) known.insert(e.name + "_scale_inv");
+    } else if (v.dtype() != e.dtype || v.shape() != e.shape) {
+      r.bad.push_back(e.name + ": expected " + std::string(DTypeName(e.dtype)) + " " +
+                      ShapeText(e.shape) + ", found " + std::string(DTypeName(v.dtype())) + " " +
+                      ShapeText(v.shape()));
+      continue;
+    }
+    present.push_back(e);
+  }
+  r.has_mtp = any_mtp && all_mtp;
+  for (const std::string& name : ck.Names())
+    if (!known.count(name)) r.unexpected.push_back(name);
+}
+
+void CollectTensors(const Checkpoint& ck, bool checksums, InspectReport& r) {
+  const std::vector<std::string> names = ck.Names();
+  r.tensors.resize(names.size());
+  double log_sum = 0;
+  int64_t pow2 = 0;
+  for (size_t i = 0; i < names.size(); ++i) {
+    const TensorView v = ck.Get(names[i]);
+    InspectedTensor& t = r.tensors[i];
+    t = {names[i], std::string(DTypeName(v.dtype())), v.shape(), v.nbytes(), std::nullopt};
+    r.bytes_by_dtype[t.dtype] += t.nbytes;
+    r.total_bytes += t.nbytes;
+    if (names[i].ends_with(".weight_scale_inv") && v.dtype() == DType::kF32)
+      AddScales(v, r.fp8_scales, log_sum, pow2, r.bad);
+  }
+  if (r.fp8_scales.count) {
+    r.fp8_scales.geomean = std::exp(log_sum / r.fp8_scales.count);
+    r.fp8_scales.pow2_fraction = static_cast<double>(pow2) / r.fp8_scales.count;
+  }
+  if (!checksums) return;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (size_t i = 0; i < names.size(); ++i) {
+    const TensorView v = ck.Get(names[i]);
+    r.tensors[i].fnv1a64 = Fnv1a64(v.data, v.nbytes());
+  }
+}
+
+std::string Hex(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+}  // namespace
+
+uint64_t Fnv1a64(const void* data, size_t size) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < size; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+  return h;
+}
+
+CacheBytes CacheBytesPerToken(const ModelConfig& c) {
+  CacheBytes b;
+  const int64_t latent = c.kv_lora_rank + c.qk_rope_head_dim;
+  b.mla_f32 = 4 * latent;
+  b.mla_bf16 = 2 * latent;
+  b.mla_fp8 = c.kv_lora_rank + 4 * CeilDiv(c.kv_lora_rank, 128) + 2 * c.qk_rope_head_dim;
+  if (c.has_indexer() && c.index_head_dim)
+    b.indexer = *c.index_head_dim + 4 * CeilDiv(*c.index_head_dim, 128);
+  return b;
+}
+
+InspectReport Inspect(const InspectOptions& o) {
+  InspectReport r;
+  r.dir = o.dir;
+  std::optional<Checkpoint> ck;
+  try {
+    ck.emplace(Checkpoint::Open(o.dir));
+  } catch (const Error& e) {
+    r.errors.push_back(e.what());
+    return r;
+  }
+  r.config = ck->config();
+  r.cache = CacheBytesPerToken(*r.config);
+  std::vector<TensorEntry> table;
+  try {
+    table = TensorTable(*r.config);
+  } catch (const Error& e) {
+    r.errors.push_back(e.what());
+  }
+  std::vector<TensorEntry> present;
+  CompareWithTable(*ck, table, r, present);
+  r.params = CountParameters(*r.config, present);
+  CollectTensors(*ck, o.checksums, r);
+  return r;
+}
+
+nlohmann::json InspectJson(const InspectReport& r) {
+  using nlohmann::json;
+  json j;
+  j["dir"] = r.dir;
+  j["usable"] = r.usable();
+  j["errors"] = r.errors;
+  j["config"] = r.config ? r.config->ToJson() : json(nullptr);
+  if (r.config) {
+    const ModelConfig& c = *r.config;
+    int64_t moe = 0;
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) moe += c.is_moe_layer(l);
+    j["layers"] = {{"main", c.num_hidden_layers}, {"dense", c.num_hidden_layers - moe},
+                   {"moe", moe}, {"mtp", c.num_nextn_predict_layers}, {"mtp_present", r.has_mtp}};
+  }
+  j["parameters"] = {{"total", r.params.total}, {"active", r.params.active},
+                     {"routed_experts", r.params.routed_experts}, {"indexer", r.params.indexer},
+                     {"mtp", r.params.mtp}, {"mtp_unique", r.params.mtp_unique}};
+  j["bytes_by_dtype"] = r.bytes_by_dtype;
+  j["total_bytes"] = r.total_bytes;
+  j["fp8_scales"] = {{"count", r.fp8_scales.count}, {"min", r.fp8_scales.min},
+                     {"max", r.fp8_scales.max}, {"geomean", r.fp8_scales.geomean},
+                     {"pow2_fraction", r.fp8_scales.pow2_fraction}};
+  j["missing"] = r.missing;
+  j["missing_optional"] = r.missing_optional;
+  j["unexpected"] = r.unexpected;
+  j["bad"] = r.bad;
+  const int64_t layers = r.config ? r.config->num_hidden_layers : 0;
+  const CacheBytes& cb = r.cache;
+  j["cache_bytes_per_token"] = {
+      {"per_layer", {{"mla_f32", cb.mla_f32}, {"mla_bf16", cb.mla_bf16}, {"mla_fp8", cb.mla_fp8},
+                     {"indexer", cb.indexer}}},
+      {"layers", layers},
+      {"all_layers", {{"f32", layers * (cb.mla_f32 + cb.indexer)},
+                      {"bf16", layers * (cb.mla_bf16 + cb.indexer)},
+                      {"fp8", layers * (cb.mla_fp8 + cb.indexer)}}}};
+  json tensors = json::array();
+  for (const InspectedTensor& t : r.tensors) {
+    json e = {{"name", t.name}, {"dtype", t.dtype}, {"shape", t.shape}, {"nbytes", t.nbytes}};
+    if (t.fnv1a64) e["fnv1a64"] = Hex(*t.fnv1a64);
+    tensors.push_back(std::move(e));
+  }
+  j["tensors"] = std::move(tensors);
+  return j;
+}
+
+}  // namespace dsinfer

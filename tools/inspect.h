@@ -1,0 +1,79 @@
+// `dsinfer inspect`: what a checkpoint directory holds and whether dsinfer can run it.
+//
+// Compares the checkpoint with the TensorTable of its own config.json (missing, unexpected,
+// wrong dtype/shape), counts parameters, bytes by dtype, FP8 block-scale statistics and the
+// per-token cache sizes. The JSON form (docs/inspect.md) is a stable interface: other tools
+// verify checkpoints tensor by tensor with its `tensors` array. Thread-safe: pure functions.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "format/config.h"
+#include "model/tensor_table.h"
+
+namespace dsinfer {
+
+struct InspectOptions {
+  std::string dir{};
+  bool checksums = false;  // FNV-1a 64 of every tensor's raw bytes
+};
+
+struct ScaleStats {  // over every `.weight_scale_inv` value
+  int64_t count = 0;
+  double min = 0, max = 0, geomean = 0;
+  double pow2_fraction = 0;  // values that are exact powers of two
+};
+
+struct CacheBytes {  // per token and layer
+  int64_t mla_f32 = 0;   // c [kv_lora] + k_pe [rope] in f32
+  int64_t mla_bf16 = 0;  // the same in bf16
+  int64_t mla_fp8 = 0;   // DeepSeek's layout: e4m3 c + f32 scale per 128 + bf16 k_pe (656 B)
+  int64_t indexer = 0;   // e4m3 key [d_I] + f32 scale per 128 (0 without indexer)
+};
+
+struct InspectedTensor {
+  std::string name;
+  std::string dtype;
+  std::vector<int64_t> shape;
+  uint64_t nbytes = 0;
+  std::optional<uint64_t> fnv1a64;
+};
+
+struct InspectReport {
+  std::string dir{};
+  std::optional<ModelConfig> config;
+  std::vector<std::string> errors;  // why the checkpoint is unusable (config, open failure)
+  ParameterCounts params;           // of the table tensors present with the right shape
+  std::map<std::string, uint64_t> bytes_by_dtype;
+  uint64_t total_bytes = 0;
+  ScaleStats fp8_scales;
+  std::vector<std::string> missing;           // required table tensors absent
+  std::vector<std::string> missing_optional;  // e.g. an omitted MTP layer
+  std::vector<std::string> unexpected;        // present but not in the table
+  std::vector<std::string> bad;               // wrong dtype/shape or invalid scales, with details
+  bool has_mtp = false;                       // every MTP tensor present
+  CacheBytes cache;
+  std::vector<InspectedTensor> tensors;  // sorted by name
+
+  bool usable() const { return errors.empty() && missing.empty() && bad.empty(); }
+};
+
+InspectReport Inspect(const InspectOptions& options);
+CacheBytes CacheBytesPerToken(const ModelConfig& config);
+// FNV-1a 64 (offset basis 0xcbf29ce484222325, prime 0x100000001b3).
+uint64_t Fnv1a64(const void* data, size_t size);
+
+// Human-readable summary (stdout of `dsinfer inspect`).
+std::string FormatInspectSummary(const InspectReport& report);
+// Why the checkpoint is unusable (missing / wrong tensors, errors); empty when usable.
+std::string FormatInspectProblems(const InspectReport& report);
+// The `--json` object (docs/inspect.md).
+nlohmann::json InspectJson(const InspectReport& report);
+
+}  // namespace dsinfer
