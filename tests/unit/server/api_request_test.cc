@@ -2,11 +2,12 @@
 // accepted forms (stop string/list, max_completion_tokens, thinking flags, reasoner alias,
 // tool_choice none) map to the right parameters. Plus the pure pieces: usage/cost arithmetic
 // (against hand-computed prices), price parsing, SSE framing and the error JSON shape.
+#include "server/api_request.h"
+
 #include <gtest/gtest.h>
 
 #include "base/error.h"
 #include "server/api_error.h"
-#include "server/api_request.h"
 #include "server/sse.h"
 #include "server/usage.h"
 
@@ -45,9 +46,14 @@ TEST(ApiRequest, Defaults) {
 }
 
 TEST(ApiRequest, AcceptedForms) {
-  ChatRequest r = ParseChatRequest(Chat({{"max_completion_tokens", 7}, {"max_tokens", 9},
-                                         {"stop", "END"}, {"seed", 42}, {"n", 1},
-                                         {"temperature", 0}, {"top_p", 0.5}, {"stream", true},
+  ChatRequest r = ParseChatRequest(Chat({{"max_completion_tokens", 7},
+                                         {"max_tokens", 9},
+                                         {"stop", "END"},
+                                         {"seed", 42},
+                                         {"n", 1},
+                                         {"temperature", 0},
+                                         {"top_p", 0.5},
+                                         {"stream", true},
                                          {"stream_options", {{"include_usage", true}}},
                                          {"logprobs", false}}));
   EXPECT_EQ(*r.params.max_tokens, 7);  // max_completion_tokens wins
@@ -73,8 +79,10 @@ TEST(ApiRequest, ThinkingFlags) {
 
 TEST(ApiRequest, ToolChoice) {
   Json tools = Json::array({{{"type", "function"}, {"function", {{"name", "f"}}}}});
-  EXPECT_TRUE(ParseChatRequest(Chat({{"tools", tools}, {"tool_choice", "auto"}})).body.contains("tools"));
-  EXPECT_FALSE(ParseChatRequest(Chat({{"tools", tools}, {"tool_choice", "none"}})).body.contains("tools"));
+  EXPECT_TRUE(
+      ParseChatRequest(Chat({{"tools", tools}, {"tool_choice", "auto"}})).body.contains("tools"));
+  EXPECT_FALSE(
+      ParseChatRequest(Chat({{"tools", tools}, {"tool_choice", "none"}})).body.contains("tools"));
   EXPECT_EQ(ParamOf([&] { ParseChatRequest(Chat({{"tool_choice", "required"}})); }), "tool_choice");
   EXPECT_EQ(ParamOf([&] { ParseChatRequest(Chat({{"tools", "x"}})); }), "tools");
 }
@@ -83,8 +91,9 @@ TEST(ApiRequest, ErrorsNameTheField) {
   auto chat = [](Json extra) { return [extra] { ParseChatRequest(Chat(extra)); }; };
   EXPECT_EQ(ParamOf(chat({{"model", 3}})), "model");
   EXPECT_EQ(ParamOf(chat({{"messages", Json::array()}})), "messages");
-  EXPECT_EQ(ParamOf(chat({{"messages", {{{"role", "user"}, {"content", "a"}},
-                                        {{"role", "robot"}, {"content", "b"}}}}})),
+  EXPECT_EQ(ParamOf(chat(
+                {{"messages",
+                  {{{"role", "user"}, {"content", "a"}}, {{"role", "robot"}, {"content", "b"}}}}})),
             "messages[1].role");
   EXPECT_EQ(ParamOf(chat({{"messages", {"text"}}})), "messages[0]");
   EXPECT_EQ(ParamOf(chat({{"max_tokens", 0}})), "max_tokens");
@@ -115,8 +124,8 @@ TEST(ApiRequest, JsonBody) {
 }
 
 TEST(ApiError, Shape) {
-  const Json j = Json::parse(ApiError(404, "invalid_request_error", "no such model", "model",
-                                      "model_not_found").Body());
+  const Json j = Json::parse(
+      ApiError(404, "invalid_request_error", "no such model", "model", "model_not_found").Body());
   EXPECT_EQ(j, Json::parse(R"({"error":{"message":"no such model","type":"invalid_request_error",
                                         "param":"model","code":"model_not_found"}})"));
   const Json k = Json::parse(ApiError::PayloadTooLarge().Body());
@@ -125,7 +134,9 @@ TEST(ApiError, Shape) {
 }
 
 TEST(Usage, CostArithmetic) {
-  Usage u{.prompt_tokens = 3000000, .cache_hit_tokens = 1000000, .completion_tokens = 500000,
+  Usage u{.prompt_tokens = 3000000,
+          .cache_hit_tokens = 1000000,
+          .completion_tokens = 500000,
           .reasoning_tokens = 200000};
   const Json j = UsageJson(u, Prices{});
   EXPECT_EQ(j["prompt_tokens"], 3000000);

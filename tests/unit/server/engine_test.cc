@@ -2,13 +2,14 @@
 // run concurrently (round-robin steps, chunked prefill) produce exactly the tokens they produce
 // alone; forced (scripted) tokens are replayed; cancellation frees the slot; a full queue
 // refuses; max_tokens and the stop id end generations with the right reason.
+#include "runtime/engine.h"
+
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <memory>
 
 #include "base/error.h"
-#include "runtime/engine.h"
 #include "server_test_util.h"
 
 namespace dsinfer {

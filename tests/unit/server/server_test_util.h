@@ -2,10 +2,10 @@
 // vocabulary (so the real tokenizer's ids are valid), built once per build tree.
 #pragma once
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <string>
-
-#include <unistd.h>
 
 #include "tools/gen_model.h"
 
