@@ -28,11 +28,14 @@ SCRIPT = [  # first match wins: the tool result rule must precede the tool-call 
 
 
 def ensure_model(dsinfer, work):
-    model = os.path.join(work, "tiny")
+    model = os.path.join(work, "tiny1")
     if os.path.exists(os.path.join(model, "model.safetensors.index.json")):
         return model
     tmp = model + ".tmp%d" % os.getpid()
+    # One layer, no MTP: the server is under test, not the model; this keeps prefill of the
+    # ~400-token tool prompts fast.
     subprocess.run([dsinfer, "gen-model", "--preset", "tiny", "--seed", "11", "--out", tmp,
+                    "--set", "num_hidden_layers=1", "--set", "num_nextn_predict_layers=0",
                     "--force"], check=True, timeout=300, stdout=subprocess.DEVNULL)
     try:
         os.rename(tmp, model)

@@ -15,13 +15,14 @@ namespace dsinfer::server_test {
 // processes never see a partial checkpoint.
 inline std::string TinyModelDir() {
   namespace fs = std::filesystem;
-  const fs::path dir = fs::path(DSINFER_BINARY_DIR) / "test_models" / "server_tiny";
+  const fs::path dir = fs::path(DSINFER_BINARY_DIR) / "test_models" / "server_tiny2";
   if (fs::exists(dir / "model.safetensors.index.json")) return dir.string();
   const fs::path tmp = dir.string() + ".tmp" + std::to_string(::getpid());
   GenOptions o;
   o.preset = "tiny";
   o.seed = 5;
   o.out_dir = tmp.string();
+  o.sets = {"num_hidden_layers=2"};  // one dense and one MoE layer: enough, and faster
   o.force = true;
   GenerateCheckpoint(o);
   std::error_code ec;
