@@ -38,12 +38,6 @@ InitSpec LinearInit(const TensorEntry& e, const ModelConfig& c) {
 
 }  // namespace
 
-uint16_t FiniteToBF16(float x) {
-  uint32_t bits;
-  std::memcpy(&bits, &x, 4);
-  return static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
-}
-
 InitSpec InitFor(const TensorEntry& e, const ModelConfig& c) {
   switch (e.role) {
     case TensorRole::kEmbedding:  // residual stream starts at unit scale
@@ -90,13 +84,14 @@ void FillPlain(const TensorEntry& e, uint64_t key, InitSpec spec, std::span<std:
   if (e.dtype == DType::kBF16) {
     uint16_t* dst = reinterpret_cast<uint16_t*>(out.data());
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) dst[i] = FiniteToBF16(spec.mean + spec.std * UnitRandom(key, i));
+    for (int64_t i = 0; i < n; ++i) dst[i] = FloatToBF16(spec.mean + spec.std * UnitRandom(key, i));
   } else if (e.dtype == DType::kF32) {
     float* dst = reinterpret_cast<float*>(out.data());
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t i = 0; i < n; ++i) dst[i] = spec.mean + spec.std * UnitRandom(key, i);
   } else {
-    throw Error("FillPlain: unsupported dtype " + std::string(DTypeName(e.dtype)) + " of " + e.name);
+    throw Error("FillPlain: unsupported dtype " + std::string(DTypeName(e.dtype)) + " of " +
+                e.name);
   }
 }
 
@@ -123,7 +118,8 @@ void FillFp8(int64_t rows, int64_t cols, uint64_t key, InitSpec spec, std::span<
       scales[rb * col_blocks + cb] = scale;
       if (!q) continue;
       for (int64_t r = r0; r < r1; ++r)
-        for (int64_t j = c0; j < c1; ++j) q[r * cols + j] = FloatToE4M3(w[(r - r0) * cols + j] / scale);
+        for (int64_t j = c0; j < c1; ++j)
+          q[r * cols + j] = FloatToE4M3(w[(r - r0) * cols + j] / scale);
     }
   }
 }

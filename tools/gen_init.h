@@ -36,10 +36,6 @@ uint64_t TensorKey(uint64_t seed, std::string_view name);
 // The unit-variance random value number `index` of the stream `key`.
 float UnitRandom(uint64_t key, uint64_t index);
 
-// Round-to-nearest-even bf16 of a finite `x` (the generator's hot path; equals FloatToBF16
-// for every finite input — checked by the tests).
-uint16_t FiniteToBF16(float x);
-
 // Fills `out` (exactly `entry`'s byte size) with `entry`'s values drawn from `spec`, converted to
 // its dtype (BF16 round-to-nearest-even, F32). Not for quantised linears.
 void FillPlain(const TensorEntry& entry, uint64_t key, InitSpec spec, std::span<std::byte> out);

@@ -2,13 +2,12 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <cstring>
-#include <span>
-
 #include <nlohmann/json.hpp>
+#include <span>
 
 #include "base/error.h"
 #include "format/safetensors.h"
@@ -96,7 +95,7 @@ std::vector<int> PlanShards(const std::vector<uint64_t>& bytes, uint64_t total, 
     int want = 0;
     if (i > 0) {
       const auto by_bytes = static_cast<int>(static_cast<long double>(start) * shards / total);
-      want = std::clamp(by_bytes, cur, cur + 1);  // never skip a shard (no empty shard)
+      want = std::clamp(by_bytes, cur, cur + 1);      // never skip a shard (no empty shard)
       if (n - i <= shards - 1 - cur) want = cur + 1;  // one tensor left per remaining shard
       want = std::min(want, shards - 1);
     }
@@ -127,11 +126,13 @@ void PrepareOutDir(const fs::path& dir, bool force) {
     throw Error("output directory " + dir.string() + " is not empty (use --force to overwrite)");
   for (const auto& f : fs::directory_iterator(dir)) {  // stale shards of an earlier run
     const std::string name = f.path().filename().string();
-    if (name.ends_with(".safetensors") || name == "model.safetensors.index.json") fs::remove(f.path());
+    if (name.ends_with(".safetensors") || name == "model.safetensors.index.json")
+      fs::remove(f.path());
   }
 }
 
-// Generates one shard's tensors; FP8 scales computed with their weight wait in `scales`.
+// Fills tensors in table order; the FP8 scales computed with a weight wait in `pending_` until
+// their own `.weight_scale_inv` entry (the next tensor) is written.
 class TensorFiller {
  public:
   TensorFiller(const ModelConfig& c, uint64_t seed) : config_(c), seed_(seed) {}
@@ -154,7 +155,8 @@ class TensorFiller {
   }
   void FillScale(const TensorEntry& e, std::span<std::byte> out) {
     auto it = pending_.find(e.name);
-    DSINFER_CHECK(it != pending_.end(), "a block scale is generated with its weight, which comes first");
+    DSINFER_CHECK(it != pending_.end(),
+                  "a block scale is generated with its weight, which comes first");
     DSINFER_CHECK(it->second.size() * sizeof(float) == out.size());
     std::memcpy(out.data(), it->second.data(), out.size());
     pending_.erase(it);
@@ -167,10 +169,13 @@ class TensorFiller {
 
 void WriteConfigFiles(const fs::path& dir, const ModelConfig& c) {
   WriteText(dir / "config.json", c.ToJson().dump(2) + "\n");
-  const nlohmann::json gen_config = {
-      {"_from_model_config", true}, {"bos_token_id", c.bos_token_id},
-      {"eos_token_id", c.eos_token_id}, {"do_sample", true}, {"temperature", 1.0},
-      {"top_p", 0.95}, {"transformers_version", "4.46.3"}};
+  const nlohmann::json gen_config = {{"_from_model_config", true},
+                                     {"bos_token_id", c.bos_token_id},
+                                     {"eos_token_id", c.eos_token_id},
+                                     {"do_sample", true},
+                                     {"temperature", 1.0},
+                                     {"top_p", 0.95},
+                                     {"transformers_version", "4.46.3"}};
   WriteText(dir / "generation_config.json", gen_config.dump(2) + "\n");
 }
 

@@ -26,8 +26,8 @@ struct GenOptions {
   uint64_t seed = 0;
   std::string out_dir{};
   std::vector<std::string> sets{};  // "key=value", applied with ModelConfig::Set after the preset
-  int shards = 0;                 // 0: about one shard per 4 GiB, at least 1
-  bool force = false;             // allow writing into a non-empty `out_dir`
+  int shards = 0;                   // 0: about one shard per 4 GiB, at least 1
+  bool force = false;               // allow writing into a non-empty `out_dir`
   // Folder with V3's tokenizer.json / tokenizer_config.json; default: `DefaultTokenizerSource()`.
   std::optional<std::string> tokenizer_source{};
   // Called after each tensor with (bytes of tensor data written, total bytes).

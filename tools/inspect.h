@@ -8,11 +8,10 @@
 
 #include <cstdint>
 #include <map>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 #include "format/config.h"
 #include "model/tensor_table.h"
@@ -30,7 +29,7 @@ struct ScaleStats {  // over every `.weight_scale_inv` value
   double pow2_fraction = 0;  // values that are exact powers of two
 };
 
-struct CacheBytes {  // per token and layer
+struct CacheBytes {      // per token and layer
   int64_t mla_f32 = 0;   // c [kv_lora] + k_pe [rope] in f32
   int64_t mla_bf16 = 0;  // the same in bf16
   int64_t mla_fp8 = 0;   // DeepSeek's layout: e4m3 c + f32 scale per 128 + bf16 k_pe (656 B)

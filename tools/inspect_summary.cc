@@ -19,18 +19,25 @@ void Append(std::string& out, const char* fmt, ...) {
 
 std::string Count(int64_t n) {  // 1.23B / 45.6M / 789
   char buf[32];
-  if (n >= 1'000'000'000) std::snprintf(buf, sizeof buf, "%.2fB", n / 1e9);
-  else if (n >= 1'000'000) std::snprintf(buf, sizeof buf, "%.2fM", n / 1e6);
-  else std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(n));
+  if (n >= 1'000'000'000)
+    std::snprintf(buf, sizeof buf, "%.2fB", n / 1e9);
+  else if (n >= 1'000'000)
+    std::snprintf(buf, sizeof buf, "%.2fM", n / 1e6);
+  else
+    std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(n));
   return buf;
 }
 
 std::string Bytes(uint64_t n) {
   char buf[32];
-  if (n >= (1ull << 30)) std::snprintf(buf, sizeof buf, "%.2f GiB", n / double(1ull << 30));
-  else if (n >= (1ull << 20)) std::snprintf(buf, sizeof buf, "%.2f MiB", n / double(1ull << 20));
-  else if (n >= (1ull << 10)) std::snprintf(buf, sizeof buf, "%.2f KiB", n / double(1ull << 10));
-  else std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(n));
+  if (n >= (1ull << 30))
+    std::snprintf(buf, sizeof buf, "%.2f GiB", n / double(1ull << 30));
+  else if (n >= (1ull << 20))
+    std::snprintf(buf, sizeof buf, "%.2f MiB", n / double(1ull << 20));
+  else if (n >= (1ull << 10))
+    std::snprintf(buf, sizeof buf, "%.2f KiB", n / double(1ull << 10));
+  else
+    std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(n));
   return buf;
 }
 
@@ -52,7 +59,8 @@ void AppendArchitecture(std::string& s, const ModelConfig& c, bool has_mtp) {
            (long long)*c.index_topk);
   else
     Append(s, "  indexer (DSA): off (dense attention)\n");
-  Append(s, "  MoE: %lld routed experts (%lld per token, %lld groups keep %lld), %lld shared, "
+  Append(s,
+         "  MoE: %lld routed experts (%lld per token, %lld groups keep %lld), %lld shared, "
          "intermediate %lld; dense intermediate %lld\n",
          (long long)c.n_routed_experts, (long long)c.num_experts_per_tok, (long long)c.n_group,
          (long long)c.topk_group, (long long)c.n_shared_experts, (long long)c.moe_intermediate_size,
@@ -66,7 +74,9 @@ void AppendArchitecture(std::string& s, const ModelConfig& c, bool has_mtp) {
     Append(s, "  RoPE: theta %g, no scaling; max positions %lld\n", c.rope_theta,
            (long long)c.max_position_embeddings);
   Append(s, "  MTP: %lld layer(s) in config, %s\n", (long long)c.num_nextn_predict_layers,
-         c.num_nextn_predict_layers == 0 ? "none" : has_mtp ? "present" : "not (fully) present");
+         c.num_nextn_predict_layers == 0 ? "none"
+         : has_mtp                       ? "present"
+                                         : "not (fully) present");
 }
 
 void AppendList(std::string& s, const char* title, const std::vector<std::string>& items) {
@@ -83,24 +93,30 @@ std::string FormatInspectSummary(const InspectReport& r) {
   Append(s, "checkpoint: %s\n", r.dir.c_str());
   if (r.config) {
     AppendArchitecture(s, *r.config, r.has_mtp);
-    Append(s, "parameters: %s total, %s active per token (indexer %s), MTP %s (%s without its "
+    Append(s,
+           "parameters: %s total, %s active per token (indexer %s), MTP %s (%s without its "
            "embedding/head copies)\n",
            Count(r.params.total).c_str(), Count(r.params.active).c_str(),
            Count(r.params.indexer).c_str(), Count(r.params.mtp).c_str(),
            Count(r.params.mtp_unique).c_str());
     Append(s, "bytes: %s total;", Bytes(r.total_bytes).c_str());
-    for (const auto& [dtype, n] : r.bytes_by_dtype) Append(s, " %s %s;", dtype.c_str(), Bytes(n).c_str());
+    for (const auto& [dtype, n] : r.bytes_by_dtype)
+      Append(s, " %s %s;", dtype.c_str(), Bytes(n).c_str());
     s += "\n";
     const ScaleStats& f = r.fp8_scales;
-    Append(s, "FP8 block scales: %lld, min %.4g, max %.4g, geometric mean %.4g, %.1f%% powers of two\n",
-           (long long)f.count, f.min, f.max, f.geomean, 100.0 * f.pow2_fraction);
+    Append(
+        s,
+        "FP8 block scales: %lld, min %.4g, max %.4g, geometric mean %.4g, %.1f%% powers of two\n",
+        (long long)f.count, f.min, f.max, f.geomean, 100.0 * f.pow2_fraction);
     const CacheBytes& c = r.cache;
     const long long layers = r.config->num_hidden_layers;
-    Append(s, "cache per token and layer: MLA %lld B (f32) / %lld B (bf16) / %lld B (fp8), indexer "
-           "key %lld B\n", (long long)c.mla_f32, (long long)c.mla_bf16, (long long)c.mla_fp8,
-           (long long)c.indexer);
+    Append(s,
+           "cache per token and layer: MLA %lld B (f32) / %lld B (bf16) / %lld B (fp8), indexer "
+           "key %lld B\n",
+           (long long)c.mla_f32, (long long)c.mla_bf16, (long long)c.mla_fp8, (long long)c.indexer);
     Append(s, "cache per token, %lld layers: %s (f32) / %s (bf16) / %s (fp8)\n", layers,
-           Bytes(layers * (c.mla_f32 + c.indexer)).c_str(), Bytes(layers * (c.mla_bf16 + c.indexer)).c_str(),
+           Bytes(layers * (c.mla_f32 + c.indexer)).c_str(),
+           Bytes(layers * (c.mla_bf16 + c.indexer)).c_str(),
            Bytes(layers * (c.mla_fp8 + c.indexer)).c_str());
   }
   AppendList(s, "missing optional tensors", r.missing_optional);

@@ -16,8 +16,10 @@ int RunDefault() {
   const InspectReport r = Inspect({.dir = dir});
   std::fputs(FormatInspectSummary(r).c_str(), stdout);
   if (r.usable()) return 0;
-  std::fprintf(stderr, "dsinfer: error: the default model in %s is not usable; delete it to "
-               "regenerate\n%s", dir.c_str(), FormatInspectProblems(r).c_str());
+  std::fprintf(stderr,
+               "dsinfer: error: the default model in %s is not usable; delete it to "
+               "regenerate\n%s",
+               dir.c_str(), FormatInspectProblems(r).c_str());
   return 2;
 }
 

@@ -28,7 +28,8 @@ CommandRegistrar reg("gen-model", [](CLI::App& app) -> RunFn {
       ->capture_default_str();
   sub->add_option("--seed", o->seed, "random seed")->capture_default_str();
   sub->add_option("--out", o->out_dir, "output directory")->required();
-  sub->add_option("--set", o->sets, "override a config field after the preset, key=value (repeatable)")
+  sub->add_option("--set", o->sets,
+                  "override a config field after the preset, key=value (repeatable)")
       ->take_all()
       ->allow_extra_args(false);
   sub->add_option("--shards", o->shards, "number of safetensors shards (default: ~1 per 4 GiB)")

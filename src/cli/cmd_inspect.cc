@@ -2,7 +2,6 @@
 // checkpoint. Exit code 0 when dsinfer can run it, 2 when not (details on stderr).
 #include <cstdio>
 #include <memory>
-
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"

@@ -4,15 +4,16 @@
 //   dsinfer detokenize [--model DIR | --tokenizer FILE] [--lines] < ids     → text
 //
 // With neither --model nor --tokenizer the default model is used (generated on first use, see
-// cli/model_dir.h). Without --lines the whole input is one text (tokenize) or one JSON array (detokenize); with
+// cli/model_dir.h). Without --lines the whole input is one text (tokenize) or one JSON array
+// (detokenize); with
 // --lines each '\n'-terminated line is one (the '\n' is not part of it), one output per line.
 // Ids are those of HF `encode(text, add_special_tokens=False)`: no BOS is added.
 #include <cstdio>
 #include <iostream>
 #include <iterator>
 #include <memory>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -112,7 +113,9 @@ int RunDetokenize(const TokenizeOptions& o) {
 RunFn AddCommand(CLI::App& app, const char* name, const char* help, bool encode) {
   auto* sub = app.add_subcommand(name, help);
   auto o = std::make_shared<TokenizeOptions>();
-  auto* model = sub->add_option("--model", o->model_dir, "model directory (uses DIR/tokenizer.json; default: the default model)");
+  auto* model =
+      sub->add_option("--model", o->model_dir,
+                      "model directory (uses DIR/tokenizer.json; default: the default model)");
   sub->add_option("--tokenizer", o->tokenizer_file, "tokenizer.json file")->excludes(model);
   sub->add_flag("--lines", o->lines, "one input per line, one output per line");
   return [o, encode] { return encode ? RunTokenize(*o) : RunDetokenize(*o); };

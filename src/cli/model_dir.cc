@@ -23,7 +23,8 @@ std::string DefaultModelDir() {
   } else if (const char* home = std::getenv("HOME"); home && *home) {
     cache = std::string(home) + "/.cache";
   } else {
-    throw Error("cannot locate the default model: set HOME, XDG_CACHE_HOME or DSINFER_DEFAULT_MODEL");
+    throw Error(
+        "cannot locate the default model: set HOME, XDG_CACHE_HOME or DSINFER_DEFAULT_MODEL");
   }
   return cache + "/dsinfer/mini-seed0";
 }
@@ -60,7 +61,9 @@ bool EnsureDefaultModel(const std::string& dir) {
                dir.c_str());
   try {
     ProgressBar bar("gen-model mini");
-    GenerateCheckpoint({.preset = "mini", .seed = 0, .out_dir = tmp.string(),
+    GenerateCheckpoint({.preset = "mini",
+                        .seed = 0,
+                        .out_dir = tmp.string(),
                         .progress = [&](uint64_t d, uint64_t t) { bar.Update(d, t); }});
   } catch (...) {
     fs::remove_all(tmp, ec);

@@ -21,7 +21,7 @@ void Linear(const float* x, int64_t n, const WeightView& w, float* y, int64_t y_
 #pragma omp parallel if (parallel)
   {
     std::vector<float> row(direct ? 0 : w.cols);  // [cols] one decoded weight row
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 32)
     for (int64_t r = 0; r < w.rows; ++r) {
       const float* wr = direct ? static_cast<const float*>(w.data) + r * w.cols : row.data();
       if (!direct) DecodeRow(w, r, row.data());

@@ -1,6 +1,7 @@
 #include "kernels/weight.h"
 
 #include <array>
+#include <bit>
 #include <cstring>
 
 #include "base/error.h"
@@ -40,10 +41,8 @@ void DecodeRow(const WeightView& w, int64_t row, float* out) {
       return;
     case DType::kBF16: {
       const auto* p = static_cast<const uint16_t*>(w.data) + row * w.cols;
-      for (int64_t c = 0; c < w.cols; ++c) {
-        const uint32_t bits = static_cast<uint32_t>(p[c]) << 16;
-        std::memcpy(&out[c], &bits, 4);
-      }
+      for (int64_t c = 0; c < w.cols; ++c)
+        out[c] = std::bit_cast<float>(static_cast<uint32_t>(p[c]) << 16);
       return;
     }
     case DType::kF16: {

@@ -68,25 +68,45 @@ Routing Route(const ModelConfig& c, const MoeWeights& m, const float* x, int64_t
   return r;
 }
 
-// y += Σ_e w_e E_e(x), experts in ascending id, each expert's weights read once for all of
-// its tokens. x, y: [S, hidden]
+using TokenWeights = std::vector<std::pair<int64_t, float>>;  // (token row, routing weight)
+
+// ye = E_e(x[toks]): [n_e, hidden].
+void RunExpert(const MlpWeights& w, const TokenWeights& toks, const float* x, int64_t H,
+               std::vector<float>& ye) {
+  const int64_t n = static_cast<int64_t>(toks.size());
+  std::vector<float> xe(n * H);  // [n_e, hidden] gathered inputs
+  for (int64_t i = 0; i < n; ++i) std::copy_n(x + toks[i].first * H, H, &xe[i * H]);
+  ye.resize(n * H);
+  MlpForward(w, xe.data(), n, ye.data());
+}
+
+// Small batches (decode, short chunks): one thread per expert in a single parallel region,
+// instead of many small parallel GEMMs (which stall when cores are shared).
+constexpr int64_t kExpertParallelRows = 64;
+
+// y += Σ_e w_e E_e(x), adding experts in ascending id; each expert's weights are read once
+// for all of its tokens. x, y: [S, hidden]
 void RunExperts(const ModelConfig& c, const MoeWeights& m, const Routing& r, const float* x,
                 int64_t S, float* y) {
   const int64_t H = c.hidden_size, k = c.num_experts_per_tok;
-  std::vector<std::vector<std::pair<int64_t, float>>> by_expert(c.n_routed_experts);
+  std::vector<TokenWeights> by_expert(c.n_routed_experts);
   for (int64_t t = 0; t < S; ++t)
-    for (int64_t j = 0; j < k; ++j) by_expert[r.experts[t * k + j]].push_back({t, r.weights[t * k + j]});
-  std::vector<float> xe, ye;  // [n_e, hidden] gathered inputs / expert outputs
-  for (int64_t e = 0; e < c.n_routed_experts; ++e) {
-    const auto& toks = by_expert[e];
-    if (toks.empty()) continue;
-    const int64_t n = static_cast<int64_t>(toks.size());
-    xe.resize(n * H);
-    ye.resize(n * H);
-    for (int64_t i = 0; i < n; ++i) std::copy_n(x + toks[i].first * H, H, &xe[i * H]);
-    MlpForward(m.experts[e], xe.data(), n, ye.data());
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < H; ++j) y[toks[i].first * H + j] += toks[i].second * ye[i * H + j];
+    for (int64_t j = 0; j < k; ++j)
+      by_expert[r.experts[t * k + j]].push_back({t, r.weights[t * k + j]});
+  std::vector<int64_t> active;  // expert ids with tokens, ascending
+  for (int64_t e = 0; e < c.n_routed_experts; ++e)
+    if (!by_expert[e].empty()) active.push_back(e);
+  const bool batch = S * k <= kExpertParallelRows;
+  std::vector<std::vector<float>> ye(batch ? active.size() : 1);  // [n_e, hidden] per expert
+#pragma omp parallel for schedule(dynamic) if (batch)
+  for (size_t i = 0; i < (batch ? active.size() : 0); ++i)
+    RunExpert(m.experts[active[i]], by_expert[active[i]], x, H, ye[i]);
+  for (size_t i = 0; i < active.size(); ++i) {
+    const TokenWeights& toks = by_expert[active[i]];
+    std::vector<float>& out = batch ? ye[i] : ye[0];
+    if (!batch) RunExpert(m.experts[active[i]], toks, x, H, out);
+    for (size_t t = 0; t < toks.size(); ++t)
+      for (int64_t j = 0; j < H; ++j) y[toks[t].first * H + j] += toks[t].second * out[t * H + j];
   }
 }
 

@@ -1,5 +1,7 @@
 #include "model/kv_cache.h"
 
+#include <string>
+
 #include "base/error.h"
 #include "kernels/quant.h"
 
@@ -13,7 +15,9 @@ LayerKvCache::LayerKvCache(LatentLayout layout, int64_t index_head_dim)
     : layout_(layout),
       index_head_dim_(index_head_dim),
       index_blocks_(index_head_dim > 0 ? QuantBlocks(index_head_dim) : 0) {
-  DSINFER_CHECK(QuantBlocks(layout.kv_lora_rank) <= 64, "kv_lora_rank too large for fp8 cache");
+  if (QuantBlocks(layout.kv_lora_rank) > 64)
+    throw Error("kv_lora_rank " + std::to_string(layout.kv_lora_rank) +
+                " is too large for the fp8 KV cache (at most 8192)");
 }
 
 void LayerKvCache::Reserve(int64_t n) {

@@ -32,7 +32,7 @@ void AbsorbQuery(const Dims& d, const WeightView& wkv_b, const float* q, int64_t
 #pragma omp parallel if (d.H * d.dn * d.R * (S + 1) >= kParallelWork)
   {
     std::vector<float> row(d.R);  // [R] one W_UK row
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic)
     for (int64_t h = 0; h < d.H; ++h)
       for (int64_t i = 0; i < d.dn; ++i) {
         DecodeRow(wkv_b, h * (d.dn + d.dv) + i, row.data());
@@ -51,7 +51,7 @@ void ProjectValues(const Dims& d, const WeightView& wkv_b, const float* o_lat, i
 #pragma omp parallel if (d.H * d.dv * d.R * (S + 1) >= kParallelWork)
   {
     std::vector<float> row(d.R);  // [R] one W_UV row
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic)
     for (int64_t h = 0; h < d.H; ++h)
       for (int64_t i = 0; i < d.dv; ++i) {
         DecodeRow(wkv_b, h * (d.dn + d.dv) + d.dn + i, row.data());
@@ -144,14 +144,11 @@ std::vector<std::vector<int32_t>> SelectKeys(const LayerContext& ctx, const Laye
   return sel;
 }
 
-}  // namespace
-
-void AttentionForward(const LayerContext& ctx, const LayerWeights& lw, LayerKvCache& cache,
-                      const float* x, int64_t S, int64_t start, float* out) {
+// q: [S, H, dn + dr] with q_pe rotated; qr: [S, q_lora_rank] (empty without q_lora).
+void ProjectQuery(const LayerContext& ctx, const LayerWeights& lw, const Dims& d, const float* x,
+                  int64_t S, int64_t start, std::vector<float>& qr, std::vector<float>& q) {
   const ModelConfig& c = ctx.config;
-  const Dims d(c);
-  std::vector<float> qr;                 // [S, q_lora_rank]
-  std::vector<float> q(S * d.H * d.dq());  // [S, H, dn + dr]
+  q.resize(S * d.H * d.dq());
   if (lw.wq_a) {
     qr.resize(S * *c.q_lora_rank);
     Linear(x, S, *lw.wq_a, qr.data());
@@ -159,13 +156,22 @@ void AttentionForward(const LayerContext& ctx, const LayerWeights& lw, LayerKvCa
     if (ctx.dump) ctx.dump->Put(lw.layer, "q_latent", qr.data(), S, *c.q_lora_rank);
     Linear(qr.data(), S, lw.wq_b, q.data());
   } else {
-    Linear(x, S, lw.wq_b, q.data());
+    Linear(x, S, lw.wq_b, q.data());  // q_proj
   }
+  for (int64_t s = 0; s < S; ++s)
+    for (int64_t h = 0; h < d.H; ++h)
+      ctx.rope.ApplyInterleaved(&q[(s * d.H + h) * d.dq() + d.dn], start + s);
+}
+
+// c = kv_norm(wkv_a x)[:R], k_pe = RoPE(wkv_a x)[R:], written to the cache rows start.. .
+void WriteLatents(const LayerContext& ctx, const LayerWeights& lw, const Dims& d,
+                  LayerKvCache& cache, const float* x, int64_t S, int64_t start) {
   std::vector<float> kv_a(S * (d.R + d.dr));  // [S, R + dr]
   Linear(x, S, lw.wkv_a, kv_a.data());
   std::vector<float> ckv(S * d.R), k_pe(S * d.dr);  // [S, R], [S, dr]
   for (int64_t s = 0; s < S; ++s) {
-    RmsNorm(&kv_a[s * (d.R + d.dr)], 1, d.R, lw.kv_norm.data(), c.rms_norm_eps, &ckv[s * d.R]);
+    RmsNorm(&kv_a[s * (d.R + d.dr)], 1, d.R, lw.kv_norm.data(), ctx.config.rms_norm_eps,
+            &ckv[s * d.R]);
     std::copy_n(&kv_a[s * (d.R + d.dr) + d.R], d.dr, &k_pe[s * d.dr]);
     ctx.rope.ApplyInterleaved(&k_pe[s * d.dr], start + s);
     cache.layout().Encode(&ckv[s * d.R], &k_pe[s * d.dr], cache.latent_row(start + s));
@@ -174,19 +180,25 @@ void AttentionForward(const LayerContext& ctx, const LayerWeights& lw, LayerKvCa
     ctx.dump->Put(lw.layer, "kv_latent", ckv.data(), S, d.R);
     ctx.dump->Put(lw.layer, "k_pe", k_pe.data(), S, d.dr);
   }
-  for (int64_t s = 0; s < S; ++s)
-    for (int64_t h = 0; h < d.H; ++h)
-      ctx.rope.ApplyInterleaved(&q[(s * d.H + h) * d.dq() + d.dn], start + s);
+}
+
+}  // namespace
+
+void AttentionForward(const LayerContext& ctx, const LayerWeights& lw, LayerKvCache& cache,
+                      const float* x, int64_t S, int64_t start, float* out) {
+  const Dims d(ctx.config);
+  std::vector<float> qr, q;  // [S, q_lora_rank], [S, H, dn + dr]
+  ProjectQuery(ctx, lw, d, x, S, start, qr, q);
+  WriteLatents(ctx, lw, d, cache, x, S, start);  // before attention reads the cache
   std::vector<float> q_abs(S * d.H * d.R);  // [S, H, R]
   AbsorbQuery(d, lw.wkv_b, q.data(), S, q_abs.data());
-  // q_pe gathered contiguously per token: [S, H, dr]
-  std::vector<float> q_pe(S * d.H * d.dr);
+  std::vector<float> q_pe(S * d.H * d.dr);  // [S, H, dr] contiguous per token
   for (int64_t sh = 0; sh < S * d.H; ++sh)
     std::copy_n(&q[sh * d.dq() + d.dn], d.dr, &q_pe[sh * d.dr]);
   std::vector<std::vector<int32_t>> sel =
       SelectKeys(ctx, lw, cache, x, qr.empty() ? nullptr : qr.data(), S, start);
   std::vector<float> o_lat(S * d.H * d.R);  // [S, H, R]
-  const float scale = static_cast<float>(c.softmax_scale());
+  const float scale = static_cast<float>(ctx.config.softmax_scale());
 #pragma omp parallel for schedule(dynamic) if (S * (start + S) * d.H * d.R >= kParallelWork)
   for (int64_t s = 0; s < S; ++s) {
     MlaQuery mq{&q_abs[s * d.H * d.R], &q_pe[s * d.H * d.dr], d.H, scale};

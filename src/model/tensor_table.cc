@@ -63,8 +63,9 @@ void AddAttention(Builder& b, const ModelConfig& c, const std::string& p) {
   b.Fp8Linear(p + "o_proj", c.hidden_size, heads * c.v_head_dim);
   if (!c.has_indexer()) return;
   if (!c.q_lora_rank || !c.index_n_heads || !c.index_head_dim)
-    throw Error("config: the lightning indexer (index_topk) needs q_lora_rank, index_n_heads "
-                "and index_head_dim");
+    throw Error(
+        "config: the lightning indexer (index_topk) needs q_lora_rank, index_n_heads "
+        "and index_head_dim");
   const int64_t n_i = *c.index_n_heads, d_i = *c.index_head_dim;
   b.Fp8Linear(p + "indexer.wq_b", n_i * d_i, *c.q_lora_rank);
   b.Fp8Linear(p + "indexer.wk", d_i, c.hidden_size);
@@ -129,14 +130,16 @@ std::vector<TensorEntry> TensorTable(const ModelConfig& c) {
     b.Set(layer, /*required=*/true);
     AddDecoderLayer(b, c, layer, "model.layers." + std::to_string(layer) + ".");
   }
-  for (int64_t i = 0; i < c.num_nextn_predict_layers; ++i) AddMtpLayer(b, c, c.num_hidden_layers + i);
+  for (int64_t i = 0; i < c.num_nextn_predict_layers; ++i)
+    AddMtpLayer(b, c, c.num_hidden_layers + i);
   b.Set(-1, /*required=*/true);
   b.Norm("model.norm", c.hidden_size);
   b.Add("lm_head.weight", DType::kBF16, {c.vocab_size, c.hidden_size}, TensorRole::kHead);
   return out;
 }
 
-ParameterCounts CountParameters(const ModelConfig& config, const std::vector<TensorEntry>& entries) {
+ParameterCounts CountParameters(const ModelConfig& config,
+                                const std::vector<TensorEntry>& entries) {
   ParameterCounts n;
   const std::string expert_marker = ".mlp.experts.";
   const double active_fraction =

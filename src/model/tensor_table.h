@@ -26,13 +26,13 @@ enum class TensorRole : uint8_t {
 };
 
 struct TensorEntry {
-  std::string name;            // HF name, e.g. "model.layers.3.mlp.experts.7.up_proj.weight"
+  std::string name;  // HF name, e.g. "model.layers.3.mlp.experts.7.up_proj.weight"
   DType dtype;
   std::vector<int64_t> shape;  // [out, in] for linears
   TensorRole role;
-  int64_t layer = -1;          // -1 for embedding / final norm / head
-  bool quantized = false;      // kLinear stored as F8_E4M3 with a kBlockScale sibling
-  bool required = true;        // false: may be absent (e.g. MTP layer tensors)
+  int64_t layer = -1;      // -1 for embedding / final norm / head
+  bool quantized = false;  // kLinear stored as F8_E4M3 with a kBlockScale sibling
+  bool required = true;    // false: may be absent (e.g. MTP layer tensors)
 };
 
 // Every tensor of the checkpoint in a fixed order: embedding, layers 0..L-1, MTP layers

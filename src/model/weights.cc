@@ -5,6 +5,7 @@
 
 #include "base/error.h"
 #include "format/dtype.h"
+#include "model/tensor_table.h"
 
 namespace dsinfer {
 
@@ -139,6 +140,22 @@ LayerWeights LoadLayer(const Loader& ld, const ModelConfig& c, int64_t layer,
   return lw;
 }
 
+// Every tensor of the model's TensorTable (the list shared with the generator and `inspect`):
+// required ones must be present, present ones must have the listed shape. Dtypes are checked
+// where each tensor is loaded, since several are accepted (norms BF16/F32, linears FP8/BF16).
+void CheckAgainstTable(const Checkpoint& ckpt) {
+  for (const TensorEntry& e : TensorTable(ckpt.config())) {
+    const bool present = ckpt.Has(e.name);
+    if (!present && e.required && e.role != TensorRole::kGateBias &&
+        e.role != TensorRole::kBlockScale)
+      throw Error(ckpt.dir() + ": missing tensor " + e.name + " (expected shape " +
+                  ShapeText(e.shape) + ")");
+    if (present && ckpt.Get(e.name).shape() != e.shape)
+      throw Error(ckpt.dir() + ": tensor " + e.name + " has shape " +
+                  ShapeText(ckpt.Get(e.name).shape()) + ", expected " + ShapeText(e.shape));
+  }
+}
+
 }  // namespace
 
 ModelWeights LoadWeights(const Checkpoint& ckpt) {
@@ -148,6 +165,7 @@ ModelWeights LoadWeights(const Checkpoint& ckpt) {
                 "' is not supported (only sigmoid)");
   if (c.has_indexer() && !c.q_lora_rank)
     throw Error(ckpt.dir() + "/config.json: the lightning indexer needs q_lora_rank");
+  CheckAgainstTable(ckpt);
   Loader ld(ckpt);
   ModelWeights w;
   w.embed = ld.Linear("model.embed_tokens", c.vocab_size, c.hidden_size);

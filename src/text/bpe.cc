@@ -1,8 +1,7 @@
 #include "text/bpe.h"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
+#include <nlohmann/json.hpp>
 
 #include "base/error.h"
 #include "text/utf8.h"
@@ -65,14 +64,16 @@ const Bpe::MergeValue* Bpe::MergeTable::Find(int32_t a, int32_t b) const {
 Bpe::Bpe(const nlohmann::json& model, bool byte_level) : byte_level_(byte_level) {
   if (const auto* d = Field(model, "dropout"); d && d->get<double>() != 0.0)
     Bad("\"dropout\" is not supported (non-deterministic)");
-  if (Field(model, "continuing_subword_prefix")) Bad("\"continuing_subword_prefix\" is not supported");
+  if (Field(model, "continuing_subword_prefix"))
+    Bad("\"continuing_subword_prefix\" is not supported");
   if (Field(model, "end_of_word_suffix")) Bad("\"end_of_word_suffix\" is not supported");
   const auto* vocab = Field(model, "vocab");
   if (!vocab || !vocab->is_object()) Bad("\"vocab\" missing or not an object");
   vocab_.reserve(vocab->size());
   for (const auto& [token, id] : vocab->items()) {
-    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
-      Bad("vocab id of \"" + token + "\" is not a non-negative 32-bit integer");
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= kMaxTokenId)
+      Bad("vocab id of \"" + token + "\" is not an integer in [0, " + std::to_string(kMaxTokenId) +
+          ")");
     vocab_.emplace(token, id.get<int32_t>());
   }
   if (const auto* unk = Field(model, "unk_token")) {

@@ -13,14 +13,16 @@
 
 #include <cstdint>
 #include <mutex>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
 
-#include <nlohmann/json_fwd.hpp>
-
 namespace dsinfer::text {
+
+// Ids index dense tables: anything this large is a broken file, not a vocabulary.
+inline constexpr int64_t kMaxTokenId = int64_t{1} << 24;
 
 class Bpe {
  public:

@@ -1,8 +1,7 @@
 #include "text/pre_tokenizer.h"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "base/error.h"

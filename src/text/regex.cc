@@ -77,8 +77,9 @@ std::string Property(std::string_view pattern, std::string_view name, bool negat
   const std::string base = "\\p{" + std::string(name) + "}" + ClassBody(delta->add);
   if (in_class) {
     if (!delta->remove.empty() || (negated && !delta->add.empty()))
-      Unsupported(pattern, "\\p{" + std::string(name) + "} (negated or with category changes) "
-                           "inside a bracket class");
+      Unsupported(pattern, "\\p{" + std::string(name) +
+                               "} (negated or with category changes) "
+                               "inside a bracket class");
     return negated ? "\\P{" + std::string(name) + "}" : base;
   }
   if (delta->remove.empty()) return (negated ? "[^" : "[") + base + "]";

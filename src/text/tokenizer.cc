@@ -1,9 +1,8 @@
 #include "text/tokenizer.h"
 
-#include <nlohmann/json.hpp>
-
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <unordered_map>
 
@@ -111,6 +110,9 @@ void Tokenizer::Impl::LoadAddedTokens(const nlohmann::json& list) {
                    .single_word = Flag(t, "single_word", false),
                    .normalized = Flag(t, "normalized", !Flag(t, "special", false))};
     if (tok.content.empty()) continue;
+    if (tok.id < 0 || tok.id >= kMaxTokenId)
+      Bad("added token \"" + tok.content + "\" has id " + std::to_string(tok.id) + " outside [0, " +
+          std::to_string(kMaxTokenId) + ")");
     int32_t id;
     if (auto it = added_ids.find(tok.content); it != added_ids.end()) {
       id = it->second;
@@ -168,9 +170,17 @@ void Tokenizer::Impl::LoadSpecialIds(std::string_view config_json_text) {
     throw Error("tokenizer_config.json: malformed JSON: " + std::string(e.what()));
   }
   for (auto [field, slot] : {std::pair{"bos_token", &bos}, std::pair{"eos_token", &eos}}) {
-    if (!config.contains(field) || config[field].is_null()) continue;
+    if (!config.is_object() || !config.contains(field) || config[field].is_null()) continue;
     const auto& v = config[field];
-    const std::string content = v.is_string() ? v.get<std::string>() : v.at("content").get<std::string>();
+    std::string content;
+    if (v.is_string()) {
+      content = v.get<std::string>();
+    } else if (v.is_object() && v.contains("content") && v["content"].is_string()) {
+      content = v["content"].get<std::string>();
+    } else {
+      throw Error(std::string("tokenizer_config.json: ") + field +
+                  " is neither a string nor {\"content\": string}");
+    }
     *slot = lookup(content);
     if (!*slot)
       throw Error(std::string("tokenizer_config.json: ") + field + " \"" + content +

@@ -6,3 +6,9 @@ add_test(NAME forward_vs_reference
     --python ${DSINFER_PYTHON}
     --work ${CMAKE_BINARY_DIR}/forward_vs_reference)
 set_tests_properties(forward_vs_reference PROPERTIES LABELS reference TIMEOUT 900)
+
+# Bad command-line input gives exit status 1 with a message naming the culprit.
+add_test(NAME forward_cli_errors
+  COMMAND ${DSINFER_PYTHON} ${CMAKE_SOURCE_DIR}/tests/forward/cli_errors.py
+    --dsinfer $<TARGET_FILE:dsinfer> --work ${CMAKE_BINARY_DIR}/forward_cli_errors)
+set_tests_properties(forward_cli_errors PROPERTIES LABELS integration TIMEOUT 300)

@@ -12,10 +12,13 @@
 
 namespace {
 
-// The repository root, from this file's path (CMake compiles it by absolute path).
+// The repository root: $DSINFER_SOURCE_DIR, else derived from this file's path (absolute when
+// CMake compiles it; relative to the working directory otherwise).
 std::string SourceDir() {
+  if (const char* env = std::getenv("DSINFER_SOURCE_DIR"); env && *env) return env;
   const std::string self = __FILE__;
-  return self.substr(0, self.rfind("/tests/fuzz/"));
+  const size_t at = self.rfind("tests/fuzz/");
+  return at == 0 || at == std::string::npos ? "." : self.substr(0, at - 1);
 }
 
 const dsinfer::text::Tokenizer& Tok() {
@@ -25,6 +28,12 @@ const dsinfer::text::Tokenizer& Tok() {
 }
 
 }  // namespace
+
+// Loading the 8 MB tokenizer.json is slow under sanitizers: do it before the per-input timeout.
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  Tok();
+  return 0;
+}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace dsinfer::text;

@@ -321,6 +321,150 @@ class GateTest(unittest.TestCase):
         np.testing.assert_allclose(w, [[1.0, 1.0, 1.0]], rtol=1e-6)
 
 
+def _rotate_pair(a, b, theta):
+    return a * math.cos(theta) - b * math.sin(theta), a * math.sin(theta) + b * math.cos(theta)
+
+
+def _scalar_e4m3(v):
+    """Nearest e4m3 value by exhaustive search (ties -> even code), saturating."""
+    v = max(-448.0, min(448.0, v))
+    best = None
+    for code in range(256):
+        c = float(st.E4M3_TABLE[code])
+        if math.isnan(c):
+            continue
+        key = (abs(v - c), code % 2, -(math.copysign(1, c) == math.copysign(1, v)))
+        if best is None or key < best[0]:
+            best = (key, c)
+    return best[1]
+
+
+class CompositionTest(unittest.TestCase):
+    """Model.indexer / Model.mla against scalar loops written from NUMERICS.md §4/§5 (different
+    code: explicit pair rotations, popcount Hadamard, exhaustive e4m3 rounding, per-head sums)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="dsv32_comp_")
+        cfg = json.loads(json.dumps(writer.SMALL_CONFIG))
+        writer.write_checkpoint(cls.tmp, cfg, seed=21, shards=1)
+        cls.model = ref.Model(cls.tmp)
+        rng = np.random.default_rng(22)
+        cls.pos = np.array([0, 1, 2, 3, 60])
+        cls.x = rng.standard_normal((5, cfg["hidden_size"])).astype(F32)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp)
+
+    def test_indexer(self):
+        m, c = self.model, self.model.cfg
+        p = "model.layers.0.self_attn."
+        qr = m.q_proj(p, self.x)[1].astype(np.float64)
+        h_i, d_i, half = c.index_n_heads, c.index_head_dim, c.qk_rope_head_dim // 2
+        wq, wk = m.w.linear(p + "indexer.wq_b").astype(np.float64), m.w.linear(p + "indexer.wk").astype(np.float64)
+        wp = m.w.linear(p + "indexer.weights_proj").astype(np.float64)
+        kw, kb = m.w.vector(p + "indexer.k_norm.weight"), m.w.vector(p + "indexer.k_norm.bias")
+        freqs = ref.yarn_freqs(c)
+
+        def prep(v, pos):  # halves RoPE on the first rope dims, Hadamard, e4m3 quantisation
+            v = list(v)
+            for j in range(half):
+                v[j], v[j + half] = _rotate_pair(v[j], v[j + half], float(F32(pos) * freqs[j]))
+            y = [sum(v[b] * (-1) ** bin(a & b).count("1") for b in range(d_i)) / math.sqrt(d_i) for a in range(d_i)]
+            scale = 2.0 ** math.ceil(math.log2(max(max(abs(t) for t in y), 1e-4) / 448))
+            return [_scalar_e4m3(t / scale) for t in y], scale
+
+        keys = []
+        for i, pos in enumerate(self.pos):
+            k = wk @ self.x[i].astype(np.float64)
+            k = (k - k.mean()) / math.sqrt(k.var() + 1e-6) * kw + kb
+            keys.append(prep(k, pos))
+        got = m.indexer(p, self.x, qr.astype(F32), self.pos)
+        for i, pos in enumerate(self.pos):
+            q = (wq @ qr[i]).reshape(h_i, d_i)
+            w = wp @ self.x[i].astype(np.float64) / math.sqrt(h_i) / math.sqrt(d_i)
+            heads = [prep(q[h], pos) for h in range(h_i)]
+            for t in range(i + 1):
+                k8, ks = keys[t]
+                want = sum(w[h] * max(0.0, qs * ks * sum(a * b for a, b in zip(q8, k8))) for h, (q8, qs) in enumerate(heads))
+                self.assertAlmostEqual(float(got[i, t]), want, delta=1e-4 * (1 + abs(want)), msg=f"I({i},{t})")
+
+    def test_mla_dense(self):
+        m, c = self.model, self.model.cfg
+        p = "model.layers.0.self_attn."
+        n_heads, nope, rope, v_dim, r = c.num_attention_heads, c.qk_nope_head_dim, c.qk_rope_head_dim, c.v_head_dim, c.kv_lora_rank
+        freqs = ref.yarn_freqs(c)
+        x = self.x.astype(np.float64)
+        wqa, wqb = m.w.linear(p + "q_a_proj").astype(np.float64), m.w.linear(p + "q_b_proj").astype(np.float64)
+        wkva, wkvb = m.w.linear(p + "kv_a_proj_with_mqa").astype(np.float64), m.w.linear(p + "kv_b_proj").astype(np.float64)
+        wo = m.w.linear(p + "o_proj").astype(np.float64)
+        qn, kvn = m.w.vector(p + "q_a_layernorm.weight"), m.w.vector(p + "kv_a_layernorm.weight")
+        rms = lambda v, w: v / math.sqrt(np.mean(v * v) + 1e-6) * w  # noqa: E731
+
+        def rope_interleaved(v, pos):
+            v = list(v)
+            for j in range(rope // 2):
+                v[2 * j], v[2 * j + 1] = _rotate_pair(v[2 * j], v[2 * j + 1], float(F32(pos) * freqs[j]))
+            return np.array(v)
+
+        keys, values, queries = [], [], []
+        for i, pos in enumerate(self.pos):
+            kv = wkva @ x[i]
+            latent = rms(kv[:r], kvn)
+            k_pe = rope_interleaved(kv[r:], pos)                    # rope part LAST in MLA
+            per_head = wkvb.reshape(n_heads, nope + v_dim, r) @ latent
+            keys.append([np.concatenate([per_head[h, :nope], k_pe]) for h in range(n_heads)])
+            values.append([per_head[h, nope:] for h in range(n_heads)])
+            q = (wqb @ rms(wqa @ x[i], qn)).reshape(n_heads, nope + rope)
+            queries.append([np.concatenate([q[h, :nope], rope_interleaved(q[h, nope:], pos)]) for h in range(n_heads)])
+        scale = float(ref.softmax_scale(c))
+        want = []
+        for i in range(len(self.pos)):   # dense causal: keys 0..i (the call's rows)
+            out = []
+            for h in range(n_heads):
+                s = np.array([queries[i][h] @ keys[t][h] * scale for t in range(i + 1)])
+                pr = np.exp(s - s.max())
+                pr /= pr.sum()
+                out.append(sum(pr[t] * values[t][h] for t in range(i + 1)))
+            want.append(wo @ np.concatenate(out))
+        m.attention = "dense"
+        got = m.mla(0, self.x, self.pos)
+        m.attention = "dsa"
+        np.testing.assert_allclose(got, np.array(want), rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+    def test_moe_and_dense_ffn(self):
+        m, c = self.model, self.model.cfg
+        x = self.x.astype(np.float64)
+        silu = lambda v: v / (1 + np.exp(-v))  # noqa: E731
+
+        def swiglu(prefix, v):  # down( silu(gate · v) * (up · v) )
+            g = m.w.linear(prefix + "gate_proj").astype(np.float64) @ v
+            u = m.w.linear(prefix + "up_proj").astype(np.float64) @ v
+            return m.w.linear(prefix + "down_proj").astype(np.float64) @ (silu(g) * u)
+
+        np.testing.assert_allclose(m.ffn(0, self.x), np.array([swiglu("model.layers.0.mlp.", v) for v in x]),
+                                   rtol=1e-4, atol=1e-5)
+        p = "model.layers.1.mlp."
+        gate = m.w.vector(p + "gate.weight").astype(np.float64)
+        bias = m.w.vector(p + "gate.e_score_correction_bias").astype(np.float64)
+        want = []
+        for v in x:
+            s = 1 / (1 + np.exp(-(gate @ v)))
+            b = s + bias
+            groups = b.reshape(c.n_group, -1)
+            gscore = np.sort(groups, axis=1)[:, -2:].sum(1)
+            kept = sorted(range(c.n_group), key=lambda g: (-gscore[g], g))[:c.topk_group]
+            per = c.n_routed_experts // c.n_group
+            cand = [e for e in range(c.n_routed_experts) if e // per in kept]
+            chosen = sorted(sorted(cand, key=lambda e: (-b[e], e))[:c.num_experts_per_tok])
+            w = s[chosen] / s[chosen].sum() * c.routed_scaling_factor
+            y = sum(wi * swiglu(f"{p}experts.{e}.", v) for wi, e in zip(w, chosen))
+            want.append(y + swiglu(p + "shared_experts.", v))
+        np.testing.assert_allclose(m.ffn(1, self.x), np.array(want), rtol=1e-4, atol=1e-5)
+
+
 class EndToEndTest(unittest.TestCase):
     """Forward passes on small random checkpoints written with our own writer."""
 
@@ -369,6 +513,29 @@ class EndToEndTest(unittest.TestCase):
         self.assertEqual(m1.shape, (23, self.cfg["vocab_size"]))
         np.testing.assert_array_equal(m1[:-1], m2[:-1])
         self.assertGreater(np.abs(m1[-1] - m2[-1]).max(), 1e-4)
+
+    def test_mtp_concatenation_is_embedding_first(self):
+        # Zero the second (hidden-state) half of eh_proj: MTP logits must then ignore g, the
+        # main model's final-norm output, and still depend on the next token's embedding.
+        model = ref.Model(self.dir)
+        d = self.cfg["hidden_size"]
+        linear = model.w.linear
+
+        def patched(prefix):
+            w = linear(prefix)
+            if prefix.endswith("eh_proj"):
+                w = w.copy()
+                w[:, d:] = 0
+            return w
+        model.w.linear = patched
+        _, g = ref.Model(self.dir).forward(self.ids)
+        a = model.mtp(self.ids, g)
+        b = model.mtp(self.ids, np.random.default_rng(0).standard_normal(g.shape).astype(F32))
+        np.testing.assert_array_equal(a, b)
+        ids2 = list(self.ids)
+        ids2[5] = (ids2[5] + 1) % self.cfg["vocab_size"]
+        c = model.mtp(ids2, g)
+        self.assertGreater(np.abs(c[4] - a[4]).max(), 1e-4)   # row 4 reads t_5's embedding
 
     def test_kv_cache_modes(self):
         # Dense attention: with DSA a tiny perturbation can flip a near-tied top-k choice.

@@ -1,6 +1,7 @@
 // Live check of `dsinfer tokenize --lines` / `dsinfer detokenize --lines` against HF's own
 // tokenizer (`tokenizers` node binding): a sample of the golden corpus plus fresh random
-// strings that are not in the golden file. Usage: node oracle_check.mjs path/to/dsinfer
+// strings that are not in the golden file; and decoding of random id lists (invalid UTF-8
+// byte soup included) against HF `decode`. Usage: node oracle_check.mjs path/to/dsinfer
 import fs from 'fs';
 import os from 'os';
 import path from 'path';
@@ -56,9 +57,35 @@ const decoded = execFileSync(dsinfer, ['detokenize', '--model', dir, '--lines'],
   { ...opts, input: want.map((ids) => JSON.stringify(ids)).join('\n') + '\n' }).split('\n');
 let roundTrips = 0;
 for (let i = 0; i < texts.length; i++) if (decoded[i] === texts[i]) roundTrips++;
+// Decoding arbitrary id sequences (byte soup, invalid UTF-8 included) against HF's decode.
+const vocabSize = hf.getVocabSize(true);
+const byteIds = [];  // single-character vocab tokens of bytes 0x80..0xFF (lone UTF-8 pieces)
+for (let id = 0; id < 128000 && byteIds.length < 128; id++) {
+  const t = hf.idToToken(id);
+  if ([...t].length === 1 && t.codePointAt(0) >= 0xA1) byteIds.push(id);
+}
+const idLists = [];
+const hfTexts = [];
+while (idLists.length < 1000) {
+  const ids = Array.from({ length: 1 + Math.floor(rand() * 10) }, () =>
+    rand() < 0.05 ? vocabSize + Math.floor(rand() * 465)  // unknown ids: skipped
+      : rand() < 0.5 ? byteIds[Math.floor(rand() * byteIds.length)] : Math.floor(rand() * vocabSize));
+  const text = await hf.decode(ids, false);
+  if (text.includes('\n')) continue;  // one output line per id list
+  idLists.push(ids);
+  hfTexts.push(text);
+}
+const soup = execFileSync(dsinfer, ['detokenize', '--model', dir, '--lines'],
+  { ...opts, input: idLists.map((ids) => JSON.stringify(ids)).join('\n') + '\n' }).split('\n');
+let soupAgree = 0;
+for (let i = 0; i < idLists.length; i++) {
+  if (soup[i] === hfTexts[i]) soupAgree++;
+  else if (bad.length < 5) bad.push({ ids: idLists[i], oracle: hfTexts[i], dsinfer: soup[i] });
+}
 fs.rmSync(dir, { recursive: true });
 
 console.log(`tokenize: ${agree} / ${texts.length} lines equal to HF tokenizers`);
 console.log(`detokenize: ${roundTrips} / ${texts.length} lines decode back to the text`);
+console.log(`detokenize: ${soupAgree} / ${idLists.length} random id lists equal to HF decode`);
 for (const b of bad) console.log('MISMATCH', JSON.stringify(b));
-if (agree !== texts.length || roundTrips !== texts.length) process.exit(1);
+if (agree !== texts.length || roundTrips !== texts.length || soupAgree !== idLists.length) process.exit(1);

@@ -65,6 +65,54 @@ def case_gen_and_inspect(dsinfer, tmp):
     assert all(len(t["fnv1a64"]) == 16 for t in j["tensors"])
 
 
+def case_fp8_blocks_independent_reader(dsinfer, tmp):
+    """Reads the shard with NumPy (no dsinfer code): every FP8 block's largest |code| is 448
+    (scale = amax/448), scales are positive f32 of shape [ceil(out/128), ceil(in/128)], and
+    the FNV-1a 64 of each tensor's bytes equals inspect's."""
+    import numpy as np
+    out = os.path.join(tmp, "tiny")
+    gen(dsinfer, out, "--set", "vocab_size=1000")
+    j = json.loads(run([dsinfer, "inspect", out, "--json", "--checksums"]).stdout)
+    fnv = {t["name"]: t["fnv1a64"] for t in j["tensors"]}
+    path = os.path.join(out, "model-00001-of-00001.safetensors")
+    data = open(path, "rb").read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    body = data[8 + n:]
+    e4m3 = np.array([(-1 if c >> 7 else 1) * ((c & 7) / 8 * 2.0 ** -6 if (c >> 3) & 15 == 0
+                      else (1 + (c & 7) / 8) * 2.0 ** (((c >> 3) & 15) - 7)) for c in range(256)])
+    blocks = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        b, e = info["data_offsets"]
+        raw = body[b:e]
+        if info["dtype"] != "F8_E4M3":
+            continue
+        rows, cols = info["shape"]
+        codes = np.frombuffer(raw, np.uint8).reshape(rows, cols)
+        sinfo = header[name + "_scale_inv"]
+        assert sinfo["dtype"] == "F32" and sinfo["shape"] == [-(-rows // 128), -(-cols // 128)], name
+        sb, se = sinfo["data_offsets"]
+        scales = np.frombuffer(body[sb:se], np.float32).reshape(sinfo["shape"])
+        assert (scales > 0).all(), name
+        vals = np.abs(e4m3[codes])
+        for i in range(scales.shape[0]):
+            for k in range(scales.shape[1]):
+                assert vals[i * 128:(i + 1) * 128, k * 128:(k + 1) * 128].max() == 448.0, (name, i, k)
+                blocks += 1
+    assert blocks == j["fp8_scales"]["count"], (blocks, j["fp8_scales"]["count"])
+    # FNV-1a 64 of a few small tensors, computed here.
+    small = [k for k, v in header.items() if k != "__metadata__" and
+             v["data_offsets"][1] - v["data_offsets"][0] <= 4096][:20]
+    for name in small:
+        b, e = header[name]["data_offsets"]
+        h = 0xcbf29ce484222325
+        for byte in body[b:e]:
+            h = ((h ^ byte) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+        assert f"{h:016x}" == fnv[name], name
+
+
 def case_missing_tensor(dsinfer, tmp):
     out = os.path.join(tmp, "tiny")
     gen(dsinfer, out, "--set", "vocab_size=1000")

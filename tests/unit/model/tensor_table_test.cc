@@ -4,10 +4,10 @@
 
 #include <gtest/gtest.h>
 
-#include "base/error.h"
-
 #include <map>
 #include <set>
+
+#include "base/error.h"
 
 namespace dsinfer {
 namespace {
@@ -18,8 +18,8 @@ std::map<std::string, TensorEntry> ByName(const std::vector<TensorEntry>& t) {
   return m;
 }
 
-void ExpectTensor(const std::map<std::string, TensorEntry>& m, const std::string& name,
-                  DType dtype, std::vector<int64_t> shape) {
+void ExpectTensor(const std::map<std::string, TensorEntry>& m, const std::string& name, DType dtype,
+                  std::vector<int64_t> shape) {
   auto it = m.find(name);
   ASSERT_NE(it, m.end()) << name;
   EXPECT_EQ(it->second.dtype, dtype) << name;
@@ -106,8 +106,8 @@ TEST(TensorTable, OfficialParameterCounts) {
   c.index_head_dim.reset();
   c.index_topk.reset();
   ParameterCounts v3 = CountParameters(c, TensorTable(c));
-  EXPECT_NEAR(v3.total / 1e9, 671.0, 671.0 * 0.005);  // exact: 671.03B
-  EXPECT_NEAR(v3.active / 1e9, 37.0, 37.0 * 0.02);    // 37.55B (36.6B without the embedding)
+  EXPECT_NEAR(v3.total / 1e9, 671.0, 671.0 * 0.005);    // exact: 671.03B
+  EXPECT_NEAR(v3.active / 1e9, 37.0, 37.0 * 0.02);      // 37.55B (36.6B without the embedding)
   EXPECT_NEAR(v3.mtp_unique / 1e9, 11.5, 11.5 * 0.02);  // 11.61B
   EXPECT_EQ(v3.mtp - v3.mtp_unique, 2 * 129280LL * 7168);
   EXPECT_EQ(v3.indexer, 0);

@@ -59,7 +59,8 @@ TEST(Detokenizer, RandomIdsEqualDecode) {
 
 // Emoji and CJK split at every byte boundary: pieces appear only once a character completes.
 TEST(Detokenizer, HoldsBackIncompleteCharactersAtEveryBoundary) {
-  const std::string text = "中文👨‍👩‍👧😀é\xF0\x9F\x98";  // ends with a truncated emoji
+  const std::string text =
+      "中文👨‍👩‍👧😀é\xF0\x9F\x98";  // ends with a truncated emoji
   std::mt19937 rng(7);
   for (int trial = 0; trial < 200; ++trial) {
     Detokenizer d(V32Tokenizer());

@@ -35,10 +35,10 @@ TEST(Regex, WhiteSpaceIsOniguruma) {
 }
 
 TEST(Regex, CategoriesIncludeUnicode16Additions) {
-  EXPECT_TRUE(Matches("\\p{L}", 0x31350));     // CJK Extension H (Unicode 15)
-  EXPECT_TRUE(Matches("[\\p{L}]", 0x2EBF0));   // CJK Extension I (15.1)
-  EXPECT_TRUE(Matches("\\p{N}", 0x10D40));     // Garay digit (16)
-  EXPECT_TRUE(Matches("\\p{S}", 0x1CC00));     // legacy computing supplement (16)
+  EXPECT_TRUE(Matches("\\p{L}", 0x31350));    // CJK Extension H (Unicode 15)
+  EXPECT_TRUE(Matches("[\\p{L}]", 0x2EBF0));  // CJK Extension I (15.1)
+  EXPECT_TRUE(Matches("\\p{N}", 0x10D40));    // Garay digit (16)
+  EXPECT_TRUE(Matches("\\p{S}", 0x1CC00));    // legacy computing supplement (16)
   EXPECT_FALSE(Matches("\\P{L}", 0x31350));
   EXPECT_TRUE(Matches("[^\\p{P}\\p{S}]", 0x31350));
   EXPECT_FALSE(Matches("[^\\p{L}\\p{P}]", 0x31350));
@@ -59,8 +59,8 @@ TEST(Regex, EmptyMatchesFollowTheOnigCrate) {
 }
 
 TEST(Regex, RejectsWhatItCannotTranslate) {
-  for (const char* p : {"\\w", "\\b", "\\h", "\\p{Han}", "[[:alpha:]]", "[a&&b]", "[a-z", "(?y)",
-                        "[\\P{L}]"}) {
+  for (const char* p :
+       {"\\w", "\\b", "\\h", "\\p{Han}", "[[:alpha:]]", "[a&&b]", "[a-z", "(?y)", "[\\P{L}]"}) {
     EXPECT_THROW(Regex{p}, Error) << p;
   }
 }

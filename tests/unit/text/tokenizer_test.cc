@@ -4,8 +4,8 @@
 
 #include <gtest/gtest.h>
 
-#include <ctime>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <random>
 #include <thread>
@@ -65,8 +65,9 @@ TEST(TokenizerGolden, InvalidUtf8IsReplacedLikeTheWhatwgDecoder) {
 // Byte-level BPE loses nothing: any bytes decode back to themselves after UTF-8 repair.
 TEST(Tokenizer, RandomBytesRoundTrip) {
   std::mt19937 rng(2026);
-  const std::string alphabet[] = {" ", "\t", "\n", "a", "Z", "7", "<think>", "<｜User｜>", "中",
-                                  "😀", "\xC2\x85", "\xE1\xA0\x8E", "\xFF", "\xE4\xB8", "'s"};
+  const std::string alphabet[] = {" ",        "\t",           "\n",         "a",        "Z",
+                                  "7",        "<think>",      "<｜User｜>", "中",       "😀",
+                                  "\xC2\x85", "\xE1\xA0\x8E", "\xFF",       "\xE4\xB8", "'s"};
   for (int trial = 0; trial < 3000; ++trial) {
     std::string bytes;
     const int n = rng() % 40;
@@ -101,9 +102,9 @@ TEST(Tokenizer, ModelCardExample) {
   const std::string text =
       "<｜begin▁of▁sentence｜><｜User｜>hello<｜Assistant｜></think>Hello! I am DeepSeek."
       "<｜end▁of▁sentence｜><｜User｜>1+1=?<｜Assistant｜><think>";
-  const std::vector<int32_t> want = {0,      128803, 33310,  128804, 128799, 19923, 3,
-                                     342,    1030,   22651,  4374,   1465,   16,    1,
-                                     128803, 19,     13,     19,     127252, 128804, 128798};
+  const std::vector<int32_t> want = {0,      128803, 33310, 128804, 128799, 19923,  3,
+                                     342,    1030,   22651, 4374,   1465,   16,     1,
+                                     128803, 19,     13,    19,     127252, 128804, 128798};
   EXPECT_EQ(V32Tokenizer().Encode(text), want);
   EXPECT_EQ(V32Tokenizer().Decode(want), text);
 }
@@ -171,8 +172,10 @@ nlohmann::json Tiny() {
 }
 
 TEST(TokenizerErrors, NamesTheCulprit) {
-  ExpectError([] { Tokenizer::FromFile("/nonexistent/tokenizer.json"); }, "/nonexistent/tokenizer.json");
-  ExpectError([] { Tokenizer::FromJson("{\"model\": [1,", "", "bad.json"); }, "bad.json: malformed JSON");
+  ExpectError([] { Tokenizer::FromFile("/nonexistent/tokenizer.json"); },
+              "/nonexistent/tokenizer.json");
+  ExpectError([] { Tokenizer::FromJson("{\"model\": [1,", "", "bad.json"); },
+              "bad.json: malformed JSON");
   auto with = [](const char* key, const nlohmann::json& value) {
     auto j = Tiny();
     j[key] = value;
@@ -183,8 +186,10 @@ TEST(TokenizerErrors, NamesTheCulprit) {
   ExpectError([&] { Tokenizer::FromJson(with("decoder", {{"type", "Metaspace"}})); }, "Metaspace");
   ExpectError([&] { Tokenizer::FromJson(with("pre_tokenizer", {{"type", "Digits"}})); }, "Digits");
   ExpectError([&] { Tokenizer::FromJson(with("truncation", {{"max_length", 5}})); }, "truncation");
-  nlohmann::json split = {{"type", "Split"}, {"pattern", {{"Regex", "\\w+"}}},
-                          {"behavior", "Isolated"}, {"invert", false}};
+  nlohmann::json split = {{"type", "Split"},
+                          {"pattern", {{"Regex", "\\w+"}}},
+                          {"behavior", "Isolated"},
+                          {"invert", false}};
   ExpectError([&] { Tokenizer::FromJson(with("pre_tokenizer", split)); }, "\\w");
   split["pattern"] = {{"Regex", "\\p{Han}"}};
   ExpectError([&] { Tokenizer::FromJson(with("pre_tokenizer", split)); }, "\\p{Han}");
@@ -196,6 +201,11 @@ TEST(TokenizerErrors, NamesTheCulprit) {
   auto bad_merge = Tiny();
   bad_merge["model"]["merges"] = {"a c"};
   ExpectError([&] { Tokenizer::FromJson(bad_merge.dump()); }, "\"c\" not in vocab");
+  auto huge_id = Tiny();
+  huge_id["model"]["vocab"]["b"] = 2147483647;
+  ExpectError([&] { Tokenizer::FromJson(huge_id.dump()); }, "vocab id of \"b\"");
+  ExpectError([] { Tokenizer::FromJson(Tiny().dump(), R"({"bos_token": {"x": 1}})"); },
+              "bos_token");
   auto bad_id = Tiny();
   bad_id["added_tokens"] = {{{"id", 7}, {"content", "<x>"}, {"special", true}}};
   ExpectError([&] { Tokenizer::FromJson(bad_id.dump()); }, "<x>");

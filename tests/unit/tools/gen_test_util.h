@@ -1,14 +1,13 @@
 // Helpers for the generator tests: a scratch directory removed at the end of the test.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
-
-#include <gtest/gtest.h>
 
 namespace dsinfer::testing_util {
 

@@ -1,10 +1,10 @@
 // inspect: usability verdicts, counts and the JSON interface on generated checkpoints.
 #include "tools/inspect.h"
 
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <fstream>
-
-#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "format/checkpoint.h"
@@ -47,7 +47,8 @@ void RewriteShard(const std::string& dir, const std::function<bool(TensorSpec&)>
   });
   nlohmann::json index = nlohmann::json::parse(ReadFile(dir + "/model.safetensors.index.json"));
   index["weight_map"] = nlohmann::json::object();
-  for (const TensorSpec& s : specs) index["weight_map"][s.name] = "model-00001-of-00001.safetensors";
+  for (const TensorSpec& s : specs)
+    index["weight_map"][s.name] = "model-00001-of-00001.safetensors";
   std::ofstream(dir + "/model.safetensors.index.json") << index.dump();
 }
 
@@ -83,7 +84,8 @@ TEST(Inspect, GeneratedTinyIsUsable) {
   EXPECT_LE(r.fp8_scales.geomean, r.fp8_scales.max);
   EXPECT_LT(r.fp8_scales.pow2_fraction, 0.05);  // amax/448 of random draws: rarely a power of 2
   const std::string summary = FormatInspectSummary(r);
-  EXPECT_NE(summary.find("indexer (DSA): on, 4 heads x 64 dims, top-16"), std::string::npos) << summary;
+  EXPECT_NE(summary.find("indexer (DSA): on, 4 heads x 64 dims, top-16"), std::string::npos)
+      << summary;
   EXPECT_NE(summary.find("usable: yes"), std::string::npos);
 }
 
@@ -140,7 +142,8 @@ TEST(Inspect, WrongShapeNamesTensorAndExpectedShape) {
   const InspectReport r = Inspect({.dir = dir});
   EXPECT_FALSE(r.usable());
   ASSERT_EQ(r.bad.size(), 1u);
-  EXPECT_EQ(r.bad[0], "model.layers.0.self_attn.kv_a_layernorm.weight: expected BF16 [80], found BF16 [79]");
+  EXPECT_EQ(r.bad[0],
+            "model.layers.0.self_attn.kv_a_layernorm.weight: expected BF16 [80], found BF16 [79]");
 }
 
 TEST(Inspect, OmittedMtpLayerIsStillUsableUnexpectedIsReported) {
@@ -194,8 +197,9 @@ TEST(Inspect, AcceptsF32NormsRejectsOtherDtypes) {
     return true;
   });
   const InspectReport r = Inspect({.dir = dir});
-  EXPECT_EQ(r.bad, std::vector<std::string>{
-                       "model.layers.1.mlp.gate.weight: expected BF16 [8, 200], found F16 [8, 200]"});
+  EXPECT_EQ(r.bad,
+            std::vector<std::string>{
+                "model.layers.1.mlp.gate.weight: expected BF16 [8, 200], found F16 [8, 200]"});
 }
 
 }  // namespace
