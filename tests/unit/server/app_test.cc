@@ -259,6 +259,26 @@ TEST_F(AppTest, StopSequenceAndGreedyCompletions) {
   EXPECT_EQ(text, whole["choices"][0]["text"]);
 }
 
+TEST_F(AppTest, ResponseFormatAndToolChoiceNoneAccepted) {
+  OpenAiApp app(*engine_, *tok_, Options());
+  const HttpResponse r = Post(app, "/v1/chat/completions",
+                              UserChat("hi", {{"response_format", {{"type", "json_object"}}},
+                                              {"max_tokens", 2},
+                                              {"tool_choice", "none"},
+                                              {"seed", 7},
+                                              {"temperature", 0.7}}));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Json::parse(r.body)["usage"]["completion_tokens"], 2);
+  // Seeded sampling replays the same tokens.
+  const HttpResponse again = Post(app, "/v1/chat/completions",
+                                  UserChat("hi", {{"response_format", {{"type", "json_object"}}},
+                                                  {"max_tokens", 2},
+                                                  {"tool_choice", "none"},
+                                                  {"seed", 7},
+                                                  {"temperature", 0.7}}));
+  EXPECT_EQ(Json::parse(r.body)["choices"], Json::parse(again.body)["choices"]);
+}
+
 TEST_F(AppTest, ClientLeavingCancels) {
   OpenAiApp app(*engine_, *tok_, Options());
   const HttpResponse s =
