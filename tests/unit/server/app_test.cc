@@ -13,6 +13,8 @@
 #include "runtime/engine.h"
 #include "server/openai_app.h"
 #include "server_test_util.h"
+#include "text/chat_encoding.h"
+#include "text/completion_parser.h"
 #include "text/tokenizer.h"
 
 namespace dsinfer::server {
@@ -23,7 +25,7 @@ using namespace std::chrono_literals;
 
 const char* kThink = "Let me think about 2+2.</think>It is 4.<｜end▁of▁sentence｜>";
 const char* kToolCall =
-    "The user wants weather.</think>\n\n<｜DSML｜function_calls>\n"
+    "Weather.</think>\n\n<｜DSML｜function_calls>\n"
     "<｜DSML｜invoke name=\"get_weather\">\n"
     "<｜DSML｜parameter name=\"city\" string=\"true\">Paris</｜DSML｜parameter>\n"
     "<｜DSML｜parameter name=\"days\" string=\"false\">2</｜DSML｜parameter>\n"
@@ -191,16 +193,19 @@ TEST_F(AppTest, ScriptedThinkingNonStream) {
   EXPECT_EQ(j["usage"]["total_tokens"], j["usage"]["prompt_tokens"].get<int64_t>() + completion);
 }
 
-TEST_F(AppTest, ToolCallStreamEqualsNonStream) {
+// The streamed deltas reassemble to the one-shot parse of the scripted text (the non-stream
+// path is the same accumulation, checked in ScriptedThinkingNonStream; one generation here
+// keeps the test fast under ASan).
+TEST_F(AppTest, ToolCallStreamEqualsOneShotParse) {
   OpenAiApp app(*engine_, *tok_, Options());
   // No `tools` in the request: their ~400-token prompt would only slow the test down; the
   // parser reads DSML regardless (the node test does the round trip with tools).
   Json req = UserChat("SCRIPT_TOOL", {{"thinking", {{"type", "enabled"}}}});
-  const Json whole = Json::parse(Post(app, "/v1/chat/completions", req).body);
-  const Json& msg = whole["choices"][0]["message"];
-  EXPECT_EQ(whole["choices"][0]["finish_reason"], "tool_calls");
+  std::string script = kToolCall;
+  script.resize(script.size() - std::string("<｜end▁of▁sentence｜>").size());
+  const Json msg = text::ToOpenAiMessage(
+      text::ParseCompletion(script, text::ThinkingMode::kThinking), text::ThinkingMode::kThinking);
   ASSERT_EQ(msg["tool_calls"].size(), 1u);
-  EXPECT_EQ(msg["tool_calls"][0]["function"]["name"], "get_weather");
   EXPECT_EQ(msg["tool_calls"][0]["function"]["arguments"], R"({"city": "Paris", "days": 2})");
   req["stream"] = true;
   req["stream_options"] = {{"include_usage", true}};
@@ -234,8 +239,9 @@ TEST_F(AppTest, ToolCallStreamEqualsNonStream) {
   EXPECT_EQ(calls[0]["index"], 0);
   EXPECT_EQ(calls[0]["function"], msg["tool_calls"][0]["function"]);
   EXPECT_EQ(finish, "tool_calls");
-  EXPECT_EQ(usage["completion_tokens"], whole["usage"]["completion_tokens"]);
-  EXPECT_EQ(usage["prompt_tokens"], whole["usage"]["prompt_tokens"]);
+  EXPECT_EQ(usage["completion_tokens"], static_cast<int64_t>(tok_->Encode(kToolCall).size()));
+  EXPECT_EQ(usage["prompt_tokens"],
+            static_cast<int64_t>(tok_->Encode(text::EncodeChatRequest(req).text).size()));
 }
 
 TEST_F(AppTest, StopSequenceAndGreedyCompletions) {
@@ -246,10 +252,10 @@ TEST_F(AppTest, StopSequenceAndGreedyCompletions) {
   EXPECT_EQ(r["choices"][0]["finish_reason"], "stop");
   // Greedy plain completion: stream and non-stream give the same text.
   Json c = {
-      {"model", "deepseek-v3.2"}, {"prompt", "Once upon"}, {"max_tokens", 6}, {"temperature", 0}};
+      {"model", "deepseek-v3.2"}, {"prompt", "Once upon"}, {"max_tokens", 3}, {"temperature", 0}};
   const Json whole = Json::parse(Post(app, "/v1/completions", c).body);
   EXPECT_EQ(whole["choices"][0]["finish_reason"], "length");
-  EXPECT_EQ(whole["usage"]["completion_tokens"], 6);
+  EXPECT_EQ(whole["usage"]["completion_tokens"], 3);
   c["stream"] = true;
   FakeSink sink;
   Post(app, "/v1/completions", c).stream(sink);

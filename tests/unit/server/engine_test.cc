@@ -64,8 +64,8 @@ class EngineTest : public ::testing::Test {
 std::string* EngineTest::dir_ = nullptr;
 
 TEST_F(EngineTest, InterleavedEqualsAlone) {
-  std::vector<GenerationRequest> reqs = {Request(23, 1, 9), Request(5, 2, 12), Request(40, 3, 6),
-                                         Request(11, 4, 10)};
+  std::vector<GenerationRequest> reqs = {Request(23, 1, 4), Request(5, 2, 6), Request(40, 3, 3),
+                                         Request(11, 4, 5)};
   std::vector<Result> alone;
   {
     auto e = Make(1, 8, 1 << 20);  // one at a time, whole prompt in one Forward
@@ -86,7 +86,7 @@ TEST_F(EngineTest, InterleavedEqualsAlone) {
   EXPECT_EQ(s.running, 0);
   EXPECT_EQ(s.queued, 0);
   EXPECT_EQ(s.prompt_tokens, 23 + 5 + 40 + 11);
-  EXPECT_EQ(s.generated_tokens, 9 + 12 + 6 + 10);
+  EXPECT_EQ(s.generated_tokens, 4 + 6 + 3 + 5);
 }
 
 TEST_F(EngineTest, ForcedTokensAndStopId) {
