@@ -1,0 +1,97 @@
+// `dsinfer serve`: the OpenAI-compatible HTTP server (docs/server.md). Loads the model and its
+// tokenizer, starts the scheduler's worker and serves on loopback by default. Prints
+// "listening on http://HOST:PORT" on stderr once bound (with --port 0: the chosen port).
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "base/error.h"
+#include "cli/commands.h"
+#include "cli/model_dir.h"
+#include "model/model.h"
+#include "runtime/engine.h"
+#include "server/http_server.h"
+#include "server/openai_app.h"
+#include "text/tokenizer.h"
+
+namespace dsinfer::cli {
+namespace {
+
+struct ServeOptions {
+  std::optional<std::string> model;
+  server::HttpServerOptions http;
+  std::optional<std::string> api_key;
+  std::string model_name = "deepseek-v3.2";
+  int64_t ctx = 0;
+  int parallel = 4;
+  int queue = 64;
+  int64_t prefill_chunk = 64;
+  std::string prices = "0.028,0.28,0.42";
+  std::optional<std::string> test_script;
+};
+
+int RunServe(const ServeOptions& o) {
+  const std::string dir = ResolveModelDir(o.model);
+  server::AppOptions app_options;
+  app_options.model_name = o.model_name;
+  app_options.api_key = o.api_key;
+  app_options.ctx = o.ctx;
+  app_options.prices = server::ParsePrices(o.prices);
+  app_options.max_body_bytes = o.http.max_body_bytes;
+  if (o.test_script) {
+    app_options.test_script = server::LoadTestScript(*o.test_script);
+    std::fprintf(stderr,
+                 "WARNING: --test-script replaces sampling for matching prompts "
+                 "(test-only)\n");
+  }
+  const text::Tokenizer tokenizer = text::Tokenizer::FromFile(dir + "/tokenizer.json");
+  EngineOptions eo;
+  eo.parallel = o.parallel;
+  eo.queue_capacity = o.queue;
+  eo.prefill_chunk = o.prefill_chunk;
+  Engine engine(Model::Load(dir), eo);
+  server::OpenAiApp app(engine, tokenizer, app_options);
+  server::HttpServerOptions http = o.http;
+  http.threads = o.parallel + o.queue + 4;
+  server::ServeHttp(
+      http, [&app](const server::HttpRequest& r) { return app.Handle(r); },
+      [&](int port) {
+        std::fprintf(stderr, "listening on http://%s:%d (model %s)\n", http.host.c_str(), port,
+                     o.model_name.c_str());
+        std::fflush(stderr);
+      });
+  return 0;
+}
+
+CommandRegistrar reg("serve", [](CLI::App& app) -> RunFn {
+  auto* sub = app.add_subcommand("serve", "OpenAI-compatible HTTP server (docs/server.md)");
+  auto o = std::make_shared<ServeOptions>();
+  sub->add_option("--model", o->model, "checkpoint directory (default: the default model)");
+  sub->add_option("--host", o->http.host, "address to bind")->capture_default_str();
+  sub->add_option("--port", o->http.port, "port (0: any free port)")->capture_default_str();
+  sub->add_option("--api-key", o->api_key, "require 'Authorization: Bearer KEY' on /v1/*");
+  sub->add_option("--model-name", o->model_name, "served model id (and ID-reasoner)")
+      ->capture_default_str();
+  sub->add_option("--ctx", o->ctx, "context limit, prompt + max_tokens (0: the model's)")
+      ->capture_default_str();
+  sub->add_option("--parallel", o->parallel, "sequences generated at the same time")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  sub->add_option("--queue", o->queue, "waiting requests before 429")
+      ->check(CLI::Range(0, 4096))
+      ->capture_default_str();
+  sub->add_option("--prefill-chunk", o->prefill_chunk, "prompt tokens per prefill step")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
+      ->capture_default_str();
+  sub->add_option("--prices", o->prices, "USD per 1M tokens: cache hit,cache miss,output")
+      ->capture_default_str();
+  sub->add_option("--max-body", o->http.max_body_bytes, "request body limit in bytes (413)")
+      ->capture_default_str();
+  sub->add_option("--test-script", o->test_script,
+                  "TEST ONLY: JSON rules replaying scripted completions (docs/server.md)");
+  return [o] { return RunServe(*o); };
+});
+
+}  // namespace
+}  // namespace dsinfer::cli

@@ -1,0 +1,426 @@
+#include "server/openai_app.h"
+
+#include <chrono>
+#include <ctime>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "base/error.h"
+#include "server/api_error.h"
+#include "server/output_text.h"
+#include "server/sse.h"
+#include "text/chat_encoding.h"
+
+namespace dsinfer::server {
+
+using Json = nlohmann::ordered_json;
+
+std::vector<ScriptRule> LoadTestScript(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw Error(path + ": cannot open the test script");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const Json j = Json::parse(ss.str(), nullptr, false);
+  if (!j.is_array()) throw Error(path + ": a test script is a JSON array of rules");
+  std::vector<ScriptRule> rules;
+  for (size_t i = 0; i < j.size(); ++i) {
+    const std::string at = path + ": [" + std::to_string(i) + "]";
+    if (!j[i].is_object() || !j[i].contains("match") || !j[i]["match"].is_string() ||
+        !j[i].contains("completion") || !j[i]["completion"].is_string())
+      throw Error(at + ": needs string fields \"match\" and \"completion\"");
+    rules.push_back({j[i]["match"].get<std::string>(), j[i]["completion"].get<std::string>()});
+  }
+  return rules;
+}
+
+// One request being generated.
+struct OpenAiApp::Job {
+  std::string id;
+  std::string model;
+  int64_t created = 0;
+  SamplingParams params;
+  int64_t prompt_tokens = 0;
+  std::shared_ptr<Generation> gen;
+  int64_t completion_tokens = 0;
+  FinishReason finish = FinishReason::kNone;
+  bool stopped = false;  // a stop sequence matched
+  std::string error;
+};
+
+namespace {
+
+HttpResponse JsonResponse(int status, const Json& body) {
+  HttpResponse r;
+  r.status = status;
+  r.body = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return r;
+}
+
+HttpResponse ErrorResponse(const ApiError& e) {
+  HttpResponse r;
+  r.status = e.status();
+  r.body = e.Body();
+  if (e.status() == 429) r.headers.emplace_back("Retry-After", "1");
+  return r;
+}
+
+// A chat encoder Error reads "messages[2].content: ..."; the part before ": " is the field.
+ApiError FromEncoderError(const Error& e) {
+  const std::string msg = e.what();
+  const size_t colon = msg.find(": ");
+  std::optional<std::string> param;
+  if (colon != std::string::npos && msg.find(' ') > colon) param = msg.substr(0, colon);
+  return ApiError(400, "invalid_request_error", msg, param);
+}
+
+// Waits for the job's tokens, handing each to `on_token` (false: a stop sequence matched).
+// `alive()` is asked while no token arrives; false (the client left) cancels: returns false.
+template <class OnToken, class Alive>
+bool Drain(OpenAiApp::Job& job, OnToken on_token, Alive alive) {
+  while (true) {
+    Generation::Update u = job.gen->Wait(std::chrono::milliseconds(500));
+    for (int32_t id : u.tokens) {
+      ++job.completion_tokens;
+      if (!on_token(id)) {
+        job.stopped = true;
+        job.finish = FinishReason::kStop;
+        job.gen->Cancel();
+        return true;
+      }
+    }
+    if (u.done) {
+      job.finish = u.finish;
+      job.error = u.error;
+      return true;
+    }
+    if (u.tokens.empty() && !alive()) {
+      job.gen->Cancel();
+      return false;
+    }
+  }
+}
+
+void ThrowIfFailed(const OpenAiApp::Job& job) {
+  if (job.finish == FinishReason::kError)
+    throw ApiError(500, "server_error", "generation failed: " + job.error);
+  if (job.finish == FinishReason::kCancelled)
+    throw ApiError(503, "server_error", "the server is shutting down");
+}
+
+std::string FinishName(const OpenAiApp::Job& job, bool tool_calls) {
+  if (job.finish == FinishReason::kLength) return "length";
+  return tool_calls && !job.stopped ? "tool_calls" : "stop";
+}
+
+}  // namespace
+
+OpenAiApp::OpenAiApp(Engine& engine, const text::Tokenizer& tokenizer, AppOptions options)
+    : engine_(engine),
+      tokenizer_(tokenizer),
+      options_(std::move(options)),
+      eos_(static_cast<int32_t>(engine.config().eos_token_id)) {
+  const int64_t model_ctx = engine.config().max_position_embeddings;
+  if (options_.ctx <= 0 || options_.ctx > model_ctx) options_.ctx = model_ctx;
+}
+
+HttpResponse OpenAiApp::Handle(const HttpRequest& request) noexcept {
+  HttpResponse res;
+  try {
+    try {
+      res = Route(request);
+    } catch (const ApiError& e) {
+      res = ErrorResponse(e);
+    } catch (const Error& e) {
+      res = ErrorResponse(ApiError(400, "invalid_request_error", e.what()));
+    } catch (const std::exception& e) {
+      res =
+          ErrorResponse(ApiError(500, "server_error", std::string("internal error: ") + e.what()));
+    }
+    metrics_.CountResponse(res.status);
+  } catch (...) {  // even building the error failed (out of memory)
+    res = HttpResponse{};
+    res.status = 500;
+    res.body =
+        R"({"error":{"message":"internal error","type":"server_error","param":null,"code":null}})";
+  }
+  return res;
+}
+
+HttpResponse OpenAiApp::Route(const HttpRequest& req) {
+  const std::string& p = req.path;
+  const bool get = req.method == "GET", post = req.method == "POST";
+  if (p == "/health" && get) return JsonResponse(200, Json{{"status", "ok"}});
+  if (p == "/metrics" && get) {
+    HttpResponse r;
+    r.content_type = "text/plain; version=0.0.4";
+    r.body = metrics_.Prometheus(engine_.Stats());
+    return r;
+  }
+  const bool known = p == "/v1/models" || p == "/v1/chat/completions" || p == "/v1/completions";
+  if (!known && p != "/health" && p != "/metrics")
+    throw ApiError(404, "invalid_request_error", "unknown URL: " + req.method + " " + p,
+                   std::nullopt, "unknown_url");
+  if (options_.api_key && req.Header("authorization") != "Bearer " + *options_.api_key)
+    throw ApiError(401, "invalid_request_error",
+                   req.Header("authorization").empty()
+                       ? "missing API key (Authorization: Bearer ...)"
+                       : "incorrect API key provided",
+                   std::nullopt, "invalid_api_key");
+  if (p == "/v1/models" && get) return Models();
+  if (p == "/v1/chat/completions" && post) return Chat(req);
+  if (p == "/v1/completions" && post) return Completions(req);
+  throw ApiError(405, "invalid_request_error", "method " + req.method + " not allowed for " + p,
+                 std::nullopt, "method_not_allowed");
+}
+
+HttpResponse OpenAiApp::Models() const {
+  Json data = Json::array();
+  for (const std::string& name : {options_.model_name, options_.model_name + "-reasoner"})
+    data.push_back({{"id", name}, {"object", "model"}, {"created", 0}, {"owned_by", "dsinfer"}});
+  return JsonResponse(200, Json{{"object", "list"}, {"data", data}});
+}
+
+void OpenAiApp::CheckModel(const std::string& model) const {
+  if (model != options_.model_name && model != options_.model_name + "-reasoner")
+    throw ApiError(404, "invalid_request_error", "the model '" + model + "' does not exist",
+                   "model", "model_not_found");
+}
+
+std::shared_ptr<OpenAiApp::Job> OpenAiApp::Start(const std::string& prompt_text,
+                                                 const SamplingParams& params) {
+  auto job = std::make_shared<Job>();
+  job->id = std::to_string(std::time(nullptr)) + "-" + std::to_string(next_id_++);
+  job->model = params.model;
+  job->created = std::time(nullptr);
+  job->params = params;
+  GenerationRequest g;
+  g.prompt = tokenizer_.Encode(prompt_text);
+  const int64_t n = static_cast<int64_t>(g.prompt.size());
+  job->prompt_tokens = n;
+  g.max_tokens = params.max_tokens.value_or(options_.ctx - n);
+  if (g.max_tokens < 1 || n + g.max_tokens > options_.ctx)
+    throw ApiError(400, "invalid_request_error",
+                   "this model's maximum context length is " + std::to_string(options_.ctx) +
+                       " tokens; the request needs " + std::to_string(n) + " prompt + " +
+                       std::to_string(std::max<int64_t>(g.max_tokens, 1)) + " completion tokens",
+                   "messages", "context_length_exceeded");
+  g.sampler = {params.temperature, params.top_p, params.seed.value_or(std::random_device{}())};
+  g.stop_ids = {eos_};
+  for (const ScriptRule& rule : options_.test_script)
+    if (prompt_text.find(rule.match) != std::string::npos) {
+      g.forced_tokens = tokenizer_.Encode(rule.completion);
+      break;
+    }
+  job->gen = engine_.Submit(std::move(g));
+  if (!job->gen)
+    throw ApiError(429, "rate_limit_error", "the request queue is full; retry later", std::nullopt,
+                   "queue_full");
+  return job;
+}
+
+Json OpenAiApp::FinishUsage(const Job& job, int64_t reasoning_tokens) {
+  metrics_.AddTokens(job.prompt_tokens, 0, job.completion_tokens);
+  Usage u{job.prompt_tokens, 0, job.completion_tokens, reasoning_tokens};
+  return UsageJson(u, options_.prices);
+}
+
+HttpResponse OpenAiApp::Chat(const HttpRequest& req) {
+  if (req.body.size() > options_.max_body_bytes) throw ApiError::PayloadTooLarge();
+  ChatRequest cr = ParseChatRequest(ParseJsonBody(req.body));
+  CheckModel(cr.params.model);
+  text::ChatPrompt prompt;
+  try {
+    prompt = text::EncodeChatRequest(cr.body);
+  } catch (const Error& e) {
+    throw FromEncoderError(e);
+  }
+  std::shared_ptr<Job> job = Start(prompt.text, cr.params);
+  const bool thinking = prompt.thinking_mode == text::ThinkingMode::kThinking;
+  return cr.params.stream ? ChatStream(job, thinking) : ChatWhole(job, thinking);
+}
+
+HttpResponse OpenAiApp::Completions(const HttpRequest& req) {
+  if (req.body.size() > options_.max_body_bytes) throw ApiError::PayloadTooLarge();
+  TextRequest tr = ParseTextRequest(ParseJsonBody(req.body));
+  CheckModel(tr.params.model);
+  std::string prompt = tr.prompt;
+  const std::optional<int32_t> bos = tokenizer_.bos_id();
+  if (bos) {
+    const std::string bos_text = tokenizer_.Decode({*bos});
+    if (prompt.rfind(bos_text, 0) != 0) prompt = bos_text + prompt;
+  }
+  std::shared_ptr<Job> job = Start(prompt, tr.params);
+  return tr.params.stream ? TextStream(job) : TextWhole(job);
+}
+
+HttpResponse OpenAiApp::ChatWhole(std::shared_ptr<Job> job, bool thinking) {
+  const auto mode = thinking ? text::ThinkingMode::kThinking : text::ThinkingMode::kChat;
+  ChatOutput out(tokenizer_, job->params.stop, mode, "call_" + job->id + "_");
+  Drain(
+      *job,
+      [&](int32_t id) {
+        out.Add(id);
+        return !out.stopped();
+      },
+      [] { return true; });
+  ThrowIfFailed(*job);
+  out.Finish();
+  Json choice = {{"index", 0},
+                 {"message", out.Message()},
+                 {"logprobs", nullptr},
+                 {"finish_reason", FinishName(*job, out.has_tool_calls())}};
+  return JsonResponse(200, Json{{"id", "chatcmpl-" + job->id},
+                                {"object", "chat.completion"},
+                                {"created", job->created},
+                                {"model", job->model},
+                                {"system_fingerprint", "dsinfer"},
+                                {"choices", Json::array({choice})},
+                                {"usage", FinishUsage(*job, out.reasoning_tokens())}});
+}
+
+HttpResponse OpenAiApp::TextWhole(std::shared_ptr<Job> job) {
+  OutputText out(tokenizer_, job->params.stop, eos_);
+  std::string text;
+  Drain(
+      *job,
+      [&](int32_t id) {
+        text += out.Add(id);
+        return !out.stopped();
+      },
+      [] { return true; });
+  ThrowIfFailed(*job);
+  text += out.Finish();
+  Json choice = {{"text", text},
+                 {"index", 0},
+                 {"logprobs", nullptr},
+                 {"finish_reason", FinishName(*job, false)}};
+  return JsonResponse(200, Json{{"id", "cmpl-" + job->id},
+                                {"object", "text_completion"},
+                                {"created", job->created},
+                                {"model", job->model},
+                                {"system_fingerprint", "dsinfer"},
+                                {"choices", Json::array({choice})},
+                                {"usage", FinishUsage(*job, 0)}});
+}
+
+// ---- streaming ------------------------------------------------------------------------------
+
+namespace {
+
+// A chunk of `object` type with one choice; `usage: null` when the request asked for usage.
+Json StreamChunk(const OpenAiApp::Job& job, const char* object, const char* id_prefix,
+                 Json choice) {
+  Json c = {{"id", id_prefix + job.id},        {"object", object},
+            {"created", job.created},          {"model", job.model},
+            {"system_fingerprint", "dsinfer"}, {"choices", Json::array({std::move(choice)})}};
+  if (job.params.include_usage) c["usage"] = nullptr;
+  return c;
+}
+
+// Streams a job: `on_token` / `on_finish` write chunks; handles the client leaving, the end
+// (finish chunk, usage chunk, [DONE]) and errors (an error event, then [DONE]).
+struct StreamDriver {
+  OpenAiApp::Job& job;
+  ChunkSink& sink;
+  bool ok = true;  // false once a write failed (the client is gone)
+
+  bool Write(const Json& chunk) { return ok = ok && sink.Write(SseData(chunk)); }
+
+  // Returns false when the client left (the generation is cancelled).
+  template <class OnToken>
+  bool Run(OnToken on_token) {
+    const bool finished = Drain(
+        job, [&](int32_t id) { return on_token(id) && ok; },
+        [&] { return ok = ok && sink.Write(": keep-alive\n\n"); });
+    if (!ok) job.gen->Cancel();
+    return finished && ok;
+  }
+};
+
+}  // namespace
+
+HttpResponse OpenAiApp::ChatStream(std::shared_ptr<Job> job, bool thinking) {
+  HttpResponse r;
+  r.content_type = "text/event-stream";
+  r.headers.emplace_back("Cache-Control", "no-cache");
+  r.stream = [this, job, thinking](ChunkSink& sink) {
+    const auto mode = thinking ? text::ThinkingMode::kThinking : text::ThinkingMode::kChat;
+    StreamDriver d{*job, sink};
+    auto send = [&](Json delta, Json finish) {
+      return d.Write(StreamChunk(*job, "chat.completion.chunk", "chatcmpl-",
+                                 {{"index", 0},
+                                  {"delta", std::move(delta)},
+                                  {"logprobs", nullptr},
+                                  {"finish_reason", std::move(finish)}}));
+    };
+    try {
+      ChatOutput out(tokenizer_, job->params.stop, mode, "call_" + job->id + "_");
+      send({{"role", "assistant"}, {"content", ""}}, nullptr);
+      const bool done = d.Run([&](int32_t id) {
+        for (Json& delta : out.Add(id)) send(std::move(delta), nullptr);
+        return !out.stopped();
+      });
+      if (!done) return metrics_.CountCancelled();
+      ThrowIfFailed(*job);
+      for (Json& delta : out.Finish()) send(std::move(delta), nullptr);
+      send(Json::object(), FinishName(*job, out.has_tool_calls()));
+      Json usage = FinishUsage(*job, out.reasoning_tokens());
+      if (job->params.include_usage) {
+        Json c = StreamChunk(*job, "chat.completion.chunk", "chatcmpl-", nullptr);
+        c["choices"] = Json::array();
+        c["usage"] = std::move(usage);
+        d.Write(c);
+      }
+    } catch (const ApiError& e) {
+      d.ok = d.ok && sink.Write("data: " + e.Body() + "\n\n");
+    } catch (const std::exception& e) {
+      d.ok = d.ok && sink.Write("data: " + ApiError(500, "server_error", e.what()).Body() + "\n\n");
+    }
+    if (d.ok) sink.Write(SseDone());
+  };
+  return r;
+}
+
+HttpResponse OpenAiApp::TextStream(std::shared_ptr<Job> job) {
+  HttpResponse r;
+  r.content_type = "text/event-stream";
+  r.headers.emplace_back("Cache-Control", "no-cache");
+  r.stream = [this, job](ChunkSink& sink) {
+    StreamDriver d{*job, sink};
+    auto send = [&](const std::string& text, Json finish) {
+      if (text.empty() && finish.is_null()) return true;
+      return d.Write(StreamChunk(*job, "text_completion", "cmpl-",
+                                 {{"text", text},
+                                  {"index", 0},
+                                  {"logprobs", nullptr},
+                                  {"finish_reason", std::move(finish)}}));
+    };
+    try {
+      OutputText out(tokenizer_, job->params.stop, eos_);
+      const bool done = d.Run([&](int32_t id) {
+        send(out.Add(id), nullptr);
+        return !out.stopped();
+      });
+      if (!done) return metrics_.CountCancelled();
+      ThrowIfFailed(*job);
+      send(out.Finish(), nullptr);
+      send("", FinishName(*job, false));
+      Json usage = FinishUsage(*job, 0);
+      if (job->params.include_usage) {
+        Json c = StreamChunk(*job, "text_completion", "cmpl-", nullptr);
+        c["choices"] = Json::array();
+        c["usage"] = std::move(usage);
+        d.Write(c);
+      }
+    } catch (const ApiError& e) {
+      d.ok = d.ok && sink.Write("data: " + e.Body() + "\n\n");
+    } catch (const std::exception& e) {
+      d.ok = d.ok && sink.Write("data: " + ApiError(500, "server_error", e.what()).Body() + "\n\n");
+    }
+    if (d.ok) sink.Write(SseDone());
+  };
+  return r;
+}
+
+}  // namespace dsinfer::server

@@ -1,0 +1,76 @@
+// The OpenAI-compatible API over an `Engine`: routes, authentication, request validation,
+// prompt encoding (chat encoder + tokenizer), generation, SSE streaming, usage and cost, and
+// Prometheus metrics. `Handle` never throws: every failure is an OpenAI-style error response.
+// Thread-safe: `Handle` runs concurrently on the HTTP server's threads.
+//
+// Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health,
+// GET /metrics. The served model names are `model_name` and `model_name + "-reasoner"` (the
+// latter turns thinking on, as DeepSeek's API does).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "runtime/engine.h"
+#include "server/api_request.h"
+#include "server/http.h"
+#include "server/metrics.h"
+#include "server/usage.h"
+#include "text/tokenizer.h"
+
+namespace dsinfer::server {
+
+// TEST-ONLY (`dsinfer serve --test-script`): a request whose prompt text contains `match`
+// generates `completion` (tokenized with the real tokenizer) instead of sampled tokens; the
+// tokens still run through the model and the real parser. First matching rule wins.
+struct ScriptRule {
+  std::string match;
+  std::string completion;
+};
+// Reads a JSON array of {"match": ..., "completion": ...}; throws Error naming the file/field.
+std::vector<ScriptRule> LoadTestScript(const std::string& path);
+
+struct AppOptions {
+  std::string model_name = "deepseek-v3.2";
+  std::optional<std::string> api_key;  // required as "Authorization: Bearer KEY" on /v1/*
+  int64_t ctx = 0;                     // context limit (prompt + max_tokens); 0: the model's
+  Prices prices;
+  size_t max_body_bytes = 8u << 20;
+  std::vector<ScriptRule> test_script;
+};
+
+class OpenAiApp {
+ public:
+  // `engine` and `tokenizer` must outlive the app.
+  OpenAiApp(Engine& engine, const text::Tokenizer& tokenizer, AppOptions options);
+  HttpResponse Handle(const HttpRequest& request) noexcept;
+  const Metrics& metrics() const { return metrics_; }
+
+  struct Job;  // one request being generated (openai_app.cc)
+
+ private:
+  HttpResponse Route(const HttpRequest& request);
+  HttpResponse Models() const;
+  HttpResponse Chat(const HttpRequest& request);
+  HttpResponse Completions(const HttpRequest& request);
+  void CheckModel(const std::string& model) const;
+  std::shared_ptr<Job> Start(const std::string& prompt_text, const SamplingParams& params);
+  HttpResponse ChatWhole(std::shared_ptr<Job> job, bool thinking);
+  HttpResponse ChatStream(std::shared_ptr<Job> job, bool thinking);
+  HttpResponse TextWhole(std::shared_ptr<Job> job);
+  HttpResponse TextStream(std::shared_ptr<Job> job);
+  nlohmann::ordered_json FinishUsage(const Job& job, int64_t reasoning_tokens);
+
+  Engine& engine_;
+  const text::Tokenizer& tokenizer_;
+  AppOptions options_;
+  int32_t eos_;
+  Metrics metrics_;
+  std::atomic<uint64_t> next_id_{1};
+};
+
+}  // namespace dsinfer::server

@@ -1,0 +1,12 @@
+# Black-box test of `dsinfer serve` with the official openai npm client (tools/npm): chat,
+# streaming + include_usage, thinking on/off, a tool-call round trip, usage/cost, /v1/models
+# and every error case. The driver starts and always stops the server (bounded waits).
+# Release builds only: under ASan the model decodes ~10x slower and this test would take
+# minutes; the handlers and scheduler run under ASan in tests/unit/server.
+if(NOT DSINFER_SANITIZE)
+  add_test(NAME server_openai_client
+    COMMAND ${DSINFER_PYTHON} ${CMAKE_SOURCE_DIR}/tests/server/run_openai_test.py
+            $<TARGET_FILE:dsinfer> ${DSINFER_NODE} ${CMAKE_SOURCE_DIR}
+            ${CMAKE_BINARY_DIR}/test_server_openai)
+  set_tests_properties(server_openai_client PROPERTIES LABELS integration TIMEOUT 300)
+endif()

@@ -1,0 +1,106 @@
+"""Driver of the black-box server test: generates a tiny model (once per build tree), starts
+`dsinfer serve` on a free loopback port with a test script, waits for /health, runs
+openai_client_test.mjs under `node --test`, and always stops the server. Every wait is
+bounded, so a broken server fails the test instead of hanging it.
+
+usage: run_openai_test.py DSINFER NODE SOURCE_DIR WORK_DIR
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+
+API_KEY = "test-key-123"
+CTX = 1024
+EOS = "<｜end▁of▁sentence｜>"
+SCRIPT = [  # first match wins: the tool result rule must precede the tool-call rule
+    {"match": "TOOL_RESULT_MARK", "completion": "It is 21 degrees in Paris." + EOS},
+    {"match": "SCRIPT_THINK", "completion": "Let me think.</think>It is 4." + EOS},
+    {"match": "SCRIPT_PLAIN", "completion": "Plain answer." + EOS},
+    {"match": "SCRIPT_TOOL", "completion":
+        "\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name=\"get_weather\">\n"
+        "<｜DSML｜parameter name=\"city\" string=\"true\">Paris</｜DSML｜parameter>\n"
+        "</｜DSML｜invoke>\n</｜DSML｜function_calls>" + EOS},
+]
+
+
+def ensure_model(dsinfer, work):
+    model = os.path.join(work, "tiny1")
+    if os.path.exists(os.path.join(model, "model.safetensors.index.json")):
+        return model
+    tmp = model + ".tmp%d" % os.getpid()
+    # One layer, no MTP: the server is under test, not the model; this keeps prefill of the
+    # ~400-token tool prompts fast.
+    subprocess.run([dsinfer, "gen-model", "--preset", "tiny", "--seed", "11", "--out", tmp,
+                    "--set", "num_hidden_layers=1", "--set", "num_nextn_predict_layers=0",
+                    "--force"], check=True, timeout=300, stdout=subprocess.DEVNULL)
+    try:
+        os.rename(tmp, model)
+    except OSError:
+        subprocess.run(["rm", "-rf", tmp], check=False)
+    return model
+
+
+def start_server(dsinfer, model, script_path, log_path):
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        [dsinfer, "serve", "--model", model, "--host", "127.0.0.1", "--port", "0",
+         "--api-key", API_KEY, "--ctx", str(CTX), "--parallel", "2", "--queue", "2",
+         "--max-body", "65536", "--test-script", script_path],
+        stdout=log, stderr=log)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("server exited early:\n" + open(log_path).read())
+        m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", open(log_path).read())
+        if m:
+            return proc, "http://127.0.0.1:" + m.group(1)
+        time.sleep(0.1)
+    raise RuntimeError("server did not start within 60 s:\n" + open(log_path).read())
+
+
+def wait_health(url):
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("/health did not answer within 30 s")
+
+
+def main():
+    dsinfer, node, source, work = sys.argv[1:5]
+    os.makedirs(work, exist_ok=True)
+    model = ensure_model(dsinfer, work)
+    script_path = os.path.join(work, "script.json")
+    with open(script_path, "w", encoding="utf-8") as f:
+        json.dump(SCRIPT, f, ensure_ascii=False)
+    log_path = os.path.join(work, "server.log")
+    proc, url = start_server(dsinfer, model, script_path, log_path)
+    try:
+        wait_health(url)
+        env = dict(os.environ, DSINFER_URL=url, DSINFER_API_KEY=API_KEY, DSINFER_CTX=str(CTX),
+                   DSINFER_SOURCE_DIR=source)
+        test = os.path.join(source, "tests", "server", "openai_client_test.mjs")
+        rc = subprocess.run([node, "--test", "--test-timeout=60000", test], env=env,
+                            timeout=150).returncode
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    if rc != 0:
+        print("---- server log ----\n" + open(log_path).read()[-4000:])
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

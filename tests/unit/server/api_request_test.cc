@@ -1,0 +1,172 @@
+// Request parsing and validation: each malformed field gives ApiError 400 naming it; the
+// accepted forms (stop string/list, max_completion_tokens, thinking flags, reasoner alias,
+// tool_choice none) map to the right parameters. Plus the pure pieces: usage/cost arithmetic
+// (against hand-computed prices), price parsing, SSE framing and the error JSON shape.
+#include "server/api_request.h"
+
+#include <gtest/gtest.h>
+
+#include "base/error.h"
+#include "server/api_error.h"
+#include "server/sse.h"
+#include "server/usage.h"
+
+namespace dsinfer::server {
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+Json Chat(Json extra = Json::object()) {
+  Json j = {{"model", "m"}, {"messages", {{{"role", "user"}, {"content", "hi"}}}}};
+  for (auto& [k, v] : extra.items()) j[k] = v;
+  return j;
+}
+
+// The `param` of the ApiError `f` throws ("" if none; "<no error>" if it does not throw).
+template <class F>
+std::string ParamOf(F f, int want_status = 400) {
+  try {
+    f();
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.status(), want_status) << e.what();
+    return e.param().value_or("");
+  }
+  return "<no error>";
+}
+
+TEST(ApiRequest, Defaults) {
+  ChatRequest r = ParseChatRequest(Chat({{"unknown_field", 1}}));
+  EXPECT_EQ(r.params.model, "m");
+  EXPECT_FALSE(r.params.max_tokens);
+  EXPECT_FLOAT_EQ(r.params.temperature, 1.0f);
+  EXPECT_FLOAT_EQ(r.params.top_p, 1.0f);
+  EXPECT_FALSE(r.params.stream);
+  EXPECT_FALSE(r.thinking);
+  EXPECT_TRUE(r.params.stop.empty());
+}
+
+TEST(ApiRequest, AcceptedForms) {
+  ChatRequest r = ParseChatRequest(Chat({{"max_completion_tokens", 7},
+                                         {"max_tokens", 9},
+                                         {"stop", "END"},
+                                         {"seed", 42},
+                                         {"n", 1},
+                                         {"temperature", 0},
+                                         {"top_p", 0.5},
+                                         {"stream", true},
+                                         {"stream_options", {{"include_usage", true}}},
+                                         {"logprobs", false}}));
+  EXPECT_EQ(*r.params.max_tokens, 7);  // max_completion_tokens wins
+  EXPECT_EQ(r.params.stop, std::vector<std::string>{"END"});
+  EXPECT_EQ(*r.params.seed, 42u);
+  EXPECT_FLOAT_EQ(r.params.temperature, 0.0f);
+  EXPECT_FLOAT_EQ(r.params.top_p, 0.5f);
+  EXPECT_TRUE(r.params.stream && r.params.include_usage);
+  r = ParseChatRequest(Chat({{"stop", {"a", "b"}}}));
+  EXPECT_EQ(r.params.stop, (std::vector<std::string>{"a", "b"}));
+}
+
+TEST(ApiRequest, ThinkingFlags) {
+  EXPECT_TRUE(ParseChatRequest(Chat({{"thinking", {{"type", "enabled"}}}})).thinking);
+  EXPECT_TRUE(ParseChatRequest(Chat({{"chat_template_kwargs", {{"thinking", true}}}})).thinking);
+  Json reasoner = Chat();
+  reasoner["model"] = "deepseek-v3.2-reasoner";
+  ChatRequest r = ParseChatRequest(reasoner);
+  EXPECT_TRUE(r.thinking);
+  EXPECT_EQ(r.body["thinking"]["type"], "enabled");  // the encoder sees thinking mode
+  EXPECT_FALSE(ParseChatRequest(Chat({{"thinking", {{"type", "disabled"}}}})).thinking);
+}
+
+TEST(ApiRequest, ToolChoice) {
+  Json tools = Json::array({{{"type", "function"}, {"function", {{"name", "f"}}}}});
+  EXPECT_TRUE(
+      ParseChatRequest(Chat({{"tools", tools}, {"tool_choice", "auto"}})).body.contains("tools"));
+  EXPECT_FALSE(
+      ParseChatRequest(Chat({{"tools", tools}, {"tool_choice", "none"}})).body.contains("tools"));
+  EXPECT_EQ(ParamOf([&] { ParseChatRequest(Chat({{"tool_choice", "required"}})); }), "tool_choice");
+  EXPECT_EQ(ParamOf([&] { ParseChatRequest(Chat({{"tools", "x"}})); }), "tools");
+}
+
+TEST(ApiRequest, ErrorsNameTheField) {
+  auto chat = [](Json extra) { return [extra] { ParseChatRequest(Chat(extra)); }; };
+  EXPECT_EQ(ParamOf(chat({{"model", 3}})), "model");
+  EXPECT_EQ(ParamOf(chat({{"messages", Json::array()}})), "messages");
+  EXPECT_EQ(ParamOf(chat(
+                {{"messages",
+                  {{{"role", "user"}, {"content", "a"}}, {{"role", "robot"}, {"content", "b"}}}}})),
+            "messages[1].role");
+  EXPECT_EQ(ParamOf(chat({{"messages", {"text"}}})), "messages[0]");
+  EXPECT_EQ(ParamOf(chat({{"max_tokens", 0}})), "max_tokens");
+  EXPECT_EQ(ParamOf(chat({{"max_completion_tokens", "5"}})), "max_completion_tokens");
+  EXPECT_EQ(ParamOf(chat({{"temperature", 3}})), "temperature");
+  EXPECT_EQ(ParamOf(chat({{"top_p", 0}})), "top_p");
+  EXPECT_EQ(ParamOf(chat({{"stop", {"a", 1}}})), "stop[1]");
+  EXPECT_EQ(ParamOf(chat({{"stop", {"a", "b", "c", "d", "e"}}})), "stop");
+  EXPECT_EQ(ParamOf(chat({{"n", 2}})), "n");
+  EXPECT_EQ(ParamOf(chat({{"logprobs", true}})), "logprobs");
+  EXPECT_EQ(ParamOf(chat({{"seed", 1.5}})), "seed");
+  EXPECT_EQ(ParamOf(chat({{"stream", "yes"}})), "stream");
+  EXPECT_EQ(ParamOf(chat({{"stream_options", {{"include_usage", 1}}}})),
+            "stream_options.include_usage");
+  EXPECT_EQ(ParamOf([] { ParseTextRequest(Json{{"model", "m"}, {"prompt", 5}}); }), "prompt");
+}
+
+TEST(ApiRequest, JsonBody) {
+  EXPECT_EQ(ParseJsonBody(R"({"a": 1})")["a"], 1);
+  try {
+    ParseJsonBody("{\"a\": ");
+    FAIL();
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.status(), 400);
+    EXPECT_NE(std::string(e.what()).find("invalid JSON"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(ParamOf([] { ParseJsonBody("[1]"); }), "");
+}
+
+TEST(ApiError, Shape) {
+  const Json j = Json::parse(
+      ApiError(404, "invalid_request_error", "no such model", "model", "model_not_found").Body());
+  EXPECT_EQ(j, Json::parse(R"({"error":{"message":"no such model","type":"invalid_request_error",
+                                        "param":"model","code":"model_not_found"}})"));
+  const Json k = Json::parse(ApiError::PayloadTooLarge().Body());
+  EXPECT_TRUE(k["error"]["param"].is_null());
+  EXPECT_EQ(k["error"]["code"], "payload_too_large");
+}
+
+TEST(Usage, CostArithmetic) {
+  Usage u{.prompt_tokens = 3000000,
+          .cache_hit_tokens = 1000000,
+          .completion_tokens = 500000,
+          .reasoning_tokens = 200000};
+  const Json j = UsageJson(u, Prices{});
+  EXPECT_EQ(j["prompt_tokens"], 3000000);
+  EXPECT_EQ(j["completion_tokens"], 500000);
+  EXPECT_EQ(j["total_tokens"], 3500000);
+  EXPECT_EQ(j["prompt_cache_hit_tokens"], 1000000);
+  EXPECT_EQ(j["prompt_cache_miss_tokens"], 2000000);
+  EXPECT_EQ(j["completion_tokens_details"]["reasoning_tokens"], 200000);
+  // 1M hit × 0.028 + 2M miss × 0.28 + 0.5M out × 0.42 USD per 1M.
+  EXPECT_NEAR(j["cost"]["input_cache_hit"].get<double>(), 0.028, 1e-12);
+  EXPECT_NEAR(j["cost"]["input_cache_miss"].get<double>(), 0.56, 1e-12);
+  EXPECT_NEAR(j["cost"]["output"].get<double>(), 0.21, 1e-12);
+  EXPECT_NEAR(j["cost"]["total"].get<double>(), 0.798, 1e-12);
+  EXPECT_EQ(j["cost"]["currency"], "USD");
+}
+
+TEST(Usage, ParsePrices) {
+  const Prices p = ParsePrices("0.1,2,3.5");
+  EXPECT_DOUBLE_EQ(p.cache_hit, 0.1);
+  EXPECT_DOUBLE_EQ(p.cache_miss, 2.0);
+  EXPECT_DOUBLE_EQ(p.output, 3.5);
+  EXPECT_THROW(ParsePrices("1,2"), Error);
+  EXPECT_THROW(ParsePrices("1,x,3"), Error);
+  EXPECT_THROW(ParsePrices("1,-2,3"), Error);
+}
+
+TEST(Sse, Framing) {
+  EXPECT_EQ(SseData(Json{{"a", "x\ny"}}), "data: {\"a\":\"x\\ny\"}\n\n");
+  EXPECT_EQ(SseDone(), "data: [DONE]\n\n");
+}
+
+}  // namespace
+}  // namespace dsinfer::server
