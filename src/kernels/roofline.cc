@@ -12,8 +12,10 @@
 #include "base/error.h"
 
 // GCC 12's _mm512_reduce_add_ps trips -Wuninitialized inside its own header.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 namespace dsinfer::roofline {
 namespace {
