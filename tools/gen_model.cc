@@ -7,6 +7,7 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <span>
 
 #include "base/error.h"
@@ -131,11 +132,17 @@ void PrepareOutDir(const fs::path& dir, bool force) {
   }
 }
 
-// Fills tensors in table order; the FP8 scales computed with a weight wait in `pending_` until
-// their own `.weight_scale_inv` entry (the next tensor) is written.
+// Fills tensors in any order. An FP8 weight and its `.weight_scale_inv` come from the same
+// deterministic draw (seed, name, index): whichever of the two is written first computes both
+// and keeps the scales for the other. Shards put F32 first (alignment, see WriteShards), so the
+// scale usually comes first: it draws the weight into a transient buffer and keeps only the
+// scales; the weight, written later, is drawn again (same values, same codes).
 class TensorFiller {
  public:
-  TensorFiller(const ModelConfig& c, uint64_t seed) : config_(c), seed_(seed) {}
+  TensorFiller(const ModelConfig& c, uint64_t seed, const std::vector<TensorEntry>& table)
+      : config_(c), seed_(seed) {
+    for (const TensorEntry& e : table) by_name_[e.name] = &e;
+  }
 
   void Fill(const TensorEntry& e, std::span<std::byte> out) {
     if (e.role == TensorRole::kBlockScale) {
@@ -143,7 +150,8 @@ class TensorFiller {
     } else if (e.quantized) {
       std::vector<float> scales(static_cast<size_t>(ScaleCount(e.shape)));
       FillFp8(e.shape[0], e.shape[1], TensorKey(seed_, e.name), InitFor(e, config_), out, scales);
-      pending_[e.name + "_scale_inv"] = std::move(scales);
+      if (!scales_written_.erase(e.name + "_scale_inv"))
+        pending_[e.name + "_scale_inv"] = std::move(scales);
     } else {
       FillPlain(e, TensorKey(seed_, e.name), InitFor(e, config_), out);
     }
@@ -155,8 +163,20 @@ class TensorFiller {
   }
   void FillScale(const TensorEntry& e, std::span<std::byte> out) {
     auto it = pending_.find(e.name);
-    DSINFER_CHECK(it != pending_.end(),
-                  "a block scale is generated with its weight, which comes first");
+    if (it == pending_.end()) {  // the weight comes later: draw it now for its scales
+      const std::string weight = e.name.substr(0, e.name.size() - std::string("_scale_inv").size());
+      auto w = by_name_.find(weight);
+      DSINFER_CHECK(w != by_name_.end() && w->second->quantized, "scale without FP8 weight");
+      const TensorEntry& we = *w->second;
+      std::vector<std::byte> codes(static_cast<size_t>(we.shape[0] * we.shape[1]));
+      std::vector<float> scales(static_cast<size_t>(ScaleCount(we.shape)));
+      FillFp8(we.shape[0], we.shape[1], TensorKey(seed_, we.name), InitFor(we, config_), codes,
+              scales);
+      DSINFER_CHECK(scales.size() * sizeof(float) == out.size());
+      std::memcpy(out.data(), scales.data(), out.size());
+      scales_written_.insert(e.name);
+      return;
+    }
     DSINFER_CHECK(it->second.size() * sizeof(float) == out.size());
     std::memcpy(out.data(), it->second.data(), out.size());
     pending_.erase(it);
@@ -164,7 +184,9 @@ class TensorFiller {
 
   const ModelConfig& config_;
   uint64_t seed_;
-  std::map<std::string, std::vector<float>> pending_;
+  std::map<std::string, const TensorEntry*> by_name_;
+  std::map<std::string, std::vector<float>> pending_;  // scales of weights already written
+  std::set<std::string> scales_written_;               // scales written before their weight
 };
 
 void WriteConfigFiles(const fs::path& dir, const ModelConfig& c) {
@@ -183,7 +205,7 @@ void WriteConfigFiles(const fs::path& dir, const ModelConfig& c) {
 nlohmann::json WriteShards(const fs::path& dir, const std::vector<TensorEntry>& table,
                            const std::vector<uint64_t>& bytes, const std::vector<int>& shard_of,
                            const GenResult& r, const GenOptions& o) {
-  TensorFiller filler(r.config, o.seed);
+  TensorFiller filler(r.config, o.seed, table);
   nlohmann::json weight_map = nlohmann::json::object();
   uint64_t done = 0;
   size_t i = 0;
@@ -195,6 +217,11 @@ nlohmann::json WriteShards(const fs::path& dir, const std::vector<TensorEntry>& 
       index_of[table[i].name] = i;
       weight_map[table[i].name] = ShardName(s, r.shards);
     }
+    // Widest elements first (F32, BF16, then FP8), as Hugging Face's writer orders a file:
+    // offsets are contiguous, so this keeps every tensor aligned to its element size.
+    std::stable_sort(specs.begin(), specs.end(), [](const TensorSpec& a, const TensorSpec& b) {
+      return DTypeSize(a.dtype) > DTypeSize(b.dtype);
+    });
     const auto fill = [&](const TensorSpec& spec, std::span<std::byte> out) {
       const size_t k = index_of.at(spec.name);
       filler.Fill(table[k], out);

@@ -48,7 +48,7 @@ class Loader {
       if (s.dtype() != DType::kF32)
         throw Error(ckpt_.dir() + ": tensor " + sname + " has dtype " +
                     std::string(DTypeName(s.dtype())) + ", expected F32");
-      w.scales = reinterpret_cast<const float*>(s.data);
+      w.scales = s.as<float>().data();  // checked: an unaligned F32 tensor is an Error
     } else if (v.dtype() != DType::kBF16 && v.dtype() != DType::kF16 &&
                v.dtype() != DType::kF32) {
       throw Error(ckpt_.dir() + ": tensor " + name + " has dtype " +

@@ -197,6 +197,27 @@ TEST(ForwardVariantsTest, NoIndexerNoQLoraRunsDense) {
   EXPECT_LE(MaxRowRelDiff(dec.logits, dsa.logits, V), kScheduleTol);
 }
 
+// Odd dimensions give FP8 tensors with odd byte counts (kv_a_proj_with_mqa: (81+16) × 201).
+// Offsets in a safetensors file are contiguous, so the generator must order each shard by
+// element size (as Hugging Face's writer does) for every F32 scale and BF16 weight to stay
+// naturally aligned; the loader's checked views refuse misaligned data, so loading and running
+// such a checkpoint proves it.
+TEST(ForwardVariantsTest, OddDimensionsStayAlignedAndRun) {
+  const std::string dir = MakeCheckpoint("forward_odd_dims", 4,
+                                         {"hidden_size=201", "kv_lora_rank=81"});
+  Checkpoint ckpt = Checkpoint::Open(dir);
+  int odd_fp8 = 0;
+  for (const std::string& name : ckpt.Names()) {
+    TensorView v = ckpt.Get(name);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(v.data) % DTypeSize(v.dtype()), 0u) << name;
+    odd_fp8 += v.dtype() == DType::kF8E4M3 && v.nbytes() % 2 == 1;
+  }
+  EXPECT_GT(odd_fp8, 0) << "the test needs FP8 tensors with odd byte counts";
+  auto model = Model::Load(dir);
+  SequenceLogits r = RunSequence(*model, {}, Ids(9, model->config().vocab_size, 3), {});
+  for (float x : r.logits) ASSERT_TRUE(std::isfinite(x));
+}
+
 TEST_F(ForwardTest, LoadNamesTheBadTensor) {
   const std::string dir = std::string(DSINFER_BINARY_DIR) + "/test_models/forward_bad_shape";
   fs::remove_all(dir);
