@@ -7,6 +7,7 @@ and messages. The safetensors edit is done here, in Python, independently of the
 """
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -148,10 +149,13 @@ def case_refuses_overwrite(dsinfer, tmp):
 
 def case_default_model(dsinfer, tmp):
     out = os.path.join(tmp, "default")
-    gen(dsinfer, out, "--set", "vocab_size=1000")
+    gen(dsinfer, out)  # the real vocabulary: the main job tokenizes a chat prompt
     env = dict(os.environ, DSINFER_DEFAULT_MODEL=out)
     p = run([dsinfer], env=env)
     assert f"default model: {out}" in p.stdout and "usable: yes" in p.stdout, p.stdout
+    # ... then generates text from it and reports the speed.
+    assert "== generating" in p.stdout and "prompt: " in p.stdout, p.stdout
+    assert re.search(r"decode: \d+ tokens, [0-9.]+ tok/s", p.stderr), p.stderr
 
 
 CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case_")}
