@@ -33,13 +33,22 @@ echo "== Release build =="
 scripts/build.sh release
 run_ctest release
 
+# The ASan/UBSan and fuzz stages build only what they run: the unit-test binaries (one per
+# tests/unit/<layer> folder) and the fuzz targets (tests/fuzz/*_fuzz.cc).
+unit_targets=()
+for d in tests/unit/*/; do
+  compgen -G "$d*_test.cc" >/dev/null && unit_targets+=("$(basename "$d")_tests")
+done
+fuzz_targets=()
+for f in tests/fuzz/*_fuzz.cc; do fuzz_targets+=("$(basename "$f" .cc)"); done
+
 echo "== ASan/UBSan build =="
-scripts/build.sh asan-ubsan
+scripts/build.sh asan-ubsan "${unit_targets[@]}"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   run_ctest asan-ubsan -L unit
 
 echo "== libFuzzer targets (clang) =="
-scripts/build.sh fuzz
+scripts/build.sh fuzz "${fuzz_targets[@]}"
 run_ctest fuzz -L fuzz
 
 echo "Summary: $passed passed, $failed failed"
