@@ -1,5 +1,6 @@
-// `dsinfer bench roofline`: this machine's memory bandwidth and peak arithmetic throughput,
-// the denominators of every "fraction of roofline" figure the other benchmarks report.
+// `dsinfer bench`: `roofline` (this machine's memory bandwidth and peak arithmetic throughput,
+// the denominators of every "fraction of roofline" figure) and `tokenizer`; the kernel and layer
+// benchmarks register themselves as further subcommands (BenchRegistrar, cli/commands.h).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -131,9 +132,12 @@ CommandRegistrar reg("bench", [](CLI::App& app) -> RunFn {
   tk->add_option("--corpus", to->corpus, "Corpus: .jsonl of JSON strings, or text lines")->required();
   tk->add_option("--reps", to->reps, "Timed passes (after one warm-up)")->check(CLI::Range(1, 100));
   tk->add_flag("--json", to->json, "One JSON object");
-  return [roof, ro, tk, to]() -> int {
+  auto others = std::make_shared<std::vector<Command>>(AddBenchCommands(*bench));
+  return [roof, ro, tk, to, others]() -> int {
     if (roof->parsed()) return RunRoofline(*ro);
     if (tk->parsed()) return RunTokenizerBench(*to);
+    for (auto& c : *others)
+      if (c.sub->parsed()) return c.run();
     return 2;
   };
 });

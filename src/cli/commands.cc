@@ -10,15 +10,14 @@ std::map<std::string, AddFn>& Registry() {
   return registry;
 }
 
-}  // namespace
-
-CommandRegistrar::CommandRegistrar(const std::string& name, AddFn add) {
-  Registry().emplace(name, std::move(add));
+std::map<std::string, AddFn>& BenchRegistry() {
+  static std::map<std::string, AddFn> registry;
+  return registry;
 }
 
-std::vector<Command> AddAllCommands(CLI::App& app) {
+std::vector<Command> AddFrom(std::map<std::string, AddFn>& registry, CLI::App& app) {
   std::vector<Command> out;
-  for (auto& [name, add] : Registry()) {
+  for (auto& [name, add] : registry) {
     size_t before = app.get_subcommands({}).size();
     RunFn run = add(app);
     auto subs = app.get_subcommands({});
@@ -26,5 +25,19 @@ std::vector<Command> AddAllCommands(CLI::App& app) {
   }
   return out;
 }
+
+}  // namespace
+
+CommandRegistrar::CommandRegistrar(const std::string& name, AddFn add) {
+  Registry().emplace(name, std::move(add));
+}
+
+std::vector<Command> AddAllCommands(CLI::App& app) { return AddFrom(Registry(), app); }
+
+BenchRegistrar::BenchRegistrar(const std::string& name, AddFn add) {
+  BenchRegistry().emplace(name, std::move(add));
+}
+
+std::vector<Command> AddBenchCommands(CLI::App& bench) { return AddFrom(BenchRegistry(), bench); }
 
 }  // namespace dsinfer::cli

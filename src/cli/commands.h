@@ -31,6 +31,15 @@ struct Command {
 // Adds every registered subcommand to `app` (in name order).
 std::vector<Command> AddAllCommands(CLI::App& app);
 
+// `dsinfer bench <name>`: each benchmark registers its own subcommand of `bench` from its own
+// cmd_bench_*.cc file; `add` receives the `bench` app.
+struct BenchRegistrar {
+  BenchRegistrar(const std::string& name, AddFn add);
+};
+
+// Adds every registered benchmark to `bench` (in name order).
+std::vector<Command> AddBenchCommands(CLI::App& bench);
+
 // `dsinfer` with no subcommand: the README's main job on the default model.
 int RunDefault();
 
