@@ -44,11 +44,11 @@ void FoldTile(const MlaQuery& q, int64_t h, const float* kv, int64_t n, int64_t 
 
 }  // namespace
 
-void SparseMlaAttention(const MlaQuery& q, const LatentLayout& layout, const std::byte* cache,
+void SparseMlaAttention(const MlaQuery& q, const LatentLayout& layout, const PagedRows& cache,
                         const int32_t* selected, int64_t n_selected, float* o_lat) {
   DSINFER_CHECK(n_selected >= 1, "attention over an empty set");
+  DSINFER_DCHECK(cache.row_bytes == layout.RowBytes());
   const int64_t kv_lora = layout.kv_lora_rank, width = layout.width();
-  const int64_t row_bytes = layout.RowBytes();
   std::vector<float> kv(kTile * width);  // [kTile, kv_lora + rope] gathered, decoded rows
   std::vector<float> s(kTile);           // [kTile] scores of one head
   std::vector<HeadState> st(q.n_heads);
@@ -56,7 +56,7 @@ void SparseMlaAttention(const MlaQuery& q, const LatentLayout& layout, const std
   for (int64_t t0 = 0; t0 < n_selected; t0 += kTile) {
     const int64_t n = std::min(kTile, n_selected - t0);
     for (int64_t j = 0; j < n; ++j)
-      layout.Decode(cache + static_cast<int64_t>(selected[t0 + j]) * row_bytes, &kv[j * width]);
+      layout.Decode(cache.row(selected[t0 + j]), &kv[j * width]);
     for (int64_t h = 0; h < q.n_heads; ++h)
       FoldTile(q, h, kv.data(), n, kv_lora, width, st[h], o_lat + h * kv_lora, s.data());
   }

@@ -21,9 +21,9 @@ struct MlaQuery {
   float scale;         // softmax_scale
 };
 
-// cache: row t at cache + t * layout.RowBytes(); selected: [n_selected] (any order, n ≥ 1).
-// o_lat: [n_heads, kv_lora_rank].
-void SparseMlaAttention(const MlaQuery& q, const LatentLayout& layout, const std::byte* cache,
+// cache: rows in `layout` (cache.row_bytes == layout.RowBytes()); selected: [n_selected] row
+// indices (any order, n ≥ 1). o_lat: [n_heads, kv_lora_rank].
+void SparseMlaAttention(const MlaQuery& q, const LatentLayout& layout, const PagedRows& cache,
                         const int32_t* selected, int64_t n_selected, float* o_lat);
 
 }  // namespace dsinfer

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "kernels/kv_layout.h"
+
 namespace dsinfer {
 
 struct IndexerQuery {
@@ -15,8 +17,7 @@ struct IndexerQuery {
   int64_t head_dim;
 };
 
-// k_codes: [n_keys, head_dim] e4m3, k_scales: [n_keys, QuantBlocks(head_dim)], out: [n_keys].
-void IndexerScores(const IndexerQuery& q, const uint8_t* k_codes, const float* k_scales,
-                   int64_t n_keys, float* out);
+// keys: rows 0..n_keys-1 in IndexKeyLayout{q.head_dim}; out: [n_keys].
+void IndexerScores(const IndexerQuery& q, const PagedRows& keys, int64_t n_keys, float* out);
 
 }  // namespace dsinfer

@@ -5,7 +5,9 @@
 //  * kFP8:  DeepSeek's FlashMLA layout (MODEL.md §3.8), generalised to any kv_lora_rank:
 //           c e4m3 [kv_lora_rank] ‖ f32 scales [ceil(kv_lora_rank/128)] (act_quant, ue8m0)
 //           ‖ k_pe bf16 [rope_dim]  — 656 bytes for 512/64.
-// Thread-safe: immutable value type.
+// Caches are paged: `PagedRows` addresses row t inside fixed-size pages of consecutive tokens,
+// so kernels read a cache whatever its pages' owner (a sequence, or the shared prefix cache).
+// Thread-safe: immutable value types.
 #pragma once
 
 #include <cstddef>
@@ -31,6 +33,29 @@ struct LatentLayout {
   void Encode(const float* c, const float* k_pe, std::byte* row) const;
   // out [kv_lora_rank + rope_dim] = the values attention sees (c ‖ k_pe).
   void Decode(const std::byte* row, float* out) const;
+};
+
+// One cached indexer key (NUMERICS.md §5): e4m3 codes [head_dim] ‖ f32 block scales
+// [QuantBlocks(head_dim)] (132 bytes for head_dim 128).
+struct IndexKeyLayout {
+  int64_t head_dim = 0;
+  int64_t RowBytes() const;
+  const uint8_t* codes(const std::byte* row) const { return reinterpret_cast<const uint8_t*>(row); }
+  // Scale of block b (unaligned read).
+  float scale(const std::byte* row, int64_t b) const;
+};
+
+// Rows of a per-token cache stored in pages of `1 << page_shift` consecutive tokens: row t is at
+// pages[t >> page_shift] + (t & mask) * row_bytes. Rows within one page are contiguous.
+struct PagedRows {
+  const std::byte* const* pages = nullptr;  // [number of pages]
+  int page_shift = 0;
+  int64_t row_bytes = 0;
+
+  int64_t page_rows() const { return int64_t{1} << page_shift; }
+  const std::byte* row(int64_t t) const {
+    return pages[t >> page_shift] + (t & (page_rows() - 1)) * row_bytes;
+  }
 };
 
 }  // namespace dsinfer

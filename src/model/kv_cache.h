@@ -1,17 +1,22 @@
 // Per-sequence, per-layer caches (NUMERICS.md §4/§5): the MLA latent row (c ‖ k_pe in the chosen
-// `LatentLayout`) and, for layers with an indexer, the FP8 indexer key (e4m3 codes + f32 block
-// scales). Contiguous per sequence; capacity grows in chunks (paging comes with the server).
+// `LatentLayout`) and, for layers with an indexer, the FP8 indexer key (`IndexKeyLayout`: e4m3
+// codes ‖ f32 block scales). Stored in pages of `kKvPageRows` consecutive tokens, so growing a
+// sequence never moves rows and kernels read the cache through `PagedRows` views.
 // Entries of the current chunk are written before attention reads them.
 // Not thread-safe for concurrent growth; disjoint rows may be written concurrently.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "kernels/kv_layout.h"
 
 namespace dsinfer {
+
+inline constexpr int kKvPageShift = 6;
+inline constexpr int64_t kKvPageRows = int64_t{1} << kKvPageShift;  // tokens per page
 
 class LayerKvCache {
  public:
@@ -19,26 +24,26 @@ class LayerKvCache {
 
   // Makes rows [0, n) writable (keeps existing rows).
   void Reserve(int64_t n);
-  int64_t capacity() const { return capacity_; }
+  int64_t capacity() const { return static_cast<int64_t>(latent_pages_.size()) * kKvPageRows; }
 
   const LatentLayout& layout() const { return layout_; }
-  std::byte* latent_row(int64_t t) { return latent_.data() + t * layout_.RowBytes(); }
-  const std::byte* latent_data() const { return latent_.data(); }  // [capacity, RowBytes]
+  std::byte* latent_row(int64_t t) { return RowOf(latent_pages_, layout_.RowBytes(), t); }
+  PagedRows latent() const { return {latent_pages_.data(), kKvPageShift, layout_.RowBytes()}; }
 
-  int64_t index_head_dim() const { return index_head_dim_; }
-  uint8_t* index_codes(int64_t t) { return index_codes_.data() + t * index_head_dim_; }
-  float* index_scales(int64_t t) { return index_scales_.data() + t * index_blocks_; }
-  const uint8_t* index_codes_data() const { return index_codes_.data(); }  // [capacity, d_I]
-  const float* index_scales_data() const { return index_scales_.data(); }  // [capacity, d_I/128]
+  bool has_index() const { return index_.head_dim > 0; }
+  const IndexKeyLayout& index_layout() const { return index_; }
+  std::byte* index_row(int64_t t) { return RowOf(index_pages_, index_.RowBytes(), t); }
+  PagedRows index_keys() const { return {index_pages_.data(), kKvPageShift, index_.RowBytes()}; }
 
  private:
+  static std::byte* RowOf(const std::vector<std::byte*>& pages, int64_t row_bytes, int64_t t) {
+    return pages[t >> kKvPageShift] + (t & (kKvPageRows - 1)) * row_bytes;
+  }
   LatentLayout layout_;
-  int64_t index_head_dim_ = 0;
-  int64_t index_blocks_ = 0;
-  int64_t capacity_ = 0;
-  std::vector<std::byte> latent_;      // [capacity, RowBytes]
-  std::vector<uint8_t> index_codes_;   // [capacity, index_head_dim] e4m3
-  std::vector<float> index_scales_;    // [capacity, ceil(index_head_dim/128)]
+  IndexKeyLayout index_;
+  std::vector<std::unique_ptr<std::byte[]>> storage_;  // every page this cache owns
+  std::vector<std::byte*> latent_pages_;               // [pages] kKvPageRows latent rows each
+  std::vector<std::byte*> index_pages_;                // [pages] kKvPageRows index keys each
 };
 
 }  // namespace dsinfer

@@ -1,6 +1,7 @@
 // Multi-head latent attention with DeepSeek Sparse Attention (NUMERICS.md §4–§5, MODEL.md §3).
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "base/error.h"
@@ -65,14 +66,18 @@ void ProjectValues(const Dims& d, const WeightView& wkv_b, const float* o_lat, i
 void IndexerKeys(const LayerContext& ctx, const IndexerWeights& iw, LayerKvCache& cache,
                  const float* x, int64_t S, int64_t start) {
   const int64_t dI = *ctx.config.index_head_dim;
+  const IndexKeyLayout& layout = cache.index_layout();
   std::vector<float> k(S * dI);  // [S, index_head_dim]
+  std::vector<float> scales(QuantBlocks(dI));  // [index_head_dim / 128]
   Linear(x, S, iw.wk, k.data());
   LayerNorm(k.data(), S, dI, iw.k_norm_w.data(), iw.k_norm_b.data(), 1e-6f, k.data());
   for (int64_t s = 0; s < S; ++s) {
     float* ks = &k[s * dI];
     ctx.rope.ApplyHalves(ks, start + s);
     Hadamard(ks, dI);
-    ActQuant(ks, dI, cache.index_codes(start + s), cache.index_scales(start + s));
+    std::byte* row = cache.index_row(start + s);
+    ActQuant(ks, dI, reinterpret_cast<uint8_t*>(row), scales.data());
+    std::memcpy(row + layout.head_dim, scales.data(), scales.size() * sizeof(float));
   }
 }
 
@@ -124,8 +129,7 @@ std::vector<std::vector<int32_t>> SelectKeys(const LayerContext& ctx, const Laye
       if (ctx.index_topk >= p + 1) continue;
       IndexerQuery q{&iq.codes[s * HI * dI], &iq.scales[s * HI * QuantBlocks(dI)],
                      &iq.weights[s * HI], HI, dI};
-      IndexerScores(q, cache.index_codes_data(), cache.index_scales_data(), p + 1,
-                    &scores[s * n_ctx]);
+      IndexerScores(q, cache.index_keys(), p + 1, &scores[s * n_ctx]);
       sel[s] = TopK(&scores[s * n_ctx], p + 1, ctx.index_topk);
     }
   }
@@ -202,7 +206,7 @@ void AttentionForward(const LayerContext& ctx, const LayerWeights& lw, LayerKvCa
 #pragma omp parallel for schedule(dynamic) if (S * (start + S) * d.H * d.R >= kParallelWork)
   for (int64_t s = 0; s < S; ++s) {
     MlaQuery mq{&q_abs[s * d.H * d.R], &q_pe[s * d.H * d.dr], d.H, scale};
-    SparseMlaAttention(mq, cache.layout(), cache.latent_data(), sel[s].data(),
+    SparseMlaAttention(mq, cache.layout(), cache.latent(), sel[s].data(),
                        static_cast<int64_t>(sel[s].size()), &o_lat[s * d.H * d.R]);
   }
   std::vector<float> o(S * d.H * d.dv);  // [S, H * dv]

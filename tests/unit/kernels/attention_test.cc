@@ -18,6 +18,8 @@ TEST(KvLayoutTest, RowSizes) {
   EXPECT_EQ((LatentLayout{KvCacheType::kBF16, 512, 64}.RowBytes()), 1152);
   EXPECT_EQ((LatentLayout{KvCacheType::kF32, 512, 64}.RowBytes()), 2304);
   EXPECT_EQ((LatentLayout{KvCacheType::kFP8, 80, 16}.RowBytes()), 80 + 4 + 32);
+  EXPECT_EQ((IndexKeyLayout{128}.RowBytes()), 132);
+  EXPECT_EQ((IndexKeyLayout{256}.RowBytes()), 264);
 }
 
 TEST(KvLayoutTest, RoundTrips) {
@@ -42,17 +44,17 @@ TEST(KvLayoutTest, RoundTrips) {
 void CheckAttention(KvCacheType type, int64_t n_ctx, std::vector<int32_t> sel) {
   const int64_t H = 3, R = 80, dr = 16;
   LatentLayout l{type, R, dr};
-  std::vector<std::byte> cache(n_ctx * l.RowBytes());
+  test::PagedBuffer cache(n_ctx, l.RowBytes(), /*page_shift=*/4);
   std::vector<float> rows(n_ctx * (R + dr));  // decoded, what the kernel must see
   for (int64_t t = 0; t < n_ctx; ++t) {
     std::vector<float> c = test::RandomVector(R, 100 + t), pe = test::RandomVector(dr, 500 + t);
-    l.Encode(c.data(), pe.data(), &cache[t * l.RowBytes()]);
-    l.Decode(&cache[t * l.RowBytes()], &rows[t * (R + dr)]);
+    l.Encode(c.data(), pe.data(), cache.row(t));
+    l.Decode(cache.row(t), &rows[t * (R + dr)]);
   }
   std::vector<float> q_abs = test::RandomVector(H * R, 7), q_pe = test::RandomVector(H * dr, 8);
   const float scale = 0.3f;
   std::vector<float> o(H * R);
-  SparseMlaAttention(MlaQuery{q_abs.data(), q_pe.data(), H, scale}, l, cache.data(), sel.data(),
+  SparseMlaAttention(MlaQuery{q_abs.data(), q_pe.data(), H, scale}, l, cache.view(), sel.data(),
                      static_cast<int64_t>(sel.size()), o.data());
   for (int64_t h = 0; h < H; ++h) {
     std::vector<double> s;

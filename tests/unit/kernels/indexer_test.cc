@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "format/dtype.h"
 #include "kernels/quant.h"
@@ -22,9 +23,14 @@ TEST(IndexerTest, MatchesDequantisedF64) {
     std::vector<uint8_t> qc(H * d), kc(T * d);
     std::vector<float> qs(H * nb), ks(T * nb), out(T);
     for (int64_t h = 0; h < H; ++h) ActQuant(&qf[h * d], d, &qc[h * d], &qs[h * nb]);
-    for (int64_t t = 0; t < T; ++t) ActQuant(&kf[t * d], d, &kc[t * d], &ks[t * nb]);
-    IndexerScores(IndexerQuery{qc.data(), qs.data(), w.data(), H, d}, kc.data(), ks.data(), T,
-                  out.data());
+    const IndexKeyLayout layout{d};
+    test::PagedBuffer keys(T, layout.RowBytes(), /*page_shift=*/3);  // 37 keys over 5 pages
+    for (int64_t t = 0; t < T; ++t) {
+      ActQuant(&kf[t * d], d, &kc[t * d], &ks[t * nb]);
+      std::memcpy(keys.row(t), &kc[t * d], d);
+      std::memcpy(keys.row(t) + d, &ks[t * nb], nb * 4);
+    }
+    IndexerScores(IndexerQuery{qc.data(), qs.data(), w.data(), H, d}, keys.view(), T, out.data());
     int positive = 0;
     for (int64_t t = 0; t < T; ++t) {
       double e = 0, mag = 0;
