@@ -267,7 +267,8 @@ void AttentionForward(const LayerContext& ctx, const LayerWeights& lw, const flo
   float* q_abs = Take(ws.q_abs, N * d.H * d.R);  // [N, H, R]
   AbsorbQuery(d, lw.wkv_b, q, N, q_abs, ws.wkv_rows);
   float* q_pe = Take(ws.q_pe, N * d.H * d.dr);  // [N, H, dr] contiguous per token
-  for (int64_t rh = 0; rh < N * d.H; ++rh) std::copy_n(&q[rh * d.dq() + d.dn], d.dr, &q_pe[rh * d.dr]);
+  for (int64_t rh = 0; rh < N * d.H; ++rh)
+    std::copy_n(&q[rh * d.dq() + d.dn], d.dr, &q_pe[rh * d.dr]);
   const int64_t selected = SelectKeys(ctx, lw, x, qr);
   float* o_lat = Take(ws.o_lat, N * d.H * d.R);  // [N, H, R]
   const float scale = static_cast<float>(ctx.config.softmax_scale());
