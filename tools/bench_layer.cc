@@ -356,6 +356,9 @@ std::string Printf(const char* f, auto... args) {
   return buf;
 }
 
+// 4 significant digits, never in exponent form above 1 (12345 → "12345", 0.01234 → "0.01234").
+std::string Num(double v) { return v >= 1000 ? Printf("%.0f", v) : Printf("%.4g", v); }
+
 }  // namespace
 
 std::string FormatTable(std::span<const Measurement> ms) {
@@ -381,7 +384,8 @@ std::string FormatTable(std::span<const Measurement> ms) {
         continue;
       }
       const Cost& c = it->second->cost;
-      out += Printf(" | %14.4g %10.4g %10.4g", c.ms_per_token, c.tokens_per_s, c.usd_per_mtok);
+      out += Printf(" | %14s %10s %10s", Num(c.ms_per_token).c_str(), Num(c.tokens_per_s).c_str(),
+                    Num(c.usd_per_mtok).c_str());
     }
     if (modes.size() == 2) {
       if (by_mode.size() == 2)

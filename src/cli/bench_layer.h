@@ -16,7 +16,8 @@ struct LayerBenchRun {
   std::string positions = "0,4K,16K,64K,128K";
   std::string attention = "dsa,dense";
   std::string phase = "decode,prefill";
-  int64_t batch = 32;  // decode batch; batch 1 is measured too
+  int64_t batch = 32;  // decode batch
+  bool single_stream = true;  // also decode batch 1
   int64_t chunk = 512;
   double usd_per_hour = layerbench::kDefaultUsdPerHour;
   int reps = 3;
@@ -24,7 +25,8 @@ struct LayerBenchRun {
   int64_t layer = -1;
   std::string kv_cache = "fp8";
   bool json = false;
-  std::optional<std::string> plot;
+  std::optional<std::string> plot{};
+  bool brief = false;  // a two-line header (the main job)
 };
 
 // Measures every case (progress on stderr) and prints the table, or one JSON object per

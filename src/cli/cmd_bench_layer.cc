@@ -134,7 +134,14 @@ nlohmann::json ToJson(const lb::Measurement& m, const RunContext& ctx) {
           {"threads", ctx.threads}};
 }
 
-void PrintHeader(const RunContext& ctx) {
+void PrintHeader(const RunContext& ctx, bool brief) {
+  if (brief) {
+    std::printf("%s\n  (caches filled with synthetic values; fastest of %d step(s) after a warm-up; "
+                "%s; cost at %.3g USD/hour)\n\n",
+                ctx.describe.c_str(), ctx.reps, ctx.Machine().c_str(), ctx.usd_per_hour);
+    std::fflush(stdout);
+    return;
+  }
   std::printf("bench layer: %s\n  %s\n", ctx.model_dir.c_str(), ctx.describe.c_str());
   std::printf("  caches filled with synthetic values (random latents and indexer keys, not a real "
               "prompt)\n  time = fastest of >= %d steps (more until %.2g s) after a warm-up; %s\n",
@@ -154,7 +161,7 @@ int RunLayerBench(const LayerBenchRun& o) {
   const std::vector<lb::Phase> phases = lb::ParsePhases(o.phase);
   if (o.batch < 1 || o.chunk < 1) throw Error("--batch and --chunk must be at least 1");
   std::vector<int64_t> batches{o.batch};
-  if (o.batch != 1) batches.push_back(1);  // the single-stream figure too
+  if (o.batch != 1 && o.single_stream) batches.push_back(1);
   const KvCacheType kv = ParseKvCacheType(o.kv_cache, "--kv-cache");
 
   std::unique_ptr<Model> model = Model::Load(o.model_dir);
@@ -178,7 +185,7 @@ int RunLayerBench(const LayerBenchRun& o) {
                        .usd_per_hour = o.usd_per_hour,
                        .reps = o.reps,
                        .min_seconds = o.min_seconds};
-  if (!o.json) PrintHeader(ctx);
+  if (!o.json) PrintHeader(ctx, o.brief);
   std::vector<lb::Measurement> results;
   for (size_t i = 0; i < cases.size(); ++i) {
     progress.Start(i, cases.size(), cases[i]);
@@ -189,7 +196,10 @@ int RunLayerBench(const LayerBenchRun& o) {
       std::fflush(stdout);
     }
   }
-  if (!o.json) std::printf("%s\n%s", lb::FormatTable(results).c_str(), lb::FormatSavings(results).c_str());
+  if (!o.json) {
+    std::printf("%s\n%s", lb::FormatTable(results).c_str(), lb::FormatSavings(results).c_str());
+    std::fflush(stdout);
+  }
   if (o.plot) {
     std::ofstream out(*o.plot, std::ios::binary | std::ios::trunc);
     out << lb::PlotSvg(results, ctx.describe + "; " + ctx.Machine() + "; synthetic caches");
