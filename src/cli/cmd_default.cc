@@ -28,10 +28,10 @@ std::string TablePositions(const ModelConfig& c, int64_t chunk) {
 
 // Mini keeps V3.2's indexer (64 heads × 128, top-2048) but has 16 attention heads, not 128, so
 // its DSA saving is smaller than 671B's. Sizes chosen to take well under a minute with fast
-// kernels: decode batch 16, prefill chunk 64, one timed step.
+// kernels: decode batch 8, prefill chunk 32, one timed step.
 void PrintCostTable(const std::string& dir) {
   const ModelConfig c = ModelConfig::FromFile(dir + "/config.json");
-  const int64_t chunk = 64;
+  const int64_t chunk = 32;
   std::printf("\n== DSA vs dense attention: cost per token of one layer by token position ==\n");
   if (c.has_indexer())
     std::printf("DSA's lightning indexer scores every cached token cheaply (FP8) and attention "
@@ -44,7 +44,7 @@ void PrintCostTable(const std::string& dir) {
   RunLayerBench({.model_dir = dir,
                  .positions = TablePositions(c, chunk),
                  .attention = c.has_indexer() ? "dsa,dense" : "dense",
-                 .batch = 16,
+                 .batch = 8,
                  .single_stream = false,
                  .chunk = chunk,
                  .reps = 1,

@@ -142,11 +142,11 @@ def case_main_job(dsinfer, scratch):
     assert "top 16" in table and "synthetic values" in table, table
     rows = [l.split() for l in table.splitlines() if "|" in l and not l.startswith("phase")]
     assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
-        ("decode", "16", "1", "0"), ("decode", "16", "1", "32"), ("decode", "16", "1", "128"),
-        ("prefill", "1", "64", "0"), ("prefill", "1", "64", "32"), ("prefill", "1", "64", "128")
+        ("decode", "8", "1", "0"), ("decode", "8", "1", "32"), ("decode", "8", "1", "128"),
+        ("prefill", "1", "32", "0"), ("prefill", "1", "32", "32"), ("prefill", "1", "32", "128")
     ], table
     assert all(r[-1].endswith("x") for r in rows), table  # dense/DSA ratio on every row
-    assert "decode at 128 (batch 16): DSA" in table and "prefill at 128 (chunk 64): DSA" in table
+    assert "decode at 128 (batch 8): DSA" in table and "prefill at 128 (chunk 32): DSA" in table
 
 
 def main():
