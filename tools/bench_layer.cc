@@ -503,7 +503,7 @@ void DrawPanel(std::string& svg, const Box& box, const std::string& title,
   svg += "<g font-size=\"11\">\n";
   for (double v = 0; v <= xmax + xstep / 2; v += xstep)
     svg += "<text x=\"" + Fmt("%.1f", X(v)) + "\" y=\"" + Fmt("%.1f", box.y + box.h + 15) +
-           "\" text-anchor=\"middle\">" + (in_k ? Fmt("%gK", v / 1024) : Fmt("%g", v)) + "</text>\n";
+           "\" text-anchor=\"middle\">" + (in_k && v > 0 ? Fmt("%gK", v / 1024) : Fmt("%g", v)) + "</text>\n";
   for (double v = 0; v <= ymax + ystep / 2; v += ystep)
     svg += "<text x=\"" + Fmt("%.1f", box.x - 5) + "\" y=\"" + Fmt("%.1f", Y(v) + 4) +
            "\" text-anchor=\"end\">" + Fmt("%g", v) + "</text>\n";
