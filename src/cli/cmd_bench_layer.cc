@@ -144,8 +144,12 @@ void PrintHeader(const RunContext& ctx, bool brief) {
   }
   std::printf("bench layer: %s\n  %s\n", ctx.model_dir.c_str(), ctx.describe.c_str());
   std::printf("  caches filled with synthetic values (random latents and indexer keys, not a real "
-              "prompt)\n  time = fastest of >= %d steps (more until %.2g s) after a warm-up; %s\n",
-              ctx.reps, ctx.min_seconds, ctx.Machine().c_str());
+              "prompt)\n  time = fastest of >= %d step(s)%s after a warm-up; %s\n",
+              ctx.reps,
+              ctx.min_seconds > 0 ? (" (more until " + std::to_string(ctx.min_seconds).substr(0, 4) +
+                                     " s)").c_str()
+                                  : "",
+              ctx.Machine().c_str());
   std::printf("  decode: one step of `batch` sequences holding `position` cached tokens each; "
               "prefill: `chunk` tokens on top of `position` cached tokens\n");
   std::printf("  cost at %.3g USD/hour (--usd-per-hour; default: a 2-vCPU cloud instance)\n\n",
