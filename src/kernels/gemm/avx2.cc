@@ -1,0 +1,102 @@
+// AVX2 + FMA + F16C instance of the linear-algebra kernels (gemm/isa_kernels.h): 8-lane f32
+// vectors, 6 × 16 micro-tiles (12 ymm accumulators); tails go through small zero-padded copies.
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "kernels/gemm/isa_kernels.h"
+
+#define DSINFER_SIMD __attribute__((target("avx2,fma,f16c")))
+
+namespace dsinfer::gemm {
+namespace avx2 {
+
+struct V {
+  using F = __m256;
+  static constexpr const char* kName = "avx2";
+  static constexpr int kLanes = 8;
+  static constexpr int kMr = 6;      // 6 × 2 accumulators + 2 panel vectors + 1 broadcast
+  static constexpr int kTVecs = 2;   // gemv_t: 2 column vectors × up to 4 tokens
+  static constexpr int GemvRows(int n) { return n <= 2 ? 2 : 1; }
+
+  DSINFER_SIMD static __m256i Mask(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+  DSINFER_SIMD static F Zero() { return _mm256_setzero_ps(); }
+  DSINFER_SIMD static F Set1(float v) { return _mm256_set1_ps(v); }
+  DSINFER_SIMD static F Load(const float* p) { return _mm256_loadu_ps(p); }
+  DSINFER_SIMD static F LoadN(const float* p, int n) { return _mm256_maskload_ps(p, Mask(n)); }
+  DSINFER_SIMD static void Store(float* p, F v) { _mm256_storeu_ps(p, v); }
+  DSINFER_SIMD static void StoreN(float* p, F v, int n) { _mm256_maskstore_ps(p, Mask(n), v); }
+  DSINFER_SIMD static F Fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
+  DSINFER_SIMD static F Mul(F a, F b) { return _mm256_mul_ps(a, b); }
+  DSINFER_SIMD static F Add(F a, F b) { return _mm256_add_ps(a, b); }
+  DSINFER_SIMD static float ReduceAdd(F v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+  }
+
+  // 8 codes → f16 bits sign<<15 | (b & 0x7f)<<7 (see avx512.cc) → f32.
+  DSINFER_SIMD static F E4m3(const uint8_t* p) {
+    const __m128i b16 = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    const __m128i h = _mm_srai_epi16(_mm_slli_epi16(b16, 8), 1);
+    return _mm256_cvtph_ps(_mm_and_si128(h, _mm_set1_epi16(static_cast<int16_t>(0xBFFF))));
+  }
+  DSINFER_SIMD static F Bf16(const uint16_t* p) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+  DSINFER_SIMD static F F16(const uint16_t* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  // Tails: copy the first n codes into a zeroed block (code 0 decodes to +0).
+  template <class T>
+  DSINFER_SIMD static void Pad(const T* p, int n, T* out) {
+    for (int i = 0; i < 8; ++i) out[i] = i < n ? p[i] : T{0};
+  }
+  DSINFER_SIMD static F E4m3N(const uint8_t* p, int n) {
+    uint8_t b[8];
+    Pad(p, n, b);
+    return E4m3(b);
+  }
+  DSINFER_SIMD static F Bf16N(const uint16_t* p, int n) {
+    uint16_t b[8];
+    Pad(p, n, b);
+    return Bf16(b);
+  }
+  DSINFER_SIMD static F F16N(const uint16_t* p, int n) {
+    uint16_t b[8];
+    Pad(p, n, b);
+    return F16(b);
+  }
+
+  // 8 × 8 transpose: 32-bit and 64-bit unpacks within 128-bit lanes, then swap lane halves.
+  DSINFER_SIMD static void Transpose(F* r) {
+    F t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+      t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+      t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int g = 0; g < 8; g += 4) {
+      const __m256d a0 = _mm256_castps_pd(t[g]), a1 = _mm256_castps_pd(t[g + 1]);
+      const __m256d a2 = _mm256_castps_pd(t[g + 2]), a3 = _mm256_castps_pd(t[g + 3]);
+      u[g] = _mm256_castpd_ps(_mm256_unpacklo_pd(a0, a2));
+      u[g + 1] = _mm256_castpd_ps(_mm256_unpackhi_pd(a0, a2));
+      u[g + 2] = _mm256_castpd_ps(_mm256_unpacklo_pd(a1, a3));
+      u[g + 3] = _mm256_castpd_ps(_mm256_unpackhi_pd(a1, a3));
+    }
+    for (int e = 0; e < 4; ++e) {
+      r[e] = _mm256_permute2f128_ps(u[e], u[4 + e], 0x20);
+      r[4 + e] = _mm256_permute2f128_ps(u[e], u[4 + e], 0x31);
+    }
+  }
+};
+
+#include "kernels/gemm/kernels.inc"
+
+}  // namespace avx2
+
+const IsaKernels& Avx2Kernels() { return avx2::kTable; }
+
+}  // namespace dsinfer::gemm

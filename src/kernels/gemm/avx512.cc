@@ -1,0 +1,104 @@
+// AVX-512 (F/BW/VL) instance of the linear-algebra kernels (gemm/isa_kernels.h): 16-lane f32
+// vectors, 8 × 32 micro-tiles (16 zmm accumulators), byte-masked loads for the tails.
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "kernels/gemm/isa_kernels.h"
+
+// GCC 12's _mm512_reduce_add_ps trips -Wuninitialized inside its own header.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#define DSINFER_SIMD __attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c")))
+
+namespace dsinfer::gemm {
+namespace avx512 {
+
+struct V {
+  using F = __m512;
+  static constexpr const char* kName = "avx512";
+  static constexpr int kLanes = 16;
+  static constexpr int kMr = 8;      // 8 × 2 accumulators + 2 panel vectors + 1 broadcast
+  static constexpr int kTVecs = 4;   // gemv_t: 4 column vectors × up to 4 tokens
+  static constexpr int GemvRows(int n) { return n <= 2 ? 4 : 2; }
+
+  DSINFER_SIMD static __mmask16 Mask(int n) { return static_cast<__mmask16>((1u << n) - 1); }
+  DSINFER_SIMD static F Zero() { return _mm512_setzero_ps(); }
+  DSINFER_SIMD static F Set1(float v) { return _mm512_set1_ps(v); }
+  DSINFER_SIMD static F Load(const float* p) { return _mm512_loadu_ps(p); }
+  DSINFER_SIMD static F LoadN(const float* p, int n) { return _mm512_maskz_loadu_ps(Mask(n), p); }
+  DSINFER_SIMD static void Store(float* p, F v) { _mm512_storeu_ps(p, v); }
+  DSINFER_SIMD static void StoreN(float* p, F v, int n) { _mm512_mask_storeu_ps(p, Mask(n), v); }
+  DSINFER_SIMD static F Fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
+  DSINFER_SIMD static F Mul(F a, F b) { return _mm512_mul_ps(a, b); }
+  DSINFER_SIMD static F Add(F a, F b) { return _mm512_add_ps(a, b); }
+  DSINFER_SIMD static float ReduceAdd(F v) { return _mm512_reduce_add_ps(v); }
+
+  // 16 codes (zero-extended to 16 bits) → f16 bits sign<<15 | (b & 0x7f)<<7: shift the code
+  // into the high byte, arithmetic-shift right by one (sign lands in bits 15 and 14), clear 14.
+  DSINFER_SIMD static F E4m3Widened(__m256i b16) {
+    const __m256i h = _mm256_srai_epi16(_mm256_slli_epi16(b16, 8), 1);
+    return _mm512_cvtph_ps(_mm256_and_si256(h, _mm256_set1_epi16(static_cast<int16_t>(0xBFFF))));
+  }
+  DSINFER_SIMD static F E4m3(const uint8_t* p) {
+    return E4m3Widened(_mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  }
+  DSINFER_SIMD static F E4m3N(const uint8_t* p, int n) {
+    return E4m3Widened(_mm256_cvtepu8_epi16(_mm_maskz_loadu_epi8(Mask(n), p)));
+  }
+  DSINFER_SIMD static F Bf16Widened(__m256i h) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+  DSINFER_SIMD static F Bf16(const uint16_t* p) {
+    return Bf16Widened(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+  DSINFER_SIMD static F Bf16N(const uint16_t* p, int n) {
+    return Bf16Widened(_mm256_maskz_loadu_epi16(Mask(n), p));
+  }
+  DSINFER_SIMD static F F16(const uint16_t* p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+  DSINFER_SIMD static F F16N(const uint16_t* p, int n) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(Mask(n), p));
+  }
+
+  // 16 × 16 transpose: pairs of rows (32-bit unpack), quads (64-bit unpack), then 128-bit lanes.
+  // After the two unpack stages u[4g + e] holds, in 128-bit lane L, element 4L + e of rows
+  // 4g..4g+3; the lane shuffles gather lane L of u[e], u[4+e], u[8+e], u[12+e] into row 4L + e.
+  DSINFER_SIMD static void Transpose(F* r) {
+    F t[16], u[16];
+    for (int i = 0; i < 16; i += 2) {
+      t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+      t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int g = 0; g < 16; g += 4) {
+      const __m512d a0 = _mm512_castps_pd(t[g]), a1 = _mm512_castps_pd(t[g + 1]);
+      const __m512d a2 = _mm512_castps_pd(t[g + 2]), a3 = _mm512_castps_pd(t[g + 3]);
+      u[g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, a2));
+      u[g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, a2));
+      u[g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, a3));
+      u[g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, a3));
+    }
+    for (int e = 0; e < 4; ++e) {
+      const F lo01 = _mm512_shuffle_f32x4(u[e], u[4 + e], 0x44);
+      const F hi01 = _mm512_shuffle_f32x4(u[e], u[4 + e], 0xEE);
+      const F lo23 = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0x44);
+      const F hi23 = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0xEE);
+      r[e] = _mm512_shuffle_f32x4(lo01, lo23, 0x88);
+      r[4 + e] = _mm512_shuffle_f32x4(lo01, lo23, 0xDD);
+      r[8 + e] = _mm512_shuffle_f32x4(hi01, hi23, 0x88);
+      r[12 + e] = _mm512_shuffle_f32x4(hi01, hi23, 0xDD);
+    }
+  }
+};
+
+#include "kernels/gemm/kernels.inc"
+
+}  // namespace avx512
+
+const IsaKernels& Avx512Kernels() { return avx512::kTable; }
+
+}  // namespace dsinfer::gemm
