@@ -68,6 +68,23 @@ void BM_LinearFp8(benchmark::State& state) {
   state.SetLabel(IsaName(isa));
 }
 
+// The GEMV's compute ceiling: a [64, 7168] FP8 matrix (448 KiB) stays in L2, so the rate is
+// the decode + FMA throughput of one core, which must exceed its share of memory bandwidth.
+void BM_GemvWarmFp8(benchmark::State& state) {
+  const auto isa = static_cast<Isa>(state.range(0));
+  if (!DetectCpu().Supports(isa)) return state.SkipWithError("ISA not supported");
+  const int64_t rows = 64, cols = 7168, n = state.range(1);
+  Weights w = MakeWeights(rows, cols, 1);
+  std::vector<float> x(n * cols, 0.5f), y(n * rows);
+  for (auto _ : state) {
+    LinearRows(isa, x.data(), cols, n, w.views[0], 0, rows, y.data(), rows);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.counters["bytes/s"] = benchmark::Counter(static_cast<double>(rows * cols) * state.iterations(),
+                                                 benchmark::Counter::kIsRate);
+  state.SetLabel(IsaName(isa));
+}
+
 // MLA absorb on one head's W_UK rows ([128, 512] of wkv_b), as decode/prefill call it.
 void BM_TransposedFp8(benchmark::State& state) {
   const auto isa = static_cast<Isa>(state.range(0));
@@ -94,6 +111,7 @@ void LinearArgs(benchmark::internal::Benchmark* b) {
 }
 
 BENCHMARK(BM_LinearFp8)->Apply(LinearArgs)->ArgNames({"isa", "rows", "cols", "n"})->UseRealTime();
+BENCHMARK(BM_GemvWarmFp8)->ArgsProduct({{1, 2}, {1, 2, 4}})->ArgNames({"isa", "n"});
 BENCHMARK(BM_TransposedFp8)
     ->ArgsProduct({{0, 1, 2}, {1, 4, 512}})
     ->ArgNames({"isa", "n"})
