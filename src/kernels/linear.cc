@@ -122,7 +122,7 @@ void RowsGemm(const gemm::IsaKernels& k, const float* x, int64_t xs, int64_t n,
 
 void TransposedGemv(const gemm::IsaKernels& k, const float* x, int64_t xs, int64_t n,
                     const WeightView& w, int64_t rb, int64_t re, float* y, int64_t ys) {
-  constexpr int64_t kChunk = 128;  // output columns per scheduling unit (a multiple of 64)
+  constexpr int64_t kChunk = 128;  // output columns per scheduling unit (one scale block)
   const int64_t chunks = (w.cols + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(dynamic) if (UseThreads((re - rb) * w.cols * (n + 1)))
   for (int64_t ch = 0; ch < chunks; ++ch) {

@@ -16,8 +16,8 @@ struct V {
   static constexpr const char* kName = "avx2";
   static constexpr int kLanes = 8;
   static constexpr int kMr = 6;      // 6 × 2 accumulators + 2 panel vectors + 1 broadcast
-  static constexpr int kTVecs = 2;   // gemv_t: 2 column vectors × up to 4 tokens
-  static constexpr int GemvRows(int n) { return n <= 2 ? 2 : 1; }
+  static constexpr int GemvRows(int n) { return n <= 2 ? 2 : 1; }     // × n accumulators
+  static constexpr int GemvTVecs(int n) { return n <= 2 ? 4 : 2; }    // × n accumulators
 
   DSINFER_SIMD static __m256i Mask(int n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));

@@ -22,8 +22,8 @@ struct V {
   static constexpr const char* kName = "avx512";
   static constexpr int kLanes = 16;
   static constexpr int kMr = 8;      // 8 × 2 accumulators + 2 panel vectors + 1 broadcast
-  static constexpr int kTVecs = 4;   // gemv_t: 4 column vectors × up to 4 tokens
-  static constexpr int GemvRows(int n) { return n <= 2 ? 4 : 2; }
+  static constexpr int GemvRows(int n) { return n <= 2 ? 4 : 2; }     // × n accumulators
+  static constexpr int GemvTVecs(int n) { return n <= 2 ? 8 : 4; }    // × n accumulators
 
   DSINFER_SIMD static __mmask16 Mask(int n) { return static_cast<__mmask16>((1u << n) - 1); }
   DSINFER_SIMD static F Zero() { return _mm512_setzero_ps(); }

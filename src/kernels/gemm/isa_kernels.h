@@ -33,7 +33,7 @@ struct IsaKernels {
   void (*gemv)(const float* x, int64_t xs, int n, const WeightView& w, int64_t r0, int64_t r1,
                float* y, int64_t ys);
   // y[t*ys + c] = Σ_{i < re-rb} x[t*xs + i] · W[rb + i, c] for c ∈ [c0, c1), n ≤ gemv_max_n.
-  // c0 must be a multiple of 64 (so a 64-column chunk shares one block scale).
+  // c0 must be a multiple of 128 (so each column chunk shares one block scale).
   void (*gemv_t)(const float* x, int64_t xs, int n, const WeightView& w, int64_t rb, int64_t re,
                  int64_t c0, int64_t c1, float* y, int64_t ys);
   // panel[k*nr + j] = W[r0 + j, k0 + k] for k < kc ≤ kKc, j < nv ≤ nr (0 for j ≥ nv).
