@@ -43,6 +43,21 @@ struct V {
     const __m128i h = _mm_srai_epi16(_mm_slli_epi16(b16, 8), 1);
     return _mm256_cvtph_ps(_mm_and_si128(h, _mm_set1_epi16(static_cast<int16_t>(0xBFFF))));
   }
+  // 16 codes as 8 words, split into even and odd positions (see avx512.cc).
+  DSINFER_SIMD static void E4m3Pair(const uint8_t* p, F* even, F* odd) {
+    const __m128i w = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    const __m128i o = _mm_and_si128(_mm_srai_epi16(w, 1), _mm_set1_epi16(static_cast<int16_t>(0xBF80)));
+    const __m128i e = _mm_and_si128(_mm_srai_epi16(_mm_slli_epi16(w, 8), 1),
+                                    _mm_set1_epi16(static_cast<int16_t>(0xBFFF)));
+    *even = _mm256_cvtph_ps(e);
+    *odd = _mm256_cvtph_ps(o);
+  }
+  // x[0..15] → x[0, 2, ..., 14] and x[1, 3, ..., 15].
+  DSINFER_SIMD static void Deinterleave(const float* x, F* even, F* odd) {
+    const F a = _mm256_loadu_ps(x), b = _mm256_loadu_ps(x + 8);
+    *even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+    *odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+  }
   DSINFER_SIMD static F Bf16(const uint16_t* p) {
     const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));

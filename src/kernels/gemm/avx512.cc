@@ -49,6 +49,23 @@ struct V {
   DSINFER_SIMD static F E4m3N(const uint8_t* p, int n) {
     return E4m3Widened(_mm256_cvtepu8_epi16(_mm_maskz_loadu_epi8(Mask(n), p)));
   }
+  // 32 codes as 16 words: the odd code of each word already sits in the high byte (shift
+  // right, keep sign and magnitude bits); the even one is shifted up first.
+  DSINFER_SIMD static void E4m3Pair(const uint8_t* p, F* even, F* odd) {
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    const __m256i o = _mm256_and_si256(_mm256_srai_epi16(w, 1), _mm256_set1_epi16(static_cast<int16_t>(0xBF80)));
+    const __m256i e = _mm256_and_si256(_mm256_srai_epi16(_mm256_slli_epi16(w, 8), 1),
+                                       _mm256_set1_epi16(static_cast<int16_t>(0xBFFF)));
+    *even = _mm512_cvtph_ps(e);
+    *odd = _mm512_cvtph_ps(o);
+  }
+  // x[0..31] → x[0, 2, ..., 30] and x[1, 3, ..., 31].
+  DSINFER_SIMD static void Deinterleave(const float* x, F* even, F* odd) {
+    const F a = _mm512_loadu_ps(x), b = _mm512_loadu_ps(x + 16);
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    *even = _mm512_permutex2var_ps(a, ie, b);
+    *odd = _mm512_permutex2var_ps(a, _mm512_add_epi32(ie, _mm512_set1_epi32(1)), b);
+  }
   DSINFER_SIMD static F Bf16Widened(__m256i h) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
   }
