@@ -168,8 +168,8 @@ void LinearRows(Isa isa, const float* x, int64_t x_stride, int64_t n, const Weig
                 "LinearRows: a row stride is shorter than its row");
   if (n == 0 || row_begin == row_end) return;
   const gemm::IsaKernels* k = KernelsFor(isa);
+  if (w.cols == 0) return ZeroRows(y, y_stride, n, row_end - row_begin);  // empty sums
   if (k == nullptr) return RowsScalar(x, x_stride, n, w, row_begin, row_end, y, y_stride);
-  if (w.cols == 0) return ZeroRows(y, y_stride, n, row_end - row_begin);
   if (n <= k->gemv_max_n) return RowsGemv(*k, x, x_stride, n, w, row_begin, row_end, y, y_stride);
   RowsGemm(*k, x, x_stride, n, w, row_begin, row_end, y, y_stride);
 }
