@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -90,32 +91,59 @@ void ZeroRows(float* y, int64_t ys, int64_t n, int64_t width) {
   for (int64_t t = 0; t < n; ++t) std::fill(y + t * ys, y + t * ys + width, 0.0f);
 }
 
+// Per-thread scratch of the vector paths (pre-scaled activations, panels, parked
+// accumulators), 64-byte aligned so no vector load splits a cache line: grows, never shrinks,
+// so steady-state calls allocate nothing.
+float* Scratch(int64_t floats) {
+  constexpr int64_t kAlign = 64 / sizeof(float);
+  thread_local std::vector<float> buffer;
+  if (static_cast<int64_t>(buffer.size()) < floats + kAlign) buffer.resize(floats + kAlign);
+  const auto address = reinterpret_cast<uintptr_t>(buffer.data());
+  return buffer.data() + (64 - address % 64) % 64 / sizeof(float);
+}
+
+// Pieces of [rb, re) cut at multiples of `height` (a divisor of 128), so that no piece crosses
+// a 128-row scale block. How rows are cut never changes a result, only the work per piece.
+struct Pieces {
+  int64_t rb, re, height;
+  int64_t count() const { return (re - 1) / height - rb / height + 1; }
+  int64_t begin(int64_t p) const { return std::max(rb, (rb / height + p) * height); }
+  int64_t end(int64_t p) const { return std::min(re, (rb / height + p + 1) * height); }
+};
+
+// 32-row pieces; x' is prepared per 128-row block, once per thread while its pieces stay there.
 void RowsGemv(const gemm::IsaKernels& k, const float* x, int64_t xs, int64_t n,
               const WeightView& w, int64_t rb, int64_t re, float* y, int64_t ys) {
-  constexpr int64_t kChunk = 32;  // weight rows per scheduling unit (a multiple of every R)
-  const int64_t chunks = (re - rb + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(dynamic) if (UseThreads((re - rb) * w.cols * (n + 1)))
-  for (int64_t ch = 0; ch < chunks; ++ch) {
-    const int64_t r0 = rb + ch * kChunk, r1 = std::min(r0 + kChunk, re);
-    k.gemv(x, xs, static_cast<int>(n), w, r0, r1, y + (r0 - rb), ys);
+  const Pieces pieces{rb, re, 32};
+  const int64_t xps = (w.cols + k.pair - 1) / k.pair * k.pair;
+  const bool scaled = w.dtype == DType::kF8E4M3;  // else x' = x for every block
+#pragma omp parallel if (UseThreads((re - rb) * w.cols * (n + 1)))
+  {
+    float* xp = Scratch(n * xps);  // [n, xps] x' of block `prepared`
+    int64_t prepared = -1;
+#pragma omp for schedule(dynamic)
+    for (int64_t p = 0; p < pieces.count(); ++p) {
+      const int64_t r0 = pieces.begin(p), r1 = pieces.end(p);
+      if (const int64_t block = scaled ? r0 / 128 : 0; block != prepared) {
+        k.prep_x(x, xs, static_cast<int>(n), w, r0 / 128, 0, w.cols, xp, xps);
+        prepared = block;
+      }
+      k.gemv(xp, xps, static_cast<int>(n), w, r0, r1, y + (r0 - rb), ys);
+    }
   }
 }
 
-// One 32-row panel at a time: decode W[panel, k-block] once, multiply it into all tokens.
+// Pieces of ≤ 128 rows (64 when there are few, for two threads to share them evenly).
 void RowsGemm(const gemm::IsaKernels& k, const float* x, int64_t xs, int64_t n,
               const WeightView& w, int64_t rb, int64_t re, float* y, int64_t ys) {
-  const int64_t panels = (re - rb + k.nr - 1) / k.nr;
-#pragma omp parallel for schedule(dynamic) if (UseThreads((re - rb) * w.cols * (n + 1)))
-  for (int64_t p = 0; p < panels; ++p) {
-    alignas(64) float panel[gemm::kKc * gemm::kMaxNr];  // [kc, nr] decoded weights, k-major
-    const int64_t r0 = rb + p * k.nr;
-    const int nv = static_cast<int>(std::min<int64_t>(k.nr, re - r0));
-    for (int64_t k0 = 0; k0 < w.cols; k0 += gemm::kKc) {
-      const int kc = static_cast<int>(std::min<int64_t>(gemm::kKc, w.cols - k0));
-      k.pack_rows(w, r0, nv, k0, kc, panel);
-      for (int64_t t0 = 0; t0 < n; t0 += k.mr)
-        k.tile(x + t0 * xs + k0, xs, static_cast<int>(std::min<int64_t>(k.mr, n - t0)), panel, kc,
-               y + t0 * ys + (r0 - rb), ys, nv, /*accumulate=*/k0 > 0);
+  const Pieces pieces{rb, re, re - rb < 1024 ? 64 : 128};
+#pragma omp parallel if (UseThreads((re - rb) * w.cols * (n + 1)))
+  {
+    float* work = Scratch(k.gemm_rows_work(n, w.cols));
+#pragma omp for schedule(dynamic)
+    for (int64_t p = 0; p < pieces.count(); ++p) {
+      const int64_t r0 = pieces.begin(p), r1 = pieces.end(p);
+      k.gemm_rows(x, xs, n, w, r0, r1, y + (r0 - rb), ys, work);
     }
   }
 }
@@ -131,20 +159,29 @@ void TransposedGemv(const gemm::IsaKernels& k, const float* x, int64_t xs, int64
   }
 }
 
+// One 128-column block (one scale column) per unit: x' of a chunk of kKc weight rows is
+// prepared once and multiplied into every panel of the block; y carries the running sums.
 void TransposedGemm(const gemm::IsaKernels& k, const float* x, int64_t xs, int64_t n,
                     const WeightView& w, int64_t rb, int64_t re, float* y, int64_t ys) {
-  const int64_t panels = (w.cols + k.nr - 1) / k.nr;
-#pragma omp parallel for schedule(dynamic) if (UseThreads((re - rb) * w.cols * (n + 1)))
-  for (int64_t p = 0; p < panels; ++p) {
-    alignas(64) float panel[gemm::kKc * gemm::kMaxNr];  // [kc, nr] W[rows, panel cols]
-    const int64_t c0 = p * k.nr;
-    const int nv = static_cast<int>(std::min<int64_t>(k.nr, w.cols - c0));
-    for (int64_t i0 = 0; i0 < re - rb; i0 += gemm::kKc) {
-      const int kc = static_cast<int>(std::min<int64_t>(gemm::kKc, re - rb - i0));
-      k.pack_cols(w, rb + i0, kc, c0, nv, panel);
-      for (int64_t t0 = 0; t0 < n; t0 += k.mr)
-        k.tile(x + t0 * xs + i0, xs, static_cast<int>(std::min<int64_t>(k.mr, n - t0)), panel, kc,
-               y + t0 * ys + c0, ys, nv, /*accumulate=*/i0 > 0);
+  const int64_t blocks = (w.cols + 127) / 128;
+#pragma omp parallel if (UseThreads((re - rb) * w.cols * (n + 1)))
+  {
+    float* xp = Scratch(n * gemm::kKc);  // [n, kKc] x' of the current row chunk
+#pragma omp for schedule(dynamic)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t c0 = b * 128, c1 = std::min(c0 + 128, w.cols);
+      for (int64_t i0 = 0; i0 < re - rb; i0 += gemm::kKc) {
+        const int kc = static_cast<int>(std::min<int64_t>(gemm::kKc, re - rb - i0));
+        k.prep_t(x, xs, n, w, rb, i0, kc, c0, xp);
+        for (int64_t pc = c0; pc < c1; pc += k.nr) {
+          alignas(64) float panel[gemm::kKc * gemm::kMaxNr];  // [kc, nr] W[rows, panel cols]
+          const int nv = static_cast<int>(std::min<int64_t>(k.nr, c1 - pc));
+          k.pack_cols(w, rb + i0, kc, pc, nv, panel);
+          for (int64_t t0 = 0; t0 < n; t0 += k.mr)
+            k.tile(xp + t0 * gemm::kKc, gemm::kKc, static_cast<int>(std::min<int64_t>(k.mr, n - t0)),
+                   panel, kc, y + t0 * ys + pc, ys, nv, /*accumulate=*/i0 > 0);
+        }
+      }
     }
   }
 }

@@ -6,17 +6,20 @@
 // tested against it on every ISA the machine supports.
 //   * n ≤ 4 activation rows (decode): a GEMV that streams each weight row once for all rows of x,
 //     several weight rows per pass so every activation load is reused (memory-bound).
-//   * n > 4 (prefill, batched decode): a packed GEMM — each 128-column × 32-row weight tile is
-//     decoded once to f32 and multiplied into 8 activation rows at a time by a register-blocked
-//     micro-kernel (compute-bound, f32 FMA).
+//   * n > 4 (prefill, batched decode): a GEMM — each ≤128-row × 512-column weight tile is
+//     decoded once to f32 and multiplied into 6 activation rows at a time by a register tile of
+//     k-lane accumulators (compute-bound, f32 FMA).
 // Numerics: f32 products and f32 accumulation everywhere (docs/numerics.md §1: activations are
-// never rounded). Only the summation order differs between paths, so each result is within
+// never rounded). BATCH INVARIANT: on one ISA every vector path computes an output with the same
+// f32 operations in the same order (FP8 scale folded into the activation, fixed k-lane order),
+// so y[t, :] is bitwise independent of n, of t's position and of the thread count (continuous
+// batching relies on it). Across ISAs and vs the scalar specification results differ within
 // γ_{K+4}·Σ|x·w| of the exact sum (K = the reduced length); see docs/kernels.md "Linear".
 //
 // Threading: one OpenMP region over output rows (or columns) when the product is large enough
 // (`kParallelWork`) and the caller is not already inside a parallel region — then it runs on the
-// calling thread only, so callers may parallelise over heads themselves. No heap allocation on
-// the vector paths (panels live on the stack). Thread-safe: no shared mutable state.
+// calling thread only, so callers may parallelise over heads themselves. The vector paths use a
+// thread-local scratch that grows, never shrinks. Thread-safe: no shared mutable state.
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,6 @@
 // AVX2 + FMA + F16C instance of the linear-algebra kernels (gemm/isa_kernels.h): 8-lane f32
-// vectors, 6 × 16 micro-tiles (12 ymm accumulators); tails go through small zero-padded copies.
+// vectors, 4 tokens × 3 weight rows of k-lane accumulators in the row GEMM (12 ymm), 6 × 16
+// transposed micro-tiles (12 ymm); tails go through small zero-padded copies.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -16,6 +17,7 @@ struct V {
   static constexpr const char* kName = "avx2";
   static constexpr int kLanes = 8;
   static constexpr int kMr = 6;      // 6 × 2 accumulators + 2 panel vectors + 1 broadcast
+  static constexpr int kRowMr = 4, kRowNr = 3;  // 12 accumulators + 3 weights + 1 x
   static constexpr int GemvRows(int n) { return n <= 2 ? 2 : 1; }     // × n accumulators
   static constexpr int GemvTVecs(int n) { return n <= 2 ? 4 : 2; }    // × n accumulators
 
@@ -30,7 +32,6 @@ struct V {
   DSINFER_SIMD static void StoreN(float* p, F v, int n) { _mm256_maskstore_ps(p, Mask(n), v); }
   DSINFER_SIMD static F Fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
   DSINFER_SIMD static F Mul(F a, F b) { return _mm256_mul_ps(a, b); }
-  DSINFER_SIMD static F Add(F a, F b) { return _mm256_add_ps(a, b); }
   DSINFER_SIMD static float ReduceAdd(F v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -84,27 +85,6 @@ struct V {
     uint16_t b[8];
     Pad(p, n, b);
     return F16(b);
-  }
-
-  // 8 × 8 transpose: 32-bit and 64-bit unpacks within 128-bit lanes, then swap lane halves.
-  DSINFER_SIMD static void Transpose(F* r) {
-    F t[8], u[8];
-    for (int i = 0; i < 8; i += 2) {
-      t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-      t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int g = 0; g < 8; g += 4) {
-      const __m256d a0 = _mm256_castps_pd(t[g]), a1 = _mm256_castps_pd(t[g + 1]);
-      const __m256d a2 = _mm256_castps_pd(t[g + 2]), a3 = _mm256_castps_pd(t[g + 3]);
-      u[g] = _mm256_castpd_ps(_mm256_unpacklo_pd(a0, a2));
-      u[g + 1] = _mm256_castpd_ps(_mm256_unpackhi_pd(a0, a2));
-      u[g + 2] = _mm256_castpd_ps(_mm256_unpacklo_pd(a1, a3));
-      u[g + 3] = _mm256_castpd_ps(_mm256_unpackhi_pd(a1, a3));
-    }
-    for (int e = 0; e < 4; ++e) {
-      r[e] = _mm256_permute2f128_ps(u[e], u[4 + e], 0x20);
-      r[4 + e] = _mm256_permute2f128_ps(u[e], u[4 + e], 0x31);
-    }
   }
 };
 

@@ -1,5 +1,6 @@
 // AVX-512 (F/BW/VL) instance of the linear-algebra kernels (gemm/isa_kernels.h): 16-lane f32
-// vectors, 8 × 32 micro-tiles (16 zmm accumulators), byte-masked loads for the tails.
+// vectors, 6 tokens × 4 weight rows of k-lane accumulators in the row GEMM (24 zmm), 8 × 32
+// transposed micro-tiles (16 zmm), byte-masked loads for the tails.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -22,6 +23,7 @@ struct V {
   static constexpr const char* kName = "avx512";
   static constexpr int kLanes = 16;
   static constexpr int kMr = 8;      // 8 × 2 accumulators + 2 panel vectors + 1 broadcast
+  static constexpr int kRowMr = 6, kRowNr = 4;  // 24 accumulators + 4 weights + 1 x
   static constexpr int GemvRows(int n) { return n <= 2 ? 4 : 2; }     // × n accumulators
   static constexpr int GemvTVecs(int n) { return n <= 2 ? 8 : 4; }    // × n accumulators
 
@@ -34,7 +36,6 @@ struct V {
   DSINFER_SIMD static void StoreN(float* p, F v, int n) { _mm512_mask_storeu_ps(p, Mask(n), v); }
   DSINFER_SIMD static F Fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
   DSINFER_SIMD static F Mul(F a, F b) { return _mm512_mul_ps(a, b); }
-  DSINFER_SIMD static F Add(F a, F b) { return _mm512_add_ps(a, b); }
   DSINFER_SIMD static float ReduceAdd(F v) { return _mm512_reduce_add_ps(v); }
 
   // 16 codes (zero-extended to 16 bits) → f16 bits sign<<15 | (b & 0x7f)<<7: shift the code
@@ -80,35 +81,6 @@ struct V {
   }
   DSINFER_SIMD static F F16N(const uint16_t* p, int n) {
     return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(Mask(n), p));
-  }
-
-  // 16 × 16 transpose: pairs of rows (32-bit unpack), quads (64-bit unpack), then 128-bit lanes.
-  // After the two unpack stages u[4g + e] holds, in 128-bit lane L, element 4L + e of rows
-  // 4g..4g+3; the lane shuffles gather lane L of u[e], u[4+e], u[8+e], u[12+e] into row 4L + e.
-  DSINFER_SIMD static void Transpose(F* r) {
-    F t[16], u[16];
-    for (int i = 0; i < 16; i += 2) {
-      t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-      t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int g = 0; g < 16; g += 4) {
-      const __m512d a0 = _mm512_castps_pd(t[g]), a1 = _mm512_castps_pd(t[g + 1]);
-      const __m512d a2 = _mm512_castps_pd(t[g + 2]), a3 = _mm512_castps_pd(t[g + 3]);
-      u[g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, a2));
-      u[g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, a2));
-      u[g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, a3));
-      u[g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, a3));
-    }
-    for (int e = 0; e < 4; ++e) {
-      const F lo01 = _mm512_shuffle_f32x4(u[e], u[4 + e], 0x44);
-      const F hi01 = _mm512_shuffle_f32x4(u[e], u[4 + e], 0xEE);
-      const F lo23 = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0x44);
-      const F hi23 = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0xEE);
-      r[e] = _mm512_shuffle_f32x4(lo01, lo23, 0x88);
-      r[4 + e] = _mm512_shuffle_f32x4(lo01, lo23, 0xDD);
-      r[8 + e] = _mm512_shuffle_f32x4(hi01, hi23, 0x88);
-      r[12 + e] = _mm512_shuffle_f32x4(hi01, hi23, 0xDD);
-    }
   }
 };
 

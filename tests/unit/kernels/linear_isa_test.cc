@@ -4,15 +4,21 @@
 // strided activations and outputs, n = 1..33 (GEMV and micro-tile edges) and n = 512.
 //
 // Tolerance, derived from the arithmetic: every path computes the same f32 products (an FP8
-// weight is e4m3·scale rounded once, or the scale is folded into x or into the 128-column
-// block sum — one rounding either way) and sums them in f32 in some order. Along any path a
+// weight is e4m3·scale rounded once in the scalar path; the vector paths fold the scale into x
+// instead — one rounding either way) and sums them in f32 in some order. Along any path a
 // term meets at most K + 4 roundings (scale product, ≤ K additions, block fold, final sum of
 // lanes/partials ≤ 2 more), so each result is within γ_{K+4}·Σ|x·w| of the exact sum and two
 // paths differ by at most 2·γ_{K+4}·Σ|x·w|. With small integers every partial sum is exact,
 // and then all paths must agree bit for bit.
+//
+// Batch invariance (continuous batching): on one ISA, a token's output row must be bitwise the
+// same whether it is computed alone (n = 1, GEMV), inside any batch at any position (GEMM), and
+// with any number of threads.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <tuple>
@@ -193,6 +199,77 @@ TEST_P(LinearIsaTest, EmptyReductionGivesZeros) {
     LinearTransposed(isa(), nullptr, 0, n, m.view, 4, 4, y.data(), 40);
     for (float v : y) ASSERT_EQ(v, 0.0f);
   }
+}
+
+// ---- Batch invariance -------------------------------------------------------------------------
+// `run(x, n, y)` computes n rows of output (row stride ys, `width` outputs) from activation rows
+// of stride xs. Every one of 512 rows is computed alone, then inside batches of each size at a
+// shifting offset; the rows must match bit for bit (memcmp: -0 vs +0 would count).
+template <class Run>
+void ExpectBatchInvariant(int64_t xs, int64_t ys, int64_t width, Run run, const std::string& what) {
+  constexpr int64_t kTotal = 512;
+  const std::vector<float> x =
+      test::RandomVector(kTotal * xs, static_cast<uint32_t>(xs * 7 + width));
+  std::vector<float> alone(kTotal * ys, kSentinel);
+  for (int64_t t = 0; t < kTotal; ++t) run(x.data() + t * xs, 1, alone.data() + t * ys);
+  for (int64_t n : {2, 4, 5, 8, 13, 33, 512}) {
+    const int64_t off = (n * 37) % (kTotal - n + 1);
+    std::vector<float> y(n * ys, kSentinel);
+    run(x.data() + off * xs, n, y.data());
+    for (int64_t t = 0; t < n; ++t)
+      ASSERT_EQ(std::memcmp(&y[t * ys], &alone[(off + t) * ys], width * sizeof(float)), 0)
+          << what << " n=" << n << " row " << off + t;
+  }
+}
+
+TEST_P(LinearIsaTest, RowsBatchInvariant) {
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{37, 7}, {300, 259}, {133, 515}, {45, 7168}}) {
+    const Matrix m = test::MakeMatrix(dtype(), rows, cols, static_cast<uint32_t>(rows * cols));
+    const int64_t mid = rows >= 128 ? 100 : 3;  // a range starting mid-block (and mid-tile)
+    for (auto [rb, re] : {std::pair<int64_t, int64_t>{0, rows}, {mid, rows - 2}}) {
+      const int64_t xs = cols + 3, ys = re - rb + 1;
+      ExpectBatchInvariant(xs, ys, re - rb, [&](const float* x, int64_t n, float* y) {
+        LinearRows(isa(), x, xs, n, m.view, rb, re, y, ys);
+      }, Describe("rows", m, 0, rb, re));
+    }
+  }
+}
+
+TEST_P(LinearIsaTest, TransposedBatchInvariant) {
+  // Reduced lengths 7, 259, 515 (ranges starting mid-block), odd column counts.
+  for (int64_t cols : {7, 33, 259}) {
+    const Matrix m = test::MakeMatrix(dtype(), 700, cols, static_cast<uint32_t>(cols + 11));
+    for (auto [rb, re] : {std::pair<int64_t, int64_t>{0, 7}, {60, 319}, {100, 615}}) {
+      const int64_t xs = re - rb + 2, ys = cols + 5;
+      ExpectBatchInvariant(xs, ys, cols, [&](const float* x, int64_t n, float* y) {
+        LinearTransposed(isa(), x, xs, n, m.view, rb, re, y, ys);
+      }, Describe("transposed", m, 0, rb, re));
+    }
+  }
+}
+
+// Large enough for a parallel region from n = 4 (rows · cols · (n + 1) ≥ kParallelWork).
+TEST_P(LinearIsaTest, ThreadCountInvariant) {
+  const Matrix m = test::MakeMatrix(dtype(), 1200, 1543, 12);
+  const int saved = omp_get_max_threads();
+  for (int64_t n : {4, 5, 33}) {
+    const std::vector<float> x = test::RandomVector(n * 1543, static_cast<uint32_t>(n));
+    std::vector<float> rows[2], transposed[2];
+    for (int threads : {1, 2}) {
+      omp_set_num_threads(threads);
+      rows[threads - 1].assign(n * 1100, kSentinel);
+      LinearRows(isa(), x.data(), 1543, n, m.view, 100, 1200, rows[threads - 1].data(), 1100);
+      transposed[threads - 1].assign(n * 1543, kSentinel);
+      LinearTransposed(isa(), x.data(), 1543, n, m.view, 5, 1200, transposed[threads - 1].data(),
+                       1543);
+    }
+    EXPECT_EQ(std::memcmp(rows[0].data(), rows[1].data(), rows[0].size() * sizeof(float)), 0)
+        << "rows n=" << n;
+    EXPECT_EQ(std::memcmp(transposed[0].data(), transposed[1].data(),
+                          transposed[0].size() * sizeof(float)), 0)
+        << "transposed n=" << n;
+  }
+  omp_set_num_threads(saved);
 }
 
 INSTANTIATE_TEST_SUITE_P(
