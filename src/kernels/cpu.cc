@@ -12,15 +12,16 @@ CpuFeatures Detect() {
   __builtin_cpu_init();
   f.avx2 = __builtin_cpu_supports("avx2");
   f.fma = __builtin_cpu_supports("fma");
+  f.f16c = __builtin_cpu_supports("f16c");
   f.avx512f = __builtin_cpu_supports("avx512f");
   f.avx512bw = __builtin_cpu_supports("avx512bw");
   f.avx512vl = __builtin_cpu_supports("avx512vl");
   f.avx512_bf16 = __builtin_cpu_supports("avx512bf16");
   f.avx512_vnni = __builtin_cpu_supports("avx512vnni");
 #endif
-  if (f.avx512f && f.avx512bw && f.avx512vl && f.fma) {
+  if (f.Supports(Isa::kAvx512)) {
     f.best = Isa::kAvx512;
-  } else if (f.avx2 && f.fma) {
+  } else if (f.Supports(Isa::kAvx2)) {
     f.best = Isa::kAvx2;
   }
   if (const char* cap = std::getenv("DSINFER_ISA")) {
@@ -38,6 +39,16 @@ const CpuFeatures& DetectCpu() {
   return features;
 }
 
+bool CpuFeatures::Supports(Isa isa) const {
+  const bool avx2_level = avx2 && fma && f16c;
+  switch (isa) {
+    case Isa::kAvx512: return avx2_level && avx512f && avx512bw && avx512vl;
+    case Isa::kAvx2: return avx2_level;
+    case Isa::kScalar: return true;
+  }
+  return false;
+}
+
 const char* IsaName(Isa isa) {
   switch (isa) {
     case Isa::kAvx512: return "avx512";
@@ -52,6 +63,7 @@ std::string CpuFeatures::Describe() const {
   s += " (cpu:";
   if (avx2) s += " avx2";
   if (fma) s += " fma";
+  if (f16c) s += " f16c";
   if (avx512f) s += " avx512f";
   if (avx512bw) s += " avx512bw";
   if (avx512vl) s += " avx512vl";

@@ -13,12 +13,16 @@ enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
 struct CpuFeatures {
   bool avx2 = false;
   bool fma = false;
+  bool f16c = false;
   bool avx512f = false;
   bool avx512bw = false;
   bool avx512vl = false;
   bool avx512_bf16 = false;
   bool avx512_vnni = false;
   Isa best = Isa::kScalar;  // highest usable level, capped by DSINFER_ISA
+  // Whether the hardware can run `isa` (ignores the DSINFER_ISA cap; tests use it to run every
+  // path the machine supports). kAvx2 = AVX2 + FMA + F16C; kAvx512 = F + BW + VL on top.
+  bool Supports(Isa isa) const;
   std::string Describe() const;  // e.g. "avx512 (cpu: avx2 fma avx512f ...)"
 };
 

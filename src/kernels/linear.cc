@@ -1,6 +1,14 @@
 #include "kernels/linear.h"
 
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <vector>
+
+#include "base/error.h"
+#include "kernels/gemm/isa_kernels.h"
 
 namespace dsinfer {
 
@@ -13,21 +21,224 @@ float Dot(const float* a, const float* b, int64_t n) {
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
-void Linear(const float* x, int64_t n, const WeightView& w, float* y, int64_t y_stride) {
-  if (y_stride < 0) y_stride = w.rows;
-  const bool direct = w.dtype == DType::kF32;
-  // Small products stay on one thread: a parallel region costs more than it saves there.
-  const bool parallel = w.rows * w.cols * (n + 1) >= kParallelWork;
-#pragma omp parallel if (parallel)
-  {
-    std::vector<float> row(direct ? 0 : w.cols);  // [cols] one decoded weight row
-#pragma omp for schedule(dynamic, 32)
-    for (int64_t r = 0; r < w.rows; ++r) {
-      const float* wr = direct ? static_cast<const float*>(w.data) + r * w.cols : row.data();
-      if (!direct) DecodeRow(w, r, row.data());
-      for (int64_t t = 0; t < n; ++t) y[t * y_stride + r] = Dot(x + t * w.cols, wr, w.cols);
+namespace {
+
+void CheckArgs(const WeightView& w, int64_t n, int64_t row_begin, int64_t row_end) {
+  DSINFER_CHECK(w.dtype == DType::kF8E4M3 || w.dtype == DType::kBF16 ||
+                    w.dtype == DType::kF16 || w.dtype == DType::kF32,
+                "unsupported weight dtype");
+  DSINFER_CHECK(w.dtype != DType::kF8E4M3 || w.scales != nullptr, "FP8 weight without block scales");
+  DSINFER_CHECK(n >= 0 && 0 <= row_begin && row_begin <= row_end && row_end <= w.rows,
+                "row range outside the weight");
+}
+
+// A parallel region pays off for large products, and never nests (a caller that parallelises
+// over heads gets a single-threaded kernel).
+bool UseThreads(int64_t work) { return work >= kParallelWork && !omp_in_parallel(); }
+
+// W[r, c0:c1] as f32: the values `DecodeRow` gives.
+void DecodeSpan(const WeightView& w, int64_t r, int64_t c0, int64_t c1, float* out) {
+  if (w.dtype == DType::kF8E4M3) {
+    const float* lut = E4M3Table();
+    const uint8_t* q = static_cast<const uint8_t*>(w.data) + r * w.cols;
+    const float* s = w.scales + (r / 128) * w.scale_cols();
+    for (int64_t c = c0; c < c1; ++c) out[c - c0] = lut[q[c]] * s[c / 128];
+  } else if (w.dtype == DType::kF32) {
+    std::memcpy(out, static_cast<const float*>(w.data) + r * w.cols + c0, (c1 - c0) * sizeof(float));
+  } else {
+    const uint16_t* p = static_cast<const uint16_t*>(w.data) + r * w.cols;
+    for (int64_t c = c0; c < c1; ++c)
+      out[c - c0] = w.dtype == DType::kBF16 ? BF16ToFloat(p[c]) : F16ToFloat(p[c]);
+  }
+}
+
+// ---- The specification --------------------------------------------------------------------
+// y[t, r] = Dot(x[t], decoded W[r]): each weight row decoded once for all tokens.
+void RowsScalar(const float* x, int64_t xs, int64_t n, const WeightView& w, int64_t rb,
+                int64_t re, float* y, int64_t ys) {
+#pragma omp parallel for schedule(dynamic, 32) if (UseThreads((re - rb) * w.cols * (n + 1)))
+  for (int64_t r = rb; r < re; ++r) {
+    thread_local std::vector<float> row;  // [cols] one decoded weight row (grows, never shrinks)
+    if (static_cast<int64_t>(row.size()) < w.cols) row.resize(w.cols);
+    DecodeRow(w, r, row.data());
+    for (int64_t t = 0; t < n; ++t) y[t * ys + (r - rb)] = Dot(x + t * xs, row.data(), w.cols);
+  }
+}
+
+// y[t, c] = Σ_i x[t, i] · W[rb + i, c], summed in ascending i (multiply, then add).
+void TransposedScalar(const float* x, int64_t xs, int64_t n, const WeightView& w, int64_t rb,
+                      int64_t re, float* y, int64_t ys) {
+  constexpr int64_t kChunk = 128;
+  const int64_t chunks = (w.cols + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(dynamic) if (UseThreads((re - rb) * w.cols * (n + 1)))
+  for (int64_t ch = 0; ch < chunks; ++ch) {
+    const int64_t c0 = ch * kChunk, c1 = std::min(c0 + kChunk, w.cols);
+    float row[kChunk];  // W[i, c0:c1] decoded
+    for (int64_t t = 0; t < n; ++t) std::fill(y + t * ys + c0, y + t * ys + c1, 0.0f);
+    for (int64_t i = rb; i < re; ++i) {
+      DecodeSpan(w, i, c0, c1, row);
+      for (int64_t t = 0; t < n; ++t) {
+        const float xv = x[t * xs + (i - rb)];
+        float* dst = y + t * ys;
+        for (int64_t c = c0; c < c1; ++c) dst[c] += xv * row[c - c0];
+      }
     }
   }
+}
+
+// ---- Vector paths: loops over tiles and threads around the per-ISA kernels ----------------
+void ZeroRows(float* y, int64_t ys, int64_t n, int64_t width) {
+  for (int64_t t = 0; t < n; ++t) std::fill(y + t * ys, y + t * ys + width, 0.0f);
+}
+
+// Per-thread scratch of the vector paths (pre-scaled activations, panels, parked
+// accumulators), 64-byte aligned so no vector load splits a cache line: grows, never shrinks,
+// so steady-state calls allocate nothing.
+float* Scratch(int64_t floats) {
+  constexpr int64_t kAlign = 64 / sizeof(float);
+  thread_local std::vector<float> buffer;
+  if (static_cast<int64_t>(buffer.size()) < floats + kAlign) buffer.resize(floats + kAlign);
+  const auto address = reinterpret_cast<uintptr_t>(buffer.data());
+  return buffer.data() + (64 - address % 64) % 64 / sizeof(float);
+}
+
+// Pieces of [rb, re) cut at multiples of `height` (a divisor of 128), so that no piece crosses
+// a 128-row scale block. How rows are cut never changes a result, only the work per piece.
+struct Pieces {
+  int64_t rb, re, height;
+  int64_t count() const { return (re - 1) / height - rb / height + 1; }
+  int64_t begin(int64_t p) const { return std::max(rb, (rb / height + p) * height); }
+  int64_t end(int64_t p) const { return std::min(re, (rb / height + p + 1) * height); }
+};
+
+// 32-row pieces; x' is prepared per 128-row block, once per thread while its pieces stay there.
+void RowsGemv(const gemm::IsaKernels& k, const float* x, int64_t xs, int64_t n,
+              const WeightView& w, int64_t rb, int64_t re, float* y, int64_t ys) {
+  const Pieces pieces{rb, re, 32};
+  const int64_t xps = (w.cols + k.pair - 1) / k.pair * k.pair;
+  const bool scaled = w.dtype == DType::kF8E4M3;  // else x' = x for every block
+#pragma omp parallel if (UseThreads((re - rb) * w.cols * (n + 1)))
+  {
+    float* xp = Scratch(n * xps);  // [n, xps] x' of block `prepared`
+    int64_t prepared = -1;
+#pragma omp for schedule(dynamic)
+    for (int64_t p = 0; p < pieces.count(); ++p) {
+      const int64_t r0 = pieces.begin(p), r1 = pieces.end(p);
+      if (const int64_t block = scaled ? r0 / 128 : 0; block != prepared) {
+        k.prep_x(x, xs, static_cast<int>(n), w, r0 / 128, 0, w.cols, xp, xps);
+        prepared = block;
+      }
+      k.gemv(xp, xps, static_cast<int>(n), w, r0, r1, y + (r0 - rb), ys);
+    }
+  }
+}
+
+// Pieces of ≤ 128 rows (64 when there are few, for two threads to share them evenly).
+void RowsGemm(const gemm::IsaKernels& k, const float* x, int64_t xs, int64_t n,
+              const WeightView& w, int64_t rb, int64_t re, float* y, int64_t ys) {
+  const Pieces pieces{rb, re, re - rb < 1024 ? 64 : 128};
+#pragma omp parallel if (UseThreads((re - rb) * w.cols * (n + 1)))
+  {
+    float* work = Scratch(k.gemm_rows_work(n, w.cols));
+#pragma omp for schedule(dynamic)
+    for (int64_t p = 0; p < pieces.count(); ++p) {
+      const int64_t r0 = pieces.begin(p), r1 = pieces.end(p);
+      k.gemm_rows(x, xs, n, w, r0, r1, y + (r0 - rb), ys, work);
+    }
+  }
+}
+
+void TransposedGemv(const gemm::IsaKernels& k, const float* x, int64_t xs, int64_t n,
+                    const WeightView& w, int64_t rb, int64_t re, float* y, int64_t ys) {
+  constexpr int64_t kChunk = 128;  // output columns per scheduling unit (one scale block)
+  const int64_t chunks = (w.cols + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(dynamic) if (UseThreads((re - rb) * w.cols * (n + 1)))
+  for (int64_t ch = 0; ch < chunks; ++ch) {
+    const int64_t c0 = ch * kChunk, c1 = std::min(c0 + kChunk, w.cols);
+    k.gemv_t(x, xs, static_cast<int>(n), w, rb, re, c0, c1, y, ys);
+  }
+}
+
+// One 128-column block (one scale column) per unit: x' of a chunk of kKc weight rows is
+// prepared once and multiplied into every panel of the block; y carries the running sums.
+void TransposedGemm(const gemm::IsaKernels& k, const float* x, int64_t xs, int64_t n,
+                    const WeightView& w, int64_t rb, int64_t re, float* y, int64_t ys) {
+  const int64_t blocks = (w.cols + 127) / 128;
+#pragma omp parallel if (UseThreads((re - rb) * w.cols * (n + 1)))
+  {
+    float* xp = Scratch(n * gemm::kKc);  // [n, kKc] x' of the current row chunk
+#pragma omp for schedule(dynamic)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t c0 = b * 128, c1 = std::min(c0 + 128, w.cols);
+      for (int64_t i0 = 0; i0 < re - rb; i0 += gemm::kKc) {
+        const int kc = static_cast<int>(std::min<int64_t>(gemm::kKc, re - rb - i0));
+        k.prep_t(x, xs, n, w, rb, i0, kc, c0, xp);
+        for (int64_t pc = c0; pc < c1; pc += k.nr) {
+          alignas(64) float panel[gemm::kKc * gemm::kMaxNr];  // [kc, nr] W[rows, panel cols]
+          const int nv = static_cast<int>(std::min<int64_t>(k.nr, c1 - pc));
+          k.pack_cols(w, rb + i0, kc, pc, nv, panel);
+          for (int64_t t0 = 0; t0 < n; t0 += k.mr)
+            k.tile(xp + t0 * gemm::kKc, gemm::kKc, static_cast<int>(std::min<int64_t>(k.mr, n - t0)),
+                   panel, kc, y + t0 * ys + pc, ys, nv, /*accumulate=*/i0 > 0);
+        }
+      }
+    }
+  }
+}
+
+const gemm::IsaKernels* KernelsFor(Isa isa) {
+  DSINFER_CHECK(DetectCpu().Supports(isa), "this CPU cannot run the requested instruction set");
+  switch (isa) {
+    case Isa::kAvx512: return &gemm::Avx512Kernels();
+    case Isa::kAvx2: return &gemm::Avx2Kernels();
+    case Isa::kScalar: return nullptr;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+void LinearRows(Isa isa, const float* x, int64_t x_stride, int64_t n, const WeightView& w,
+                int64_t row_begin, int64_t row_end, float* y, int64_t y_stride) {
+  CheckArgs(w, n, row_begin, row_end);
+  DSINFER_CHECK(n <= 1 || (x_stride >= w.cols && y_stride >= row_end - row_begin),
+                "LinearRows: a row stride is shorter than its row");
+  if (n == 0 || row_begin == row_end) return;
+  const gemm::IsaKernels* k = KernelsFor(isa);
+  if (w.cols == 0) return ZeroRows(y, y_stride, n, row_end - row_begin);  // empty sums
+  if (k == nullptr) return RowsScalar(x, x_stride, n, w, row_begin, row_end, y, y_stride);
+  if (n <= k->gemv_max_n) return RowsGemv(*k, x, x_stride, n, w, row_begin, row_end, y, y_stride);
+  RowsGemm(*k, x, x_stride, n, w, row_begin, row_end, y, y_stride);
+}
+
+void LinearTransposed(Isa isa, const float* x, int64_t x_stride, int64_t n, const WeightView& w,
+                      int64_t row_begin, int64_t row_end, float* y, int64_t y_stride) {
+  CheckArgs(w, n, row_begin, row_end);
+  DSINFER_CHECK(n <= 1 || (x_stride >= row_end - row_begin && y_stride >= w.cols),
+                "LinearTransposed: a row stride is shorter than its row");
+  if (n == 0 || w.cols == 0) return;
+  const gemm::IsaKernels* k = KernelsFor(isa);
+  if (k == nullptr) return TransposedScalar(x, x_stride, n, w, row_begin, row_end, y, y_stride);
+  if (row_begin == row_end) return ZeroRows(y, y_stride, n, w.cols);
+  if (n <= k->gemv_max_n)
+    return TransposedGemv(*k, x, x_stride, n, w, row_begin, row_end, y, y_stride);
+  TransposedGemm(*k, x, x_stride, n, w, row_begin, row_end, y, y_stride);
+}
+
+Isa LinearIsa() { return DetectCpu().best; }
+
+void LinearRows(const float* x, int64_t x_stride, int64_t n, const WeightView& w,
+                int64_t row_begin, int64_t row_end, float* y, int64_t y_stride) {
+  LinearRows(LinearIsa(), x, x_stride, n, w, row_begin, row_end, y, y_stride);
+}
+
+void LinearTransposed(const float* x, int64_t x_stride, int64_t n, const WeightView& w,
+                      int64_t row_begin, int64_t row_end, float* y, int64_t y_stride) {
+  LinearTransposed(LinearIsa(), x, x_stride, n, w, row_begin, row_end, y, y_stride);
+}
+
+void Linear(const float* x, int64_t n, const WeightView& w, float* y, int64_t y_stride) {
+  LinearRows(x, w.cols, n, w, 0, w.rows, y, y_stride < 0 ? w.rows : y_stride);
 }
 
 }  // namespace dsinfer

@@ -1,11 +1,30 @@
-// `y = x · Wᵀ` for a batch of activation rows, W in FP8 (block scales applied in-kernel), BF16,
-// F16 or F32. The weight matrix is streamed once per call: each output row of W is decoded to
-// f32 once and dotted with every activation row, so a batch of tokens costs one pass over the
-// weights. Parallel (OpenMP) over output rows. Thread-safe (no shared mutable state).
+// `y = x · Wᵀ` and its relatives for a batch of activation rows, W in FP8 e4m3 (128×128 block
+// scales applied in-kernel, so weights stay FP8 in memory), BF16, F16 or F32.
+//
+// Implementations, chosen at run time (kernels/cpu.h): AVX-512 → AVX2+FMA+F16C → scalar. The
+// scalar code is the specification (`Isa::kScalar` overloads); the vector paths (gemm/) are
+// tested against it on every ISA the machine supports.
+//   * n ≤ 4 activation rows (decode): a GEMV that streams each weight row once for all rows of x,
+//     several weight rows per pass so every activation load is reused (memory-bound).
+//   * n > 4 (prefill, batched decode): a GEMM — each ≤128-row × 512-column weight tile is
+//     decoded once to f32 and multiplied into 6 activation rows at a time by a register tile of
+//     k-lane accumulators (compute-bound, f32 FMA).
+// Numerics: f32 products and f32 accumulation everywhere (docs/numerics.md §1: activations are
+// never rounded). BATCH INVARIANT: on one ISA every vector path computes an output with the same
+// f32 operations in the same order (FP8 scale folded into the activation, fixed k-lane order),
+// so y[t, :] is bitwise independent of n, of t's position and of the thread count (continuous
+// batching relies on it). Across ISAs and vs the scalar specification results differ within
+// γ_{K+4}·Σ|x·w| of the exact sum (K = the reduced length); see docs/kernels.md "Linear".
+//
+// Threading: one OpenMP region over output rows (or columns) when the product is large enough
+// (`kParallelWork`) and the caller is not already inside a parallel region — then it runs on the
+// calling thread only, so callers may parallelise over heads themselves. The vector paths use a
+// thread-local scratch that grows, never shrinks. Thread-safe: no shared mutable state.
 #pragma once
 
 #include <cstdint>
 
+#include "kernels/cpu.h"
 #include "kernels/weight.h"
 
 namespace dsinfer {
@@ -16,6 +35,29 @@ inline constexpr int64_t kParallelWork = int64_t{1} << 23;
 
 // x: [n, w.cols] f32, y: [n, w.rows] f32 (row stride `y_stride`, default w.rows).
 void Linear(const float* x, int64_t n, const WeightView& w, float* y, int64_t y_stride = -1);
+
+// Rows [row_begin, row_end) of W with strided activations (e.g. one head of `wkv_b`):
+// y[t*y_stride + (r - row_begin)] = Σ_c x[t*x_stride + c] · W[r, c].
+// x: [n, x_stride ≥ w.cols], y: [n, y_stride ≥ row_end - row_begin]. FP8 block scales are
+// indexed by the absolute row (r / 128); row_begin need not be a multiple of 128.
+void LinearRows(const float* x, int64_t x_stride, int64_t n, const WeightView& w,
+                int64_t row_begin, int64_t row_end, float* y, int64_t y_stride);
+
+// The transposed product over a row range (e.g. `W_UKᵀ q` of one head of `wkv_b`):
+// y[t*y_stride + c] = Σ_{i < row_end-row_begin} x[t*x_stride + i] · W[row_begin + i, c].
+// x: [n, x_stride ≥ row_end - row_begin], y: [n, y_stride ≥ w.cols] (overwritten).
+void LinearTransposed(const float* x, int64_t x_stride, int64_t n, const WeightView& w,
+                      int64_t row_begin, int64_t row_end, float* y, int64_t y_stride);
+
+// The same on an explicit implementation (tests, benchmarks). `Isa::kScalar` is the
+// specification; a vector ISA requires DetectCpu().Supports(isa).
+void LinearRows(Isa isa, const float* x, int64_t x_stride, int64_t n, const WeightView& w,
+                int64_t row_begin, int64_t row_end, float* y, int64_t y_stride);
+void LinearTransposed(Isa isa, const float* x, int64_t x_stride, int64_t n, const WeightView& w,
+                      int64_t row_begin, int64_t row_end, float* y, int64_t y_stride);
+
+// The implementation `Linear` uses: DetectCpu().best (DSINFER_ISA caps it).
+Isa LinearIsa();
 
 // Σ a[i]·b[i] in f32 with 8 independent partial sums (vectorisable; fixed order).
 float Dot(const float* a, const float* b, int64_t n);

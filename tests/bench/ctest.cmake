@@ -5,3 +5,8 @@ foreach(case json_and_plot table bad_input preset_cache main_job)
             $<TARGET_FILE:dsinfer> ${CMAKE_BINARY_DIR}/test_scratch/bench_layer_${case} ${case})
   set_tests_properties(bench_layer_${case} PROPERTIES LABELS integration TIMEOUT 120)
 endforeach()
+
+# `dsinfer bench gemv|gemm --json` on small shapes: well-formed, self-consistent measurements.
+add_test(NAME bench_linear_cli
+  COMMAND ${DSINFER_PYTHON} ${CMAKE_SOURCE_DIR}/tests/bench/bench_linear_test.py $<TARGET_FILE:dsinfer>)
+set_tests_properties(bench_linear_cli PROPERTIES LABELS integration TIMEOUT 60)

@@ -1,0 +1,362 @@
+// `dsinfer bench gemv` and `dsinfer bench gemm`: achieved GB/s and GFLOP/s of the Linear kernels
+// (kernels/linear.h) on the projection shapes of a model config — default the layer671b preset,
+// or `--model DIR`'s config.json, or explicit `--shape NAME=ROWSxCOLS` — as a fraction of this
+// machine's roofline measured in the same run (kernels/roofline.h; or given with
+// --roofline-gbps / --roofline-gflops).
+//
+// Weights are synthetic and live in memory: random finite e4m3 codes with positive block scales
+// (or random BF16/F16/F32 values), never a checkpoint's. The GEMV bench reads them cold: it
+// cycles through enough copies of each matrix to exceed the last-level cache many times over,
+// as decode streams every layer's weights once per step. MLA's per-head products of `wkv_b`
+// (`absorb`: q_abs = W_UKᵀ q_nope, `project`: o = W_UV o_lat) run as the model would call them:
+// one kernel call per head inside a parallel loop over heads.
+//
+// Roofline fraction = max(bytes / bandwidth, flops / peak) / time: the attainable time of the
+// bound that applies (memory read bandwidth, f32 FMA peak — the kernels use f32 FMA) over the
+// measured time. bytes = weight codes + block scales (activations stay in cache).
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+#include "cli/commands.h"
+#include "format/config.h"
+#include "format/dtype.h"
+#include "kernels/cpu.h"
+#include "kernels/linear.h"
+#include "kernels/roofline.h"
+#include "tools/gen_model.h"
+
+namespace dsinfer::cli {
+namespace {
+
+enum class Kind { kLinear, kAbsorb, kProject };
+
+struct Shape {
+  std::string name;
+  int64_t rows = 0, cols = 0;  // the weight matrix [rows, cols]
+  Kind kind = Kind::kLinear;
+  int64_t heads = 0, dn = 0, dv = 0;  // kAbsorb / kProject: wkv_b viewed [heads, dn+dv, cols]
+
+  // Weight rows the product reads and multiply-adds per activation row.
+  int64_t used_rows() const {
+    return kind == Kind::kAbsorb ? heads * dn : kind == Kind::kProject ? heads * dv : rows;
+  }
+};
+
+struct Options {
+  bool gemm = false;  // gemm: compute-bound batch; gemv: decode
+  std::optional<std::string> model;
+  std::string preset = "layer671b";
+  std::vector<std::string> shapes;  // NAME=ROWSxCOLS, replaces the config's shapes
+  std::vector<int64_t> ns;
+  std::string dtype = "fp8";
+  double seconds = 0.3;
+  int threads = 0;
+  double roofline_gbps = 0, roofline_gflops = 0;
+  bool json = false;
+};
+
+// The distinct projection shapes of one layer of `c` (names joined when shapes coincide).
+std::vector<Shape> ConfigShapes(const ModelConfig& c) {
+  std::vector<Shape> s;
+  auto add = [&s](std::string name, int64_t rows, int64_t cols) {
+    for (Shape& e : s)
+      if (e.kind == Kind::kLinear && e.rows == rows && e.cols == cols) {
+        e.name += "|" + name;
+        return;
+      }
+    s.push_back({std::move(name), rows, cols});
+  };
+  const int64_t H = c.num_attention_heads, hidden = c.hidden_size;
+  if (c.q_lora_rank) {
+    add("wq_a", *c.q_lora_rank, hidden);
+    add("wq_b", H * c.qk_head_dim(), *c.q_lora_rank);
+  } else {
+    add("q_proj", H * c.qk_head_dim(), hidden);
+  }
+  add("wkv_a", c.kv_lora_rank + c.qk_rope_head_dim, hidden);
+  const int64_t wkv_b_rows = H * (c.qk_nope_head_dim + c.v_head_dim);
+  for (Kind k : {Kind::kAbsorb, Kind::kProject})
+    s.push_back({k == Kind::kAbsorb ? "wkv_b.absorb" : "wkv_b.project", wkv_b_rows, c.kv_lora_rank,
+                 k, H, c.qk_nope_head_dim, c.v_head_dim});
+  add("wo", hidden, H * c.v_head_dim);
+  if (c.has_indexer() && c.q_lora_rank) {
+    add("indexer.wq_b", *c.index_n_heads * *c.index_head_dim, *c.q_lora_rank);
+    add("indexer.wk", *c.index_head_dim, hidden);
+  }
+  bool dense = false, moe = false;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) (c.is_moe_layer(l) ? moe : dense) = true;
+  if (moe) {
+    add("expert.w1", c.moe_intermediate_size, hidden);
+    add("expert.w3", c.moe_intermediate_size, hidden);
+    add("expert.w2", hidden, c.moe_intermediate_size);
+    if (c.n_shared_experts > 0) {
+      add("shared.w1", c.n_shared_experts * c.moe_intermediate_size, hidden);
+      add("shared.w3", c.n_shared_experts * c.moe_intermediate_size, hidden);
+      add("shared.w2", hidden, c.n_shared_experts * c.moe_intermediate_size);
+    }
+  }
+  if (dense) {
+    add("mlp.w1", c.intermediate_size, hidden);
+    add("mlp.w3", c.intermediate_size, hidden);
+    add("mlp.w2", hidden, c.intermediate_size);
+  }
+  return s;
+}
+
+Shape ParseShape(const std::string& spec) {
+  const size_t eq = spec.find('='), x = spec.find('x', eq == std::string::npos ? 0 : eq);
+  Shape s;
+  try {
+    if (eq == 0 || eq == std::string::npos || x == std::string::npos) throw std::invalid_argument("");
+    size_t used = 0;
+    s.name = spec.substr(0, eq);
+    s.rows = std::stoll(spec.substr(eq + 1, x - eq - 1), &used);
+    if (used != x - eq - 1) throw std::invalid_argument("");
+    s.cols = std::stoll(spec.substr(x + 1), &used);
+    if (used != spec.size() - x - 1) throw std::invalid_argument("");
+  } catch (const std::exception&) {
+    throw Error("--shape '" + spec + "': expected NAME=ROWSxCOLS, e.g. w1=2048x7168");
+  }
+  if (s.rows <= 0 || s.cols <= 0 || s.rows * s.cols > (int64_t{1} << 34))
+    throw Error("--shape '" + spec + "': rows and cols must be positive (at most 2^34 elements)");
+  return s;
+}
+
+DType ParseDtype(const std::string& d) {
+  if (d == "fp8") return DType::kF8E4M3;
+  if (d == "bf16") return DType::kBF16;
+  if (d == "f16") return DType::kF16;
+  if (d == "f32") return DType::kF32;
+  throw Error("--dtype '" + d + "': expected fp8, bf16, f16 or f32");
+}
+
+// One synthetic weight matrix with its storage.
+struct Weight {
+  std::vector<uint8_t> bytes;
+  std::vector<float> scales;
+  WeightView view;
+};
+
+// splitmix64: fast deterministic fill for hundreds of MiB of synthetic weights.
+uint64_t Next(uint64_t& state) {
+  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// Values ~ ±0.05 for BF16/F16/F32: a uniform draw, exactly representable after rounding.
+float SmallValue(uint64_t r) { return (static_cast<int>(r % 2001) - 1000) * 5e-5f; }
+
+Weight MakeWeight(DType dtype, int64_t rows, int64_t cols, uint64_t seed) {
+  Weight w;
+  uint64_t state = seed;
+  const int64_t count = rows * cols;
+  w.bytes.resize(static_cast<size_t>(count) * DTypeSize(dtype));
+  if (dtype == DType::kF8E4M3) {
+    for (size_t i = 0; i < w.bytes.size(); i += 8) {
+      const uint64_t r = Next(state);
+      for (size_t b = 0; b < 8 && i + b < w.bytes.size(); ++b) {
+        const auto code = static_cast<uint8_t>(r >> (8 * b));
+        w.bytes[i + b] = (code & 0x7f) == 0x7f ? code - 1 : code;  // finite codes only
+      }
+    }
+    w.scales.resize(((rows + 127) / 128) * ((cols + 127) / 128));
+    for (float& s : w.scales) s = 1e-4f + (Next(state) % 1000) * 1e-6f;
+  } else {
+    for (int64_t i = 0; i < count; ++i) {
+      const float v = SmallValue(Next(state));
+      if (dtype == DType::kF32) {
+        std::memcpy(&w.bytes[4 * i], &v, 4);
+      } else {
+        const uint16_t h = dtype == DType::kBF16 ? FloatToBF16(v) : FloatToF16(v);
+        std::memcpy(&w.bytes[2 * i], &h, 2);
+      }
+    }
+  }
+  w.view = WeightView{.dtype = dtype, .rows = rows, .cols = cols, .data = w.bytes.data(),
+                      .scales = w.scales.empty() ? nullptr : w.scales.data()};
+  return w;
+}
+
+// One call of the product of `s` on `n` activation rows, as the model makes it.
+void RunProduct(const Shape& s, const WeightView& w, int64_t n, const float* x, float* y) {
+  if (s.kind == Kind::kLinear) return Linear(x, n, w, y);
+  const int64_t H = s.heads, R = s.cols, dq = s.dn + s.dv;
+  if (s.kind == Kind::kAbsorb) {  // x = q_nope [n, H, dn], y = q_abs [n, H, R]
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t h = 0; h < H; ++h)
+      LinearTransposed(x + h * s.dn, H * s.dn, n, w, h * dq, h * dq + s.dn, y + h * R, H * R);
+    return;
+  }
+#pragma omp parallel for schedule(dynamic)  // x = o_lat [n, H, R], y = o [n, H, dv]
+  for (int64_t h = 0; h < H; ++h)
+    LinearRows(x + h * R, H * R, n, w, h * dq + s.dn, h * dq + s.dn + s.dv, y + h * s.dv, H * s.dv);
+}
+
+struct Measurement {
+  double seconds = 0;  // best time of one call
+  int64_t bytes = 0, flops = 0;
+};
+
+// Copies of one synthetic matrix: enough to exceed the last-level cache many times over when
+// the weights must be read cold (`cold`), else one.
+std::vector<Weight> MakeCopies(const Shape& s, DType dtype, bool cold) {
+  const int64_t bytes = s.rows * s.cols * static_cast<int64_t>(DTypeSize(dtype));
+  const int64_t copies = cold ? std::max<int64_t>(1, (int64_t{256} << 20) / bytes + 1) : 1;
+  std::vector<Weight> ws;
+  for (int64_t i = 0; i < copies; ++i) ws.push_back(MakeWeight(dtype, s.rows, s.cols, 1000 + i));
+  return ws;
+}
+
+// Best time of one call, each call on the next copy (after one warm-up round through all
+// copies), until `seconds` have passed and every copy was timed at least twice.
+Measurement Measure(const Shape& s, const std::vector<Weight>& ws, int64_t n, double seconds) {
+  using Clock = std::chrono::steady_clock;
+  const int64_t in = s.kind == Kind::kLinear ? s.cols : s.kind == Kind::kAbsorb ? s.heads * s.dn
+                                                                               : s.heads * s.cols;
+  const int64_t out = s.kind == Kind::kLinear ? s.rows : s.kind == Kind::kAbsorb ? s.heads * s.cols
+                                                                                : s.heads * s.dv;
+  std::vector<float> x(n * in), y(n * out);  // [n, in] activations, [n, out] results
+  uint64_t state = 7;
+  for (float& v : x) v = SmallValue(Next(state)) * 20;
+  const WeightView& w0 = ws[0].view;
+  Measurement m;
+  m.bytes = s.used_rows() * s.cols * static_cast<int64_t>(DTypeSize(w0.dtype)) +
+            static_cast<int64_t>(ws[0].scales.size() * sizeof(float)) * s.used_rows() / s.rows;
+  m.flops = 2 * n * s.used_rows() * s.cols;
+  m.seconds = 1e30;
+  const auto start = Clock::now();
+  for (size_t call = 0;; ++call) {
+    const Weight& w = ws[call % ws.size()];
+    const auto t0 = Clock::now();
+    RunProduct(s, w.view, n, x.data(), y.data());
+    const auto t1 = Clock::now();
+    if (call >= ws.size()) m.seconds = std::min(m.seconds, std::chrono::duration<double>(t1 - t0).count());
+    if (call >= 3 * ws.size() && std::chrono::duration<double>(t1 - start).count() >= seconds) break;
+  }
+  return m;
+}
+
+void Progress(const char* what) { std::fprintf(stderr, "bench: measuring %s...\n", what); }
+
+roofline::Result Roofline(const Options& o) {
+  roofline::Result r;
+  r.read_gbps = o.roofline_gbps;
+  r.fma_gflops = o.roofline_gflops;
+  if (r.read_gbps > 0 && r.fma_gflops > 0) return r;
+  roofline::Options opts;
+  opts.bytes = size_t{512} << 20;
+  opts.seconds = 0.3;
+  opts.progress = Progress;
+  const roofline::Result m = roofline::Measure(opts);
+  if (r.read_gbps <= 0) r.read_gbps = m.read_gbps;
+  if (r.fma_gflops <= 0) r.fma_gflops = m.fma_gflops;
+  return r;
+}
+
+int RunLinearBench(const Options& o) {
+  if (o.threads > 0) omp_set_num_threads(o.threads);
+  const DType dtype = ParseDtype(o.dtype);
+  std::vector<Shape> shapes;
+  std::string source;
+  if (!o.shapes.empty()) {
+    for (const std::string& spec : o.shapes) shapes.push_back(ParseShape(spec));
+    source = "--shape";
+  } else {
+    const ModelConfig c = o.model ? ModelConfig::FromFile(*o.model + "/config.json")
+                                  : PresetConfig(o.preset);
+    shapes = ConfigShapes(c);
+    source = o.model ? *o.model + "/config.json" : "preset " + o.preset;
+  }
+  const char* bench = o.gemm ? "gemm" : "gemv";
+  const std::vector<int64_t> ns = !o.ns.empty() ? o.ns : o.gemm ? std::vector<int64_t>{512}
+                                                                : std::vector<int64_t>{1, 32};
+  const roofline::Result roof = Roofline(o);
+  const int threads = omp_get_max_threads();
+  const std::string isa = IsaName(LinearIsa());
+  if (!o.json) {
+    std::printf("bench %s: shapes of %s; synthetic %s weights in memory (random codes%s)%s\n",
+                bench, source.c_str(), o.dtype.c_str(),
+                dtype == DType::kF8E4M3 ? ", 128x128 block scales" : "",
+                o.gemm ? "" : ", read cold (cycling through > 256 MiB of copies)");
+    std::printf("isa %s, %d threads; roofline: read %.1f GB/s, f32 FMA %.1f GFLOP/s%s\n",
+                isa.c_str(), threads, roof.read_gbps, roof.fma_gflops,
+                o.roofline_gbps > 0 && o.roofline_gflops > 0 ? " (given)" : " (measured now)");
+    std::printf("%-28s %7s %7s %5s %10s %8s %9s %9s\n", "shape", "rows", "cols", "n", "time_us",
+                "GB/s", "GFLOP/s", "fraction");
+  }
+  const size_t total = shapes.size() * ns.size();
+  size_t done = 0;
+  for (const Shape& s : shapes) {
+    const std::vector<Weight> copies = MakeCopies(s, dtype, /*cold=*/!o.gemm);
+    for (int64_t n : ns) {
+      std::fprintf(stderr, "bench %s: [%zu/%zu] %s n=%lld\n", bench, ++done, total, s.name.c_str(),
+                   static_cast<long long>(n));
+      const Measurement m = Measure(s, copies, n, o.seconds);
+      const double gbps = m.bytes / m.seconds / 1e9, gflops = m.flops / m.seconds / 1e9;
+      const double mem_t = m.bytes / (roof.read_gbps * 1e9), fma_t = m.flops / (roof.fma_gflops * 1e9);
+      const double fraction = std::max(mem_t, fma_t) / m.seconds;
+      const char* bound = mem_t >= fma_t ? "memory" : "compute";
+      if (o.json) {
+        nlohmann::json j = {{"bench", bench}, {"shape", s.name}, {"rows", s.used_rows()},
+                            {"cols", s.cols}, {"n", n}, {"dtype", o.dtype}, {"bytes", m.bytes},
+                            {"flops", m.flops}, {"seconds", m.seconds}, {"gbps", gbps},
+                            {"gflops", gflops}, {"fraction_of_roofline", fraction},
+                            {"bound", bound}, {"roofline_gbps", roof.read_gbps},
+                            {"roofline_gflops", roof.fma_gflops}, {"isa", isa},
+                            {"threads", threads}, {"weights", "synthetic"}};
+        std::printf("%s\n", j.dump().c_str());
+      } else {
+        std::printf("%-28s %7lld %7lld %5lld %10.1f %8.2f %9.1f %8.3f %s\n", s.name.c_str(),
+                    static_cast<long long>(s.used_rows()), static_cast<long long>(s.cols),
+                    static_cast<long long>(n), m.seconds * 1e6, gbps, gflops, fraction, bound);
+      }
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
+
+RunFn AddLinearBench(CLI::App& bench, bool gemm) {
+  auto o = std::make_shared<Options>();
+  o->gemm = gemm;
+  auto* sub = bench.add_subcommand(
+      gemm ? "gemm" : "gemv",
+      gemm ? "Prefill GEMM GFLOP/s on a model's projection shapes vs the f32 FMA peak"
+           : "Decode GEMV GB/s on a model's projection shapes vs the memory bandwidth");
+  auto* model = sub->add_option("--model", o->model, "Checkpoint directory: its config.json gives the shapes");
+  auto* preset = sub->add_option("--preset", o->preset, "gen-model preset giving the shapes (default layer671b)");
+  auto* shape = sub->add_option("--shape", o->shapes, "NAME=ROWSxCOLS instead of the config's shapes (repeatable)");
+  model->excludes(preset)->excludes(shape);
+  preset->excludes(shape);
+  sub->add_option("--n", o->ns, gemm ? "Activation rows (default 512)" : "Activation rows (default 1,32)")
+      ->delimiter(',')
+      ->check(CLI::Range(int64_t{1}, int64_t{65536}));
+  sub->add_option("--dtype", o->dtype, "Weight dtype: fp8 (default), bf16, f16, f32");
+  sub->add_option("--seconds", o->seconds, "Time per measurement")->check(CLI::Range(0.0, 60.0));
+  sub->add_option("--threads", o->threads, "OpenMP threads (default: all)")->check(CLI::Range(1, 1024));
+  sub->add_option("--roofline-gbps", o->roofline_gbps, "Memory read bandwidth to use instead of measuring")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--roofline-gflops", o->roofline_gflops, "f32 FMA peak to use instead of measuring")
+      ->check(CLI::PositiveNumber);
+  sub->add_flag("--json", o->json, "One JSON object per measurement");
+  return [o] { return RunLinearBench(*o); };
+}
+
+BenchRegistrar gemv_reg("gemv", [](CLI::App& bench) { return AddLinearBench(bench, false); });
+BenchRegistrar gemm_reg("gemm", [](CLI::App& bench) { return AddLinearBench(bench, true); });
+
+}  // namespace
+}  // namespace dsinfer::cli

@@ -1,0 +1,70 @@
+// The per-ISA building blocks of `Linear` / `LinearRows` / `LinearTransposed` (kernels/linear.h):
+// small-batch GEMV kernels that stream the weights once, a row GEMM over one piece of ≤ 128
+// weight rows, and the pieces of the transposed GEMM (pre-scale activations, decode a weight
+// tile into an f32 panel, a register-blocked micro-kernel). linear.cc owns the loops over
+// pieces and the threading; these functions are single-threaded and allocation-free (scratch
+// comes from the caller). One table per instruction set (gemm/avx2.cc, gemm/avx512.cc), both
+// generated from gemm/kernels.inc.
+//
+// FP8 numerics: an e4m3 code becomes an f16 bit pattern ((b & 0x7f) << 7 | (b & 0x80) << 8),
+// which `vcvtph2ps` turns into w̃ = e4m3(b) · 2^-8 exactly (subnormals included; weights never
+// hold the NaN codes 0x7f/0xff). The block scale times 2^8 multiplies the ACTIVATION once
+// (x' = x · s'), the same single rounding on every path, and every path of an ISA sums x'·w̃ in
+// one fixed order (gemm/kernels.inc), so results are batch invariant bit for bit.
+// Thread-safety: all functions are pure (they write only their output and scratch arguments).
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/weight.h"
+
+namespace dsinfer::gemm {
+
+// Transposed GEMM: weight rows per panel (panel [kKc][nr]).
+inline constexpr int kKc = 128;
+// Largest transposed panel width (`nr`) of any ISA, for stack buffers: kKc * kMaxNr floats.
+inline constexpr int kMaxNr = 32;
+// Row GEMM: columns decoded per panel chunk (a multiple of the 128-column scale block).
+inline constexpr int kRowsKc = 512;
+
+struct IsaKernels {
+  const char* name;
+  int nr;          // transposed panel width: output columns per micro-tile
+  int mr;          // activation rows per transposed micro-tile (at most)
+  int gemv_max_n;  // `gemv` / `gemv_t` handle n ≤ this
+  int pair;        // columns per step of the pair order (2 vectors); x' rows are padded to it
+
+  // Pre-scaled activations in pair order for weight rows of 128-row block `rblk`:
+  // xp[t*xps + :] ← x[t*xs + k0 : k1] for t < n (k0 a multiple of 128), zero-padded to a
+  // multiple of `pair`; xps ≥ that padded length.
+  void (*prep_x)(const float* x, int64_t xs, int n, const WeightView& w, int64_t rblk, int64_t k0,
+                 int64_t k1, float* xp, int64_t xps);
+  // y[t*ys + (r - r0)] = x[t] · W[r, :] for r ∈ [r0, r1) inside one 128-row block, t < n ≤
+  // gemv_max_n; xp = prep_x of all columns for that block.
+  void (*gemv)(const float* xp, int64_t xps, int n, const WeightView& w, int64_t r0, int64_t r1,
+               float* y, int64_t ys);
+  // Floats of scratch `gemm_rows` needs for n tokens and w.cols = cols.
+  int64_t (*gemm_rows_work)(int64_t n, int64_t cols);
+  // y[t*ys + (r - r0)] = x[t*xs + :] · W[r, :] for r ∈ [r0, r1) inside one 128-row block, any n.
+  void (*gemm_rows)(const float* x, int64_t xs, int64_t n, const WeightView& w, int64_t r0,
+                    int64_t r1, float* y, int64_t ys, float* work);
+  // y[t*ys + c] = Σ_{i < re-rb} x[t*xs + i] · W[rb + i, c] for c ∈ [c0, c1), n ≤ gemv_max_n.
+  // c0 must be a multiple of 128 (so each column chunk shares one block scale).
+  void (*gemv_t)(const float* x, int64_t xs, int n, const WeightView& w, int64_t rb, int64_t re,
+                 int64_t c0, int64_t c1, float* y, int64_t ys);
+  // xp[t*kKc + k] = x[t*xs + i0 + k] · s'(rb + i0 + k, c0) for t < n, k < kc ≤ kKc.
+  void (*prep_t)(const float* x, int64_t xs, int64_t n, const WeightView& w, int64_t rb,
+                 int64_t i0, int kc, int64_t c0, float* xp);
+  // panel[k*nr + j] = w̃[i0 + k, c0 + j] (FP8 unscaled) for k < kc ≤ kKc, j < nv ≤ nr (0 for
+  // j ≥ nv). c0 must be a multiple of nr.
+  void (*pack_cols)(const WeightView& w, int64_t i0, int kc, int64_t c0, int nv, float* panel);
+  // c[t*cs + j] = (accumulate ? c[t*cs + j] : 0) + Σ_{k < kc} a[t*as + k] · panel[k*nr + j], one
+  // fma chain in ascending k, for t < m ≤ mr, j < nv.
+  void (*tile)(const float* a, int64_t as, int m, const float* panel, int kc, float* c,
+               int64_t cs, int nv, bool accumulate);
+};
+
+const IsaKernels& Avx2Kernels();
+const IsaKernels& Avx512Kernels();
+
+}  // namespace dsinfer::gemm
