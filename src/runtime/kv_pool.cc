@@ -147,8 +147,8 @@ bool KvPagePool::Publish(KvPageId id, uint64_t key, uint64_t parent,
   std::lock_guard lock(mu_);
   DSINFER_CHECK(tokens.size() == kKvPageRows, "only full pages are published");
   Page& p = pages_.at(id);
-  DSINFER_CHECK(p.refs > 0 && !p.cached, "publishing a page the caller does not own");
-  if (!index_.emplace(key, id).second) return false;
+  DSINFER_CHECK(p.refs > 0, "publishing a page the caller does not hold");
+  if (p.cached || !index_.emplace(key, id).second) return false;
   p.cached = true;
   p.key = key;
   p.parent = parent;

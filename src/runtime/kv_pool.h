@@ -88,7 +88,8 @@ class KvPagePool {
 
   // Prefix cache. Lookup retains the page on a hit.
   std::optional<KvPageId> Lookup(uint64_t key, uint64_t parent, std::span<const int32_t> tokens);
-  // Publishes a full page the caller holds; false (no effect) when `key` is already cached.
+  // Publishes a full page the caller holds; false (no effect) when `key` is already cached or
+  // the page already is.
   bool Publish(KvPageId id, uint64_t key, uint64_t parent, std::span<const int32_t> tokens);
 
   KvPoolStats Stats() const;
