@@ -306,12 +306,20 @@ void Engine::RunRound(std::vector<std::unique_ptr<Active>>& active) {
     }
     steps.push_back(std::move(s));
   }
-  for (StepInput& s : steps) {
-    if (!s.error.empty()) continue;
+  // One batched forward for the round: each result equals (bitwise) that sequence run alone.
+  std::vector<BatchEntry> batch;
+  std::vector<StepInput*> in_batch;
+  for (StepInput& s : steps)
+    if (s.error.empty()) {
+      batch.push_back({&s.a->seq, s.tokens, /*all_logits=*/false});
+      in_batch.push_back(&s);
+    }
+  if (!batch.empty()) {
     try {
-      s.result = model_->Forward(s.a->seq, s.tokens, s.a->seq.length, /*all_logits=*/false);
+      std::vector<ForwardResult> results = model_->ForwardBatch(batch);
+      for (size_t i = 0; i < in_batch.size(); ++i) in_batch[i]->result = std::move(results[i]);
     } catch (const std::exception& e) {
-      s.error = e.what();
+      for (StepInput* s : in_batch) s->error = e.what();
     }
   }
   int64_t round_prompt = 0, round_generated = 0;

@@ -2,8 +2,10 @@
 // with continuous batching. Requests wait in a bounded FIFO queue; each round the worker admits
 // waiting requests into free slots (new requests join the running batch), then gives every
 // active sequence one step — a prefill chunk of at most `prefill_chunk` prompt tokens (so a
-// long prompt does not stall the other streams) or one decode token. Each sequence has its own
-// `SequenceState`, so its tokens equal those of the same request run alone.
+// long prompt does not stall the other streams) or one decode token — all of them in one
+// `Model::ForwardBatch` (weights read once per round). Each sequence has its own
+// `SequenceState` and the batched forward computes every row as alone, so its tokens equal
+// those of the same request run alone.
 //
 // KV memory comes from a `KvPagePool` of `kv_budget_bytes` (kv_pool.h) with the prefix cache:
 // at admission a request adopts the cached pages of its prompt's longest cached prefix (whole
