@@ -185,13 +185,13 @@ TEST_F(EngineTest, FullyCachedPromptStillComputesOneToken) {
   EXPECT_EQ(second.tokens, first.tokens);
 }
 
-// With a budget of 6 pages and requests needing 2 pages each (100 + 20 − 1 rows), at most 3
+// With a budget of 6 pages and requests needing 2 pages each (100 + 4 − 1 rows), at most 3
 // run at once although 4 slots exist; the others wait, then all finish with their solo
 // tokens, and the pool never holds more than the budget. A request that can never fit is
 // refused with an error naming the budget.
 TEST_F(EngineTest, KvBudgetMakesRequestsWaitNeverOvercommit) {
   std::vector<GenerationRequest> reqs;
-  for (int i = 0; i < 6; ++i) reqs.push_back(Request(100, 20 + i, 20));
+  for (int i = 0; i < 6; ++i) reqs.push_back(Request(100, 20 + i, 4));
   std::vector<Result> alone;
   {
     auto e = Make(1, 8, 64, 0, false);
