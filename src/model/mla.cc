@@ -185,7 +185,8 @@ int64_t SelectKeys(const LayerContext& ctx, const LayerWeights& lw, const float*
     if (ctx.dump) dump_scores.assign(N * (ws.segs[0].start + N), -INFINITY);
     int32_t* sel = Take(ws.sel, N * kmax);
     float* scores_buf = Take(ws.iscores, omp_get_max_threads() * ctx_max);
-#pragma omp parallel for schedule(dynamic) if (score_work >= kParallelWork)
+    // One row alone runs outside any region, so the kernel may parallelise inside.
+#pragma omp parallel for schedule(dynamic) if (N > 1 && score_work >= kParallelWork)
     for (int64_t r = 0; r < N; ++r) {
       if (!NeedsScores(ctx, lw, r)) continue;
       const Segment& seg = SegOf(ctx, r);
@@ -266,12 +267,14 @@ void AttentionForward(const LayerContext& ctx, const LayerWeights& lw, const flo
   float* q_abs = Take(ws.q_abs, N * d.H * d.R);  // [N, H, R]
   AbsorbQuery(d, lw.wkv_b, q, N, q_abs, ws.wkv_rows);
   float* q_pe = Take(ws.q_pe, N * d.H * d.dr);  // [N, H, dr] contiguous per token
-  for (int64_t rh = 0; rh < N * d.H; ++rh) std::copy_n(&q[rh * d.dq() + d.dn], d.dr, &q_pe[rh * d.dr]);
+  for (int64_t rh = 0; rh < N * d.H; ++rh)
+    std::copy_n(&q[rh * d.dq() + d.dn], d.dr, &q_pe[rh * d.dr]);
   const int64_t selected = SelectKeys(ctx, lw, x, qr);
   float* o_lat = Take(ws.o_lat, N * d.H * d.R);  // [N, H, R]
   const float scale = static_cast<float>(ctx.config.softmax_scale());
-  // Every row of every segment is an independent query: one parallel loop over all of them.
-#pragma omp parallel for schedule(dynamic) if (selected * d.H * d.R >= kParallelWork)
+  // Every row of every segment is an independent query: one parallel loop over all of them
+  // (a single row runs outside any region, so the kernel may parallelise inside).
+#pragma omp parallel for schedule(dynamic) if (N > 1 && selected * d.H * d.R >= kParallelWork)
   for (int64_t r = 0; r < N; ++r) {
     const LayerKvCache& cache = *SegOf(ctx, r).cache;
     MlaQuery mq{q_abs + r * d.H * d.R, q_pe + r * d.H * d.dr, d.H, scale};

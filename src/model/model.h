@@ -85,9 +85,12 @@ class Model {
   // (bitwise) what Forward(*batch[i].seq, batch[i].tokens, ...) alone returns. Entries must be
   // distinct sequences of this model (Error otherwise). MTP sequences are supported: their MTP
   // module runs per sequence after the batched main layers. `dump` needs a batch of one.
-  // Allocates only the returned vector and its logits vectors (plus cache pages and RoPE rows
-  // when a sequence grows into a new 64-token page).
-  std::vector<ForwardResult> ForwardBatch(std::span<const BatchEntry> batch, Dumper* dump = nullptr);
+  // Once the workspace has grown to the batch's shape, the model code allocates only the
+  // returned vector and its logits vectors (plus cache pages and RoPE rows when a sequence grows
+  // into a new 64-token page); kernels that still keep their own scratch are listed by
+  // tests/unit/model/alloc_test.cc.
+  std::vector<ForwardResult> ForwardBatch(std::span<const BatchEntry> batch,
+                                          Dumper* dump = nullptr);
 
   // Benchmarks: decoder layer `layer` alone for a batch (no embedding, norm or head): h is
   // [Σ tokens, hidden] residual stream in/out; advances nothing (seq->length unchanged) — the

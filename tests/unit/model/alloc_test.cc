@@ -44,15 +44,19 @@ std::atomic<bool> g_recording{false};
 std::atomic<int> g_count{0};
 Record g_records[kMaxRecords];
 
-void* Allocate(std::size_t n, std::size_t align) {
+void* TryAllocate(std::size_t n, std::size_t align) noexcept {
   if (g_recording.load(std::memory_order_relaxed)) {
     const int i = g_count.fetch_add(1, std::memory_order_relaxed);
     if (i < kMaxRecords) g_records[i].frames = backtrace(g_records[i].pc, kMaxFrames);
   }
   if (n == 0) n = 1;
-  void* p = align <= alignof(std::max_align_t)
-                ? std::malloc(n)
-                : std::aligned_alloc(align, (n + align - 1) / align * align);
+  return align <= alignof(std::max_align_t)
+             ? std::malloc(n)
+             : std::aligned_alloc(align, (n + align - 1) / align * align);
+}
+
+void* Allocate(std::size_t n, std::size_t align) {
+  void* p = TryAllocate(n, align);
   if (!p) throw std::bad_alloc();
   return p;
 }
@@ -67,6 +71,16 @@ void* operator new(std::size_t n, std::align_val_t a) {
 void* operator new[](std::size_t n, std::align_val_t a) {
   return Allocate(n, static_cast<std::size_t>(a));
 }
+// Every form, nothrow ones included (a sanitizer runtime defines those separately; a
+// replacement must cover them all so that nothing pairs its allocator with ours).
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return TryAllocate(n, 0); }
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return TryAllocate(n, 0); }
+void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+  return TryAllocate(n, static_cast<std::size_t>(a));
+}
+void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+  return TryAllocate(n, static_cast<std::size_t>(a));
+}
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete[](void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
@@ -75,6 +89,10 @@ void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
 void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
 void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
 
 namespace dsinfer {
 namespace {

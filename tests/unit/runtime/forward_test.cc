@@ -15,7 +15,6 @@
 #include "base/error.h"
 #include "model/model.h"
 #include "runtime/schedule.h"
-#include "tools/gen_model.h"
 #include "../model/tiny_checkpoint.h"
 
 namespace dsinfer {
