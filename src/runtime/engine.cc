@@ -330,6 +330,7 @@ void Engine::RunRound(std::vector<std::unique_ptr<Active>>& active) {
     if (alive && s.prefill) {
       a.prefilled += static_cast<int64_t>(s.tokens.size());
       round_prompt += static_cast<int64_t>(s.tokens.size());
+      prompt_tokens_ += static_cast<int64_t>(s.tokens.size());  // counted before the token is sent
       Publish(a);
     }
     if (alive && (!s.prefill || a.prefilled == static_cast<int64_t>(a.req.prompt.size()))) {
@@ -340,7 +341,6 @@ void Engine::RunRound(std::vector<std::unique_ptr<Active>>& active) {
       for (auto& slot : active)
         if (slot.get() == &a) slot.reset();
   }
-  prompt_tokens_ += round_prompt;
   RecordRate(round_prompt, round_generated);
 }
 

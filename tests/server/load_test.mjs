@@ -88,7 +88,12 @@ test(`load: ${CLIENTS} concurrent streaming clients x ${ROUNDS} requests`, async
       tokens += concurrent[c][r].usage.completion_tokens;
       hits += concurrent[c][r].usage.prompt_cache_hit_tokens;
     }
-  const m = await metrics();
+  // The worker updates its gauges after the round that ended the last sequence.
+  let m = await metrics();
+  for (let i = 0; i < 100 && (m.dsinfer_running_sequences || m.dsinfer_kv_cache_referenced_pages); ++i) {
+    await new Promise((r) => setTimeout(r, 50));
+    m = await metrics();
+  }
   assert.ok(budget > 0);
   assert.ok(maxBytes <= budget, `KV bytes ${maxBytes} > budget ${budget}`);
   assert.equal(m.dsinfer_running_sequences, 0);
