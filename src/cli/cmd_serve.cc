@@ -11,6 +11,7 @@
 #include "cli/model_dir.h"
 #include "model/model.h"
 #include "runtime/engine.h"
+#include "runtime/kv_pool.h"
 #include "server/http_server.h"
 #include "server/openai_app.h"
 #include "text/tokenizer.h"
@@ -27,6 +28,7 @@ struct ServeOptions {
   int parallel = 4;
   int queue = 64;
   int64_t prefill_chunk = 64;
+  std::string kv_budget;  // empty: DefaultKvBudget()
   std::string prices = "0.028,0.28,0.42";
   std::optional<std::string> test_script;
 };
@@ -50,7 +52,13 @@ int RunServe(const ServeOptions& o) {
   eo.parallel = o.parallel;
   eo.queue_capacity = o.queue;
   eo.prefill_chunk = o.prefill_chunk;
+  eo.kv_budget_bytes =
+      o.kv_budget.empty() ? DefaultKvBudget() : ParseByteSize(o.kv_budget, "--kv-budget");
   Engine engine(Model::Load(dir), eo);
+  const KvPoolStats kv = engine.Stats().kv;
+  std::fprintf(stderr, "KV budget: %lld pages of %lld bytes (%lld tokens)\n",
+               static_cast<long long>(kv.budget_pages), static_cast<long long>(kv.page_bytes),
+               static_cast<long long>(kv.budget_pages * kKvPageRows));
   server::OpenAiApp app(engine, tokenizer, app_options);
   server::HttpServerOptions http = o.http;
   http.threads = o.parallel + o.queue + 4;
@@ -84,6 +92,9 @@ CommandRegistrar reg("serve", [](CLI::App& app) -> RunFn {
   sub->add_option("--prefill-chunk", o->prefill_chunk, "prompt tokens per prefill step")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
       ->capture_default_str();
+  sub->add_option("--kv-budget", o->kv_budget,
+                  "KV cache + prefix cache memory, e.g. 2G, 512M (default: half of available "
+                  "memory)");
   sub->add_option("--prices", o->prices, "USD per 1M tokens: cache hit,cache miss,output")
       ->capture_default_str();
   sub->add_option("--max-body", o->http.max_body_bytes, "request body limit in bytes (413)")

@@ -14,15 +14,21 @@ LayerKvCache::LayerKvCache(LatentLayout layout, int64_t index_head_dim)
                 " is too large for the fp8 KV cache (at most 8192)");
 }
 
+int64_t LayerKvCache::PageBytes() const {
+  return kKvPageRows * (layout_.RowBytes() + (has_index() ? index_.RowBytes() : 0));
+}
+
 void LayerKvCache::Reserve(int64_t n) {
   while (capacity() < n) {
-    const int64_t latent_bytes = kKvPageRows * layout_.RowBytes();
-    const int64_t index_bytes = has_index() ? kKvPageRows * index_.RowBytes() : 0;
-    // One allocation per page: latent rows, then index keys (both 4-byte aligned row sizes).
-    storage_.push_back(std::make_unique<std::byte[]>(latent_bytes + index_bytes));
-    latent_pages_.push_back(storage_.back().get());
-    index_pages_.push_back(has_index() ? storage_.back().get() + latent_bytes : nullptr);
+    storage_.push_back(std::make_unique<std::byte[]>(PageBytes()));
+    AppendPage(storage_.back().get());
   }
+}
+
+// One block per page: latent rows, then index keys (both 4-byte aligned row sizes).
+void LayerKvCache::AppendPage(std::byte* page) {
+  latent_pages_.push_back(page);
+  index_pages_.push_back(has_index() ? page + kKvPageRows * layout_.RowBytes() : nullptr);
 }
 
 }  // namespace dsinfer

@@ -3,6 +3,9 @@
 // codes ‖ f32 block scales). Stored in pages of `kKvPageRows` consecutive tokens, so growing a
 // sequence never moves rows and kernels read the cache through `PagedRows` views.
 // Entries of the current chunk are written before attention reads them.
+// A page's storage is either owned by the cache (`Reserve` allocates it: CLI tools, tests) or
+// lent by someone else (`AppendPage`: the server's page pool, which may share a read-only
+// prefix page between sequences); the model code sees no difference.
 // Not thread-safe for concurrent growth; disjoint rows may be written concurrently.
 #pragma once
 
@@ -22,8 +25,13 @@ class LayerKvCache {
  public:
   LayerKvCache(LatentLayout layout, int64_t index_head_dim /* 0: no indexer */);
 
-  // Makes rows [0, n) writable (keeps existing rows).
+  // Makes rows [0, n) writable (keeps existing rows); allocates owned pages as needed.
   void Reserve(int64_t n);
+  // Bytes of one page: kKvPageRows latent rows, then (with an indexer) kKvPageRows index keys.
+  int64_t PageBytes() const;
+  // Appends a page at rows [capacity, capacity + kKvPageRows) whose storage `page`
+  // [PageBytes()] belongs to the caller and must outlive every read of this cache.
+  void AppendPage(std::byte* page);
   int64_t capacity() const { return static_cast<int64_t>(latent_pages_.size()) * kKvPageRows; }
 
   const LatentLayout& layout() const { return layout_; }
@@ -41,7 +49,7 @@ class LayerKvCache {
   }
   LatentLayout layout_;
   IndexKeyLayout index_;
-  std::vector<std::unique_ptr<std::byte[]>> storage_;  // every page this cache owns
+  std::vector<std::unique_ptr<std::byte[]>> storage_;  // the pages this cache owns (Reserve)
   std::vector<std::byte*> latent_pages_;               // [pages] kKvPageRows latent rows each
   std::vector<std::byte*> index_pages_;                // [pages] kKvPageRows index keys each
 };

@@ -1,14 +1,22 @@
-// The request scheduler: one worker thread owns the Model and interleaves up to `parallel`
-// sequences. Requests wait in a bounded FIFO queue; each round the worker admits waiting
-// requests into free slots, then gives every active sequence one step — a prefill chunk of at
-// most `prefill_chunk` prompt tokens (so a long prompt does not stall the other streams) or
-// one decode token — in round-robin order. Steps are independent `Model::Forward` calls on
-// separate `SequenceState`s, so each sequence's tokens equal those of the same request run
-// alone (a batched forward is the next step; the interface does not change).
+// The request scheduler: one worker thread owns the Model and runs up to `parallel` sequences
+// with continuous batching. Requests wait in a bounded FIFO queue; each round the worker admits
+// waiting requests into free slots (new requests join the running batch), then gives every
+// active sequence one step — a prefill chunk of at most `prefill_chunk` prompt tokens (so a
+// long prompt does not stall the other streams) or one decode token — all of them in one
+// `Model::ForwardBatch` (weights read once per round). Each sequence has its own
+// `SequenceState` and the batched forward computes every row as alone, so its tokens equal
+// those of the same request run alone.
+//
+// KV memory comes from a `KvPagePool` of `kv_budget_bytes` (kv_pool.h) with the prefix cache:
+// at admission a request adopts the cached pages of its prompt's longest cached prefix (whole
+// 64-token pages, at most prompt − 1 tokens, so at least one token is computed), reserves the
+// fresh pages its worst case needs (prompt + max_tokens − 1 rows), and waits in the queue while
+// the budget cannot hold that reservation. Full prompt pages are published once prefilled.
+// A request that could never fit the budget is refused by Submit.
 //
 // A `Generation` is the channel between the worker and the request's client: the worker
 // appends tokens and the finish reason; the client waits for them and may `Cancel`, which
-// frees the sequence at the worker's next round. Thread-safe.
+// frees the sequence (and releases its pages) at the worker's next round. Thread-safe.
 #pragma once
 
 #include <atomic>
@@ -18,11 +26,13 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "model/model.h"
+#include "runtime/kv_pool.h"
 #include "runtime/sampler.h"
 
 namespace dsinfer {
@@ -37,12 +47,14 @@ struct GenerationRequest {
   // TEST-ONLY (`dsinfer serve --test-script`): these ids are emitted instead of sampled ones,
   // still through the real forward pass; the generation stops when they run out.
   std::vector<int32_t> forced_tokens;
+  int top_logprobs = -1;  // ≥ 0: report logprobs of each token and its top N (0..20)
 };
 
 class Generation {
  public:
   struct Update {
     std::vector<int32_t> tokens;  // new since the previous Wait
+    std::vector<TokenLogprobs> logprobs;  // one per token when the request asked for them
     bool done = false;
     FinishReason finish = FinishReason::kNone;
     std::string error;  // kError: what went wrong
@@ -52,63 +64,96 @@ class Generation {
   // Asks the worker to stop and free the sequence (no effect once done).
   void Cancel() { cancelled_.store(true); }
   bool cancelled() const { return cancelled_.load(); }
+  // Prompt tokens served from the prefix cache (set before the first token).
+  int64_t cache_hit_tokens() const { return cache_hit_tokens_.load(); }
 
   // Worker side.
-  void Push(int32_t token);
+  void SetCacheHitTokens(int64_t n) { cache_hit_tokens_.store(n); }
+  void Push(int32_t token, std::optional<TokenLogprobs> logprobs = std::nullopt);
   void Finish(FinishReason reason, std::string error = {});
 
  private:
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<int32_t> pending_;
+  std::vector<TokenLogprobs> pending_logprobs_;
   bool done_ = false;
   FinishReason finish_ = FinishReason::kNone;
   std::string error_;
   std::atomic<bool> cancelled_{false};
+  std::atomic<int64_t> cache_hit_tokens_{0};
 };
 
 struct EngineOptions {
   int parallel = 4;            // active sequences
   int queue_capacity = 64;     // waiting requests
   int64_t prefill_chunk = 64;  // prompt tokens per Forward call
-  SequenceOptions sequence;
+  int64_t kv_budget_bytes = 0; // KV page pool; 0: DefaultKvBudget()
+  bool prefix_cache = true;    // adopt / publish cached prompt pages
+  SequenceOptions sequence;    // mtp must be off
 };
 
 struct EngineStats {
   int64_t queued = 0;
   int64_t running = 0;
-  int64_t prompt_tokens = 0;     // prefilled so far (all requests)
+  int64_t prompt_tokens = 0;     // prefilled (computed) so far, all requests
+  int64_t cache_hit_tokens = 0;  // prompt tokens adopted from the prefix cache
   int64_t generated_tokens = 0;  // emitted so far
+  double prompt_tokens_per_s = 0;     // computed prompt tokens over the last 10 s, / 10
+  double generated_tokens_per_s = 0;  // emitted tokens over the last 10 s, / 10
+  KvPoolStats kv;
 };
 
 class Engine {
  public:
-  // Throws Error for parallel < 1, queue_capacity < 0 or prefill_chunk < 1.
+  // Throws Error for parallel < 1, queue_capacity < 0, prefill_chunk < 1, an MTP sequence
+  // or a budget that holds no page.
   Engine(std::unique_ptr<Model> model, const EngineOptions& options);
   ~Engine();  // cancels every request and joins the worker
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
   const ModelConfig& config() const { return model_->config(); }
+  // Tokens one sequence can hold within the KV budget (≤ the model's context).
+  int64_t max_sequence_tokens() const;
   // Queues a request; nullptr when the queue is full. Throws Error for an invalid request.
   std::shared_ptr<Generation> Submit(GenerationRequest request);
   EngineStats Stats() const;
 
  private:
   struct Active;
+  struct StepInput;
   void Validate(const GenerationRequest& r) const;
+  int64_t PagesNeeded(const GenerationRequest& r) const;
   void WorkerLoop();
   bool AdmitWaiting(std::vector<std::unique_ptr<Active>>& active);
-  bool Step(Active& a);  // false once the sequence is finished
-  bool Emit(Active& a, const float* logits);
+  std::unique_ptr<Active> Prepare(std::shared_ptr<Generation>& gen, GenerationRequest& req);
+  void ReleasePages(Active& a);
+  void RunRound(std::vector<std::unique_ptr<Active>>& active);
+  void EnsurePages(Active& a, int64_t rows);
+  void Publish(Active& a);
+  bool Emit(Active& a, const float* logits);  // false once the generation ended
+  void RecordRate(int64_t prompt, int64_t generated);
 
   std::unique_ptr<Model> model_;
   EngineOptions options_;
+  SequenceState proto_;  // an empty sequence: page layout and prefix-cache root key
+  KvPageLayout page_layout_;
+  uint64_t root_key_ = 0;
+  std::unique_ptr<KvPagePool> pool_;
+  int64_t reserved_pages_ = 0;  // worker only: pages promised to active sequences, not yet taken
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::pair<std::shared_ptr<Generation>, GenerationRequest>> queue_;
   bool stop_ = false;
-  std::atomic<int64_t> running_{0}, prompt_tokens_{0}, generated_tokens_{0};
+  std::atomic<int64_t> running_{0}, prompt_tokens_{0}, cache_hit_tokens_{0},
+      generated_tokens_{0};
+  struct RateSample {
+    std::chrono::steady_clock::time_point time;
+    int64_t prompt, generated;
+  };
+  mutable std::mutex rate_mu_;
+  std::deque<RateSample> rates_;  // one per round of the last 10 s
   std::thread worker_;
 };
 

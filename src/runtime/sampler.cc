@@ -45,4 +45,24 @@ int32_t Sampler::Sample(const float* logits, int64_t vocab) {
   return order[n - 1];
 }
 
+TokenLogprobs ComputeLogprobs(const float* logits, int64_t vocab, int32_t chosen, int top_n) {
+  DSINFER_CHECK(chosen >= 0 && chosen < vocab && top_n >= 0 && top_n <= vocab,
+                "logprobs outside the vocabulary");
+  const double m = logits[Argmax(logits, vocab)];
+  double sum = 0;
+  for (int64_t i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(logits[i]) - m);
+  const double log_z = m + std::log(sum);
+  auto lp = [&](int32_t i) { return static_cast<float>(logits[i] - log_z); };
+  TokenLogprobs r;
+  r.token = chosen;
+  r.logprob = lp(chosen);
+  std::vector<int32_t> order(vocab);
+  std::iota(order.begin(), order.end(), 0);
+  std::partial_sort(order.begin(), order.begin() + top_n, order.end(), [&](int32_t a, int32_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  });
+  for (int i = 0; i < top_n; ++i) r.top.emplace_back(order[i], lp(order[i]));
+  return r;
+}
+
 }  // namespace dsinfer

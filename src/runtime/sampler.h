@@ -5,6 +5,8 @@
 
 #include <cstdint>
 #include <random>
+#include <utility>
+#include <vector>
 
 namespace dsinfer {
 
@@ -27,5 +29,15 @@ class Sampler {
 
 // Index of the largest logit, lowest index on ties.
 int32_t Argmax(const float* logits, int64_t vocab);
+
+// OpenAI `logprobs`: log-softmax of the f32 logits at temperature 1 (whatever the sampling
+// temperature), accumulated in double: logprob(i) = x_i − max − log Σ exp(x_j − max).
+struct TokenLogprobs {
+  int32_t token = -1;
+  float logprob = 0.0f;
+  std::vector<std::pair<int32_t, float>> top;  // most likely first, lowest id on ties
+};
+// The chosen token's logprob and the `top_n` (0..vocab) most likely tokens.
+TokenLogprobs ComputeLogprobs(const float* logits, int64_t vocab, int32_t chosen, int top_n);
 
 }  // namespace dsinfer

@@ -68,12 +68,28 @@ void CheckUnsupported(const Json& body) {
   const Json* n = Field(body, "n");
   if (n && (!n->is_number_integer() || n->get<int64_t>() != 1))
     throw ApiError::Invalid("n", "only n = 1 is supported");
-  for (const char* name : {"logprobs", "top_logprobs"}) {
-    const Json* v = Field(body, name);
-    if (v && !(v->is_boolean() && !v->get<bool>()))
-      throw ApiError::Invalid(name, std::string(name) + " is not supported by this server");
-  }
 }
+
+// An integer field in [0, 20], or nullopt when absent.
+std::optional<int> LogprobCount(const Json& body, const char* name) {
+  const Json* v = Field(body, name);
+  if (!v) return std::nullopt;
+  if (!v->is_number_integer() || v->get<int64_t>() < 0 || v->get<int64_t>() > 20)
+    throw ApiError::Invalid(name, std::string(name) + " must be an integer in [0, 20]");
+  return static_cast<int>(v->get<int64_t>());
+}
+
+// Chat: `logprobs` (bool) and `top_logprobs` (0..20, needs logprobs: true).
+int ChatLogprobs(const Json& body) {
+  const bool on = Bool(body, "logprobs", "logprobs");
+  const std::optional<int> top = LogprobCount(body, "top_logprobs");
+  if (top && !on)
+    throw ApiError::Invalid("top_logprobs", "top_logprobs needs \"logprobs\": true");
+  return on ? top.value_or(0) : -1;
+}
+
+// Completions (legacy): `logprobs` is the number of top tokens (0..20).
+int TextLogprobs(const Json& body) { return LogprobCount(body, "logprobs").value_or(-1); }
 
 SamplingParams ParseSampling(const Json& body) {
   SamplingParams p;
@@ -148,6 +164,7 @@ Json ParseJsonBody(std::string_view body) {
 ChatRequest ParseChatRequest(Json body) {
   ChatRequest r;
   r.params = ParseSampling(body);
+  r.params.top_logprobs = ChatLogprobs(body);
   CheckMessages(body);
   CheckTools(body);
   const std::string suffix = "-reasoner";
@@ -167,6 +184,7 @@ ChatRequest ParseChatRequest(Json body) {
 TextRequest ParseTextRequest(const Json& body) {
   TextRequest r;
   r.params = ParseSampling(body);
+  r.params.top_logprobs = TextLogprobs(body);
   const Json* p = Field(body, "prompt");
   if (p && p->is_array() && p->size() == 1 && (*p)[0].is_string()) p = &(*p)[0];
   if (!p || !p->is_string() || p->get<std::string>().empty())

@@ -21,6 +21,7 @@ struct SamplingParams {
   std::vector<std::string> stop;  // up to 4 non-empty strings
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
+  int top_logprobs = -1;       // logprobs requested: ≥ 0 alternatives per token (≤ 20)
 };
 
 struct ChatRequest {

@@ -24,7 +24,7 @@ std::string Metrics::Prometheus(const EngineStats& e) const {
     for (const auto& [status, n] : responses_)
       o << "dsinfer_requests_total{status=\"" << status << "\"} " << n << "\n";
   }
-  auto metric = [&o](const char* name, const char* type, const char* help, int64_t v) {
+  auto metric = [&o](const char* name, const char* type, const char* help, auto v) {
     o << "# HELP " << name << " " << help << "\n# TYPE " << name << " " << type << "\n"
       << name << " " << v << "\n";
   };
@@ -40,6 +40,31 @@ std::string Metrics::Prometheus(const EngineStats& e) const {
   metric("dsinfer_running_sequences", "gauge", "Sequences being prefilled or decoded.", e.running);
   metric("dsinfer_engine_generated_tokens_total", "counter", "Tokens emitted by the engine.",
          e.generated_tokens);
+  metric("dsinfer_engine_prompt_tokens_total", "counter",
+         "Prompt tokens computed (prefilled) by the engine.", e.prompt_tokens);
+  metric("dsinfer_engine_prompt_cache_hit_tokens_total", "counter",
+         "Prompt tokens adopted from the prefix cache by the engine.", e.cache_hit_tokens);
+  const int64_t prompt_seen = e.cache_hit_tokens + e.prompt_tokens;
+  metric("dsinfer_prompt_cache_hit_ratio", "gauge",
+         "Prefix-cache hit tokens / (hit + computed) prompt tokens since start.",
+         prompt_seen > 0 ? static_cast<double>(e.cache_hit_tokens) / prompt_seen : 0.0);
+  metric("dsinfer_generation_tokens_per_second", "gauge",
+         "Tokens emitted in the last 10 s, divided by 10.", e.generated_tokens_per_s);
+  metric("dsinfer_prompt_tokens_per_second", "gauge",
+         "Prompt tokens computed in the last 10 s, divided by 10.", e.prompt_tokens_per_s);
+  metric("dsinfer_kv_cache_budget_bytes", "gauge", "KV page pool budget (whole pages).",
+         e.kv.budget_bytes());
+  metric("dsinfer_kv_cache_bytes_in_use", "gauge",
+         "KV pages referenced by sequences or kept in the prefix cache, in bytes.",
+         e.kv.bytes_in_use());
+  metric("dsinfer_kv_cache_page_bytes", "gauge", "Bytes of one KV page (64 tokens, all layers).",
+         e.kv.page_bytes);
+  metric("dsinfer_kv_cache_referenced_pages", "gauge", "KV pages used by running sequences.",
+         e.kv.referenced_pages);
+  metric("dsinfer_kv_cache_cached_pages", "gauge", "KV pages published in the prefix cache.",
+         e.kv.cached_pages);
+  metric("dsinfer_kv_cache_evictions_total", "counter",
+         "Cached KV pages evicted (least recently used) to make room.", e.kv.evictions);
   return o.str();
 }
 

@@ -74,15 +74,16 @@ ApiError FromEncoderError(const Error& e) {
   return ApiError(400, "invalid_request_error", msg, param);
 }
 
-// Waits for the job's tokens, handing each to `on_token` (false: a stop sequence matched).
-// `alive()` is asked while no token arrives; false (the client left) cancels: returns false.
+// Waits for the job's tokens, handing each to `on_token(id, logprobs or nullptr)` (false: a
+// stop sequence matched). `alive()` is asked while no token arrives; false (the client left)
+// cancels: returns false.
 template <class OnToken, class Alive>
 bool Drain(OpenAiApp::Job& job, OnToken on_token, Alive alive) {
   while (true) {
     Generation::Update u = job.gen->Wait(std::chrono::milliseconds(500));
-    for (int32_t id : u.tokens) {
+    for (size_t i = 0; i < u.tokens.size(); ++i) {
       ++job.completion_tokens;
-      if (!on_token(id)) {
+      if (!on_token(u.tokens[i], i < u.logprobs.size() ? &u.logprobs[i] : nullptr)) {
         job.stopped = true;
         job.finish = FinishReason::kStop;
         job.gen->Cancel();
@@ -113,6 +114,59 @@ std::string FinishName(const OpenAiApp::Job& job, bool tool_calls) {
   return tool_calls && !job.stopped ? "tool_calls" : "stop";
 }
 
+// `logprobs` of a response in the chat format, {"content": [{token, logprob, bytes,
+// top_logprobs: [{token, logprob, bytes}]}]}, or in the legacy completions format, {tokens,
+// token_logprobs, top_logprobs: [{token: logprob}], text_offset}. Tokens are rendered as the
+// bytes they add to the text (invalid UTF-8 is replaced when the JSON is written).
+class LogprobsJson {
+ public:
+  LogprobsJson(const text::Tokenizer& tokenizer, bool legacy)
+      : tokenizer_(tokenizer), legacy_(legacy) {}
+
+  void Add(const TokenLogprobs& lp) {
+    const std::string& text = tokenizer_.DecodedBytes(lp.token);
+    if (!legacy_) {
+      Json e = Entry(lp.token, lp.logprob);
+      Json top = Json::array();
+      for (const auto& [id, logprob] : lp.top) top.push_back(Entry(id, logprob));
+      e["top_logprobs"] = std::move(top);
+      content_.push_back(std::move(e));
+      return;
+    }
+    tokens_.push_back(text);
+    token_logprobs_.push_back(lp.logprob);
+    Json top = Json::object();
+    for (const auto& [id, logprob] : lp.top) top[tokenizer_.DecodedBytes(id)] = logprob;
+    top_.push_back(std::move(top));
+    offsets_.push_back(offset_);
+    offset_ += static_cast<int64_t>(text.size());
+  }
+  bool empty() const { return content_.empty() && tokens_.empty(); }
+  // The entries added since the previous Take.
+  Json Take() {
+    Json j = legacy_ ? Json{{"tokens", std::move(tokens_)},
+                            {"token_logprobs", std::move(token_logprobs_)},
+                            {"top_logprobs", std::move(top_)},
+                            {"text_offset", std::move(offsets_)}}
+                     : Json{{"content", std::move(content_)}};
+    content_ = tokens_ = token_logprobs_ = top_ = offsets_ = Json::array();
+    return j;
+  }
+
+ private:
+  Json Entry(int32_t id, float logprob) const {
+    const std::string& text = tokenizer_.DecodedBytes(id);
+    Json bytes = Json::array();
+    for (unsigned char c : text) bytes.push_back(static_cast<int>(c));
+    return Json{{"token", text}, {"logprob", logprob}, {"bytes", std::move(bytes)}};
+  }
+  const text::Tokenizer& tokenizer_;
+  bool legacy_;
+  Json content_ = Json::array(), tokens_ = Json::array(), token_logprobs_ = Json::array(),
+       top_ = Json::array(), offsets_ = Json::array();
+  int64_t offset_ = 0;  // bytes of completion text before the next token
+};
+
 }  // namespace
 
 OpenAiApp::OpenAiApp(Engine& engine, const text::Tokenizer& tokenizer, AppOptions options)
@@ -120,8 +174,8 @@ OpenAiApp::OpenAiApp(Engine& engine, const text::Tokenizer& tokenizer, AppOption
       tokenizer_(tokenizer),
       options_(std::move(options)),
       eos_(static_cast<int32_t>(engine.config().eos_token_id)) {
-  const int64_t model_ctx = engine.config().max_position_embeddings;
-  if (options_.ctx <= 0 || options_.ctx > model_ctx) options_.ctx = model_ctx;
+  const int64_t limit = engine.max_sequence_tokens();  // the model's context, within the KV budget
+  if (options_.ctx <= 0 || options_.ctx > limit) options_.ctx = limit;
 }
 
 HttpResponse OpenAiApp::Handle(const HttpRequest& request) noexcept {
@@ -207,6 +261,7 @@ std::shared_ptr<OpenAiApp::Job> OpenAiApp::Start(const std::string& prompt_text,
                    "messages", "context_length_exceeded");
   g.sampler = {params.temperature, params.top_p, params.seed.value_or(std::random_device{}())};
   g.stop_ids = {eos_};
+  g.top_logprobs = params.top_logprobs;
   for (const ScriptRule& rule : options_.test_script)
     if (prompt_text.find(rule.match) != std::string::npos) {
       g.forced_tokens = tokenizer_.Encode(rule.completion);
@@ -220,8 +275,9 @@ std::shared_ptr<OpenAiApp::Job> OpenAiApp::Start(const std::string& prompt_text,
 }
 
 Json OpenAiApp::FinishUsage(const Job& job, int64_t reasoning_tokens) {
-  metrics_.AddTokens(job.prompt_tokens, 0, job.completion_tokens);
-  Usage u{job.prompt_tokens, 0, job.completion_tokens, reasoning_tokens};
+  const int64_t hit = job.gen->cache_hit_tokens();
+  metrics_.AddTokens(job.prompt_tokens, hit, job.completion_tokens);
+  Usage u{job.prompt_tokens, hit, job.completion_tokens, reasoning_tokens};
   return UsageJson(u, options_.prices);
 }
 
@@ -257,9 +313,11 @@ HttpResponse OpenAiApp::Completions(const HttpRequest& req) {
 HttpResponse OpenAiApp::ChatWhole(std::shared_ptr<Job> job, bool thinking) {
   const auto mode = thinking ? text::ThinkingMode::kThinking : text::ThinkingMode::kChat;
   ChatOutput out(tokenizer_, job->params.stop, mode, "call_" + job->id + "_");
+  LogprobsJson logprobs(tokenizer_, /*legacy=*/false);
   Drain(
       *job,
-      [&](int32_t id) {
+      [&](int32_t id, const TokenLogprobs* lp) {
+        if (lp) logprobs.Add(*lp);
         out.Add(id);
         return !out.stopped();
       },
@@ -268,7 +326,7 @@ HttpResponse OpenAiApp::ChatWhole(std::shared_ptr<Job> job, bool thinking) {
   out.Finish();
   Json choice = {{"index", 0},
                  {"message", out.Message()},
-                 {"logprobs", nullptr},
+                 {"logprobs", job->params.top_logprobs >= 0 ? logprobs.Take() : Json()},
                  {"finish_reason", FinishName(*job, out.has_tool_calls())}};
   return JsonResponse(200, Json{{"id", "chatcmpl-" + job->id},
                                 {"object", "chat.completion"},
@@ -281,10 +339,12 @@ HttpResponse OpenAiApp::ChatWhole(std::shared_ptr<Job> job, bool thinking) {
 
 HttpResponse OpenAiApp::TextWhole(std::shared_ptr<Job> job) {
   OutputText out(tokenizer_, job->params.stop, eos_);
+  LogprobsJson logprobs(tokenizer_, /*legacy=*/true);
   std::string text;
   Drain(
       *job,
-      [&](int32_t id) {
+      [&](int32_t id, const TokenLogprobs* lp) {
+        if (lp) logprobs.Add(*lp);
         text += out.Add(id);
         return !out.stopped();
       },
@@ -293,7 +353,7 @@ HttpResponse OpenAiApp::TextWhole(std::shared_ptr<Job> job) {
   text += out.Finish();
   Json choice = {{"text", text},
                  {"index", 0},
-                 {"logprobs", nullptr},
+                 {"logprobs", job->params.top_logprobs >= 0 ? logprobs.Take() : Json()},
                  {"finish_reason", FinishName(*job, false)}};
   return JsonResponse(200, Json{{"id", "cmpl-" + job->id},
                                 {"object", "text_completion"},
@@ -331,94 +391,110 @@ struct StreamDriver {
   template <class OnToken>
   bool Run(OnToken on_token) {
     const bool finished = Drain(
-        job, [&](int32_t id) { return on_token(id) && ok; },
+        job, [&](int32_t id, const TokenLogprobs* lp) { return on_token(id, lp) && ok; },
         [&] { return ok = ok && sink.Write(": keep-alive\n\n"); });
     if (!ok) job.gen->Cancel();
     return finished && ok;
   }
+
+  // The frame every stream shares: `body()` streams the tokens and the finish chunk and
+  // returns the reasoning-token count, or nullopt when the client left; then the usage chunk
+  // (stream_options.include_usage) and [DONE]. A failure becomes an error event, then [DONE].
+  template <class Body, class FinishUsage>
+  void Frame(const char* object, const char* id_prefix, Body body, FinishUsage finish_usage,
+             Metrics& metrics) {
+    try {
+      const std::optional<int64_t> reasoning = body();
+      if (!reasoning) return metrics.CountCancelled();
+      Json usage = finish_usage(*reasoning);
+      if (job.params.include_usage) {
+        Json c = StreamChunk(job, object, id_prefix, nullptr);
+        c["choices"] = Json::array();
+        c["usage"] = std::move(usage);
+        Write(c);
+      }
+    } catch (const ApiError& e) {
+      ok = ok && sink.Write("data: " + e.Body() + "\n\n");
+    } catch (const std::exception& e) {
+      ok = ok && sink.Write("data: " + ApiError(500, "server_error", e.what()).Body() + "\n\n");
+    }
+    if (ok) sink.Write(SseDone());
+  }
 };
+
+HttpResponse EventStream() {
+  HttpResponse r;
+  r.content_type = "text/event-stream";
+  r.headers.emplace_back("Cache-Control", "no-cache");
+  return r;
+}
 
 }  // namespace
 
 HttpResponse OpenAiApp::ChatStream(std::shared_ptr<Job> job, bool thinking) {
-  HttpResponse r;
-  r.content_type = "text/event-stream";
-  r.headers.emplace_back("Cache-Control", "no-cache");
+  HttpResponse r = EventStream();
   r.stream = [this, job, thinking](ChunkSink& sink) {
     const auto mode = thinking ? text::ThinkingMode::kThinking : text::ThinkingMode::kChat;
     StreamDriver d{*job, sink};
+    LogprobsJson logprobs(tokenizer_, /*legacy=*/false);
+    // Each chunk carries the logprobs of the tokens received since the previous chunk.
     auto send = [&](Json delta, Json finish) {
+      Json lp = logprobs.empty() ? Json() : logprobs.Take();
       return d.Write(StreamChunk(*job, "chat.completion.chunk", "chatcmpl-",
                                  {{"index", 0},
                                   {"delta", std::move(delta)},
-                                  {"logprobs", nullptr},
+                                  {"logprobs", std::move(lp)},
                                   {"finish_reason", std::move(finish)}}));
     };
-    try {
+    auto body = [&]() -> std::optional<int64_t> {
       ChatOutput out(tokenizer_, job->params.stop, mode, "call_" + job->id + "_");
       send({{"role", "assistant"}, {"content", ""}}, nullptr);
-      const bool done = d.Run([&](int32_t id) {
+      const bool done = d.Run([&](int32_t id, const TokenLogprobs* lp) {
+        if (lp) logprobs.Add(*lp);
         for (Json& delta : out.Add(id)) send(std::move(delta), nullptr);
         return !out.stopped();
       });
-      if (!done) return metrics_.CountCancelled();
+      if (!done) return std::nullopt;
       ThrowIfFailed(*job);
       for (Json& delta : out.Finish()) send(std::move(delta), nullptr);
       send(Json::object(), FinishName(*job, out.has_tool_calls()));
-      Json usage = FinishUsage(*job, out.reasoning_tokens());
-      if (job->params.include_usage) {
-        Json c = StreamChunk(*job, "chat.completion.chunk", "chatcmpl-", nullptr);
-        c["choices"] = Json::array();
-        c["usage"] = std::move(usage);
-        d.Write(c);
-      }
-    } catch (const ApiError& e) {
-      d.ok = d.ok && sink.Write("data: " + e.Body() + "\n\n");
-    } catch (const std::exception& e) {
-      d.ok = d.ok && sink.Write("data: " + ApiError(500, "server_error", e.what()).Body() + "\n\n");
-    }
-    if (d.ok) sink.Write(SseDone());
+      return out.reasoning_tokens();
+    };
+    d.Frame("chat.completion.chunk", "chatcmpl-", body,
+            [&](int64_t reasoning) { return FinishUsage(*job, reasoning); }, metrics_);
   };
   return r;
 }
 
 HttpResponse OpenAiApp::TextStream(std::shared_ptr<Job> job) {
-  HttpResponse r;
-  r.content_type = "text/event-stream";
-  r.headers.emplace_back("Cache-Control", "no-cache");
+  HttpResponse r = EventStream();
   r.stream = [this, job](ChunkSink& sink) {
     StreamDriver d{*job, sink};
+    LogprobsJson logprobs(tokenizer_, /*legacy=*/true);
     auto send = [&](const std::string& text, Json finish) {
-      if (text.empty() && finish.is_null()) return true;
+      if (text.empty() && finish.is_null() && logprobs.empty()) return true;
+      Json lp = logprobs.empty() ? Json() : logprobs.Take();
       return d.Write(StreamChunk(*job, "text_completion", "cmpl-",
                                  {{"text", text},
                                   {"index", 0},
-                                  {"logprobs", nullptr},
+                                  {"logprobs", std::move(lp)},
                                   {"finish_reason", std::move(finish)}}));
     };
-    try {
+    auto body = [&]() -> std::optional<int64_t> {
       OutputText out(tokenizer_, job->params.stop, eos_);
-      const bool done = d.Run([&](int32_t id) {
+      const bool done = d.Run([&](int32_t id, const TokenLogprobs* lp) {
+        if (lp) logprobs.Add(*lp);
         send(out.Add(id), nullptr);
         return !out.stopped();
       });
-      if (!done) return metrics_.CountCancelled();
+      if (!done) return std::nullopt;
       ThrowIfFailed(*job);
       send(out.Finish(), nullptr);
       send("", FinishName(*job, false));
-      Json usage = FinishUsage(*job, 0);
-      if (job->params.include_usage) {
-        Json c = StreamChunk(*job, "text_completion", "cmpl-", nullptr);
-        c["choices"] = Json::array();
-        c["usage"] = std::move(usage);
-        d.Write(c);
-      }
-    } catch (const ApiError& e) {
-      d.ok = d.ok && sink.Write("data: " + e.Body() + "\n\n");
-    } catch (const std::exception& e) {
-      d.ok = d.ok && sink.Write("data: " + ApiError(500, "server_error", e.what()).Body() + "\n\n");
-    }
-    if (d.ok) sink.Write(SseDone());
+      return 0;
+    };
+    d.Frame("text_completion", "cmpl-", body,
+            [&](int64_t reasoning) { return FinishUsage(*job, reasoning); }, metrics_);
   };
   return r;
 }

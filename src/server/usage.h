@@ -1,6 +1,6 @@
 // Token accounting and DeepSeek-style prices: cache-hit input, cache-miss input and output
-// tokens are priced separately (USD per 1M tokens). `prompt_cache_hit_tokens` is 0 until the
-// prefix cache exists; the field is always present.
+// tokens are priced separately (USD per 1M tokens). `prompt_cache_hit_tokens` are the prompt
+// tokens adopted from the prefix cache (whole 64-token pages); the field is always present.
 #pragma once
 
 #include <cstdint>

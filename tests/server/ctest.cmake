@@ -9,4 +9,12 @@ if(NOT DSINFER_SANITIZE)
             $<TARGET_FILE:dsinfer> ${DSINFER_NODE} ${CMAKE_SOURCE_DIR}
             ${CMAKE_BINARY_DIR}/test_server_openai)
   set_tests_properties(server_openai_client PROPERTIES LABELS integration TIMEOUT 300)
+  # Bounded load test: 32 concurrent streaming clients, --parallel 8, a KV budget of 24 pages
+  # of the 1-layer test model (28,928 B each), outputs equal to one-at-a-time runs.
+  add_test(NAME server_load
+    COMMAND ${DSINFER_PYTHON} ${CMAKE_SOURCE_DIR}/tests/server/run_openai_test.py
+            $<TARGET_FILE:dsinfer> ${DSINFER_NODE} ${CMAKE_SOURCE_DIR}
+            ${CMAKE_BINARY_DIR}/test_server_load load_test.mjs
+            --parallel 8 --queue 64 --kv-budget 694272)
+  set_tests_properties(server_load PROPERTIES LABELS integration TIMEOUT 300)
 endif()

@@ -23,14 +23,16 @@ const client = new OpenAI({ baseURL: `${URL_BASE}/v1`, apiKey: KEY, maxRetries: 
 
 function checkUsage(u) {
   assert.equal(u.total_tokens, u.prompt_tokens + u.completion_tokens);
-  assert.equal(u.prompt_cache_hit_tokens, 0);  // no prefix cache yet
-  assert.equal(u.prompt_cache_miss_tokens, u.prompt_tokens);
+  assert.equal(u.prompt_cache_hit_tokens % 64, 0);  // whole 64-token pages
+  assert.ok(u.prompt_cache_hit_tokens < u.prompt_tokens);  // the last token is always computed
+  assert.equal(u.prompt_cache_miss_tokens, u.prompt_tokens - u.prompt_cache_hit_tokens);
+  assert.equal(u.prompt_tokens_details.cached_tokens, u.prompt_cache_hit_tokens);
   assert.equal(typeof u.completion_tokens_details.reasoning_tokens, 'number');
   const c = u.cost;
   assert.equal(c.currency, 'USD');
   const close = (a, b) => assert.ok(Math.abs(a - b) <= 1e-12, `${a} vs ${b}`);
-  close(c.input_cache_hit, 0);
-  close(c.input_cache_miss, u.prompt_tokens * PRICES.miss / 1e6);
+  close(c.input_cache_hit, u.prompt_cache_hit_tokens * PRICES.hit / 1e6);
+  close(c.input_cache_miss, u.prompt_cache_miss_tokens * PRICES.miss / 1e6);
   close(c.output, u.completion_tokens * PRICES.output / 1e6);
   close(c.total, c.input_cache_hit + c.input_cache_miss + c.output);
 }
@@ -218,7 +220,11 @@ test('errors: JSON, schema, model, auth, size, context, n, logprobs', async () =
               400, { code: 'context_length_exceeded' });
   assertError(await raw('/v1/chat/completions', { body: { model: MODEL, messages: user('a'), n: 2 } }),
               400, { param: 'n' });
-  assertError(await raw('/v1/chat/completions', { body: { model: MODEL, messages: user('a'), logprobs: true } }),
+  assertError(await raw('/v1/chat/completions', { body: { model: MODEL, messages: user('a'), logprobs: 'yes' } }),
+              400, { param: 'logprobs' });
+  assertError(await raw('/v1/chat/completions', { body: { model: MODEL, messages: user('a'), top_logprobs: 2 } }),
+              400, { param: 'top_logprobs' });
+  assertError(await raw('/v1/completions', { body: { model: MODEL, prompt: 'a', logprobs: 21 } }),
               400, { param: 'logprobs' });
   // The official client maps them to its error classes.
   await assert.rejects(client.chat.completions.create({ model: 'nope', messages: user('a') }),
@@ -253,13 +259,121 @@ test('client disconnect mid-stream frees the sequence', async () => {
   const reader = res.body.getReader();
   await reader.read();
   ac.abort();
-  let running = -1;
+  let m = {};
   for (let i = 0; i < 100; ++i) {
-    const m = await raw('/metrics', { method: 'GET', key: null });
-    running = Number(/^dsinfer_running_sequences (\d+)$/m.exec(m.text)[1]);
-    const queued = Number(/^dsinfer_queue_depth (\d+)$/m.exec(m.text)[1]);
-    if (running === 0 && queued === 0) break;
+    m = await metrics();
+    if (m.dsinfer_running_sequences === 0 && m.dsinfer_queue_depth === 0 &&
+        m.dsinfer_kv_cache_referenced_pages === 0) break;
     await new Promise((r) => setTimeout(r, 100));
   }
-  assert.equal(running, 0);
+  assert.equal(m.dsinfer_running_sequences, 0);
+  assert.equal(m.dsinfer_kv_cache_referenced_pages, 0);  // its pages were released
+  assert.ok(m.dsinfer_requests_cancelled_total >= 1);
+});
+
+// The unlabelled samples of /metrics as numbers.
+async function metrics() {
+  const r = await raw('/metrics', { method: 'GET', key: null });
+  assert.equal(r.status, 200);
+  const out = {};
+  for (const line of r.text.split('\n')) {
+    const m = /^([a-z_]+) ([-0-9.e+]+)$/.exec(line);
+    if (m) out[m[1]] = Number(m[2]);
+  }
+  return out;
+}
+
+function checkTop(entry, n) {
+  assert.equal(entry.top_logprobs.length, n);
+  for (let i = 0; i < n; ++i) {
+    assert.ok(entry.top_logprobs[i].logprob <= 0);
+    if (i > 0) assert.ok(entry.top_logprobs[i].logprob <= entry.top_logprobs[i - 1].logprob);
+    assert.ok(entry.top_logprobs[i].bytes.every((b) => Number.isInteger(b) && b >= 0 && b < 256));
+  }
+}
+
+test('logprobs: chat (whole and streamed) and completions (legacy)', async () => {
+  const params = { model: MODEL, messages: user('logprobs please'), max_tokens: 6, temperature: 0,
+                   logprobs: true, top_logprobs: 5 };
+  const r = await client.chat.completions.create(params);
+  const content = r.choices[0].logprobs.content;
+  assert.equal(content.length, r.usage.completion_tokens);
+  for (const e of content) {
+    assert.ok(e.logprob <= 0 && Number.isFinite(e.logprob));
+    assert.ok(Array.isArray(e.bytes));
+    checkTop(e, 5);
+    // Greedy: the chosen token is the most likely one.
+    assert.equal(e.logprob, e.top_logprobs[0].logprob);
+    assert.equal(e.token, e.top_logprobs[0].token);
+  }
+  // Streamed: the same entries, spread over the chunks.
+  const stream = await client.chat.completions.create({ ...params, stream: true });
+  const streamed = [];
+  for await (const chunk of stream)
+    for (const ch of chunk.choices) streamed.push(...(ch.logprobs?.content ?? []));
+  assert.deepEqual(streamed, content);
+  // logprobs without top_logprobs: empty alternatives.
+  const r0 = await client.chat.completions.create({ ...params, top_logprobs: undefined });
+  for (const e of r0.choices[0].logprobs.content) assert.equal(e.top_logprobs.length, 0);
+  // Legacy completions format.
+  const t = await client.completions.create({ model: MODEL, prompt: 'The sky', max_tokens: 5,
+                                              temperature: 0, logprobs: 3 });
+  const lp = t.choices[0].logprobs;
+  assert.equal(lp.tokens.length, t.usage.completion_tokens);
+  assert.equal(lp.token_logprobs.length, lp.tokens.length);
+  assert.equal(lp.text_offset[0], 0);
+  for (let i = 0; i < lp.tokens.length; ++i) {
+    const alts = Object.values(lp.top_logprobs[i]);
+    assert.ok(alts.length >= 1 && alts.length <= 3);
+    assert.equal(lp.token_logprobs[i], Math.max(...alts));
+    assert.ok(lp.token_logprobs[i] <= 0);
+  }
+});
+
+test('prefix cache: a shared long system prompt is served from the cache', async () => {
+  // A system prompt unique to this run (so earlier tests cannot have cached it), ~700 tokens.
+  const words = [];
+  for (let i = 0; i < 230; ++i) words.push(`w${(i * 7919 + Date.now()) % 100000}`);
+  const system = `Nonce ${Date.now()} ${Math.random()}. ` + words.join(' ');
+  const ask = async (question) => {
+    const before = await metrics();
+    const t0 = performance.now();
+    const r = await client.chat.completions.create({
+      model: MODEL, max_tokens: 1, temperature: 0,
+      messages: [{ role: 'system', content: system }, { role: 'user', content: question }],
+    });
+    const ms = performance.now() - t0;
+    const after = await metrics();
+    checkUsage(r.usage);
+    return { usage: r.usage, ms,
+             computed: after.dsinfer_engine_prompt_tokens_total - before.dsinfer_engine_prompt_tokens_total };
+  };
+  const first = await ask('First question?');
+  const second = await ask('A different second question?');
+  assert.equal(first.usage.prompt_cache_hit_tokens, 0);
+  // The shared prefix: the prompt up to the user turn (BOS + system text), rounded down to pages.
+  const shared = Math.floor((first.usage.prompt_tokens - 10) / 64) * 64;
+  assert.ok(shared >= 640, `shared prefix ${shared}`);
+  assert.ok(second.usage.prompt_cache_hit_tokens >= shared,
+            `hit ${second.usage.prompt_cache_hit_tokens} < ${shared}`);
+  assert.equal(second.computed, second.usage.prompt_cache_miss_tokens);
+  assert.ok(second.computed < first.computed / 5, `${second.computed} vs ${first.computed}`);
+  console.log(`prefix cache: miss ${first.ms.toFixed(0)} ms (${first.computed} prompt tokens ` +
+              `computed), hit ${second.ms.toFixed(0)} ms (${second.computed} computed), ` +
+              `${(first.ms / second.ms).toFixed(2)}x`);
+  assert.ok(second.ms < first.ms, `hit ${second.ms} ms vs miss ${first.ms} ms`);
+});
+
+test('metrics: throughput, cache hit ratio and KV pool gauges', async () => {
+  const m = await metrics();
+  for (const name of ['dsinfer_generation_tokens_per_second', 'dsinfer_prompt_tokens_per_second',
+                      'dsinfer_prompt_cache_hit_ratio', 'dsinfer_kv_cache_budget_bytes',
+                      'dsinfer_kv_cache_bytes_in_use', 'dsinfer_kv_cache_cached_pages',
+                      'dsinfer_kv_cache_referenced_pages'])
+    assert.ok(Number.isFinite(m[name]), name);
+  assert.ok(m.dsinfer_generation_tokens_per_second > 0);  // earlier tests ran within 10 s
+  assert.ok(m.dsinfer_prompt_cache_hit_ratio > 0 && m.dsinfer_prompt_cache_hit_ratio < 1);
+  assert.ok(m.dsinfer_kv_cache_cached_pages > 0);
+  assert.ok(m.dsinfer_kv_cache_bytes_in_use <= m.dsinfer_kv_cache_budget_bytes);
+  assert.equal(m.dsinfer_kv_cache_bytes_in_use % m.dsinfer_kv_cache_page_bytes, 0);
 });

@@ -1,9 +1,10 @@
-"""Driver of the black-box server test: generates a tiny model (once per build tree), starts
-`dsinfer serve` on a free loopback port with a test script, waits for /health, runs
-openai_client_test.mjs under `node --test`, and always stops the server. Every wait is
-bounded, so a broken server fails the test instead of hanging it.
+"""Driver of the black-box server tests: generates a tiny model (once per build tree), starts
+`dsinfer serve` on a free loopback port with a test script, waits for /health, runs a test
+file (default openai_client_test.mjs) under `node --test`, and always stops the server. Every
+wait is bounded, so a broken server fails the test instead of hanging it.
 
-usage: run_openai_test.py DSINFER NODE SOURCE_DIR WORK_DIR
+usage: run_openai_test.py DSINFER NODE SOURCE_DIR WORK_DIR [TEST.mjs [SERVE_ARG...]]
+  SERVE_ARGs replace the default scheduling flags (--parallel 2 --queue 2 --max-body 65536).
 """
 import json
 import os
@@ -44,12 +45,14 @@ def ensure_model(dsinfer, work):
     return model
 
 
-def start_server(dsinfer, model, script_path, log_path):
+DEFAULT_SERVE_ARGS = ["--parallel", "2", "--queue", "2", "--max-body", "65536"]
+
+
+def start_server(dsinfer, model, script_path, log_path, serve_args):
     log = open(log_path, "w")
     proc = subprocess.Popen(
         [dsinfer, "serve", "--model", model, "--host", "127.0.0.1", "--port", "0",
-         "--api-key", API_KEY, "--ctx", str(CTX), "--parallel", "2", "--queue", "2",
-         "--max-body", "65536", "--test-script", script_path],
+         "--api-key", API_KEY, "--ctx", str(CTX), "--test-script", script_path] + serve_args,
         stdout=log, stderr=log)
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -76,19 +79,21 @@ def wait_health(url):
 
 def main():
     dsinfer, node, source, work = sys.argv[1:5]
+    test_file = sys.argv[5] if len(sys.argv) > 5 else "openai_client_test.mjs"
+    serve_args = sys.argv[6:] or DEFAULT_SERVE_ARGS
     os.makedirs(work, exist_ok=True)
     model = ensure_model(dsinfer, work)
     script_path = os.path.join(work, "script.json")
     with open(script_path, "w", encoding="utf-8") as f:
         json.dump(SCRIPT, f, ensure_ascii=False)
     log_path = os.path.join(work, "server.log")
-    proc, url = start_server(dsinfer, model, script_path, log_path)
+    proc, url = start_server(dsinfer, model, script_path, log_path, serve_args)
     try:
         wait_health(url)
         env = dict(os.environ, DSINFER_URL=url, DSINFER_API_KEY=API_KEY, DSINFER_CTX=str(CTX),
                    DSINFER_SOURCE_DIR=source)
-        test = os.path.join(source, "tests", "server", "openai_client_test.mjs")
-        rc = subprocess.run([node, "--test", "--test-timeout=60000", test], env=env,
+        test = os.path.join(source, "tests", "server", test_file)
+        rc = subprocess.run([node, "--test", "--test-timeout=120000", test], env=env,
                             timeout=150).returncode
     finally:
         proc.terminate()

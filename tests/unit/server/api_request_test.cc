@@ -103,12 +103,34 @@ TEST(ApiRequest, ErrorsNameTheField) {
   EXPECT_EQ(ParamOf(chat({{"stop", {"a", 1}}})), "stop[1]");
   EXPECT_EQ(ParamOf(chat({{"stop", {"a", "b", "c", "d", "e"}}})), "stop");
   EXPECT_EQ(ParamOf(chat({{"n", 2}})), "n");
-  EXPECT_EQ(ParamOf(chat({{"logprobs", true}})), "logprobs");
+  EXPECT_EQ(ParamOf(chat({{"logprobs", 1}})), "logprobs");
+  EXPECT_EQ(ParamOf(chat({{"top_logprobs", 3}})), "top_logprobs");  // needs logprobs: true
+  EXPECT_EQ(ParamOf(chat({{"logprobs", true}, {"top_logprobs", 21}})), "top_logprobs");
+  EXPECT_EQ(ParamOf([] {
+              ParseTextRequest(Json{{"model", "m"}, {"prompt", "a"}, {"logprobs", true}});
+            }),
+            "logprobs");
   EXPECT_EQ(ParamOf(chat({{"seed", 1.5}})), "seed");
   EXPECT_EQ(ParamOf(chat({{"stream", "yes"}})), "stream");
   EXPECT_EQ(ParamOf(chat({{"stream_options", {{"include_usage", 1}}}})),
             "stream_options.include_usage");
   EXPECT_EQ(ParamOf([] { ParseTextRequest(Json{{"model", "m"}, {"prompt", 5}}); }), "prompt");
+}
+
+TEST(ApiRequest, Logprobs) {
+  const Json msgs = Json::array({{{"role", "user"}, {"content", "a"}}});
+  EXPECT_EQ(ParseChatRequest(Json{{"model", "m"}, {"messages", msgs}}).params.top_logprobs, -1);
+  EXPECT_EQ(
+      ParseChatRequest(Json{{"model", "m"}, {"messages", msgs}, {"logprobs", true}}).params.top_logprobs,
+      0);
+  EXPECT_EQ(ParseChatRequest(
+                Json{{"model", "m"}, {"messages", msgs}, {"logprobs", true}, {"top_logprobs", 20}})
+                .params.top_logprobs,
+            20);
+  EXPECT_EQ(ParseTextRequest(Json{{"model", "m"}, {"prompt", "a"}, {"logprobs", 5}})
+                .params.top_logprobs,
+            5);
+  EXPECT_EQ(ParseTextRequest(Json{{"model", "m"}, {"prompt", "a"}}).params.top_logprobs, -1);
 }
 
 TEST(ApiRequest, JsonBody) {
