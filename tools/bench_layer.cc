@@ -225,6 +225,7 @@ LayerBench::LayerBench(Model& model, Options options)
     throw Error("--layer " + std::to_string(layer_) + " is out of range: the model has " +
                 std::to_string(c.num_hidden_layers) + " layers");
   if (options_.reps < 1) throw Error("--reps must be at least 1");
+  if (options_.warmup < 0) throw Error("--warmup must not be negative");
   if (!(options_.usd_per_hour > 0)) throw Error("--usd-per-hour must be positive");
 }
 
@@ -306,15 +307,17 @@ Measurement LayerBench::Measure(const Case& c) {
 
   std::vector<double> times;
   double total_ms = 0;
-  for (int rep = 0; rep <= options_.reps || (total_ms < 1000 * options_.min_seconds && rep <= kMaxReps);
-       ++rep) {  // rep 0 is the warm-up
-    report("measuring", std::min(1.0, static_cast<double>(rep) / (options_.reps + 1)));
+  const int warmup = options_.warmup, steps = warmup + options_.reps;
+  for (int rep = 0;
+       rep < steps || (total_ms < 1000 * options_.min_seconds && rep < warmup + kMaxReps);
+       ++rep) {  // reps [0, warmup) are untimed
+    report("measuring", std::min(1.0, static_cast<double>(rep) / steps));
     for (auto& s : cs.seqs) s.length = c.position;
     std::copy(h0.begin(), h0.end(), h.begin());
     const auto t0 = std::chrono::steady_clock::now();
     model_.LayerStep(layer_, entries, h.data());
     const double ms = Ms(std::chrono::steady_clock::now() - t0);
-    if (rep > 0) {
+    if (rep >= warmup) {
       times.push_back(ms);
       total_ms += ms;
     }

@@ -83,7 +83,7 @@ std::vector<Case> PlanCases(std::span<const AttentionMode> attentions, std::span
 
 struct Measurement {
   Case c;
-  int reps = 0;            // timed steps (after one warm-up step)
+  int reps = 0;            // timed steps (after the warm-up steps)
   double step_ms = 0;      // fastest timed step
   double median_step_ms = 0;
   Cost cost;               // from `step_ms`
@@ -92,6 +92,8 @@ struct Measurement {
 struct Options {
   int64_t layer = -1;                       // -1: the first MoE layer (else layer 0)
   KvCacheType kv_cache = KvCacheType::kFP8;  // DeepSeek's deployment caches FP8 latents
+  int warmup = 1;           // untimed steps first (0: the first step is timed too, for
+                            // measurements too long to repeat, with warm weights)
   int reps = 3;             // timed steps at least ...
   double min_seconds = 0.3;  // ... and more (up to 1000) until their total reaches this: the
                              // fastest of many short steps filters a shared machine's noise
@@ -131,7 +133,7 @@ class LayerBench {
   // max_position_embeddings) or is malformed.
   void Check(const Case& c) const;
   // Fills caches as needed (kept for the next case of the same attention mode; a case of the
-  // other mode frees them first), warms up once, then times `reps` steps.
+  // other mode frees them first), runs `warmup` untimed steps, then times `reps` steps.
   Measurement Measure(const Case& c);
 
  private:

@@ -20,6 +20,7 @@ struct LayerBenchRun {
   bool single_stream = true;  // also decode batch 1
   int64_t chunk = 512;
   double usd_per_hour = layerbench::kDefaultUsdPerHour;
+  int warmup = 1;
   int reps = 3;
   double min_seconds = 0.3;
   int64_t layer = -1;

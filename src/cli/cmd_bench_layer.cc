@@ -104,7 +104,11 @@ struct RunContext {
   int threads = 0;
   double usd_per_hour = 0;
   int reps = 0;
+  int warmup = 0;
   double min_seconds = 0;
+  std::string WarmupText() const {
+    return warmup == 0 ? "no warm-up" : "after " + std::to_string(warmup) + " warm-up step(s)";
+  }
   std::string Machine() const {
     return "isa " + isa + ", " + std::to_string(threads) + " threads";
   }
@@ -125,6 +129,7 @@ nlohmann::json ToJson(const lb::Measurement& m, const RunContext& ctx) {
           {"step_ms", m.step_ms},
           {"median_step_ms", m.median_step_ms},
           {"reps", m.reps},
+          {"warmup", ctx.warmup},
           {"timing", "min"},
           {"layer", ctx.layer},
           {"model", ctx.model_dir},
@@ -136,20 +141,21 @@ nlohmann::json ToJson(const lb::Measurement& m, const RunContext& ctx) {
 
 void PrintHeader(const RunContext& ctx, bool brief) {
   if (brief) {
-    std::printf("%s\n  (caches filled with synthetic values; fastest of %d step(s) after a warm-up; "
+    std::printf("%s\n  (caches filled with synthetic values; fastest of %d step(s), %s; "
                 "%s; cost at %.3g USD/hour)\n\n",
-                ctx.describe.c_str(), ctx.reps, ctx.Machine().c_str(), ctx.usd_per_hour);
+                ctx.describe.c_str(), ctx.reps, ctx.WarmupText().c_str(), ctx.Machine().c_str(),
+                ctx.usd_per_hour);
     std::fflush(stdout);
     return;
   }
   std::printf("bench layer: %s\n  %s\n", ctx.model_dir.c_str(), ctx.describe.c_str());
   std::printf("  caches filled with synthetic values (random latents and indexer keys, not a real "
-              "prompt)\n  time = fastest of >= %d step(s)%s after a warm-up; %s\n",
+              "prompt)\n  time = fastest of >= %d step(s)%s, %s; %s\n",
               ctx.reps,
               ctx.min_seconds > 0 ? (" (more until " + std::to_string(ctx.min_seconds).substr(0, 4) +
                                      " s)").c_str()
                                   : "",
-              ctx.Machine().c_str());
+              ctx.WarmupText().c_str(), ctx.Machine().c_str());
   std::printf("  decode: one step of `batch` sequences holding `position` cached tokens each; "
               "prefill: `chunk` tokens on top of `position` cached tokens\n");
   std::printf("  cost at %.3g USD/hour (--usd-per-hour; default: a 2-vCPU cloud instance)\n\n",
@@ -172,6 +178,7 @@ int RunLayerBench(const LayerBenchRun& o) {
   CaseProgress progress;
   lb::LayerBench bench(*model, {.layer = o.layer,
                                 .kv_cache = kv,
+                                .warmup = o.warmup,
                                 .reps = o.reps,
                                 .min_seconds = o.min_seconds,
                                 .usd_per_hour = o.usd_per_hour,
@@ -188,6 +195,7 @@ int RunLayerBench(const LayerBenchRun& o) {
                        .threads = omp_get_max_threads(),
                        .usd_per_hour = o.usd_per_hour,
                        .reps = o.reps,
+                       .warmup = o.warmup,
                        .min_seconds = o.min_seconds};
   if (!o.json) PrintHeader(ctx, o.brief);
   std::vector<lb::Measurement> results;
@@ -245,9 +253,13 @@ BenchRegistrar reg("layer", [](CLI::App& bench) -> RunFn {
                   "Machine price (default: a 2-vCPU cloud instance, see docs/bench.md)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  sub->add_option("--reps", r.reps, "Timed steps per measurement (after one warm-up); the fastest counts")
+  sub->add_option("--reps", r.reps, "Timed steps per measurement (after the warm-up); the fastest counts")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
+  sub->add_option("--warmup", r.warmup,
+                  "Untimed steps before each measurement (0 for cases too long to repeat)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 100));
   sub->add_option("--min-time", r.min_seconds, "More timed steps (up to 1000) until they total this, s")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 60.0));
