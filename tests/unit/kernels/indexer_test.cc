@@ -122,15 +122,6 @@ TEST(IndexerTest, EveryPathMatchesScalar) {
   }
 }
 
-TEST(IndexerTest, CpuHasTheFastPaths) {
-  // Not a requirement of the code, but of this test suite's coverage on the CI machine:
-  // report which paths were compared above.
-  std::string names;
-  for (IndexerPath p : SupportedIndexerPaths(128)) names += std::string(IndexerPathName(p)) + " ";
-  RecordProperty("indexer_paths", names);
-  EXPECT_EQ(SupportedIndexerPaths(128).front(), IndexerPath::kScalar);
-}
-
 // Expected selection of every query of a chunk: TopK over the path's scores of keys 0..p.
 std::vector<std::vector<int32_t>> ExpectedChunk(const IndexerData& x, int64_t p0, int64_t k,
                                                 IndexerPath path) {
