@@ -11,11 +11,11 @@
 #include <string>
 #include <vector>
 
+#include "../tests/unit/kernels/test_util.h"
 #include "kernels/attention.h"
 #include "kernels/cpu.h"
 #include "kernels/indexer.h"
 #include "kernels/quant.h"
-#include "../tests/unit/kernels/test_util.h"
 
 namespace dsinfer {
 namespace {
@@ -28,9 +28,14 @@ struct IndexerSetup {
   std::vector<float> qs, w;
   test::PagedBuffer keys;
   IndexerSetup(int64_t S_, int64_t n)
-      : S(S_), n_keys(n), qc(S * kIH * kID), qs(S * kIH), w(S * kIH),
+      : S(S_),
+        n_keys(n),
+        qc(S * kIH * kID),
+        qs(S * kIH),
+        w(S * kIH),
         keys(n, IndexKeyLayout{kID}.RowBytes(), /*page_shift=*/6) {
-    std::vector<float> q = test::RandomVector(S * kIH * kID, 1), k = test::RandomVector(kID * 4096, 2);
+    std::vector<float> q = test::RandomVector(S * kIH * kID, 1),
+                       k = test::RandomVector(kID * 4096, 2);
     for (int64_t i = 0; i < S * kIH; ++i) ActQuant(&q[i * kID], kID, &qc[i * kID], &qs[i]);
     w = test::RandomVector(S * kIH, 3);
     for (int64_t t = 0; t < n; ++t)  // 4096 distinct keys repeated: generation stays fast
@@ -61,7 +66,8 @@ void BM_IndexerTopK(benchmark::State& st) {
     benchmark::DoNotOptimize(sel.data());
   }
   st.SetLabel(IndexerPathName(path));
-  st.counters["GFLOP/s"] = benchmark::Counter(x.Flops() * st.iterations() / 1e9, benchmark::Counter::kIsRate);
+  st.counters["GFLOP/s"] =
+      benchmark::Counter(x.Flops() * st.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_IndexerTopK)
     ->ArgNames({"path", "S", "n_ctx"})
@@ -83,7 +89,8 @@ void BM_IndexerTopKSplitKeys(benchmark::State& st) {
     benchmark::DoNotOptimize(sel.data());
   }
   st.SetLabel(IndexerPathName(path));
-  st.counters["GFLOP/s"] = benchmark::Counter(x.Flops() * st.iterations() / 1e9, benchmark::Counter::kIsRate);
+  st.counters["GFLOP/s"] =
+      benchmark::Counter(x.Flops() * st.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_IndexerTopKSplitKeys)
     ->ArgNames({"path", "n_ctx"})
@@ -99,8 +106,12 @@ struct MlaSetup {
   test::PagedBuffer cache;
   std::vector<float> q_abs, q_pe;
   MlaSetup(KvCacheType type, int64_t S_, int64_t n)
-      : S(S_), n_ctx(n), layout{type, kR, kDr}, cache(n, layout.RowBytes(), /*page_shift=*/6),
-        q_abs(test::RandomVector(S_ * kH * kR, 1, 0.05f)), q_pe(test::RandomVector(S_ * kH * kDr, 2, 0.05f)) {
+      : S(S_),
+        n_ctx(n),
+        layout{type, kR, kDr},
+        cache(n, layout.RowBytes(), /*page_shift=*/6),
+        q_abs(test::RandomVector(S_ * kH * kR, 1, 0.05f)),
+        q_pe(test::RandomVector(S_ * kH * kDr, 2, 0.05f)) {
     std::vector<float> c = test::RandomVector(kR * 256, 3), pe = test::RandomVector(kDr * 256, 4);
     for (int64_t t = 0; t < n; ++t)  // 256 distinct rows repeated: generation stays fast
       layout.Encode(&c[(t % 256) * kR], &pe[(t % 256) * kDr], cache.row(t));
@@ -108,7 +119,9 @@ struct MlaSetup {
   MlaChunk Chunk() const { return {q_abs.data(), q_pe.data(), S, kH, 0.1f, n_ctx - S}; }
 };
 
-Isa IsaArg(int64_t a) { return static_cast<Isa>(std::min<int64_t>(a, static_cast<int>(DetectCpu().best))); }
+Isa IsaArg(int64_t a) {
+  return static_cast<Isa>(std::min<int64_t>(a, static_cast<int>(DetectCpu().best)));
+}
 const KvCacheType kTypes[] = {KvCacheType::kF32, KvCacheType::kBF16, KvCacheType::kFP8};
 
 // Flops of one query over n keys: scores (R + dr) + values R multiply-adds per head and key.
@@ -120,11 +133,13 @@ void BM_SparseMla(benchmark::State& st) {
   const Isa isa = IsaArg(st.range(0));
   MlaSetup x(kTypes[st.range(1)], st.range(2), 32768);
   std::vector<int32_t> sel(x.S * kTopK);
-  for (int64_t i = 0; i < x.S * kTopK; ++i) sel[i] = static_cast<int32_t>((i * 7919) % (x.n_ctx - x.S));
+  for (int64_t i = 0; i < x.S * kTopK; ++i)
+    sel[i] = static_cast<int32_t>((i * 7919) % (x.n_ctx - x.S));
   std::vector<float> o(x.S * kH * kR);
   MlaWorkspace ws;
   for (auto _ : st) {
-    SparseMlaAttentionChunk(x.Chunk(), x.layout, x.cache.view(), sel.data(), kTopK, o.data(), ws, isa);
+    SparseMlaAttentionChunk(x.Chunk(), x.layout, x.cache.view(), sel.data(), kTopK, o.data(), ws,
+                            isa);
     benchmark::DoNotOptimize(o.data());
   }
   st.SetLabel(std::string(IsaName(isa)) + " " + KvCacheTypeName(x.layout.type));
@@ -154,8 +169,8 @@ void BM_DenseMla(benchmark::State& st) {
   double keys = 0;
   for (int64_t s = 0; s < x.S; ++s) keys += static_cast<double>(x.n_ctx - x.S + s + 1);
   st.SetLabel(std::string(IsaName(isa)) + " " + KvCacheTypeName(x.layout.type));
-  st.counters["GFLOP/s"] = benchmark::Counter(MlaFlops(keys) * st.iterations() / 1e9,
-                                              benchmark::Counter::kIsRate);
+  st.counters["GFLOP/s"] =
+      benchmark::Counter(MlaFlops(keys) * st.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_DenseMla)
     ->ArgNames({"isa", "layout", "S", "p0"})

@@ -43,8 +43,8 @@ void FoldTile(const MlaQuery& q, int64_t h, const float* kv, int64_t n, int64_t 
   float tile_max = -INFINITY;
   for (int64_t j = 0; j < n; ++j) {
     const float* row = kv + j * width;
-    s[j] = q.scale * (Dot(q.q_abs + h * kv_lora, row, kv_lora) +
-                      Dot(q.q_pe + h * rope, row + kv_lora, rope));
+    s[j] = q.scale *
+           (Dot(q.q_abs + h * kv_lora, row, kv_lora) + Dot(q.q_pe + h * rope, row + kv_lora, rope));
     tile_max = std::max(tile_max, s[j]);
   }
   const float m_new = std::max(st.m, tile_max);
@@ -104,8 +104,8 @@ DSINFER_AVX2 inline __m256 Exp256(__m256 x) {
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
   // 2^n for n ≥ -126: (n + 127) << 23 as f32 bits.
-  const __m256i bits = _mm256_slli_epi32(
-      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  const __m256i bits =
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   return _mm256_andnot_ps(tiny, _mm256_mul_ps(p, _mm256_castsi256_ps(bits)));
 }
 
@@ -115,14 +115,14 @@ struct FoldArgs {
   const float* q_pe;   // [H, dr]
   int64_t H, R, dr;
   float scale;
-  const float* rows;   // [kTile, Wp] decoded rows
+  const float* rows;  // [kTile, Wp] decoded rows
   int64_t Wp;
-  const float* cols;   // [R + dr, kTile] transposed, columns ≥ n are zero
-  int64_t n;           // valid keys of the tile (1 ≤ n ≤ kTile)
-  float* m;            // [H]
-  double* l;           // [H]
-  float* o;            // [H, R]
-  float* probs;        // [H, kTile]
+  const float* cols;  // [R + dr, kTile] transposed, columns ≥ n are zero
+  int64_t n;          // valid keys of the tile (1 ≤ n ≤ kTile)
+  float* m;           // [H]
+  double* l;          // [H]
+  float* o;           // [H, R]
+  float* probs;       // [H, kTile]
 };
 
 // s[h, 0..64) for heads h0 .. h0+HB-1 (scaled), keys in lanes.
@@ -181,7 +181,8 @@ DSINFER_AVX512 inline void Softmax512(const FoldArgs& a, int64_t h) {
     float* o = a.o + h * a.R;
     const __m512 cv = _mm512_set1_ps(corr);
     int64_t c = 0;
-    for (; c + 16 <= a.R; c += 16) _mm512_storeu_ps(o + c, _mm512_mul_ps(_mm512_loadu_ps(o + c), cv));
+    for (; c + 16 <= a.R; c += 16)
+      _mm512_storeu_ps(o + c, _mm512_mul_ps(_mm512_loadu_ps(o + c), cv));
     for (; c < a.R; ++c) o[c] *= corr;
   }
 }
@@ -193,7 +194,8 @@ DSINFER_AVX512 inline void Values512(const FoldArgs& a, int64_t h0, int64_t c0, 
   __m512 acc[HB][CV];
   for (int hb = 0; hb < HB; ++hb)
     for (int v = 0; v < CV; ++v)
-      acc[hb][v] = _mm512_maskz_loadu_ps(v == CV - 1 ? tail : 0xFFFF, a.o + (h0 + hb) * a.R + c0 + 16 * v);
+      acc[hb][v] =
+          _mm512_maskz_loadu_ps(v == CV - 1 ? tail : 0xFFFF, a.o + (h0 + hb) * a.R + c0 + 16 * v);
   for (int64_t j = 0; j < a.n; ++j) {
     const float* row = a.rows + j * a.Wp + c0;
     __m512 c[CV];
@@ -205,7 +207,8 @@ DSINFER_AVX512 inline void Values512(const FoldArgs& a, int64_t h0, int64_t c0, 
   }
   for (int hb = 0; hb < HB; ++hb)
     for (int v = 0; v < CV; ++v)
-      _mm512_mask_storeu_ps(a.o + (h0 + hb) * a.R + c0 + 16 * v, v == CV - 1 ? tail : 0xFFFF, acc[hb][v]);
+      _mm512_mask_storeu_ps(a.o + (h0 + hb) * a.R + c0 + 16 * v, v == CV - 1 ? tail : 0xFFFF,
+                            acc[hb][v]);
 }
 
 // Channel blocks outer, heads inner: a block of the rows (n × 64 floats) stays in L1.
@@ -367,7 +370,8 @@ DSINFER_AVX512 inline __m512 E4m3ToF32x16(const uint8_t* codes) {
 DSINFER_AVX512 inline void Bf16ToF32(const std::byte* in, int64_t n, float* out) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(in + 2 * i)));
+    const __m512i w =
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(in + 2 * i)));
     _mm512_storeu_ps(out + i, _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
   }
   for (; i < n; ++i) {
@@ -421,14 +425,17 @@ DSINFER_AVX512 inline void Transpose16(const float* rows, int64_t row_stride, in
   }
   for (int i = 0; i < 16; i += 4) {
     r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-    r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-    r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-    r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    r[i + 1] =
+        _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+    r[i + 2] = _mm512_castpd_ps(
+        _mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    r[i + 3] = _mm512_castpd_ps(
+        _mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
   }
   // r[4g + k] now holds, in 128-bit lane L, column 4L + k of rows 4g .. 4g+3.
   for (int k = 0; k < 4; ++k) {
-    t[k] = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88);       // lanes 0,2 of rows 0-3 / 4-7
-    t[4 + k] = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xDD);   // lanes 1,3
+    t[k] = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88);      // lanes 0,2 of rows 0-3 / 4-7
+    t[4 + k] = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xDD);  // lanes 1,3
     t[8 + k] = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88);
     t[12 + k] = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xDD);
   }
@@ -441,9 +448,8 @@ DSINFER_AVX512 inline void Transpose16(const float* rows, int64_t row_stride, in
   }
 }
 
-DSINFER_AVX512 void DecodeTile512(const LatentLayout& l, const PagedRows& cache,
-                                  const int32_t* ids, int64_t first, int64_t n, float* rows,
-                                  int64_t Wp, float* cols) {
+DSINFER_AVX512 void DecodeTile512(const LatentLayout& l, const PagedRows& cache, const int32_t* ids,
+                                  int64_t first, int64_t n, float* rows, int64_t Wp, float* cols) {
   const int64_t W = l.width();
   for (int64_t j = 0; j < n; ++j) {
     float* r = rows + j * Wp;
@@ -452,25 +458,31 @@ DSINFER_AVX512 void DecodeTile512(const LatentLayout& l, const PagedRows& cache,
   }
   for (int64_t r0 = 0; r0 < kTile; r0 += 16)
     for (int64_t c0 = 0; c0 < Wp; c0 += 16)
-      Transpose16(rows + r0 * Wp + c0, Wp, std::max<int64_t>(0, n - r0), cols + c0 * kTile + r0, kTile);
+      Transpose16(rows + r0 * Wp + c0, Wp, std::max<int64_t>(0, n - r0), cols + c0 * kTile + r0,
+                  kTile);
 }
 
-void Require(bool ok, const std::string& what) {
-  if (!ok) throw Error(what);
-}
+// Throws Error(message) when `ok` is false; the message is built only then (no allocation on
+// the hot path).
+#define DSINFER_REQUIRE(ok, message) \
+  do {                               \
+    if (!(ok)) throw Error(message); \
+  } while (0)
 
 void Validate(const MlaChunk& q, const LatentLayout& layout, const PagedRows& cache, Isa isa,
               const char* who) {
-  const std::string w = who;
-  Require(q.n_queries >= 1 && q.n_heads >= 1 && q.first_pos >= 0,
-          w + ": empty or negative shape (queries " + std::to_string(q.n_queries) + ", heads " +
-              std::to_string(q.n_heads) + ", first position " + std::to_string(q.first_pos) + ")");
-  Require(layout.kv_lora_rank >= 1 && layout.rope_dim >= 0, w + ": bad latent layout");
-  Require(cache.row_bytes == layout.RowBytes(),
-          w + ": cache rows are " + std::to_string(cache.row_bytes) + " bytes, the " +
-              KvCacheTypeName(layout.type) + " layout needs " + std::to_string(layout.RowBytes()));
-  Require(static_cast<int>(isa) <= static_cast<int>(DetectCpu().best),
-          w + std::string(": ") + IsaName(isa) + " is not supported on this CPU");
+  DSINFER_REQUIRE(q.n_queries >= 1 && q.n_heads >= 1 && q.first_pos >= 0,
+                  std::string(who) + ": empty or negative shape (queries " +
+                      std::to_string(q.n_queries) + ", heads " + std::to_string(q.n_heads) +
+                      ", first position " + std::to_string(q.first_pos) + ")");
+  DSINFER_REQUIRE(layout.kv_lora_rank >= 1 && layout.rope_dim >= 0,
+                  std::string(who) + ": bad latent layout");
+  DSINFER_REQUIRE(cache.row_bytes == layout.RowBytes(),
+                  std::string(who) + ": cache rows are " + std::to_string(cache.row_bytes) +
+                      " bytes, the " + KvCacheTypeName(layout.type) + " layout needs " +
+                      std::to_string(layout.RowBytes()));
+  DSINFER_REQUIRE(static_cast<int>(isa) <= static_cast<int>(DetectCpu().best),
+                  std::string(who) + ": " + IsaName(isa) + " is not supported on this CPU");
 }
 
 }  // namespace
@@ -486,8 +498,16 @@ struct MlaEngine {
 
   MlaEngine(const MlaChunk& chunk, const LatentLayout& l, const PagedRows& c, MlaWorkspace& w,
             Isa i)
-      : q(chunk), layout(l), cache(c), ws(w), isa(i), H(chunk.n_heads), R(l.kv_lora_rank),
-        dr(l.rope_dim), W(l.width()), Wp(RoundUp(l.width(), 16)) {
+      : q(chunk),
+        layout(l),
+        cache(c),
+        ws(w),
+        isa(i),
+        H(chunk.n_heads),
+        R(l.kv_lora_rank),
+        dr(l.rope_dim),
+        W(l.width()),
+        Wp(RoundUp(l.width(), 16)) {
     ws.Need(ws.rows_, kTile * Wp);
     ws.Need(ws.cols_, Wp * kTile);
     ws.Need(ws.probs_, H * kTile);
@@ -526,11 +546,24 @@ struct MlaEngine {
   }
 
   void Fold(int64_t s, int64_t n, float* o) const {
-    const FoldArgs a{q.q_abs + s * H * R, q.q_pe + s * H * dr, H, R, dr, q.scale,
-                     ws.rows_.data(), Wp, ws.cols_.data(), n, ws.max_.data() + s * H,
-                     ws.sum_.data() + s * H, o, ws.probs_.data()};
-    if (isa == Isa::kAvx512) Fold512(a);
-    else Fold256(a);
+    const FoldArgs a{q.q_abs + s * H * R,
+                     q.q_pe + s * H * dr,
+                     H,
+                     R,
+                     dr,
+                     q.scale,
+                     ws.rows_.data(),
+                     Wp,
+                     ws.cols_.data(),
+                     n,
+                     ws.max_.data() + s * H,
+                     ws.sum_.data() + s * H,
+                     o,
+                     ws.probs_.data()};
+    if (isa == Isa::kAvx512)
+      Fold512(a);
+    else
+      Fold256(a);
   }
 
   void Normalise(int64_t s, float* o) const {
@@ -558,8 +591,7 @@ void SparseMlaAttention(const MlaQuery& q, const LatentLayout& layout, const Pag
   std::fill(o_lat, o_lat + q.n_heads * kv_lora, 0.0f);
   for (int64_t t0 = 0; t0 < n_selected; t0 += kScalarTile) {
     const int64_t n = std::min(kScalarTile, n_selected - t0);
-    for (int64_t j = 0; j < n; ++j)
-      layout.Decode(cache.row(selected[t0 + j]), &kv[j * width]);
+    for (int64_t j = 0; j < n; ++j) layout.Decode(cache.row(selected[t0 + j]), &kv[j * width]);
     for (int64_t h = 0; h < q.n_heads; ++h)
       FoldTile(q, h, kv.data(), n, kv_lora, width, st[h], o_lat + h * kv_lora, s.data());
   }
@@ -569,20 +601,21 @@ void SparseMlaAttention(const MlaQuery& q, const LatentLayout& layout, const Pag
   }
 }
 
-void SparseMlaAttentionChunk(const MlaChunk& q, const LatentLayout& layout,
-                             const PagedRows& cache, const int32_t* selected, int64_t k,
-                             float* o_lat, MlaWorkspace& ws, Isa isa) {
+void SparseMlaAttentionChunk(const MlaChunk& q, const LatentLayout& layout, const PagedRows& cache,
+                             const int32_t* selected, int64_t k, float* o_lat, MlaWorkspace& ws,
+                             Isa isa) {
   Validate(q, layout, cache, isa, "SparseMlaAttentionChunk");
-  Require(k >= 1, "SparseMlaAttentionChunk: k must be >= 1, got " + std::to_string(k));
+  DSINFER_REQUIRE(k >= 1, "SparseMlaAttentionChunk: k must be >= 1, got " + std::to_string(k));
   const int64_t H = q.n_heads, R = layout.kv_lora_rank, dr = layout.rope_dim;
   const MlaEngine e(q, layout, cache, ws, isa);
   for (int64_t s = 0; s < q.n_queries; ++s) {
     const int64_t n_sel = std::min(k, q.first_pos + s + 1);
     const int32_t* sel = selected + s * k;
     for (int64_t j = 0; j < n_sel; ++j)
-      Require(sel[j] >= 0 && sel[j] <= q.first_pos + s,
-              "SparseMlaAttentionChunk: query " + std::to_string(s) + " selects row " +
-                  std::to_string(sel[j]) + ", outside [0, " + std::to_string(q.first_pos + s) + "]");
+      DSINFER_REQUIRE(sel[j] >= 0 && sel[j] <= q.first_pos + s,
+                      "SparseMlaAttentionChunk: query " + std::to_string(s) + " selects row " +
+                          std::to_string(sel[j]) + ", outside [0, " +
+                          std::to_string(q.first_pos + s) + "]");
     float* o = o_lat + s * H * R;
     if (isa == Isa::kScalar) {
       SparseMlaAttention(MlaQuery{q.q_abs + s * H * R, q.q_pe + s * H * dr, H, q.scale}, layout,
@@ -624,8 +657,10 @@ void DenseMlaAttentionChunk(const MlaChunk& q, const LatentLayout& layout, const
 }
 
 void SoftmaxExp(const float* x, int64_t n, float* y, Isa isa) {
-  if (isa == Isa::kAvx512) SoftmaxExp512(x, n, y);
-  else if (isa == Isa::kAvx2) SoftmaxExp256(x, n, y);
+  if (isa == Isa::kAvx512)
+    SoftmaxExp512(x, n, y);
+  else if (isa == Isa::kAvx2)
+    SoftmaxExp256(x, n, y);
   else
     for (int64_t i = 0; i < n; ++i) y[i] = std::exp(x[i]);
 }

@@ -33,7 +33,7 @@ struct MlaQuery {
   const float* q_abs;  // [n_heads, kv_lora_rank]  W_UKᵀ q_nope per head
   const float* q_pe;   // [n_heads, rope_dim]      rotated
   int64_t n_heads;
-  float scale;         // softmax_scale
+  float scale;  // softmax_scale
 };
 
 // S queries at consecutive positions first_pos .. first_pos+S-1.
@@ -77,9 +77,9 @@ void SparseMlaAttention(const MlaQuery& q, const LatentLayout& layout, const Pag
 // selected: [S, k]; query s attends to its first min(k, first_pos+s+1) entries (IndexerTopK's
 // output; any order, each < its row count). o_lat: [S, n_heads, kv_lora_rank].
 // Throws Error on inconsistent shapes or an unsupported `isa`.
-void SparseMlaAttentionChunk(const MlaChunk& q, const LatentLayout& layout,
-                             const PagedRows& cache, const int32_t* selected, int64_t k,
-                             float* o_lat, MlaWorkspace& ws, Isa isa);
+void SparseMlaAttentionChunk(const MlaChunk& q, const LatentLayout& layout, const PagedRows& cache,
+                             const int32_t* selected, int64_t k, float* o_lat, MlaWorkspace& ws,
+                             Isa isa);
 
 // Causal dense attention: query s over rows 0 .. first_pos+s. o_lat: [S, n_heads, kv_lora_rank].
 void DenseMlaAttentionChunk(const MlaChunk& q, const LatentLayout& layout, const PagedRows& cache,

@@ -33,6 +33,19 @@ constexpr int64_t kPairsPerBlock = kQuantBlock / 2;
 
 int64_t RoundUp(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
+bool PathSupported(IndexerPath p, int64_t head_dim) {
+  const CpuFeatures& cpu = DetectCpu();
+  switch (p) {
+    case IndexerPath::kScalar:
+      return true;
+    case IndexerPath::kAvx2:
+      return cpu.best >= Isa::kAvx2;
+    case IndexerPath::kAvx512Bf16:
+      return cpu.best >= Isa::kAvx512 && cpu.avx512_bf16 && head_dim % 32 == 0;
+  }
+  return false;
+}
+
 // ---- scalar (the specification) ------------------------------------------------------------
 
 // One key's score from its unscaled values kf [d] and block scales ks [nb]; qf: [H, d] unscaled.
@@ -75,11 +88,13 @@ DSINFER_AVX512BF16 inline __m512i E4m3ToBf16x32(const uint8_t* codes) {
   const __m512i sub_table = _mm512_set_epi16(  // entries 0..7: bf16(m · 2^-9)
       0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,  //
       0x3C60, 0x3C40, 0x3C20, 0x3C00, 0x3BC0, 0x3B80, 0x3B00, 0);
-  const __m512i w = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes)));
+  const __m512i w =
+      _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes)));
   const __m512i mag = _mm512_and_si512(w, _mm512_set1_epi16(0x7F));
   const __m512i normal = _mm512_add_epi16(_mm512_slli_epi16(mag, 4), _mm512_set1_epi16(0x3C00));
   const __m512i sub = _mm512_permutexvar_epi16(mag, sub_table);
-  __m512i v = _mm512_mask_blend_epi16(_mm512_cmplt_epu16_mask(mag, _mm512_set1_epi16(8)), normal, sub);
+  __m512i v =
+      _mm512_mask_blend_epi16(_mm512_cmplt_epu16_mask(mag, _mm512_set1_epi16(8)), normal, sub);
   v = _mm512_mask_blend_epi16(_mm512_cmpeq_epi16_mask(mag, _mm512_set1_epi16(0x7F)), v,
                               _mm512_set1_epi16(0x7FC0));
   const __m512i sign = _mm512_slli_epi16(_mm512_and_si512(w, _mm512_set1_epi16(0x80)), 8);
@@ -92,8 +107,7 @@ DSINFER_AVX512BF16 inline __m512i E4m3ToBf16x32(const uint8_t* codes) {
 template <int KB, int HB>
 DSINFER_AVX512BF16 inline void HeadBlockBf16(const float* qt, const float* qs, const float* w,
                                              int64_t Hp, int64_t hv0, const uint16_t* keys,
-                                             const float* ks, int64_t d2, int64_t nb,
-                                             __m512* tot) {
+                                             const float* ks, int64_t d2, int64_t nb, __m512* tot) {
   __m512 logit[KB][HB];
   for (int64_t b = 0; b < nb; ++b) {
     __m512 acc[KB][HB];
@@ -127,9 +141,9 @@ DSINFER_AVX512BF16 inline void HeadBlockBf16(const float* qt, const float* qs, c
 }
 
 template <int KB>
-DSINFER_AVX512BF16 void ScoreKeysBf16(const float* qt, const float* qs, const float* w,
-                                      int64_t Hp, const uint16_t* keys, const float* ks,
-                                      int64_t d2, int64_t nb, float* out) {
+DSINFER_AVX512BF16 void ScoreKeysBf16(const float* qt, const float* qs, const float* w, int64_t Hp,
+                                      const uint16_t* keys, const float* ks, int64_t d2, int64_t nb,
+                                      float* out) {
   __m512 tot[KB];
   for (int kb = 0; kb < KB; ++kb) tot[kb] = _mm512_setzero_ps();
   const int64_t nv = Hp / 16;
@@ -140,17 +154,16 @@ DSINFER_AVX512BF16 void ScoreKeysBf16(const float* qt, const float* qs, const fl
 }
 
 DSINFER_AVX512BF16 void ConvertKeysBf16(const uint8_t* codes, int64_t d, uint16_t* out) {
-  for (int64_t i = 0; i < d; i += 32)
-    _mm512_storeu_si512(out + i, E4m3ToBf16x32(codes + i));
+  for (int64_t i = 0; i < d; i += 32) _mm512_storeu_si512(out + i, E4m3ToBf16x32(codes + i));
 }
 
 // ---- AVX2 ------------------------------------------------------------------------------------
 
 // As HeadBlockBf16 with 8-head f32 vectors: qt [d, Hp] f32, keys [KB, d] f32.
 template <int KB, int HB>
-DSINFER_AVX2 inline void HeadBlockAvx2(const float* qt, const float* qs, const float* w,
-                                       int64_t Hp, int64_t hv0, const float* keys,
-                                       const float* ks, int64_t d, int64_t nb, __m256* tot) {
+DSINFER_AVX2 inline void HeadBlockAvx2(const float* qt, const float* qs, const float* w, int64_t Hp,
+                                       int64_t hv0, const float* keys, const float* ks, int64_t d,
+                                       int64_t nb, __m256* tot) {
   __m256 logit[KB][HB];
   for (int64_t b = 0; b < nb; ++b) {
     __m256 acc[KB][HB];
@@ -216,18 +229,26 @@ struct IndexerScan {
   const IndexerChunk& c;
 
   IndexerScan(IndexerPath p, const IndexerChunk& chunk, IndexerWorkspace& w)
-      : path(p), H(chunk.n_heads), d(chunk.head_dim), nb(QuantBlocks(chunk.head_dim)),
-        Hp(p == IndexerPath::kAvx512Bf16 ? RoundUp(H, 16) : p == IndexerPath::kAvx2 ? RoundUp(H, 8) : H),
+      : path(p),
+        H(chunk.n_heads),
+        d(chunk.head_dim),
+        nb(QuantBlocks(chunk.head_dim)),
+        Hp(p == IndexerPath::kAvx512Bf16 ? RoundUp(H, 16)
+           : p == IndexerPath::kAvx2     ? RoundUp(H, 8)
+                                         : H),
         q_stride(p == IndexerPath::kScalar ? H * d
                  : p == IndexerPath::kAvx2 ? Hp * (d + nb + 1)
                                            : Hp * (d / 2 + nb + 1)),
-        ws(w), c(chunk) {
+        ws(w),
+        c(chunk) {
     float* base = ws.Need(ws.qf_, c.n_queries * q_stride);
     for (int64_t s = 0; s < c.n_queries; ++s) PrepareQuery(s, base + s * q_stride);
     ws.Need(ws.key_scales_, kKeyTile * nb);
     ws.Need(ws.scores_, kKeyTile);
-    if (path == IndexerPath::kAvx512Bf16) ws.Need(ws.key_bf16_, kKeyTile * d);
-    else ws.Need(ws.key_f32_, kKeyTile * d);
+    if (path == IndexerPath::kAvx512Bf16)
+      ws.Need(ws.key_bf16_, kKeyTile * d);
+    else
+      ws.Need(ws.key_f32_, kKeyTile * d);
   }
 
   void PrepareQuery(int64_t s, float* out) const {
@@ -250,8 +271,8 @@ struct IndexerScan {
         if (path == IndexerPath::kAvx2) {
           out[i * Hp + h] = lut[code];
         } else {  // bf16 pair (2j, 2j+1) in one 32-bit slot, low half first
-          std::memcpy(reinterpret_cast<std::byte*>(&out[(i / 2) * Hp + h]) + 2 * (i % 2),
-                      &bf[code], 2);
+          std::memcpy(reinterpret_cast<std::byte*>(&out[(i / 2) * Hp + h]) + 2 * (i % 2), &bf[code],
+                      2);
         }
       }
       for (int64_t b = 0; b < nb; ++b) qs[b * Hp + h] = scales[h * nb + b];
@@ -342,27 +363,30 @@ struct IndexerScan {
 
 namespace {
 
-void Require(bool ok, const std::string& what) {
-  if (!ok) throw Error(what);
-}
+// Throws Error(message) when `ok` is false; the message is built only then (no allocation on
+// the hot path).
+#define DSINFER_REQUIRE(ok, message) \
+  do {                               \
+    if (!(ok)) throw Error(message); \
+  } while (0)
 
 void Validate(const IndexerChunk& c, const PagedRows& keys, int64_t k, IndexerPath path) {
-  Require(c.n_queries >= 1 && c.n_heads >= 1 && c.head_dim >= 1 && c.first_pos >= 0,
-                "IndexerTopK: empty or negative shape (queries " + std::to_string(c.n_queries) +
-                    ", heads " + std::to_string(c.n_heads) + ", head_dim " +
-                    std::to_string(c.head_dim) + ", first position " +
-                    std::to_string(c.first_pos) + ")");
-  Require(k >= 1, "IndexerTopK: k must be >= 1, got " + std::to_string(k));
-  Require(c.first_pos + c.n_queries - 1 <= INT32_MAX, "IndexerTopK: positions exceed int32");
+  DSINFER_REQUIRE(c.n_queries >= 1 && c.n_heads >= 1 && c.head_dim >= 1 && c.first_pos >= 0,
+                  "IndexerTopK: empty or negative shape (queries " + std::to_string(c.n_queries) +
+                      ", heads " + std::to_string(c.n_heads) + ", head_dim " +
+                      std::to_string(c.head_dim) + ", first position " +
+                      std::to_string(c.first_pos) + ")");
+  DSINFER_REQUIRE(k >= 1, "IndexerTopK: k must be >= 1, got " + std::to_string(k));
+  DSINFER_REQUIRE(c.first_pos + c.n_queries - 1 <= INT32_MAX,
+                  "IndexerTopK: positions exceed int32");
   const int64_t want = IndexKeyLayout{c.head_dim}.RowBytes();
-  Require(keys.row_bytes == want, "IndexerTopK: key rows are " +
-                                            std::to_string(keys.row_bytes) + " bytes, head_dim " +
-                                            std::to_string(c.head_dim) + " needs " +
-                                            std::to_string(want));
-  const std::vector<IndexerPath> ok = SupportedIndexerPaths(c.head_dim);
-  Require(std::find(ok.begin(), ok.end(), path) != ok.end(),
-                std::string("IndexerTopK: path ") + IndexerPathName(path) +
-                    " is not supported on this CPU for head_dim " + std::to_string(c.head_dim));
+  DSINFER_REQUIRE(keys.row_bytes == want, "IndexerTopK: key rows are " +
+                                              std::to_string(keys.row_bytes) + " bytes, head_dim " +
+                                              std::to_string(c.head_dim) + " needs " +
+                                              std::to_string(want));
+  DSINFER_REQUIRE(PathSupported(path, c.head_dim),
+                  std::string("IndexerTopK: path ") + IndexerPathName(path) +
+                      " is not supported on this CPU for head_dim " + std::to_string(c.head_dim));
 }
 
 // Writes query s's selection (the streaming result, or [0, p] when k ≥ p + 1).
@@ -381,23 +405,28 @@ void WriteSelection(const IndexerChunk& c, int64_t k, int64_t s, const TopKCandi
 
 const char* IndexerPathName(IndexerPath p) {
   switch (p) {
-    case IndexerPath::kScalar: return "scalar";
-    case IndexerPath::kAvx2: return "avx2";
-    case IndexerPath::kAvx512Bf16: return "avx512bf16";
+    case IndexerPath::kScalar:
+      return "scalar";
+    case IndexerPath::kAvx2:
+      return "avx2";
+    case IndexerPath::kAvx512Bf16:
+      return "avx512bf16";
   }
   return "?";
 }
 
 std::vector<IndexerPath> SupportedIndexerPaths(int64_t head_dim) {
-  const CpuFeatures& cpu = DetectCpu();
-  std::vector<IndexerPath> paths{IndexerPath::kScalar};
-  if (cpu.best >= Isa::kAvx2) paths.push_back(IndexerPath::kAvx2);
-  if (cpu.best >= Isa::kAvx512 && cpu.avx512_bf16 && head_dim % 32 == 0)
-    paths.push_back(IndexerPath::kAvx512Bf16);
+  std::vector<IndexerPath> paths;
+  for (IndexerPath p : {IndexerPath::kScalar, IndexerPath::kAvx2, IndexerPath::kAvx512Bf16})
+    if (PathSupported(p, head_dim)) paths.push_back(p);
   return paths;
 }
 
-IndexerPath BestIndexerPath(int64_t head_dim) { return SupportedIndexerPaths(head_dim).back(); }
+IndexerPath BestIndexerPath(int64_t head_dim) {
+  for (IndexerPath p : {IndexerPath::kAvx512Bf16, IndexerPath::kAvx2})
+    if (PathSupported(p, head_dim)) return p;
+  return IndexerPath::kScalar;
+}
 
 void IndexerScores(const IndexerQuery& q, const PagedRows& keys, int64_t n_keys, float* out) {
   const float* lut = E4M3Table();

@@ -43,7 +43,7 @@ struct IndexerChunk {
   int64_t n_queries;     // S
   int64_t n_heads;
   int64_t head_dim;
-  int64_t first_pos;     // p0
+  int64_t first_pos;  // p0
 };
 
 enum class IndexerPath { kScalar, kAvx2, kAvx512Bf16 };
@@ -69,13 +69,13 @@ class IndexerWorkspace {
     }
     return v.data();
   }
-  std::vector<float> qf_;             // per query: converted codes (path layout), scales, weights
-  std::vector<uint16_t> key_bf16_;    // [tile, head_dim]
-  std::vector<float> key_f32_;        // [tile, head_dim]
-  std::vector<float> key_scales_;     // [tile, blocks]
-  std::vector<float> scores_;         // [tile]
-  std::vector<TopKCandidate> cand_;   // [S, StreamingTopK::Capacity(k)]
-  std::vector<StreamingTopK> topk_;   // [S]
+  std::vector<float> qf_;            // per query: converted codes (path layout), scales, weights
+  std::vector<uint16_t> key_bf16_;   // [tile, head_dim]
+  std::vector<float> key_f32_;       // [tile, head_dim]
+  std::vector<float> key_scales_;    // [tile, blocks]
+  std::vector<float> scores_;        // [tile]
+  std::vector<TopKCandidate> cand_;  // [S, StreamingTopK::Capacity(k)]
+  std::vector<StreamingTopK> topk_;  // [S]
   int64_t grows_ = 0;
 };
 

@@ -41,7 +41,9 @@ TEST(KvLayoutTest, RoundTrips) {
     l.Encode(c.data(), pe.data(), row.data());
     l.Decode(row.data(), out.data());
     for (int64_t i = 0; i < R; ++i) {
-      const double rel = type == KvCacheType::kF32 ? 0 : type == KvCacheType::kBF16 ? 1.0 / 256 : 1.0 / 16;
+      const double rel = type == KvCacheType::kF32    ? 0
+                         : type == KvCacheType::kBF16 ? 1.0 / 256
+                                                      : 1.0 / 16;
       EXPECT_NEAR(out[i], c[i], rel * std::fabs(c[i]) + (type == KvCacheType::kFP8 ? 1e-2 : 0));
     }
     for (int64_t i = 0; i < dr; ++i) {
@@ -61,9 +63,16 @@ struct MlaData {
   float scale = 0.3f;
 
   MlaData(KvCacheType type, int64_t S_, int64_t H_, int64_t R_, int64_t dr_, int64_t n)
-      : S(S_), H(H_), R(R_), dr(dr_), n_ctx(n), layout{type, R_, dr_},
-        cache(n, layout.RowBytes(), /*page_shift=*/4), rows(n * (R_ + dr_)),
-        q_abs(test::RandomVector(S_ * H_ * R_, 7)), q_pe(test::RandomVector(S_ * H_ * dr_, 8)) {
+      : S(S_),
+        H(H_),
+        R(R_),
+        dr(dr_),
+        n_ctx(n),
+        layout{type, R_, dr_},
+        cache(n, layout.RowBytes(), /*page_shift=*/4),
+        rows(n * (R_ + dr_)),
+        q_abs(test::RandomVector(S_ * H_ * R_, 7)),
+        q_pe(test::RandomVector(S_ * H_ * dr_, 8)) {
     for (int64_t t = 0; t < n; ++t) {
       std::vector<float> c = test::RandomVector(R, 100 + t), pe = test::RandomVector(dr, 500 + t);
       layout.Encode(c.data(), pe.data(), cache.row(t));
@@ -75,7 +84,8 @@ struct MlaData {
   }
 
   // Checks o [H, R] of query s over `sel` against the f64 softmax (tolerance: file comment).
-  void Check(int64_t s, const std::vector<int32_t>& sel, const float* o, const std::string& what) const {
+  void Check(int64_t s, const std::vector<int32_t>& sel, const float* o,
+             const std::string& what) const {
     const int64_t W = R + dr;
     const double u = test::kU;
     for (int64_t h = 0; h < H; ++h) {
@@ -86,8 +96,10 @@ struct MlaData {
       for (int32_t t : sel) {
         const float* row = &rows[t * W];
         double v = 0, a = 0;
-        for (int64_t i = 0; i < R; ++i) v += double(qa[i]) * row[i], a += std::fabs(double(qa[i]) * row[i]);
-        for (int64_t i = 0; i < dr; ++i) v += double(qp[i]) * row[R + i], a += std::fabs(double(qp[i]) * row[R + i]);
+        for (int64_t i = 0; i < R; ++i)
+          v += double(qa[i]) * row[i], a += std::fabs(double(qa[i]) * row[i]);
+        for (int64_t i = 0; i < dr; ++i)
+          v += double(qp[i]) * row[R + i], a += std::fabs(double(qp[i]) * row[R + i]);
         p.push_back(v * scale);
         m = std::max(m, p.back());
         max_a = std::max(max_a, a * std::fabs(scale));
@@ -102,7 +114,8 @@ struct MlaData {
           e += p[j] / sum * rows[sel[j] * W + i];
           mag += p[j] / sum * std::fabs(rows[sel[j] * W + i]);
         }
-        ASSERT_NEAR(o[h * R + i], e, rel * mag + 1e-30) << what << " s=" << s << " h=" << h << " c=" << i;
+        ASSERT_NEAR(o[h * R + i], e, rel * mag + 1e-30)
+            << what << " s=" << s << " h=" << h << " c=" << i;
       }
     }
   }
@@ -139,18 +152,22 @@ TEST(SparseMlaAttentionTest, SpecGatheredSubsetAnyOrder) {
 
 // Chunks of S queries, each with its own selected set (IndexerTopK's [S, k] layout).
 TEST(SparseMlaAttentionTest, ChunkEveryIsaAndLayout) {
-  struct Shape { int64_t H, R, dr; };
+  struct Shape {
+    int64_t H, R, dr;
+  };
   for (Shape sh : {Shape{5, 80, 16}, Shape{8, 200, 24}, Shape{4, 512, 64}}) {
     for (KvCacheType type : kTypes) {
       const int64_t S = 3, n_ctx = 300, p0 = n_ctx - S, k = 150;
       MlaData x(type, S, sh.H, sh.R, sh.dr, n_ctx);
       std::vector<int32_t> sel(S * k);
       for (int64_t s = 0; s < S; ++s)  // scattered rows over many pages, any order
-        for (int64_t j = 0; j < k; ++j) sel[s * k + j] = static_cast<int32_t>((j * 37 + s * 11) % (p0 + s + 1));
+        for (int64_t j = 0; j < k; ++j)
+          sel[s * k + j] = static_cast<int32_t>((j * 37 + s * 11) % (p0 + s + 1));
       MlaWorkspace ws;
       for (Isa isa : SupportedIsas()) {
         std::vector<float> o(S * sh.H * sh.R, NAN);
-        SparseMlaAttentionChunk(x.Chunk(p0), x.layout, x.cache.view(), sel.data(), k, o.data(), ws, isa);
+        SparseMlaAttentionChunk(x.Chunk(p0), x.layout, x.cache.view(), sel.data(), k, o.data(), ws,
+                                isa);
         for (int64_t s = 0; s < S; ++s)
           x.Check(s, std::vector<int32_t>(sel.begin() + s * k, sel.begin() + (s + 1) * k),
                   &o[s * sh.H * sh.R], std::string(IsaName(isa)) + " " + KvCacheTypeName(type));
@@ -224,10 +241,12 @@ TEST(MlaAttentionTest, NoWorkspaceGrowthOnceWarm) {
   std::vector<float> o(2 * 4 * 80);
   MlaWorkspace ws;
   const Isa isa = DetectCpu().best;
-  SparseMlaAttentionChunk(x.Chunk(198), x.layout, x.cache.view(), sel.data(), 100, o.data(), ws, isa);
+  SparseMlaAttentionChunk(x.Chunk(198), x.layout, x.cache.view(), sel.data(), 100, o.data(), ws,
+                          isa);
   DenseMlaAttentionChunk(x.Chunk(198), x.layout, x.cache.view(), o.data(), ws, isa);
   const int64_t grows = ws.grow_count();
-  SparseMlaAttentionChunk(x.Chunk(198), x.layout, x.cache.view(), sel.data(), 100, o.data(), ws, isa);
+  SparseMlaAttentionChunk(x.Chunk(198), x.layout, x.cache.view(), sel.data(), 100, o.data(), ws,
+                          isa);
   DenseMlaAttentionChunk(x.Chunk(198), x.layout, x.cache.view(), o.data(), ws, isa);
   EXPECT_EQ(ws.grow_count(), grows);
 }
@@ -238,7 +257,8 @@ TEST(MlaAttentionTest, BadInputIsAnError) {
   MlaWorkspace ws;
   std::vector<int32_t> sel = {3, 10};  // row 10 is past position 9
   EXPECT_THROW(SparseMlaAttentionChunk(x.Chunk(9), x.layout, x.cache.view(), sel.data(), 2,
-                                       o.data(), ws, Isa::kScalar), Error);
+                                       o.data(), ws, Isa::kScalar),
+               Error);
   PagedRows wrong = x.cache.view();
   wrong.row_bytes = 656;
   try {

@@ -32,12 +32,21 @@ struct IndexerData {
   test::PagedBuffer keys;
 
   IndexerData(int64_t S_, int64_t H_, int64_t d_, int64_t n, int page_shift)
-      : S(S_), H(H_), d(d_), n_keys(n), qc(S * H * d), kc(n * d), qs(S * H * QuantBlocks(d)),
-        ks(n * QuantBlocks(d)), w(S * H), keys(n, IndexKeyLayout{d}.RowBytes(), page_shift) {}
+      : S(S_),
+        H(H_),
+        d(d_),
+        n_keys(n),
+        qc(S * H * d),
+        kc(n * d),
+        qs(S * H * QuantBlocks(d)),
+        ks(n * QuantBlocks(d)),
+        w(S * H),
+        keys(n, IndexKeyLayout{d}.RowBytes(), page_shift) {}
   int64_t nb() const { return QuantBlocks(d); }
 
   void Quantise(uint32_t seed) {
-    std::vector<float> qf = test::RandomVector(S * H * d, seed), kf = test::RandomVector(n_keys * d, seed + 1, 4.0f);
+    std::vector<float> qf = test::RandomVector(S * H * d, seed),
+                       kf = test::RandomVector(n_keys * d, seed + 1, 4.0f);
     for (int64_t i = 0; i < S * H; ++i) ActQuant(&qf[i * d], d, &qc[i * d], &qs[i * nb()]);
     for (int64_t t = 0; t < n_keys; ++t) ActQuant(&kf[t * d], d, &kc[t * d], &ks[t * nb()]);
     w = test::RandomVector(S * H, seed + 2);
@@ -142,8 +151,10 @@ void CheckChunk(const IndexerData& x, int64_t p0, int64_t k, const std::string& 
     for (bool split : {false, true}) {
       std::vector<int32_t> sel(x.S * k, -7);
       IndexerWorkspace ws;
-      if (split) IndexerTopKSplitKeys(x.Chunk(p0), x.keys.view(), k, sel.data(), path);
-      else IndexerTopK(x.Chunk(p0), x.keys.view(), k, sel.data(), ws, path);
+      if (split)
+        IndexerTopKSplitKeys(x.Chunk(p0), x.keys.view(), k, sel.data(), path);
+      else
+        IndexerTopK(x.Chunk(p0), x.keys.view(), k, sel.data(), ws, path);
       for (int64_t s = 0; s < x.S; ++s) {
         const int64_t n = std::min(k, p0 + s + 1);
         std::vector<int32_t> got(sel.begin() + s * k, sel.begin() + s * k + n);
