@@ -67,7 +67,7 @@ float ScoreKeyScalar(const float* qf, const float* qs, const float* w, int64_t H
 }
 
 void LoadKeyScales(const IndexKeyLayout& layout, const std::byte* row, int64_t nb, float* ks) {
-  std::memcpy(ks, row + layout.head_dim, nb * 4);
+  for (int64_t b = 0; b < nb; ++b) ks[b] = layout.scale(row, b);  // fixed-size unaligned reads
 }
 
 // ---- AVX-512 BF16 ------------------------------------------------------------------------------

@@ -97,10 +97,4 @@ void LatentLayout::Decode(const std::byte* row, float* out) const {
 
 int64_t IndexKeyLayout::RowBytes() const { return head_dim + QuantBlocks(head_dim) * 4; }
 
-float IndexKeyLayout::scale(const std::byte* row, int64_t b) const {
-  float s;
-  std::memcpy(&s, row + head_dim + b * 4, 4);
-  return s;
-}
-
 }  // namespace dsinfer
