@@ -83,9 +83,11 @@ struct MlaData {
     return {q_abs.data(), q_pe.data(), S, H, scale, first_pos};
   }
 
-  // Checks o [H, R] of query s over `sel` against the f64 softmax (tolerance: file comment).
-  void Check(int64_t s, const std::vector<int32_t>& sel, const float* o,
-             const std::string& what) const {
+  // Checks o [H, R] of query s over `sel` against the f64 softmax (tolerance: file comment), and
+  // against the scalar specification's output `spec` [H, R] when given (both are within the
+  // bound of the f64 value, so within twice of each other).
+  void Check(int64_t s, const std::vector<int32_t>& sel, const float* o, const std::string& what,
+             const float* spec = nullptr) const {
     const int64_t W = R + dr;
     const double u = test::kU;
     for (int64_t h = 0; h < H; ++h) {
@@ -113,6 +115,10 @@ struct MlaData {
         for (size_t j = 0; j < sel.size(); ++j) {
           e += p[j] / sum * rows[sel[j] * W + i];
           mag += p[j] / sum * std::fabs(rows[sel[j] * W + i]);
+        }
+        if (spec) {
+          ASSERT_NEAR(o[h * R + i], spec[h * R + i], 2 * rel * mag + 1e-30)
+              << what << " vs the scalar specification, s=" << s << " h=" << h << " c=" << i;
         }
         ASSERT_NEAR(o[h * R + i], e, rel * mag + 1e-30)
             << what << " s=" << s << " h=" << h << " c=" << i;
@@ -163,6 +169,11 @@ TEST(SparseMlaAttentionTest, ChunkEveryIsaAndLayout) {
       for (int64_t s = 0; s < S; ++s)  // scattered rows over many pages, any order
         for (int64_t j = 0; j < k; ++j)
           sel[s * k + j] = static_cast<int32_t>((j * 37 + s * 11) % (p0 + s + 1));
+      std::vector<float> spec(S * sh.H * sh.R);  // the scalar twin, query by query
+      for (int64_t s = 0; s < S; ++s)
+        SparseMlaAttention(
+            MlaQuery{&x.q_abs[s * sh.H * sh.R], &x.q_pe[s * sh.H * sh.dr], sh.H, x.scale}, x.layout,
+            x.cache.view(), &sel[s * k], k, &spec[s * sh.H * sh.R]);
       MlaWorkspace ws;
       for (Isa isa : SupportedIsas()) {
         std::vector<float> o(S * sh.H * sh.R, NAN);
@@ -170,7 +181,8 @@ TEST(SparseMlaAttentionTest, ChunkEveryIsaAndLayout) {
                                 isa);
         for (int64_t s = 0; s < S; ++s)
           x.Check(s, std::vector<int32_t>(sel.begin() + s * k, sel.begin() + (s + 1) * k),
-                  &o[s * sh.H * sh.R], std::string(IsaName(isa)) + " " + KvCacheTypeName(type));
+                  &o[s * sh.H * sh.R], std::string(IsaName(isa)) + " " + KvCacheTypeName(type),
+                  &spec[s * sh.H * sh.R]);
       }
     }
   }
@@ -207,8 +219,11 @@ TEST(DenseMlaAttentionTest, EqualsSparseOverFullRange) {
                               sparse.data(), ws, isa);
       for (int64_t s = 0; s < S; s += 7) {
         std::vector<int32_t> sel(&full[s * n_ctx], &full[s * n_ctx] + p0 + s + 1);
-        x.Check(s, sel, &dense[s * 5 * 80], std::string("dense ") + IsaName(isa));
-        x.Check(s, sel, &sparse[s * 5 * 80], std::string("sparse ") + IsaName(isa));
+        std::vector<float> spec(5 * 80);  // the scalar twin over [0, p]
+        SparseMlaAttention(MlaQuery{&x.q_abs[s * 5 * 80], &x.q_pe[s * 5 * 16], 5, x.scale},
+                           x.layout, x.cache.view(), sel.data(), p0 + s + 1, spec.data());
+        x.Check(s, sel, &dense[s * 5 * 80], std::string("dense ") + IsaName(isa), spec.data());
+        x.Check(s, sel, &sparse[s * 5 * 80], std::string("sparse ") + IsaName(isa), spec.data());
       }
     }
   }
