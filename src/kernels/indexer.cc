@@ -370,13 +370,17 @@ namespace {
     if (!(ok)) throw Error(message); \
   } while (0)
 
-void Validate(const IndexerChunk& c, const PagedRows& keys, int64_t k, IndexerPath path) {
+void Validate(const IndexerChunk& c, const PagedRows& keys, int64_t k, IndexerPath path,
+              int64_t stride) {
   DSINFER_REQUIRE(c.n_queries >= 1 && c.n_heads >= 1 && c.head_dim >= 1 && c.first_pos >= 0,
                   "IndexerTopK: empty or negative shape (queries " + std::to_string(c.n_queries) +
                       ", heads " + std::to_string(c.n_heads) + ", head_dim " +
                       std::to_string(c.head_dim) + ", first position " +
                       std::to_string(c.first_pos) + ")");
   DSINFER_REQUIRE(k >= 1, "IndexerTopK: k must be >= 1, got " + std::to_string(k));
+  DSINFER_REQUIRE(
+      stride == 0 || stride >= k,
+      "IndexerTopK: output row stride " + std::to_string(stride) + " < k " + std::to_string(k));
   DSINFER_REQUIRE(c.first_pos + c.n_queries - 1 <= INT32_MAX,
                   "IndexerTopK: positions exceed int32");
   const int64_t want = IndexKeyLayout{c.head_dim}.RowBytes();
@@ -391,8 +395,8 @@ void Validate(const IndexerChunk& c, const PagedRows& keys, int64_t k, IndexerPa
 
 // Writes query s's selection (the streaming result, or [0, p] when k ≥ p + 1).
 void WriteSelection(const IndexerChunk& c, int64_t k, int64_t s, const TopKCandidate* cand,
-                    int64_t n, int32_t* selected) {
-  int32_t* out = selected + s * k;
+                    int64_t n, int32_t* selected, int64_t stride) {
+  int32_t* out = selected + s * stride;
   const int64_t p = c.first_pos + s;
   if (k >= p + 1) {
     std::iota(out, out + p + 1, 0);
@@ -448,7 +452,7 @@ void IndexerScores(const IndexerQuery& q, const PagedRows& keys, int64_t n_keys,
 void IndexerScores(const IndexerQuery& q, const PagedRows& keys, int64_t n_keys, float* out,
                    IndexerPath path, IndexerWorkspace& ws) {
   const IndexerChunk c{q.codes, q.scales, q.weights, 1, q.n_heads, q.head_dim, n_keys - 1};
-  Validate(c, keys, 1, path);
+  Validate(c, keys, 1, path, 0);
   const IndexerScan scan(path, c, ws);
   for (int64_t t0 = 0; t0 < n_keys; t0 += kKeyTile) {
     const int64_t n = std::min(kKeyTile, n_keys - t0);
@@ -458,15 +462,16 @@ void IndexerScores(const IndexerQuery& q, const PagedRows& keys, int64_t n_keys,
 }
 
 void IndexerTopK(const IndexerChunk& q, const PagedRows& keys, int64_t k, int32_t* selected,
-                 IndexerWorkspace& ws, IndexerPath path) {
-  Validate(q, keys, k, path);
+                 IndexerWorkspace& ws, IndexerPath path, int64_t stride) {
+  Validate(q, keys, k, path, stride);
+  if (stride == 0) stride = k;
   const IndexerScan scan(path, q, ws);
   scan.ResetTopK(k);
   scan.Scan(keys, k, 0, q.first_pos + q.n_queries);
   for (int64_t s = 0; s < q.n_queries; ++s) {
     StreamingTopK& top = IndexerScan::Top(ws, s);
     const int64_t n = top.Finish();
-    WriteSelection(q, k, s, top.candidates(), n, selected);
+    WriteSelection(q, k, s, top.candidates(), n, selected, stride);
   }
 }
 
@@ -483,16 +488,17 @@ IndexerWorkspace& ThreadWorkspace() {
 // The per-thread selections are exact top-k of disjoint key ranges (in increasing range order),
 // so the top-k of their union, streamed in index order, is the top-k of all keys.
 void IndexerTopKSplitKeys(const IndexerChunk& q, const PagedRows& keys, int64_t k,
-                          int32_t* selected, IndexerPath path) {
-  Validate(q, keys, k, path);
+                          int32_t* selected, IndexerPath path, int64_t stride) {
+  Validate(q, keys, k, path, stride);
   constexpr int kMaxThreads = 64;
   const int64_t n_keys = q.first_pos + q.n_queries;
   const int64_t tiles = (n_keys + kKeyTile - 1) / kKeyTile;
   const int nt = static_cast<int>(std::min<int64_t>({omp_get_max_threads(), kMaxThreads, tiles}));
   if (nt <= 1 || omp_in_parallel()) {
-    IndexerTopK(q, keys, k, selected, ThreadWorkspace(), path);
+    IndexerTopK(q, keys, k, selected, ThreadWorkspace(), path, stride);
     return;
   }
+  if (stride == 0) stride = k;
   std::array<IndexerWorkspace*, kMaxThreads> wss{};
 #pragma omp parallel num_threads(nt)
   {
@@ -518,7 +524,7 @@ void IndexerTopKSplitKeys(const IndexerChunk& q, const PagedRows& keys, int64_t 
         merged.PushAll(part.candidates(), part.size());
       }
       const int64_t n = merged.Finish();
-      WriteSelection(q, k, s, merged.candidates(), n, selected);
+      WriteSelection(q, k, s, merged.candidates(), n, selected, stride);
     }
   }
 }

@@ -86,15 +86,16 @@ void IndexerScores(const IndexerQuery& q, const PagedRows& keys, int64_t n_keys,
                    IndexerPath path, IndexerWorkspace& ws);
 
 // Fused scores + streaming top-k. keys: rows 0..p0+S-1 (IndexKeyLayout{head_dim}).
-// selected: [S, k]; row s receives min(k, p0+s+1) ascending key indices (the rest untouched);
-// when k ≥ p0+s+1 that is [0, p0+s] and the query's scores are not computed.
-// Throws Error on inconsistent shapes (k < 1, S < 1, row size ≠ the key layout, …).
+// selected: [S, stride] (stride 0 means k); row s receives min(k, p0+s+1) ascending key indices
+// (the rest untouched); when k ≥ p0+s+1 that is [0, p0+s] and the query's scores are not
+// computed. Throws Error on inconsistent shapes (k < 1, S < 1, stride < k, row size ≠ the key
+// layout, …).
 void IndexerTopK(const IndexerChunk& q, const PagedRows& keys, int64_t k, int32_t* selected,
-                 IndexerWorkspace& ws, IndexerPath path);
+                 IndexerWorkspace& ws, IndexerPath path, int64_t stride = 0);
 // The same result, computed by all OpenMP threads each scanning a contiguous key range (then
 // merging the per-range candidates exactly): for a single long decode query. Call it OUTSIDE a
 // parallel region; uses one thread_local workspace per thread.
 void IndexerTopKSplitKeys(const IndexerChunk& q, const PagedRows& keys, int64_t k,
-                          int32_t* selected, IndexerPath path);
+                          int32_t* selected, IndexerPath path, int64_t stride = 0);
 
 }  // namespace dsinfer

@@ -149,18 +149,20 @@ void CheckChunk(const IndexerData& x, int64_t p0, int64_t k, const std::string& 
   for (IndexerPath path : SupportedIndexerPaths(x.d)) {
     const auto want = ExpectedChunk(x, p0, k, path);
     for (bool split : {false, true}) {
-      std::vector<int32_t> sel(x.S * k, -7);
+      const int64_t stride = split ? k : k + 3;  // 0 (= k) or a wider output row
+      std::vector<int32_t> sel(x.S * stride, -7);
       IndexerWorkspace ws;
       if (split)
         IndexerTopKSplitKeys(x.Chunk(p0), x.keys.view(), k, sel.data(), path);
       else
-        IndexerTopK(x.Chunk(p0), x.keys.view(), k, sel.data(), ws, path);
+        IndexerTopK(x.Chunk(p0), x.keys.view(), k, sel.data(), ws, path, stride);
       for (int64_t s = 0; s < x.S; ++s) {
         const int64_t n = std::min(k, p0 + s + 1);
-        std::vector<int32_t> got(sel.begin() + s * k, sel.begin() + s * k + n);
+        std::vector<int32_t> got(sel.begin() + s * stride, sel.begin() + s * stride + n);
         ASSERT_EQ(got, want[s]) << what << " path=" << IndexerPathName(path) << " split=" << split
                                 << " s=" << s << " k=" << k;
-        for (int64_t i = n; i < k; ++i) ASSERT_EQ(sel[s * k + i], -7) << "wrote past the count";
+        for (int64_t i = n; i < stride; ++i)
+          ASSERT_EQ(sel[s * stride + i], -7) << "wrote past the count";
       }
     }
   }
