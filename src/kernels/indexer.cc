@@ -334,14 +334,15 @@ struct IndexerScan {
   // (k < p + 1), each only with its causal keys t ≤ p.
   void Scan(const PagedRows& keys, int64_t k, int64_t t_begin, int64_t t_end) const {
     const int64_t S = c.n_queries;
+    const int64_t scored = std::max<int64_t>(0, k - c.first_pos);  // first s with k < p + 1
     for (int64_t t0 = t_begin; t0 < t_end; t0 += kKeyTile) {
       const int64_t n = std::min(kKeyTile, t_end - t0);
-      const int64_t first = std::max<int64_t>(0, t0 - c.first_pos);  // queries with p ≥ t0
+      // Queries that read this tile: scored ones with p ≥ t0.
+      const int64_t first = std::max(scored, t0 - c.first_pos);
       if (first >= S) break;
       ConvertTile(keys, t0, n);
       for (int64_t s = first; s < S; ++s) {
         const int64_t p = c.first_pos + s;
-        if (k >= p + 1) continue;
         const int64_t m = std::min(n, p - t0 + 1);
         float* sc = ws.scores_.data();
         ScoreTile(s, m, sc);
