@@ -486,15 +486,18 @@ IndexerWorkspace& ThreadWorkspace() {
 
 }  // namespace
 
-// The per-thread selections are exact top-k of disjoint key ranges (in increasing range order),
-// so the top-k of their union, streamed in index order, is the top-k of all keys.
+// The key range is cut into blocks handed out dynamically (a thread slowed down by other load
+// takes fewer); each thread streams its blocks in increasing order into one top-k per query, so
+// it ends with the exact top-k of the keys it saw. The best k of the union of these lists is the
+// best k of all keys.
 void IndexerTopKSplitKeys(const IndexerChunk& q, const PagedRows& keys, int64_t k,
                           int32_t* selected, IndexerPath path, int64_t stride) {
   Validate(q, keys, k, path, stride);
   constexpr int kMaxThreads = 64;
+  constexpr int64_t kBlockTiles = 64;  // 2048 keys per dynamically scheduled block
   const int64_t n_keys = q.first_pos + q.n_queries;
-  const int64_t tiles = (n_keys + kKeyTile - 1) / kKeyTile;
-  const int nt = static_cast<int>(std::min<int64_t>({omp_get_max_threads(), kMaxThreads, tiles}));
+  const int64_t blocks = (n_keys + kBlockTiles * kKeyTile - 1) / (kBlockTiles * kKeyTile);
+  const int nt = static_cast<int>(std::min<int64_t>({omp_get_max_threads(), kMaxThreads, blocks}));
   if (nt <= 1 || omp_in_parallel()) {
     IndexerTopK(q, keys, k, selected, ThreadWorkspace(), path, stride);
     return;
@@ -503,29 +506,29 @@ void IndexerTopKSplitKeys(const IndexerChunk& q, const PagedRows& keys, int64_t 
   std::array<IndexerWorkspace*, kMaxThreads> wss{};
 #pragma omp parallel num_threads(nt)
   {
-    const int th = omp_get_thread_num(), n_th = omp_get_num_threads();
+    const int n_th = omp_get_num_threads();
     IndexerWorkspace& ws = ThreadWorkspace();
-    wss[th] = &ws;
-    const int64_t t_begin = std::min(n_keys, tiles * th / n_th * kKeyTile);
-    const int64_t t_end = std::min(n_keys, tiles * (th + 1) / n_th * kKeyTile);
+    wss[omp_get_thread_num()] = &ws;
     const IndexerScan scan(path, q, ws);
     scan.ResetTopK(k);
-    scan.Scan(keys, k, t_begin, t_end);
+#pragma omp for schedule(monotonic : dynamic) nowait
+    for (int64_t b = 0; b < blocks; ++b)
+      scan.Scan(keys, k, b * kBlockTiles * kKeyTile,
+                std::min(n_keys, (b + 1) * kBlockTiles * kKeyTile));
     for (int64_t s = 0; s < q.n_queries; ++s) IndexerScan::Top(ws, s).Finish();
 #pragma omp barrier
-    static thread_local std::vector<TopKCandidate> merge_buf;
-    const int64_t cap = StreamingTopK::Capacity(k);
-    if (static_cast<int64_t>(merge_buf.size()) < cap) merge_buf.resize(cap);
+    static thread_local std::vector<TopKCandidate> merge_buf;  // [threads · k], sized once
+    if (static_cast<int64_t>(merge_buf.size()) < n_th * k) merge_buf.resize(n_th * k);
 #pragma omp for schedule(static)
     for (int64_t s = 0; s < q.n_queries; ++s) {
-      StreamingTopK merged;
-      merged.Reset(k, merge_buf.data(), cap);
+      int64_t n = 0;
       for (int i = 0; i < n_th; ++i) {
         const StreamingTopK& part = IndexerScan::Top(*wss[i], s);
-        merged.PushAll(part.candidates(), part.size());
+        std::copy_n(part.candidates(), part.size(), merge_buf.data() + n);
+        n += part.size();
       }
-      const int64_t n = merged.Finish();
-      WriteSelection(q, k, s, merged.candidates(), n, selected, stride);
+      n = KeepBest(merge_buf.data(), n, k);
+      WriteSelection(q, k, s, merge_buf.data(), n, selected, stride);
     }
   }
 }

@@ -46,10 +46,18 @@ void StreamingTopK::Cut() {
   cut_ = true;
 }
 
-int64_t StreamingTopK::Finish() {
-  if (n_ > k_) Cut();
-  std::sort(buf_, buf_ + n_,
+int64_t KeepBest(TopKCandidate* cand, int64_t n, int64_t k) {
+  if (n > k) {
+    std::nth_element(cand, cand + (k - 1), cand + n, Better);
+    n = k;
+  }
+  std::sort(cand, cand + n,
             [](const TopKCandidate& a, const TopKCandidate& b) { return a.index < b.index; });
+  return n;
+}
+
+int64_t StreamingTopK::Finish() {
+  n_ = KeepBest(buf_, n_, k_);
   return n_;
 }
 

@@ -23,6 +23,11 @@ struct TopKCandidate {
   int32_t index;
 };
 
+// Keeps the min(k, n) best of cand[0..n) (tie rule above) in cand[0..), sorted by ascending
+// index, and returns their count (merges the candidate lists of several selections, e.g. of a
+// key-range split: the best k of a union are the best k of the union of each part's best k).
+int64_t KeepBest(TopKCandidate* cand, int64_t n, int64_t k);
+
 class StreamingTopK {
  public:
   // Capacity a candidate buffer for `k` should have: one cut per `k` accepted candidates.
@@ -38,12 +43,6 @@ class StreamingTopK {
       if (n_ == cap_) Cut();
     }
   }
-  // Offers the candidates of another selection over a range of HIGHER indices (merging the
-  // results of a key range split): cand [n] in ascending index order.
-  void PushAll(const TopKCandidate* cand, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) Push(cand[i].score, cand[i].index);
-  }
-
   // Ends the selection: keeps the min(k, pushed) best, sorted by ascending index, and returns
   // their count; they stay readable through candidates() until the next Reset.
   int64_t Finish();

@@ -205,6 +205,18 @@ TEST(IndexerTopKTest, ManyTiesAndReluZeros) {
   }
 }
 
+TEST(IndexerTopKTest, SplitKeysOverManyBlocks) {
+  // > 2 blocks of 2048 keys, so the key-range split really runs on several threads; quantised
+  // keys make many exact ties across block boundaries.
+  IndexerData x(2, 4, 64, 7000, /*page_shift=*/6);
+  x.Quantise(21);
+  std::mt19937 rng(4);
+  for (auto& c : x.kc) c = rng() % 3 ? c : uint8_t{0};
+  for (int64_t t = 0; t < x.n_keys; t += 5) std::fill_n(&x.kc[t * x.d], x.d, uint8_t{0});
+  x.Store();
+  for (int64_t k : {1, 100, 2048, 5000, 6999}) CheckChunk(x, /*p0=*/6998, k, "split");
+}
+
 TEST(IndexerTopKTest, NoWorkspaceGrowthOnceWarm) {
   IndexerData x(3, 16, 128, 500, 6);
   x.Quantise(5);
