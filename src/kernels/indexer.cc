@@ -504,11 +504,13 @@ void IndexerTopKSplitKeys(const IndexerChunk& q, const PagedRows& keys, int64_t 
   }
   if (stride == 0) stride = k;
   std::array<IndexerWorkspace*, kMaxThreads> wss{};
+  int n_th = 1;
 #pragma omp parallel num_threads(nt)
   {
-    const int n_th = omp_get_num_threads();
     IndexerWorkspace& ws = ThreadWorkspace();
     wss[omp_get_thread_num()] = &ws;
+#pragma omp single nowait
+    n_th = omp_get_num_threads();
     const IndexerScan scan(path, q, ws);
     scan.ResetTopK(k);
 #pragma omp for schedule(monotonic : dynamic) nowait
@@ -516,20 +518,18 @@ void IndexerTopKSplitKeys(const IndexerChunk& q, const PagedRows& keys, int64_t 
       scan.Scan(keys, k, b * kBlockTiles * kKeyTile,
                 std::min(n_keys, (b + 1) * kBlockTiles * kKeyTile));
     for (int64_t s = 0; s < q.n_queries; ++s) IndexerScan::Top(ws, s).Finish();
-#pragma omp barrier
-    static thread_local std::vector<TopKCandidate> merge_buf;  // [threads · k], sized once
-    if (static_cast<int64_t>(merge_buf.size()) < n_th * k) merge_buf.resize(n_th * k);
-#pragma omp for schedule(static)
-    for (int64_t s = 0; s < q.n_queries; ++s) {
-      int64_t n = 0;
-      for (int i = 0; i < n_th; ++i) {
-        const StreamingTopK& part = IndexerScan::Top(*wss[i], s);
-        std::copy_n(part.candidates(), part.size(), merge_buf.data() + n);
-        n += part.size();
-      }
-      n = KeepBest(merge_buf.data(), n, k);
-      WriteSelection(q, k, s, merge_buf.data(), n, selected, stride);
+  }  // the only barrier; the calling thread merges
+  static thread_local std::vector<TopKCandidate> merge_buf;  // [threads · k], sized once
+  if (static_cast<int64_t>(merge_buf.size()) < n_th * k) merge_buf.resize(n_th * k);
+  for (int64_t s = 0; s < q.n_queries; ++s) {
+    int64_t n = 0;
+    for (int i = 0; i < n_th; ++i) {
+      const StreamingTopK& part = IndexerScan::Top(*wss[i], s);
+      std::copy_n(part.candidates(), part.size(), merge_buf.data() + n);
+      n += part.size();
     }
+    n = KeepBest(merge_buf.data(), n, k);
+    WriteSelection(q, k, s, merge_buf.data(), n, selected, stride);
   }
 }
 
