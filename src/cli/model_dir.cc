@@ -15,8 +15,7 @@
 namespace dsinfer::cli {
 namespace fs = std::filesystem;
 
-std::string DefaultModelDir() {
-  if (const char* env = std::getenv("DSINFER_DEFAULT_MODEL"); env && *env) return env;
+std::string CacheModelDir(const std::string& name) {
   std::string cache;
   if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) {
     cache = xdg;
@@ -26,7 +25,12 @@ std::string DefaultModelDir() {
     throw Error(
         "cannot locate the default model: set HOME, XDG_CACHE_HOME or DSINFER_DEFAULT_MODEL");
   }
-  return cache + "/dsinfer/mini-seed0";
+  return cache + "/dsinfer/" + name;
+}
+
+std::string DefaultModelDir() {
+  if (const char* env = std::getenv("DSINFER_DEFAULT_MODEL"); env && *env) return env;
+  return CacheModelDir("mini-seed0");
 }
 
 namespace {
@@ -46,25 +50,27 @@ void RemoveStalePartials(const fs::path& target) {
 
 }  // namespace
 
-bool EnsureDefaultModel(const std::string& dir) {
+bool EnsureGeneratedModel(const std::string& dir, const GenOptions& options) {
   fs::path target = fs::path(dir).lexically_normal();
   if (!target.has_filename()) target = target.parent_path();  // "…/model/" → "…/model"
   if (fs::exists(target / "config.json")) return false;
   if (fs::exists(target) && !fs::is_empty(target))
-    throw Error("default model directory " + dir + " exists but holds no config.json; remove it");
+    throw Error("model directory " + dir + " exists but holds no config.json; remove it");
   std::error_code ec;
   fs::create_directories(target.parent_path(), ec);
   RemoveStalePartials(target);
   const fs::path tmp = target.string() + ".partial-" + std::to_string(::getpid());
   fs::remove_all(tmp, ec);
-  std::fprintf(stderr, "dsinfer: generating the default model (preset mini, seed 0) in %s\n",
-               dir.c_str());
+  std::string what = "preset " + options.preset + ", seed " + std::to_string(options.seed);
+  for (const std::string& kv : options.sets) what += ", " + kv;
+  std::fprintf(stderr, "dsinfer: generating a model (%s) in %s\n", what.c_str(), dir.c_str());
   try {
-    ProgressBar bar("gen-model mini");
-    GenerateCheckpoint({.preset = "mini",
-                        .seed = 0,
-                        .out_dir = tmp.string(),
-                        .progress = [&](uint64_t d, uint64_t t) { bar.Update(d, t); }});
+    ProgressBar bar("gen-model " + options.preset);
+    GenOptions o = options;
+    o.out_dir = tmp.string();
+    o.force = false;
+    o.progress = [&](uint64_t d, uint64_t t) { bar.Update(d, t); };
+    GenerateCheckpoint(o);
   } catch (...) {
     fs::remove_all(tmp, ec);
     throw;
@@ -77,6 +83,10 @@ bool EnsureDefaultModel(const std::string& dir) {
       throw Error("cannot move the generated model into " + dir);
   }
   return true;
+}
+
+bool EnsureDefaultModel(const std::string& dir) {
+  return EnsureGeneratedModel(dir, {.preset = "mini", .seed = 0});
 }
 
 std::string ResolveModelDir(const std::optional<std::string>& model) {

@@ -6,15 +6,24 @@
 #include <optional>
 #include <string>
 
+#include "tools/gen_model.h"
+
 namespace dsinfer::cli {
 
-// `$DSINFER_DEFAULT_MODEL`, else `${XDG_CACHE_HOME:-$HOME/.cache}/dsinfer/mini-seed0`.
+// `${XDG_CACHE_HOME:-$HOME/.cache}/dsinfer/<name>`, where generated models are kept.
+std::string CacheModelDir(const std::string& name);
+
+// `$DSINFER_DEFAULT_MODEL`, else `CacheModelDir("mini-seed0")`.
 std::string DefaultModelDir();
 
-// Generates the default model (preset `mini`, seed 0) into `dir` unless it already holds one
-// (config.json present). Generation happens in a temporary sibling directory that is renamed
-// into place only when complete, so an interrupted run never leaves a half model behind.
-// Prints a note and a progress bar on stderr while generating. Returns true if it generated.
+// Generates `options` (preset, seed, sets; `out_dir` is ignored) into `dir` unless it already
+// holds a model (config.json present). Generation happens in a temporary sibling directory that
+// is renamed into place only when complete, so an interrupted run never leaves a half model
+// behind. Prints a note and a progress bar on stderr while generating. Returns true if it
+// generated.
+bool EnsureGeneratedModel(const std::string& dir, const GenOptions& options);
+
+// `EnsureGeneratedModel` of the default model: preset `mini`, seed 0.
 bool EnsureDefaultModel(const std::string& dir);
 
 // `model` if given, else the default model directory (generated if needed).

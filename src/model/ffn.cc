@@ -1,7 +1,8 @@
-// Dense SwiGLU MLP and the MoE block (NUMERICS.md §6, MODEL.md §5).
+// Dense SwiGLU MLP and the MoE block (NUMERICS.md §6, MODEL.md §5) over all N rows of a batch.
+// MoE tokens are grouped by expert (a counting sort), so each expert's weights are read once for
+// all of the batch's tokens routed to it; each row still sums its experts in ascending id.
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 #include <vector>
 
 #include "kernels/linear.h"
@@ -11,37 +12,32 @@
 
 namespace dsinfer {
 
-void MlpForward(const MlpWeights& w, const float* x, int64_t S, float* out) {
+void MlpForward(const MlpWeights& w, const float* x, int64_t S, float* out, float* g, float* u) {
   const int64_t inter = w.w1.rows;
-  std::vector<float> g(S * inter), u(S * inter);  // [S, inter] gate / up projections
-  Linear(x, S, w.w1, g.data());
-  Linear(x, S, w.w3, u.data());
+  Linear(x, S, w.w1, g);  // [S, inter] gate projection
+  Linear(x, S, w.w3, u);  // [S, inter] up projection
   for (int64_t i = 0; i < S * inter; ++i) g[i] = Silu(g[i]) * u[i];
-  Linear(g.data(), S, w.w2, out);
+  Linear(g, S, w.w2, out);
 }
 
 namespace {
 
-struct Routing {
-  std::vector<int32_t> experts;  // [S, k] ascending expert ids
-  std::vector<float> weights;    // [S, k] same order
-};
-
 // noaux_tc routing of one token: scores s [E] (sigmoid), biased b [E].
-void RouteToken(const ModelConfig& c, const float* s, const float* b, int32_t* experts,
-                float* weights) {
+void RouteToken(const ModelConfig& c, Workspace& ws, const float* s, const float* b,
+                int32_t* experts, float* weights) {
   const int64_t E = c.n_routed_experts, G = c.n_group, per = E / G, k = c.num_experts_per_tok;
-  std::vector<float> group_score(G);  // [n_group]
+  float* group_score = Take(ws.group_score, G);  // [n_group]
   for (int64_t g = 0; g < G; ++g) {
-    std::vector<int32_t> top = TopK(b + g * per, per, std::min<int64_t>(2, per));
+    const std::vector<int32_t> top = TopK(b + g * per, per, std::min<int64_t>(2, per));
     float sum = 0;
     for (int32_t i : top) sum += b[g * per + i];
     group_score[g] = sum;
   }
-  std::vector<int32_t> groups = TopK(group_score.data(), G, c.topk_group);
-  std::vector<float> masked(E, -INFINITY);  // [E] b of experts in kept groups
-  for (int32_t g : groups) std::copy_n(b + g * per, per, &masked[g * per]);
-  std::vector<int32_t> chosen = TopK(masked.data(), E, k);
+  const std::vector<int32_t> groups = TopK(group_score, G, c.topk_group);
+  float* masked = Take(ws.masked, E);  // [E] b of experts in kept groups
+  std::fill(masked, masked + E, -INFINITY);
+  for (int32_t g : groups) std::copy_n(b + g * per, per, masked + g * per);
+  const std::vector<int32_t> chosen = TopK(masked, E, k);
   float total = 0;
   for (int64_t j = 0; j < k; ++j) {
     experts[j] = chosen[j];
@@ -54,30 +50,56 @@ void RouteToken(const ModelConfig& c, const float* s, const float* b, int32_t* e
   }
 }
 
-Routing Route(const ModelConfig& c, const MoeWeights& m, const float* x, int64_t S) {
+// Routing of all rows into ws.r_experts / ws.r_weights: [N, k].
+void Route(const ModelConfig& c, Workspace& ws, const MoeWeights& m, const float* x, int64_t N) {
   const int64_t E = c.n_routed_experts, k = c.num_experts_per_tok;
-  std::vector<float> s(S * E), b(S * E);  // [S, E] sigmoid scores, biased scores
-  Linear(x, S, m.gate, s.data());
-  for (int64_t i = 0; i < S * E; ++i) {
+  float* s = Take(ws.gate_s, N * E);  // [N, E] sigmoid scores
+  float* b = Take(ws.gate_b, N * E);  // [N, E] biased scores
+  Linear(x, N, m.gate, s);
+  for (int64_t i = 0; i < N * E; ++i) {
     s[i] = Sigmoid(s[i]);
     b[i] = s[i] + m.gate_bias[i % E];
   }
-  Routing r{std::vector<int32_t>(S * k), std::vector<float>(S * k)};
-  for (int64_t t = 0; t < S; ++t)
-    RouteToken(c, &s[t * E], &b[t * E], &r.experts[t * k], &r.weights[t * k]);
-  return r;
+  int32_t* experts = Take(ws.r_experts, N * k);
+  float* weights = Take(ws.r_weights, N * k);
+  for (int64_t t = 0; t < N; ++t)
+    RouteToken(c, ws, s + t * E, b + t * E, experts + t * k, weights + t * k);
 }
 
-using TokenWeights = std::vector<std::pair<int64_t, float>>;  // (token row, routing weight)
+// Groups the routed (row, weight) pairs by expert, rows ascending within an expert (counting
+// sort): expert e's tokens are e_rows/e_weights[e_offset[e] .. e_offset[e+1]). Lists the
+// experts with tokens in ws.active (ascending); returns how many there are.
+int64_t GroupByExpert(const ModelConfig& c, Workspace& ws, int64_t N) {
+  const int64_t E = c.n_routed_experts, k = c.num_experts_per_tok;
+  int64_t* offset = Take(ws.e_offset, E + 1);
+  int64_t* fill = Take(ws.e_fill, E);
+  int64_t* rows = Take(ws.e_rows, N * k);
+  float* weights = Take(ws.e_weights, N * k);
+  int64_t* active = Take(ws.active, E);
+  std::fill(offset, offset + E + 1, 0);
+  for (int64_t i = 0; i < N * k; ++i) ++offset[ws.r_experts[i] + 1];
+  int64_t n_active = 0;
+  for (int64_t e = 0; e < E; ++e) {
+    if (offset[e + 1] > 0) active[n_active++] = e;
+    offset[e + 1] += offset[e];
+    fill[e] = offset[e];
+  }
+  for (int64_t i = 0; i < N * k; ++i) {
+    const int64_t at = fill[ws.r_experts[i]]++;
+    rows[at] = i / k;
+    weights[at] = ws.r_weights[i];
+  }
+  return n_active;
+}
 
-// ye = E_e(x[toks]): [n_e, hidden].
-void RunExpert(const MlpWeights& w, const TokenWeights& toks, const float* x, int64_t H,
-               std::vector<float>& ye) {
-  const int64_t n = static_cast<int64_t>(toks.size());
-  std::vector<float> xe(n * H);  // [n_e, hidden] gathered inputs
-  for (int64_t i = 0; i < n; ++i) std::copy_n(x + toks[i].first * H, H, &xe[i * H]);
-  ye.resize(n * H);
-  MlpForward(w, xe.data(), n, ye.data());
+// ye[lo..hi) = E_e(x[rows[lo..hi)]), with the scratch rows lo..hi of xe / eg / eu.
+void RunExpert(const ModelConfig& c, const MlpWeights& w, Workspace& ws, const float* x,
+               int64_t lo, int64_t hi, int64_t at) {
+  const int64_t H = c.hidden_size, inter = w.w1.rows, n = hi - lo;
+  float* xe = ws.xe.data() + at * H;  // [n_e, hidden] gathered inputs
+  for (int64_t i = 0; i < n; ++i) std::copy_n(x + ws.e_rows[lo + i] * H, H, xe + i * H);
+  MlpForward(w, xe, n, ws.ye.data() + at * H, ws.eg.data() + at * inter,
+             ws.eu.data() + at * inter);
 }
 
 // Small batches (decode, short chunks): one thread per expert in a single parallel region,
@@ -85,58 +107,70 @@ void RunExpert(const MlpWeights& w, const TokenWeights& toks, const float* x, in
 constexpr int64_t kExpertParallelRows = 64;
 
 // y += Σ_e w_e E_e(x), adding experts in ascending id; each expert's weights are read once
-// for all of its tokens. x, y: [S, hidden]
-void RunExperts(const ModelConfig& c, const MoeWeights& m, const Routing& r, const float* x,
-                int64_t S, float* y) {
-  const int64_t H = c.hidden_size, k = c.num_experts_per_tok;
-  std::vector<TokenWeights> by_expert(c.n_routed_experts);
-  for (int64_t t = 0; t < S; ++t)
-    for (int64_t j = 0; j < k; ++j)
-      by_expert[r.experts[t * k + j]].push_back({t, r.weights[t * k + j]});
-  std::vector<int64_t> active;  // expert ids with tokens, ascending
-  for (int64_t e = 0; e < c.n_routed_experts; ++e)
-    if (!by_expert[e].empty()) active.push_back(e);
-  const bool batch = S * k <= kExpertParallelRows;
-  std::vector<std::vector<float>> ye(batch ? active.size() : 1);  // [n_e, hidden] per expert
+// for all of its tokens. x, y: [N, hidden]
+void RunExperts(const ModelConfig& c, const MoeWeights& m, Workspace& ws, const float* x,
+                int64_t N, float* y) {
+  const int64_t H = c.hidden_size, k = c.num_experts_per_tok, inter = c.moe_intermediate_size;
+  const int64_t n_active = GroupByExpert(c, ws, N);
+  const int64_t* offset = ws.e_offset.data();
+  const bool batch = N * k <= kExpertParallelRows;
+  // Scratch rows: all experts' at once (parallel over experts) or the largest expert's.
+  int64_t rows = 0;
+  for (int64_t i = 0; i < n_active; ++i)
+    rows = std::max(rows, offset[ws.active[i] + 1] - offset[ws.active[i]]);
+  if (batch) rows = N * k;
+  Take(ws.xe, rows * H);
+  Take(ws.ye, rows * H);
+  Take(ws.eg, rows * inter);
+  Take(ws.eu, rows * inter);
 #pragma omp parallel for schedule(dynamic) if (batch)
-  for (size_t i = 0; i < (batch ? active.size() : 0); ++i)
-    RunExpert(m.experts[active[i]], by_expert[active[i]], x, H, ye[i]);
-  for (size_t i = 0; i < active.size(); ++i) {
-    const TokenWeights& toks = by_expert[active[i]];
-    std::vector<float>& out = batch ? ye[i] : ye[0];
-    if (!batch) RunExpert(m.experts[active[i]], toks, x, H, out);
-    for (size_t t = 0; t < toks.size(); ++t)
-      for (int64_t j = 0; j < H; ++j) y[toks[t].first * H + j] += toks[t].second * out[t * H + j];
+  for (int64_t i = 0; i < (batch ? n_active : 0); ++i) {
+    const int64_t e = ws.active[i];
+    RunExpert(c, m.experts[e], ws, x, offset[e], offset[e + 1], offset[e]);
+  }
+  for (int64_t i = 0; i < n_active; ++i) {
+    const int64_t e = ws.active[i], lo = offset[e], hi = offset[e + 1];
+    if (!batch) RunExpert(c, m.experts[e], ws, x, lo, hi, 0);
+    const float* out = ws.ye.data() + (batch ? lo : 0) * H;  // [n_e, hidden]
+    for (int64_t t = 0; t < hi - lo; ++t) {
+      float* yr = y + ws.e_rows[lo + t] * H;
+      const float w = ws.e_weights[lo + t];
+      for (int64_t j = 0; j < H; ++j) yr[j] += w * out[t * H + j];
+    }
   }
 }
 
-void MoeForward(const LayerContext& ctx, const LayerWeights& lw, const float* x, int64_t S,
-                float* out) {
+void MoeForward(const LayerContext& ctx, const LayerWeights& lw, const float* x, float* out) {
   const ModelConfig& c = ctx.config;
   const MoeWeights& m = *lw.moe;
-  Routing r = Route(c, m, x, S);
+  Workspace& ws = ctx.ws;
+  const int64_t N = ctx.N, H = c.hidden_size;
+  Route(c, ws, m, x, N);
   if (ctx.dump) {
-    ctx.dump->Put(lw.layer, "router_experts", r.experts.data(), S, c.num_experts_per_tok);
-    ctx.dump->Put(lw.layer, "router_weights", r.weights.data(), S, c.num_experts_per_tok);
+    ctx.dump->Put(lw.layer, "router_experts", ws.r_experts.data(), N, c.num_experts_per_tok);
+    ctx.dump->Put(lw.layer, "router_weights", ws.r_weights.data(), N, c.num_experts_per_tok);
   }
-  std::fill(out, out + S * c.hidden_size, 0.0f);
-  RunExperts(c, m, r, x, S, out);
+  std::fill(out, out + N * H, 0.0f);
+  RunExperts(c, m, ws, x, N, out);
   if (m.shared_experts) {
-    std::vector<float> sh(S * c.hidden_size);  // [S, hidden]
-    MlpForward(*m.shared_experts, x, S, sh.data());
-    for (int64_t i = 0; i < S * c.hidden_size; ++i) out[i] += sh[i];
+    const int64_t inter = m.shared_experts->w1.rows;
+    float* sh = Take(ws.sh, N * H);  // [N, hidden]
+    MlpForward(*m.shared_experts, x, N, sh, Take(ws.mg, N * inter), Take(ws.mu, N * inter));
+    for (int64_t i = 0; i < N * H; ++i) out[i] += sh[i];
   }
 }
 
 }  // namespace
 
-void FfnForward(const LayerContext& ctx, const LayerWeights& lw, const float* x, int64_t S,
-                float* out) {
-  if (lw.moe)
-    MoeForward(ctx, lw, x, S, out);
-  else
-    MlpForward(*lw.mlp, x, S, out);
-  if (ctx.dump) ctx.dump->Put(lw.layer, "ffn_out", out, S, ctx.config.hidden_size);
+void FfnForward(const LayerContext& ctx, const LayerWeights& lw, const float* x, float* out) {
+  if (lw.moe) {
+    MoeForward(ctx, lw, x, out);
+  } else {
+    const int64_t inter = lw.mlp->w1.rows;
+    MlpForward(*lw.mlp, x, ctx.N, out, Take(ctx.ws.mg, ctx.N * inter),
+               Take(ctx.ws.mu, ctx.N * inter));
+  }
+  if (ctx.dump) ctx.dump->Put(lw.layer, "ffn_out", out, ctx.N, ctx.config.hidden_size);
 }
 
 }  // namespace dsinfer

@@ -1,8 +1,16 @@
-// Internal to model/: one decoder layer's attention and FFN blocks, used by model.cc for the
-// main layers and the MTP layer alike. All buffers are f32, row-major, one row per token.
+// Internal to model/: one decoder layer's attention and FFN blocks over a batch of sequences,
+// used by model.cc for the main layers and the MTP layer alike. All buffers are f32, row-major,
+// one row per token; the batch's rows are the concatenation of its segments' rows.
+// Row-wise work (norms, projections, MoE) runs over all N rows at once; attention and the
+// indexer run per segment against that sequence's cache. Every per-layer temporary lives in the
+// `Workspace` (grown on first use, then reused). Not thread-safe: one batch at a time per
+// workspace.
 #pragma once
 
 #include <cstdint>
+#include <span>
+#include <utility>
+#include <vector>
 
 #include "format/config.h"
 #include "kernels/rope.h"
@@ -12,24 +20,94 @@
 
 namespace dsinfer {
 
+// One sequence's rows of a batched layer step.
+struct Segment {
+  LayerKvCache* cache = nullptr;  // the sequence's cache for the layer being run
+  int64_t start = 0;              // position of the segment's first row
+  int64_t row = 0;                // its first row in the batch
+  int64_t rows = 0;               // ≥ 1
+  bool use_indexer = false;       // DSA with the indexer (if the layer has one)
+  int64_t index_topk = 0;         // effective top-k
+};
+
+// Grows `v` to at least n elements (never shrinks, so steady-state calls do not allocate).
+template <class T>
+T* Take(std::vector<T>& v, int64_t n) {
+  if (v.size() < static_cast<size_t>(n)) v.resize(n);
+  return v.data();
+}
+
+// Every temporary of a forward call. Each buffer has one purpose, so a pointer taken from one
+// stays valid while other buffers grow.
+struct Workspace {
+  // The batch: segments, and per row its position and segment index.
+  std::vector<Segment> segs;
+  std::vector<int64_t> pos;     // [N]
+  std::vector<int32_t> row_seg; // [N]
+  // Model level.
+  std::vector<float> h, g;      // [N, hidden] residual stream, final-normed hidden
+  std::vector<float> head_in;   // [M, hidden] rows that need logits
+  std::vector<float> logits;    // [M, vocab]
+  std::vector<float> mtp_cat;   // [n, 2*hidden]
+  std::vector<float> mtp_h;     // [n, hidden]
+  // Layer.
+  std::vector<float> x, y;      // [N, hidden] normed block input / block output
+  // Attention.
+  std::vector<float> qr;        // [N, q_lora_rank]
+  std::vector<float> q;         // [N, H, dn + dr]
+  std::vector<float> kv_a;      // [N, R + dr]
+  std::vector<float> ckv, k_pe; // [N, R], [N, dr]
+  std::vector<float> q_abs;     // [N, H, R]
+  std::vector<float> q_pe;      // [N, H, dr]
+  std::vector<float> o_lat;     // [N, H, R]
+  std::vector<float> o;         // [N, H * dv]
+  std::vector<float> wkv_rows;  // [threads, R] one decoded wkv_b row per thread
+  // Indexer and key selection.
+  std::vector<float> ik;              // [N, d_I] keys
+  std::vector<float> ik_scales;       // [d_I / 128]
+  std::vector<float> iq;              // [N, H_I, d_I] queries
+  std::vector<uint8_t> iq_codes;      // [N, H_I, d_I] e4m3
+  std::vector<float> iq_scales;       // [N, H_I, d_I / 128]
+  std::vector<float> iq_weights;      // [N, H_I]
+  std::vector<float> iscores;         // [threads, context capacity] one query's scores
+  std::vector<int32_t> sel;           // [N, k_max] top-k positions per row
+  std::vector<int32_t> iota;          // [context capacity] 0, 1, 2, ... (dense selections)
+  std::vector<const int32_t*> sel_ptr;  // [N] selected positions of each row
+  std::vector<int64_t> sel_n;         // [N] how many
+  // FFN.
+  std::vector<float> mg, mu;          // [N, inter] dense MLP / shared expert gate and up
+  std::vector<float> sh;              // [N, hidden] shared expert output
+  std::vector<float> gate_s, gate_b;  // [N, E] sigmoid scores, biased scores
+  std::vector<int32_t> r_experts;     // [N, k] ascending expert ids
+  std::vector<float> r_weights;       // [N, k]
+  std::vector<float> group_score;     // [n_group]
+  std::vector<float> masked;          // [E]
+  std::vector<int64_t> e_offset;      // [E + 1] start of each expert's tokens in e_rows
+  std::vector<int64_t> e_fill;        // [E]
+  std::vector<int64_t> e_rows;        // [N * k] token rows grouped by expert
+  std::vector<float> e_weights;       // [N * k] their routing weights
+  std::vector<int64_t> active;        // [E] experts with tokens, ascending
+  std::vector<float> xe, ye;          // [rows, hidden] gathered inputs / outputs of experts
+  std::vector<float> eg, eu;          // [rows, moe_inter] experts' gate / up projections
+};
+
 struct LayerContext {
   const ModelConfig& config;
   const RopeTable& rope;
-  bool use_indexer;    // DSA with this layer's indexer
-  int64_t index_topk;  // effective top-k
-  Dumper* dump;        // may be null
+  Workspace& ws;       // ws.segs / ws.pos / ws.row_seg describe the batch
+  int64_t N;           // rows in the batch
+  Dumper* dump;        // may be null (only with a single segment)
 };
 
-// MLA (+ indexer) of S tokens at positions start..start+S-1; writes the tokens' cache rows
-// first. x: [S, hidden] (attn_norm output), out: [S, hidden] (after wo).
-void AttentionForward(const LayerContext& ctx, const LayerWeights& lw, LayerKvCache& cache,
-                      const float* x, int64_t S, int64_t start, float* out);
+// MLA (+ indexer) of the batch; writes every segment's cache rows first.
+// x: [N, hidden] (attn_norm output), out: [N, hidden] (after wo).
+void AttentionForward(const LayerContext& ctx, const LayerWeights& lw, const float* x,
+                      float* out);
 
-// Dense MLP or MoE. x: [S, hidden] (ffn_norm output), out: [S, hidden].
-void FfnForward(const LayerContext& ctx, const LayerWeights& lw, const float* x, int64_t S,
-                float* out);
+// Dense MLP or MoE. x: [N, hidden] (ffn_norm output), out: [N, hidden].
+void FfnForward(const LayerContext& ctx, const LayerWeights& lw, const float* x, float* out);
 
-// SwiGLU MLP w2(silu(w1 x) * w3 x). x: [S, hidden], out: [S, hidden].
-void MlpForward(const MlpWeights& w, const float* x, int64_t S, float* out);
+// SwiGLU MLP w2(silu(w1 x) * w3 x). x: [S, hidden], out: [S, hidden]; g, u: [S, inter] scratch.
+void MlpForward(const MlpWeights& w, const float* x, int64_t S, float* out, float* g, float* u);
 
 }  // namespace dsinfer

@@ -21,20 +21,39 @@ std::optional<YarnParams> Yarn(const ModelConfig& c) {
                     .beta_slow = r.beta_slow};
 }
 
-// One decoder layer in place on the residual stream h: [S, hidden].
-void LayerForward(const LayerContext& ctx, const LayerWeights& lw, LayerKvCache& cache,
-                  float* h, int64_t S, int64_t start) {
+// One decoder layer in place on the residual stream h: [N, hidden].
+void LayerForward(const LayerContext& ctx, const LayerWeights& lw, float* h) {
   const ModelConfig& c = ctx.config;
-  const int64_t H = c.hidden_size;
-  std::vector<float> x(S * H), y(S * H);  // [S, hidden] normed input / block output
-  RmsNorm(h, S, H, lw.attn_norm.data(), c.rms_norm_eps, x.data());
-  if (ctx.dump) ctx.dump->Put(lw.layer, "attn_in", x.data(), S, H);
-  AttentionForward(ctx, lw, cache, x.data(), S, start, y.data());
-  for (int64_t i = 0; i < S * H; ++i) h[i] += y[i];
-  RmsNorm(h, S, H, lw.ffn_norm.data(), c.rms_norm_eps, x.data());
-  FfnForward(ctx, lw, x.data(), S, y.data());
-  for (int64_t i = 0; i < S * H; ++i) h[i] += y[i];
-  if (ctx.dump) ctx.dump->Put(lw.layer, "hidden", h, S, H);
+  const int64_t N = ctx.N, H = c.hidden_size;
+  float* x = Take(ctx.ws.x, N * H);  // [N, hidden] normed input
+  float* y = Take(ctx.ws.y, N * H);  // [N, hidden] block output
+  RmsNorm(h, N, H, lw.attn_norm.data(), c.rms_norm_eps, x);
+  if (ctx.dump) ctx.dump->Put(lw.layer, "attn_in", x, N, H);
+  AttentionForward(ctx, lw, x, y);
+  for (int64_t i = 0; i < N * H; ++i) h[i] += y[i];
+  RmsNorm(h, N, H, lw.ffn_norm.data(), c.rms_norm_eps, x);
+  FfnForward(ctx, lw, x, y);
+  for (int64_t i = 0; i < N * H; ++i) h[i] += y[i];
+  if (ctx.dump) ctx.dump->Put(lw.layer, "hidden", h, N, H);
+}
+
+// Fills ws.pos / ws.row_seg from ws.segs; returns the number of rows.
+int64_t LayOutRows(Workspace& ws) {
+  int64_t n = 0;
+  for (const Segment& seg : ws.segs) n += seg.rows;
+  int64_t* pos = Take(ws.pos, n);
+  int32_t* row_seg = Take(ws.row_seg, n);
+  for (size_t i = 0; i < ws.segs.size(); ++i)
+    for (int64_t j = 0; j < ws.segs[i].rows; ++j) {
+      pos[ws.segs[i].row + j] = ws.segs[i].start + j;
+      row_seg[ws.segs[i].row + j] = static_cast<int32_t>(i);
+    }
+  return n;
+}
+
+// Points every segment at its sequence's cache of main layer l.
+void BindLayer(Workspace& ws, std::span<const BatchEntry> batch, size_t l) {
+  for (size_t i = 0; i < batch.size(); ++i) ws.segs[i].cache = &batch[i].seq->caches[l];
 }
 
 LayerKvCache NewCache(const ModelConfig& c, const SequenceState& seq, bool has_indexer) {
@@ -46,7 +65,9 @@ LayerKvCache NewCache(const ModelConfig& c, const SequenceState& seq, bool has_i
 
 }  // namespace
 
-Model::Model(Checkpoint ckpt) : ckpt_(std::move(ckpt)) {}
+Model::Model(Checkpoint ckpt) : ckpt_(std::move(ckpt)), ws_(std::make_unique<Workspace>()) {}
+
+Model::~Model() = default;
 
 std::unique_ptr<Model> Model::Load(const std::string& dir) {
   std::unique_ptr<Model> m(new Model(Checkpoint::Open(dir)));
@@ -76,84 +97,160 @@ SequenceState Model::NewSequence(const SequenceOptions& options) const {
   return seq;
 }
 
-namespace {
-
-// Logits of `n` rows of final-normed hidden states g: [n, hidden] → [n, vocab].
-std::vector<float> Head(const WeightView& head, const float* g, int64_t n) {
-  std::vector<float> logits(n * head.rows);  // [n, vocab]
-  Linear(g, n, head, logits.data());
-  return logits;
+int64_t Model::PrepareBatch(std::span<const BatchEntry> batch, int64_t layer, Dumper* dump) {
+  const ModelConfig& c = config();
+  if (batch.empty()) throw Error("forward: empty batch");
+  if (dump && batch.size() > 1)
+    throw Error("--dump-dir needs a batch of one sequence (got " + std::to_string(batch.size()) +
+                ")");
+  auto fail = [](size_t i, const std::string& what) {
+    throw Error("forward: batch entry " + std::to_string(i) + " " + what);
+  };
+  int64_t end_max = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const BatchEntry& e = batch[i];
+    if (!e.seq) fail(i, "has no sequence");
+    if (e.seq->caches.size() != weights_.layers.size()) fail(i, "is not a sequence of this model");
+    if (e.tokens.empty()) fail(i, "has no tokens");
+    for (size_t j = 0; j < i; ++j)
+      if (batch[j].seq == e.seq) fail(i, "repeats the sequence of entry " + std::to_string(j));
+    const int64_t end = e.seq->length + static_cast<int64_t>(e.tokens.size());
+    if (end > c.max_position_embeddings)
+      throw Error("sequence of " + std::to_string(end) +
+                  " tokens exceeds max_position_embeddings (" +
+                  std::to_string(c.max_position_embeddings) + ")");
+    for (int32_t t : e.tokens)
+      if (t < 0 || t >= c.vocab_size)
+        throw Error("token id " + std::to_string(t) + " is out of range [0, " +
+                    std::to_string(c.vocab_size) + ")");
+    end_max = std::max(end_max, end);
+  }
+  // RoPE rows grow a cache page at a time, so steady-state steps do not reallocate the table.
+  rope_.Reserve(std::min((end_max + kKvPageRows - 1) / kKvPageRows * kKvPageRows,
+                         c.max_position_embeddings));
+  Workspace& ws = *ws_;
+  ws.segs.resize(batch.size());
+  int64_t row = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    SequenceState& seq = *batch[i].seq;
+    const int64_t S = static_cast<int64_t>(batch[i].tokens.size());
+    if (layer < 0)
+      for (LayerKvCache& cache : seq.caches) cache.Reserve(seq.length + S);
+    else
+      seq.caches[layer].Reserve(seq.length + S);
+    ws.segs[i] = Segment{.cache = nullptr, .start = seq.length, .row = row, .rows = S,
+                         .use_indexer = seq.use_indexer, .index_topk = seq.index_topk};
+    row += S;
+  }
+  return LayOutRows(ws);
 }
-
-}  // namespace
 
 ForwardResult Model::Forward(SequenceState& seq, std::span<const int32_t> tokens,
                              int64_t start_pos, bool all_logits, Dumper* dump) {
-  const ModelConfig& c = config();
-  const int64_t S = static_cast<int64_t>(tokens.size()), H = c.hidden_size;
-  DSINFER_CHECK(S >= 1, "Forward needs at least one token");
   if (start_pos != seq.length)
     throw Error("Forward: start_pos " + std::to_string(start_pos) + " != cached length " +
                 std::to_string(seq.length));
-  if (start_pos + S > c.max_position_embeddings)
-    throw Error("sequence of " + std::to_string(start_pos + S) +
-                " tokens exceeds max_position_embeddings (" +
-                std::to_string(c.max_position_embeddings) + ")");
-  for (int32_t t : tokens)
-    if (t < 0 || t >= c.vocab_size)
-      throw Error("token id " + std::to_string(t) + " is out of range [0, " +
-                  std::to_string(c.vocab_size) + ")");
-  rope_.Reserve(start_pos + S);
-  for (auto& cache : seq.caches) cache.Reserve(start_pos + S);
-  std::vector<float> h(S * H);  // [S, hidden] residual stream
-  for (int64_t s = 0; s < S; ++s) DecodeRow(weights_.embed, tokens[s], &h[s * H]);
-  const LayerContext ctx{c, rope_, seq.use_indexer, seq.index_topk, dump};
-  for (size_t l = 0; l < weights_.layers.size(); ++l)
-    LayerForward(ctx, weights_.layers[l], seq.caches[l], h.data(), S, start_pos);
-  std::vector<float> g(S * H);  // [S, hidden] final-normed hidden
-  RmsNorm(h.data(), S, H, weights_.norm.data(), c.rms_norm_eps, g.data());
-  if (dump) dump->Put(-1, "final_norm", g.data(), S, H);
-  ForwardResult r;
-  const int64_t first = all_logits ? 0 : S - 1;
-  r.rows = S - first;
-  r.logits = Head(weights_.head, &g[first * H], r.rows);
-  if (dump) dump->Put(-1, "logits", r.logits.data(), r.rows, c.vocab_size);
-  seq.length += S;
-  if (seq.options.mtp) ForwardMtp(seq, tokens, start_pos, g, r, dump);
-  return r;
+  const BatchEntry entry{.seq = &seq, .tokens = tokens, .all_logits = all_logits};
+  return std::move(ForwardBatch({&entry, 1}, dump)[0]);
+}
+
+std::vector<ForwardResult> Model::ForwardBatch(std::span<const BatchEntry> batch, Dumper* dump) {
+  const ModelConfig& c = config();
+  const int64_t N = PrepareBatch(batch, /*layer=*/-1, dump), H = c.hidden_size;
+  const int64_t V = c.vocab_size;
+  Workspace& ws = *ws_;
+  float* h = Take(ws.h, N * H);  // [N, hidden] residual stream
+  for (size_t i = 0; i < batch.size(); ++i)
+    for (int64_t j = 0; j < ws.segs[i].rows; ++j)
+      DecodeRow(weights_.embed, batch[i].tokens[j], h + (ws.segs[i].row + j) * H);
+  const LayerContext ctx{c, rope_, ws, N, dump};
+  for (size_t l = 0; l < weights_.layers.size(); ++l) {
+    BindLayer(ws, batch, l);
+    LayerForward(ctx, weights_.layers[l], h);
+  }
+  float* g = Take(ws.g, N * H);  // [N, hidden] final-normed hidden
+  RmsNorm(h, N, H, weights_.norm.data(), c.rms_norm_eps, g);
+  if (dump) dump->Put(-1, "final_norm", g, N, H);
+  // The head over every row that needs logits (each sequence's last row, or all of them).
+  std::vector<ForwardResult> out(batch.size());
+  int64_t M = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    out[i].rows = batch[i].all_logits ? ws.segs[i].rows : 1;
+    M += out[i].rows;
+  }
+  if (batch.size() == 1) {  // rows are contiguous: straight into the result
+    out[0].logits.resize(M * V);
+    Linear(g + (N - M) * H, M, weights_.head, out[0].logits.data());
+  } else {
+    float* head_in = Take(ws.head_in, M * H);  // [M, hidden]
+    float* logits = Take(ws.logits, M * V);    // [M, vocab]
+    for (size_t i = 0, m = 0; i < batch.size(); m += out[i].rows, ++i) {
+      const int64_t first = ws.segs[i].row + ws.segs[i].rows - out[i].rows;
+      std::copy_n(g + first * H, out[i].rows * H, head_in + m * H);
+    }
+    Linear(head_in, M, weights_.head, logits);
+    for (size_t i = 0, m = 0; i < batch.size(); m += out[i].rows, ++i)
+      out[i].logits.assign(logits + m * V, logits + (m + out[i].rows) * V);
+  }
+  if (dump) dump->Put(-1, "logits", out[0].logits.data(), out[0].rows, V);
+  for (size_t i = 0; i < batch.size(); ++i) batch[i].seq->length += ws.segs[i].rows;
+  // MTP per sequence, after the main layers (ForwardMtp re-lays the workspace's segments).
+  for (size_t i = 0, row = 0; i < batch.size(); row += batch[i].tokens.size(), ++i) {
+    SequenceState& seq = *batch[i].seq;
+    if (!seq.options.mtp) continue;
+    const int64_t S = static_cast<int64_t>(batch[i].tokens.size());
+    ForwardMtp(seq, batch[i].tokens, seq.length - S, g + row * H, out[i], dump);
+  }
+  return out;
+}
+
+void Model::LayerStep(int64_t layer, std::span<const BatchEntry> batch, float* h) {
+  if (layer < 0 || layer >= static_cast<int64_t>(weights_.layers.size()))
+    throw Error("LayerStep: layer " + std::to_string(layer) + " is out of range [0, " +
+                std::to_string(weights_.layers.size()) + ")");
+  const int64_t N = PrepareBatch(batch, layer, /*dump=*/nullptr);
+  BindLayer(*ws_, batch, layer);
+  const LayerContext ctx{config(), rope_, *ws_, N, nullptr};
+  LayerForward(ctx, weights_.layers[layer], h);
 }
 
 // MTP rows i (predicting token i + 2) whose next token t_{i+1} is now known: the row left
 // pending by the previous call (i = start - 1) and rows start .. start + S - 2 of this call.
 void Model::ForwardMtp(SequenceState& seq, std::span<const int32_t> tokens, int64_t start,
-                       const std::vector<float>& g, ForwardResult& r, Dumper* dump) {
+                       const float* g, ForwardResult& r, Dumper* dump) {
   const ModelConfig& c = config();
   const LayerWeights& lw = *weights_.mtp;
   const MtpWeights& m = *lw.mtp;
+  Workspace& ws = *ws_;
   const int64_t S = static_cast<int64_t>(tokens.size()), H = c.hidden_size;
   const int64_t i0 = seq.mtp_length, n = start + S - 1 - i0;
   DSINFER_CHECK(i0 == start - (start > 0 ? 1 : 0), "MTP rows out of step");
   if (n > 0) {
-    std::vector<float> cat(n * 2 * H);  // [n, 2*hidden]  [enorm(Emb(t_{i+1})) ; hnorm(g_i)]
+    float* cat = Take(ws.mtp_cat, n * 2 * H);  // [n, 2*hidden] [enorm(Emb(t_{i+1})) ; hnorm(g_i)]
     for (int64_t j = 0; j < n; ++j) {
       const int64_t i = i0 + j;
-      float* e = &cat[j * 2 * H];
+      float* e = cat + j * 2 * H;
       DecodeRow(m.embed, tokens[i + 1 - start], e);
       RmsNorm(e, 1, H, m.enorm.data(), c.rms_norm_eps, e);
-      const float* gi = i < start ? seq.pending_hidden.data() : &g[(i - start) * H];
+      const float* gi = i < start ? seq.pending_hidden.data() : g + (i - start) * H;
       RmsNorm(gi, 1, H, m.hnorm.data(), c.rms_norm_eps, e + H);
     }
-    std::vector<float> h(n * H);  // [n, hidden] MTP residual stream
-    Linear(cat.data(), n, m.eh_proj, h.data());
+    float* h = Take(ws.mtp_h, n * H);  // [n, hidden] MTP residual stream
+    Linear(cat, n, m.eh_proj, h);
     seq.mtp_cache->Reserve(i0 + n);
-    const LayerContext ctx{c, rope_, seq.use_indexer, seq.index_topk, dump};
-    LayerForward(ctx, lw, *seq.mtp_cache, h.data(), n, i0);
-    RmsNorm(h.data(), n, H, m.head_norm.data(), c.rms_norm_eps, h.data());
+    ws.segs.resize(1);
+    ws.segs[0] = Segment{.cache = &*seq.mtp_cache, .start = i0, .row = 0, .rows = n,
+                         .use_indexer = seq.use_indexer, .index_topk = seq.index_topk};
+    LayOutRows(ws);
+    const LayerContext ctx{c, rope_, ws, n, dump};
+    LayerForward(ctx, lw, h);
+    RmsNorm(h, n, H, m.head_norm.data(), c.rms_norm_eps, h);
     r.mtp_rows = n;
-    r.mtp_logits = Head(m.head, h.data(), n);
+    r.mtp_logits.resize(n * m.head.rows);
+    Linear(h, n, m.head, r.mtp_logits.data());
     seq.mtp_length += n;
   }
-  seq.pending_hidden.assign(g.end() - H, g.end());
+  seq.pending_hidden.assign(g + (S - 1) * H, g + S * H);
 }
 
 void Model::Truncate(SequenceState& seq, int64_t length) {

@@ -2,9 +2,12 @@
 // N × [RMSNorm → MLA (+ lightning indexer → DSA) → RMSNorm → MLP | MoE] → norm → head, plus
 // the MTP module. One code path for prefill, chunked prefill, decode (S = 1) and multi-token
 // verification: `Forward(seq, tokens, start_pos)` processes S ≥ 1 tokens at absolute positions
-// start_pos.. against everything already cached for `seq` (MODEL.md §3.7).
-// `Model` is immutable after Load except for its RoPE table, which grows on demand: not
-// thread-safe; one `Forward` at a time.
+// start_pos.. against everything already cached for `seq` (MODEL.md §3.7). `ForwardBatch` runs
+// several sequences as one batch (continuous batching): every kernel computes each row
+// independently of the other rows, so each sequence's logits are bitwise those of running it alone.
+// `Model` is immutable after Load except for its RoPE table, which grows on demand, and its
+// workspace (every per-layer temporary, sized on first use and reused, so a steady-state decode
+// step allocates nothing in the model code): not thread-safe; one forward call at a time.
 #pragma once
 
 #include <cstdint>
@@ -51,10 +54,20 @@ struct ForwardResult {
   std::vector<float> mtp_logits;  // [mtp_rows, vocab]: MTP row i predicts token i + 2
 };
 
+// One sequence's share of a batched step: `tokens` run at positions seq->length.. .
+struct BatchEntry {
+  SequenceState* seq = nullptr;
+  std::span<const int32_t> tokens;  // ≥ 1
+  bool all_logits = false;          // logits of every token, else only of the last one
+};
+
+struct Workspace;  // model/layers.h
+
 class Model {
  public:
   // Opens the checkpoint directory and checks every tensor (Error names tensor + shape).
   static std::unique_ptr<Model> Load(const std::string& dir);
+  ~Model();
 
   const ModelConfig& config() const { return ckpt_.config(); }
   bool has_mtp() const { return weights_.mtp.has_value(); }
@@ -66,6 +79,25 @@ class Model {
   ForwardResult Forward(SequenceState& seq, std::span<const int32_t> tokens, int64_t start_pos,
                         bool all_logits = true, Dumper* dump = nullptr);
 
+  // Runs all entries as one batch: norms, projections, MoE (each expert's weights read once for
+  // all of the batch's tokens routed to it) and the head over the concatenated rows; attention
+  // (+ indexer) per sequence against its own cache. Result i belongs to batch[i]; each equals
+  // (bitwise) what Forward(*batch[i].seq, batch[i].tokens, ...) alone returns. Entries must be
+  // distinct sequences of this model (Error otherwise). MTP sequences are supported: their MTP
+  // module runs per sequence after the batched main layers. `dump` needs a batch of one.
+  // Once the workspace has grown to the batch's shape, the model code allocates only the
+  // returned vector and its logits vectors (plus cache pages and RoPE rows when a sequence grows
+  // into a new 64-token page); kernels that still keep their own scratch are listed by
+  // tests/unit/model/alloc_test.cc.
+  std::vector<ForwardResult> ForwardBatch(std::span<const BatchEntry> batch,
+                                          Dumper* dump = nullptr);
+
+  // Benchmarks: decoder layer `layer` alone for a batch (no embedding, norm or head): h is
+  // [Σ tokens, hidden] residual stream in/out; advances nothing (seq->length unchanged) — the
+  // caller positions each sequence (seq->length = cached tokens, cache rows filled) first.
+  // Writes the batch's cache rows of that layer (positions seq->length..).
+  void LayerStep(int64_t layer, std::span<const BatchEntry> batch, float* h);
+
   // Forgets every token at position ≥ `length` (0 ≤ length ≤ seq.length): the cache rows are
   // position-indexed and simply overwritten by the next Forward, so a conversation can continue
   // from the longest prefix it shares with the cache. Not for MTP sequences (Error).
@@ -73,11 +105,16 @@ class Model {
 
  private:
   explicit Model(Checkpoint ckpt);
+  // Checks the batch (Error naming the entry), reserves cache rows and RoPE positions, and
+  // lays out the segments of `ws_` (`layer` < 0: every layer's cache, else that layer's).
+  int64_t PrepareBatch(std::span<const BatchEntry> batch, int64_t layer, Dumper* dump);
+  // g: [S, hidden] final-normed hidden of the sequence's rows of this call.
   void ForwardMtp(SequenceState& seq, std::span<const int32_t> tokens, int64_t start,
-                  const std::vector<float>& g, ForwardResult& r, Dumper* dump);
+                  const float* g, ForwardResult& r, Dumper* dump);
   Checkpoint ckpt_;
   ModelWeights weights_;
   RopeTable rope_;
+  std::unique_ptr<Workspace> ws_;
 };
 
 }  // namespace dsinfer

@@ -10,6 +10,10 @@
 #include <string>
 #include <vector>
 
+#include "text/chat_encoding.h"
+#include "text/completion_parser.h"
+#include "text/py_json.h"
+
 namespace dsinfer::text::chat_testing {
 
 using ojson = nlohmann::ordered_json;
@@ -92,6 +96,21 @@ inline std::vector<GoldenTurn> GoldenAssistantTurns(const Fixture& f) {
   }
   EXPECT_EQ(turns.size(), assistants.size()) << "assistant turns in the golden prompt";
   return turns;
+}
+
+// `p` is the message `m` (an OpenAI-style assistant message: content, reasoning_content,
+// tool_calls) as the parser must return it in `mode` (reasoning only when thinking).
+inline void ExpectMessage(const ParsedCompletion& p, const ojson& m, ThinkingMode mode) {
+  EXPECT_EQ(p.content, m.value("content", ""));
+  EXPECT_EQ(p.reasoning_content,
+            mode == ThinkingMode::kThinking ? m.value("reasoning_content", "") : "");
+  const ojson& calls = m.contains("tool_calls") ? m["tool_calls"] : ojson::array();
+  ASSERT_EQ(p.tool_calls.size(), calls.size());
+  for (size_t i = 0; i < calls.size(); ++i) {
+    EXPECT_EQ(p.tool_calls[i].name, calls[i]["function"]["name"]);
+    std::string args = calls[i]["function"]["arguments"];
+    EXPECT_EQ(p.tool_calls[i].arguments, PyJsonDumps(ojson::parse(args)));
+  }
 }
 
 }  // namespace dsinfer::text::chat_testing

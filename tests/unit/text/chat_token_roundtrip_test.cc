@@ -18,6 +18,7 @@
 namespace dsinfer::text {
 namespace {
 
+using chat_testing::ExpectMessage;
 using chat_testing::ojson;
 constexpr ThinkingMode kThink = ThinkingMode::kThinking;
 constexpr ThinkingMode kChat = ThinkingMode::kChat;
@@ -42,18 +43,6 @@ ParsedCompletion StreamIds(const std::vector<int32_t>& ids, ThinkingMode mode) {
   if (!tail.empty()) apply(parser.Feed(tail));
   apply(parser.Finish());
   return out;
-}
-
-void ExpectMessage(const ParsedCompletion& p, const ojson& m, ThinkingMode mode) {
-  EXPECT_EQ(p.content, m.value("content", ""));
-  EXPECT_EQ(p.reasoning_content, mode == kThink ? m.value("reasoning_content", "") : "");
-  const ojson& calls = m.contains("tool_calls") ? m["tool_calls"] : ojson::array();
-  ASSERT_EQ(p.tool_calls.size(), calls.size());
-  for (size_t i = 0; i < calls.size(); ++i) {
-    EXPECT_EQ(p.tool_calls[i].name, calls[i]["function"]["name"]);
-    std::string args = calls[i]["function"]["arguments"];
-    EXPECT_EQ(p.tool_calls[i].arguments, PyJsonDumps(ojson::parse(args)));
-  }
 }
 
 TEST(ChatTokenRoundTrip, AssistantTurnsSurviveTokenizeDetokenizeParse) {

@@ -178,15 +178,7 @@ TEST(CompletionParser, EncodeParseRoundTrip) {
       ASSERT_TRUE(prompt.starts_with(gen_prompt));
       std::string generated = prompt.substr(gen_prompt.size());
       ParsedCompletion p = ParseCompletion(generated, mode);
-      EXPECT_EQ(p.content, m.value("content", ""));
-      EXPECT_EQ(p.reasoning_content, mode == kThink ? m.value("reasoning_content", "") : "");
-      const ojson& calls = m.contains("tool_calls") ? m["tool_calls"] : ojson::array();
-      ASSERT_EQ(p.tool_calls.size(), calls.size());
-      for (size_t i = 0; i < calls.size(); ++i) {
-        EXPECT_EQ(p.tool_calls[i].name, calls[i]["function"]["name"]);
-        std::string args = calls[i]["function"]["arguments"];
-        EXPECT_EQ(p.tool_calls[i].arguments, PyJsonDumps(ojson::parse(args)));
-      }
+      chat_testing::ExpectMessage(p, m, mode);
       ExpectStreamingMatches(generated, mode);
     }
   }

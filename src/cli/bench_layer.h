@@ -1,0 +1,36 @@
+// `dsinfer bench layer` as a function, shared by the subcommand (cmd_bench_layer.cc, which
+// implements it) and the main job (cmd_default.cc), which prints a short table on the default
+// model. Not thread-safe (drives one model).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "tools/bench_layer.h"
+
+namespace dsinfer::cli {
+
+struct LayerBenchRun {
+  std::string model_dir;
+  std::string positions = "0,4K,16K,64K,128K";
+  std::string attention = "dsa,dense";
+  std::string phase = "decode,prefill";
+  int64_t batch = 32;  // decode batch
+  bool single_stream = true;  // also decode batch 1
+  int64_t chunk = 512;
+  double usd_per_hour = layerbench::kDefaultUsdPerHour;
+  int reps = 3;
+  double min_seconds = 0.3;
+  int64_t layer = -1;
+  std::string kv_cache = "fp8";
+  bool json = false;
+  std::optional<std::string> plot{};
+  bool brief = false;  // a two-line header (the main job)
+};
+
+// Measures every case (progress on stderr) and prints the table, or one JSON object per
+// measurement; writes the SVG plot if asked. Throws Error for bad options. Returns 0.
+int RunLayerBench(const LayerBenchRun& run);
+
+}  // namespace dsinfer::cli

@@ -1,0 +1,206 @@
+// Batch invariance of `Model::ForwardBatch` / `LayerStep`: every kernel computes each output row
+// independently of the other rows, so a sequence's logits in a batch must be BITWISE those of
+// running it alone (the server's load test compares greedy outputs with one-at-a-time runs).
+// The batches mix prefill chunks and decode steps of sequences at different lengths, DSA with
+// the indexer active (context > index_topk = 16), another top-k, dense attention, bf16/fp8
+// caches and MTP; batched prefill rows exceed the MoE's per-expert-thread threshold while the
+// solo runs do not, so both expert schedules are compared. This test also guards the fast
+// kernels: a GEMM whose result for a row depends on the batch size fails here.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+#include "model/model.h"
+#include "tiny_checkpoint.h"
+
+namespace dsinfer {
+namespace {
+
+class BatchTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { model_ = Model::Load(MakeCheckpoint("batch_tiny", 1)).release(); }
+  static void TearDownTestSuite() { delete model_; }
+  static Model* model_;
+};
+Model* BatchTest::model_ = nullptr;
+
+bool BitwiseEqual(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() &&
+         (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+}
+
+struct Step {
+  int seq;          // which sequence
+  int64_t tokens;   // how many of its next tokens
+  bool all_logits;
+};
+
+// Runs `steps` (each a batch) over `options.size()` sequences, batched and one sequence at a
+// time, and expects bitwise equal logits (and MTP logits) for every entry.
+void ExpectBatchedEqualsSolo(Model& model, const std::vector<SequenceOptions>& options,
+                             const std::vector<std::vector<Step>>& steps) {
+  const int64_t V = model.config().vocab_size;
+  const size_t n = options.size();
+  std::vector<SequenceState> batched, solo;
+  std::vector<std::vector<int32_t>> ids;
+  for (size_t i = 0; i < n; ++i) {
+    batched.push_back(model.NewSequence(options[i]));
+    solo.push_back(model.NewSequence(options[i]));
+    ids.push_back(Ids(200, V, static_cast<uint32_t>(10 + i)));
+  }
+  std::vector<int64_t> used(n, 0);
+  for (size_t k = 0; k < steps.size(); ++k) {
+    std::vector<BatchEntry> batch;
+    for (const Step& s : steps[k]) {
+      batch.push_back({.seq = &batched[s.seq],
+                       .tokens = std::span<const int32_t>(&ids[s.seq][used[s.seq]], s.tokens),
+                       .all_logits = s.all_logits});
+      used[s.seq] += s.tokens;
+    }
+    std::vector<ForwardResult> got = model.ForwardBatch(batch);
+    ASSERT_EQ(got.size(), batch.size());
+    for (size_t e = 0; e < batch.size(); ++e) {
+      const Step& s = steps[k][e];
+      SequenceState& seq = solo[s.seq];
+      ForwardResult want = model.Forward(seq, batch[e].tokens, seq.length, s.all_logits);
+      const std::string where = "step " + std::to_string(k) + " entry " + std::to_string(e) +
+                                " (sequence " + std::to_string(s.seq) + " at " +
+                                std::to_string(seq.length) + ")";
+      EXPECT_EQ(batched[s.seq].length, seq.length) << where;
+      EXPECT_EQ(got[e].rows, s.all_logits ? s.tokens : 1) << where;
+      EXPECT_EQ(got[e].rows, want.rows) << where;
+      EXPECT_TRUE(BitwiseEqual(got[e].logits, want.logits)) << where;
+      EXPECT_EQ(got[e].mtp_rows, want.mtp_rows) << where;
+      EXPECT_TRUE(BitwiseEqual(got[e].mtp_logits, want.mtp_logits)) << where;
+    }
+  }
+}
+
+// Prefill chunks and decode steps mixed; every sequence passes index_topk = 16.
+const std::vector<std::vector<Step>> kMixedSchedule = {
+    {{0, 20, true}, {1, 7, false}, {2, 30, false}, {3, 1, true}},
+    {{1, 15, true}, {0, 1, false}, {3, 24, false}, {2, 1, true}},
+    {{2, 1, false}, {3, 1, false}, {0, 1, false}, {1, 1, false}},
+    {{0, 1, false}, {1, 3, true}, {3, 1, false}},
+    {{3, 1, false}, {2, 1, false}, {1, 1, false}, {0, 1, false}},
+    {{0, 45, false}, {2, 5, true}},  // sequence 0 grows into a new 64-token page
+    {{0, 1, false}, {1, 1, false}, {2, 1, false}, {3, 1, false}},
+};
+
+TEST_F(BatchTest, DsaSequencesEqualSoloRunsBitwise) {
+  ExpectBatchedEqualsSolo(*model_, {{}, {}, {}, {}}, kMixedSchedule);
+}
+
+TEST_F(BatchTest, MixedModesAndCachesEqualSoloRunsBitwise) {
+  ExpectBatchedEqualsSolo(*model_,
+                          {{.index_topk = 5},
+                           {.attention = AttentionMode::kDense},
+                           {.kv_cache = KvCacheType::kFP8},
+                           {.attention = AttentionMode::kDense, .kv_cache = KvCacheType::kBF16}},
+                          kMixedSchedule);
+}
+
+TEST_F(BatchTest, DenseSequencesEqualSoloRunsBitwise) {
+  const SequenceOptions dense{.attention = AttentionMode::kDense};
+  ExpectBatchedEqualsSolo(*model_, {dense, dense, dense, dense}, kMixedSchedule);
+}
+
+TEST_F(BatchTest, MtpSequencesEqualSoloRunsBitwise) {
+  ASSERT_TRUE(model_->has_mtp());
+  ExpectBatchedEqualsSolo(*model_, {{.mtp = true}, {}, {.mtp = true}, {.mtp = true}},
+                          kMixedSchedule);
+}
+
+TEST_F(BatchTest, ModelWithoutIndexerEqualsSoloRunsBitwise) {
+  auto model = Model::Load(MakeCheckpoint(
+      "batch_no_indexer", 2,
+      {"q_lora_rank=null", "index_topk=null", "index_n_heads=null", "index_head_dim=null"}));
+  ExpectBatchedEqualsSolo(*model, {{}, {}, {}, {}}, kMixedSchedule);
+}
+
+// LayerStep of one layer for a batch equals LayerStep of each sequence alone (residual rows and
+// the cache rows it writes), and advances nothing.
+TEST_F(BatchTest, LayerStepEqualsSoloBitwise) {
+  const int64_t H = model_->config().hidden_size, V = model_->config().vocab_size;
+  const std::vector<int64_t> cached = {30, 17, 0}, chunk = {1, 4, 6};
+  std::vector<SequenceState> batched, solo;
+  std::vector<std::vector<int32_t>> prefix, ids;
+  for (size_t i = 0; i < cached.size(); ++i) {
+    batched.push_back(model_->NewSequence({}));
+    solo.push_back(model_->NewSequence({}));
+    prefix.push_back(Ids(cached[i], V, 40 + i));
+    ids.push_back(Ids(chunk[i], V, 50 + i));
+    if (cached[i] > 0) {
+      model_->Forward(batched[i], prefix[i], 0, false);
+      model_->Forward(solo[i], prefix[i], 0, false);
+    }
+  }
+  int64_t N = 0;
+  for (int64_t c : chunk) N += c;
+  std::vector<float> h(N * H);  // [N, hidden] an arbitrary residual stream
+  for (int64_t i = 0; i < N * H; ++i) h[i] = static_cast<float>((i * 37) % 101) / 50.0f - 1.0f;
+  const std::vector<float> h_in = h;
+  for (int64_t layer = 0; layer < model_->config().num_hidden_layers; ++layer) {
+    std::vector<BatchEntry> batch;
+    for (size_t i = 0; i < cached.size(); ++i) batch.push_back({&batched[i], ids[i], false});
+    std::vector<float> hb = h_in;
+    model_->LayerStep(layer, batch, hb.data());
+    int64_t row = 0;
+    for (size_t i = 0; i < cached.size(); ++i) {
+      EXPECT_EQ(batched[i].length, cached[i]);
+      std::vector<float> hs(h_in.begin() + row * H, h_in.begin() + (row + chunk[i]) * H);
+      const BatchEntry one{&solo[i], ids[i], false};
+      model_->LayerStep(layer, {&one, 1}, hs.data());
+      EXPECT_EQ(std::memcmp(hs.data(), hb.data() + row * H, hs.size() * sizeof(float)), 0)
+          << "layer " << layer << " sequence " << i;
+      const LatentLayout& layout = batched[i].caches[layer].layout();
+      for (int64_t t = 0; t < cached[i] + chunk[i]; ++t)
+        EXPECT_EQ(std::memcmp(batched[i].caches[layer].latent_row(t),
+                              solo[i].caches[layer].latent_row(t), layout.RowBytes()),
+                  0)
+            << "layer " << layer << " sequence " << i << " row " << t;
+      row += chunk[i];
+    }
+  }
+}
+
+TEST_F(BatchTest, RejectsBadBatchesWithoutTouchingAnySequence) {
+  SequenceState a = model_->NewSequence({}), b = model_->NewSequence({});
+  const std::vector<int32_t> ok = {1, 2, 3}, empty;
+  const std::vector<int32_t> bad = {static_cast<int32_t>(model_->config().vocab_size)};
+  auto expect_error = [&](std::vector<BatchEntry> batch, const std::string& needle) {
+    try {
+      model_->ForwardBatch(batch);
+      ADD_FAILURE() << "expected an Error mentioning '" << needle << "'";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(a.length, 0);
+    EXPECT_EQ(b.length, 0);
+  };
+  expect_error({}, "empty batch");
+  expect_error({{&a, ok}, {&a, ok}}, "repeats the sequence of entry 0");
+  expect_error({{&a, ok}, {&b, empty}}, "entry 1 has no tokens");
+  expect_error({{&a, ok}, {nullptr, ok}}, "entry 1 has no sequence");
+  expect_error({{&a, ok}, {&b, bad}}, "out of range");
+  SequenceState foreign;  // no caches: not made by this model
+  expect_error({{&foreign, ok}}, "not a sequence of this model");
+  Dumper dump(std::string(DSINFER_BINARY_DIR) + "/test_batch_dump");
+  try {
+    const std::vector<BatchEntry> two = {{&a, ok}, {&b, ok}};
+    model_->ForwardBatch(two, &dump);
+    ADD_FAILURE() << "expected an Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("batch of one"), std::string::npos) << e.what();
+  }
+  const BatchEntry one{&a, ok};
+  std::vector<float> h(3 * model_->config().hidden_size);
+  EXPECT_THROW(model_->LayerStep(model_->config().num_hidden_layers, {&one, 1}, h.data()), Error);
+  EXPECT_THROW(model_->LayerStep(-1, {&one, 1}, h.data()), Error);
+}
+
+}  // namespace
+}  // namespace dsinfer
