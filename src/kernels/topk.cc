@@ -56,6 +56,14 @@ int64_t KeepBest(TopKCandidate* cand, int64_t n, int64_t k) {
   return n;
 }
 
+void TopK(const float* scores, int64_t n, int64_t k, TopKCandidate* scratch, int32_t* out) {
+  DSINFER_CHECK(k >= 0 && k <= n, "TopK: k out of range");
+  if (k == 0) return;
+  for (int64_t i = 0; i < n; ++i) scratch[i] = {scores[i], static_cast<int32_t>(i)};
+  KeepBest(scratch, n, k);
+  for (int64_t i = 0; i < k; ++i) out[i] = scratch[i].index;
+}
+
 int64_t StreamingTopK::Finish() {
   n_ = KeepBest(buf_, n_, k_);
   return n_;

@@ -23,6 +23,9 @@ struct TopKCandidate {
   int32_t index;
 };
 
+// TopK without allocation: scratch [n] caller-provided, out [k] ascending indices (k ≤ n).
+void TopK(const float* scores, int64_t n, int64_t k, TopKCandidate* scratch, int32_t* out);
+
 // Keeps the min(k, n) best of cand[0..n) (tie rule above) in cand[0..), sorted by ascending
 // index, and returns their count (merges the candidate lists of several selections, e.g. of a
 // key-range split: the best k of a union are the best k of the union of each part's best k).
