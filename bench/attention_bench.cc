@@ -175,10 +175,30 @@ void BM_DenseMla(benchmark::State& st) {
 BENCHMARK(BM_DenseMla)
     ->ArgNames({"isa", "layout", "S", "p0"})
     ->Args({2, 2, 1, 8192})
+    ->Args({2, 2, 1, 32768})
     ->Args({1, 2, 16, 4096})
     ->Args({2, 2, 16, 4096})
     ->Args({2, 1, 16, 4096})
     ->Unit(benchmark::kMillisecond);
+
+// One dense decode query over all OpenMP threads (key blocks, softmax states merged).
+void BM_DenseMlaSplitKeys(benchmark::State& st) {
+  const Isa isa = IsaArg(st.range(0));
+  MlaSetup x(KvCacheType::kFP8, 1, st.range(1) + 1);
+  std::vector<float> o(kH * kR);
+  for (auto _ : st) {
+    DenseMlaAttentionSplitKeys(x.Chunk(), x.layout, x.cache.view(), o.data(), isa);
+    benchmark::DoNotOptimize(o.data());
+  }
+  st.SetLabel(std::string(IsaName(isa)) + " fp8");
+  st.counters["GFLOP/s"] = benchmark::Counter(
+      MlaFlops(static_cast<double>(x.n_ctx)) * st.iterations() / 1e9, benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_DenseMlaSplitKeys)
+    ->ArgNames({"isa", "p0"})
+    ->Args({2, 32768})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 }  // namespace
 }  // namespace dsinfer

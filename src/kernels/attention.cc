@@ -1,8 +1,10 @@
 #include "kernels/attention.h"
 
 #include <immintrin.h>
+#include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -573,6 +575,26 @@ struct MlaEngine {
     }
   }
 
+  // Folds the keys [t_begin, t_end) (t_begin a multiple of kTile) into every query that reads
+  // them (causal: query s reads t ≤ first_pos + s); o: [S, H, R] unnormalised outputs.
+  void FoldRange(int64_t t_begin, int64_t t_end, float* o) const {
+    for (int64_t t0 = t_begin; t0 < t_end; t0 += kTile) {
+      const int64_t n = std::min(kTile, t_end - t0);
+      const int64_t first = std::max<int64_t>(0, t0 - q.first_pos);  // queries with p ≥ t0
+      if (first >= q.n_queries) break;
+      Decode(nullptr, t0, n);
+      for (int64_t s = first; s < q.n_queries; ++s)
+        Fold(s, std::min(n, q.first_pos + s - t0 + 1), o + s * H * R);
+    }
+  }
+
+  float Max(int64_t sh) const { return ws.max_[sh]; }
+  double Sum(int64_t sh) const { return ws.sum_[sh]; }
+  template <class T>
+  T* Need(std::vector<T>& v, int64_t n) const {
+    return ws.Need(v, n);
+  }
+
   int32_t* Iota(int64_t n) const {
     int32_t* idx = ws.Need(ws.index_, n);
     std::iota(idx, idx + n, 0);
@@ -647,13 +669,77 @@ void DenseMlaAttentionChunk(const MlaChunk& q, const LatentLayout& layout, const
     return;
   }
   std::fill_n(o_lat, S * H * R, 0.0f);
-  for (int64_t t0 = 0; t0 < n_ctx; t0 += kTile) {
-    const int64_t n = std::min(kTile, n_ctx - t0);
-    e.Decode(nullptr, t0, n);
-    for (int64_t s = std::max<int64_t>(0, t0 - q.first_pos); s < S; ++s)  // queries with p ≥ t0
-      e.Fold(s, std::min(n, q.first_pos + s - t0 + 1), o_lat + s * H * R);
-  }
+  e.FoldRange(0, n_ctx, o_lat);
   for (int64_t s = 0; s < S; ++s) e.Normalise(s, o_lat + s * H * R);
+}
+
+namespace {
+
+// Per-thread scratch of the dense key split: a workspace and the unnormalised output.
+struct SplitScratch {
+  MlaWorkspace ws;
+  std::vector<float> o;  // [S, H, R]
+};
+
+SplitScratch& ThreadSplitScratch() {
+  static thread_local SplitScratch scratch;
+  return scratch;
+}
+
+}  // namespace
+
+// Every thread folds blocks of the key range (round robin) into its own online
+// softmax state (m_t, l_t, o_t); the states combine exactly as tiles do:
+//   M = max_t m_t,  L = Σ_t l_t e^{m_t − M},  o = Σ_t o_t e^{m_t − M} / L.
+void DenseMlaAttentionSplitKeys(const MlaChunk& q, const LatentLayout& layout,
+                                const PagedRows& cache, float* o_lat, Isa isa) {
+  Validate(q, layout, cache, isa, "DenseMlaAttentionSplitKeys");
+  constexpr int kMaxThreads = 64;
+  constexpr int64_t kBlock = 16 * kTile;  // keys per block
+  const int64_t S = q.n_queries, H = q.n_heads, R = layout.kv_lora_rank;
+  const int64_t n_ctx = q.first_pos + S, blocks = (n_ctx + kBlock - 1) / kBlock;
+  const int nt = static_cast<int>(std::min<int64_t>({omp_get_max_threads(), kMaxThreads, blocks}));
+  if (isa == Isa::kScalar || nt <= 1 || omp_in_parallel()) {
+    DenseMlaAttentionChunk(q, layout, cache, o_lat, ThreadSplitScratch().ws, isa);
+    return;
+  }
+  std::array<SplitScratch*, kMaxThreads> parts{};
+  std::array<const MlaEngine*, kMaxThreads> engines{};
+  int n_th = 1;
+#pragma omp parallel num_threads(nt)
+  {
+    SplitScratch& mine = ThreadSplitScratch();
+    const MlaEngine e(q, layout, cache, mine.ws, isa);
+    const int th = omp_get_thread_num();
+    parts[th] = &mine;
+    engines[th] = &e;
+#pragma omp single nowait
+    n_th = omp_get_num_threads();
+    float* o = e.Need(mine.o, S * H * R);
+    std::fill_n(o, S * H * R, 0.0f);
+#pragma omp for schedule(static, 1) nowait
+    for (int64_t b = 0; b < blocks; ++b)
+      e.FoldRange(b * kBlock, std::min(n_ctx, (b + 1) * kBlock), o);
+#pragma omp barrier
+#pragma omp for schedule(static)
+    for (int64_t sh = 0; sh < S * H; ++sh) {
+      float m = -INFINITY;
+      for (int i = 0; i < n_th; ++i) m = std::max(m, engines[i]->Max(sh));
+      double l = 0;
+      float* out = o_lat + sh * R;
+      std::fill_n(out, R, 0.0f);
+      for (int i = 0; i < n_th; ++i) {
+        const float mi = engines[i]->Max(sh);
+        if (mi == -INFINITY) continue;  // this thread saw none of the query's keys
+        const float w = std::exp(mi - m);
+        l += engines[i]->Sum(sh) * w;
+        const float* oi = parts[i]->o.data() + sh * R;
+        for (int64_t c = 0; c < R; ++c) out[c] += w * oi[c];
+      }
+      const float inv = static_cast<float>(1.0 / l);
+      for (int64_t c = 0; c < R; ++c) out[c] *= inv;
+    }
+  }
 }
 
 void SoftmaxExp(const float* x, int64_t n, float* y, Isa isa) {

@@ -85,6 +85,13 @@ void SparseMlaAttentionChunk(const MlaChunk& q, const LatentLayout& layout, cons
 void DenseMlaAttentionChunk(const MlaChunk& q, const LatentLayout& layout, const PagedRows& cache,
                             float* o_lat, MlaWorkspace& ws, Isa isa);
 
+// The same result computed by all OpenMP threads over blocks of the key range, their online
+// softmax states merged exactly (a single long dense query, e.g. the dense decode baseline at
+// batch 1). Call it OUTSIDE a parallel region (inside one, for fewer than 2 blocks of 1024 keys
+// or on Isa::kScalar it runs DenseMlaAttentionChunk); uses thread_local scratch per thread.
+void DenseMlaAttentionSplitKeys(const MlaChunk& q, const LatentLayout& layout,
+                                const PagedRows& cache, float* o_lat, Isa isa);
+
 // The softmax exp of the vector paths, y[i] = exp(x[i]) for x ≤ 0 (0 below −87.3), exposed for
 // its accuracy test (relative error ≤ 4 ulp of f32).
 void SoftmaxExp(const float* x, int64_t n, float* y, Isa isa);

@@ -486,15 +486,15 @@ IndexerWorkspace& ThreadWorkspace() {
 
 }  // namespace
 
-// The key range is cut into blocks handed out dynamically (a thread slowed down by other load
-// takes fewer); each thread streams its blocks in increasing order into one top-k per query, so
-// it ends with the exact top-k of the keys it saw. The best k of the union of these lists is the
-// best k of all keys.
+// The key range is cut into blocks dealt round robin (every thread gets work when there are at
+// least as many blocks as threads); each thread streams its blocks in increasing order into one
+// top-k per query, so it ends with the exact top-k of the keys it saw. The best k of the union of
+// these lists is the best k of all keys.
 void IndexerTopKSplitKeys(const IndexerChunk& q, const PagedRows& keys, int64_t k,
                           int32_t* selected, IndexerPath path, int64_t stride) {
   Validate(q, keys, k, path, stride);
   constexpr int kMaxThreads = 64;
-  constexpr int64_t kBlockTiles = 64;  // 2048 keys per dynamically scheduled block
+  constexpr int64_t kBlockTiles = 64;  // 2048 keys per block
   const int64_t n_keys = q.first_pos + q.n_queries;
   const int64_t blocks = (n_keys + kBlockTiles * kKeyTile - 1) / (kBlockTiles * kKeyTile);
   const int nt = static_cast<int>(std::min<int64_t>({omp_get_max_threads(), kMaxThreads, blocks}));
@@ -513,7 +513,7 @@ void IndexerTopKSplitKeys(const IndexerChunk& q, const PagedRows& keys, int64_t 
     n_th = omp_get_num_threads();
     const IndexerScan scan(path, q, ws);
     scan.ResetTopK(k);
-#pragma omp for schedule(monotonic : dynamic) nowait
+#pragma omp for schedule(static, 1) nowait
     for (int64_t b = 0; b < blocks; ++b)
       scan.Scan(keys, k, b * kBlockTiles * kKeyTile,
                 std::min(n_keys, (b + 1) * kBlockTiles * kKeyTile));

@@ -92,8 +92,8 @@ void IndexerScores(const IndexerQuery& q, const PagedRows& keys, int64_t n_keys,
 // layout, …).
 void IndexerTopK(const IndexerChunk& q, const PagedRows& keys, int64_t k, int32_t* selected,
                  IndexerWorkspace& ws, IndexerPath path, int64_t stride = 0);
-// The same result, computed by all OpenMP threads over blocks of the key range (handed out
-// dynamically, candidates merged exactly): for a single long decode query. Call it OUTSIDE a
+// The same result, computed by all OpenMP threads over blocks of the key range (dealt round
+// robin, candidates merged exactly): for a single long decode query. Call it OUTSIDE a
 // parallel region (inside one, or for fewer than 2 blocks of 2048 keys, it runs IndexerTopK);
 // uses one thread_local workspace and merge buffer per thread.
 void IndexerTopKSplitKeys(const IndexerChunk& q, const PagedRows& keys, int64_t k,

@@ -98,7 +98,7 @@ TEST(HotPathAllocationTest, IndexerTopKAllocatesNothingOnceWarm) {
 
 TEST(HotPathAllocationTest, MlaAttentionAllocatesNothingOnceWarm) {
   SKIP_WITHOUT_COUNTER();
-  const int64_t S = 3, H = 8, R = 128, dr = 32, n = 300, k = 100, p0 = n - S;
+  const int64_t S = 3, H = 8, R = 128, dr = 32, n = 2500, k = 100, p0 = n - S;  // 3 split blocks
   const LatentLayout l{KvCacheType::kFP8, R, dr};
   test::PagedBuffer cache(n, l.RowBytes(), 6);
   for (int64_t t = 0; t < n; ++t) {
@@ -115,9 +115,11 @@ TEST(HotPathAllocationTest, MlaAttentionAllocatesNothingOnceWarm) {
     MlaWorkspace ws;
     SparseMlaAttentionChunk(q, l, cache.view(), sel.data(), k, o.data(), ws, isa);
     DenseMlaAttentionChunk(q, l, cache.view(), o.data(), ws, isa);
+    DenseMlaAttentionSplitKeys(q, l, cache.view(), o.data(), isa);
     EXPECT_EQ(AllocationsOf([&] {
                 SparseMlaAttentionChunk(q, l, cache.view(), sel.data(), k, o.data(), ws, isa);
                 DenseMlaAttentionChunk(q, l, cache.view(), o.data(), ws, isa);
+                DenseMlaAttentionSplitKeys(q, l, cache.view(), o.data(), isa);
               }),
               0)
         << IsaName(isa);

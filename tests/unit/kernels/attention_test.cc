@@ -11,6 +11,7 @@
 #include "kernels/attention.h"
 
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <numeric>
@@ -227,6 +228,28 @@ TEST(DenseMlaAttentionTest, EqualsSparseOverFullRange) {
       }
     }
   }
+}
+
+TEST(DenseMlaAttentionTest, SplitKeysMatchesReference) {
+  const int threads = omp_get_max_threads();  // the merge needs >= 2 threads, even on 1 core
+  omp_set_num_threads(std::max(2, threads));
+  // 3000 keys = 3 blocks of 1024 over the threads; query 0 ends inside the last block.
+  const int64_t S = 2, p0 = 2998, n_ctx = p0 + S;
+  MlaData x(KvCacheType::kFP8, S, 4, 80, 16, n_ctx);
+  std::vector<int32_t> all(n_ctx);
+  std::iota(all.begin(), all.end(), 0);
+  for (Isa isa : SupportedIsas()) {
+    std::vector<float> o(S * 4 * 80, NAN);
+    DenseMlaAttentionSplitKeys(x.Chunk(p0), x.layout, x.cache.view(), o.data(), isa);
+    for (int64_t s = 0; s < S; ++s) {
+      const std::vector<int32_t> sel(all.begin(), all.begin() + p0 + s + 1);
+      std::vector<float> spec(4 * 80);
+      SparseMlaAttention(MlaQuery{&x.q_abs[s * 4 * 80], &x.q_pe[s * 4 * 16], 4, x.scale}, x.layout,
+                         x.cache.view(), sel.data(), p0 + s + 1, spec.data());
+      x.Check(s, sel, &o[s * 4 * 80], std::string("split ") + IsaName(isa), spec.data());
+    }
+  }
+  omp_set_num_threads(threads);
 }
 
 TEST(MlaAttentionTest, SoftmaxExpWithinFourUlp) {

@@ -10,6 +10,7 @@
 #include "kernels/indexer.h"
 
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <cstring>
@@ -206,6 +207,8 @@ TEST(IndexerTopKTest, ManyTiesAndReluZeros) {
 }
 
 TEST(IndexerTopKTest, SplitKeysOverManyBlocks) {
+  const int threads = omp_get_max_threads();  // the merge needs >= 2 threads, even on 1 core
+  omp_set_num_threads(std::max(2, threads));
   // > 2 blocks of 2048 keys, so the key-range split really runs on several threads; quantised
   // keys make many exact ties across block boundaries.
   IndexerData x(2, 4, 64, 7000, /*page_shift=*/6);
@@ -215,6 +218,7 @@ TEST(IndexerTopKTest, SplitKeysOverManyBlocks) {
   for (int64_t t = 0; t < x.n_keys; t += 5) std::fill_n(&x.kc[t * x.d], x.d, uint8_t{0});
   x.Store();
   for (int64_t k : {1, 100, 2048, 5000, 6999}) CheckChunk(x, /*p0=*/6998, k, "split");
+  omp_set_num_threads(threads);
 }
 
 TEST(IndexerTopKTest, NoWorkspaceGrowthOnceWarm) {
