@@ -1,7 +1,6 @@
 #include "kernels/kv_layout.h"
 
 #include <cstring>
-#include <vector>
 
 #include "base/error.h"
 #include "format/dtype.h"
@@ -18,18 +17,24 @@ KvCacheType ParseKvCacheType(const std::string& name, const std::string& what) {
 
 const char* KvCacheTypeName(KvCacheType t) {
   switch (t) {
-    case KvCacheType::kF32: return "f32";
-    case KvCacheType::kBF16: return "bf16";
-    case KvCacheType::kFP8: return "fp8";
+    case KvCacheType::kF32:
+      return "f32";
+    case KvCacheType::kBF16:
+      return "bf16";
+    case KvCacheType::kFP8:
+      return "fp8";
   }
   return "?";
 }
 
 int64_t LatentLayout::RowBytes() const {
   switch (type) {
-    case KvCacheType::kF32: return width() * 4;
-    case KvCacheType::kBF16: return width() * 2;
-    case KvCacheType::kFP8: return kv_lora_rank + QuantBlocks(kv_lora_rank) * 4 + rope_dim * 2;
+    case KvCacheType::kF32:
+      return width() * 4;
+    case KvCacheType::kBF16:
+      return width() * 2;
+    case KvCacheType::kFP8:
+      return kv_lora_rank + QuantBlocks(kv_lora_rank) * 4 + rope_dim * 2;
   }
   return 0;
 }
@@ -66,9 +71,10 @@ void LatentLayout::Encode(const float* c, const float* k_pe, std::byte* row) con
       return;
     case KvCacheType::kFP8: {
       const int64_t nb = QuantBlocks(kv_lora_rank);
-      std::vector<float> scales(nb);  // [kv_lora_rank / 128]
-      ActQuant(c, kv_lora_rank, reinterpret_cast<uint8_t*>(row), scales.data());
-      std::memcpy(row + kv_lora_rank, scales.data(), nb * 4);
+      float scales[64];  // ceil(kv_lora_rank/128) ≤ 64 (checked at cache creation); no allocation
+      DSINFER_DCHECK(nb <= 64);
+      ActQuant(c, kv_lora_rank, reinterpret_cast<uint8_t*>(row), scales);
+      std::memcpy(row + kv_lora_rank, scales, nb * 4);
       PutBf16(k_pe, rope_dim, row + kv_lora_rank + nb * 4);
       return;
     }
@@ -96,11 +102,5 @@ void LatentLayout::Decode(const std::byte* row, float* out) const {
 }
 
 int64_t IndexKeyLayout::RowBytes() const { return head_dim + QuantBlocks(head_dim) * 4; }
-
-float IndexKeyLayout::scale(const std::byte* row, int64_t b) const {
-  float s;
-  std::memcpy(&s, row + head_dim + b * 4, 4);
-  return s;
-}
 
 }  // namespace dsinfer

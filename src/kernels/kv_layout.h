@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 namespace dsinfer {
@@ -42,7 +43,11 @@ struct IndexKeyLayout {
   int64_t RowBytes() const;
   const uint8_t* codes(const std::byte* row) const { return reinterpret_cast<const uint8_t*>(row); }
   // Scale of block b (unaligned read).
-  float scale(const std::byte* row, int64_t b) const;
+  float scale(const std::byte* row, int64_t b) const {
+    float s;
+    std::memcpy(&s, row + head_dim + b * 4, 4);
+    return s;
+  }
 };
 
 // Rows of a per-token cache stored in pages of `1 << page_shift` consecutive tokens: row t is at

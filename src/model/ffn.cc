@@ -26,18 +26,23 @@ namespace {
 void RouteToken(const ModelConfig& c, Workspace& ws, const float* s, const float* b,
                 int32_t* experts, float* weights) {
   const int64_t E = c.n_routed_experts, G = c.n_group, per = E / G, k = c.num_experts_per_tok;
+  TopKCandidate* scratch = Take(ws.topk_scratch, E);  // [E] TopK's scratch
+  int32_t* top = Take(ws.topk_out, std::max({int64_t{2}, G, k}));  // one selection
   float* group_score = Take(ws.group_score, G);  // [n_group]
   for (int64_t g = 0; g < G; ++g) {
-    const std::vector<int32_t> top = TopK(b + g * per, per, std::min<int64_t>(2, per));
+    const int64_t n = std::min<int64_t>(2, per);
+    TopK(b + g * per, per, n, scratch, top);
     float sum = 0;
-    for (int32_t i : top) sum += b[g * per + i];
+    for (int64_t j = 0; j < n; ++j) sum += b[g * per + top[j]];
     group_score[g] = sum;
   }
-  const std::vector<int32_t> groups = TopK(group_score, G, c.topk_group);
+  TopK(group_score, G, c.topk_group, scratch, top);
   float* masked = Take(ws.masked, E);  // [E] b of experts in kept groups
   std::fill(masked, masked + E, -INFINITY);
-  for (int32_t g : groups) std::copy_n(b + g * per, per, masked + g * per);
-  const std::vector<int32_t> chosen = TopK(masked, E, k);
+  for (int64_t j = 0; j < c.topk_group; ++j)
+    std::copy_n(b + top[j] * per, per, masked + top[j] * per);
+  TopK(masked, E, k, scratch, top);
+  const int32_t* chosen = top;
   float total = 0;
   for (int64_t j = 0; j < k; ++j) {
     experts[j] = chosen[j];

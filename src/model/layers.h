@@ -2,9 +2,9 @@
 // used by model.cc for the main layers and the MTP layer alike. All buffers are f32, row-major,
 // one row per token; the batch's rows are the concatenation of its segments' rows.
 // Row-wise work (norms, projections, MoE) runs over all N rows at once; attention and the
-// indexer run per segment against that sequence's cache. Every per-layer temporary lives in the
-// `Workspace` (grown on first use, then reused). Not thread-safe: one batch at a time per
-// workspace.
+// indexer run per block of a segment's consecutive rows against that sequence's cache. Every
+// per-layer temporary, the kernels' scratch included, lives in the `Workspace` (grown on first
+// use, then reused). Not thread-safe: one batch at a time per workspace.
 #pragma once
 
 #include <cstdint>
@@ -13,7 +13,10 @@
 #include <vector>
 
 #include "format/config.h"
+#include "kernels/attention.h"
+#include "kernels/indexer.h"
 #include "kernels/rope.h"
+#include "kernels/topk.h"
 #include "model/dump.h"
 #include "model/kv_cache.h"
 #include "model/weights.h"
@@ -28,6 +31,14 @@ struct Segment {
   int64_t rows = 0;               // ≥ 1
   bool use_indexer = false;       // DSA with the indexer (if the layer has one)
   int64_t index_topk = 0;         // effective top-k
+};
+
+// Consecutive rows of one segment: the unit of work of key selection and attention (a query's
+// result does not depend on which other rows share its block).
+struct RowBlock {
+  int32_t seg;    // index into Workspace::segs
+  int64_t first;  // first row, relative to the segment
+  int64_t rows;   // ≥ 1
 };
 
 // Grows `v` to at least n elements (never shrinks, so steady-state calls do not allocate).
@@ -61,7 +72,9 @@ struct Workspace {
   std::vector<float> q_pe;      // [N, H, dr]
   std::vector<float> o_lat;     // [N, H, R]
   std::vector<float> o;         // [N, H * dv]
-  std::vector<float> wkv_rows;  // [threads, R] one decoded wkv_b row per thread
+  std::vector<RowBlock> blocks; // [n_blocks] row blocks of every segment, in row order
+  int64_t n_blocks = 0;
+  std::vector<MlaWorkspace> mla_ws;  // [threads] attention kernels' scratch
   // Indexer and key selection.
   std::vector<float> ik;              // [N, d_I] keys
   std::vector<float> ik_scales;       // [d_I / 128]
@@ -69,15 +82,15 @@ struct Workspace {
   std::vector<uint8_t> iq_codes;      // [N, H_I, d_I] e4m3
   std::vector<float> iq_scales;       // [N, H_I, d_I / 128]
   std::vector<float> iq_weights;      // [N, H_I]
-  std::vector<float> iscores;         // [threads, context capacity] one query's scores
-  std::vector<int32_t> sel;           // [N, k_max] top-k positions per row
-  std::vector<int32_t> iota;          // [context capacity] 0, 1, 2, ... (dense selections)
-  std::vector<const int32_t*> sel_ptr;  // [N] selected positions of each row
-  std::vector<int64_t> sel_n;         // [N] how many
+  std::vector<int32_t> sel;           // per indexer segment [rows, k]: selected positions
+  std::vector<int64_t> sel_off;       // [segments] where a segment's rows start in sel
+  std::vector<IndexerWorkspace> indexer_ws;  // [threads] indexer kernels' scratch
   // FFN.
   std::vector<float> mg, mu;          // [N, inter] dense MLP / shared expert gate and up
   std::vector<float> sh;              // [N, hidden] shared expert output
   std::vector<float> gate_s, gate_b;  // [N, E] sigmoid scores, biased scores
+  std::vector<TopKCandidate> topk_scratch;  // [E] routing TopK scratch
+  std::vector<int32_t> topk_out;      // [max(2, n_group, k)] one routing selection
   std::vector<int32_t> r_experts;     // [N, k] ascending expert ids
   std::vector<float> r_weights;       // [N, k]
   std::vector<float> group_score;     // [n_group]

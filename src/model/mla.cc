@@ -1,6 +1,12 @@
 // Multi-head latent attention with DeepSeek Sparse Attention (NUMERICS.md §4–§5, MODEL.md §3),
-// over a batch of segments: projections over all rows at once, cache writes, key selection and
-// attention per segment (each row at its own position, against its own sequence's cache).
+// over a batch of segments: projections over all rows at once, cache writes, then key selection
+// (fused indexer + streaming top-k) and attention per block of a segment's rows (each row at its
+// own position, against its own sequence's cache).
+// Invariance: every kernel used here computes a row's result independently of the other rows of
+// its call (the GEMMs are batch-invariant; the indexer and attention kernels tile keys at
+// absolute positions and keep per-query state), so a token's logits and cache rows do not depend
+// on the batch, on where its prefill chunk started, or on how rows are split into blocks and
+// threads (tests/unit/model/batch_test.cc).
 #include <omp.h>
 
 #include <algorithm>
@@ -32,43 +38,23 @@ struct Dims {
 
 const Segment& SegOf(const LayerContext& ctx, int64_t r) { return ctx.ws.segs[ctx.ws.row_seg[r]]; }
 
-// q_abs[s,h,:] = W_UK_hᵀ q_nope[s,h,:]; each wkv_b row is decoded once for all tokens.
-// q: [N, H, dn+dr], q_abs: [N, H, R]
-void AbsorbQuery(const Dims& d, const WeightView& wkv_b, const float* q, int64_t N, float* q_abs,
-                 std::vector<float>& rows) {
-  std::fill(q_abs, q_abs + N * d.H * d.R, 0.0f);
-  float* row_buf = Take(rows, omp_get_max_threads() * d.R);  // [threads, R]
-#pragma omp parallel if (d.H * d.dn * d.R * (N + 1) >= kParallelWork)
-  {
-    float* row = row_buf + omp_get_thread_num() * d.R;  // [R] one W_UK row
-#pragma omp for schedule(dynamic)
-    for (int64_t h = 0; h < d.H; ++h)
-      for (int64_t i = 0; i < d.dn; ++i) {
-        DecodeRow(wkv_b, h * (d.dn + d.dv) + i, row);
-        for (int64_t s = 0; s < N; ++s) {
-          const float qv = q[(s * d.H + h) * d.dq() + i];
-          float* dst = q_abs + (s * d.H + h) * d.R;
-          for (int64_t c = 0; c < d.R; ++c) dst[c] += qv * row[c];
-        }
-      }
-  }
+// q_abs[s,h,:] = W_UK_hᵀ q_nope[s,h,:].  q: [N, H, dn + dr], q_abs: [N, H, R]
+void AbsorbQuery(const Dims& d, const WeightView& wkv_b, const float* q, int64_t N,
+                 float* q_abs) {
+  // One head per iteration; inside a region the GEMM runs on its calling thread.
+#pragma omp parallel for schedule(dynamic) if (N * d.H * d.dn * d.R >= kParallelWork)
+  for (int64_t h = 0; h < d.H; ++h)
+    LinearTransposed(q + h * d.dq(), d.H * d.dq(), N, wkv_b, h * (d.dn + d.dv),
+                     h * (d.dn + d.dv) + d.dn, q_abs + h * d.R, d.H * d.R);
 }
 
 // o[s, h*dv + i] = W_UV_h[i,:] · o_lat[s,h,:].  o_lat: [N, H, R], o: [N, H*dv]
 void ProjectValues(const Dims& d, const WeightView& wkv_b, const float* o_lat, int64_t N,
-                   float* o, std::vector<float>& rows) {
-  float* row_buf = Take(rows, omp_get_max_threads() * d.R);  // [threads, R]
-#pragma omp parallel if (d.H * d.dv * d.R * (N + 1) >= kParallelWork)
-  {
-    float* row = row_buf + omp_get_thread_num() * d.R;  // [R] one W_UV row
-#pragma omp for schedule(dynamic)
-    for (int64_t h = 0; h < d.H; ++h)
-      for (int64_t i = 0; i < d.dv; ++i) {
-        DecodeRow(wkv_b, h * (d.dn + d.dv) + d.dn + i, row);
-        for (int64_t s = 0; s < N; ++s)
-          o[s * d.H * d.dv + h * d.dv + i] = Dot(o_lat + (s * d.H + h) * d.R, row, d.R);
-      }
-  }
+                   float* o) {
+#pragma omp parallel for schedule(dynamic) if (N * d.H * d.dv * d.R >= kParallelWork)
+  for (int64_t h = 0; h < d.H; ++h)
+    LinearRows(o_lat + h * d.R, d.H * d.R, N, wkv_b, h * (d.dn + d.dv) + d.dn,
+               h * (d.dn + d.dv) + d.dn + d.dv, o + h * d.dv, d.H * d.dv);
 }
 
 bool SegUsesIndexer(const Segment& seg, const LayerWeights& lw) {
@@ -122,91 +108,129 @@ void IndexerQueries(const LayerContext& ctx, const IndexerWeights& iw, const flo
   for (int64_t i = 0; i < N * HI; ++i) weights[i] = weights[i] * c1 * c2;
 }
 
-// Whether row r's keys come from the indexer (else all of [0, p]).
-bool NeedsScores(const LayerContext& ctx, const LayerWeights& lw, int64_t r) {
-  const Segment& seg = SegOf(ctx, r);
-  return SegUsesIndexer(seg, lw) && seg.index_topk < ctx.ws.pos[r] + 1;
+// Block rows: about two blocks per thread for a long segment (so dynamic scheduling balances
+// the causal imbalance), at most kMaxBlockRows (a block's queries share each decoded key tile).
+constexpr int64_t kMaxBlockRows = 64;
+
+// ws.blocks: every segment cut into blocks of consecutive rows; per-thread kernel scratch.
+void LayOutBlocks(const LayerContext& ctx) {
+  Workspace& ws = ctx.ws;
+  const int threads = omp_get_max_threads();
+  if (static_cast<int>(ws.mla_ws.size()) < threads) ws.mla_ws.resize(threads);
+  if (static_cast<int>(ws.indexer_ws.size()) < threads) ws.indexer_ws.resize(threads);
+  int64_t n = 0;
+  for (const Segment& seg : ws.segs)
+    n += (seg.rows + kMaxBlockRows - 1) / kMaxBlockRows + 2 * threads;
+  RowBlock* blocks = Take(ws.blocks, n);
+  n = 0;
+  for (size_t i = 0; i < ws.segs.size(); ++i) {
+    const int64_t rows = ws.segs[i].rows;
+    const int64_t per = std::clamp<int64_t>((rows + 2 * threads - 1) / (2 * threads), 1,
+                                            kMaxBlockRows);
+    for (int64_t first = 0; first < rows; first += per)
+      blocks[n++] = RowBlock{static_cast<int32_t>(i), first, std::min(per, rows - first)};
+  }
+  ws.n_blocks = n;
 }
 
-// `--dump-dir` (a single segment): index_scores [S, n_ctx] and topk [S, min(k, n_ctx)].
-void DumpSelection(const LayerContext& ctx, const LayerWeights& lw,
-                   const std::vector<float>& scores) {
-  const Segment& seg = ctx.ws.segs[0];
-  const int64_t S = ctx.N, n_ctx = seg.start + S;
-  if (scores.empty())
-    ctx.dump->Put(lw.layer, "index_scores", std::vector<float>(S * n_ctx, -INFINITY).data(), S,
-                  n_ctx);
-  else
-    ctx.dump->Put(lw.layer, "index_scores", scores.data(), S, n_ctx);
-  const int64_t kmax = std::min(seg.index_topk, n_ctx);
-  std::vector<int32_t> topk(S * kmax, -1);  // [S, k_max] −1 padded
-  for (int64_t s = 0; s < S; ++s)
-    std::copy_n(ctx.ws.sel_ptr[s], ctx.ws.sel_n[s], &topk[s * kmax]);
+// Selected rows of block b: [b.rows, k] at ws.sel (an indexer segment's rows).
+int32_t* SelOf(Workspace& ws, const RowBlock& b) {
+  return ws.sel.data() + ws.sel_off[b.seg] + b.first * ws.segs[b.seg].index_topk;
+}
+
+// Whether some query of the block needs indexer scores (k < p + 1 for its last row).
+bool BlockScored(const Segment& seg, const RowBlock& b) {
+  return seg.index_topk < seg.start + b.first + b.rows;
+}
+
+// The indexer queries of block b (computed by IndexerQueries).
+IndexerChunk IndexerChunkOf(const LayerContext& ctx, const RowBlock& b) {
+  const Workspace& ws = ctx.ws;
+  const Segment& seg = ws.segs[b.seg];
+  const int64_t HI = *ctx.config.index_n_heads, dI = *ctx.config.index_head_dim;
+  const int64_t r = seg.row + b.first;
+  return IndexerChunk{&ws.iq_codes[r * HI * dI], &ws.iq_scales[r * HI * QuantBlocks(dI)],
+                      &ws.iq_weights[r * HI],    b.rows,
+                      HI,                        dI,
+                      seg.start + b.first};
+}
+
+// `--dump-dir` (a single segment): index_scores [S, n_ctx] (the scores the selection ranked, −inf
+// where t > p or not computed) and topk [S, min(k, n_ctx)] (−1 padded). Debug path: allocates.
+void DumpSelection(const LayerContext& ctx, const LayerWeights& lw, IndexerPath path) {
+  Workspace& ws = ctx.ws;
+  const Segment& seg = ws.segs[0];
+  const int64_t S = ctx.N, n_ctx = seg.start + S, k = seg.index_topk;
+  const int64_t HI = *ctx.config.index_n_heads, dI = *ctx.config.index_head_dim;
+  std::vector<float> scores(S * n_ctx, -INFINITY);
+  const int64_t kmax = std::min(k, n_ctx);
+  std::vector<int32_t> topk(S * kmax, -1);
+  for (int64_t s = 0; s < S; ++s) {
+    const int64_t p = seg.start + s;
+    if (k < p + 1) {
+      const IndexerQuery q{&ws.iq_codes[s * HI * dI], &ws.iq_scales[s * HI * QuantBlocks(dI)],
+                           &ws.iq_weights[s * HI], HI, dI};
+      IndexerScores(q, seg.cache->index_keys(), p + 1, &scores[s * n_ctx], path,
+                    ws.indexer_ws[0]);
+    }
+    std::copy_n(&ws.sel[ws.sel_off[0] + s * k], std::min(k, p + 1), &topk[s * kmax]);
+  }
+  ctx.dump->Put(lw.layer, "index_scores", scores.data(), S, n_ctx);
   ctx.dump->Put(lw.layer, "topk", topk.data(), S, kmax);
 }
 
-// Selected key positions of every row into ws.sel_ptr / sel_n (ascending): the indexer's top-k,
-// or dense [0, p] when the row has no indexer or k ≥ p + 1. Returns the total selected count.
-int64_t SelectKeys(const LayerContext& ctx, const LayerWeights& lw, const float* x,
-                   const float* qr) {
+// Key selection of every indexer segment into ws.sel (per block: IndexerTopK's [rows, k] layout,
+// ascending; [0, p] for a query with k ≥ p + 1). Dense segments select nothing.
+void SelectKeys(const LayerContext& ctx, const LayerWeights& lw, const float* x,
+                const float* qr) {
   Workspace& ws = ctx.ws;
-  const int64_t N = ctx.N;
-  bool any_indexer = false, any_scores = false;
-  int64_t ctx_max = 0, kmax = 0, score_work = 0;
-  for (const Segment& seg : ws.segs) {
-    ctx_max = std::max(ctx_max, seg.cache->capacity());
-    if (SegUsesIndexer(seg, lw)) {
-      any_indexer = true;
-      kmax = std::max(kmax, seg.index_topk);
-    }
-  }
-  for (int64_t r = 0; r < N; ++r)
-    if (NeedsScores(ctx, lw, r)) {
-      any_scores = true;
-      score_work += (ws.pos[r] + 1) * *ctx.config.index_n_heads * *ctx.config.index_head_dim;
-    }
-  if (static_cast<int64_t>(ws.iota.size()) < ctx_max) {
-    ws.iota.resize(ctx_max);
-    std::iota(ws.iota.begin(), ws.iota.end(), 0);
-  }
-  const int32_t* iota = ws.iota.data();
-  const int32_t** sel_ptr = Take(ws.sel_ptr, N);
-  int64_t* sel_n = Take(ws.sel_n, N);
-  for (int64_t r = 0; r < N; ++r) {
-    sel_ptr[r] = iota;
-    sel_n[r] = ws.pos[r] + 1;
-  }
-  if (any_indexer) IndexerKeys(ctx, *lw.indexer, x);
-  std::vector<float> dump_scores;  // [S, n_ctx] −inf where t > p or not computed (dump only)
-  if (any_scores) {
-    IndexerQueries(ctx, *lw.indexer, x, qr);
-    const int64_t HI = *ctx.config.index_n_heads, dI = *ctx.config.index_head_dim;
-    const int64_t nb = QuantBlocks(dI);
-    if (ctx.dump) dump_scores.assign(N * (ws.segs[0].start + N), -INFINITY);
-    int32_t* sel = Take(ws.sel, N * kmax);
-    float* scores_buf = Take(ws.iscores, omp_get_max_threads() * ctx_max);
-    // One row alone runs outside any region, so the kernel may parallelise inside.
-#pragma omp parallel for schedule(dynamic) if (N > 1 && score_work >= kParallelWork)
-    for (int64_t r = 0; r < N; ++r) {
-      if (!NeedsScores(ctx, lw, r)) continue;
-      const Segment& seg = SegOf(ctx, r);
-      const int64_t p = ws.pos[r];
-      float* scores = scores_buf + omp_get_thread_num() * ctx_max;  // [p + 1]
-      IndexerQuery q{&ws.iq_codes[r * HI * dI], &ws.iq_scales[r * HI * nb],
-                     &ws.iq_weights[r * HI], HI, dI};
-      IndexerScores(q, seg.cache->index_keys(), p + 1, scores);
-      const std::vector<int32_t> top = TopK(scores, p + 1, seg.index_topk);
-      std::copy(top.begin(), top.end(), sel + r * kmax);
-      sel_ptr[r] = sel + r * kmax;
-      sel_n[r] = seg.index_topk;
-      if (!dump_scores.empty())
-        std::copy_n(scores, p + 1, &dump_scores[r * (seg.start + N)]);
-    }
-  }
-  if (any_indexer && ctx.dump) DumpSelection(ctx, lw, dump_scores);
+  int64_t* off = Take(ws.sel_off, static_cast<int64_t>(ws.segs.size()));
   int64_t total = 0;
-  for (int64_t r = 0; r < N; ++r) total += sel_n[r];
-  return total;
+  bool any_scores = false;
+  for (size_t i = 0; i < ws.segs.size(); ++i) {
+    const Segment& seg = ws.segs[i];
+    off[i] = total;
+    if (!SegUsesIndexer(seg, lw)) continue;
+    total += seg.rows * seg.index_topk;
+    any_scores = any_scores || seg.index_topk < seg.start + seg.rows;
+  }
+  if (total == 0) return;
+  Take(ws.sel, total);
+  IndexerKeys(ctx, *lw.indexer, x);
+  if (any_scores) IndexerQueries(ctx, *lw.indexer, x, qr);
+  const int64_t HI = *ctx.config.index_n_heads, dI = *ctx.config.index_head_dim;
+  const IndexerPath path = BestIndexerPath(dI);
+  int64_t n_scored = 0, work = 0;
+  const RowBlock* scored = nullptr;
+  for (int64_t i = 0; i < ws.n_blocks; ++i) {
+    const RowBlock& b = ws.blocks[i];
+    const Segment& seg = ws.segs[b.seg];
+    if (!SegUsesIndexer(seg, lw)) continue;
+    if (BlockScored(seg, b)) {
+      ++n_scored;
+      scored = &b;
+      work += b.rows * (seg.start + b.first + b.rows) * HI * dI;
+      continue;
+    }
+    int32_t* sel = SelOf(ws, b);  // every query of the block selects [0, p]
+    for (int64_t s = 0; s < b.rows; ++s)
+      std::iota(sel + s * seg.index_topk, sel + s * seg.index_topk + seg.start + b.first + s + 1,
+                0);
+  }
+  if (n_scored == 1) {  // e.g. one long decode query: every thread scans part of the keys
+    IndexerTopKSplitKeys(IndexerChunkOf(ctx, *scored), ws.segs[scored->seg].cache->index_keys(),
+                         ws.segs[scored->seg].index_topk, SelOf(ws, *scored), path);
+  } else if (n_scored > 1) {
+#pragma omp parallel for schedule(dynamic) if (work >= kParallelWork)
+    for (int64_t i = 0; i < ws.n_blocks; ++i) {
+      const RowBlock& b = ws.blocks[i];
+      const Segment& seg = ws.segs[b.seg];
+      if (!SegUsesIndexer(seg, lw) || !BlockScored(seg, b)) continue;
+      IndexerTopK(IndexerChunkOf(ctx, b), seg.cache->index_keys(), seg.index_topk, SelOf(ws, b),
+                  ws.indexer_ws[omp_get_thread_num()], path);
+    }
+  }
+  if (ctx.dump) DumpSelection(ctx, lw, path);
 }
 
 // q: [N, H, dn + dr] with q_pe rotated; qr: [N, q_lora_rank] (null without q_lora).
@@ -253,6 +277,58 @@ void WriteLatents(const LayerContext& ctx, const LayerWeights& lw, const Dims& d
   }
 }
 
+// Attention of block b over heads [h0, h1) (a head range only for a single-row block):
+// sparse over its selected rows for an indexer segment, else dense over all t ≤ p.
+void AttendBlock(const LayerContext& ctx, const LayerWeights& lw, const Dims& d,
+                 const RowBlock& b, int64_t h0, int64_t h1, const float* q_abs, const float* q_pe,
+                 float* o_lat, MlaWorkspace& mw) {
+  Workspace& ws = ctx.ws;
+  const Segment& seg = ws.segs[b.seg];
+  const int64_t r = seg.row + b.first;
+  const MlaChunk q{q_abs + (r * d.H + h0) * d.R, q_pe + (r * d.H + h0) * d.dr, b.rows, h1 - h0,
+                   static_cast<float>(ctx.config.softmax_scale()), seg.start + b.first};
+  float* o = o_lat + (r * d.H + h0) * d.R;
+  const LayerKvCache& cache = *seg.cache;
+  const Isa isa = DetectCpu().best;
+  if (SegUsesIndexer(seg, lw))
+    SparseMlaAttentionChunk(q, cache.layout(), cache.latent(), SelOf(ws, b), seg.index_topk, o,
+                            mw, isa);
+  else
+    DenseMlaAttentionChunk(q, cache.layout(), cache.latent(), o, mw, isa);
+}
+
+// o_lat: [N, H, R] of every block, in parallel over blocks; a single decode query (batch of one)
+// is split over heads instead, at multiples of 4 heads (the kernels' head blocking, so each
+// head's arithmetic is that of an unsplit call).
+void Attend(const LayerContext& ctx, const LayerWeights& lw, const Dims& d, const float* q_abs,
+            const float* q_pe, float* o_lat) {
+  Workspace& ws = ctx.ws;
+  int64_t work = 0;  // Σ keys read × heads × latent width
+  for (int64_t i = 0; i < ws.n_blocks; ++i) {
+    const RowBlock& b = ws.blocks[i];
+    const Segment& seg = ws.segs[b.seg];
+    const int64_t keys = seg.start + b.first + b.rows;
+    work += b.rows * (SegUsesIndexer(seg, lw) ? std::min(seg.index_topk, keys) : keys);
+  }
+  work *= d.H * d.R;
+  const int threads = omp_get_max_threads();
+  if (ws.n_blocks == 1 && ws.blocks[0].rows == 1 && threads > 1 && d.H >= 8) {
+    const int64_t parts = std::min<int64_t>(threads, d.H / 4);
+#pragma omp parallel for schedule(static) num_threads(parts) if (work >= kParallelWork)
+    for (int64_t i = 0; i < parts; ++i) {
+      const int64_t h0 = i * (d.H / 4) / parts * 4;
+      const int64_t h1 = i + 1 == parts ? d.H : (i + 1) * (d.H / 4) / parts * 4;
+      AttendBlock(ctx, lw, d, ws.blocks[0], h0, h1, q_abs, q_pe, o_lat,
+                  ws.mla_ws[omp_get_thread_num()]);
+    }
+    return;
+  }
+#pragma omp parallel for schedule(dynamic) if (ws.n_blocks > 1 && work >= kParallelWork)
+  for (int64_t i = 0; i < ws.n_blocks; ++i)
+    AttendBlock(ctx, lw, d, ws.blocks[i], 0, d.H, q_abs, q_pe, o_lat,
+                ws.mla_ws[omp_get_thread_num()]);
+}
+
 }  // namespace
 
 void AttentionForward(const LayerContext& ctx, const LayerWeights& lw, const float* x,
@@ -265,24 +341,16 @@ void AttentionForward(const LayerContext& ctx, const LayerWeights& lw, const flo
   ProjectQuery(ctx, lw, d, x, &qr, q);
   WriteLatents(ctx, lw, d, x);  // before attention reads the caches
   float* q_abs = Take(ws.q_abs, N * d.H * d.R);  // [N, H, R]
-  AbsorbQuery(d, lw.wkv_b, q, N, q_abs, ws.wkv_rows);
+  AbsorbQuery(d, lw.wkv_b, q, N, q_abs);
   float* q_pe = Take(ws.q_pe, N * d.H * d.dr);  // [N, H, dr] contiguous per token
   for (int64_t rh = 0; rh < N * d.H; ++rh)
     std::copy_n(&q[rh * d.dq() + d.dn], d.dr, &q_pe[rh * d.dr]);
-  const int64_t selected = SelectKeys(ctx, lw, x, qr);
+  LayOutBlocks(ctx);
+  SelectKeys(ctx, lw, x, qr);
   float* o_lat = Take(ws.o_lat, N * d.H * d.R);  // [N, H, R]
-  const float scale = static_cast<float>(ctx.config.softmax_scale());
-  // Every row of every segment is an independent query: one parallel loop over all of them
-  // (a single row runs outside any region, so the kernel may parallelise inside).
-#pragma omp parallel for schedule(dynamic) if (N > 1 && selected * d.H * d.R >= kParallelWork)
-  for (int64_t r = 0; r < N; ++r) {
-    const LayerKvCache& cache = *SegOf(ctx, r).cache;
-    MlaQuery mq{q_abs + r * d.H * d.R, q_pe + r * d.H * d.dr, d.H, scale};
-    SparseMlaAttention(mq, cache.layout(), cache.latent(), ws.sel_ptr[r], ws.sel_n[r],
-                       o_lat + r * d.H * d.R);
-  }
+  Attend(ctx, lw, d, q_abs, q_pe, o_lat);
   float* o = Take(ws.o, N * d.H * d.dv);  // [N, H * dv]
-  ProjectValues(d, lw.wkv_b, o_lat, N, o, ws.wkv_rows);
+  ProjectValues(d, lw.wkv_b, o_lat, N, o);
   Linear(o, N, lw.wo, out);
   if (ctx.dump) ctx.dump->Put(lw.layer, "attn_out", out, N, d.hidden);
 }

@@ -87,8 +87,8 @@ class Model {
   // module runs per sequence after the batched main layers. `dump` needs a batch of one.
   // Once the workspace has grown to the batch's shape, the model code allocates only the
   // returned vector and its logits vectors (plus cache pages and RoPE rows when a sequence grows
-  // into a new 64-token page); kernels that still keep their own scratch are listed by
-  // tests/unit/model/alloc_test.cc.
+  // into a new 64-token page), and neither do the kernels (their scratch lives in the workspace
+  // or grows once per thread): tests/unit/model/alloc_test.cc.
   std::vector<ForwardResult> ForwardBatch(std::span<const BatchEntry> batch,
                                           Dumper* dump = nullptr);
 

@@ -28,6 +28,10 @@ TEST(TopKTest, MatchesSortWithTies) {
     if (n > 3) s[rng() % n] = -INFINITY;
     const int64_t k = rng() % (n + 1);
     EXPECT_EQ(TopK(s.data(), n, k), SortReference(s, k)) << "n=" << n << " k=" << k;
+    std::vector<TopKCandidate> scratch(n);
+    std::vector<int32_t> out(k);
+    TopK(s.data(), n, k, scratch.data(), out.data());
+    EXPECT_EQ(out, SortReference(s, k)) << "caller-buffer variant, n=" << n << " k=" << k;
   }
 }
 

@@ -1,11 +1,11 @@
 // No allocation on the per-token hot path (issue #5): after warm-up, a steady-state decode step
 // of a batch (N sequences, one token each, no cache growth into a new page) must allocate nothing
-// in the model code apart from the returned results (the vector of N `ForwardResult`s and
-// their N logits vectors). This binary replaces the global operator new/delete with counting
-// versions that, while recording, keep each allocation's return addresses; the addresses are
-// then named from the executable's own symbol table and each allocation is charged to the
-// kernel entry point on its stack (the kernels are other helpers' work: reported, not failed)
-// or else to the model.
+// — neither in the model code nor in the kernels it calls — apart from the returned results (the
+// vector of N `ForwardResult`s and their N logits vectors). This binary replaces the global
+// operator new/delete with counting versions that, while recording, keep each allocation's return
+// addresses; the addresses are then named from the executable's own symbol table and each
+// allocation is charged to the kernel entry point on its stack or else to the model, so a
+// failure names the culprit.
 #include <cxxabi.h>
 #include <elf.h>
 #include <execinfo.h>
@@ -169,7 +169,9 @@ const char* const kKernels[] = {
     "dsinfer::RmsNorm(",        "dsinfer::LayerNorm(",    "dsinfer::Hadamard(",
     "dsinfer::ActQuant(",       "dsinfer::Dequant(",      "dsinfer::LatentLayout::",
     "dsinfer::RopeTable::",     "dsinfer::Silu(",         "dsinfer::Sigmoid(",
-    "dsinfer::Softmax(",
+    "dsinfer::Softmax(",        "dsinfer::LinearRows(",   "dsinfer::LinearTransposed(",
+    "dsinfer::IndexerTopK(",    "dsinfer::IndexerTopKSplitKeys(",
+    "dsinfer::SparseMlaAttentionChunk(", "dsinfer::DenseMlaAttentionChunk(",
 };
 
 struct Charge {
@@ -239,8 +241,8 @@ TEST(AllocTest, SteadyStateDecodeAllocatesOnlyTheResults) {
   }
   std::printf("%d allocations in %d decode steps of %zu sequences\n", n, kSteps, seqs.size());
   for (const auto& [name, count] : kernel)
-    std::printf("  kernel %-28s %5d (%.1f per step)\n", name.c_str(), count,
-                double(count) / kSteps);
+    ADD_FAILURE() << count << " allocation(s) in kernel " << name << " ("
+                  << double(count) / kSteps << " per step)";
   for (const auto& [name, count] : model_level)
     ADD_FAILURE() << count << " allocation(s) in model code: " << name;
   // Per step: the vector of results + one logits vector per sequence.

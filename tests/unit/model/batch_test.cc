@@ -167,6 +167,50 @@ TEST_F(BatchTest, LayerStepEqualsSoloBitwise) {
   }
 }
 
+// Chunk invariance (the server's prefix cache resumes a prefill at a 64-token page boundary):
+// a 200-token prompt prefilled in one chunk, as 64 + 64 + 72, as 128 + 72 or as 5 + 59 + 136
+// gives bitwise-identical last-token logits, cache rows (latent and indexer key) and the same
+// logits for a following decode step. DSA with context > index_topk = 16 (and a top-k above the
+// first chunk, 100), dense, and an fp8 cache.
+TEST_F(BatchTest, PrefillChunkingIsBitwiseInvariant) {
+  const int64_t V = model_->config().vocab_size, L = model_->config().num_hidden_layers;
+  const std::vector<int32_t> ids = Ids(201, V, 77);
+  const std::vector<std::vector<int64_t>> splits = {{200}, {64, 64, 72}, {128, 72}, {5, 59, 136}};
+  const std::vector<SequenceOptions> modes = {{},
+                                              {.index_topk = 100},
+                                              {.attention = AttentionMode::kDense},
+                                              {.kv_cache = KvCacheType::kFP8}};
+  for (size_t m = 0; m < modes.size(); ++m) {
+    std::vector<SequenceState> seqs;
+    std::vector<std::vector<float>> last, next;
+    for (const std::vector<int64_t>& split : splits) {
+      seqs.push_back(model_->NewSequence(modes[m]));
+      SequenceState& seq = seqs.back();
+      ForwardResult r;
+      for (int64_t n : split)
+        r = model_->Forward(seq, std::span<const int32_t>(&ids[seq.length], n), seq.length, false);
+      ASSERT_EQ(seq.length, 200);
+      last.push_back(r.logits);
+      next.push_back(model_->Forward(seq, {&ids[200], 1}, 200, false).logits);
+    }
+    for (size_t i = 1; i < splits.size(); ++i) {
+      const std::string where = "mode " + std::to_string(m) + " split " + std::to_string(i);
+      EXPECT_TRUE(BitwiseEqual(last[i], last[0])) << where;
+      EXPECT_TRUE(BitwiseEqual(next[i], next[0])) << where << " (decode after)";
+      for (int64_t l = 0; l < L; ++l) {
+        LayerKvCache &a = seqs[0].caches[l], &b = seqs[i].caches[l];
+        for (int64_t t = 0; t <= 200; ++t) {
+          EXPECT_EQ(std::memcmp(a.latent_row(t), b.latent_row(t), a.layout().RowBytes()), 0)
+              << where << " layer " << l << " latent row " << t;
+          if (a.has_index())
+            EXPECT_EQ(std::memcmp(a.index_row(t), b.index_row(t), a.index_layout().RowBytes()), 0)
+                << where << " layer " << l << " index row " << t;
+        }
+      }
+    }
+  }
+}
+
 TEST_F(BatchTest, RejectsBadBatchesWithoutTouchingAnySequence) {
   SequenceState a = model_->NewSequence({}), b = model_->NewSequence({});
   const std::vector<int32_t> ok = {1, 2, 3}, empty;
