@@ -26,6 +26,7 @@
 
 #include "kernels/cpu.h"
 #include "kernels/kv_layout.h"
+#include "kernels/workspace.h"
 
 namespace dsinfer {
 
@@ -46,27 +47,15 @@ struct MlaChunk {
   int64_t first_pos;
 };
 
-class MlaWorkspace {
- public:
-  int64_t grow_count() const { return grows_; }  // how often a buffer had to grow (tests)
-
+class MlaWorkspace : public GrowOnlyWorkspace {
  private:
   friend struct MlaEngine;
-  template <class T>
-  T* Need(std::vector<T>& v, int64_t n) {
-    if (static_cast<int64_t>(v.size()) < n) {
-      v.resize(n);
-      ++grows_;
-    }
-    return v.data();
-  }
   std::vector<float> rows_;     // [tile, width rounded to 16] decoded rows
   std::vector<float> cols_;     // [width, tile] the same, transposed
   std::vector<float> probs_;    // [n_heads, tile] scores, then probabilities
   std::vector<float> max_;      // [S, n_heads] running max
   std::vector<double> sum_;     // [S, n_heads] running Σ exp(s − max)
   std::vector<int32_t> index_;  // [n_ctx] 0, 1, … (the scalar path's dense set)
-  int64_t grows_ = 0;
 };
 
 // The specification. cache: rows in `layout` (cache.row_bytes == layout.RowBytes());

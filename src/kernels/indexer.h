@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "kernels/kv_layout.h"
+#include "kernels/workspace.h"
 #include "kernels/topk.h"
 
 namespace dsinfer {
@@ -55,20 +56,9 @@ IndexerPath BestIndexerPath(int64_t head_dim);
 std::vector<IndexerPath> SupportedIndexerPaths(int64_t head_dim);
 
 // Scratch of IndexerTopK: converted queries, one key tile, candidate buffers. Grows only.
-class IndexerWorkspace {
- public:
-  int64_t grow_count() const { return grows_; }  // how often a buffer had to grow (tests)
-
+class IndexerWorkspace : public GrowOnlyWorkspace {
  private:
   friend struct IndexerScan;
-  template <class T>
-  T* Need(std::vector<T>& v, int64_t n) {
-    if (static_cast<int64_t>(v.size()) < n) {
-      v.resize(n);
-      ++grows_;
-    }
-    return v.data();
-  }
   std::vector<float> qf_;            // per query: converted codes (path layout), scales, weights
   std::vector<uint16_t> key_bf16_;   // [tile, head_dim]
   std::vector<float> key_f32_;       // [tile, head_dim]
@@ -76,7 +66,6 @@ class IndexerWorkspace {
   std::vector<float> scores_;        // [tile]
   std::vector<TopKCandidate> cand_;  // [S, StreamingTopK::Capacity(k)]
   std::vector<StreamingTopK> topk_;  // [S]
-  int64_t grows_ = 0;
 };
 
 // The specification: keys rows 0..n_keys-1 in IndexKeyLayout{q.head_dim}; out: [n_keys].
