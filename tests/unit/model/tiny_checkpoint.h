@@ -1,4 +1,4 @@
-// Test helpers shared by the model and runtime unit tests: a generated tiny checkpoint
+// Test helpers shared by the model, runtime and server unit tests: a generated tiny checkpoint
 // (tools/gen_model.h) cached in the build tree, and deterministic pseudo-random token ids.
 #pragma once
 
@@ -16,9 +16,12 @@ namespace dsinfer {
 
 // Generated once per build tree and reused by every test process (generation takes seconds):
 // written to a private temporary folder, then renamed into place, so concurrent test
-// processes never see a partial checkpoint. `name` must identify (seed, sets).
+// processes never see a partial checkpoint. `name` must identify (seed, sets, small_vocab).
+// `small_vocab`: 1024 ids (small head and embeddings: fast tests), else the real vocabulary (so
+// the real tokenizer's ids are valid).
 inline std::string MakeCheckpoint(const std::string& name, uint64_t seed,
-                                  const std::vector<std::string>& sets = {}) {
+                                  const std::vector<std::string>& sets = {},
+                                  bool small_vocab = true) {
   namespace fs = std::filesystem;
   const fs::path dir = fs::path(DSINFER_BINARY_DIR) / "test_models" / name;
   if (fs::exists(dir / "model.safetensors.index.json")) return dir.string();
@@ -28,7 +31,7 @@ inline std::string MakeCheckpoint(const std::string& name, uint64_t seed,
   o.seed = seed;
   o.out_dir = tmp.string();
   o.sets = sets;
-  o.sets.push_back("vocab_size=1024");  // small head and embeddings: fast tests
+  if (small_vocab) o.sets.push_back("vocab_size=1024");
   o.force = true;
   GenerateCheckpoint(o);
   std::error_code ec;

@@ -6,38 +6,17 @@
 // Also: the prefix-cache root key separates every option that changes the cached values.
 #include <gtest/gtest.h>
 
-#include <unistd.h>
-
 #include <cstring>
-#include <filesystem>
 
 #include "model/model.h"
 #include "runtime/kv_pool.h"
-#include "tools/gen_model.h"
+#include "tests/unit/model/tiny_checkpoint.h"
 
 namespace dsinfer {
 namespace {
 
-namespace fs = std::filesystem;
-
-// A tiny DSA checkpoint (small vocabulary), generated once per build tree; written to a private
-// folder then renamed, so concurrent test processes never see a partial checkpoint.
-std::string TinyDsaDir() {
-  const fs::path dir = fs::path(DSINFER_BINARY_DIR) / "test_models" / "prefix_tiny";
-  if (fs::exists(dir / "model.safetensors.index.json")) return dir.string();
-  const fs::path tmp = dir.string() + ".tmp" + std::to_string(::getpid());
-  GenOptions o;
-  o.preset = "tiny";
-  o.seed = 9;
-  o.out_dir = tmp.string();
-  o.sets = {"vocab_size=1024"};
-  o.force = true;
-  GenerateCheckpoint(o);
-  std::error_code ec;
-  fs::rename(tmp, dir, ec);
-  if (ec) fs::remove_all(tmp);
-  return dir.string();
-}
+// A tiny DSA checkpoint (small vocabulary), generated once per build tree.
+std::string TinyDsaDir() { return MakeCheckpoint("prefix_tiny", 9); }
 
 std::vector<int32_t> Ids(int64_t n, uint32_t seed) {
   std::vector<int32_t> ids(n);

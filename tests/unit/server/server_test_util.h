@@ -2,33 +2,15 @@
 // vocabulary (so the real tokenizer's ids are valid), built once per build tree.
 #pragma once
 
-#include <unistd.h>
-
-#include <filesystem>
 #include <string>
 
-#include "tools/gen_model.h"
+#include "tests/unit/model/tiny_checkpoint.h"
 
 namespace dsinfer::server_test {
 
-// Written to a private temporary folder, then renamed into place, so concurrent test
-// processes never see a partial checkpoint.
+// One dense and one MoE layer: enough, and faster.
 inline std::string TinyModelDir() {
-  namespace fs = std::filesystem;
-  const fs::path dir = fs::path(DSINFER_BINARY_DIR) / "test_models" / "server_tiny2";
-  if (fs::exists(dir / "model.safetensors.index.json")) return dir.string();
-  const fs::path tmp = dir.string() + ".tmp" + std::to_string(::getpid());
-  GenOptions o;
-  o.preset = "tiny";
-  o.seed = 5;
-  o.out_dir = tmp.string();
-  o.sets = {"num_hidden_layers=2"};  // one dense and one MoE layer: enough, and faster
-  o.force = true;
-  GenerateCheckpoint(o);
-  std::error_code ec;
-  fs::rename(tmp, dir, ec);
-  if (ec) fs::remove_all(tmp);  // another process won the race; its copy is identical
-  return dir.string();
+  return MakeCheckpoint("server_tiny2", 5, {"num_hidden_layers=2"}, /*small_vocab=*/false);
 }
 
 }  // namespace dsinfer::server_test
