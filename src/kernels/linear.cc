@@ -111,24 +111,34 @@ struct Pieces {
   int64_t end(int64_t p) const { return std::min(re, (rb / height + p + 1) * height); }
 };
 
-// 32-row pieces; x' is prepared per 128-row block, once per thread while its pieces stay there.
+// Rows [rb, re) cut in `parts` contiguous ranges at multiples of 8 rows: range i is
+// [Cut(i), Cut(i + 1)).
+int64_t Cut(int64_t rb, int64_t re, int64_t i, int64_t parts) {
+  if (i == 0) return rb;
+  if (i == parts) return re;
+  return std::clamp((rb + (re - rb) * i / parts) / 8 * 8, rb, re);
+}
+
+// Decode GEMV (memory-bound): each thread takes one contiguous range of rows, so its weight
+// bytes are one sequential stream (which the kernel prefetches up to the range's end); x' is
+// prepared per 128-row block. Threads from kParallelGemvBytes of weights: a read that long
+// outlasts the parallel region's start-up.
 void RowsGemv(const gemm::IsaKernels& k, const float* x, int64_t xs, int64_t n,
               const WeightView& w, int64_t rb, int64_t re, float* y, int64_t ys) {
-  const Pieces pieces{rb, re, 32};
+  constexpr int64_t kParallelGemvBytes = int64_t{1} << 18;
   const int64_t xps = (w.cols + k.pair - 1) / k.pair * k.pair;
   const bool scaled = w.dtype == DType::kF8E4M3;  // else x' = x for every block
-#pragma omp parallel if (UseThreads((re - rb) * w.cols * (n + 1)))
+  const int64_t bytes = (re - rb) * w.cols * static_cast<int64_t>(DTypeSize(w.dtype));
+#pragma omp parallel if (bytes >= kParallelGemvBytes && !omp_in_parallel())
   {
-    float* xp = Scratch(n * xps);  // [n, xps] x' of block `prepared`
-    int64_t prepared = -1;
-#pragma omp for schedule(dynamic)
-    for (int64_t p = 0; p < pieces.count(); ++p) {
-      const int64_t r0 = pieces.begin(p), r1 = pieces.end(p);
-      if (const int64_t block = scaled ? r0 / 128 : 0; block != prepared) {
-        k.prep_x(x, xs, static_cast<int>(n), w, r0 / 128, 0, w.cols, xp, xps);
-        prepared = block;
-      }
-      k.gemv(xp, xps, static_cast<int>(n), w, r0, r1, y + (r0 - rb), ys);
+    const int64_t parts = omp_get_num_threads(), part = omp_get_thread_num();
+    const int64_t t0 = Cut(rb, re, part, parts), t1 = Cut(rb, re, part + 1, parts);
+    float* xp = Scratch(n * xps);  // [n, xps] x' of the current block
+    for (int64_t r0 = t0; r0 < t1;) {
+      const int64_t r1 = std::min(t1, (r0 / 128 + 1) * 128);
+      if (scaled || r0 == t0) k.prep_x(x, xs, static_cast<int>(n), w, r0 / 128, 0, w.cols, xp, xps);
+      k.gemv(xp, xps, static_cast<int>(n), w, r0, r1, y + (r0 - rb), ys, t1);
+      r0 = r1;
     }
   }
 }

@@ -17,7 +17,7 @@
 // γ_{K+4}·Σ|x·w| of the exact sum (K = the reduced length); see docs/kernels.md "Linear".
 //
 // Threading: one OpenMP region over output rows (or columns) when the product is large enough
-// (`kParallelWork`) and the caller is not already inside a parallel region — then it runs on the
+// (`kParallelWork`; the memory-bound decode GEMV: 256 KiB of weights) and the caller is not already inside a parallel region — then it runs on the
 // calling thread only, so callers may parallelise over heads themselves. The vector paths use a
 // thread-local scratch that grows, never shrinks. Thread-safe: no shared mutable state.
 #pragma once

@@ -40,9 +40,10 @@ struct IsaKernels {
   void (*prep_x)(const float* x, int64_t xs, int n, const WeightView& w, int64_t rblk, int64_t k0,
                  int64_t k1, float* xp, int64_t xps);
   // y[t*ys + (r - r0)] = x[t] · W[r, :] for r ∈ [r0, r1) inside one 128-row block, t < n ≤
-  // gemv_max_n; xp = prep_x of all columns for that block.
+  // gemv_max_n; xp = prep_x of all columns for that block. Weight rows up to pf_end ≥ r1 (the
+  // caller's next calls) may be prefetched.
   void (*gemv)(const float* xp, int64_t xps, int n, const WeightView& w, int64_t r0, int64_t r1,
-               float* y, int64_t ys);
+               float* y, int64_t ys, int64_t pf_end);
   // Floats of scratch `gemm_rows` needs for n tokens and w.cols = cols.
   int64_t (*gemm_rows_work)(int64_t n, int64_t cols);
   // y[t*ys + (r - r0)] = x[t*xs + :] · W[r, :] for r ∈ [r0, r1) inside one 128-row block, any n.
