@@ -12,6 +12,7 @@
 #include <tuple>
 
 #include "base/error.h"
+#include "base/mix.h"
 #include "kernels/quant.h"
 
 namespace dsinfer::layerbench {
@@ -132,13 +133,6 @@ int64_t DefaultLayer(const ModelConfig& c) {
 // Synthetic caches
 
 namespace {
-
-uint64_t SplitMix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 
 // xorshift64*: a cheap stream per row (seeded through SplitMix64 so nearby rows differ).
 struct Rng {

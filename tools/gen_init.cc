@@ -5,19 +5,14 @@
 #include <cstring>
 
 #include "base/error.h"
+#include "base/mix.h"
 #include "format/dtype.h"
 
 namespace dsinfer {
 namespace {
 
 constexpr int64_t kBlock = 128;
-constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ull;
-
-uint64_t Mix64(uint64_t z) {  // splitmix64 finaliser
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
+constexpr uint64_t kGolden = kSplitMixGamma;
 
 bool EndsWith(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;

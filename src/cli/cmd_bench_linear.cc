@@ -28,6 +28,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "base/mix.h"
 #include "cli/commands.h"
 #include "format/config.h"
 #include "format/dtype.h"
@@ -149,12 +150,7 @@ struct Weight {
 };
 
 // splitmix64: fast deterministic fill for hundreds of MiB of synthetic weights.
-uint64_t Next(uint64_t& state) {
-  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
+uint64_t Next(uint64_t& state) { return Mix64(state += kSplitMixGamma); }
 
 // Values ~ ±0.05 for BF16/F16/F32: a uniform draw, exactly representable after rounding.
 float SmallValue(uint64_t r) { return (static_cast<int>(r % 2001) - 1000) * 5e-5f; }

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "base/error.h"
+#include "base/mix.h"
 
 namespace dsinfer {
 
@@ -171,13 +172,7 @@ KvPoolStats KvPagePool::Stats() const {
 
 namespace {
 
-// splitmix64 finaliser: a bijective 64-bit mix.
-uint64_t Mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
+uint64_t Mix(uint64_t x) { return SplitMix64(x); }
 
 }  // namespace
 
