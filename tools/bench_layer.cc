@@ -300,6 +300,7 @@ Measurement LayerBench::Measure(const Case& c) {
   for (float& v : h0) v = rng.Uniform(-kUnitUniform, kUnitUniform);
 
   std::vector<double> times;
+  LayerPartTimes fastest_parts;
   double total_ms = 0;
   const int warmup = options_.warmup, steps = warmup + options_.reps;
   for (int rep = 0;
@@ -308,10 +309,12 @@ Measurement LayerBench::Measure(const Case& c) {
     report("measuring", std::min(1.0, static_cast<double>(rep) / steps));
     for (auto& s : cs.seqs) s.length = c.position;
     std::copy(h0.begin(), h0.end(), h.begin());
+    LayerPartTimes parts;
     const auto t0 = std::chrono::steady_clock::now();
-    model_.LayerStep(layer_, entries, h.data());
+    model_.LayerStep(layer_, entries, h.data(), &parts);
     const double ms = Ms(std::chrono::steady_clock::now() - t0);
     if (rep >= warmup) {
+      if (times.empty() || ms < *std::min_element(times.begin(), times.end())) fastest_parts = parts;
       times.push_back(ms);
       total_ms += ms;
     }
@@ -325,6 +328,16 @@ Measurement LayerBench::Measure(const Case& c) {
   m.median_step_ms = times.size() % 2 ? times[times.size() / 2]
                                       : 0.5 * (times[times.size() / 2 - 1] + times[times.size() / 2]);
   m.cost = CostOf(m.step_ms, c.tokens(), options_.usd_per_hour);
+  m.parts = fastest_parts;
+  const ModelConfig& cfg = model_.config();
+  if (c.attention == AttentionMode::kDsa && cfg.has_indexer()) {
+    const int64_t k = *cfg.index_topk;
+    double keys = 0;  // Σ over queries that score (k < p + 1) of the keys they scan (p + 1)
+    for (int64_t s = 0; s < c.chunk; ++s)
+      if (k < c.position + s + 1) keys += static_cast<double>(c.position + s + 1);
+    m.indexer_flops = 2.0 * static_cast<double>(*cfg.index_n_heads * *cfg.index_head_dim) * keys *
+                      static_cast<double>(c.batch);
+  }
   return m;
 }
 
@@ -390,6 +403,31 @@ std::string FormatTable(std::span<const Measurement> ms) {
                                        by_mode.at(AttentionMode::kDsa)->cost.ms_per_token);
       else
         out += " |        -";
+    }
+    out += "\n";
+  }
+  return out;
+}
+
+std::string FormatBreakdown(std::span<const Measurement> ms, double peak_gflops) {
+  std::string out = "ms/token by part (fastest step)\nattn  phase    batch chunk position";
+  for (int p = 0; p < LayerPartTimes::kCount; ++p) out += Printf(" %9s", LayerPartTimes::Name(p));
+  out += " | indexer GFLOP/s";
+  if (peak_gflops > 0) out += Printf(" (of %.0f peak)", peak_gflops);
+  out += "\n";
+  for (const Measurement& m : ms) {
+    out += Printf("%-5s %-7s %6lld %5lld %8s", AttentionName(m.c.attention), PhaseName(m.c.phase),
+                  static_cast<long long>(m.c.batch), static_cast<long long>(m.c.chunk),
+                  FormatPosition(m.c.position).c_str());
+    for (double part_ms : m.parts.ms)
+      out += Printf(" %9s", Num(part_ms / static_cast<double>(m.c.tokens())).c_str());
+    const double indexer_ms = m.parts.ms[LayerPartTimes::kIndexer];
+    if (m.indexer_flops > 0 && indexer_ms > 0) {
+      const double gflops = m.indexer_flops / (indexer_ms * 1e6);
+      out += Printf(" | %8.1f", gflops);
+      if (peak_gflops > 0) out += Printf(" (%.2f)", gflops / peak_gflops);
+    } else {
+      out += " |        -";
     }
     out += "\n";
   }

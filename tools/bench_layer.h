@@ -87,6 +87,8 @@ struct Measurement {
   double step_ms = 0;      // fastest timed step
   double median_step_ms = 0;
   Cost cost;               // from `step_ms`
+  LayerPartTimes parts;    // where the fastest step's time went (ms per part)
+  double indexer_flops = 0;  // key-scan FLOPs of one step: 2 · H_I · d_I per scored (query, key)
 };
 
 struct Options {
@@ -143,6 +145,11 @@ class LayerBench {
   int64_t layer_;
   std::unique_ptr<Caches> caches_;
 };
+
+// Per measurement: ms/token of each part of the fastest step (LayerPartTimes) and the indexer's
+// achieved GFLOP/s, as a fraction of `peak_gflops` (the machine's dot-product peak; ≤ 0: not
+// shown).
+std::string FormatBreakdown(std::span<const Measurement> ms, double peak_gflops);
 
 // A text table: one row per (phase, batch, chunk, position); for each attention mode measured
 // ms/token, tokens/s and USD per 1M tokens; and the dense/DSA cost ratio when both were.

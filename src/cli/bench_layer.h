@@ -28,6 +28,7 @@ struct LayerBenchRun {
   bool json = false;
   std::optional<std::string> plot{};
   bool brief = false;  // a two-line header (the main job)
+  bool breakdown = false;  // also the time per part and the indexer's fraction of the dot peak
 };
 
 // Measures every case (progress on stderr) and prints the table, or one JSON object per

@@ -20,6 +20,7 @@
 #include "cli/commands.h"
 #include "cli/model_dir.h"
 #include "kernels/cpu.h"
+#include "kernels/roofline.h"
 #include "model/model.h"
 #include "tools/bench_layer.h"
 
@@ -106,6 +107,7 @@ struct RunContext {
   int reps = 0;
   int warmup = 0;
   double min_seconds = 0;
+  double peak_gflops = 0;  // dot-product peak (BF16 if the CPU has it, else f32 FMA); 0: unmeasured
   std::string WarmupText() const {
     return warmup == 0 ? "no warm-up" : "after " + std::to_string(warmup) + " warm-up step(s)";
   }
@@ -115,7 +117,10 @@ struct RunContext {
 };
 
 nlohmann::json ToJson(const lb::Measurement& m, const RunContext& ctx) {
-  return {{"bench", "layer"},
+  nlohmann::json parts = nlohmann::json::object();
+  for (int p = 0; p < LayerPartTimes::kCount; ++p)
+    parts[LayerPartTimes::Name(p)] = m.parts.ms[p] / static_cast<double>(m.c.tokens());
+  nlohmann::json j = {{"bench", "layer"},
           {"phase", lb::PhaseName(m.c.phase)},
           {"attention", lb::AttentionName(m.c.attention)},
           {"position", m.c.position},
@@ -136,7 +141,15 @@ nlohmann::json ToJson(const lb::Measurement& m, const RunContext& ctx) {
           {"kv_cache", ctx.kv_cache},
           {"synthetic_cache", true},
           {"isa", ctx.isa},
-          {"threads", ctx.threads}};
+          {"threads", ctx.threads},
+          {"parts_ms_per_token", parts}};
+  const double indexer_ms = m.parts.ms[LayerPartTimes::kIndexer];
+  if (m.indexer_flops > 0 && indexer_ms > 0) {
+    j["indexer_gflops"] = m.indexer_flops / (indexer_ms * 1e6);
+    if (ctx.peak_gflops > 0)
+      j["indexer_fraction_of_peak"] = m.indexer_flops / (indexer_ms * 1e6) / ctx.peak_gflops;
+  }
+  return j;
 }
 
 void PrintHeader(const RunContext& ctx, bool brief) {
@@ -187,7 +200,7 @@ int RunLayerBench(const LayerBenchRun& o) {
                                 }});
   const std::vector<lb::Case> cases = lb::PlanCases(attentions, phases, positions, batches, o.chunk);
   for (const lb::Case& c : cases) bench.Check(c);  // fail before minutes of measuring
-  const RunContext ctx{.model_dir = o.model_dir,
+  RunContext ctx{.model_dir = o.model_dir,
                        .describe = Describe(model->config(), bench.layer(), o.kv_cache),
                        .kv_cache = o.kv_cache,
                        .isa = IsaName(DetectCpu().best),
@@ -197,6 +210,11 @@ int RunLayerBench(const LayerBenchRun& o) {
                        .reps = o.reps,
                        .warmup = o.warmup,
                        .min_seconds = o.min_seconds};
+  if (o.breakdown) {  // the compute peaks only (about a second)
+    std::fprintf(stderr, "bench layer: measuring the machine's dot-product peak ...\n");
+    const roofline::Result peak = roofline::Measure({.seconds = 0.3, .memory = false});
+    ctx.peak_gflops = peak.bf16_gflops > 0 ? peak.bf16_gflops : peak.fma_gflops;
+  }
   if (!o.json) PrintHeader(ctx, o.brief);
   std::vector<lb::Measurement> results;
   for (size_t i = 0; i < cases.size(); ++i) {
@@ -210,6 +228,10 @@ int RunLayerBench(const LayerBenchRun& o) {
   }
   if (!o.json) {
     std::printf("%s\n%s", lb::FormatTable(results).c_str(), lb::FormatSavings(results).c_str());
+    if (o.breakdown)
+      std::printf("\n%s  (indexer time includes its key/query projections; peak: %s)\n",
+                  lb::FormatBreakdown(results, ctx.peak_gflops).c_str(),
+                  DetectCpu().avx512_bf16 ? "AVX512-BF16 dot" : "f32 FMA");
     std::fflush(stdout);
   }
   if (o.plot) {
@@ -266,6 +288,9 @@ BenchRegistrar reg("layer", [](CLI::App& bench) -> RunFn {
   sub->add_option("--layer", r.layer, "Layer to measure (default: the first MoE layer)");
   sub->add_option("--kv-cache", r.kv_cache, "Latent cache type: fp8, bf16, f32")->capture_default_str();
   sub->add_flag("--json", r.json, "One JSON object per measurement");
+  sub->add_flag("--breakdown", r.breakdown,
+                "Also print ms/token per part of the layer and the indexer's GFLOP/s vs the "
+                "measured dot-product peak");
   sub->add_option("--plot", r.plot, "Write the cost-vs-position curves as SVG to FILE");
   return [o] { return RunBenchLayer(*o); };
 });

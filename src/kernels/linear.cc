@@ -230,7 +230,7 @@ void LinearTransposed(Isa isa, const float* x, int64_t x_stride, int64_t n, cons
   const gemm::IsaKernels* k = KernelsFor(isa);
   if (k == nullptr) return TransposedScalar(x, x_stride, n, w, row_begin, row_end, y, y_stride);
   if (row_begin == row_end) return ZeroRows(y, y_stride, n, w.cols);
-  if (n <= k->gemv_max_n)
+  if (n <= k->gemv_t_max_n)
     return TransposedGemv(*k, x, x_stride, n, w, row_begin, row_end, y, y_stride);
   TransposedGemm(*k, x, x_stride, n, w, row_begin, row_end, y, y_stride);
 }

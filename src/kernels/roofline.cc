@@ -238,26 +238,28 @@ Result Measure(const Options& options) {
   Result r;
   r.isa = cpu.best;
   r.threads = omp_get_max_threads();
-  size_t n = options.bytes / sizeof(float);
-  auto alloc = [n] {
-    return std::unique_ptr<float[], decltype(&std::free)>(
-        static_cast<float*>(std::aligned_alloc(64, n * sizeof(float))), &std::free);
-  };
-  auto a = alloc(), b = alloc(), c = alloc();
-  if (!a || !b || !c) throw Error("bench roofline: cannot allocate 3 x " + std::to_string(options.bytes) + " bytes");
-#pragma omp parallel
-  {  // First touch by the thread that will read each slice (NUMA-friendly).
-    size_t lo, hi;
-    Slice(n, &lo, &hi);
-    for (size_t i = lo; i < hi; ++i) a[i] = 0.0f, b[i] = 1.0f, c[i] = 2.0f;
-  }
-  if (options.progress) options.progress("memory read bandwidth");
   volatile double sink = 0;
-  double t = BestTime(options.reps, [&] { sink = sink + ReadSum(b.get(), n, r.isa); });
-  r.read_gbps = static_cast<double>(n * sizeof(float)) / t / 1e9;
-  if (options.progress) options.progress("memory triad bandwidth");
-  t = BestTime(options.reps, [&] { Triad(a.get(), b.get(), c.get(), 3.0f, n, r.isa); });
-  r.triad_gbps = 3.0 * static_cast<double>(n * sizeof(float)) / t / 1e9;
+  if (options.memory) {
+    size_t n = options.bytes / sizeof(float);
+    auto alloc = [n] {
+      return std::unique_ptr<float[], decltype(&std::free)>(
+          static_cast<float*>(std::aligned_alloc(64, n * sizeof(float))), &std::free);
+    };
+    auto a = alloc(), b = alloc(), c = alloc();
+    if (!a || !b || !c) throw Error("bench roofline: cannot allocate 3 x " + std::to_string(options.bytes) + " bytes");
+#pragma omp parallel
+    {  // First touch by the thread that will read each slice (NUMA-friendly).
+      size_t lo, hi;
+      Slice(n, &lo, &hi);
+      for (size_t i = lo; i < hi; ++i) a[i] = 0.0f, b[i] = 1.0f, c[i] = 2.0f;
+    }
+    if (options.progress) options.progress("memory read bandwidth");
+    double t = BestTime(options.reps, [&] { sink = sink + ReadSum(b.get(), n, r.isa); });
+    r.read_gbps = static_cast<double>(n * sizeof(float)) / t / 1e9;
+    if (options.progress) options.progress("memory triad bandwidth");
+    t = BestTime(options.reps, [&] { Triad(a.get(), b.get(), c.get(), 3.0f, n, r.isa); });
+    r.triad_gbps = 3.0 * static_cast<double>(n * sizeof(float)) / t / 1e9;
+  }
   if (options.progress) options.progress("peak f32 FMA throughput");
   r.fma_gflops = PeakRate(options.seconds, [&](int64_t it) { sink = sink + FmaLoop(r.isa, it, r.threads); },
                           [&](int64_t it) { return FmaFlops(r.isa, it, r.threads); }) / 1e9;

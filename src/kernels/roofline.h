@@ -43,6 +43,7 @@ struct Options {
   size_t bytes = size_t{1} << 30;  // per buffer for the bandwidth tests
   int reps = 5;
   double seconds = 0.5;            // per compute measurement
+  bool memory = true;              // false: only the compute peaks (bandwidths stay 0)
   void (*progress)(const char* what) = nullptr;
 };
 

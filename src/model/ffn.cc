@@ -150,18 +150,22 @@ void MoeForward(const LayerContext& ctx, const LayerWeights& lw, const float* x,
   const MoeWeights& m = *lw.moe;
   Workspace& ws = ctx.ws;
   const int64_t N = ctx.N, H = c.hidden_size;
+  PartLap lap(ws);
   Route(c, ws, m, x, N);
   if (ctx.dump) {
     ctx.dump->Put(lw.layer, "router_experts", ws.r_experts.data(), N, c.num_experts_per_tok);
     ctx.dump->Put(lw.layer, "router_weights", ws.r_weights.data(), N, c.num_experts_per_tok);
   }
   std::fill(out, out + N * H, 0.0f);
+  lap(LayerPartTimes::kRouter);
   RunExperts(c, m, ws, x, N, out);
+  lap(LayerPartTimes::kExperts);
   if (m.shared_experts) {
     const int64_t inter = m.shared_experts->w1.rows;
     float* sh = Take(ws.sh, N * H);  // [N, hidden]
     MlpForward(*m.shared_experts, x, N, sh, Take(ws.mg, N * inter), Take(ws.mu, N * inter));
     for (int64_t i = 0; i < N * H; ++i) out[i] += sh[i];
+    lap(LayerPartTimes::kShared);
   }
 }
 
@@ -171,9 +175,11 @@ void FfnForward(const LayerContext& ctx, const LayerWeights& lw, const float* x,
   if (lw.moe) {
     MoeForward(ctx, lw, x, out);
   } else {
+    PartLap lap(ctx.ws);
     const int64_t inter = lw.mlp->w1.rows;
     MlpForward(*lw.mlp, x, ctx.N, out, Take(ctx.ws.mg, ctx.N * inter),
                Take(ctx.ws.mu, ctx.N * inter));
+    lap(LayerPartTimes::kShared);  // a dense layer's MLP counts as its always-on expert
   }
   if (ctx.dump) ctx.dump->Put(lw.layer, "ffn_out", out, ctx.N, ctx.config.hidden_size);
 }

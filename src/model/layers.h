@@ -7,6 +7,7 @@
 // use, then reused). Not thread-safe: one batch at a time per workspace.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <span>
 #include <utility>
@@ -19,6 +20,7 @@
 #include "kernels/topk.h"
 #include "model/dump.h"
 #include "model/kv_cache.h"
+#include "model/part_times.h"
 #include "model/weights.h"
 
 namespace dsinfer {
@@ -102,6 +104,27 @@ struct Workspace {
   std::vector<int64_t> active;        // [E] experts with tokens, ascending
   std::vector<float> xe, ye;          // [rows, hidden] gathered inputs / outputs of experts
   std::vector<float> eg, eu;          // [rows, moe_inter] experts' gate / up projections
+  // Benchmarks: time per part of the layer step (null: not measured).
+  LayerPartTimes* times = nullptr;
+};
+
+// Charges the time since the previous lap (or construction) to a part of ws.times; free when
+// no times are recorded.
+class PartLap {
+ public:
+  explicit PartLap(const Workspace& ws) : times_(ws.times) {
+    if (times_) last_ = std::chrono::steady_clock::now();
+  }
+  void operator()(LayerPartTimes::Part part) {
+    if (!times_) return;
+    const auto now = std::chrono::steady_clock::now();
+    times_->ms[part] += std::chrono::duration<double, std::milli>(now - last_).count();
+    last_ = now;
+  }
+
+ private:
+  LayerPartTimes* times_;
+  std::chrono::steady_clock::time_point last_{};
 };
 
 struct LayerContext {

@@ -336,6 +336,7 @@ void AttentionForward(const LayerContext& ctx, const LayerWeights& lw, const flo
   const Dims d(ctx.config);
   Workspace& ws = ctx.ws;
   const int64_t N = ctx.N;
+  PartLap lap(ws);
   float* q = Take(ws.q, N * d.H * d.dq());  // [N, H, dn + dr]
   float* qr = nullptr;                      // [N, q_lora_rank]
   ProjectQuery(ctx, lw, d, x, &qr, q);
@@ -346,12 +347,16 @@ void AttentionForward(const LayerContext& ctx, const LayerWeights& lw, const flo
   for (int64_t rh = 0; rh < N * d.H; ++rh)
     std::copy_n(&q[rh * d.dq() + d.dn], d.dr, &q_pe[rh * d.dr]);
   LayOutBlocks(ctx);
+  lap(LayerPartTimes::kAttnProj);
   SelectKeys(ctx, lw, x, qr);
+  lap(LayerPartTimes::kIndexer);
   float* o_lat = Take(ws.o_lat, N * d.H * d.R);  // [N, H, R]
   Attend(ctx, lw, d, q_abs, q_pe, o_lat);
+  lap(LayerPartTimes::kAttention);
   float* o = Take(ws.o, N * d.H * d.dv);  // [N, H * dv]
   ProjectValues(d, lw.wkv_b, o_lat, N, o);
   Linear(o, N, lw.wo, out);
+  lap(LayerPartTimes::kAttnOut);
   if (ctx.dump) ctx.dump->Put(lw.layer, "attn_out", out, N, d.hidden);
 }
 

@@ -27,13 +27,19 @@ void LayerForward(const LayerContext& ctx, const LayerWeights& lw, float* h) {
   const int64_t N = ctx.N, H = c.hidden_size;
   float* x = Take(ctx.ws.x, N * H);  // [N, hidden] normed input
   float* y = Take(ctx.ws.y, N * H);  // [N, hidden] block output
+  PartLap lap(ctx.ws);
   RmsNorm(h, N, H, lw.attn_norm.data(), c.rms_norm_eps, x);
   if (ctx.dump) ctx.dump->Put(lw.layer, "attn_in", x, N, H);
+  lap(LayerPartTimes::kOther);
   AttentionForward(ctx, lw, x, y);
+  PartLap lap2(ctx.ws);
   for (int64_t i = 0; i < N * H; ++i) h[i] += y[i];
   RmsNorm(h, N, H, lw.ffn_norm.data(), c.rms_norm_eps, x);
+  lap2(LayerPartTimes::kOther);
   FfnForward(ctx, lw, x, y);
+  PartLap lap3(ctx.ws);
   for (int64_t i = 0; i < N * H; ++i) h[i] += y[i];
+  lap3(LayerPartTimes::kOther);
   if (ctx.dump) ctx.dump->Put(lw.layer, "hidden", h, N, H);
 }
 
@@ -204,14 +210,28 @@ std::vector<ForwardResult> Model::ForwardBatch(std::span<const BatchEntry> batch
   return out;
 }
 
-void Model::LayerStep(int64_t layer, std::span<const BatchEntry> batch, float* h) {
+const char* LayerPartTimes::Name(int part) {
+  static constexpr const char* kNames[kCount] = {"attn_proj", "indexer", "attention", "attn_out",
+                                                 "router",    "experts", "shared",    "other"};
+  return part >= 0 && part < kCount ? kNames[part] : "?";
+}
+
+void Model::LayerStep(int64_t layer, std::span<const BatchEntry> batch, float* h,
+                      LayerPartTimes* times) {
   if (layer < 0 || layer >= static_cast<int64_t>(weights_.layers.size()))
     throw Error("LayerStep: layer " + std::to_string(layer) + " is out of range [0, " +
                 std::to_string(weights_.layers.size()) + ")");
   const int64_t N = PrepareBatch(batch, layer, /*dump=*/nullptr);
   BindLayer(*ws_, batch, layer);
   const LayerContext ctx{config(), rope_, *ws_, N, nullptr};
-  LayerForward(ctx, weights_.layers[layer], h);
+  ws_->times = times;
+  try {
+    LayerForward(ctx, weights_.layers[layer], h);
+  } catch (...) {
+    ws_->times = nullptr;
+    throw;
+  }
+  ws_->times = nullptr;
 }
 
 // MTP rows i (predicting token i + 2) whose next token t_{i+1} is now known: the row left

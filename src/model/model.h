@@ -22,6 +22,7 @@
 #include "kernels/rope.h"
 #include "model/dump.h"
 #include "model/kv_cache.h"
+#include "model/part_times.h"
 #include "model/weights.h"
 
 namespace dsinfer {
@@ -63,6 +64,7 @@ struct BatchEntry {
 
 struct Workspace;  // model/layers.h
 
+
 class Model {
  public:
   // Opens the checkpoint directory and checks every tensor (Error names tensor + shape).
@@ -95,8 +97,10 @@ class Model {
   // Benchmarks: decoder layer `layer` alone for a batch (no embedding, norm or head): h is
   // [Σ tokens, hidden] residual stream in/out; advances nothing (seq->length unchanged) — the
   // caller positions each sequence (seq->length = cached tokens, cache rows filled) first.
-  // Writes the batch's cache rows of that layer (positions seq->length..).
-  void LayerStep(int64_t layer, std::span<const BatchEntry> batch, float* h);
+  // Writes the batch's cache rows of that layer (positions seq->length..). With `times`, adds
+  // the step's time per part to it.
+  void LayerStep(int64_t layer, std::span<const BatchEntry> batch, float* h,
+                 LayerPartTimes* times = nullptr);
 
   // Forgets every token at position ≥ `length` (0 ≤ length ≤ seq.length): the cache rows are
   // position-indexed and simply overwritten by the next Forward, so a conversation can continue

@@ -18,6 +18,7 @@ struct V {
   static constexpr int kLanes = 8;
   static constexpr int kMr = 6;      // 6 × 2 accumulators + 2 panel vectors + 1 broadcast
   static constexpr int kRowMr = 4, kRowNr = 3;  // 12 accumulators + 3 weights + 1 x
+  static constexpr int kGemvMaxN = 4;
   static constexpr int GemvRows(int n) { return n <= 2 ? 2 : 1; }     // × n accumulators
   static constexpr int GemvTVecs(int n) { return n <= 2 ? 4 : 2; }    // × n accumulators
 

@@ -24,7 +24,8 @@ struct V {
   static constexpr int kLanes = 16;
   static constexpr int kMr = 8;      // 8 × 2 accumulators + 2 panel vectors + 1 broadcast
   static constexpr int kRowMr = 6, kRowNr = 4;  // 24 accumulators + 4 weights + 1 x
-  static constexpr int GemvRows(int n) { return n <= 2 ? 4 : 2; }     // × n accumulators
+  static constexpr int kGemvMaxN = 8;
+  static constexpr int GemvRows(int n) { return n <= 2 ? 4 : 2; }  // × n accumulators
   static constexpr int GemvTVecs(int n) { return n <= 2 ? 8 : 4; }    // × n accumulators
 
   DSINFER_SIMD static __mmask16 Mask(int n) { return static_cast<__mmask16>((1u << n) - 1); }

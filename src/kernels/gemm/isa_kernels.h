@@ -31,7 +31,8 @@ struct IsaKernels {
   const char* name;
   int nr;          // transposed panel width: output columns per micro-tile
   int mr;          // activation rows per transposed micro-tile (at most)
-  int gemv_max_n;  // `gemv` / `gemv_t` handle n ≤ this
+  int gemv_max_n;    // `gemv` handles n ≤ this
+  int gemv_t_max_n;  // `gemv_t` handles n ≤ this
   int pair;        // columns per step of the pair order (2 vectors); x' rows are padded to it
 
   // Pre-scaled activations in pair order for weight rows of 128-row block `rblk`:
@@ -49,7 +50,7 @@ struct IsaKernels {
   // y[t*ys + (r - r0)] = x[t*xs + :] · W[r, :] for r ∈ [r0, r1) inside one 128-row block, any n.
   void (*gemm_rows)(const float* x, int64_t xs, int64_t n, const WeightView& w, int64_t r0,
                     int64_t r1, float* y, int64_t ys, float* work);
-  // y[t*ys + c] = Σ_{i < re-rb} x[t*xs + i] · W[rb + i, c] for c ∈ [c0, c1), n ≤ gemv_max_n.
+  // y[t*ys + c] = Σ_{i < re-rb} x[t*xs + i] · W[rb + i, c] for c ∈ [c0, c1), n ≤ gemv_t_max_n.
   // c0 must be a multiple of 128 (so each column chunk shares one block scale).
   void (*gemv_t)(const float* x, int64_t xs, int n, const WeightView& w, int64_t rb, int64_t re,
                  int64_t c0, int64_t c1, float* y, int64_t ys);

@@ -169,7 +169,30 @@ TEST(BenchLayer, MeasuresEveryCaseOfATinyModel) {
     EXPECT_GT(m.step_ms, 0);
     EXPECT_LE(m.step_ms, m.median_step_ms);
     EXPECT_DOUBLE_EQ(m.cost.ms_per_token, m.step_ms / c.tokens());
+    // The parts are consecutive phases inside the timed step: each ≥ 0, together ≤ the step.
+    double parts = 0;
+    for (double part : m.parts.ms) {
+      EXPECT_GE(part, 0);
+      parts += part;
+    }
+    EXPECT_GT(parts, 0);
+    EXPECT_LE(parts, m.step_ms * (1 + 1e-9));
+    // Indexer FLOPs: 2 · H_I · d_I per (query, key) of every query with more keys than top-k.
+    const ModelConfig& cfg = model->config();
+    const int64_t k = *cfg.index_topk;
+    double keys = 0;
+    if (c.attention == AttentionMode::kDsa)
+      for (int64_t b = 0; b < c.batch; ++b)
+        for (int64_t p = c.position; p < c.position + c.chunk; ++p) keys += p + 1 > k ? p + 1 : 0;
+    EXPECT_DOUBLE_EQ(m.indexer_flops, 2.0 * *cfg.index_n_heads * *cfg.index_head_dim * keys);
+    if (keys > 0) {
+      EXPECT_GT(m.parts.ms[LayerPartTimes::kIndexer], 0);
+    }
+    EXPECT_GT(m.parts.ms[LayerPartTimes::kExperts], 0);
   }
+  const std::string breakdown = FormatBreakdown(ms, 100.0);
+  EXPECT_EQ(std::count(breakdown.begin(), breakdown.end(), '\n'), 2 + static_cast<long>(ms.size())) << breakdown;
+  EXPECT_NE(breakdown.find("indexer"), std::string::npos) << breakdown;
   EXPECT_GT(progress_calls, 0);
   const std::string table = FormatTable(ms);
   EXPECT_NE(table.find("dense/DSA"), std::string::npos) << table;
@@ -203,9 +226,13 @@ TEST(BenchLayer, SvgHasOnePolylinePerCurve) {
     for (int64_t p : {0, 4096, 65536}) {
       for (int64_t b : {32, 1})
         ms.push_back({.c = {.phase = Phase::kDecode, .attention = a, .position = p, .batch = b},
-                      .cost = {.usd_per_mtok = 0.1 + p * 1e-6 * (a == AttentionMode::kDense)}});
+                      .cost = {.usd_per_mtok = 0.1 + p * 1e-6 * (a == AttentionMode::kDense)},
+                      .parts = {},
+                      .indexer_flops = 0});
       ms.push_back({.c = {.phase = Phase::kPrefill, .attention = a, .position = p, .chunk = 512},
-                    .cost = {.usd_per_mtok = 0.05 + p * 2e-6}});
+                    .cost = {.usd_per_mtok = 0.05 + p * 2e-6},
+                    .parts = {},
+                    .indexer_flops = 0});
     }
   const std::string svg = PlotSvg(ms, "model <a & b>");
   auto count = [&](const std::string& what) {
