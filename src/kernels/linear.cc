@@ -129,10 +129,8 @@ void RowsGemv(const gemm::IsaKernels& k, const float* x, int64_t xs, int64_t n,
   const int64_t xps = (w.cols + k.pair - 1) / k.pair * k.pair;
   const bool scaled = w.dtype == DType::kF8E4M3;  // else x' = x for every block
   const int64_t bytes = (re - rb) * w.cols * static_cast<int64_t>(DTypeSize(w.dtype));
-#pragma omp parallel if (bytes >= kParallelGemvBytes && !omp_in_parallel())
-  {
-    const int64_t parts = omp_get_num_threads(), part = omp_get_thread_num();
-    const int64_t t0 = Cut(rb, re, part, parts), t1 = Cut(rb, re, part + 1, parts);
+  auto part = [&](int64_t parts, int64_t i) {
+    const int64_t t0 = Cut(rb, re, i, parts), t1 = Cut(rb, re, i + 1, parts);
     float* xp = Scratch(n * xps);  // [n, xps] x' of the current block
     for (int64_t r0 = t0; r0 < t1;) {
       const int64_t r1 = std::min(t1, (r0 / 128 + 1) * 128);
@@ -140,21 +138,32 @@ void RowsGemv(const gemm::IsaKernels& k, const float* x, int64_t xs, int64_t n,
       k.gemv(xp, xps, static_cast<int>(n), w, r0, r1, y + (r0 - rb), ys, t1);
       r0 = r1;
     }
-  }
+  };
+  // Small products and calls from inside a parallel loop (MLA's per-head products) run on the
+  // calling thread without entering an OpenMP construct at all (its cost would rival theirs).
+  if (bytes < kParallelGemvBytes || omp_in_parallel()) return part(1, 0);
+#pragma omp parallel
+  part(omp_get_num_threads(), omp_get_thread_num());
 }
 
 // Pieces of ≤ 128 rows (64 when there are few, for two threads to share them evenly).
 void RowsGemm(const gemm::IsaKernels& k, const float* x, int64_t xs, int64_t n,
               const WeightView& w, int64_t rb, int64_t re, float* y, int64_t ys) {
   const Pieces pieces{rb, re, re - rb < 1024 ? 64 : 128};
-#pragma omp parallel if (UseThreads((re - rb) * w.cols * (n + 1)))
+  auto piece = [&](int64_t p, float* work) {
+    const int64_t r0 = pieces.begin(p), r1 = pieces.end(p);
+    k.gemm_rows(x, xs, n, w, r0, r1, y + (r0 - rb), ys, work);
+  };
+  if (!UseThreads((re - rb) * w.cols * (n + 1))) {  // no OpenMP construct (see RowsGemv)
+    float* work = Scratch(k.gemm_rows_work(n, w.cols));
+    for (int64_t p = 0; p < pieces.count(); ++p) piece(p, work);
+    return;
+  }
+#pragma omp parallel
   {
     float* work = Scratch(k.gemm_rows_work(n, w.cols));
 #pragma omp for schedule(dynamic)
-    for (int64_t p = 0; p < pieces.count(); ++p) {
-      const int64_t r0 = pieces.begin(p), r1 = pieces.end(p);
-      k.gemm_rows(x, xs, n, w, r0, r1, y + (r0 - rb), ys, work);
-    }
+    for (int64_t p = 0; p < pieces.count(); ++p) piece(p, work);
   }
 }
 
@@ -162,7 +171,9 @@ void TransposedGemv(const gemm::IsaKernels& k, const float* x, int64_t xs, int64
                     const WeightView& w, int64_t rb, int64_t re, float* y, int64_t ys) {
   constexpr int64_t kChunk = 128;  // output columns per scheduling unit (one scale block)
   const int64_t chunks = (w.cols + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(dynamic) if (UseThreads((re - rb) * w.cols * (n + 1)))
+  if (!UseThreads((re - rb) * w.cols * (n + 1)))  // no OpenMP construct (see RowsGemv)
+    return k.gemv_t(x, xs, static_cast<int>(n), w, rb, re, 0, w.cols, y, ys);
+#pragma omp parallel for schedule(dynamic)
   for (int64_t ch = 0; ch < chunks; ++ch) {
     const int64_t c0 = ch * kChunk, c1 = std::min(c0 + kChunk, w.cols);
     k.gemv_t(x, xs, static_cast<int>(n), w, rb, re, c0, c1, y, ys);
@@ -174,25 +185,31 @@ void TransposedGemv(const gemm::IsaKernels& k, const float* x, int64_t xs, int64
 void TransposedGemm(const gemm::IsaKernels& k, const float* x, int64_t xs, int64_t n,
                     const WeightView& w, int64_t rb, int64_t re, float* y, int64_t ys) {
   const int64_t blocks = (w.cols + 127) / 128;
-#pragma omp parallel if (UseThreads((re - rb) * w.cols * (n + 1)))
-  {
-    float* xp = Scratch(n * gemm::kKc);  // [n, kKc] x' of the current row chunk
-#pragma omp for schedule(dynamic)
-    for (int64_t b = 0; b < blocks; ++b) {
-      const int64_t c0 = b * 128, c1 = std::min(c0 + 128, w.cols);
-      for (int64_t i0 = 0; i0 < re - rb; i0 += gemm::kKc) {
-        const int kc = static_cast<int>(std::min<int64_t>(gemm::kKc, re - rb - i0));
-        k.prep_t(x, xs, n, w, rb, i0, kc, c0, xp);
-        for (int64_t pc = c0; pc < c1; pc += k.nr) {
-          alignas(64) float panel[gemm::kKc * gemm::kMaxNr];  // [kc, nr] W[rows, panel cols]
-          const int nv = static_cast<int>(std::min<int64_t>(k.nr, c1 - pc));
-          k.pack_cols(w, rb + i0, kc, pc, nv, panel);
-          for (int64_t t0 = 0; t0 < n; t0 += k.mr)
-            k.tile(xp + t0 * gemm::kKc, gemm::kKc, static_cast<int>(std::min<int64_t>(k.mr, n - t0)),
-                   panel, kc, y + t0 * ys + pc, ys, nv, /*accumulate=*/i0 > 0);
-        }
+  auto block = [&](int64_t b, float* xp) {  // xp: [n, kKc] x' of the current row chunk
+    const int64_t c0 = b * 128, c1 = std::min(c0 + 128, w.cols);
+    for (int64_t i0 = 0; i0 < re - rb; i0 += gemm::kKc) {
+      const int kc = static_cast<int>(std::min<int64_t>(gemm::kKc, re - rb - i0));
+      k.prep_t(x, xs, n, w, rb, i0, kc, c0, xp);
+      for (int64_t pc = c0; pc < c1; pc += k.nr) {
+        alignas(64) float panel[gemm::kKc * gemm::kMaxNr];  // [kc, nr] W[rows, panel cols]
+        const int nv = static_cast<int>(std::min<int64_t>(k.nr, c1 - pc));
+        k.pack_cols(w, rb + i0, kc, pc, nv, panel);
+        for (int64_t t0 = 0; t0 < n; t0 += k.mr)
+          k.tile(xp + t0 * gemm::kKc, gemm::kKc, static_cast<int>(std::min<int64_t>(k.mr, n - t0)),
+                 panel, kc, y + t0 * ys + pc, ys, nv, /*accumulate=*/i0 > 0);
       }
     }
+  };
+  if (!UseThreads((re - rb) * w.cols * (n + 1))) {  // no OpenMP construct (see RowsGemv)
+    float* xp = Scratch(n * gemm::kKc);
+    for (int64_t b = 0; b < blocks; ++b) block(b, xp);
+    return;
+  }
+#pragma omp parallel
+  {
+    float* xp = Scratch(n * gemm::kKc);
+#pragma omp for schedule(dynamic)
+    for (int64_t b = 0; b < blocks; ++b) block(b, xp);
   }
 }
 
