@@ -18,6 +18,7 @@ CpuFeatures Detect() {
   f.avx512vl = __builtin_cpu_supports("avx512vl");
   f.avx512_bf16 = __builtin_cpu_supports("avx512bf16");
   f.avx512_vnni = __builtin_cpu_supports("avx512vnni");
+  f.avx512_vbmi = __builtin_cpu_supports("avx512vbmi");
 #endif
   if (f.Supports(Isa::kAvx512)) {
     f.best = Isa::kAvx512;
@@ -69,6 +70,7 @@ std::string CpuFeatures::Describe() const {
   if (avx512vl) s += " avx512vl";
   if (avx512_bf16) s += " avx512bf16";
   if (avx512_vnni) s += " avx512vnni";
+  if (avx512_vbmi) s += " avx512vbmi";
   s += ")";
   return s;
 }

@@ -19,6 +19,7 @@ struct CpuFeatures {
   bool avx512vl = false;
   bool avx512_bf16 = false;
   bool avx512_vnni = false;
+  bool avx512_vbmi = false;  // byte permutes (vpermi2b): the indexer's e4m3 → bf16 table lookup
   Isa best = Isa::kScalar;  // highest usable level, capped by DSINFER_ISA
   // Whether the hardware can run `isa` (ignores the DSINFER_ISA cap; tests use it to run every
   // path the machine supports). kAvx2 = AVX2 + FMA + F16C; kAvx512 = F + BW + VL on top.

@@ -55,6 +55,14 @@ IndexerPath BestIndexerPath(int64_t head_dim);
 // Every path this CPU can run for `head_dim` (the tests compare each with the scalar one).
 std::vector<IndexerPath> SupportedIndexerPaths(int64_t head_dim);
 
+// e4m3 codes → bf16 bit patterns (exact), as the kAvx512Bf16 path converts its key tiles:
+// kTable (the specification: bf16 of the decoded value, NaN codes to bf16 NaN), kAvx512
+// (arithmetic re-biasing), kAvx512Vbmi (two 128-entry byte tables, vpermi2b). All give the same
+// bits; the indexer uses the fastest the CPU supports. The vector ones need n % 64 == 0.
+enum class Bf16Conversion { kTable, kAvx512, kAvx512Vbmi };
+std::vector<Bf16Conversion> SupportedBf16Conversions();
+void ConvertE4m3ToBf16(const uint8_t* codes, int64_t n, uint16_t* out, Bf16Conversion how);
+
 // Scratch of IndexerTopK: converted queries, one key tile, candidate buffers. Grows only.
 class IndexerWorkspace : public GrowOnlyWorkspace {
  private:

@@ -18,6 +18,7 @@
 
 #include "base/error.h"
 #include "format/dtype.h"
+#include "kernels/cpu.h"
 #include "kernels/quant.h"
 #include "kernels/topk.h"
 #include "test_util.h"
@@ -105,6 +106,31 @@ double Magnitude(const IndexerData& x, int64_t s, int64_t t) {
                        x.qs[(s * x.H + h) * x.nb() + i / 128] * E4M3ToFloat(x.kc[t * x.d + i]) *
                        x.ks[t * x.nb() + i / 128]);
   return mag;
+}
+
+// Every e4m3 code (both signs, subnormals, zeros, NaN) through every conversion the CPU runs,
+// against the value route: bf16 of the decoded float, and bf16 → float gives the e4m3 value back.
+TEST(IndexerTest, EveryBf16ConversionIsExactForEveryCode) {
+  std::vector<uint8_t> codes(256 * 3);
+  for (size_t i = 0; i < codes.size(); ++i) codes[i] = static_cast<uint8_t>(i * 7 + i / 256);
+  for (Bf16Conversion how : SupportedBf16Conversions()) {
+    std::vector<uint16_t> out(codes.size(), 0x1234);
+    ConvertE4m3ToBf16(codes.data(), static_cast<int64_t>(codes.size()), out.data(), how);
+    for (size_t i = 0; i < codes.size(); ++i) {
+      const float v = E4M3ToFloat(codes[i]);
+      if (std::isnan(v)) {
+        EXPECT_TRUE(std::isnan(BF16ToFloat(out[i]))) << "code " << int{codes[i]};
+        EXPECT_EQ(out[i] & 0x8000, (codes[i] & 0x80) << 8) << "code " << int{codes[i]};
+        continue;
+      }
+      ASSERT_EQ(out[i], FloatToBF16(v)) << "conversion " << static_cast<int>(how) << " code "
+                                        << int{codes[i]};
+      ASSERT_EQ(BF16ToFloat(out[i]), v) << "code " << int{codes[i]};
+    }
+  }
+  if (DetectCpu().avx512_vbmi && DetectCpu().avx512_bf16) {
+    EXPECT_EQ(SupportedBf16Conversions().size(), 3u);
+  }
 }
 
 TEST(IndexerTest, EveryPathMatchesScalar) {
