@@ -9,7 +9,9 @@
 // cycles through enough copies of each matrix to exceed the last-level cache many times over,
 // as decode streams every layer's weights once per step. MLA's per-head products of `wkv_b`
 // (`absorb`: q_abs = W_UKᵀ q_nope, `project`: o = W_UV o_lat) run as the model would call them:
-// one kernel call per head inside a parallel loop over heads.
+// one kernel call per head inside a statically scheduled parallel loop over heads (absorb through the transposed
+// W_UK copy made at load, `TransposeHeads`, when the FP8 blocks allow it, as for the official
+// dimensions).
 //
 // Roofline fraction = max(bytes / bandwidth, flops / peak) / time: the attainable time of the
 // bound that applies (memory read bandwidth, f32 FMA peak — the kernels use f32 FMA) over the
@@ -147,6 +149,7 @@ struct Weight {
   std::vector<uint8_t> bytes;
   std::vector<float> scales;
   WeightView view;
+  std::shared_ptr<const OwnedWeight> wuk_t;  // kAbsorb: the model's transposed W_UK copy
 };
 
 // splitmix64: fast deterministic fill for hundreds of MiB of synthetic weights.
@@ -187,16 +190,22 @@ Weight MakeWeight(DType dtype, int64_t rows, int64_t cols, uint64_t seed) {
 }
 
 // One call of the product of `s` on `n` activation rows, as the model makes it.
-void RunProduct(const Shape& s, const WeightView& w, int64_t n, const float* x, float* y) {
+void RunProduct(const Shape& s, const Weight& weight, int64_t n, const float* x, float* y) {
+  const WeightView& w = weight.view;
   if (s.kind == Kind::kLinear) return Linear(x, n, w, y);
   const int64_t H = s.heads, R = s.cols, dq = s.dn + s.dv;
   if (s.kind == Kind::kAbsorb) {  // x = q_nope [n, H, dn], y = q_abs [n, H, R]
-#pragma omp parallel for schedule(dynamic)
-    for (int64_t h = 0; h < H; ++h)
-      LinearTransposed(x + h * s.dn, H * s.dn, n, w, h * dq, h * dq + s.dn, y + h * R, H * R);
+#pragma omp parallel for schedule(static)
+    for (int64_t h = 0; h < H; ++h) {
+      if (weight.wuk_t)  // as the model does when the FP8 blocks allow the copy
+        LinearRows(x + h * s.dn, H * s.dn, n, weight.wuk_t->view, h * R, (h + 1) * R, y + h * R,
+                   H * R);
+      else
+        LinearTransposed(x + h * s.dn, H * s.dn, n, w, h * dq, h * dq + s.dn, y + h * R, H * R);
+    }
     return;
   }
-#pragma omp parallel for schedule(dynamic)  // x = o_lat [n, H, R], y = o [n, H, dv]
+#pragma omp parallel for schedule(static)  // x = o_lat [n, H, R], y = o [n, H, dv]
   for (int64_t h = 0; h < H; ++h)
     LinearRows(x + h * R, H * R, n, w, h * dq + s.dn, h * dq + s.dn + s.dv, y + h * s.dv, H * s.dv);
 }
@@ -212,7 +221,11 @@ std::vector<Weight> MakeCopies(const Shape& s, DType dtype, bool cold) {
   const int64_t bytes = s.rows * s.cols * static_cast<int64_t>(DTypeSize(dtype));
   const int64_t copies = cold ? std::max<int64_t>(1, (int64_t{256} << 20) / bytes + 1) : 1;
   std::vector<Weight> ws;
-  for (int64_t i = 0; i < copies; ++i) ws.push_back(MakeWeight(dtype, s.rows, s.cols, 1000 + i));
+  for (int64_t i = 0; i < copies; ++i) {
+    ws.push_back(MakeWeight(dtype, s.rows, s.cols, 1000 + i));
+    if (s.kind == Kind::kAbsorb)
+      ws.back().wuk_t = TransposeHeads(ws.back().view, s.heads, s.dn + s.dv, 0, s.dn);
+  }
   return ws;
 }
 
@@ -237,7 +250,7 @@ Measurement Measure(const Shape& s, const std::vector<Weight>& ws, int64_t n, do
   for (size_t call = 0;; ++call) {
     const Weight& w = ws[call % ws.size()];
     const auto t0 = Clock::now();
-    RunProduct(s, w.view, n, x.data(), y.data());
+    RunProduct(s, w, n, x.data(), y.data());
     const auto t1 = Clock::now();
     if (call >= ws.size()) m.seconds = std::min(m.seconds, std::chrono::duration<double>(t1 - t0).count());
     if (call >= 3 * ws.size() && std::chrono::duration<double>(t1 - start).count() >= seconds) break;

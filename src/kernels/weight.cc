@@ -58,4 +58,38 @@ void DecodeRow(const WeightView& w, int64_t row, float* out) {
   }
 }
 
+std::shared_ptr<const OwnedWeight> TransposeHeads(const WeightView& w, int64_t heads,
+                                                  int64_t stride, int64_t offset, int64_t rows) {
+  DSINFER_CHECK(heads >= 1 && rows >= 1 && offset >= 0 && offset + rows <= stride &&
+                    (heads - 1) * stride + offset + rows <= w.rows,
+                "TransposeHeads: head blocks outside the weight");
+  const bool fp8 = w.dtype == DType::kF8E4M3;
+  if (fp8 && (stride % 128 != 0 || offset % 128 != 0 || w.cols % 128 != 0)) return nullptr;
+  auto out = std::make_shared<OwnedWeight>();
+  const int64_t R = w.cols, size = static_cast<int64_t>(DTypeSize(w.dtype));
+  out->bytes.resize(static_cast<size_t>(heads * R * rows * size));
+  const auto* src = static_cast<const std::byte*>(w.data);
+  for (int64_t h = 0; h < heads; ++h)
+    for (int64_t i = 0; i < rows; ++i) {
+      const std::byte* in = src + ((h * stride + offset + i) * R) * size;
+      for (int64_t c = 0; c < R; ++c)
+        std::memcpy(&out->bytes[((h * R + c) * rows + i) * size], in + c * size, size);
+    }
+  out->view = WeightView{.dtype = w.dtype, .rows = heads * R, .cols = rows,
+                         .data = out->bytes.data()};
+  if (fp8) {
+    DSINFER_CHECK(w.scales != nullptr, "FP8 weight without block scales");
+    const int64_t rblocks = heads * R / 128, cblocks = (rows + 127) / 128;
+    out->scales.resize(rblocks * cblocks);
+    for (int64_t rb = 0; rb < rblocks; ++rb)
+      for (int64_t cb = 0; cb < cblocks; ++cb) {
+        const int64_t h = rb * 128 / R, c = rb * 128 - h * R;  // first element of the block
+        const int64_t src_row = h * stride + offset + cb * 128;
+        out->scales[rb * cblocks + cb] = w.scales[(src_row / 128) * w.scale_cols() + c / 128];
+      }
+    out->view.scales = out->scales.data();
+  }
+  return out;
+}
+
 }  // namespace dsinfer

@@ -3,7 +3,10 @@
 // know tensor names; the model builds these views. Cheap to copy; read-only.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <vector>
 
 #include "format/dtype.h"
 
@@ -18,6 +21,24 @@ struct WeightView {
 
   int64_t scale_cols() const { return (cols + 127) / 128; }
 };
+
+// A weight that owns its bytes (a re-laid-out copy); `view` points into `bytes` / `scales`, so
+// the object is shared (shared_ptr), never copied.
+struct OwnedWeight {
+  std::vector<std::byte> bytes;
+  std::vector<float> scales;  // FP8 only
+  WeightView view;
+};
+
+// Per-head blocks of `w` transposed into one matrix: for head h < heads, rows
+// [h·stride + offset, h·stride + offset + rows) of w (each [w.cols]) become rows
+// [h·w.cols, (h+1)·w.cols) of the result (each [rows]):
+//   out[h·w.cols + c, i] = w[h·stride + offset + i, c].
+// Every element is copied as is (exact). FP8 block scales move along with their 128×128
+// blocks, which needs stride, offset and w.cols to be multiples of 128 (each result block then
+// comes from one block of w); returns null when they are not.
+std::shared_ptr<const OwnedWeight> TransposeHeads(const WeightView& w, int64_t heads,
+                                                  int64_t stride, int64_t offset, int64_t rows);
 
 // e4m3fn code → f32 through a 256-entry table (built once from `E4M3ToFloat`).
 const float* E4M3Table();

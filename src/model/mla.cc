@@ -39,19 +39,27 @@ struct Dims {
 const Segment& SegOf(const LayerContext& ctx, int64_t r) { return ctx.ws.segs[ctx.ws.row_seg[r]]; }
 
 // q_abs[s,h,:] = W_UK_hᵀ q_nope[s,h,:].  q: [N, H, dn + dr], q_abs: [N, H, R]
-void AbsorbQuery(const Dims& d, const WeightView& wkv_b, const float* q, int64_t N,
-                 float* q_abs) {
-  // One head per iteration; inside a region the GEMM runs on its calling thread.
-#pragma omp parallel for schedule(dynamic) if (N * d.H * d.dn * d.R >= kParallelWork)
-  for (int64_t h = 0; h < d.H; ++h)
-    LinearTransposed(q + h * d.dq(), d.H * d.dq(), N, wkv_b, h * (d.dn + d.dv),
-                     h * (d.dn + d.dv) + d.dn, q_abs + h * d.R, d.H * d.R);
+// Through the transposed copy when the model has one (rows h·R .. (h+1)·R of wuk_t), else
+// transposed over wkv_b's key rows. Either way one path per model, so results stay batch and
+// chunk invariant.
+void AbsorbQuery(const Dims& d, const LayerWeights& lw, const float* q, int64_t N, float* q_abs) {
+  // One head per iteration; inside a region the GEMM runs on its calling thread. Contiguous
+  // head ranges per thread (static): each thread streams one contiguous range of weights.
+#pragma omp parallel for schedule(static) if (N * d.H * d.dn * d.R >= kParallelWork)
+  for (int64_t h = 0; h < d.H; ++h) {
+    if (lw.wuk_t)
+      LinearRows(q + h * d.dq(), d.H * d.dq(), N, lw.wuk_t->view, h * d.R, (h + 1) * d.R,
+                 q_abs + h * d.R, d.H * d.R);
+    else
+      LinearTransposed(q + h * d.dq(), d.H * d.dq(), N, lw.wkv_b, h * (d.dn + d.dv),
+                       h * (d.dn + d.dv) + d.dn, q_abs + h * d.R, d.H * d.R);
+  }
 }
 
 // o[s, h*dv + i] = W_UV_h[i,:] · o_lat[s,h,:].  o_lat: [N, H, R], o: [N, H*dv]
 void ProjectValues(const Dims& d, const WeightView& wkv_b, const float* o_lat, int64_t N,
                    float* o) {
-#pragma omp parallel for schedule(dynamic) if (N * d.H * d.dv * d.R >= kParallelWork)
+#pragma omp parallel for schedule(static) if (N * d.H * d.dv * d.R >= kParallelWork)
   for (int64_t h = 0; h < d.H; ++h)
     LinearRows(o_lat + h * d.R, d.H * d.R, N, wkv_b, h * (d.dn + d.dv) + d.dn,
                h * (d.dn + d.dv) + d.dn + d.dv, o + h * d.dv, d.H * d.dv);
@@ -342,7 +350,7 @@ void AttentionForward(const LayerContext& ctx, const LayerWeights& lw, const flo
   ProjectQuery(ctx, lw, d, x, &qr, q);
   WriteLatents(ctx, lw, d, x);  // before attention reads the caches
   float* q_abs = Take(ws.q_abs, N * d.H * d.R);  // [N, H, R]
-  AbsorbQuery(d, lw.wkv_b, q, N, q_abs);
+  AbsorbQuery(d, lw, q, N, q_abs);
   float* q_pe = Take(ws.q_pe, N * d.H * d.dr);  // [N, H, dr] contiguous per token
   for (int64_t rh = 0; rh < N * d.H; ++rh)
     std::copy_n(&q[rh * d.dq() + d.dn], d.dr, &q_pe[rh * d.dr]);

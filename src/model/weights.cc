@@ -102,6 +102,7 @@ void LoadAttention(const Loader& ld, const ModelConfig& c, const std::string& p,
   lw.kv_norm = ld.Vector(p + ".kv_a_layernorm.weight", c.kv_lora_rank);
   lw.wkv_b = ld.Linear(p + ".kv_b_proj", h * (c.qk_nope_head_dim + c.v_head_dim),
                        c.kv_lora_rank);
+  lw.wuk_t = TransposeHeads(lw.wkv_b, h, c.qk_nope_head_dim + c.v_head_dim, 0, c.qk_nope_head_dim);
   lw.wo = ld.Linear(p + ".o_proj", hidden, h * c.v_head_dim);
 }
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -56,6 +57,11 @@ struct LayerWeights {
   WeightView wkv_a;                // [kv_lora_rank + qk_rope_head_dim, hidden]
   std::vector<float> kv_norm;      // [kv_lora_rank]
   WeightView wkv_b;                // [n_heads * (qk_nope_head_dim + v_head_dim), kv_lora_rank]
+  // W_UK_hᵀ of every head, [n_heads * kv_lora_rank, qk_nope_head_dim]: an exact re-layout of
+  // wkv_b's key rows made at load, so the query absorption is a row product (streams its
+  // weights) instead of a transposed one. Null where FP8 blocks cannot move whole (dims not
+  // multiples of 128): the absorption then reads wkv_b transposed.
+  std::shared_ptr<const OwnedWeight> wuk_t;
   WeightView wo;                   // [hidden, n_heads * v_head_dim]
   std::optional<IndexerWeights> indexer;
   // FFN: exactly one of the two

@@ -219,6 +219,10 @@ def build_cases(dsinfer, work):
                           "index_n_heads=null", "index_head_dim=null"]),
         # Plain RoPE (no YaRN) with the indexer.
         "plain_rope": (5, ["vocab_size=4096", "rope_scaling=null"]),
+        # Head dims on the 128 grid (as in the official model): FP8 blocks of wkv_b move whole,
+        # so the engine absorbs queries through its transposed W_UK copy.
+        "heads128": (6, ["vocab_size=4096", "qk_nope_head_dim=128", "v_head_dim=128",
+                         "kv_lora_rank=128"]),
     }
     with cf.ThreadPoolExecutor(2) as ex:
         futs = {n: ex.submit(gen_checkpoint, dsinfer, work, n, s, sets) for n, (s, sets) in jobs.items()}
@@ -258,6 +262,9 @@ def build_cases(dsinfer, work):
         Case("plain_rope prefill len 300", ck["plain_rope"], ids, dump=True),
         Case("plain_rope chunked 64", ck["plain_rope"], ids, chunk=64, dump=True),
         Case("plain_rope kv fp8 len 300", ck["plain_rope"], ids, kv="fp8", dump=True),
+        Case("heads128 prefill len 64", ck["heads128"], ids[:64], mtp=True, dump=True),
+        Case("heads128 decode after prefix 40", ck["heads128"], ids[:64], mode="decode",
+             prefill_len=40, dump=True),
     ]
     return cases
 

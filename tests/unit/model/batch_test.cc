@@ -121,6 +121,13 @@ TEST_F(BatchTest, ModelWithoutIndexerEqualsSoloRunsBitwise) {
   ExpectBatchedEqualsSolo(*model, {{}, {}, {}, {}}, kMixedSchedule);
 }
 
+// Head dims on the 128 grid: the query absorption runs through the transposed W_UK copy.
+TEST_F(BatchTest, TransposedAbsorptionEqualsSoloRunsBitwise) {
+  auto model = Model::Load(MakeCheckpoint(
+      "batch_heads128", 3, {"qk_nope_head_dim=128", "v_head_dim=128", "kv_lora_rank=128"}));
+  ExpectBatchedEqualsSolo(*model, {{}, {.kv_cache = KvCacheType::kFP8}, {}, {}}, kMixedSchedule);
+}
+
 // LayerStep of one layer for a batch equals LayerStep of each sequence alone (residual rows and
 // the cache rows it writes), and advances nothing.
 TEST_F(BatchTest, LayerStepEqualsSoloBitwise) {
@@ -202,9 +209,10 @@ TEST_F(BatchTest, PrefillChunkingIsBitwiseInvariant) {
         for (int64_t t = 0; t <= 200; ++t) {
           EXPECT_EQ(std::memcmp(a.latent_row(t), b.latent_row(t), a.layout().RowBytes()), 0)
               << where << " layer " << l << " latent row " << t;
-          if (a.has_index())
+          if (a.has_index()) {
             EXPECT_EQ(std::memcmp(a.index_row(t), b.index_row(t), a.index_layout().RowBytes()), 0)
                 << where << " layer " << l << " index row " << t;
+          }
         }
       }
     }
