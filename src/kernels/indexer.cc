@@ -401,7 +401,7 @@ struct IndexerScan {
       // Queries that read this tile: scored ones with p ≥ t0.
       const int64_t first = std::max(scored, t0 - c.first_pos);
       if (first >= S) break;
-      PrefetchRows(keys, t0 + kKeyTile, std::min(kKeyTile, t_end - t0 - kKeyTile));
+      PrefetchRows(keys, t0 + 2 * kKeyTile, std::min(kKeyTile, t_end - t0 - 2 * kKeyTile));
       ConvertTile(keys, t0, n);
       for (int64_t s = first; s < S; ++s) {
         const int64_t p = c.first_pos + s;

@@ -1,5 +1,6 @@
 #include "model/kv_cache.h"
 
+#include <algorithm>
 #include <string>
 
 #include "base/error.h"
@@ -19,10 +20,13 @@ int64_t LayerKvCache::PageBytes() const {
 }
 
 void LayerKvCache::Reserve(int64_t n) {
-  while (capacity() < n) {
-    storage_.push_back(std::make_unique<std::byte[]>(PageBytes()));
-    AppendPage(storage_.back().get());
-  }
+  if (capacity() >= n) return;
+  // One block for all the new pages (huge-page backed once it spans 2 MiB), and at least a
+  // quarter of the pages held so far: a growing sequence gets fewer, larger blocks.
+  const int64_t have = static_cast<int64_t>(latent_pages_.size());
+  const int64_t pages = std::max((n - capacity() + kKvPageRows - 1) / kKvPageRows, have / 4);
+  storage_.emplace_back(static_cast<size_t>(pages * PageBytes()));
+  for (int64_t i = 0; i < pages; ++i) AppendPage(storage_.back().data() + i * PageBytes());
 }
 
 // One block per page: latent rows, then index keys (both 4-byte aligned row sizes).

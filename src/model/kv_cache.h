@@ -14,6 +14,7 @@
 #include <memory>
 #include <vector>
 
+#include "base/huge_buffer.h"
 #include "kernels/kv_layout.h"
 
 namespace dsinfer {
@@ -25,7 +26,8 @@ class LayerKvCache {
  public:
   LayerKvCache(LatentLayout layout, int64_t index_head_dim /* 0: no indexer */);
 
-  // Makes rows [0, n) writable (keeps existing rows); allocates owned pages as needed.
+  // Makes rows [0, n) writable (keeps existing rows); allocates owned pages as needed, in
+  // blocks (capacity may exceed n), zero-filled, huge-page backed where possible.
   void Reserve(int64_t n);
   // Bytes of one page: kKvPageRows latent rows, then (with an indexer) kKvPageRows index keys.
   int64_t PageBytes() const;
@@ -49,7 +51,7 @@ class LayerKvCache {
   }
   LatentLayout layout_;
   IndexKeyLayout index_;
-  std::vector<std::unique_ptr<std::byte[]>> storage_;  // the pages this cache owns (Reserve)
+  std::vector<HugeBuffer> storage_;  // blocks of the pages this cache owns (Reserve)
   std::vector<std::byte*> latent_pages_;               // [pages] kKvPageRows latent rows each
   std::vector<std::byte*> index_pages_;                // [pages] kKvPageRows index keys each
 };

@@ -38,6 +38,10 @@ struct V {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
   }
+  // out[i] = ReduceAdd(v[i]) for i < count.
+  DSINFER_SIMD static void ReduceMany(const F* v, int count, float* out) {
+    for (int i = 0; i < count; ++i) out[i] = ReduceAdd(v[i]);
+  }
 
   // 8 codes → f16 bits sign<<15 | (b & 0x7f)<<7 (see avx512.cc) → f32.
   DSINFER_SIMD static F E4m3(const uint8_t* p) {
