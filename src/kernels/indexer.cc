@@ -327,14 +327,15 @@ struct IndexerScan {
     }
   }
 
-  // Requests keys t0 .. t0+n-1 (the next tile) from memory while this one is scored: a decode
+  // Requests keys t0 .. t0+n-1 (two tiles ahead) into L2 while this tile is scored: a decode
   // query reads every key row once, from DRAM, and pages need not be adjacent, so the hardware
-  // prefetchers alone leave the first touch of each row waiting (memory schedule only).
+  // prefetchers alone leave the first touch of each row waiting. L2, not L1: the query (16 KiB)
+  // and the bf16 tile (8 KiB) already fill most of L1 (memory schedule only).
   static void PrefetchRows(const PagedRows& keys, int64_t t0, int64_t n) {
     for (int64_t j = 0; j < n; ++j) {
       const char* row = reinterpret_cast<const char*>(keys.row(t0 + j));
-      for (int64_t b = 0; b < keys.row_bytes; b += 64) __builtin_prefetch(row + b, 0, 3);
-      __builtin_prefetch(row + keys.row_bytes - 1, 0, 3);
+      for (int64_t b = 0; b < keys.row_bytes; b += 64) __builtin_prefetch(row + b, 0, 2);
+      __builtin_prefetch(row + keys.row_bytes - 1, 0, 2);
     }
   }
 
