@@ -25,7 +25,9 @@ struct V {
   static constexpr int kMr = 8;      // 8 × 2 accumulators + 2 panel vectors + 1 broadcast
   static constexpr int kRowMr = 6, kRowNr = 4;  // 24 accumulators + 4 weights + 1 x
   static constexpr int kGemvMaxN = 8;
-  static constexpr int GemvRows(int n) { return n <= 2 ? 4 : 2; }  // × n accumulators
+  // GEMV rows per pass: R × n ≤ 16 accumulators (measured single-threaded on the expert
+  // shapes: R = 4 instead of 2 at n = 3-4 saved about 25%, R = 3 at n = 5 about 5%).
+  static constexpr int GemvRows(int n) { return n <= 4 ? 4 : n <= 5 ? 3 : 2; }
   static constexpr int GemvTVecs(int n) { return n <= 2 ? 8 : 4; }    // × n accumulators
 
   DSINFER_SIMD static __mmask16 Mask(int n) { return static_cast<__mmask16>((1u << n) - 1); }
