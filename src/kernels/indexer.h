@@ -18,6 +18,7 @@
 // Thread-safety: pure functions on caller buffers; a workspace is used by one thread at a time.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -72,6 +73,7 @@ class IndexerWorkspace : public GrowOnlyWorkspace {
   std::vector<float> key_f32_;       // [tile, head_dim]
   std::vector<float> key_scales_;    // [tile, blocks]
   std::vector<float> scores_;        // [tile]
+  std::vector<const std::byte*> pf_rows_;  // [tile] rows of the tile two ahead (prefetch)
   std::vector<TopKCandidate> cand_;  // [S, StreamingTopK::Capacity(k)]
   std::vector<StreamingTopK> topk_;  // [S]
 };
