@@ -158,11 +158,12 @@ DSINFER_AVX512BF16 void ConvertKeysBf16(const uint8_t* codes, int64_t d, uint16_
   for (int64_t i = 0; i < d; i += 32) _mm512_storeu_si512(out + i, E4m3ToBf16x32(codes + i));
 }
 
-// The low and high bytes of E4M3Bf16Table's first 128 entries (the magnitudes), 64-byte aligned
-// for the byte permutes: [lo 0..63 | lo 64..127 | hi 0..63 | hi 64..127].
+// The low and high bytes of E4M3Bf16Table's first 128 entries (the magnitudes), then the two
+// interleave indices (word i of half h: bytes lo[32h + i], hi[32h + i]), 64-byte aligned for the
+// byte permutes: [lo 0..63 | lo 64..127 | hi 0..63 | hi 64..127 | interleave 0 | interleave 1].
 const uint8_t* Bf16ByteTables() {
   struct alignas(64) Tables {
-    uint8_t b[4][64];
+    uint8_t b[6][64];
   };
   static const Tables tables = [] {
     Tables t{};
@@ -171,6 +172,11 @@ const uint8_t* Bf16ByteTables() {
       t.b[m / 64][m % 64] = static_cast<uint8_t>(bf[m] & 0xFF);
       t.b[2 + m / 64][m % 64] = static_cast<uint8_t>(bf[m] >> 8);
     }
+    for (int h = 0; h < 2; ++h)
+      for (int i = 0; i < 32; ++i) {
+        t.b[4 + h][2 * i] = static_cast<uint8_t>(32 * h + i);
+        t.b[4 + h][2 * i + 1] = static_cast<uint8_t>(64 + 32 * h + i);
+      }
     return t;
   }();
   return &tables.b[0][0];
@@ -184,13 +190,7 @@ DSINFER_AVX512VBMI void ConvertKeysBf16Vbmi(const uint8_t* codes, int64_t d, uin
   const uint8_t* t = Bf16ByteTables();
   const __m512i lo0 = _mm512_load_si512(t), lo1 = _mm512_load_si512(t + 64);
   const __m512i hi0 = _mm512_load_si512(t + 128), hi1 = _mm512_load_si512(t + 192);
-  alignas(64) uint8_t idx[2][64];  // word i of half h: bytes (lo[32h + i], hi[32h + i])
-  for (int h = 0; h < 2; ++h)
-    for (int i = 0; i < 32; ++i) {
-      idx[h][2 * i] = static_cast<uint8_t>(32 * h + i);
-      idx[h][2 * i + 1] = static_cast<uint8_t>(64 + 32 * h + i);
-    }
-  const __m512i il0 = _mm512_load_si512(idx[0]), il1 = _mm512_load_si512(idx[1]);
+  const __m512i il0 = _mm512_load_si512(t + 256), il1 = _mm512_load_si512(t + 320);
   const __m512i sign = _mm512_set1_epi8(static_cast<char>(0x80));
   for (int64_t i = 0; i < d; i += 64) {
     const __m512i c = _mm512_loadu_si512(codes + i);

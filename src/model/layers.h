@@ -121,6 +121,10 @@ class PartLap {
     times_->ms[part] += std::chrono::duration<double, std::milli>(now - last_).count();
     last_ = now;
   }
+  // Starts the next lap now, charging nothing (the time since was measured elsewhere).
+  void Restart() {
+    if (times_) last_ = std::chrono::steady_clock::now();
+  }
 
  private:
   LayerPartTimes* times_;

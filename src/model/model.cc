@@ -31,15 +31,15 @@ void LayerForward(const LayerContext& ctx, const LayerWeights& lw, float* h) {
   RmsNorm(h, N, H, lw.attn_norm.data(), c.rms_norm_eps, x);
   if (ctx.dump) ctx.dump->Put(lw.layer, "attn_in", x, N, H);
   lap(LayerPartTimes::kOther);
-  AttentionForward(ctx, lw, x, y);
-  PartLap lap2(ctx.ws);
+  AttentionForward(ctx, lw, x, y);  // times its own parts
+  lap.Restart();
   for (int64_t i = 0; i < N * H; ++i) h[i] += y[i];
   RmsNorm(h, N, H, lw.ffn_norm.data(), c.rms_norm_eps, x);
-  lap2(LayerPartTimes::kOther);
-  FfnForward(ctx, lw, x, y);
-  PartLap lap3(ctx.ws);
+  lap(LayerPartTimes::kOther);
+  FfnForward(ctx, lw, x, y);  // times its own parts
+  lap.Restart();
   for (int64_t i = 0; i < N * H; ++i) h[i] += y[i];
-  lap3(LayerPartTimes::kOther);
+  lap(LayerPartTimes::kOther);
   if (ctx.dump) ctx.dump->Put(lw.layer, "hidden", h, N, H);
 }
 
