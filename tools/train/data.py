@@ -15,25 +15,32 @@ Writes into DIR (see tools/train/README.md for the mix and the sizes):
   eval_retrieval.jsonl   {"messages", "thinking", "answer", "kind", "tokens"}: retrieval at
                          2048-2600 tokens; eval_retrieval_short.jsonl: 200-1000 tokens
   eval_arith.jsonl, eval_skills.jsonl   exact-answer tasks in the same format
-  eval_text.jsonl        {"text"}: held-out English for perplexity
+  eval_text.jsonl        {"text", "source"}: held-out English for perplexity
   stats.json             documents and tokens by kind, bytes per token, the sources
 
 Everything is a function of --seed and --scale: the generators draw from random.Random streams
-named after the seed and the purpose; the evaluation sets use their own streams, the held-out
-English (one fortune in ten, chosen by a hash of its text, not by the seed) and exclude every
-question that a training document asks.
+named after the seed and the purpose; the evaluation sets use their own streams and the
+held-out English (one fortune or chapter in ten, chosen by a hash of its text, not by the
+seed), and no training document asks a question of an evaluation set.
 
-The English is the BSD fortune-cookie collection of Debian's `fortunes` and `fortunes-min`
-packages (/usr/share/games/fortunes; scripts/setup.sh installs them).
+The English comes from two Debian packages (scripts/setup.sh installs them): the fortune-cookie
+collection of `fortunes` and `fortunes-min` (BSD licence) and the World English Bible of
+`sword-text-web` (public domain). Plain-English documents are half Bible chapters, half packed
+fortunes; the retrieval filler is both. chat_samples.jsonl (requests and the texts this file
+makes of them) is for tests/text/own_tokenizer_check.mjs.
 """
 import argparse
 import hashlib
+import html
 import json
 import os
 import random
+import re
+import struct
 import subprocess
 import sys
 import time
+import zlib
 
 import numpy as np
 
@@ -52,8 +59,13 @@ FORTUNE_FILES = [
     "riddles", "science", "songs-poems", "sports", "startrek", "tao", "translate-me", "wisdom",
     "work", "zippy",
 ]
-SOURCES = {"english": "Debian packages fortunes and fortunes-min 1:1.99.1-7.3 "
-                      "(/usr/share/games/fortunes, BSD licence)"}
+WEB_DIR = "/usr/share/sword/modules/texts/ztext/engWEB2015eb"
+SOURCES = {
+    "fortunes": "Debian packages fortunes and fortunes-min 1:1.99.1-7.3 "
+                "(/usr/share/games/fortunes; BSD licence)",
+    "web": "Debian package sword-text-web 426.0-1: the World English Bible "
+           f"({WEB_DIR}; public domain)",
+}
 
 # Token budgets of train.jsonl by kind, as fractions of the total (tokens of our tokenizer).
 MIX = {"retrieval": 0.40, "english": 0.25, "skills": 0.25, "chat": 0.10}
@@ -61,6 +73,7 @@ SCALES = {  # total training tokens, eval set sizes, share of the English for th
     "small": {"tokens": 150_000, "n_eval": 16, "n_eval_text": 40, "tok_english": 0.15},
     "full": {"tokens": 15_000_000, "n_eval": 200, "n_eval_text": 400, "tok_english": 1.0},
 }
+WEB_MAX_CHARS = 7000        # longer chapters are cut into parts (~1800 tokens at most)
 LONG_RANGE = (2048, 2600)   # tokens of a long retrieval document
 SHORT_RANGE = (200, 1000)   # tokens of a short one
 
@@ -99,24 +112,81 @@ def load_fortunes():
     return out
 
 
+def _osis_to_text(osis):
+    """OSIS markup of a chapter → plain text, paragraphs separated by blank lines."""
+    s = re.sub(r"<note\b.*?</note>|<title\b.*?</title>", "", osis, flags=re.S)
+    s = re.sub(r'<div\b[^>]*type="x-p"[^>]*/>|<lg\b[^>]*/>', "\n\n", s)
+    s = re.sub(r"<l\b[^>]*eID=[^>]*/>", "\n", s)
+    s = html.unescape(re.sub(r"<[^>]+>", "", s))
+    lines = [" ".join(line.split()) for line in s.split("\n")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def _parts(text, max_chars):
+    """`text` cut at paragraph boundaries into parts of at most about `max_chars`."""
+    parts, cur = [], ""
+    for p in text.split("\n\n"):
+        if cur and len(cur) + 2 + len(p) > max_chars:
+            parts.append(cur)
+            cur = ""
+        cur = cur + "\n\n" + p if cur else p
+    return parts + ([cur] if cur else [])
+
+
+def load_web(max_books=None):
+    """The chapters of the World English Bible, long ones cut in parts (SWORD zText module: per
+    book, a zlib block of OSIS text; .bzs holds each block's offset, size and uncompressed
+    size)."""
+    if not os.path.isdir(WEB_DIR):
+        raise SystemExit(f"data: {WEB_DIR} not found: install the Debian package "
+                         "sword-text-web (scripts/setup.sh does)")
+    chapters = []
+    for part in ("nt", "ot"):
+        with open(os.path.join(WEB_DIR, f"{part}.bzs"), "rb") as f:
+            index = f.read()
+        with open(os.path.join(WEB_DIR, f"{part}.bzz"), "rb") as f:
+            blocks = f.read()
+        for i in range(len(index) // 12):
+            if max_books is not None and i >= max_books:
+                break
+            offset, size, _ = struct.unpack_from("<III", index, 12 * i)
+            book = zlib.decompress(blocks[offset:offset + size]).decode("utf-8")
+            for chapter in re.split(r"<chapter\b[^>]*sID=[^>]*/>", book)[1:]:
+                for text in _parts(_osis_to_text(chapter), WEB_MAX_CHARS):
+                    if 200 <= len(text) <= 2 * WEB_MAX_CHARS:  # (a glossary without breaks)
+                        chapters.append(text)
+        if max_books is not None:
+            break  # scale small: a few New Testament books
+    return chapters
+
+
 def is_held_out(text):
     return hashlib.sha256(text.encode()).digest()[0] % 10 == 0
 
 
-def english_split():
-    """(train, held_out) fortunes: one in ten is held out, chosen by the hash of its text."""
+def split_held_out(texts):
+    """(train, held_out): one text in ten is held out, chosen by the hash of the text."""
     train, held = [], []
-    for t in load_fortunes():
+    for t in texts:
         (held if is_held_out(t) else train).append(t)
     return train, held
 
 
-def filler_units(fortunes):
-    """Fortunes usable as retrieval filler: one line of plain prose without digits."""
+def english_split(scale="full"):
+    """{"fortunes": (train, held_out), "web": (train, held_out)}: fortunes, and chapters of the
+    World English Bible (at scale small only the first Gospels')."""
+    return {"fortunes": split_held_out(load_fortunes()),
+            "web": split_held_out(load_web(max_books=2 if scale == "small" else None))}
+
+
+def filler_units(fortunes, chapters):
+    """Retrieval filler: fortunes and Bible paragraphs of 40-500 characters on one line,
+    without digits."""
     out = []
-    for t in fortunes:
+    for t in fortunes + [p for c in chapters for p in c.split("\n\n")]:
         s = " ".join(t.split())
-        if 40 <= len(s) <= 500 and s.isascii() and not any(c.isdigit() for c in s):
+        if (40 <= len(s) <= 500 and not any(c.isdigit() for c in s) and
+                all(c.isascii() or c in "’‘“”—" for c in s)):
             out.append(s)
     return out
 
@@ -310,6 +380,11 @@ QUOTE_ASKS = ["Tell me a quote.", "Say something wise.", "Tell me a fortune.",
               "Give me a saying.", "Share a thought with me."]
 
 
+def chat_quotes(fortunes):
+    """Short fortunes fit to answer "Tell me a quote." (no IRC logs: no '<')."""
+    return [t for t in fortunes if len(t) < 200 and t.count("\n") <= 2 and "<" not in t]
+
+
 def chat_task(rng, quotes):
     if rng.random() < 0.4:
         quote = rng.choice(quotes)
@@ -375,17 +450,32 @@ def retrieval_task(rng, filler, target, enc, kv):
     return {"question": q, "answer": answer, "reasoning": reasoning, "kind": kind}
 
 
-def english_document(rng, fortunes, target, counts, enc):
-    """Random fortunes, blank-line separated, up to about `target` tokens; and its token
-    count (estimated: the fortunes' counts plus one per separator, BOS and EOS)."""
+class Counted:
+    """Texts with their token counts, counted on first use."""
+
+    def __init__(self, texts, enc):
+        self.texts, self.enc, self.counts = texts, enc, [None] * len(texts)
+
+    def count(self, i):
+        if self.counts[i] is None:
+            self.counts[i] = self.enc.count(self.texts[i])
+        return self.counts[i]
+
+
+def english_document(rng, fortunes, chapters):
+    """Half of the time a Bible chapter, else random fortunes (blank-line separated) up to
+    100-1500 tokens; and the document's token count (estimated: the parts' counts plus one per
+    separator, BOS and EOS)."""
+    if rng.random() < 0.5:
+        i = rng.randrange(len(chapters.texts))
+        return BOS + chapters.texts[i] + EOS, chapters.count(i) + 2, "english_web"
+    target = rng.randint(100, 1500)
     parts, total = [], 0
     while total < target:
-        i = rng.randrange(len(fortunes))
-        if counts[i] is None:
-            counts[i] = enc.count(fortunes[i]) + 1
-        parts.append(fortunes[i])
-        total += counts[i]
-    return BOS + "\n\n".join(parts) + EOS, total + 1
+        i = rng.randrange(len(fortunes.texts))
+        parts.append(fortunes.texts[i])
+        total += fortunes.count(i) + 1
+    return BOS + "\n\n".join(parts) + EOS, total + 1, "english_fortunes"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,20 +484,22 @@ def tokenizer_corpus(seed, scale):
     """The texts the BPE merges are learnt from: the English training split (at scale small a
     hash-chosen part of it) and a sample of the synthetic documents (their special tokens are
     cut out by the trainer)."""
-    train, _ = english_split()
+    split = english_split(scale)
+    fortunes, chapters = split["fortunes"][0], split["web"][0]
     share = SCALES[scale]["tok_english"]
-    texts = [t for t in train
-             if hashlib.sha256(t.encode()).digest()[1] < 256 * share] if share < 1 else train
+    texts = [t for t in fortunes + chapters
+             if hashlib.sha256(t.encode()).digest()[1] < 256 * share] if share < 1 else \
+        fortunes + chapters
     rng = rng_for(seed, "tokenizer")
-    words = vocabulary_words(train)
-    quotes = [t for t in train if len(t) < 200]
+    words = vocabulary_words(fortunes)
+    quotes = chat_quotes(fortunes)
     n = 1500 if scale == "full" else 600
     for _ in range(n):
         t = skill_task(rng, words)
         texts.append(chat_document(t["question"], t["answer"], True, t["reasoning"]))
         t = chat_task(rng, quotes)
         texts.append(chat_document(t["question"], t["answer"], True, t["reasoning"]))
-    units = filler_units(train)
+    units = filler_units(fortunes, [])
     for _ in range(n // 10):  # retrieval wording, without the filler (it is English already)
         kv = rng.random() < 0.5
         names = rng.sample(NAMES, 3)
@@ -433,11 +525,12 @@ def generate(args):
     t0 = time.time()
     enc = Encoder(args.tokenizer)
     cfg = SCALES[args.scale]
-    train_en, held_en = english_split()
+    split = english_split(args.scale)
+    (train_en, held_en), (train_web, held_web) = split["fortunes"], split["web"]
     words = vocabulary_words(train_en)
-    quotes = [t for t in train_en if len(t) < 200]
-    fill_train = Filler(filler_units(train_en), enc)
-    fill_held = Filler(filler_units(held_en), enc)
+    quotes = chat_quotes(train_en)
+    fill_train = Filler(filler_units(train_en, train_web), enc)
+    fill_held = Filler(filler_units(held_en, held_web), enc)
     os.makedirs(args.out, exist_ok=True)
 
     # Evaluation sets first: the training generators skip their questions.
@@ -457,8 +550,9 @@ def generate(args):
     held_questions = {e["messages"][0]["content"] for v in evals.values() for e in v}
     for name, rows in evals.items():
         write_jsonl(os.path.join(args.out, f"eval_{name}.jsonl"), rows)
-    ppl = held_en[:cfg["n_eval_text"]]
-    write_jsonl(os.path.join(args.out, "eval_text.jsonl"), [{"text": t} for t in ppl])
+    ppl = ([{"text": t, "source": "fortunes"} for t in held_en[:cfg["n_eval_text"]]] +
+           [{"text": t, "source": "web"} for t in held_web[:cfg["n_eval_text"] // 8]])
+    write_jsonl(os.path.join(args.out, "eval_text.jsonl"), ppl)
 
     # Training documents, kind by kind up to the token budget of the mix.
     docs = []
@@ -467,12 +561,11 @@ def generate(args):
         rng = rng_for(args.seed, f"train/{kind}")
         budget = share * cfg["tokens"]
         total, made = 0, []
-        counts = [None] * len(train_en)
+        fortunes, chapters = Counted(train_en, enc), Counted(train_web, enc)
         while total < budget:
             if kind == "english":
-                text, tokens = english_document(rng, train_en, rng.randint(100, 1500), counts,
-                                                enc)
-                made.append((text, "english"))
+                text, tokens, sub = english_document(rng, fortunes, chapters)
+                made.append((text, sub))
                 total += tokens
                 continue
             if kind == "retrieval":
@@ -500,7 +593,8 @@ def generate(args):
                 [{"text": text, "kind": kind} for text, kind in docs])
     print(f"data: {len(docs)} training documents (~{sum(est.values()) / 1e6:.2f}M tokens), "
           f"eval sets of {n}, in {time.time() - t0:.1f} s", file=sys.stderr)
-    return docs, evals, ppl
+    samples = chat_samples(args.seed, words, quotes, fill_train, enc)
+    return docs, evals, ppl, samples
 
 
 
@@ -556,13 +650,9 @@ def main():
     ap.add_argument("--no-encode", action="store_true", help="skip train.bin / train_docs.npy")
     args = ap.parse_args()
     t0 = time.time()
-    docs, evals, ppl = generate(args)
-    train_en, _ = english_split()
+    docs, evals, ppl, samples = generate(args)
     enc = Encoder(args.tokenizer)
-    write_jsonl(os.path.join(args.out, "chat_samples.jsonl"),
-                chat_samples(args.seed, vocabulary_words(train_en),
-                             [t for t in train_en if len(t) < 200],
-                             Filler(filler_units(train_en), enc), enc))
+    write_jsonl(os.path.join(args.out, "chat_samples.jsonl"), samples)
     stats = {"seed": args.seed, "scale": args.scale, "sources": SOURCES, "mix": MIX,
              "documents": len(docs)}
     if not args.no_encode:
@@ -578,17 +668,22 @@ def main():
         groups = {}
         for kind, k in by_kind.items():
             g = ("retrieval" if kind.startswith(("passkey", "kv")) else "english"
-                 if kind == "english" else "chat" if kind.startswith("chat") else "skills")
+                 if kind.startswith("english") else "chat" if kind.startswith("chat")
+                 else "skills")
             groups[g] = groups.get(g, 0) + k["tokens"]
         stats["tokens_by_group"] = {g: {"tokens": n, "share": round(n / stats["tokens"], 3)}
                                     for g, n in sorted(groups.items())}
-        en = [(t, n) for (t, kind), n in zip(docs, lengths) if kind == "english"]
-        stats["bytes_per_token_english_train"] = round(
-            sum(len(t[len(BOS):-len(EOS)].encode()) for t, _ in en) /
-            max(1, sum(int(n) - 2 for _, n in en)), 3)
-    held_tokens = sum(enc.count(t) for t in ppl)
-    stats["bytes_per_token_english_held_out"] = round(
-        sum(len(t.encode()) for t in ppl) / held_tokens, 3)
+        for source in ("fortunes", "web"):
+            en = [(t, n) for (t, kind), n in zip(docs, lengths) if kind == "english_" + source]
+            stats[f"bytes_per_token_train_{source}"] = round(
+                sum(len(t[len(BOS):-len(EOS)].encode()) for t, _ in en) /
+                max(1, sum(int(n) - 2 for _, n in en)), 3)
+    held_tokens = {}
+    for source in ("fortunes", "web"):
+        texts = [r["text"] for r in ppl if r["source"] == source]
+        held_tokens[source] = sum(enc.count(t) for t in texts)
+        stats[f"bytes_per_token_held_out_{source}"] = round(
+            sum(len(t.encode()) for t in texts) / max(1, held_tokens[source]), 3)
     stats["eval"] = {name: {"entries": len(rows),
                             "tokens_min": min(r["tokens"] for r in rows),
                             "tokens_max": max(r["tokens"] for r in rows)}
