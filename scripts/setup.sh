@@ -13,6 +13,7 @@ APT_PACKAGES=(
   python3 python3-numpy                           # NumPy reference (tests/reference)
   curl                                            # server tests
   python3-regex fortunes fortunes-min sword-text-web  # own model: tokenizer, English text
+  python3-torch libopenblas0-pthread              # own model: training (tools/train)
 )
 
 SUDO=""

@@ -20,7 +20,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fp8 import fake_quant_weight, act_quant, act_quant_ste
+from fp8 import fake_quant_weight, act_quant_ste
+
+ATTN_CHUNK = 512  # query rows per attention block in training
 
 
 @dataclass
@@ -51,7 +53,7 @@ class Config:
     rope_beta_fast: float = 32.0
     rope_beta_slow: float = 1.0
     max_position_embeddings: int = 4096
-    index_n_heads: int = 8
+    index_n_heads: int = 4
     index_head_dim: int = 64
     index_topk: int = 256
     bos_token_id: int = 0
@@ -167,8 +169,9 @@ class Indexer(nn.Module):
         self.weights_proj = Bf16Linear(c.hidden_size, hi)
         self.register_buffer("hadamard", hadamard_matrix(di), persistent=False)
 
-    def forward(self, x, qr, cos, sin, quantise):
-        """Scores I [B, L, L] (f32, -inf above the diagonal). x [B,L,D], qr [B,L,q_lora]."""
+    def project(self, x, qr, cos, sin, quantise):
+        """q [B,L,hi,di], k [B,L,di] (post-RoPE, post-Hadamard, FP8-rounded when `quantise`)
+        and the head weights w [B,L,hi] with every constant folded in."""
         c = self.c
         B, L, _ = x.shape
         hi, di, r = c.index_n_heads, c.index_head_dim, c.qk_rope_head_dim
@@ -181,14 +184,20 @@ class Indexer(nn.Module):
         if quantise:  # the engine's FP8 scoring; straight-through for the gradient
             q, k = act_quant_ste(q, block), act_quant_ste(k, block)
         w = self.weights_proj(x.float()).float() * (hi**-0.5 * di**-0.5)  # [B,L,hi]
+        return q, k, w
+
+    @staticmethod
+    def scores(q, k, w, s0, s1):
+        """I [B, s1-s0, s1] for queries s0..s1-1 over keys 0..s1-1 (f32, -inf where t > p)."""
+        B, _, hi, di = q.shape
+        C = s1 - s0
         dt = torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else torch.float32
-        scores = []
-        for b in range(B):  # [L*hi, di] · [di, L]: one 2-D product per sequence
-            dots = torch.mm(q[b].reshape(L * hi, di).to(dt), k[b].T.to(dt)).float().relu()
-            scores.append((dots.view(L, hi, L) * w[b, :, :, None]).sum(1))
-        scores = torch.stack(scores)  # [B,L,L]
-        causal = torch.ones(L, L, dtype=torch.bool, device=x.device).triu(1)
-        return scores.masked_fill(causal, float("-inf"))
+        out = []
+        for b in range(B):  # [C*hi, di] · [di, s1]: one 2-D product per sequence
+            dots = torch.mm(q[b, s0:s1].reshape(C * hi, di).to(dt), k[b, :s1].T.to(dt))
+            out.append((dots.float().relu().view(C, hi, s1) * w[b, s0:s1, :, None]).sum(1))
+        future = torch.ones(C, s1, dtype=torch.bool).triu(s0 + 1)
+        return torch.stack(out).masked_fill(future, float("-inf"))
 
 
 def per_head_mm(a, b):
@@ -198,19 +207,19 @@ def per_head_mm(a, b):
                         for i in range(B)])
 
 
-def topk_mask(scores, k, exact_ties=False):
-    """Boolean [B,L,L] of the selected keys: per query p the top min(k, p+1) causal keys by
-    score. `scores` has -inf above the diagonal. With `exact_ties`, equal scores go to the lower
-    key index (the engine's rule); training leaves exact ties to torch.topk (faster)."""
-    B, L, _ = scores.shape
-    if k >= L:
-        return torch.ones(L, L, dtype=torch.bool).tril().expand(B, L, L)
+def topk_mask(scores, k, s0=0, exact_ties=False):
+    """Boolean [B,C,N] of the selected keys for queries p = s0..s0+C-1: the top min(k, p+1)
+    causal keys by score (`scores` has -inf where t > p). With `exact_ties`, equal scores go
+    to the lower key index (the engine's rule); training leaves exact ties to torch.topk."""
+    B, C, N = scores.shape
+    causal = torch.ones(C, N, dtype=torch.bool).tril(s0)
+    if k >= N:
+        return causal.expand(B, C, N)
     if exact_ties:
         idx = torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :k]
     else:
-        idx = torch.topk(scores, k, dim=-1, sorted=False).indices  # [B,L,k]
+        idx = torch.topk(scores, k, dim=-1, sorted=False).indices  # [B,C,k]
     sel = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, idx, True)
-    causal = torch.ones(L, L, dtype=torch.bool).tril()
     return sel & causal
 
 
@@ -252,33 +261,40 @@ class MLA(nn.Module):
         qh = torch.cat((q_nope, q_pe.to(q_nope.dtype)), -1).transpose(1, 2)  # [B,H,L,dn+dr]
         kh = torch.cat((k_nope, k_pe.to(k_nope.dtype)[:, :, None].expand(B, L, H, dr)), -1)
         kh = kh.transpose(1, 2)  # [B,H,L,dn+dr]
-        scores = per_head_mm(qh, kh.transpose(-1, -2)).float() * self.scale  # [B,H,L,L]
-        causal = torch.ones(L, L, dtype=torch.bool).tril()
-        allowed = causal.expand(B, L, L)
-        index_scores = None
-        need_indexer = mode["attention"] == "dsa" or mode["kl"] is not None
-        if need_indexer:
+        vh = v.transpose(1, 2)  # [B,H,L,dv]
+        use_index = mode["attention"] == "dsa" or mode["kl"] is not None
+        if use_index:
             xi, qri = (x.detach(), qr.detach()) if mode["kl"] else (x, qr)
-            index_scores = self.indexer(xi, qri, cos, sin, mode["quantise"])
-            if mode["attention"] == "dsa":
+            iq, ik, iw = self.indexer.project(xi, qri, cos, sin, mode["quantise"])
+        outs, kl_sum = [], 0.0
+        # Queries in chunks of ATTN_CHUNK over their causal keys only (about half the work of
+        # a full L×L product at long lengths, and a bounded score matrix).
+        for s0 in range(0, L, ATTN_CHUNK):
+            s1 = min(L, s0 + ATTN_CHUNK)
+            scores = per_head_mm(qh[:, :, s0:s1], kh[:, :, :s1].transpose(-1, -2))
+            scores = scores.float() * self.scale  # [B,H,C,s1]
+            allowed = torch.ones(s1 - s0, s1, dtype=torch.bool).tril(s0).expand(B, -1, -1)
+            if use_index:
+                index_scores = Indexer.scores(iq, ik, iw, s0, s1)  # [B,C,s1]
+                if mode["attention"] == "dsa":
+                    with torch.no_grad():
+                        allowed = topk_mask(index_scores.detach(), c.index_topk, s0,
+                                            mode.get("exact_ties", False))
+            scores = scores.masked_fill(~allowed[:, None], float("-inf"))
+            p = torch.softmax(scores, dim=-1)  # [B,H,C,s1]
+            outs.append(per_head_mm(p.to(v.dtype), vh[:, :, :s1]))  # [B,H,C,dv]
+            if mode["kl"] is not None:
+                # Target: the main attention summed over heads, L1-normalised (detached).
                 with torch.no_grad():
-                    allowed = topk_mask(index_scores.detach(), c.index_topk,
-                                        mode.get("exact_ties", False))
-        scores = scores.masked_fill(~allowed[:, None], float("-inf"))
-        p = torch.softmax(scores, dim=-1)  # [B,H,L,L]
-        o = per_head_mm(p.to(v.dtype), v.transpose(1, 2))  # [B,H,L,dv]
-        o = o.transpose(1, 2).reshape(B, L, H * dv)
+                    target = p.sum(dim=1)
+                    target = target / target.sum(-1, keepdim=True)
+                logq = torch.log_softmax(index_scores.masked_fill(~allowed, float("-inf")), -1)
+                logq = logq.masked_fill(~allowed, 0.0)
+                logt = torch.log(target.clamp(min=1e-30)).masked_fill(~allowed, 0.0)
+                kl_sum = kl_sum + (target * (logt - logq)).sum()
+        o = torch.cat(outs, dim=2).transpose(1, 2).reshape(B, L, H * dv)
         out = self.wo(o)
-        kl = None
-        if mode["kl"] is not None:
-            # Target: the main attention summed over heads, L1-normalised (detached).
-            with torch.no_grad():
-                target = p.sum(dim=1)
-                target = target / target.sum(-1, keepdim=True)
-            logits = index_scores.masked_fill(~allowed, float("-inf"))
-            logq = torch.log_softmax(logits, dim=-1).masked_fill(~allowed, 0.0)
-            logt = torch.log(target.clamp(min=1e-30)).masked_fill(~allowed, 0.0)
-            kl = (target * (logt - logq)).sum(-1).mean()
+        kl = kl_sum / (B * L) if mode["kl"] is not None else None
         return out, kl
 
 

@@ -144,6 +144,16 @@ def lr_at(step, steps, peak, warmup):
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))  # cosine to 10%
 
 
+def save(args, cfg, model, meta, step, tokens, elapsed):
+    """Writes the checkpoint atomically with this stage's record appended."""
+    record = {"stage": args.stage, "steps": step + 1, "tokens": tokens,
+              "minutes": round(elapsed / 60, 2), "args": vars(args)}
+    meta = dict(meta, stages=meta["stages"] + [record])
+    torch.save({"config": cfg.to_dict(), "model": model.state_dict(), "meta": meta},
+               args.out + ".tmp")
+    os.replace(args.out + ".tmp", args.out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--stage", choices=["dense", "warmup", "sparse"], required=True)
@@ -167,6 +177,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--save-every-min", type=float, default=10,
+                    help="also save the checkpoint every this many minutes")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
@@ -198,7 +210,7 @@ def main():
     attention = "dsa" if args.stage == "sparse" else "dense"
     kl_mode = None if args.stage == "dense" else args.stage
     mode = dict(attention=attention, kl=kl_mode, quantise=True)
-    t0 = time.time()
+    t0 = last_save = time.time()
     tokens_seen = 0
     log = {"lm": 0.0, "mtp": 0.0, "kl": 0.0, "n": 0}
     step = 0
@@ -237,10 +249,11 @@ def main():
                   f"lr {opt.param_groups[0]['lr']:.2e} tok/s {tokens_seen / el:.0f} "
                   f"elapsed {el / 60:.1f} min", flush=True)
             log = {"lm": 0.0, "mtp": 0.0, "kl": 0.0, "n": 0}
+        if time.time() - last_save > args.save_every_min * 60:
+            save(args, cfg, model, meta, step, tokens_seen, time.time() - t0)
+            last_save = time.time()
     elapsed = time.time() - t0
-    meta["stages"].append({"stage": args.stage, "steps": step + 1, "tokens": tokens_seen,
-                           "minutes": round(elapsed / 60, 2), "args": vars(args)})
-    torch.save({"config": cfg.to_dict(), "model": model.state_dict(), "meta": meta}, args.out)
+    save(args, cfg, model, meta, step, tokens_seen, elapsed)
     print(f"train[{args.stage}]: {step + 1} steps, {tokens_seen} tokens in {elapsed / 60:.1f} min "
           f"-> {args.out}", flush=True)
 
