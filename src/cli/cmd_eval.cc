@@ -45,7 +45,8 @@ ordered_json TallyJson(const eval::Tally& t) {
   return {{"n", t.n},
           {"correct", t.correct},
           {"accuracy", t.Accuracy()},
-          {"prompt_tokens", {{"min", t.prompt_min}, {"mean", t.PromptMean()}, {"max", t.prompt_max}}}};
+          {"prompt_tokens",
+           {{"min", t.prompt_min}, {"mean", t.PromptMean()}, {"max", t.prompt_max}}}};
 }
 
 double Rate(int64_t tokens, double secs) { return secs > 0 ? tokens / secs : 0; }
@@ -57,7 +58,10 @@ ordered_json TaskJson(const eval::TaskFileResult& r, int64_t show_failures) {
   for (const auto& [kind, t] : r.kinds) kinds[kind] = TallyJson(t);
   j["kinds"] = kinds;
   int64_t generated = 0, stopped = 0;
-  for (const eval::TaskOutcome& o : r.outcomes) generated += o.generated_tokens, stopped += o.stopped;
+  for (const eval::TaskOutcome& o : r.outcomes) {
+    generated += o.generated_tokens;
+    stopped += o.stopped;
+  }
   j["generated_tokens"] = generated;
   j["stopped_at_eos"] = stopped;
   j["prefill_tokens_per_s"] = Rate(r.stats.prompt_tokens, r.stats.prefill_s);
@@ -66,7 +70,8 @@ ordered_json TaskJson(const eval::TaskFileResult& r, int64_t show_failures) {
   for (const eval::TaskOutcome& o : r.outcomes) {
     if (o.correct) continue;
     if (static_cast<int64_t>(failures.size()) >= show_failures) break;
-    failures.push_back({{"line", o.line}, {"kind", o.kind}, {"expected", o.expected}, {"got", o.got}});
+    failures.push_back(
+        {{"line", o.line}, {"kind", o.kind}, {"expected", o.expected}, {"got", o.got}});
   }
   j["failures"] = failures;
   return j;
@@ -91,6 +96,12 @@ ordered_json TextJson(const std::string& file, const eval::TextScore& s, bool mt
 }
 
 void PrintTable(const ordered_json& report, bool verbose) {
+  std::printf("model %s, attention %s", report["model"].get<std::string>().c_str(),
+              report["attention"].get<std::string>().c_str());
+  if (!report["index_topk"].is_null())
+    std::printf(" (index_topk %lld)", report["index_topk"].get<long long>());
+  std::printf(", kv-cache %s, max-new %lld\n\n", report["kv_cache"].get<std::string>().c_str(),
+              report["max_new"].get<long long>());
   if (!report["tasks"].empty()) {
     std::printf("%-32s %6s %7s %8s  %-22s %9s\n", "tasks", "n", "correct", "accuracy",
                 "prompt tok min/mean/max", "decode t/s");
@@ -100,9 +111,12 @@ void PrintTable(const ordered_json& report, bool verbose) {
         char lens[64];
         std::snprintf(lens, sizeof lens, "%lld/%.1f/%lld", p["min"].get<long long>(),
                       p["mean"].get<double>(), p["max"].get<long long>());
-        std::printf("%-32s %6lld %7lld %7.1f%%  %-22s %9s\n", name.c_str(),
-                    t["n"].get<long long>(), t["correct"].get<long long>(),
-                    100 * t["accuracy"].get<double>(), lens, speed.c_str());
+        std::printf("%-32s %6lld %7lld %7.1f%%  ", name.c_str(), t["n"].get<long long>(),
+                    t["correct"].get<long long>(), 100 * t["accuracy"].get<double>());
+        if (speed.empty())
+          std::printf("%s\n", lens);
+        else
+          std::printf("%-22s %9s\n", lens, speed.c_str());
       };
       char speed[32];
       std::snprintf(speed, sizeof speed, "%.2f", f["decode_tokens_per_s"].get<double>());
@@ -178,7 +192,8 @@ int RunEval(const EvalOptions& o) {
     report["text"].push_back(TextJson(o.text[i], s, o.mtp));
   }
   if (o.json)
-    std::printf("%s\n", report.dump(-1, ' ', false, ordered_json::error_handler_t::replace).c_str());
+    std::printf("%s\n",
+                report.dump(-1, ' ', false, ordered_json::error_handler_t::replace).c_str());
   else
     PrintTable(report, o.verbose);
   return 0;

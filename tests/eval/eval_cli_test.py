@@ -217,19 +217,20 @@ def main():
         return write_jsonl(os.path.join(a.work, name), lines)
 
     ok_task = json.dumps(rows[0])
+    USER_X = '{"messages": [{"role": "user", "content": "x"}]'
     cases = [
         (["--tasks", bad_file("e1.jsonl", [ok_task, "{not json"])], "e1.jsonl:2: invalid"),
         (["--tasks", bad_file("e2.jsonl", [ok_task, '{"messages": [], "answer": "1"}'])],
          'e2.jsonl:2: "messages" must be a non-empty array'),
-        (["--tasks", bad_file("e3.jsonl", ['{"messages": [{"role": "user", "content": "x"}]}'])],
+        (["--tasks", bad_file("e3.jsonl", [USER_X + "}"])],
          'e3.jsonl:1: missing "answer"'),
-        (["--tasks", bad_file("e4.jsonl", ['{"messages": [{"role": "user", "content": "x"}], "answer": 5}'])],
+        (["--tasks", bad_file("e4.jsonl", [USER_X + ', "answer": 5}'])],
          'e4.jsonl:1: "answer" must be a string'),
-        (["--tasks", bad_file("e5.jsonl", ['{"messages": [{"role": "pirate", "content": "x"}], "answer": "5"}'])],
+        (["--tasks", bad_file("e5.jsonl", [USER_X.replace("user", "pirate") + ', "answer": "5"}'])],
          "e5.jsonl:1: messages[0].role"),
         (["--tasks", bad_file("e6.jsonl", ['[1, 2]'])], "e6.jsonl:1: expected a JSON object"),
         (["--tasks", bad_file("e7.jsonl", ["", "  "])], "e7.jsonl: no entries"),
-        (["--tasks", bad_file("e8.jsonl", ['{"messages": [{"role": "user", "content": "x"}], "answer": "1", "thinking": "yes"}'])],
+        (["--tasks", bad_file("e8.jsonl", [USER_X + ', "answer": "1", "thinking": "yes"}'])],
          'e8.jsonl:1: "thinking" must be true or false'),
         (["--text", bad_file("e9.jsonl", ['{"text": "a"}', '{"txt": "b"}'])],
          'e9.jsonl:2: expected exactly one of "text" and "ids"'),
