@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "cli/bench_layer.h"
+#include "cli/demo_job.h"
 #include "cli/commands.h"
 #include "format/config.h"
 #include "cli/model_dir.h"
@@ -65,9 +66,13 @@ int RunDefault() {
   const InspectReport r = Inspect({.dir = dir});
   std::fputs(FormatInspectSummary(r).c_str(), stdout);
   if (r.usable()) {
-    std::printf("\n== generating (greedy, 32 tokens; `dsinfer run --help` for more) ==\n");
-    std::fflush(stdout);
-    GenerateFromPrompt(dir, "Explain DeepSeek Sparse Attention in one sentence.", 32);
+    if (HasDemoPrompts(dir)) {  // a trained model: answers that mean something
+      RunDemoJob(dir);
+    } else {  // a generated one: random weights, the point is the path and the speed
+      std::printf("\n== generating (greedy, 32 tokens; `dsinfer run --help` for more) ==\n");
+      std::fflush(stdout);
+      GenerateFromPrompt(dir, "Explain DeepSeek Sparse Attention in one sentence.", 32);
+    }
     PrintCostTable(dir);
     return 0;
   }

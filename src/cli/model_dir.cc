@@ -30,6 +30,9 @@ std::string CacheModelDir(const std::string& name) {
 
 std::string DefaultModelDir() {
   if (const char* env = std::getenv("DSINFER_DEFAULT_MODEL"); env && *env) return env;
+  // The trained demo model committed in the source tree (tools/train/train.sh), when there.
+  const std::string trained = std::string(DSINFER_SOURCE_DIR) + "/models/demo";
+  if (fs::is_regular_file(fs::path(trained) / "config.json")) return trained;
   return CacheModelDir("mini-seed0");
 }
 

@@ -71,6 +71,27 @@ $PY tools/train/export.py --ckpt "$work/sparse.pt" --tokenizer "$work/tok" --out
 # The ablation: the same model with its indexers reset to their pre-warm-up weights.
 $PY tools/train/export.py --ckpt "$work/sparse.pt" --tokenizer "$work/tok" \
   --out "$work/indexer-untrained" --indexer-from-init
+# The main job's prompts (`dsinfer` without arguments on this model, src/cli/demo_job.cc): a chat
+# turn, a held-out thinking-mode sum, and a held-out long-context retrieval (≥ 2K tokens).
+$PY - "$work/data" "$out/demo_prompts.jsonl" <<'PYEOF'
+import json, sys
+data, out = sys.argv[1], sys.argv[2]
+def first(name, pred):
+    for line in open(f"{data}/{name}"):
+        t = json.loads(line)
+        if pred(t):
+            return t
+    raise SystemExit(f"train.sh: no demo prompt in {name}")
+arith = first("eval_arith.jsonl", lambda t: t["thinking"] and t["kind"] == "add")
+retr = first("eval_retrieval.jsonl", lambda t: t["tokens"] >= 2048)
+rows = [{"messages": [{"role": "user", "content": "Who are you?"}], "thinking": False,
+         "answer": "", "kind": "chat"},
+        dict(arith, kind="thinking"), dict(retr, kind="retrieval")]
+with open(out, "w") as f:
+    for r in rows:
+        f.write(json.dumps({k: r[k] for k in ("messages", "thinking", "answer", "kind")},
+                           ensure_ascii=False) + "\n")
+PYEOF
 echo "== check: dsinfer's logits equal the PyTorch model's =="
 $PY tools/train/compare_engine.py --model "$out" --dsinfer "$dsinfer"
 echo "train.sh: done in $(( $(stamp) - t_start )) s -> $out"
