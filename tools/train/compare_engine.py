@@ -20,6 +20,7 @@ import tempfile
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import export  # noqa: E402
@@ -134,10 +135,42 @@ def load_model(model_dir):
 
 def engine_logits(binary, model_dir, ids, attention, workdir):
     out, mtp = os.path.join(workdir, "l.npy"), os.path.join(workdir, "m.npy")
+    dump = os.path.join(workdir, "dump-" + attention)
     subprocess.run([binary, "logits", "--model", model_dir, "--ids", ",".join(map(str, ids)),
                     "--out", out, "--mtp-out", mtp, "--attention", attention,
-                    "--kv-cache", "f32"], check=True, stdout=subprocess.DEVNULL)
-    return np.load(out), np.load(mtp)
+                    "--kv-cache", "f32", "--dump-dir", dump], check=True,
+                   stdout=subprocess.DEVNULL)
+    return np.load(out), np.load(mtp), dump
+
+
+def engine_selection(dump, layers, n):
+    """The engine's DSA selection per layer as a boolean [1, n, n] mask (from --dump-dir)."""
+    masks = {}
+    for layer in layers:
+        topk = np.load(os.path.join(dump, f"L{layer}.topk.npy"))  # [rows, k] ascending, -1 pad
+        rows = topk.shape[0]
+        m = np.zeros((rows, n), dtype=bool)
+        r, k = np.nonzero(topk >= 0)
+        m[r, topk[r, k]] = True
+        masks[layer] = torch.from_numpy(m[None])
+    return masks
+
+
+def selection_agreement(masks, record, k):
+    """Fraction of the engine's selected keys that the PyTorch indexer's own top-k (same rule)
+    also selects, over every layer and every row past index_topk."""
+    from model import topk_mask
+    same = total = 0
+    for layer, m in masks.items():
+        width = max(p.shape[2] for p in record[layer])
+        scores = torch.cat([F.pad(p, (0, width - p.shape[2]), value=float("-inf"))
+                            for p in record[layer]], dim=1)  # [1, rows, width]
+        mine = topk_mask(scores, k, 0, exact_ties=True)
+        m = m[:, : mine.shape[1], : mine.shape[2]]
+        rows = slice(k, m.shape[1])
+        same += int((mine[:, rows] & m[:, rows]).sum())
+        total += int(m[:, rows].sum())
+    return same / max(total, 1), total
 
 
 def rel_err(a, b):
@@ -160,16 +193,31 @@ def main():
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
         for attention in ("dense", "dsa"):
-            want, want_mtp = engine_logits(a.dsinfer, a.model, ids, attention, tmp)
+            want, want_mtp, dump = engine_logits(a.dsinfer, a.model, ids, attention, tmp)
             mode = dict(attention=attention, kl=None, quantise=True, exact_ties=True)
+            if attention == "dsa":
+                # Two f32 implementations may round an indexer q/k value on either side of an
+                # e4m3 midpoint and so swap near-tied keys at the top-k boundary. So the rest of
+                # the model is checked on the engine's own selection, and the selection itself
+                # against the PyTorch indexer's: docs/model.md §6.4 asks ≥ 99% of the keys.
+                layers = list(range(c.num_hidden_layers + c.num_nextn_predict_layers))
+                mode["forced_topk"] = engine_selection(dump, layers, n)
+                mode["record"] = {}
             with torch.no_grad():
                 logits, mtp, _ = model(torch.tensor([ids]), mode)
             e, em = rel_err(logits[0].numpy(), want), rel_err(mtp[0].numpy(), want_mtp)
             top1 = float((logits[0].numpy().argmax(-1) == want.argmax(-1)).mean())
             good = e <= a.tol and em <= a.tol
+            extra = ""
+            if attention == "dsa":
+                agree, keys = selection_agreement(mode["forced_topk"], mode["record"],
+                                                  c.index_topk)
+                good &= agree >= 0.99
+                extra = f", selected keys agreeing {agree:.4f} of {keys} (≥ 0.99)"
             ok &= good
             print(f"compare[{attention}] {n} tokens: logits max rel err {e:.2e}, MTP {em:.2e}, "
-                  f"top-1 agreement {top1:.4f} (tolerance {a.tol:g}) {'ok' if good else 'FAIL'}")
+                  f"top-1 agreement {top1:.4f} (tolerance {a.tol:g}){extra} "
+                  f"{'ok' if good else 'FAIL'}")
     sys.exit(0 if ok else 1)
 
 

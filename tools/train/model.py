@@ -220,9 +220,10 @@ def topk_mask(scores, k, s0=0, exact_ties=False):
 # MLA
 # ---------------------------------------------------------------------------------------------
 class MLA(nn.Module):
-    def __init__(self, c: Config):
+    def __init__(self, c: Config, layer: int):
         super().__init__()
         self.c = c
+        self.layer = layer
         H = c.num_attention_heads
         self.wq_a = Fp8Linear(c.hidden_size, c.q_lora_rank)
         self.q_norm = RMSNorm(c.q_lora_rank, c.rms_norm_eps)
@@ -269,9 +270,14 @@ class MLA(nn.Module):
         for s0 in range(0, L, ATTN_CHUNK):
             s1 = min(L, s0 + ATTN_CHUNK)
             allowed = torch.ones(s1 - s0, s1, dtype=torch.bool).tril(s0).expand(B, -1, -1)
+            forced = mode.get("forced_topk")
             if use_index:
                 index_scores = Indexer.scores(iq, ik, iw, s0, s1)  # [B,C,s1]
-                if mode["attention"] == "dsa":
+                if "record" in mode:
+                    mode["record"].setdefault(self.layer, []).append(index_scores.detach())
+                if forced is not None:  # a given selection (checking the rest of the layer)
+                    allowed = forced[self.layer][:, s0:s1, :s1]
+                elif mode["attention"] == "dsa":
                     with torch.no_grad():
                         allowed = topk_mask(index_scores.detach(), c.index_topk, s0,
                                             mode.get("exact_ties", False))
@@ -372,7 +378,7 @@ class Block(nn.Module):
     def __init__(self, c: Config, layer: int):
         super().__init__()
         self.input_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
-        self.attn = MLA(c)
+        self.attn = MLA(c, layer)
         self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
         self.moe = layer >= c.first_k_dense_replace
         self.ffn = MoE(c) if self.moe else MLP(c.hidden_size, c.intermediate_size,
