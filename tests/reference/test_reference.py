@@ -27,6 +27,16 @@ import safetensors_np as st  # noqa: E402
 F32 = np.float32
 
 
+def assert_rows_close(a, b, tol=1e-5):
+    """Rows equal up to f32 rounding: max|a - b| ≤ tol · max|b| per row. The identities below
+    (causality, DSA with a large top-k = dense) hold exactly in real arithmetic; NumPy's BLAS
+    (OpenBLAS, installed for torch) may sum in an order that depends on the operands' shapes
+    and alignment, so the same row computed twice can differ in its last bits."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    err = (np.abs(a - b).max(axis=-1) / np.abs(b).max(axis=-1)).max()
+    assert err <= tol, f"rows differ by {err:.3g} of their max (tolerance {tol:g})"
+
+
 def official_config():
     """MODEL.md §1.2 values (only the fields the RoPE/softmax-scale code reads)."""
     return ref.Config({"rope_scaling": {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096,
@@ -496,9 +506,9 @@ class EndToEndTest(unittest.TestCase):
     def test_dsa_with_large_topk_equals_dense(self):
         _, dense, _ = self.run_model(attention="dense")
         _, big, _ = self.run_model(attention="dsa", index_topk=24)
-        np.testing.assert_array_equal(big, dense)
-        _, sparse, _ = self.run_model(attention="dsa")        # index_topk 8 < 24 tokens
-        np.testing.assert_array_equal(sparse[:8], dense[:8])  # rows p < 8 select all of [0, p]
+        assert_rows_close(big, dense)
+        _, sparse, _ = self.run_model(attention="dsa")  # index_topk 8 < 24 tokens
+        assert_rows_close(sparse[:8], dense[:8])        # rows p < 8 select all of [0, p]
         self.assertGreater(np.abs(sparse[8:] - dense[8:]).max(), 1e-3)
 
     def test_causality(self):
@@ -506,12 +516,12 @@ class EndToEndTest(unittest.TestCase):
         model = ref.Model(self.dir)
         ids2 = self.ids[:-1] + [(self.ids[-1] + 1) % self.cfg["vocab_size"]]
         b, g2 = model.forward(ids2)
-        np.testing.assert_array_equal(a[:-1], b[:-1])
+        assert_rows_close(a[:-1], b[:-1])
         self.assertGreater(np.abs(a[-1] - b[-1]).max(), 1e-4)
         m1 = ref.Model(self.dir).mtp(self.ids, g)
         m2 = model.mtp(ids2, g2)
         self.assertEqual(m1.shape, (23, self.cfg["vocab_size"]))
-        np.testing.assert_array_equal(m1[:-1], m2[:-1])
+        assert_rows_close(m1[:-1], m2[:-1])
         self.assertGreater(np.abs(m1[-1] - m2[-1]).max(), 1e-4)
 
     def test_mtp_concatenation_is_embedding_first(self):
