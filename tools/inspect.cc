@@ -49,8 +49,8 @@ void AddScales(const TensorView& v, ScaleStats& st, double& log_sum, int64_t& po
                   " block scales are not finite and positive");
 }
 
-// Alternative storage the engine accepts (NUMERICS.md §1, §7): norm weights/biases in BF16 or
-// F32; the MTP `eh_proj` as FP8 with a block scale instead of BF16.
+// Alternative storage the engine accepts (docs/numerics.md §1, §7): norm weights/biases in BF16
+// or F32; the MTP `eh_proj` as FP8 with a block scale instead of BF16.
 bool AcceptedAlternative(const TensorEntry& e, const TensorView& v, const Checkpoint& ck) {
   if (v.shape() != e.shape) return false;
   if (e.role == TensorRole::kNormWeight || e.role == TensorRole::kNormBias)

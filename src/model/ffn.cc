@@ -1,4 +1,5 @@
-// Dense SwiGLU MLP and the MoE block (NUMERICS.md §6, MODEL.md §5) over all N rows of a batch.
+// Dense SwiGLU MLP and the MoE block (docs/numerics.md §6, docs/model.md §5) over all N rows
+// of a batch.
 // MoE tokens are grouped by expert (a counting sort), so each expert's weights are read once for
 // all of the batch's tokens routed to it; each row still sums its experts in ascending id.
 #include <algorithm>

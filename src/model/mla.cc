@@ -1,4 +1,5 @@
-// Multi-head latent attention with DeepSeek Sparse Attention (NUMERICS.md §4–§5, MODEL.md §3),
+// Multi-head latent attention with DeepSeek Sparse Attention (docs/numerics.md §4–§5,
+// docs/model.md §3),
 // over a batch of segments: projections over all rows at once, cache writes, then key selection
 // (fused indexer + streaming top-k) and attention per block of a segment's rows (each row at its
 // own position, against its own sequence's cache).

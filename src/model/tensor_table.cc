@@ -1,10 +1,10 @@
-// TensorTable: the HF tensor list of MODEL.md §8.1 (main layers) and §7 (MTP layers).
+// TensorTable: the HF tensor list of docs/model.md §8.1 (main layers) and §7 (MTP layers).
 //
 // Dtypes follow the official FP8 checkpoint: every projection that DeepSeek's reference
 // `Linear` quantises is F8_E4M3 + an F32 `.weight_scale_inv` block grid; embeddings, heads,
 // norms (including the indexer's LayerNorm `k_norm.weight/.bias`, whose real dtype is
-// unverified, MODEL.md §12.2), the router weight, `indexer.weights_proj` and the MTP `eh_proj`
-// are BF16 (vLLM/SGLang load `eh_proj` as a plain, unquantised linear); the router's
+// unverified, docs/model.md §12.2), the router weight, `indexer.weights_proj` and the MTP
+// `eh_proj` are BF16 (vLLM/SGLang load `eh_proj` as a plain, unquantised linear); the router's
 // `e_score_correction_bias` is F32.
 #include "model/tensor_table.h"
 
@@ -13,7 +13,7 @@
 namespace dsinfer {
 namespace {
 
-constexpr int64_t kBlock = 128;  // FP8 weight block edge (MODEL.md §6.1)
+constexpr int64_t kBlock = 128;  // FP8 weight block edge (docs/model.md §6.1)
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -102,7 +102,7 @@ void AddDecoderLayer(Builder& b, const ModelConfig& c, int64_t layer, const std:
   AddFfn(b, c, layer, p + "mlp.");
 }
 
-// MTP layer `layer` (MODEL.md §7): its own embedding copy, the two input norms, `eh_proj`,
+// MTP layer `layer` (docs/model.md §7): its own embedding copy, the two input norms, `eh_proj`,
 // a full decoder layer (MoE by the same `is_moe_layer` rule as the main layers) and the
 // shared head. Every tensor is optional: checkpoints may ship without the MTP module.
 void AddMtpLayer(Builder& b, const ModelConfig& c, int64_t layer) {

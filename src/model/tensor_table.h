@@ -1,4 +1,4 @@
-// The one list of every tensor a DeepSeek-V3.2-class checkpoint holds (MODEL.md §8.1, §7),
+// The one list of every tensor a DeepSeek-V3.2-class checkpoint holds (docs/model.md §8.1, §7),
 // derived from its ModelConfig. It drives the checkpoint generator, `inspect`
 // (missing/unexpected tensors) and weight loading, so the three can never disagree.
 // Thread-safe: pure functions.

@@ -2,7 +2,7 @@
 """C++ forward pass (`dsinfer logits`) against the NumPy reference (tests/reference/dsv32_ref.py).
 
 Generates tiny checkpoints with `dsinfer gen-model` (seeds 1, 2, 3 and config variants), runs both
-implementations on the same token ids and checks, per case (NUMERICS.md):
+implementations on the same token ids and checks, per case (docs/numerics.md):
   * every row: max|Δlogit| / max|logit_ref| ≤ 1e-4,
   * top-1 agreement on every row,
   * indexer top-k sets identical in every layer (from --dump-dir; a difference is reported with

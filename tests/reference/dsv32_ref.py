@@ -1,12 +1,12 @@
 #!/usr/bin/python3
 """NumPy reference of the DeepSeek-V3.2 forward pass (MLA + DSA indexer + MoE + MTP), f32.
 
-Written from docs/MODEL.md and NUMERICS.md (the f32 numerics contract) alone; it is the truth the
+Written from docs/model.md and docs/numerics.md (the f32 numerics contract) alone; it is the truth the
 C++ engine's `--numerics f32` mode is tested against. Clarity over speed: the whole token sequence
 is processed at once from position 0, each query row p attending over its own selected key set S_p
 (dense: S_p = [0, p]; DSA: the indexer's top-k of [0, p]).
 
-Section references (§) are to MODEL.md; "N§k" is item k of NUMERICS.md.
+Section references (§) are to docs/model.md; "N§k" is item k of docs/numerics.md.
 
 CLI:
   /usr/bin/python3 dsv32_ref.py --model DIR --ids 5,17,3 --out logits.npy
@@ -29,7 +29,7 @@ F32 = np.float32
 
 
 # =============================================================================================
-# Configuration (MODEL.md §1.2: HF config.json names)
+# Configuration (docs/model.md §1.2: HF config.json names)
 # =============================================================================================
 # Absent fields take the official DeepSeek-V3.2 values, except: absent `rope_scaling` = plain
 # RoPE, `q_lora_rank: null` = no q low-rank path (q_proj), absent `index_*` = no indexer.

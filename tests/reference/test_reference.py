@@ -28,7 +28,7 @@ F32 = np.float32
 
 
 def official_config():
-    """MODEL.md §1.2 values (only the fields the RoPE/softmax-scale code reads)."""
+    """docs/model.md §1.2 values (only the fields the RoPE/softmax-scale code reads)."""
     return ref.Config({"rope_scaling": {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096,
                                         "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0}})
 
@@ -340,7 +340,7 @@ def _scalar_e4m3(v):
 
 
 class CompositionTest(unittest.TestCase):
-    """Model.indexer / Model.mla against scalar loops written from NUMERICS.md §4/§5 (different
+    """Model.indexer / Model.mla against scalar loops written from docs/numerics.md §4/§5 (different
     code: explicit pair rotations, popcount Hadamard, exhaustive e4m3 rounding, per-head sums)."""
 
     @classmethod

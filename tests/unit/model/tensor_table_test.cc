@@ -1,4 +1,4 @@
-// TensorTable against MODEL.md §8.1 / §7 for the official V3.2 config, and parameter counts
+// TensorTable against docs/model.md §8.1 / §7 for the official V3.2 config, and parameter counts
 // against DeepSeek's published figures.
 #include "model/tensor_table.h"
 
