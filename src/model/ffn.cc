@@ -21,17 +21,15 @@ void MlpForward(const MlpWeights& w, const float* x, int64_t S, float* out, floa
   Linear(g, S, w.w2, out);
 }
 
-namespace {
-
-// noaux_tc routing of one token: scores s [E] (sigmoid), biased b [E].
 void RouteToken(const ModelConfig& c, Workspace& ws, const float* s, const float* b,
-                int32_t* experts, float* weights) {
+                bool has_bias, int32_t* experts, float* weights) {
   const int64_t E = c.n_routed_experts, G = c.n_group, per = E / G, k = c.num_experts_per_tok;
   TopKCandidate* scratch = Take(ws.topk_scratch, E);  // [E] TopK's scratch
   int32_t* top = Take(ws.topk_out, std::max({int64_t{2}, G, k}));  // one selection
   float* group_score = Take(ws.group_score, G);  // [n_group]
   for (int64_t g = 0; g < G; ++g) {
-    const int64_t n = std::min<int64_t>(2, per);
+    // With a bias: the sum of the group's two largest b; without: its largest b (= s).
+    const int64_t n = has_bias ? std::min<int64_t>(2, per) : 1;
     TopK(b + g * per, per, n, scratch, top);
     float sum = 0;
     for (int64_t j = 0; j < n; ++j) sum += b[g * per + top[j]];
@@ -56,6 +54,8 @@ void RouteToken(const ModelConfig& c, Workspace& ws, const float* s, const float
   }
 }
 
+namespace {
+
 // Routing of all rows into ws.r_experts / ws.r_weights: [N, k].
 void Route(const ModelConfig& c, Workspace& ws, const MoeWeights& m, const float* x, int64_t N) {
   const int64_t E = c.n_routed_experts, k = c.num_experts_per_tok;
@@ -69,7 +69,7 @@ void Route(const ModelConfig& c, Workspace& ws, const MoeWeights& m, const float
   int32_t* experts = Take(ws.r_experts, N * k);
   float* weights = Take(ws.r_weights, N * k);
   for (int64_t t = 0; t < N; ++t)
-    RouteToken(c, ws, s + t * E, b + t * E, experts + t * k, weights + t * k);
+    RouteToken(c, ws, s + t * E, b + t * E, m.has_gate_bias, experts + t * k, weights + t * k);
 }
 
 // Groups the routed (row, weight) pairs by expert, rows ascending within an expert (counting

@@ -33,6 +33,7 @@ struct IndexerWeights {
 struct MoeWeights {
   WeightView gate;                 // [n_routed_experts, hidden]
   std::vector<float> gate_bias;    // [n_routed_experts] e_score_correction_bias (zeros if absent)
+  bool has_gate_bias = false;      // the checkpoint has it: it decides how groups are scored
   std::vector<MlpWeights> experts; // n_routed_experts
   std::optional<MlpWeights> shared_experts;
 };
