@@ -7,6 +7,7 @@
 #include <set>
 
 #include "base/error.h"
+#include "base/threads.h"
 #include "format/checkpoint.h"
 
 namespace dsinfer {
@@ -114,6 +115,7 @@ void CollectTensors(const Checkpoint& ck, bool checksums, InspectReport& r) {
   if (!checksums) return;
 #pragma omp parallel for schedule(dynamic, 1)
   for (size_t i = 0; i < names.size(); ++i) {
+    DSINFER_NOTE_THREAD("inspect.checksums");
     const TensorView v = ck.Get(names[i]);
     r.tensors[i].fnv1a64 = Fnv1a64(v.data, v.nbytes());
   }

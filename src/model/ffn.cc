@@ -6,6 +6,7 @@
 #include <cmath>
 #include <vector>
 
+#include "base/threads.h"
 #include "kernels/linear.h"
 #include "kernels/norm.h"
 #include "kernels/topk.h"
@@ -131,6 +132,7 @@ void RunExperts(const ModelConfig& c, const MoeWeights& m, Workspace& ws, const 
   Take(ws.eu, rows * inter);
 #pragma omp parallel for schedule(dynamic) if (batch)
   for (int64_t i = 0; i < (batch ? n_active : 0); ++i) {
+    DSINFER_NOTE_THREAD("moe.experts");
     const int64_t e = ws.active[i];
     RunExpert(c, m.experts[e], ws, x, offset[e], offset[e + 1], offset[e]);
   }
