@@ -148,8 +148,7 @@ LayerWeights LoadLayer(const Loader& ld, const ModelConfig& c, int64_t layer,
 void CheckAgainstTable(const Checkpoint& ckpt) {
   for (const TensorEntry& e : TensorTable(ckpt.config())) {
     const bool present = ckpt.Has(e.name);
-    if (!present && e.required && e.role != TensorRole::kGateBias &&
-        e.role != TensorRole::kBlockScale)
+    if (!present && e.required && e.role != TensorRole::kBlockScale)
       throw Error(ckpt.dir() + ": missing tensor " + e.name + " (expected shape " +
                   ShapeText(e.shape) + ")");
     if (present && ckpt.Get(e.name).shape() != e.shape)
