@@ -11,13 +11,16 @@ namespace dsinfer::cli {
 
 class ProgressBar {
  public:
-  explicit ProgressBar(std::string label);
+  // kBytes shows done/total in GiB; kItems as plain counts.
+  enum class Unit { kBytes, kItems };
+  explicit ProgressBar(std::string label, Unit unit = Unit::kBytes);
   ~ProgressBar();  // ends the line if one was drawn
   void Update(uint64_t done, uint64_t total);
 
  private:
   using Clock = std::chrono::steady_clock;
   std::string label_;
+  Unit unit_;
   bool tty_;
   bool drawn_ = false;
   int last_quarter_ = 0;

@@ -1,0 +1,78 @@
+"""Checks the training recipe's bookkeeping on a smoke run of tools/train/train.sh:
+
+* stage 1 (dense) never touches the indexers: they still equal the saved pre-warm-up weights;
+* stage 2 (indexer warm-up) changes the indexers and nothing else (gate biases included);
+* stage 3 (sparse) trains everything;
+* the ablation export (--indexer-from-init) holds exactly the pre-warm-up indexer weights;
+* the FP8 rounding used for training and export equals an independent e4m3 encoder
+  (tests/reference/safetensors_np.py) on random values, every rounding midpoint and the
+  subnormal range.
+
+Usage: stages_check.py WORK_DIR   (the --work folder of a finished train.sh --smoke run)
+"""
+import os
+import sys
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tools", "train"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
+from fp8 import e4m3_round  # noqa: E402
+from safetensors_np import e4m3_decode, e4m3_encode  # noqa: E402
+import compare_engine  # noqa: E402
+
+failures = []
+
+
+def check(ok, what):
+    print(("ok    " if ok else "FAIL  ") + what)
+    if not ok:
+        failures.append(what)
+
+
+work = sys.argv[1]
+ck = {s: torch.load(os.path.join(work, s + ".pt")) for s in ("dense", "warmup", "sparse")}
+init = ck["dense"]["meta"]["indexer_init"]
+sd = {s: {k: v for k, v in c["model"].items()} for s, c in ck.items()}
+idx = [k for k in sd["dense"] if ".indexer." in k and "hadamard" not in k]
+other = [k for k in sd["dense"] if k not in idx]
+check(len(idx) > 0 and all(torch.equal(sd["dense"][k], init[k]) for k in idx),
+      f"dense stage left the {len(idx)} indexer tensors at their initial values")
+changed_w = [k for k in idx if not torch.equal(sd["warmup"][k], sd["dense"][k])]
+check(len(changed_w) == len(idx), f"warm-up changed the indexers ({len(changed_w)} of {len(idx)} tensors)")
+still = [k for k in other if not torch.equal(sd["warmup"][k], sd["dense"][k])]
+check(not still, f"warm-up changed nothing else (changed: {still[:3]})")
+trained = [k for k in other if k.endswith("weight") and not torch.equal(sd["sparse"][k], sd["warmup"][k])]
+check(len(trained) > len([k for k in other if k.endswith("weight")]) // 2,
+      f"sparse stage trained the model ({len(trained)} weight tensors changed)")
+stages = [r["stage"] for r in ck["sparse"]["meta"]["stages"]]
+check(stages == ["dense", "warmup", "sparse"], f"stage record {stages}")
+
+# The ablation export carries the pre-warm-up indexer.
+model, _ = compare_engine.load_model(os.path.join(work, "indexer-untrained"))
+got = model.state_dict()
+from fp8 import quant_weight  # noqa: E402
+bad = []
+for k in idx:
+    want = init[k].float()
+    if k.endswith(("wq_b.weight", "wk.weight")):
+        want = quant_weight(want)[0]
+    else:  # stored as BF16
+        want = want.to(torch.bfloat16).float()
+    if not torch.equal(got[k], want):
+        bad.append(k)
+check(not bad, f"ablation export holds the pre-warm-up indexer ({len(idx) - len(bad)}/{len(idx)})")
+
+# FP8 rounding against the independent encoder.
+rng = np.random.default_rng(0)
+x = np.concatenate([rng.standard_normal(100000) * s for s in (1e-4, 1e-2, 1, 100, 1000)])
+grid = e4m3_decode(np.arange(0, 127, dtype=np.uint8)).astype(np.float64)
+mids = (grid[1:] + grid[:-1]) / 2
+x = np.concatenate([x, mids, -mids, grid, [0.0, 448.0, 449.0, 1e9, -1e9]]).astype(np.float32)
+a = e4m3_round(torch.from_numpy(x)).numpy()
+b = e4m3_decode(e4m3_encode(x.astype(np.float64)))
+check(np.array_equal(a, b), f"e4m3 rounding equals the reference encoder on {len(x)} values "
+      f"({int((a != b).sum())} differ)")
+sys.exit(1 if failures else 0)

@@ -1,0 +1,262 @@
+"""Trains the demo model in DeepSeek-V3.2's stages (docs/train.md has every hyperparameter).
+
+  dense   — the whole model (not the indexer) with dense attention, next-token + MTP loss,
+            aux-loss-free router balancing (a per-expert bias nudged toward the mean load).
+  warmup  — indexer warm-up: everything else frozen, dense attention, the indexer trained on the
+            KL divergence to the main attention (summed over heads, L1-normalised).
+  sparse  — top-k selection active (DSA): the model trained on the selected tokens (LM + MTP
+            loss), the indexer on the KL over the selected set, its input detached.
+
+Usage: train.py --stage dense|warmup|sparse --data DIR --out CKPT [--init CKPT] [--steps N] ...
+Data: DIR/train.bin (uint16 token ids, documents back to back, each starting with BOS) and
+DIR/train_docs.npy (int64 start offset of every document).
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from model import Config, Transformer  # noqa: E402
+
+
+# ---------------------------------------------------------------------------------------------
+# Data: documents packed into rows of two lengths (short and long), never cut
+# ---------------------------------------------------------------------------------------------
+class Packer:
+    """Packs whole documents into rows: documents longer than `short` get a `long` row each
+    (topped up with short documents), the others share `short` rows. Padding is masked."""
+
+    def __init__(self, data_dir, short, long, seed, pad_id):
+        self.ids = np.memmap(os.path.join(data_dir, "train.bin"), dtype=np.uint16, mode="r")
+        starts = np.load(os.path.join(data_dir, "train_docs.npy")).astype(np.int64)
+        ends = np.append(starts[1:], len(self.ids))
+        lens = ends - starts
+        keep = lens <= long
+        if not keep.all():
+            print(f"train: {int((~keep).sum())} documents longer than {long} tokens skipped",
+                  file=sys.stderr)
+        self.starts, self.lens = starts[keep], lens[keep]
+        self.short, self.long, self.pad = short, long, pad_id
+        self.rng = np.random.default_rng(seed)
+        self.long_docs = np.nonzero(self.lens > short)[0]
+        self.short_docs = np.nonzero(self.lens <= short)[0]
+        self.long_tokens = int(self.lens[self.long_docs].sum())
+        self.short_tokens = int(self.lens[self.short_docs].sum())
+        self._ps, self._pl = 0, 0
+        self._short_order = self.rng.permutation(self.short_docs)
+        self._long_order = self.rng.permutation(self.long_docs)
+
+    def _next_short(self):
+        if self._ps >= len(self._short_order):
+            self._short_order, self._ps = self.rng.permutation(self.short_docs), 0
+        d = self._short_order[self._ps]
+        self._ps += 1
+        return d
+
+    def _next_long(self):
+        if self._pl >= len(self._long_order):
+            self._long_order, self._pl = self.rng.permutation(self.long_docs), 0
+        d = self._long_order[self._pl]
+        self._pl += 1
+        return d
+
+    def _row(self, length, first=None):
+        row = np.full(length, self.pad, dtype=np.int64)
+        mask = np.zeros(length, dtype=bool)
+        n = 0
+        docs = [first] if first is not None else []
+        while True:
+            d = docs.pop() if docs else self._next_short()
+            ln = int(self.lens[d])
+            if n + ln > length:
+                break
+            row[n:n + ln] = self.ids[self.starts[d]:self.starts[d] + ln]
+            mask[n:n + ln] = True
+            n += ln
+        return row, mask
+
+    def batch(self, kind, rows):
+        length = self.long if kind == "long" else self.short
+        out = [self._row(length, self._next_long() if kind == "long" else None)
+               for _ in range(rows)]
+        tok = torch.from_numpy(np.stack([r for r, _ in out]))
+        mask = torch.from_numpy(np.stack([m for _, m in out]))
+        return tok, mask
+
+
+# ---------------------------------------------------------------------------------------------
+# Training loop
+# ---------------------------------------------------------------------------------------------
+def lm_losses(model, tok, mask, mode, mtp_weight):
+    logits, mtp_logits, kl = model(tok, mode, with_mtp=mtp_weight > 0)
+    V = logits.shape[-1]
+    valid = mask[:, 1:] & mask[:, :-1]
+    lm = F.cross_entropy(logits[:, :-1].reshape(-1, V).float(), tok[:, 1:].reshape(-1),
+                         reduction="none")
+    lm = (lm * valid.reshape(-1)).sum() / valid.sum().clamp(min=1)
+    mtp = torch.zeros(())
+    if mtp_logits is not None:
+        mvalid = mask[:, 2:] & mask[:, 1:-1] & mask[:, :-2]
+        mtp = F.cross_entropy(mtp_logits[:, :-1].reshape(-1, V).float(), tok[:, 2:].reshape(-1),
+                              reduction="none")
+        mtp = (mtp * mvalid.reshape(-1)).sum() / mvalid.sum().clamp(min=1)
+    return lm, mtp, kl
+
+
+def param_groups(model, stage, weight_decay):
+    """Which parameters a stage trains: dense — all but the indexers; warmup — only the
+    indexers; sparse — all. Norms, biases and the embedding get no weight decay."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        is_indexer = ".indexer." in name
+        train = (stage == "dense" and not is_indexer) or (stage == "warmup" and is_indexer) \
+            or stage == "sparse"
+        p.requires_grad_(train)
+        if not train:
+            continue
+        (decay if p.dim() == 2 and "embed" not in name else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def balance_update(model, gamma):
+    """Aux-loss-free balancing (DeepSeek-V3): bias += γ·sign(mean load − load) per expert."""
+    for moe in model.moe_layers():
+        if moe.load is None:
+            continue
+        load = moe.load.float()
+        moe.gate.bias += gamma * torch.sign(load.mean() - load)
+        moe.load = None
+
+
+def lr_at(step, steps, peak, warmup):
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))  # cosine to 10%
+
+
+def save(args, cfg, model, meta, step, tokens, elapsed):
+    """Writes the checkpoint atomically with this stage's record appended."""
+    record = {"stage": args.stage, "steps": step + 1, "tokens": tokens,
+              "minutes": round(elapsed / 60, 2), "args": vars(args)}
+    meta = dict(meta, stages=meta["stages"] + [record])
+    torch.save({"config": cfg.to_dict(), "model": model.state_dict(), "meta": meta},
+               args.out + ".tmp")
+    os.replace(args.out + ".tmp", args.out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--stage", choices=["dense", "warmup", "sparse"], required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--init", help="checkpoint to continue from (required after dense)")
+    ap.add_argument("--config", help="JSON of Config fields overriding the defaults (dense)")
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--minutes", type=float, default=0, help="stop after this wall time")
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--warmup-steps", type=int, default=50)
+    ap.add_argument("--weight-decay", type=float, default=0.1)
+    ap.add_argument("--short", type=int, default=512, help="short row length")
+    ap.add_argument("--long", type=int, default=2816, help="long row length")
+    ap.add_argument("--short-rows", type=int, default=8)
+    ap.add_argument("--long-rows", type=int, default=2)
+    ap.add_argument("--long-every", type=int, default=2, help="a long batch every N steps")
+    ap.add_argument("--mtp-weight", type=float, default=0.3)
+    ap.add_argument("--kl-weight", type=float, default=1.0)
+    ap.add_argument("--balance-gamma", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--save-every-min", type=float, default=10,
+                    help="also save the checkpoint every this many minutes")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
+    torch.manual_seed(args.seed)
+    if args.init:
+        ck = torch.load(args.init)
+        cfg = Config(**ck["config"])
+        model = Transformer(cfg)
+        model.load_state_dict(ck["model"])
+        meta = ck.get("meta", {})
+    else:
+        if args.stage != "dense":
+            sys.exit("train.py: --init is required for the warmup and sparse stages")
+        cfg = Config(**(json.load(open(args.config)) if args.config else {}))
+        model = Transformer(cfg)
+        # The pre-warm-up indexer, kept for the ablation (DSA with an untrained indexer).
+        meta = {}
+    if args.stage == "dense" and "indexer_init" not in meta:
+        meta["indexer_init"] = {k: v.clone() for k, v in model.state_dict().items()
+                                if ".indexer." in k}
+    meta.setdefault("stages", [])
+
+    packer = Packer(args.data, args.short, args.long, args.seed + 1, pad_id=cfg.eos_token_id)
+    print(f"train[{args.stage}]: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, "
+          f"data {packer.short_tokens + packer.long_tokens} tokens "
+          f"({len(packer.long_docs)} long docs, {len(packer.short_docs)} short)", flush=True)
+    opt = torch.optim.AdamW(param_groups(model, args.stage, args.weight_decay), lr=args.lr,
+                            betas=(0.9, 0.95), eps=1e-8)
+    attention = "dsa" if args.stage == "sparse" else "dense"
+    kl_mode = None if args.stage == "dense" else args.stage
+    mode = dict(attention=attention, kl=kl_mode, quantise=True)
+    t0 = last_save = time.time()
+    tokens_seen = 0
+    log = {"lm": 0.0, "mtp": 0.0, "kl": 0.0, "n": 0}
+    step = 0
+    for step in range(args.steps):
+        if args.minutes and time.time() - t0 > args.minutes * 60:
+            print(f"train[{args.stage}]: time budget reached at step {step}", flush=True)
+            break
+        kind = "long" if (len(packer.long_docs) and step % args.long_every == 0) else "short"
+        tok, mask = packer.batch(kind, args.long_rows if kind == "long" else args.short_rows)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args.steps, args.lr, args.warmup_steps)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            lm, mtp, kl = lm_losses(model, tok, mask, mode, args.mtp_weight)
+            if args.stage == "warmup":  # only the indexers train: the KL is the whole loss
+                loss = args.kl_weight * kl
+            else:
+                loss = lm + args.mtp_weight * mtp
+                if kl is not None:
+                    loss = loss + args.kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
+        opt.step()
+        if args.stage != "warmup":
+            balance_update(model, args.balance_gamma)
+        tokens_seen += int(mask.sum())
+        log["lm"] += lm.item()
+        log["mtp"] += mtp.item()
+        log["kl"] += kl.item() if kl is not None else 0.0
+        log["n"] += 1
+        if (step + 1) % args.log_every == 0:
+            n = log["n"]
+            el = time.time() - t0
+            print(f"train[{args.stage}] step {step + 1}/{args.steps} lm {log['lm'] / n:.4f} "
+                  f"mtp {log['mtp'] / n:.4f} kl {log['kl'] / n:.4f} "
+                  f"lr {opt.param_groups[0]['lr']:.2e} tok/s {tokens_seen / el:.0f} "
+                  f"elapsed {el / 60:.1f} min", flush=True)
+            log = {"lm": 0.0, "mtp": 0.0, "kl": 0.0, "n": 0}
+        if time.time() - last_save > args.save_every_min * 60:
+            save(args, cfg, model, meta, step, tokens_seen, time.time() - t0)
+            last_save = time.time()
+    elapsed = time.time() - t0
+    save(args, cfg, model, meta, step, tokens_seen, elapsed)
+    print(f"train[{args.stage}]: {step + 1} steps, {tokens_seen} tokens in {elapsed / 60:.1f} min "
+          f"-> {args.out}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
