@@ -1,4 +1,4 @@
-# `--threads N` on gen-model, logits, run and serve: the threads every parallel region used,
+# `--threads N` on gen-model, logits, run, eval and serve: the threads every parallel region used,
 # counted through DSINFER_THREAD_STATS (not timed).
 if(NOT DSINFER_SANITIZE)
   add_test(NAME threads_cli

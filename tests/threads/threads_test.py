@@ -4,7 +4,7 @@
 With DSINFER_THREAD_STATS=FILE, dsinfer records for every marked OpenMP parallel region (26
 sites in kernels, model, tools and benchmarks) how many distinct team members ran work and the
 largest team it ran with, and writes them as JSON at exit (on SIGTERM for the server). For
-gen-model, logits, run and serve (whose forward passes run on the engine's own worker thread)
+gen-model, logits, run, eval and serve (whose forward passes run on the engine's own worker thread)
 on a generated tiny checkpoint:
 
 * `--threads 1`: every region ran with a team of 1;
@@ -131,10 +131,16 @@ def main():
     logits = [a.dsinfer, "logits", "--model", model, "--ids", ids,
               "--out", os.path.join(a.work, "logits.npy")]
     run = [a.dsinfer, "run", "--model", model, "--ids", ids, "-n", "4"]
+    text = os.path.join(a.work, "text.jsonl")
+    with open(text, "w") as f:
+        f.write(json.dumps({"ids": [int(t) for t in ids.split(",")]}) + "\n")
+    evaluate = [a.dsinfer, "eval", "--model", model, "--text", text, "--json"]
     for n in (1, 2):
         check_run(f"logits --threads {n}", run_stats(logits + ["--threads", str(n)], stats_path),
                   n, ("linear.",))
         check_run(f"run --threads {n}", run_stats(run + ["--threads", str(n)], stats_path),
+                  n, ("linear.",))
+        check_run(f"eval --threads {n}", run_stats(evaluate + ["--threads", str(n)], stats_path),
                   n, ("linear.",))
         check_run(f"serve --threads {n}", serve_stats(a.dsinfer, model, n, stats_path, a.work),
                   n, ("linear.",))
