@@ -12,6 +12,7 @@
 #include <tuple>
 
 #include "base/error.h"
+#include "base/threads.h"
 #include "base/mix.h"
 #include "kernels/quant.h"
 
@@ -205,6 +206,7 @@ void SyntheticFiller::Fill(LayerKvCache& cache, int64_t from, int64_t to) const 
   DSINFER_CHECK(from >= 0 && to <= cache.capacity(), "SyntheticFiller: rows not reserved");
 #pragma omp parallel for schedule(static)
   for (int64_t t = from; t < to; ++t) {
+    DSINFER_NOTE_THREAD("bench_layer.fill_cache");
     Rng rng(seed_ ^ static_cast<uint64_t>(t));
     std::memcpy(cache.latent_row(t), &pool_[(rng.Next() % kLatentPoolRows) * bytes], bytes);
     if (cache.has_index()) FillIndexRow(cache.index_layout(), rng, cache.index_row(t));

@@ -1,6 +1,6 @@
 // `dsinfer bench layer`: the cost per token of one full decoder layer (attention + indexer + MoE)
 // at a given token position, DSA vs dense attention, decode vs prefill — the analogue of
-// DeepSeek's Fig. 3 (MODEL.md §10) on this machine.
+// DeepSeek's Fig. 3 (docs/model.md §10) on this machine.
 //
 //  * decode at position P: one step of a batch of B sequences that each hold P cached tokens;
 //  * prefill at position P: one chunk of C tokens on top of P cached tokens.

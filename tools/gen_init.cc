@@ -6,6 +6,7 @@
 
 #include "base/error.h"
 #include "base/mix.h"
+#include "base/threads.h"
 #include "format/dtype.h"
 
 namespace dsinfer {
@@ -79,11 +80,17 @@ void FillPlain(const TensorEntry& e, uint64_t key, InitSpec spec, std::span<std:
   if (e.dtype == DType::kBF16) {
     uint16_t* dst = reinterpret_cast<uint16_t*>(out.data());
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) dst[i] = FloatToBF16(spec.mean + spec.std * UnitRandom(key, i));
+    for (int64_t i = 0; i < n; ++i) {
+      DSINFER_NOTE_THREAD("gen.bf16");
+      dst[i] = FloatToBF16(spec.mean + spec.std * UnitRandom(key, i));
+    }
   } else if (e.dtype == DType::kF32) {
     float* dst = reinterpret_cast<float*>(out.data());
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) dst[i] = spec.mean + spec.std * UnitRandom(key, i);
+    for (int64_t i = 0; i < n; ++i) {
+      DSINFER_NOTE_THREAD("gen.f32");
+      dst[i] = spec.mean + spec.std * UnitRandom(key, i);
+    }
   } else {
     throw Error("FillPlain: unsupported dtype " + std::string(DTypeName(e.dtype)) + " of " +
                 e.name);
@@ -99,6 +106,7 @@ void FillFp8(int64_t rows, int64_t cols, uint64_t key, InitSpec spec, std::span<
   uint8_t* q = codes.empty() ? nullptr : reinterpret_cast<uint8_t*>(codes.data());
 #pragma omp parallel for schedule(dynamic, 1) if (rows * cols > 65536)
   for (int64_t rb = 0; rb < row_blocks; ++rb) {
+    DSINFER_NOTE_THREAD("gen.fp8_blocks");
     const int64_t r0 = rb * kBlock, r1 = std::min(rows, r0 + kBlock);
     std::vector<float> w(static_cast<size_t>((r1 - r0) * cols));  // [rows of this block, cols]
     for (int64_t r = r0; r < r1; ++r)

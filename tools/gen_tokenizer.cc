@@ -1,8 +1,8 @@
 // V3 → V3.2 tokenizer files. V3.2 reuses V3's byte-level BPE and vocabulary; four of V3's
-// reserved placeholder tokens got names (MODEL.md §9.1: `<think>` = 128798, `</think>` =
+// reserved placeholder tokens got names (docs/model.md §9.1: `<think>` = 128798, `</think>` =
 // 128799; 128796/128797 are the search markers of the V3.1 tokenizer). Only the `content` of
 // those entries changes; their other flags (special, normalized, ...) are kept as V3 has them.
-// V3.2 ships no Jinja chat template (prompts are built in code, MODEL.md §9), so the V3
+// V3.2 ships no Jinja chat template (prompts are built in code, docs/model.md §9), so the V3
 // `chat_template` is dropped.
 //
 // tokenizer.json (7.8 MB) is patched as text, not re-serialised: each V3 placeholder name

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "base/error.h"
+#include "base/threads.h"
 #include "format/checkpoint.h"
 
 namespace dsinfer {
@@ -49,8 +50,8 @@ void AddScales(const TensorView& v, ScaleStats& st, double& log_sum, int64_t& po
                   " block scales are not finite and positive");
 }
 
-// Alternative storage the engine accepts (NUMERICS.md §1, §7): norm weights/biases in BF16 or
-// F32; the MTP `eh_proj` as FP8 with a block scale instead of BF16.
+// Alternative storage the engine accepts (docs/numerics.md §1, §7): norm weights/biases in BF16
+// or F32; the MTP `eh_proj` as FP8 with a block scale instead of BF16.
 bool AcceptedAlternative(const TensorEntry& e, const TensorView& v, const Checkpoint& ck) {
   if (v.shape() != e.shape) return false;
   if (e.role == TensorRole::kNormWeight || e.role == TensorRole::kNormBias)
@@ -114,6 +115,7 @@ void CollectTensors(const Checkpoint& ck, bool checksums, InspectReport& r) {
   if (!checksums) return;
 #pragma omp parallel for schedule(dynamic, 1)
   for (size_t i = 0; i < names.size(); ++i) {
+    DSINFER_NOTE_THREAD("inspect.checksums");
     const TensorView v = ck.Get(names[i]);
     r.tensors[i].fnv1a64 = Fnv1a64(v.data, v.nbytes());
   }

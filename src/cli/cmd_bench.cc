@@ -122,6 +122,7 @@ CommandRegistrar reg("bench", [](CLI::App& app) -> RunFn {
   auto ro = std::make_shared<RooflineOptions>();
   auto* roof = bench->add_subcommand("roofline", "Measured memory bandwidth and peak FMA/BF16 throughput");
   roof->add_flag("--json", ro->json, "One JSON object per measurement");
+  AddThreadsOption(roof);
   roof->add_option("--gib", ro->gib, "Buffer size per array for the bandwidth tests, GiB")
       ->check(CLI::Range(0.01, 8.0));
   roof->add_option("--seconds", ro->seconds, "Time per compute measurement")->check(CLI::Range(0.05, 10.0));

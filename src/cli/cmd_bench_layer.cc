@@ -258,6 +258,7 @@ BenchRegistrar reg("layer", [](CLI::App& bench) -> RunFn {
   auto* sub = bench.add_subcommand(
       "layer", "Cost per token of one layer (attention + indexer + MoE) vs position: DSA vs dense");
   sub->add_option("--model", o->model, "Checkpoint directory");
+  AddThreadsOption(sub);
   sub->add_option("--preset", o->preset,
                   "Generated preset (default layer671b), kept in ~/.cache/dsinfer/<preset>-seed0[-sets]");
   sub->add_option("--set", o->sets, "key=value override of the preset's config (repeatable)");

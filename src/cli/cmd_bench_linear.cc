@@ -31,6 +31,7 @@
 
 #include "base/error.h"
 #include "base/mix.h"
+#include "base/threads.h"
 #include "cli/commands.h"
 #include "format/config.h"
 #include "format/dtype.h"
@@ -64,7 +65,6 @@ struct Options {
   std::vector<int64_t> ns;
   std::string dtype = "fp8";
   double seconds = 0.3;
-  int threads = 0;
   double roofline_gbps = 0, roofline_gflops = 0;
   bool json = false;
 };
@@ -197,6 +197,7 @@ void RunProduct(const Shape& s, const Weight& weight, int64_t n, const float* x,
   if (s.kind == Kind::kAbsorb) {  // x = q_nope [n, H, dn], y = q_abs [n, H, R]
 #pragma omp parallel for schedule(static)
     for (int64_t h = 0; h < H; ++h) {
+      DSINFER_NOTE_THREAD("bench_linear.absorb_q");
       if (weight.wuk_t)  // as the model does when the FP8 blocks allow the copy
         LinearRows(x + h * s.dn, H * s.dn, n, weight.wuk_t->view, h * R, (h + 1) * R, y + h * R,
                    H * R);
@@ -206,8 +207,10 @@ void RunProduct(const Shape& s, const Weight& weight, int64_t n, const float* x,
     return;
   }
 #pragma omp parallel for schedule(static)  // x = o_lat [n, H, R], y = o [n, H, dv]
-  for (int64_t h = 0; h < H; ++h)
+  for (int64_t h = 0; h < H; ++h) {
+    DSINFER_NOTE_THREAD("bench_linear.expand_o");
     LinearRows(x + h * R, H * R, n, w, h * dq + s.dn, h * dq + s.dn + s.dv, y + h * s.dv, H * s.dv);
+  }
 }
 
 struct Measurement {
@@ -276,7 +279,6 @@ roofline::Result Roofline(const Options& o) {
 }
 
 int RunLinearBench(const Options& o) {
-  if (o.threads > 0) omp_set_num_threads(o.threads);
   const DType dtype = ParseDtype(o.dtype);
   std::vector<Shape> shapes;
   std::string source;
@@ -355,7 +357,7 @@ RunFn AddLinearBench(CLI::App& bench, bool gemm) {
       ->check(CLI::Range(int64_t{1}, int64_t{65536}));
   sub->add_option("--dtype", o->dtype, "Weight dtype: fp8 (default), bf16, f16, f32");
   sub->add_option("--seconds", o->seconds, "Time per measurement")->check(CLI::Range(0.0, 60.0));
-  sub->add_option("--threads", o->threads, "OpenMP threads (default: all)")->check(CLI::Range(1, 1024));
+  AddThreadsOption(sub);
   sub->add_option("--roofline-gbps", o->roofline_gbps, "Memory read bandwidth to use instead of measuring")
       ->check(CLI::PositiveNumber);
   sub->add_option("--roofline-gflops", o->roofline_gflops, "f32 FMA peak to use instead of measuring")

@@ -1,5 +1,5 @@
 // `dsinfer chat-template --request FILE.json`: prints the prompt text that DeepSeek-V3.2's chat
-// encoding (MODEL.md §9.2) makes of an OpenAI chat request, byte for byte, with no newline
+// encoding (docs/model.md §9.2) makes of an OpenAI chat request, byte for byte, with no newline
 // added. `--request -` reads stdin. `--model` is accepted for symmetry with the other
 // commands; the V3.2 encoding does not depend on the checkpoint.
 #include <cstdio>

@@ -203,6 +203,7 @@ CommandRegistrar reg("eval", [](CLI::App& app) -> RunFn {
   auto* sub = app.add_subcommand(
       "eval", "Exact-match accuracy on task files and perplexity on text (JSONL; docs/eval.md)");
   auto o = std::make_shared<EvalOptions>();
+  AddThreadsOption(sub);
   sub->add_option("--model", o->model, "checkpoint directory (default: the default model)");
   sub->add_option("--tasks", o->tasks,
                   "task file (JSONL: messages, thinking, answer, kind); repeatable");

@@ -23,6 +23,7 @@ int RunGenModel(const GenOptions& base) {
 CommandRegistrar reg("gen-model", [](CLI::App& app) -> RunFn {
   auto* sub = app.add_subcommand("gen-model", "Generate a random DeepSeek-V3.2-class checkpoint");
   auto o = std::make_shared<GenOptions>();
+  AddThreadsOption(sub);
   sub->add_option("--preset", o->preset, "tiny | mini | layer671b")
       ->check(CLI::IsMember(PresetNames()))
       ->capture_default_str();

@@ -31,6 +31,7 @@ int RunInspect(const Options& o) {
 CommandRegistrar reg("inspect", [](CLI::App& app) -> RunFn {
   auto* sub = app.add_subcommand("inspect", "Summarise a checkpoint and check that it is usable");
   auto o = std::make_shared<Options>();
+  AddThreadsOption(sub);
   sub->add_option("dir", o->inspect.dir, "checkpoint directory")->required();
   sub->add_flag("--json", o->json, "print one JSON object (docs/inspect.md)");
   sub->add_flag("--checksums", o->inspect.checksums, "add FNV-1a 64 of every tensor's bytes");

@@ -59,6 +59,7 @@ int RunLogits(const LogitsOptions& o) {
 CommandRegistrar reg("logits", [](CLI::App& app) -> RunFn {
   auto* sub = app.add_subcommand("logits", "Write the float32 logits of a token sequence (.npy)");
   auto o = std::make_shared<LogitsOptions>();
+  AddThreadsOption(sub);
   sub->add_option("--model", o->model, "checkpoint directory (default: the default model)");
   sub->add_option("--ids", o->ids, "comma-separated token ids, e.g. 5,17,3")->required();
   sub->add_option("--out", o->out, "output .npy, float32 [n_tokens, vocab]")->required();

@@ -223,6 +223,7 @@ int RunGenerate(const RunOptions& o) {
 CommandRegistrar reg("run", [](CLI::App& app) -> RunFn {
   auto* sub = app.add_subcommand("run", "Generate text (or token ids) after a prompt; --chat for a conversation");
   auto o = std::make_shared<RunOptions>();
+  AddThreadsOption(sub);
   sub->add_option("--model", o->model, "checkpoint directory (default: the default model)");
   sub->add_option("-p,--prompt", o->prompt, "text prompt (one user turn of the V3.2 chat encoding)");
   sub->add_option("--ids", o->ids, "prompt token ids, e.g. 0,128803,33310 (prints ids)");

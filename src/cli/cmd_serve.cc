@@ -75,6 +75,7 @@ int RunServe(const ServeOptions& o) {
 CommandRegistrar reg("serve", [](CLI::App& app) -> RunFn {
   auto* sub = app.add_subcommand("serve", "OpenAI-compatible HTTP server (docs/server.md)");
   auto o = std::make_shared<ServeOptions>();
+  AddThreadsOption(sub);
   sub->add_option("--model", o->model, "checkpoint directory (default: the default model)");
   sub->add_option("--host", o->http.host, "address to bind")->capture_default_str();
   sub->add_option("--port", o->http.port, "port (0: any free port)")->capture_default_str();

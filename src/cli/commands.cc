@@ -1,6 +1,9 @@
 #include "cli/commands.h"
 
 #include <map>
+#include <string>
+
+#include "base/threads.h"
 
 namespace dsinfer::cli {
 namespace {
@@ -39,5 +42,13 @@ BenchRegistrar::BenchRegistrar(const std::string& name, AddFn add) {
 }
 
 std::vector<Command> AddBenchCommands(CLI::App& bench) { return AddFrom(BenchRegistry(), bench); }
+
+void AddThreadsOption(CLI::App* app) {
+  app->add_option_function<int>(
+         "--threads", [](const int& n) { SetComputeThreads(n); },
+         "threads of every parallel region (default: the cores this process may use, " +
+             std::to_string(AvailableCores()) + ", or OMP_NUM_THREADS)")
+      ->check(CLI::Range(1, 4096));
+}
 
 }  // namespace dsinfer::cli

@@ -40,6 +40,10 @@ struct BenchRegistrar {
 // Adds every registered benchmark to `bench` (in name order).
 std::vector<Command> AddBenchCommands(CLI::App& bench);
 
+// Adds `--threads N` (every parallel region's thread count; default: the cores this process may
+// use) to a command that computes.
+void AddThreadsOption(CLI::App* app);
+
 // `dsinfer` with no subcommand: the README's main job on the default model.
 int RunDefault();
 

@@ -7,6 +7,7 @@
 #include <exception>
 
 #include "base/error.h"
+#include "base/threads.h"
 #include "cli/commands.h"
 
 int main(int argc, char** argv) {
@@ -15,12 +16,14 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "dsinfer 0.1.0");
   app.require_subcommand(0, 1);
   std::vector<dsinfer::cli::Command> commands = dsinfer::cli::AddAllCommands(app);
+  dsinfer::cli::AddThreadsOption(&app);  // for the default job
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
   try {
+    dsinfer::UseComputeThreads();  // --threads, else the default
     for (auto& c : commands)
       if (c.sub->parsed()) return c.run();
     return dsinfer::cli::RunDefault();

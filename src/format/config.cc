@@ -21,7 +21,8 @@ enum class Absent { kNull, kOmit };
 
 // ---------------------------------------------------------------------------------------------
 // THE field lists. Each line: JSON name, member, and (in the comment) meaning and default.
-// Defaults are the member initializers in config.h (= the official V3.2 config, MODEL.md §1.2).
+// Defaults are the member initializers in config.h (= the official V3.2 config,
+// docs/model.md §1.2).
 // On reading, an absent plain field keeps its default; an absent optional means "not present"
 // (same as null). Unknown JSON keys are ignored.
 

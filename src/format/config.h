@@ -1,4 +1,4 @@
-// config.json → ModelConfig (HF field names, MODEL.md §1.2), with validation.
+// config.json → ModelConfig (HF field names, docs/model.md §1.2), with validation.
 //
 // Every field, its default and its meaning is listed once, in `ForEachField` in config.cc,
 // which drives parsing, printing (ToJson) and equality. Defaults are those of the official
@@ -16,7 +16,7 @@
 
 namespace dsinfer {
 
-struct RopeScaling {  // YaRN (MODEL.md §4)
+struct RopeScaling {  // YaRN (docs/model.md §4)
   std::string type = "yarn";
   double factor = 40.0;
   int64_t original_max_position_embeddings = 4096;
@@ -27,7 +27,7 @@ struct RopeScaling {  // YaRN (MODEL.md §4)
   bool operator==(const RopeScaling&) const = default;
 };
 
-struct QuantizationConfig {  // block-scaled FP8 weights (MODEL.md §6)
+struct QuantizationConfig {  // block-scaled FP8 weights (docs/model.md §6)
   std::string quant_method = "fp8";
   std::string fmt = "e4m3";
   std::string activation_scheme = "dynamic";
@@ -87,7 +87,7 @@ struct ModelConfig {
     return n_routed_experts > 0 && layer >= first_k_dense_replace && layer % moe_layer_freq == 0;
   }
   // MLA softmax scale: qk_head_dim^-0.5 · m², m = 0.1·mscale_all_dim·ln(factor) + 1 with YaRN
-  // and factor > 1, else m = 1 (MODEL.md §3.2).
+  // and factor > 1, else m = 1 (docs/model.md §3.2).
   double softmax_scale() const;
 
   // Parses an HF config.json object. Unknown fields are ignored; an absent plain field keeps

@@ -1,6 +1,6 @@
 // Element types of safetensors files and the exact scalar conversions between them.
 //
-// Conversions are the specification other code is tested against (MODEL.md §6):
+// Conversions are the specification other code is tested against (docs/model.md §6):
 //  * e4m3fn: 1 sign, 4 exponent (bias 7), 3 mantissa bits; no infinities; 0x7F/0xFF are NaN;
 //    max finite ±448. FloatToE4M3 rounds to nearest even and saturates: every |x| ≥ 448,
 //    ±Inf included, becomes ±448 (as `act_quant` clamps before casting); NaN → 0x7F; the sign
@@ -8,7 +8,7 @@
 //  * bf16: the top 16 bits of an IEEE f32. FloatToBF16 rounds to nearest even (overflow → Inf);
 //    NaN stays NaN (quiet, sign kept).
 //  * f16: IEEE binary16, nearest even with gradual underflow, overflow → Inf, NaN stays NaN.
-//  * ue8m0: the power-of-two activation scale of DeepSeek's `act_quant` (MODEL.md §6.2).
+//  * ue8m0: the power-of-two activation scale of DeepSeek's `act_quant` (docs/model.md §6.2).
 // Thread-safe: pure functions.
 #pragma once
 

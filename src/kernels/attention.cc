@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/threads.h"
 #include "kernels/linear.h"
 #include "kernels/quant.h"
 #include "kernels/weight.h"
@@ -708,6 +709,7 @@ void DenseMlaAttentionSplitKeys(const MlaChunk& q, const LatentLayout& layout,
   int n_th = 1;
 #pragma omp parallel num_threads(nt)
   {
+    DSINFER_NOTE_THREAD("attention.split");
     SplitScratch& mine = ThreadSplitScratch();
     const MlaEngine e(q, layout, cache, mine.ws, isa);
     const int th = omp_get_thread_num();

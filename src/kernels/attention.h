@@ -1,5 +1,5 @@
-// MLA attention in the absorbed (MQA) form over cached latent rows (NUMERICS.md §4,
-// MODEL.md §3.4/§3.8): for every head h,
+// MLA attention in the absorbed (MQA) form over cached latent rows (docs/numerics.md §4,
+// docs/model.md §3.4/§3.8): for every head h,
 //   s_h(t) = scale · (q_abs_h · c(t) + q_pe_h · k_pe(t)),  P = softmax over the keys t,
 //   o_lat_h = Σ_t P(t) c(t).
 // The keys are read tile by tile (decoded from the cache layout once per tile) and the softmax is

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "base/error.h"
+#include "base/threads.h"
 #include "format/dtype.h"
 #include "kernels/cpu.h"
 #include "kernels/quant.h"
@@ -581,6 +582,7 @@ void IndexerTopKSplitKeys(const IndexerChunk& q, const PagedRows& keys, int64_t 
   int n_th = 1;
 #pragma omp parallel num_threads(nt)
   {
+    DSINFER_NOTE_THREAD("indexer.scan");
     IndexerWorkspace& ws = ThreadWorkspace();
     wss[omp_get_thread_num()] = &ws;
 #pragma omp single nowait

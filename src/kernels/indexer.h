@@ -1,4 +1,5 @@
-// Lightning-indexer scores and the fused indexer + streaming top-k (NUMERICS.md §5, MODEL.md §3.5):
+// Lightning-indexer scores and the fused indexer + streaming top-k (docs/numerics.md §5,
+// docs/model.md §3.5):
 //   I(t) = Σ_h w_h · ReLU( Σ_b q_s[h,b] · k_s(t)[b] · Σ_{d∈b} e4m3(q[h,d]) · e4m3(k(t)[d]) )
 // with blocks b of 128 dims (the last may be shorter).
 //

@@ -1,8 +1,8 @@
 // Byte layout of one cached MLA token: latent `c` [kv_lora_rank] and rope key `k_pe` [rope_dim]
-// (NUMERICS.md §4). Three layouts:
+// (docs/numerics.md §4). Three layouts:
 //  * kF32:  c f32 ‖ k_pe f32
 //  * kBF16: c bf16 ‖ k_pe bf16 (RNE)
-//  * kFP8:  DeepSeek's FlashMLA layout (MODEL.md §3.8), generalised to any kv_lora_rank:
+//  * kFP8:  DeepSeek's FlashMLA layout (docs/model.md §3.8), generalised to any kv_lora_rank:
 //           c e4m3 [kv_lora_rank] ‖ f32 scales [ceil(kv_lora_rank/128)] (act_quant, ue8m0)
 //           ‖ k_pe bf16 [rope_dim]  — 656 bytes for 512/64.
 // Caches are paged: `PagedRows` addresses row t inside fixed-size pages of consecutive tokens,
@@ -36,7 +36,7 @@ struct LatentLayout {
   void Decode(const std::byte* row, float* out) const;
 };
 
-// One cached indexer key (NUMERICS.md §5): e4m3 codes [head_dim] ‖ f32 block scales
+// One cached indexer key (docs/numerics.md §5): e4m3 codes [head_dim] ‖ f32 block scales
 // [QuantBlocks(head_dim)] (132 bytes for head_dim 128).
 struct IndexKeyLayout {
   int64_t head_dim = 0;

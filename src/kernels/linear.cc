@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/threads.h"
 #include "kernels/gemm/isa_kernels.h"
 
 namespace dsinfer {
@@ -58,6 +59,7 @@ void RowsScalar(const float* x, int64_t xs, int64_t n, const WeightView& w, int6
                 int64_t re, float* y, int64_t ys) {
 #pragma omp parallel for schedule(dynamic, 32) if (UseThreads((re - rb) * w.cols * (n + 1)))
   for (int64_t r = rb; r < re; ++r) {
+    DSINFER_NOTE_THREAD("linear.decoded_rows");
     thread_local std::vector<float> row;  // [cols] one decoded weight row (grows, never shrinks)
     if (static_cast<int64_t>(row.size()) < w.cols) row.resize(w.cols);
     DecodeRow(w, r, row.data());
@@ -72,6 +74,7 @@ void TransposedScalar(const float* x, int64_t xs, int64_t n, const WeightView& w
   const int64_t chunks = (w.cols + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(dynamic) if (UseThreads((re - rb) * w.cols * (n + 1)))
   for (int64_t ch = 0; ch < chunks; ++ch) {
+    DSINFER_NOTE_THREAD("linear.decoded_cols");
     const int64_t c0 = ch * kChunk, c1 = std::min(c0 + kChunk, w.cols);
     float row[kChunk];  // W[i, c0:c1] decoded
     for (int64_t t = 0; t < n; ++t) std::fill(y + t * ys + c0, y + t * ys + c1, 0.0f);
@@ -143,7 +146,10 @@ void RowsGemv(const gemm::IsaKernels& k, const float* x, int64_t xs, int64_t n,
   // calling thread without entering an OpenMP construct at all (its cost would rival theirs).
   if (bytes < kParallelGemvBytes || omp_in_parallel()) return part(1, 0);
 #pragma omp parallel
-  part(omp_get_num_threads(), omp_get_thread_num());
+  {
+    DSINFER_NOTE_THREAD("linear.split");
+    part(omp_get_num_threads(), omp_get_thread_num());
+  }
 }
 
 // Pieces of ≤ 128 rows (64 when there are few, for two threads to share them evenly).
@@ -161,6 +167,7 @@ void RowsGemm(const gemm::IsaKernels& k, const float* x, int64_t xs, int64_t n,
   }
 #pragma omp parallel
   {
+    DSINFER_NOTE_THREAD("linear.gemm_rows");
     float* work = Scratch(k.gemm_rows_work(n, w.cols));
 #pragma omp for schedule(dynamic)
     for (int64_t p = 0; p < pieces.count(); ++p) piece(p, work);
@@ -175,6 +182,7 @@ void TransposedGemv(const gemm::IsaKernels& k, const float* x, int64_t xs, int64
     return k.gemv_t(x, xs, static_cast<int>(n), w, rb, re, 0, w.cols, y, ys);
 #pragma omp parallel for schedule(dynamic)
   for (int64_t ch = 0; ch < chunks; ++ch) {
+    DSINFER_NOTE_THREAD("linear.gemv_t");
     const int64_t c0 = ch * kChunk, c1 = std::min(c0 + kChunk, w.cols);
     k.gemv_t(x, xs, static_cast<int>(n), w, rb, re, c0, c1, y, ys);
   }
@@ -207,6 +215,7 @@ void TransposedGemm(const gemm::IsaKernels& k, const float* x, int64_t xs, int64
   }
 #pragma omp parallel
   {
+    DSINFER_NOTE_THREAD("linear.gemm_blocks");
     float* xp = Scratch(n * gemm::kKc);
 #pragma omp for schedule(dynamic)
     for (int64_t b = 0; b < blocks; ++b) block(b, xp);

@@ -1,5 +1,5 @@
-// Activation FP8 quantisation (MODEL.md §6.2) and the Hadamard rotation of the indexer
-// (MODEL.md §3.5). Thread-safe: pure functions on caller buffers.
+// Activation FP8 quantisation (docs/model.md §6.2) and the Hadamard rotation of the indexer
+// (docs/model.md §3.5). Thread-safe: pure functions on caller buffers.
 #pragma once
 
 #include <cstdint>

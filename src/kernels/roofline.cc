@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/threads.h"
 
 // GCC 12's _mm512_reduce_add_ps trips -Wuninitialized inside its own header.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -180,6 +181,7 @@ double ReadSum(const float* data, size_t n, Isa isa) {
   double total = 0;
 #pragma omp parallel reduction(+ : total)
   {
+    DSINFER_NOTE_THREAD("roofline.read");
     size_t b, e;
     Slice(n, &b, &e);
     if (b < e) {
@@ -194,6 +196,7 @@ double ReadSum(const float* data, size_t n, Isa isa) {
 void Triad(float* a, const float* b, const float* c, float s, size_t n, Isa isa) {
 #pragma omp parallel
   {
+    DSINFER_NOTE_THREAD("roofline.copy");
     size_t lo, hi;
     Slice(n, &lo, &hi);
     if (lo < hi) {
@@ -211,8 +214,11 @@ void Triad(float* a, const float* b, const float* c, float s, size_t n, Isa isa)
 double FmaLoop(Isa isa, int64_t iters, int threads) {
   double total = 0;
 #pragma omp parallel num_threads(threads) reduction(+ : total)
-  total += isa == Isa::kAvx512 ? FmaAvx512(iters) : isa == Isa::kAvx2 ? FmaAvx2(iters)
-                                                                      : FmaScalar(iters);
+  {
+    DSINFER_NOTE_THREAD("roofline.fma");
+    total += isa == Isa::kAvx512 ? FmaAvx512(iters) : isa == Isa::kAvx2 ? FmaAvx2(iters)
+                                                                        : FmaScalar(iters);
+  }
   return total;
 }
 
@@ -224,7 +230,10 @@ double Bf16DotLoop(int64_t iters, int threads) {
   DSINFER_CHECK(DetectCpu().avx512_bf16, "Bf16DotLoop needs AVX512-BF16");
   double total = 0;
 #pragma omp parallel num_threads(threads) reduction(+ : total)
-  total += Bf16Avx512(iters);
+  {
+    DSINFER_NOTE_THREAD("roofline.bf16");
+    total += Bf16Avx512(iters);
+  }
   return total;
 }
 
@@ -249,6 +258,7 @@ Result Measure(const Options& options) {
     if (!a || !b || !c) throw Error("bench roofline: cannot allocate 3 x " + std::to_string(options.bytes) + " bytes");
 #pragma omp parallel
     {  // First touch by the thread that will read each slice (NUMA-friendly).
+      DSINFER_NOTE_THREAD("roofline.touch");
       size_t lo, hi;
       Slice(n, &lo, &hi);
       for (size_t i = lo; i < hi; ++i) a[i] = 0.0f, b[i] = 1.0f, c[i] = 2.0f;

@@ -1,4 +1,4 @@
-// Rotary position embedding (MODEL.md §4, NUMERICS.md §3). `RopeTable` holds the per-pair
+// Rotary position embedding (docs/model.md §4, numerics.md §3). `RopeTable` holds the per-pair
 // frequencies (YaRN-corrected when configured) and a cos/sin table grown on demand to cover
 // the positions in use. Two layouts: interleaved pairs (2j, 2j+1) for MLA and halves
 // (j, j + d/2) for the indexer. Not thread-safe while growing (`Reserve`); read-only after.

@@ -1,5 +1,5 @@
 // Top-k selection with the project-wide tie rule: larger score first, equal scores → lower index
-// wins (NUMERICS.md §8).
+// wins (docs/numerics.md §8).
 //  * TopK: partial selection (nth_element) over a materialised score array — the specification.
 //  * StreamingTopK: the same selection over scores pushed one at a time in ascending index order,
 //    keeping only a bounded candidate buffer (never the whole score array): scores at or below the

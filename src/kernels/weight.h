@@ -44,7 +44,7 @@ std::shared_ptr<const OwnedWeight> TransposeHeads(const WeightView& w, int64_t h
 const float* E4M3Table();
 
 // Row `row` of `w` as f32 `out[cols]`: FP8 rows are `e4m3(q) * scale[row/128, col/128]`
-// (MODEL.md §6.1), BF16/F16 exact, F32 copied.
+// (docs/model.md §6.1), BF16/F16 exact, F32 copied.
 void DecodeRow(const WeightView& w, int64_t row, float* out);
 
 }  // namespace dsinfer

@@ -1,4 +1,4 @@
-// `--dump-dir`: named intermediates of the forward pass as .npy files (NUMERICS.md "Dump
+// `--dump-dir`: named intermediates of the forward pass as .npy files (docs/numerics.md "Dump
 // format"), e.g. `L3.attn_in.npy`. Rows of successive forward calls are appended (so decode
 // mode dumps the same tensors as one prefill); rows narrower than the widest row of the same
 // name (index_scores over a growing context, topk) are padded with −inf / −1. Files are

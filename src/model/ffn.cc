@@ -1,10 +1,12 @@
-// Dense SwiGLU MLP and the MoE block (NUMERICS.md §6, MODEL.md §5) over all N rows of a batch.
+// Dense SwiGLU MLP and the MoE block (docs/numerics.md §6, docs/model.md §5) over all N rows
+// of a batch.
 // MoE tokens are grouped by expert (a counting sort), so each expert's weights are read once for
 // all of the batch's tokens routed to it; each row still sums its experts in ascending id.
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "base/threads.h"
 #include "kernels/linear.h"
 #include "kernels/norm.h"
 #include "kernels/topk.h"
@@ -20,17 +22,15 @@ void MlpForward(const MlpWeights& w, const float* x, int64_t S, float* out, floa
   Linear(g, S, w.w2, out);
 }
 
-namespace {
-
-// noaux_tc routing of one token: scores s [E] (sigmoid), biased b [E].
 void RouteToken(const ModelConfig& c, Workspace& ws, const float* s, const float* b,
-                int32_t* experts, float* weights) {
+                bool has_bias, int32_t* experts, float* weights) {
   const int64_t E = c.n_routed_experts, G = c.n_group, per = E / G, k = c.num_experts_per_tok;
   TopKCandidate* scratch = Take(ws.topk_scratch, E);  // [E] TopK's scratch
   int32_t* top = Take(ws.topk_out, std::max({int64_t{2}, G, k}));  // one selection
   float* group_score = Take(ws.group_score, G);  // [n_group]
   for (int64_t g = 0; g < G; ++g) {
-    const int64_t n = std::min<int64_t>(2, per);
+    // With a bias: the sum of the group's two largest b; without: its largest b (= s).
+    const int64_t n = has_bias ? std::min<int64_t>(2, per) : 1;
     TopK(b + g * per, per, n, scratch, top);
     float sum = 0;
     for (int64_t j = 0; j < n; ++j) sum += b[g * per + top[j]];
@@ -55,6 +55,8 @@ void RouteToken(const ModelConfig& c, Workspace& ws, const float* s, const float
   }
 }
 
+namespace {
+
 // Routing of all rows into ws.r_experts / ws.r_weights: [N, k].
 void Route(const ModelConfig& c, Workspace& ws, const MoeWeights& m, const float* x, int64_t N) {
   const int64_t E = c.n_routed_experts, k = c.num_experts_per_tok;
@@ -68,7 +70,7 @@ void Route(const ModelConfig& c, Workspace& ws, const MoeWeights& m, const float
   int32_t* experts = Take(ws.r_experts, N * k);
   float* weights = Take(ws.r_weights, N * k);
   for (int64_t t = 0; t < N; ++t)
-    RouteToken(c, ws, s + t * E, b + t * E, experts + t * k, weights + t * k);
+    RouteToken(c, ws, s + t * E, b + t * E, m.has_gate_bias, experts + t * k, weights + t * k);
 }
 
 // Groups the routed (row, weight) pairs by expert, rows ascending within an expert (counting
@@ -130,6 +132,7 @@ void RunExperts(const ModelConfig& c, const MoeWeights& m, Workspace& ws, const 
   Take(ws.eu, rows * inter);
 #pragma omp parallel for schedule(dynamic) if (batch)
   for (int64_t i = 0; i < (batch ? n_active : 0); ++i) {
+    DSINFER_NOTE_THREAD("moe.experts");
     const int64_t e = ws.active[i];
     RunExpert(c, m.experts[e], ws, x, offset[e], offset[e + 1], offset[e]);
   }

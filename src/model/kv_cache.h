@@ -1,6 +1,6 @@
-// Per-sequence, per-layer caches (NUMERICS.md §4/§5): the MLA latent row (c ‖ k_pe in the chosen
-// `LatentLayout`) and, for layers with an indexer, the FP8 indexer key (`IndexKeyLayout`: e4m3
-// codes ‖ f32 block scales). Stored in pages of `kKvPageRows` consecutive tokens, so growing a
+// Per-sequence, per-layer caches (docs/numerics.md §4/§5): the MLA latent row (c ‖ k_pe in the
+// chosen `LatentLayout`) and, for layers with an indexer, the FP8 indexer key
+// (`IndexKeyLayout`: e4m3 codes ‖ f32 block scales). Stored in pages of `kKvPageRows` consecutive tokens, so growing a
 // sequence never moves rows and kernels read the cache through `PagedRows` views.
 // Entries of the current chunk are written before attention reads them.
 // A page's storage is either owned by the cache (`Reserve` allocates it: CLI tools, tests) or

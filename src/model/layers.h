@@ -150,4 +150,11 @@ void FfnForward(const LayerContext& ctx, const LayerWeights& lw, const float* x,
 // SwiGLU MLP w2(silu(w1 x) * w3 x). x: [S, hidden], out: [S, hidden]; g, u: [S, inter] scratch.
 void MlpForward(const MlpWeights& w, const float* x, int64_t S, float* out, float* g, float* u);
 
+// Group-limited routing of one token (docs/model.md §5.2, numerics.md §6): s [E] sigmoid scores,
+// b [E] the scores used for selection (s + bias). Groups are scored by the sum of their two
+// largest b when the checkpoint has a router bias (`has_bias`), else by their largest b, as
+// DeepSeek's `Gate` does. Writes the chosen expert ids [k] (in selection order) and weights [k].
+void RouteToken(const ModelConfig& c, Workspace& ws, const float* s, const float* b,
+                bool has_bias, int32_t* experts, float* weights);
+
 }  // namespace dsinfer

@@ -1,4 +1,5 @@
-// Multi-head latent attention with DeepSeek Sparse Attention (NUMERICS.md §4–§5, MODEL.md §3),
+// Multi-head latent attention with DeepSeek Sparse Attention (docs/numerics.md §4–§5,
+// docs/model.md §3),
 // over a batch of segments: projections over all rows at once, cache writes, then key selection
 // (fused indexer + streaming top-k) and attention per block of a segment's rows (each row at its
 // own position, against its own sequence's cache).
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/threads.h"
 #include "kernels/attention.h"
 #include "kernels/indexer.h"
 #include "kernels/linear.h"
@@ -47,6 +49,7 @@ void AbsorbQuery(const Dims& d, const LayerWeights& lw, const float* q, int64_t 
   // head ranges per thread (static): each thread streams one contiguous range of weights.
 #pragma omp parallel for schedule(static) if (N * d.H * d.dn * d.R >= kParallelWork)
   for (int64_t h = 0; h < d.H; ++h) {
+    DSINFER_NOTE_THREAD("mla.absorb_q");
     if (lw.wuk_t)
       LinearRows(q + h * d.dq(), d.H * d.dq(), N, lw.wuk_t->view, h * d.R, (h + 1) * d.R,
                  q_abs + h * d.R, d.H * d.R);
@@ -60,9 +63,11 @@ void AbsorbQuery(const Dims& d, const LayerWeights& lw, const float* q, int64_t 
 void ProjectValues(const Dims& d, const WeightView& wkv_b, const float* o_lat, int64_t N,
                    float* o) {
 #pragma omp parallel for schedule(static) if (N * d.H * d.dv * d.R >= kParallelWork)
-  for (int64_t h = 0; h < d.H; ++h)
+  for (int64_t h = 0; h < d.H; ++h) {
+    DSINFER_NOTE_THREAD("mla.expand_o");
     LinearRows(o_lat + h * d.R, d.H * d.R, N, wkv_b, h * (d.dn + d.dv) + d.dn,
                h * (d.dn + d.dv) + d.dn + d.dv, o + h * d.dv, d.H * d.dv);
+  }
 }
 
 bool SegUsesIndexer(const Segment& seg, const LayerWeights& lw) {
@@ -231,6 +236,7 @@ void SelectKeys(const LayerContext& ctx, const LayerWeights& lw, const float* x,
   } else if (n_scored > 1) {
 #pragma omp parallel for schedule(dynamic) if (work >= kParallelWork)
     for (int64_t i = 0; i < ws.n_blocks; ++i) {
+      DSINFER_NOTE_THREAD("mla.select");
       const RowBlock& b = ws.blocks[i];
       const Segment& seg = ws.segs[b.seg];
       if (!SegUsesIndexer(seg, lw) || !BlockScored(seg, b)) continue;
@@ -324,6 +330,7 @@ void Attend(const LayerContext& ctx, const LayerWeights& lw, const Dims& d, cons
     const int64_t parts = std::min<int64_t>(threads, d.H / 4);
 #pragma omp parallel for schedule(static) num_threads(parts) if (work >= kParallelWork)
     for (int64_t i = 0; i < parts; ++i) {
+      DSINFER_NOTE_THREAD("mla.attend_heads");
       const int64_t h0 = i * (d.H / 4) / parts * 4;
       const int64_t h1 = i + 1 == parts ? d.H : (i + 1) * (d.H / 4) / parts * 4;
       AttendBlock(ctx, lw, d, ws.blocks[0], h0, h1, q_abs, q_pe, o_lat,
@@ -332,9 +339,11 @@ void Attend(const LayerContext& ctx, const LayerWeights& lw, const Dims& d, cons
     return;
   }
 #pragma omp parallel for schedule(dynamic) if (ws.n_blocks > 1 && work >= kParallelWork)
-  for (int64_t i = 0; i < ws.n_blocks; ++i)
+  for (int64_t i = 0; i < ws.n_blocks; ++i) {
+    DSINFER_NOTE_THREAD("mla.attend_blocks");
     AttendBlock(ctx, lw, d, ws.blocks[i], 0, d.H, q_abs, q_pe, o_lat,
                 ws.mla_ws[omp_get_thread_num()]);
+  }
 }
 
 }  // namespace

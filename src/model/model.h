@@ -1,10 +1,11 @@
-// The DeepSeek-V3.2 forward pass in f32 reference numerics (NUMERICS.md): embedding →
+// The DeepSeek-V3.2 forward pass in f32 reference numerics (docs/numerics.md): embedding →
 // N × [RMSNorm → MLA (+ lightning indexer → DSA) → RMSNorm → MLP | MoE] → norm → head, plus
 // the MTP module. One code path for prefill, chunked prefill, decode (S = 1) and multi-token
 // verification: `Forward(seq, tokens, start_pos)` processes S ≥ 1 tokens at absolute positions
-// start_pos.. against everything already cached for `seq` (MODEL.md §3.7). `ForwardBatch` runs
-// several sequences as one batch (continuous batching): every kernel computes each row
-// independently of the other rows, so each sequence's logits are bitwise those of running it alone.
+// start_pos.. against everything already cached for `seq` (docs/model.md §3.7).
+// `ForwardBatch` runs several sequences as one batch (continuous batching): every kernel
+// computes each row independently of the other rows, so each sequence's logits are bitwise
+// those of running it alone.
 // `Model` is immutable after Load except for its RoPE table, which grows on demand, and its
 // workspace (every per-layer temporary, sized on first use and reused, so a steady-state decode
 // step allocates nothing in the model code): not thread-safe; one forward call at a time.

@@ -1,10 +1,10 @@
-// TensorTable: the HF tensor list of MODEL.md §8.1 (main layers) and §7 (MTP layers).
+// TensorTable: the HF tensor list of docs/model.md §8.1 (main layers) and §7 (MTP layers).
 //
 // Dtypes follow the official FP8 checkpoint: every projection that DeepSeek's reference
 // `Linear` quantises is F8_E4M3 + an F32 `.weight_scale_inv` block grid; embeddings, heads,
 // norms (including the indexer's LayerNorm `k_norm.weight/.bias`, whose real dtype is
-// unverified, MODEL.md §12.2), the router weight, `indexer.weights_proj` and the MTP `eh_proj`
-// are BF16 (vLLM/SGLang load `eh_proj` as a plain, unquantised linear); the router's
+// unverified, docs/model.md §12.2), the router weight, `indexer.weights_proj` and the MTP
+// `eh_proj` are BF16 (vLLM/SGLang load `eh_proj` as a plain, unquantised linear); the router's
 // `e_score_correction_bias` is F32.
 #include "model/tensor_table.h"
 
@@ -13,7 +13,7 @@
 namespace dsinfer {
 namespace {
 
-constexpr int64_t kBlock = 128;  // FP8 weight block edge (MODEL.md §6.1)
+constexpr int64_t kBlock = 128;  // FP8 weight block edge (docs/model.md §6.1)
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -28,6 +28,8 @@ class Builder {
   void Add(std::string name, DType dtype, std::vector<int64_t> shape, TensorRole role) {
     out_->push_back({std::move(name), dtype, std::move(shape), role, layer_, false, required_});
   }
+  // The last added tensor may be absent.
+  void Optional() { out_->back().required = false; }
   void Norm(const std::string& prefix, int64_t dim) {
     Add(prefix + ".weight", DType::kBF16, {dim}, TensorRole::kNormWeight);
   }
@@ -86,9 +88,12 @@ void AddFfn(Builder& b, const ModelConfig& c, int64_t layer, const std::string& 
     return;
   }
   b.Add(p + "gate.weight", DType::kBF16, {c.n_routed_experts, c.hidden_size}, TensorRole::kGate);
-  if (c.topk_method == "noaux_tc")
+  if (c.topk_method == "noaux_tc") {
+    // Optional: without it the router ranks groups by their best score (docs/model.md §5.2).
     b.Add(p + "gate.e_score_correction_bias", DType::kF32, {c.n_routed_experts},
           TensorRole::kGateBias);
+    b.Optional();
+  }
   for (int64_t e = 0; e < c.n_routed_experts; ++e)
     AddMlp(b, p + "experts." + std::to_string(e) + ".", c.hidden_size, c.moe_intermediate_size);
   if (c.n_shared_experts > 0)
@@ -102,7 +107,7 @@ void AddDecoderLayer(Builder& b, const ModelConfig& c, int64_t layer, const std:
   AddFfn(b, c, layer, p + "mlp.");
 }
 
-// MTP layer `layer` (MODEL.md §7): its own embedding copy, the two input norms, `eh_proj`,
+// MTP layer `layer` (docs/model.md §7): its own embedding copy, the two input norms, `eh_proj`,
 // a full decoder layer (MoE by the same `is_moe_layer` rule as the main layers) and the
 // shared head. Every tensor is optional: checkpoints may ship without the MTP module.
 void AddMtpLayer(Builder& b, const ModelConfig& c, int64_t layer) {

@@ -1,4 +1,4 @@
-// The one list of every tensor a DeepSeek-V3.2-class checkpoint holds (MODEL.md §8.1, §7),
+// The one list of every tensor a DeepSeek-V3.2-class checkpoint holds (docs/model.md §8.1, §7),
 // derived from its ModelConfig. It drives the checkpoint generator, `inspect`
 // (missing/unexpected tensors) and weight loading, so the three can never disagree.
 // Thread-safe: pure functions.
@@ -22,7 +22,7 @@ enum class TensorRole : uint8_t {
   kLinear,      // a projection `[out, in]`; FP8 + `.weight_scale_inv` when `quantized`
   kBlockScale,  // `<linear>.weight_scale_inv`, f32 `[ceil(out/128), ceil(in/128)]`
   kGate,        // MoE router weight, bf16 `[n_routed_experts, hidden]`
-  kGateBias,    // `e_score_correction_bias`, f32 `[n_routed_experts]`
+  kGateBias,    // `e_score_correction_bias`, f32 `[n_routed_experts]` (optional)
 };
 
 struct TensorEntry {

@@ -110,7 +110,8 @@ MoeWeights LoadMoe(const Loader& ld, const ModelConfig& c, const std::string& p)
   MoeWeights m;
   m.gate = ld.Linear(p + ".gate", c.n_routed_experts, c.hidden_size);
   const std::string bias = p + ".gate.e_score_correction_bias";
-  m.gate_bias = ld.Has(bias) ? ld.Vector(bias, c.n_routed_experts)
+  m.has_gate_bias = ld.Has(bias);
+  m.gate_bias = m.has_gate_bias ? ld.Vector(bias, c.n_routed_experts)
                              : std::vector<float>(c.n_routed_experts, 0.0f);
   for (int64_t e = 0; e < c.n_routed_experts; ++e)
     m.experts.push_back(LoadMlp(ld, p + ".experts." + std::to_string(e), c.hidden_size,
@@ -147,8 +148,7 @@ LayerWeights LoadLayer(const Loader& ld, const ModelConfig& c, int64_t layer,
 void CheckAgainstTable(const Checkpoint& ckpt) {
   for (const TensorEntry& e : TensorTable(ckpt.config())) {
     const bool present = ckpt.Has(e.name);
-    if (!present && e.required && e.role != TensorRole::kGateBias &&
-        e.role != TensorRole::kBlockScale)
+    if (!present && e.required && e.role != TensorRole::kBlockScale)
       throw Error(ckpt.dir() + ": missing tensor " + e.name + " (expected shape " +
                   ShapeText(e.shape) + ")");
     if (present && ckpt.Get(e.name).shape() != e.shape)

@@ -1,7 +1,7 @@
 // The model's weights as kernel views into the mmapped checkpoint (FP8 stays FP8; only norm
 // vectors, biases and the router bias are copied to f32). Loading checks every tensor the
 // forward pass uses — presence, dtype and shape — and names the tensor and the expected shape
-// on failure. Names follow DeepSeek's reference (MODEL.md §8.2); the HF tensor names they map
+// on failure. Names follow DeepSeek's reference (docs/model.md §8.2); the HF tensor names they map
 // from are in weights.cc. Immutable after Load; thread-safe to read.
 #pragma once
 
@@ -33,11 +33,12 @@ struct IndexerWeights {
 struct MoeWeights {
   WeightView gate;                 // [n_routed_experts, hidden]
   std::vector<float> gate_bias;    // [n_routed_experts] e_score_correction_bias (zeros if absent)
+  bool has_gate_bias = false;      // the checkpoint has it: it decides how groups are scored
   std::vector<MlpWeights> experts; // n_routed_experts
   std::optional<MlpWeights> shared_experts;
 };
 
-struct MtpWeights {  // the extra parts of an MTP layer (MODEL.md §7)
+struct MtpWeights {  // the extra parts of an MTP layer (docs/model.md §7)
   WeightView embed;                // [vocab, hidden] (own copy, else the main embedding)
   std::vector<float> enorm;        // [hidden]
   std::vector<float> hnorm;        // [hidden]

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "base/error.h"
+#include "base/threads.h"
 
 namespace dsinfer {
 
@@ -247,6 +248,7 @@ bool Engine::AdmitWaiting(std::vector<std::unique_ptr<Active>>& active) {
 }
 
 void Engine::WorkerLoop() {
+  UseComputeThreads();  // OpenMP's team size is per thread: this one runs every forward pass
   std::vector<std::unique_ptr<Active>> active;
   while (AdmitWaiting(active)) {
     RunRound(active);

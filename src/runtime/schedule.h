@@ -1,6 +1,6 @@
 // Runs a whole token sequence through `Model::Forward` in one of the schedules that must all
-// give the same logits (MODEL.md §3.7): one prefill, chunked prefill, or a prefill of P tokens
-// followed by one-token decode steps. Used by `dsinfer logits` and the identity tests.
+// give the same logits (docs/model.md §3.7): one prefill, chunked prefill, or a prefill of P
+// tokens followed by one-token decode steps. Used by `dsinfer logits` and the identity tests.
 // Not thread-safe (drives one Model).
 #pragma once
 

@@ -13,7 +13,7 @@ namespace {
 using ojson = nlohmann::ordered_json;
 using namespace chat;  // NOLINT: the marker constants
 
-// The fixed part of the TOOLS block (MODEL.md §9.2), up to the schema list.
+// The fixed part of the TOOLS block (docs/model.md §9.2), up to the schema list.
 constexpr std::string_view kToolsHead = R"TOOLS(## Tools
 
 You have access to a set of tools you can use to answer the user's question.

@@ -1,4 +1,4 @@
-// DeepSeek-V3.2 chat encoding: OpenAI-style chat messages → prompt text (MODEL.md §9.2).
+// DeepSeek-V3.2 chat encoding: OpenAI-style chat messages → prompt text (docs/model.md §9.2).
 //
 // The output is byte-identical to DeepSeek's `encoding/encoding_dsv32.py`
 // (`encode_messages(messages, thinking_mode, drop_thinking=True)`), verified against DeepSeek's

@@ -1,4 +1,4 @@
-// The literal strings of DeepSeek-V3.2's chat format (MODEL.md §9.1), shared by the prompt
+// The literal strings of DeepSeek-V3.2's chat format (docs/model.md §9.1), shared by the prompt
 // encoder and the completion parser. `｜` is U+FF5C and `▁` is U+2581.
 #pragma once
 

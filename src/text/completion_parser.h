@@ -1,5 +1,5 @@
 // DeepSeek-V3.2 completion parsing: generated text → {reasoning_content, content, tool_calls}
-// (MODEL.md §9.3), one-shot and streaming.
+// (docs/model.md §9.3), one-shot and streaming.
 //
 // Grammar (DeepSeek's `parse_message_from_completion_text`, made total):
 //   thinking mode:  REASONING "</think>" CONTENT [TOOLS] [EOS]

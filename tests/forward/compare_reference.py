@@ -2,15 +2,15 @@
 """C++ forward pass (`dsinfer logits`) against the NumPy reference (tests/reference/dsv32_ref.py).
 
 Generates tiny checkpoints with `dsinfer gen-model` (seeds 1, 2, 3 and config variants), runs both
-implementations on the same token ids and checks, per case (NUMERICS.md):
+implementations on the same token ids and checks, per case (docs/numerics.md):
   * every row: max|Δlogit| / max|logit_ref| ≤ 1e-4,
   * top-1 agreement on every row,
   * indexer top-k sets identical in every layer (from --dump-dir; a difference is reported with
     whether the reference scores show an exact tie at the k-th place).
 Cases cover sequence lengths 1, k-1, k, k+1 and ≥ 300 (k = index_topk), modes prefill / decode /
 decode after a prefix / chunked prefill, DSA and dense attention, --index-topk, the f32 / bf16 / fp8
-KV caches (against the reference's same mode) and the MTP logits. C++ and reference processes run
-two at a time. Prints one line per case and a summary; exit status 1 on any failure.
+KV caches (against the reference's same mode), a checkpoint without router bias (groups ranked by
+their best score) and the MTP logits. C++ and reference processes run two at a time. Prints one line per case and a summary; exit status 1 on any failure.
 
 Usage: compare_reference.py --dsinfer BIN --ref tests/reference/dsv32_ref.py --work DIR
 """
@@ -19,6 +19,7 @@ import argparse
 import concurrent.futures as cf
 import glob
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -36,7 +37,32 @@ def run(cmd):
         raise RuntimeError(f"command failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-2000:]}")
 
 
-def gen_checkpoint(dsinfer, work, name, seed, sets):
+def drop_router_bias(folder):
+    """Rewrites a checkpoint without its `e_score_correction_bias` tensors (as DeepSeek's own
+    smaller reference configs have no router bias), shards and index alike."""
+    import safetensors_np as st
+    index_path = os.path.join(folder, "model.safetensors.index.json")
+    with open(index_path) as f:
+        index = json.load(f)
+    dropped = [n for n in index["weight_map"] if n.endswith(".mlp.gate.e_score_correction_bias")]
+    if not dropped:
+        raise RuntimeError(f"{folder}: no router bias to drop")
+    for shard in sorted(set(index["weight_map"][n] for n in dropped)):
+        path = os.path.join(folder, shard)
+        src = st.SafetensorsFile(path)
+        keep = {n: (src.info(n)["dtype"], src.info(n)["shape"], np.array(src.raw(n)))
+                for n in src.names() if n not in dropped}
+        metadata = src.metadata
+        del src
+        st.write_safetensors(path + ".new", keep, metadata)
+        os.replace(path + ".new", path)
+    for n in dropped:
+        del index["weight_map"][n]
+    with open(index_path, "w") as f:
+        json.dump(index, f, indent=2)
+
+
+def gen_checkpoint(dsinfer, work, name, seed, sets, no_router_bias=False):
     out = os.path.join(work, name)
     if os.path.exists(os.path.join(out, "model.safetensors.index.json")):
         return out  # cached from an earlier run of the same build tree
@@ -46,6 +72,9 @@ def gen_checkpoint(dsinfer, work, name, seed, sets):
     for s in sets:
         cmd += ["--set", s]
     run(cmd)
+    if no_router_bias:
+        drop_router_bias(tmp)
+        run([dsinfer, "inspect", tmp])  # still a usable checkpoint (exit 0), as for the engine
     os.replace(tmp, out)
     return out
 
@@ -223,9 +252,11 @@ def build_cases(dsinfer, work):
         # so the engine absorbs queries through its transposed W_UK copy.
         "heads128": (6, ["vocab_size=4096", "qk_nope_head_dim=128", "v_head_dim=128",
                          "kv_lora_rank=128"]),
+        # No router bias: groups are ranked by their best score, not the sum of their top two.
+        "no_bias": (7, ["vocab_size=4096"], True),
     }
     with cf.ThreadPoolExecutor(2) as ex:
-        futs = {n: ex.submit(gen_checkpoint, dsinfer, work, n, s, sets) for n, (s, sets) in jobs.items()}
+        futs = {n: ex.submit(gen_checkpoint, dsinfer, work, n, *job) for n, job in jobs.items()}
         for n, f in futs.items():
             ck[n] = f.result()
     k = 16  # tiny preset index_topk
@@ -264,6 +295,9 @@ def build_cases(dsinfer, work):
         Case("plain_rope kv fp8 len 300", ck["plain_rope"], ids, kv="fp8", dump=True),
         Case("heads128 prefill len 64", ck["heads128"], ids[:64], mtp=True, dump=True),
         Case("heads128 decode after prefix 40", ck["heads128"], ids[:64], mode="decode",
+             prefill_len=40, dump=True),
+        Case("no_bias prefill len 64", ck["no_bias"], ids[:64], mtp=True, dump=True),
+        Case("no_bias decode after prefix 40", ck["no_bias"], ids[:64], mode="decode",
              prefill_len=40, dump=True),
     ]
     return cases

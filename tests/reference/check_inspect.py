@@ -10,7 +10,7 @@
    tensor on stderr.
 
 4. With --f32-norms: the indexer's k_norm weight/bias stored as F32 instead of BF16 (their real
-   dtype is unverified, MODEL.md §3.5; NUMERICS.md §1 says accept both) must also be usable.
+   dtype is unverified, docs/model.md §3.5; docs/numerics.md §1 says accept both) must also be usable.
 
 Usage: check_inspect.py DSINFER_BINARY [--f32-norms]   (exit 0 = agreement; 1 = mismatches, printed)
 """

@@ -1,12 +1,12 @@
 #!/usr/bin/python3
 """NumPy reference of the DeepSeek-V3.2 forward pass (MLA + DSA indexer + MoE + MTP), f32.
 
-Written from docs/MODEL.md and NUMERICS.md (the f32 numerics contract) alone; it is the truth the
+Written from docs/model.md and docs/numerics.md (the f32 numerics contract) alone; it is the truth the
 C++ engine's `--numerics f32` mode is tested against. Clarity over speed: the whole token sequence
 is processed at once from position 0, each query row p attending over its own selected key set S_p
 (dense: S_p = [0, p]; DSA: the indexer's top-k of [0, p]).
 
-Section references (§) are to MODEL.md; "N§k" is item k of NUMERICS.md.
+Section references (§) are to docs/model.md; "N§k" is item k of docs/numerics.md.
 
 CLI:
   /usr/bin/python3 dsv32_ref.py --model DIR --ids 5,17,3 --out logits.npy
@@ -29,7 +29,7 @@ F32 = np.float32
 
 
 # =============================================================================================
-# Configuration (MODEL.md §1.2: HF config.json names)
+# Configuration (docs/model.md §1.2: HF config.json names)
 # =============================================================================================
 # Absent fields take the official DeepSeek-V3.2 values, except: absent `rope_scaling` = plain
 # RoPE, `q_lora_rank: null` = no q low-rank path (q_proj), absent `index_*` = no indexer.
@@ -385,11 +385,12 @@ class Model:
         c = self.cfg
         s = sigmoid(x @ self.w.vector(p + "gate.weight").T)                            # [n, E] f32
         bias_name = p + "gate.e_score_correction_bias"
-        bias = self.w.vector(bias_name) if self.w.has(bias_name) else np.zeros(c.n_routed_experts, F32)
+        has_bias = self.w.has(bias_name)
+        bias = self.w.vector(bias_name) if has_bias else np.zeros(c.n_routed_experts, F32)
         self.stats.setdefault(int(p.split(".")[2]), {}).update(
-            router_margins(s, bias, c.n_group, c.topk_group, c.num_experts_per_tok))
-        return route(s, bias, c.n_group, c.topk_group, c.num_experts_per_tok, c.norm_topk_prob,
-                     c.routed_scaling_factor)
+            router_margins(s, bias, has_bias, c.n_group, c.topk_group, c.num_experts_per_tok))
+        return route(s, bias, has_bias, c.n_group, c.topk_group, c.num_experts_per_tok,
+                     c.norm_topk_prob, c.routed_scaling_factor)
 
     def moe(self, layer, x):
         p = f"model.layers.{layer}.mlp."
@@ -535,14 +536,21 @@ def topk_margins(scores, pos, index_topk):
             "topk_rows": len(gaps)}
 
 
-def router_margins(s, bias, n_group, topk_group, top_k):
+def group_scores(b, has_bias):
+    """§5.2 group scores of b [n, G, per]: with a router bias the sum of each group's two largest
+    values (one if the group has one expert), without one the group's largest value, as
+    DeepSeek's `Gate` does (`amax` when `bias is None`)."""
+    ranked = -np.sort(-b, axis=-1)
+    return ranked[..., :2].sum(axis=-1) if has_bias else ranked[..., 0]
+
+
+def router_margins(s, bias, has_bias, n_group, topk_group, top_k):
     """Diagnostics: per token, the gap between the last kept and the first dropped group score,
     and between the k-th and (k+1)-th biased expert score within the kept groups."""
     n, n_exp = s.shape
     per = n_exp // n_group
     b = (s + bias).astype(np.float64).reshape(n, n_group, per)
-    top = -np.sort(-b, axis=-1)
-    gs = top[..., :2].sum(-1) if per > 1 else top[..., 0]                            # [n, G]
+    gs = group_scores(b, has_bias)                                                    # [n, G]
     gs_sorted = -np.sort(-gs, axis=-1)
     out = {"router_b_spread": float(np.median(b.reshape(n, -1).std(axis=-1)))}
     if topk_group < n_group:
@@ -555,14 +563,14 @@ def router_margins(s, bias, n_group, topk_group, top_k):
     return out
 
 
-def route(s, bias, n_group, topk_group, top_k, norm_topk_prob, scaling):
-    """Group-limited sigmoid routing (§5.2, N§6).  s [n, E] sigmoid scores, bias [E].
+def route(s, bias, has_bias, n_group, topk_group, top_k, norm_topk_prob, scaling):
+    """Group-limited sigmoid routing (§5.2, N§6).  s [n, E] sigmoid scores, bias [E] (zeros and
+    has_bias False when the checkpoint has none).
     Returns (expert ids [n, k] ascending, weights [n, k] f32 in the same order)."""
     n, n_exp = s.shape
     b = (s + bias).astype(F32)                                                       # selection only
     grouped = b.reshape(n, n_group, n_exp // n_group)
-    top2 = -np.sort(-grouped, axis=-1)[..., :2]
-    group_score = top2.sum(axis=-1) if grouped.shape[-1] > 1 else grouped[..., 0]    # [n, G]
+    group_score = group_scores(grouped, has_bias)                                    # [n, G]
     keep = np.argsort(-group_score, axis=-1, kind="stable")[:, :topk_group]          # ties -> lower group
     group_ok = np.zeros((n, n_group), dtype=bool)
     np.put_along_axis(group_ok, keep, True, axis=-1)

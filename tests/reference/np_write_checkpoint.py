@@ -2,7 +2,7 @@
 """Writes a small but complete DeepSeek-V3.2-style checkpoint with random weights, byte by byte
 (safetensors_np writer): config.json, N shards, model.safetensors.index.json.
 
-The tensor list is derived from MODEL.md §8.1 (HF names) and §7 (MTP layer `num_hidden_layers`):
+The tensor list is derived from docs/model.md §8.1 (HF names) and §7 (MTP layer `num_hidden_layers`):
 FP8 (F8_E4M3 + F32 `weight_scale_inv` [ceil(out/128), ceil(in/128)]) for every projection,
 BF16 embeddings / head / router / indexer.weights_proj / eh_proj, F32 router bias, norms BF16 or F32.
 
@@ -114,7 +114,7 @@ def _bf16(x):
 
 def _fp8_linear(rng, shape, block):
     """Random FP8 linear with std ≈ 1/sqrt(in): codes ~ e4m3(N(0, 16²)), per-block scale
-    jittered (deliberately not a power of two; MODEL.md §6.1 says do not assume it)."""
+    jittered (deliberately not a power of two; docs/model.md §6.1 says do not assume it)."""
     out_f, in_f = shape
     codes = e4m3_encode(rng.standard_normal(shape) * 16.0)
     grid = [math.ceil(out_f / block[0]), math.ceil(in_f / block[1])]
@@ -125,7 +125,7 @@ def _fp8_linear(rng, shape, block):
 def random_tensors(cfg, seed, f32_norms=False):
     """{name: (dtype, shape, raw storage array)} for the whole table, deterministic in `seed`.
     The indexer's LayerNorm (k_norm weight and bias) is BF16 like every norm, or F32 with
-    `f32_norms` (its real dtype is unverified, MODEL.md §3.5; NUMERICS.md §1: accept both)."""
+    `f32_norms` (its real dtype is unverified, docs/model.md §3.5; docs/numerics.md §1: accept both)."""
     rng = np.random.default_rng(seed)
     block = cfg.get("quantization_config", {}).get("weight_block_size", [128, 128])
     d = cfg["hidden_size"]

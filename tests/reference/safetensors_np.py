@@ -6,7 +6,7 @@ The header maps tensor name -> {"dtype", "shape", "data_offsets": [begin, end]} 
 the start of the data section) plus an optional "__metadata__" {str: str}. The writer pads the
 header with spaces so that the data section starts at a multiple of 8.
 
-Scalar formats (MODEL.md §6):
+Scalar formats (docs/model.md §6):
   * F8_E4M3 (float8_e4m3fn): 1 sign, 4 exponent bits (bias 7), 3 mantissa bits, subnormals,
     no infinities, 0x7F/0xFF are NaN, max finite ±448. Decoded through a 256-entry table built
     from that definition; encoded with round-to-nearest-even and saturation to ±448.

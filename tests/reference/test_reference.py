@@ -38,7 +38,7 @@ def assert_rows_close(a, b, tol=1e-5):
 
 
 def official_config():
-    """MODEL.md §1.2 values (only the fields the RoPE/softmax-scale code reads)."""
+    """docs/model.md §1.2 values (only the fields the RoPE/softmax-scale code reads)."""
     return ref.Config({"rope_scaling": {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096,
                                         "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0}})
 
@@ -302,23 +302,34 @@ class GateTest(unittest.TestCase):
         # 8 experts in 4 groups of 2; keep 2 groups, pick 2 experts.
         s = np.array([[0.9, 0.1, 0.6, 0.6, 0.5, 0.55, 0.2, 0.2]], dtype=F32)
         zero = np.zeros(8, F32)
-        idx, w = ref.route(s, zero, 4, 2, 2, True, 2.5)
+        idx, w = ref.route(s, zero, True, 4, 2, 2, True, 2.5)
         # group sums 1.0, 1.2, 1.05, 0.4 -> groups 1, 2 kept; expert 0 (the best) is excluded.
         np.testing.assert_array_equal(idx, [[2, 3]])
         np.testing.assert_allclose(w, [[1.25, 1.25]], rtol=1e-6)
-        idx, _ = ref.route(s, zero, 1, 1, 2, True, 2.5)       # no group limitation
+        idx, _ = ref.route(s, zero, True, 1, 1, 2, True, 2.5)       # no group limitation
         np.testing.assert_array_equal(idx, [[0, 2]])
         # The bias moves the selection, the weights still come from s.
         bias = np.array([0, 0, 0, 0, 0.3, 0.3, 0, 0], F32)
-        idx, w = ref.route(s, bias, 4, 2, 2, True, 1.0)
+        idx, w = ref.route(s, bias, True, 4, 2, 2, True, 1.0)
         np.testing.assert_array_equal(idx, [[4, 5]])
         np.testing.assert_allclose(w, [[0.5 / 1.05, 0.55 / 1.05]], rtol=1e-6)
-        idx, w = ref.route(s, bias, 4, 2, 2, False, 2.0)      # no normalisation
+        idx, w = ref.route(s, bias, True, 4, 2, 2, False, 2.0)      # no normalisation
         np.testing.assert_allclose(w, [[1.0, 1.1]], rtol=1e-6)
+
+    def test_without_bias_groups_ranked_by_maximum(self):
+        # DeepSeek's Gate without a bias: group score = amax. Same scores as above: group maxima
+        # 0.9, 0.6, 0.55, 0.2 -> groups 0, 1 kept (the top-2 sums keep 1, 2), experts 0 and 2
+        # (0.6 tie -> lower id).
+        s = np.array([[0.9, 0.1, 0.6, 0.6, 0.5, 0.55, 0.2, 0.2]], dtype=F32)
+        idx, w = ref.route(s, np.zeros(8, F32), False, 4, 2, 2, True, 2.5)
+        np.testing.assert_array_equal(idx, [[0, 2]])
+        np.testing.assert_allclose(w, [[2.5 * 0.9 / 1.5, 2.5 * 0.6 / 1.5]], rtol=1e-6)
+        m = ref.router_margins(s, np.zeros(8, F32), False, 4, 2, 2)
+        self.assertAlmostEqual(m["group_gap_min"], 0.05, delta=1e-6)   # 0.6 (kept) - 0.55
 
     def test_margin_diagnostics(self):
         s = np.array([[0.9, 0.1, 0.6, 0.6, 0.5, 0.55, 0.2, 0.2]], dtype=F32)
-        m = ref.router_margins(s, np.zeros(8, F32), 4, 2, 2)
+        m = ref.router_margins(s, np.zeros(8, F32), True, 4, 2, 2)
         self.assertAlmostEqual(m["group_gap_min"], 0.05, delta=1e-6)   # 1.05 (kept) - 1.0 (dropped)
         self.assertAlmostEqual(m["expert_gap_min"], 0.05, delta=1e-6)  # 0.6 (chosen) - 0.55
         t = ref.topk_margins(np.array([[3, 1, 2, 2]], dtype=F32), [3], 2)
@@ -326,7 +337,7 @@ class GateTest(unittest.TestCase):
 
     def test_ties_lower_group_and_expert(self):
         s = np.full((1, 8), 0.5, dtype=F32)
-        idx, w = ref.route(s, np.zeros(8, F32), 4, 2, 3, True, 3.0)
+        idx, w = ref.route(s, np.zeros(8, F32), True, 4, 2, 3, True, 3.0)
         np.testing.assert_array_equal(idx, [[0, 1, 2]])
         np.testing.assert_allclose(w, [[1.0, 1.0, 1.0]], rtol=1e-6)
 
@@ -350,7 +361,7 @@ def _scalar_e4m3(v):
 
 
 class CompositionTest(unittest.TestCase):
-    """Model.indexer / Model.mla against scalar loops written from NUMERICS.md §4/§5 (different
+    """Model.indexer / Model.mla against scalar loops written from docs/numerics.md §4/§5 (different
     code: explicit pair rotations, popcount Hadamard, exhaustive e4m3 rounding, per-head sums)."""
 
     @classmethod

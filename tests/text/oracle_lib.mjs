@@ -9,7 +9,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const npm = path.join(here, '../../tools/npm/node_modules');
 const require = createRequire(import.meta.url);
 
-// V3.2 gives four V3 placeholder tokens their real names (MODEL.md §9.1).
+// V3.2 gives four V3 placeholder tokens their real names (docs/model.md §9.1).
 export const V32_RENAMES = {
   128796: '<｜search▁begin｜>', 128797: '<｜search▁end｜>', 128798: '<think>', 128799: '</think>',
 };

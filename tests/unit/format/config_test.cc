@@ -16,7 +16,7 @@ namespace {
 
 using Json = nlohmann::json;
 
-// The official-style DeepSeek-V3.2 config.json (MODEL.md §1.2), written out by hand.
+// The official-style DeepSeek-V3.2 config.json (docs/model.md §1.2), written out by hand.
 constexpr const char* kV32Config = R"({
   "architectures": ["DeepseekV32ForCausalLM"],
   "model_type": "deepseek_v32",
@@ -142,7 +142,7 @@ TEST(ModelConfig, ParsesEveryFieldOfTheOfficialV32Config) {
 }
 
 TEST(ModelConfig, SoftmaxScaleMatchesModelMd) {
-  EXPECT_NEAR(Official().softmax_scale(), 0.135233779, 1e-9);  // MODEL.md §3.2
+  EXPECT_NEAR(Official().softmax_scale(), 0.135233779, 1e-9);  // docs/model.md §3.2
   ModelConfig plain = Official();
   plain.Set("rope_scaling", "null");
   EXPECT_DOUBLE_EQ(plain.softmax_scale(), 1.0 / std::sqrt(192.0));

@@ -1,5 +1,6 @@
 // Indexer scores and the fused indexer + streaming top-k.
-//  * The scalar scores against an f64 evaluation of NUMERICS.md §5 from the dequantised values:
+//  * The scalar scores against an f64 evaluation of docs/numerics.md §5 from the dequantised
+//    values:
 //      I(t) = Σ_h w_h ReLU(Σ_d q̂[h,d] k̂(t)[d]),  q̂ = e4m3·q_s, k̂ = e4m3·k_s.
 //    Tolerance: f32 sums of (d + H) terms: (d + H + 4)·u·Σ_h |w_h| Σ_d |q̂ k̂|.
 //  * Every vector path against the scalar one. Products of e4m3 values are exact in f32 on every

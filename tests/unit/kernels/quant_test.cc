@@ -1,5 +1,5 @@
 // Hadamard against the explicit Sylvester matrix in f64; act_quant against its definition
-// (MODEL.md §6.2): power-of-two scales, the smallest with amax/s ≤ 448, and e4m3 rounding
+// (docs/model.md §6.2): power-of-two scales, the smallest with amax/s ≤ 448, and e4m3 rounding
 // error ≤ 2^-4 relative (3 mantissa bits, round to nearest) above the subnormal range.
 #include "kernels/quant.h"
 

@@ -1,4 +1,5 @@
-// RoPE: YaRN frequencies against MODEL.md §4.1's published values for the official config, and
+// RoPE: YaRN frequencies against docs/model.md §4.1's published values for the official config,
+// and
 // both rotation layouts against f64 rotations.
 #include "kernels/rope.h"
 

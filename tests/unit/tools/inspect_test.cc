@@ -115,8 +115,8 @@ TEST(Inspect, JsonInterface) {
 
 TEST(Inspect, CacheBytesOfTheOfficialConfig) {
   const CacheBytes c = CacheBytesPerToken(ModelConfig{});
-  EXPECT_EQ(c.mla_fp8, 656);  // FlashMLA's layout (MODEL.md §3.8)
-  EXPECT_EQ(c.indexer, 132);  // MODEL.md §3.5
+  EXPECT_EQ(c.mla_fp8, 656);  // FlashMLA's layout (docs/model.md §3.8)
+  EXPECT_EQ(c.indexer, 132);  // docs/model.md §3.5
   EXPECT_EQ(c.mla_bf16, 1152);
   EXPECT_EQ(c.mla_f32, 2304);
 }
