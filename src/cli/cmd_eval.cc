@@ -3,6 +3,7 @@
 // any model and any numerics flag, as a table or one JSON object (docs/eval.md).
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -105,19 +106,19 @@ void PrintTable(const ordered_json& report, bool verbose) {
   if (!report["tasks"].empty()) {
     std::printf("%-32s %6s %7s %8s  %-22s %9s\n", "tasks", "n", "correct", "accuracy",
                 "prompt tok min/mean/max", "decode t/s");
+    auto row = [](const std::string& name, const ordered_json& t, const std::string& speed) {
+      const ordered_json& p = t["prompt_tokens"];
+      char lens[64];
+      std::snprintf(lens, sizeof lens, "%lld/%.1f/%lld", p["min"].get<long long>(),
+                    p["mean"].get<double>(), p["max"].get<long long>());
+      std::printf("%-32s %6lld %7lld %7.1f%%  ", name.c_str(), t["n"].get<long long>(),
+                  t["correct"].get<long long>(), 100 * t["accuracy"].get<double>());
+      if (speed.empty())
+        std::printf("%s\n", lens);
+      else
+        std::printf("%-22s %9s\n", lens, speed.c_str());
+    };
     for (const ordered_json& f : report["tasks"]) {
-      auto row = [](const std::string& name, const ordered_json& t, const std::string& speed) {
-        const ordered_json& p = t["prompt_tokens"];
-        char lens[64];
-        std::snprintf(lens, sizeof lens, "%lld/%.1f/%lld", p["min"].get<long long>(),
-                      p["mean"].get<double>(), p["max"].get<long long>());
-        std::printf("%-32s %6lld %7lld %7.1f%%  ", name.c_str(), t["n"].get<long long>(),
-                    t["correct"].get<long long>(), 100 * t["accuracy"].get<double>());
-        if (speed.empty())
-          std::printf("%s\n", lens);
-        else
-          std::printf("%-22s %9s\n", lens, speed.c_str());
-      };
       char speed[32];
       std::snprintf(speed, sizeof speed, "%.2f", f["decode_tokens_per_s"].get<double>());
       row(f["file"].get<std::string>(), f, speed);
@@ -127,6 +128,11 @@ void PrintTable(const ordered_json& report, bool verbose) {
         std::printf("    line %lld (%s): expected %s, got %s\n", x["line"].get<long long>(),
                     x["kind"].get<std::string>().c_str(), x["expected"].dump().c_str(),
                     x["got"].dump().c_str());
+    }
+    if (report.contains("total")) {
+      const ordered_json& t = report["total"];
+      row("all task files", t, "");
+      for (const auto& [kind, k] : t["kinds"].items()) row("  kind " + kind, k, "");
     }
   }
   if (!report["text"].empty()) {
@@ -175,6 +181,8 @@ int RunEval(const EvalOptions& o) {
                          {"mtp", o.mtp},
                          {"tasks", ordered_json::array()},
                          {"text", ordered_json::array()}};
+  eval::Tally all_files;
+  std::map<std::string, eval::Tally> all_kinds;
   for (size_t i = 0; i < o.tasks.size(); ++i) {
     ProgressBar bar("eval " + o.tasks[i], ProgressBar::Unit::kItems);
     const eval::TaskFileResult r = eval::EvalTasks(
@@ -182,6 +190,14 @@ int RunEval(const EvalOptions& o) {
         {.max_new = o.max_new, .eos = static_cast<int32_t>(c.eos_token_id), .batch = o.batch},
         [&](int64_t done, int64_t total) { bar.Update(done, total); });
     report["tasks"].push_back(TaskJson(r, o.show_failures));
+    all_files.Merge(r.all);
+    for (const auto& [kind, t] : r.kinds) all_kinds[kind].Merge(t);
+  }
+  if (o.tasks.size() > 1) {  // every task file together
+    ordered_json j = TallyJson(all_files);
+    j["kinds"] = ordered_json::object();
+    for (const auto& [kind, t] : all_kinds) j["kinds"][kind] = TallyJson(t);
+    report["total"] = j;
   }
   for (size_t i = 0; i < o.text.size(); ++i) {
     ProgressBar bar("perplexity " + o.text[i], ProgressBar::Unit::kItems);
