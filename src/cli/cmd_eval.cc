@@ -3,6 +3,7 @@
 // any model and any numerics flag, as a table or one JSON object (docs/eval.md).
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <optional>
@@ -96,6 +97,11 @@ ordered_json TextJson(const std::string& file, const eval::TextScore& s, bool mt
   return j;
 }
 
+// The table names files by their base name (the JSON keeps the path as given).
+std::string FileLabel(const ordered_json& file) {
+  return std::filesystem::path(file.get<std::string>()).filename().string();
+}
+
 void PrintTable(const ordered_json& report, bool verbose) {
   std::printf("model %s, attention %s", report["model"].get<std::string>().c_str(),
               report["attention"].get<std::string>().c_str());
@@ -121,7 +127,7 @@ void PrintTable(const ordered_json& report, bool verbose) {
     for (const ordered_json& f : report["tasks"]) {
       char speed[32];
       std::snprintf(speed, sizeof speed, "%.2f", f["decode_tokens_per_s"].get<double>());
-      row(f["file"].get<std::string>(), f, speed);
+      row(FileLabel(f["file"]), f, speed);
       for (const auto& [kind, t] : f["kinds"].items()) row("  kind " + kind, t, "");
       if (!verbose) continue;
       for (const ordered_json& x : f["failures"])
@@ -142,7 +148,7 @@ void PrintTable(const ordered_json& report, bool verbose) {
     if (report["mtp"].get<bool>()) std::printf(" %9s %9s %9s", "MTP n", "MTP top-1", "MTP agree");
     std::printf("\n");
     for (const ordered_json& f : report["text"]) {
-      std::printf("%-32s %5lld %9lld %9.4f %11.3f %6.1f%%", f["file"].get<std::string>().c_str(),
+      std::printf("%-32s %5lld %9lld %9.4f %11.3f %6.1f%%", FileLabel(f["file"]).c_str(),
                   f["documents"].get<long long>(), f["tokens"].get<long long>(),
                   f["mean_nll"].get<double>(), f["perplexity"].get<double>(),
                   100 * f["top1_accuracy"].get<double>());
