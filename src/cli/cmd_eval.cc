@@ -72,8 +72,12 @@ ordered_json TaskJson(const eval::TaskFileResult& r, int64_t show_failures) {
   for (const eval::TaskOutcome& o : r.outcomes) {
     if (o.correct) continue;
     if (static_cast<int64_t>(failures.size()) >= show_failures) break;
-    failures.push_back(
-        {{"line", o.line}, {"kind", o.kind}, {"expected", o.expected}, {"got", o.got}});
+    failures.push_back({{"line", o.line},
+                        {"kind", o.kind},
+                        {"expected", o.expected},
+                        {"got", o.got},
+                        {"generated_tokens", o.generated_tokens},
+                        {"stopped_at_eos", o.stopped}});
   }
   j["failures"] = failures;
   return j;
@@ -131,9 +135,11 @@ void PrintTable(const ordered_json& report, bool verbose) {
       for (const auto& [kind, t] : f["kinds"].items()) row("  kind " + kind, t, "");
       if (!verbose) continue;
       for (const ordered_json& x : f["failures"])
-        std::printf("    line %lld (%s): expected %s, got %s\n", x["line"].get<long long>(),
-                    x["kind"].get<std::string>().c_str(), x["expected"].dump().c_str(),
-                    x["got"].dump().c_str());
+        std::printf("    line %lld (%s): expected %s, got %s (%lld tokens%s)\n",
+                    x["line"].get<long long>(), x["kind"].get<std::string>().c_str(),
+                    x["expected"].dump().c_str(), x["got"].dump().c_str(),
+                    x["generated_tokens"].get<long long>(),
+                    x["stopped_at_eos"].get<bool>() ? ", EOS" : ", cut at --max-new");
     }
     if (report.contains("total")) {
       const ordered_json& t = report["total"];

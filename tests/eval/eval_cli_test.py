@@ -117,7 +117,8 @@ def main():
         check("corrupted answers score 0%", b["correct"] == 0 and b["n"] == 4)
         check("failures show what the model said",
               [f["got"] for f in b["failures"]] == expected and
-              [f["expected"] for f in b["failures"]] == [x + "#" for x in expected],
+              [f["expected"] for f in b["failures"]] == [x + "#" for x in expected] and
+              all(f["generated_tokens"] == max_new or f["stopped_at_eos"] for f in b["failures"]),
               str(b["failures"]))
         kinds = {k: (v["n"], v["correct"]) for k, v in m["kinds"].items()}
         check("mixed file: per-kind counts", m["correct"] == 2 and
