@@ -3,6 +3,8 @@
 // any model and any numerics flag, as a table or one JSON object (docs/eval.md).
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -70,8 +72,12 @@ ordered_json TaskJson(const eval::TaskFileResult& r, int64_t show_failures) {
   for (const eval::TaskOutcome& o : r.outcomes) {
     if (o.correct) continue;
     if (static_cast<int64_t>(failures.size()) >= show_failures) break;
-    failures.push_back(
-        {{"line", o.line}, {"kind", o.kind}, {"expected", o.expected}, {"got", o.got}});
+    failures.push_back({{"line", o.line},
+                        {"kind", o.kind},
+                        {"expected", o.expected},
+                        {"got", o.got},
+                        {"generated_tokens", o.generated_tokens},
+                        {"stopped_at_eos", o.stopped}});
   }
   j["failures"] = failures;
   return j;
@@ -95,6 +101,11 @@ ordered_json TextJson(const std::string& file, const eval::TextScore& s, bool mt
   return j;
 }
 
+// The table names files by their base name (the JSON keeps the path as given).
+std::string FileLabel(const ordered_json& file) {
+  return std::filesystem::path(file.get<std::string>()).filename().string();
+}
+
 void PrintTable(const ordered_json& report, bool verbose) {
   std::printf("model %s, attention %s", report["model"].get<std::string>().c_str(),
               report["attention"].get<std::string>().c_str());
@@ -105,28 +116,35 @@ void PrintTable(const ordered_json& report, bool verbose) {
   if (!report["tasks"].empty()) {
     std::printf("%-32s %6s %7s %8s  %-22s %9s\n", "tasks", "n", "correct", "accuracy",
                 "prompt tok min/mean/max", "decode t/s");
+    auto row = [](const std::string& name, const ordered_json& t, const std::string& speed) {
+      const ordered_json& p = t["prompt_tokens"];
+      char lens[64];
+      std::snprintf(lens, sizeof lens, "%lld/%.1f/%lld", p["min"].get<long long>(),
+                    p["mean"].get<double>(), p["max"].get<long long>());
+      std::printf("%-32s %6lld %7lld %7.1f%%  ", name.c_str(), t["n"].get<long long>(),
+                  t["correct"].get<long long>(), 100 * t["accuracy"].get<double>());
+      if (speed.empty())
+        std::printf("%s\n", lens);
+      else
+        std::printf("%-22s %9s\n", lens, speed.c_str());
+    };
     for (const ordered_json& f : report["tasks"]) {
-      auto row = [](const std::string& name, const ordered_json& t, const std::string& speed) {
-        const ordered_json& p = t["prompt_tokens"];
-        char lens[64];
-        std::snprintf(lens, sizeof lens, "%lld/%.1f/%lld", p["min"].get<long long>(),
-                      p["mean"].get<double>(), p["max"].get<long long>());
-        std::printf("%-32s %6lld %7lld %7.1f%%  ", name.c_str(), t["n"].get<long long>(),
-                    t["correct"].get<long long>(), 100 * t["accuracy"].get<double>());
-        if (speed.empty())
-          std::printf("%s\n", lens);
-        else
-          std::printf("%-22s %9s\n", lens, speed.c_str());
-      };
       char speed[32];
       std::snprintf(speed, sizeof speed, "%.2f", f["decode_tokens_per_s"].get<double>());
-      row(f["file"].get<std::string>(), f, speed);
+      row(FileLabel(f["file"]), f, speed);
       for (const auto& [kind, t] : f["kinds"].items()) row("  kind " + kind, t, "");
       if (!verbose) continue;
       for (const ordered_json& x : f["failures"])
-        std::printf("    line %lld (%s): expected %s, got %s\n", x["line"].get<long long>(),
-                    x["kind"].get<std::string>().c_str(), x["expected"].dump().c_str(),
-                    x["got"].dump().c_str());
+        std::printf("    line %lld (%s): expected %s, got %s (%lld tokens%s)\n",
+                    x["line"].get<long long>(), x["kind"].get<std::string>().c_str(),
+                    x["expected"].dump().c_str(), x["got"].dump().c_str(),
+                    x["generated_tokens"].get<long long>(),
+                    x["stopped_at_eos"].get<bool>() ? ", EOS" : ", cut at --max-new");
+    }
+    if (report.contains("total")) {
+      const ordered_json& t = report["total"];
+      row("all task files", t, "");
+      for (const auto& [kind, k] : t["kinds"].items()) row("  kind " + kind, k, "");
     }
   }
   if (!report["text"].empty()) {
@@ -136,7 +154,7 @@ void PrintTable(const ordered_json& report, bool verbose) {
     if (report["mtp"].get<bool>()) std::printf(" %9s %9s %9s", "MTP n", "MTP top-1", "MTP agree");
     std::printf("\n");
     for (const ordered_json& f : report["text"]) {
-      std::printf("%-32s %5lld %9lld %9.4f %11.3f %6.1f%%", f["file"].get<std::string>().c_str(),
+      std::printf("%-32s %5lld %9lld %9.4f %11.3f %6.1f%%", FileLabel(f["file"]).c_str(),
                   f["documents"].get<long long>(), f["tokens"].get<long long>(),
                   f["mean_nll"].get<double>(), f["perplexity"].get<double>(),
                   100 * f["top1_accuracy"].get<double>());
@@ -175,6 +193,8 @@ int RunEval(const EvalOptions& o) {
                          {"mtp", o.mtp},
                          {"tasks", ordered_json::array()},
                          {"text", ordered_json::array()}};
+  eval::Tally all_files;
+  std::map<std::string, eval::Tally> all_kinds;
   for (size_t i = 0; i < o.tasks.size(); ++i) {
     ProgressBar bar("eval " + o.tasks[i], ProgressBar::Unit::kItems);
     const eval::TaskFileResult r = eval::EvalTasks(
@@ -182,6 +202,14 @@ int RunEval(const EvalOptions& o) {
         {.max_new = o.max_new, .eos = static_cast<int32_t>(c.eos_token_id), .batch = o.batch},
         [&](int64_t done, int64_t total) { bar.Update(done, total); });
     report["tasks"].push_back(TaskJson(r, o.show_failures));
+    all_files.Merge(r.all);
+    for (const auto& [kind, t] : r.kinds) all_kinds[kind].Merge(t);
+  }
+  if (o.tasks.size() > 1) {  // every task file together
+    ordered_json j = TallyJson(all_files);
+    j["kinds"] = ordered_json::object();
+    for (const auto& [kind, t] : all_kinds) j["kinds"][kind] = TallyJson(t);
+    report["total"] = j;
   }
   for (size_t i = 0; i < o.text.size(); ++i) {
     ProgressBar bar("perplexity " + o.text[i], ProgressBar::Unit::kItems);

@@ -193,9 +193,10 @@ TextScore ScoreDocuments(Model& model, const SequenceOptions& options,
     throw Error("scoring window " + std::to_string(window) + " must be in [2, " +
                 std::to_string(c.max_position_embeddings) + "] (max_position_embeddings)");
   if (score.mtp && !model.has_mtp()) throw Error("the checkpoint has no MTP layer");
-  const int64_t max_rows =
-      score.max_rows > 0 ? score.max_rows
-                         : std::max<int64_t>(1, (int64_t{256} << 20) / (4 * c.vocab_size));
+  const int64_t row_bytes = 4 * c.vocab_size * (score.mtp ? 2 : 1);  // main (+ MTP) logits
+  const int64_t max_rows = score.max_rows > 0
+                               ? score.max_rows
+                               : std::max<int64_t>(1, (int64_t{128} << 20) / row_bytes);
   SequenceOptions so = options;
   so.mtp = score.mtp;
   TextScore out;

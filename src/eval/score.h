@@ -51,7 +51,7 @@ struct ScoreOptions {
   // Logit rows computed per forward call at most (memory: rows × vocab × 4 bytes). Windows are
   // packed into one ForwardBatch up to this many tokens; a longer window runs as a chunked
   // prefill of this many tokens per call.
-  int64_t max_rows = 0;  // 0: as many as fit 256 MiB of logits (at least 1)
+  int64_t max_rows = 0;  // 0: as many as fit 128 MiB of logits, MTP's included (at least 1)
   bool mtp = false;      // also score the MTP module (the checkpoint must have one)
 };
 

@@ -117,6 +117,15 @@ void Tally::Add(bool ok, int64_t prompt_tokens) {
   correct += ok;
 }
 
+void Tally::Merge(const Tally& o) {
+  if (o.n == 0) return;
+  prompt_min = n ? std::min(prompt_min, o.prompt_min) : o.prompt_min;
+  prompt_max = n ? std::max(prompt_max, o.prompt_max) : o.prompt_max;
+  prompt_sum += o.prompt_sum;
+  n += o.n;
+  correct += o.correct;
+}
+
 TaskFileResult EvalTasks(Model& model, const text::Tokenizer& tokenizer,
                          const SequenceOptions& options, const std::string& file,
                          const std::vector<EvalTask>& tasks, const GreedyOptions& greedy,

@@ -61,6 +61,7 @@ struct Tally {
   int64_t n = 0, correct = 0;
   int64_t prompt_min = 0, prompt_max = 0, prompt_sum = 0;  // prompt tokens
   void Add(bool ok, int64_t prompt_tokens);
+  void Merge(const Tally& other);
   double Accuracy() const { return n ? static_cast<double>(correct) / n : 0; }
   double PromptMean() const { return n ? static_cast<double>(prompt_sum) / n : 0; }
 };

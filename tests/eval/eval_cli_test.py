@@ -117,7 +117,8 @@ def main():
         check("corrupted answers score 0%", b["correct"] == 0 and b["n"] == 4)
         check("failures show what the model said",
               [f["got"] for f in b["failures"]] == expected and
-              [f["expected"] for f in b["failures"]] == [x + "#" for x in expected],
+              [f["expected"] for f in b["failures"]] == [x + "#" for x in expected] and
+              all(f["generated_tokens"] == max_new or f["stopped_at_eos"] for f in b["failures"]),
               str(b["failures"]))
         kinds = {k: (v["n"], v["correct"]) for k, v in m["kinds"].items()}
         check("mixed file: per-kind counts", m["correct"] == 2 and
@@ -127,11 +128,17 @@ def main():
               (p["min"], p["max"]) == (min(lengths), max(lengths)) and
               abs(p["mean"] - sum(lengths) / len(lengths)) < 1e-9, f"{p} vs {lengths}")
         check("generated tokens counted", g["generated_tokens"] == 4 * max_new or g["stopped_at_eos"] > 0)
+        t = r["total"]
+        kinds = {k: (v["n"], v["correct"]) for k, v in t["kinds"].items()}
+        check("total over the three files", (t["n"], t["correct"]) == (12, 6) and
+              kinds == {"arith": (6, 3), "chat": (3, 1), "retrieval": (3, 2)} and
+              t["prompt_tokens"]["min"] == min(lengths), f"{t}")
         r1 = run_eval("--tasks", bad, "--max-new", str(max_new), "--batch", "1")
         check("--batch 1 gives the same answers as --batch 8",
               r1 is not None and r1["tasks"][0]["failures"] == b["failures"])
         r2 = run_eval("--tasks", good, "--max-new", str(max_new), "--limit", "2")
         check("--limit 2", r2 is not None and r2["tasks"][0]["n"] == 2)
+        check("no total for one file", r2 is not None and "total" not in r2)
 
     # 2. Perplexity and MTP against `logits` + NumPy.
     texts = ["The quick brown fox jumps over the lazy dog, twice in a row, while nobody watches.",

@@ -126,6 +126,18 @@ TEST(TaskEvalTest, Tally) {
   EXPECT_EQ(t.prompt_min, 4);
   EXPECT_EQ(t.prompt_max, 10);
   EXPECT_DOUBLE_EQ(t.PromptMean(), 7.0);
+  Tally u;
+  u.Add(false, 12);
+  u.Merge(t);
+  u.Merge(Tally{});
+  EXPECT_EQ(u.n, 4);
+  EXPECT_EQ(u.correct, 2);
+  EXPECT_EQ(u.prompt_min, 4);
+  EXPECT_EQ(u.prompt_max, 12);
+  EXPECT_DOUBLE_EQ(u.PromptMean(), 33.0 / 4);
+  Tally v;
+  v.Merge(t);
+  EXPECT_EQ(v.prompt_min, 4);
 }
 
 }  // namespace
