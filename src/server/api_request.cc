@@ -1,6 +1,7 @@
 #include "server/api_request.h"
 
 #include "base/error.h"
+#include "format/json_util.h"
 #include "server/api_error.h"
 #include "text/chat_encoding.h"
 
@@ -153,9 +154,14 @@ void CheckTools(Json& body) {
 Json ParseJsonBody(std::string_view body) {
   Json j;
   try {
-    j = Json::parse(body);
-  } catch (const Json::parse_error& e) {
-    throw ApiError(400, "invalid_request_error", std::string("invalid JSON body: ") + e.what());
+    // Depth-limited (the handlers and the chat encoder walk the value recursively); duplicate
+    // keys keep the last, as Python's json does.
+    j = ParseJsonStrict<Json>(body, "request body", {.reject_duplicate_keys = false});
+  } catch (const JsonTooDeepError& e) {
+    throw ApiError(400, "invalid_request_error", e.what(),
+                   e.path().empty() ? std::nullopt : std::optional<std::string>(e.path()));
+  } catch (const Error& e) {  // syntax, or a number out of the double range
+    throw ApiError(400, "invalid_request_error", e.what());
   }
   if (!j.is_object()) throw ApiError(400, "invalid_request_error", "body must be a JSON object");
   return j;

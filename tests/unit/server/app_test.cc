@@ -285,6 +285,51 @@ TEST_F(AppTest, ResponseFormatAndToolChoiceNoneAccepted) {
   EXPECT_EQ(Json::parse(r.body)["choices"], Json::parse(again.body)["choices"]);
 }
 
+// The probe's crash: ~50,000 levels where the chat encoder writes JSON into the prompt
+// (tools[].function.parameters, response_format, a tool call's arguments, as a string or as
+// an object). Each is a 400 naming the parameter, and the app keeps serving. (The bodies are
+// written as text: nlohmann's own dump is recursive.)
+TEST_F(AppTest, DeepNestingIs400NamingTheParameter) {
+  AppOptions o = Options();
+  o.max_body_bytes = 1 << 20;
+  OpenAiApp app(*engine_, *tok_, o);
+  const int depth = 50000;
+  const std::string deep = std::string(depth, '[') + std::string(depth, ']');
+  auto chat = [&](const std::string& messages, const std::string& extra) {
+    return app.Handle({"POST",
+                       "/v1/chat/completions",
+                       {},
+                       R"({"model": "deepseek-v3.2", "max_tokens": 1, "messages": [)" + messages +
+                           "]" + extra + "}"});
+  };
+  const std::string user = R"({"role": "user", "content": "hi"})";
+  ExpectError(chat(user, R"(, "tools": [{"type": "function", "function": {"name": "f", )"
+                         R"("parameters": )" +
+                             deep + "}}]"),
+              400, "", "tools[0].function.parameters[0][0]...");
+  ExpectError(chat(user, R"(, "response_format": )" + deep), 400, "",
+              "response_format[0][0][0][0][0]...");
+  auto with_call = [&](const std::string& arguments) {
+    return user +
+           R"(, {"role": "assistant", "content": "", "tool_calls": [{"id": "c", )"
+           R"("type": "function", "function": {"name": "f", "arguments": )" +
+           arguments + R"(}}]}, {"role": "tool", "tool_call_id": "c", "content": "r"})";
+  };
+  ExpectError(chat(with_call(R"("{\"q\": )" + deep + R"(}")"), ""), 400, "",
+              "messages[1].tool_calls[0].function.arguments");
+  ExpectError(chat(with_call(R"({"q": )" + deep + "}"), ""), 400, "",
+              "messages[1].tool_calls[0].function.arguments...");
+  EXPECT_EQ(app.Handle({"GET", "/health", {}, ""}).status, 200);
+  // Realistic nesting still passes: a schema 10 objects deep.
+  std::string schema = R"({"type": "string"})";
+  for (int i = 0; i < 10; ++i)
+    schema = R"({"type": "object", "properties": {"p": )" + schema + "}}";
+  const HttpResponse ok = chat(user, R"(, "tools": [{"type": "function", "function": )"
+                                     R"({"name": "f", "parameters": )" +
+                                         schema + "}}]");
+  EXPECT_EQ(ok.status, 200) << ok.body;
+}
+
 TEST_F(AppTest, ClientLeavingCancels) {
   OpenAiApp app(*engine_, *tok_, Options());
   const HttpResponse s =
