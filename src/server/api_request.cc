@@ -1,5 +1,8 @@
 #include "server/api_request.h"
 
+#include <algorithm>
+#include <limits>
+
 #include "base/error.h"
 #include "format/json_util.h"
 #include "server/api_error.h"
@@ -34,16 +37,25 @@ bool Bool(const Json& body, const char* name, const std::string& param) {
   return v->get<bool>();
 }
 
-std::optional<int64_t> MaxTokens(const Json& body) {
-  std::optional<int64_t> out;
+// max_completion_tokens (preferred) or max_tokens: a positive integer. Values beyond 2^63 − 1
+// become 2^63 − 1 (too large either way; the caller compares it with the context).
+void MaxTokens(const Json& body, SamplingParams& p) {
   for (const char* name : {"max_completion_tokens", "max_tokens"}) {
     const Json* v = Field(body, name);
     if (!v) continue;
-    if (!v->is_number_integer() || v->get<int64_t>() < 1)
-      throw ApiError::Invalid(name, std::string(name) + " must be a positive integer");
-    if (!out) out = v->get<int64_t>();
+    const bool positive = v->is_number_unsigned()  ? v->get<uint64_t>() > 0
+                          : v->is_number_integer() ? v->get<int64_t>() > 0
+                                                   : false;
+    if (!positive) throw ApiError::Invalid(name, std::string(name) + " must be a positive integer");
+    const uint64_t max = std::numeric_limits<int64_t>::max();
+    const int64_t n = v->is_number_unsigned()
+                          ? static_cast<int64_t>(std::min<uint64_t>(v->get<uint64_t>(), max))
+                          : v->get<int64_t>();
+    if (!p.max_tokens) {
+      p.max_tokens = n;
+      p.max_tokens_field = name;
+    }
   }
-  return out;
 }
 
 std::vector<std::string> Stops(const Json& body) {
@@ -99,7 +111,7 @@ SamplingParams ParseSampling(const Json& body) {
     throw ApiError::Invalid("model", "model is required and must be a string");
   p.model = model->get<std::string>();
   CheckUnsupported(body);
-  p.max_tokens = MaxTokens(body);
+  MaxTokens(body, p);
   p.temperature = static_cast<float>(Number(body, "temperature", 0.0, 2.0, 1.0));
   p.top_p = static_cast<float>(Number(body, "top_p", 0.0, 1.0, 1.0));
   if (p.top_p <= 0.0f) throw ApiError::Invalid("top_p", "top_p must be in (0, 1]");

@@ -252,8 +252,16 @@ std::shared_ptr<OpenAiApp::Job> OpenAiApp::Start(const std::string& prompt_text,
   g.prompt = tokenizer_.Encode(prompt_text);
   const int64_t n = static_cast<int64_t>(g.prompt.size());
   job->prompt_tokens = n;
+  if (params.max_tokens && *params.max_tokens > options_.ctx)  // never fits, whatever the prompt
+    throw ApiError(400, "invalid_request_error",
+                   params.max_tokens_field +
+                       " is too large: " + std::to_string(*params.max_tokens) +
+                       "; this model's maximum context length is " + std::to_string(options_.ctx) +
+                       " tokens, prompt included",
+                   params.max_tokens_field, "context_length_exceeded");
   g.max_tokens = params.max_tokens.value_or(options_.ctx - n);
-  if (g.max_tokens < 1 || n + g.max_tokens > options_.ctx)
+  // Subtracted, not added: n + max_tokens could overflow for a max_tokens near 2^63.
+  if (g.max_tokens < 1 || g.max_tokens > options_.ctx - n)
     throw ApiError(400, "invalid_request_error",
                    "this model's maximum context length is " + std::to_string(options_.ctx) +
                        " tokens; the request needs " + std::to_string(n) + " prompt + " +

@@ -200,6 +200,33 @@ test('stop sequence', async () => {
   assert.equal(r.choices[0].finish_reason, 'stop');
 });
 
+// The probe's killers, as raw bodies (JSON.stringify would refuse the depth; --max-body is
+// 64 KiB here, so 30,000 levels): each a 400 naming the field, and the server still answers.
+test('hostile input: deep nesting, huge max_tokens, out-of-range numbers', async () => {
+  const head = `{"model": "${MODEL}", "messages": [{"role": "user", "content": "a"}]`;
+  const deep = '['.repeat(30000) + ']'.repeat(30000);
+  assertError(await raw('/v1/chat/completions', { body: `${head}, "response_format": ${deep}}` }),
+              400, { param: 'response_format[0][0][0][0][0]...' });
+  assertError(await raw('/v1/chat/completions', {
+    body: `${head}, "tools": [{"type": "function", "function": {"name": "f", "parameters": ${deep}}}]}`,
+  }), 400, { param: 'tools[0].function.parameters[0][0]...' });
+  for (const n of ['9223372036854775807', '9223372036854775000', '18446744073709551615']) {
+    for (const stream of [false, true]) {
+      assertError(await raw('/v1/chat/completions', { body: `${head}, "max_tokens": ${n}, "stream": ${stream}}` }),
+                  400, { code: 'context_length_exceeded', param: 'max_tokens' });
+    }
+  }
+  for (const n of ['-9223372036854775808', '0', '1.5', '"5"']) {
+    assertError(await raw('/v1/chat/completions', { body: `${head}, "max_tokens": ${n}}` }),
+                400, { param: 'max_tokens' });
+  }
+  const big = await raw('/v1/chat/completions', { body: `${head}, "temperature": 1e999}` });
+  assertError(big, 400);
+  assert.doesNotMatch(big.text, /json\.exception/);
+  const ok = await client.chat.completions.create({ model: MODEL, messages: user('a'), max_tokens: 1 });
+  assert.equal(ok.usage.completion_tokens, 1);
+});
+
 test('errors: JSON, schema, model, auth, size, context, n, logprobs', async () => {
   const bad = await raw('/v1/chat/completions', { body: '{"model": "x", ' });
   assertError(bad, 400);

@@ -6,6 +6,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
+#include <limits>
+
 #include "base/error.h"
 #include "server/api_error.h"
 #include "server/sse.h"
@@ -115,6 +118,24 @@ TEST(ApiRequest, ErrorsNameTheField) {
   EXPECT_EQ(ParamOf(chat({{"stream_options", {{"include_usage", 1}}}})),
             "stream_options.include_usage");
   EXPECT_EQ(ParamOf([] { ParseTextRequest(Json{{"model", "m"}, {"prompt", 5}}); }), "prompt");
+}
+
+// max_tokens: only positive integers; anything up to 2^64 − 1 parses (capped at 2^63 − 1: the
+// caller compares it with the context, subtracting, never adding).
+TEST(ApiRequest, MaxTokensRange) {
+  auto chat = [](Json extra) { return [extra] { ParseChatRequest(Chat(extra)); }; };
+  for (const Json& bad : {Json(-1), Json(0), Json(1.5), Json(1e300), Json("5"), Json(true),
+                          Json(std::numeric_limits<int64_t>::min())})
+    EXPECT_EQ(ParamOf(chat({{"max_tokens", bad}})), "max_tokens") << bad.dump();
+  const int64_t max = std::numeric_limits<int64_t>::max();
+  EXPECT_EQ(ParseChatRequest(Chat({{"max_tokens", max}})).params.max_tokens, max);
+  EXPECT_EQ(ParseChatRequest(Chat({{"max_tokens", std::numeric_limits<uint64_t>::max()}}))
+                .params.max_tokens,
+            max);
+  const ChatRequest both =
+      ParseChatRequest(Chat({{"max_tokens", 9}, {"max_completion_tokens", 7}}));
+  EXPECT_EQ(both.params.max_tokens, 7);
+  EXPECT_EQ(both.params.max_tokens_field, "max_completion_tokens");
 }
 
 TEST(ApiRequest, Logprobs) {

@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdint>
+#include <limits>
 #include <memory>
 #include <thread>
 
@@ -327,6 +329,33 @@ TEST_F(AppTest, DeepNestingIs400NamingTheParameter) {
   const HttpResponse ok = chat(user, R"(, "tools": [{"type": "function", "function": )"
                                      R"({"name": "f", "parameters": )" +
                                          schema + "}}]");
+  EXPECT_EQ(ok.status, 200) << ok.body;
+}
+
+// max_tokens near 2^63 used to overflow prompt + max_tokens (ctx and KV-budget checks passed,
+// the request ran unbounded). Now: 400 naming the field, streaming or not, and the app and
+// engine keep serving.
+TEST_F(AppTest, HugeMaxTokensIs400NamingTheField) {
+  OpenAiApp app(*engine_, *tok_, Options());
+  const int64_t max = std::numeric_limits<int64_t>::max();
+  for (const Json& n : {Json(max), Json(max - 3), Json(std::numeric_limits<uint64_t>::max()),
+                        Json(int64_t{1} << 62), Json(513)}) {
+    for (bool stream : {false, true}) {
+      ExpectError(Post(app, "/v1/chat/completions",
+                       UserChat("hi", {{"max_tokens", n}, {"stream", stream}})),
+                  400, "context_length_exceeded", "max_tokens");
+      ExpectError(Post(app, "/v1/completions",
+                       Json{{"model", "deepseek-v3.2"},
+                            {"prompt", "hi"},
+                            {"max_completion_tokens", n},
+                            {"stream", stream}}),
+                  400, "context_length_exceeded", "max_completion_tokens");
+    }
+  }
+  // Fits alone but not with the prompt: the context error names the messages.
+  ExpectError(Post(app, "/v1/chat/completions", UserChat("hi", {{"max_tokens", 510}})), 400,
+              "context_length_exceeded", "messages");
+  const HttpResponse ok = Post(app, "/v1/chat/completions", UserChat("hi", {{"max_tokens", 2}}));
   EXPECT_EQ(ok.status, 200) << ok.body;
 }
 
