@@ -8,6 +8,7 @@
 
 #include "base/error.h"
 #include "server/api_error.h"
+#include "server/api_key.h"
 #include "server/output_text.h"
 #include "server/sse.h"
 #include "text/chat_encoding.h"
@@ -215,7 +216,7 @@ HttpResponse OpenAiApp::Route(const HttpRequest& req) {
   if (!known && p != "/health" && p != "/metrics")
     throw ApiError(404, "invalid_request_error", "unknown URL: " + req.method + " " + p,
                    std::nullopt, "unknown_url");
-  if (options_.api_key && req.Header("authorization") != "Bearer " + *options_.api_key)
+  if (options_.api_key && !AuthorizationMatches(req.Header("authorization"), *options_.api_key))
     throw ApiError(401, "invalid_request_error",
                    req.Header("authorization").empty()
                        ? "missing API key (Authorization: Bearer ...)"

@@ -50,10 +50,11 @@ DEFAULT_SERVE_ARGS = ["--parallel", "2", "--queue", "2", "--max-body", "65536"]
 
 def start_server(dsinfer, model, script_path, log_path, serve_args):
     log = open(log_path, "w")
+    # The key comes from the environment (DSINFER_API_KEY), not argv, where ps shows it.
     proc = subprocess.Popen(
         [dsinfer, "serve", "--model", model, "--host", "127.0.0.1", "--port", "0",
-         "--api-key", API_KEY, "--ctx", str(CTX), "--test-script", script_path] + serve_args,
-        stdout=log, stderr=log)
+         "--ctx", str(CTX), "--test-script", script_path] + serve_args,
+        stdout=log, stderr=log, env=dict(os.environ, DSINFER_API_KEY=API_KEY))
     deadline = time.time() + 60
     while time.time() < deadline:
         if proc.poll() is not None:
