@@ -243,6 +243,7 @@ void OpenAiApp::CheckModel(const std::string& model) const {
 }
 
 std::shared_ptr<OpenAiApp::Job> OpenAiApp::Start(const std::string& prompt_text,
+                                                 const std::vector<text::TextSpan>* control,
                                                  const SamplingParams& params) {
   auto job = std::make_shared<Job>();
   job->id = std::to_string(std::time(nullptr)) + "-" + std::to_string(next_id_++);
@@ -250,7 +251,8 @@ std::shared_ptr<OpenAiApp::Job> OpenAiApp::Start(const std::string& prompt_text,
   job->created = std::time(nullptr);
   job->params = params;
   GenerationRequest g;
-  g.prompt = tokenizer_.Encode(prompt_text);
+  g.prompt = control ? tokenizer_.EncodeWithControlTokensAt(prompt_text, *control)
+                     : tokenizer_.Encode(prompt_text);
   const int64_t n = static_cast<int64_t>(g.prompt.size());
   job->prompt_tokens = n;
   if (params.max_tokens && *params.max_tokens > options_.ctx)  // never fits, whatever the prompt
@@ -300,7 +302,8 @@ HttpResponse OpenAiApp::Chat(const HttpRequest& req) {
   } catch (const Error& e) {
     throw FromEncoderError(e);
   }
-  std::shared_ptr<Job> job = Start(prompt.text, cr.params);
+  // Control tokens only where the chat format puts them: typed in a message they are text.
+  std::shared_ptr<Job> job = Start(prompt.text, &prompt.control_tokens, cr.params);
   const bool thinking = prompt.thinking_mode == text::ThinkingMode::kThinking;
   return cr.params.stream ? ChatStream(job, thinking) : ChatWhole(job, thinking);
 }
@@ -315,7 +318,8 @@ HttpResponse OpenAiApp::Completions(const HttpRequest& req) {
     const std::string bos_text = tokenizer_.Decode({*bos});
     if (prompt.rfind(bos_text, 0) != 0) prompt = bos_text + prompt;
   }
-  std::shared_ptr<Job> job = Start(prompt, tr.params);
+  // A raw prompt is the model's input as given: added tokens in it are control tokens.
+  std::shared_ptr<Job> job = Start(prompt, nullptr, tr.params);
   return tr.params.stream ? TextStream(job) : TextWhole(job);
 }
 

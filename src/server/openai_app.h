@@ -58,7 +58,10 @@ class OpenAiApp {
   HttpResponse Chat(const HttpRequest& request);
   HttpResponse Completions(const HttpRequest& request);
   void CheckModel(const std::string& model) const;
-  std::shared_ptr<Job> Start(const std::string& prompt_text, const SamplingParams& params);
+  // `control`: where added tokens may become control tokens (nullptr: anywhere).
+  std::shared_ptr<Job> Start(const std::string& prompt_text,
+                             const std::vector<text::TextSpan>* control,
+                             const SamplingParams& params);
   HttpResponse ChatWhole(std::shared_ptr<Job> job, bool thinking);
   HttpResponse ChatStream(std::shared_ptr<Job> job, bool thinking);
   HttpResponse TextWhole(std::shared_ptr<Job> job);
