@@ -39,6 +39,10 @@ struct Tokenizer::Impl {
 namespace {
 
 std::string ReadFile(const std::string& path) {
+  // A FIFO or device would block or never end: only regular files (symlinks to them) are read.
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec))
+    throw Error("tokenizer file '" + path + "' is not a regular file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error("cannot open tokenizer file '" + path + "'");
   std::ostringstream ss;
