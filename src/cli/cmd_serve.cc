@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "base/error.h"
 #include "cli/commands.h"
@@ -26,6 +27,7 @@ struct ServeOptions {
   server::HttpServerOptions http;
   std::optional<std::string> api_key;
   std::optional<std::string> api_key_file;
+  std::vector<std::string> allow_hosts;
   std::string model_name = "deepseek-v3.2";
   int64_t ctx = 0;
   int parallel = 4;
@@ -40,6 +42,9 @@ int RunServe(const ServeOptions& o) {
   server::AppOptions app_options;
   app_options.api_key =
       server::ResolveApiKey(o.api_key, o.api_key_file, std::getenv(server::kApiKeyEnv));
+  app_options.allowed_hosts = o.allow_hosts;
+  if (o.http.host != "0.0.0.0" && o.http.host != "::")  // the address it was told to bind
+    app_options.allowed_hosts.push_back(o.http.host);
   const std::string dir = ResolveModelDir(o.model);
   app_options.model_name = o.model_name;
   app_options.ctx = o.ctx;
@@ -86,6 +91,9 @@ CommandRegistrar reg("serve", [](CLI::App& app) -> RunFn {
                   "require 'Authorization: Bearer KEY' on /v1/* (visible in ps: prefer "
                   "--api-key-file or DSINFER_API_KEY)");
   sub->add_option("--api-key-file", o->api_key_file, "read the API key from this file");
+  sub->add_option("--allow-host", o->allow_hosts,
+                  "without an API key, also accept this Host/Origin host name ('*': any; "
+                  "default: loopback names only)");
   sub->add_option("--model-name", o->model_name, "served model id (and ID-reasoner)")
       ->capture_default_str();
   sub->add_option("--ctx", o->ctx, "context limit, prompt + max_tokens (0: the model's)")

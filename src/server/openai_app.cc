@@ -1,5 +1,6 @@
 #include "server/openai_app.h"
 
+#include <cctype>
 #include <chrono>
 #include <ctime>
 #include <fstream>
@@ -202,6 +203,57 @@ HttpResponse OpenAiApp::Handle(const HttpRequest& request) noexcept {
   return res;
 }
 
+namespace {
+
+std::string Lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// The host name of a Host header ("h", "h:port", "[v6]:port") or of an Origin
+// ("scheme://host[:port]"), lower-case; "" when malformed.
+std::string HostName(std::string v, bool origin) {
+  v = Lower(v);
+  if (origin) {
+    const size_t scheme = v.find("://");
+    if (scheme == std::string::npos) return "";
+    v = v.substr(scheme + 3);
+    if (v.find('/') != std::string::npos) v = v.substr(0, v.find('/'));
+  }
+  if (v.starts_with('[')) {
+    const size_t end = v.find(']');
+    return end == std::string::npos ? "" : v.substr(0, end + 1);
+  }
+  return v.substr(0, v.find(':'));
+}
+
+}  // namespace
+
+void OpenAiApp::CheckBrowserSafety(const HttpRequest& req) const {
+  auto allowed = [this](const std::string& host) {
+    if (host == "localhost" || host == "127.0.0.1" || host == "[::1]") return true;
+    for (const std::string& a : options_.allowed_hosts)
+      if (a == "*" || Lower(a) == host) return true;
+    return false;
+  };
+  // Browsers always send Host, and Origin with every cross-site POST: a request without them
+  // is not a page's, and passes.
+  const std::string host = HostName(req.Header("host"), /*origin=*/false);
+  if (!req.Header("host").empty() && !allowed(host))
+    throw ApiError(403, "invalid_request_error",
+                   "Host \"" + req.Header("host") +
+                       "\" is not allowed without an API key (DNS rebinding protection): use "
+                       "localhost, set --api-key, or allow it with --allow-host",
+                   std::nullopt, "host_not_allowed");
+  const std::string origin = req.Header("origin");
+  if (!origin.empty() && !allowed(HostName(origin, /*origin=*/true)))
+    throw ApiError(403, "invalid_request_error",
+                   "Origin \"" + origin +
+                       "\" is not allowed without an API key (cross-site request protection): "
+                       "set --api-key, or allow its host with --allow-host",
+                   std::nullopt, "origin_not_allowed");
+}
+
 HttpResponse OpenAiApp::Route(const HttpRequest& req) {
   const std::string& p = req.path;
   const bool get = req.method == "GET", post = req.method == "POST";
@@ -216,6 +268,7 @@ HttpResponse OpenAiApp::Route(const HttpRequest& req) {
   if (!known && p != "/health" && p != "/metrics")
     throw ApiError(404, "invalid_request_error", "unknown URL: " + req.method + " " + p,
                    std::nullopt, "unknown_url");
+  if (!options_.api_key) CheckBrowserSafety(req);
   if (options_.api_key && !AuthorizationMatches(req.Header("authorization"), *options_.api_key))
     throw ApiError(401, "invalid_request_error",
                    req.Header("authorization").empty()

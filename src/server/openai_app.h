@@ -37,6 +37,10 @@ std::vector<ScriptRule> LoadTestScript(const std::string& path);
 struct AppOptions {
   std::string model_name = "deepseek-v3.2";
   std::optional<std::string> api_key;  // required as "Authorization: Bearer KEY" on /v1/*
+  // Without an API key any web page the user visits could call /v1/* (CSRF, DNS rebinding), so
+  // the Host and Origin headers, when sent, must name a loopback host (localhost, 127.0.0.1,
+  // [::1]) or one of these (`--allow-host`; "*": any), else 403.
+  std::vector<std::string> allowed_hosts;
   int64_t ctx = 0;                     // context limit (prompt + max_tokens); 0: the model's
   Prices prices;
   size_t max_body_bytes = 8u << 20;
@@ -54,6 +58,7 @@ class OpenAiApp {
 
  private:
   HttpResponse Route(const HttpRequest& request);
+  void CheckBrowserSafety(const HttpRequest& request) const;
   HttpResponse Models() const;
   HttpResponse Chat(const HttpRequest& request);
   HttpResponse Completions(const HttpRequest& request);

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <memory>
 #include <thread>
 
@@ -163,6 +164,49 @@ TEST_F(AppTest, ErrorCases) {
               "unknown_url");
   ExpectError(app.Handle({"GET", "/v1/chat/completions", {{"authorization", auth}}, ""}), 405,
               "method_not_allowed");
+}
+
+// Without an API key, /v1/* answers only requests whose Host and Origin (when sent) are
+// loopback or allowed: a page on another site (Origin) or a rebound DNS name (Host) gets 403.
+TEST_F(AppTest, WithoutKeyForeignHostOrOriginIs403) {
+  auto get = [](OpenAiApp& app, std::map<std::string, std::string> headers) {
+    return app.Handle({"GET", "/v1/models", std::move(headers), ""});
+  };
+  OpenAiApp app(*engine_, *tok_, Options());
+  for (const char* ok :
+       {"localhost", "localhost:8080", "127.0.0.1:1234", "[::1]:8080", "LocalHost"})
+    EXPECT_EQ(get(app, {{"host", ok}}).status, 200) << ok;
+  EXPECT_EQ(get(app, {}).status, 200);  // no Host: not a browser
+  ExpectError(get(app, {{"host", "evil.example"}}), 403, "host_not_allowed");
+  ExpectError(get(app, {{"host", "127.0.0.1.evil.example:8080"}}), 403, "host_not_allowed");
+  ExpectError(get(app, {{"host", "localhost:8080"}, {"origin", "https://evil.example"}}), 403,
+              "origin_not_allowed");
+  ExpectError(get(app, {{"host", "localhost:8080"}, {"origin", "null"}}), 403,
+              "origin_not_allowed");
+  EXPECT_EQ(get(app, {{"host", "localhost:8080"}, {"origin", "http://localhost:3000"}}).status,
+            200);
+  // A cross-site POST is refused before anything runs.
+  HttpRequest post{"POST",
+                   "/v1/chat/completions",
+                   {{"host", "127.0.0.1:8080"}, {"origin", "http://evil.example"}},
+                   UserChat("hi").dump()};
+  ExpectError(app.Handle(post), 403, "origin_not_allowed");
+  EXPECT_EQ(app.Handle({"GET", "/health", {{"host", "evil.example"}}, ""}).status, 200);
+  // --allow-host, and "*".
+  AppOptions o = Options();
+  o.allowed_hosts = {"gpu-box"};
+  OpenAiApp allowed(*engine_, *tok_, o);
+  EXPECT_EQ(get(allowed, {{"host", "gpu-box:8080"}, {"origin", "http://gpu-box:8080"}}).status,
+            200);
+  ExpectError(get(allowed, {{"host", "other"}}), 403, "host_not_allowed");
+  o.allowed_hosts = {"*"};
+  OpenAiApp any(*engine_, *tok_, o);
+  EXPECT_EQ(get(any, {{"host", "other"}, {"origin", "https://x.example"}}).status, 200);
+  // With a key the key is the protection (a page cannot add Authorization without CORS).
+  o = Options();
+  o.api_key = "k";
+  OpenAiApp keyed(*engine_, *tok_, o);
+  EXPECT_EQ(get(keyed, {{"host", "other"}, {"authorization", "Bearer k"}}).status, 200);
 }
 
 TEST_F(AppTest, QueueFullIs429WithRetryAfter) {
