@@ -77,7 +77,8 @@ int RunServe(const ServeOptions& o) {
         std::fprintf(stderr, "listening on http://%s:%d (model %s)\n", http.host.c_str(), port,
                      o.model_name.c_str());
         std::fflush(stderr);
-      });
+      },
+      [&app](const server::HttpRequest& head) { return app.Admit(head); });
   return 0;
 }
 

@@ -254,16 +254,9 @@ void OpenAiApp::CheckBrowserSafety(const HttpRequest& req) const {
                    std::nullopt, "origin_not_allowed");
 }
 
-HttpResponse OpenAiApp::Route(const HttpRequest& req) {
+void OpenAiApp::CheckHead(const HttpRequest& req) const {
   const std::string& p = req.path;
-  const bool get = req.method == "GET", post = req.method == "POST";
-  if (p == "/health" && get) return JsonResponse(200, Json{{"status", "ok"}});
-  if (p == "/metrics" && get) {
-    HttpResponse r;
-    r.content_type = "text/plain; version=0.0.4";
-    r.body = metrics_.Prometheus(engine_.Stats());
-    return r;
-  }
+  if (req.method == "GET" && (p == "/health" || p == "/metrics")) return;
   const bool known = p == "/v1/models" || p == "/v1/chat/completions" || p == "/v1/completions";
   if (!known && p != "/health" && p != "/metrics")
     throw ApiError(404, "invalid_request_error", "unknown URL: " + req.method + " " + p,
@@ -275,6 +268,28 @@ HttpResponse OpenAiApp::Route(const HttpRequest& req) {
                        ? "missing API key (Authorization: Bearer ...)"
                        : "incorrect API key provided",
                    std::nullopt, "invalid_api_key");
+}
+
+std::optional<HttpResponse> OpenAiApp::Admit(const HttpRequest& head) noexcept {
+  try {
+    CheckHead(head);
+    return std::nullopt;
+  } catch (...) {
+    return Handle(head);  // fails the same check again: the full error response, counted
+  }
+}
+
+HttpResponse OpenAiApp::Route(const HttpRequest& req) {
+  const std::string& p = req.path;
+  const bool get = req.method == "GET", post = req.method == "POST";
+  if (p == "/health" && get) return JsonResponse(200, Json{{"status", "ok"}});
+  if (p == "/metrics" && get) {
+    HttpResponse r;
+    r.content_type = "text/plain; version=0.0.4";
+    r.body = metrics_.Prometheus(engine_.Stats());
+    return r;
+  }
+  CheckHead(req);
   if (p == "/v1/models" && get) return Models();
   if (p == "/v1/chat/completions" && post) return Chat(req);
   if (p == "/v1/completions" && post) return Completions(req);

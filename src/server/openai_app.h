@@ -52,6 +52,9 @@ class OpenAiApp {
   // `engine` and `tokenizer` must outlive the app.
   OpenAiApp(Engine& engine, const text::Tokenizer& tokenizer, AppOptions options);
   HttpResponse Handle(const HttpRequest& request) noexcept;
+  // The checks a request's head allows (unknown URL 404, Host/Origin 403, API key 401), run
+  // before its body is read (`ServeHttp`'s admission): the error response, or nullopt.
+  std::optional<HttpResponse> Admit(const HttpRequest& head) noexcept;
   const Metrics& metrics() const { return metrics_; }
 
   struct Job;  // one request being generated (openai_app.cc)
@@ -59,6 +62,7 @@ class OpenAiApp {
  private:
   HttpResponse Route(const HttpRequest& request);
   void CheckBrowserSafety(const HttpRequest& request) const;
+  void CheckHead(const HttpRequest& request) const;  // throws ApiError
   HttpResponse Models() const;
   HttpResponse Chat(const HttpRequest& request);
   HttpResponse Completions(const HttpRequest& request);

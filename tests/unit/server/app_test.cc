@@ -209,6 +209,26 @@ TEST_F(AppTest, WithoutKeyForeignHostOrOriginIs403) {
   EXPECT_EQ(get(keyed, {{"host", "other"}, {"authorization", "Bearer k"}}).status, 200);
 }
 
+// The head-only admission ServeHttp runs before reading a body: the same errors as Handle.
+TEST_F(AppTest, AdmitRefusesFromTheHead) {
+  AppOptions o = Options();
+  o.api_key = "k";
+  OpenAiApp app(*engine_, *tok_, o);
+  auto admit = [&](const std::string& path, std::map<std::string, std::string> headers) {
+    return app.Admit({"POST", path, std::move(headers), ""});
+  };
+  ExpectError(admit("/v1/chat/completions", {}).value(), 401, "invalid_api_key");
+  ExpectError(admit("/v1/chat/completions", {{"authorization", "Bearer x"}}).value(), 401,
+              "invalid_api_key");
+  ExpectError(admit("/v1/nope", {{"authorization", "Bearer k"}}).value(), 404, "unknown_url");
+  EXPECT_FALSE(admit("/v1/chat/completions", {{"authorization", "Bearer k"}}));
+  EXPECT_FALSE(app.Admit({"GET", "/health", {}, ""}));
+  OpenAiApp open(*engine_, *tok_, Options());
+  ExpectError(
+      open.Admit({"POST", "/v1/completions", {{"origin", "https://evil.example"}}, ""}).value(),
+      403, "origin_not_allowed");
+}
+
 TEST_F(AppTest, QueueFullIs429WithRetryAfter) {
   EngineOptions eo;
   eo.parallel = 1;
