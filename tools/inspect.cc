@@ -161,7 +161,7 @@ InspectReport Inspect(const InspectOptions& o) {
   r.cache = CacheBytesPerToken(*r.config);
   std::vector<TensorEntry> table;
   try {
-    table = TensorTable(*r.config);
+    table = TensorTable(*r.config, ck->Names().size());  // bounded by what the files hold
   } catch (const Error& e) {
     r.errors.push_back(e.what());
   }

@@ -2,9 +2,11 @@
 // tokenizer, starts the scheduler's worker and serves on loopback by default. Prints
 // "listening on http://HOST:PORT" on stderr once bound (with --port 0: the chosen port).
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "base/error.h"
 #include "cli/commands.h"
@@ -12,6 +14,7 @@
 #include "model/model.h"
 #include "runtime/engine.h"
 #include "runtime/kv_pool.h"
+#include "server/api_key.h"
 #include "server/http_server.h"
 #include "server/openai_app.h"
 #include "text/tokenizer.h"
@@ -23,6 +26,8 @@ struct ServeOptions {
   std::optional<std::string> model;
   server::HttpServerOptions http;
   std::optional<std::string> api_key;
+  std::optional<std::string> api_key_file;
+  std::vector<std::string> allow_hosts;
   std::string model_name = "deepseek-v3.2";
   int64_t ctx = 0;
   int parallel = 4;
@@ -34,10 +39,14 @@ struct ServeOptions {
 };
 
 int RunServe(const ServeOptions& o) {
-  const std::string dir = ResolveModelDir(o.model);
   server::AppOptions app_options;
+  app_options.api_key =
+      server::ResolveApiKey(o.api_key, o.api_key_file, std::getenv(server::kApiKeyEnv));
+  app_options.allowed_hosts = o.allow_hosts;
+  if (o.http.host != "0.0.0.0" && o.http.host != "::")  // the address it was told to bind
+    app_options.allowed_hosts.push_back(o.http.host);
+  const std::string dir = ResolveModelDir(o.model);
   app_options.model_name = o.model_name;
-  app_options.api_key = o.api_key;
   app_options.ctx = o.ctx;
   app_options.prices = server::ParsePrices(o.prices);
   app_options.max_body_bytes = o.http.max_body_bytes;
@@ -68,7 +77,8 @@ int RunServe(const ServeOptions& o) {
         std::fprintf(stderr, "listening on http://%s:%d (model %s)\n", http.host.c_str(), port,
                      o.model_name.c_str());
         std::fflush(stderr);
-      });
+      },
+      [&app](const server::HttpRequest& head) { return app.Admit(head); });
   return 0;
 }
 
@@ -79,7 +89,13 @@ CommandRegistrar reg("serve", [](CLI::App& app) -> RunFn {
   sub->add_option("--model", o->model, "checkpoint directory (default: the default model)");
   sub->add_option("--host", o->http.host, "address to bind")->capture_default_str();
   sub->add_option("--port", o->http.port, "port (0: any free port)")->capture_default_str();
-  sub->add_option("--api-key", o->api_key, "require 'Authorization: Bearer KEY' on /v1/*");
+  sub->add_option("--api-key", o->api_key,
+                  "require 'Authorization: Bearer KEY' on /v1/* (visible in ps: prefer "
+                  "--api-key-file or DSINFER_API_KEY)");
+  sub->add_option("--api-key-file", o->api_key_file, "read the API key from this file");
+  sub->add_option("--allow-host", o->allow_hosts,
+                  "without an API key, also accept this Host/Origin host name ('*': any; "
+                  "default: loopback names only)");
   sub->add_option("--model-name", o->model_name, "served model id (and ID-reasoner)")
       ->capture_default_str();
   sub->add_option("--ctx", o->ctx, "context limit, prompt + max_tokens (0: the model's)")

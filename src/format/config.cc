@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <type_traits>
+#include <utility>
 
 #include "base/error.h"
 #include "base/mapped_file.h"
@@ -214,6 +215,14 @@ void RequirePositive(const std::string& source, const char* name, int64_t value)
   Require(value > 0, source, Show(name, value) + " must be positive");
 }
 
+// Upper bounds far beyond any DeepSeek-class model (V3: 61 layers, 256 experts, hidden 7168,
+// vocab 129280, 163840 positions), small enough that a wrong value is refused before it sizes
+// a table or an allocation and that products of them (shapes, bytes) fit 64 bits.
+void RequireAtMost(const std::string& source, const char* name, int64_t value, int64_t max) {
+  Require(value <= max, source,
+          Show(name, value) + " is implausibly large (at most " + std::to_string(max) + ")");
+}
+
 void ValidateRopeScaling(const RopeScaling& r, const std::string& src) {
   Require(r.type == "yarn", src,
           "rope_scaling.type (\"" + r.type +
@@ -320,6 +329,29 @@ void ModelConfig::Validate(const std::string& src) const {
           Show("qk_rope_head_dim", qk_rope_head_dim) + " must be even (RoPE rotates pairs)");
   RequirePositive(src, "v_head_dim", v_head_dim);
   RequirePositive(src, "max_position_embeddings", max_position_embeddings);
+  const std::pair<const char*, std::pair<int64_t, int64_t>> bounds[] = {
+      {"vocab_size", {vocab_size, int64_t{1} << 24}},
+      {"hidden_size", {hidden_size, int64_t{1} << 18}},
+      {"intermediate_size", {intermediate_size, int64_t{1} << 20}},
+      {"moe_intermediate_size", {moe_intermediate_size, int64_t{1} << 20}},
+      {"num_hidden_layers", {num_hidden_layers, 1024}},
+      {"num_nextn_predict_layers", {num_nextn_predict_layers, 16}},
+      {"num_attention_heads", {num_attention_heads, 4096}},
+      {"num_key_value_heads", {num_key_value_heads, 4096}},
+      {"q_lora_rank", {q_lora_rank.value_or(1), int64_t{1} << 16}},
+      {"kv_lora_rank", {kv_lora_rank, int64_t{1} << 16}},
+      {"qk_nope_head_dim", {qk_nope_head_dim, 4096}},
+      {"qk_rope_head_dim", {qk_rope_head_dim, 4096}},
+      {"v_head_dim", {v_head_dim, 4096}},
+      {"max_position_embeddings", {max_position_embeddings, int64_t{1} << 24}},
+      {"n_routed_experts", {n_routed_experts, 16384}},
+      {"n_shared_experts", {n_shared_experts, 64}},
+      {"index_n_heads", {index_n_heads.value_or(1), 4096}},
+      {"index_head_dim", {index_head_dim.value_or(1), 4096}},
+      {"index_topk", {index_topk.value_or(1), int64_t{1} << 24}},
+  };
+  for (const auto& [name, value_max] : bounds)
+    RequireAtMost(src, name, value_max.first, value_max.second);
   Require(rms_norm_eps > 0 && std::isfinite(rms_norm_eps), src,
           Show("rms_norm_eps", rms_norm_eps) + " must be positive");
   Require(rope_theta > 0 && std::isfinite(rope_theta), src,

@@ -19,7 +19,9 @@ int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 class Builder {
  public:
-  explicit Builder(std::vector<TensorEntry>* out) : out_(out) {}
+  // `limit`: called with (required entries, all entries) after each Add; throws when too many.
+  Builder(std::vector<TensorEntry>* out, std::function<void(size_t, size_t)> limit)
+      : out_(out), limit_(std::move(limit)) {}
 
   void Set(int64_t layer, bool required) {
     layer_ = layer;
@@ -27,6 +29,8 @@ class Builder {
   }
   void Add(std::string name, DType dtype, std::vector<int64_t> shape, TensorRole role) {
     out_->push_back({std::move(name), dtype, std::move(shape), role, layer_, false, required_});
+    required_count_ += required_;
+    if (limit_) limit_(required_count_, out_->size());
   }
   // The last added tensor may be absent.
   void Optional() { out_->back().required = false; }
@@ -46,8 +50,10 @@ class Builder {
 
  private:
   std::vector<TensorEntry>* out_;
+  std::function<void(size_t, size_t)> limit_;
   int64_t layer_ = -1;
   bool required_ = true;
+  size_t required_count_ = 0;
 };
 
 void AddAttention(Builder& b, const ModelConfig& c, const std::string& p) {
@@ -126,9 +132,23 @@ void AddMtpLayer(Builder& b, const ModelConfig& c, int64_t layer) {
 
 }  // namespace
 
-std::vector<TensorEntry> TensorTable(const ModelConfig& c) {
+std::vector<TensorEntry> TensorTable(const ModelConfig& c,
+                                     std::optional<size_t> checkpoint_tensors) {
   std::vector<TensorEntry> out;
-  Builder b(&out);
+  std::function<void(size_t, size_t)> limit;
+  if (checkpoint_tensors) {
+    const size_t have = *checkpoint_tensors;
+    limit = [&c, have](size_t required, size_t all) {
+      if (required > have || all > 4 * have + 4096)
+        throw Error("config.json: num_hidden_layers (" + std::to_string(c.num_hidden_layers) +
+                    "), n_routed_experts (" + std::to_string(c.n_routed_experts) +
+                    ") and num_nextn_predict_layers (" +
+                    std::to_string(c.num_nextn_predict_layers) +
+                    ") describe more tensors than the checkpoint's " + std::to_string(have) +
+                    ": the counts are wrong or the checkpoint is incomplete");
+    };
+  }
+  Builder b(&out, std::move(limit));
   b.Add("model.embed_tokens.weight", DType::kBF16, {c.vocab_size, c.hidden_size},
         TensorRole::kEmbedding);
   for (int64_t layer = 0; layer < c.num_hidden_layers; ++layer) {

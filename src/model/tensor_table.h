@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,7 +39,14 @@ struct TensorEntry {
 // Every tensor of the checkpoint in a fixed order: embedding, layers 0..L-1, MTP layers
 // (L..L+num_nextn_predict_layers-1), final norm, head. A quantized linear is followed by its
 // block scale entry.
-std::vector<TensorEntry> TensorTable(const ModelConfig& config);
+//
+// `checkpoint_tensors`: how many tensors the checkpoint being checked holds. The config's counts
+// (layers, experts, MTP layers) are then checked against it while the table grows: more
+// required tensors than the checkpoint holds (or more entries in all than 4x its count plus
+// 4096) is an Error naming the counts, raised before the table takes more memory than the
+// checkpoint's own tensor list does.
+std::vector<TensorEntry> TensorTable(const ModelConfig& config,
+                                     std::optional<size_t> checkpoint_tensors = std::nullopt);
 
 // Parameter counts (elements of weights; FP8 block scales are not parameters).
 struct ParameterCounts {

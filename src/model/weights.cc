@@ -146,7 +146,7 @@ LayerWeights LoadLayer(const Loader& ld, const ModelConfig& c, int64_t layer,
 // required ones must be present, present ones must have the listed shape. Dtypes are checked
 // where each tensor is loaded, since several are accepted (norms BF16/F32, linears FP8/BF16).
 void CheckAgainstTable(const Checkpoint& ckpt) {
-  for (const TensorEntry& e : TensorTable(ckpt.config())) {
+  for (const TensorEntry& e : TensorTable(ckpt.config(), ckpt.Names().size())) {
     const bool present = ckpt.Has(e.name);
     if (!present && e.required && e.role != TensorRole::kBlockScale)
       throw Error(ckpt.dir() + ": missing tensor " + e.name + " (expected shape " +

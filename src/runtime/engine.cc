@@ -120,7 +120,10 @@ void Engine::Validate(const GenerationRequest& r) const {
   const ModelConfig& c = model_->config();
   if (r.prompt.empty()) throw Error("empty prompt");
   if (r.max_tokens < 1) throw Error("max_tokens must be ≥ 1");
-  if (static_cast<int64_t>(r.prompt.size()) + r.max_tokens > c.max_position_embeddings)
+  // Subtracted, not added: max_tokens may be anything up to 2^63 − 1. After this check
+  // prompt + max_tokens is at most the context, so PagesNeeded cannot overflow.
+  const auto prompt_size = static_cast<int64_t>(r.prompt.size());
+  if (r.max_tokens > c.max_position_embeddings - prompt_size)
     throw Error("prompt + max_tokens exceed the model context (" +
                 std::to_string(c.max_position_embeddings) + ")");
   if (PagesNeeded(r) > pool_->budget_pages())

@@ -1,6 +1,10 @@
 #include "server/api_request.h"
 
+#include <algorithm>
+#include <limits>
+
 #include "base/error.h"
+#include "format/json_util.h"
 #include "server/api_error.h"
 #include "text/chat_encoding.h"
 
@@ -33,16 +37,25 @@ bool Bool(const Json& body, const char* name, const std::string& param) {
   return v->get<bool>();
 }
 
-std::optional<int64_t> MaxTokens(const Json& body) {
-  std::optional<int64_t> out;
+// max_completion_tokens (preferred) or max_tokens: a positive integer. Values beyond 2^63 − 1
+// become 2^63 − 1 (too large either way; the caller compares it with the context).
+void MaxTokens(const Json& body, SamplingParams& p) {
   for (const char* name : {"max_completion_tokens", "max_tokens"}) {
     const Json* v = Field(body, name);
     if (!v) continue;
-    if (!v->is_number_integer() || v->get<int64_t>() < 1)
-      throw ApiError::Invalid(name, std::string(name) + " must be a positive integer");
-    if (!out) out = v->get<int64_t>();
+    const bool positive = v->is_number_unsigned()  ? v->get<uint64_t>() > 0
+                          : v->is_number_integer() ? v->get<int64_t>() > 0
+                                                   : false;
+    if (!positive) throw ApiError::Invalid(name, std::string(name) + " must be a positive integer");
+    const uint64_t max = std::numeric_limits<int64_t>::max();
+    const int64_t n = v->is_number_unsigned()
+                          ? static_cast<int64_t>(std::min<uint64_t>(v->get<uint64_t>(), max))
+                          : v->get<int64_t>();
+    if (!p.max_tokens) {
+      p.max_tokens = n;
+      p.max_tokens_field = name;
+    }
   }
-  return out;
 }
 
 std::vector<std::string> Stops(const Json& body) {
@@ -98,7 +111,7 @@ SamplingParams ParseSampling(const Json& body) {
     throw ApiError::Invalid("model", "model is required and must be a string");
   p.model = model->get<std::string>();
   CheckUnsupported(body);
-  p.max_tokens = MaxTokens(body);
+  MaxTokens(body, p);
   p.temperature = static_cast<float>(Number(body, "temperature", 0.0, 2.0, 1.0));
   p.top_p = static_cast<float>(Number(body, "top_p", 0.0, 1.0, 1.0));
   if (p.top_p <= 0.0f) throw ApiError::Invalid("top_p", "top_p must be in (0, 1]");
@@ -153,9 +166,14 @@ void CheckTools(Json& body) {
 Json ParseJsonBody(std::string_view body) {
   Json j;
   try {
-    j = Json::parse(body);
-  } catch (const Json::parse_error& e) {
-    throw ApiError(400, "invalid_request_error", std::string("invalid JSON body: ") + e.what());
+    // Depth-limited (the handlers and the chat encoder walk the value recursively); duplicate
+    // keys keep the last, as Python's json does.
+    j = ParseJsonStrict<Json>(body, "request body", {.reject_duplicate_keys = false});
+  } catch (const JsonTooDeepError& e) {
+    throw ApiError(400, "invalid_request_error", e.what(),
+                   e.path().empty() ? std::nullopt : std::optional<std::string>(e.path()));
+  } catch (const Error& e) {  // syntax, or a number out of the double range
+    throw ApiError(400, "invalid_request_error", e.what());
   }
   if (!j.is_object()) throw ApiError(400, "invalid_request_error", "body must be a JSON object");
   return j;

@@ -14,8 +14,9 @@ namespace dsinfer::server {
 
 struct SamplingParams {
   std::string model;
-  std::optional<int64_t> max_tokens;  // max_tokens or max_completion_tokens; none: to ctx
-  float temperature = 1.0f;           // OpenAI's default
+  std::optional<int64_t> max_tokens;            // max_tokens or max_completion_tokens; none: to ctx
+  std::string max_tokens_field = "max_tokens";  // which of the two was given, for errors
+  float temperature = 1.0f;                     // OpenAI's default
   float top_p = 1.0f;
   std::optional<uint64_t> seed;
   std::vector<std::string> stop;  // up to 4 non-empty strings

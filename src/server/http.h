@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -44,5 +45,9 @@ struct HttpResponse {
 };
 
 using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
+
+// Runs on a request's head (method, path, headers; `body` empty) before its body is read: a
+// response refuses the request there (wrong key, unknown URL, ...), nullopt lets it proceed.
+using HttpAdmission = std::function<std::optional<HttpResponse>(const HttpRequest&)>;
 
 }  // namespace dsinfer::server

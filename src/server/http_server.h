@@ -17,8 +17,12 @@ struct HttpServerOptions {
 };
 
 // Blocks serving until the process is stopped. `on_listening(port)` runs once bound.
-// Throws Error when the address cannot be bound.
+// Throws Error when the address cannot be bound (also when another process listens on the
+// port: no SO_REUSEPORT). Before a body is read: `admit` (if set) sees the head; a body must
+// come with Content-Length (chunked: 411), uncompressed (Content-Encoding other than identity:
+// 415) and within `max_body_bytes` (413), so nothing is read or inflated beyond the limit.
 void ServeHttp(const HttpServerOptions& options, const HttpHandler& handler,
-               const std::function<void(int port)>& on_listening);
+               const std::function<void(int port)>& on_listening,
+               const HttpAdmission& admit = nullptr);
 
 }  // namespace dsinfer::server

@@ -1,5 +1,6 @@
 #include "server/openai_app.h"
 
+#include <cctype>
 #include <chrono>
 #include <ctime>
 #include <fstream>
@@ -8,6 +9,7 @@
 
 #include "base/error.h"
 #include "server/api_error.h"
+#include "server/api_key.h"
 #include "server/output_text.h"
 #include "server/sse.h"
 #include "text/chat_encoding.h"
@@ -201,6 +203,82 @@ HttpResponse OpenAiApp::Handle(const HttpRequest& request) noexcept {
   return res;
 }
 
+namespace {
+
+std::string Lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// The host name of a Host header ("h", "h:port", "[v6]:port") or of an Origin
+// ("scheme://host[:port]"), lower-case; "" when malformed.
+std::string HostName(std::string v, bool origin) {
+  v = Lower(v);
+  if (origin) {
+    const size_t scheme = v.find("://");
+    if (scheme == std::string::npos) return "";
+    v = v.substr(scheme + 3);
+    if (v.find('/') != std::string::npos) v = v.substr(0, v.find('/'));
+  }
+  if (v.starts_with('[')) {
+    const size_t end = v.find(']');
+    return end == std::string::npos ? "" : v.substr(0, end + 1);
+  }
+  return v.substr(0, v.find(':'));
+}
+
+}  // namespace
+
+void OpenAiApp::CheckBrowserSafety(const HttpRequest& req) const {
+  auto allowed = [this](const std::string& host) {
+    if (host == "localhost" || host == "127.0.0.1" || host == "[::1]") return true;
+    for (const std::string& a : options_.allowed_hosts)
+      if (a == "*" || Lower(a) == host) return true;
+    return false;
+  };
+  // Browsers always send Host, and Origin with every cross-site POST: a request without them
+  // is not a page's, and passes.
+  const std::string host = HostName(req.Header("host"), /*origin=*/false);
+  if (!req.Header("host").empty() && !allowed(host))
+    throw ApiError(403, "invalid_request_error",
+                   "Host \"" + req.Header("host") +
+                       "\" is not allowed without an API key (DNS rebinding protection): use "
+                       "localhost, set --api-key, or allow it with --allow-host",
+                   std::nullopt, "host_not_allowed");
+  const std::string origin = req.Header("origin");
+  if (!origin.empty() && !allowed(HostName(origin, /*origin=*/true)))
+    throw ApiError(403, "invalid_request_error",
+                   "Origin \"" + origin +
+                       "\" is not allowed without an API key (cross-site request protection): "
+                       "set --api-key, or allow its host with --allow-host",
+                   std::nullopt, "origin_not_allowed");
+}
+
+void OpenAiApp::CheckHead(const HttpRequest& req) const {
+  const std::string& p = req.path;
+  if (req.method == "GET" && (p == "/health" || p == "/metrics")) return;
+  const bool known = p == "/v1/models" || p == "/v1/chat/completions" || p == "/v1/completions";
+  if (!known && p != "/health" && p != "/metrics")
+    throw ApiError(404, "invalid_request_error", "unknown URL: " + req.method + " " + p,
+                   std::nullopt, "unknown_url");
+  if (!options_.api_key) CheckBrowserSafety(req);
+  if (options_.api_key && !AuthorizationMatches(req.Header("authorization"), *options_.api_key))
+    throw ApiError(401, "invalid_request_error",
+                   req.Header("authorization").empty()
+                       ? "missing API key (Authorization: Bearer ...)"
+                       : "incorrect API key provided",
+                   std::nullopt, "invalid_api_key");
+}
+
+std::optional<HttpResponse> OpenAiApp::Admit(const HttpRequest& head) noexcept {
+  try {
+    CheckHead(head);
+    return std::nullopt;
+  } catch (...) {
+    return Handle(head);  // fails the same check again: the full error response, counted
+  }
+}
+
 HttpResponse OpenAiApp::Route(const HttpRequest& req) {
   const std::string& p = req.path;
   const bool get = req.method == "GET", post = req.method == "POST";
@@ -211,16 +289,7 @@ HttpResponse OpenAiApp::Route(const HttpRequest& req) {
     r.body = metrics_.Prometheus(engine_.Stats());
     return r;
   }
-  const bool known = p == "/v1/models" || p == "/v1/chat/completions" || p == "/v1/completions";
-  if (!known && p != "/health" && p != "/metrics")
-    throw ApiError(404, "invalid_request_error", "unknown URL: " + req.method + " " + p,
-                   std::nullopt, "unknown_url");
-  if (options_.api_key && req.Header("authorization") != "Bearer " + *options_.api_key)
-    throw ApiError(401, "invalid_request_error",
-                   req.Header("authorization").empty()
-                       ? "missing API key (Authorization: Bearer ...)"
-                       : "incorrect API key provided",
-                   std::nullopt, "invalid_api_key");
+  CheckHead(req);
   if (p == "/v1/models" && get) return Models();
   if (p == "/v1/chat/completions" && post) return Chat(req);
   if (p == "/v1/completions" && post) return Completions(req);
@@ -242,6 +311,7 @@ void OpenAiApp::CheckModel(const std::string& model) const {
 }
 
 std::shared_ptr<OpenAiApp::Job> OpenAiApp::Start(const std::string& prompt_text,
+                                                 const std::vector<text::TextSpan>* control,
                                                  const SamplingParams& params) {
   auto job = std::make_shared<Job>();
   job->id = std::to_string(std::time(nullptr)) + "-" + std::to_string(next_id_++);
@@ -249,11 +319,20 @@ std::shared_ptr<OpenAiApp::Job> OpenAiApp::Start(const std::string& prompt_text,
   job->created = std::time(nullptr);
   job->params = params;
   GenerationRequest g;
-  g.prompt = tokenizer_.Encode(prompt_text);
+  g.prompt = control ? tokenizer_.EncodeWithControlTokensAt(prompt_text, *control)
+                     : tokenizer_.Encode(prompt_text);
   const int64_t n = static_cast<int64_t>(g.prompt.size());
   job->prompt_tokens = n;
+  if (params.max_tokens && *params.max_tokens > options_.ctx)  // never fits, whatever the prompt
+    throw ApiError(400, "invalid_request_error",
+                   params.max_tokens_field +
+                       " is too large: " + std::to_string(*params.max_tokens) +
+                       "; this model's maximum context length is " + std::to_string(options_.ctx) +
+                       " tokens, prompt included",
+                   params.max_tokens_field, "context_length_exceeded");
   g.max_tokens = params.max_tokens.value_or(options_.ctx - n);
-  if (g.max_tokens < 1 || n + g.max_tokens > options_.ctx)
+  // Subtracted, not added: n + max_tokens could overflow for a max_tokens near 2^63.
+  if (g.max_tokens < 1 || g.max_tokens > options_.ctx - n)
     throw ApiError(400, "invalid_request_error",
                    "this model's maximum context length is " + std::to_string(options_.ctx) +
                        " tokens; the request needs " + std::to_string(n) + " prompt + " +
@@ -291,7 +370,8 @@ HttpResponse OpenAiApp::Chat(const HttpRequest& req) {
   } catch (const Error& e) {
     throw FromEncoderError(e);
   }
-  std::shared_ptr<Job> job = Start(prompt.text, cr.params);
+  // Control tokens only where the chat format puts them: typed in a message they are text.
+  std::shared_ptr<Job> job = Start(prompt.text, &prompt.control_tokens, cr.params);
   const bool thinking = prompt.thinking_mode == text::ThinkingMode::kThinking;
   return cr.params.stream ? ChatStream(job, thinking) : ChatWhole(job, thinking);
 }
@@ -306,7 +386,8 @@ HttpResponse OpenAiApp::Completions(const HttpRequest& req) {
     const std::string bos_text = tokenizer_.Decode({*bos});
     if (prompt.rfind(bos_text, 0) != 0) prompt = bos_text + prompt;
   }
-  std::shared_ptr<Job> job = Start(prompt, tr.params);
+  // A raw prompt is the model's input as given: added tokens in it are control tokens.
+  std::shared_ptr<Job> job = Start(prompt, nullptr, tr.params);
   return tr.params.stream ? TextStream(job) : TextWhole(job);
 }
 

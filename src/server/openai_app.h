@@ -37,6 +37,10 @@ std::vector<ScriptRule> LoadTestScript(const std::string& path);
 struct AppOptions {
   std::string model_name = "deepseek-v3.2";
   std::optional<std::string> api_key;  // required as "Authorization: Bearer KEY" on /v1/*
+  // Without an API key any web page the user visits could call /v1/* (CSRF, DNS rebinding), so
+  // the Host and Origin headers, when sent, must name a loopback host (localhost, 127.0.0.1,
+  // [::1]) or one of these (`--allow-host`; "*": any), else 403.
+  std::vector<std::string> allowed_hosts;
   int64_t ctx = 0;                     // context limit (prompt + max_tokens); 0: the model's
   Prices prices;
   size_t max_body_bytes = 8u << 20;
@@ -48,17 +52,25 @@ class OpenAiApp {
   // `engine` and `tokenizer` must outlive the app.
   OpenAiApp(Engine& engine, const text::Tokenizer& tokenizer, AppOptions options);
   HttpResponse Handle(const HttpRequest& request) noexcept;
+  // The checks a request's head allows (unknown URL 404, Host/Origin 403, API key 401), run
+  // before its body is read (`ServeHttp`'s admission): the error response, or nullopt.
+  std::optional<HttpResponse> Admit(const HttpRequest& head) noexcept;
   const Metrics& metrics() const { return metrics_; }
 
   struct Job;  // one request being generated (openai_app.cc)
 
  private:
   HttpResponse Route(const HttpRequest& request);
+  void CheckBrowserSafety(const HttpRequest& request) const;
+  void CheckHead(const HttpRequest& request) const;  // throws ApiError
   HttpResponse Models() const;
   HttpResponse Chat(const HttpRequest& request);
   HttpResponse Completions(const HttpRequest& request);
   void CheckModel(const std::string& model) const;
-  std::shared_ptr<Job> Start(const std::string& prompt_text, const SamplingParams& params);
+  // `control`: where added tokens may become control tokens (nullptr: anywhere).
+  std::shared_ptr<Job> Start(const std::string& prompt_text,
+                             const std::vector<text::TextSpan>* control,
+                             const SamplingParams& params);
   HttpResponse ChatWhole(std::shared_ptr<Job> job, bool thinking);
   HttpResponse ChatStream(std::shared_ptr<Job> job, bool thinking);
   HttpResponse TextWhole(std::shared_ptr<Job> job);

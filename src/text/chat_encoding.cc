@@ -1,5 +1,6 @@
 #include "text/chat_encoding.h"
 
+#include <algorithm>
 #include <optional>
 #include <string_view>
 
@@ -128,13 +129,20 @@ class Encoder {
   Encoder(const ojson& messages, const EncodeOptions& options) : msgs_(messages), opt_(options) {}
 
   std::string Run();
+  // Where Run() wrote the format's control tokens, in order.
+  std::vector<TextSpan>& control_tokens() { return control_; }
 
  private:
+  // Appends a control token of the format (BOS, EOS, User, Assistant, think tags).
+  void Control(std::string_view token) {
+    control_.push_back({out_.size(), token.size()});
+    out_ += token;
+  }
   bool Thinking() const { return opt_.thinking_mode == ThinkingMode::kThinking; }
   static std::string Field(size_t i) { return "messages[" + std::to_string(i) + "]"; }
   std::string RoleOf(size_t i) const;
-  // `"\n\n" + TOOLS` and `"\n\n" + response format` for a system or developer message.
-  std::string Attachments(const ojson& msg, size_t i, bool with_request_level) const;
+  // Appends `"\n\n" + TOOLS` and `"\n\n" + response format` of a system or developer message.
+  void AppendAttachments(const ojson& msg, size_t i, bool with_request_level);
   void System(size_t i);
   void User(size_t i, bool developer);
   void Assistant(size_t i);
@@ -147,6 +155,7 @@ class Encoder {
   const EncodeOptions& opt_;
   int64_t last_user_ = -1;  // index of the last user or developer message, -1 if none
   std::string out_;
+  std::vector<TextSpan> control_;
 };
 
 std::string Encoder::RoleOf(size_t i) const {
@@ -162,9 +171,9 @@ std::string Encoder::Run() {
     std::string role = RoleOf(i);
     if (role == "user" || role == "developer") last_user_ = static_cast<int64_t>(i);
   }
-  if (opt_.add_bos) out_ += kBos;
+  if (opt_.add_bos) Control(kBos);
   bool request_level = Truthy(opt_.tools) || Truthy(opt_.response_format);
-  if (request_level && RoleOf(0) != "system") out_ += Attachments(ojson::object(), 0, true);
+  if (request_level && RoleOf(0) != "system") AppendAttachments(ojson::object(), 0, true);
   for (size_t i = 0; i < msgs_.size(); ++i) {
     std::string role = RoleOf(i);
     if (role == "system") {
@@ -180,10 +189,12 @@ std::string Encoder::Run() {
                   "\" (expected system, user, developer, assistant or tool)");
     }
   }
+  std::sort(control_.begin(), control_.end(),
+            [](const TextSpan& a, const TextSpan& b) { return a.offset < b.offset; });
   return std::move(out_);
 }
 
-std::string Encoder::Attachments(const ojson& msg, size_t i, bool with_request_level) const {
+void Encoder::AppendAttachments(const ojson& msg, size_t i, bool with_request_level) {
   const ojson* tools = Member(msg, "tools");
   const ojson* format = Member(msg, "response_format");
   std::string tools_field = Field(i) + ".tools";
@@ -198,32 +209,41 @@ std::string Encoder::Attachments(const ojson& msg, size_t i, bool with_request_l
                   ".response_format");
     format = opt_.response_format;
   }
-  std::string out;
-  if (Truthy(tools)) out += "\n\n" + RenderTools(*tools, tools_field);
-  if (Truthy(format)) out += "\n\n" + RenderResponseFormat(*format);
-  return out;
+  if (Truthy(tools)) {
+    std::string rendered = RenderTools(*tools, tools_field);  // starts with kToolsHead
+    out_ += "\n\n";
+    const size_t head = out_.size();
+    out_ += rendered;
+    // The head's example thinking block is the format's own text: its tags are control tokens.
+    for (std::string_view tag : {kThinkStart, kThinkEnd}) {
+      for (size_t p = kToolsHead.find(tag); p != std::string_view::npos;
+           p = kToolsHead.find(tag, p + 1))
+        control_.push_back({head + p, tag.size()});
+    }
+  }
+  if (Truthy(format)) out_ += "\n\n" + RenderResponseFormat(*format);
 }
 
 void Encoder::System(size_t i) {
   out_ += ContentOf(msgs_[i], Field(i) + ".content").value_or("");
-  out_ += Attachments(msgs_[i], i, /*with_request_level=*/i == 0);
+  AppendAttachments(msgs_[i], i, /*with_request_level=*/i == 0);
 }
 
 void Encoder::User(size_t i, bool developer) {
   std::string field = Field(i) + ".content";
   std::optional<std::string> content = ContentOf(msgs_[i], field);
   if (!content) throw Error(field + ": missing");
-  out_ += kUser;
+  Control(kUser);
   if (developer) {
     // The encoder asserts a non-empty developer content.
     if (content->empty()) throw Error(field + ": a developer message needs non-empty content");
-    out_ += Attachments(msgs_[i], i, /*with_request_level=*/false);
+    AppendAttachments(msgs_[i], i, /*with_request_level=*/false);
     out_ += "\n\n# The user's message is: ";
   }
   out_ += *content;
-  out_ += kAssistant;
+  Control(kAssistant);
   bool open = Thinking() && static_cast<int64_t>(i) == last_user_;
-  out_ += open ? kThinkStart : kThinkEnd;
+  Control(open ? kThinkStart : kThinkEnd);
 }
 
 void Encoder::Assistant(size_t i) {
@@ -251,11 +271,11 @@ void Encoder::Assistant(size_t i) {
                   ": in thinking mode an assistant message after the last user message "
                   "needs reasoning_content or tool_calls");
     if (reasoning != nullptr) out_ += reasoning->get_ref<const std::string&>();
-    out_ += kThinkEnd;
+    Control(kThinkEnd);
   }
   out_ += content;
   out_ += calls_text;
-  out_ += kEos;
+  Control(kEos);
 }
 
 std::string Encoder::ToolCalls(const ojson& calls, const std::string& field) const {
@@ -321,7 +341,7 @@ void Encoder::Tool(size_t i) {
   out_ += "\n<result>" + *content + "</result>";
   if (order == calls->size()) {
     out_ += "\n</function_results>\n\n";
-    out_ += Thinking() && static_cast<int64_t>(i) >= last_user_ ? kThinkStart : kThinkEnd;
+    Control(Thinking() && static_cast<int64_t>(i) >= last_user_ ? kThinkStart : kThinkEnd);
   }
 }
 
@@ -366,7 +386,9 @@ ChatPrompt EncodeChatRequest(const nlohmann::ordered_json& request) {
       (*format)["type"] == "text")
     format = nullptr;  // OpenAI's default: free text, nothing to render
   options.response_format = format;
-  prompt.text = EncodeMessages(*messages, options);
+  Encoder encoder(*messages, options);
+  prompt.text = encoder.Run();
+  prompt.control_tokens = std::move(encoder.control_tokens());
   return prompt;
 }
 

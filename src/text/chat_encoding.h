@@ -23,6 +23,9 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
+
+#include "text/tokenizer.h"
 
 namespace dsinfer::text {
 
@@ -50,6 +53,11 @@ ThinkingMode ThinkingModeOf(const nlohmann::ordered_json& request);
 struct ChatPrompt {
   std::string text;
   ThinkingMode thinking_mode = ThinkingMode::kChat;
+  // Where the format itself put control tokens (BOS, EOS, `<｜User｜>`, `<｜Assistant｜>`,
+  // `<think>`, `</think>`), byte offsets into `text` in order. Tokenized with
+  // `Tokenizer::EncodeWithControlTokensAt`, only these become control tokens: the same strings
+  // typed in a message, a tool schema or a tool result stay text (docs/server.md).
+  std::vector<TextSpan> control_tokens;
 };
 
 // A whole OpenAI chat request (`messages`, `tools`, `response_format`, thinking flag) → prompt.

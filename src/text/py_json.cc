@@ -5,41 +5,18 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <vector>
 
 #include "base/error.h"
+#include "format/json_util.h"
 
 namespace dsinfer::text {
 namespace {
 
 using ojson = nlohmann::ordered_json;
 
-void AppendValue(const ojson& v, std::string& out);
-
-void AppendObject(const ojson& v, std::string& out) {
-  out += '{';
-  bool first = true;
-  for (auto it = v.begin(); it != v.end(); ++it) {
-    if (!first) out += ", ";
-    first = false;
-    AppendPyJsonString(it.key(), out);
-    out += ": ";
-    AppendValue(it.value(), out);
-  }
-  out += '}';
-}
-
-void AppendArray(const ojson& v, std::string& out) {
-  out += '[';
-  bool first = true;
-  for (const ojson& e : v) {
-    if (!first) out += ", ";
-    first = false;
-    AppendValue(e, out);
-  }
-  out += ']';
-}
-
-void AppendValue(const ojson& v, std::string& out) {
+// A value that is neither an object nor an array.
+void AppendScalar(const ojson& v, std::string& out) {
   switch (v.type()) {
     case ojson::value_t::null:
       out += "null";
@@ -58,12 +35,6 @@ void AppendValue(const ojson& v, std::string& out) {
       break;
     case ojson::value_t::string:
       AppendPyJsonString(v.get_ref<const std::string&>(), out);
-      break;
-    case ojson::value_t::array:
-      AppendArray(v, out);
-      break;
-    case ojson::value_t::object:
-      AppendObject(v, out);
       break;
     default:
       throw Error("JSON value of type " + std::string(v.type_name()) +
@@ -188,19 +159,45 @@ std::string PyFloatRepr(double d) {
   return out;
 }
 
+// Iterative, with an explicit stack of open containers: the depth of `value` costs heap,
+// not call stack, so any value that could be built can be written.
 std::string PyJsonDumps(const nlohmann::ordered_json& value) {
+  struct Open {
+    const ojson* container;
+    ojson::const_iterator next;  // the element to write next
+  };
   std::string out;
-  AppendValue(value, out);
+  std::vector<Open> open;
+  auto begin = [&](const ojson& v) {  // writes a scalar, or the opening of a container
+    if (v.is_object() || v.is_array()) {
+      out += v.is_object() ? '{' : '[';
+      open.push_back({&v, v.cbegin()});
+    } else {
+      AppendScalar(v, out);
+    }
+  };
+  begin(value);
+  while (!open.empty()) {
+    Open& top = open.back();
+    const bool is_object = top.container->is_object();
+    if (top.next == top.container->cend()) {
+      out += is_object ? '}' : ']';
+      open.pop_back();
+      continue;
+    }
+    if (top.next != top.container->cbegin()) out += ", ";
+    const ojson::const_iterator it = top.next++;
+    if (is_object) {
+      AppendPyJsonString(it.key(), out);
+      out += ": ";
+    }
+    begin(*it);  // may grow `open`: `top` is not used after this
+  }
   return out;
 }
 
 nlohmann::ordered_json ParseJsonText(std::string_view text, const std::string& what) {
-  ojson v;
-  try {
-    v = ojson::parse(text);
-  } catch (const ojson::parse_error& e) {
-    throw Error(what + ": invalid JSON: " + e.what());
-  }
+  ojson v = ParseJsonStrict<ojson>(text, what, {.reject_duplicate_keys = false});
   CheckIntegerLiterals(text, what);
   return v;
 }

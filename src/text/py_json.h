@@ -13,7 +13,7 @@
 
 namespace dsinfer::text {
 
-// `json.dumps(value, ensure_ascii=False)`.
+// `json.dumps(value, ensure_ascii=False)`. Iterative: any depth is written without recursion.
 std::string PyJsonDumps(const nlohmann::ordered_json& value);
 
 // Appends the JSON string literal for UTF-8 `s` ("..." with Python's escapes) to `out`.
@@ -23,9 +23,10 @@ void AppendPyJsonString(std::string_view s, std::string& out);
 // < -4 or >= 16, otherwise fixed with at least one fractional digit ("1.0").
 std::string PyFloatRepr(double d);
 
-// Parses JSON text keeping key order. Bad JSON, or an integer literal outside the 64-bit
-// range (Python keeps it exact; nlohmann would round it to a double), raises `dsinfer::Error`
-// whose message starts with `what`.
+// Parses JSON text keeping key order (the last of duplicate keys wins, as in Python). Bad JSON,
+// nesting deeper than `kMaxJsonDepth` (format/json_util.h: `JsonTooDeepError`), or an integer
+// literal outside the 64-bit range (Python keeps it exact; nlohmann would round it to a
+// double) raises `dsinfer::Error` whose message starts with `what`.
 nlohmann::ordered_json ParseJsonText(std::string_view text, const std::string& what);
 
 }  // namespace dsinfer::text

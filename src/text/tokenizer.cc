@@ -39,6 +39,10 @@ struct Tokenizer::Impl {
 namespace {
 
 std::string ReadFile(const std::string& path) {
+  // A FIFO or device would block or never end: only regular files (symlinks to them) are read.
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec))
+    throw Error("tokenizer file '" + path + "' is not a regular file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error("cannot open tokenizer file '" + path + "'");
   std::ostringstream ss;
@@ -233,11 +237,51 @@ Tokenizer Tokenizer::FromJsonValue(const nlohmann::json& j, std::string_view con
   return Tokenizer(std::move(impl));
 }
 
+namespace {
+
+// `segments` with every added-token match that does not cover one of `control` (sorted) turned
+// into plain text and joined with the plain text next to it. Plain segments not next to such a
+// match stay as they are, so with nothing turned the result is `segments`.
+std::vector<Segment> TextOutsideControlTokens(const std::vector<Segment>& segments,
+                                              const std::vector<TextSpan>& control) {
+  std::vector<Segment> out;
+  bool back_joined = false;  // out.back() holds a match turned into text
+  size_t k = 0;              // the first control span not before the current segment
+  for (Segment s : segments) {
+    while (k < control.size() && control[k].offset < s.begin) ++k;
+    const bool turned = s.token >= 0 && !(k < control.size() && control[k].offset >= s.begin &&
+                                          control[k].offset + control[k].size <= s.end);
+    if (turned) s.token = -1;
+    if (s.token < 0 && !out.empty() && out.back().token < 0 && out.back().end == s.begin &&
+        (turned || back_joined)) {
+      out.back().end = s.end;
+      back_joined = true;
+    } else {
+      out.push_back(s);
+      back_joined = turned;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 void Tokenizer::Impl::EncodePlain(std::string_view text, std::vector<int32_t>& out) const {
   pre->Run(text, [&](std::string_view piece) { bpe->Tokenize(piece, out); });
 }
 
 std::vector<int32_t> Tokenizer::Encode(std::string_view text) const {
+  return EncodeImpl(text, nullptr);
+}
+
+std::vector<int32_t> Tokenizer::EncodeWithControlTokensAt(
+    std::string_view text, const std::vector<TextSpan>& control_tokens) const {
+  if (!IsValidUtf8(text)) throw Error("EncodeWithControlTokensAt: the text is not valid UTF-8");
+  return EncodeImpl(text, &control_tokens);
+}
+
+std::vector<int32_t> Tokenizer::EncodeImpl(std::string_view text,
+                                           const std::vector<TextSpan>* control_tokens) const {
   std::string repaired;
   if (!IsValidUtf8(text)) {
     repaired = ReplaceInvalidUtf8(text);
@@ -252,6 +296,7 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text) const {
       impl_->normalized_trie->Split(text.substr(s.begin, s.end - s.begin), s.begin, segments);
     }
   }
+  if (control_tokens) segments = TextOutsideControlTokens(segments, *control_tokens);
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 4);
   for (const Segment& s : segments) {

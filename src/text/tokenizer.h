@@ -23,6 +23,7 @@
 // all const methods may be called concurrently.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <nlohmann/json_fwd.hpp>
@@ -32,6 +33,13 @@
 #include <vector>
 
 namespace dsinfer::text {
+
+// A byte range [offset, offset + size) of a text.
+struct TextSpan {
+  size_t offset = 0;
+  size_t size = 0;
+  bool operator==(const TextSpan&) const = default;
+};
 
 struct AddedToken {
   std::string content;
@@ -61,6 +69,13 @@ class Tokenizer {
   ~Tokenizer();
 
   std::vector<int32_t> Encode(std::string_view text) const;
+  // `Encode`, except that an added token becomes its id only where it lies at one of
+  // `control_tokens` (sorted by offset): added-token strings anywhere else are encoded as the
+  // plain text they are, merged with the text around them (HF's result for the same text with
+  // that occurrence not matched). With every match listed, equal to `Encode`. `text` must be
+  // valid UTF-8 (Error otherwise: the offsets would not survive the repair).
+  std::vector<int32_t> EncodeWithControlTokensAt(std::string_view text,
+                                                 const std::vector<TextSpan>& control_tokens) const;
   std::string Decode(const std::vector<int32_t>& ids) const;
 
   // Bytes that `id` contributes to a decoded string (before UTF-8 repair); empty if unknown.
@@ -83,6 +98,8 @@ class Tokenizer {
  private:
   struct Impl;
   explicit Tokenizer(std::unique_ptr<Impl> impl);
+  std::vector<int32_t> EncodeImpl(std::string_view text,
+                                  const std::vector<TextSpan>* control_tokens) const;
   std::unique_ptr<Impl> impl_;
 };
 

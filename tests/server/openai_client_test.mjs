@@ -9,6 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import net from 'node:net';
 
 const require = createRequire(path.join(process.env.DSINFER_SOURCE_DIR, 'tools/npm/package.json'));
 const OpenAI = require('openai').default ?? require('openai');
@@ -198,6 +199,64 @@ test('stop sequence', async () => {
   const r = await client.chat.completions.create({ model: MODEL, messages: user('SCRIPT_PLAIN'), stop: ['answer'] });
   assert.equal(r.choices[0].message.content, 'Plain ');
   assert.equal(r.choices[0].finish_reason, 'stop');
+});
+
+// The probe's killers, as raw bodies (JSON.stringify would refuse the depth; --max-body is
+// 64 KiB here, so 30,000 levels): each a 400 naming the field, and the server still answers.
+test('hostile input: deep nesting, huge max_tokens, out-of-range numbers', async () => {
+  const head = `{"model": "${MODEL}", "messages": [{"role": "user", "content": "a"}]`;
+  const deep = '['.repeat(30000) + ']'.repeat(30000);
+  assertError(await raw('/v1/chat/completions', { body: `${head}, "response_format": ${deep}}` }),
+              400, { param: 'response_format[0][0][0][0][0]...' });
+  assertError(await raw('/v1/chat/completions', {
+    body: `${head}, "tools": [{"type": "function", "function": {"name": "f", "parameters": ${deep}}}]}`,
+  }), 400, { param: 'tools[0].function.parameters[0][0]...' });
+  for (const n of ['9223372036854775807', '9223372036854775000', '18446744073709551615']) {
+    for (const stream of [false, true]) {
+      assertError(await raw('/v1/chat/completions', { body: `${head}, "max_tokens": ${n}, "stream": ${stream}}` }),
+                  400, { code: 'context_length_exceeded', param: 'max_tokens' });
+    }
+  }
+  for (const n of ['-9223372036854775808', '0', '1.5', '"5"']) {
+    assertError(await raw('/v1/chat/completions', { body: `${head}, "max_tokens": ${n}}` }),
+                400, { param: 'max_tokens' });
+  }
+  const big = await raw('/v1/chat/completions', { body: `${head}, "temperature": 1e999}` });
+  assertError(big, 400);
+  assert.doesNotMatch(big.text, /json\.exception/);
+  const ok = await client.chat.completions.create({ model: MODEL, messages: user('a'), max_tokens: 1 });
+  assert.equal(ok.usage.completion_tokens, 1);
+});
+
+// Raw HTTP/1.1 over a socket: the response's status line, or 'timeout' after `ms`.
+function rawHttp(head, { body = '', ms = 3000 } = {}) {
+  const url = new URL(URL_BASE);
+  return new Promise((resolve) => {
+    const sock = net.connect(Number(url.port), url.hostname);
+    let data = '';
+    const timer = setTimeout(() => { sock.destroy(); resolve('timeout'); }, ms);
+    sock.on('data', (d) => {
+      data += d;
+      if (data.includes('\r\n')) { clearTimeout(timer); sock.destroy(); resolve(data.split('\r\n')[0]); }
+    });
+    sock.on('error', () => { clearTimeout(timer); resolve('error'); });
+    sock.write(head.join('\r\n') + '\r\n\r\n' + body);
+  });
+}
+
+// Checked on the head, before any body byte is read: the key, the framing, the size. (httplib
+// used to read chunked and gzip bodies whole, without a cap, before the key check.)
+test('body framing and the key are checked before the body is read', async () => {
+  const host = `Host: ${new URL(URL_BASE).host}`;
+  const auth = `Authorization: Bearer ${KEY}`;
+  const post = 'POST /v1/chat/completions HTTP/1.1';
+  // No key, a body announced but never sent: refused at once (the server does not wait for it).
+  assert.match(await rawHttp([post, host, 'Content-Type: application/json', 'Content-Length: 60000']), / 401 /);
+  assert.match(await rawHttp([post, host, auth, 'Transfer-Encoding: chunked']), / 411 /);
+  assert.match(await rawHttp([post, host, auth, 'Content-Encoding: gzip', 'Content-Length: 10']), / 415 /);
+  assert.match(await rawHttp([post, host, auth, 'Content-Length: 100000000000']), / 413 /);
+  const health = await raw('/health', { method: 'GET' });
+  assert.equal(health.status, 200);
 });
 
 test('errors: JSON, schema, model, auth, size, context, n, logprobs', async () => {

@@ -50,10 +50,11 @@ DEFAULT_SERVE_ARGS = ["--parallel", "2", "--queue", "2", "--max-body", "65536"]
 
 def start_server(dsinfer, model, script_path, log_path, serve_args):
     log = open(log_path, "w")
+    # The key comes from the environment (DSINFER_API_KEY), not argv, where ps shows it.
     proc = subprocess.Popen(
         [dsinfer, "serve", "--model", model, "--host", "127.0.0.1", "--port", "0",
-         "--api-key", API_KEY, "--ctx", str(CTX), "--test-script", script_path] + serve_args,
-        stdout=log, stderr=log)
+         "--ctx", str(CTX), "--test-script", script_path] + serve_args,
+        stdout=log, stderr=log, env=dict(os.environ, DSINFER_API_KEY=API_KEY))
     deadline = time.time() + 60
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -77,6 +78,28 @@ def wait_health(url):
     raise RuntimeError("/health did not answer within 30 s")
 
 
+def check_port_exclusive(dsinfer, model, script_path, work, url):
+    """A second server on the same port must fail to bind (httplib's default SO_REUSEPORT let it
+    share the port and take half the connections). Returns an error message or None."""
+    port = url.rsplit(":", 1)[1]
+    log_path = os.path.join(work, "second_server.log")
+    with open(log_path, "w") as log:
+        second = subprocess.Popen(
+            [dsinfer, "serve", "--model", model, "--host", "127.0.0.1", "--port", port,
+             "--ctx", str(CTX), "--test-script", script_path] + DEFAULT_SERVE_ARGS,
+            stdout=log, stderr=log, env=dict(os.environ, DSINFER_API_KEY=API_KEY))
+    try:
+        rc = second.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        second.kill()
+        second.wait(timeout=10)
+        return "a second server on port %s kept running (port shared)" % port
+    text = open(log_path).read()
+    if rc == 0 or "cannot bind" not in text:
+        return "second server: rc %d, log:\n%s" % (rc, text[-2000:])
+    return None
+
+
 def main():
     dsinfer, node, source, work = sys.argv[1:5]
     test_file = sys.argv[5] if len(sys.argv) > 5 else "openai_client_test.mjs"
@@ -95,6 +118,11 @@ def main():
         test = os.path.join(source, "tests", "server", test_file)
         rc = subprocess.run([node, "--test", "--test-timeout=120000", test], env=env,
                             timeout=150).returncode
+        if test_file == "openai_client_test.mjs":
+            problem = check_port_exclusive(dsinfer, model, script_path, work, url)
+            if problem:
+                print("FAIL: " + problem)
+                rc = 1
     finally:
         proc.terminate()
         try:

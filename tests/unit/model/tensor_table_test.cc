@@ -6,6 +6,7 @@
 
 #include <map>
 #include <set>
+#include <string>
 
 #include "base/error.h"
 
@@ -66,6 +67,27 @@ TEST(TensorTable, OfficialConfigNamesAndShapes) {
   ExpectTensor(m, "model.norm.weight", DType::kBF16, {7168});
   ExpectTensor(m, "lm_head.weight", DType::kBF16, {129280, 7168});
   EXPECT_FALSE(m.count("model.layers.62.input_layernorm.weight"));
+}
+
+// Bounded by the checkpoint's tensor count: the official table (required entries: all but the
+// MTP layer's) passes with exactly its required count, fails with one fewer, and a config with
+// 1000x the layers fails while the table is still small (the error is raised as it grows).
+TEST(TensorTable, BoundedByTheCheckpointTensorCount) {
+  ModelConfig c;
+  const std::vector<TensorEntry> full = TensorTable(c);
+  size_t required = 0;
+  for (const TensorEntry& e : full) required += e.required;
+  EXPECT_EQ(TensorTable(c, required).size(), full.size());
+  EXPECT_THROW(TensorTable(c, required - 1), Error);
+  c.num_hidden_layers = 61000;
+  try {
+    TensorTable(c, required);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("num_hidden_layers (61000), n_routed_experts (256)"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(TensorTable, OfficialConfigMtpLayer) {

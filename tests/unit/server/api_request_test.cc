@@ -6,6 +6,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
+#include <limits>
+
 #include "base/error.h"
 #include "server/api_error.h"
 #include "server/sse.h"
@@ -117,19 +120,37 @@ TEST(ApiRequest, ErrorsNameTheField) {
   EXPECT_EQ(ParamOf([] { ParseTextRequest(Json{{"model", "m"}, {"prompt", 5}}); }), "prompt");
 }
 
+// max_tokens: only positive integers; anything up to 2^64 − 1 parses (capped at 2^63 − 1: the
+// caller compares it with the context, subtracting, never adding).
+TEST(ApiRequest, MaxTokensRange) {
+  auto chat = [](Json extra) { return [extra] { ParseChatRequest(Chat(extra)); }; };
+  for (const Json& bad : {Json(-1), Json(0), Json(1.5), Json(1e300), Json("5"), Json(true),
+                          Json(std::numeric_limits<int64_t>::min())})
+    EXPECT_EQ(ParamOf(chat({{"max_tokens", bad}})), "max_tokens") << bad.dump();
+  const int64_t max = std::numeric_limits<int64_t>::max();
+  EXPECT_EQ(ParseChatRequest(Chat({{"max_tokens", max}})).params.max_tokens, max);
+  EXPECT_EQ(ParseChatRequest(Chat({{"max_tokens", std::numeric_limits<uint64_t>::max()}}))
+                .params.max_tokens,
+            max);
+  const ChatRequest both =
+      ParseChatRequest(Chat({{"max_tokens", 9}, {"max_completion_tokens", 7}}));
+  EXPECT_EQ(both.params.max_tokens, 7);
+  EXPECT_EQ(both.params.max_tokens_field, "max_completion_tokens");
+}
+
 TEST(ApiRequest, Logprobs) {
   const Json msgs = Json::array({{{"role", "user"}, {"content", "a"}}});
   EXPECT_EQ(ParseChatRequest(Json{{"model", "m"}, {"messages", msgs}}).params.top_logprobs, -1);
-  EXPECT_EQ(
-      ParseChatRequest(Json{{"model", "m"}, {"messages", msgs}, {"logprobs", true}}).params.top_logprobs,
-      0);
+  EXPECT_EQ(ParseChatRequest(Json{{"model", "m"}, {"messages", msgs}, {"logprobs", true}})
+                .params.top_logprobs,
+            0);
   EXPECT_EQ(ParseChatRequest(
                 Json{{"model", "m"}, {"messages", msgs}, {"logprobs", true}, {"top_logprobs", 20}})
                 .params.top_logprobs,
             20);
-  EXPECT_EQ(ParseTextRequest(Json{{"model", "m"}, {"prompt", "a"}, {"logprobs", 5}})
-                .params.top_logprobs,
-            5);
+  EXPECT_EQ(
+      ParseTextRequest(Json{{"model", "m"}, {"prompt", "a"}, {"logprobs", 5}}).params.top_logprobs,
+      5);
   EXPECT_EQ(ParseTextRequest(Json{{"model", "m"}, {"prompt", "a"}}).params.top_logprobs, -1);
 }
 
@@ -143,6 +164,44 @@ TEST(ApiRequest, JsonBody) {
     EXPECT_NE(std::string(e.what()).find("invalid JSON"), std::string::npos) << e.what();
   }
   EXPECT_EQ(ParamOf([] { ParseJsonBody("[1]"); }), "");
+}
+
+// The probe's request: 50,000 levels in tools[].function.parameters. Refused while parsing
+// (nothing recursive ever sees it), 400 naming where it went too deep.
+TEST(ApiRequest, DeepBodyIs400NamingTheParameter) {
+  const int depth = 50000;
+  std::string deep;
+  for (int i = 0; i < depth; ++i) deep += "{\"type\": \"object\", \"properties\": {\"p\": ";
+  deep += "{}";
+  for (int i = 0; i < depth; ++i) deep += "}}";
+  const std::string body = R"({"model": "m", "messages": [], "tools": [{"type": "function", )"
+                           R"("function": {"name": "f", "parameters": )" +
+                           deep + "}}]}";
+  EXPECT_EQ(ParamOf([&] { ParseJsonBody(body); }), "tools[0].function.parameters.properties.p...");
+  // The limit itself: kMaxJsonDepth (64) levels below the top-level object pass.
+  EXPECT_NO_THROW(ParseJsonBody("{\"a\": " + std::string(64, '[') + std::string(64, ']') + "}"));
+  EXPECT_EQ(ParamOf([] {
+              ParseJsonBody("{\"a\": " + std::string(65, '[') + std::string(65, ']') + "}");
+            }),
+            "a[0][0][0][0][0]...");
+}
+
+// Numbers out of the double range are a 400 without the JSON library's internals; duplicate
+// keys keep the last (Python's json does).
+TEST(ApiRequest, OutOfRangeNumberIs400) {
+  for (const char* body :
+       {R"({"model": "m", "temperature": 1e999})", R"({"max_tokens": -1e400})"}) {
+    try {
+      ParseJsonBody(body);
+      ADD_FAILURE() << body;
+    } catch (const ApiError& e) {
+      EXPECT_EQ(e.status(), 400);
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("number overflow"), std::string::npos) << msg;
+      EXPECT_EQ(msg.find("json.exception"), std::string::npos) << msg;
+    }
+  }
+  EXPECT_EQ(ParseJsonBody(R"({"a": 1, "a": 2})")["a"], 2);
 }
 
 TEST(ApiError, Shape) {

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <limits>
 #include <memory>
 
 #include "base/error.h"
@@ -247,6 +248,11 @@ TEST_F(EngineTest, RejectsInvalidRequests) {
   EXPECT_THROW(e->Submit(r), Error);
   r = Request(4, 9, e->config().max_position_embeddings);
   EXPECT_THROW(e->Submit(r), Error);  // over the context
+  for (int64_t huge :
+       {std::numeric_limits<int64_t>::max(), std::numeric_limits<int64_t>::max() - 2}) {
+    r = Request(4, 9, huge);  // prompt + max_tokens would overflow
+    EXPECT_THROW(e->Submit(r), Error) << huge;
+  }
   r = Request(4, 9, 3);
   r.sampler.top_p = 0;
   EXPECT_THROW(e->Submit(r), Error);

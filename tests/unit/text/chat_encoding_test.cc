@@ -5,9 +5,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <string>
 #include <utility>
 
 #include "base/error.h"
+#include "format/json_util.h"
 #include "tests/unit/text/chat_test_util.h"
 #include "text/py_json.h"
 
@@ -372,6 +375,92 @@ TEST(PyJson, ParseErrorsNameTheSource) {
   EXPECT_THROW(ParseJsonText("[18446744073709551616]", "x"), Error);
   EXPECT_THROW(ParseJsonText("[-9223372036854775809]", "x"), Error);
   EXPECT_NO_THROW(ParseJsonText("[\"18446744073709551616\", 1.8e19]", "x"));
+}
+
+// `depth` containers nested alternately as arrays and {"k": ...} objects around 7, built
+// without recursion (nlohmann's destructor is iterative too).
+ojson DeepValue(int depth) {
+  ojson root = ojson::array();
+  ojson* cur = &root;
+  for (int i = 1; i < depth; ++i) {
+    if (cur->is_array()) {
+      cur->push_back(i % 2 ? ojson::object() : ojson::array());
+      cur = &cur->back();
+    } else {
+      (*cur)["k"] = i % 2 ? ojson::object() : ojson::array();
+      cur = &(*cur)["k"];
+    }
+  }
+  if (cur->is_array()) {
+    cur->push_back(7);
+  } else {
+    (*cur)["k"] = 7;
+  }
+  return root;
+}
+
+// The expected text of DeepValue, written independently as string concatenation.
+std::string DeepText(int depth) {
+  std::string open, close;
+  for (int i = 0; i < depth; ++i) {
+    const bool array = i % 2 == 0;
+    open += array ? "[" : "{\"k\": ";
+    close += array ? "]" : "}";
+  }
+  std::reverse(close.begin(), close.end());
+  return open + "7" + close;
+}
+
+// 200,000 levels would need tens of MB of stack written recursively (the probe's request with
+// 50,000 killed the server); the dumper keeps its own stack on the heap.
+TEST(PyJson, DumpsAnyDepthWithoutRecursion) {
+  EXPECT_EQ(PyJsonDumps(DeepValue(3)), "[{\"k\": [7]}]");
+  EXPECT_EQ(PyJsonDumps(DeepValue(3)), DeepText(3));
+  const int depth = 200000;
+  EXPECT_TRUE(PyJsonDumps(DeepValue(depth)) == DeepText(depth));
+}
+
+// Parsing is depth-limited at kMaxJsonDepth (the top-level value being depth 0); the error
+// names where the nesting went too deep.
+TEST(PyJson, ParseRefusesNestingBeyondTheLimit) {
+  auto nested = [](int containers, const std::string& leaf) {
+    return std::string(containers, '[') + leaf + std::string(containers, ']');
+  };
+  EXPECT_NO_THROW(ParseJsonText(nested(kMaxJsonDepth + 1, "1"), "x"));
+  EXPECT_THROW(ParseJsonText(nested(kMaxJsonDepth + 2, "1"), "x"), JsonTooDeepError);
+  std::string deep = "{\"a\": [0, {\"b\": " + nested(50000, "") + "}]}";
+  try {
+    ParseJsonText(deep, "messages[1].tool_calls[0].function.arguments");
+    FAIL();
+  } catch (const JsonTooDeepError& e) {
+    EXPECT_EQ(e.path(), "a[1].b[0][0][0]...");
+    EXPECT_EQ(std::string(e.what()),
+              "messages[1].tool_calls[0].function.arguments: invalid JSON: a[1].b[0][0][0]...: "
+              "nested deeper than 64 levels");
+  }
+  // Duplicate keys: the last wins, as in Python.
+  EXPECT_EQ(ParseJsonText(R"({"a": 1, "a": 2})", "x")["a"], 2);
+}
+
+// A tool call's arguments string nested 50,000 deep: a 400-style Error naming the field.
+TEST(ChatEncoding, DeepToolCallArgumentsNameTheField) {
+  std::string args = "{\"q\": " + std::string(50000, '[') + std::string(50000, ']') + "}";
+  ojson req = {{"messages",
+                {{{"role", "user"}, {"content", "hi"}},
+                 {{"role", "assistant"},
+                  {"content", ""},
+                  {"tool_calls",
+                   {{{"type", "function"}, {"function", {{"name", "f"}, {"arguments", args}}}}}}},
+                 {{"role", "tool"}, {"tool_call_id", "c"}, {"content", "r"}}}}};
+  try {
+    EncodeChatRequest(req);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_TRUE(std::string(e.what()).starts_with(
+        "messages[1].tool_calls[0].function.arguments: invalid JSON: q[0][0][0][0][0]...: "
+        "nested deeper than 64"))
+        << e.what();
+  }
 }
 
 }  // namespace

@@ -2,11 +2,16 @@
 // `tokenizers` node binding, tests/text/make_golden.mjs) and against definitions.
 #include "text/tokenizer.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <future>
 #include <random>
 #include <thread>
 
@@ -225,6 +230,29 @@ TEST(Tokenizer, FromFileReadsTheConfigBesideIt) {
   std::ofstream(dir / "tokenizer_config.json") << R"({"bos_token": "<nope>"})";
   ExpectError([&] { Tokenizer::FromFile((dir / "tokenizer.json").string()); }, "<nope>");
   std::filesystem::remove_all(dir);
+}
+
+// A tokenizer.json that is a named pipe used to block `run` / `serve` forever; now refused.
+// (If reading blocks, the test fails after 5 s and unblocks it by opening the writer.)
+TEST(Tokenizer, FifoIsRejectedWithoutBlocking) {
+  const std::string path = ::testing::TempDir() + "tokenizer_test_fifo.json";
+  std::remove(path.c_str());
+  ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0);
+  auto result = std::async(std::launch::async, [&]() -> std::string {
+    try {
+      Tokenizer::FromFile(path);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "<no error>";
+  });
+  if (result.wait_for(std::chrono::seconds(5)) != std::future_status::ready) {
+    ADD_FAILURE() << "Tokenizer::FromFile blocked on a FIFO";
+    const int w = ::open(path.c_str(), O_WRONLY | O_NONBLOCK);
+    if (w >= 0) ::close(w);
+  }
+  EXPECT_NE(result.get().find("not a regular file"), std::string::npos);
+  std::remove(path.c_str());
 }
 
 }  // namespace

@@ -170,6 +170,24 @@ TEST(Inspect, OmittedMtpLayerIsStillUsableUnexpectedIsReported) {
   EXPECT_FALSE(r.has_mtp);
 }
 
+// Plausible but wrong counts (1000 layers in a 2-layer checkpoint) are checked against the
+// checkpoint's tensor count while the expected-tensor table grows: one error naming the counts,
+// not a table of every missing tensor of 1000 layers (or, for larger counts, an allocation
+// sized by them).
+TEST(Inspect, CountsBeyondTheCheckpointAreRefusedEarly) {
+  ScratchDir tmp("inspect");
+  const std::string dir = MakeTiny(tmp);
+  auto cfg = nlohmann::json::parse(ReadFile(dir + "/config.json"));
+  cfg["num_hidden_layers"] = 1000;
+  std::ofstream(dir + "/config.json") << cfg.dump();
+  const InspectReport r = Inspect({.dir = dir});
+  EXPECT_FALSE(r.usable());
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_NE(r.errors[0].find("num_hidden_layers (1000)"), std::string::npos) << r.errors[0];
+  EXPECT_NE(r.errors[0].find("describe more tensors than the checkpoint's"), std::string::npos)
+      << r.errors[0];
+}
+
 TEST(Inspect, InvalidConfigIsUnusableWithReason) {
   ScratchDir tmp("inspect");
   const std::string dir = MakeTiny(tmp);
