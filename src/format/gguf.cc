@@ -91,7 +91,7 @@ class Reader {
     const uint64_t len = Read<uint64_t>("the length of " + what);
     if (len > remaining())
       Fail("string length " + std::to_string(len) + " of " + what + " exceeds the " +
-               std::to_string(remaining()) + " bytes left in the file",
+               std::to_string(remaining()) + " bytes left in the file (truncated file or corrupt length)",
            at);
     const std::byte* p = Take(len, what);
     return std::string(reinterpret_cast<const char*>(p), len);
@@ -183,11 +183,12 @@ void ReadPreamble(Reader& r, GgufHeader& h, uint64_t& n_tensors, uint64_t& n_kv)
     r.Fail("unsupported GGUF version " + std::to_string(h.version) + " (expected 2 or 3)", 4);
   n_tensors = r.Read<uint64_t>("the tensor count");
   n_kv = r.Read<uint64_t>("the metadata count");
-  // Each KV takes at least 13 bytes (key length, type, a 1-byte value); each tensor info 24.
+  // Each KV takes at least 13 bytes (key length, type, a 1-byte value).
   if (n_kv > r.remaining() / 13)
-    r.Fail("metadata count " + std::to_string(n_kv) + " cannot fit in the file", 16);
-  if (n_tensors > r.remaining() / 24)
-    r.Fail("tensor count " + std::to_string(n_tensors) + " cannot fit in the file", 8);
+    r.Fail("metadata count " + std::to_string(n_kv) + " cannot fit in the " +
+               std::to_string(r.remaining()) +
+               " bytes after the header (truncated file or corrupt count)",
+           16);
 }
 
 void ReadMetadata(Reader& r, GgufHeader& h, uint64_t n_kv) {
@@ -217,6 +218,12 @@ void ReadMetadata(Reader& r, GgufHeader& h, uint64_t n_kv) {
 // Reads the tensor infos; `info_at[t]` receives the byte offset of tensor t's entry.
 void ReadTensorInfos(Reader& r, GgufHeader& h, uint64_t n_tensors,
                      std::vector<uint64_t>& info_at) {
+  // Each tensor info takes at least 24 bytes (name length, n_dims, type, offset).
+  if (n_tensors > r.remaining() / 24)
+    r.Fail("tensor count " + std::to_string(n_tensors) + " cannot fit in the " +
+               std::to_string(r.remaining()) +
+               " bytes after the metadata (truncated file or corrupt count)",
+           8);
   std::map<std::string, size_t, std::less<>> seen;
   for (uint64_t t = 0; t < n_tensors; ++t) {
     const uint64_t at = r.pos();
