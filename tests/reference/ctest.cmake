@@ -15,3 +15,10 @@ set_tests_properties(reference_check_inspect PROPERTIES LABELS integration TIMEO
 add_test(NAME reference_gen_tiny
   COMMAND ${DSINFER_PYTHON} ${CMAKE_SOURCE_DIR}/tests/reference/check_gen_tiny.py $<TARGET_FILE:dsinfer>)
 set_tests_properties(reference_gen_tiny PROPERTIES LABELS integration TIMEOUT 300)
+
+# The C++ GGUF reader and block decoders (`dsinfer gguf-dump`) against the NumPy ones
+# (gguf_np.py): every metadata type, F32/F16/BF16/Q8_0/Q4_K/Q5_K/Q6_K tensors with edge-case
+# blocks, v3 (alignment 32 and 64) and v2; values bit-identical (check_gguf.py).
+add_test(NAME reference_check_gguf
+  COMMAND ${DSINFER_PYTHON} ${CMAKE_SOURCE_DIR}/tests/reference/check_gguf.py $<TARGET_FILE:dsinfer>)
+set_tests_properties(reference_check_gguf PROPERTIES LABELS integration TIMEOUT 120)

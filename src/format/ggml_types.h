@@ -1,0 +1,89 @@
+// ggml tensor types (the `type` field of a GGUF tensor info): block geometry of every type
+// dsinfer recognises, and exact scalar dequantisation of the ones it decodes.
+//
+// A ggml tensor row (`dims[0]` elements, the contiguous extent) is a sequence of blocks; a
+// block holds `block_elems` elements in `block_bytes` bytes. All multi-byte fields are
+// little-endian. "f16" is IEEE binary16. The layouts below are those of ggml's
+// `ggml/src/ggml-common.h` (struct `block_*`, `QK8_0 = 32`, `QK_K = 256`, `K_SCALE_SIZE = 12`)
+// and the reference decoders `dequantize_row_*` of `ggml/src/ggml-quants.c`; the layouts are
+// restated here from those definitions (docs/gguf.md has the table):
+//
+//  * F32  (0): 1 element, 4 bytes.  F16 (1): 1 element, 2 bytes (IEEE binary16).
+//  * BF16 (30): 1 element, 2 bytes (top half of an IEEE f32).
+//  * Q8_0 (8): 32 elements, 34 bytes = f16 d | int8 q[32];  x[i] = q[i] * d.
+//  * Q4_K (12): 256 elements, 144 bytes = f16 d | f16 dmin | u8 scales[12] | u8 qs[128].
+//      8 sub-blocks of 32; sub-block j has a 6-bit scale sc_j and a 6-bit min m_j packed in
+//      `scales` (see UnpackK4Scale). Element e (chunk c = e / 64, half h = (e / 32) % 2,
+//      l = e % 32): q = qs[32c + l] low nibble (h = 0) or high nibble (h = 1), j = 2c + h,
+//      x = (d * sc_j) * q - (dmin * m_j), each product and the difference rounded to f32.
+//  * Q5_K (13): 256 elements, 176 bytes = f16 d | f16 dmin | u8 scales[12] | u8 qh[32] |
+//      u8 qs[128]. As Q4_K with a fifth bit: q += 16 if bit j of qh[l] is set (j = 2c + h).
+//  * Q6_K (14): 256 elements, 210 bytes = u8 ql[128] | u8 qh[64] | int8 scales[16] | f16 d.
+//      Element e (half n = e / 128, r = e % 128, quarter k = r / 32, l = r % 32):
+//      low 4 bits = ql[64n + l + 32 (k odd)] low nibble (k < 2) or high nibble (k >= 2);
+//      high 2 bits = (qh[32n + l] >> 2k) & 3; q = (low | high << 4) - 32;
+//      x = (d * scales[8n + 2k + l / 16]) * q, each product rounded to f32.
+//
+// The other types below are recognised (so that a file listing them parses and names them)
+// but not decoded yet: DequantizeRow throws `Error` naming the type.
+// Thread-safe: pure functions and constant tables.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+namespace dsinfer {
+
+enum class GgmlType : uint32_t {
+  kF32 = 0,
+  kF16 = 1,
+  kQ4_0 = 2,
+  kQ4_1 = 3,
+  kQ5_0 = 6,
+  kQ5_1 = 7,
+  kQ8_0 = 8,
+  kQ8_1 = 9,
+  kQ2_K = 10,
+  kQ3_K = 11,
+  kQ4_K = 12,
+  kQ5_K = 13,
+  kQ6_K = 14,
+  kQ8_K = 15,
+  kI8 = 24,
+  kI16 = 25,
+  kI32 = 26,
+  kI64 = 27,
+  kF64 = 28,
+  kBF16 = 30,
+};
+
+struct GgmlTypeInfo {
+  GgmlType type;
+  std::string_view name;  // ggml's spelling, e.g. "Q4_K"
+  int64_t block_elems;    // elements per block
+  size_t block_bytes;     // bytes per block
+  bool decodable;         // DequantizeRow implements it
+};
+
+// The geometry of type id `id`; nullptr for an id dsinfer does not know (including ggml's
+// IQ*/TQ*/MXFP4 types, whose layouts are not implemented).
+const GgmlTypeInfo* FindGgmlType(uint32_t id);
+const GgmlTypeInfo& GgmlTypeOf(GgmlType t);  // `t` must be a listed enumerator
+inline std::string_view GgmlTypeName(GgmlType t) { return GgmlTypeOf(t).name; }
+
+// Decodes one row of `out.size()` elements (a multiple of the block size) from `src`
+// (exactly out.size() / block_elems * block_bytes bytes, any alignment) to f32, bit for bit
+// as ggml's reference decoders define it. Throws `Error` for a type that is not decodable
+// or sizes that do not match; `what` (e.g. a tensor name) starts the message.
+void DequantizeRow(GgmlType t, std::span<const std::byte> src, std::span<float> out,
+                   std::string_view what = "");
+
+// The 6-bit scale and min of sub-block `j` (0..7) of a Q4_K/Q5_K `scales[12]` field:
+// bytes 0-3 hold sc_0..3 in their low 6 bits, bytes 4-7 m_0..3 likewise; sub-blocks 4..7 keep
+// their low 4 bits in the nibbles of bytes 8-11 (scale low, min high) and their top 2 bits in
+// the top 2 bits of bytes 0-3 (scale) and 4-7 (min).
+void UnpackK4Scale(const uint8_t* scales, int j, uint8_t* sc, uint8_t* m);
+
+}  // namespace dsinfer

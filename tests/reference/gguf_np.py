@@ -1,0 +1,293 @@
+"""GGUF files in NumPy: reader, writer and block decoders, written from the format's
+specification (ggml's docs/gguf.md) and the block layouts restated in docs/gguf.md of this
+repository. struct + numpy only; independent of the C++ reader (src/format/gguf.cc).
+
+Layout: u32 magic "GGUF" | u32 version (2 or 3) | u64 tensor_count | u64 kv_count |
+kv_count x (string key, u32 value type, value) | tensor_count x (string name, u32 n_dims,
+u64 dims[n_dims], u32 ggml type, u64 offset) | zero padding to the alignment | data.
+A string is u64 length + UTF-8 bytes; an array is u32 element type + u64 count + elements.
+Tensor offsets are relative to the data section and multiples of `general.alignment` (u32,
+default 32). dims[0] is the contiguous extent (NumPy shape = reversed dims).
+"""
+
+import struct
+
+import numpy as np
+
+MAGIC = b"GGUF"
+DEFAULT_ALIGNMENT = 32
+
+# Metadata value types.
+UINT8, INT8, UINT16, INT16, UINT32, INT32, FLOAT32, BOOL, STRING, ARRAY, UINT64, INT64, FLOAT64 = range(13)
+TYPE_NAMES = ["UINT8", "INT8", "UINT16", "INT16", "UINT32", "INT32", "FLOAT32", "BOOL", "STRING",
+              "ARRAY", "UINT64", "INT64", "FLOAT64"]
+SCALAR_FMT = {UINT8: "<B", INT8: "<b", UINT16: "<H", INT16: "<h", UINT32: "<I", INT32: "<i",
+              FLOAT32: "<f", BOOL: "<?", UINT64: "<Q", INT64: "<q", FLOAT64: "<d"}
+
+# ggml tensor types this module decodes: id -> (name, elements per block, bytes per block).
+F32, F16, Q8_0, Q4_K, Q5_K, Q6_K, BF16 = 0, 1, 8, 12, 13, 14, 30
+GGML_TYPES = {F32: ("F32", 1, 4), F16: ("F16", 1, 2), Q8_0: ("Q8_0", 32, 34),
+              Q4_K: ("Q4_K", 256, 144), Q5_K: ("Q5_K", 256, 176), Q6_K: ("Q6_K", 256, 210),
+              BF16: ("BF16", 1, 2)}
+
+
+class Value:
+    """A typed metadata value. For ARRAY, `elem` is the element type and `value` a list of
+    plain Python values (or of `Value`s of type ARRAY for nested arrays)."""
+
+    def __init__(self, type_, value, elem=None):
+        self.type, self.value, self.elem = type_, value, elem
+
+    def __repr__(self):
+        return f"Value({TYPE_NAMES[self.type]}, {self.value!r}, elem={self.elem})"
+
+
+# ---------------------------------------------------------------- writer
+
+def _enc_string(s):
+    b = s.encode("utf-8") if isinstance(s, str) else bytes(s)
+    return struct.pack("<Q", len(b)) + b
+
+
+def _enc_payload(type_, value, elem=None):
+    if type_ == STRING:
+        return _enc_string(value)
+    if type_ == ARRAY:
+        out = struct.pack("<IQ", elem, len(value))
+        for item in value:
+            if elem == ARRAY:
+                out += _enc_payload(ARRAY, item.value, item.elem)
+            else:
+                out += _enc_payload(elem, item)
+        return out
+    return struct.pack(SCALAR_FMT[type_], value)
+
+
+def encode_header(metadata, tensors, version=3):
+    """Bytes of the header, KVs and tensor infos (no padding). `metadata`: list of
+    (key, Value); `tensors`: list of dicts with name, type, dims, offset."""
+    out = MAGIC + struct.pack("<IQQ", version, len(tensors), len(metadata))
+    for key, v in metadata:
+        out += _enc_string(key) + struct.pack("<I", v.type) + _enc_payload(v.type, v.value, v.elem)
+    for t in tensors:
+        out += _enc_string(t["name"]) + struct.pack("<I", len(t["dims"]))
+        out += struct.pack(f"<{len(t['dims'])}Q", *t["dims"])
+        out += struct.pack("<IQ", t["type"], t["offset"])
+    return out
+
+
+def tensor_nbytes(type_, dims):
+    _, blk, size = GGML_TYPES[type_]
+    n = int(np.prod(dims, dtype=np.int64))
+    assert dims[0] % blk == 0
+    return n // blk * size
+
+
+def write_gguf(path, metadata, tensors, version=3):
+    """`tensors`: list of (name, ggml type, dims, raw bytes). Data laid out in order, each
+    tensor at the next multiple of the alignment (from `general.alignment` if present)."""
+    align = DEFAULT_ALIGNMENT
+    for key, v in metadata:
+        if key == "general.alignment":
+            align = v.value
+    infos, offset = [], 0
+    for name, type_, dims, raw in tensors:
+        assert len(raw) == tensor_nbytes(type_, dims), name
+        infos.append({"name": name, "type": type_, "dims": list(dims), "offset": offset})
+        offset = -(-(offset + len(raw)) // align) * align
+    head = encode_header(metadata, infos, version)
+    data_start = -(-len(head) // align) * align
+    with open(path, "wb") as f:
+        f.write(head + b"\0" * (data_start - len(head)))
+        for info, (_, _, _, raw) in zip(infos, tensors):
+            f.write(b"\0" * (data_start + info["offset"] - f.tell()))
+            f.write(raw)
+    return infos
+
+
+# ---------------------------------------------------------------- reader
+
+class _Cursor:
+    def __init__(self, buf):
+        self.buf, self.pos = buf, 0
+
+    def take(self, n):
+        if self.pos + n > len(self.buf):
+            raise ValueError(f"truncated at byte {self.pos}")
+        b = self.buf[self.pos:self.pos + n]
+        self.pos += n
+        return b
+
+    def unpack(self, fmt):
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
+
+    def string(self):
+        return bytes(self.take(self.unpack("<Q"))).decode("utf-8")
+
+    def value(self, type_):
+        if type_ == STRING:
+            return Value(STRING, self.string())
+        if type_ == ARRAY:
+            elem, n = self.unpack("<I"), self.unpack("<Q")
+            if elem == ARRAY:
+                return Value(ARRAY, [self.value(ARRAY) for _ in range(n)], elem)
+            if elem == STRING:
+                return Value(ARRAY, [self.string() for _ in range(n)], elem)
+            fmt = SCALAR_FMT[elem]
+            items = struct.unpack(f"<{n}{fmt[1]}", self.take(n * struct.calcsize(fmt)))
+            return Value(ARRAY, list(items), elem)
+        return Value(type_, self.unpack(SCALAR_FMT[type_]))
+
+
+def read_gguf(path):
+    """{"version", "alignment", "data_offset", "metadata": [(key, Value)], "tensors": [dict
+    with name, type, dims, offset, nbytes], "data": memory map of the file}."""
+    buf = np.memmap(path, dtype=np.uint8, mode="r")
+    c = _Cursor(buf)
+    if bytes(c.take(4)) != MAGIC:
+        raise ValueError("bad magic")
+    version = c.unpack("<I")
+    if version not in (2, 3):
+        raise ValueError(f"unsupported version {version}")
+    n_tensors, n_kv = c.unpack("<Q"), c.unpack("<Q")
+    metadata = []
+    for _ in range(n_kv):
+        key = c.string()
+        metadata.append((key, c.value(c.unpack("<I"))))
+    align = dict(metadata).get("general.alignment", Value(UINT32, DEFAULT_ALIGNMENT)).value
+    tensors = []
+    for _ in range(n_tensors):
+        name = c.string()
+        n_dims = c.unpack("<I")
+        dims = [c.unpack("<Q") for _ in range(n_dims)]
+        type_, offset = c.unpack("<I"), c.unpack("<Q")
+        tensors.append({"name": name, "type": type_, "dims": dims, "offset": offset,
+                        "nbytes": tensor_nbytes(type_, dims)})
+    data_offset = -(-c.pos // align) * align
+    return {"version": version, "alignment": align, "data_offset": data_offset,
+            "metadata": metadata, "tensors": tensors, "data": buf}
+
+
+def tensor_raw(gguf, t):
+    start = gguf["data_offset"] + t["offset"]
+    return np.asarray(gguf["data"][start:start + t["nbytes"]])
+
+
+# ---------------------------------------------------------------- block decoders
+# Vectorised over blocks. Every product/difference is a separate f32 operation, as in ggml's
+# reference decoders, so results are bit-exact.
+
+def _f16(u8pair):
+    return np.ascontiguousarray(u8pair).view("<f2").astype(np.float32)
+
+
+def _k4_scales(s):
+    """s: [nb, 12] u8 -> (sc, m), each [nb, 8] f32."""
+    sc = np.empty((s.shape[0], 8), np.uint8)
+    m = np.empty((s.shape[0], 8), np.uint8)
+    sc[:, :4], m[:, :4] = s[:, 0:4] & 63, s[:, 4:8] & 63
+    sc[:, 4:] = (s[:, 8:12] & 15) | ((s[:, 0:4] >> 6) << 4)
+    m[:, 4:] = (s[:, 8:12] >> 4) | ((s[:, 4:8] >> 6) << 4)
+    return sc.astype(np.float32), m.astype(np.float32)
+
+
+def _decode_q8_0(b):
+    d = _f16(b[:, 0:2])                                   # [nb, 1]
+    q = b[:, 2:34].view(np.int8).astype(np.float32)       # [nb, 32]
+    return q * d
+
+
+def _decode_k45(b, qh):
+    nb = b.shape[0]
+    d, dmin = _f16(b[:, 0:2]), _f16(b[:, 2:4])            # [nb, 1]
+    sc, m = _k4_scales(b[:, 4:16])                        # [nb, 8]
+    qs = b[:, -128:].reshape(nb, 4, 32)
+    q = np.stack([qs & 15, qs >> 4], axis=2).reshape(nb, 8, 32).astype(np.int32)
+    if qh is not None:                                    # bit j of qh[l] is bit 4 of sub-block j
+        q += ((qh[:, None, :] >> np.arange(8, dtype=np.uint8)[None, :, None]) & 1).astype(np.int32) * 16
+    d_j, m_j = d * sc, dmin * m                           # [nb, 8] f32
+    return d_j[:, :, None] * q.astype(np.float32) - m_j[:, :, None]
+
+
+def _decode_q6_k(b):
+    nb = b.shape[0]
+    ql = b[:, 0:128].reshape(nb, 2, 2, 32)                # [nb, half, A|B, l]
+    qh = b[:, 128:192].reshape(nb, 2, 32)
+    sc = b[:, 192:208].view(np.int8).reshape(nb, 2, 4, 2).astype(np.float32)
+    d = _f16(b[:, 208:210]).reshape(nb, 1, 1, 1)
+    low = np.stack([ql[:, :, 0] & 15, ql[:, :, 1] & 15, ql[:, :, 0] >> 4, ql[:, :, 1] >> 4], axis=2)
+    high = np.stack([(qh >> (2 * k)) & 3 for k in range(4)], axis=2)
+    q = (low.astype(np.int32) | (high.astype(np.int32) << 4)) - 32   # [nb, 2, 4, 32]
+    scale = np.repeat(d * sc, 16, axis=3)                 # [nb, 2, 4, 32]
+    return scale * q.astype(np.float32)
+
+
+def dequantize(type_, raw, n):
+    """`n` elements of ggml type `type_` from bytes `raw` -> float32 [n]."""
+    name, blk, size = GGML_TYPES[type_]
+    raw = np.frombuffer(bytes(raw), np.uint8)
+    assert n % blk == 0 and raw.size == n // blk * size, (name, n, raw.size)
+    if type_ == F32:
+        return raw.view("<f4").copy()
+    if type_ == F16:
+        return raw.view("<f2").astype(np.float32)
+    if type_ == BF16:
+        return (raw.view("<u2").astype(np.uint32) << 16).view(np.float32)
+    b = raw.reshape(-1, size)
+    if type_ == Q8_0:
+        out = _decode_q8_0(b)
+    elif type_ == Q4_K:
+        out = _decode_k45(b, None)
+    elif type_ == Q5_K:
+        out = _decode_k45(b, b[:, 16:48])
+    else:
+        out = _decode_q6_k(b)
+    return out.reshape(-1)
+
+
+def tensor_f32(gguf, t):
+    """A tensor decoded to float32, NumPy shape (reversed dims)."""
+    return dequantize(t["type"], tensor_raw(gguf, t), int(np.prod(t["dims"]))).reshape(t["dims"][::-1])
+
+
+# ---------------------------------------------------------------- test blocks
+
+def random_f16(rng, n):
+    """Finite f16 values over the whole range, subnormals and both signs included."""
+    v = rng.standard_normal(n) * np.exp2(rng.integers(-24, 14, n).astype(np.float64))
+    return np.clip(v, -65504, 65504).astype(np.float16)
+
+
+def edge_blocks(type_, n_blocks, rng):
+    """`n_blocks` blocks of a block-quantised type: random bytes and finite random f16 scales,
+    with the first blocks set to edge cases (zero scales, extreme quants and 6-bit scales,
+    negative d/dmin, subnormal f16 scales, the largest f16)."""
+    _, blk, size = GGML_TYPES[type_]
+    b = rng.integers(0, 256, (n_blocks, size), dtype=np.uint8)
+    f16_fields = {Q8_0: [0], Q4_K: [0, 2], Q5_K: [0, 2], Q6_K: [208]}[type_]
+    for off in f16_fields:
+        b[:, off:off + 2] = random_f16(rng, n_blocks).view(np.uint8).reshape(n_blocks, 2)
+
+    def set_f16(i, off, bits):
+        b[i, off:off + 2] = np.array([bits], "<u2").view(np.uint8)
+
+    edges = [
+        [0x0000, 0x0000],   # zero scales
+        [0x7BFF, 0x7BFF],   # largest finite f16
+        [0xBC00, 0xC000],   # negative d = -1, dmin = -2
+        [0x0001, 0x8001],   # smallest subnormals, dmin negative
+        [0x03FF, 0x0200],   # largest subnormal, a mid subnormal
+        [0x8000, 0x3C00],   # -0, 1
+    ]
+    for i, bits in enumerate(edges[:n_blocks]):
+        for off, v in zip(f16_fields, bits):
+            set_f16(i, off, v)
+    quant = slice(f16_fields[-1] + 2, size) if type_ != Q6_K else slice(0, 208)
+    if n_blocks > 2:
+        b[1, quant] = 0xFF   # max quants (and 6-bit scales 63 / Q6_K scales -1)
+        b[2, quant] = 0x00   # min quants, zero scales
+    if type_ == Q6_K and n_blocks > 3:
+        b[3, 192:208] = np.array([-128, 127] * 8, np.int8).view(np.uint8)  # extreme scales
+    if type_ == Q8_0 and n_blocks > 3:
+        b[3, 2:34] = np.array([-128, 127] * 16, np.int8).view(np.uint8)
+    return b.reshape(-1).tobytes()

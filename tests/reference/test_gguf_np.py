@@ -1,0 +1,138 @@
+"""Self-tests of gguf_np.py: writer/reader round trip, and the vectorised block decoders
+against per-element decoders written straight from the layout text (docs/gguf.md) and against
+hand-worked values."""
+
+import os
+import struct
+import tempfile
+import unittest
+
+import numpy as np
+
+import gguf_np as g
+
+
+def f16(bits):
+    return float(np.array([bits], np.uint16).view(np.float16)[0])
+
+
+def f32(x):
+    return np.float32(x)
+
+
+def scalar_decode(type_, raw):
+    """Element by element, from the layout text; every operation on np.float32 scalars."""
+    raw = bytes(raw)
+    _, blk, size = g.GGML_TYPES[type_]
+    out = []
+    for base in range(0, len(raw), size):
+        b = raw[base:base + size]
+        h = lambda o: f32(f16(struct.unpack_from("<H", b, o)[0]))
+        if type_ == g.Q8_0:
+            d = h(0)
+            out += [f32(struct.unpack_from("<b", b, 2 + i)[0]) * d for i in range(32)]
+            continue
+        if type_ in (g.Q4_K, g.Q5_K):
+            d, dmin, s = h(0), h(2), b[4:16]
+            qh, qs = (None, b[16:144]) if type_ == g.Q4_K else (b[16:48], b[48:176])
+            for e in range(256):
+                c, half, l = e // 64, (e // 32) % 2, e % 32
+                j = 2 * c + half
+                if j < 4:
+                    sc, m = s[j] & 63, s[j + 4] & 63
+                else:
+                    sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4)
+                    m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4)
+                q = (qs[32 * c + l] >> (4 * half)) & 15
+                if qh is not None and (qh[l] >> j) & 1:
+                    q += 16
+                out.append((d * f32(sc)) * f32(q) - dmin * f32(m))
+            continue
+        assert type_ == g.Q6_K
+        d = h(208)
+        for e in range(256):
+            n, r = divmod(e, 128)
+            k, l = divmod(r, 32)
+            low_byte = b[64 * n + l + 32 * (k % 2)]
+            low = low_byte & 15 if k < 2 else low_byte >> 4
+            high = (b[128 + 32 * n + l] >> (2 * k)) & 3
+            sc = struct.unpack_from("<b", b, 192 + 8 * n + 2 * k + l // 16)[0]
+            out.append((d * f32(sc)) * f32((low | (high << 4)) - 32))
+    return np.array(out, np.float32)
+
+
+class DecoderTest(unittest.TestCase):
+    def test_vectorised_equals_per_element(self):
+        rng = np.random.default_rng(1)
+        for type_ in (g.Q8_0, g.Q4_K, g.Q5_K, g.Q6_K):
+            _, blk, _ = g.GGML_TYPES[type_]
+            raw = g.edge_blocks(type_, 9, rng)
+            got = g.dequantize(type_, raw, 9 * blk)
+            want = scalar_decode(type_, raw)
+            np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32),
+                                          err_msg=g.GGML_TYPES[type_][0])
+
+    def test_hand_worked_q4_k(self):
+        # d = 2, dmin = 0.5; sub-block 0: sc 3, m 4; sub-block 4: sc = 5 | (1 << 4) = 21,
+        # m = 6 | (2 << 4) = 38 (top bits from bytes 0 and 4).
+        b = bytearray(144)
+        b[0:2] = struct.pack("<e", 2.0)
+        b[2:4] = struct.pack("<e", 0.5)
+        b[4 + 0] = 3 | (1 << 6)
+        b[4 + 4] = 4 | (2 << 6)
+        b[4 + 8] = 5 | (6 << 4)
+        b[16 + 0] = 0x7 | (0x9 << 4)        # element 0 (low nibble), element 32 (high nibble)
+        b[16 + 64] = 0xA                    # element 128: chunk 2, sub-block 4, q = 10
+        y = g.dequantize(g.Q4_K, bytes(b), 256)
+        self.assertEqual(y[0], 2 * 3 * 7 - 0.5 * 4)
+        self.assertEqual(y[128], 2 * 21 * 10 - 0.5 * 38)
+
+    def test_hand_worked_q5_k_high_bit(self):
+        b = bytearray(176)
+        b[0:2] = struct.pack("<e", 1.0)
+        b[4 + 1] = 1                         # sub-block 1: sc 1, m 0
+        b[16 + 3] = 1 << 1                   # qh[3] bit 1 -> element 32 + 3 gets +16
+        b[48 + 3] = 0x50                     # high nibble 5
+        y = g.dequantize(g.Q5_K, bytes(b), 256)
+        self.assertEqual(y[35], 21.0)
+
+    def test_hand_worked_q6_k(self):
+        b = bytearray(210)
+        b[208:210] = struct.pack("<e", 0.25)
+        b[192 + 8 + 5] = struct.pack("<b", -3)[0]  # half 1, quarter 2 (scale 8+4+l//16), l >= 16
+        b[64 + 20] = 0xF0                    # ql: half 1, l = 20, high nibble (quarter 2) = 15
+        b[128 + 32 + 20] = 2 << 4            # qh: half 1, l = 20, bits 4-5 = 2
+        y = g.dequantize(g.Q6_K, bytes(b), 256)
+        self.assertEqual(y[128 + 64 + 20], 0.25 * -3 * ((15 | (2 << 4)) - 32))
+        self.assertEqual(y[0], 0.25 * 0 * -32)
+
+    def test_hand_worked_q8_0(self):
+        b = struct.pack("<e", -0.5) + bytes([0x80, 0x7F]) + bytes(30)
+        y = g.dequantize(g.Q8_0, b, 32)
+        self.assertEqual((y[0], y[1], y[2]), (64.0, -63.5, 0.0))
+
+
+class RoundTripTest(unittest.TestCase):
+    def test_write_read(self):
+        meta = [("general.alignment", g.Value(g.UINT32, 64)),
+                ("s", g.Value(g.STRING, "ü")),
+                ("a", g.Value(g.ARRAY, [g.Value(g.ARRAY, [1, 2], g.INT16),
+                                        g.Value(g.ARRAY, [], g.STRING)], g.ARRAY))]
+        raw = g.edge_blocks(g.Q8_0, 2, np.random.default_rng(0))
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "t.gguf")
+            g.write_gguf(path, meta, [("x", g.F32, [3], np.arange(3, dtype="<f4").tobytes()),
+                                      ("q", g.Q8_0, [64], raw)])
+            r = g.read_gguf(path)
+            self.assertEqual(r["alignment"], 64)
+            self.assertEqual(r["data_offset"] % 64, 0)
+            self.assertEqual([k for k, _ in r["metadata"]], ["general.alignment", "s", "a"])
+            self.assertEqual(r["metadata"][1][1].value, "ü")
+            self.assertEqual(r["metadata"][2][1].value[0].value, [1, 2])
+            self.assertEqual([t["offset"] for t in r["tensors"]], [0, 64])
+            np.testing.assert_array_equal(g.tensor_f32(r, r["tensors"][0]), [0, 1, 2])
+            self.assertEqual(bytes(g.tensor_raw(r, r["tensors"][1])), raw)
+
+
+if __name__ == "__main__":
+    unittest.main()
