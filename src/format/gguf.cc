@@ -255,6 +255,11 @@ void ReadTensorInfos(Reader& r, GgufHeader& h, uint64_t n_tensors,
 // Sizes, alignment, bounds and overlaps of the tensor data.
 void CheckTensorData(const Reader& r, GgufHeader& h, const std::vector<uint64_t>& info_at,
                      uint64_t file_size) {
+  if (!h.tensors.empty() && h.data_offset > file_size)
+    r.Fail("truncated file: the data section starts at byte " + std::to_string(h.data_offset) +
+               " (after the tensor infos and padding to " + std::to_string(h.alignment) +
+               ") but the file has " + std::to_string(file_size) + " bytes",
+           file_size);
   const uint64_t data_size = h.data_offset <= file_size ? file_size - h.data_offset : 0;
   for (size_t t = 0; t < h.tensors.size(); ++t) {
     GgufTensorInfo& info = h.tensors[t];

@@ -254,6 +254,11 @@ TEST(Gguf, BadTensorData) {
                    "tensor 'b'", "data [64, +32) lies outside the 80-byte data section");
   EXPECT_ERROR_HAS(Build(0, nullptr, {{"far", {4}, kF32, ~uint64_t{0} - 31}}, 16),
                    "tensor 'far'", "outside");
+  // The padding before the data section must be there, even when every tensor is empty.
+  std::vector<std::byte> no_padding = Build(0, nullptr, {{"e", {4, 0}, kF32, 0}}, 0);
+  no_padding.resize(24 + 8 + 1 + 4 + 16 + 4 + 8);
+  EXPECT_ERROR_HAS(no_padding, "truncated file: the data section starts at byte 96",
+                   "the file has 65 bytes");
   // Zero-sized tensors may share an offset.
   EXPECT_NO_THROW(
       ParseGguf(Build(0, nullptr, {{"a", {4, 0}, kF32, 0}, {"b", {4}, kF32, 0}}, 16), "t.gguf"));
