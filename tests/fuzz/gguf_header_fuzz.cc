@@ -22,9 +22,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const auto rows = static_cast<size_t>(t.numel() / t.dims[0]);
       std::vector<float> row(static_cast<size_t>(t.dims[0]));
       for (size_t r = 0; r < rows; ++r)
-        dsinfer::DequantizeRow(t.type, file.subspan(h.data_offset + t.offset + r * (t.nbytes / rows),
-                                                    t.nbytes / rows),
-                               row);
+        dsinfer::DequantizeRow(
+            t.type, file.subspan(h.data_offset + t.offset + r * (t.nbytes / rows), t.nbytes / rows),
+            row);
     }
   } catch (const dsinfer::Error&) {
     // Rejected input: the expected outcome for most of them.
