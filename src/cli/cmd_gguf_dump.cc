@@ -26,14 +26,25 @@ struct Options {
 
 nlohmann::json ScalarJson(const GgufValue& v) {
   switch (v.type) {
-    case GgufType::kBool: return v.u != 0;
-    case GgufType::kU8: case GgufType::kU16: case GgufType::kU32: case GgufType::kU64:
+    case GgufType::kBool:
+      return v.u != 0;
+    case GgufType::kU8:
+    case GgufType::kU16:
+    case GgufType::kU32:
+    case GgufType::kU64:
       return v.u;
-    case GgufType::kI8: case GgufType::kI16: case GgufType::kI32: case GgufType::kI64:
+    case GgufType::kI8:
+    case GgufType::kI16:
+    case GgufType::kI32:
+    case GgufType::kI64:
       return v.i;
-    case GgufType::kF32: case GgufType::kF64: return v.f;
-    case GgufType::kString: return v.str;
-    default: return nullptr;
+    case GgufType::kF32:
+    case GgufType::kF64:
+      return v.f;
+    case GgufType::kString:
+      return v.str;
+    default:
+      return nullptr;
   }
 }
 

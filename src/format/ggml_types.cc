@@ -17,26 +17,16 @@ namespace {
 constexpr int64_t kQK = 256;  // elements per K-quant super-block (ggml's QK_K)
 
 constexpr std::array<GgmlTypeInfo, 20> kTypes = {{
-    {GgmlType::kF32, "F32", 1, 4, true},
-    {GgmlType::kF16, "F16", 1, 2, true},
-    {GgmlType::kQ4_0, "Q4_0", 32, 18, false},
-    {GgmlType::kQ4_1, "Q4_1", 32, 20, false},
-    {GgmlType::kQ5_0, "Q5_0", 32, 22, false},
-    {GgmlType::kQ5_1, "Q5_1", 32, 24, false},
-    {GgmlType::kQ8_0, "Q8_0", 32, 34, true},
-    {GgmlType::kQ8_1, "Q8_1", 32, 36, false},
-    {GgmlType::kQ2_K, "Q2_K", kQK, 84, false},
-    {GgmlType::kQ3_K, "Q3_K", kQK, 110, false},
-    {GgmlType::kQ4_K, "Q4_K", kQK, 144, true},
-    {GgmlType::kQ5_K, "Q5_K", kQK, 176, true},
-    {GgmlType::kQ6_K, "Q6_K", kQK, 210, true},
-    {GgmlType::kQ8_K, "Q8_K", kQK, 292, false},
-    {GgmlType::kI8, "I8", 1, 1, false},
-    {GgmlType::kI16, "I16", 1, 2, false},
-    {GgmlType::kI32, "I32", 1, 4, false},
-    {GgmlType::kI64, "I64", 1, 8, false},
-    {GgmlType::kF64, "F64", 1, 8, false},
-    {GgmlType::kBF16, "BF16", 1, 2, true},
+    {GgmlType::kF32, "F32", 1, 4, true},       {GgmlType::kF16, "F16", 1, 2, true},
+    {GgmlType::kQ4_0, "Q4_0", 32, 18, false},  {GgmlType::kQ4_1, "Q4_1", 32, 20, false},
+    {GgmlType::kQ5_0, "Q5_0", 32, 22, false},  {GgmlType::kQ5_1, "Q5_1", 32, 24, false},
+    {GgmlType::kQ8_0, "Q8_0", 32, 34, true},   {GgmlType::kQ8_1, "Q8_1", 32, 36, false},
+    {GgmlType::kQ2_K, "Q2_K", kQK, 84, false}, {GgmlType::kQ3_K, "Q3_K", kQK, 110, false},
+    {GgmlType::kQ4_K, "Q4_K", kQK, 144, true}, {GgmlType::kQ5_K, "Q5_K", kQK, 176, true},
+    {GgmlType::kQ6_K, "Q6_K", kQK, 210, true}, {GgmlType::kQ8_K, "Q8_K", kQK, 292, false},
+    {GgmlType::kI8, "I8", 1, 1, false},        {GgmlType::kI16, "I16", 1, 2, false},
+    {GgmlType::kI32, "I32", 1, 4, false},      {GgmlType::kI64, "I64", 1, 8, false},
+    {GgmlType::kF64, "F64", 1, 8, false},      {GgmlType::kBF16, "BF16", 1, 2, true},
 }};
 
 uint16_t LoadU16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }

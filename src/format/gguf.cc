@@ -18,18 +18,30 @@ constexpr uint32_t kMaxDims = 4;
 // Bytes of one fixed-size scalar, or 0 for STRING/ARRAY.
 size_t ScalarSize(GgufType t) {
   switch (t) {
-    case GgufType::kU8: case GgufType::kI8: case GgufType::kBool: return 1;
-    case GgufType::kU16: case GgufType::kI16: return 2;
-    case GgufType::kU32: case GgufType::kI32: case GgufType::kF32: return 4;
-    case GgufType::kU64: case GgufType::kI64: case GgufType::kF64: return 8;
-    default: return 0;
+    case GgufType::kU8:
+    case GgufType::kI8:
+    case GgufType::kBool:
+      return 1;
+    case GgufType::kU16:
+    case GgufType::kI16:
+      return 2;
+    case GgufType::kU32:
+    case GgufType::kI32:
+    case GgufType::kF32:
+      return 4;
+    case GgufType::kU64:
+    case GgufType::kI64:
+    case GgufType::kF64:
+      return 8;
+    default:
+      return 0;
   }
 }
 
 // The fewest bytes one value of type `t` can occupy (bounds counts before allocating).
 uint64_t MinEncodedSize(GgufType t) {
-  if (t == GgufType::kString) return 8;   // u64 length
-  if (t == GgufType::kArray) return 12;   // u32 type + u64 count
+  if (t == GgufType::kString) return 8;  // u64 length
+  if (t == GgufType::kArray) return 12;  // u32 type + u64 count
   return ScalarSize(t);
 }
 
@@ -42,15 +54,33 @@ GgufValue DecodeScalar(GgufType t, const std::byte* p) {
   uint64_t bits = 0;
   std::memcpy(&bits, p, ScalarSize(t));  // little-endian host (x86-64)
   switch (t) {
-    case GgufType::kU8: case GgufType::kU16: case GgufType::kU32: case GgufType::kU64:
-    case GgufType::kBool: v.u = bits; break;
-    case GgufType::kI8: v.i = static_cast<int8_t>(bits); break;
-    case GgufType::kI16: v.i = static_cast<int16_t>(bits); break;
-    case GgufType::kI32: v.i = static_cast<int32_t>(bits); break;
-    case GgufType::kI64: v.i = static_cast<int64_t>(bits); break;
-    case GgufType::kF32: v.f = std::bit_cast<float>(static_cast<uint32_t>(bits)); break;
-    case GgufType::kF64: v.f = std::bit_cast<double>(bits); break;
-    default: DSINFER_CHECK(false, "not a scalar type");
+    case GgufType::kU8:
+    case GgufType::kU16:
+    case GgufType::kU32:
+    case GgufType::kU64:
+    case GgufType::kBool:
+      v.u = bits;
+      break;
+    case GgufType::kI8:
+      v.i = static_cast<int8_t>(bits);
+      break;
+    case GgufType::kI16:
+      v.i = static_cast<int16_t>(bits);
+      break;
+    case GgufType::kI32:
+      v.i = static_cast<int32_t>(bits);
+      break;
+    case GgufType::kI64:
+      v.i = static_cast<int64_t>(bits);
+      break;
+    case GgufType::kF32:
+      v.f = std::bit_cast<float>(static_cast<uint32_t>(bits));
+      break;
+    case GgufType::kF64:
+      v.f = std::bit_cast<double>(bits);
+      break;
+    default:
+      DSINFER_CHECK(false, "not a scalar type");
   }
   return v;
 }
@@ -91,7 +121,8 @@ class Reader {
     const uint64_t len = Read<uint64_t>("the length of " + what);
     if (len > remaining())
       Fail("string length " + std::to_string(len) + " of " + what + " exceeds the " +
-               std::to_string(remaining()) + " bytes left in the file (truncated file or corrupt length)",
+               std::to_string(remaining()) +
+               " bytes left in the file (truncated file or corrupt length)",
            at);
     const std::byte* p = Take(len, what);
     return std::string(reinterpret_cast<const char*>(p), len);
@@ -205,8 +236,7 @@ void ReadMetadata(Reader& r, GgufHeader& h, uint64_t n_kv) {
         r.Fail("key 'general.alignment' must be UINT32, got " + std::string(GgufTypeName(type)),
                at);
       if (value.u == 0 || !std::has_single_bit(value.u))
-        r.Fail("key 'general.alignment' = " + std::to_string(value.u) +
-                   " is not a power of two",
+        r.Fail("key 'general.alignment' = " + std::to_string(value.u) + " is not a power of two",
                at);
       h.alignment = value.u;
     }
@@ -216,8 +246,7 @@ void ReadMetadata(Reader& r, GgufHeader& h, uint64_t n_kv) {
 }
 
 // Reads the tensor infos; `info_at[t]` receives the byte offset of tensor t's entry.
-void ReadTensorInfos(Reader& r, GgufHeader& h, uint64_t n_tensors,
-                     std::vector<uint64_t>& info_at) {
+void ReadTensorInfos(Reader& r, GgufHeader& h, uint64_t n_tensors, std::vector<uint64_t>& info_at) {
   // Each tensor info takes at least 24 bytes (name length, n_dims, type, offset).
   if (n_tensors > r.remaining() / 24)
     r.Fail("tensor count " + std::to_string(n_tensors) + " cannot fit in the " +
@@ -255,6 +284,11 @@ void ReadTensorInfos(Reader& r, GgufHeader& h, uint64_t n_tensors,
 // Sizes, alignment, bounds and overlaps of the tensor data.
 void CheckTensorData(const Reader& r, GgufHeader& h, const std::vector<uint64_t>& info_at,
                      uint64_t file_size) {
+  if (!h.tensors.empty() && h.data_offset > file_size)
+    r.Fail("truncated file: the data section starts at byte " + std::to_string(h.data_offset) +
+               " (after the tensor infos and padding to " + std::to_string(h.alignment) +
+               ") but the file has " + std::to_string(file_size) + " bytes",
+           file_size);
   const uint64_t data_size = h.data_offset <= file_size ? file_size - h.data_offset : 0;
   for (size_t t = 0; t < h.tensors.size(); ++t) {
     GgufTensorInfo& info = h.tensors[t];
@@ -276,8 +310,8 @@ void CheckTensorData(const Reader& r, GgufHeader& h, const std::vector<uint64_t>
                  " is not a multiple of the alignment " + std::to_string(h.alignment),
              info_at[t]);
     if (info.offset > data_size || info.nbytes > data_size - info.offset)
-      r.Fail(what + ": data [" + std::to_string(info.offset) + ", +" +
-                 std::to_string(info.nbytes) + ") lies outside the " + std::to_string(data_size) +
+      r.Fail(what + ": data [" + std::to_string(info.offset) + ", +" + std::to_string(info.nbytes) +
+                 ") lies outside the " + std::to_string(data_size) +
                  "-byte data section starting at byte " + std::to_string(h.data_offset),
              info_at[t]);
   }
@@ -298,9 +332,9 @@ void CheckTensorData(const Reader& r, GgufHeader& h, const std::vector<uint64_t>
 }  // namespace
 
 std::string_view GgufTypeName(GgufType t) {
-  static constexpr std::string_view kNames[] = {
-      "UINT8", "INT8", "UINT16", "INT16", "UINT32", "INT32", "FLOAT32",
-      "BOOL", "STRING", "ARRAY", "UINT64", "INT64", "FLOAT64"};
+  static constexpr std::string_view kNames[] = {"UINT8",  "INT8",    "UINT16", "INT16",  "UINT32",
+                                                "INT32",  "FLOAT32", "BOOL",   "STRING", "ARRAY",
+                                                "UINT64", "INT64",   "FLOAT64"};
   const auto k = static_cast<uint32_t>(t);
   return k < std::size(kNames) ? kNames[k] : "UNKNOWN";
 }

@@ -97,7 +97,7 @@ class GgufFile {
   const std::string& path() const { return file_.path(); }
   const GgufHeader& header() const { return header_; }
   const std::vector<GgufTensorInfo>& tensors() const { return header_.tensors; }
-  const GgufValue* FindKey(std::string_view key) const;            // nullptr if absent
+  const GgufValue* FindKey(std::string_view key) const;           // nullptr if absent
   const GgufTensorInfo* FindTensor(std::string_view name) const;  // nullptr if absent
   // The tensor's bytes inside the mapping (aligned to `header().alignment` from the file start).
   std::span<const std::byte> Bytes(const GgufTensorInfo& t) const;

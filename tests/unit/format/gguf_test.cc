@@ -6,8 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -85,11 +85,11 @@ std::string ErrorOf(const std::vector<std::byte>& file) {
   return "(no error)";
 }
 
-#define EXPECT_ERROR_HAS(file, ...)                                          \
-  do {                                                                       \
-    const std::string msg = ErrorOf(file);                                   \
-    EXPECT_NE(msg.find("t.gguf: "), std::string::npos) << msg;               \
-    for (const char* part : {__VA_ARGS__})                                   \
+#define EXPECT_ERROR_HAS(file, ...)                                                       \
+  do {                                                                                    \
+    const std::string msg = ErrorOf(file);                                                \
+    EXPECT_NE(msg.find("t.gguf: "), std::string::npos) << msg;                            \
+    for (const char* part : {__VA_ARGS__})                                                \
       EXPECT_NE(msg.find(part), std::string::npos) << "'" << part << "' not in: " << msg; \
   } while (0)
 
@@ -111,8 +111,7 @@ TEST(Gguf, ParsesAWellFormedFile) {
 
 TEST(Gguf, OpensAndDequantisesFromAFile) {
   // One Q8_0 row of 32: d = -0.5 (f16 0xB800), q[i] = i - 16.
-  std::vector<std::byte> file =
-      Build(0, nullptr, {{"q", {32}, /*Q8_0=*/8, 0}}, 34);
+  std::vector<std::byte> file = Build(0, nullptr, {{"q", {32}, /*Q8_0=*/8, 0}}, 34);
   std::byte* block = file.data() + file.size() - 34;
   block[0] = std::byte{0x00};
   block[1] = std::byte{0xB8};
@@ -175,39 +174,54 @@ TEST(Gguf, AbsurdCountsAreRefusedBeforeAllocating) {
   std::memcpy(file.data() + 16, &huge, 8);
   EXPECT_ERROR_HAS(file, "metadata count");
   // String length of the value: names the key.
-  file = Build(1, [](Buf& f) { f.Key("general.name", kString), f.U64(uint64_t{1} << 60); },
-               {}, 0);
+  file = Build(
+      1, [](Buf& f) { f.Key("general.name", kString), f.U64(uint64_t{1} << 60); }, {}, 0);
   EXPECT_ERROR_HAS(file, "string length 1152921504606846976", "key 'general.name'", "at byte 48");
   // Array count.
-  file = Build(1, [](Buf& f) { f.Key("tokenizer.ggml.tokens", kArray), f.U32(kString),
-                               f.U64(uint64_t{1} << 40); }, {}, 0);
+  file = Build(
+      1,
+      [](Buf& f) {
+        f.Key("tokenizer.ggml.tokens", kArray), f.U32(kString), f.U64(uint64_t{1} << 40);
+      },
+      {}, 0);
   EXPECT_ERROR_HAS(file, "array of 1099511627776 STRING", "key 'tokenizer.ggml.tokens'");
   // Key length.
-  file = Build(1, [](Buf& f) { f.U64(~uint64_t{0}), f.U64(0), f.U64(0); }, {}, 0);
+  file = Build(
+      1, [](Buf& f) { f.U64(~uint64_t{0}), f.U64(0), f.U64(0); }, {}, 0);
   EXPECT_ERROR_HAS(file, "the key of metadata entry 0", "at byte 24");
 }
 
 TEST(Gguf, BadValues) {
-  auto file = Build(1, [](Buf& f) { f.Key("x.type", 13), f.U32(0); }, {}, 0);
+  auto file = Build(
+      1, [](Buf& f) { f.Key("x.type", 13), f.U32(0); }, {}, 0);
   EXPECT_ERROR_HAS(file, "unknown value type 13", "key 'x.type'");
-  file = Build(1, [](Buf& f) { f.Key("x.arr", kArray), f.U32(99), f.U64(0); }, {}, 0);
+  file = Build(
+      1, [](Buf& f) { f.Key("x.arr", kArray), f.U32(99), f.U64(0); }, {}, 0);
   EXPECT_ERROR_HAS(file, "unknown value type 99", "element type of key 'x.arr'");
-  file = Build(1, [](Buf& f) { f.Key("x.flag", kBool), f.U8(2); }, {}, 0);
+  file = Build(
+      1, [](Buf& f) { f.Key("x.flag", kBool), f.U8(2); }, {}, 0);
   EXPECT_ERROR_HAS(file, "BOOL value 2", "key 'x.flag'");
-  file = Build(2, [](Buf& f) { f.Key("k", kU8), f.U8(1), f.Key("k", kU8), f.U8(2); }, {}, 0);
+  file = Build(
+      2, [](Buf& f) { f.Key("k", kU8), f.U8(1), f.Key("k", kU8), f.U8(2); }, {}, 0);
   EXPECT_ERROR_HAS(file, "duplicate metadata key 'k'");
-  file = Build(1, [](Buf& f) {
-    f.Key("deep", kArray);
-    for (int d = 0; d < 9; ++d) f.U32(kArray), f.U64(1);
-    f.U32(kU8), f.U64(0);
-  }, {}, 0);
+  file = Build(
+      1,
+      [](Buf& f) {
+        f.Key("deep", kArray);
+        for (int d = 0; d < 9; ++d) f.U32(kArray), f.U64(1);
+        f.U32(kU8), f.U64(0);
+      },
+      {}, 0);
   EXPECT_ERROR_HAS(file, "nested deeper than 8", "key 'deep'");
   // Up to the limit, nesting is read.
-  file = Build(1, [](Buf& f) {
-    f.Key("deep", kArray);
-    for (int d = 0; d < 7; ++d) f.U32(kArray), f.U64(1);
-    f.U32(kU8), f.U64(1), f.U8(42);
-  }, {}, 0);
+  file = Build(
+      1,
+      [](Buf& f) {
+        f.Key("deep", kArray);
+        for (int d = 0; d < 7; ++d) f.U32(kArray), f.U64(1);
+        f.U32(kU8), f.U64(1), f.U8(42);
+      },
+      {}, 0);
   const GgufHeader h = ParseGguf(file, "t.gguf");
   const GgufValue* v = &h.metadata[0].second;
   for (int d = 0; d < 7; ++d) v = &v->arrays.at(0);
@@ -239,21 +253,26 @@ TEST(Gguf, BadTensorInfos) {
                    "tensor 'neg' has a negative dim -1");
   EXPECT_ERROR_HAS(Build(0, nullptr, {{"big", {uint64_t{1} << 40, uint64_t{1} << 40}, kF32, 0}}, 4),
                    "tensor 'big'", "product of its dims overflows", "at byte 24");
-  EXPECT_ERROR_HAS(Build(0, nullptr, {{"wide", {uint64_t{1} << 62}, kF32, 0}}, 4),
-                   "tensor 'wide'", "byte size overflows");
-  EXPECT_ERROR_HAS(Build(0, nullptr, {{"q4k", {128, 2}, /*Q4_K=*/12, 0}}, 288),
-                   "tensor 'q4k'", "dims[0] = 128", "Q4_K block of 256");
+  EXPECT_ERROR_HAS(Build(0, nullptr, {{"wide", {uint64_t{1} << 62}, kF32, 0}}, 4), "tensor 'wide'",
+                   "byte size overflows");
+  EXPECT_ERROR_HAS(Build(0, nullptr, {{"q4k", {128, 2}, /*Q4_K=*/12, 0}}, 288), "tensor 'q4k'",
+                   "dims[0] = 128", "Q4_K block of 256");
 }
 
 TEST(Gguf, BadTensorData) {
-  EXPECT_ERROR_HAS(Build(0, nullptr, {{"a", {4}, kF32, 0}, {"b", {4}, kF32, 16}}, 32),
-                   "tensor 'b'", "offset 16 is not a multiple of the alignment 32");
+  EXPECT_ERROR_HAS(Build(0, nullptr, {{"a", {4}, kF32, 0}, {"b", {4}, kF32, 16}}, 32), "tensor 'b'",
+                   "offset 16 is not a multiple of the alignment 32");
   EXPECT_ERROR_HAS(Build(0, nullptr, {{"a", {12}, kF32, 0}, {"b", {4}, kF32, 32}}, 64),
                    "tensor 'b'", "overlaps tensor 'a' [0, 48)");
-  EXPECT_ERROR_HAS(Build(0, nullptr, {{"a", {4}, kF32, 0}, {"b", {8}, kF32, 64}}, 80),
-                   "tensor 'b'", "data [64, +32) lies outside the 80-byte data section");
-  EXPECT_ERROR_HAS(Build(0, nullptr, {{"far", {4}, kF32, ~uint64_t{0} - 31}}, 16),
-                   "tensor 'far'", "outside");
+  EXPECT_ERROR_HAS(Build(0, nullptr, {{"a", {4}, kF32, 0}, {"b", {8}, kF32, 64}}, 80), "tensor 'b'",
+                   "data [64, +32) lies outside the 80-byte data section");
+  EXPECT_ERROR_HAS(Build(0, nullptr, {{"far", {4}, kF32, ~uint64_t{0} - 31}}, 16), "tensor 'far'",
+                   "outside");
+  // The padding before the data section must be there, even when every tensor is empty.
+  std::vector<std::byte> no_padding = Build(0, nullptr, {{"e", {4, 0}, kF32, 0}}, 0);
+  no_padding.resize(24 + 8 + 1 + 4 + 16 + 4 + 8);
+  EXPECT_ERROR_HAS(no_padding, "truncated file: the data section starts at byte 96",
+                   "the file has 65 bytes");
   // Zero-sized tensors may share an offset.
   EXPECT_NO_THROW(
       ParseGguf(Build(0, nullptr, {{"a", {4, 0}, kF32, 0}, {"b", {4}, kF32, 0}}, 16), "t.gguf"));
