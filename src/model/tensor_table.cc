@@ -27,13 +27,13 @@ class Builder {
     layer_ = layer;
     required_ = required;
   }
-  void Add(std::string name, DType dtype, std::vector<int64_t> shape, TensorRole role) {
-    out_->push_back({std::move(name), dtype, std::move(shape), role, layer_, false, required_});
-    required_count_ += required_;
+  void Add(std::string name, DType dtype, std::vector<int64_t> shape, TensorRole role,
+           bool optional = false) {
+    const bool required = required_ && !optional;
+    out_->push_back({std::move(name), dtype, std::move(shape), role, layer_, false, required});
+    required_count_ += required;
     if (limit_) limit_(required_count_, out_->size());
   }
-  // The last added tensor may be absent.
-  void Optional() { out_->back().required = false; }
   void Norm(const std::string& prefix, int64_t dim) {
     Add(prefix + ".weight", DType::kBF16, {dim}, TensorRole::kNormWeight);
   }
@@ -97,8 +97,7 @@ void AddFfn(Builder& b, const ModelConfig& c, int64_t layer, const std::string& 
   if (c.topk_method == "noaux_tc") {
     // Optional: without it the router ranks groups by their best score (docs/model.md §5.2).
     b.Add(p + "gate.e_score_correction_bias", DType::kF32, {c.n_routed_experts},
-          TensorRole::kGateBias);
-    b.Optional();
+          TensorRole::kGateBias, /*optional=*/true);
   }
   for (int64_t e = 0; e < c.n_routed_experts; ++e)
     AddMlp(b, p + "experts." + std::to_string(e) + ".", c.hidden_size, c.moe_intermediate_size);
