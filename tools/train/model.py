@@ -70,30 +70,26 @@ class Config:
 # ---------------------------------------------------------------------------------------------
 # Building blocks
 # ---------------------------------------------------------------------------------------------
-class Fp8Linear(nn.Module):
-    """A linear whose weight is stored as FP8 (e4m3, 128×128 block scales) in the checkpoint."""
+class Linear(nn.Module):
+    """A bias-free linear. `fp8`: stored as FP8 (e4m3, 128×128 block scales) in the
+    checkpoint, so trained on its fake-quantised weight; otherwise BF16 (autocast rounds it)."""
 
-    fp8 = True
-
-    def __init__(self, inp, out, std=None):
+    def __init__(self, inp, out, fp8, std=None):
         super().__init__()
+        self.fp8 = fp8
         self.weight = nn.Parameter(torch.empty(out, inp))
         nn.init.normal_(self.weight, std=std if std is not None else inp**-0.5)
 
     def forward(self, x):
-        return F.linear(x, fake_quant_weight(self.weight))
+        return F.linear(x, fake_quant_weight(self.weight) if self.fp8 else self.weight)
 
 
-class Bf16Linear(nn.Module):
-    fp8 = False
+def Fp8Linear(inp, out, std=None):
+    return Linear(inp, out, fp8=True, std=std)
 
-    def __init__(self, inp, out, std=None):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(out, inp))
-        nn.init.normal_(self.weight, std=std if std is not None else inp**-0.5)
 
-    def forward(self, x):
-        return F.linear(x, self.weight)
+def Bf16Linear(inp, out, std=None):
+    return Linear(inp, out, fp8=False, std=std)
 
 
 class RMSNorm(nn.Module):

@@ -50,22 +50,17 @@ class Packer:
         self.short_docs = np.nonzero(self.lens <= short)[0]
         self.long_tokens = int(self.lens[self.long_docs].sum())
         self.short_tokens = int(self.lens[self.short_docs].sum())
-        self._ps, self._pl = 0, 0
-        self._short_order = self.rng.permutation(self.short_docs)
-        self._long_order = self.rng.permutation(self.long_docs)
+        self._pos = {"short": 0, "long": 0}
+        self._order = {"short": self.rng.permutation(self.short_docs),
+                       "long": self.rng.permutation(self.long_docs)}
 
-    def _next_short(self):
-        if self._ps >= len(self._short_order):
-            self._short_order, self._ps = self.rng.permutation(self.short_docs), 0
-        d = self._short_order[self._ps]
-        self._ps += 1
-        return d
-
-    def _next_long(self):
-        if self._pl >= len(self._long_order):
-            self._long_order, self._pl = self.rng.permutation(self.long_docs), 0
-        d = self._long_order[self._pl]
-        self._pl += 1
+    def _next(self, pool):
+        """The next document of `pool` ("short" or "long"), reshuffled after each pass."""
+        docs = self.short_docs if pool == "short" else self.long_docs
+        if self._pos[pool] >= len(self._order[pool]):
+            self._order[pool], self._pos[pool] = self.rng.permutation(docs), 0
+        d = self._order[pool][self._pos[pool]]
+        self._pos[pool] += 1
         return d
 
     def _row(self, length, first=None):
@@ -74,7 +69,7 @@ class Packer:
         n = 0
         docs = [first] if first is not None else []
         while True:
-            d = docs.pop() if docs else self._next_short()
+            d = docs.pop() if docs else self._next("short")
             ln = int(self.lens[d])
             if n + ln > length:
                 break
@@ -85,7 +80,7 @@ class Packer:
 
     def batch(self, kind, rows):
         length = self.long if kind == "long" else self.short
-        out = [self._row(length, self._next_long() if kind == "long" else None)
+        out = [self._row(length, self._next("long") if kind == "long" else None)
                for _ in range(rows)]
         tok = torch.from_numpy(np.stack([r for r, _ in out]))
         mask = torch.from_numpy(np.stack([m for _, m in out]))
