@@ -23,7 +23,10 @@ while [ $# -gt 0 ]; do
   shift
 done
 dsinfer=${DSINFER:-build/release/dsinfer}
-[ -x "$dsinfer" ] || { scripts/setup.sh && scripts/build.sh release dsinfer; }
+# setup.sh is idempotent and quick when nothing is missing (it also installs the npm
+# `tokenizers` binding that data.py encodes with).
+scripts/setup.sh
+[ -x "$dsinfer" ] || scripts/build.sh release dsinfer
 mkdir -p "$work"
 stamp() { date +%s; }
 t_start=$(stamp)
