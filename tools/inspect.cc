@@ -4,94 +4,36 @@
 #include <cmath>
 #include <cstring>
 #include <nlohmann/json.hpp>
-#include <set>
 
 #include "base/error.h"
 #include "base/threads.h"
 #include "format/checkpoint.h"
+#include "text/tokenizer.h"
 
 namespace dsinfer {
 namespace {
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-std::string ShapeText(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 bool IsPowerOfTwo(float v) {
   int e = 0;
   return std::isfinite(v) && v > 0 && std::frexp(v, &e) == 0.5f;
 }
 
-// Adds one `.weight_scale_inv` tensor to the statistics; a non-finite or non-positive scale
-// makes the checkpoint unusable (its blocks would dequantise to NaN or zero).
-void AddScales(const TensorView& v, ScaleStats& st, double& log_sum, int64_t& pow2,
-               std::vector<std::string>& bad) {
+// Adds one `.weight_scale_inv` tensor's finite positive values to the statistics (invalid
+// ones are CheckTensors' business).
+void AddScales(const TensorView& v, ScaleStats& st, double& log_sum, int64_t& pow2) {
   const int64_t n = v.numel();
-  int64_t invalid = 0;
   for (int64_t i = 0; i < n; ++i) {
     float s;
     std::memcpy(&s, v.data + 4 * i, 4);
-    if (!std::isfinite(s) || s <= 0) {
-      ++invalid;
-      continue;
-    }
+    if (!std::isfinite(s) || s <= 0) continue;
     st.min = st.count ? std::min<double>(st.min, s) : s;
     st.max = st.count ? std::max<double>(st.max, s) : s;
     ++st.count;
     log_sum += std::log(static_cast<double>(s));
     pow2 += IsPowerOfTwo(s);
   }
-  if (invalid)
-    bad.push_back(v.info->name + ": " + std::to_string(invalid) +
-                  " block scales are not finite and positive");
-}
-
-// Alternative storage the engine accepts (docs/numerics.md §1, §7): norm weights/biases in BF16
-// or F32; the MTP `eh_proj` as FP8 with a block scale instead of BF16.
-bool AcceptedAlternative(const TensorEntry& e, const TensorView& v, const Checkpoint& ck) {
-  if (v.shape() != e.shape) return false;
-  if (e.role == TensorRole::kNormWeight || e.role == TensorRole::kNormBias)
-    return v.dtype() == DType::kF32;
-  if (e.name.ends_with(".eh_proj.weight") && v.dtype() == DType::kF8E4M3) {
-    const std::string scale = e.name + "_scale_inv";
-    return ck.Has(scale) && ck.Get(scale).dtype() == DType::kF32 &&
-           ck.Get(scale).shape() ==
-               std::vector<int64_t>{CeilDiv(e.shape[0], 128), CeilDiv(e.shape[1], 128)};
-  }
-  return false;
-}
-
-void CompareWithTable(const Checkpoint& ck, const std::vector<TensorEntry>& table, InspectReport& r,
-                      std::vector<TensorEntry>& present) {
-  std::set<std::string> known;
-  bool all_mtp = true, any_mtp = false;
-  for (const TensorEntry& e : table) {
-    known.insert(e.name);
-    const bool mtp = e.layer >= r.config->num_hidden_layers;
-    any_mtp |= mtp;
-    if (!ck.Has(e.name)) {
-      (e.required ? r.missing : r.missing_optional).push_back(e.name);
-      all_mtp &= !mtp;
-      continue;
-    }
-    const TensorView v = ck.Get(e.name);
-    if (AcceptedAlternative(e, v, ck)) {
-      if (v.dtype() == DType::kF8E4M3) known.insert(e.name + "_scale_inv");
-    } else if (v.dtype() != e.dtype || v.shape() != e.shape) {
-      r.bad.push_back(e.name + ": expected " + std::string(DTypeName(e.dtype)) + " " +
-                      ShapeText(e.shape) + ", found " + std::string(DTypeName(v.dtype())) + " " +
-                      ShapeText(v.shape()));
-      continue;
-    }
-    present.push_back(e);
-  }
-  r.has_mtp = any_mtp && all_mtp;
-  for (const std::string& name : ck.Names())
-    if (!known.count(name)) r.unexpected.push_back(name);
 }
 
 void CollectTensors(const Checkpoint& ck, bool checksums, InspectReport& r) {
@@ -106,7 +48,7 @@ void CollectTensors(const Checkpoint& ck, bool checksums, InspectReport& r) {
     r.bytes_by_dtype[t.dtype] += t.nbytes;
     r.total_bytes += t.nbytes;
     if (names[i].ends_with(".weight_scale_inv") && v.dtype() == DType::kF32)
-      AddScales(v, r.fp8_scales, log_sum, pow2, r.bad);
+      AddScales(v, r.fp8_scales, log_sum, pow2);
   }
   if (r.fp8_scales.count) {
     r.fp8_scales.geomean = std::exp(log_sum / r.fp8_scales.count);
@@ -159,15 +101,23 @@ InspectReport Inspect(const InspectOptions& o) {
   }
   r.config = ck->config();
   r.cache = CacheBytesPerToken(*r.config);
-  std::vector<TensorEntry> table;
   try {
-    table = TensorTable(*r.config, ck->Names().size());  // bounded by what the files hold
-  } catch (const Error& e) {
+    TensorCheck check = CheckTensors(*ck);  // what LoadWeights checks, nothing else
+    r.problems = std::move(check.problems);
+    r.missing = std::move(check.missing);
+    r.missing_optional = std::move(check.missing_optional);
+    r.unexpected = std::move(check.unexpected);
+    r.bad = std::move(check.bad);
+    r.has_mtp = check.has_mtp;
+    r.params = CountParameters(*r.config, check.present);
+  } catch (const Error& e) {  // counts beyond the checkpoint's
     r.errors.push_back(e.what());
   }
-  std::vector<TensorEntry> present;
-  CompareWithTable(*ck, table, r, present);
-  r.params = CountParameters(*r.config, present);
+  try {
+    text::Tokenizer::FromModelDir(o.dir);  // what the text commands load
+  } catch (const Error& e) {
+    r.tokenizer_error = e.what();
+  }
   CollectTensors(*ck, o.checksums, r);
   return r;
 }
@@ -177,7 +127,9 @@ nlohmann::json InspectJson(const InspectReport& r) {
   json j;
   j["dir"] = r.dir;
   j["usable"] = r.usable();
+  j["usable_token_ids"] = r.usable_token_ids();
   j["errors"] = r.errors;
+  j["tokenizer_error"] = r.tokenizer_error.empty() ? json(nullptr) : json(r.tokenizer_error);
   j["config"] = r.config ? r.config->ToJson() : json(nullptr);
   if (r.config) {
     const ModelConfig& c = *r.config;

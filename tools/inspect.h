@@ -1,9 +1,11 @@
 // `dsinfer inspect`: what a checkpoint directory holds and whether dsinfer can run it.
 //
-// Compares the checkpoint with the TensorTable of its own config.json (missing, unexpected,
-// wrong dtype/shape), counts parameters, bytes by dtype, FP8 block-scale statistics and the
-// per-token cache sizes. The JSON form (docs/inspect.md) is a stable interface: other tools
-// verify checkpoints tensor by tensor with its `tensors` array. Thread-safe: pure functions.
+// Judges the checkpoint by `CheckTensors` (model/tensor_table.h), the very call weight loading
+// makes, and loads its tokenizer as the text commands do (`Tokenizer::FromModelDir`), so its
+// verdicts are those of `run`/`logits`; counts parameters, bytes by dtype, FP8 block-scale
+// statistics and the per-token cache sizes. The JSON form (docs/inspect.md) is a stable interface:
+// other tools verify checkpoints tensor by tensor with its `tensors` array. Thread-safe: pure
+// functions.
 #pragma once
 
 #include <cstdint>
@@ -47,20 +49,25 @@ struct InspectedTensor {
 struct InspectReport {
   std::string dir{};
   std::optional<ModelConfig> config;
-  std::vector<std::string> errors;  // why the checkpoint is unusable (config, open failure)
-  ParameterCounts params;           // of the table tensors present with the right shape
+  std::vector<std::string> errors;    // why the checkpoint is unusable (config, open failure)
+  std::vector<std::string> problems;  // CheckTensors' lines: every tensor it cannot load
+  ParameterCounts params;             // of the table tensors present with the right shape
   std::map<std::string, uint64_t> bytes_by_dtype;
   uint64_t total_bytes = 0;
   ScaleStats fp8_scales;
   std::vector<std::string> missing;           // required table tensors absent
   std::vector<std::string> missing_optional;  // e.g. an omitted MTP layer
-  std::vector<std::string> unexpected;        // present but not in the table
+  std::vector<std::string> unexpected;        // present but unused (e.g. a scale of a BF16 weight)
   std::vector<std::string> bad;               // wrong dtype/shape or invalid scales, with details
   bool has_mtp = false;                       // every MTP tensor present
+  std::string tokenizer_error;                // empty: tokenizer.json loads
   CacheBytes cache;
   std::vector<InspectedTensor> tensors;  // sorted by name
 
-  bool usable() const { return errors.empty() && missing.empty() && bad.empty(); }
+  // The weights load: what `logits` and `run --ids` need (no tokenizer read).
+  bool usable_token_ids() const { return errors.empty() && missing.empty() && bad.empty(); }
+  // Every command runs it: the weights load and so does the tokenizer (text commands).
+  bool usable() const { return usable_token_ids() && tokenizer_error.empty(); }
 };
 
 InspectReport Inspect(const InspectOptions& options);

@@ -121,15 +121,19 @@ std::string FormatInspectSummary(const InspectReport& r) {
   }
   AppendList(s, "missing optional tensors", r.missing_optional);
   AppendList(s, "unexpected tensors", r.unexpected);
-  Append(s, "usable: %s\n", r.usable() ? "yes" : "NO (details on stderr)");
+  Append(s, "tokenizer: %s\n", r.tokenizer_error.empty() ? "ok" : "NOT usable (details on stderr)");
+  Append(s, "usable: %s\n",
+         r.usable()             ? "yes"
+         : r.usable_token_ids() ? "token ids only: logits and run --ids (tokenizer on stderr)"
+                                : "NO (details on stderr)");
   return s;
 }
 
 std::string FormatInspectProblems(const InspectReport& r) {
   std::string s;
-  AppendList(s, "missing required tensors", r.missing);
-  AppendList(s, "wrong tensors", r.bad);
+  AppendList(s, "tensors that cannot load", r.problems);
   AppendList(s, "errors", r.errors);
+  if (!r.tokenizer_error.empty()) AppendList(s, "tokenizer", {r.tokenizer_error});
   return s;
 }
 

@@ -1,5 +1,6 @@
 // `dsinfer inspect DIR [--json] [--checksums]`: architecture summary and usability check of a
-// checkpoint. Exit code 0 when dsinfer can run it, 2 when not (details on stderr).
+// checkpoint. Exit code 0 when every command can run it, 2 when not (details on stderr): the
+// weights do not load, or only token-id commands can use it (its tokenizer does not load).
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -23,8 +24,10 @@ int RunInspect(const Options& o) {
     std::fputs(FormatInspectSummary(r).c_str(), stdout);
   std::fflush(stdout);
   if (r.usable()) return 0;
-  std::fprintf(stderr, "dsinfer: error: checkpoint %s is not usable\n%s", o.inspect.dir.c_str(),
-               FormatInspectProblems(r).c_str());
+  std::fprintf(
+      stderr, "dsinfer: error: checkpoint %s is %s\n%s", o.inspect.dir.c_str(),
+      r.usable_token_ids() ? "usable with token ids only (logits, run --ids)" : "not usable",
+      FormatInspectProblems(r).c_str());
   return 2;
 }
 

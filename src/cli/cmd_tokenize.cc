@@ -31,11 +31,12 @@ struct TokenizeOptions {
   bool lines = false;
 };
 
-std::string TokenizerPath(const TokenizeOptions& o) {
-  if (!o.tokenizer_file.empty()) return o.tokenizer_file;
+// `--tokenizer FILE`, else the model directory's tokenizer, loaded as every text command does.
+text::Tokenizer LoadTokenizer(const TokenizeOptions& o) {
+  if (!o.tokenizer_file.empty()) return text::Tokenizer::FromFile(o.tokenizer_file);
   std::optional<std::string> model;
   if (!o.model_dir.empty()) model = o.model_dir;
-  return ResolveModelDir(model) + "/tokenizer.json";
+  return text::Tokenizer::FromModelDir(ResolveModelDir(model));
 }
 
 std::string ReadStdin() {
@@ -66,7 +67,7 @@ std::string IdsJson(const std::vector<int32_t>& ids) {
 }
 
 int RunTokenize(const TokenizeOptions& o) {
-  const auto tok = text::Tokenizer::FromFile(TokenizerPath(o));
+  const auto tok = LoadTokenizer(o);
   const std::string input = ReadStdin();
   std::string out;
   if (o.lines) {
@@ -97,7 +98,7 @@ std::vector<int32_t> ParseIds(std::string_view json_text, size_t line_no) {
 }
 
 int RunDetokenize(const TokenizeOptions& o) {
-  const auto tok = text::Tokenizer::FromFile(TokenizerPath(o));
+  const auto tok = LoadTokenizer(o);
   const std::string input = ReadStdin();
   std::string out;
   if (o.lines) {

@@ -1,7 +1,6 @@
 #include "model/weights.h"
 
 #include <cstring>
-#include <sstream>
 
 #include "base/error.h"
 #include "format/dtype.h"
@@ -11,15 +10,9 @@ namespace dsinfer {
 
 namespace {
 
-std::string ShapeText(const std::vector<int64_t>& shape) {
-  std::ostringstream os;
-  os << "[";
-  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
-  os << "]";
-  return os.str();
-}
-
-// Loads tensors of one checkpoint with uniform checks and messages.
+// Views of tensors that `CheckTensors` has passed: present, of an accepted dtype (docs/
+// checkpoint.md) and the table's shape, FP8 ones with valid block scales. What it checks is
+// only re-asserted here (an invariant, not input validation).
 class Loader {
  public:
   explicit Loader(const Checkpoint& ckpt) : ckpt_(ckpt) {}
@@ -27,42 +20,23 @@ class Loader {
   bool Has(const std::string& name) const { return ckpt_.Has(name); }
 
   TensorView Get(const std::string& name, const std::vector<int64_t>& shape) const {
-    if (!ckpt_.Has(name))
-      throw Error(ckpt_.dir() + ": missing tensor " + name + " (expected shape " +
-                  ShapeText(shape) + ")");
     TensorView v = ckpt_.Get(name);
-    if (v.shape() != shape)
-      throw Error(ckpt_.dir() + ": tensor " + name + " has shape " + ShapeText(v.shape()) +
-                  ", expected " + ShapeText(shape));
+    DSINFER_CHECK(v.shape() == shape, "tensor shape not checked against the table");
     return v;
   }
 
-  // `prefix.weight` [rows, cols]: F8_E4M3 with `prefix.weight_scale_inv`, or BF16/F16/F32.
+  // `prefix.weight` [rows, cols], with `prefix.weight_scale_inv` when it is F8_E4M3.
   WeightView Linear(const std::string& prefix, int64_t rows, int64_t cols) const {
-    const std::string name = prefix + ".weight";
-    TensorView v = Get(name, {rows, cols});
+    TensorView v = Get(prefix + ".weight", {rows, cols});
     WeightView w{.dtype = v.dtype(), .rows = rows, .cols = cols, .data = v.data};
-    if (v.dtype() == DType::kF8E4M3) {
-      const std::string sname = prefix + ".weight_scale_inv";
-      TensorView s = Get(sname, {(rows + 127) / 128, (cols + 127) / 128});
-      if (s.dtype() != DType::kF32)
-        throw Error(ckpt_.dir() + ": tensor " + sname + " has dtype " +
-                    std::string(DTypeName(s.dtype())) + ", expected F32");
-      w.scales = s.as<float>().data();  // checked: an unaligned F32 tensor is an Error
-    } else if (v.dtype() != DType::kBF16 && v.dtype() != DType::kF16 &&
-               v.dtype() != DType::kF32) {
-      throw Error(ckpt_.dir() + ": tensor " + name + " has dtype " +
-                  std::string(DTypeName(v.dtype())) + ", expected F8_E4M3, BF16, F16 or F32");
-    }
+    if (v.dtype() == DType::kF8E4M3)
+      w.scales = Get(prefix + ".weight_scale_inv", BlockScaleShape(rows, cols)).as<float>().data();
     return w;
   }
 
   // A 1-D f32 vector stored as BF16, F16 or F32 (norm weights, biases).
   std::vector<float> Vector(const std::string& name, int64_t n) const {
     TensorView v = Get(name, {n});
-    if (v.dtype() != DType::kBF16 && v.dtype() != DType::kF16 && v.dtype() != DType::kF32)
-      throw Error(ckpt_.dir() + ": tensor " + name + " has dtype " +
-                  std::string(DTypeName(v.dtype())) + ", expected BF16, F16 or F32");
     std::vector<float> out(n);  // [n]
     WeightView w{.dtype = v.dtype(), .rows = 1, .cols = n, .data = v.data};
     DecodeRow(w, 0, out.data());
@@ -88,8 +62,7 @@ IndexerWeights LoadIndexer(const Loader& ld, const ModelConfig& c, const std::st
                         .weights_proj = ld.Linear(p + ".weights_proj", heads, c.hidden_size)};
 }
 
-void LoadAttention(const Loader& ld, const ModelConfig& c, const std::string& p,
-                   LayerWeights& lw) {
+void LoadAttention(const Loader& ld, const ModelConfig& c, const std::string& p, LayerWeights& lw) {
   const int64_t h = c.num_attention_heads, hidden = c.hidden_size;
   if (c.q_lora_rank) {
     lw.wq_a = ld.Linear(p + ".q_a_proj", *c.q_lora_rank, hidden);
@@ -100,8 +73,7 @@ void LoadAttention(const Loader& ld, const ModelConfig& c, const std::string& p,
   }
   lw.wkv_a = ld.Linear(p + ".kv_a_proj_with_mqa", c.kv_lora_rank + c.qk_rope_head_dim, hidden);
   lw.kv_norm = ld.Vector(p + ".kv_a_layernorm.weight", c.kv_lora_rank);
-  lw.wkv_b = ld.Linear(p + ".kv_b_proj", h * (c.qk_nope_head_dim + c.v_head_dim),
-                       c.kv_lora_rank);
+  lw.wkv_b = ld.Linear(p + ".kv_b_proj", h * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank);
   lw.wuk_t = TransposeHeads(lw.wkv_b, h, c.qk_nope_head_dim + c.v_head_dim, 0, c.qk_nope_head_dim);
   lw.wo = ld.Linear(p + ".o_proj", hidden, h * c.v_head_dim);
 }
@@ -112,10 +84,10 @@ MoeWeights LoadMoe(const Loader& ld, const ModelConfig& c, const std::string& p)
   const std::string bias = p + ".gate.e_score_correction_bias";
   m.has_gate_bias = ld.Has(bias);
   m.gate_bias = m.has_gate_bias ? ld.Vector(bias, c.n_routed_experts)
-                             : std::vector<float>(c.n_routed_experts, 0.0f);
+                                : std::vector<float>(c.n_routed_experts, 0.0f);
   for (int64_t e = 0; e < c.n_routed_experts; ++e)
-    m.experts.push_back(LoadMlp(ld, p + ".experts." + std::to_string(e), c.hidden_size,
-                                c.moe_intermediate_size));
+    m.experts.push_back(
+        LoadMlp(ld, p + ".experts." + std::to_string(e), c.hidden_size, c.moe_intermediate_size));
   if (c.n_shared_experts > 0)
     m.shared_experts = LoadMlp(ld, p + ".shared_experts", c.hidden_size,
                                c.n_shared_experts * c.moe_intermediate_size);
@@ -142,19 +114,16 @@ LayerWeights LoadLayer(const Loader& ld, const ModelConfig& c, int64_t layer,
   return lw;
 }
 
-// Every tensor of the model's TensorTable (the list shared with the generator and `inspect`):
-// required ones must be present, present ones must have the listed shape. Dtypes are checked
-// where each tensor is loaded, since several are accepted (norms BF16/F32, linears FP8/BF16).
+// The checkpoint against the tensor table and its rules (the same call as `inspect`): the first
+// problem in table order, naming the tensor, and how many more there are.
 void CheckAgainstTable(const Checkpoint& ckpt) {
-  for (const TensorEntry& e : TensorTable(ckpt.config(), ckpt.Names().size())) {
-    const bool present = ckpt.Has(e.name);
-    if (!present && e.required && e.role != TensorRole::kBlockScale)
-      throw Error(ckpt.dir() + ": missing tensor " + e.name + " (expected shape " +
-                  ShapeText(e.shape) + ")");
-    if (present && ckpt.Get(e.name).shape() != e.shape)
-      throw Error(ckpt.dir() + ": tensor " + e.name + " has shape " +
-                  ShapeText(ckpt.Get(e.name).shape()) + ", expected " + ShapeText(e.shape));
-  }
+  const TensorCheck check = CheckTensors(ckpt);
+  if (check.ok()) return;
+  std::string more;
+  if (check.problems.size() > 1)
+    more = " (and " + std::to_string(check.problems.size() - 1) +
+           " more problems; `dsinfer inspect` lists them)";
+  throw Error(ckpt.dir() + ": " + check.problems.front() + more);
 }
 
 }  // namespace

@@ -1,8 +1,9 @@
 // The model's weights as kernel views into the mmapped checkpoint (FP8 stays FP8; only norm
-// vectors, biases and the router bias are copied to f32). Loading checks every tensor the
-// forward pass uses — presence, dtype and shape — and names the tensor and the expected shape
-// on failure. Names follow DeepSeek's reference (docs/model.md §8.2); the HF tensor names they map
-// from are in weights.cc. Immutable after Load; thread-safe to read.
+// vectors, biases and the router bias are copied to f32). Loading first judges the checkpoint
+// with `CheckTensors` (model/tensor_table.h, docs/checkpoint.md) — the same call `inspect`
+// makes — and names the tensor, the accepted dtypes and the expected shape on failure. Names follow
+// DeepSeek's reference (docs/model.md §8.2); the HF tensor names they map from are in weights.cc.
+// Immutable after Load; thread-safe to read.
 #pragma once
 
 #include <cstdint>
@@ -23,34 +24,34 @@ struct MlpWeights {  // SwiGLU: w2(silu(w1 x) * w3 x)
 };
 
 struct IndexerWeights {
-  WeightView wq_b;                 // [index_n_heads * index_head_dim, q_lora_rank]
-  WeightView wk;                   // [index_head_dim, hidden]
-  std::vector<float> k_norm_w;     // [index_head_dim] LayerNorm weight
-  std::vector<float> k_norm_b;     // [index_head_dim] LayerNorm bias
-  WeightView weights_proj;         // [index_n_heads, hidden]
+  WeightView wq_b;              // [index_n_heads * index_head_dim, q_lora_rank]
+  WeightView wk;                // [index_head_dim, hidden]
+  std::vector<float> k_norm_w;  // [index_head_dim] LayerNorm weight
+  std::vector<float> k_norm_b;  // [index_head_dim] LayerNorm bias
+  WeightView weights_proj;      // [index_n_heads, hidden]
 };
 
 struct MoeWeights {
-  WeightView gate;                 // [n_routed_experts, hidden]
-  std::vector<float> gate_bias;    // [n_routed_experts] e_score_correction_bias (zeros if absent)
-  bool has_gate_bias = false;      // the checkpoint has it: it decides how groups are scored
-  std::vector<MlpWeights> experts; // n_routed_experts
+  WeightView gate;                  // [n_routed_experts, hidden]
+  std::vector<float> gate_bias;     // [n_routed_experts] e_score_correction_bias (zeros if absent)
+  bool has_gate_bias = false;       // the checkpoint has it: it decides how groups are scored
+  std::vector<MlpWeights> experts;  // n_routed_experts
   std::optional<MlpWeights> shared_experts;
 };
 
-struct MtpWeights {  // the extra parts of an MTP layer (docs/model.md §7)
-  WeightView embed;                // [vocab, hidden] (own copy, else the main embedding)
-  std::vector<float> enorm;        // [hidden]
-  std::vector<float> hnorm;        // [hidden]
-  WeightView eh_proj;              // [hidden, 2 * hidden]
-  std::vector<float> head_norm;    // [hidden] shared_head.norm
-  WeightView head;                 // [vocab, hidden] shared_head.head (else lm_head)
+struct MtpWeights {              // the extra parts of an MTP layer (docs/model.md §7)
+  WeightView embed;              // [vocab, hidden] (own copy, else the main embedding)
+  std::vector<float> enorm;      // [hidden]
+  std::vector<float> hnorm;      // [hidden]
+  WeightView eh_proj;            // [hidden, 2 * hidden]
+  std::vector<float> head_norm;  // [hidden] shared_head.norm
+  WeightView head;               // [vocab, hidden] shared_head.head (else lm_head)
 };
 
 struct LayerWeights {
   int64_t layer = 0;
-  std::vector<float> attn_norm;    // [hidden] input_layernorm
-  std::vector<float> ffn_norm;     // [hidden] post_attention_layernorm
+  std::vector<float> attn_norm;  // [hidden] input_layernorm
+  std::vector<float> ffn_norm;   // [hidden] post_attention_layernorm
   // MLA
   std::optional<WeightView> wq_a;  // [q_lora_rank, hidden] (absent: q_lora_rank null)
   std::vector<float> q_norm;       // [q_lora_rank]
@@ -63,7 +64,7 @@ struct LayerWeights {
   // weights) instead of a transposed one. Null where FP8 blocks cannot move whole (dims not
   // multiples of 128): the absorption then reads wkv_b transposed.
   std::shared_ptr<const OwnedWeight> wuk_t;
-  WeightView wo;                   // [hidden, n_heads * v_head_dim]
+  WeightView wo;  // [hidden, n_heads * v_head_dim]
   std::optional<IndexerWeights> indexer;
   // FFN: exactly one of the two
   std::optional<MlpWeights> mlp;
@@ -72,14 +73,15 @@ struct LayerWeights {
 };
 
 struct ModelWeights {
-  WeightView embed;                // [vocab, hidden]
+  WeightView embed;                  // [vocab, hidden]
   std::vector<LayerWeights> layers;  // num_hidden_layers
-  std::vector<float> norm;         // [hidden]
-  WeightView head;                 // [vocab, hidden]
-  std::optional<LayerWeights> mtp; // layer num_hidden_layers, if present in the checkpoint
+  std::vector<float> norm;           // [hidden]
+  WeightView head;                   // [vocab, hidden]
+  std::optional<LayerWeights> mtp;   // layer num_hidden_layers, if present in the checkpoint
 };
 
-// Throws Error naming the tensor and the expected dtype/shape for anything missing or wrong.
+// Throws Error naming the tensor and the expected dtype/shape for anything missing or wrong
+// (the first problem `CheckTensors` finds, and how many more).
 ModelWeights LoadWeights(const Checkpoint& ckpt);
 
 }  // namespace dsinfer

@@ -205,6 +205,16 @@ Tokenizer Tokenizer::FromFile(const std::string& path) {
   return FromJson(text, config, path);
 }
 
+Tokenizer Tokenizer::FromModelDir(const std::string& dir) {
+  const std::string path = dir + "/tokenizer.json";
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec))
+    throw Error(path +
+                ": missing: the model has no tokenizer, so it takes token ids only "
+                "(`logits`, `run --ids`); text needs the model's tokenizer.json");
+  return FromFile(path);
+}
+
 Tokenizer Tokenizer::FromJson(std::string_view json_text, std::string_view config_json_text,
                               const std::string& source) {
   nlohmann::json j;

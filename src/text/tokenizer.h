@@ -56,6 +56,12 @@ class Tokenizer {
   // Reads `path` (tokenizer.json). BOS/EOS come from `tokenizer_config.json` in the same folder
   // when present (fields `bos_token` / `eos_token`, string or {"content": ...}).
   static Tokenizer FromFile(const std::string& path);
+  // The tokenizer of model directory `dir`: `dir/tokenizer.json` by `FromFile`. Every command
+  // that turns text into tokens (`run -p`/`--chat`, `serve`, `eval`, the default job) and
+  // `inspect` load it through this call, so they refuse the same directories with the same
+  // message: a missing file is an `Error` saying so (commands that take token ids do not read
+  // the tokenizer, docs/checkpoint.md), a broken one the parse error naming the file.
+  static Tokenizer FromModelDir(const std::string& dir);
   // `json_text` is the content of tokenizer.json; `config_json_text` optionally the content of
   // tokenizer_config.json. `source` names the input in error messages.
   static Tokenizer FromJson(std::string_view json_text, std::string_view config_json_text = {},

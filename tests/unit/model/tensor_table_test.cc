@@ -70,13 +70,14 @@ TEST(TensorTable, OfficialConfigNamesAndShapes) {
 }
 
 // Bounded by the checkpoint's tensor count: the official table (required entries: all but the
-// MTP layer's) passes with exactly its required count, fails with one fewer, and a config with
+// MTP layer's and the block scales, which a BF16 checkpoint lacks) passes with exactly its
+// required count, fails with one fewer, and a config with
 // 1000x the layers fails while the table is still small (the error is raised as it grows).
 TEST(TensorTable, BoundedByTheCheckpointTensorCount) {
   ModelConfig c;
   const std::vector<TensorEntry> full = TensorTable(c);
   size_t required = 0;
-  for (const TensorEntry& e : full) required += e.required;
+  for (const TensorEntry& e : full) required += e.required && e.role != TensorRole::kBlockScale;
   EXPECT_EQ(TensorTable(c, required).size(), full.size());
   EXPECT_THROW(TensorTable(c, required - 1), Error);
   c.num_hidden_layers = 61000;
@@ -102,10 +103,21 @@ TEST(TensorTable, OfficialConfigMtpLayer) {
   ExpectTensor(m, "model.layers.61.shared_head.head.weight", DType::kBF16, {129280, 7168});
   ExpectFp8(m, "model.layers.61.self_attn.indexer.wq_b", {8192, 1536}, {64, 12});
   ExpectFp8(m, "model.layers.61.mlp.experts.255.gate_proj", {2048, 7168}, {16, 56});
+  const std::string p = "model.layers.61.";
   for (const auto& e : table) {
-    const bool mtp = e.name.rfind("model.layers.61.", 0) == 0;
+    const bool mtp = e.name.rfind(p, 0) == 0;
     EXPECT_EQ(e.required, !mtp && e.role != TensorRole::kGateBias) << e.name;
     EXPECT_EQ(e.layer >= 61, mtp) << e.name;
+    // The MTP layer is one group keyed by eh_proj; its indexer a group keyed by wq_b; the
+    // embedding/head copies (with fallbacks) and the router bias stay optional.
+    std::string with;
+    if (mtp && e.role != TensorRole::kGateBias && e.name != p + "eh_proj.weight" &&
+        e.name != p + "embed_tokens.weight" && e.name != p + "shared_head.head.weight")
+      with = e.name.find(".indexer.") == std::string::npos ||
+                     e.name.starts_with(p + "self_attn.indexer.wq_b.")
+                 ? p + "eh_proj.weight"
+                 : p + "self_attn.indexer.wq_b.weight";
+    EXPECT_EQ(e.required_with, with) << e.name;
   }
   // Order: embedding first, head last, each quantised linear followed by its scale.
   EXPECT_EQ(table.front().name, "model.embed_tokens.weight");
@@ -122,6 +134,32 @@ TEST(TensorTable, OfficialConfigMtpLayer) {
 // parameters (V3 README_WEIGHTS.md); V3.2 adds the lightning indexer (≈0.9B over 61 layers).
 // Counted: every weight element, FP8 block scales excluded; `active` includes embedding and
 // lm_head and the shared expert and counts 8/256 of the routed experts.
+// Without a quantization_config (a BF16 conversion) the projections are BF16 without scales;
+// names and shapes are unchanged.
+TEST(TensorTable, UnquantizedConfigIsBf16) {
+  ModelConfig c;
+  c.quantization_config.reset();
+  const std::vector<TensorEntry> fp8 = TensorTable(ModelConfig{}), bf16 = TensorTable(c);
+  size_t scales = 0;
+  for (const TensorEntry& e : fp8) scales += e.role == TensorRole::kBlockScale;
+  ASSERT_EQ(bf16.size() + scales, fp8.size());
+  auto m = ByName(bf16);
+  ExpectTensor(m, "model.layers.3.mlp.experts.7.up_proj.weight", DType::kBF16, {2048, 7168});
+  for (const TensorEntry& e : bf16) {
+    EXPECT_FALSE(e.quantized) << e.name;
+    EXPECT_NE(e.dtype, DType::kF8E4M3) << e.name;
+  }
+}
+
+TEST(TensorTable, AcceptedDTypes) {
+  EXPECT_EQ(AcceptedDTypesText(TensorRole::kLinear), "F8_E4M3 + F32 block scale, BF16, F16 or F32");
+  EXPECT_EQ(AcceptedDTypesText(TensorRole::kGate), AcceptedDTypesText(TensorRole::kEmbedding));
+  EXPECT_EQ(AcceptedDTypesText(TensorRole::kNormBias), "BF16, F16 or F32");
+  EXPECT_EQ(AcceptedDTypesText(TensorRole::kBlockScale), "F32");
+  EXPECT_EQ(BlockScaleName("a.weight"), "a.weight_scale_inv");
+  EXPECT_EQ(BlockScaleShape(129, 128), (std::vector<int64_t>{2, 1}));
+}
+
 TEST(TensorTable, OfficialParameterCounts) {
   ModelConfig c;
   c.index_n_heads.reset();

@@ -7,8 +7,10 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "base/error.h"
 #include "format/checkpoint.h"
 #include "format/safetensors.h"
+#include "model/weights.h"
 #include "tests/unit/tools/gen_test_util.h"
 #include "tools/gen_model.h"
 
@@ -143,7 +145,8 @@ TEST(Inspect, WrongShapeNamesTensorAndExpectedShape) {
   EXPECT_FALSE(r.usable());
   ASSERT_EQ(r.bad.size(), 1u);
   EXPECT_EQ(r.bad[0],
-            "model.layers.0.self_attn.kv_a_layernorm.weight: expected BF16 [80], found BF16 [79]");
+            "model.layers.0.self_attn.kv_a_layernorm.weight: expected BF16, F16 or F32 [80], found "
+            "BF16 [79]");
 }
 
 TEST(Inspect, OmittedMtpLayerIsStillUsableUnexpectedIsReported) {
@@ -206,18 +209,68 @@ TEST(Inspect, InvalidConfigIsUnusableWithReason) {
 namespace dsinfer {
 namespace {
 
-TEST(Inspect, AcceptsF32NormsRejectsOtherDtypes) {
-  ScratchDir tmp("inspect");
-  const std::string dir = MakeTiny(tmp);
-  RewriteShard(dir, [](TensorSpec& s) {
-    if (s.name == "model.norm.weight") s.dtype = DType::kF32;
-    if (s.name == "model.layers.1.mlp.gate.weight") s.dtype = DType::kF16;
-    return true;
-  });
-  const InspectReport r = Inspect({.dir = dir});
-  EXPECT_EQ(r.bad,
-            std::vector<std::string>{
-                "model.layers.1.mlp.gate.weight: expected BF16 [8, 200], found F16 [8, 200]"});
+// The rules of docs/checkpoint.md through both users of CheckTensors: every float storage the
+// kernels compute with is accepted by inspect and loads; anything else is refused by both, and
+// the loader's error names the tensor inspect lists first.
+TEST(Inspect, VerdictEqualsWhetherTheWeightsLoad) {
+  struct Case {
+    std::string what;
+    std::function<bool(TensorSpec&)> edit;
+    std::string culprit;  // empty: both accept
+  };
+  const std::string gate = "model.layers.1.mlp.gate.weight";
+  const std::string norm = "model.norm.weight";
+  const std::string wk = "model.layers.2.self_attn.indexer.wk.weight";
+  const std::vector<Case> cases = {
+      {"F32 norm, F16 router",
+       [&](TensorSpec& s) {
+         if (s.name == norm) s.dtype = DType::kF32;
+         if (s.name == gate) s.dtype = DType::kF16;
+         return true;
+       },
+       ""},
+      {"I32 router",
+       [&](TensorSpec& s) {
+         if (s.name == gate) s.dtype = DType::kI32;
+         return true;
+       },
+       gate},
+      {"F8_E5M2 norm",
+       [&](TensorSpec& s) {
+         if (s.name == norm) s.dtype = DType::kF8E5M2;
+         return true;
+       },
+       norm},
+      {"scale without weight",  // the weight is then missing; its scale is merely unexpected
+       [&](TensorSpec& s) { return s.name != wk; }, wk},
+      {"F64 block scale",
+       [&](TensorSpec& s) {
+         if (s.name == wk + "_scale_inv") s.dtype = DType::kF64;
+         return true;
+       },
+       wk + "_scale_inv"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    ScratchDir tmp("inspect");
+    const std::string dir = MakeTiny(tmp);
+    RewriteShard(dir, c.edit);
+    const InspectReport r = Inspect({.dir = dir});
+    std::string load_error;
+    try {
+      LoadWeights(Checkpoint::Open(dir));
+    } catch (const Error& e) {
+      load_error = e.what();
+    }
+    EXPECT_EQ(r.usable_token_ids(), load_error.empty()) << load_error;
+    if (c.culprit.empty()) {
+      EXPECT_TRUE(r.usable_token_ids()) << FormatInspectProblems(r);
+      continue;
+    }
+    ASSERT_FALSE(r.problems.empty());
+    EXPECT_NE(r.problems[0].find(c.culprit), std::string::npos) << r.problems[0];
+    EXPECT_NE(load_error.find(r.problems[0]), std::string::npos) << load_error;
+  }
 }
 
 }  // namespace
