@@ -93,11 +93,11 @@ void AddAttention(Builder& b, const ModelConfig& c, const std::string& p) {
         "config: the lightning indexer (index_topk) needs q_lora_rank, index_n_heads "
         "and index_head_dim");
   const int64_t n_i = *c.index_n_heads, d_i = *c.index_head_dim;
-  // In an optional layer (MTP) the indexer is a group of its own, keyed by `wq_b` (itself in
-  // the layer's group): the loader uses it when `wq_b` is stored, else the layer is dense.
+  // In an optional layer (MTP) the indexer is an optional group of its own, keyed by `wq_b`:
+  // the loader uses it when `wq_b` is stored, else the layer attends densely.
   const std::string outer = b.with();
-  b.Fp8Linear(p + "indexer.wq_b", n_i * d_i, *c.q_lora_rank);
   if (!outer.empty()) b.SetWith(p + "indexer.wq_b.weight");
+  b.Fp8Linear(p + "indexer.wq_b", n_i * d_i, *c.q_lora_rank);
   b.Fp8Linear(p + "indexer.wk", d_i, c.hidden_size);
   b.Norm(p + "indexer.k_norm", d_i);
   b.Add(p + "indexer.k_norm.bias", DType::kBF16, {d_i}, TensorRole::kNormBias);

@@ -102,6 +102,10 @@ def cases():
     def mtp_partial(t):  # the MTP layer starts (eh_proj) but its o_proj is gone
         del t["model.layers.3.self_attn.o_proj.weight"]
 
+    def mtp_indexer_absent(t):  # the MTP layer's indexer is optional: a dense MTP layer
+        for n in [n for n in t if n.startswith("model.layers.3.self_attn.indexer.")]:
+            del t[n]
+
     def mtp_absent(t):
         for n in [n for n in t if n.startswith("model.layers.3.")]:
             del t[n]
@@ -119,6 +123,7 @@ def cases():
         "i32_weight": (i32, None, GATE),
         "missing_required": (lambda t: t.pop(NORM), None, NORM),
         "mtp_absent": (mtp_absent, None, None),
+        "mtp_indexer_absent": (mtp_indexer_absent, None, None),
         "mtp_partial": (mtp_partial, None, "model.layers.3.self_attn.o_proj.weight"),
     }
 

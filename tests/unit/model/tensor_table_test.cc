@@ -112,11 +112,10 @@ TEST(TensorTable, OfficialConfigMtpLayer) {
     // embedding/head copies (with fallbacks) and the router bias stay optional.
     std::string with;
     if (mtp && e.role != TensorRole::kGateBias && e.name != p + "eh_proj.weight" &&
-        e.name != p + "embed_tokens.weight" && e.name != p + "shared_head.head.weight")
-      with = e.name.find(".indexer.") == std::string::npos ||
-                     e.name.starts_with(p + "self_attn.indexer.wq_b.")
-                 ? p + "eh_proj.weight"
-                 : p + "self_attn.indexer.wq_b.weight";
+        e.name != p + "embed_tokens.weight" && e.name != p + "shared_head.head.weight" &&
+        e.name != p + "self_attn.indexer.wq_b.weight")
+      with = e.name.find(".indexer.") == std::string::npos ? p + "eh_proj.weight"
+                                                           : p + "self_attn.indexer.wq_b.weight";
     EXPECT_EQ(e.required_with, with) << e.name;
   }
   // Order: embedding first, head last, each quantised linear followed by its scale.
