@@ -114,7 +114,7 @@ InspectReport Inspect(const InspectOptions& o) {
     r.errors.push_back(e.what());
   }
   try {
-    text::Tokenizer::FromModelDir(o.dir);  // what the text commands load
+    text::Tokenizer::ForModel(o.dir);  // what the text commands load
   } catch (const Error& e) {
     r.tokenizer_error = e.what();
   }

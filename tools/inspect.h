@@ -1,7 +1,7 @@
 // `dsinfer inspect`: what a checkpoint directory holds and whether dsinfer can run it.
 //
 // Judges the checkpoint by `CheckTensors` (model/tensor_table.h), the very call weight loading
-// makes, and loads its tokenizer as the text commands do (`Tokenizer::FromModelDir`), so its
+// makes, and loads its tokenizer as the text commands do (`Tokenizer::ForModel`), so its
 // verdicts are those of `run`/`logits`; counts parameters, bytes by dtype, FP8 block-scale
 // statistics and the per-token cache sizes. The JSON form (docs/inspect.md) is a stable interface:
 // other tools verify checkpoints tensor by tensor with its `tensors` array. Thread-safe: pure

@@ -174,7 +174,7 @@ int RunEval(const EvalOptions& o) {
   std::vector<std::vector<eval::TextDocument>> texts;
   for (const std::string& f : o.text) texts.push_back(eval::ReadTextFile(f, o.limit));
   const std::string dir = ResolveModelDir(o.model);
-  const text::Tokenizer tok = text::Tokenizer::FromModelDir(dir);
+  const text::Tokenizer tok = text::Tokenizer::ForModel(dir);
   std::unique_ptr<Model> model = Model::Load(dir);
   const ModelConfig& c = model->config();
   if (o.mtp && !model->has_mtp()) throw Error("--mtp: " + dir + " has no MTP layer");

@@ -204,7 +204,7 @@ int RunGenerate(const RunOptions& o) {
   // Text needs the tokenizer; token ids do not read it (docs/checkpoint.md). Loaded first, so
   // a missing or broken one fails before the weights load.
   std::optional<text::Tokenizer> tok;
-  if (!o.ids) tok = text::Tokenizer::FromModelDir(dir);
+  if (!o.ids) tok = text::Tokenizer::ForModel(dir);
   Session s(o, dir);
   if (o.ids) {
     std::vector<int32_t> ids = ParseTokenIds(*o.ids, "--ids");
@@ -259,7 +259,7 @@ CommandRegistrar reg("run", [](CLI::App& app) -> RunFn {
 void GenerateFromPrompt(const std::string& model_dir, const std::string& prompt, int64_t max_new) {
   RunOptions o;
   o.max_new = max_new;
-  text::Tokenizer tok = text::Tokenizer::FromModelDir(model_dir);
+  text::Tokenizer tok = text::Tokenizer::ForModel(model_dir);
   Session s(o, model_dir);
   std::printf("prompt: %s\n", prompt.c_str());
   std::fflush(stdout);

@@ -36,7 +36,7 @@ text::Tokenizer LoadTokenizer(const TokenizeOptions& o) {
   if (!o.tokenizer_file.empty()) return text::Tokenizer::FromFile(o.tokenizer_file);
   std::optional<std::string> model;
   if (!o.model_dir.empty()) model = o.model_dir;
-  return text::Tokenizer::FromModelDir(ResolveModelDir(model));
+  return text::Tokenizer::ForModel(ResolveModelDir(model));
 }
 
 std::string ReadStdin() {

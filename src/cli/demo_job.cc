@@ -69,7 +69,7 @@ bool HasDemoPrompts(const std::string& dir) {
 void RunDemoJob(const std::string& dir) {
   const std::string file = dir + "/" + kDemoPromptsFile;
   const std::vector<eval::EvalTask> tasks = eval::ReadTaskFile(file);
-  const text::Tokenizer tok = text::Tokenizer::FromModelDir(dir);
+  const text::Tokenizer tok = text::Tokenizer::ForModel(dir);
   const std::unique_ptr<Model> loaded = Model::Load(dir);
   Model& model = *loaded;
   for (const eval::EvalTask& task : tasks) {

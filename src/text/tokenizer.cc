@@ -205,7 +205,7 @@ Tokenizer Tokenizer::FromFile(const std::string& path) {
   return FromJson(text, config, path);
 }
 
-Tokenizer Tokenizer::FromModelDir(const std::string& dir) {
+Tokenizer Tokenizer::ForModel(const std::string& dir) {
   const std::string path = dir + "/tokenizer.json";
   std::error_code ec;
   if (!std::filesystem::exists(path, ec))

@@ -61,7 +61,7 @@ class Tokenizer {
   // `inspect` load it through this call, so they refuse the same directories with the same
   // message: a missing file is an `Error` saying so (commands that take token ids do not read
   // the tokenizer, docs/checkpoint.md), a broken one the parse error naming the file.
-  static Tokenizer FromModelDir(const std::string& dir);
+  static Tokenizer ForModel(const std::string& dir);
   // `json_text` is the content of tokenizer.json; `config_json_text` optionally the content of
   // tokenizer_config.json. `source` names the input in error messages.
   static Tokenizer FromJson(std::string_view json_text, std::string_view config_json_text = {},
