@@ -46,6 +46,18 @@ class JsonTooDeepError : public Error {
   std::string path_;
 };
 
+// A number outside the double range (1e999). `path()` names the value, as a request parameter
+// is named: "temperature", "stop[1]", "a.b[0].c" ("" for a top-level number).
+class JsonNumberOverflowError : public Error {
+ public:
+  JsonNumberOverflowError(const std::string& message, std::string path)
+      : Error(message), path_(std::move(path)) {}
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
 namespace json_util_internal {
 
 // One open container while parsing: its key in the parent object, or its index in the parent
@@ -70,6 +82,15 @@ inline std::string PathOf(const std::vector<Frame>& frames, size_t max_parts = 6
     }
   }
   return path;
+}
+
+// The path of the scalar value being parsed inside the open containers `frames` (an array's
+// next element, an object's current key).
+inline std::string ScalarPathOf(std::vector<Frame> frames, size_t max_parts = 6) {
+  if (frames.empty()) return "";
+  if (frames.back().is_array) ++frames.back().index;
+  frames.push_back({});  // PathOf leaves out the last frame
+  return PathOf(frames, max_parts);
 }
 
 }  // namespace json_util_internal
@@ -119,6 +140,12 @@ Json ParseJsonStrict(std::string_view text, const std::string& source,
     std::string_view why = e.what();
     if (why.rfind("[json.exception.", 0) == 0 && why.find("] ") != std::string_view::npos)
       why.remove_prefix(why.find("] ") + 2);
+    if (e.id == 406) {  // number overflow: name the value
+      const std::string path = json_util_internal::ScalarPathOf(frames);
+      throw JsonNumberOverflowError(source + ": invalid " + options.what + ": " +
+                                        (path.empty() ? "" : path + ": ") + std::string(why),
+                                    path);
+    }
     throw Error(source + ": invalid " + options.what + ": " + std::string(why));
   }
 }

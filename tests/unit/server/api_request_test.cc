@@ -186,18 +186,27 @@ TEST(ApiRequest, DeepBodyIs400NamingTheParameter) {
             "a[0][0][0][0][0]...");
 }
 
-// Numbers out of the double range are a 400 without the JSON library's internals; duplicate
-// keys keep the last (Python's json does).
+// Numbers out of the double range are a 400 naming the field, without the JSON library's
+// internals; duplicate keys keep the last (Python's json does).
 TEST(ApiRequest, OutOfRangeNumberIs400) {
-  for (const char* body :
-       {R"({"model": "m", "temperature": 1e999})", R"({"max_tokens": -1e400})"}) {
+  const std::pair<const char*, const char*> cases[] = {
+      {R"({"model": "m", "temperature": 1e999})", "temperature"},
+      {R"({"max_tokens": -1e400})", "max_tokens"},
+      {R"({"stop": ["a", 1e999]})", "stop[1]"},
+      {R"({"stream_options": {"include_usage": 2e308}})", "stream_options.include_usage"},
+      {R"({"messages": [{"role": "user"}, {"content": [1, 1E+400]}]})", "messages[1].content[1]"},
+      {R"({"seed": 1e99999999999999999999})", "seed"},
+  };
+  for (const auto& [body, param] : cases) {
     try {
       ParseJsonBody(body);
       ADD_FAILURE() << body;
     } catch (const ApiError& e) {
       EXPECT_EQ(e.status(), 400);
+      EXPECT_EQ(e.param(), std::optional<std::string>(param)) << body;
       const std::string msg = e.what();
       EXPECT_NE(msg.find("number overflow"), std::string::npos) << msg;
+      EXPECT_NE(msg.find(param), std::string::npos) << msg;
       EXPECT_EQ(msg.find("json.exception"), std::string::npos) << msg;
     }
   }
