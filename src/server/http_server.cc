@@ -1,18 +1,95 @@
 #include "server/http_server.h"
 
+#include <dirent.h>
 #include <httplib.h>
+#include <netdb.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <chrono>
 #include <cstdlib>
+#include <memory>
 #include <optional>
+#include <thread>
 
 #include "base/error.h"
 #include "server/api_error.h"
 
 namespace dsinfer::server {
 namespace {
+
+// The numeric host and the port of a socket address, as httplib reports a request's peer.
+bool NumericAddress(const sockaddr_storage& a, socklen_t len, std::string& host, int& port) {
+  char h[NI_MAXHOST], p[NI_MAXSERV];
+  if (::getnameinfo(reinterpret_cast<const sockaddr*>(&a), len, h, sizeof h, p, sizeof p,
+                    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+    return false;
+  host = h;
+  port = std::atoi(p);
+  return true;
+}
+
+// Whether `fd` is the connection from `remote_addr:remote_port` to our `local_port`.
+bool IsConnection(int fd, const std::string& remote_addr, int remote_port, int local_port) {
+  sockaddr_storage a{};
+  socklen_t len = sizeof a;
+  std::string host;
+  int port = -1;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0 ||
+      !NumericAddress(a, len, host, port) || host != remote_addr || port != remote_port)
+    return false;
+  len = sizeof a;
+  return ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0 &&
+         NumericAddress(a, len, host, port) && port == local_port;
+}
+
+// The socket of a request's connection. httplib 0.11.4 does not expose it, but the request
+// names both ends, and a TCP connection is unique by them: the process's sockets are searched
+// (/proc/self/fd). -1 when not found.
+int FindConnectionSocket(const std::string& remote_addr, int remote_port, int local_port) {
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (!dir) return -1;
+  int found = -1;
+  while (dirent* e = ::readdir(dir)) {
+    char* end = nullptr;
+    const long fd = std::strtol(e->d_name, &end, 10);
+    if (end == e->d_name || *end != '\0' || fd == ::dirfd(dir)) continue;
+    struct stat st {};
+    if (::fstat(static_cast<int>(fd), &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
+    if (IsConnection(static_cast<int>(fd), remote_addr, remote_port, local_port)) {
+      found = static_cast<int>(fd);
+      break;
+    }
+  }
+  ::closedir(dir);
+  return found;
+}
+
+// Whether the peer of connected socket `fd` has not closed it: no hang-up, and if readable,
+// data rather than end-of-stream (a pipelined request counts as open).
+bool SocketOpen(int fd) {
+  pollfd p{fd, POLLIN | POLLRDHUP, 0};
+  if (::poll(&p, 1, 0) < 0) return errno == EINTR;
+  if (p.revents & (POLLHUP | POLLERR | POLLNVAL | POLLRDHUP)) return false;
+  if (!(p.revents & POLLIN)) return true;
+  char c;
+  const ssize_t n = ::recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR));
+}
+
+// `HttpRequest::connection_open` for a request being served on the calling thread: finds the
+// socket on its first call (the connection is not closed while its handler runs).
+std::function<bool()> ConnectionProbe(const httplib::Request& req) {
+  auto fd = std::make_shared<int>(-2);  // -2: not looked up yet, -1: not found
+  return [fd, addr = req.remote_addr, port = req.remote_port, local = req.local_port] {
+    if (*fd == -2) *fd = FindConnectionSocket(addr, port, local);
+    return *fd < 0 || SocketOpen(*fd);
+  };
+}
 
 HttpRequest FromHttplib(const httplib::Request& req) {
   HttpRequest r;
@@ -72,7 +149,8 @@ std::string Lower(std::string s) {
 }  // namespace
 
 void ServeHttp(const HttpServerOptions& options, const HttpHandler& handler,
-               const std::function<void(int port)>& on_listening, const HttpAdmission& admit) {
+               const std::function<void(int port)>& on_listening, const HttpAdmission& admit,
+               HttpStopper* stopper) {
   httplib::Server svr;
   const int threads = std::max(options.threads, 2);
   svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
@@ -125,7 +203,9 @@ void ServeHttp(const HttpServerOptions& options, const HttpHandler& handler,
         return R::Unhandled;
       });
   auto route = [&handler](const httplib::Request& req, httplib::Response& res) {
-    ToHttplib(handler(FromHttplib(req)), res);
+    HttpRequest r = FromHttplib(req);
+    r.connection_open = ConnectionProbe(req);
+    ToHttplib(handler(r), res);
   };
   svr.Get(".*", route);
   svr.Post(".*", route);
@@ -154,8 +234,43 @@ void ServeHttp(const HttpServerOptions& options, const HttpHandler& handler,
   // The library listens with a compiled-in backlog of 5: a burst of connections beyond it is
   // refused or retried by the kernel. Calling listen() again on the bound socket raises it.
   if (listen_fd >= 0) ::listen(listen_fd, 1024);
+  std::atomic<bool> listen_returned{false};
+  if (stopper && !stopper->Attach([&svr, &listen_returned] {
+        // httplib's stop() does nothing before its listen loop has started: wait for it.
+        while (!svr.is_running() && !listen_returned)
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        svr.stop();
+      }))
+    return;
+  struct Detach {
+    HttpStopper* stopper;
+    std::atomic<bool>& listen_returned;
+    ~Detach() {
+      listen_returned = true;
+      if (stopper) stopper->Detach();
+    }
+  } detach{stopper, listen_returned};
   if (on_listening) on_listening(port);
+  // Returns once stopped and every connection being served has ended.
   svr.listen_after_bind();
+}
+
+void HttpStopper::Stop() {
+  std::lock_guard<std::mutex> lock(mu_);
+  requested_ = true;
+  if (stop_) stop_();
+}
+
+bool HttpStopper::Attach(std::function<void()> stop) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (requested_) return false;
+  stop_ = std::move(stop);
+  return true;
+}
+
+void HttpStopper::Detach() {
+  std::lock_guard<std::mutex> lock(mu_);
+  stop_ = nullptr;
 }
 
 }  // namespace dsinfer::server

@@ -1,0 +1,348 @@
+"""Black-box hardening tests of `dsinfer serve` (issue 16), each against its own server on a
+tiny generated model (the one run_openai_test.py makes), with raw sockets and http.client so
+that what a client sees on the wire is checked, and every wait bounded.
+
+usage: hardening_test.py DSINFER WORK_DIR SCENARIO
+  sigterm     streams running at SIGTERM end well-formed (finish chunk or a shutdown error
+              event, then [DONE]); a whole response is a 503; exit code 0 within the deadline;
+              SIGINT on an idle server exits 0 at once
+  disconnect  a non-streaming request whose client closes its socket is cancelled: /metrics
+              shows the cancellation, no running sequence, no referenced KV page, and the
+              engine stopped generating long before max_tokens
+  numbers     out-of-range numbers and floats where integers belong are 400s naming the field
+"""
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run_openai_test import ensure_model  # noqa: E402
+
+CTX = 1024
+
+
+class Server:
+    def __init__(self, dsinfer, model, work, name, args):
+        self.log_path = os.path.join(work, name + ".log")
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [dsinfer, "serve", "--model", model, "--host", "127.0.0.1", "--port", "0",
+             "--ctx", str(CTX)] + args, stdout=self.log, stderr=self.log)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("server exited early:\n" + self.text())
+            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", self.text())
+            if m:
+                self.port = int(m.group(1))
+                return
+            time.sleep(0.05)
+        raise RuntimeError("server did not start within 60 s:\n" + self.text())
+
+    def text(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.log.close()
+
+    def request(self, method, path, body=None, timeout=30):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            data = json.dumps(body) if isinstance(body, (dict, list)) else body
+            c.request(method, path, body=data,
+                      headers={"Content-Type": "application/json"} if data else {})
+            r = c.getresponse()
+            return r.status, dict(r.getheaders()), r.read().decode("utf-8", "replace")
+        finally:
+            c.close()
+
+    def metrics(self):
+        status, _, text = self.request("GET", "/metrics")
+        assert status == 200, status
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                out[name] = float(value)
+        return out
+
+
+def chat(content, max_tokens, stream=False):
+    return {"model": "deepseek-v3.2", "messages": [{"role": "user", "content": content}],
+            "max_tokens": max_tokens, "stream": stream, "temperature": 0}
+
+
+class Failures:
+    def __init__(self):
+        self.items = []
+
+    def check(self, ok, what):
+        if not ok:
+            print("FAIL: " + what)
+            self.items.append(what)
+        return ok
+
+
+# ---- sigterm --------------------------------------------------------------------------------
+
+class StreamClient(threading.Thread):
+    """POSTs a streaming chat and records the raw SSE body and how the connection ended."""
+
+    def __init__(self, port, body):
+        super().__init__(daemon=True)
+        self.port, self.body = port, body
+        self.raw = b""
+        self.status = None
+        self.started = threading.Event()  # the first event arrived
+        self.error = None
+
+    def run(self):
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            c.request("POST", "/v1/chat/completions", body=json.dumps(self.body),
+                      headers={"Content-Type": "application/json"})
+            r = c.getresponse()
+            self.status = r.status
+            while True:
+                chunk = r.read1(65536)
+                if not chunk:
+                    break
+                self.raw += chunk
+                if b"\n\n" in self.raw:
+                    self.started.set()
+            c.close()
+        except Exception as e:  # noqa: BLE001 - recorded and reported by the test
+            self.error = repr(e)
+        self.started.set()
+
+
+def sse_end(raw):
+    """How a stream ended: 'finish' (a finish_reason chunk, then [DONE]), 'error:<code>' (an
+    error event, then [DONE]) or a description of what is malformed."""
+    text = raw.decode("utf-8", "replace")
+    if not text.endswith("\n\n"):
+        return "truncated: " + repr(text[-200:])
+    events = [e for e in text.split("\n\n") if e and not e.startswith(":")]
+    if not events or events[-1] != "data: [DONE]":
+        return "no [DONE]: " + repr(text[-200:])
+    payloads = []
+    for e in events[:-1]:
+        if not e.startswith("data: "):
+            return "bad event " + repr(e[:100])
+        payloads.append(json.loads(e[6:]))
+    last = payloads[-1] if payloads else {}
+    if "error" in last:
+        return "error:" + str(last["error"].get("code"))
+    finishes = [p for p in payloads if p.get("choices") and p["choices"][0].get("finish_reason")]
+    return "finish" if len(finishes) == 1 else "no finish chunk"
+
+
+def scenario_sigterm(dsinfer, model, work):
+    f = Failures()
+    srv = Server(dsinfer, model, work, "sigterm",
+                 ["--parallel", "6", "--queue", "8", "--shutdown-timeout", "10"])
+    try:
+        # Two streams short enough to finish within the deadline (24 tokens), three that cannot
+        # (~1000 tokens); one whole (non-streaming) request that cannot either.
+        clients = [StreamClient(srv.port, chat("short %d" % i, 24, stream=True))
+                   for i in range(2)]
+        clients += [StreamClient(srv.port, chat("long %d" % i, CTX - 20, stream=True))
+                    for i in range(3)]
+        for c in clients:
+            c.start()
+        whole = {}
+
+        def whole_request():
+            try:
+                whole["r"] = srv.request("POST", "/v1/chat/completions", chat("whole", CTX - 20),
+                                         timeout=60)
+            except Exception as e:  # noqa: BLE001
+                whole["r"] = (None, {}, repr(e))
+        wt = threading.Thread(target=whole_request, daemon=True)
+        wt.start()
+        for c in clients:
+            f.check(c.started.wait(30), "a stream did not start within 30 s")
+        # Wait until the engine runs all six (the whole request included).
+        deadline = time.time() + 30
+        while time.time() < deadline and srv.metrics().get("dsinfer_running_sequences", 0) < 6:
+            time.sleep(0.05)
+        t0 = time.time()
+        srv.proc.send_signal(signal.SIGTERM)
+        f.check(not any(b"[DONE]" in c.raw for c in clients[:2]),
+                "a short stream ended before SIGTERM: the test shows nothing about draining")
+        try:
+            rc = srv.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            rc = None
+        elapsed = time.time() - t0
+        f.check(rc == 0, "exit code after SIGTERM: %r (log: %s)" % (rc, srv.text()[-1500:]))
+        # The deadline, plus the connections' own end (well under 10 s more).
+        f.check(elapsed < 20, "shutdown took %.1f s" % elapsed)
+        print("SIGTERM to exit: %.1f s (deadline 10 s)" % elapsed)
+        for c in clients:
+            c.join(timeout=10)
+        wt.join(timeout=10)
+        ends = [sse_end(c.raw) for c in clients]
+        print("stream ends:", ends)
+        for c, end in zip(clients, ends):
+            f.check(c.error is None, "client error: %s" % c.error)
+            f.check(c.status == 200, "stream status %r" % c.status)
+            f.check(end in ("finish", "error:server_shutting_down"), "stream ended: " + end)
+        f.check(ends[:2] == ["finish", "finish"], "short streams: %s" % ends[:2])
+        f.check(all(e == "error:server_shutting_down" for e in ends[2:]),
+                "long streams: %s" % ends[2:])
+        status, headers, body = whole.get("r", (None, {}, "no response"))
+        f.check(status == 503 and "server_shutting_down" in body and "Retry-After" in headers,
+                "whole request at shutdown: %r %s" % (status, body[:300]))
+        # Nothing listens any more.
+        try:
+            socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
+            f.check(False, "the port still accepts connections after shutdown")
+        except OSError:
+            pass
+    finally:
+        srv.stop()
+    # SIGINT on an idle server: exit 0 at once.
+    srv = Server(dsinfer, model, work, "sigint", ["--parallel", "1", "--queue", "1"])
+    try:
+        status, _, _ = srv.request("GET", "/health")
+        f.check(status == 200, "/health %r" % status)
+        srv.proc.send_signal(signal.SIGINT)
+        try:
+            rc = srv.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            rc = None
+        f.check(rc == 0, "exit code after SIGINT on an idle server: %r" % rc)
+    finally:
+        srv.stop()
+    return f.items
+
+
+# ---- disconnect -----------------------------------------------------------------------------
+
+def scenario_disconnect(dsinfer, model, work):
+    f = Failures()
+    srv = Server(dsinfer, model, work, "disconnect", ["--parallel", "2", "--queue", "2"])
+    try:
+        max_tokens = CTX - 20
+        for path, body in [("/v1/chat/completions", chat("leave early", max_tokens)),
+                           ("/v1/completions", {"model": "deepseek-v3.2", "prompt": "leave",
+                                                "max_tokens": max_tokens})]:
+            before = srv.metrics()
+            data = json.dumps(body).encode()
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+            s.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      b"Content-Type: application/json\r\nContent-Length: " +
+                      str(len(data)).encode() + b"\r\n\r\n" + data)
+            # Wait until it generates, then leave without reading.
+            deadline = time.time() + 30
+            gen0 = before.get("dsinfer_engine_generated_tokens_total", 0)
+            while time.time() < deadline:
+                m = srv.metrics()
+                if m.get("dsinfer_engine_generated_tokens_total", 0) > gen0 + 2:
+                    break
+                time.sleep(0.05)
+            s.close()
+            t0 = time.time()
+            ok = False
+            while time.time() - t0 < 10:
+                m = srv.metrics()
+                if (m.get("dsinfer_requests_cancelled_total", 0) ==
+                        before.get("dsinfer_requests_cancelled_total", 0) + 1 and
+                        m.get("dsinfer_running_sequences", 1) == 0 and
+                        m.get("dsinfer_kv_cache_referenced_pages", 1) == 0):
+                    ok = True
+                    break
+                time.sleep(0.1)
+            f.check(ok, "%s: after the client left, within 10 s: cancelled %s, running %s, "
+                    "referenced pages %s" % (path, m.get("dsinfer_requests_cancelled_total"),
+                                             m.get("dsinfer_running_sequences"),
+                                             m.get("dsinfer_kv_cache_referenced_pages")))
+            generated = m.get("dsinfer_engine_generated_tokens_total", 0) - gen0
+            time.sleep(1.0)
+            later = srv.metrics().get("dsinfer_engine_generated_tokens_total", 0) - gen0
+            print("%s: %d tokens generated before the cancellation took effect (max_tokens %d)"
+                  % (path, later, max_tokens))
+            f.check(later == generated and later < max_tokens,
+                    "%s: generation went on: %d then %d tokens" % (path, generated, later))
+        status, _, _ = srv.request("GET", "/health")
+        f.check(status == 200, "/health after the disconnects: %r" % status)
+    finally:
+        srv.stop()
+    return f.items
+
+
+# ---- numbers --------------------------------------------------------------------------------
+
+def scenario_numbers(dsinfer, model, work):
+    f = Failures()
+    srv = Server(dsinfer, model, work, "numbers", ["--parallel", "1", "--queue", "2"])
+    base = '{"model": "deepseek-v3.2", "messages": [{"role": "user", "content": "hi"}]'
+    cases = [  # (extra fields, the param the 400 must name)
+        ('"temperature": 1e999', "temperature"),
+        ('"temperature": -1e400', "temperature"),
+        ('"temperature": 1e300', "temperature"),
+        ('"top_p": 1e999', "top_p"),
+        ('"max_tokens": 1e30', "max_tokens"),
+        ('"max_tokens": 1.5', "max_tokens"),
+        ('"max_tokens": 18446744073709551616', "max_tokens"),
+        ('"max_completion_tokens": 99999999999999999999999', "max_completion_tokens"),
+        ('"seed": 1.5', "seed"),
+        ('"seed": 1e999', "seed"),
+        ('"n": 2.0', "n"),
+        ('"n": 1e400', "n"),
+        ('"logprobs": true, "top_logprobs": 1e5', "top_logprobs"),
+        ('"logprobs": true, "top_logprobs": 3.5', "top_logprobs"),
+        ('"stop": ["x", 1e999]', "stop[1]"),
+        ('"stream_options": {"include_usage": 1e999}', "stream_options.include_usage"),
+    ]
+    try:
+        for extra, param in cases:
+            status, _, body = srv.request("POST", "/v1/chat/completions",
+                                          base + ", " + extra + "}")
+            try:
+                err = json.loads(body)["error"]
+            except (ValueError, KeyError):
+                err = {}
+            f.check(status == 400 and err.get("param") == param and
+                    "json.exception" not in body and "internal" not in body,
+                    "%s: %r %s" % (extra, status, body[:300]))
+        status, _, body = srv.request("POST", "/v1/completions",
+                                      '{"model": "deepseek-v3.2", "prompt": "x", '
+                                      '"logprobs": 1e999}')
+        f.check(status == 400 and json.loads(body)["error"].get("param") == "logprobs",
+                "completions logprobs 1e999: %r %s" % (status, body[:300]))
+        m = srv.metrics()
+        f.check(m.get('dsinfer_requests_total{status="500"}', 0) == 0, "a 500 was counted")
+    finally:
+        srv.stop()
+    return f.items
+
+
+SCENARIOS = {"sigterm": scenario_sigterm, "disconnect": scenario_disconnect,
+             "numbers": scenario_numbers}
+
+
+def main():
+    dsinfer, work, scenario = sys.argv[1:4]
+    os.makedirs(work, exist_ok=True)
+    model = ensure_model(dsinfer, work)
+    t0 = time.time()
+    failures = SCENARIOS[scenario](dsinfer, model, work)
+    print("%s: %d failures, %.1f s" % (scenario, len(failures), time.time() - t0))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
