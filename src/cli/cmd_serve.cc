@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -48,6 +49,7 @@ struct ServeOptions {
   std::string prices = "0.028,0.28,0.42";
   std::optional<std::string> test_script;
   double shutdown_timeout = 10;  // seconds running requests get after SIGTERM / SIGINT
+  int max_connections = 512;     // connections served at once (a thread each)
 };
 
 // SIGTERM and SIGINT, blocked in every thread (set before any thread starts, inherited) and
@@ -170,7 +172,7 @@ int RunServe(const ServeOptions& o) {
     ~Unset() { s.SetApp(nullptr); }
   } unset{shutdown};
   server::HttpServerOptions http = o.http;
-  http.threads = o.parallel + o.queue + 4;
+  http.threads = std::max(o.max_connections, o.parallel + o.queue + 4);
   server::ServeHttp(
       http, [&app](const server::HttpRequest& r) { return app.Handle(r); },
       [&](int port) {
@@ -216,6 +218,10 @@ CommandRegistrar reg("serve", [](CLI::App& app) -> RunFn {
   sub->add_option("--prices", o->prices, "USD per 1M tokens: cache hit,cache miss,output")
       ->capture_default_str();
   sub->add_option("--max-body", o->http.max_body_bytes, "request body limit in bytes (413)")
+      ->capture_default_str();
+  sub->add_option("--max-connections", o->max_connections,
+                  "connections served at once, a thread each, started as they come (more wait)")
+      ->check(CLI::Range(1, 65536))
       ->capture_default_str();
   sub->add_option("--shutdown-timeout", o->shutdown_timeout,
                   "seconds running requests get to finish after SIGTERM/SIGINT before they are "

@@ -11,10 +11,15 @@
 #include <cctype>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <system_error>
 #include <thread>
+#include <vector>
 
 #include "base/error.h"
 #include "server/api_error.h"
@@ -105,6 +110,63 @@ HttpRequest FromHttplib(const httplib::Request& req) {
   return r;
 }
 
+// httplib serves each connection on one thread for its whole life, and its ThreadPool has a
+// fixed size: as many slow clients as threads (slowloris: a header byte every few seconds)
+// stop the server, /health included. This pool starts a thread whenever a connection arrives
+// and none is idle, up to `max_threads` (beyond it connections wait, as in httplib's pool);
+// threads stay for later connections.
+class GrowingPool : public httplib::TaskQueue {
+ public:
+  explicit GrowingPool(size_t max_threads) : max_threads_(max_threads) {}
+
+  void enqueue(std::function<void()> fn) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    jobs_.push_back(std::move(fn));
+    if (jobs_.size() > idle_ && threads_.size() < max_threads_) {
+      try {
+        threads_.emplace_back([this] { Work(); });
+        return;
+      } catch (const std::system_error&) {  // no more threads: the connection waits
+      }
+    }
+    cv_.notify_one();
+  }
+
+  void shutdown() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      shutdown_ = true;
+    }
+    cv_.notify_all();
+    for (std::thread& t : threads_) t.join();
+  }
+
+ private:
+  void Work() {
+    while (true) {
+      std::function<void()> fn;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        ++idle_;
+        cv_.wait(lock, [this] { return !jobs_.empty() || shutdown_; });
+        --idle_;
+        if (jobs_.empty()) return;  // shut down, nothing left to serve
+        fn = std::move(jobs_.front());
+        jobs_.pop_front();
+      }
+      fn();
+    }
+  }
+
+  const size_t max_threads_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;
+  size_t idle_ = 0;
+  bool shutdown_ = false;
+  std::vector<std::thread> threads_;  // the accepting thread's only
+};
+
 // httplib's DataSink as a ChunkSink.
 class HttplibSink : public ChunkSink {
  public:
@@ -152,8 +214,8 @@ void ServeHttp(const HttpServerOptions& options, const HttpHandler& handler,
                const std::function<void(int port)>& on_listening, const HttpAdmission& admit,
                HttpStopper* stopper) {
   httplib::Server svr;
-  const int threads = std::max(options.threads, 2);
-  svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  const size_t threads = static_cast<size_t>(std::max(options.threads, 2));
+  svr.new_task_queue = [threads] { return new GrowingPool(threads); };
   svr.set_payload_max_length(options.max_body_bytes);
   // httplib's default sets SO_REUSEPORT: a second server could bind the same port and take
   // half the connections. SO_REUSEADDR alone only allows a restart over TIME_WAIT.

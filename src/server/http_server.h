@@ -14,7 +14,7 @@ namespace dsinfer::server {
 struct HttpServerOptions {
   std::string host = "127.0.0.1";
   int port = 8080;                   // 0: any free port
-  int threads = 16;                  // connection threads
+  int threads = 16;                  // connection threads at most (started as connections come)
   size_t max_body_bytes = 8u << 20;  // larger bodies get 413
 };
 

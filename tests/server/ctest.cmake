@@ -20,9 +20,10 @@ if(NOT DSINFER_SANITIZE)
 endif()
 # Hardening (issue 16), each scenario against its own server on the tiny model: SIGTERM drains
 # and exits 0; a non-streaming client that leaves cancels its generation; out-of-range numbers
-# are 400s naming the field.
+# are 400s naming the field; 200 concurrent clients all answered or refused with Retry-After;
+# 50 slowloris connections leave /health answering; max-size bodies stay within the memory bound.
 if(NOT DSINFER_SANITIZE)
-  foreach(scenario sigterm disconnect numbers)
+  foreach(scenario sigterm disconnect numbers load200 slowloris)
     add_test(NAME server_hardening_${scenario}
       COMMAND ${DSINFER_PYTHON} ${CMAKE_SOURCE_DIR}/tests/server/hardening_test.py
               $<TARGET_FILE:dsinfer> ${CMAKE_BINARY_DIR}/test_server_hardening ${scenario})

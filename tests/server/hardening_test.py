@@ -10,6 +10,11 @@ usage: hardening_test.py DSINFER WORK_DIR SCENARIO
               shows the cancellation, no running sequence, no referenced KV page, and the
               engine stopped generating long before max_tokens
   numbers     out-of-range numbers and floats where integers belong are 400s naming the field
+  load200     200 concurrent clients (half streaming) against --parallel 4 --queue 16 and a
+              small --kv-budget: every one answered (200, complete) or refused (429/503 with
+              Retry-After), none lost; no sequence or KV page left; peak memory bounded
+  slowloris   50 connections trickling a request head byte by byte: /health still answers
+              within 5 s, and so does a chat request
 """
 import http.client
 import json
@@ -330,8 +335,128 @@ def scenario_numbers(dsinfer, model, work):
     return f.items
 
 
+# ---- load200 --------------------------------------------------------------------------------
+
+def vm_kib(pid, key):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def scenario_load200(dsinfer, model, work):
+    f = Failures()
+    page = 28928  # bytes of one KV page of the 1-layer test model (the server prints it)
+    srv = Server(dsinfer, model, work, "load200",
+                 ["--parallel", "4", "--queue", "16", "--kv-budget", str(12 * page)])
+    try:
+        f.check("pages of %d bytes" % page in srv.text(), "page size changed: " + srv.text())
+        srv.request("GET", "/health")
+        hwm0 = vm_kib(srv.proc.pid, "VmHWM")
+        results = [None] * 200
+        go = threading.Event()
+
+        def client(i):
+            stream = i % 2 == 1
+            body = chat("client %d asks" % i, 3, stream=stream)
+            go.wait()
+            try:
+                results[i] = srv.request("POST", "/v1/chat/completions", body, timeout=120)
+            except Exception as e:  # noqa: BLE001 - a lost client
+                results[i] = (None, {}, repr(e))
+        threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(200)]
+        for t in threads:
+            t.start()
+        t0 = time.time()
+        go.set()
+        for t in threads:
+            t.join(timeout=150)
+        counts = {}
+        for i, r in enumerate(results):
+            status, headers, body = r if r else (None, {}, "no result (thread hung)")
+            counts[status] = counts.get(status, 0) + 1
+            if status == 200:
+                if i % 2:
+                    f.check(sse_end(body.encode()) == "finish", "client %d: stream %s" %
+                            (i, sse_end(body.encode())))
+                else:
+                    try:
+                        ok = json.loads(body)["choices"][0]["finish_reason"] == "length"
+                    except (ValueError, KeyError, IndexError):
+                        ok = False
+                    f.check(ok, "client %d: body %s" % (i, body[:200]))
+            elif status in (429, 503):
+                f.check("Retry-After" in headers and "error" in json.loads(body),
+                        "client %d: %d without Retry-After or error body" % (i, status))
+            else:
+                f.check(False, "client %d lost: %r %s" % (i, status, body[:200]))
+        print("200 clients in %.1f s: %s" % (time.time() - t0, counts))
+        f.check(counts.get(200, 0) >= 20, "fewer than the 20 admitted were answered")
+        m = srv.metrics()
+        f.check(m.get("dsinfer_running_sequences", 1) == 0 and
+                m.get("dsinfer_kv_cache_referenced_pages", 1) == 0 and
+                m.get("dsinfer_kv_cache_bytes_in_use", 1) <= 12 * page,
+                "after the load: running %s, referenced pages %s, KV bytes %s" % (
+                    m.get("dsinfer_running_sequences"),
+                    m.get("dsinfer_kv_cache_referenced_pages"),
+                    m.get("dsinfer_kv_cache_bytes_in_use")))
+        hwm = vm_kib(srv.proc.pid, "VmHWM")
+        # 200 connection threads and their small bodies (measured: +59 MiB).
+        print("peak resident memory: %d MiB before, %d MiB after the load" % (hwm0 >> 10,
+                                                                             hwm >> 10))
+        f.check(hwm - hwm0 < 100 * 1024, "peak memory grew by %d MiB" % ((hwm - hwm0) >> 10))
+    finally:
+        srv.stop()
+    return f.items
+
+
+# ---- slowloris ------------------------------------------------------------------------------
+
+def scenario_slowloris(dsinfer, model, work):
+    f = Failures()
+    # 14 connection threads before: --parallel 2 + --queue 8 + 4.
+    srv = Server(dsinfer, model, work, "slowloris", ["--parallel", "2", "--queue", "8"])
+    socks = []
+    stop = threading.Event()
+    try:
+        for _ in range(50):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            socks.append(s)
+
+        def trickle():
+            while not stop.is_set():
+                for s in socks:
+                    try:
+                        s.sendall(b"X")
+                    except OSError:
+                        pass
+                stop.wait(1.0)
+        t = threading.Thread(target=trickle, daemon=True)
+        t.start()
+        time.sleep(1.5)
+        for what, method, path, body in [("/health", "GET", "/health", None),
+                                         ("chat", "POST", "/v1/chat/completions", chat("hi", 2))]:
+            t0 = time.time()
+            try:
+                status, _, text = srv.request(method, path, body, timeout=5)
+            except OSError as e:
+                status, text = None, repr(e)
+            f.check(status == 200, "%s with 50 slow connections open: %r %s (%.1f s)" %
+                    (what, status, text[:200], time.time() - t0))
+            print("%s answered in %.2f s with 50 slow connections open" % (what, time.time() - t0))
+    finally:
+        stop.set()
+        for s in socks:
+            s.close()
+        srv.stop()
+    return f.items
+
+
 SCENARIOS = {"sigterm": scenario_sigterm, "disconnect": scenario_disconnect,
-             "numbers": scenario_numbers}
+             "numbers": scenario_numbers, "load200": scenario_load200,
+             "slowloris": scenario_slowloris}
 
 
 def main():
