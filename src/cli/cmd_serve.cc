@@ -3,6 +3,7 @@
 // "listening on http://HOST:PORT" on stderr once bound (with --port 0: the chosen port).
 // SIGTERM / SIGINT shut it down gracefully (docs/server.md): no new connections or requests,
 // running requests get --shutdown-timeout seconds to finish, the rest are cancelled; exit 0.
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 
@@ -50,6 +51,7 @@ struct ServeOptions {
   std::optional<std::string> test_script;
   double shutdown_timeout = 10;  // seconds running requests get after SIGTERM / SIGINT
   int max_connections = 512;     // connections served at once (a thread each)
+  std::string body_budget = "16M";
 };
 
 // SIGTERM and SIGINT, blocked in every thread (set before any thread starts, inherited) and
@@ -135,6 +137,10 @@ class Shutdown {
 
 int RunServe(const ServeOptions& o) {
   const SignalWatch signals;  // first: every thread started later inherits the blocked set
+  // Request bodies and the buffers built from them (MiBs) are mmapped and returned to the
+  // system when freed: glibc's default threshold rises after the first such free, and the
+  // memory of later ones would stay resident in the heap.
+  mallopt(M_MMAP_THRESHOLD, 256 << 10);
   Shutdown shutdown(signals, o.shutdown_timeout);
   server::AppOptions app_options;
   app_options.api_key =
@@ -172,6 +178,7 @@ int RunServe(const ServeOptions& o) {
     ~Unset() { s.SetApp(nullptr); }
   } unset{shutdown};
   server::HttpServerOptions http = o.http;
+  http.body_budget_bytes = static_cast<size_t>(ParseByteSize(o.body_budget, "--body-budget"));
   http.threads = std::max(o.max_connections, o.parallel + o.queue + 4);
   server::ServeHttp(
       http, [&app](const server::HttpRequest& r) { return app.Handle(r); },
@@ -218,6 +225,10 @@ CommandRegistrar reg("serve", [](CLI::App& app) -> RunFn {
   sub->add_option("--prices", o->prices, "USD per 1M tokens: cache hit,cache miss,output")
       ->capture_default_str();
   sub->add_option("--max-body", o->http.max_body_bytes, "request body limit in bytes (413)")
+      ->capture_default_str();
+  sub->add_option("--body-budget", o->body_budget,
+                  "request bytes read or handled at once, in total (more: 503 + Retry-After); "
+                  "bounds request memory")
       ->capture_default_str();
   sub->add_option("--max-connections", o->max_connections,
                   "connections served at once, a thread each, started as they come (more wait)")

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <httplib.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -100,7 +101,6 @@ HttpRequest FromHttplib(const httplib::Request& req) {
   HttpRequest r;
   r.method = req.method;
   r.path = req.path;
-  r.body = req.body;
   for (const auto& [k, v] : req.headers) {
     std::string key = k;
     std::transform(key.begin(), key.end(), key.begin(),
@@ -109,6 +109,42 @@ HttpRequest FromHttplib(const httplib::Request& req) {
   }
   return r;
 }
+
+// The request bytes being read or handled at once (Content-Length of each request from its
+// head until its handler returned): a request that would exceed the budget is refused at its
+// head (503), unless nothing else is in flight. The reservation lives in its connection's
+// thread and is released when the handler returns, or when the connection ends (a client that
+// sent a head and never the body).
+class BodyBudget {
+ public:
+  explicit BodyBudget(size_t budget) : budget_(budget) {}
+  bool Reserve(size_t n) {
+    Release();
+    std::lock_guard<std::mutex> lock(mu_);
+    if (in_flight_ > 0 && in_flight_ + n > budget_) return false;
+    in_flight_ += n;
+    held_ = n;
+    owner_ = this;
+    return true;
+  }
+  // The calling thread's reservation, if any.
+  static void Release() {
+    if (!owner_) return;
+    std::lock_guard<std::mutex> lock(owner_->mu_);
+    owner_->in_flight_ -= held_;
+    owner_ = nullptr;
+    held_ = 0;
+  }
+
+ private:
+  const size_t budget_;
+  std::mutex mu_;
+  size_t in_flight_ = 0;
+  static thread_local BodyBudget* owner_;
+  static thread_local size_t held_;
+};
+thread_local BodyBudget* BodyBudget::owner_ = nullptr;
+thread_local size_t BodyBudget::held_ = 0;
 
 // httplib serves each connection on one thread for its whole life, and its ThreadPool has a
 // fixed size: as many slow clients as threads (slowloris: a header byte every few seconds)
@@ -155,6 +191,7 @@ class GrowingPool : public httplib::TaskQueue {
         jobs_.pop_front();
       }
       fn();
+      BodyBudget::Release();  // the connection ended, perhaps before its body came
     }
   }
 
@@ -229,8 +266,9 @@ void ServeHttp(const HttpServerOptions& options, const HttpHandler& handler,
   // for Content-Length bodies; chunked and compressed ones would be read whole, so they are
   // refused here, as are requests the application refuses from the head alone.
   const size_t max_body = options.max_body_bytes;
+  BodyBudget bodies(std::max(options.body_budget_bytes, max_body));
   svr.set_pre_routing_handler(
-      [&admit, max_body](const httplib::Request& req, httplib::Response& res) {
+      [&admit, max_body, &bodies](const httplib::Request& req, httplib::Response& res) {
         using R = httplib::Server::HandlerResponse;
         if (req.has_header("Transfer-Encoding")) {
           Refuse(res, ApiError(411, "invalid_request_error",
@@ -254,10 +292,18 @@ void ServeHttp(const HttpServerOptions& options, const HttpHandler& handler,
             Refuse(res, ApiError::PayloadTooLarge());
             return R::Handled;
           }
+          if (n > 0 && !bodies.Reserve(n)) {
+            Refuse(res, ApiError(503, "server_error",
+                                 "too many large request bodies at once (--body-budget); retry",
+                                 std::nullopt, "server_busy"));
+            res.set_header("Retry-After", "1");
+            return R::Handled;
+          }
         }
         if (admit) {
           HttpRequest head = FromHttplib(req);  // the body is not read yet
           if (std::optional<HttpResponse> refused = admit(head)) {
+            BodyBudget::Release();
             ToHttplib(std::move(*refused), res);
             return R::Handled;
           }
@@ -265,9 +311,18 @@ void ServeHttp(const HttpServerOptions& options, const HttpHandler& handler,
         return R::Unhandled;
       });
   auto route = [&handler](const httplib::Request& req, httplib::Response& res) {
-    HttpRequest r = FromHttplib(req);
-    r.connection_open = ConnectionProbe(req);
-    ToHttplib(handler(r), res);
+    const size_t body_bytes = req.body.size();
+    {
+      HttpRequest r = FromHttplib(req);
+      // httplib does not read the body after the handler: move it rather than hold 2 copies.
+      r.body = std::move(const_cast<std::string&>(req.body));
+      r.connection_open = ConnectionProbe(req);
+      ToHttplib(handler(r), res);
+    }
+    BodyBudget::Release();
+    // A large body's parse left freed memory in this thread's malloc arena, which glibc keeps
+    // (resident) for the arena's next use: give it back.
+    if (body_bytes >= (1u << 20)) ::malloc_trim(0);
   };
   svr.Get(".*", route);
   svr.Post(".*", route);

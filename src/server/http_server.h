@@ -16,6 +16,9 @@ struct HttpServerOptions {
   int port = 8080;                   // 0: any free port
   int threads = 16;                  // connection threads at most (started as connections come)
   size_t max_body_bytes = 8u << 20;  // larger bodies get 413
+  // Request bytes read or handled at once, in total (at least max_body_bytes): beyond it a
+  // request is refused at its head with 503 + Retry-After. Bounds the memory requests take.
+  size_t body_budget_bytes = 16u << 20;
 };
 
 // Stops a `ServeHttp` from another thread (a signal handler's thread): it closes the listening

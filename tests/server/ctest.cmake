@@ -23,7 +23,7 @@ endif()
 # are 400s naming the field; 200 concurrent clients all answered or refused with Retry-After;
 # 50 slowloris connections leave /health answering; max-size bodies stay within the memory bound.
 if(NOT DSINFER_SANITIZE)
-  foreach(scenario sigterm disconnect numbers load200 slowloris)
+  foreach(scenario sigterm disconnect numbers load200 slowloris memory)
     add_test(NAME server_hardening_${scenario}
       COMMAND ${DSINFER_PYTHON} ${CMAKE_SOURCE_DIR}/tests/server/hardening_test.py
               $<TARGET_FILE:dsinfer> ${CMAKE_BINARY_DIR}/test_server_hardening ${scenario})

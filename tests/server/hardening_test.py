@@ -15,6 +15,9 @@ usage: hardening_test.py DSINFER WORK_DIR SCENARIO
               Retry-After), none lost; no sequence or KV page left; peak memory bounded
   slowloris   50 connections trickling a request head byte by byte: /health still answers
               within 5 s, and so does a chat request
+  memory      max-size bodies of the costliest shapes, one at a time and 12 at once: peak
+              resident memory grows by at most 64 x --body-budget, and returns near the
+              baseline afterwards (the budget refuses bodies beyond it at their head: 503)
 """
 import http.client
 import json
@@ -454,9 +457,88 @@ def scenario_slowloris(dsinfer, model, work):
     return f.items
 
 
+# ---- memory ---------------------------------------------------------------------------------
+
+def big_bodies(n):
+    """Bodies of exactly n bytes that cost the most memory per byte (of those measured): an
+    unknown field holding an array of small integers, tool parameters with many empty-schema
+    properties (rendered into the prompt), and a message of plain text (tokenized)."""
+    def pad(head, item, tail):
+        count = (n - len(head) - len(tail)) // len(item)
+        body = head + item[1:] + item * (count - 1) + tail
+        return body + " " * (n - len(body))
+    def properties(head, tail):  # distinct keys "0", "1", ... with empty schemas
+        items, size, i = [], len(head) + len(tail), 0
+        while size + len(str(i)) + 6 <= n:
+            items.append('"%d":{}' % i)
+            size += len(items[-1]) + 1
+            i += 1
+        body = head + ",".join(items) + tail
+        return body + " " * (n - len(body))
+    pre = '{"model":"deepseek-v3.2","max_tokens":1,"messages":[{"role":"user","content":"hi"}]'
+    return {
+        "ints": pad(pre + ',"x":[', ",0", "]}"),
+        "tool_properties": properties(pre + ',"tools":[{"type":"function","function":{'
+                                      '"name":"f","parameters":{"type":"object",'
+                                      '"properties":{', "}}}}]}"),
+        "content": pad('{"model":"deepseek-v3.2","max_tokens":1,"messages":[{"role":"user",'
+                       '"content":"', "ab ", '"}]}'),
+    }
+
+
+def scenario_memory(dsinfer, model, work):
+    f = Failures()
+    max_body, budget = 2 << 20, 4 << 20
+    srv = Server(dsinfer, model, work, "memory",
+                 ["--parallel", "2", "--queue", "8", "--max-body", str(max_body),
+                  "--body-budget", "4M"])
+    try:
+        srv.request("POST", "/v1/chat/completions", chat("warm up", 1))
+        hwm0, rss0 = vm_kib(srv.proc.pid, "VmHWM"), vm_kib(srv.proc.pid, "VmRSS")
+        bodies = big_bodies(max_body)
+        for name, body in bodies.items():
+            assert len(body) == max_body
+            status, _, text = srv.request("POST", "/v1/chat/completions", body, timeout=120)
+            f.check(status in (200, 400), "%s: %r %s" % (name, status, text[:200]))
+            print("%s (%d bytes): %d, peak %+d MiB, resident %+d MiB" % (
+                name, len(body), status, (vm_kib(srv.proc.pid, "VmHWM") - hwm0) >> 10,
+                (vm_kib(srv.proc.pid, "VmRSS") - rss0) >> 10))
+        # Twelve at once (without the budget: +350 MiB): the budget admits two 2 MiB bodies,
+        # the others are refused at the head.
+        results = [None] * 12
+
+        def send(i):
+            try:
+                results[i] = srv.request("POST", "/v1/chat/completions", bodies["ints"],
+                                         timeout=120)
+            except Exception as e:  # noqa: BLE001
+                results[i] = (None, {}, repr(e))
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=150)
+        statuses = sorted(r[0] for r in results if r)
+        print("12 at once:", statuses)
+        for r in results:
+            f.check(r and (r[0] == 200 or (r[0] == 503 and "Retry-After" in r[1])),
+                    "concurrent big body: %r" % (r[:1] if r else r,))
+        hwm, rss = vm_kib(srv.proc.pid, "VmHWM"), vm_kib(srv.proc.pid, "VmRSS")
+        print("peak %+d MiB (bound %d MiB = 64 x --body-budget), resident after %+d MiB" % (
+            (hwm - hwm0) >> 10, (64 * budget) >> 20, (rss - rss0) >> 10))
+        f.check((hwm - hwm0) * 1024 <= 64 * budget, "peak grew by %d MiB" % ((hwm - hwm0) >> 10))
+        f.check((rss - rss0) * 1024 <= 16 * budget, "resident after: %+d MiB" %
+                ((rss - rss0) >> 10))
+        status, _, _ = srv.request("GET", "/health")
+        f.check(status == 200, "/health %r" % status)
+    finally:
+        srv.stop()
+    return f.items
+
+
 SCENARIOS = {"sigterm": scenario_sigterm, "disconnect": scenario_disconnect,
              "numbers": scenario_numbers, "load200": scenario_load200,
-             "slowloris": scenario_slowloris}
+             "slowloris": scenario_slowloris, "memory": scenario_memory}
 
 
 def main():
