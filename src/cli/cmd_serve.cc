@@ -1,11 +1,24 @@
 // `dsinfer serve`: the OpenAI-compatible HTTP server (docs/server.md). Loads the model and its
 // tokenizer, starts the scheduler's worker and serves on loopback by default. Prints
 // "listening on http://HOST:PORT" on stderr once bound (with --port 0: the chosen port).
+// SIGTERM / SIGINT shut it down gracefully (docs/server.md): no new connections or requests,
+// running requests get --shutdown-timeout seconds to finish, the rest are cancelled; exit 0.
+#include <malloc.h>
+#include <pthread.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <ctime>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/error.h"
@@ -36,9 +49,99 @@ struct ServeOptions {
   std::string kv_budget;  // empty: DefaultKvBudget()
   std::string prices = "0.028,0.28,0.42";
   std::optional<std::string> test_script;
+  double shutdown_timeout = 10;  // seconds running requests get after SIGTERM / SIGINT
+  int max_connections = 512;     // connections served at once (a thread each)
+  std::string body_budget = "16M";
+};
+
+// SIGTERM and SIGINT, blocked in every thread (set before any thread starts, inherited) and
+// taken by one thread with sigtimedwait, so shutdown runs as ordinary code, not in a handler.
+class SignalWatch {
+ public:
+  SignalWatch() {
+    sigemptyset(&set_);
+    sigaddset(&set_, SIGTERM);
+    sigaddset(&set_, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set_, nullptr);
+  }
+  // The next signal within `timeout` (0: none).
+  int Wait(std::chrono::milliseconds timeout) const {
+    timespec ts{static_cast<time_t>(timeout.count() / 1000),
+                static_cast<long>(timeout.count() % 1000) * 1000000};
+    const int sig = sigtimedwait(&set_, nullptr, &ts);
+    return sig > 0 ? sig : 0;
+  }
+
+ private:
+  sigset_t set_;
+};
+
+// The shutdown sequence, on its own thread: on the first signal the app refuses new work and
+// the HTTP server stops accepting; running requests may finish until the deadline (a second
+// signal cuts it short), then every generation left is cancelled. The server returns once its
+// connections have ended. A signal before the app exists (model loading) exits at once.
+class Shutdown {
+ public:
+  Shutdown(const SignalWatch& signals, double timeout_s)
+      : signals_(signals), timeout_(std::chrono::duration<double>(timeout_s)) {
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~Shutdown() {
+    done_ = true;
+    thread_.join();
+  }
+  void SetApp(server::OpenAiApp* app) {
+    std::lock_guard<std::mutex> lock(mu_);
+    app_ = app;
+  }
+  server::HttpStopper& stopper() { return stopper_; }
+
+ private:
+  void Run() {
+    using Clock = std::chrono::steady_clock;
+    constexpr auto kPoll = std::chrono::milliseconds(100);
+    int sig = 0;
+    while (!done_ && !(sig = signals_.Wait(kPoll))) {
+    }
+    if (!sig) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!app_) {
+      std::fprintf(stderr, "%s: exiting (nothing served yet)\n", strsignal(sig));
+      std::_Exit(0);
+    }
+    std::fprintf(stderr, "%s: shutting down; running requests get %.3g s to finish\n",
+                 strsignal(sig), timeout_.count());
+    app_->BeginShutdown();
+    stopper_.Stop();  // closes the listening socket
+    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout_);
+    bool idle = false;
+    while (!(idle = app_->WaitIdle(std::min(deadline, Clock::now() + kPoll))) &&
+           Clock::now() < deadline) {
+      if (signals_.Wait(std::chrono::milliseconds(0))) break;  // a second signal: now
+    }
+    if (!idle) {
+      std::fprintf(stderr, "cancelling %zu unfinished requests\n", app_->jobs_in_flight());
+      app_->CancelAll();
+    }
+    std::fflush(stderr);
+  }
+
+  const SignalWatch& signals_;
+  std::chrono::duration<double> timeout_;
+  std::mutex mu_;
+  server::OpenAiApp* app_ = nullptr;
+  server::HttpStopper stopper_;
+  std::atomic<bool> done_{false};
+  std::thread thread_;
 };
 
 int RunServe(const ServeOptions& o) {
+  const SignalWatch signals;  // first: every thread started later inherits the blocked set
+  // Request bodies and the buffers built from them (MiBs) are mmapped and returned to the
+  // system when freed: glibc's default threshold rises after the first such free, and the
+  // memory of later ones would stay resident in the heap.
+  mallopt(M_MMAP_THRESHOLD, 256 << 10);
+  Shutdown shutdown(signals, o.shutdown_timeout);
   server::AppOptions app_options;
   app_options.api_key =
       server::ResolveApiKey(o.api_key, o.api_key_file, std::getenv(server::kApiKeyEnv));
@@ -69,8 +172,14 @@ int RunServe(const ServeOptions& o) {
                static_cast<long long>(kv.budget_pages), static_cast<long long>(kv.page_bytes),
                static_cast<long long>(kv.budget_pages * kKvPageRows));
   server::OpenAiApp app(engine, tokenizer, app_options);
+  shutdown.SetApp(&app);
+  struct Unset {  // the shutdown thread must not see the app once it is gone
+    Shutdown& s;
+    ~Unset() { s.SetApp(nullptr); }
+  } unset{shutdown};
   server::HttpServerOptions http = o.http;
-  http.threads = o.parallel + o.queue + 4;
+  http.body_budget_bytes = static_cast<size_t>(ParseByteSize(o.body_budget, "--body-budget"));
+  http.threads = std::max(o.max_connections, o.parallel + o.queue + 4);
   server::ServeHttp(
       http, [&app](const server::HttpRequest& r) { return app.Handle(r); },
       [&](int port) {
@@ -78,7 +187,8 @@ int RunServe(const ServeOptions& o) {
                      o.model_name.c_str());
         std::fflush(stderr);
       },
-      [&app](const server::HttpRequest& head) { return app.Admit(head); });
+      [&app](const server::HttpRequest& head) { return app.Admit(head); }, &shutdown.stopper());
+  if (shutdown.stopper().stop_requested()) std::fprintf(stderr, "stopped\n");
   return 0;
 }
 
@@ -115,6 +225,19 @@ CommandRegistrar reg("serve", [](CLI::App& app) -> RunFn {
   sub->add_option("--prices", o->prices, "USD per 1M tokens: cache hit,cache miss,output")
       ->capture_default_str();
   sub->add_option("--max-body", o->http.max_body_bytes, "request body limit in bytes (413)")
+      ->capture_default_str();
+  sub->add_option("--body-budget", o->body_budget,
+                  "request bytes read or handled at once, in total (more: 503 + Retry-After); "
+                  "bounds request memory")
+      ->capture_default_str();
+  sub->add_option("--max-connections", o->max_connections,
+                  "connections served at once, a thread each, started as they come (more wait)")
+      ->check(CLI::Range(1, 65536))
+      ->capture_default_str();
+  sub->add_option("--shutdown-timeout", o->shutdown_timeout,
+                  "seconds running requests get to finish after SIGTERM/SIGINT before they are "
+                  "cancelled")
+      ->check(CLI::Range(0.0, 3600.0))
       ->capture_default_str();
   sub->add_option("--test-script", o->test_script,
                   "TEST ONLY: JSON rules replaying scripted completions (docs/server.md)");

@@ -96,8 +96,7 @@ std::optional<int> LogprobCount(const Json& body, const char* name) {
 int ChatLogprobs(const Json& body) {
   const bool on = Bool(body, "logprobs", "logprobs");
   const std::optional<int> top = LogprobCount(body, "top_logprobs");
-  if (top && !on)
-    throw ApiError::Invalid("top_logprobs", "top_logprobs needs \"logprobs\": true");
+  if (top && !on) throw ApiError::Invalid("top_logprobs", "top_logprobs needs \"logprobs\": true");
   return on ? top.value_or(0) : -1;
 }
 
@@ -172,7 +171,10 @@ Json ParseJsonBody(std::string_view body) {
   } catch (const JsonTooDeepError& e) {
     throw ApiError(400, "invalid_request_error", e.what(),
                    e.path().empty() ? std::nullopt : std::optional<std::string>(e.path()));
-  } catch (const Error& e) {  // syntax, or a number out of the double range
+  } catch (const JsonNumberOverflowError& e) {
+    throw ApiError(400, "invalid_request_error", e.what(),
+                   e.path().empty() ? std::nullopt : std::optional<std::string>(e.path()));
+  } catch (const Error& e) {  // syntax
     throw ApiError(400, "invalid_request_error", e.what());
   }
   if (!j.is_object()) throw ApiError(400, "invalid_request_error", "body must be a JSON object");

@@ -19,6 +19,9 @@ struct HttpRequest {
   std::string path;                            // without the query string
   std::map<std::string, std::string> headers;  // keys lower-case
   std::string body;
+  // Whether the client's connection is still open (asked while a whole response is being
+  // generated, to cancel the work when the client left); unset: assume open.
+  std::function<bool()> connection_open = nullptr;
 
   // The header's value, or "" when absent. `name` lower-case.
   std::string Header(const std::string& name) const {

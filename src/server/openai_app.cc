@@ -36,8 +36,16 @@ std::vector<ScriptRule> LoadTestScript(const std::string& path) {
   return rules;
 }
 
-// One request being generated.
+// One request being generated; registered with its app (for shutdown) from Submit until the
+// last reference (the handler's, or the stream's once its last byte is sent) goes.
 struct OpenAiApp::Job {
+  OpenAiApp* app = nullptr;  // set when registered
+  ~Job() {
+    if (!app) return;
+    std::lock_guard<std::mutex> lock(app->jobs_mu_);
+    app->jobs_.erase(this);
+    app->jobs_cv_.notify_all();
+  }
   std::string id;
   std::string model;
   int64_t created = 0;
@@ -52,6 +60,11 @@ struct OpenAiApp::Job {
 
 namespace {
 
+ApiError ShuttingDown() {
+  return ApiError(503, "server_error", "the server is shutting down; retry on another instance",
+                  std::nullopt, "server_shutting_down");
+}
+
 HttpResponse JsonResponse(int status, const Json& body) {
   HttpResponse r;
   r.status = status;
@@ -63,7 +76,7 @@ HttpResponse ErrorResponse(const ApiError& e) {
   HttpResponse r;
   r.status = e.status();
   r.body = e.Body();
-  if (e.status() == 429) r.headers.emplace_back("Retry-After", "1");
+  if (e.status() == 429 || e.status() == 503) r.headers.emplace_back("Retry-After", "1");
   return r;
 }
 
@@ -77,12 +90,15 @@ ApiError FromEncoderError(const Error& e) {
 }
 
 // Waits for the job's tokens, handing each to `on_token(id, logprobs or nullptr)` (false: a
-// stop sequence matched). `alive()` is asked while no token arrives; false (the client left)
-// cancels: returns false.
+// stop sequence matched). `alive(idle)` is asked when no token arrived for 500 ms (idle) and
+// at least every 500 ms while tokens arrive; false (the client left) cancels: returns false.
 template <class OnToken, class Alive>
 bool Drain(OpenAiApp::Job& job, OnToken on_token, Alive alive) {
+  using Clock = std::chrono::steady_clock;
+  constexpr auto kCheck = std::chrono::milliseconds(500);
+  Clock::time_point last_check = Clock::now();
   while (true) {
-    Generation::Update u = job.gen->Wait(std::chrono::milliseconds(500));
+    Generation::Update u = job.gen->Wait(kCheck);
     for (size_t i = 0; i < u.tokens.size(); ++i) {
       ++job.completion_tokens;
       if (!on_token(u.tokens[i], i < u.logprobs.size() ? &u.logprobs[i] : nullptr)) {
@@ -97,9 +113,13 @@ bool Drain(OpenAiApp::Job& job, OnToken on_token, Alive alive) {
       job.error = u.error;
       return true;
     }
-    if (u.tokens.empty() && !alive()) {
-      job.gen->Cancel();
-      return false;
+    const bool idle = u.tokens.empty();
+    if (idle || Clock::now() - last_check >= kCheck) {
+      last_check = Clock::now();
+      if (!alive(idle)) {
+        job.gen->Cancel();
+        return false;
+      }
     }
   }
 }
@@ -108,7 +128,10 @@ void ThrowIfFailed(const OpenAiApp::Job& job) {
   if (job.finish == FinishReason::kError)
     throw ApiError(500, "server_error", "generation failed: " + job.error);
   if (job.finish == FinishReason::kCancelled)
-    throw ApiError(503, "server_error", "the server is shutting down");
+    throw ApiError(503, "server_error",
+                   "the server is shutting down: the generation was cancelled after " +
+                       std::to_string(job.completion_tokens) + " tokens",
+                   std::nullopt, "server_shutting_down");
 }
 
 std::string FinishName(const OpenAiApp::Job& job, bool tool_calls) {
@@ -282,7 +305,9 @@ std::optional<HttpResponse> OpenAiApp::Admit(const HttpRequest& head) noexcept {
 HttpResponse OpenAiApp::Route(const HttpRequest& req) {
   const std::string& p = req.path;
   const bool get = req.method == "GET", post = req.method == "POST";
-  if (p == "/health" && get) return JsonResponse(200, Json{{"status", "ok"}});
+  if (p == "/health" && get)
+    return shutting_down_ ? JsonResponse(503, Json{{"status", "shutting_down"}})
+                          : JsonResponse(200, Json{{"status", "ok"}});
   if (p == "/metrics" && get) {
     HttpResponse r;
     r.content_type = "text/plain; version=0.0.4";
@@ -313,6 +338,7 @@ void OpenAiApp::CheckModel(const std::string& model) const {
 std::shared_ptr<OpenAiApp::Job> OpenAiApp::Start(const std::string& prompt_text,
                                                  const std::vector<text::TextSpan>* control,
                                                  const SamplingParams& params) {
+  if (shutting_down_) throw ShuttingDown();
   auto job = std::make_shared<Job>();
   job->id = std::to_string(std::time(nullptr)) + "-" + std::to_string(next_id_++);
   job->model = params.model;
@@ -350,7 +376,30 @@ std::shared_ptr<OpenAiApp::Job> OpenAiApp::Start(const std::string& prompt_text,
   if (!job->gen)
     throw ApiError(429, "rate_limit_error", "the request queue is full; retry later", std::nullopt,
                    "queue_full");
+  {
+    std::lock_guard<std::mutex> lock(jobs_mu_);
+    jobs_.insert(job.get());
+    job->app = this;
+  }
+  if (shutting_down_) job->gen->Cancel();  // CancelAll may have run before the registration
   return job;
+}
+
+void OpenAiApp::BeginShutdown() { shutting_down_ = true; }
+
+size_t OpenAiApp::jobs_in_flight() const {
+  std::lock_guard<std::mutex> lock(jobs_mu_);
+  return jobs_.size();
+}
+
+bool OpenAiApp::WaitIdle(std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock<std::mutex> lock(jobs_mu_);
+  return jobs_cv_.wait_until(lock, deadline, [this] { return jobs_.empty(); });
+}
+
+void OpenAiApp::CancelAll() {
+  std::lock_guard<std::mutex> lock(jobs_mu_);
+  for (Job* job : jobs_) job->gen->Cancel();
 }
 
 Json OpenAiApp::FinishUsage(const Job& job, int64_t reasoning_tokens) {
@@ -373,7 +422,8 @@ HttpResponse OpenAiApp::Chat(const HttpRequest& req) {
   // Control tokens only where the chat format puts them: typed in a message they are text.
   std::shared_ptr<Job> job = Start(prompt.text, &prompt.control_tokens, cr.params);
   const bool thinking = prompt.thinking_mode == text::ThinkingMode::kThinking;
-  return cr.params.stream ? ChatStream(job, thinking) : ChatWhole(job, thinking);
+  return cr.params.stream ? ChatStream(job, thinking)
+                          : ChatWhole(job, thinking, req.connection_open);
 }
 
 HttpResponse OpenAiApp::Completions(const HttpRequest& req) {
@@ -388,21 +438,43 @@ HttpResponse OpenAiApp::Completions(const HttpRequest& req) {
   }
   // A raw prompt is the model's input as given: added tokens in it are control tokens.
   std::shared_ptr<Job> job = Start(prompt, nullptr, tr.params);
-  return tr.params.stream ? TextStream(job) : TextWhole(job);
+  return tr.params.stream ? TextStream(job) : TextWhole(job, req.connection_open);
 }
 
-HttpResponse OpenAiApp::ChatWhole(std::shared_ptr<Job> job, bool thinking) {
+namespace {
+
+// What a whole response's Drain asks: is the client still connected.
+auto ConnectionCheck(const std::function<bool()>& connection_open) {
+  return [&connection_open](bool) { return !connection_open || connection_open(); };
+}
+
+// The response to a client that left before its whole response was ready (nobody reads it;
+// the status is nginx's "client closed request", counted in /metrics).
+HttpResponse ClientGone() {
+  return ErrorResponse(ApiError(499, "invalid_request_error",
+                                "the client closed the connection; the generation was cancelled",
+                                std::nullopt, "client_closed_request"));
+}
+
+}  // namespace
+
+HttpResponse OpenAiApp::ChatWhole(std::shared_ptr<Job> job, bool thinking,
+                                  const std::function<bool()>& connection_open) {
   const auto mode = thinking ? text::ThinkingMode::kThinking : text::ThinkingMode::kChat;
   ChatOutput out(tokenizer_, job->params.stop, mode, "call_" + job->id + "_");
   LogprobsJson logprobs(tokenizer_, /*legacy=*/false);
-  Drain(
+  const bool finished = Drain(
       *job,
       [&](int32_t id, const TokenLogprobs* lp) {
         if (lp) logprobs.Add(*lp);
         out.Add(id);
         return !out.stopped();
       },
-      [] { return true; });
+      ConnectionCheck(connection_open));
+  if (!finished) {
+    metrics_.CountCancelled();
+    return ClientGone();
+  }
   ThrowIfFailed(*job);
   out.Finish();
   Json choice = {{"index", 0},
@@ -418,18 +490,23 @@ HttpResponse OpenAiApp::ChatWhole(std::shared_ptr<Job> job, bool thinking) {
                                 {"usage", FinishUsage(*job, out.reasoning_tokens())}});
 }
 
-HttpResponse OpenAiApp::TextWhole(std::shared_ptr<Job> job) {
+HttpResponse OpenAiApp::TextWhole(std::shared_ptr<Job> job,
+                                  const std::function<bool()>& connection_open) {
   OutputText out(tokenizer_, job->params.stop, eos_);
   LogprobsJson logprobs(tokenizer_, /*legacy=*/true);
   std::string text;
-  Drain(
+  const bool finished = Drain(
       *job,
       [&](int32_t id, const TokenLogprobs* lp) {
         if (lp) logprobs.Add(*lp);
         text += out.Add(id);
         return !out.stopped();
       },
-      [] { return true; });
+      ConnectionCheck(connection_open));
+  if (!finished) {
+    metrics_.CountCancelled();
+    return ClientGone();
+  }
   ThrowIfFailed(*job);
   text += out.Finish();
   Json choice = {{"text", text},
@@ -473,7 +550,7 @@ struct StreamDriver {
   bool Run(OnToken on_token) {
     const bool finished = Drain(
         job, [&](int32_t id, const TokenLogprobs* lp) { return on_token(id, lp) && ok; },
-        [&] { return ok = ok && sink.Write(": keep-alive\n\n"); });
+        [&](bool idle) { return ok = ok && (!idle || sink.Write(": keep-alive\n\n")); });
     if (!ok) job.gen->Cancel();
     return finished && ok;
   }
@@ -541,8 +618,9 @@ HttpResponse OpenAiApp::ChatStream(std::shared_ptr<Job> job, bool thinking) {
       send(Json::object(), FinishName(*job, out.has_tool_calls()));
       return out.reasoning_tokens();
     };
-    d.Frame("chat.completion.chunk", "chatcmpl-", body,
-            [&](int64_t reasoning) { return FinishUsage(*job, reasoning); }, metrics_);
+    d.Frame(
+        "chat.completion.chunk", "chatcmpl-", body,
+        [&](int64_t reasoning) { return FinishUsage(*job, reasoning); }, metrics_);
   };
   return r;
 }
@@ -574,8 +652,9 @@ HttpResponse OpenAiApp::TextStream(std::shared_ptr<Job> job) {
       send("", FinishName(*job, false));
       return 0;
     };
-    d.Frame("text_completion", "cmpl-", body,
-            [&](int64_t reasoning) { return FinishUsage(*job, reasoning); }, metrics_);
+    d.Frame(
+        "text_completion", "cmpl-", body,
+        [&](int64_t reasoning) { return FinishUsage(*job, reasoning); }, metrics_);
   };
   return r;
 }

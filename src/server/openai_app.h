@@ -9,9 +9,14 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -41,7 +46,7 @@ struct AppOptions {
   // the Host and Origin headers, when sent, must name a loopback host (localhost, 127.0.0.1,
   // [::1]) or one of these (`--allow-host`; "*": any), else 403.
   std::vector<std::string> allowed_hosts;
-  int64_t ctx = 0;                     // context limit (prompt + max_tokens); 0: the model's
+  int64_t ctx = 0;  // context limit (prompt + max_tokens); 0: the model's
   Prices prices;
   size_t max_body_bytes = 8u << 20;
   std::vector<ScriptRule> test_script;
@@ -57,6 +62,16 @@ class OpenAiApp {
   std::optional<HttpResponse> Admit(const HttpRequest& head) noexcept;
   const Metrics& metrics() const { return metrics_; }
 
+  // Graceful shutdown (SIGTERM, `dsinfer serve`): after BeginShutdown, new generation requests
+  // get 503 `server_shutting_down` (Retry-After) and /health 503; WaitIdle waits until no
+  // request is being generated (true) or `deadline` passed (false); CancelAll cancels every
+  // generation still running or queued: a stream ends with an error event
+  // (`server_shutting_down`) and [DONE], a whole response is a 503.
+  void BeginShutdown();
+  bool WaitIdle(std::chrono::steady_clock::time_point deadline);
+  void CancelAll();
+  size_t jobs_in_flight() const;
+
   struct Job;  // one request being generated (openai_app.cc)
 
  private:
@@ -71,9 +86,10 @@ class OpenAiApp {
   std::shared_ptr<Job> Start(const std::string& prompt_text,
                              const std::vector<text::TextSpan>* control,
                              const SamplingParams& params);
-  HttpResponse ChatWhole(std::shared_ptr<Job> job, bool thinking);
+  HttpResponse ChatWhole(std::shared_ptr<Job> job, bool thinking,
+                         const std::function<bool()>& connection_open);
   HttpResponse ChatStream(std::shared_ptr<Job> job, bool thinking);
-  HttpResponse TextWhole(std::shared_ptr<Job> job);
+  HttpResponse TextWhole(std::shared_ptr<Job> job, const std::function<bool()>& connection_open);
   HttpResponse TextStream(std::shared_ptr<Job> job);
   nlohmann::ordered_json FinishUsage(const Job& job, int64_t reasoning_tokens);
 
@@ -83,6 +99,10 @@ class OpenAiApp {
   int32_t eos_;
   Metrics metrics_;
   std::atomic<uint64_t> next_id_{1};
+  std::atomic<bool> shutting_down_{false};
+  mutable std::mutex jobs_mu_;
+  std::condition_variable jobs_cv_;
+  std::set<Job*> jobs_;  // requests between Submit and their last byte sent
 };
 
 }  // namespace dsinfer::server

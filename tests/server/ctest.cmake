@@ -18,3 +18,15 @@ if(NOT DSINFER_SANITIZE)
             --parallel 8 --queue 64 --kv-budget 694272)
   set_tests_properties(server_load PROPERTIES LABELS integration TIMEOUT 300)
 endif()
+# Hardening (issue 16), each scenario against its own server on the tiny model: SIGTERM drains
+# and exits 0; a non-streaming client that leaves cancels its generation; out-of-range numbers
+# are 400s naming the field; 200 concurrent clients all answered or refused with Retry-After;
+# 50 slowloris connections leave /health answering; max-size bodies stay within the memory bound.
+if(NOT DSINFER_SANITIZE)
+  foreach(scenario sigterm disconnect numbers load200 slowloris memory)
+    add_test(NAME server_hardening_${scenario}
+      COMMAND ${DSINFER_PYTHON} ${CMAKE_SOURCE_DIR}/tests/server/hardening_test.py
+              $<TARGET_FILE:dsinfer> ${CMAKE_BINARY_DIR}/test_server_hardening ${scenario})
+    set_tests_properties(server_hardening_${scenario} PROPERTIES LABELS integration TIMEOUT 180)
+  endforeach()
+endif()

@@ -6,8 +6,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <limits>
+#include <string>
 
 #include "base/error.h"
 #include "server/api_error.h"
@@ -186,22 +189,70 @@ TEST(ApiRequest, DeepBodyIs400NamingTheParameter) {
             "a[0][0][0][0][0]...");
 }
 
-// Numbers out of the double range are a 400 without the JSON library's internals; duplicate
-// keys keep the last (Python's json does).
+// Numbers out of the double range are a 400 naming the field, without the JSON library's
+// internals; duplicate keys keep the last (Python's json does).
 TEST(ApiRequest, OutOfRangeNumberIs400) {
-  for (const char* body :
-       {R"({"model": "m", "temperature": 1e999})", R"({"max_tokens": -1e400})"}) {
+  const std::pair<const char*, const char*> cases[] = {
+      {R"({"model": "m", "temperature": 1e999})", "temperature"},
+      {R"({"max_tokens": -1e400})", "max_tokens"},
+      {R"({"stop": ["a", 1e999]})", "stop[1]"},
+      {R"({"stream_options": {"include_usage": 2e308}})", "stream_options.include_usage"},
+      {R"({"messages": [{"role": "user"}, {"content": [1, 1E+400]}]})", "messages[1].content[1]"},
+      {R"({"seed": 1e99999999999999999999})", "seed"},
+  };
+  for (const auto& [body, param] : cases) {
     try {
       ParseJsonBody(body);
       ADD_FAILURE() << body;
     } catch (const ApiError& e) {
       EXPECT_EQ(e.status(), 400);
+      EXPECT_EQ(e.param(), std::optional<std::string>(param)) << body;
       const std::string msg = e.what();
       EXPECT_NE(msg.find("number overflow"), std::string::npos) << msg;
+      EXPECT_NE(msg.find(param), std::string::npos) << msg;
       EXPECT_EQ(msg.find("json.exception"), std::string::npos) << msg;
     }
   }
   EXPECT_EQ(ParseJsonBody(R"({"a": 1, "a": 2})")["a"], 2);
+}
+
+// Parsing is linear in the body: nlohmann's callback parser rescanned the parent array after
+// every object (an 8 MiB body of `{},` took hours: quadratic), and ordered_json's key lookup
+// is a linear search (an object of 10^6 keys: quadratic). Ten times the elements must cost
+// about ten times the time, not a hundred: the ratio of the best of three parses of n and
+// 10 n elements is checked against 40 (a complexity check, not a speed test). Duplicate keys
+// still keep the last value at the first key's position, as Python's json does.
+TEST(ApiRequest, ParseIsLinear) {
+  auto bodies = [](int n) {
+    std::string objects = R"({"x": [)", keys = R"({"y": {)";
+    for (int i = 0; i < n; ++i) {
+      objects += i ? ",{}" : "{}";
+      keys += (i ? ",\"" : "\"") + std::to_string(i) + "\":" + std::to_string(i);
+    }
+    return std::pair(objects + "]}", keys + R"(, "5": -5}})");
+  };
+  auto best_of_3 = [](const std::pair<std::string, std::string>& b) {
+    double best = 1e30;
+    for (int rep = 0; rep < 3; ++rep) {
+      const auto t0 = std::chrono::steady_clock::now();
+      ParseJsonBody(b.first);
+      ParseJsonBody(b.second);
+      best = std::min(best,
+                      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return best;
+  };
+  const int n = 10000;
+  const auto small = bodies(n), big = bodies(10 * n);
+  const double ratio = best_of_3(big) / best_of_3(small);
+  EXPECT_LT(ratio, 40.0) << "parse time grows faster than the body";
+  const Json a = ParseJsonBody(big.first), b = ParseJsonBody(big.second);
+  ASSERT_EQ(a["x"].size(), static_cast<size_t>(10 * n));
+  EXPECT_EQ(a["x"][10 * n - 1], Json::object());
+  ASSERT_EQ(b["y"].size(), static_cast<size_t>(10 * n));
+  EXPECT_EQ(b["y"]["5"], -5);
+  EXPECT_EQ(std::next(b["y"].begin(), 5).key(), "5");
+  EXPECT_EQ(b["y"][std::to_string(10 * n - 1)], 10 * n - 1);
 }
 
 TEST(ApiError, Shape) {

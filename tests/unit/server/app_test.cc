@@ -456,5 +456,52 @@ TEST_F(AppTest, ClientLeavingCancels) {
             std::string::npos);
 }
 
+// A whole (non-streaming) response whose client closed its connection is cancelled: the
+// connection probe is asked while tokens arrive, not only when they stop.
+TEST_F(AppTest, WholeResponseClientLeavingCancels) {
+  OpenAiApp app(*engine_, *tok_, Options());
+  HttpRequest r{
+      "POST", "/v1/chat/completions", {}, UserChat("hello", {{"max_tokens", 490}}).dump()};
+  int asked = 0;
+  r.connection_open = [&asked] { return ++asked < 1; };  // gone at the first look (500 ms)
+  const HttpResponse res = app.Handle(r);
+  ExpectError(res, 499, "client_closed_request");
+  EXPECT_EQ(asked, 1);
+  EXPECT_NE(app.Handle({"GET", "/metrics", {}, ""}).body.find("dsinfer_requests_cancelled_total 1"),
+            std::string::npos);
+  for (int i = 0; i < 400 && engine_->Stats().running != 0; ++i) std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(engine_->Stats().running, 0);
+  EXPECT_EQ(engine_->Stats().kv.referenced_pages, 0);
+}
+
+// Shutdown: new requests and /health are 503 with Retry-After; a stream cancelled by CancelAll
+// ends with a server_shutting_down error event, then [DONE]; WaitIdle sees the end.
+TEST_F(AppTest, ShutdownCancelsStreamsAndRefusesNewRequests) {
+  OpenAiApp app(*engine_, *tok_, Options());
+  HttpResponse s =
+      Post(app, "/v1/chat/completions", UserChat("hello", {{"stream", true}, {"max_tokens", 400}}));
+  ASSERT_TRUE(s.stream);
+  EXPECT_EQ(app.jobs_in_flight(), 1u);
+  app.BeginShutdown();
+  const HttpResponse refused = Post(app, "/v1/chat/completions", UserChat("later"));
+  ExpectError(refused, 503, "server_shutting_down");
+  bool retry_after = false;
+  for (const auto& [k, v] : refused.headers) retry_after = retry_after || k == "Retry-After";
+  EXPECT_TRUE(retry_after);
+  EXPECT_EQ(app.Handle({"GET", "/health", {}, ""}).status, 503);
+  EXPECT_FALSE(app.WaitIdle(std::chrono::steady_clock::now() + 10ms));
+  app.CancelAll();
+  FakeSink sink;
+  s.stream(sink);
+  const std::vector<std::string> events = SseEvents(sink.body);
+  ASSERT_GE(events.size(), 2u);
+  EXPECT_EQ(events.back(), "[DONE]");
+  EXPECT_EQ(Json::parse(events[events.size() - 2])["error"]["code"], "server_shutting_down");
+  s = HttpResponse{};  // the stream's last reference to its job
+  EXPECT_TRUE(app.WaitIdle(std::chrono::steady_clock::now() + 1s));
+  for (int i = 0; i < 400 && engine_->Stats().running != 0; ++i) std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(engine_->Stats().running, 0);
+}
+
 }  // namespace
 }  // namespace dsinfer::server
