@@ -322,7 +322,8 @@
     if (!view.reasoning.hidden && !answer.usage) view.summary.textContent = 'Reasoning';
     state.controller = null;
     setBusy(false);
-    setStatus({ done: 'Done.', stopped: 'Stopped.', error: 'Failed.' }[outcome]);
+    const ended = { done: 'Done.', stopped: 'Stopped.', error: 'Failed.' }[outcome];
+    setStatus(conversation === state.conversation ? ended : 'Ready.');
   }
 
   // ---- wiring -------------------------------------------------------------------------------
