@@ -81,10 +81,14 @@
     state.model = base.id;
     $('model').textContent = state.model;
     $('key-panel').hidden = true;
-    const prices = await fetch('/v1/dsinfer/prices', { headers: authHeaders() });
-    if (prices.ok) {
-      state.prices = await prices.json();
-      showPrices();
+    try {
+      const prices = await fetch('/v1/dsinfer/prices', { headers: authHeaders() });
+      if (prices.ok) {
+        state.prices = await prices.json();
+        showPrices();
+      }
+    } catch (e) {
+      // the table is informative only: each answer's cost comes with its usage
     }
     $('send').disabled = false;
     setStatus('Ready.');
