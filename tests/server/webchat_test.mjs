@@ -5,7 +5,8 @@
 //
 // The model's text is gibberish, so the page is checked against the API itself: each turn is
 // first asked of POST /v1/chat/completions without streaming (greedy), then typed into the
-// page; the page's streamed text, reasoning, tool calls and usage must equal the API's. The
+// page; the page's streamed text, reasoning and usage must equal the API's (the tool call
+// must equal the script's). The
 // page's request comes second, so its prompt's whole 64-token pages come from the prefix
 // cache: its cache-hit count must be 64·⌊(prompt − 1)/64⌋ (docs/server.md) and its cost
 // must equal the price table (GET /v1/dsinfer/prices) applied to its token counts. Stop is
@@ -179,7 +180,7 @@ test('web chat in chromium: key, streaming, multi-turn, thinking, tool call, sto
   const first = 'Please read this and answer. ' + 'The quick brown fox jumps over the lazy dog. '.repeat(8);
   const turn1 = [{ role: 'user', content: first }];
   const ref1 = await api('/v1/chat/completions',
-    { model: MODEL, messages: turn1, temperature: 0, max_tokens: 24 });
+    { model: MODEL, messages: turn1, temperature: 0, max_tokens: 16 });
   assert.ok(ref1.usage.prompt_tokens > 64, `prompt of ${ref1.usage.prompt_tokens} tokens`);
   // Record the answer's text each time it changes, to see it arrive in pieces.
   await page.evaluate(() => {
@@ -190,7 +191,7 @@ test('web chat in chromium: key, streaming, multi-turn, thinking, tool call, sto
     }).observe(document.getElementById('messages'),
       { subtree: true, childList: true, characterData: true });
   });
-  const a1 = await sendFromPage(first, { maxTokens: 24 });
+  const a1 = await sendFromPage(first, { maxTokens: 16 });
   await waitFinished(a1);
   const text1 = await a1.locator('.text').textContent();
   assert.equal(text1, ref1.choices[0].message.content);
@@ -205,8 +206,8 @@ test('web chat in chromium: key, streaming, multi-turn, thinking, tool call, sto
   const turn2 = [...turn1, { role: 'assistant', content: text1 },
     { role: 'user', content: 'And after that?' }];
   const ref2 = await api('/v1/chat/completions',
-    { model: MODEL, messages: turn2, temperature: 0, max_tokens: 16 });
-  const a2 = await sendFromPage('And after that?', { maxTokens: 16 });
+    { model: MODEL, messages: turn2, temperature: 0, max_tokens: 8 });
+  const a2 = await sendFromPage('And after that?', { maxTokens: 8 });
   await waitFinished(a2);
   assert.equal(await a2.locator('.text').textContent(), ref2.choices[0].message.content);
   await checkUsage(a2, ref2.usage, prices);
@@ -235,21 +236,19 @@ test('web chat in chromium: key, streaming, multi-turn, thinking, tool call, sto
   assert.equal(await a3.locator('.reasoning-text').isVisible(), true);
   await shot('05-thinking-open');
 
-  // A tool call the model emits is shown with its name and arguments.
+  // A tool call the model emits is shown with its name and arguments: the scripted
+  // get_weather(city="Paris") of run_openai_test.py (the API's parse of it is checked in
+  // openai_client_test.mjs; not asked again here, its 63 tokens would only slow the test).
   await page.click('#new-chat');
-  const tool = [{ role: 'user', content: 'SCRIPT_TOOL weather in Paris?' }];
-  const ref4 = await api('/v1/chat/completions',
-    { model: MODEL, messages: tool, temperature: 0, max_tokens: 64 });
-  const call = ref4.choices[0].message.tool_calls[0];
   const a4 = await sendFromPage('SCRIPT_TOOL weather in Paris?', { maxTokens: 64 });
   await waitFinished(a4);
   assert.equal(await a4.getAttribute('data-finish'), 'tool_calls');
   const shown = a4.locator('.tool-call');
   assert.equal(await shown.count(), 1);
-  assert.equal(await shown.locator('.tool-name').textContent(), call.function.name);
-  assert.deepEqual(JSON.parse(await shown.locator('.tool-args').textContent()),
-    JSON.parse(call.function.arguments));
-  await checkUsage(a4, ref4.usage, prices);
+  assert.equal(await shown.locator('.tool-name').textContent(), 'get_weather');
+  assert.deepEqual(JSON.parse(await shown.locator('.tool-args').textContent()), { city: 'Paris' });
+  assert.equal(await a4.locator('.text').textContent(), '');
+  assert.match(await a4.locator('.usage').textContent(), /completion \d+ tokens/);
   await shot('06-tool-call');
 
   // Stop mid-stream: the server cancels the generation and frees the sequence.
