@@ -12,6 +12,7 @@ APT_PACKAGES=(
   libcpp-httplib-dev libssl-dev zlib1g-dev        # HTTP server
   python3 python3-numpy                           # NumPy reference (tests/reference)
   curl                                            # server tests
+  chromium                                        # web chat test (headless, playwright-core)
   python3-regex fortunes fortunes-min sword-text-web  # own model: tokenizer, English text
   python3-torch libopenblas0-pthread              # own model: training (tools/train)
 )

@@ -19,12 +19,17 @@ Generation::Update Generation::Wait(std::chrono::milliseconds timeout) {
   u.done = done_;
   u.finish = finish_;
   u.error = error_;
+  u.first_token_time = first_token_time_;
+  u.last_token_time = last_token_time_;
   return u;
 }
 
 void Generation::Push(int32_t token, std::optional<TokenLogprobs> logprobs) {
   {
     std::lock_guard lock(mu_);
+    last_token_time_ = std::chrono::steady_clock::now();
+    if (first_token_time_ == std::chrono::steady_clock::time_point{})
+      first_token_time_ = last_token_time_;
     pending_.push_back(token);
     if (logprobs) pending_logprobs_.push_back(std::move(*logprobs));
   }

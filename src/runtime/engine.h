@@ -58,6 +58,9 @@ class Generation {
     bool done = false;
     FinishReason finish = FinishReason::kNone;
     std::string error;  // kError: what went wrong
+    // When the worker pushed the first and the latest token (default-constructed before the
+    // first): the timings the server reports, free of how late its thread wakes up.
+    std::chrono::steady_clock::time_point first_token_time, last_token_time;
   };
   // Waits until there are new tokens or the generation ended, or `timeout` passed.
   Update Wait(std::chrono::milliseconds timeout);
@@ -80,6 +83,7 @@ class Generation {
   bool done_ = false;
   FinishReason finish_ = FinishReason::kNone;
   std::string error_;
+  std::chrono::steady_clock::time_point first_token_time_, last_token_time_;
   std::atomic<bool> cancelled_{false};
   std::atomic<int64_t> cache_hit_tokens_{0};
 };

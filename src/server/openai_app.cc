@@ -12,6 +12,7 @@
 #include "server/api_key.h"
 #include "server/output_text.h"
 #include "server/sse.h"
+#include "server/web_assets.h"
 #include "text/chat_encoding.h"
 
 namespace dsinfer::server {
@@ -56,6 +57,8 @@ struct OpenAiApp::Job {
   FinishReason finish = FinishReason::kNone;
   bool stopped = false;  // a stop sequence matched
   std::string error;
+  // When the request was accepted, and when the worker pushed its first and latest tokens.
+  std::chrono::steady_clock::time_point start, first_token, last_token;
 };
 
 namespace {
@@ -99,6 +102,10 @@ bool Drain(OpenAiApp::Job& job, OnToken on_token, Alive alive) {
   Clock::time_point last_check = Clock::now();
   while (true) {
     Generation::Update u = job.gen->Wait(kCheck);
+    if (!u.tokens.empty()) {
+      job.first_token = u.first_token_time;
+      job.last_token = u.last_token_time;
+    }
     for (size_t i = 0; i < u.tokens.size(); ++i) {
       ++job.completion_tokens;
       if (!on_token(u.tokens[i], i < u.logprobs.size() ? &u.logprobs[i] : nullptr)) {
@@ -132,6 +139,23 @@ void ThrowIfFailed(const OpenAiApp::Job& job) {
                    "the server is shutting down: the generation was cancelled after " +
                        std::to_string(job.completion_tokens) + " tokens",
                    std::nullopt, "server_shutting_down");
+}
+
+// `timings` of a finished job: {first_token_ms (queue + prefill + the first token),
+// decode_ms (first to last token), decode_tokens_per_second ((completion − 1) / decode time;
+// null with fewer than 2 tokens)}, as the worker produced the tokens.
+Json TimingsJson(const OpenAiApp::Job& job) {
+  using Ms = std::chrono::duration<double, std::milli>;
+  if (job.completion_tokens == 0)
+    return Json{
+        {"first_token_ms", nullptr}, {"decode_ms", 0.0}, {"decode_tokens_per_second", nullptr}};
+  const double first = Ms(job.first_token - job.start).count();
+  const double decode = Ms(job.last_token - job.first_token).count();
+  Json speed = nullptr;
+  if (job.completion_tokens > 1 && decode > 0)
+    speed = static_cast<double>(job.completion_tokens - 1) / (decode / 1000.0);
+  return Json{
+      {"first_token_ms", first}, {"decode_ms", decode}, {"decode_tokens_per_second", speed}};
 }
 
 std::string FinishName(const OpenAiApp::Job& job, bool tool_calls) {
@@ -250,6 +274,39 @@ std::string HostName(std::string v, bool origin) {
   return v.substr(0, v.find(':'));
 }
 
+// True when an If-None-Match header ("*", or a list of possibly weak ETags) names `etag`.
+bool EtagMatches(const std::string& if_none_match, std::string_view etag) {
+  std::stringstream ss(if_none_match);
+  std::string tag;
+  while (std::getline(ss, tag, ',')) {
+    const size_t b = tag.find_first_not_of(" \t"), e = tag.find_last_not_of(" \t");
+    if (b == std::string::npos) continue;
+    tag = tag.substr(b, e - b + 1);
+    if (tag.starts_with("W/")) tag = tag.substr(2);
+    if (tag == "*" || tag == etag) return true;
+  }
+  return false;
+}
+
+// A file of the web page, with its security and cache headers. `no-cache` lets the browser
+// keep it but revalidate every load (304 on an unchanged ETag), so a rebuilt server never
+// runs with a stale script.
+HttpResponse WebPage(const WebAsset& page, const HttpRequest& req) {
+  HttpResponse r;
+  r.content_type = std::string(page.content_type);
+  r.headers = {{"Content-Security-Policy", std::string(kWebCsp)},
+               {"X-Content-Type-Options", "nosniff"},
+               {"Referrer-Policy", "no-referrer"},
+               {"Cache-Control", "no-cache"},
+               {"ETag", std::string(page.etag)}};
+  if (EtagMatches(req.Header("if-none-match"), page.etag)) {
+    r.status = 304;
+    return r;
+  }
+  r.body = std::string(page.body);
+  return r;
+}
+
 }  // namespace
 
 void OpenAiApp::CheckBrowserSafety(const HttpRequest& req) const {
@@ -280,7 +337,15 @@ void OpenAiApp::CheckBrowserSafety(const HttpRequest& req) const {
 void OpenAiApp::CheckHead(const HttpRequest& req) const {
   const std::string& p = req.path;
   if (req.method == "GET" && (p == "/health" || p == "/metrics")) return;
-  const bool known = p == "/v1/models" || p == "/v1/chat/completions" || p == "/v1/completions";
+  const WebAsset* page = FindWebAsset(p);
+  // The web page needs no key (its API calls do); without a key it obeys the Host/Origin rule
+  // of /v1/*, so a rebound DNS name cannot load it either.
+  if (page && (req.method == "GET" || req.method == "HEAD")) {
+    if (!options_.api_key) CheckBrowserSafety(req);
+    return;
+  }
+  const bool known = p == "/v1/models" || p == "/v1/chat/completions" || p == "/v1/completions" ||
+                     p == "/v1/dsinfer/prices" || page;
   if (!known && p != "/health" && p != "/metrics")
     throw ApiError(404, "invalid_request_error", "unknown URL: " + req.method + " " + p,
                    std::nullopt, "unknown_url");
@@ -315,7 +380,10 @@ HttpResponse OpenAiApp::Route(const HttpRequest& req) {
     return r;
   }
   CheckHead(req);
+  if (const WebAsset* page = FindWebAsset(p); page && (get || req.method == "HEAD"))
+    return WebPage(*page, req);
   if (p == "/v1/models" && get) return Models();
+  if (p == "/v1/dsinfer/prices" && get) return JsonResponse(200, PricesJson(options_.prices));
   if (p == "/v1/chat/completions" && post) return Chat(req);
   if (p == "/v1/completions" && post) return Completions(req);
   throw ApiError(405, "invalid_request_error", "method " + req.method + " not allowed for " + p,
@@ -343,6 +411,7 @@ std::shared_ptr<OpenAiApp::Job> OpenAiApp::Start(const std::string& prompt_text,
   job->id = std::to_string(std::time(nullptr)) + "-" + std::to_string(next_id_++);
   job->model = params.model;
   job->created = std::time(nullptr);
+  job->start = std::chrono::steady_clock::now();
   job->params = params;
   GenerationRequest g;
   g.prompt = control ? tokenizer_.EncodeWithControlTokensAt(prompt_text, *control)
@@ -487,7 +556,8 @@ HttpResponse OpenAiApp::ChatWhole(std::shared_ptr<Job> job, bool thinking,
                                 {"model", job->model},
                                 {"system_fingerprint", "dsinfer"},
                                 {"choices", Json::array({choice})},
-                                {"usage", FinishUsage(*job, out.reasoning_tokens())}});
+                                {"usage", FinishUsage(*job, out.reasoning_tokens())},
+                                {"timings", TimingsJson(*job)}});
 }
 
 HttpResponse OpenAiApp::TextWhole(std::shared_ptr<Job> job,
@@ -519,7 +589,8 @@ HttpResponse OpenAiApp::TextWhole(std::shared_ptr<Job> job,
                                 {"model", job->model},
                                 {"system_fingerprint", "dsinfer"},
                                 {"choices", Json::array({choice})},
-                                {"usage", FinishUsage(*job, 0)}});
+                                {"usage", FinishUsage(*job, 0)},
+                                {"timings", TimingsJson(*job)}});
 }
 
 // ---- streaming ------------------------------------------------------------------------------
@@ -569,6 +640,7 @@ struct StreamDriver {
         Json c = StreamChunk(job, object, id_prefix, nullptr);
         c["choices"] = Json::array();
         c["usage"] = std::move(usage);
+        c["timings"] = TimingsJson(job);
         Write(c);
       }
     } catch (const ApiError& e) {

@@ -3,9 +3,11 @@
 // Prometheus metrics. `Handle` never throws: every failure is an OpenAI-style error response.
 // Thread-safe: `Handle` runs concurrently on the HTTP server's threads.
 //
-// Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health,
-// GET /metrics. The served model names are `model_name` and `model_name + "-reasoner"` (the
-// latter turns thinking on, as DeepSeek's API does).
+// Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models,
+// GET /v1/dsinfer/prices, GET /health, GET /metrics, and the web chat page (GET /, its files:
+// web_assets.h; no key needed, Host/Origin checked as for /v1/* when there is no key). The
+// served model names are `model_name` and `model_name + "-reasoner"` (the latter turns
+// thinking on, as DeepSeek's API does).
 #pragma once
 
 #include <atomic>

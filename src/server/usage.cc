@@ -50,4 +50,15 @@ nlohmann::ordered_json UsageJson(const Usage& u, const Prices& p) {
   return j;
 }
 
+nlohmann::ordered_json PricesJson(const Prices& p) {
+  nlohmann::ordered_json j;
+  j["object"] = "dsinfer.prices";
+  j["currency"] = "USD";
+  j["per_tokens"] = 1000000;
+  j["input_cache_hit"] = p.cache_hit;
+  j["input_cache_miss"] = p.cache_miss;
+  j["output"] = p.output;
+  return j;
+}
+
 }  // namespace dsinfer::server

@@ -29,4 +29,8 @@ struct Usage {
 // output, total, currency}.
 nlohmann::ordered_json UsageJson(const Usage& usage, const Prices& prices);
 
+// The price table as served at GET /v1/dsinfer/prices: {object: "dsinfer.prices", currency,
+// per_tokens: 1000000, input_cache_hit, input_cache_miss, output} (the `cost` field names).
+nlohmann::ordered_json PricesJson(const Prices& prices);
+
 }  // namespace dsinfer::server

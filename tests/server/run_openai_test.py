@@ -5,10 +5,14 @@ wait is bounded, so a broken server fails the test instead of hanging it.
 
 usage: run_openai_test.py DSINFER NODE SOURCE_DIR WORK_DIR [TEST.mjs [SERVE_ARG...]]
   SERVE_ARGs replace the default scheduling flags (--parallel 2 --queue 2 --max-body 65536).
+  With DSINFER_NEEDS_CHROMIUM=1 in the environment (the web chat test), the test gets the
+  path of Debian's chromium as DSINFER_CHROMIUM; when chromium is missing the driver fails,
+  unless apt has no chromium for this system at all: then it exits 77 (CTest: skipped).
 """
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -100,11 +104,39 @@ def check_port_exclusive(dsinfer, model, script_path, work, url):
     return None
 
 
+SKIP = 77  # SKIP_RETURN_CODE of the tests that need chromium
+
+
+def find_chromium():
+    """The chromium executable, or exits: 77 (skip) when apt cannot install it on this system,
+    1 when it could be installed but is not (scripts/setup.sh installs it)."""
+    path = os.environ.get("DSINFER_CHROMIUM") or shutil.which("chromium")
+    if path:
+        return path
+    candidate = None
+    if shutil.which("apt-cache"):
+        out = subprocess.run(["apt-cache", "policy", "chromium"], capture_output=True,
+                             text=True, timeout=60).stdout
+        m = re.search(r"Candidate:\s*(\S+)", out)
+        if m and m.group(1) != "(none)":
+            candidate = m.group(1)
+    if candidate is None:
+        print("SKIP: chromium is not installable here (no apt candidate for Debian's "
+              "'chromium' package): the web chat browser test cannot run")
+        sys.exit(SKIP)
+    print("FAIL: chromium is installable (apt candidate %s) but not installed: run "
+          "scripts/setup.sh" % candidate)
+    sys.exit(1)
+
+
 def main():
     dsinfer, node, source, work = sys.argv[1:5]
     test_file = sys.argv[5] if len(sys.argv) > 5 else "openai_client_test.mjs"
     serve_args = sys.argv[6:] or DEFAULT_SERVE_ARGS
     os.makedirs(work, exist_ok=True)
+    extra_env = {}
+    if os.environ.get("DSINFER_NEEDS_CHROMIUM") == "1":
+        extra_env["DSINFER_CHROMIUM"] = find_chromium()
     model = ensure_model(dsinfer, work)
     script_path = os.path.join(work, "script.json")
     with open(script_path, "w", encoding="utf-8") as f:
@@ -114,7 +146,7 @@ def main():
     try:
         wait_health(url)
         env = dict(os.environ, DSINFER_URL=url, DSINFER_API_KEY=API_KEY, DSINFER_CTX=str(CTX),
-                   DSINFER_SOURCE_DIR=source)
+                   DSINFER_SOURCE_DIR=source, **extra_env)
         test = os.path.join(source, "tests", "server", test_file)
         rc = subprocess.run([node, "--test", "--test-timeout=120000", test], env=env,
                             timeout=150).returncode

@@ -8,13 +8,17 @@
 
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
 #include <limits>
 #include <map>
 #include <memory>
+#include <sstream>
 #include <thread>
 
 #include "runtime/engine.h"
 #include "server/openai_app.h"
+#include "server/web_assets.h"
 #include "server_test_util.h"
 #include "text/chat_encoding.h"
 #include "text/completion_parser.h"
@@ -241,6 +245,22 @@ TEST_F(AppTest, QueueFullIs429WithRetryAfter) {
   EXPECT_EQ(r.headers[0].first, "Retry-After");
 }
 
+// `timings`: times in ms, and the decode speed is (completion − 1) tokens over decode_ms.
+void ExpectTimings(const Json& t, int64_t completion) {
+  ASSERT_TRUE(t.is_object()) << t;
+  ASSERT_TRUE(t["first_token_ms"].is_number()) << t;
+  ASSERT_TRUE(t["decode_ms"].is_number()) << t;
+  EXPECT_GE(t["first_token_ms"].get<double>(), 0.0);
+  const double decode = t["decode_ms"].get<double>();
+  EXPECT_GE(decode, 0.0);
+  if (completion < 2 || decode == 0) {
+    EXPECT_TRUE(t["decode_tokens_per_second"].is_null()) << t;
+    return;
+  }
+  const double speed = t["decode_tokens_per_second"].get<double>();
+  EXPECT_NEAR(speed, (completion - 1) / (decode / 1000.0), 1e-9 * speed) << t;
+}
+
 TEST_F(AppTest, ScriptedThinkingNonStream) {
   OpenAiApp app(*engine_, *tok_, Options());
   Json req = UserChat("SCRIPT_THINK");
@@ -257,6 +277,7 @@ TEST_F(AppTest, ScriptedThinkingNonStream) {
   EXPECT_EQ(j["usage"]["completion_tokens"], completion);
   EXPECT_EQ(j["usage"]["completion_tokens_details"]["reasoning_tokens"], reasoning);
   EXPECT_EQ(j["usage"]["total_tokens"], j["usage"]["prompt_tokens"].get<int64_t>() + completion);
+  ExpectTimings(j["timings"], completion);
 }
 
 // The streamed deltas reassemble to the one-shot parse of the scripted text (the non-stream
@@ -284,12 +305,13 @@ TEST_F(AppTest, ToolCallStreamEqualsOneShotParse) {
   ASSERT_GE(events.size(), 3u);
   EXPECT_EQ(events.back(), "[DONE]");
   std::string reasoning, content;
-  Json calls = Json::array(), finish, usage;
+  Json calls = Json::array(), finish, usage, timings;
   for (size_t i = 0; i + 1 < events.size(); ++i) {
     const Json c = Json::parse(events[i]);
     ASSERT_TRUE(c.contains("usage"));  // include_usage: null on every chunk, then the totals
     if (c["choices"].empty()) {
       usage = c["usage"];
+      timings = c["timings"];
       continue;
     }
     const Json& d = c["choices"][0]["delta"];
@@ -308,6 +330,7 @@ TEST_F(AppTest, ToolCallStreamEqualsOneShotParse) {
   EXPECT_EQ(usage["completion_tokens"], static_cast<int64_t>(tok_->Encode(kToolCall).size()));
   EXPECT_EQ(usage["prompt_tokens"],
             static_cast<int64_t>(tok_->Encode(text::EncodeChatRequest(req).text).size()));
+  ExpectTimings(timings, usage["completion_tokens"].get<int64_t>());
 }
 
 TEST_F(AppTest, StopSequenceAndGreedyCompletions) {
@@ -501,6 +524,91 @@ TEST_F(AppTest, ShutdownCancelsStreamsAndRefusesNewRequests) {
   EXPECT_TRUE(app.WaitIdle(std::chrono::steady_clock::now() + 1s));
   for (int i = 0; i < 400 && engine_->Stats().running != 0; ++i) std::this_thread::sleep_for(5ms);
   EXPECT_EQ(engine_->Stats().running, 0);
+}
+
+// ---- the web chat page --------------------------------------------------------------------
+
+std::string ReadFile(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string HeaderOf(const HttpResponse& r, const std::string& name) {
+  for (const auto& [k, v] : r.headers)
+    if (k == name) return v;
+  return "";
+}
+
+// Every file of src/server/web is served, byte for byte, at its path (index.html at /), with
+// its type and the security and cache headers, and without the API key.
+TEST_F(AppTest, WebPageFilesServedWithoutKey) {
+  AppOptions o = Options();
+  o.api_key = "k";
+  OpenAiApp app(*engine_, *tok_, o);
+  const std::map<std::string, std::string> types = {{".html", "text/html; charset=utf-8"},
+                                                    {".js", "text/javascript; charset=utf-8"},
+                                                    {".css", "text/css; charset=utf-8"},
+                                                    {".svg", "image/svg+xml"}};
+  size_t files = 0;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(std::string(DSINFER_SOURCE_DIR) + "/src/server/web")) {
+    const std::string name = entry.path().filename().string();
+    const std::string path = name == "index.html" ? "/" : "/" + name;
+    ++files;
+    ASSERT_TRUE(FindWebAsset(path)) << path;
+    const HttpResponse r = app.Handle({"GET", path, {{"host", "localhost:8080"}}, ""});
+    EXPECT_EQ(r.status, 200) << path;
+    EXPECT_EQ(r.body, ReadFile(entry.path())) << path;
+    EXPECT_EQ(r.content_type, types.at(entry.path().extension().string())) << path;
+    EXPECT_EQ(HeaderOf(r, "Content-Security-Policy"), kWebCsp);
+    EXPECT_EQ(HeaderOf(r, "X-Content-Type-Options"), "nosniff");
+    EXPECT_EQ(HeaderOf(r, "Cache-Control"), "no-cache");
+    const std::string etag = HeaderOf(r, "ETag");
+    ASSERT_EQ(etag.size(), 18u) << etag;  // 16 hex digits, quoted
+    for (const std::string& inm : {etag, "W/" + etag, "\"x\", " + etag, std::string("*")}) {
+      const HttpResponse again = app.Handle({"GET", path, {{"if-none-match", inm}}, ""});
+      EXPECT_EQ(again.status, 304) << inm;
+      EXPECT_TRUE(again.body.empty());
+    }
+    EXPECT_EQ(app.Handle({"GET", path, {{"if-none-match", "\"other\""}}, ""}).status, 200);
+    EXPECT_EQ(app.Handle({"HEAD", path, {}, ""}).status, 200);
+    EXPECT_FALSE(app.Admit({"GET", path, {}, ""}));
+  }
+  EXPECT_EQ(files, kWebAssetCount);
+  EXPECT_EQ(std::string(FindWebAsset("/")->content_type), "text/html; charset=utf-8");
+  ExpectError(app.Handle({"POST", "/", {{"authorization", "Bearer k"}}, ""}), 405,
+              "method_not_allowed");
+  ExpectError(app.Handle({"GET", "/chat.js.map", {}, ""}), 404, "unknown_url");
+}
+
+// Without a key the page obeys the Host/Origin rule of /v1/* (DNS rebinding).
+TEST_F(AppTest, WebPageWithoutKeyChecksHost) {
+  OpenAiApp app(*engine_, *tok_, Options());
+  EXPECT_EQ(app.Handle({"GET", "/", {{"host", "127.0.0.1:8080"}}, ""}).status, 200);
+  ExpectError(app.Handle({"GET", "/", {{"host", "evil.example:8080"}}, ""}), 403,
+              "host_not_allowed");
+  ExpectError(app.Admit({"GET", "/chat.js", {{"host", "evil.example"}}, ""}).value(), 403,
+              "host_not_allowed");
+  ExpectError(
+      app.Handle({"GET", "/", {{"host", "localhost"}, {"origin", "http://evil.example"}}, ""}), 403,
+      "origin_not_allowed");
+}
+
+// GET /v1/dsinfer/prices: the --prices table, behind the key like every /v1/* endpoint.
+TEST_F(AppTest, PriceTable) {
+  AppOptions o = Options();
+  o.api_key = "k";
+  o.prices = ParsePrices("0.5,2,8.25");
+  OpenAiApp app(*engine_, *tok_, o);
+  ExpectError(app.Handle({"GET", "/v1/dsinfer/prices", {}, ""}), 401, "invalid_api_key");
+  const HttpResponse r =
+      app.Handle({"GET", "/v1/dsinfer/prices", {{"authorization", "Bearer k"}}, ""});
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Json::parse(r.body), Json::parse(R"({"object": "dsinfer.prices", "currency": "USD",
+      "per_tokens": 1000000, "input_cache_hit": 0.5, "input_cache_miss": 2,
+      "output": 8.25})"));
 }
 
 }  // namespace
