@@ -28,6 +28,13 @@ dsinfer=${DSINFER:-build/release/dsinfer}
 scripts/setup.sh
 [ -x "$dsinfer" ] || scripts/build.sh release dsinfer
 mkdir -p "$work"
+# The stages are capped by wall time: a busy machine silently buys a less-trained model
+# (docs/train.md, "The machine must be idle").
+read -r load1 _ < /proc/loadavg
+echo "train.sh: load average $load1 at the start"
+if [ "$smoke" -eq 0 ] && awk -v l="$load1" 'BEGIN { exit !(l > 0.5) }'; then
+  echo "train.sh: WARNING: the machine is busy; the time-capped stages will train less" >&2
+fi
 stamp() { date +%s; }
 t_start=$(stamp)
 
