@@ -36,6 +36,8 @@ struct ServeOptions {
   std::string kv_budget;         // empty: DefaultKvBudget()
   std::string kv_cache = "fp8";  // V3.2's production cache layout (656 B per token and layer)
   std::string attention = "dsa";
+  std::string spec = "none";
+  int64_t draft = 1;
   std::string prices = "0.028,0.28,0.42";
   std::optional<std::string> test_script;
 };
@@ -67,6 +69,7 @@ int RunServe(const ServeOptions& o) {
       o.kv_budget.empty() ? DefaultKvBudget() : ParseByteSize(o.kv_budget, "--kv-budget");
   eo.sequence.kv_cache = ParseKvCacheType(o.kv_cache, "--kv-cache");
   eo.sequence.attention = o.attention == "dense" ? AttentionMode::kDense : AttentionMode::kDsa;
+  eo.draft = o.spec == "mtp" ? o.draft : 0;
   Engine engine(Model::Load(dir), eo);
   const KvPoolStats kv = engine.Stats().kv;
   std::fprintf(stderr, "KV budget: %lld pages of %lld bytes (%lld tokens; %s cache, %s)\n",
@@ -122,6 +125,13 @@ CommandRegistrar reg("serve", [](CLI::App& app) -> RunFn {
       ->capture_default_str();
   sub->add_option("--attention", o->attention, "dsa | dense")
       ->check(CLI::IsMember({"dsa", "dense"}))
+      ->capture_default_str();
+  sub->add_option("--spec", o->spec, "speculative decoding: none | mtp (MTP-layer drafts)")
+      ->check(CLI::IsMember({"none", "mtp"}))
+      ->capture_default_str();
+  sub->add_option("--draft", o->draft,
+                  "with --spec mtp: drafts per step (> 1 chains the MTP layer)")
+      ->check(CLI::Range(int64_t{1}, int64_t{16}))
       ->capture_default_str();
   sub->add_option("--prices", o->prices, "USD per 1M tokens: cache hit,cache miss,output")
       ->capture_default_str();

@@ -25,3 +25,9 @@ add_test(NAME server_kv_budget
   COMMAND ${DSINFER_PYTHON} ${CMAKE_SOURCE_DIR}/tests/server/kv_budget_test.py
           $<TARGET_FILE:dsinfer> ${CMAKE_BINARY_DIR}/test_server_kv_budget)
 set_tests_properties(server_kv_budget PROPERTIES LABELS integration TIMEOUT 300)
+# `serve --spec mtp --draft 1|2`: greedy completions identical to the server without it (short,
+# past index_topk, prefix-cache hit, batched); drafts, acceptance and tokens/step in /metrics.
+add_test(NAME server_spec_mtp
+  COMMAND ${DSINFER_PYTHON} ${CMAKE_SOURCE_DIR}/tests/server/spec_server_test.py
+          $<TARGET_FILE:dsinfer> ${CMAKE_BINARY_DIR}/test_server_spec)
+set_tests_properties(server_spec_mtp PROPERTIES LABELS integration TIMEOUT 300)

@@ -85,12 +85,16 @@ def main():
     tokens = {}
     cases = [(kv, att, []) for kv in ("f32", "bf16", "fp8") for att in ("dense", "dsa")]
     cases.append(("fp8", "dsa", None))  # the default: no --kv-cache / --attention flags
+    # With MTP speculation the MTP layer's rows live in the same pages.
+    cases += [(kv, "dsa", ["--spec", "mtp"]) for kv in ("f32", "fp8")]
     for kv, att, extra in cases:
         args = ["--kv-cache", kv, "--attention", att] if extra is not None else []
-        pages, page_bytes, toks = serve_budget(dsinfer, model, args,
-                                               os.path.join(work, "serve_%s_%s.log" % (kv, att)))
-        want = 64 * bytes_per_token(cfg, kv, att == "dsa", mtp=False)
-        name = "%s/%s%s" % (kv, att, "" if extra is not None else " (default)")
+        mtp = bool(extra)
+        args += extra or []
+        pages, page_bytes, toks = serve_budget(
+            dsinfer, model, args, os.path.join(work, "serve_%s_%s_%d.log" % (kv, att, mtp)))
+        want = 64 * bytes_per_token(cfg, kv, att == "dsa", mtp=mtp)
+        name = "%s/%s%s" % (kv, att, " +mtp" if mtp else "" if extra is not None else " (default)")
         print("%-20s page %7d B (expected %7d), %4d pages, %6d tokens" %
               (name, page_bytes, want, pages, toks))
         if page_bytes != want:
@@ -99,10 +103,12 @@ def main():
             failures.append("%s: %d pages / %d tokens, expected %d / %d" %
                             (name, pages, toks, BUDGET // want, 64 * (BUDGET // want)))
         tokens[name] = toks
-    for att in ("dense", "dsa"):
-        ratio = tokens["fp8/" + att] / tokens["f32/" + att]
-        want = bytes_per_token(cfg, "f32", att == "dsa", False) / \
-            bytes_per_token(cfg, "fp8", att == "dsa", False)
+    for att, mtp in (("dense", False), ("dsa", False), ("dsa", True)):
+        sfx = att + (" +mtp" if mtp else "")
+        ratio = tokens["fp8/" + sfx] / tokens["f32/" + sfx]
+        want = bytes_per_token(cfg, "f32", att == "dsa", mtp) / \
+            bytes_per_token(cfg, "fp8", att == "dsa", mtp)
+        att = sfx
         print("%s: fp8 admits %.3fx the tokens of f32 (bytes ratio %.3f)" % (att, ratio, want))
         # Whole pages: the token ratio is the byte ratio up to one page of each budget.
         if abs(ratio - want) > want * 2.0 / tokens["f32/" + att] * 64:
