@@ -20,8 +20,10 @@
 #include "cli/run.h"
 #include "cli/token_ids.h"
 #include "model/model.h"
+#include "runtime/engine.h"
 #include "runtime/sampler.h"
 #include "text/chat_encoding.h"
+#include "text/completion_parser.h"
 #include "text/detokenizer.h"
 #include "text/tokenizer.h"
 
@@ -42,24 +44,28 @@ struct RunOptions {
   SamplerOptions sampler;
   std::string kv_cache = "f32";
   std::string attention = "dsa";
+  std::string spec = "none";
+  int64_t draft = 1;
 };
 
-double Seconds(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-// One model and one cached sequence; a new prompt that extends the cached tokens only runs its
-// new suffix (multi-turn chat reuses the conversation so far).
+// `run` on the serving engine (runtime/engine.h) with one slot and one EngineSession: a new
+// prompt that extends the cached tokens only runs its new suffix (multi-turn chat reuses the
+// conversation so far).
 class Session {
  public:
-  Session(const RunOptions& o, const std::string& dir)
-      : model_(Model::Load(dir)), sampler_(o.sampler), max_new_(o.max_new) {
-    options_.kv_cache = ParseKvCacheType(o.kv_cache, "--kv-cache");
-    options_.attention = o.attention == "dense" ? AttentionMode::kDense : AttentionMode::kDsa;
-    seq_ = model_->NewSequence(options_);
+  Session(const RunOptions& o, const std::string& dir) : options_(o) {
+    EngineOptions eo;
+    eo.parallel = 1;
+    eo.queue_capacity = 1;
+    eo.prefill_chunk = int64_t{1} << 20;  // the whole prompt in one forward, as before
+    eo.sequence.kv_cache = ParseKvCacheType(o.kv_cache, "--kv-cache");
+    eo.sequence.attention = o.attention == "dense" ? AttentionMode::kDense : AttentionMode::kDsa;
+    eo.draft = o.spec == "mtp" ? o.draft : 0;
+    engine_ = std::make_unique<Engine>(Model::Load(dir), eo);
   }
+  ~Session() { session_.reset(); }  // its pages go back to the pool before the engine ends
 
-  const ModelConfig& config() const { return model_->config(); }
+  const ModelConfig& config() const { return engine_->config(); }
 
   // Runs `prompt` (the whole conversation so far) and generates; `on_token` gets each new id.
   // Returns the generated ids (ending with EOS if the model stopped).
@@ -68,33 +74,38 @@ class Session {
     const ModelConfig& c = config();
     if (prompt.empty()) throw Error("empty prompt");
     CheckTokenIds(prompt, c, "prompt");
-    if (static_cast<int64_t>(prompt.size()) + max_new_ > c.max_position_embeddings)
+    if (static_cast<int64_t>(prompt.size()) + options_.max_new > c.max_position_embeddings)
       throw Error("prompt (" + std::to_string(prompt.size()) + " tokens) + -n " +
-                  std::to_string(max_new_) + " exceed max_position_embeddings (" +
+                  std::to_string(options_.max_new) + " exceed max_position_embeddings (" +
                   std::to_string(c.max_position_embeddings) + ")");
-    // Keep the longest cached prefix, but always run at least the last prompt token (its
-    // logits start the generation).
-    size_t reuse = std::min(CommonPrefix(prompt), prompt.size() - 1);
-    Model::Truncate(seq_, static_cast<int64_t>(reuse));
-    auto t0 = Clock::now();
-    std::span<const int32_t> fresh(prompt.data() + reuse, prompt.size() - reuse);
-    ForwardResult r = model_->Forward(seq_, fresh, seq_.length, /*all_logits=*/false);
-    cached_ = prompt;
-    stats_.prefill_tokens = fresh.size();
-    stats_.reused_tokens = reuse;
-    stats_.prefill_s = Seconds(t0);
-    t0 = Clock::now();
+    GenerationRequest req;
+    req.prompt = prompt;
+    req.max_tokens = options_.max_new;
+    req.sampler = options_.sampler;
+    req.stop_ids = {static_cast<int32_t>(c.eos_token_id)};
+    req.session = session_;
+    const auto t0 = Clock::now();
+    std::shared_ptr<Generation> gen = engine_->Submit(std::move(req));
+    if (!gen) throw Error("the engine's queue is full");
     std::vector<int32_t> out;
-    while (static_cast<int64_t>(out.size()) < max_new_) {
-      const int32_t next = sampler_.Sample(r.logits.data(), c.vocab_size);
-      out.push_back(next);
-      on_token(next);
-      if (next == c.eos_token_id || static_cast<int64_t>(out.size()) == max_new_) break;
-      r = model_->Forward(seq_, std::span<const int32_t>(&next, 1), seq_.length, false);
-      cached_.push_back(next);
+    Clock::time_point first;
+    for (;;) {
+      Generation::Update u = gen->Wait(std::chrono::milliseconds(100));
+      for (int32_t id : u.tokens) {
+        if (out.empty()) first = Clock::now();
+        out.push_back(id);
+        on_token(id);
+      }
+      if (!u.done) continue;
+      if (u.finish == FinishReason::kError) throw Error("generation failed: " + u.error);
+      break;
     }
+    const auto end = Clock::now();
+    stats_.reused_tokens = gen->cache_hit_tokens();
+    stats_.prefill_tokens = prompt.size() - stats_.reused_tokens;
+    stats_.prefill_s = std::chrono::duration<double>((out.empty() ? end : first) - t0).count();
     stats_.decode_tokens = out.size();
-    stats_.decode_s = Seconds(t0);
+    stats_.decode_s = out.empty() ? 0 : std::chrono::duration<double>(end - first).count();
     return out;
   }
 
@@ -106,25 +117,26 @@ class Session {
                  s.prefill_tokens, s.reused_tokens, s.prefill_tokens / std::max(s.prefill_s, 1e-9),
                  s.decode_tokens,
                  s.decode_tokens > 1 ? (s.decode_tokens - 1) / std::max(s.decode_s, 1e-9) : 0.0);
+    if (options_.spec == "mtp") {  // since the session started
+      const EngineStats e = engine_->Stats();
+      std::fprintf(
+          stderr,
+          "[spec mtp, draft %lld: %lld of %lld drafts accepted (%.1f%%), %.2f tokens/step]\n",
+          static_cast<long long>(options_.draft), static_cast<long long>(e.accepted_tokens),
+          static_cast<long long>(e.draft_tokens),
+          e.draft_tokens ? 100.0 * e.accepted_tokens / e.draft_tokens : 0.0,
+          e.decode_steps ? static_cast<double>(e.decode_tokens) / e.decode_steps : 0.0);
+    }
   }
 
  private:
-  size_t CommonPrefix(const std::vector<int32_t>& prompt) const {
-    size_t n = 0;
-    while (n < cached_.size() && n < prompt.size() && cached_[n] == prompt[n]) ++n;
-    return n;
-  }
-
   struct Stats {
     size_t prefill_tokens = 0, reused_tokens = 0, decode_tokens = 0;
     double prefill_s = 0, decode_s = 0;
   };
-  std::unique_ptr<Model> model_;
-  Sampler sampler_;
-  int64_t max_new_;
-  SequenceOptions options_;
-  SequenceState seq_;
-  std::vector<int32_t> cached_;  // the tokens `seq_` holds, in order
+  RunOptions options_;
+  std::unique_ptr<Engine> engine_;
+  std::shared_ptr<EngineSession> session_ = std::make_shared<EngineSession>();
   Stats stats_;
 };
 
@@ -152,19 +164,11 @@ std::string ChatPrompt(const nlohmann::ordered_json& messages, bool think) {
       messages, {.thinking_mode = think ? ThinkingMode::kThinking : ThinkingMode::kChat});
 }
 
-// Splits generated text of an assistant turn into reasoning and content for the history (the
-// chat encoding drops reasoning before the last user turn anyway).
+// The assistant turn for the history, split into reasoning and content by the completion
+// parser (the chat encoding drops reasoning before the last user turn anyway).
 nlohmann::ordered_json AssistantMessage(const std::string& generated, bool think) {
-  nlohmann::ordered_json m = {{"role", "assistant"}};
-  size_t end = think ? generated.find("</think>") : std::string::npos;
-  if (end == std::string::npos) {
-    m["content"] = think ? "" : generated;
-    if (think) m["reasoning_content"] = generated;
-  } else {
-    m["reasoning_content"] = generated.substr(0, end);
-    m["content"] = generated.substr(end + 8);
-  }
-  return m;
+  const ThinkingMode mode = think ? ThinkingMode::kThinking : ThinkingMode::kChat;
+  return text::ToOpenAiMessage(text::ParseCompletion(generated, mode), mode);
 }
 
 int RunChat(const RunOptions& o, Session& s, const text::Tokenizer& tok) {
@@ -244,9 +248,18 @@ CommandRegistrar reg("run", [](CLI::App& app) -> RunFn {
   sub->add_option("--temp", o->sampler.temperature, "temperature (0: greedy)")
       ->capture_default_str();
   sub->add_option("--top-p", o->sampler.top_p, "nucleus sampling mass")->capture_default_str();
+  sub->add_option("--top-k", o->sampler.top_k, "keep the k most likely tokens (0: all)")
+      ->capture_default_str();
   sub->add_option("--seed", o->sampler.seed, "sampling seed")->capture_default_str();
   sub->add_option("--kv-cache", o->kv_cache, "f32 | bf16 | fp8")
       ->check(CLI::IsMember({"f32", "bf16", "fp8"}))
+      ->capture_default_str();
+  sub->add_option("--spec", o->spec, "speculative decoding: none | mtp (MTP-layer drafts)")
+      ->check(CLI::IsMember({"none", "mtp"}))
+      ->capture_default_str();
+  sub->add_option("--draft", o->draft,
+                  "with --spec mtp: drafts per step (> 1 chains the MTP layer)")
+      ->check(CLI::Range(int64_t{1}, int64_t{16}))
       ->capture_default_str();
   sub->add_option("--attention", o->attention, "dsa | dense")
       ->check(CLI::IsMember({"dsa", "dense"}))

@@ -46,7 +46,11 @@ struct ServeOptions {
   int parallel = 4;
   int queue = 64;
   int64_t prefill_chunk = 64;
-  std::string kv_budget;  // empty: DefaultKvBudget()
+  std::string kv_budget;         // empty: DefaultKvBudget()
+  std::string kv_cache = "fp8";  // V3.2's production cache layout (656 B per token and layer)
+  std::string attention = "dsa";
+  std::string spec = "none";
+  int64_t draft = 1;
   std::string prices = "0.028,0.28,0.42";
   std::optional<std::string> test_script;
   double shutdown_timeout = 10;  // seconds running requests get after SIGTERM / SIGINT
@@ -166,11 +170,15 @@ int RunServe(const ServeOptions& o) {
   eo.prefill_chunk = o.prefill_chunk;
   eo.kv_budget_bytes =
       o.kv_budget.empty() ? DefaultKvBudget() : ParseByteSize(o.kv_budget, "--kv-budget");
+  eo.sequence.kv_cache = ParseKvCacheType(o.kv_cache, "--kv-cache");
+  eo.sequence.attention = o.attention == "dense" ? AttentionMode::kDense : AttentionMode::kDsa;
+  eo.draft = o.spec == "mtp" ? o.draft : 0;
   Engine engine(Model::Load(dir), eo);
   const KvPoolStats kv = engine.Stats().kv;
-  std::fprintf(stderr, "KV budget: %lld pages of %lld bytes (%lld tokens)\n",
+  std::fprintf(stderr, "KV budget: %lld pages of %lld bytes (%lld tokens; %s cache, %s)\n",
                static_cast<long long>(kv.budget_pages), static_cast<long long>(kv.page_bytes),
-               static_cast<long long>(kv.budget_pages * kKvPageRows));
+               static_cast<long long>(kv.budget_pages * kKvPageRows), o.kv_cache.c_str(),
+               o.attention.c_str());
   server::OpenAiApp app(engine, tokenizer, app_options);
   shutdown.SetApp(&app);
   struct Unset {  // the shutdown thread must not see the app once it is gone
@@ -222,6 +230,19 @@ CommandRegistrar reg("serve", [](CLI::App& app) -> RunFn {
   sub->add_option("--kv-budget", o->kv_budget,
                   "KV cache + prefix cache memory, e.g. 2G, 512M (default: half of available "
                   "memory)");
+  sub->add_option("--kv-cache", o->kv_cache, "cached latent rows: f32 | bf16 | fp8")
+      ->check(CLI::IsMember({"f32", "bf16", "fp8"}))
+      ->capture_default_str();
+  sub->add_option("--attention", o->attention, "dsa | dense")
+      ->check(CLI::IsMember({"dsa", "dense"}))
+      ->capture_default_str();
+  sub->add_option("--spec", o->spec, "speculative decoding: none | mtp (MTP-layer drafts)")
+      ->check(CLI::IsMember({"none", "mtp"}))
+      ->capture_default_str();
+  sub->add_option("--draft", o->draft,
+                  "with --spec mtp: drafts per step (> 1 chains the MTP layer)")
+      ->check(CLI::Range(int64_t{1}, int64_t{16}))
+      ->capture_default_str();
   sub->add_option("--prices", o->prices, "USD per 1M tokens: cache hit,cache miss,output")
       ->capture_default_str();
   sub->add_option("--max-body", o->http.max_body_bytes, "request body limit in bytes (413)")

@@ -63,9 +63,8 @@ void BindLayer(Workspace& ws, std::span<const BatchEntry> batch, size_t l) {
 }
 
 LayerKvCache NewCache(const ModelConfig& c, const SequenceState& seq, bool has_indexer) {
-  LatentLayout layout{.type = seq.options.kv_cache,
-                      .kv_lora_rank = c.kv_lora_rank,
-                      .rope_dim = c.qk_rope_head_dim};
+  LatentLayout layout{
+      .type = seq.options.kv_cache, .kv_lora_rank = c.kv_lora_rank, .rope_dim = c.qk_rope_head_dim};
   return LayerKvCache(layout, seq.use_indexer && has_indexer ? *c.index_head_dim : 0);
 }
 
@@ -96,7 +95,9 @@ SequenceState Model::NewSequence(const SequenceOptions& options) const {
     throw Error("index_topk must be at least 1 (got " + std::to_string(seq.index_topk) + ")");
   for (const LayerWeights& lw : weights_.layers)
     seq.caches.push_back(NewCache(c, seq, lw.indexer.has_value()));
-  if (options.mtp) {
+  if (options.mtp && options.mtp_draft)
+    throw Error("a sequence runs the MTP layer inline or for drafts, not both");
+  if (options.mtp || options.mtp_draft) {
     if (!weights_.mtp) throw Error(ckpt_.dir() + ": the checkpoint has no MTP layer");
     seq.mtp_cache = NewCache(c, seq, weights_.mtp->indexer.has_value());
   }
@@ -132,8 +133,8 @@ int64_t Model::PrepareBatch(std::span<const BatchEntry> batch, int64_t layer, Du
     end_max = std::max(end_max, end);
   }
   // RoPE rows grow a cache page at a time, so steady-state steps do not reallocate the table.
-  rope_.Reserve(std::min((end_max + kKvPageRows - 1) / kKvPageRows * kKvPageRows,
-                         c.max_position_embeddings));
+  rope_.Reserve(
+      std::min((end_max + kKvPageRows - 1) / kKvPageRows * kKvPageRows, c.max_position_embeddings));
   Workspace& ws = *ws_;
   ws.segs.resize(batch.size());
   int64_t row = 0;
@@ -144,15 +145,19 @@ int64_t Model::PrepareBatch(std::span<const BatchEntry> batch, int64_t layer, Du
       for (LayerKvCache& cache : seq.caches) cache.Reserve(seq.length + S);
     else
       seq.caches[layer].Reserve(seq.length + S);
-    ws.segs[i] = Segment{.cache = nullptr, .start = seq.length, .row = row, .rows = S,
-                         .use_indexer = seq.use_indexer, .index_topk = seq.index_topk};
+    ws.segs[i] = Segment{.cache = nullptr,
+                         .start = seq.length,
+                         .row = row,
+                         .rows = S,
+                         .use_indexer = seq.use_indexer,
+                         .index_topk = seq.index_topk};
     row += S;
   }
   return LayOutRows(ws);
 }
 
-ForwardResult Model::Forward(SequenceState& seq, std::span<const int32_t> tokens,
-                             int64_t start_pos, bool all_logits, Dumper* dump) {
+ForwardResult Model::Forward(SequenceState& seq, std::span<const int32_t> tokens, int64_t start_pos,
+                             bool all_logits, Dumper* dump) {
   if (start_pos != seq.length)
     throw Error("Forward: start_pos " + std::to_string(start_pos) + " != cached length " +
                 std::to_string(seq.length));
@@ -199,7 +204,14 @@ std::vector<ForwardResult> Model::ForwardBatch(std::span<const BatchEntry> batch
       out[i].logits.assign(logits + m * V, logits + (m + out[i].rows) * V);
   }
   if (dump) dump->Put(-1, "logits", out[0].logits.data(), out[0].rows, V);
-  for (size_t i = 0; i < batch.size(); ++i) batch[i].seq->length += ws.segs[i].rows;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    SequenceState& seq = *batch[i].seq;
+    seq.length += ws.segs[i].rows;
+    if (seq.options.mtp_draft) {  // kept for Draft
+      const float* first = g + ws.segs[i].row * H;
+      seq.mtp_hidden.insert(seq.mtp_hidden.end(), first, first + ws.segs[i].rows * H);
+    }
+  }
   // MTP per sequence, after the main layers (ForwardMtp re-lays the workspace's segments).
   for (size_t i = 0, row = 0; i < batch.size(); row += batch[i].tokens.size(), ++i) {
     SequenceState& seq = *batch[i].seq;
@@ -259,8 +271,12 @@ void Model::ForwardMtp(SequenceState& seq, std::span<const int32_t> tokens, int6
     Linear(cat, n, m.eh_proj, h);
     seq.mtp_cache->Reserve(i0 + n);
     ws.segs.resize(1);
-    ws.segs[0] = Segment{.cache = &*seq.mtp_cache, .start = i0, .row = 0, .rows = n,
-                         .use_indexer = seq.use_indexer, .index_topk = seq.index_topk};
+    ws.segs[0] = Segment{.cache = &*seq.mtp_cache,
+                         .start = i0,
+                         .row = 0,
+                         .rows = n,
+                         .use_indexer = seq.use_indexer,
+                         .index_topk = seq.index_topk};
     LayOutRows(ws);
     const LayerContext ctx{c, rope_, ws, n, dump};
     LayerForward(ctx, lw, h);
@@ -273,10 +289,82 @@ void Model::ForwardMtp(SequenceState& seq, std::span<const int32_t> tokens, int6
   seq.pending_hidden.assign(g + (S - 1) * H, g + S * H);
 }
 
-void Model::Truncate(SequenceState& seq, int64_t length) {
+std::vector<int32_t> Model::Draft(SequenceState& seq, std::span<const int32_t> next,
+                                  int64_t n_draft,
+                                  const std::function<int32_t(const float* logits)>& pick) {
+  const ModelConfig& c = config();
+  if (!seq.options.mtp_draft) throw Error("Draft: the sequence does not draft with MTP");
+  const int64_t i0 = seq.mtp_length, n = seq.length - i0, H = c.hidden_size;
+  if (static_cast<int64_t>(next.size()) != n)
+    throw Error("Draft: " + std::to_string(next.size()) + " next tokens for " + std::to_string(n) +
+                " unconsumed rows");
+  if (n_draft < 0 || (n_draft > 0 && n == 0)) throw Error("Draft: bad draft count");
+  if (seq.length + n_draft - 1 > c.max_position_embeddings)
+    throw Error("Draft: drafts beyond max_position_embeddings");
+  DSINFER_CHECK(static_cast<int64_t>(seq.mtp_hidden.size()) == n * H, "MTP hidden out of step");
+  for (int32_t t : next)
+    if (t < 0 || t >= c.vocab_size) throw Error("Draft: token id out of range");
+  const LayerWeights& lw = *weights_.mtp;
+  const MtpWeights& m = *lw.mtp;
+  Workspace& ws = *ws_;
+  rope_.Reserve(std::min((seq.length + n_draft + kKvPageRows - 1) / kKvPageRows * kKvPageRows,
+                         c.max_position_embeddings));
+  // Rows [start, start + rows) of the MTP layer from tokens `t` and main/MTP hiddens `hid`.
+  auto run = [&](int64_t start, int64_t rows, const int32_t* t, const float* hid) {
+    float* cat = Take(ws.mtp_cat, rows * 2 * H);  // [rows, 2*hidden] [enorm(Emb(t)) ; hnorm(h)]
+    for (int64_t j = 0; j < rows; ++j) {
+      float* e = cat + j * 2 * H;
+      DecodeRow(m.embed, t[j], e);
+      RmsNorm(e, 1, H, m.enorm.data(), c.rms_norm_eps, e);
+      RmsNorm(hid + j * H, 1, H, m.hnorm.data(), c.rms_norm_eps, e + H);
+    }
+    float* h = Take(ws.mtp_h, rows * H);  // [rows, hidden] MTP residual stream
+    Linear(cat, rows, m.eh_proj, h);
+    seq.mtp_cache->Reserve(start + rows);
+    ws.segs.resize(1);
+    ws.segs[0] = Segment{.cache = &*seq.mtp_cache,
+                         .start = start,
+                         .row = 0,
+                         .rows = rows,
+                         .use_indexer = seq.use_indexer,
+                         .index_topk = seq.index_topk};
+    LayOutRows(ws);
+    const LayerContext ctx{c, rope_, ws, rows, nullptr};
+    LayerForward(ctx, lw, h);
+    return h;
+  };
+  std::vector<int32_t> drafts;
+  if (n == 0) return drafts;
+  const float* h = run(i0, n, next.data(), seq.mtp_hidden.data());
+  seq.mtp_length = seq.length;
+  seq.mtp_hidden.clear();
+  std::vector<float> prev, normed(H), logits(m.head.rows);  // [hidden], [hidden], [vocab]
+  for (int64_t j = 0; j < n_draft; ++j) {
+    prev.assign(h + (j == 0 ? n - 1 : 0) * H, h + (j == 0 ? n : 1) * H);
+    RmsNorm(prev.data(), 1, H, m.head_norm.data(), c.rms_norm_eps, normed.data());
+    Linear(normed.data(), 1, m.head, logits.data());
+    drafts.push_back(pick(logits.data()));
+    if (j + 1 < n_draft) h = run(seq.length + j, 1, &drafts.back(), prev.data());
+  }
+  return drafts;
+}
+
+int64_t Model::Truncate(SequenceState& seq, int64_t length) {
   if (seq.options.mtp) throw Error("cannot truncate a sequence that runs the MTP module");
   DSINFER_CHECK(length >= 0 && length <= seq.length, "truncate beyond the sequence");
+  if (seq.options.mtp_draft) {
+    if (seq.mtp_length >= length) {  // row length − 1 saw the old token at `length`
+      length = std::max<int64_t>(length - 1, 0);
+      seq.mtp_length = length;
+      seq.mtp_hidden.clear();
+    } else {
+      const int64_t hidden = static_cast<int64_t>(seq.mtp_hidden.size()) /
+                             std::max<int64_t>(seq.length - seq.mtp_length, 1);
+      seq.mtp_hidden.resize((length - seq.mtp_length) * hidden);
+    }
+  }
   seq.length = length;
+  return length;
 }
 
 }  // namespace dsinfer

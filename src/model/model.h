@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -31,27 +32,33 @@ namespace dsinfer {
 enum class AttentionMode : uint8_t { kDsa, kDense };
 
 struct SequenceOptions {
-  AttentionMode attention = AttentionMode::kDsa;  // kDsa falls back to dense without indexer
+  AttentionMode attention = AttentionMode::kDsa;     // kDsa falls back to dense without indexer
   std::optional<int64_t> index_topk = std::nullopt;  // overrides the config's index_topk
   KvCacheType kv_cache = KvCacheType::kF32;
-  bool mtp = false;                               // also run the MTP module
+  bool mtp = false;  // also run the MTP module
+  // Speculative decoding: the MTP layer runs only in `Model::Draft` (not inside the forward),
+  // which the caller gives the token following each row once it is known.
+  bool mtp_draft = false;
 };
 
 // Everything cached for one sequence. Move-only (caches can be large).
 struct SequenceState {
   SequenceOptions options;
-  bool use_indexer = false;         // DSA with an indexer in the checkpoint
-  int64_t index_topk = 0;           // effective top-k
-  int64_t length = 0;               // tokens cached in the main layers
-  std::vector<LayerKvCache> caches; // [num_hidden_layers]
+  bool use_indexer = false;          // DSA with an indexer in the checkpoint
+  int64_t index_topk = 0;            // effective top-k
+  int64_t length = 0;                // tokens cached in the main layers
+  std::vector<LayerKvCache> caches;  // [num_hidden_layers]
   std::optional<LayerKvCache> mtp_cache;
-  int64_t mtp_length = 0;           // rows cached in the MTP layer
+  int64_t mtp_length = 0;             // rows cached in the MTP layer
   std::vector<float> pending_hidden;  // [hidden] final-norm hidden of the last main row (MTP)
+  // mtp_draft: [length − mtp_length, hidden] final-norm hidden of the main rows the MTP layer
+  // has not consumed yet (their next token was not known).
+  std::vector<float> mtp_hidden;
 };
 
 struct ForwardResult {
   int64_t rows = 0;
-  std::vector<float> logits;      // [rows, vocab]: all tokens, or only the last one
+  std::vector<float> logits;  // [rows, vocab]: all tokens, or only the last one
   int64_t mtp_rows = 0;
   std::vector<float> mtp_logits;  // [mtp_rows, vocab]: MTP row i predicts token i + 2
 };
@@ -64,7 +71,6 @@ struct BatchEntry {
 };
 
 struct Workspace;  // model/layers.h
-
 
 class Model {
  public:
@@ -103,10 +109,25 @@ class Model {
   void LayerStep(int64_t layer, std::span<const BatchEntry> batch, float* h,
                  LayerPartTimes* times = nullptr);
 
+  // Speculative drafting (seq.options.mtp_draft): runs the MTP layer on the main rows
+  // [mtp_length, length) it has not consumed, `next` [length − mtp_length] being the token
+  // after each (positions mtp_length + 1 .. length; the last is the token just sampled, not yet
+  // cached), then chains `n_draft` − 1 more rows on the MTP layer's own output (vLLM's chained
+  // MTP): draft j + 1 is predicted from the hidden of draft row j and the embedding of draft j.
+  // `pick` turns a row of MTP logits [vocab] into the draft token. Returns the n_draft drafts
+  // (none for n_draft = 0: the rows are only consumed). Writes MTP cache rows up to
+  // length + n_draft − 2; rows ≥ length are overwritten once the drafts are verified. Per
+  // sequence (the MTP rows of a sequence do not depend on any other sequence).
+  std::vector<int32_t> Draft(SequenceState& seq, std::span<const int32_t> next, int64_t n_draft,
+                             const std::function<int32_t(const float* logits)>& pick);
+
   // Forgets every token at position ≥ `length` (0 ≤ length ≤ seq.length): the cache rows are
   // position-indexed and simply overwritten by the next Forward, so a conversation can continue
-  // from the longest prefix it shares with the cache. Not for MTP sequences (Error).
-  static void Truncate(SequenceState& seq, int64_t length);
+  // from the longest prefix it shares with the cache, and rejected drafts leave no trace.
+  // Returns the length kept: `length`, or for an mtp_draft sequence whose MTP layer consumed
+  // row length − 1 (with a token at `length` that may now change) length − 1, so that row is
+  // recomputed. Not for inline-MTP sequences (options.mtp: Error).
+  static int64_t Truncate(SequenceState& seq, int64_t length);
 
  private:
   explicit Model(Checkpoint ckpt);

@@ -1,6 +1,7 @@
 #include "runtime/engine.h"
 
 #include <algorithm>
+#include <cmath>
 #include <exception>
 #include <span>
 #include <string>
@@ -73,17 +74,41 @@ struct Engine::Active {
   int64_t prefilled = 0;         // prompt tokens in the cache (adopted or forwarded)
   int64_t generated = 0;         // tokens emitted
   int32_t last = -1;             // the last emitted token, forwarded at the next decode step
+  std::vector<int32_t> emitted;  // [generated]
+  // Speculation: the drafts after `last`, their MTP distributions (sampling: for rejection),
+  // the step's tokens (last ‖ drafts) and the acceptance so far.
+  bool drafting = false;
+  std::vector<int32_t> drafts;
+  std::vector<std::vector<double>> draft_q;  // [drafts][vocab]
+  std::vector<int32_t> step_tokens;
+  int64_t drafted = 0, accepted = 0;
+
+  int32_t Token(int64_t i) const {  // the sequence's token at position i (prompt ‖ emitted)
+    const int64_t n = static_cast<int64_t>(req.prompt.size());
+    return i < n ? req.prompt[i] : emitted[i - n];
+  }
 
   ~Active() { engine->ReleasePages(*this); }
 };
 
-// The tokens one active sequence forwards this round.
+// What a session keeps between its requests: the sequence, its pages and the tokens cached.
+struct EngineSession::Kept {
+  std::unique_ptr<Engine::Active> active;  // pages held, no reservation
+  std::vector<int32_t> tokens;             // [active->seq.length] the cached tokens
+};
+
+EngineSession::EngineSession() = default;
+EngineSession::~EngineSession() = default;
+
+// One line of the step plan: the tokens one active sequence forwards this round, which of its
+// rows need logits, and (filled by Execute) the result.
 struct Engine::StepInput {
   Active* a;
   std::span<const int32_t> tokens;
   bool prefill;
-  ForwardResult result;
-  std::string error;  // non-empty: the step failed
+  bool all_logits = false;  // logits of every row, else of the last one
+  ForwardResult result = {};
+  std::string error = {};  // non-empty: the step failed
 };
 
 Engine::Engine(std::unique_ptr<Model> model, const EngineOptions& options)
@@ -92,6 +117,10 @@ Engine::Engine(std::unique_ptr<Model> model, const EngineOptions& options)
   if (options.queue_capacity < 0) throw Error("queue capacity must be ≥ 0");
   if (options.prefill_chunk < 1) throw Error("prefill chunk must be ≥ 1");
   if (options.sequence.mtp) throw Error("the engine does not run the MTP module");
+  if (options.draft < 0 || options.draft > 16) throw Error("--draft must be in [0, 16]");
+  if (options.draft > 0 && !model_->has_mtp())
+    throw Error("--spec mtp: the checkpoint has no MTP layer (num_nextn_predict_layers = 0)");
+  options_.sequence.mtp_draft = options.draft > 0;
   proto_ = model_->NewSequence(options_.sequence);
   page_layout_ = KvPageLayout::Of(proto_);
   root_key_ = KvPagePool::RootKey(proto_);
@@ -112,8 +141,7 @@ Engine::~Engine() {
 }
 
 int64_t Engine::max_sequence_tokens() const {
-  return std::min(model_->config().max_position_embeddings,
-                  pool_->budget_pages() * kKvPageRows);
+  return std::min(model_->config().max_position_embeddings, pool_->budget_pages() * kKvPageRows);
 }
 
 // Cache rows the request may write: every prompt token and every emitted token but the last.
@@ -167,6 +195,10 @@ EngineStats Engine::Stats() const {
   s.prompt_tokens = prompt_tokens_.load();
   s.cache_hit_tokens = cache_hit_tokens_.load();
   s.generated_tokens = generated_tokens_.load();
+  s.decode_steps = decode_steps_.load();
+  s.decode_tokens = decode_tokens_.load();
+  s.draft_tokens = draft_tokens_.load();
+  s.accepted_tokens = accepted_tokens_.load();
   {
     std::lock_guard lock(rate_mu_);
     const auto since = std::chrono::steady_clock::now() - std::chrono::seconds(10);
@@ -192,14 +224,19 @@ void Engine::RecordRate(int64_t prompt, int64_t generated) {
 // held) while the budget cannot hold what it may need.
 std::unique_ptr<Engine::Active> Engine::Prepare(std::shared_ptr<Generation>& gen,
                                                 GenerationRequest& req) {
+  if (req.session) return Resume(gen, req);
   const int64_t n = static_cast<int64_t>(req.prompt.size());
   std::vector<uint64_t> keys;
   std::vector<KvPageId> hits;
   if (options_.prefix_cache) {
-    for (int64_t i = 0; i < n / kKvPageRows; ++i)
-      keys.push_back(KvPagePool::ChainKey(i ? keys.back() : root_key_, PageTokens(req.prompt, i)));
+    // With MTP rows a page's key also covers the next token (its last MTP row depends on it).
+    const int64_t extra = options_.draft > 0 ? 1 : 0;
+    for (int64_t i = 0; i < KeyedPages(n); ++i)
+      keys.push_back(KvPagePool::ChainKey(
+          i ? keys.back() : root_key_,
+          {req.prompt.data() + i * kKvPageRows, static_cast<size_t>(kKvPageRows + extra)}));
     // Adopt at most n − 1 tokens: the last prompt token is always computed (its logits).
-    for (int64_t i = 0; i < (n - 1) / kKvPageRows; ++i) {
+    for (int64_t i = 0; i < std::min<int64_t>((n - 1) / kKvPageRows, KeyedPages(n)); ++i) {
       auto page = pool_->Lookup(keys[i], i ? keys[i - 1] : root_key_, PageTokens(req.prompt, i));
       if (!page) break;
       hits.push_back(*page);
@@ -219,10 +256,58 @@ std::unique_ptr<Engine::Active> Engine::Prepare(std::shared_ptr<Generation>& gen
   for (KvPageId id : a->pages) page_layout_.Install(a->seq, pool_->data(id));
   const int64_t hit_tokens = static_cast<int64_t>(a->pages.size()) * kKvPageRows;
   a->seq.length = a->prefilled = hit_tokens;
+  a->seq.mtp_length = options_.draft > 0 ? hit_tokens : 0;  // MTP rows come with the pages
   a->published = static_cast<int64_t>(a->pages.size());
   a->gen->SetCacheHitTokens(hit_tokens);
   cache_hit_tokens_ += hit_tokens;
   return a;
+}
+
+// A request on a session: continues from the longest common prefix of its prompt and the
+// session's cached tokens (at most prompt − 1: the last prompt token is computed), keeping the
+// pages the session holds; nullptr (session untouched) while the budget cannot hold the rest.
+std::unique_ptr<Engine::Active> Engine::Resume(std::shared_ptr<Generation>& gen,
+                                               GenerationRequest& req) {
+  const int64_t n = static_cast<int64_t>(req.prompt.size());
+  std::unique_ptr<EngineSession::Kept>& kept = req.session->kept_;
+  const int64_t held = kept ? static_cast<int64_t>(kept->active->pages.size()) : 0;
+  const int64_t fresh = std::max<int64_t>(0, PagesNeeded(req) - held);
+  if (pool_->Available() - reserved_pages_ < fresh) return nullptr;
+  auto a = std::make_unique<Active>(this, std::move(gen), std::move(req),
+                                    model_->NewSequence(options_.sequence));
+  int64_t reuse = 0;
+  if (kept) {
+    const std::vector<int32_t>& t = kept->tokens;
+    const std::vector<int32_t>& p = a->req.prompt;
+    while (reuse < static_cast<int64_t>(t.size()) && reuse < n - 1 && t[reuse] == p[reuse]) ++reuse;
+    a->seq = std::move(kept->active->seq);
+    a->pages = std::move(kept->active->pages);
+    kept->active->pages.clear();
+    kept.reset();
+    SequenceState& seq = a->seq;
+    if (options_.draft > 0 && !seq.options.mtp_draft) {  // drafting stopped: MTP rows lag
+      // Row mtp_length − 1 saw the old token at mtp_length: valid only if that one is kept.
+      const int64_t valid =
+          reuse > seq.mtp_length ? seq.mtp_length : std::max<int64_t>(seq.mtp_length - 1, 0);
+      reuse = std::min(reuse, valid);
+      seq.options.mtp_draft = true;
+      seq.mtp_hidden.clear();
+      seq.length = reuse;
+      seq.mtp_length = reuse;
+    }
+    reuse = Model::Truncate(seq, reuse);
+  }
+  reserved_pages_ += fresh;
+  a->reserved = fresh;
+  a->prefilled = reuse;  // no prefix-cache keys: nothing is published
+  a->gen->SetCacheHitTokens(reuse);
+  cache_hit_tokens_ += reuse;
+  return a;
+}
+
+// Full prompt pages that get a prefix-cache key: with MTP rows only those followed by a token.
+int64_t Engine::KeyedPages(int64_t prompt_tokens) const {
+  return options_.draft > 0 ? (prompt_tokens - 1) / kKvPageRows : prompt_tokens / kKvPageRows;
 }
 
 // Deepest page first, so a released chain leaves the LRU from its tail.
@@ -231,6 +316,25 @@ void Engine::ReleasePages(Active& a) {
   a.pages.clear();
   reserved_pages_ -= a.reserved;
   a.reserved = 0;
+}
+
+// A finished sequence of a session stays in it (pages held, reservation returned); any other
+// is freed now.
+void Engine::Retire(std::unique_ptr<Active>& slot) {
+  if (!slot) return;
+  if (slot->req.session) {
+    auto kept = std::make_unique<EngineSession::Kept>();
+    Active& a = *slot;
+    kept->tokens = a.req.prompt;
+    kept->tokens.insert(kept->tokens.end(), a.emitted.begin(), a.emitted.end());
+    kept->tokens.resize(std::min<size_t>(kept->tokens.size(), a.seq.length));
+    reserved_pages_ -= a.reserved;
+    a.reserved = 0;
+    std::shared_ptr<EngineSession> session = std::move(a.req.session);
+    kept->active = std::move(slot);
+    session->kept_ = std::move(kept);
+  }
+  slot.reset();
 }
 
 // Moves waiting requests into free slots, in FIFO order, while their pages fit. Returns false
@@ -259,7 +363,9 @@ void Engine::WorkerLoop() {
   UseComputeThreads();  // OpenMP's team size is per thread: this one runs every forward pass
   std::vector<std::unique_ptr<Active>> active;
   while (AdmitWaiting(active)) {
-    RunRound(active);
+    std::vector<StepInput> plan = Schedule(active);
+    Execute(plan);
+    PostProcess(plan, active);
     std::erase(active, nullptr);
     running_.store(static_cast<int64_t>(active.size()));
   }
@@ -286,7 +392,8 @@ void Engine::EnsurePages(Active& a, int64_t rows) {
 // Offers the sequence's full, prefilled prompt pages to the prefix cache.
 void Engine::Publish(Active& a) {
   if (!options_.prefix_cache) return;
-  const int64_t full = std::min(a.prefilled / kKvPageRows, static_cast<int64_t>(a.keys.size()));
+  int64_t full = std::min(a.prefilled / kKvPageRows, static_cast<int64_t>(a.keys.size()));
+  if (options_.draft > 0) full = std::min(full, a.seq.mtp_length / kKvPageRows);
   for (; a.published < full; ++a.published) {
     const int64_t i = a.published;
     pool_->Publish(a.pages[i], a.keys[i], i ? a.keys[i - 1] : root_key_,
@@ -294,62 +401,93 @@ void Engine::Publish(Active& a) {
   }
 }
 
-// One step for every active sequence: a prefill chunk (emitting the first token when the
-// prompt is done) or one decode token. Finished, cancelled and failed sequences are reset.
-void Engine::RunRound(std::vector<std::unique_ptr<Active>>& active) {
-  std::vector<StepInput> steps;
+// The step plan of a round: for every active sequence a prefill chunk (emitting the first token
+// when the prompt is done) or one decode token, with its cache pages in place. Cancelled
+// sequences are retired here.
+std::vector<Engine::StepInput> Engine::Schedule(std::vector<std::unique_ptr<Active>>& active) {
+  std::vector<StepInput> plan;
   for (auto& a : active) {
     if (a->gen->cancelled()) {
       a->gen->Finish(FinishReason::kCancelled);
-      a.reset();  // releases the sequence's pages now
+      Retire(a);  // releases the sequence's pages now
       continue;
     }
     const int64_t n = static_cast<int64_t>(a->req.prompt.size());
-    StepInput s{a.get(), std::span<const int32_t>(&a->last, 1), a->prefilled < n, {}, {}};
-    if (s.prefill)
+    StepInput s{
+        .a = a.get(), .tokens = std::span<const int32_t>(&a->last, 1), .prefill = a->prefilled < n};
+    if (s.prefill) {
       s.tokens = std::span<const int32_t>(a->req.prompt.data() + a->prefilled,
                                           std::min(options_.prefill_chunk, n - a->prefilled));
+    } else if (!a->drafts.empty()) {  // verify: last ‖ drafts, logits of every row
+      a->step_tokens.assign(1, a->last);
+      a->step_tokens.insert(a->step_tokens.end(), a->drafts.begin(), a->drafts.end());
+      s.tokens = a->step_tokens;
+      s.all_logits = true;
+    }
     try {
       EnsurePages(*a, a->seq.length + static_cast<int64_t>(s.tokens.size()));
     } catch (const std::exception& e) {
       s.error = e.what();
     }
-    steps.push_back(std::move(s));
+    plan.push_back(std::move(s));
   }
-  // One batched forward for the round: each result equals (bitwise) that sequence run alone.
+  return plan;
+}
+
+// Runs the plan as one batched forward: each result equals (bitwise) that sequence run alone.
+void Engine::Execute(std::vector<StepInput>& plan) {
   std::vector<BatchEntry> batch;
   std::vector<StepInput*> in_batch;
-  for (StepInput& s : steps)
+  for (StepInput& s : plan)
     if (s.error.empty()) {
-      batch.push_back({&s.a->seq, s.tokens, /*all_logits=*/false});
+      batch.push_back({&s.a->seq, s.tokens, s.all_logits});
       in_batch.push_back(&s);
     }
-  if (!batch.empty()) {
-    try {
-      std::vector<ForwardResult> results = model_->ForwardBatch(batch);
-      for (size_t i = 0; i < in_batch.size(); ++i) in_batch[i]->result = std::move(results[i]);
-    } catch (const std::exception& e) {
-      for (StepInput* s : in_batch) s->error = e.what();
-    }
+  if (batch.empty()) return;
+  try {
+    std::vector<ForwardResult> results = model_->ForwardBatch(batch);
+    for (size_t i = 0; i < in_batch.size(); ++i) in_batch[i]->result = std::move(results[i]);
+  } catch (const std::exception& e) {
+    for (StepInput* s : in_batch) s->error = e.what();
   }
+}
+
+// Samples and emits each sequence's next token, publishes prefilled prompt pages, and retires
+// finished and failed sequences.
+void Engine::PostProcess(std::vector<StepInput>& plan,
+                         std::vector<std::unique_ptr<Active>>& active) {
   int64_t round_prompt = 0, round_generated = 0;
-  for (StepInput& s : steps) {
+  for (StepInput& s : plan) {
     Active& a = *s.a;
     bool alive = s.error.empty();
     if (!alive) a.gen->Finish(FinishReason::kError, s.error);
+    const int64_t before = a.generated;
     if (alive && s.prefill) {
       a.prefilled += static_cast<int64_t>(s.tokens.size());
       round_prompt += static_cast<int64_t>(s.tokens.size());
       prompt_tokens_ += static_cast<int64_t>(s.tokens.size());  // counted before the token is sent
       Publish(a);
     }
-    if (alive && (!s.prefill || a.prefilled == static_cast<int64_t>(a.req.prompt.size()))) {
-      ++round_generated;
+    if (alive && s.prefill && a.prefilled == static_cast<int64_t>(a.req.prompt.size()))
       alive = Emit(a, s.result.logits.data());
+    else if (alive && !s.prefill) {
+      alive = Verify(a, s.result.logits.data());
+      ++decode_steps_;
+      decode_tokens_ += a.generated - before;
+    }
+    round_generated += a.generated - before;
+    if (alive && a.seq.options.mtp_draft) {
+      try {
+        Speculate(a);
+        Publish(a);
+      } catch (const std::exception& e) {
+        a.gen->Finish(FinishReason::kError, e.what());
+        alive = false;
+      }
     }
     if (!alive)
       for (auto& slot : active)
-        if (slot.get() == &a) slot.reset();
+        if (slot.get() == &a) Retire(slot);
   }
   RecordRate(round_prompt, round_generated);
 }
@@ -358,9 +496,122 @@ void Engine::RunRound(std::vector<std::unique_ptr<Active>>& active) {
 bool Engine::Emit(Active& a, const float* logits) {
   const int64_t vocab = model_->config().vocab_size;
   const bool forced = !a.req.forced_tokens.empty();
-  const int32_t token =
-      forced ? a.req.forced_tokens[a.generated] : a.sampler.Sample(logits, vocab);
+  return EmitToken(a, forced ? a.req.forced_tokens[a.generated] : a.sampler.Sample(logits, vocab),
+                   logits);
+}
+
+// Speculative verification (Leviathan et al. 2023, "Fast Inference from Transformers via
+// Speculative Decoding"): logits row i [vocab] is the target distribution p of the token after
+// last ‖ d_1..d_i. Draft d_{i+1}, drawn from the MTP distribution q, is accepted with
+// probability min(1, p(d)/q(d)); the first rejection emits a token drawn from
+// max(0, p − q) / Σ max(0, p − q) instead, and if every draft is accepted the last row gives
+// one more token — so every emitted token has exactly the distribution p of decoding without
+// drafts. Greedy (temperature 0): a draft is accepted iff it is the argmax, so the output is
+// identical to decoding without drafts. The cache rows of rejected drafts are truncated.
+bool Engine::Verify(Active& a, const float* logits) {
+  const int64_t vocab = model_->config().vocab_size;
+  const int64_t k = static_cast<int64_t>(a.drafts.size());
+  const bool greedy = a.sampler.options().temperature == 0.0f;
+  std::vector<double> p;
+  bool alive = true, rejected = false;
+  for (int64_t i = 0; i < k && alive && !rejected; ++i) {
+    const float* row = logits + i * vocab;
+    const int32_t d = a.drafts[i];
+    int32_t token = d;
+    if (greedy) {
+      token = Argmax(row, vocab);
+    } else {
+      a.sampler.Distribution(row, vocab, p);
+      const std::vector<double>& q = a.draft_q[i];
+      if (!(a.sampler.Uniform() * q[d] < p[d])) {  // rejected: the residual max(0, p − q)
+        double mass = 0;
+        for (int64_t t = 0; t < vocab; ++t) mass += (p[t] = std::max(0.0, p[t] - q[t]));
+        double u = a.sampler.Uniform() * mass;
+        token = static_cast<int32_t>(vocab - 1);
+        for (int64_t t = 0; t < vocab; ++t)
+          if (p[t] > 0 && (u -= p[t]) < 0) {
+            token = static_cast<int32_t>(t);
+            break;
+          }
+        while (token > 0 && p[token] == 0) --token;  // rounding past the end
+        if (token == d) token = -1;  // cannot happen: p(d) ≤ q(d) after a rejection
+        DSINFER_CHECK(token >= 0, "residual sampling");
+      }
+    }
+    alive = EmitToken(a, token, row);
+    rejected = token != d;
+    if (!rejected) {
+      ++a.accepted;
+      ++accepted_tokens_;
+    }
+  }
+  if (alive && !rejected) alive = Emit(a, logits + k * vocab);  // every draft accepted
+  a.drafted += k;
+  draft_tokens_ += k;
+  // Keep the rows of every token but the last emitted one (forwarded at the next step).
+  const int64_t cached = static_cast<int64_t>(a.req.prompt.size()) + a.generated - 1;
+  if (a.seq.length > cached) Model::Truncate(a.seq, cached);
+  a.drafts.clear();
+  a.draft_q.clear();
+  if (alive && options_.min_acceptance >= 0 && a.drafted >= options_.adaptive_window &&
+      a.accepted < options_.min_acceptance * a.drafted) {
+    a.drafting = false;  // low acceptance: plain decoding from now on
+    a.seq.options.mtp_draft = false;
+    a.seq.mtp_hidden.clear();
+  }
+  return alive;
+}
+
+// After a step: the MTP layer consumes the main rows whose next token is now known (the next
+// prompt token mid-prefill, else the token just emitted) and, once decoding, proposes
+// min(draft, tokens left − 1) drafts for the next step (the reservation covers their rows).
+void Engine::Speculate(Active& a) {
+  SequenceState& seq = a.seq;
+  const int64_t n = static_cast<int64_t>(a.req.prompt.size());
+  std::vector<int32_t> next;
+  for (int64_t i = seq.mtp_length + 1; i <= seq.length; ++i) next.push_back(a.Token(i));
+  const bool decoding = a.prefilled == n;
+  if (decoding && a.generated == 1) a.drafting = a.req.forced_tokens.empty();
+  const int64_t want =
+      decoding && a.drafting ? std::min(options_.draft, a.req.max_tokens - a.generated - 1) : 0;
+  const int64_t vocab = model_->config().vocab_size;
+  EnsurePages(a, seq.length + want);
+  const bool greedy = a.sampler.options().temperature == 0.0f;
+  a.draft_q.clear();
+  a.drafts = model_->Draft(seq, next, want, [&](const float* logits) -> int32_t {
+    if (greedy) return Argmax(logits, vocab);
+    a.draft_q.emplace_back();
+    a.sampler.Distribution(logits, vocab, a.draft_q.back());
+    const std::vector<double>& q = a.draft_q.back();
+    double u = a.sampler.Uniform();
+    for (int64_t t = 0; t < vocab; ++t)
+      if (q[t] > 0 && (u -= q[t]) < 0) return static_cast<int32_t>(t);
+    int32_t t = static_cast<int32_t>(vocab - 1);
+    while (q[t] == 0) --t;
+    return t;
+  });
+  if (options_.test_drafter && !a.drafts.empty()) {
+    std::vector<int32_t> tokens = a.req.prompt;
+    tokens.insert(tokens.end(), a.emitted.begin(), a.emitted.end());
+    a.drafts = options_.test_drafter(tokens, want);
+    DSINFER_CHECK(static_cast<int64_t>(a.drafts.size()) == want, "test drafter");
+    if (!greedy)  // deterministic drafts: q is one-hot, still an exact rejection scheme
+      for (int64_t j = 0; j < want; ++j) {
+        a.draft_q[j].assign(vocab, 0.0);
+        a.draft_q[j][a.drafts[j]] = 1.0;
+      }
+  }
+  if (decoding && !a.drafting) {  // forced tokens: no drafts; stop keeping hidden rows
+    seq.options.mtp_draft = false;
+    seq.mtp_hidden.clear();
+  }
+}
+
+bool Engine::EmitToken(Active& a, int32_t token, const float* logits) {
+  const int64_t vocab = model_->config().vocab_size;
+  const bool forced = !a.req.forced_tokens.empty();
   a.last = token;
+  a.emitted.push_back(token);
   ++a.generated;
   ++generated_tokens_;
   std::optional<TokenLogprobs> lp;

@@ -1,7 +1,11 @@
-// The request scheduler: one worker thread owns the Model and runs up to `parallel` sequences
-// with continuous batching. Requests wait in a bounded FIFO queue; each round the worker admits
-// waiting requests into free slots (new requests join the running batch), then gives every
-// active sequence one step — a prefill chunk of at most `prefill_chunk` prompt tokens (so a
+// The generation engine of `dsinfer serve` and `dsinfer run`: one worker thread owns the Model
+// and runs up to `parallel` sequences with continuous batching. Each round is split the way
+// small serving engines (nano-vllm) are: the scheduler admits requests and produces a plain
+// step plan (which sequences, which tokens, which logits rows: `Engine::Schedule`), the runner
+// executes it with one `Model::ForwardBatch` (`Engine::Execute`), and post-processing samples,
+// emits and retires (`Engine::PostProcess`). Requests wait in a bounded FIFO queue; each round the
+// worker admits waiting requests into free slots (new requests join the running batch), then gives
+// every active sequence one step — a prefill chunk of at most `prefill_chunk` prompt tokens (so a
 // long prompt does not stall the other streams) or one decode token — all of them in one
 // `Model::ForwardBatch` (weights read once per round). Each sequence has its own
 // `SequenceState` and the batched forward computes every row as alone, so its tokens equal
@@ -24,6 +28,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -39,6 +44,8 @@ namespace dsinfer {
 
 enum class FinishReason { kNone, kStop, kLength, kCancelled, kError };
 
+class EngineSession;
+
 struct GenerationRequest {
   std::vector<int32_t> prompt;  // non-empty, ids < vocab_size
   int64_t max_tokens = 16;      // ≥ 1
@@ -48,12 +55,14 @@ struct GenerationRequest {
   // still through the real forward pass; the generation stops when they run out.
   std::vector<int32_t> forced_tokens;
   int top_logprobs = -1;  // ≥ 0: report logprobs of each token and its top N (0..20)
+  // Continue the conversation kept in this session (`dsinfer run --chat`); see EngineSession.
+  std::shared_ptr<EngineSession> session;
 };
 
 class Generation {
  public:
   struct Update {
-    std::vector<int32_t> tokens;  // new since the previous Wait
+    std::vector<int32_t> tokens;          // new since the previous Wait
     std::vector<TokenLogprobs> logprobs;  // one per token when the request asked for them
     bool done = false;
     FinishReason finish = FinishReason::kNone;
@@ -88,21 +97,54 @@ class Generation {
   std::atomic<int64_t> cache_hit_tokens_{0};
 };
 
+// A conversation's sequence kept between requests (`dsinfer run --chat`). A request naming a
+// session continues from the longest prefix (any number of tokens, not only whole pages) its
+// prompt shares with the tokens the session's cache holds, instead of using the prefix cache,
+// and leaves its sequence (with its cache pages, which stay referenced) in the session when it
+// ends. One request per session at a time; destroy the session before the engine. Touched by
+// the worker only while one of its requests runs.
+class EngineSession {
+ public:
+  EngineSession();
+  ~EngineSession();  // releases the held pages
+  EngineSession(const EngineSession&) = delete;
+  EngineSession& operator=(const EngineSession&) = delete;
+
+ private:
+  friend class Engine;
+  struct Kept;
+  std::unique_ptr<Kept> kept_;
+};
+
 struct EngineOptions {
-  int parallel = 4;            // active sequences
-  int queue_capacity = 64;     // waiting requests
-  int64_t prefill_chunk = 64;  // prompt tokens per Forward call
-  int64_t kv_budget_bytes = 0; // KV page pool; 0: DefaultKvBudget()
-  bool prefix_cache = true;    // adopt / publish cached prompt pages
-  SequenceOptions sequence;    // mtp must be off
+  int parallel = 4;             // active sequences
+  int queue_capacity = 64;      // waiting requests
+  int64_t prefill_chunk = 64;   // prompt tokens per Forward call
+  int64_t kv_budget_bytes = 0;  // KV page pool; 0: DefaultKvBudget()
+  bool prefix_cache = true;     // adopt / publish cached prompt pages
+  SequenceOptions sequence;     // mtp (inline) must be off; mtp_draft is set from `draft`
+  // MTP speculative decoding (`--spec mtp --draft N`): N > 0 drafts per decode step from the
+  // MTP layer (chained for N > 1), verified in the step's batched forward; 0: off.
+  int64_t draft = 0;
+  // A sequence whose acceptance rate is below this after `adaptive_window` drafts stops
+  // drafting (negative: never stops).
+  double min_acceptance = 0.3;
+  int64_t adaptive_window = 16;
+  // TEST-ONLY: replaces the MTP drafts (the MTP layer still runs), given the sequence's tokens
+  // so far (prompt + emitted) and the number of drafts wanted.
+  std::function<std::vector<int32_t>(const std::vector<int32_t>& tokens, int64_t n)> test_drafter;
 };
 
 struct EngineStats {
   int64_t queued = 0;
   int64_t running = 0;
-  int64_t prompt_tokens = 0;     // prefilled (computed) so far, all requests
-  int64_t cache_hit_tokens = 0;  // prompt tokens adopted from the prefix cache
-  int64_t generated_tokens = 0;  // emitted so far
+  int64_t prompt_tokens = 0;          // prefilled (computed) so far, all requests
+  int64_t cache_hit_tokens = 0;       // prompt tokens adopted from the prefix cache
+  int64_t generated_tokens = 0;       // emitted so far
+  int64_t decode_steps = 0;           // decode steps (one per sequence per round)
+  int64_t decode_tokens = 0;          // tokens those steps emitted (> steps with speculation)
+  int64_t draft_tokens = 0;           // MTP drafts verified
+  int64_t accepted_tokens = 0;        // drafts accepted
   double prompt_tokens_per_s = 0;     // computed prompt tokens over the last 10 s, / 10
   double generated_tokens_per_s = 0;  // emitted tokens over the last 10 s, / 10
   KvPoolStats kv;
@@ -125,6 +167,7 @@ class Engine {
   EngineStats Stats() const;
 
  private:
+  friend class EngineSession;
   struct Active;
   struct StepInput;
   void Validate(const GenerationRequest& r) const;
@@ -132,11 +175,24 @@ class Engine {
   void WorkerLoop();
   bool AdmitWaiting(std::vector<std::unique_ptr<Active>>& active);
   std::unique_ptr<Active> Prepare(std::shared_ptr<Generation>& gen, GenerationRequest& req);
+  std::unique_ptr<Active> Resume(std::shared_ptr<Generation>& gen, GenerationRequest& req);
   void ReleasePages(Active& a);
-  void RunRound(std::vector<std::unique_ptr<Active>>& active);
+  void Retire(std::unique_ptr<Active>& slot);  // frees the slot (keeps a session's sequence)
+  // One round: plan → forward → sample/emit/retire.
+  std::vector<StepInput> Schedule(std::vector<std::unique_ptr<Active>>& active);
+  void Execute(std::vector<StepInput>& plan);
+  void PostProcess(std::vector<StepInput>& plan, std::vector<std::unique_ptr<Active>>& active);
   void EnsurePages(Active& a, int64_t rows);
   void Publish(Active& a);
   bool Emit(Active& a, const float* logits);  // false once the generation ended
+  bool EmitToken(Active& a, int32_t token, const float* logits);
+  // Verifies the step's drafts against its logits rows, emits the accepted prefix and the
+  // next token, and truncates the rejected rows; false once the generation ended.
+  bool Verify(Active& a, const float* logits);
+  // Runs the MTP layer over the rows whose next token is now known and proposes the drafts
+  // of the next step.
+  void Speculate(Active& a);
+  int64_t KeyedPages(int64_t prompt_tokens) const;
   void RecordRate(int64_t prompt, int64_t generated);
 
   std::unique_ptr<Model> model_;
@@ -150,8 +206,8 @@ class Engine {
   std::condition_variable cv_;
   std::deque<std::pair<std::shared_ptr<Generation>, GenerationRequest>> queue_;
   bool stop_ = false;
-  std::atomic<int64_t> running_{0}, prompt_tokens_{0}, cache_hit_tokens_{0},
-      generated_tokens_{0};
+  std::atomic<int64_t> running_{0}, prompt_tokens_{0}, cache_hit_tokens_{0}, generated_tokens_{0},
+      decode_steps_{0}, decode_tokens_{0}, draft_tokens_{0}, accepted_tokens_{0};
   struct RateSample {
     std::chrono::steady_clock::time_point time;
     int64_t prompt, generated;

@@ -21,8 +21,7 @@ int64_t ParseByteSize(const std::string& text, const std::string& what) {
   }
   std::string suffix = text.substr(used);
   for (char& c : suffix) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  if (suffix.size() > 1 && (suffix.substr(1) == "B" || suffix.substr(1) == "IB"))
-    suffix.resize(1);
+  if (suffix.size() > 1 && (suffix.substr(1) == "B" || suffix.substr(1) == "IB")) suffix.resize(1);
   static const std::string kUnits = "KMGT";
   int shift = 0;
   if (suffix.size() == 1 && kUnits.find(suffix[0]) != std::string::npos)
@@ -51,12 +50,18 @@ KvPageLayout KvPageLayout::Of(const SequenceState& proto) {
     l.offsets.push_back(l.bytes);
     l.bytes += c.PageBytes();
   }
+  if (proto.mtp_cache) {  // the MTP layer's rows of the same 64 tokens
+    l.offsets.push_back(l.bytes);
+    l.bytes += proto.mtp_cache->PageBytes();
+  }
   return l;
 }
 
 void KvPageLayout::Install(SequenceState& seq, std::byte* page) const {
-  DSINFER_CHECK(seq.caches.size() == offsets.size(), "page layout of another model");
-  for (size_t l = 0; l < offsets.size(); ++l) seq.caches[l].AppendPage(page + offsets[l]);
+  const size_t layers = seq.caches.size();
+  DSINFER_CHECK(layers + (seq.mtp_cache ? 1 : 0) == offsets.size(), "page layout of another model");
+  for (size_t l = 0; l < layers; ++l) seq.caches[l].AppendPage(page + offsets[l]);
+  if (seq.mtp_cache) seq.mtp_cache->AppendPage(page + offsets[layers]);
 }
 
 KvPagePool::KvPagePool(int64_t page_bytes, int64_t budget_bytes)
@@ -134,8 +139,8 @@ std::optional<KvPageId> KvPagePool::Lookup(uint64_t key, uint64_t parent,
   auto it = index_.find(key);
   if (it == index_.end()) return std::nullopt;
   const Page& p = pages_[it->second];
-  if (p.parent != parent || !std::equal(tokens.begin(), tokens.end(), p.tokens.begin(),
-                                        p.tokens.end()))
+  if (p.parent != parent ||
+      !std::equal(tokens.begin(), tokens.end(), p.tokens.begin(), p.tokens.end()))
     return std::nullopt;
   const KvPageId id = it->second;
   lock.unlock();
@@ -182,6 +187,8 @@ uint64_t KvPagePool::RootKey(const SequenceState& proto) {
   h = Mix(h ^ static_cast<uint64_t>(proto.use_indexer ? proto.index_topk : 0));
   h = Mix(h ^ static_cast<uint64_t>(proto.options.kv_cache));
   for (const LayerKvCache& c : proto.caches) h = Mix(h ^ static_cast<uint64_t>(c.PageBytes()));
+  // With MTP rows a page's key also covers the token after it (KvPagePool docs).
+  if (proto.mtp_cache) h = Mix(h ^ (0x6d7470 /* "mtp" */ + proto.mtp_cache->PageBytes()));
   return h;
 }
 

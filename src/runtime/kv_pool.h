@@ -7,9 +7,13 @@
 // published in the prefix cache under a hash chain key
 //   key_i = ChainKey(key_{i-1}, tokens[64 i, 64 i + 64)),  key_{-1} = RootKey(options)
 // (the root folds in everything else that changes the cached values: attention mode, top-k,
-// cache type, layer layout). Another sequence whose prompt walks the same chain adopts the
-// page read-only (reference + 1) instead of prefilling it. A lookup compares the stored parent
-// key and the 64 tokens too, so a hit needs a 64-bit collision of the parent key alone.
+// cache type, layer layout). With speculative decoding a page also holds the MTP layer's rows
+// of its 64 tokens; MTP row i depends on token i + 1, so the last row of page i depends on the
+// first token of page i + 1: the engine then folds that token into the page's key too
+// (`ChainKey` over 65 tokens) and publishes a page only once its MTP rows are computed. Another
+// sequence whose prompt walks the same chain adopts the page read-only (reference + 1) instead of
+// prefilling it. A lookup compares the stored parent key and the 64 tokens too, so a hit needs a
+// 64-bit collision of the parent key alone.
 //
 // Unreferenced published pages stay cached, in LRU order; `Allocate` reuses a free page, grows
 // the pool while it is under budget, then evicts the least recently released cached page.
@@ -48,7 +52,7 @@ int64_t DefaultKvBudget();
 
 // Where each layer's part sits inside one pool page, for sequences shaped like `proto`.
 struct KvPageLayout {
-  std::vector<int64_t> offsets;  // [num_layers] byte offset of layer l's part
+  std::vector<int64_t> offsets;  // [num_layers (+ 1: the MTP layer)] byte offset of each part
   int64_t bytes = 0;             // the whole page
 
   static KvPageLayout Of(const SequenceState& proto);

@@ -48,6 +48,15 @@ std::string Metrics::Prometheus(const EngineStats& e) const {
   metric("dsinfer_prompt_cache_hit_ratio", "gauge",
          "Prefix-cache hit tokens / (hit + computed) prompt tokens since start.",
          prompt_seen > 0 ? static_cast<double>(e.cache_hit_tokens) / prompt_seen : 0.0);
+  metric("dsinfer_spec_draft_tokens_total", "counter", "MTP draft tokens verified (--spec mtp).",
+         e.draft_tokens);
+  metric("dsinfer_spec_accepted_tokens_total", "counter", "MTP draft tokens accepted.",
+         e.accepted_tokens);
+  metric("dsinfer_spec_acceptance_rate", "gauge", "Accepted / verified draft tokens since start.",
+         e.draft_tokens > 0 ? static_cast<double>(e.accepted_tokens) / e.draft_tokens : 0.0);
+  metric("dsinfer_decode_tokens_per_step", "gauge",
+         "Tokens emitted per decode step of a sequence since start (1 without speculation).",
+         e.decode_steps > 0 ? static_cast<double>(e.decode_tokens) / e.decode_steps : 0.0);
   metric("dsinfer_generation_tokens_per_second", "gauge",
          "Tokens emitted in the last 10 s, divided by 10.", e.generated_tokens_per_s);
   metric("dsinfer_prompt_tokens_per_second", "gauge",

@@ -88,12 +88,39 @@ def main():
     check("run --chat reuses the conversation cache", len(reused) == 3 and reused[0] == 0
           and reused[1] > 0 and reused[2] > reused[1], str(reused))
 
-    # 4. Bad input.
+    # 4. MTP speculative decoding (#12): greedy output identical with --spec mtp --draft 1 and 2,
+    #    past index_topk (16 in the tiny preset: DSA selects), in --ids and --chat runs; the
+    #    summary line reports acceptance and tokens per step.
+    long_prompt = prompt + [(i * 7919) % 120000 + 100 for i in range(30)]
+    base_args = [a.dsinfer, "run", "--model", model, "--ids", ",".join(map(str, long_prompt)),
+                 "-n", "40", "--kv-cache", "fp8"]
+    rc, want, err = call(base_args)
+    check("run --ids (fp8, 40 tokens past index_topk)", rc == 0 and want.count(",") == 39, err[-200:])
+    for n in ("1", "2"):
+        rc, got, err = call(base_args + ["--spec", "mtp", "--draft", n])
+        m = re.search(r"\[spec mtp, draft (\d+): (\d+) of (\d+) drafts accepted \(([\d.]+)%\), "
+                      r"([\d.]+) tokens/step\]", err)
+        check(f"run --spec mtp --draft {n} == without", rc == 0 and got == want,
+              f"{got.strip()[:80]} vs {want.strip()[:80]} {err.strip()[-200:]}")
+        check(f"run --spec mtp --draft {n} reports acceptance",
+              m is not None and int(m.group(3)) > 0 and float(m.group(5)) >= 1.0, err.strip()[-200:])
+    chat_in = "first question\nsecond question\n"
+    rc, want, err = call([a.dsinfer, "run", "--model", model, "--chat", "-n", "12"], stdin=chat_in)
+    rc2, got, err2 = call([a.dsinfer, "run", "--model", model, "--chat", "-n", "12", "--spec", "mtp",
+                           "--draft", "2"], stdin=chat_in)
+    reused = [int(m) for m in re.findall(r"\((\d+) reused from cache\)", err2)]
+    check("run --chat --spec mtp == without (and reuses the conversation)",
+          rc == 0 and rc2 == 0 and got == want and len(reused) == 2 and reused[1] > 0,
+          repr(got[-120:]) + " vs " + repr(want[-120:]) + err2.strip()[-200:])
+
+    # 5. Bad input.
     for args, needle in [(["-p", "x", "--ids", "1"], "exactly one of"),
                          ([], "exactly one of"),
                          (["-p", "x", "-n", "100000"], "max_position_embeddings")]:
         rc, _, err = call([a.dsinfer, "run", "--model", model] + args)
         check(f"run {' '.join(args)} fails naming '{needle}'", rc == 1 and needle in err, err.strip())
+    rc, _, err = call([a.dsinfer, "run", "--model", model, "-p", "x", "--spec", "mtp", "--draft", "0"])
+    check("run --spec mtp --draft 0 fails naming '--draft'", rc != 0 and "--draft" in err, err.strip())
     return 1 if failures else 0
 
 
