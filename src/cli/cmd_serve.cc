@@ -56,7 +56,7 @@ int RunServe(const ServeOptions& o) {
                  "WARNING: --test-script replaces sampling for matching prompts "
                  "(test-only)\n");
   }
-  const text::Tokenizer tokenizer = text::Tokenizer::FromFile(dir + "/tokenizer.json");
+  const text::Tokenizer tokenizer = text::Tokenizer::ForModel(dir);
   EngineOptions eo;
   eo.parallel = o.parallel;
   eo.queue_capacity = o.queue;

@@ -31,11 +31,11 @@ struct TokenizeOptions {
   bool lines = false;
 };
 
-std::string TokenizerPath(const TokenizeOptions& o) {
-  if (!o.tokenizer_file.empty()) return o.tokenizer_file;
+text::Tokenizer LoadTokenizer(const TokenizeOptions& o) {
+  if (!o.tokenizer_file.empty()) return text::Tokenizer::FromFile(o.tokenizer_file);
   std::optional<std::string> model;
   if (!o.model_dir.empty()) model = o.model_dir;
-  return ResolveModelDir(model) + "/tokenizer.json";
+  return text::Tokenizer::ForModel(ResolveModelDir(model));
 }
 
 std::string ReadStdin() {
@@ -66,7 +66,7 @@ std::string IdsJson(const std::vector<int32_t>& ids) {
 }
 
 int RunTokenize(const TokenizeOptions& o) {
-  const auto tok = text::Tokenizer::FromFile(TokenizerPath(o));
+  const auto tok = LoadTokenizer(o);
   const std::string input = ReadStdin();
   std::string out;
   if (o.lines) {
@@ -97,7 +97,7 @@ std::vector<int32_t> ParseIds(std::string_view json_text, size_t line_no) {
 }
 
 int RunDetokenize(const TokenizeOptions& o) {
-  const auto tok = text::Tokenizer::FromFile(TokenizerPath(o));
+  const auto tok = LoadTokenizer(o);
   const std::string input = ReadStdin();
   std::string out;
   if (o.lines) {
@@ -113,9 +113,9 @@ int RunDetokenize(const TokenizeOptions& o) {
 RunFn AddCommand(CLI::App& app, const char* name, const char* help, bool encode) {
   auto* sub = app.add_subcommand(name, help);
   auto o = std::make_shared<TokenizeOptions>();
-  auto* model =
-      sub->add_option("--model", o->model_dir,
-                      "model directory (uses DIR/tokenizer.json; default: the default model)");
+  auto* model = sub->add_option(
+      "--model", o->model_dir,
+      "model directory (uses DIR/tokenizer.json) or GGUF file; default: the default model");
   sub->add_option("--tokenizer", o->tokenizer_file, "tokenizer.json file")->excludes(model);
   sub->add_flag("--lines", o->lines, "one input per line, one output per line");
   return [o, encode] { return encode ? RunTokenize(*o) : RunDetokenize(*o); };

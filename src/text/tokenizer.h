@@ -64,6 +64,13 @@ class Tokenizer {
   static Tokenizer FromJsonValue(const nlohmann::json& json, std::string_view config_json_text = {},
                                  const std::string& source = "tokenizer.json");
 
+  // The tokenizer stored in a GGUF file (`tokenizer.ggml.*` keys, as llama.cpp writes a
+  // DeepSeek-V3 BPE vocabulary; gguf_tokenizer.cc). Errors name the file and the key.
+  static Tokenizer FromGguf(const std::string& path);
+  // The tokenizer of a model: `path`'s GGUF keys if it names a .gguf file, else
+  // `path/tokenizer.json` (with tokenizer_config.json).
+  static Tokenizer ForModel(const std::string& path);
+
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;
   ~Tokenizer();
