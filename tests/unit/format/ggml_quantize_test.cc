@@ -54,7 +54,7 @@ struct RoundTrip {
   std::vector<std::byte> q;
 };
 
-RoundTrip Run(GgmlType t, const std::vector<float>& x) {
+RoundTrip Roundtrip(GgmlType t, const std::vector<float>& x) {
   RoundTrip r;
   r.q.resize(GgmlRowBytes(t, static_cast<int64_t>(x.size())));
   QuantizeRow(t, x, r.q, "w");
@@ -64,7 +64,7 @@ RoundTrip Run(GgmlType t, const std::vector<float>& x) {
 }
 
 void ExpectHalfStep(GgmlType t, const std::vector<float>& x, const std::string& what) {
-  const RoundTrip r = Run(t, x);
+  const RoundTrip r = Roundtrip(t, x);
   for (size_t e = 0; e < x.size(); ++e) {
     const float step = Step(t, r.q, static_cast<int64_t>(e));
     // Half a step, plus the f32 rounding of the decoder's products (a few ulps of |x| + step).
@@ -125,7 +125,7 @@ TEST(GgmlQuantize, GaussianRmsError) {
                                                 {GgmlType::kQ5_K, 0.05},
                                                 {GgmlType::kQ4_K, 0.1}};
   for (const auto& [t, bound] : bounds) {
-    const RoundTrip r = Run(t, x);
+    const RoundTrip r = Roundtrip(t, x);
     double e2 = 0, x2 = 0;
     for (size_t i = 0; i < x.size(); ++i) {
       e2 += (double(r.y[i]) - x[i]) * (double(r.y[i]) - x[i]);
@@ -140,8 +140,8 @@ TEST(GgmlQuantize, GaussianRmsError) {
 
 TEST(GgmlQuantize, PlainTypesRoundTrip) {
   const std::vector<float> x = {0.0f, -0.0f, 1.0f, -3.14159f, 65504.0f, 1e-7f, 1e30f, -2.0f};
-  EXPECT_EQ(Run(GgmlType::kF32, x).y, x);
-  const RoundTrip b = Run(GgmlType::kBF16, x), h = Run(GgmlType::kF16, x);
+  EXPECT_EQ(Roundtrip(GgmlType::kF32, x).y, x);
+  const RoundTrip b = Roundtrip(GgmlType::kBF16, x), h = Roundtrip(GgmlType::kF16, x);
   for (size_t i = 0; i < x.size(); ++i) {
     EXPECT_EQ(b.y[i], BF16ToFloat(FloatToBF16(x[i])));
     EXPECT_EQ(h.y[i], F16ToFloat(FloatToF16(x[i])));
