@@ -1,5 +1,6 @@
 #include "format/gguf_checkpoint.h"
 
+#include <cstdio>
 #include <deque>
 #include <filesystem>
 #include <map>
@@ -294,7 +295,30 @@ void MapLayer(Builder& b, const ModelConfig& c, const Meta& m, int64_t layer, bo
   }
 }
 
+// MemAvailable of /proc/meminfo in bytes, or 0 if unknown.
+uint64_t MemAvailable() {
+  std::FILE* f = std::fopen("/proc/meminfo", "r");
+  if (!f) return 0;
+  char line[256];
+  unsigned long long kb = 0;
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+  std::fclose(f);
+  return kb * 1024ull;
+}
+
 }  // namespace
+
+uint64_t GgufDecodedBytes(const std::vector<GgufFile>& files) {
+  uint64_t n = 0;
+  for (const GgufFile& f : files)
+    for (const GgufTensorInfo& t : f.tensors()) {
+      const bool split_kvb =
+          t.name.ends_with(".attn_k_b.weight") || t.name.ends_with(".attn_v_b.weight");
+      if (!IsPlain(t.type) || split_kvb) n += 4ull * static_cast<uint64_t>(t.numel());
+    }
+  return n;
+}
 
 bool IsGgufPath(const std::string& path) {
   return path.size() > 5 && path.compare(path.size() - 5, 5, ".gguf") == 0;
@@ -440,6 +464,15 @@ Checkpoint OpenGgufCheckpoint(const std::string& path) {
     }
   }
   const ModelConfig c = GgufModelConfig(first);
+  const uint64_t decoded = GgufDecodedBytes(backing->files), avail = MemAvailable();
+  if (avail > 0 && decoded > avail) {
+    char buf[256];
+    std::snprintf(buf, sizeof buf,
+                  ": loading needs %.2f GiB for f32 copies of the quantised tensors (dsinfer "
+                  "decodes them at load for now) but only %.2f GiB of memory is available",
+                  decoded / double(1ull << 30), avail / double(1ull << 30));
+    throw Error(path + buf);
+  }
   const Meta m(first, first.FindKey("general.architecture")->str);
   Builder b(path, backing);
   const int64_t H = c.hidden_size, V = c.vocab_size;

@@ -28,6 +28,12 @@ std::vector<std::string> GgufSplitPaths(const std::string& path);
 // The model configuration a deepseek2 / deepseek32 file's metadata describes.
 ModelConfig GgufModelConfig(const GgufFile& file);
 
+// Bytes of the f32 copies loading makes: every quantised tensor, and kv_b when it is stored
+// split (attn_k_b / attn_v_b).
+uint64_t GgufDecodedBytes(const std::vector<GgufFile>& files);
+
+// Opens the file or set. Before decoding anything, fails with the figure when the f32 copies
+// would exceed the memory available (MemAvailable in /proc/meminfo).
 Checkpoint OpenGgufCheckpoint(const std::string& path);
 
 }  // namespace dsinfer

@@ -76,8 +76,11 @@ Tokenizer Tokenizer::FromGguf(const std::string& path) {
     if (type == kUnused) continue;
     if (type != kNormal && type != kControl && type != kUserDefined)
       Bad(f.path(), "tokenizer.ggml.token_type",
-          "[" + std::to_string(id) + "] = " + std::to_string(type) +
-              " is not supported (1, 3, 4, 5)");
+          std::string("[")
+              .append(std::to_string(id))
+              .append("] = ")
+              .append(std::to_string(type))
+              .append(" is not supported (1, 3, 4, 5)"));
     if (vocab.contains(tok))
       Bad(f.path(), "tokenizer.ggml.tokens",
           "has \"" + tok + "\" twice (ids " + std::to_string(vocab[tok].get<int64_t>()) + " and " +

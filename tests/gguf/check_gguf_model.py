@@ -155,6 +155,16 @@ def check_readback(dsinfer, path, f):
     cxx_keys = [m["key"] for m in d["metadata"]]
     np_keys = [k for k, _ in f["metadata"]]
     check(cxx_keys == np_keys, f"{os.path.basename(path)}: same {len(np_keys)} metadata keys in order")
+    # inspect: weights, bytes and bits per weight as the NumPy reader counts them; cache bytes
+    # from the config (latent + rope key per layer and token, + the indexer key and its scale).
+    j = json.loads(run([dsinfer, "inspect", path, "--json", "--context", "1000"]).stdout)
+    w = sum(int(np.prod(t["dims"])) for t in f["tensors"])
+    nb = sum(t["nbytes"] for t in f["tensors"])
+    cfg = j["config"]
+    per_tok = 4 * (cfg["kv_lora_rank"] + cfg["qk_rope_head_dim"]) + cfg["index_head_dim"] + 4 * -(-cfg["index_head_dim"] // 128)
+    check(j["weights"] == w and j["file_bytes"] == nb and abs(j["bits_per_weight"] - 8 * nb / w) < 1e-9
+          and j["cache_bytes"]["f32"] == cfg["num_hidden_layers"] * 1000 * per_tok,
+          f"inspect: {w} weights, {nb} bytes, {8 * nb / w:.3f} bits per weight, f32 cache at 1000 tokens {j['cache_bytes']['f32']}")
     md = dict(f["metadata"])
     for k in ("general.architecture", "deepseek32.block_count", "deepseek32.attention.key_length_mla",
               "deepseek32.expert_gating_func", "tokenizer.ggml.pre"):
