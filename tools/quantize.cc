@@ -1,5 +1,7 @@
 #include "tools/quantize.h"
 
+#include <algorithm>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -362,20 +364,39 @@ QuantizeResult QuantizeCheckpoint(const QuantizeOptions& o) {
   }
   r.tensors = static_cast<int64_t>(specs.size());
   r.type_counts.assign(counts.begin(), counts.end());
+  // Rows are encoded in parallel, a chunk of about 8 MiB of output at a time.
   uint64_t done = 0;
-  WriteGguf(o.out_path, meta, specs, [&](size_t i, std::span<std::byte> out) {
+  WriteGguf(o.out_path, meta, specs, [&](size_t i, const GgufSink& sink) {
     const Planned& t = p.out()[i];
     const int64_t cols = t.spec.dims[0];
-    const int64_t rows =
-        t.spec.nbytes() ? static_cast<int64_t>(out.size() / GgmlRowBytes(t.spec.type, cols)) : 0;
     const size_t rb = GgmlRowBytes(t.spec.type, cols);
-    std::vector<float> row(cols);
-    for (int64_t rr = 0; rr < rows; ++rr) {
-      t.row(rr, row.data());
-      QuantizeRow(t.spec.type, row, out.subspan(rr * rb, rb), t.spec.name);
+    const int64_t rows = rb ? static_cast<int64_t>(t.spec.nbytes() / rb) : 0;
+    const int64_t chunk =
+        std::max<int64_t>(1, static_cast<int64_t>((8u << 20) / std::max<size_t>(rb, 1)));
+    std::vector<std::byte> buf;
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+      const int64_t n = std::min(chunk, rows - r0);
+      buf.assign(n * rb, std::byte{0});
+      std::exception_ptr failure;
+#pragma omp parallel
+      {
+        std::vector<float> row(cols);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t k = 0; k < n; ++k) {
+          try {
+            t.row(r0 + k, row.data());
+            QuantizeRow(t.spec.type, row, std::span(buf).subspan(k * rb, rb), t.spec.name);
+          } catch (...) {
+#pragma omp critical
+            if (!failure) failure = std::current_exception();
+          }
+        }
+      }
+      if (failure) std::rethrow_exception(failure);
+      sink(buf);
+      done += buf.size();
+      if (o.progress) o.progress(done, r.bytes);
     }
-    done += out.size();
-    if (o.progress) o.progress(done, r.bytes);
   });
   return r;
 }

@@ -84,17 +84,41 @@ GgufValue ScalarArray(GgufType elem, const std::vector<T>& v) {
 
 }  // namespace
 
-GgufValue GgufU32(uint32_t v) { return GgufValue{.type = GgufType::kU32, .u = v}; }
-GgufValue GgufI32(int32_t v) { return GgufValue{.type = GgufType::kI32, .i = v}; }
-GgufValue GgufF32(float v) { return GgufValue{.type = GgufType::kF32, .f = v}; }
-GgufValue GgufBool(bool v) { return GgufValue{.type = GgufType::kBool, .u = v ? 1u : 0u}; }
+namespace {
+GgufValue Typed(GgufType t) {
+  GgufValue v;
+  v.type = t;
+  return v;
+}
+}  // namespace
+
+GgufValue GgufU32(uint32_t v) {
+  GgufValue x = Typed(GgufType::kU32);
+  x.u = v;
+  return x;
+}
+GgufValue GgufI32(int32_t v) {
+  GgufValue x = Typed(GgufType::kI32);
+  x.i = v;
+  return x;
+}
+GgufValue GgufF32(float v) {
+  GgufValue x = Typed(GgufType::kF32);
+  x.f = v;
+  return x;
+}
+GgufValue GgufBool(bool v) {
+  GgufValue x = Typed(GgufType::kBool);
+  x.u = v ? 1 : 0;
+  return x;
+}
 GgufValue GgufString(std::string v) {
-  GgufValue x{.type = GgufType::kString};
+  GgufValue x = Typed(GgufType::kString);
   x.str = std::move(v);
   return x;
 }
 GgufValue GgufStringArray(std::vector<std::string> v) {
-  GgufValue a{.type = GgufType::kArray};
+  GgufValue a = Typed(GgufType::kArray);
   a.elem_type = GgufType::kString;
   a.count = v.size();
   a.strings = std::move(v);
@@ -113,7 +137,7 @@ uint64_t GgufTensorSpec::nbytes() const {
 void WriteGguf(const std::string& path,
                const std::vector<std::pair<std::string, GgufValue>>& metadata,
                const std::vector<GgufTensorSpec>& specs,
-               const std::function<void(size_t, std::span<std::byte>)>& fill) {
+               const std::function<void(size_t, const GgufSink&)>& fill) {
   Out h;
   h.Raw("GGUF", 4);
   h.U32(3);
@@ -153,15 +177,23 @@ void WriteGguf(const std::string& path,
         throw Error(path + ": write failed (disk full?)");
     };
     write(h.bytes.data(), h.bytes.size());
-    std::vector<std::byte> buf;
     uint64_t pos = 0;
     const std::byte zeros[kAlignment] = {};
     for (size_t i = 0; i < specs.size(); ++i) {
       write(zeros, offsets[i] - pos);
-      buf.assign(specs[i].nbytes(), std::byte{0});
-      fill(i, buf);
-      write(buf.data(), buf.size());
-      pos = offsets[i] + buf.size();
+      uint64_t written = 0;
+      const uint64_t want = specs[i].nbytes();
+      fill(i, [&](std::span<const std::byte> piece) {
+        if (written + piece.size() > want)
+          throw Error(path + ": tensor '" + specs[i].name + "' is given more than its " +
+                      std::to_string(want) + " bytes");
+        write(piece.data(), piece.size());
+        written += piece.size();
+      });
+      if (written != want)
+        throw Error(path + ": tensor '" + specs[i].name + "' is given " + std::to_string(written) +
+                    " of its " + std::to_string(want) + " bytes");
+      pos = offsets[i] + want;
     }
     write(zeros, AlignUp(pos) - pos);
     if (std::fflush(f.get()) != 0) throw Error(path + ": write failed (disk full?)");

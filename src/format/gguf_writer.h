@@ -1,8 +1,8 @@
 // Streaming GGUF v3 writer (the layout gguf.h reads): metadata and tensor infos first, then
-// each tensor's bytes produced by a callback one tensor at a time, so that a multi-GB file never
-// sits in memory. Data offsets are aligned to 32 (the default `general.alignment`, which is not
-// written). The file is written as `path + ".partial"` and renamed when complete; any failure
-// removes it and throws (Error naming the path for I/O).
+// each tensor's bytes produced by a callback in pieces, so that neither a multi-GB file
+// nor a multi-GB tensor sits in memory. Data offsets are aligned to 32 (the default
+// `general.alignment`, which is not written). The file is written as `path + ".partial"` and
+// renamed when complete; any failure removes it and throws (Error naming the path for I/O).
 #pragma once
 
 #include <cstdint>
@@ -33,10 +33,14 @@ struct GgufTensorSpec {
   uint64_t nbytes() const;
 };
 
-// `fill(i, out)` writes tensor i's bytes (exactly specs[i].nbytes()) into `out`.
+// Appends bytes of the tensor being written.
+using GgufSink = std::function<void(std::span<const std::byte>)>;
+
+// `fill(i, sink)` passes tensor i's bytes to `sink`, in order and in pieces of any size (so a
+// tensor never needs to be in memory whole); they must total specs[i].nbytes() (else Error).
 void WriteGguf(const std::string& path,
                const std::vector<std::pair<std::string, GgufValue>>& metadata,
                const std::vector<GgufTensorSpec>& specs,
-               const std::function<void(size_t, std::span<std::byte>)>& fill);
+               const std::function<void(size_t, const GgufSink&)>& fill);
 
 }  // namespace dsinfer
