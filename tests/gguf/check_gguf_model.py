@@ -253,6 +253,17 @@ def main():
     check(t_ck.returncode == 0 and t_gg.returncode == 0 and t_ck.stdout == t_gg.stdout,
           f"GGUF tokenizer ids = tokenizer.json ids on {n_lines} lines ({n_ids} tokens){t_gg.stderr[-300:]}")
 
+    # deepseek2 (no indexer: V3/R1-style dense MLA): the F32 file again equals the checkpoint.
+    ck2 = os.path.join(work, "tiny-dense")
+    if not os.path.exists(os.path.join(ck2, "config.json")):
+        run([ds, "gen-model", "--preset", "tiny", "--seed", "23", "--out", ck2, "--force",
+             "--set", "index_topk=null", "--set", "index_n_heads=null", "--set", "index_head_dim=null"])
+    d2 = os.path.join(work, "tiny-dense-f32.gguf")
+    run([ds, "quantize", "--model", ck2, "--out", d2, "--type", "F32"])
+    arch = dict(g.read_gguf(d2)["metadata"])["general.architecture"].value
+    e = rel(logits(ds, d2, os.path.join(work, "d2.npy")), logits(ds, ck2, os.path.join(work, "d2_base.npy")))
+    check(arch == "deepseek2" and e <= 1e-5, f"deepseek2 F32 GGUF (architecture {arch}) vs safetensors logits: {e:.2e} ≤ 1e-5")
+
     # 2. Block-aligned checkpoint for the quantised types (rows multiples of 256).
     q = os.path.join(work, "tiny256")
     sets = ["hidden_size=256", "intermediate_size=512", "moe_intermediate_size=256", "q_lora_rank=256",
@@ -301,6 +312,26 @@ def main():
     whole = np.load(os.path.join(work, "Q8_0.npy"))
     parts = logits(ds, os.path.join(work, "split-00001-of-00002.gguf"), os.path.join(work, "split.npy"))
     check(np.array_equal(parts, whole), f"split set of 2 parts ({half} + {len(tensors) - half} tensors) = the single file, bit for bit")
+
+    # Older converters store MLA's kv_b whole (attn_kv_b): the same weights in that form give
+    # the same logits, bit for bit.
+    kv = []
+    for name, type_, dims, raw in tensors:
+        if name.endswith(".attn_v_b.weight"):
+            continue
+        if name.endswith(".attn_k_b.weight"):
+            layer = name.split(".")[1]
+            kb = g.tensor_f32(f, next(t for t in f["tensors"] if t["name"] == name))  # [H, r, nope]
+            vb = g.tensor_f32(f, next(t for t in f["tensors"] if t["name"] == f"blk.{layer}.attn_v_b.weight"))
+            w = np.concatenate([kb.transpose(0, 2, 1), vb], axis=1).reshape(-1, kb.shape[1])
+            kv.append((f"blk.{layer}.attn_kv_b.weight", g.F32, [w.shape[1], w.shape[0]],
+                       np.ascontiguousarray(w, np.float32).tobytes()))
+            continue
+        kv.append((name, type_, dims, raw))
+    old_form = os.path.join(work, "kv_b.gguf")
+    g.write_gguf(old_form, list(f["metadata"]), kv)
+    got = logits(ds, old_form, os.path.join(work, "kv_b.npy"))
+    check(np.array_equal(got, whole), "attn_kv_b (older files) = attn_k_b + attn_v_b: same logits, bit for bit")
 
     bad_inputs(ds, work, src)
     print(f"{'FAILED' if FAILS else 'passed'}: {len(FAILS)} failure(s)")
