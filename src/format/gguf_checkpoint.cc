@@ -5,7 +5,6 @@
 #include <filesystem>
 #include <map>
 #include <memory>
-#include <regex>
 
 #include "base/error.h"
 
@@ -325,17 +324,29 @@ bool IsGgufPath(const std::string& path) {
 }
 
 std::vector<std::string> GgufSplitPaths(const std::string& path) {
-  static const std::regex kSplit(R"((.*)-(\d{5})-of-(\d{5})\.gguf)");
-  std::smatch sm;
-  if (!std::regex_match(path, sm, kSplit)) return {path};
-  const int n = std::stoi(sm[3].str()), k = std::stoi(sm[2].str());
+  // NAME-kkkkk-of-nnnnn.gguf: a 20-character suffix "-ddddd-of-ddddd.gguf".
+  constexpr size_t kSuffix = 20;
+  if (path.size() <= kSuffix) return {path};
+  const std::string_view tail = std::string_view(path).substr(path.size() - kSuffix);
+  auto digits = [&](size_t at) {
+    int v = 0;
+    for (size_t i = at; i < at + 5; ++i) {
+      if (tail[i] < '0' || tail[i] > '9') return -1;
+      v = v * 10 + (tail[i] - '0');
+    }
+    return v;
+  };
+  const int k = digits(1), n = digits(10);
+  if (tail[0] != '-' || tail.substr(6, 4) != "-of-" || tail.substr(15) != ".gguf" || k < 0 || n < 0)
+    return {path};
   if (n < 1 || k < 1 || k > n)
     throw Error(path + ": split name says part " + std::to_string(k) + " of " + std::to_string(n));
+  const std::string stem = path.substr(0, path.size() - kSuffix);
   std::vector<std::string> parts;
   char buf[32];
   for (int i = 1; i <= n; ++i) {
     std::snprintf(buf, sizeof buf, "-%05d-of-%05d.gguf", i, n);
-    parts.push_back(sm[1].str() + buf);
+    parts.push_back(stem + buf);
   }
   return parts;
 }
