@@ -6,10 +6,11 @@
 #include <filesystem>
 #include <map>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "base/error.h"
 #include "cli/commands.h"
@@ -43,11 +44,11 @@ struct EvalOptions {
 using nlohmann::ordered_json;
 
 ordered_json TallyJson(const eval::Tally& t) {
-  return {
-      {"n", t.n},
-      {"correct", t.correct},
-      {"accuracy", t.Accuracy()},
-      {"prompt_tokens", {{"min", t.prompt_min}, {"mean", t.PromptMean()}, {"max", t.prompt_max}}}};
+  return {{"n", t.n},
+          {"correct", t.correct},
+          {"accuracy", t.Accuracy()},
+          {"prompt_tokens",
+           {{"min", t.prompt_min}, {"mean", t.PromptMean()}, {"max", t.prompt_max}}}};
 }
 
 double Rate(int64_t tokens, double secs) { return secs > 0 ? tokens / secs : 0; }
@@ -183,15 +184,15 @@ int RunEval(const EvalOptions& o) {
       .index_topk = o.index_topk,
       .kv_cache = ParseKvCacheType(o.kv_cache, "--kv-cache")};
   const SequenceState probe = model->NewSequence(so);  // the effective attention and top-k
-  ordered_json report = {
-      {"model", dir},
-      {"attention", probe.use_indexer ? "dsa" : "dense"},
-      {"index_topk", probe.use_indexer ? ordered_json(probe.index_topk) : ordered_json(nullptr)},
-      {"kv_cache", o.kv_cache},
-      {"max_new", o.max_new},
-      {"mtp", o.mtp},
-      {"tasks", ordered_json::array()},
-      {"text", ordered_json::array()}};
+  ordered_json report = {{"model", dir},
+                         {"attention", probe.use_indexer ? "dsa" : "dense"},
+                         {"index_topk", probe.use_indexer ? ordered_json(probe.index_topk)
+                                                          : ordered_json(nullptr)},
+                         {"kv_cache", o.kv_cache},
+                         {"max_new", o.max_new},
+                         {"mtp", o.mtp},
+                         {"tasks", ordered_json::array()},
+                         {"text", ordered_json::array()}};
   eval::Tally all_files;
   std::map<std::string, eval::Tally> all_kinds;
   for (size_t i = 0; i < o.tasks.size(); ++i) {
@@ -213,9 +214,9 @@ int RunEval(const EvalOptions& o) {
   for (size_t i = 0; i < o.text.size(); ++i) {
     ProgressBar bar("perplexity " + o.text[i], ProgressBar::Unit::kItems);
     const auto docs = eval::TokenizeDocuments(tok, c, o.text[i], texts[i]);
-    const eval::TextScore s =
-        eval::ScoreDocuments(*model, so, docs, {.window = o.window, .mtp = o.mtp},
-                             [&](int64_t done, int64_t total) { bar.Update(done, total); });
+    const eval::TextScore s = eval::ScoreDocuments(
+        *model, so, docs, {.window = o.window, .mtp = o.mtp},
+        [&](int64_t done, int64_t total) { bar.Update(done, total); });
     report["text"].push_back(TextJson(o.text[i], s, o.mtp));
   }
   if (o.json)
@@ -237,21 +238,17 @@ CommandRegistrar reg("eval", [](CLI::App& app) -> RunFn {
   sub->add_option("--text", o->text,
                   "held-out text (JSONL: {\"text\": ...} or {\"ids\": [...]}); repeatable");
   sub->add_option("--attention", o->attention, "dsa | dense")
-      ->check(CLI::IsMember({"dsa", "dense"}))
-      ->capture_default_str();
+      ->check(CLI::IsMember({"dsa", "dense"}))->capture_default_str();
   sub->add_option("--index-topk", o->index_topk, "override the config's index_topk")
       ->check(CLI::PositiveNumber);
   sub->add_option("--kv-cache", o->kv_cache, "f32 | bf16 | fp8")
-      ->check(CLI::IsMember({"f32", "bf16", "fp8"}))
-      ->capture_default_str();
+      ->check(CLI::IsMember({"f32", "bf16", "fp8"}))->capture_default_str();
   sub->add_option("--max-new", o->max_new, "tokens generated per task at most")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
+      ->check(CLI::PositiveNumber)->capture_default_str();
   sub->add_option("--limit", o->limit, "use only the first N entries of each file")
       ->check(CLI::PositiveNumber);
   sub->add_option("--batch", o->batch, "sequences per batched forward")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
+      ->check(CLI::PositiveNumber)->capture_default_str();
   sub->add_option("--window", o->window,
                   "perplexity: tokens per scoring window (default: the model's context)")
       ->check(CLI::Range(int64_t{2}, int64_t{1} << 40));
@@ -259,8 +256,7 @@ CommandRegistrar reg("eval", [](CLI::App& app) -> RunFn {
   sub->add_flag("--json", o->json, "print one JSON object instead of the table");
   sub->add_flag("-v,--verbose", o->verbose, "show the first failures of each task file");
   sub->add_option("--show-failures", o->show_failures, "failures listed per task file")
-      ->check(CLI::NonNegativeNumber)
-      ->capture_default_str();
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
   return [o] { return RunEval(*o); };
 });
 

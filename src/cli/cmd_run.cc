@@ -9,10 +9,11 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "base/error.h"
 #include "cli/commands.h"
@@ -100,11 +101,9 @@ class Session {
 
   void ReportSpeed() const {
     const Stats& s = stats_;
-    std::fprintf(stderr,
-                 "\n[prefill: %zu tokens (%zu reused from cache), %.2f tok/s; decode: %zu "
-                 "tokens, %.2f tok/s]\n",
-                 s.prefill_tokens, s.reused_tokens, s.prefill_tokens / std::max(s.prefill_s, 1e-9),
-                 s.decode_tokens,
+    std::fprintf(stderr, "\n[prefill: %zu tokens (%zu reused from cache), %.2f tok/s; decode: %zu "
+                 "tokens, %.2f tok/s]\n", s.prefill_tokens, s.reused_tokens,
+                 s.prefill_tokens / std::max(s.prefill_s, 1e-9), s.decode_tokens,
                  s.decode_tokens > 1 ? (s.decode_tokens - 1) / std::max(s.decode_s, 1e-9) : 0.0);
   }
 
@@ -148,8 +147,8 @@ std::string GenerateText(Session& s, const text::Tokenizer& tok, const std::vect
 }
 
 std::string ChatPrompt(const nlohmann::ordered_json& messages, bool think) {
-  return text::EncodeMessages(
-      messages, {.thinking_mode = think ? ThinkingMode::kThinking : ThinkingMode::kChat});
+  return text::EncodeMessages(messages, {.thinking_mode = think ? ThinkingMode::kThinking
+                                                                 : ThinkingMode::kChat});
 }
 
 // Splits generated text of an assistant turn into reasoning and content for the history (the
@@ -171,10 +170,8 @@ int RunChat(const RunOptions& o, Session& s, const text::Tokenizer& tok) {
   bool think = o.think;
   const bool tty = isatty(STDIN_FILENO);
   nlohmann::ordered_json messages = nlohmann::ordered_json::array();
-  std::fprintf(stderr,
-               "dsinfer chat: type a message; /think toggles thinking mode (now %s), "
-               "/reset clears the conversation, /quit or end of input exits.\n",
-               think ? "on" : "off");
+  std::fprintf(stderr, "dsinfer chat: type a message; /think toggles thinking mode (now %s), "
+               "/reset clears the conversation, /quit or end of input exits.\n", think ? "on" : "off");
   std::string line;
   for (;;) {
     if (tty) std::fputs("> ", stdout), std::fflush(stdout);
@@ -224,30 +221,25 @@ int RunGenerate(const RunOptions& o) {
 }
 
 CommandRegistrar reg("run", [](CLI::App& app) -> RunFn {
-  auto* sub = app.add_subcommand(
-      "run", "Generate text (or token ids) after a prompt; --chat for a conversation");
+  auto* sub = app.add_subcommand("run", "Generate text (or token ids) after a prompt; --chat for a conversation");
   auto o = std::make_shared<RunOptions>();
   AddThreadsOption(sub);
   sub->add_option("--model", o->model, "checkpoint directory (default: the default model)");
-  sub->add_option("-p,--prompt", o->prompt,
-                  "text prompt (one user turn of the V3.2 chat encoding)");
+  sub->add_option("-p,--prompt", o->prompt, "text prompt (one user turn of the V3.2 chat encoding)");
   sub->add_option("--ids", o->ids, "prompt token ids, e.g. 0,128803,33310 (prints ids)");
   sub->add_flag("--chat", o->chat, "interactive multi-turn chat on standard input");
   sub->add_flag("--raw", o->raw, "with -p: feed BOS + the text as is, no chat encoding");
   sub->add_flag("--think", o->think, "thinking mode (the prompt ends with <think>)");
-  sub->add_option("-n", o->max_new, "tokens to generate (per turn)")
-      ->check(CLI::PositiveNumber)
+  sub->add_option("-n", o->max_new, "tokens to generate (per turn)")->check(CLI::PositiveNumber)
       ->capture_default_str();
   sub->add_option("--temp", o->sampler.temperature, "temperature (0: greedy)")
       ->capture_default_str();
   sub->add_option("--top-p", o->sampler.top_p, "nucleus sampling mass")->capture_default_str();
   sub->add_option("--seed", o->sampler.seed, "sampling seed")->capture_default_str();
   sub->add_option("--kv-cache", o->kv_cache, "f32 | bf16 | fp8")
-      ->check(CLI::IsMember({"f32", "bf16", "fp8"}))
-      ->capture_default_str();
+      ->check(CLI::IsMember({"f32", "bf16", "fp8"}))->capture_default_str();
   sub->add_option("--attention", o->attention, "dsa | dense")
-      ->check(CLI::IsMember({"dsa", "dense"}))
-      ->capture_default_str();
+      ->check(CLI::IsMember({"dsa", "dense"}))->capture_default_str();
   return [o] { return RunGenerate(*o); };
 });
 

@@ -27,9 +27,10 @@ struct Run {
 
 Run Answer(Model& model, const text::Tokenizer& tok, const eval::EvalTask& task,
            AttentionMode attention, const std::string& file) {
-  const eval::TaskFileResult r = eval::EvalTasks(
-      model, tok, {.attention = attention}, file, {task},
-      {.max_new = 96, .eos = static_cast<int32_t>(model.config().eos_token_id), .batch = 1});
+  const eval::TaskFileResult r =
+      eval::EvalTasks(model, tok, {.attention = attention}, file, {task},
+                      {.max_new = 96, .eos = static_cast<int32_t>(model.config().eos_token_id),
+                       .batch = 1});
   return {r.outcomes.front(), r.stats};
 }
 
@@ -48,16 +49,14 @@ void PrintCost(const std::string& head, const Run& r) {
   const double ms = 1e3 * r.stats.prefill_s / static_cast<double>(r.stats.prompt_tokens);
   const double decode =
       r.stats.decode_s > 0 ? static_cast<double>(r.stats.decode_tokens) / r.stats.decode_s : 0;
-  std::printf(
-      "  %s| prefill %lld tokens: %.3f ms/token (%.0f tok/s, %.4f USD/1M at %.2f USD/h) "
-      "| decode %.0f tok/s\n",
-      head.c_str(), static_cast<long long>(r.stats.prompt_tokens), ms, 1e3 / ms,
-      ms / 3.6e6 * 1e6 * kUsdPerHour, kUsdPerHour, decode);
+  std::printf("  %s| prefill %lld tokens: %.3f ms/token (%.0f tok/s, %.4f USD/1M at %.2f USD/h) "
+              "| decode %.0f tok/s\n",
+              head.c_str(), static_cast<long long>(r.stats.prompt_tokens), ms, 1e3 / ms,
+              ms / 3.6e6 * 1e6 * kUsdPerHour, kUsdPerHour, decode);
 }
 
 std::string Verdict(const Run& r) {
-  return "answer \"" + Shorten(r.outcome.got, 20) + "\" (" +
-         (r.outcome.correct ? "correct" : "wrong") + ") ";
+  return "answer \"" + Shorten(r.outcome.got, 20) + "\" (" + (r.outcome.correct ? "correct" : "wrong") + ") ";
 }
 
 }  // namespace

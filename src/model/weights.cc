@@ -49,7 +49,8 @@ class Loader {
         throw Error(ckpt_.dir() + ": tensor " + sname + " has dtype " +
                     std::string(DTypeName(s.dtype())) + ", expected F32");
       w.scales = s.as<float>().data();  // checked: an unaligned F32 tensor is an Error
-    } else if (v.dtype() != DType::kBF16 && v.dtype() != DType::kF16 && v.dtype() != DType::kF32) {
+    } else if (v.dtype() != DType::kBF16 && v.dtype() != DType::kF16 &&
+               v.dtype() != DType::kF32) {
       throw Error(ckpt_.dir() + ": tensor " + name + " has dtype " +
                   std::string(DTypeName(v.dtype())) + ", expected F8_E4M3, BF16, F16 or F32");
     }
@@ -87,7 +88,8 @@ IndexerWeights LoadIndexer(const Loader& ld, const ModelConfig& c, const std::st
                         .weights_proj = ld.Linear(p + ".weights_proj", heads, c.hidden_size)};
 }
 
-void LoadAttention(const Loader& ld, const ModelConfig& c, const std::string& p, LayerWeights& lw) {
+void LoadAttention(const Loader& ld, const ModelConfig& c, const std::string& p,
+                   LayerWeights& lw) {
   const int64_t h = c.num_attention_heads, hidden = c.hidden_size;
   if (c.q_lora_rank) {
     lw.wq_a = ld.Linear(p + ".q_a_proj", *c.q_lora_rank, hidden);
@@ -98,7 +100,8 @@ void LoadAttention(const Loader& ld, const ModelConfig& c, const std::string& p,
   }
   lw.wkv_a = ld.Linear(p + ".kv_a_proj_with_mqa", c.kv_lora_rank + c.qk_rope_head_dim, hidden);
   lw.kv_norm = ld.Vector(p + ".kv_a_layernorm.weight", c.kv_lora_rank);
-  lw.wkv_b = ld.Linear(p + ".kv_b_proj", h * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank);
+  lw.wkv_b = ld.Linear(p + ".kv_b_proj", h * (c.qk_nope_head_dim + c.v_head_dim),
+                       c.kv_lora_rank);
   lw.wuk_t = TransposeHeads(lw.wkv_b, h, c.qk_nope_head_dim + c.v_head_dim, 0, c.qk_nope_head_dim);
   lw.wo = ld.Linear(p + ".o_proj", hidden, h * c.v_head_dim);
 }
@@ -109,10 +112,10 @@ MoeWeights LoadMoe(const Loader& ld, const ModelConfig& c, const std::string& p)
   const std::string bias = p + ".gate.e_score_correction_bias";
   m.has_gate_bias = ld.Has(bias);
   m.gate_bias = m.has_gate_bias ? ld.Vector(bias, c.n_routed_experts)
-                                : std::vector<float>(c.n_routed_experts, 0.0f);
+                             : std::vector<float>(c.n_routed_experts, 0.0f);
   for (int64_t e = 0; e < c.n_routed_experts; ++e)
-    m.experts.push_back(
-        LoadMlp(ld, p + ".experts." + std::to_string(e), c.hidden_size, c.moe_intermediate_size));
+    m.experts.push_back(LoadMlp(ld, p + ".experts." + std::to_string(e), c.hidden_size,
+                                c.moe_intermediate_size));
   if (c.n_shared_experts > 0)
     m.shared_experts = LoadMlp(ld, p + ".shared_experts", c.hidden_size,
                                c.n_shared_experts * c.moe_intermediate_size);
