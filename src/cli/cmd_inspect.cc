@@ -6,7 +6,9 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "format/gguf_checkpoint.h"
 #include "tools/inspect.h"
+#include "tools/inspect_gguf.h"
 
 namespace dsinfer::cli {
 namespace {
@@ -14,9 +16,16 @@ namespace {
 struct Options {
   InspectOptions inspect;
   bool json = false;
+  int64_t context = 4096;  // GGUF: the context the memory figure is for
 };
 
 int RunInspect(const Options& o) {
+  if (IsGgufPath(o.inspect.dir)) {  // errors (unusable file) exit 1 through main
+    const GgufInspectReport r = InspectGguf(o.inspect.dir, o.context);
+    std::fputs(o.json ? (GgufInspectJson(r).dump(2) + "\n").c_str() : FormatGgufInspect(r).c_str(),
+               stdout);
+    return 0;
+  }
   const InspectReport r = Inspect(o.inspect);
   if (o.json)
     std::printf("%s\n", InspectJson(r).dump(2).c_str());
@@ -35,7 +44,10 @@ CommandRegistrar reg("inspect", [](CLI::App& app) -> RunFn {
   auto* sub = app.add_subcommand("inspect", "Summarise a checkpoint and check that it is usable");
   auto o = std::make_shared<Options>();
   AddThreadsOption(sub);
-  sub->add_option("dir", o->inspect.dir, "checkpoint directory")->required();
+  sub->add_option("dir", o->inspect.dir, "checkpoint directory or GGUF file")->required();
+  sub->add_option("--context", o->context, "GGUF: tokens of context for the memory figure")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 24))
+      ->capture_default_str();
   sub->add_flag("--json", o->json, "print one JSON object (docs/inspect.md)");
   sub->add_flag("--checksums", o->inspect.checksums, "add FNV-1a 64 of every tensor's bytes");
   return [o] { return RunInspect(*o); };

@@ -114,9 +114,9 @@ int RunDetokenize(const TokenizeOptions& o) {
 RunFn AddCommand(CLI::App& app, const char* name, const char* help, bool encode) {
   auto* sub = app.add_subcommand(name, help);
   auto o = std::make_shared<TokenizeOptions>();
-  auto* model =
-      sub->add_option("--model", o->model_dir,
-                      "model directory (uses DIR/tokenizer.json; default: the default model)");
+  auto* model = sub->add_option(
+      "--model", o->model_dir,
+      "model directory (uses DIR/tokenizer.json) or GGUF file; default: the default model");
   sub->add_option("--tokenizer", o->tokenizer_file, "tokenizer.json file")->excludes(model);
   sub->add_flag("--lines", o->lines, "one input per line, one output per line");
   return [o, encode] { return encode ? RunTokenize(*o) : RunDetokenize(*o); };

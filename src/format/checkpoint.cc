@@ -7,6 +7,7 @@
 
 #include "base/error.h"
 #include "base/mapped_file.h"
+#include "format/gguf_checkpoint.h"
 #include "format/json_util.h"
 
 namespace dsinfer {
@@ -66,6 +67,7 @@ std::vector<std::string> ListShards(const std::string& dir) {
 }  // namespace
 
 Checkpoint Checkpoint::Open(const std::string& dir) {
+  if (IsGgufPath(dir)) return OpenGgufCheckpoint(dir);
   Checkpoint c;
   c.dir_ = dir;
   c.config_ = ModelConfig::FromFile(dir + "/config.json");
@@ -97,16 +99,16 @@ Checkpoint Checkpoint::Open(const std::string& dir) {
   // shard is authoritative), but a tensor in two shards is ambiguous.
   for (size_t s = 0; s < c.shards_.size(); ++s) {
     for (const TensorInfo& t : c.shards_[s].tensors()) {
-      auto [it, inserted] = c.tensors_.try_emplace(t.name, s, &t);
+      auto [it, inserted] = c.tensors_.try_emplace(t.name, Slot{s, c.shards_[s].View(t)});
       if (!inserted) {
         throw Error(c.shards_[s].path() + ": tensor \"" + t.name + "\" is also in " +
-                    c.shards_[it->second.first].path());
+                    c.shards_[it->second.shard].path());
       }
     }
   }
   for (const auto& [tensor, shard] : index) {
     auto it = c.tensors_.find(tensor);
-    if (it == c.tensors_.end() || c.shards_[it->second.first].path() != dir + "/" + shard) {
+    if (it == c.tensors_.end() || c.shards_[it->second.shard].path() != dir + "/" + shard) {
       throw Error(index_path + ": tensor \"" + tensor + "\" is listed in " + shard + ", but " +
                   dir + "/" + shard + " does not contain it");
     }
@@ -121,17 +123,31 @@ TensorView Checkpoint::Get(std::string_view name) const {
   if (it == tensors_.end()) {
     throw Error(dir_ + ": tensor \"" + std::string(name) + "\" not found in the checkpoint");
   }
-  return shards_[it->second.first].View(*it->second.second);
+  return it->second.view;
+}
+
+Checkpoint Checkpoint::FromViews(std::string source, ModelConfig config,
+                                 std::vector<std::pair<std::string, TensorView>> views,
+                                 std::shared_ptr<const void> keepalive) {
+  Checkpoint c;
+  c.dir_ = std::move(source);
+  c.config_ = std::move(config);
+  c.keepalive_ = std::move(keepalive);
+  for (auto& [name, view] : views) {
+    if (!c.tensors_.try_emplace(name, Slot{kNoShard, view}).second)
+      throw Error(c.dir_ + ": tensor \"" + name + "\" is given twice");
+  }
+  return c;
 }
 
 TensorView Checkpoint::Get(std::string_view name, DType dtype,
                            const std::vector<int64_t>& shape) const {
   TensorView v = Get(name);
   if (v.dtype() != dtype || v.shape() != shape) {
-    const auto& shard = shards_[tensors_.find(name)->second.first];
-    throw Error(shard.path() + ": tensor \"" + std::string(name) + "\" is " +
-                std::string(DTypeName(v.dtype())) + " " + ShapeString(v.shape()) + ", expected " +
-                std::string(DTypeName(dtype)) + " " + ShapeString(shape));
+    const size_t s = tensors_.find(name)->second.shard;
+    throw Error((s == kNoShard ? dir_ : shards_[s].path()) + ": tensor \"" + std::string(name) +
+                "\" is " + std::string(DTypeName(v.dtype())) + " " + ShapeString(v.shape()) +
+                ", expected " + std::string(DTypeName(dtype)) + " " + ShapeString(shape));
   }
   return v;
 }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -21,7 +22,13 @@ class Checkpoint {
   // shard that fails to parse, a tensor listed in the index but missing from its shard, the
   // same tensor in two shards. With an index, only the shards it names are opened; a tensor
   // present in one of them but absent from the index is tolerated (listed once).
+  // `dir` may also be a GGUF file or split set (format/gguf_checkpoint.h).
   static Checkpoint Open(const std::string& dir);
+  // A checkpoint whose tensors live elsewhere (a GGUF file seen with HF names and layouts):
+  // `views` point into memory that `keepalive` owns. `source` stands for `dir()`.
+  static Checkpoint FromViews(std::string source, ModelConfig config,
+                              std::vector<std::pair<std::string, TensorView>> views,
+                              std::shared_ptr<const void> keepalive);
 
   const std::string& dir() const { return dir_; }
   const ModelConfig& config() const { return config_; }
@@ -39,7 +46,13 @@ class Checkpoint {
   std::string dir_;
   ModelConfig config_;
   std::vector<SafetensorsFile> shards_;
-  std::map<std::string, std::pair<size_t, const TensorInfo*>, std::less<>> tensors_;
+  struct Slot {
+    size_t shard;  // index into shards_, or kNoShard for a view from FromViews
+    TensorView view;
+  };
+  static constexpr size_t kNoShard = static_cast<size_t>(-1);
+  std::map<std::string, Slot, std::less<>> tensors_;
+  std::shared_ptr<const void> keepalive_;
 };
 
 }  // namespace dsinfer

@@ -7,6 +7,7 @@
 #include <unordered_map>
 
 #include "base/error.h"
+#include "format/gguf_checkpoint.h"
 #include "text/added_vocab.h"
 #include "text/bpe.h"
 #include "text/pre_tokenizer.h"
@@ -206,6 +207,7 @@ Tokenizer Tokenizer::FromFile(const std::string& path) {
 }
 
 Tokenizer Tokenizer::ForModel(const std::string& dir) {
+  if (IsGgufPath(dir)) return FromGguf(dir);
   const std::string path = dir + "/tokenizer.json";
   std::error_code ec;
   if (!std::filesystem::exists(path, ec))

@@ -56,7 +56,8 @@ class Tokenizer {
   // Reads `path` (tokenizer.json). BOS/EOS come from `tokenizer_config.json` in the same folder
   // when present (fields `bos_token` / `eos_token`, string or {"content": ...}).
   static Tokenizer FromFile(const std::string& path);
-  // The tokenizer of model directory `dir`: `dir/tokenizer.json` by `FromFile`. Every command
+  // The tokenizer of model `dir`: the GGUF keys (`FromGguf`) if it names a .gguf file, else
+  // `dir/tokenizer.json` by `FromFile`. Every command
   // that turns text into tokens (`run -p`/`--chat`, `serve`, `eval`, the default job) and
   // `inspect` load it through this call, so they refuse the same directories with the same
   // message: a missing file is an `Error` saying so (commands that take token ids do not read
@@ -69,6 +70,10 @@ class Tokenizer {
   // The same from an already parsed tokenizer.json.
   static Tokenizer FromJsonValue(const nlohmann::json& json, std::string_view config_json_text = {},
                                  const std::string& source = "tokenizer.json");
+
+  // The tokenizer stored in a GGUF file (`tokenizer.ggml.*` keys, as llama.cpp writes a
+  // DeepSeek-V3 BPE vocabulary; gguf_tokenizer.cc). Errors name the file and the key.
+  static Tokenizer FromGguf(const std::string& path);
 
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;

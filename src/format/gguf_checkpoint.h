@@ -1,0 +1,39 @@
+// A GGUF model file (or split set `NAME-00001-of-0000N.gguf`) as llama.cpp's converter writes
+// DeepSeek models (architectures `deepseek2` and `deepseek32`), opened as a `Checkpoint` with
+// the HF tensor names and layouts the engine loads (docs/gguf.md, "Model loading"):
+//  * metadata → ModelConfig (`GgufModelConfig`);
+//  * llama.cpp names → HF names; stacked experts (`ffn_*_exps`, [n_expert, out, in]) are cut
+//    into per-expert tensors; MLA's `kv_b_proj` is rebuilt from `attn_k_b` / `attn_v_b` (recent
+//    converters split it, k_b transposed per head) or taken from `attn_kv_b` (older files);
+//  * F32 / F16 / BF16 tensors whose layout is the HF one stay mmapped (zero copy); quantised
+//    tensors (Q8_0, Q4_K, Q5_K, Q6_K) and the rebuilt kv_b are decoded at load into owned f32
+//    (4 bytes per weight: a first version; the int kernels of #13 will read blocks directly).
+// Errors name the file and the key or tensor: unknown architecture, a missing or mistyped key,
+// a tensor whose dims contradict the metadata, an undecodable type, a missing split part.
+#pragma once
+
+#include <string>
+
+#include "format/checkpoint.h"
+#include "format/gguf.h"
+
+namespace dsinfer {
+
+// True if `path` names a GGUF file (ends in ".gguf").
+bool IsGgufPath(const std::string& path);
+
+// The parts of a split set, in order (`path` itself when it is not named -0000k-of-0000N.gguf).
+std::vector<std::string> GgufSplitPaths(const std::string& path);
+
+// The model configuration a deepseek2 / deepseek32 file's metadata describes.
+ModelConfig GgufModelConfig(const GgufFile& file);
+
+// Bytes of the f32 copies loading makes: every quantised tensor, and kv_b when it is stored
+// split (attn_k_b / attn_v_b).
+uint64_t GgufDecodedBytes(const std::vector<GgufFile>& files);
+
+// Opens the file or set. Before decoding anything, fails with the figure when the f32 copies
+// would exceed the memory available (MemAvailable in /proc/meminfo).
+Checkpoint OpenGgufCheckpoint(const std::string& path);
+
+}  // namespace dsinfer

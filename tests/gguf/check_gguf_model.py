@@ -1,0 +1,342 @@
+#!/usr/bin/python3
+"""GGUF models end to end: `dsinfer quantize` → `dsinfer logits --model FILE.gguf` (issue #13).
+
+Independent truths:
+  * F32 GGUF = the safetensors checkpoint it was made from: logits of both through
+    `dsinfer logits` agree to max|Δ|/max|logit| ≤ 1e-5 (same weights, same engine), MTP logits too.
+  * NumPy reference on the dequantised weights: the Q4_K_M and Q8_0 files are read back by the
+    independent NumPy reader/decoders (tests/reference/gguf_np.py), mapped back to HF names and
+    layouts here (llama.cpp's names; experts unstacked; kv_b rebuilt from attn_k_b/attn_v_b),
+    written as an F32 checkpoint and run through tests/reference/dsv32_ref.py; dsinfer's logits
+    of the GGUF file must match within the forward-pass tolerance (1e-4 relative, same top-1).
+  * The NumPy reader reads the writer's files back: same metadata keys, types and values and
+    tensor infos as `dsinfer gguf-dump` reports.
+  * Quantisation accuracy vs the original (FP8) checkpoint: KL(p_fp8 ‖ p_gguf) per position and
+    top-1 agreement, Q8_0 and Q4_K_M, with stated bounds.
+  * The tokenizer stored in the GGUF file gives the ids of the checkpoint's tokenizer.json on a
+    corpus (the repository's docs, tokenizer test texts).
+  * Bad input: truncated file, unknown architecture, undecodable tensor type, metadata that
+    contradicts the tensor shapes, missing split part → exit 1, message naming the key/tensor.
+
+usage: check_gguf_model.py --dsinfer BIN --work DIR
+"""
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REF = os.path.join(HERE, "..", "reference")
+sys.path.insert(0, REF)
+import gguf_np as g  # noqa: E402
+import safetensors_np as st  # noqa: E402
+
+PY = "/usr/bin/python3"
+IDS = "0,3,17,5,900,128,77,4,1000,12,13,14,15,99,98,97,96,300,301,302"  # 20 > index_topk 16
+FAILS = []
+# Accuracy against the FP8 checkpoint: (mean KL bound, top-1 agreement, FP8 top-1 in top-5).
+# Random-weight models have nearly flat next-token distributions (top-1 margins of a few
+# hundredths of a logit), so a top-1 can flip under noise far below anything that matters; KL
+# is the measure. Q8_0's relative weight error (~0.5% RMS) gives KL ~1e-4; Q4_K_M's (4-bit
+# experts, ~8% RMS) ~3e-2 on these models. Bounds leave ~3x headroom over the measured values.
+# Measured (seed 22, 20 positions): Q8_0 KL 5.9e-5, top-1 0.90, top-5 1.00; Q4_K_M KL 2.5e-2,
+# top-1 0.50, top-5 0.80 (its embedding is Q4_K too, as in llama.cpp's Q4_K_M).
+BOUNDS = {"Q8_0": (3e-4, 0.8, 1.0), "Q4_K_M": (0.08, 0.35, 0.7)}
+
+
+def run(cmd, ok=True):
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if ok and p.returncode != 0:
+        raise RuntimeError(f"command failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-3000:]}")
+    return p
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        FAILS.append(what)
+
+
+def logits(dsinfer, model, out, extra=()):
+    run([dsinfer, "logits", "--model", model, "--ids", IDS, "--out", out, *extra])
+    return np.load(out)
+
+
+def rel(a, b):
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+def kl_top1(ref, got):
+    def logp(x):
+        x = x.astype(np.float64)
+        m = x.max(-1, keepdims=True)
+        return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
+    lp, lq = logp(ref), logp(got)
+    kl = (np.exp(lp) * (lp - lq)).sum(-1)
+    top5 = np.argsort(-got, axis=-1)[:, :5]
+    in5 = (top5 == ref.argmax(-1)[:, None]).any(-1)
+    return (float(kl.mean()), float(kl.max()), float((ref.argmax(-1) == got.argmax(-1)).mean()),
+            float(in5.mean()))
+
+
+# ------------------------------------------------------------------ GGUF → HF (independent)
+
+def gguf_to_hf(path, out_dir, config):
+    """Writes an F32 HF checkpoint of the GGUF file's dequantised weights."""
+    f = g.read_gguf(path)
+    T = {t["name"]: t for t in f["tensors"]}
+    get = lambda n: g.tensor_f32(f, T[n])
+    c = config
+    L, H = c["num_hidden_layers"], c["num_attention_heads"]
+    nope, v, r = c["qk_nope_head_dim"], c["v_head_dim"], c["kv_lora_rank"]
+    out = {"model.embed_tokens.weight": get("token_embd.weight"),
+           "model.norm.weight": get("output_norm.weight"),
+           "lm_head.weight": get("output.weight")}
+    direct = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+              "attn_q_a": "self_attn.q_a_proj", "attn_q_a_norm": "self_attn.q_a_layernorm",
+              "attn_q_b": "self_attn.q_b_proj", "attn_kv_a_mqa": "self_attn.kv_a_proj_with_mqa",
+              "attn_kv_a_norm": "self_attn.kv_a_layernorm", "attn_output": "self_attn.o_proj",
+              "indexer.attn_q_b": "self_attn.indexer.wq_b", "indexer.attn_k": "self_attn.indexer.wk",
+              "indexer.k_norm": "self_attn.indexer.k_norm", "indexer.proj": "self_attn.indexer.weights_proj",
+              "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+              "ffn_gate_inp": "mlp.gate", "ffn_gate_shexp": "mlp.shared_experts.gate_proj",
+              "ffn_up_shexp": "mlp.shared_experts.up_proj", "ffn_down_shexp": "mlp.shared_experts.down_proj",
+              "nextn.eh_proj": "eh_proj", "nextn.enorm": "enorm", "nextn.hnorm": "hnorm",
+              "nextn.shared_head_norm": "shared_head.norm", "nextn.shared_head_head": "shared_head.head",
+              "nextn.embed_tokens": "embed_tokens"}
+    for name in T:
+        if not name.startswith("blk."):
+            continue
+        _, layer, rest = name.split(".", 2)
+        stem, suffix = rest.rsplit(".", 1)
+        hp = f"model.layers.{layer}."
+        if stem in direct:
+            out[hp + direct[stem] + "." + suffix] = get(name)
+        elif stem == "exp_probs_b":
+            out[hp + "mlp.gate.e_score_correction_bias"] = get(name)
+        elif stem in ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"):
+            w = get(name)  # [E, out, in]
+            proj = stem.split("_")[1] + "_proj"
+            for e in range(w.shape[0]):
+                out[f"{hp}mlp.experts.{e}.{proj}.weight"] = w[e]
+        elif stem == "attn_k_b":
+            kb = get(name)  # [H, r, nope]
+            vb = get(f"blk.{layer}.attn_v_b.weight")  # [H, v, r]
+            kv = np.concatenate([kb.transpose(0, 2, 1), vb], axis=1)  # [H, nope + v, r]
+            out[hp + "self_attn.kv_b_proj.weight"] = kv.reshape(H * (nope + v), r)
+        elif stem == "attn_v_b":
+            pass
+        else:
+            raise RuntimeError(f"{path}: unexpected tensor {name}")
+    os.makedirs(out_dir, exist_ok=True)
+    st.write_safetensors(os.path.join(out_dir, "model.safetensors"),
+                         {n: ("F32", list(a.shape), np.ascontiguousarray(a, np.float32))
+                          for n, a in out.items()})
+    cfg = dict(c)
+    cfg.pop("quantization_config", None)
+    with open(os.path.join(out_dir, "config.json"), "w") as fh:
+        json.dump(cfg, fh)
+    return f
+
+
+def check_readback(dsinfer, path, f):
+    """The NumPy reader's view of a file dsinfer wrote = the C++ reader's (gguf-dump)."""
+    d = json.loads(run([dsinfer, "gguf-dump", path]).stdout)
+    cxx_t = [(t["name"], t["dims"], t["offset"]) for t in d["tensors"]]
+    np_t = [(t["name"], t["dims"], t["offset"]) for t in f["tensors"]]
+    check(cxx_t == np_t, f"{os.path.basename(path)}: NumPy and C++ readers list the same {len(np_t)} tensors (names, dims, offsets)")
+    cxx_keys = [m["key"] for m in d["metadata"]]
+    np_keys = [k for k, _ in f["metadata"]]
+    check(cxx_keys == np_keys, f"{os.path.basename(path)}: same {len(np_keys)} metadata keys in order")
+    # inspect: weights, bytes and bits per weight as the NumPy reader counts them; cache bytes
+    # from the config (latent + rope key per layer and token, + the indexer key and its scale).
+    j = json.loads(run([dsinfer, "inspect", path, "--json", "--context", "1000"]).stdout)
+    w = sum(int(np.prod(t["dims"])) for t in f["tensors"])
+    nb = sum(t["nbytes"] for t in f["tensors"])
+    cfg = j["config"]
+    per_tok = 4 * (cfg["kv_lora_rank"] + cfg["qk_rope_head_dim"]) + cfg["index_head_dim"] + 4 * -(-cfg["index_head_dim"] // 128)
+    check(j["weights"] == w and j["file_bytes"] == nb and abs(j["bits_per_weight"] - 8 * nb / w) < 1e-9
+          and j["cache_bytes"]["f32"] == cfg["num_hidden_layers"] * 1000 * per_tok,
+          f"inspect: {w} weights, {nb} bytes, {8 * nb / w:.3f} bits per weight, f32 cache at 1000 tokens {j['cache_bytes']['f32']}")
+    md = dict(f["metadata"])
+    for k in ("general.architecture", "deepseek32.block_count", "deepseek32.attention.key_length_mla",
+              "deepseek32.expert_gating_func", "tokenizer.ggml.pre"):
+        check(k in md, f"key {k} present ({md[k].value if k in md else None})")
+
+
+# ------------------------------------------------------------------ bad input
+
+def bad_inputs(dsinfer, work, src):
+    f = g.read_gguf(src)
+    tensors = [(t["name"], t["type"], t["dims"], bytes(g.tensor_raw(f, t))) for t in f["tensors"]]
+    meta = list(f["metadata"])
+
+    def expect(path, needle, what):
+        p = run([dsinfer, "logits", "--model", path, "--ids", "1,2", "--out", os.path.join(work, "bad.npy")], ok=False)
+        check(p.returncode == 1 and needle in p.stderr, f"bad input ({what}): exit {p.returncode}, "
+              f"message {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ''!r} contains {needle!r}")
+
+    size = os.path.getsize(src)
+    cut = os.path.join(work, "truncated.gguf")
+    with open(src, "rb") as a, open(cut, "wb") as b:
+        b.write(a.read(size - 1000))
+    expect(cut, "output.weight", "truncated inside the last tensor")
+
+    def rewrite(name, meta2, tensors2):
+        p = os.path.join(work, name)
+        g.write_gguf(p, meta2, tensors2)
+        return p
+
+    m2 = [(k, g.Value(g.STRING, "llama") if k == "general.architecture" else v) for k, v in meta]
+    expect(rewrite("arch.gguf", m2, tensors), "unknown architecture 'llama' (key general.architecture)", "unknown architecture")
+
+    m3 = [(k, g.Value(v.type, v.value + 32) if k == "deepseek32.attention.q_lora_rank" else v) for k, v in meta]
+    expect(rewrite("shape.gguf", m3, tensors), "tensor 'blk.0.attn_q_a.weight' has dims", "q_lora_rank contradicts attn_q_a")
+
+    m4 = [(k, v) for k, v in meta if k != "deepseek32.attention.kv_lora_rank"]
+    expect(rewrite("nokey.gguf", m4, tensors), "key 'deepseek32.attention.kv_lora_rank' is missing", "missing key")
+
+    # An F32 norm tensor relabelled as Q4_0 (a type dsinfer recognises but cannot decode): the
+    # type field of its tensor info is patched in place (the Q4_0 bytes fit in the F32 ones).
+    q40 = os.path.join(work, "q4_0.gguf")
+    shutil.copy(src, q40)
+    name = b"blk.0.attn_norm.weight"
+    with open(q40, "r+b") as fh:
+        head = fh.read(f["data_offset"])
+        at = head.index(struct.pack("<Q", len(name)) + name) + 8 + len(name)
+        n_dims = struct.unpack_from("<I", head, at)[0]
+        fh.seek(at + 4 + 8 * n_dims)
+        fh.write(struct.pack("<I", 2))
+    expect(q40, "'blk.0.attn_norm.weight' has ggml type Q4_0", "undecodable tensor type")
+
+    split = os.path.join(work, "model-00001-of-00002.gguf")
+    shutil.copy(src, split)
+    expect(split, "model-00002-of-00002.gguf: part of the split set", "missing split part")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dsinfer", required=True)
+    ap.add_argument("--work", required=True)
+    a = ap.parse_args()
+    ds, work = a.dsinfer, a.work
+    os.makedirs(work, exist_ok=True)
+
+    # 1. F32 GGUF of the tiny preset = the checkpoint itself.
+    ck = os.path.join(work, "tiny")
+    if not os.path.exists(os.path.join(ck, "config.json")):
+        run([ds, "gen-model", "--preset", "tiny", "--seed", "21", "--out", ck, "--force"])
+    f32 = os.path.join(work, "tiny-f32.gguf")
+    run([ds, "quantize", "--model", ck, "--out", f32, "--type", "F32"])
+    base = logits(ds, ck, os.path.join(work, "base.npy"), ["--mtp-out", os.path.join(work, "base_mtp.npy")])
+    got = logits(ds, f32, os.path.join(work, "f32.npy"), ["--mtp-out", os.path.join(work, "f32_mtp.npy")])
+    e = rel(got, base)
+    check(e <= 1e-5, f"F32 GGUF vs safetensors logits: max|Δ|/max|ref| = {e:.2e} ≤ 1e-5")
+    em = rel(np.load(os.path.join(work, "f32_mtp.npy")), np.load(os.path.join(work, "base_mtp.npy")))
+    check(em <= 1e-5, f"F32 GGUF vs safetensors MTP logits: {em:.2e} ≤ 1e-5")
+
+    # Tokenizer stored in the file = tokenizer.json.
+    corpus = "\n".join(open(p, encoding="utf-8", errors="replace").read()
+                       for p in sorted(glob.glob(os.path.join(HERE, "..", "..", "docs", "*.md"))))
+    corpus += "\n数字 12345 テスト <think>x</think> <｜User｜>hi<｜Assistant｜>\n"
+    t_ck = subprocess.run([ds, "tokenize", "--model", ck, "--lines"], input=corpus, capture_output=True, text=True)
+    t_gg = subprocess.run([ds, "tokenize", "--model", f32, "--lines"], input=corpus, capture_output=True, text=True)
+    n_lines = t_ck.stdout.count("\n")
+    n_ids = sum(len(json.loads(x)) for x in t_ck.stdout.splitlines())
+    check(t_ck.returncode == 0 and t_gg.returncode == 0 and t_ck.stdout == t_gg.stdout,
+          f"GGUF tokenizer ids = tokenizer.json ids on {n_lines} lines ({n_ids} tokens){t_gg.stderr[-300:]}")
+
+    # deepseek2 (no indexer: V3/R1-style dense MLA): the F32 file again equals the checkpoint.
+    ck2 = os.path.join(work, "tiny-dense")
+    if not os.path.exists(os.path.join(ck2, "config.json")):
+        run([ds, "gen-model", "--preset", "tiny", "--seed", "23", "--out", ck2, "--force",
+             "--set", "index_topk=null", "--set", "index_n_heads=null", "--set", "index_head_dim=null"])
+    d2 = os.path.join(work, "tiny-dense-f32.gguf")
+    run([ds, "quantize", "--model", ck2, "--out", d2, "--type", "F32"])
+    arch = dict(g.read_gguf(d2)["metadata"])["general.architecture"].value
+    e = rel(logits(ds, d2, os.path.join(work, "d2.npy")), logits(ds, ck2, os.path.join(work, "d2_base.npy")))
+    check(arch == "deepseek2" and e <= 1e-5, f"deepseek2 F32 GGUF (architecture {arch}) vs safetensors logits: {e:.2e} ≤ 1e-5")
+
+    # 2. Block-aligned checkpoint for the quantised types (rows multiples of 256).
+    q = os.path.join(work, "tiny256")
+    sets = ["hidden_size=256", "intermediate_size=512", "moe_intermediate_size=256", "q_lora_rank=256",
+            "kv_lora_rank=256", "qk_nope_head_dim=32", "qk_rope_head_dim=32", "v_head_dim=64"]
+    if not os.path.exists(os.path.join(q, "config.json")):
+        cmd = [ds, "gen-model", "--preset", "tiny", "--seed", "22", "--out", q, "--force"]
+        for s in sets:
+            cmd += ["--set", s]
+        run(cmd)
+    with open(os.path.join(q, "config.json")) as fh:
+        config = json.load(fh)
+    fp8 = logits(ds, q, os.path.join(work, "fp8.npy"))
+    for typ in ("Q8_0", "Q4_K_M"):
+        path = os.path.join(work, f"tiny256-{typ}.gguf")
+        p = run([ds, "quantize", "--model", q, "--out", path, "--type", typ])
+        print("     " + p.stdout.strip())
+        got = logits(ds, path, os.path.join(work, f"{typ}.npy"))
+        # Reference on the dequantised weights.
+        ref_dir = os.path.join(work, f"ref-{typ}")
+        f = gguf_to_hf(path, ref_dir, config)
+        if typ == "Q4_K_M":
+            check_readback(ds, path, f)
+        ref_out = os.path.join(work, f"ref-{typ}.npy")
+        run([PY, os.path.join(REF, "dsv32_ref.py"), "--model", ref_dir, "--ids", IDS, "--out", ref_out])
+        ref = np.load(ref_out)
+        e = rel(got, ref)
+        same = bool((got.argmax(-1) == ref.argmax(-1)).all())
+        check(e <= 1e-4 and same, f"{typ} GGUF vs NumPy reference on its dequantised weights: {e:.2e} ≤ 1e-4, top-1 identical: {same}")
+        kl_mean, kl_max, top1, top5 = kl_top1(fp8, got)
+        bound = BOUNDS[typ]
+        check(kl_mean <= bound[0] and top1 >= bound[1] and top5 >= bound[2],
+              f"{typ} vs the FP8 checkpoint over {fp8.shape[0]} positions: mean KL {kl_mean:.2e} "
+              f"(max {kl_max:.2e}) ≤ {bound[0]}, top-1 agreement {top1:.2f} ≥ {bound[1]}, "
+              f"FP8 top-1 within the {typ} top-5 {top5:.2f} ≥ {bound[2]}")
+
+    # A split set (as gguf-split writes one: all metadata and split.* keys in part 1, the
+    # tensors shared out) gives the logits of the single file.
+    src = os.path.join(work, "tiny256-Q8_0.gguf")
+    f = g.read_gguf(src)
+    tensors = [(t["name"], t["type"], t["dims"], bytes(g.tensor_raw(f, t))) for t in f["tensors"]]
+    half = len(tensors) // 2
+    split_keys = lambda k: [("split.no", g.Value(g.UINT16, k)), ("split.count", g.Value(g.UINT16, 2)),
+                            ("split.tensors.count", g.Value(g.INT32, len(tensors)))]
+    g.write_gguf(os.path.join(work, "split-00001-of-00002.gguf"), list(f["metadata"]) + split_keys(0), tensors[:half])
+    g.write_gguf(os.path.join(work, "split-00002-of-00002.gguf"), split_keys(1), tensors[half:])
+    whole = np.load(os.path.join(work, "Q8_0.npy"))
+    parts = logits(ds, os.path.join(work, "split-00001-of-00002.gguf"), os.path.join(work, "split.npy"))
+    check(np.array_equal(parts, whole), f"split set of 2 parts ({half} + {len(tensors) - half} tensors) = the single file, bit for bit")
+
+    # Older converters store MLA's kv_b whole (attn_kv_b): the same weights in that form give
+    # the same logits, bit for bit.
+    kv = []
+    for name, type_, dims, raw in tensors:
+        if name.endswith(".attn_v_b.weight"):
+            continue
+        if name.endswith(".attn_k_b.weight"):
+            layer = name.split(".")[1]
+            kb = g.tensor_f32(f, next(t for t in f["tensors"] if t["name"] == name))  # [H, r, nope]
+            vb = g.tensor_f32(f, next(t for t in f["tensors"] if t["name"] == f"blk.{layer}.attn_v_b.weight"))
+            w = np.concatenate([kb.transpose(0, 2, 1), vb], axis=1).reshape(-1, kb.shape[1])
+            kv.append((f"blk.{layer}.attn_kv_b.weight", g.F32, [w.shape[1], w.shape[0]],
+                       np.ascontiguousarray(w, np.float32).tobytes()))
+            continue
+        kv.append((name, type_, dims, raw))
+    old_form = os.path.join(work, "kv_b.gguf")
+    g.write_gguf(old_form, list(f["metadata"]), kv)
+    got = logits(ds, old_form, os.path.join(work, "kv_b.npy"))
+    check(np.array_equal(got, whole), "attn_kv_b (older files) = attn_k_b + attn_v_b: same logits, bit for bit")
+
+    bad_inputs(ds, work, src)
+    print(f"{'FAILED' if FAILS else 'passed'}: {len(FAILS)} failure(s)")
+    return 1 if FAILS else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
