@@ -94,7 +94,19 @@ std::pair<double, double> MeanSd(const std::vector<double>& v) {
   return {mean, std::sqrt(sq / static_cast<double>(v.size() - 1))};
 }
 
-// A comma-separated list of token counts (`K` = 1024 allowed), in the given order.
+// A token count: decimal digits with an optional suffix K (= 1024), e.g. "512", "4K".
+int64_t ParseCount(const std::string& item, const std::string& what) {
+  size_t digits = 0;
+  while (digits < item.size() && item[digits] >= '0' && item[digits] <= '9') ++digits;
+  const std::string suffix = item.substr(digits);
+  if (digits == 0 || !(suffix.empty() || suffix == "K" || suffix == "k"))
+    throw Error(what + ": bad token count '" + item +
+                "' (expected a whole number >= 0, optionally with K = 1024, e.g. 4K)");
+  if (digits > 9) throw Error(what + ": token count '" + item + "' is too large");
+  return std::stoll(item.substr(0, digits)) * (suffix.empty() ? 1 : 1024);
+}
+
+// A comma-separated list of token counts, in the given order.
 std::vector<int64_t> ParseCounts(const std::string& list, const std::string& what) {
   std::vector<int64_t> out;
   size_t begin = 0;
@@ -102,7 +114,7 @@ std::vector<int64_t> ParseCounts(const std::string& list, const std::string& wha
     const size_t comma = list.find(',', begin);
     const std::string item = list.substr(begin, comma == std::string::npos ? comma : comma - begin);
     if (item.empty()) throw Error(what + " '" + list + "': empty item in the comma-separated list");
-    out.push_back(layerbench::ParsePosition(item, what));
+    out.push_back(ParseCount(item, what));
     if (comma == std::string::npos) return out;
     begin = comma + 1;
   }
@@ -211,8 +223,8 @@ class Progress {
 // repetitions would recompute them. Not thread-safe.
 class ModelBench {
  public:
-  ModelBench(Model& model, const Options& o) : model_(model), o_(o) {
-    options_.kv_cache = ParseKvCacheType(o.kv_cache, "--kv-cache");
+  ModelBench(Model& model, const Options& o, KvCacheType kv) : model_(model), o_(o) {
+    options_.kv_cache = kv;
   }
 
   Result Run(const Test& t, Progress& progress) {
@@ -393,6 +405,7 @@ int RunBenchModel(const Options& o) {
   if (o.output_err) CheckOutput(*o.output_err, "--output-err");
   if (o.model && o.preset) throw Error("give --model DIR or --preset NAME, not both");
   if (!o.preset && !o.sets.empty()) throw Error("--set applies to --preset, not to --model");
+  const KvCacheType kv = ParseKvCacheType(o.kv_cache, "--kv-cache");
   const std::string dir = o.preset ? PresetModelDir(*o.preset, o.sets) : ResolveModelDir(o.model);
   std::unique_ptr<Model> model = Model::Load(dir);
   const ModelConfig& c = model->config();
@@ -407,7 +420,7 @@ int RunBenchModel(const Options& o) {
   if (o.output == "md") tables.emplace_back(stdout);
   if (o.output_err == "md") tables.emplace_back(stderr);
   for (MarkdownTable& t : tables) t.Header();
-  ModelBench bench(*model, o);
+  ModelBench bench(*model, o, kv);
   Progress progress(tests.size());
   nlohmann::ordered_json all = nlohmann::ordered_json::array();
   for (size_t i = 0; i < tests.size(); ++i) {
