@@ -36,6 +36,7 @@ struct ServeOptions {
   std::string kv_budget;  // empty: DefaultKvBudget()
   std::string prices = "0.028,0.28,0.42";
   std::optional<std::string> test_script;
+  std::optional<int> threads_http;  // default: parallel + queue + 4
 };
 
 int RunServe(const ServeOptions& o) {
@@ -70,7 +71,10 @@ int RunServe(const ServeOptions& o) {
                static_cast<long long>(kv.budget_pages * kKvPageRows));
   server::OpenAiApp app(engine, tokenizer, app_options);
   server::HttpServerOptions http = o.http;
-  http.threads = o.parallel + o.queue + 4;
+  // Connection threads: each holds one connection (a streaming request holds its thread until
+  // the generation ends) and sleeps on a condition variable while the engine computes, so the
+  // default gives every running and queued request one, plus a few for /health and refusals.
+  http.threads = o.threads_http.value_or(o.parallel + o.queue + 4);
   server::ServeHttp(
       http, [&app](const server::HttpRequest& r) { return app.Handle(r); },
       [&](int port) {
@@ -112,6 +116,10 @@ CommandRegistrar reg("serve", [](CLI::App& app) -> RunFn {
   sub->add_option("--kv-budget", o->kv_budget,
                   "KV cache + prefix cache memory, e.g. 2G, 512M (default: half of available "
                   "memory)");
+  sub->add_option("--threads-http", o->threads_http,
+                  "HTTP connection threads (default: --parallel + --queue + 4); they only parse, "
+                  "tokenize and stream, never compute")
+      ->check(CLI::Range(2, 4096));
   sub->add_option("--prices", o->prices, "USD per 1M tokens: cache hit,cache miss,output")
       ->capture_default_str();
   sub->add_option("--max-body", o->http.max_body_bytes, "request body limit in bytes (413)")

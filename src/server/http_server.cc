@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "base/error.h"
+#include "base/threads.h"
 #include "server/api_error.h"
 
 namespace dsinfer::server {
@@ -57,6 +58,23 @@ void ToHttplib(HttpResponse r, httplib::Response& res) {
   });
 }
 
+// httplib's thread pool whose threads call themselves HTTP threads (base/threads.h), so the
+// thread statistics can show that no parallel region starts on one.
+class HttpThreadPool : public httplib::TaskQueue {
+ public:
+  explicit HttpThreadPool(int n) : pool_(static_cast<size_t>(n)) {}
+  void enqueue(std::function<void()> fn) override {
+    pool_.enqueue([fn = std::move(fn)] {
+      SetThreadRole(ThreadRole::kHttp);
+      fn();
+    });
+  }
+  void shutdown() override { pool_.shutdown(); }
+
+ private:
+  httplib::ThreadPool pool_;
+};
+
 // An error response for the head checks, in the OpenAI shape.
 void Refuse(httplib::Response& res, const ApiError& e) {
   res.status = e.status();
@@ -75,7 +93,7 @@ void ServeHttp(const HttpServerOptions& options, const HttpHandler& handler,
                const std::function<void(int port)>& on_listening, const HttpAdmission& admit) {
   httplib::Server svr;
   const int threads = std::max(options.threads, 2);
-  svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  svr.new_task_queue = [threads] { return new HttpThreadPool(threads); };
   svr.set_payload_max_length(options.max_body_bytes);
   // httplib's default sets SO_REUSEPORT: a second server could bind the same port and take
   // half the connections. SO_REUSEADDR alone only allows a restart over TIME_WAIT.
