@@ -67,7 +67,7 @@ def serve_stats(dsinfer, model, threads, path, work):
     with open(log_path, "w") as log:
         proc = subprocess.Popen([dsinfer, "serve", "--model", model, "--host", "127.0.0.1",
                                  "--port", "0", "--threads", str(threads), "--model-name", "threads-test",
-                                 "--parallel", "2"],
+                                 "--parallel", "2", "--threads-http", "4"],
                                 env=env_with_stats(path), stdout=log, stderr=log)
     try:
         url, deadline = None, time.time() + 60
