@@ -48,6 +48,8 @@ class ThreadSite {
  public:
   explicit ThreadSite(const char* name);
   void Note();  // called by every team member that runs work in the region
+  // Bit r set: a thread of ThreadRole r started the region (was its team member 0).
+  uint32_t started_by() const { return started_by_.load(); }
 
  private:
   friend void WriteThreadStats();
