@@ -190,15 +190,17 @@ class Progress {
     label_ = "bench model [" + std::to_string(i + 1) + "/" + std::to_string(total_) + "] " +
              layerbench::AttentionName(t.attention) + " " + t.Name();
   }
-  void Fill(int64_t done, int64_t total) {
+  // The context is being filled from `from` to `depth` tokens; `done` of them are cached.
+  void Fill(int64_t from, int64_t done, int64_t depth) {
     if (!tty_) {
-      if (done == 0)
-        std::fprintf(stderr, "%s: filling the context (%lld tokens)\n", label_.c_str(),
-                     static_cast<long long>(total));
+      if (done == from)
+        std::fprintf(stderr, "%s: filling the context (%lld tokens, %lld to compute)\n",
+                     label_.c_str(), static_cast<long long>(depth),
+                     static_cast<long long>(depth - from));
       return;
     }
     std::fprintf(stderr, "\r\033[K%s: context %lld/%lld", label_.c_str(),
-                 static_cast<long long>(done), static_cast<long long>(total));
+                 static_cast<long long>(done), static_cast<long long>(depth));
     std::fflush(stderr);
   }
   void Rep(int rep, int reps) {
@@ -217,10 +219,11 @@ class Progress {
   std::string label_;
 };
 
-// Runs the tests on one model. The context of `depth` tokens is one fixed pseudo-random token
-// stream, so a test at depth D reuses the first D positions of the cache whenever they still
-// hold that stream (tests overwrite the positions after their depth), as llama-bench's
-// repetitions would recompute them. Not thread-safe.
+// Runs the tests on one model. The context is one fixed pseudo-random token stream, so a test
+// at depth D reuses the first D cached positions whenever they hold that stream (a test
+// overwrites the positions after its depth) and computes only the missing ones: the cache then
+// equals what refilling it from scratch, as llama-bench does for every repetition, would give,
+// because a cached row depends only on the tokens before it. Not thread-safe.
 class ModelBench {
  public:
   ModelBench(Model& model, const Options& o, KvCacheType kv) : model_(model), o_(o) {
@@ -237,9 +240,9 @@ class ModelBench {
     }
     Model::Truncate(*seq_, std::min(valid_, t.depth));
     if (valid_ < t.depth) {
-      progress.Fill(0, t.depth);
+      progress.Fill(valid_, valid_, t.depth);
       Feed(kContextStream, valid_, t.depth - valid_, r.counts.depth,
-           [&](int64_t done) { progress.Fill(done, t.depth); });
+           [&](int64_t done) { progress.Fill(valid_, valid_ + done, t.depth); });
     }
     valid_ = t.depth;
     DSINFER_CHECK(seq_->length == t.depth);

@@ -131,7 +131,7 @@ def case_output(dsinfer, scratch):
         md_mean, md_sd = (float(x) for x in row[6].split("±"))
         assert abs(md_mean - mean) <= 0.0051 and abs(md_sd - sd) <= 0.0051, (row, mean, sd)
     assert f"bench model [{len(results)}/{len(results)}]" in p.stderr, p.stderr  # progress
-    assert "filling the context (40 tokens)" in p.stderr, p.stderr
+    assert "filling the context (40 tokens, 40 to compute)" in p.stderr, p.stderr
 
 
 def case_defaults(dsinfer, scratch):
