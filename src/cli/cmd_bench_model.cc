@@ -39,6 +39,7 @@ struct Options {
   std::string prompts = "512";
   std::string gens = "128";
   std::string depths = "0";
+  std::optional<std::string> threads;  // default: ComputeThreads()
   int reps = 5;
   std::optional<std::string> attention;  // default: dsa,dense (dense alone without an indexer)
   int64_t batch = 512;
@@ -51,6 +52,7 @@ struct Options {
 // One test: a prompt of `prompt` tokens or `gen` decode steps (the other is 0) at `depth`.
 struct Test {
   AttentionMode attention = AttentionMode::kDsa;
+  int threads = 1;
   int64_t depth = 0;
   int64_t prompt = 0;
   int64_t gen = 0;
@@ -95,44 +97,56 @@ std::pair<double, double> MeanSd(const std::vector<double>& v) {
 }
 
 // A token count: decimal digits with an optional suffix K (= 1024), e.g. "512", "4K".
-int64_t ParseCount(const std::string& item, const std::string& what) {
+int64_t ParseCount(const std::string& item, const std::string& what, const char* noun) {
   size_t digits = 0;
   while (digits < item.size() && item[digits] >= '0' && item[digits] <= '9') ++digits;
   const std::string suffix = item.substr(digits);
   if (digits == 0 || !(suffix.empty() || suffix == "K" || suffix == "k"))
-    throw Error(what + ": bad token count '" + item +
+    throw Error(what + ": bad " + noun + " '" + item +
                 "' (expected a whole number >= 0, optionally with K = 1024, e.g. 4K)");
-  if (digits > 9) throw Error(what + ": token count '" + item + "' is too large");
+  if (digits > 9) throw Error(what + ": " + noun + " '" + item + "' is too large");
   return std::stoll(item.substr(0, digits)) * (suffix.empty() ? 1 : 1024);
 }
 
 // A comma-separated list of token counts, in the given order.
-std::vector<int64_t> ParseCounts(const std::string& list, const std::string& what) {
+std::vector<int64_t> ParseCounts(const std::string& list, const std::string& what,
+                                 const char* noun = "token count") {
   std::vector<int64_t> out;
   size_t begin = 0;
   while (true) {
     const size_t comma = list.find(',', begin);
     const std::string item = list.substr(begin, comma == std::string::npos ? comma : comma - begin);
     if (item.empty()) throw Error(what + " '" + list + "': empty item in the comma-separated list");
-    out.push_back(ParseCount(item, what));
+    out.push_back(ParseCount(item, what, noun));
     if (comma == std::string::npos) return out;
     begin = comma + 1;
   }
 }
 
-// llama-bench's order: for each attention and depth, the prompt tests, then the decode tests.
+// llama-bench's order: for each attention, thread count and depth, the prompt tests, then the
+// decode tests.
 std::vector<Test> PlanTests(const std::vector<AttentionMode>& attentions, const Options& o) {
+  std::vector<int> threads{ComputeThreads()};
+  if (o.threads) {
+    threads.clear();
+    for (int64_t n : ParseCounts(*o.threads, "--threads", "thread count")) {
+      if (n < 1 || n > 4096)
+        throw Error("--threads: " + std::to_string(n) + " is not a thread count (1..4096)");
+      threads.push_back(static_cast<int>(n));
+    }
+  }
   const std::vector<int64_t> prompts = ParseCounts(o.prompts, "-p");
   const std::vector<int64_t> gens = ParseCounts(o.gens, "-n");
   const std::vector<int64_t> depths = ParseCounts(o.depths, "-d");
   std::vector<Test> tests;
   for (AttentionMode a : attentions)
-    for (int64_t d : depths) {
-      for (int64_t p : prompts)
-        if (p > 0) tests.push_back({.attention = a, .depth = d, .prompt = p});
-      for (int64_t n : gens)
-        if (n > 0) tests.push_back({.attention = a, .depth = d, .gen = n});
-    }
+    for (int th : threads)
+      for (int64_t d : depths) {
+        for (int64_t p : prompts)
+          if (p > 0) tests.push_back({.attention = a, .threads = th, .depth = d, .prompt = p});
+        for (int64_t n : gens)
+          if (n > 0) tests.push_back({.attention = a, .threads = th, .depth = d, .gen = n});
+      }
   if (tests.empty()) throw Error("nothing to measure: every -p and -n value is 0");
   return tests;
 }
@@ -233,6 +247,7 @@ class ModelBench {
   Result Run(const Test& t, Progress& progress) {
     Result r;
     r.test = t;
+    SetComputeThreads(t.threads);  // every parallel region of this (the main) thread
     if (!seq_ || t.attention != options_.attention) {  // a new sequence per attention mode
       options_.attention = t.attention;
       seq_ = model_.NewSequence(options_);
@@ -312,7 +327,6 @@ class ModelBench {
 
 struct RunInfo {
   ModelInfo model;
-  int threads = 0;
   int64_t batch = 0;
   std::string kv_cache;
   bool warmup = true;
@@ -327,7 +341,7 @@ nlohmann::ordered_json ToJson(const Result& r, const RunInfo& info) {
           {"model_type", info.model.type},
           {"model_size", info.model.bytes},
           {"model_n_params", info.model.params},
-          {"n_threads", info.threads},
+          {"n_threads", r.test.threads},
           {"n_batch", info.batch},
           {"type_kv", info.kv_cache},
           {"attention", layerbench::AttentionName(r.test.attention)},
@@ -364,7 +378,7 @@ class MarkdownTable {
   void Add(const Result& r, const RunInfo& info) {
     const auto [mean, sd] = MeanSd(r.TokensPerSecond());
     Row({info.model.name, SizeText(info.model.bytes), ParamsText(info.model.params),
-         layerbench::AttentionName(r.test.attention), std::to_string(info.threads), r.test.Name(),
+         layerbench::AttentionName(r.test.attention), std::to_string(r.test.threads), r.test.Name(),
          Format("%.2f", mean) + " ± " + Format("%.2f", sd)});
   }
 
@@ -415,7 +429,6 @@ int RunBenchModel(const Options& o) {
   const std::vector<Test> tests = PlanTests(Attentions(o, c), o);
   for (const Test& t : tests) CheckFits(t, c);  // fail before minutes of measuring
   RunInfo info{.model = DescribeModel(dir),
-               .threads = ComputeThreads(),
                .batch = o.batch,
                .kv_cache = o.kv_cache,
                .warmup = !o.no_warmup};
@@ -448,7 +461,10 @@ BenchRegistrar reg("model", [](CLI::App& bench) -> RunFn {
       "--preset", o->preset,
       "Generated preset (tiny, mini, ...), kept in ~/.cache/dsinfer/<preset>-seed0[-sets]");
   sub->add_option("--set", o->sets, "key=value override of the preset's config (repeatable)");
-  AddThreadsOption(sub);
+  sub->add_option("-t,--threads", o->threads,
+                  "Thread counts, comma-separated, e.g. 1,2 (default: the cores this process may "
+                  "use, " +
+                      std::to_string(AvailableCores()) + ", or OMP_NUM_THREADS)");
   sub->add_option("-p,--n-prompt", o->prompts, "Prompt lengths, comma-separated (0: no pp test)")
       ->capture_default_str();
   sub->add_option("-n,--n-gen", o->gens, "Generation lengths, comma-separated (0: no tg test)")

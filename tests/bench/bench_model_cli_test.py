@@ -9,7 +9,8 @@ output: one run with `-o json --output-err md`: the tests come in llama-bench's 
   tokens given to the model match the requested shapes (timed = r × tokens, the context after
   each repetition = depth + tokens, the context filled only up to each new depth).
 defaults: the default model (DSINFER_DEFAULT_MODEL), `--preset` generation, -r 1 (sd 0),
-  --no-warmup, --attention dense alone, the stdout table's shape.
+  --no-warmup, --attention dense alone, the stdout table's shape, `-t 2,1` (a row per thread
+  count, no parallel region over the count, by DSINFER_THREAD_STATS).
 bad_input: bad options exit non-zero naming the culprit, before measuring anything.
 """
 import glob
@@ -156,6 +157,20 @@ def case_defaults(dsinfer, scratch):
                                                                 "timed": 6}, r
         assert r["model_filename"] == model and r["context_after"] == [1026] * 3, r
 
+    # -t takes a list (llama-bench's habit): a row per thread count; every parallel region of the
+    # run used at most that many threads (counted by DSINFER_THREAD_STATS, docs/threads.md).
+    stats = os.path.join(scratch, "stats.json")
+    for threads, most in (("1", 1), ("2,1", 2)):
+        p = run([dsinfer, "bench", "model", "-p", "8", "-n", "2", "-r", "1", "-t", threads,
+                 "--attention", "dsa", "-o", "json"], env=dict(env, DSINFER_THREAD_STATS=stats))
+        results = json.loads(p.stdout)
+        want = [(int(t), name) for t in threads.split(",") for name in ("pp8", "tg2")]
+        assert [(r["n_threads"], r["test"]) for r in results] == want, results
+        with open(stats) as f:
+            sites = json.load(f)["sites"]
+        assert sites and all(s["max_team"] <= most and s["threads"] <= most for s in sites), sites
+        assert all(s["started_by"] == ["main"] for s in sites), sites
+
     cache = os.path.join(scratch, "cache")
     env = dict(os.environ, XDG_CACHE_HOME=cache)
     for _ in range(2):  # generated once, reused the second time
@@ -182,6 +197,8 @@ def case_bad_input(dsinfer, scratch):
         (["-d", "4000", "-p", "512"], "pp512 @ d4000 needs 4512 positions"),
         (["-n", "5000", "-p", "0"], "tg5000"),
         (["-r", "0"], "repetitions"),
+        (["-t", "0"], "--threads: 0"),
+        (["-t", "2,x"], "--threads: bad thread count 'x'"),
         (["-b", "0"], "batch-size"),
         (["--attention", "sparse"], "sparse"),
         (["-o", "xml"], "xml"),
