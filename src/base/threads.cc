@@ -33,6 +33,8 @@ int DefaultThreads() {
   return AvailableCores();
 }
 
+thread_local ThreadRole t_role = ThreadRole::kOther;
+
 bool InitStats() {
   const char* path = std::getenv("DSINFER_THREAD_STATS");
   if (path == nullptr || *path == '\0') return false;
@@ -55,6 +57,29 @@ bool InitStats() {
 }  // namespace
 
 const bool g_thread_stats = InitStats();
+
+namespace {
+// Static initialisation runs on the main thread.
+const bool g_main_role = (SetThreadRole(ThreadRole::kMain), true);
+}  // namespace
+
+const char* ThreadRoleName(ThreadRole role) {
+  switch (role) {
+    case ThreadRole::kMain:
+      return "main";
+    case ThreadRole::kEngine:
+      return "engine";
+    case ThreadRole::kHttp:
+      return "http";
+    case ThreadRole::kOther:
+      break;
+  }
+  return "other";
+}
+
+void SetThreadRole(ThreadRole role) { t_role = role; }
+
+ThreadRole CurrentThreadRole() { return t_role; }
 
 int AvailableCores() {
   cpu_set_t set;
@@ -84,6 +109,8 @@ ThreadSite::ThreadSite(const char* name) : name_(name) {
 
 void ThreadSite::Note() {
   const int member = omp_get_thread_num();
+  if (member == 0)  // the thread that started the region (its team's master)
+    started_by_.fetch_or(1u << static_cast<int>(t_role), std::memory_order_relaxed);
   seen_.fetch_or(uint64_t{1} << std::min(member, 63), std::memory_order_relaxed);
   const int team = omp_get_num_threads();
   int seen_team = max_team_.load(std::memory_order_relaxed);
@@ -100,10 +127,18 @@ void WriteThreadStats() {
   std::fprintf(f, "{\"compute_threads\": %d, \"available_cores\": %d, \"sites\": [",
                ComputeThreads(), AvailableCores());
   std::lock_guard lock(g_sites_mu);
-  for (const ThreadSite* s = g_sites; s != nullptr; s = s->next_)
-    std::fprintf(f, "%s{\"site\": \"%s\", \"threads\": %d, \"max_team\": %d}",
+  for (const ThreadSite* s = g_sites; s != nullptr; s = s->next_) {
+    std::fprintf(f, "%s{\"site\": \"%s\", \"threads\": %d, \"max_team\": %d, \"started_by\": [",
                  s == g_sites ? "" : ", ", s->name_, std::popcount(s->seen_.load()),
                  s->max_team_.load());
+    const char* sep = "";
+    for (int r = 0; r < kThreadRoleCount; ++r)
+      if (s->started_by_.load() & (1u << r)) {
+        std::fprintf(f, "%s\"%s\"", sep, ThreadRoleName(static_cast<ThreadRole>(r)));
+        sep = ", ";
+      }
+    std::fprintf(f, "]}");
+  }
   std::fprintf(f, "]}\n");
   std::fclose(f);
 }

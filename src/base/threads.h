@@ -10,6 +10,9 @@
 // parallel region marked with `DSINFER_NOTE_THREAD("name")` records which team members ran work
 // and the largest team it ran with; the JSON is written to FILE when the process exits (also on
 // SIGTERM, for the server). Without the variable a mark costs one predictable branch.
+// Each site also records the roles of the threads that started it (its team member 0: the
+// main thread, the engine's worker, an HTTP connection thread, or another thread), so a test
+// can show that the server's HTTP threads never start a parallel region.
 #pragma once
 
 #include <atomic>
@@ -29,6 +32,13 @@ int ComputeThreads();
 // Applies ComputeThreads() to the calling thread's OpenMP regions.
 void UseComputeThreads();
 
+// What a thread is for, as the statistics report it. Set by the thread itself.
+enum class ThreadRole : uint8_t { kOther, kMain, kEngine, kHttp };
+inline constexpr int kThreadRoleCount = 4;
+const char* ThreadRoleName(ThreadRole role);  // "other" | "main" | "engine" | "http"
+void SetThreadRole(ThreadRole role);          // the calling thread's role
+ThreadRole CurrentThreadRole();
+
 // ---- statistics ----------------------------------------------------------------------------
 
 extern const bool g_thread_stats;  // DSINFER_THREAD_STATS is set
@@ -38,12 +48,15 @@ class ThreadSite {
  public:
   explicit ThreadSite(const char* name);
   void Note();  // called by every team member that runs work in the region
+  // Bit r set: a thread of ThreadRole r started the region (was its team member 0).
+  uint32_t started_by() const { return started_by_.load(); }
 
  private:
   friend void WriteThreadStats();
   const char* name_;
   std::atomic<uint64_t> seen_{0};  // bit i: team member i (i ≥ 63 share bit 63) ran work
   std::atomic<int> max_team_{0};
+  std::atomic<uint32_t> started_by_{0};  // bit r: a thread of ThreadRole r was team member 0
   ThreadSite* next_ = nullptr;
 };
 
@@ -52,10 +65,10 @@ void WriteThreadStats();
 
 }  // namespace dsinfer
 
-#define DSINFER_NOTE_THREAD(name)                   \
-  do {                                              \
-    if (::dsinfer::g_thread_stats) {                \
+#define DSINFER_NOTE_THREAD(name)                       \
+  do {                                                  \
+    if (::dsinfer::g_thread_stats) {                    \
       static ::dsinfer::ThreadSite dsinfer_site_(name); \
-      dsinfer_site_.Note();                         \
-    }                                               \
+      dsinfer_site_.Note();                             \
+    }                                                   \
   } while (0)

@@ -36,21 +36,6 @@ struct Options {
   LayerBenchRun run;
 };
 
-// `--preset NAME [--set k=v ...]` → `~/.cache/dsinfer/NAME-seed0[-k=v,...]`, generated once.
-std::string PresetModelDir(const std::string& preset, const std::vector<std::string>& sets) {
-  std::string name = preset + "-seed0";
-  for (size_t i = 0; i < sets.size(); ++i) {
-    std::string kv = sets[i];
-    for (char& ch : kv)
-      if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '.' && ch != '=')
-        ch = '-';
-    name += (i == 0 ? "-" : ",") + kv;
-  }
-  const std::string dir = CacheModelDir(name);
-  EnsureGeneratedModel(dir, {.preset = preset, .seed = 0, .sets = sets});
-  return dir;
-}
-
 std::string Describe(const ModelConfig& c, int64_t layer, const std::string& kv_cache) {
   char buf[512];
   std::snprintf(buf, sizeof buf,

@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -90,6 +91,20 @@ bool EnsureGeneratedModel(const std::string& dir, const GenOptions& options) {
 
 bool EnsureDefaultModel(const std::string& dir) {
   return EnsureGeneratedModel(dir, {.preset = "mini", .seed = 0});
+}
+
+std::string PresetModelDir(const std::string& preset, const std::vector<std::string>& sets) {
+  std::string name = preset + "-seed0";
+  for (size_t i = 0; i < sets.size(); ++i) {
+    std::string kv = sets[i];
+    for (char& ch : kv)
+      if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '.' && ch != '=')
+        ch = '-';
+    name += (i == 0 ? "-" : ",") + kv;
+  }
+  const std::string dir = CacheModelDir(name);
+  EnsureGeneratedModel(dir, {.preset = preset, .seed = 0, .sets = sets});
+  return dir;
 }
 
 std::string ResolveModelDir(const std::optional<std::string>& model) {

@@ -5,6 +5,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "tools/gen_model.h"
 
@@ -25,6 +26,10 @@ bool EnsureGeneratedModel(const std::string& dir, const GenOptions& options);
 
 // `EnsureGeneratedModel` of the default model: preset `mini`, seed 0.
 bool EnsureDefaultModel(const std::string& dir);
+
+// `--preset NAME [--set k=v ...]` of the benchmarks: `CacheModelDir("NAME-seed0[-k=v,...]")`,
+// generated on first use (seed 0) and reused.
+std::string PresetModelDir(const std::string& preset, const std::vector<std::string>& sets);
 
 // `model` if given, else the default model directory (generated if needed).
 std::string ResolveModelDir(const std::optional<std::string>& model);

@@ -361,6 +361,7 @@ bool Engine::AdmitWaiting(std::vector<std::unique_ptr<Active>>& active) {
 
 void Engine::WorkerLoop() {
   UseComputeThreads();  // OpenMP's team size is per thread: this one runs every forward pass
+  SetThreadRole(ThreadRole::kEngine);
   std::vector<std::unique_ptr<Active>> active;
   while (AdmitWaiting(active)) {
     std::vector<StepInput> plan = Schedule(active);

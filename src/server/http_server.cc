@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/threads.h"
 #include "server/api_error.h"
 
 namespace dsinfer::server {
@@ -179,6 +180,9 @@ class GrowingPool : public httplib::TaskQueue {
 
  private:
   void Work() {
+    // HTTP threads parse, tokenize and stream, never compute: the thread statistics
+    // (base/threads.h) show that no parallel region starts on one.
+    SetThreadRole(ThreadRole::kHttp);
     while (true) {
       std::function<void()> fn;
       {

@@ -11,12 +11,18 @@ on a generated tiny checkpoint:
 * `--threads 2`: no region ran with more than 2, and the regions that carry the work (the
   linear layers, the checkpoint generator) ran on 2 distinct threads;
 * no `--threads`: the team size is the number of CPUs in the affinity mask (under
-  `taskset -c 0`: 1), as sched_getaffinity reports it.
+  `taskset -c 0`: 1), as sched_getaffinity reports it;
+* which threads start the parallel regions (each region's team member 0, by the role the
+  thread gave itself): the main thread for the one-shot commands; in the server, the engine's
+  worker runs every forward pass and no region is ever started by an HTTP connection thread,
+  with `--parallel 2` and two concurrent requests (one streamed) so several HTTP threads are
+  busy while the model computes.
 
 Usage: threads_test.py --dsinfer BIN --work DIR
 """
 
 import argparse
+import concurrent.futures
 import json
 import os
 import re
@@ -60,7 +66,8 @@ def serve_stats(dsinfer, model, threads, path, work):
     log_path = os.path.join(work, f"serve{threads}.log")
     with open(log_path, "w") as log:
         proc = subprocess.Popen([dsinfer, "serve", "--model", model, "--host", "127.0.0.1",
-                                 "--port", "0", "--threads", str(threads), "--model-name", "threads-test"],
+                                 "--port", "0", "--threads", str(threads), "--model-name", "threads-test",
+                                 "--parallel", "2", "--max-connections", "8"],
                                 env=env_with_stats(path), stdout=log, stderr=log)
     try:
         url, deadline = None, time.time() + 60
@@ -69,16 +76,25 @@ def serve_stats(dsinfer, model, threads, path, work):
             url = m.group(1) if m else time.sleep(0.1)
         if url is None:
             raise RuntimeError("server did not start:\n" + open(log_path).read())
-        body = json.dumps({"model": "threads-test", "max_tokens": 4, "temperature": 0,
-                           "messages": [{"role": "user", "content": "count the threads " * 8}]})
-        req = urllib.request.Request(url + "/v1/chat/completions", data=body.encode(),
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=120) as r:
-                answer = json.load(r)
-        except urllib.error.HTTPError as e:
-            raise RuntimeError(f"HTTP {e.code}: {e.read().decode()[:500]}") from None
-        assert answer["usage"]["completion_tokens"] >= 1, answer
+        def ask(stream):
+            body = json.dumps({"model": "threads-test", "max_tokens": 4, "temperature": 0,
+                               "stream": stream,
+                               "messages": [{"role": "user", "content": "count the threads " * 8}]})
+            req = urllib.request.Request(url + "/v1/chat/completions", data=body.encode(),
+                                         headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=120) as r:
+                    text = r.read().decode()
+            except urllib.error.HTTPError as e:
+                raise RuntimeError(f"HTTP {e.code}: {e.read().decode()[:500]}") from None
+            if stream:
+                assert text.rstrip().endswith("data: [DONE]"), text[-300:]
+            else:
+                assert json.loads(text)["usage"]["completion_tokens"] >= 1, text
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            for f in [pool.submit(ask, False), pool.submit(ask, True)]:
+                f.result()
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -93,6 +109,15 @@ def serve_stats(dsinfer, model, threads, path, work):
 def describe(stats):
     return ", ".join(f"{s['site']} {s['threads']}/{s['max_team']}"
                      for s in sorted(stats["sites"], key=lambda s: s["site"]))
+
+
+def check_starters(name, stats, allowed, required):
+    """Every region was started by a thread of an `allowed` role; the `required` role started some."""
+    sites = stats["sites"]
+    bad = [f"{s['site']} by {s['started_by']}" for s in sites if not set(s["started_by"]) <= allowed]
+    check(f"{name}: parallel regions started only by {sorted(allowed)}", not bad, f"{bad}")
+    seen = sorted({r for s in sites for r in s["started_by"]})
+    check(f"{name}: the {required} thread started regions", required in seen, f"(roles: {seen})")
 
 
 def check_run(name, stats, n, busy_prefixes):
@@ -136,14 +161,21 @@ def main():
         f.write(json.dumps({"ids": [int(t) for t in ids.split(",")]}) + "\n")
     evaluate = [a.dsinfer, "eval", "--model", model, "--text", text, "--json"]
     for n in (1, 2):
-        check_run(f"logits --threads {n}", run_stats(logits + ["--threads", str(n)], stats_path),
-                  n, ("linear.",))
+        stats = run_stats(logits + ["--threads", str(n)], stats_path)
+        check_run(f"logits --threads {n}", stats, n, ("linear.",))
+        check_starters(f"logits --threads {n}", stats, {"main"}, "main")
         check_run(f"run --threads {n}", run_stats(run + ["--threads", str(n)], stats_path),
                   n, ("linear.",))
         check_run(f"eval --threads {n}", run_stats(evaluate + ["--threads", str(n)], stats_path),
                   n, ("linear.",))
-        check_run(f"serve --threads {n}", serve_stats(a.dsinfer, model, n, stats_path, a.work),
-                  n, ("linear.",))
+        stats = serve_stats(a.dsinfer, model, n, stats_path, a.work)
+        check_run(f"serve --threads {n}", stats, n, ("linear.",))
+        # The model loads on the main thread; every forward pass runs on the engine's worker.
+        check_starters(f"serve --threads {n}", stats, {"main", "engine"}, "engine")
+        linear = [s for s in stats["sites"] if s["site"].startswith("linear.")]
+        check(f"serve --threads {n}: the linear layers ran from the engine's worker only",
+              bool(linear) and all(s["started_by"] == ["engine"] for s in linear),
+              f"{[(s['site'], s['started_by']) for s in linear]}")
 
     cores = len(os.sched_getaffinity(0))
     stats = run_stats(logits, stats_path)
