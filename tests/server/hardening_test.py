@@ -350,9 +350,10 @@ def vm_kib(pid, key):
 
 def scenario_load200(dsinfer, model, work):
     f = Failures()
-    page = 28928  # bytes of one KV page of the 1-layer test model (the server prints it)
+    page = 28928  # bytes of one f32 KV page of the 1-layer test model (the server prints it)
     srv = Server(dsinfer, model, work, "load200",
-                 ["--parallel", "4", "--queue", "16", "--kv-budget", str(12 * page)])
+                 ["--parallel", "4", "--queue", "16", "--kv-cache", "f32",
+                  "--kv-budget", str(12 * page)])
     try:
         f.check("pages of %d bytes" % page in srv.text(), "page size changed: " + srv.text())
         srv.request("GET", "/health")
