@@ -236,13 +236,7 @@ CommandRegistrar reg("serve", [](CLI::App& app) -> RunFn {
   sub->add_option("--attention", o->attention, "dsa | dense")
       ->check(CLI::IsMember({"dsa", "dense"}))
       ->capture_default_str();
-  sub->add_option("--spec", o->spec, "speculative decoding: none | mtp (MTP-layer drafts)")
-      ->check(CLI::IsMember({"none", "mtp"}))
-      ->capture_default_str();
-  sub->add_option("--draft", o->draft,
-                  "with --spec mtp: drafts per step (> 1 chains the MTP layer)")
-      ->check(CLI::Range(int64_t{1}, int64_t{16}))
-      ->capture_default_str();
+  AddSpecOptions(sub, o->spec, o->draft);
   sub->add_option("--prices", o->prices, "USD per 1M tokens: cache hit,cache miss,output")
       ->capture_default_str();
   sub->add_option("--max-body", o->http.max_body_bytes, "request body limit in bytes (413)")

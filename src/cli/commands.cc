@@ -51,4 +51,13 @@ void AddThreadsOption(CLI::App* app) {
       ->check(CLI::Range(1, 4096));
 }
 
+void AddSpecOptions(CLI::App* app, std::string& spec, int64_t& draft) {
+  app->add_option("--spec", spec, "speculative decoding: none | mtp (MTP-layer drafts)")
+      ->check(CLI::IsMember({"none", "mtp"}))
+      ->capture_default_str();
+  app->add_option("--draft", draft, "with --spec mtp: drafts per step (> 1 chains the MTP layer)")
+      ->check(CLI::Range(int64_t{1}, int64_t{16}))
+      ->capture_default_str();
+}
+
 }  // namespace dsinfer::cli

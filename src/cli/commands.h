@@ -11,6 +11,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cstdint>
 #include <functional>
 #include <string>
 
@@ -43,6 +44,9 @@ std::vector<Command> AddBenchCommands(CLI::App& bench);
 // Adds `--threads N` (every parallel region's thread count; default: the cores this process may
 // use) to a command that computes.
 void AddThreadsOption(CLI::App* app);
+
+// Adds `--spec none|mtp` and `--draft N` (1..16), MTP speculative decoding, to `run` and `serve`.
+void AddSpecOptions(CLI::App* app, std::string& spec, int64_t& draft);
 
 // `dsinfer` with no subcommand: the README's main job on the default model.
 int RunDefault();
