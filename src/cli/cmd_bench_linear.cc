@@ -9,9 +9,9 @@
 // cycles through enough copies of each matrix to exceed the last-level cache many times over,
 // as decode streams every layer's weights once per step. MLA's per-head products of `wkv_b`
 // (`absorb`: q_abs = W_UKᵀ q_nope, `project`: o = W_UV o_lat) run as the model would call them:
-// one kernel call per head inside a statically scheduled parallel loop over heads (absorb through the transposed
-// W_UK copy made at load, `TransposeHeads`, when the FP8 blocks allow it, as for the official
-// dimensions).
+// one kernel call per head inside a statically scheduled parallel loop over heads (absorb through
+// the transposed W_UK copy made at load, `TransposeHeads`, when the FP8 blocks allow it, as for the
+// official dimensions).
 //
 // `bench gemm` measures, in the same run, the f32 GEMM the model uses (`--numerics f32`) and the
 // bf16-activation GEMM (`--numerics bf16`, `LinearRowsBf16`: activations rounded to bf16,
@@ -357,13 +357,14 @@ int RunLinearBench(const Options& o) {
     std::printf("isa %s, %d threads; roofline: read %.1f GB/s, f32 FMA %.1f GFLOP/s", isa.c_str(),
                 threads, roof.read_gbps, roof.fma_gflops);
     if (o.gemm && roof.bf16_gflops > 0) std::printf(", BF16 dot %.1f GFLOP/s", roof.bf16_gflops);
-    const bool given = o.roofline_gbps > 0 && o.roofline_gflops > 0 &&
-                       (!any_bf16 || o.roofline_bf16_gflops > 0);
+    const bool given =
+        o.roofline_gbps > 0 && o.roofline_gflops > 0 && (!any_bf16 || o.roofline_bf16_gflops > 0);
     std::printf("%s\n", given ? " (given)" : " (measured now)");
     if (o.gemm) {
-      std::printf("numerics: f32 = f32 activations, f32 FMA (the model's); bf16 = activations "
-                  "rounded to bf16, vdpbf16ps (%s; not yet the model's)\n",
-                  Bf16PathName(LinearBf16Path()));
+      std::printf(
+          "numerics: f32 = f32 activations, f32 FMA (the model's); bf16 = activations "
+          "rounded to bf16, vdpbf16ps (%s; not yet the model's)\n",
+          Bf16PathName(LinearBf16Path()));
       std::printf("%-28s %7s %7s %5s %-4s %10s %8s %9s %8s %9s %7s %s\n", "shape", "rows", "cols",
                   "n", "num", "time_us", "GB/s", "GFLOP/s", "fraction", "bf16_peak", "vs_f32",
                   "bound");
@@ -396,13 +397,24 @@ int RunLinearBench(const Options& o) {
         const char* bound = mem_t >= fma_t ? "memory" : "compute";
         const double of_bf16 = roof.bf16_gflops > 0 ? gflops / roof.bf16_gflops : 0;
         if (o.json) {
-          nlohmann::json j = {{"bench", bench}, {"shape", s.name}, {"rows", s.used_rows()},
-                              {"cols", s.cols}, {"n", n}, {"dtype", o.dtype}, {"bytes", m.bytes},
-                              {"flops", m.flops}, {"seconds", m.seconds}, {"gbps", gbps},
-                              {"gflops", gflops}, {"fraction_of_roofline", fraction},
-                              {"bound", bound}, {"roofline_gbps", roof.read_gbps},
-                              {"roofline_gflops", roof.fma_gflops}, {"isa", bf16 ? std::string(Bf16PathName(LinearBf16Path())) : isa},
-                              {"threads", threads}, {"weights", "synthetic"}};
+          nlohmann::json j = {{"bench", bench},
+                              {"shape", s.name},
+                              {"rows", s.used_rows()},
+                              {"cols", s.cols},
+                              {"n", n},
+                              {"dtype", o.dtype},
+                              {"bytes", m.bytes},
+                              {"flops", m.flops},
+                              {"seconds", m.seconds},
+                              {"gbps", gbps},
+                              {"gflops", gflops},
+                              {"fraction_of_roofline", fraction},
+                              {"bound", bound},
+                              {"roofline_gbps", roof.read_gbps},
+                              {"roofline_gflops", roof.fma_gflops},
+                              {"isa", bf16 ? std::string(Bf16PathName(LinearBf16Path())) : isa},
+                              {"threads", threads},
+                              {"weights", "synthetic"}};
           if (o.gemm) {
             j["numerics"] = num;
             j["roofline_bf16_gflops"] =

@@ -273,7 +273,7 @@ T* TypedScratch(int64_t count) {
 // among the threads), then pieces of ≤ 128 weight rows as `RowsGemm`.
 void RowsGemmBf16(const gemm::Bf16Kernels& k, const float* x, int64_t xs, int64_t n,
                   const WeightView& w, int64_t rb, int64_t re, float* y, int64_t ys) {
-  const int64_t xbs = (w.cols + 32) / 32 * 32;  // ≥ cols + 1 (the odd pad), 64-byte rows
+  const int64_t xbs = (w.cols + 32) / 32 * 32;     // ≥ cols + 1 (the odd pad), 64-byte rows
   uint16_t* xb = TypedScratch<uint16_t>(n * xbs);  // [n, xbs] bf16(x): the caller's buffer
   const Pieces pieces{rb, re, re - rb < 1024 ? 64 : 128};
   auto piece = [&](int64_t p, uint32_t* work) {
@@ -361,9 +361,8 @@ Bf16Path LinearBf16Path() {
   return DetectCpu().Bf16DotUsable() ? Bf16Path::kAvx512Bf16 : Bf16Path::kScalar;
 }
 
-void LinearRowsBf16(Bf16Path path, const float* x, int64_t x_stride, int64_t n,
-                    const WeightView& w, int64_t row_begin, int64_t row_end, float* y,
-                    int64_t y_stride) {
+void LinearRowsBf16(Bf16Path path, const float* x, int64_t x_stride, int64_t n, const WeightView& w,
+                    int64_t row_begin, int64_t row_end, float* y, int64_t y_stride) {
   CheckArgs(w, n, row_begin, row_end);
   DSINFER_CHECK(w.dtype == DType::kF8E4M3 || w.dtype == DType::kBF16,
                 "the bf16 GEMM takes FP8 e4m3 or BF16 weights");

@@ -78,9 +78,8 @@ const char* Bf16PathName(Bf16Path path);
 Bf16Path LinearBf16Path();
 // x: [n, x_stride ≥ w.cols], y: [n, y_stride ≥ row_end - row_begin] (rows of W as `LinearRows`).
 // kAvx512Bf16 requires DetectCpu().SupportsBf16Dot().
-void LinearRowsBf16(Bf16Path path, const float* x, int64_t x_stride, int64_t n,
-                    const WeightView& w, int64_t row_begin, int64_t row_end, float* y,
-                    int64_t y_stride);
+void LinearRowsBf16(Bf16Path path, const float* x, int64_t x_stride, int64_t n, const WeightView& w,
+                    int64_t row_begin, int64_t row_end, float* y, int64_t y_stride);
 // x: [n, w.cols], y: [n, w.rows], on LinearBf16Path().
 void LinearBf16(const float* x, int64_t n, const WeightView& w, float* y);
 

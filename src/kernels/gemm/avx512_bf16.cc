@@ -34,15 +34,16 @@ namespace dsinfer::gemm {
 namespace {
 
 constexpr int kLanes = 16;
-constexpr int kVecs = kBf16TileRows / kLanes;              // weight vectors per register tile
-constexpr int kPanelGroups = 128 / kBf16TileRows;          // row groups of a ≤ 128-row piece
+constexpr int kVecs = kBf16TileRows / kLanes;      // weight vectors per register tile
+constexpr int kPanelGroups = 128 / kBf16TileRows;  // row groups of a ≤ 128-row piece
 constexpr int64_t kPanelWords = int64_t{kPanelGroups} * kBf16TileRows * (kBf16Kc / 2);
-constexpr int64_t kRowWords = kBf16Kc / 2 + kLanes;        // one converted row segment (+ pad)
-constexpr int kBlockPairs = 64;                            // column pairs per 128-column block
+constexpr int64_t kRowWords = kBf16Kc / 2 + kLanes;  // one converted row segment (+ pad)
+constexpr int kBlockPairs = 64;                      // column pairs per 128-column block
 
 DSINFER_BF16 inline __mmask16 Mask(int64_t n) {
   return n >= kLanes ? static_cast<__mmask16>(0xFFFF)
-                     : n <= 0 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << n) - 1);
+         : n <= 0    ? static_cast<__mmask16>(0)
+                     : static_cast<__mmask16>((1u << n) - 1);
 }
 
 // 16 floats → 16 bf16, FloatToBF16 bit for bit: (bits + 0x7FFF + lsb) >> 16, NaN truncated
@@ -150,9 +151,8 @@ DSINFER_BF16 inline void DotPairs(const uint16_t* const* xr, const uint32_t* wp,
 // group's rows, `valid` of them real) holds the running totals between blocks and chunks;
 // `first`: the chunk starts at column 0. s256[b]: block b's scale · 2^8 (FP8).
 template <int M, bool kFp8>
-DSINFER_BF16 void Tile(const uint16_t* xb, int64_t xbs, int64_t k0, int64_t k1,
-                       const uint32_t* wp, const float* s256, bool first, float* y, int64_t ys,
-                       int valid) {
+DSINFER_BF16 void Tile(const uint16_t* xb, int64_t xbs, int64_t k0, int64_t k1, const uint32_t* wp,
+                       const float* s256, bool first, float* y, int64_t ys, int valid) {
   const int64_t pairs = (k1 - k0 + 1) / 2;
   const uint16_t* xr[M];
   for (int t = 0; t < M; ++t) xr[t] = xb + t * xbs + k0;
@@ -179,19 +179,20 @@ DSINFER_BF16 void Tile(const uint16_t* xb, int64_t xbs, int64_t k0, int64_t k1,
   } else {
     for (int t = 0; t < M; ++t)
       for (int v = 0; v < kVecs; ++v)
-        acc[t][v] = first ? _mm512_setzero_ps()
-                          : _mm512_maskz_loadu_ps(mask[v], y + t * ys + v * kLanes);
+        acc[t][v] =
+            first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask[v], y + t * ys + v * kLanes);
     DotPairs<M>(xr, wp, 0, pairs, acc);
     for (int t = 0; t < M; ++t)
-      for (int v = 0; v < kVecs; ++v) _mm512_mask_storeu_ps(y + t * ys + v * kLanes, mask[v], acc[t][v]);
+      for (int v = 0; v < kVecs; ++v)
+        _mm512_mask_storeu_ps(y + t * ys + v * kLanes, mask[v], acc[t][v]);
   }
 }
 
 // Tile<m> for a run-time m ≤ M.
 template <int M, bool kFp8>
 DSINFER_BF16 void TileUpTo(int m, const uint16_t* xb, int64_t xbs, int64_t k0, int64_t k1,
-                           const uint32_t* wp, const float* s256, bool first, float* y,
-                           int64_t ys, int valid) {
+                           const uint32_t* wp, const float* s256, bool first, float* y, int64_t ys,
+                           int valid) {
   if constexpr (M > 1) {
     if (m < M) return TileUpTo<M - 1, kFp8>(m, xb, xbs, k0, k1, wp, s256, first, y, ys, valid);
   }
@@ -215,9 +216,9 @@ DSINFER_BF16 void GemmRowsD(const uint16_t* xb, int64_t xbs, int64_t n, const We
     for (int64_t t0 = 0; t0 < n; t0 += kBf16Mr) {
       const int m = static_cast<int>(n - t0 < kBf16Mr ? n - t0 : kBf16Mr);
       for (int g = 0; g * kBf16TileRows < rows; ++g)
-        TileUpTo<kBf16Mr, kFp8>(m, xb + t0 * xbs, xbs, k0, k1,
-                                panel + g * pairs * kBf16TileRows, s256, k0 == 0,
-                                y + t0 * ys + g * kBf16TileRows, ys, rows - g * kBf16TileRows);
+        TileUpTo<kBf16Mr, kFp8>(m, xb + t0 * xbs, xbs, k0, k1, panel + g * pairs * kBf16TileRows,
+                                s256, k0 == 0, y + t0 * ys + g * kBf16TileRows, ys,
+                                rows - g * kBf16TileRows);
     }
   }
 }

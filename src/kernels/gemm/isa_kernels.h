@@ -82,8 +82,8 @@ struct Bf16Kernels {
   const char* name;
   // xb[t*xbs + c] = bf16(x[t*xs + c]) (round to nearest even, bit for bit `FloatToBF16`) for
   // t ∈ [t0, t1), c < cols, and xb[t*xbs + cols] = 0 when cols is odd (xbs ≥ cols + 1 then).
-  void (*round_x)(const float* x, int64_t xs, int64_t t0, int64_t t1, int64_t cols,
-                  uint16_t* xb, int64_t xbs);
+  void (*round_x)(const float* x, int64_t xs, int64_t t0, int64_t t1, int64_t cols, uint16_t* xb,
+                  int64_t xbs);
   int64_t work_words;  // 32-bit words of scratch `gemm_rows` needs
   // y[t*ys + (r - r0)] for r ∈ [r0, r1) inside one 128-row block (r1 - r0 ≤ 128), t < n, from
   // xb = round_x of all columns (docs/numerics.md "bf16 activations": FP8 block scales multiply

@@ -56,8 +56,8 @@ struct Product {  // LinearRowsBf16 over rows [rb, re), its operands and its f64
   std::vector<double> exact, magnitude;  // [n, width]: Σ bf16(x)·W and Σ|bf16(x)·W|
 };
 
-Product MakeProduct(const Matrix& m, int64_t n, int64_t rb, int64_t re, int64_t pad,
-                    uint32_t seed, bool integers) {
+Product MakeProduct(const Matrix& m, int64_t n, int64_t rb, int64_t re, int64_t pad, uint32_t seed,
+                    bool integers) {
   const int64_t K = m.view.cols;
   Product p{n, re - rb, K + pad, re - rb + pad, {}, {}, {}};
   p.x = integers ? test::IntegerVector(n * p.xs, seed) : test::RandomVector(n * p.xs, seed);
@@ -92,10 +92,9 @@ class LinearBf16Test : public ::testing::TestWithParam<DType> {
     std::vector<std::vector<float>> ys;
     for (Bf16Path path : SupportedPaths()) {
       const std::string what = std::string(Bf16PathName(path)) + " " +
-                               std::string(DTypeName(dtype())) + " " +
-                               std::to_string(m.view.rows) + "x" + std::to_string(m.view.cols) +
-                               " n=" + std::to_string(n) + " rows[" + std::to_string(rb) + "," +
-                               std::to_string(re) + ")";
+                               std::string(DTypeName(dtype())) + " " + std::to_string(m.view.rows) +
+                               "x" + std::to_string(m.view.cols) + " n=" + std::to_string(n) +
+                               " rows[" + std::to_string(rb) + "," + std::to_string(re) + ")";
       std::vector<float> y(n * p.ys, kSentinel);
       LinearRowsBf16(path, p.x.data(), p.xs, n, m.view, rb, re, y.data(), p.ys);
       for (int64_t t = 0; t < n; ++t) {
