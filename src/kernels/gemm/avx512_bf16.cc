@@ -28,6 +28,12 @@
 
 #include "kernels/gemm/isa_kernels.h"
 
+// GCC 12 warns inside its own AVX-512 headers (masked loads, setzero), as in gemm/avx512.cc.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 #define DSINFER_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma,f16c")))
 
 namespace dsinfer::gemm {
