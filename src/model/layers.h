@@ -19,6 +19,7 @@
 #include "kernels/rope.h"
 #include "kernels/topk.h"
 #include "model/dump.h"
+#include "model/expert_parallel.h"
 #include "model/kv_cache.h"
 #include "model/part_times.h"
 #include "model/weights.h"
@@ -104,6 +105,7 @@ struct Workspace {
   std::vector<int64_t> active;        // [E] experts with tokens, ascending
   std::vector<float> xe, ye;          // [rows, hidden] gathered inputs / outputs of experts
   std::vector<float> eg, eu;          // [rows, moe_inter] experts' gate / up projections
+  std::vector<int64_t> ep_bounds;           // [ranks + 1] each rank's first slot in e_rows (ep)
   // Benchmarks: time per part of the layer step (null: not measured).
   LayerPartTimes* times = nullptr;
 };
@@ -137,12 +139,14 @@ struct LayerContext {
   Workspace& ws;       // ws.segs / ws.pos / ws.row_seg describe the batch
   int64_t N;           // rows in the batch
   Dumper* dump;        // may be null (only with a single segment)
+  // Expert parallelism: this rank computes only its routed experts and exchanges their
+  // outputs (model/expert_parallel.h). Null: a single process computes them all.
+  const ExpertParallel* ep = nullptr;
 };
 
 // MLA (+ indexer) of the batch; writes every segment's cache rows first.
 // x: [N, hidden] (attn_norm output), out: [N, hidden] (after wo).
-void AttentionForward(const LayerContext& ctx, const LayerWeights& lw, const float* x,
-                      float* out);
+void AttentionForward(const LayerContext& ctx, const LayerWeights& lw, const float* x, float* out);
 
 // Dense MLP or MoE. x: [N, hidden] (ffn_norm output), out: [N, hidden].
 void FfnForward(const LayerContext& ctx, const LayerWeights& lw, const float* x, float* out);
@@ -154,7 +158,7 @@ void MlpForward(const MlpWeights& w, const float* x, int64_t S, float* out, floa
 // b [E] the scores used for selection (s + bias). Groups are scored by the sum of their two
 // largest b when the checkpoint has a router bias (`has_bias`), else by their largest b, as
 // DeepSeek's `Gate` does. Writes the chosen expert ids [k] (in selection order) and weights [k].
-void RouteToken(const ModelConfig& c, Workspace& ws, const float* s, const float* b,
-                bool has_bias, int32_t* experts, float* weights);
+void RouteToken(const ModelConfig& c, Workspace& ws, const float* s, const float* b, bool has_bias,
+                int32_t* experts, float* weights);
 
 }  // namespace dsinfer
