@@ -4,7 +4,6 @@
 // Under an MPI launcher (docs/mpi.md) the process is one rank of a job: an error on any rank
 // ends the whole job with that rank's message (never a hang in a collective).
 #include <CLI/CLI.hpp>
-
 #include <cstdio>
 #include <exception>
 #include <string>

@@ -1,8 +1,7 @@
 #include "cli/mpi_job.h"
 
-#include <nlohmann/json.hpp>
-
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <string_view>
 #include <vector>
 

@@ -35,7 +35,8 @@ World* StartWorld(int& argc, char**& argv) {
   if (ranks > 1)
     throw Error("started by an MPI launcher as one of " + std::to_string(ranks) +
                 " ranks, but this dsinfer was built without MPI and there is no runnable " +
-                mpi_binary + ": install libopenmpi-dev, rebuild, and run dsinfer-mpi (docs/mpi.md)");
+                mpi_binary +
+                ": install libopenmpi-dev, rebuild, and run dsinfer-mpi (docs/mpi.md)");
   return nullptr;  // a job of one rank is a single process
 }
 
