@@ -33,9 +33,9 @@ class World : public ExpertExchange {
 };
 
 // Starts the world when this process was started by an MPI launcher (`LauncherRanks` > 0);
-// nullptr otherwise: a single process. In the
-// binary without MPI a launcher-started process execs `dsinfer-mpi` from its own directory, or
-// throws Error for a job of more than one rank when there is none. The world lives until exit.
+// nullptr otherwise: a single process. In the binary without MPI a launcher-started process
+// execs `dsinfer-mpi` from its own directory, or throws Error for a job of more than one rank
+// when there is none. The world lives until exit.
 World* StartWorld(int& argc, char**& argv);
 
 // The world `StartWorld` started, or nullptr. (MPI_COMM_WORLD is process-wide; commands take
