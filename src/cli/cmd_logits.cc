@@ -63,9 +63,15 @@ int RunLogits(const LogitsOptions& o) {
   if (dump) dump->Flush();
   std::fprintf(stderr, "logits: %lld tokens in %.3f s (%s), wrote %s\n",
                static_cast<long long>(r.rows), secs, o.mode.c_str(), o.out.c_str());
-  if (world)
-    std::fprintf(stderr, "logits: expert parallel over %d MPI ranks (%s)\n", world->ranks(),
-                 DescribeAssignment(model->config().n_routed_experts, world->ranks()).c_str());
+  if (world) {
+    const dist::ExchangeStats x = world->exchange_stats();
+    std::fprintf(stderr,
+                 "logits: expert parallel over %d MPI ranks (%s); rank 0 spent %.3f s in %lld "
+                 "expert exchanges, %.3f MB received\n",
+                 world->ranks(),
+                 DescribeAssignment(model->config().n_routed_experts, world->ranks()).c_str(),
+                 x.seconds, static_cast<long long>(x.calls), x.bytes_received / 1e6);
+  }
   return 0;
 }
 

@@ -19,8 +19,16 @@
 
 namespace dsinfer::dist {
 
+// What this rank's expert exchanges cost so far: the time includes waiting for the slowest rank.
+struct ExchangeStats {
+  int64_t calls = 0;
+  int64_t bytes_received = 0;  // the other ranks' rows
+  double seconds = 0;
+};
+
 class World : public ExpertExchange {
  public:
+  virtual ExchangeStats exchange_stats() const = 0;
   // Every rank's `value`, in rank order. A collective: every rank calls it at the same point.
   virtual std::vector<uint64_t> AllGather(uint64_t value) = 0;
   // Waits for every rank (a collective).

@@ -41,9 +41,16 @@ class MpiWorld final : public World {
       counts_[r] = static_cast<int>(bounds[r + 1] - bounds[r]);
       displs_[r] = static_cast<int>(bounds[r]);
     }
+    const double t0 = MPI_Wtime();
     MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, rows, counts_.data(), displs_.data(),
                    RowType(width), MPI_COMM_WORLD);
+    stats_.seconds += MPI_Wtime() - t0;
+    stats_.calls += 1;
+    stats_.bytes_received +=
+        (bounds[ranks_] - counts_[rank_]) * width * static_cast<int64_t>(sizeof(float));
   }
+
+  ExchangeStats exchange_stats() const override { return stats_; }
 
   std::vector<uint64_t> AllGather(uint64_t value) override {
     std::vector<uint64_t> all(ranks_);
@@ -83,6 +90,7 @@ class MpiWorld final : public World {
   std::vector<int> counts_, displs_;  // [ranks] rows per rank, first row per rank
   MPI_Datatype row_type_ = MPI_DATATYPE_NULL;
   int64_t row_width_ = 0;
+  ExchangeStats stats_;
 };
 
 MpiWorld* g_world = nullptr;  // the process's MPI_COMM_WORLD, once started
