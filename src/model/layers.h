@@ -105,7 +105,7 @@ struct Workspace {
   std::vector<int64_t> active;        // [E] experts with tokens, ascending
   std::vector<float> xe, ye;          // [rows, hidden] gathered inputs / outputs of experts
   std::vector<float> eg, eu;          // [rows, moe_inter] experts' gate / up projections
-  std::vector<int64_t> ep_bounds;           // [ranks + 1] each rank's first slot in e_rows (ep)
+  std::vector<int64_t> ep_bounds;     // [ranks + 1] each rank's first slot in e_rows (ep)
   // Benchmarks: time per part of the layer step (null: not measured).
   LayerPartTimes* times = nullptr;
 };
@@ -146,7 +146,8 @@ struct LayerContext {
 
 // MLA (+ indexer) of the batch; writes every segment's cache rows first.
 // x: [N, hidden] (attn_norm output), out: [N, hidden] (after wo).
-void AttentionForward(const LayerContext& ctx, const LayerWeights& lw, const float* x, float* out);
+void AttentionForward(const LayerContext& ctx, const LayerWeights& lw, const float* x,
+                      float* out);
 
 // Dense MLP or MoE. x: [N, hidden] (ffn_norm output), out: [N, hidden].
 void FfnForward(const LayerContext& ctx, const LayerWeights& lw, const float* x, float* out);
@@ -158,7 +159,7 @@ void MlpForward(const MlpWeights& w, const float* x, int64_t S, float* out, floa
 // b [E] the scores used for selection (s + bias). Groups are scored by the sum of their two
 // largest b when the checkpoint has a router bias (`has_bias`), else by their largest b, as
 // DeepSeek's `Gate` does. Writes the chosen expert ids [k] (in selection order) and weights [k].
-void RouteToken(const ModelConfig& c, Workspace& ws, const float* s, const float* b, bool has_bias,
-                int32_t* experts, float* weights);
+void RouteToken(const ModelConfig& c, Workspace& ws, const float* s, const float* b,
+                bool has_bias, int32_t* experts, float* weights);
 
 }  // namespace dsinfer

@@ -120,8 +120,6 @@ LayerWeights LoadLayer(const Loader& ld, const ModelConfig& c, int64_t layer, bo
   return lw;
 }
 
-// The checkpoint against the tensor table and its rules (the same call as `inspect`): the first
-// problem in table order, naming the tensor, and how many more there are.
 // The routed expert a tensor name belongs to ("model.layers.L.mlp.experts.E...."), or -1.
 int64_t RoutedExpertOf(std::string_view name) {
   constexpr std::string_view kMarker = ".mlp.experts.";
@@ -134,6 +132,9 @@ int64_t RoutedExpertOf(std::string_view name) {
   return e;
 }
 
+// The checkpoint against the tensor table and its rules (the same call as `inspect`): the first
+// problem in table order, naming the tensor, and how many more there are. With `range`, the
+// block-scale values of other ranks' experts are not read.
 void CheckAgainstTable(const Checkpoint& ckpt, const std::optional<ExpertRange>& range) {
   std::function<bool(std::string_view)> skip;
   if (range)
