@@ -1,7 +1,8 @@
 // The world of `dsinfer-mpi` (dist/world.h): Open MPI's MPI_COMM_WORLD. Only the main thread
 // calls MPI (MPI_THREAD_FUNNELED); OpenMP's compute threads never do. MPI's default error
-// handler (MPI_ERRORS_ARE_FATAL) stays: a failed collective — a peer that died, a broken link —
-// ends the whole job with MPI's message instead of returning into a half-finished step.
+// handler (MPI_ERRORS_ARE_FATAL) stays: a collective MPI reports as failed ends the whole job
+// instead of returning into a half-finished step. (A peer killed mid-run was seen not to end
+// a loopback job within 60 s: docs/mpi.md.)
 #include <mpi.h>
 
 #include <climits>
