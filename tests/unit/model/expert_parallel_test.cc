@@ -99,8 +99,8 @@ struct RankRun {
 };
 
 // A prefill of `prompt` then one decode step per token of `steps`, all rows' logits.
-RankRun Run(const std::string& dir, ThreadExchange* exchange, const std::vector<int32_t>& prompt,
-            const std::vector<int32_t>& steps) {
+RankRun RunRank(const std::string& dir, ThreadExchange* exchange,
+                const std::vector<int32_t>& prompt, const std::vector<int32_t>& steps) {
   RankRun out;
   try {
     auto model = Model::Load(dir, LoadOptions{.exchange = exchange});
@@ -124,7 +124,7 @@ TEST(ExpertParallelModel, RanksAsThreadsEqualOneProcessBitwise) {
   const std::string dir = MakeCheckpoint("expert_parallel_tiny", 21);
   const std::vector<int32_t> prompt = Ids(40, 1024, 3);  // 40 rows × k 2 > 64
   const std::vector<int32_t> steps = Ids(4, 1024, 4);
-  const RankRun one = Run(dir, nullptr, prompt, steps);
+  const RankRun one = RunRank(dir, nullptr, prompt, steps);
   ASSERT_TRUE(one.error.empty()) << one.error;
   const int64_t moe_layers = 2;  // tiny: 3 layers, the first dense
   for (int ranks : {2, 3, 5}) {
@@ -135,7 +135,7 @@ TEST(ExpertParallelModel, RanksAsThreadsEqualOneProcessBitwise) {
     std::vector<RankRun> runs(ranks);
     std::vector<std::thread> threads;
     for (int r = 0; r < ranks; ++r)
-      threads.emplace_back([&, r] { runs[r] = Run(dir, &exchanges[r], prompt, steps); });
+      threads.emplace_back([&, r] { runs[r] = RunRank(dir, &exchanges[r], prompt, steps); });
     for (std::thread& t : threads) t.join();
     for (int r = 0; r < ranks; ++r) {
       ASSERT_TRUE(runs[r].error.empty()) << "rank " << r << ": " << runs[r].error;
