@@ -74,10 +74,19 @@ Model::Model(Checkpoint ckpt) : ckpt_(std::move(ckpt)), ws_(std::make_unique<Wor
 
 Model::~Model() = default;
 
-std::unique_ptr<Model> Model::Load(const std::string& dir) {
+std::unique_ptr<Model> Model::Load(const std::string& dir, const LoadOptions& options) {
   std::unique_ptr<Model> m(new Model(Checkpoint::Open(dir)));
-  m->weights_ = LoadWeights(m->ckpt_);
   const ModelConfig& c = m->config();
+  m->experts_ = ExpertRange{.first = 0, .end = c.n_routed_experts};
+  if (options.exchange) {
+    m->experts_ =
+        ExpertRangeOf(c.n_routed_experts, options.exchange->rank(), options.exchange->ranks());
+    m->ep_ = ExpertParallel{
+        .exchange = options.exchange, .experts = c.n_routed_experts, .mine = m->experts_};
+    m->weights_ = LoadWeights(m->ckpt_, m->experts_);
+  } else {
+    m->weights_ = LoadWeights(m->ckpt_);
+  }
   m->rope_ = RopeTable(c.qk_rope_head_dim, c.rope_theta, Yarn(c));
   if (c.index_head_dim && (*c.index_head_dim & (*c.index_head_dim - 1)) != 0)
     throw Error(dir + "/config.json: index_head_dim (" + std::to_string(*c.index_head_dim) +
@@ -174,7 +183,7 @@ std::vector<ForwardResult> Model::ForwardBatch(std::span<const BatchEntry> batch
   for (size_t i = 0; i < batch.size(); ++i)
     for (int64_t j = 0; j < ws.segs[i].rows; ++j)
       DecodeRow(weights_.embed, batch[i].tokens[j], h + (ws.segs[i].row + j) * H);
-  const LayerContext ctx{c, rope_, ws, N, dump};
+  const LayerContext ctx{c, rope_, ws, N, dump, ep_ ? &*ep_ : nullptr};
   for (size_t l = 0; l < weights_.layers.size(); ++l) {
     BindLayer(ws, batch, l);
     LayerForward(ctx, weights_.layers[l], h);
@@ -235,7 +244,7 @@ void Model::LayerStep(int64_t layer, std::span<const BatchEntry> batch, float* h
                 std::to_string(weights_.layers.size()) + ")");
   const int64_t N = PrepareBatch(batch, layer, /*dump=*/nullptr);
   BindLayer(*ws_, batch, layer);
-  const LayerContext ctx{config(), rope_, *ws_, N, nullptr};
+  const LayerContext ctx{config(), rope_, *ws_, N, nullptr, ep_ ? &*ep_ : nullptr};
   ws_->times = times;
   try {
     LayerForward(ctx, weights_.layers[layer], h);
@@ -278,7 +287,7 @@ void Model::ForwardMtp(SequenceState& seq, std::span<const int32_t> tokens, int6
                          .use_indexer = seq.use_indexer,
                          .index_topk = seq.index_topk};
     LayOutRows(ws);
-    const LayerContext ctx{c, rope_, ws, n, dump};
+    const LayerContext ctx{c, rope_, ws, n, dump, ep_ ? &*ep_ : nullptr};
     LayerForward(ctx, lw, h);
     RmsNorm(h, n, H, m.head_norm.data(), c.rms_norm_eps, h);
     r.mtp_rows = n;
@@ -329,7 +338,7 @@ std::vector<int32_t> Model::Draft(SequenceState& seq, std::span<const int32_t> n
                          .use_indexer = seq.use_indexer,
                          .index_topk = seq.index_topk};
     LayOutRows(ws);
-    const LayerContext ctx{c, rope_, ws, rows, nullptr};
+    const LayerContext ctx{c, rope_, ws, rows, nullptr, ep_ ? &*ep_ : nullptr};
     LayerForward(ctx, lw, h);
     return h;
   };

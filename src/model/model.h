@@ -23,6 +23,7 @@
 #include "kernels/kv_layout.h"
 #include "kernels/rope.h"
 #include "model/dump.h"
+#include "model/expert_parallel.h"
 #include "model/kv_cache.h"
 #include "model/part_times.h"
 #include "model/weights.h"
@@ -72,13 +73,25 @@ struct BatchEntry {
 
 struct Workspace;  // model/layers.h
 
+struct LoadOptions {
+  // Expert parallelism (model/expert_parallel.h, docs/mpi.md): this process is rank
+  // `exchange->rank()` of `exchange->ranks()`, holds the routed experts
+  // `ExpertRangeOf(n_routed_experts, rank, ranks)` only, and every forward call is a collective
+  // of the job (every rank must make the same calls with the same batches). Not owned; must
+  // outlive the model. Null: a single process holding every expert.
+  ExpertExchange* exchange = nullptr;
+};
+
 class Model {
  public:
   // Opens the checkpoint directory and checks every tensor (Error names tensor + shape).
-  static std::unique_ptr<Model> Load(const std::string& dir);
+  static std::unique_ptr<Model> Load(const std::string& dir, const LoadOptions& options = {});
   ~Model();
 
   const ModelConfig& config() const { return ckpt_.config(); }
+  const Checkpoint& checkpoint() const { return ckpt_; }
+  // The routed experts this process holds: all of them unless loaded for expert parallelism.
+  ExpertRange experts() const { return experts_; }
   bool has_mtp() const { return weights_.mtp.has_value(); }
 
   SequenceState NewSequence(const SequenceOptions& options) const;
@@ -138,6 +151,8 @@ class Model {
   void ForwardMtp(SequenceState& seq, std::span<const int32_t> tokens, int64_t start,
                   const float* g, ForwardResult& r, Dumper* dump);
   Checkpoint ckpt_;
+  ExpertRange experts_;
+  std::optional<ExpertParallel> ep_;  // set when loaded for expert parallelism
   ModelWeights weights_;
   RopeTable rope_;
   std::unique_ptr<Workspace> ws_;
