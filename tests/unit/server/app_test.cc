@@ -283,6 +283,54 @@ TEST_F(AppTest, ScriptedThinkingNonStream) {
   ExpectTimings(j["timings"], completion);
 }
 
+// Several HTTP threads at once (as the server runs Handle): each request gets its own scripted
+// answer, whole or streamed, and the metrics count every one. Under the tsan preset this is
+// the handlers' concurrency: tokenizer cache, job registry, metrics, engine queue.
+TEST_F(AppTest, ConcurrentRequestsEachGetTheirAnswer) {
+  OpenAiApp app(*engine_, *tok_, Options());
+  constexpr int kThreads = 4, kEach = 2;
+  std::vector<std::string> failures(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      try {
+        for (int k = 0; k < kEach; ++k) {
+          Json req = UserChat("SCRIPT_THINK from thread " + std::to_string(t));
+          req["model"] = "deepseek-v3.2-reasoner";
+          req["stream"] = (t + k) % 2 == 1;
+          HttpResponse r = Post(app, "/v1/chat/completions", req);
+          std::string reasoning, content;
+          if (r.stream) {
+            FakeSink sink;
+            r.stream(sink);
+            for (const std::string& e : SseEvents(sink.body)) {
+              if (e == "[DONE]") continue;
+              const Json d = Json::parse(e)["choices"][0]["delta"];
+              if (d.contains("reasoning_content") && d["reasoning_content"].is_string())
+                reasoning += d["reasoning_content"].get<std::string>();
+              if (d.contains("content") && d["content"].is_string())
+                content += d["content"].get<std::string>();
+            }
+          } else if (r.status == 200) {
+            const Json m = Json::parse(r.body)["choices"][0]["message"];
+            reasoning = m.value("reasoning_content", "");
+            content = m.value("content", "");
+          }
+          if (reasoning != "Let me think about 2+2." || content != "It is 4.")
+            failures[t] += "[" + reasoning + "|" + content + "|" + r.body + "]";
+        }
+      } catch (const std::exception& e) {
+        failures[t] += e.what();
+      }
+    });
+  for (std::thread& th : threads) th.join();
+  for (int t = 0; t < kThreads; ++t) EXPECT_EQ(failures[t], "") << "thread " << t;
+  EXPECT_NE(
+      app.Handle({"GET", "/metrics", {}, ""})
+          .body.find("dsinfer_requests_total{status=\"200\"} " + std::to_string(kThreads * kEach)),
+      std::string::npos);
+}
+
 // The streamed deltas reassemble to the one-shot parse of the scripted text (the non-stream
 // path is the same accumulation, checked in ScriptedThinkingNonStream; one generation here
 // keeps the test fast under ASan).
