@@ -110,7 +110,7 @@ TEST(FuzzSeeds, GgufArraysAndDims) {
   const GgufHeader h = ParseGguf(Bytes(f8), "g");
   ASSERT_EQ(h.metadata.size(), 2u);
   int levels = 0;
-  for (const GgufValue* v = &h.metadata[1].second; v->type == GgufType::kArray;
+  for (const GgufValue* v = &h.metadata[1].second; v != nullptr && v->type == GgufType::kArray;
        v = v->arrays.empty() ? nullptr : &v->arrays[0]) {
     ++levels;
     if (v->elem_type != GgufType::kArray) break;
