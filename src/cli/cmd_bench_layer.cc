@@ -264,9 +264,9 @@ BenchRegistrar reg("layer", [](CLI::App& bench) -> RunFn {
   sub->add_option("--phase", r.phase, "decode, prefill and/or verify (comma-separated)")
       ->capture_default_str();
   sub->add_option("--draft", r.drafts,
-                  "Verify phase: drafts per sequence, each case runs 1 + N rows (list, 1..16)")
-      ->delimiter(',')
-      ->capture_default_str();
+                  "Verify phase: drafts per sequence, each case runs 1 + N rows (list, 1..16; "
+                  "default 1)")
+      ->delimiter(',');
   sub->add_option("--batch", r.batch, "Decode batch (sequences per step); batch 1 is measured too")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{4096}));
