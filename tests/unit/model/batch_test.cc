@@ -309,16 +309,18 @@ TEST_F(BatchTest, DraftBatchEqualsSoloDraftsBitwise) {
   const int32_t t = ids[1][prompt[1] + 1];
   model_->Forward(batched[1], {&t, 1}, batched[1].length, false);  // one unconsumed row
   SequenceState plain = model_->NewSequence({});
-  expect_error({{.seq = &batched[1], .next = one}, {.seq = &batched[1], .next = one}},
-               "entry 1 repeats the sequence of entry 0");
-  expect_error({{.seq = &batched[1], .next = none}}, "entry 0 has 0 next tokens for 1");
-  expect_error(
-      {{.seq = &batched[1], .next = one}, {.seq = &batched[0], .next = none, .n_draft = 1}},
-      "entry 1 asks for 1 drafts");
-  expect_error({{.seq = &batched[1], .next = one, .n_draft = 1}}, "entry 0 has no pick");
-  expect_error({{.seq = &batched[1], .next = one}, {.seq = &plain}}, "entry 1 is not a sequence");
+  // Entries without a pick function (every error comes before any draft is picked).
+  auto entry = [](SequenceState* s, std::span<const int32_t> next, int64_t n_draft = 0) {
+    return DraftEntry{.seq = s, .next = next, .n_draft = n_draft, .pick = nullptr};
+  };
+  SequenceState* s1 = &batched[1];
+  expect_error({entry(s1, one), entry(s1, one)}, "entry 1 repeats the sequence of entry 0");
+  expect_error({entry(s1, none)}, "entry 0 has 0 next tokens for 1");
+  expect_error({entry(s1, one), entry(&batched[0], none, 1)}, "entry 1 asks for 1 drafts");
+  expect_error({entry(s1, one, 1)}, "entry 0 has no pick");
+  expect_error({entry(s1, one), entry(&plain, none)}, "entry 1 is not a sequence");
   const std::vector<int32_t> bad = {static_cast<int32_t>(V)};
-  expect_error({{.seq = &batched[1], .next = bad}}, "out of range");
+  expect_error({entry(s1, bad)}, "out of range");
 }
 
 TEST_F(BatchTest, RejectsBadBatchesWithoutTouchingAnySequence) {
