@@ -64,6 +64,8 @@ struct Workspace {
   std::vector<float> logits;    // [M, vocab]
   std::vector<float> mtp_cat;   // [n, 2*hidden]
   std::vector<float> mtp_h;     // [n, hidden]
+  std::vector<int32_t> mtp_tok; // [n] the token each MTP row embeds
+  std::vector<const float*> mtp_hid;  // [n] the hidden row [hidden] each MTP row takes
   // Layer.
   std::vector<float> x, y;      // [N, hidden] normed block input / block output
   // Attention.

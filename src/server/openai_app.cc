@@ -449,7 +449,14 @@ std::shared_ptr<OpenAiApp::Job> OpenAiApp::Start(const std::string& prompt_text,
                        " tokens; the request needs " + std::to_string(n) + " prompt + " +
                        std::to_string(std::max<int64_t>(g.max_tokens, 1)) + " completion tokens",
                    "messages", "context_length_exceeded");
-  g.sampler = {params.temperature, params.top_p, params.seed.value_or(std::random_device{}())};
+  const int64_t vocab = engine_.config().vocab_size;
+  if (params.top_k > vocab)
+    throw ApiError::Invalid("top_k", "top_k must be at most the vocabulary size (" +
+                                         std::to_string(vocab) + "); -1 or 0: no limit");
+  g.sampler = {.temperature = params.temperature,
+               .top_p = params.top_p,
+               .seed = params.seed.value_or(std::random_device{}()),
+               .top_k = params.top_k};
   g.stop_ids = {eos_};
   g.top_logprobs = params.top_logprobs;
   for (const ScriptRule& rule : options_.test_script)

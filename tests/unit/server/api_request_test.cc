@@ -123,6 +123,26 @@ TEST(ApiRequest, ErrorsNameTheField) {
   EXPECT_EQ(ParamOf([] { ParseTextRequest(Json{{"model", "m"}, {"prompt", 5}}); }), "prompt");
 }
 
+// top_k (vLLM's extension): an integer ≥ -1, -1 and 0 meaning no limit (0 in the parameters).
+TEST(ApiRequest, TopK) {
+  EXPECT_EQ(ParseChatRequest(Chat()).params.top_k, 0);
+  EXPECT_EQ(ParseChatRequest(Chat({{"top_k", 40}})).params.top_k, 40);
+  EXPECT_EQ(ParseChatRequest(Chat({{"top_k", 1}})).params.top_k, 1);
+  EXPECT_EQ(ParseChatRequest(Chat({{"top_k", -1}})).params.top_k, 0);
+  EXPECT_EQ(ParseChatRequest(Chat({{"top_k", 0}})).params.top_k, 0);
+  EXPECT_EQ(ParseChatRequest(Chat({{"top_k", nullptr}})).params.top_k, 0);
+  EXPECT_EQ(ParseTextRequest(Json{{"model", "m"}, {"prompt", "a"}, {"top_k", 7}}).params.top_k, 7);
+  for (const Json& bad : {Json(-2), Json(1.5), Json(5.0), Json("5"), Json(true), Json(1e300),
+                          Json(uint64_t{1} << 40), Json(std::numeric_limits<int64_t>::min())}) {
+    EXPECT_EQ(ParamOf([&] { ParseChatRequest(Chat({{"top_k", bad}})); }), "top_k") << bad.dump();
+    EXPECT_EQ(ParamOf([&] {
+                ParseTextRequest(Json{{"model", "m"}, {"prompt", "a"}, {"top_k", bad}});
+              }),
+              "top_k")
+        << bad.dump();
+  }
+}
+
 // max_tokens: only positive integers; anything up to 2^64 − 1 parses (capped at 2^63 − 1: the
 // caller compares it with the context, subtracting, never adding).
 TEST(ApiRequest, MaxTokensRange) {

@@ -405,6 +405,46 @@ TEST_F(AppTest, StopSequenceAndGreedyCompletions) {
   EXPECT_EQ(text, whole["choices"][0]["text"]);
 }
 
+// `top_k` (vLLM's extension): top_k = 1 keeps only the most likely token, so sampling at any
+// temperature and seed must give exactly the greedy (temperature 0) tokens; -1 and 0 mean no
+// limit; above the vocabulary it is a 400 naming top_k.
+TEST_F(AppTest, TopKOneIsGreedyAndOutOfRangeIs400) {
+  OpenAiApp app(*engine_, *tok_, Options());
+  auto text_of = [&](const std::string& path, Json extra) {
+    Json body = path == "/v1/completions"
+                    ? Json{{"model", "deepseek-v3.2"}, {"prompt", "Once upon a time"}}
+                    : UserChat("Tell me a story");
+    body["max_tokens"] = 8;
+    for (auto& [k, v] : extra.items()) body[k] = v;
+    const HttpResponse r = Post(app, path, body);
+    EXPECT_EQ(r.status, 200) << r.body;
+    Json c = Json::parse(r.body)["choices"][0];
+    return path == "/v1/completions" ? c["text"].dump() : c["message"].dump();
+  };
+  for (const std::string path : {"/v1/completions", "/v1/chat/completions"}) {
+    const std::string greedy = text_of(path, {{"temperature", 0}});
+    for (uint64_t seed : {1, 2, 3})
+      EXPECT_EQ(text_of(path, {{"temperature", 1.5}, {"top_k", 1}, {"seed", seed}}), greedy)
+          << path << " seed " << seed;
+    // No limit: the same tokens as without top_k for the same seed.
+    const std::string plain = text_of(path, {{"temperature", 1.0}, {"seed", 9}});
+    EXPECT_EQ(text_of(path, {{"temperature", 1.0}, {"seed", 9}, {"top_k", -1}}), plain) << path;
+    EXPECT_EQ(text_of(path, {{"temperature", 1.0}, {"seed", 9}, {"top_k", 0}}), plain) << path;
+  }
+  const int64_t vocab = engine_->config().vocab_size;
+  EXPECT_EQ(Post(app, "/v1/chat/completions",
+                 UserChat("hi", {{"max_tokens", 1}, {"top_k", vocab}, {"temperature", 1.0}}))
+                .status,
+            200);
+  for (const Json& bad : {Json(vocab + 1), Json(-2), Json(2.5), Json("5"), Json(true)}) {
+    ExpectError(Post(app, "/v1/chat/completions", UserChat("hi", {{"top_k", bad}})), 400, "",
+                "top_k");
+    ExpectError(Post(app, "/v1/completions",
+                     Json{{"model", "deepseek-v3.2"}, {"prompt", "a"}, {"top_k", bad}}),
+                400, "", "top_k");
+  }
+}
+
 TEST_F(AppTest, ResponseFormatAndToolChoiceNoneAccepted) {
   OpenAiApp app(*engine_, *tok_, Options());
   const HttpResponse r = Post(app, "/v1/chat/completions",
