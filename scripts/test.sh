@@ -6,6 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 
+# Each stage's wall time is printed, so the suite's budget (30 min on 2 cores) can be watched.
+stage_start=$SECONDS
+stage_done() {  # stage_done NAME
+  echo "== $1 took $((SECONDS - stage_start)) s (suite so far: $SECONDS s)"
+  stage_start=$SECONDS
+}
+stage_done "set-up"
+
 passed=0
 failed=0
 run_ctest() {  # run_ctest PRESET [ctest args...]
@@ -31,7 +39,9 @@ run_ctest() {  # run_ctest PRESET [ctest args...]
 
 echo "== Release build =="
 scripts/build.sh release
+stage_done "Release build"
 run_ctest release
+stage_done "Release tests"
 
 # The ASan/UBSan and fuzz stages build only what they run: the unit-test binaries (one per
 # tests/unit/<layer> folder) and the fuzz targets (tests/fuzz/*_fuzz.cc).
@@ -44,12 +54,16 @@ for f in tests/fuzz/*_fuzz.cc; do fuzz_targets+=("$(basename "$f" .cc)"); done
 
 echo "== ASan/UBSan build =="
 scripts/build.sh asan-ubsan "${unit_targets[@]}"
+stage_done "ASan/UBSan build"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   run_ctest asan-ubsan -L unit
+stage_done "ASan/UBSan tests"
 
 echo "== libFuzzer targets (clang) =="
 scripts/build.sh fuzz "${fuzz_targets[@]}"
+stage_done "fuzz build"
 run_ctest fuzz -L fuzz
+stage_done "fuzz runs"
 
 echo "Summary: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

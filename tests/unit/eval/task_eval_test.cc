@@ -1,15 +1,16 @@
 // eval/task_eval.h without a model: the JSONL readers (fields, defaults, errors naming
 // file:line), the answer extraction (completion parser + whitespace strip) and the tally.
+#include "eval/task_eval.h"
+
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <functional>
 
-#include <unistd.h>
-
 #include "base/error.h"
-#include "eval/task_eval.h"
+#include "tests/unit/error_of.h"
 
 namespace dsinfer::eval {
 namespace {
@@ -27,19 +28,11 @@ TempFiles temp_files;
 
 std::string WriteFile(const std::string& name, const std::string& body) {
   const std::string path = (std::filesystem::temp_directory_path() /
-                            ("dsinfer_eval_" + std::to_string(::getpid()) + "_" + name)).string();
+                            ("dsinfer_eval_" + std::to_string(::getpid()) + "_" + name))
+                               .string();
   std::ofstream(path) << body;
   temp_files.paths.push_back(path);
   return path;
-}
-
-std::string ErrorOf(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 TEST(TaskEvalTest, StripAndAnswer) {
@@ -53,10 +46,14 @@ TEST(TaskEvalTest, StripAndAnswer) {
 }
 
 TEST(TaskEvalTest, ReadsTasksWithDefaultsAndLimit) {
-  const std::string path = WriteFile("ok.jsonl",
-      R"({"messages": [{"role": "user", "content": "a"}], "answer": "1"})" "\n\n"
-      R"({"messages": [{"role": "user", "content": "b"}], "answer": "2", "thinking": true, "kind": "k"})" "\n"
-      R"({"messages": [{"role": "user", "content": "c"}], "answer": "3"})" "\n");
+  const std::string path = WriteFile(
+      "ok.jsonl",
+      R"({"messages": [{"role": "user", "content": "a"}], "answer": "1"})"
+      "\n\n"
+      R"({"messages": [{"role": "user", "content": "b"}], "answer": "2", "thinking": true, "kind": "k"})"
+      "\n"
+      R"({"messages": [{"role": "user", "content": "c"}], "answer": "3"})"
+      "\n");
   const std::vector<EvalTask> tasks = ReadTaskFile(path);
   ASSERT_EQ(tasks.size(), 3u);
   EXPECT_EQ(tasks[0].line, 1);
@@ -97,18 +94,20 @@ TEST(TaskEvalTest, BadTaskLinesNameFileLineAndField) {
 }
 
 TEST(TaskEvalTest, ReadsTextAndIds) {
-  const std::string path = WriteFile("text.jsonl", R"({"text": "hello"})" "\n"
-                                                   R"({"ids": [0, 5, 1]})" "\n");
+  const std::string path = WriteFile("text.jsonl", R"({"text": "hello"})"
+                                                   "\n"
+                                                   R"({"ids": [0, 5, 1]})"
+                                                   "\n");
   const std::vector<TextDocument> docs = ReadTextFile(path);
   ASSERT_EQ(docs.size(), 2u);
   EXPECT_EQ(docs[0].text, "hello");
   EXPECT_FALSE(docs[0].ids.has_value());
   EXPECT_EQ(docs[1].ids, (std::vector<int32_t>{0, 5, 1}));
-  for (const auto& [line, needle] : std::vector<std::pair<std::string, std::string>>{
-           {R"({"ids": [3]})", "at least 2"},
-           {R"({"ids": [3, -1]})", "holds -1"},
-           {R"({"text": 3})", "must be a string"},
-           {R"({"other": 3})", "exactly one of"}}) {
+  for (const auto& [line, needle] :
+       std::vector<std::pair<std::string, std::string>>{{R"({"ids": [3]})", "at least 2"},
+                                                        {R"({"ids": [3, -1]})", "holds -1"},
+                                                        {R"({"text": 3})", "must be a string"},
+                                                        {R"({"other": 3})", "exactly one of"}}) {
     const std::string bad = WriteFile("badtext.jsonl", line + "\n");
     EXPECT_NE(ErrorOf([&] { ReadTextFile(bad); }).find(bad + ":1: "), std::string::npos) << line;
     EXPECT_NE(ErrorOf([&] { ReadTextFile(bad); }).find(needle), std::string::npos) << line;

@@ -18,6 +18,7 @@
 #include "format/gguf.h"
 #include "format/json_util.h"
 #include "format/safetensors.h"
+#include "tests/unit/error_of.h"
 
 namespace dsinfer {
 namespace {
@@ -34,17 +35,6 @@ std::string Seed(const std::string& target, const std::string& name) {
 
 std::span<const std::byte> Bytes(const std::string& s) {
   return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
-}
-
-// The message of the Error `f` throws ("(no error)" when it returns).
-template <class F>
-std::string ErrorOf(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 ModelConfig Config(const std::string& name) {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "tests/unit/error_of.h"
 
 namespace dsinfer::server {
 namespace {
@@ -84,17 +85,6 @@ class ApiKeyFile : public ::testing::Test {
   int counter_ = 0;
   std::vector<std::string> paths_;
 };
-
-// The Error message of `f`, or "<no error>".
-template <class F>
-std::string ErrorOf(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
 
 TEST_F(ApiKeyFile, SourcesAndPrecedence) {
   EXPECT_EQ(ResolveApiKey(std::nullopt, std::nullopt, nullptr), std::nullopt);

@@ -10,6 +10,7 @@
 #include "base/error.h"
 #include "format/json_util.h"
 #include "test_support.h"
+#include "tests/unit/error_of.h"
 #include "text/chat_encoding.h"
 #include "text/completion_parser.h"
 #include "text/py_json.h"
@@ -33,19 +34,14 @@ ChatPrompt Encode(const std::string& name) {
   return EncodeChatRequest(req);
 }
 
-std::string ErrorOf(const std::string& name) {
-  try {
-    Encode(name);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
+std::string EncodeError(const std::string& name) {
+  return ErrorOf([&] { Encode(name); });
 }
 
 TEST(ChatFuzzSeeds, NestingAtTheLimitEncodes) {
   for (const char* name : {"limit_tools_depth64.json", "limit_response_format_depth64.json",
                            "limit_arguments_depth64.json"}) {
-    EXPECT_EQ(ErrorOf(name), "(no error)") << name;
+    EXPECT_EQ(EncodeError(name), "(no error)") << name;
   }
   // The deepest schema level is written into the prompt.
   EXPECT_NE(Encode("limit_tools_depth64.json").text.find("\"p0\": {\"type\": \"string\"}"),
@@ -53,13 +49,13 @@ TEST(ChatFuzzSeeds, NestingAtTheLimitEncodes) {
 }
 
 TEST(ChatFuzzSeeds, OneLevelPastTheLimitIsRefusedNamingWhere) {
-  const std::string tools = ErrorOf("limit_tools_depth65.json");
+  const std::string tools = EncodeError("limit_tools_depth65.json");
   EXPECT_NE(tools.find("tools[0].function.parameters.properties"), std::string::npos) << tools;
   EXPECT_NE(tools.find("nested deeper than 64 levels"), std::string::npos) << tools;
-  const std::string format = ErrorOf("limit_response_format_depth65.json");
+  const std::string format = EncodeError("limit_response_format_depth65.json");
   EXPECT_NE(format.find("response_format.json_schema.schema"), std::string::npos) << format;
   EXPECT_NE(format.find("nested deeper than 64 levels"), std::string::npos) << format;
-  const std::string args = ErrorOf("limit_arguments_depth65.json");
+  const std::string args = EncodeError("limit_arguments_depth65.json");
   EXPECT_NE(args.find("messages[1].tool_calls[0].function.arguments"), std::string::npos) << args;
   EXPECT_NE(args.find("nested deeper than 64 levels"), std::string::npos) << args;
 }
