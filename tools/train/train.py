@@ -88,6 +88,42 @@ class Packer:
 
 
 # ---------------------------------------------------------------------------------------------
+# The copy task: the curriculum that forms the copying (induction) mechanism, and its probe
+# ---------------------------------------------------------------------------------------------
+COPY_FIRST_ID = 10  # ids below are the special tokens (0-8) and the separator (9)
+COPY_SEP = 9
+
+
+def copy_batch(gen, rows, vocab, kmin=16, kmax=48):
+    """Rows of BOS, k random ordinary tokens, a separator, the same k tokens (k in [kmin, kmax]),
+    padded to 2 * kmax + 2. The mask covers the separator and the copy, so the loss falls only
+    on the copied tokens: the one thing a model can predict there is what it saw before, which
+    is how the copying mechanism retrieval needs forms (docs/train.md, "Copying first")."""
+    length = 2 * kmax + 2
+    tok = torch.full((rows, length), 1, dtype=torch.long)  # EOS as padding
+    mask = torch.zeros((rows, length), dtype=torch.bool)
+    for r in range(rows):
+        k = int(torch.randint(kmin, kmax + 1, (1,), generator=gen))
+        x = torch.randint(COPY_FIRST_ID, vocab, (k,), generator=gen)
+        tok[r, 0] = 0  # BOS
+        tok[r, 1:k + 1] = x
+        tok[r, k + 1] = COPY_SEP
+        tok[r, k + 2:2 * k + 2] = x
+        mask[r, k + 1:2 * k + 2] = True
+    return tok, mask
+
+
+@torch.no_grad()
+def copy_accuracy(model, tok, mask, mode):
+    """Top-1 accuracy of the next-token prediction on the copied tokens of a copy batch."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(tok, mode, with_mtp=False)[0]
+    valid = mask[:, 1:] & mask[:, :-1]
+    hit = logits[:, :-1].argmax(-1) == tok[:, 1:]
+    return float((hit & valid).sum()) / max(1, int(valid.sum()))
+
+
+# ---------------------------------------------------------------------------------------------
 # Training loop
 # ---------------------------------------------------------------------------------------------
 def lm_losses(model, tok, mask, mode, mtp_weight):
@@ -175,6 +211,16 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--copy-steps", type=int, default=0,
+                    help="dense stage: at most this many copy-task steps first (the curriculum), "
+                         "ended early once the probe's copy accuracy reaches --copy-target")
+    ap.add_argument("--copy-target", type=float, default=0.9)
+    ap.add_argument("--copy-lr", type=float, default=1e-3, help="constant LR of the curriculum")
+    ap.add_argument("--copy-rows", type=int, default=16)
+    ap.add_argument("--copy-every", type=int, default=0,
+                    help="after the curriculum, every Nth step is a copy-task step (0: never)")
+    ap.add_argument("--probe-every", type=int, default=100,
+                    help="print the copy accuracy on a held-out copy batch every N steps")
     ap.add_argument("--save-every-min", type=float, default=10,
                     help="also save the checkpoint every this many minutes")
     args = ap.parse_args()
@@ -210,17 +256,11 @@ def main():
     mode = dict(attention=attention, kl=kl_mode, quantise=True)
     t0 = last_save = time.time()
     tokens_seen = 0
-    log = {"lm": 0.0, "mtp": 0.0, "kl": 0.0, "n": 0}
-    step = 0
-    for step in range(args.steps):
-        if args.minutes and time.time() - t0 > args.minutes * 60:
-            print(f"train[{args.stage}]: time budget reached at step {step}", flush=True)
-            break
-        kind = "long" if (len(packer.long_docs) and step % args.long_every == 0) else "short"
-        tok, mask = packer.batch(kind, args.long_rows if kind == "long" else args.short_rows)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, args.steps, args.lr, args.warmup_steps,
-                            (time.time() - t0) / (args.minutes * 60) if args.minutes else 0.0)
+    probe_mode = dict(mode, kl=None)
+    copy_gen = torch.Generator().manual_seed(args.seed + 7)
+    probe = copy_batch(torch.Generator().manual_seed(12345), 32, cfg.vocab_size)  # held out
+
+    def train_step(tok, mask):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             lm, mtp, kl = lm_losses(model, tok, mask, mode, args.mtp_weight)
             if args.stage == "warmup":  # only the indexers train: the KL is the whole loss
@@ -235,6 +275,41 @@ def main():
         opt.step()
         if args.stage != "warmup":
             balance_update(model, args.balance_gamma)
+        return lm, mtp, kl
+
+    print(f"train[{args.stage}] probe copy-acc {copy_accuracy(model, *probe, probe_mode):.3f} "
+          f"at the start", flush=True)
+    if args.stage == "dense" and args.copy_steps > 0:
+        # The curriculum: copy-task steps at a constant LR until the mechanism has formed.
+        for g in opt.param_groups:
+            g["lr"] = args.copy_lr
+        for cstep in range(args.copy_steps):
+            tok, mask = copy_batch(copy_gen, args.copy_rows, cfg.vocab_size)
+            lm, _, _ = train_step(tok, mask)
+            tokens_seen += int(tok.numel())
+            if (cstep + 1) % 25 == 0 or cstep + 1 == args.copy_steps:
+                acc = copy_accuracy(model, *probe, probe_mode)
+                print(f"train[copy] step {cstep + 1}/{args.copy_steps} loss {lm.item():.4f} "
+                      f"probe copy-acc {acc:.3f} elapsed {(time.time() - t0) / 60:.1f} min",
+                      flush=True)
+                if acc >= args.copy_target:
+                    break
+        opt.state.clear()  # the main schedule starts afresh (AdamW moments of the copy task)
+    log = {"lm": 0.0, "mtp": 0.0, "kl": 0.0, "n": 0}
+    step = 0
+    for step in range(args.steps):
+        if args.minutes and time.time() - t0 > args.minutes * 60:
+            print(f"train[{args.stage}]: time budget reached at step {step}", flush=True)
+            break
+        if args.copy_every and step % args.copy_every == args.copy_every - 1:
+            tok, mask = copy_batch(copy_gen, args.copy_rows, cfg.vocab_size)
+        else:
+            kind = "long" if (len(packer.long_docs) and step % args.long_every == 0) else "short"
+            tok, mask = packer.batch(kind, args.long_rows if kind == "long" else args.short_rows)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args.steps, args.lr, args.warmup_steps,
+                            (time.time() - t0) / (args.minutes * 60) if args.minutes else 0.0)
+        lm, mtp, kl = train_step(tok, mask)
         tokens_seen += int(mask.sum())
         log["lm"] += lm.item()
         log["mtp"] += mtp.item()
@@ -248,6 +323,9 @@ def main():
                   f"lr {opt.param_groups[0]['lr']:.2e} tok/s {tokens_seen / el:.0f} "
                   f"elapsed {el / 60:.1f} min", flush=True)
             log = {"lm": 0.0, "mtp": 0.0, "kl": 0.0, "n": 0}
+        if args.probe_every and (step + 1) % args.probe_every == 0:
+            print(f"train[{args.stage}] step {step + 1} probe copy-acc "
+                  f"{copy_accuracy(model, *probe, probe_mode):.3f}", flush=True)
         if time.time() - last_save > args.save_every_min * 60:
             save(args, cfg, model, meta, step, tokens_seen, time.time() - t0)
             last_save = time.time()

@@ -57,15 +57,17 @@ if [ "$smoke" -eq 1 ]; then
  "n_group": 4, "topk_group": 2, "index_n_heads": 2, "index_head_dim": 32, "index_topk": 32}
 EOF
   rows=(--short 128 --long 3072 --short-rows 4 --long-rows 1 --long-every 4)
-  dense=(--steps 8 --lr 3e-3 --warmup-steps 2)
+  dense=(--steps 8 --lr 3e-3 --warmup-steps 2 --copy-steps 3 --copy-every 4 --probe-every 4)
   warm=(--steps 4 --lr 1e-3 --warmup-steps 1)
-  sparse=(--steps 4 --lr 1e-3 --warmup-steps 1)
+  sparse=(--steps 4 --lr 1e-3 --warmup-steps 1 --copy-every 2)
 else
   echo "{\"vocab_size\": $vocab}" > "$work/config.json"
   rows=(--short 512 --long 2816 --short-rows 8 --long-rows 1 --long-every 3)
-  dense=(--steps 4000 --minutes 50 --lr 3e-3 --warmup-steps 100)
+  # The copy curriculum first (until 90% of a held-out copy batch is copied, <= 800 steps,
+  # a few minutes), then every 10th step a copy batch to keep the mechanism (docs/train.md).
+  dense=(--steps 4000 --minutes 50 --lr 3e-3 --warmup-steps 100 --copy-steps 800 --copy-every 10)
   warm=(--steps 400 --minutes 8 --lr 1e-3 --warmup-steps 20)
-  sparse=(--steps 2000 --minutes 25 --lr 5e-4 --warmup-steps 20)
+  sparse=(--steps 2000 --minutes 25 --lr 5e-4 --warmup-steps 20 --copy-every 10)
 fi
 echo "== stage 1: dense training =="
 $PY tools/train/train.py --stage dense --config "$work/config.json" --out "$work/dense.pt" \
