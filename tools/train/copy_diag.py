@@ -50,6 +50,10 @@ def main():
     ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--f32", action="store_true", help="no bf16 autocast")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--vary", action="store_true",
+                    help="copy lengths 8..N per row (padded with the separator) instead of N: a "
+                         "fixed length lets a head attend a fixed N+1 positions back, which is "
+                         "not the content-based copying (induction) retrieval needs")
     args = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
@@ -70,6 +74,16 @@ def main():
     for step in range(args.steps):
         x = torch.randint(10, V - 12, (B, N))
         tok = torch.cat([torch.zeros(B, 1, dtype=torch.long), x, torch.full((B, 1), 5), x], 1)
+        target = torch.zeros(tok.shape, dtype=torch.bool)  # the copied tokens
+        target[:, N + 2:] = True
+        if args.vary:  # row r: BOS, k_r tokens, separator, the same k_r, separators to the end
+            target[:] = False
+            for r in range(B):
+                k = int(torch.randint(8, N + 1, (1,)))
+                tok[r, k + 1] = 5
+                tok[r, k + 2:2 * k + 2] = x[r, :k]
+                tok[r, 2 * k + 2:] = 5
+                target[r, k + 2:2 * k + 2] = True
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=not args.f32):
             logits = run(tok)
         loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, V), tok[:, 1:].reshape(-1))
@@ -78,9 +92,10 @@ def main():
         torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
         opt.step()
         if step % 25 == 0:
-            copied = logits[:, N + 1:-1].float()
-            acc = (copied.argmax(-1) == tok[:, N + 2:]).float().mean().item()
-            closs = F.cross_entropy(copied.reshape(-1, V), tok[:, N + 2:].reshape(-1)).item()
+            t = target[:, 1:]
+            copied = logits[:, :-1].float()[t]  # predictions of the copied tokens
+            acc = (copied.argmax(-1) == tok[:, 1:][t]).float().mean().item()
+            closs = F.cross_entropy(copied, tok[:, 1:][t]).item()
             print(f"step {step} copy-loss {closs:.3f} copy-acc {acc:.3f} "
                   f"({time.time() - t0:.0f} s)", flush=True)
 
