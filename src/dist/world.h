@@ -26,6 +26,9 @@ struct ExchangeStats {
   double seconds = 0;
 };
 
+// Every collective (`AllGatherRows`, `AllGather`, `Barrier`, `Finalize`) watches the other
+// ranks of this machine while it waits: when one of them has ended (killed, crashed), this rank
+// names it and ends the job (`Abort`) instead of waiting forever (docs/mpi.md).
 class World : public ExpertExchange {
  public:
   virtual ExchangeStats exchange_stats() const = 0;

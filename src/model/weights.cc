@@ -120,18 +120,6 @@ LayerWeights LoadLayer(const Loader& ld, const ModelConfig& c, int64_t layer, bo
   return lw;
 }
 
-// The routed expert a tensor name belongs to ("model.layers.L.mlp.experts.E...."), or -1.
-int64_t RoutedExpertOf(std::string_view name) {
-  constexpr std::string_view kMarker = ".mlp.experts.";
-  const size_t at = name.find(kMarker);
-  if (at == std::string_view::npos) return -1;
-  int64_t e = 0;
-  size_t i = at + kMarker.size();
-  if (i >= name.size() || name[i] < '0' || name[i] > '9') return -1;
-  for (; i < name.size() && name[i] >= '0' && name[i] <= '9'; ++i) e = e * 10 + (name[i] - '0');
-  return e;
-}
-
 // The checkpoint against the tensor table and its rules (the same call as `inspect`): the first
 // problem in table order, naming the tensor, and how many more there are. With `range`, the
 // block-scale values of other ranks' experts are not read.
