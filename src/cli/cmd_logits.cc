@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "base/error.h"
 #include "base/npy.h"
@@ -38,6 +39,30 @@ struct LogitsOptions {
   bool expert_memory = false;
 };
 
+// Rank 0's exchanges, and every rank's time in them (`us`, microseconds). A rank's time
+// includes waiting for the slowest rank to arrive, so the least of them is the closest to the
+// cost of the transfer itself (docs/mpi.md, "Network cost per token").
+void PrintExchanges(const dist::ExchangeStats& x, const std::vector<uint64_t>& us, int64_t rows,
+                    double secs) {
+  const double tokens = static_cast<double>(std::max<int64_t>(rows, 1));
+  std::string per_rank;
+  uint64_t least = us.empty() ? 0 : us[0];
+  for (size_t r = 0; r < us.size(); ++r) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%s%.3f s", r ? ", " : "", static_cast<double>(us[r]) / 1e6);
+    per_rank += buf;
+    least = std::min(least, us[r]);
+  }
+  std::fprintf(stderr,
+               "logits: rank 0 spent %.3f s in %lld expert exchanges and received %.3f MB (%.0f "
+               "bytes per token); time in the exchanges per rank (waiting included): %s; the "
+               "least per token: %.1f us (%.1f%% of the run)\n",
+               x.seconds, static_cast<long long>(x.calls), x.bytes_received / 1e6,
+               static_cast<double>(x.bytes_received) / tokens, per_rank.c_str(),
+               static_cast<double>(least) / tokens,
+               secs > 0 ? 100.0 * static_cast<double>(least) / 1e6 / secs : 0.0);
+}
+
 int RunLogits(const LogitsOptions& o) {
   if (o.numerics != "f32") throw Error("--numerics " + o.numerics + ": only f32 is supported");
   std::vector<int32_t> ids = ParseTokenIds(o.ids, "--ids");
@@ -65,22 +90,17 @@ int RunLogits(const LogitsOptions& o) {
   SequenceLogits r = RunSequence(*model, so, ids, sched, dump ? &*dump : nullptr);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (o.expert_memory) ReportExpertResidency(world, *model, "logits");
+  // Every rank's time in the exchanges, for rank 0's report (a collective).
+  std::vector<uint64_t> exchange_us;
+  if (world)
+    exchange_us = world->AllGather(static_cast<uint64_t>(world->exchange_stats().seconds * 1e6));
   if (!writer) return 0;
   WriteNpy(o.out, r.logits.data(), {r.rows, r.vocab});
   if (o.mtp_out) WriteNpy(*o.mtp_out, r.mtp_logits.data(), {r.mtp_rows, r.vocab});
   if (dump) dump->Flush();
   std::fprintf(stderr, "logits: %lld tokens in %.3f s (%s), wrote %s\n",
                static_cast<long long>(r.rows), secs, o.mode.c_str(), o.out.c_str());
-  if (world) {
-    const dist::ExchangeStats x = world->exchange_stats();
-    const double tokens = static_cast<double>(std::max<int64_t>(r.rows, 1));
-    std::fprintf(stderr,
-                 "logits: rank 0 spent %.3f s in %lld expert exchanges, %.3f MB received; per "
-                 "token: %.1f us in exchanges (%.1f%% of the run), %.0f bytes received\n",
-                 x.seconds, static_cast<long long>(x.calls), x.bytes_received / 1e6,
-                 1e6 * x.seconds / tokens, secs > 0 ? 100.0 * x.seconds / secs : 0.0,
-                 static_cast<double>(x.bytes_received) / tokens);
-  }
+  if (world) PrintExchanges(world->exchange_stats(), exchange_us, r.rows, secs);
   return 0;
 }
 
