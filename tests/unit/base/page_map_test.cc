@@ -26,7 +26,7 @@ TEST(PageMapTest, CountsExactlyTheTouchedAnonymousPages) {
   auto* base = static_cast<char*>(m);
   PageMap pm;
   EXPECT_EQ(pm.MappedBytes(base, kPages * page), 0);
-  for (int p : {3, 10, 11, 12}) base[p * page + 7] = 1;
+  for (int p : {3, 10, 11, 12}) *static_cast<volatile char*>(base + p * page + 7) = 1;
   EXPECT_EQ(pm.MappedBytes(base, kPages * page), static_cast<int64_t>(4 * page));
   // Partial pages count for their overlap: the end of page 3 and the unmapped start of page 4.
   EXPECT_EQ(pm.MappedBytes(base + 3 * page + 100, page), static_cast<int64_t>(page - 100));
@@ -37,7 +37,7 @@ TEST(PageMapTest, CountsExactlyTheTouchedAnonymousPages) {
   ::munmap(m, kPages * page);
 }
 
-TEST(PageMapTest, FileMappingCountsThisProcessesFaultsNotThePageCache) {
+TEST(PageMapTest, FileMappingCountsThisProcessFaultsNotThePageCache) {
   const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
   const std::string path = ::testing::TempDir() + "page_map_test.bin";
   {
@@ -52,16 +52,15 @@ TEST(PageMapTest, FileMappingCountsThisProcessesFaultsNotThePageCache) {
   void* m = ::mmap(nullptr, kPages * page, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);
   ASSERT_NE(m, MAP_FAILED);
-  const auto* base = static_cast<const volatile char*>(m);
+  const auto* base = static_cast<const char*>(m);
   PageMap pm;
-  EXPECT_EQ(pm.MappedBytes(const_cast<const char*>(base), kPages * page), 0);
-  EXPECT_EQ(base[40 * page + 5], 'x');  // one fault
-  EXPECT_EQ(pm.MappedBytes(const_cast<const char*>(base) + 40 * page, page),
-            static_cast<int64_t>(page));
+  EXPECT_EQ(pm.MappedBytes(base, kPages * page), 0);
+  const char byte = *static_cast<const volatile char*>(base + 40 * page + 5);  // one fault
+  EXPECT_EQ(byte, 'x');
+  EXPECT_EQ(pm.MappedBytes(base + 40 * page, page), static_cast<int64_t>(page));
   // The kernel may map neighbours that sit in the page cache with the faulting page
   // ("fault-around", 64 KiB by default), never the whole file.
-  EXPECT_LT(pm.MappedBytes(const_cast<const char*>(base), kPages * page),
-            static_cast<int64_t>(kPages / 2 * page));
+  EXPECT_LT(pm.MappedBytes(base, kPages * page), static_cast<int64_t>(kPages / 2 * page));
   ::munmap(m, kPages * page);
   std::remove(path.c_str());
 }
