@@ -31,6 +31,8 @@ namespace {
 
 // How often a rank waiting in a collective looks at its peers (seconds).
 constexpr double kWatchSeconds = 0.05;
+// How long a collective may still take to complete once a peer has ended (seconds).
+constexpr double kGraceSeconds = 0.5;
 
 // Another rank on this machine, watched through a pidfd (readable once the process has ended).
 struct Peer {
@@ -133,20 +135,21 @@ class MpiWorld final : public World {
     }
   }
 
-  // Ends the job naming the first local peer that has ended (a pidfd is readable once its
-  // process has exited, whether or not its parent has reaped it yet).
-  void CheckPeers() {
+  // The first local peer that has ended (a pidfd is readable once its process has exited,
+  // whether or not its parent has reaped it yet), or null.
+  const Peer* EndedPeer() {
     fds_.clear();
     for (const Peer& p : peers_) {
-      if (p.gone) PeerGone(p);
+      if (p.gone) return &p;
       if (p.fd >= 0) fds_.push_back(pollfd{.fd = p.fd, .events = POLLIN, .revents = 0});
     }
-    if (fds_.empty() || ::poll(fds_.data(), fds_.size(), 0) <= 0) return;
+    if (fds_.empty() || ::poll(fds_.data(), fds_.size(), 0) <= 0) return nullptr;
     size_t i = 0;
     for (const Peer& p : peers_) {
       if (p.fd < 0) continue;
-      if (fds_[i++].revents != 0) PeerGone(p);
+      if (fds_[i++].revents != 0) return &p;
     }
+    return nullptr;
   }
 
   [[noreturn]] void PeerGone(const Peer& p) {
@@ -159,16 +162,23 @@ class MpiWorld final : public World {
   }
 
   // Waits for `req`, spinning on MPI_Test as a blocking collective would, and looking at the
-  // local peers every kWatchSeconds.
+  // local peers every kWatchSeconds. A peer that ended normally (after its last collective)
+  // had already delivered its part, so the collective still completes: it gets kGraceSeconds
+  // to, and only a collective that does not is a dead peer's.
   void Complete(MPI_Request& req) {
     int done = 0;
     double next_check = MPI_Wtime() + kWatchSeconds;
     for (;;) {
       MPI_Test(&req, &done, MPI_STATUS_IGNORE);
       if (done) return;
-      if (const double now = MPI_Wtime(); now >= next_check) {
-        CheckPeers();
-        next_check = now + kWatchSeconds;
+      const double now = MPI_Wtime();
+      if (now < next_check) continue;
+      next_check = now + kWatchSeconds;
+      if (const Peer* ended = EndedPeer()) {
+        const double until = now + kGraceSeconds;
+        while (!done && MPI_Wtime() < until) MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+        if (!done) PeerGone(*ended);
+        return;
       }
     }
   }
@@ -190,7 +200,7 @@ class MpiWorld final : public World {
   int64_t row_width_ = 0;
   ExchangeStats stats_;
   std::vector<Peer> peers_;  // the other ranks on this machine
-  std::vector<pollfd> fds_;  // scratch for CheckPeers
+  std::vector<pollfd> fds_;  // scratch for EndedPeer
 };
 
 MpiWorld* g_world = nullptr;  // the process's MPI_COMM_WORLD, once started
