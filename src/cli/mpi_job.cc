@@ -8,6 +8,7 @@
 #include "base/error.h"
 #include "base/page_map.h"
 #include "format/dtype.h"
+#include "model/routed_expert.h"
 
 namespace dsinfer::cli {
 

@@ -4,6 +4,7 @@
 #include <string_view>
 
 #include "base/error.h"
+#include "model/routed_expert.h"
 
 namespace dsinfer {
 

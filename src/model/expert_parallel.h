@@ -11,7 +11,6 @@
 
 #include <cstdint>
 #include <span>
-#include <string_view>
 
 namespace dsinfer {
 
@@ -27,10 +26,6 @@ struct ExpertRange {
 // in rank order, covering [0, E) once, sizes differing by at most one (ranks > E leaves some
 // ranks without experts). Throws Error for ranks < 1 or rank outside [0, ranks).
 ExpertRange ExpertRangeOf(int64_t experts, int rank, int ranks);
-
-// The routed expert a checkpoint tensor belongs to ("model.layers.L.mlp.experts.E...." —
-// weights and block scales alike), or -1 for every other tensor.
-int64_t RoutedExpertOf(std::string_view name);
 
 // The one collective of expert parallelism. Implementations are called from the thread that
 // runs the forward pass only (never from inside a parallel region); not thread-safe.

@@ -7,6 +7,7 @@
 
 #include "base/error.h"
 #include "format/dtype.h"
+#include "model/routed_expert.h"
 #include "model/tensor_table.h"
 
 namespace dsinfer {
