@@ -88,6 +88,17 @@ class MpiWorld final : public World {
     return all;
   }
 
+  void Broadcast(std::vector<int32_t>& values) override {
+    uint64_t n = values.size();
+    MPI_Request req;
+    MPI_Ibcast(&n, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD, &req);
+    Complete(req);
+    if (n > INT_MAX) throw Error("broadcast of " + std::to_string(n) + " values: too many");
+    values.resize(n);
+    MPI_Ibcast(values.data(), static_cast<int>(n), MPI_INT32_T, 0, MPI_COMM_WORLD, &req);
+    Complete(req);
+  }
+
   void Barrier() override {
     MPI_Request req;
     MPI_Ibarrier(MPI_COMM_WORLD, &req);
