@@ -3,8 +3,8 @@
 issue #14): rank 0 tokenizes, samples and prints, broadcasting the prompt's ids and each picked
 token; every rank runs the same forward passes with its own experts.
 
-Truth: `dsinfer run` in one process (the serving engine) on the same generated tiny checkpoint,
-same prompt and options. Checks that the standard output is the same, byte for byte, for
+Truth: `dsinfer run` in one process (the serving engine) on the same generated tiny checkpoint
+(vocabulary 1024 for ids; the tokenizer's whole vocabulary for text), same prompt and options. Checks that the standard output is the same, byte for byte, for
   * greedy generation from token ids (`--ids`, the ids printed) at -np 2 and -np 3 (uneven);
   * greedy generation from a text prompt (`-p`, chat encoding, the text printed) at -np 2;
   * seeded temperature sampling (`--temp 0.8 --top-p 0.9 --seed 5`) at -np 2: rank 0's sampler
@@ -51,6 +51,12 @@ def main():
         rc, out, _ = call([a.dsinfer, "gen-model", "--preset", "tiny", "--seed", "7", "--set",
                            "vocab_size=1024", "--out", model, "--force"])
         assert rc == 0, out
+    # Text prompts need the tokenizer's whole vocabulary (the chat encoding's special tokens).
+    full = os.path.join(a.work, "tiny_full_vocab")
+    if not os.path.exists(os.path.join(full, "config.json")):
+        rc, out, _ = call([a.dsinfer, "gen-model", "--preset", "tiny", "--seed", "7", "--out", full,
+                           "--force"])
+        assert rc == 0, out
     failures = 0
 
     def check(name, ok, detail=""):
@@ -61,13 +67,13 @@ def main():
 
     mpirun = [a.mpirun, "--oversubscribe", "--bind-to", "none"]
     cases = [
-        ("greedy --ids", ["--ids", IDS, "-n", "12"], (2, 3)),
-        ("greedy -p", ["-p", "Why is the sky blue?", "-n", "12"], (2,)),
-        ("sampled --ids", ["--ids", IDS, "-n", "12", "--temp", "0.8", "--top-p", "0.9",
-                           "--seed", "5"], (2,)),
+        ("greedy --ids", model, ["--ids", IDS, "-n", "12"], (2, 3)),
+        ("greedy -p", full, ["-p", "Why is the sky blue?", "-n", "12"], (2,)),
+        ("sampled --ids", model, ["--ids", IDS, "-n", "12", "--temp", "0.8", "--top-p", "0.9",
+                                  "--seed", "5"], (2,)),
     ]
-    for name, extra, ranks_list in cases:
-        args = ["run", "--model", model, "--threads", "1"] + extra
+    for name, folder, extra, ranks_list in cases:
+        args = ["run", "--model", folder, "--threads", "1"] + extra
         rc, want, err = run([a.dsinfer] + args)
         check(f"one process, {name}", rc == 0 and len(want) > 1, err[-1500:])
         if name == "greedy --ids":
