@@ -76,7 +76,7 @@ def main():
               f"({per_token_bytes / estimate:.2f} x the estimate; routing decides), exchange time "
               f"per rank {s.group(4).strip()}, least {least_us:.1f} us per token "
               f"({100 * least_us * 1e-6 / (secs / tokens):.1f}% of the step; "
-              f"{rate / 1e9:.2f} GB/s effective)")
+              f"{rate / 1e6:.1f} MB/s effective)")
     return 0
 
 
