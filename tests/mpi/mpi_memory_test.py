@@ -7,7 +7,7 @@ the bytes of the routed experts' tensors (weights and block scales) that lie on 
 its own page tables (/proc/self/pagemap: what this process touched of the mmapped checkpoint,
 not what the page cache holds), and rank 0 prints a line per rank. On a generated checkpoint
 with larger experts (8 experts of 3 × 512 × 1024 FP8 weights, MoE layers 1, 2 and the MTP
-layer, 36 MB of experts), the MTP head enabled so every MoE layer runs, and 64 prompt tokens so
+layer, 37.8 MB of experts), the MTP head enabled so every MoE layer runs, and 64 prompt tokens so
 every expert gets tokens:
   * the tensor sizes each process reports (its experts' bytes, all experts' bytes) equal the
     sums computed here from the safetensors headers (truth: the files);
