@@ -17,7 +17,7 @@ namespace {
 
 // Commands that run across the ranks of an MPI job; the others refuse a job of several ranks
 // rather than run once per rank.
-bool RunsAcrossRanks(const std::string& command) { return command == "logits"; }
+bool RunsAcrossRanks(const std::string& command) { return command == "logits" || command == "run"; }
 
 int RunParsed(std::vector<dsinfer::cli::Command>& commands, dsinfer::dist::World* world) {
   dsinfer::UseComputeThreads();  // --threads, else the default
@@ -26,7 +26,7 @@ int RunParsed(std::vector<dsinfer::cli::Command>& commands, dsinfer::dist::World
     if (!c.sub->parsed()) continue;
     if (job && !RunsAcrossRanks(c.sub->get_name()))
       throw dsinfer::Error("`dsinfer " + c.sub->get_name() + "` does not run across MPI ranks " +
-                           "yet (only `logits` does; docs/mpi.md)");
+                           "yet (only `logits` and `run` do; docs/mpi.md)");
     return c.run();
   }
   if (job) throw dsinfer::Error("the default job does not run across MPI ranks (docs/mpi.md)");

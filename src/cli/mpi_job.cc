@@ -6,7 +6,9 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/page_map.h"
 #include "format/dtype.h"
+#include "model/routed_expert.h"
 
 namespace dsinfer::cli {
 
@@ -83,6 +85,56 @@ std::string DescribeAssignment(int64_t experts, int ranks) {
                        : "experts " + std::to_string(e.first) + "-" + std::to_string(e.end - 1);
   }
   return s;
+}
+
+ExpertResidency MeasureExpertResidency(const Model& model) {
+  const Checkpoint& ckpt = model.checkpoint();
+  const ExpertRange mine = model.experts();
+  PageMap pages;
+  ExpertResidency r;
+  for (const std::string& name : ckpt.Names()) {
+    const int64_t e = RoutedExpertOf(name);
+    if (e < 0) continue;
+    const TensorView v = ckpt.Get(name);
+    const int64_t resident = pages.MappedBytes(v.data, v.nbytes());
+    r.all_bytes += static_cast<int64_t>(v.nbytes());
+    if (mine.Has(e)) {
+      r.own_bytes += static_cast<int64_t>(v.nbytes());
+      r.own_resident += resident;
+    } else {
+      r.other_resident += resident;
+    }
+  }
+  return r;
+}
+
+void ReportExpertResidency(dist::World* world, const Model& model, const std::string& command) {
+  const ExpertResidency mine = MeasureExpertResidency(model);
+  const int ranks = world ? world->ranks() : 1;
+  std::vector<ExpertResidency> all(ranks, mine);
+  if (world) {
+    const std::vector<uint64_t> own = world->AllGather(mine.own_bytes);
+    const std::vector<uint64_t> own_resident = world->AllGather(mine.own_resident);
+    const std::vector<uint64_t> other_resident = world->AllGather(mine.other_resident);
+    for (int r = 0; r < ranks; ++r)
+      all[r] = ExpertResidency{.own_bytes = static_cast<int64_t>(own[r]),
+                               .own_resident = static_cast<int64_t>(own_resident[r]),
+                               .other_resident = static_cast<int64_t>(other_resident[r]),
+                               .all_bytes = mine.all_bytes};
+    if (world->rank() != 0) return;
+  }
+  for (int r = 0; r < ranks; ++r) {
+    const ExpertResidency& x = all[r];
+    const double total = x.all_bytes > 0 ? static_cast<double>(x.all_bytes) : 1.0;
+    std::fprintf(stderr,
+                 "%s: rank %d of %d: routed-expert bytes resident: own %lld of %lld, others' "
+                 "%lld, of all %lld (%.1f%% of all; its share %.1f%%)\n",
+                 command.c_str(), r, ranks, static_cast<long long>(x.own_resident),
+                 static_cast<long long>(x.own_bytes), static_cast<long long>(x.other_resident),
+                 static_cast<long long>(x.all_bytes),
+                 100.0 * static_cast<double>(x.own_resident + x.other_resident) / total,
+                 100.0 * static_cast<double>(x.own_bytes) / total);
+  }
 }
 
 }  // namespace dsinfer::cli

@@ -31,4 +31,21 @@ std::unique_ptr<Model> LoadModelOnRanks(dist::World& world, const std::string& d
 // "rank 0: experts 0-3, rank 1: experts 4-7" (the assignment of ExpertRangeOf).
 std::string DescribeAssignment(int64_t experts, int ranks);
 
+// How much of the routed experts' bytes this process holds, measured in its own page tables
+// (base/page_map.h): what it touched of the mmapped checkpoint, not what the page cache holds.
+// Bytes are those of the experts' tensors (weights and block scales, `RoutedExpertOf`).
+struct ExpertResidency {
+  int64_t own_bytes = 0;       // the tensors of this process's experts (`Model::experts`)
+  int64_t own_resident = 0;    // ... of them, on pages mapped in this process
+  int64_t other_resident = 0;  // other ranks' experts' bytes on pages mapped in this process
+  int64_t all_bytes = 0;       // every routed expert's tensors
+};
+ExpertResidency MeasureExpertResidency(const Model& model);
+
+// Measures `MeasureExpertResidency` on every rank (a collective when `world` is set) and prints
+// one line per rank on rank 0's stderr (or this process's line without a world):
+//   "<command>: rank R of N: routed-expert bytes resident: own O of S, others' X, of all T
+//    (P% of all; its share Q%)"
+void ReportExpertResidency(dist::World* world, const Model& model, const std::string& command);
+
 }  // namespace dsinfer::cli

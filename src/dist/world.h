@@ -26,11 +26,16 @@ struct ExchangeStats {
   double seconds = 0;
 };
 
+// Every collective (`AllGatherRows`, `AllGather`, `Barrier`, `Finalize`) watches the other
+// ranks of this machine while it waits: when one of them has ended (killed, crashed), this rank
+// names it and ends the job (`Abort`) instead of waiting forever (docs/mpi.md).
 class World : public ExpertExchange {
  public:
   virtual ExchangeStats exchange_stats() const = 0;
   // Every rank's `value`, in rank order. A collective: every rank calls it at the same point.
   virtual std::vector<uint64_t> AllGather(uint64_t value) = 0;
+  // Rank 0's `values` (any length) replace every other rank's. A collective.
+  virtual void Broadcast(std::vector<int32_t>& values) = 0;
   // Waits for every rank (a collective).
   virtual void Barrier() = 0;
   // Prints "dsinfer: rank R of N: error: MESSAGE" to stderr and ends every rank of the job

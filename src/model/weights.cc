@@ -7,6 +7,7 @@
 
 #include "base/error.h"
 #include "format/dtype.h"
+#include "model/routed_expert.h"
 #include "model/tensor_table.h"
 
 namespace dsinfer {
@@ -118,18 +119,6 @@ LayerWeights LoadLayer(const Loader& ld, const ModelConfig& c, int64_t layer, bo
   else
     lw.mlp = LoadMlp(ld, p + ".mlp", c.hidden_size, c.intermediate_size);
   return lw;
-}
-
-// The routed expert a tensor name belongs to ("model.layers.L.mlp.experts.E...."), or -1.
-int64_t RoutedExpertOf(std::string_view name) {
-  constexpr std::string_view kMarker = ".mlp.experts.";
-  const size_t at = name.find(kMarker);
-  if (at == std::string_view::npos) return -1;
-  int64_t e = 0;
-  size_t i = at + kMarker.size();
-  if (i >= name.size() || name[i] < '0' || name[i] > '9') return -1;
-  for (; i < name.size() && name[i] >= '0' && name[i] <= '9'; ++i) e = e * 10 + (name[i] - '0');
-  return e;
 }
 
 // The checkpoint against the tensor table and its rules (the same call as `inspect`): the first

@@ -14,7 +14,7 @@ Truth: the single-process `dsinfer logits` of the same checkpoint, ids and sched
     and the logits still equal the clean single process's (which fails on either copy);
   * failures at start end the job within seconds with a message naming the rank: a rank whose
     config differs, a rank whose model folder is missing, a rank whose shard is truncated; a
-    command that does not run across ranks (`run`) refuses;
+    command that does not run across ranks (`inspect`) refuses;
   * one exchange per MoE layer per forward call (the count rank 0 reports).
 OpenMP runs one thread per rank (and in the single process). Prints one line per check; exit
 status 1 on any failure.
@@ -240,9 +240,8 @@ def main():
         ok = rc not in (0, None) and secs < FAIL_SECONDS and all(w in out for w in want)
         check(f"{what}: the job stops in {secs:.1f} s naming it", ok,
               f"rc {rc}, wanted {want} in: {out[-1500:]}")
-    rc, out, secs = call(mpirun + ["-np", "2", a.dsinfer_mpi, "run", "--model", model, "--ids",
-                                   ids, "-n", "2"], timeout=120)
-    check("`run` refuses to run once per rank", rc not in (0, None) and
+    rc, out, secs = call(mpirun + ["-np", "2", a.dsinfer_mpi, "inspect", model], timeout=120)
+    check("`inspect` refuses to run once per rank", rc not in (0, None) and
           "does not run across MPI ranks" in out, f"rc {rc}: {out[-800:]}")
 
     print(f"mpi_logits: {failures} failures")
