@@ -152,7 +152,8 @@ class Conn {
       std::string key = line.substr(0, colon);
       std::transform(key.begin(), key.end(), key.begin(),
                      [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-      r.headers[key] = line.substr(line.find_first_not_of(' ', colon + 1));
+      const size_t value = line.find_first_not_of(' ', colon + 1);
+      r.headers[key] = value == std::string::npos ? std::string() : line.substr(value);
     }
     if (r.headers["transfer-encoding"] == "chunked") {
       while (true) {
