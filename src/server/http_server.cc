@@ -1,9 +1,11 @@
 #include "server/http_server.h"
 
+#include <fcntl.h>
 #include <malloc.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -307,6 +309,106 @@ class StreamSink : public ChunkSink {
   StreamState& s_;
 };
 
+// Lingering close for requests refused at their head while their client may still be sending
+// the body: libmicrohttpd answers and closes, and closing a socket with unread bytes resets
+// the connection (RST), which makes a client that is still writing its body fail before it
+// reads the answer. The socket is duplicated at the refusal; after libmicrohttpd has sent the
+// answer (and its FIN), this thread reads and discards what the client still sends, up to
+// the announced length, its end of stream or 5 s, then closes the duplicate.
+class Lingerer {
+ public:
+  Lingerer() {
+    wake_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (wake_ >= 0) thread_ = std::thread([this] { Run(); });
+  }
+  ~Lingerer() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    Wake();
+    if (thread_.joinable()) thread_.join();
+    for (const Entry& e : entries_) ::close(e.fd);
+    if (wake_ >= 0) ::close(wake_);
+  }
+
+  // Takes `fd` (a duplicate of a connection's socket) to drain up to `bytes` and close.
+  void Add(int fd, uint64_t bytes) {
+    if (wake_ < 0) {
+      ::close(fd);
+      return;
+    }
+    try {
+      std::lock_guard<std::mutex> lock(mu_);
+      entries_.push_back({fd, bytes, Clock::now() + std::chrono::seconds(5)});
+    } catch (const std::exception&) {
+      ::close(fd);
+      return;
+    }
+    Wake();
+  }
+
+ private:
+  struct Entry {
+    int fd;
+    uint64_t left;  // bytes still expected
+    Clock::time_point deadline;
+  };
+
+  void Wake() {
+    const uint64_t one = 1;
+    if (wake_ >= 0) (void)!::write(wake_, &one, sizeof one);
+  }
+
+  void Run() {
+    SetThreadRole(ThreadRole::kHttp);
+    std::vector<pollfd> fds;
+    std::vector<char> scratch(64u << 10);
+    while (true) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (stop_) return;
+        fds.assign(1, pollfd{wake_, POLLIN, 0});
+        for (const Entry& e : entries_) fds.push_back(pollfd{e.fd, POLLIN | POLLRDHUP, 0});
+      }
+      ::poll(fds.data(), fds.size(), 100);
+      if (fds[0].revents & POLLIN) {
+        uint64_t n;
+        (void)!::read(wake_, &n, sizeof n);
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      const auto now = Clock::now();
+      // Entries added since the poll are after the polled ones: index i + 1 is entries_[i].
+      for (size_t i = 0, polled = fds.size() - 1; i < entries_.size();) {
+        Entry& e = entries_[i];
+        bool done = now >= e.deadline;
+        if (!done && i < polled && fds[i + 1].revents) {
+          const ssize_t n = ::recv(e.fd, scratch.data(), scratch.size(), MSG_DONTWAIT);
+          if (n > 0) e.left -= std::min<uint64_t>(e.left, static_cast<uint64_t>(n));
+          done = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) ||
+                 e.left == 0;
+        }
+        if (done) {
+          ::close(e.fd);
+          entries_.erase(entries_.begin() + static_cast<std::ptrdiff_t>(i));
+          if (i < polled) {
+            fds.erase(fds.begin() + static_cast<std::ptrdiff_t>(i) + 1);
+            --polled;
+          }
+        } else {
+          ++i;
+        }
+      }
+    }
+  }
+
+  int wake_ = -1;
+  std::mutex mu_;
+  bool stop_ = false;
+  std::vector<Entry> entries_;
+  std::thread thread_;
+};
+
 // A connection, from accept to close. `waiting_since`: when it started waiting for a request
 // (accepted, or its previous request ended); a request that has not arrived whole within the
 // request timeout gets its connection shut down.
@@ -322,9 +424,11 @@ struct RequestState {
   MHD_Connection* connection = nullptr;
   ConnectionState* conn = nullptr;
   HttpRequest request;
-  size_t reserved = 0;    // body budget held
-  bool answered = false;  // the worker's response is ready (the connection was resumed)
-  bool overflow = false;  // more body than announced (not expected: libmicrohttpd checks)
+  size_t reserved = 0;     // body budget held
+  bool answered = false;   // the worker's response is ready (the connection was resumed)
+  bool overflow = false;   // more body than announced (not expected: libmicrohttpd checks)
+  uint64_t announced = 0;  // Content-Length (or unknown: UINT64_MAX for a chunked body)
+  int linger_fd = -1;      // refused at the head with a body unread: drained after the answer
   HttpResponse response;
   std::shared_ptr<StreamState> stream;
 };
@@ -457,6 +561,7 @@ class Server {
     if (!rs) return;
     if (rs->stream) rs->stream->MarkGone();
     if (rs->reserved) self->budget_.Release(rs->reserved);  // refused, or the client left
+    if (rs->linger_fd >= 0) self->lingerer_.Add(rs->linger_fd, rs->announced);
     if (rs->conn) {
       std::lock_guard<std::mutex> lock(self->conns_mu_);
       rs->conn->in_request = false;
@@ -492,8 +597,14 @@ class Server {
       rs->request.method = method;
       rs->request.path = url;
       MHD_get_connection_values(connection, MHD_HEADER_KIND, &CollectHeader, &rs->request.headers);
-      if (std::optional<HttpResponse> refused = self->CheckHead(*rs))
+      if (std::optional<HttpResponse> refused = self->CheckHead(*rs)) {
+        if (rs->announced > 0) {  // the client may be sending a body: drain it after the answer
+          const MHD_ConnectionInfo* info =
+              MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+          if (info) rs->linger_fd = ::fcntl(info->connect_fd, F_DUPFD_CLOEXEC, 0);
+        }
         return self->Queue(connection, std::move(*refused), nullptr);
+      }
       return MHD_YES;
     }
     if (*upload_data_size != 0) {
@@ -552,7 +663,18 @@ class Server {
   // budget, then the application's admission. A response refuses the request.
   std::optional<HttpResponse> CheckHead(RequestState& rs) {
     const HttpRequest& req = rs.request;
-    if (req.headers.count("transfer-encoding"))
+    const std::string length = req.Header("content-length");
+    bool length_ok = true;
+    unsigned long long n = 0;
+    if (!length.empty()) {
+      char* end = nullptr;
+      errno = 0;
+      n = std::strtoull(length.c_str(), &end, 10);
+      length_ok = end != length.c_str() && *end == '\0' && errno != ERANGE;
+    }
+    const bool chunked = req.headers.count("transfer-encoding") > 0;
+    rs.announced = chunked || !length_ok ? UINT64_MAX : n;
+    if (chunked)
       return FromApiError(ApiError(411, "invalid_request_error",
                                    "chunked request bodies are not accepted: send Content-Length",
                                    std::nullopt, "length_required"));
@@ -562,24 +684,17 @@ class Server {
           415, "invalid_request_error",
           "compressed request bodies (Content-Encoding: " + encoding + ") are not accepted",
           std::nullopt, "unsupported_content_encoding"));
-    const std::string length = req.Header("content-length");
-    if (!length.empty()) {
-      char* end = nullptr;
-      errno = 0;
-      const unsigned long long n = std::strtoull(length.c_str(), &end, 10);
-      if (end == length.c_str() || *end != '\0' || errno == ERANGE || n > max_body_)
-        return FromApiError(ApiError::PayloadTooLarge());
-      if (n > 0) {
-        if (!budget_.Reserve(n)) {
-          HttpResponse r = FromApiError(ApiError(
-              503, "server_error", "too many large request bodies at once (--body-budget); retry",
-              std::nullopt, "server_busy"));
-          r.headers.emplace_back("Retry-After", "1");
-          return r;
-        }
-        rs.reserved = n;
-        rs.request.body.reserve(n);
+    if (!length_ok || n > max_body_) return FromApiError(ApiError::PayloadTooLarge());
+    if (n > 0) {
+      if (!budget_.Reserve(n)) {
+        HttpResponse r = FromApiError(ApiError(
+            503, "server_error", "too many large request bodies at once (--body-budget); retry",
+            std::nullopt, "server_busy"));
+        r.headers.emplace_back("Retry-After", "1");
+        return r;
       }
+      rs.reserved = n;
+      rs.request.body.reserve(n);
     }
     if (admit_) {
       if (std::optional<HttpResponse> refused = admit_(req)) return refused;
@@ -691,6 +806,7 @@ class Server {
   const Clock::duration request_timeout_;  // 0: none
   BodyBudget budget_;
   WorkerPool workers_;
+  Lingerer lingerer_;
   int listen_fd_ = -1;
   MHD_Daemon* daemon_ = nullptr;
   std::thread watchdog_;
