@@ -301,6 +301,31 @@ TEST(HttpServer, HeadChecksRefuseBeforeTheBody) {
   EXPECT_EQ(admitted.load(), 2);  // 413, 411 and 415 are refused before admission
 }
 
+// Requests refused at their head whose clients write the whole body before reading (as most
+// clients do): the server drains the body after answering, so the writes succeed and the
+// answer is read (closing with the body unread would reset the connection first).
+TEST(HttpServer, RefusedClientsStillSendingReadTheAnswer) {
+  HttpServerOptions o;
+  o.max_body_bytes = 1u << 20;
+  TestServer server(o, [](const HttpRequest& head) -> std::optional<HttpResponse> {
+    if (head.path != "/forbidden") return std::nullopt;
+    HttpResponse r;
+    r.status = 403;
+    return r;
+  });
+  const std::string body(4u << 20, 'b');
+  for (const auto& [path, status] : {std::pair{"/reverse", 413}, std::pair{"/forbidden", 403}}) {
+    Conn c(server.port());
+    ASSERT_TRUE(c.Send(std::string("POST ") + path + " HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+                       std::to_string(status == 413 ? body.size() : size_t{1} << 20) + "\r\n\r\n" +
+                       (status == 413 ? body : body.substr(0, size_t{1} << 20))))
+        << path << ": the connection was reset while the body was being sent";
+    auto r = c.Read();
+    ASSERT_TRUE(r) << path;
+    EXPECT_EQ(r->status, status) << path;
+  }
+}
+
 // Slow clients (slowloris: a header byte at a time) hold no thread: with 4 handler threads,
 // 20 connections trickling their heads leave the server answering at once. (httplib served a
 // connection on one thread for its whole life: the 20 took every thread.)
