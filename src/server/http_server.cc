@@ -429,6 +429,7 @@ struct RequestState {
   bool overflow = false;   // more body than announced (not expected: libmicrohttpd checks)
   uint64_t announced = 0;  // Content-Length (or unknown: UINT64_MAX for a chunked body)
   int linger_fd = -1;      // refused at the head with a body unread: drained after the answer
+  std::optional<HttpResponse> refusal;  // refused at the head, answered once the request is whole
   HttpResponse response;
   std::shared_ptr<StreamState> stream;
 };
@@ -598,23 +599,32 @@ class Server {
       rs->request.path = url;
       MHD_get_connection_values(connection, MHD_HEADER_KIND, &CollectHeader, &rs->request.headers);
       if (std::optional<HttpResponse> refused = self->CheckHead(*rs)) {
-        if (rs->announced > 0) {  // the client may be sending a body: drain it after the answer
-          const MHD_ConnectionInfo* info =
-              MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
-          if (info) rs->linger_fd = ::fcntl(info->connect_fd, F_DUPFD_CLOEXEC, 0);
+        if (rs->announced == 0) {
+          // No body: answered when the request is complete (next call), which keeps the
+          // connection open; an answer queued at the head always closes it.
+          rs->refusal = std::move(refused);
+          return MHD_YES;
         }
+        // The client may be sending a body: answered now, the body drained after the answer.
+        const MHD_ConnectionInfo* info =
+            MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (info) rs->linger_fd = ::fcntl(info->connect_fd, F_DUPFD_CLOEXEC, 0);
         return self->Queue(connection, std::move(*refused), nullptr);
       }
       return MHD_YES;
     }
     if (*upload_data_size != 0) {
-      if (rs->request.body.size() + *upload_data_size > self->max_body_)
+      if (rs->refusal) {
+        // discarded (not expected: refused requests without a body announced none)
+      } else if (rs->request.body.size() + *upload_data_size > self->max_body_) {
         rs->overflow = true;
-      else
+      } else {
         rs->request.body.append(upload_data, *upload_data_size);
+      }
       *upload_data_size = 0;
       return MHD_YES;
     }
+    if (rs->refusal) return self->Queue(connection, std::move(*rs->refusal), nullptr);
     if (rs->answered) {  // resumed by the worker with the handler's response
       std::shared_ptr<StreamState> stream = rs->stream;
       return self->Queue(connection, std::move(rs->response), std::move(stream));
