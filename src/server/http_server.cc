@@ -90,7 +90,7 @@ unsigned ConnectionLimit() {
 // The listening socket: resolved, bound and listening with a backlog of kListenBacklog.
 // SO_REUSEADDR (a restart may bind over connections in TIME_WAIT) but never SO_REUSEPORT: a
 // second server on the port fails here instead of taking half the connections.
-int Listen(const std::string& host, int port, int& bound_port) {
+int Listen(const std::string& host, int port, int& bound_port, int& family) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -130,6 +130,7 @@ int Listen(const std::string& host, int port, int& bound_port) {
     throw Error("cannot bind " + where + ": no local port");
   }
   bound_port = std::atoi(serv);
+  family = a.ss_family;
   return fd;
 }
 
@@ -465,14 +466,17 @@ class Server {
   // Binds and starts serving; returns the port.
   int Start(const HttpServerOptions& options) {
     int port = 0;
-    listen_fd_ = Listen(options.host, options.port, port);
+    int family = AF_INET;
+    listen_fd_ = Listen(options.host, options.port, port, family);
+    // MHD_USE_IPv6 only tells libmicrohttpd what the given socket is.
+    const unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
+                           (family == AF_INET6 ? unsigned{MHD_USE_IPv6} : 0u);
     daemon_ = MHD_start_daemon(
-        MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME, 0, nullptr, nullptr,
-        &Server::Access, this, MHD_OPTION_LISTEN_SOCKET, static_cast<MHD_socket>(listen_fd_),
-        MHD_OPTION_CONNECTION_LIMIT, ConnectionLimit(), MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        kConnectionMemory, MHD_OPTION_CONNECTION_TIMEOUT, kIdleTimeoutSeconds,
-        MHD_OPTION_NOTIFY_COMPLETED, &Server::Completed, this, MHD_OPTION_NOTIFY_CONNECTION,
-        &Server::Notify, this, MHD_OPTION_END);
+        flags, 0, nullptr, nullptr, &Server::Access, this, MHD_OPTION_LISTEN_SOCKET,
+        static_cast<MHD_socket>(listen_fd_), MHD_OPTION_CONNECTION_LIMIT, ConnectionLimit(),
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, kConnectionMemory, MHD_OPTION_CONNECTION_TIMEOUT,
+        kIdleTimeoutSeconds, MHD_OPTION_NOTIFY_COMPLETED, &Server::Completed, this,
+        MHD_OPTION_NOTIFY_CONNECTION, &Server::Notify, this, MHD_OPTION_END);
     if (!daemon_) {
       // Some of libmicrohttpd's failure paths close the socket it was given, others do not:
       // left open (the process is about to report the error and exit).
