@@ -56,6 +56,8 @@ constexpr unsigned kIdleTimeoutSeconds = 60;
 // handler's Write waits for the client to read).
 constexpr size_t kStreamQueueBytes = 1u << 20;
 constexpr unsigned kListenBacklog = 1024;
+// At shutdown, once no handler runs: how long answers still being sent get to reach clients.
+constexpr std::chrono::seconds kSendGrace(5);
 
 std::string Lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(),
@@ -425,11 +427,12 @@ struct RequestState {
   MHD_Connection* connection = nullptr;
   ConnectionState* conn = nullptr;
   HttpRequest request;
-  size_t reserved = 0;     // body budget held
-  bool answered = false;   // the worker's response is ready (the connection was resumed)
-  bool overflow = false;   // more body than announced (not expected: libmicrohttpd checks)
-  uint64_t announced = 0;  // Content-Length (or unknown: UINT64_MAX for a chunked body)
-  int linger_fd = -1;      // refused at the head with a body unread: drained after the answer
+  size_t reserved = 0;      // body budget held
+  bool dispatched = false;  // given to a worker (counted in in_flight_ until it ends)
+  bool answered = false;    // the worker's response is ready (the connection was resumed)
+  bool overflow = false;    // more body than announced (not expected: libmicrohttpd checks)
+  uint64_t announced = 0;   // Content-Length (or unknown: UINT64_MAX for a chunked body)
+  int linger_fd = -1;       // refused at the head with a body unread: drained after the answer
   std::optional<HttpResponse> refusal;  // refused at the head, answered once the request is whole
   HttpResponse response;
   std::shared_ptr<StreamState> stream;
@@ -517,6 +520,9 @@ class Server {
       cv_.wait(lock, [this] { return busy_ == 0; });
       final_ = true;
       cv_.notify_all();  // the watchdog
+      // Then the answers being sent (a stream's last events, a whole response) get a grace
+      // period to reach their clients: MHD_stop_daemon drops what is unsent.
+      cv_.wait_for(lock, kSendGrace, [this] { return in_flight_ == 0; });
     }
     MHD_stop_daemon(daemon_);
     daemon_ = nullptr;
@@ -567,6 +573,11 @@ class Server {
     if (rs->stream) rs->stream->MarkGone();
     if (rs->reserved) self->budget_.Release(rs->reserved);  // refused, or the client left
     if (rs->linger_fd >= 0) self->lingerer_.Add(rs->linger_fd, rs->announced);
+    if (rs->dispatched) {
+      std::lock_guard<std::mutex> lock(self->mu_);
+      --self->in_flight_;
+      self->cv_.notify_all();
+    }
     if (rs->conn) {
       std::lock_guard<std::mutex> lock(self->conns_mu_);
       rs->conn->in_request = false;
@@ -640,7 +651,10 @@ class Server {
     {
       std::lock_guard<std::mutex> lock(mu_);
       closing = final_;
-      if (!closing) ++busy_;
+      if (!closing) {
+        ++busy_;
+        ++in_flight_;
+      }
     }
     if (closing)
       return Queue(connection,
@@ -656,6 +670,7 @@ class Server {
     const int fd = info ? info->connect_fd : -1;
     // Valid while the handler runs: the connection is suspended, so it stays open.
     rs->request.connection_open = [fd] { return fd < 0 || SocketOpen(fd); };
+    rs->dispatched = true;
     MHD_suspend_connection(connection);
     try {
       workers_.Post([self, rs] { self->Handle(rs); });
@@ -831,6 +846,7 @@ class Server {
   bool stopping_ = false;  // responses close their connections
   bool final_ = false;     // no request goes to a worker any more
   size_t busy_ = 0;        // requests with a worker (handler or stream running)
+  size_t in_flight_ = 0;   // requests given to a worker and not yet ended (answer being sent)
 
   std::mutex conns_mu_;
   std::unordered_set<ConnectionState*> conns_;
