@@ -9,7 +9,7 @@ APT_PACKAGES=(
   clang libclang-rt-14-dev libomp-dev            # fuzzing (libFuzzer), sanitizers, OpenMP
   libgtest-dev libgmock-dev libbenchmark-dev      # tests and micro-benchmarks
   nlohmann-json3-dev libcli11-dev libpcre2-dev    # JSON, CLI, Unicode regex (tokenizer)
-  libcpp-httplib-dev libssl-dev zlib1g-dev        # HTTP server
+  libmicrohttpd-dev                               # HTTP server (GNU libmicrohttpd)
   python3 python3-numpy                           # NumPy reference (tests/reference)
   curl                                            # server tests
   chromium                                        # web chat test (headless, playwright-core)

@@ -53,7 +53,7 @@ struct ServeOptions {
   std::string prices = "0.028,0.28,0.42";
   std::optional<std::string> test_script;
   double shutdown_timeout = 10;  // seconds running requests get after SIGTERM / SIGINT
-  int max_connections = 512;     // connections served at once (a thread each)
+  int max_connections = 512;     // requests handled at once (a thread each)
   std::string body_budget = "16M";
 };
 
@@ -244,8 +244,10 @@ CommandRegistrar reg("serve", [](CLI::App& app) -> RunFn {
                   "request bytes read or handled at once, in total (more: 503 + Retry-After); "
                   "bounds request memory")
       ->capture_default_str();
-  sub->add_option("--max-connections", o->max_connections,
-                  "connections served at once, a thread each, started as they come (more wait)")
+  sub->add_option(
+         "--max-connections", o->max_connections,
+         "requests handled at once, a thread each, started as they come (more wait, holding no "
+         "thread; open connections cost no thread)")
       ->check(CLI::Range(1, 65536))
       ->capture_default_str();
   sub->add_option("--shutdown-timeout", o->shutdown_timeout,

@@ -1,7 +1,7 @@
 // The HTTP surface the server's handlers see, independent of the HTTP library: a request in,
 // a response out, and for streaming responses a callback that writes chunks to a sink. The
 // handlers (openai_app.h) are therefore testable without sockets; http_server.h binds them
-// to cpp-httplib.
+// to libmicrohttpd.
 #pragma once
 
 #include <functional>

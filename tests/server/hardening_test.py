@@ -13,7 +13,8 @@ usage: hardening_test.py DSINFER WORK_DIR SCENARIO
   load200     200 concurrent clients (half streaming) against --parallel 4 --queue 16 and a
               small --kv-budget: every one answered (200, complete) or refused (429/503 with
               Retry-After), none lost; no sequence or KV page left; peak memory bounded
-  slowloris   50 connections trickling a request head byte by byte: /health still answers
+  slowloris   50 connections trickling a request head byte by byte, more than the handler
+              threads (--max-connections 4, raised to 14): /health still answers
               within 5 s, and so does a chat request
   memory      max-size bodies of the costliest shapes, one at a time and 12 at once: peak
               resident memory grows by at most 64 x --body-budget, and returns near the
@@ -423,8 +424,11 @@ def scenario_load200(dsinfer, model, work):
 
 def scenario_slowloris(dsinfer, model, work):
     f = Failures()
-    # 14 connection threads before: --parallel 2 + --queue 8 + 4.
-    srv = Server(dsinfer, model, work, "slowloris", ["--parallel", "2", "--queue", "8"])
+    # 14 handler threads (--max-connections 4 is raised to --parallel 2 + --queue 8 + 4), fewer
+    # than the 50 slow connections: they must hold no thread (with httplib, a thread served a
+    # connection for its whole life and /health timed out).
+    srv = Server(dsinfer, model, work, "slowloris",
+                 ["--parallel", "2", "--queue", "8", "--max-connections", "4"])
     socks = []
     stop = threading.Event()
     try:
