@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "base/error.h"
+#include "format/ggml_types.h"
 
 namespace dsinfer {
 
@@ -53,6 +54,14 @@ void DecodeRow(const WeightView& w, int64_t row, float* out) {
     case DType::kF32:
       std::memcpy(out, static_cast<const float*>(w.data) + row * w.cols, w.cols * sizeof(float));
       return;
+    case DType::kQ8_0:
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K:
+      DequantizeRow(GgmlOfBlockDType(w.dtype),
+                    std::span<const std::byte>(w.row(row), static_cast<size_t>(w.row_bytes())),
+                    std::span<float>(out, static_cast<size_t>(w.cols)));
+      return;
     default:
       DSINFER_CHECK(false, "unsupported weight dtype");
   }
@@ -63,6 +72,7 @@ std::shared_ptr<const OwnedWeight> TransposeHeads(const WeightView& w, int64_t h
   DSINFER_CHECK(heads >= 1 && rows >= 1 && offset >= 0 && offset + rows <= stride &&
                     (heads - 1) * stride + offset + rows <= w.rows,
                 "TransposeHeads: head blocks outside the weight");
+  if (IsBlockDType(w.dtype)) return nullptr;
   const bool fp8 = w.dtype == DType::kF8E4M3;
   if (fp8 && (stride % 128 != 0 || offset % 128 != 0 || w.cols % 128 != 0)) return nullptr;
   auto out = std::make_shared<OwnedWeight>();

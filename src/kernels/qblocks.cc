@@ -1,0 +1,401 @@
+#include "kernels/qblocks.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <span>
+
+#include "base/error.h"
+#include "format/ggml_types.h"
+
+// GCC 12's _mm512_reduce_add_ps trips -Wuninitialized inside its own header.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+// The decoders must round every product and difference to f32 separately, exactly as
+// DequantizeRow: the project builds in ISO C++ mode (-ffp-contract=off), so `a * b - c` on
+// vectors is never fused into an FMA.
+#define DSINFER_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c")))
+#define DSINFER_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")))
+#define DSINFER_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+namespace dsinfer::qblocks {
+namespace {
+
+constexpr int64_t kQK = 256;  // elements per K-quant super-block
+
+inline uint16_t U16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
+
+// Scale and min of sub-block j of a Q4_K/Q5_K super-block (see UnpackK4Scale), as f32 products
+// d·sc and dmin·m (the values DequantizeRow forms).
+inline void K4Scales(const uint8_t* scales, float d, float dmin, float* dsc, float* dm) {
+  for (int j = 0; j < 8; ++j) {
+    uint8_t sc, m;
+    UnpackK4Scale(scales, j, &sc, &m);
+    dsc[j] = d * static_cast<float>(sc);
+    dm[j] = dmin * static_cast<float>(m);
+  }
+}
+
+// ---- AVX-512 decoders -------------------------------------------------------------------------
+// 16 bytes (unsigned) → f32, y = d·q − m (one rounding each).
+DSINFER_AVX512 inline void Put16U(__m128i bytes, float d, float m, float* y) {
+  const __m512 f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes));
+  _mm512_storeu_ps(y, _mm512_sub_ps(_mm512_mul_ps(_mm512_set1_ps(d), f), _mm512_set1_ps(m)));
+}
+// 16 bytes (signed) → f32, y = d·q.
+DSINFER_AVX512 inline void Put16S(__m128i bytes, float d, float* y) {
+  const __m512 f = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
+  _mm512_storeu_ps(y, _mm512_mul_ps(_mm512_set1_ps(d), f));
+}
+
+DSINFER_AVX512 void DecodeQ8_0Avx512(const uint8_t* b, int64_t blocks, float* y) {
+  for (int64_t i = 0; i < blocks; ++i, b += 34, y += 32) {
+    const float d = _cvtsh_ss(U16(b));
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
+    Put16S(_mm256_castsi256_si128(q), d, y);
+    Put16S(_mm256_extracti128_si256(q, 1), d, y + 16);
+  }
+}
+
+// Q4_K (qh == nullptr) and Q5_K super-blocks: sub-block j = 2c + h holds elements 32j..32j+31,
+// the low (h = 0) or high (h = 1) nibbles of qs[32c..32c+31], plus 16 if bit j of qh[l].
+DSINFER_AVX512 void DecodeK4or5Avx512(const uint8_t* b, int64_t blocks, bool q5, float* y) {
+  const size_t block_bytes = q5 ? 176 : 144;
+  const __m256i low4 = _mm256_set1_epi8(0x0F), sixteen = _mm256_set1_epi8(16);
+  for (int64_t i = 0; i < blocks; ++i, b += block_bytes, y += kQK) {
+    float dsc[8], dm[8];
+    K4Scales(b + 4, _cvtsh_ss(U16(b)), _cvtsh_ss(U16(b + 2)), dsc, dm);
+    const uint8_t* qs = b + (q5 ? 48 : 16);
+    const __m256i qh = q5 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16))
+                          : _mm256_setzero_si256();
+    for (int c = 0; c < 4; ++c) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * c));
+      __m256i half[2] = {_mm256_and_si256(q, low4),
+                         _mm256_and_si256(_mm256_srli_epi16(q, 4), low4)};
+      for (int h = 0; h < 2; ++h) {
+        const int j = 2 * c + h;
+        if (q5) {
+          const __m256i bit = _mm256_set1_epi8(static_cast<char>(1 << j));
+          const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
+          half[h] = _mm256_or_si256(half[h], _mm256_and_si256(set, sixteen));
+        }
+        Put16U(_mm256_castsi256_si128(half[h]), dsc[j], dm[j], y + 32 * j);
+        Put16U(_mm256_extracti128_si256(half[h], 1), dsc[j], dm[j], y + 32 * j + 16);
+      }
+    }
+  }
+}
+
+// Q6_K super-block: ql[128] | qh[64] | int8 scales[16] | f16 d. Half n (128 elements), quarter
+// k: low nibbles of ql[64n + 32(k odd) + l] (k < 2) or high nibbles (k ≥ 2), high 2 bits from
+// qh[32n + l] >> 2k; q − 32; scale index 8n + 2k + l/16.
+DSINFER_AVX512 void DecodeQ6_KAvx512(const uint8_t* b, int64_t blocks, float* y) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F), three = _mm256_set1_epi8(3),
+                bias = _mm256_set1_epi8(32);
+  for (int64_t i = 0; i < blocks; ++i, b += 210, y += kQK) {
+    const auto* scales = reinterpret_cast<const int8_t*>(b + 192);
+    const float d = _cvtsh_ss(U16(b + 208));
+    for (int n = 0; n < 2; ++n) {
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * n));
+      for (int k = 0; k < 4; ++k) {
+        const __m256i src =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * n + 32 * (k % 2)));
+        const __m256i low = k < 2 ? _mm256_and_si256(src, low4)
+                                  : _mm256_and_si256(_mm256_srli_epi16(src, 4), low4);
+        const __m256i high =
+            _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k)), three);
+        const __m256i q =
+            _mm256_sub_epi8(_mm256_or_si256(low, _mm256_slli_epi16(high, 4)), bias);
+        float* out = y + 128 * n + 32 * k;
+        const float d0 = d * static_cast<float>(scales[8 * n + 2 * k]);
+        const float d1 = d * static_cast<float>(scales[8 * n + 2 * k + 1]);
+        Put16S(_mm256_castsi256_si128(q), d0, out);
+        Put16S(_mm256_extracti128_si256(q, 1), d1, out + 16);
+      }
+    }
+  }
+}
+
+// ---- AVX2 decoders (Q8_0, Q4_K) ---------------------------------------------------------------
+DSINFER_AVX2 inline void Put8U(const uint8_t* bytes, float d, float m, float* y) {
+  const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(bytes));
+  const __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
+  _mm256_storeu_ps(y, _mm256_sub_ps(_mm256_mul_ps(_mm256_set1_ps(d), f), _mm256_set1_ps(m)));
+}
+
+DSINFER_AVX2 void DecodeQ8_0Avx2(const uint8_t* b, int64_t blocks, float* y) {
+  for (int64_t i = 0; i < blocks; ++i, b += 34, y += 32) {
+    const __m256 d = _mm256_set1_ps(_cvtsh_ss(U16(b)));
+    for (int g = 0; g < 4; ++g) {
+      const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 2 + 8 * g));
+      _mm256_storeu_ps(y + 8 * g, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v))));
+    }
+  }
+}
+
+DSINFER_AVX2 void DecodeQ4_KAvx2(const uint8_t* b, int64_t blocks, float* y) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  alignas(32) uint8_t nib[2][32];
+  for (int64_t i = 0; i < blocks; ++i, b += 144, y += kQK) {
+    float dsc[8], dm[8];
+    K4Scales(b + 4, _cvtsh_ss(U16(b)), _cvtsh_ss(U16(b + 2)), dsc, dm);
+    for (int c = 0; c < 4; ++c) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * c));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(nib[0]), _mm256_and_si256(q, low4));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(nib[1]),
+                         _mm256_and_si256(_mm256_srli_epi16(q, 4), low4));
+      for (int h = 0; h < 2; ++h) {
+        const int j = 2 * c + h;
+        for (int g = 0; g < 4; ++g) Put8U(nib[h] + 8 * g, dsc[j], dm[j], y + 32 * j + 8 * g);
+      }
+    }
+  }
+}
+
+// ---- int8 products: the specification ---------------------------------------------------------
+float DotQ8_0Int8(const uint8_t* row, const int8_t* q, const float* d, int64_t blocks) {
+  float acc = 0.0f;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* p = row + 34 * b;
+    int32_t isum = 0;
+    for (int i = 0; i < 32; ++i) isum += static_cast<int8_t>(p[2 + i]) * q[32 * b + i];
+    const float s = F16ToFloat(U16(p)) * d[b];
+    acc += static_cast<float>(isum) * s;
+  }
+  return acc;
+}
+
+float DotQ4_KInt8(const uint8_t* row, const int8_t* q, const float* d, const float* sum,
+                  int64_t superblocks) {
+  float acc = 0.0f;
+  for (int64_t s = 0; s < superblocks; ++s) {
+    const uint8_t* p = row + 144 * s;
+    float dsc[8], dm[8];
+    K4Scales(p + 4, F16ToFloat(U16(p)), F16ToFloat(U16(p + 2)), dsc, dm);
+    for (int j = 0; j < 8; ++j) {
+      const int c = j / 2, h = j % 2;
+      const int8_t* qx = q + kQK * s + 32 * j;
+      int32_t isum = 0;
+      for (int l = 0; l < 32; ++l) {
+        const uint8_t byte = p[16 + 32 * c + l];
+        isum += (h == 0 ? (byte & 0xF) : (byte >> 4)) * qx[l];
+      }
+      const int64_t blk = 8 * s + j;
+      acc += static_cast<float>(isum) * (dsc[j] * d[blk]);
+      acc -= dm[j] * sum[blk];
+    }
+  }
+  return acc;
+}
+
+// ---- int8 products: AVX-512 VNNI ---------------------------------------------------------------
+// Up to kVnniTokens tokens share each weight row's unpacked bytes. Per 64 weight bytes and token:
+// one vpdpbusd (u8 weights × s8 activations → 16 lanes of 4-product sums, exact), the lanes
+// converted to f32 (exact: |sum| < 2^16) and fma'd with the lane's block scale into a per-token
+// f32 accumulator; a fixed reduction ends the row.
+constexpr int kVnniTokens = 8;
+
+DSINFER_VNNI inline __m512 Halves(float lo, float hi) {
+  return _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(lo), _mm512_set1_ps(hi));
+}
+
+// Q8_0 weights are signed: vpdpbusd takes |w| as the unsigned operand and moves w's sign onto
+// the activation (x → −x where w < 0; |x| ≤ 127 so negation is exact; |−128| = 128 as u8).
+DSINFER_VNNI void RowQ8_0Vnni(const uint8_t* row, int64_t blocks, const QuantizedActs& a,
+                              int64_t t0, int n, float* out, int64_t ys) {
+  __m512 acc[kVnniTokens];
+  for (int t = 0; t < n; ++t) acc[t] = _mm512_setzero_ps();
+  const __m512i zero = _mm512_setzero_si512();
+  int64_t b = 0;
+  for (; b + 2 <= blocks; b += 2) {
+    const uint8_t* p = row + 34 * b;
+    const __m256i wa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2));
+    const __m256i wb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 36));
+    const __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(wa), wb, 1);
+    const __m512i aw = _mm512_abs_epi8(w);
+    const __mmask64 neg = _mm512_movepi8_mask(w);
+    const __m512 dw = Halves(_cvtsh_ss(U16(p)), _cvtsh_ss(U16(p + 34)));
+    for (int t = 0; t < n; ++t) {
+      const int64_t tok = t0 + t;
+      const int8_t* q = a.q.data() + tok * a.cols + 32 * b;
+      const float* dx = a.d.data() + tok * a.blocks + b;
+      __m512i x = _mm512_loadu_si512(q);
+      x = _mm512_mask_sub_epi8(x, neg, zero, x);
+      const __m512i dp = _mm512_dpbusd_epi32(zero, aw, x);
+      const __m512 s = _mm512_mul_ps(dw, Halves(dx[0], dx[1]));
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), s, acc[t]);
+    }
+  }
+  if (b < blocks) {  // an odd last block: the upper half of every vector is zero
+    const uint8_t* p = row + 34 * b;
+    const __m256i wa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2));
+    const __m512i w = _mm512_inserti64x4(_mm512_setzero_si512(), wa, 0);
+    const __m512i aw = _mm512_abs_epi8(w);
+    const __mmask64 neg = _mm512_movepi8_mask(w);
+    const __m512 dw = Halves(_cvtsh_ss(U16(p)), 0.0f);
+    for (int t = 0; t < n; ++t) {
+      const int64_t tok = t0 + t;
+      const int8_t* q = a.q.data() + tok * a.cols + 32 * b;
+      const float* dx = a.d.data() + tok * a.blocks + b;
+      __m512i x = _mm512_maskz_loadu_epi8(0xFFFFFFFFull, q);
+      x = _mm512_mask_sub_epi8(x, neg, zero, x);
+      const __m512i dp = _mm512_dpbusd_epi32(zero, aw, x);
+      const __m512 s = _mm512_mul_ps(dw, Halves(dx[0], 0.0f));
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), s, acc[t]);
+    }
+  }
+  for (int t = 0; t < n; ++t) out[t * ys] = _mm512_reduce_add_ps(acc[t]);
+}
+
+// Q4_K: chunk c's 32 bytes give sub-blocks 2c (low nibbles) and 2c+1 (high nibbles), i.e. the
+// 64 consecutive elements 64c..64c+63, which meet 64 consecutive activation bytes. The min term
+// Σ_j (dmin·m_j)·sum_j is summed per token in scalar f32.
+DSINFER_VNNI void RowQ4_KVnni(const uint8_t* row, int64_t superblocks, const QuantizedActs& a,
+                              int64_t t0, int n, float* out, int64_t ys) {
+  __m512 acc[kVnniTokens];
+  float mins[kVnniTokens];
+  for (int t = 0; t < n; ++t) {
+    acc[t] = _mm512_setzero_ps();
+    mins[t] = 0.0f;
+  }
+  const __m512i zero = _mm512_setzero_si512();
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  for (int64_t s = 0; s < superblocks; ++s) {
+    const uint8_t* p = row + 144 * s;
+    float dsc[8], dm[8];
+    K4Scales(p + 4, _cvtsh_ss(U16(p)), _cvtsh_ss(U16(p + 2)), dsc, dm);
+    __m512i w[4];
+    for (int c = 0; c < 4; ++c) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16 + 32 * c));
+      const __m256i lo = _mm256_and_si256(q, low4);
+      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+      w[c] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+    }
+    for (int t = 0; t < n; ++t) {
+      const int64_t tok = t0 + t;
+      const int8_t* q = a.q.data() + tok * a.cols + kQK * s;
+      const float* dx = a.d.data() + tok * a.blocks + 8 * s;
+      const float* sum = a.sum.data() + tok * a.blocks + 8 * s;
+      for (int c = 0; c < 4; ++c) {
+        const __m512i dp = _mm512_dpbusd_epi32(zero, w[c], _mm512_loadu_si512(q + 64 * c));
+        const __m512 sc = Halves(dsc[2 * c] * dx[2 * c], dsc[2 * c + 1] * dx[2 * c + 1]);
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), sc, acc[t]);
+      }
+      float m = mins[t];
+      for (int j = 0; j < 8; ++j) m += dm[j] * sum[j];
+      mins[t] = m;
+    }
+  }
+  for (int t = 0; t < n; ++t) out[t * ys] = _mm512_reduce_add_ps(acc[t]) - mins[t];
+}
+
+}  // namespace
+
+void DecodeRows(Isa isa, const WeightView& w, int64_t r0, int64_t r1, float* out) {
+  DSINFER_CHECK(IsBlockDType(w.dtype), "DecodeRows: not a block dtype");
+  const int64_t blocks = w.cols / DTypeBlockElems(w.dtype);
+  for (int64_t r = r0; r < r1; ++r) {
+    const auto* src = reinterpret_cast<const uint8_t*>(w.row(r));
+    float* y = out + (r - r0) * w.cols;
+    if (isa == Isa::kAvx512) {
+      switch (w.dtype) {
+        case DType::kQ8_0: DecodeQ8_0Avx512(src, blocks, y); continue;
+        case DType::kQ4_K: DecodeK4or5Avx512(src, blocks, /*q5=*/false, y); continue;
+        case DType::kQ5_K: DecodeK4or5Avx512(src, blocks, /*q5=*/true, y); continue;
+        case DType::kQ6_K: DecodeQ6_KAvx512(src, blocks, y); continue;
+        default: break;
+      }
+    } else if (isa == Isa::kAvx2) {
+      if (w.dtype == DType::kQ8_0) {
+        DecodeQ8_0Avx2(src, blocks, y);
+        continue;
+      }
+      if (w.dtype == DType::kQ4_K) {
+        DecodeQ4_KAvx2(src, blocks, y);
+        continue;
+      }
+    }
+    DecodeRow(w, r, y);
+  }
+}
+
+void QuantizeActs(const float* x, int64_t xs, int64_t n, int64_t cols, QuantizedActs& out) {
+  DSINFER_CHECK(cols % kActBlock == 0, "QuantizeActs: cols must be a multiple of 32");
+  out.n = n;
+  out.cols = cols;
+  out.blocks = cols / kActBlock;
+  out.q.resize(static_cast<size_t>(n * cols));
+  out.d.resize(static_cast<size_t>(n * out.blocks));
+  out.sum.resize(static_cast<size_t>(n * out.blocks));
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t b = 0; b < out.blocks; ++b) {
+      const float* xb = x + t * xs + kActBlock * b;
+      int8_t* q = out.q.data() + t * cols + kActBlock * b;
+      float amax = 0.0f;
+      for (int64_t i = 0; i < kActBlock; ++i) {
+        const float a = std::fabs(xb[i]);
+        if (!(a <= amax)) amax = a;  // NaN sticks
+      }
+      const int64_t k = t * out.blocks + b;
+      if (amax == 0.0f || !std::isfinite(amax)) {
+        std::memset(q, 0, kActBlock);
+        out.d[k] = amax == 0.0f ? 0.0f : std::nanf("");
+        out.sum[k] = out.d[k];
+        continue;
+      }
+      const float inv = 127.0f / amax;
+      int32_t isum = 0;
+      for (int64_t i = 0; i < kActBlock; ++i) {
+        float v = std::nearbyint(xb[i] * inv);  // round half to even (default mode)
+        v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
+        q[i] = static_cast<int8_t>(v);
+        isum += q[i];
+      }
+      out.d[k] = amax / 127.0f;
+      out.sum[k] = out.d[k] * static_cast<float>(isum);
+    }
+}
+
+bool Int8Dtype(DType t) { return t == DType::kQ8_0 || t == DType::kQ4_K; }
+
+bool Int8UsesVnni(Isa isa) {
+  return isa == Isa::kAvx512 && DetectCpu().Supports(Isa::kAvx512) && DetectCpu().avx512_vnni;
+}
+
+void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,
+              int64_t r0, int64_t r1, float* y, int64_t ys) {
+  DSINFER_CHECK(Int8Dtype(w.dtype) && a.cols == w.cols && t0 >= 0 && t1 <= a.n,
+                "Int8Rows: activations do not match the weight");
+  const int64_t blocks = w.cols / DTypeBlockElems(w.dtype);
+  const bool q8 = w.dtype == DType::kQ8_0;
+  if (Int8UsesVnni(isa)) {
+    for (int64_t tg = t0; tg < t1; tg += kVnniTokens) {
+      const int n = static_cast<int>(std::min<int64_t>(kVnniTokens, t1 - tg));
+      for (int64_t r = r0; r < r1; ++r) {
+        const auto* row = reinterpret_cast<const uint8_t*>(w.row(r));
+        float* out = y + (tg - t0) * ys + (r - r0);
+        if (q8)
+          RowQ8_0Vnni(row, blocks, a, tg, n, out, ys);
+        else
+          RowQ4_KVnni(row, blocks, a, tg, n, out, ys);
+      }
+    }
+    return;
+  }
+  for (int64_t r = r0; r < r1; ++r) {
+    const auto* row = reinterpret_cast<const uint8_t*>(w.row(r));
+    for (int64_t t = t0; t < t1; ++t) {
+      const int8_t* q = a.q.data() + t * a.cols;
+      const float* d = a.d.data() + t * a.blocks;
+      y[(t - t0) * ys + (r - r0)] = q8 ? DotQ8_0Int8(row, q, d, blocks)
+                                       : DotQ4_KInt8(row, q, d, a.sum.data() + t * a.blocks, blocks);
+    }
+  }
+}
+
+}  // namespace dsinfer::qblocks
