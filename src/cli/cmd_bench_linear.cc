@@ -5,7 +5,11 @@
 // --roofline-gbps / --roofline-gflops).
 //
 // Weights are synthetic and live in memory: random finite e4m3 codes with positive block scales
-// (or random BF16/F16/F32 values), never a checkpoint's. The GEMV bench reads them cold: it
+// (or random BF16/F16/F32 values, or random ggml blocks — every byte random but the f16 scales,
+// which are small and finite), never a checkpoint's. `--dtype` takes a comma-separated list, so
+// one run compares weight types on the same shapes (e.g. fp8,bf16,q8_0,q4_k,q4_k.i8; `.i8`:
+// int8 activations on VNNI, kernels/qblocks.h). MLA's wkv_b products are measured for the
+// non-block types only (a GGUF kv_b is decoded to f32 at load). The GEMV bench reads them cold: it
 // cycles through enough copies of each matrix to exceed the last-level cache many times over,
 // as decode streams every layer's weights once per step. MLA's per-head products of `wkv_b`
 // (`absorb`: q_abs = W_UKᵀ q_nope, `project`: o = W_UV o_lat) run as the model would call them:
@@ -35,6 +39,7 @@
 #include "cli/commands.h"
 #include "format/config.h"
 #include "format/dtype.h"
+#include "format/ggml_types.h"
 #include "kernels/cpu.h"
 #include "kernels/linear.h"
 #include "kernels/roofline.h"
@@ -63,7 +68,7 @@ struct Options {
   std::string preset = "layer671b";
   std::vector<std::string> shapes;  // NAME=ROWSxCOLS, replaces the config's shapes
   std::vector<int64_t> ns;
-  std::string dtype = "fp8";
+  std::vector<std::string> dtypes = {"fp8"};
   double seconds = 0.3;
   double roofline_gbps = 0, roofline_gflops = 0;
   bool json = false;
@@ -136,12 +141,24 @@ Shape ParseShape(const std::string& spec) {
   return s;
 }
 
-DType ParseDtype(const std::string& d) {
-  if (d == "fp8") return DType::kF8E4M3;
-  if (d == "bf16") return DType::kBF16;
-  if (d == "f16") return DType::kF16;
-  if (d == "f32") return DType::kF32;
-  throw Error("--dtype '" + d + "': expected fp8, bf16, f16 or f32");
+// A weight type of the bench: a dtype, and for Q8_0 / Q4_K whether activations go int8.
+struct WeightKind {
+  DType dtype = DType::kF8E4M3;
+  bool int8 = false;
+  std::string name;
+};
+
+WeightKind ParseDtype(const std::string& d) {
+  static const std::vector<WeightKind> kinds = {
+      {DType::kF8E4M3, false, "fp8"}, {DType::kBF16, false, "bf16"}, {DType::kF16, false, "f16"},
+      {DType::kF32, false, "f32"},    {DType::kQ8_0, false, "q8_0"}, {DType::kQ4_K, false, "q4_k"},
+      {DType::kQ5_K, false, "q5_k"},  {DType::kQ6_K, false, "q6_k"}, {DType::kQ8_0, true, "q8_0.i8"},
+      {DType::kQ4_K, true, "q4_k.i8"}};
+  for (const WeightKind& k : kinds)
+    if (k.name == d) return k;
+  throw Error("--dtype '" + d +
+              "': expected fp8, bf16, f16, f32, q8_0, q4_k, q5_k, q6_k, q8_0.i8 or q4_k.i8 (or a "
+              "comma-separated list of them)");
 }
 
 // One synthetic weight matrix with its storage.
@@ -158,12 +175,13 @@ uint64_t Next(uint64_t& state) { return Mix64(state += kSplitMixGamma); }
 // Values ~ ±0.05 for BF16/F16/F32: a uniform draw, exactly representable after rounding.
 float SmallValue(uint64_t r) { return (static_cast<int>(r % 2001) - 1000) * 5e-5f; }
 
-Weight MakeWeight(DType dtype, int64_t rows, int64_t cols, uint64_t seed) {
+Weight MakeWeight(const WeightKind& kind, int64_t rows, int64_t cols, uint64_t seed) {
   Weight w;
   uint64_t state = seed;
+  const DType dtype = kind.dtype;
   const int64_t count = rows * cols;
-  w.bytes.resize(static_cast<size_t>(count) * DTypeSize(dtype));
-  if (dtype == DType::kF8E4M3) {
+  w.bytes.resize(static_cast<size_t>(rows * DTypeRowBytes(dtype, cols)));
+  if (dtype == DType::kF8E4M3 || IsBlockDType(dtype)) {
     for (size_t i = 0; i < w.bytes.size(); i += 8) {
       const uint64_t r = Next(state);
       for (size_t b = 0; b < 8 && i + b < w.bytes.size(); ++b) {
@@ -171,8 +189,20 @@ Weight MakeWeight(DType dtype, int64_t rows, int64_t cols, uint64_t seed) {
         w.bytes[i + b] = (code & 0x7f) == 0x7f ? code - 1 : code;  // finite codes only
       }
     }
+  }
+  if (dtype == DType::kF8E4M3) {
     w.scales.resize(((rows + 127) / 128) * ((cols + 127) / 128));
     for (float& s : w.scales) s = 1e-4f + (Next(state) % 1000) * 1e-6f;
+  } else if (IsBlockDType(dtype)) {  // small finite f16 scales (d, and dmin for Q4_K/Q5_K)
+    const size_t bb = DTypeSize(dtype);
+    const std::vector<size_t> fields = dtype == DType::kQ8_0   ? std::vector<size_t>{0}
+                                       : dtype == DType::kQ6_K ? std::vector<size_t>{208}
+                                                               : std::vector<size_t>{0, 2};
+    for (size_t off = 0; off < w.bytes.size(); off += bb)
+      for (size_t f : fields) {
+        const uint16_t h = FloatToF16(1e-4f + (Next(state) % 1000) * 1e-6f);
+        std::memcpy(&w.bytes[off + f], &h, 2);
+      }
   } else {
     for (int64_t i = 0; i < count; ++i) {
       const float v = SmallValue(Next(state));
@@ -186,6 +216,7 @@ Weight MakeWeight(DType dtype, int64_t rows, int64_t cols, uint64_t seed) {
   }
   w.view = WeightView{.dtype = dtype, .rows = rows, .cols = cols, .data = w.bytes.data(),
                       .scales = w.scales.empty() ? nullptr : w.scales.data()};
+  w.view.int8_activations = kind.int8;
   return w;
 }
 
@@ -220,12 +251,12 @@ struct Measurement {
 
 // Copies of one synthetic matrix: enough to exceed the last-level cache many times over when
 // the weights must be read cold (`cold`), else one.
-std::vector<Weight> MakeCopies(const Shape& s, DType dtype, bool cold) {
-  const int64_t bytes = s.rows * s.cols * static_cast<int64_t>(DTypeSize(dtype));
+std::vector<Weight> MakeCopies(const Shape& s, const WeightKind& kind, bool cold) {
+  const int64_t bytes = s.rows * DTypeRowBytes(kind.dtype, s.cols);
   const int64_t copies = cold ? std::max<int64_t>(1, (int64_t{256} << 20) / bytes + 1) : 1;
   std::vector<Weight> ws;
   for (int64_t i = 0; i < copies; ++i) {
-    ws.push_back(MakeWeight(dtype, s.rows, s.cols, 1000 + i));
+    ws.push_back(MakeWeight(kind, s.rows, s.cols, 1000 + i));
     if (s.kind == Kind::kAbsorb)
       ws.back().wuk_t = TransposeHeads(ws.back().view, s.heads, s.dn + s.dv, 0, s.dn);
   }
@@ -245,7 +276,7 @@ Measurement Measure(const Shape& s, const std::vector<Weight>& ws, int64_t n, do
   for (float& v : x) v = SmallValue(Next(state)) * 20;
   const WeightView& w0 = ws[0].view;
   Measurement m;
-  m.bytes = s.used_rows() * s.cols * static_cast<int64_t>(DTypeSize(w0.dtype)) +
+  m.bytes = s.used_rows() * DTypeRowBytes(w0.dtype, s.cols) +
             static_cast<int64_t>(ws[0].scales.size() * sizeof(float)) * s.used_rows() / s.rows;
   m.flops = 2 * n * s.used_rows() * s.cols;
   m.seconds = 1e30;
@@ -279,7 +310,14 @@ roofline::Result Roofline(const Options& o) {
 }
 
 int RunLinearBench(const Options& o) {
-  const DType dtype = ParseDtype(o.dtype);
+  std::vector<WeightKind> kinds;
+  std::string kind_names;
+  for (const std::string& d : o.dtypes) {
+    kinds.push_back(ParseDtype(d));
+    kind_names += (kind_names.empty() ? "" : ",") + d;
+  }
+  bool any_fp8 = false;
+  for (const WeightKind& k : kinds) any_fp8 |= k.dtype == DType::kF8E4M3;
   std::vector<Shape> shapes;
   std::string source;
   if (!o.shapes.empty()) {
@@ -291,6 +329,12 @@ int RunLinearBench(const Options& o) {
     shapes = ConfigShapes(c);
     source = o.model ? *o.model + "/config.json" : "preset " + o.preset;
   }
+  for (const WeightKind& k : kinds)
+    for (const Shape& s : shapes)
+      if (IsBlockDType(k.dtype) && s.cols % DTypeBlockElems(k.dtype) != 0)
+        throw Error("--dtype " + k.name + ": shape '" + s.name + "' has " + std::to_string(s.cols) +
+                    " columns, not a multiple of the " + std::to_string(DTypeBlockElems(k.dtype)) +
+                    "-element block");
   const char* bench = o.gemm ? "gemm" : "gemv";
   const std::vector<int64_t> ns = !o.ns.empty() ? o.ns : o.gemm ? std::vector<int64_t>{512}
                                                                 : std::vector<int64_t>{1, 32};
@@ -299,42 +343,50 @@ int RunLinearBench(const Options& o) {
   const std::string isa = IsaName(LinearIsa());
   if (!o.json) {
     std::printf("bench %s: shapes of %s; synthetic %s weights in memory (random codes%s)%s\n",
-                bench, source.c_str(), o.dtype.c_str(),
-                dtype == DType::kF8E4M3 ? ", 128x128 block scales" : "",
+                bench, source.c_str(), kind_names.c_str(),
+                any_fp8 ? ", FP8 with 128x128 block scales" : "",
                 o.gemm ? "" : ", read cold (cycling through > 256 MiB of copies)");
     std::printf("isa %s, %d threads; roofline: read %.1f GB/s, f32 FMA %.1f GFLOP/s%s\n",
                 isa.c_str(), threads, roof.read_gbps, roof.fma_gflops,
                 o.roofline_gbps > 0 && o.roofline_gflops > 0 ? " (given)" : " (measured now)");
-    std::printf("%-28s %7s %7s %5s %10s %8s %9s %9s\n", "shape", "rows", "cols", "n", "time_us",
-                "GB/s", "GFLOP/s", "fraction");
+    std::printf("%-28s %-8s %7s %7s %5s %10s %8s %8s %9s %9s\n", "shape", "dtype", "rows", "cols",
+                "n", "time_us", "GB/s", "Gw/s", "GFLOP/s", "fraction");
   }
-  const size_t total = shapes.size() * ns.size();
+  size_t total = 0;
+  for (const Shape& s : shapes)
+    for (const WeightKind& k : kinds)
+      if (s.kind == Kind::kLinear || !IsBlockDType(k.dtype)) total += ns.size();
   size_t done = 0;
   for (const Shape& s : shapes) {
-    const std::vector<Weight> copies = MakeCopies(s, dtype, /*cold=*/!o.gemm);
-    for (int64_t n : ns) {
-      std::fprintf(stderr, "bench %s: [%zu/%zu] %s n=%lld\n", bench, ++done, total, s.name.c_str(),
-                   static_cast<long long>(n));
-      const Measurement m = Measure(s, copies, n, o.seconds);
-      const double gbps = m.bytes / m.seconds / 1e9, gflops = m.flops / m.seconds / 1e9;
-      const double mem_t = m.bytes / (roof.read_gbps * 1e9), fma_t = m.flops / (roof.fma_gflops * 1e9);
-      const double fraction = std::max(mem_t, fma_t) / m.seconds;
-      const char* bound = mem_t >= fma_t ? "memory" : "compute";
-      if (o.json) {
-        nlohmann::json j = {{"bench", bench}, {"shape", s.name}, {"rows", s.used_rows()},
-                            {"cols", s.cols}, {"n", n}, {"dtype", o.dtype}, {"bytes", m.bytes},
-                            {"flops", m.flops}, {"seconds", m.seconds}, {"gbps", gbps},
-                            {"gflops", gflops}, {"fraction_of_roofline", fraction},
-                            {"bound", bound}, {"roofline_gbps", roof.read_gbps},
-                            {"roofline_gflops", roof.fma_gflops}, {"isa", isa},
-                            {"threads", threads}, {"weights", "synthetic"}};
-        std::printf("%s\n", j.dump().c_str());
-      } else {
-        std::printf("%-28s %7lld %7lld %5lld %10.1f %8.2f %9.1f %8.3f %s\n", s.name.c_str(),
-                    static_cast<long long>(s.used_rows()), static_cast<long long>(s.cols),
-                    static_cast<long long>(n), m.seconds * 1e6, gbps, gflops, fraction, bound);
+    for (const WeightKind& kind : kinds) {
+      if (s.kind != Kind::kLinear && IsBlockDType(kind.dtype)) continue;  // kv_b is f32 in GGUF
+      const std::vector<Weight> copies = MakeCopies(s, kind, /*cold=*/!o.gemm);
+      for (int64_t n : ns) {
+        std::fprintf(stderr, "bench %s: [%zu/%zu] %s %s n=%lld\n", bench, ++done, total,
+                     s.name.c_str(), kind.name.c_str(), static_cast<long long>(n));
+        const Measurement m = Measure(s, copies, n, o.seconds);
+        const double gbps = m.bytes / m.seconds / 1e9, gflops = m.flops / m.seconds / 1e9;
+        const double gweights = double(s.used_rows()) * s.cols / m.seconds / 1e9;
+        const double mem_t = m.bytes / (roof.read_gbps * 1e9), fma_t = m.flops / (roof.fma_gflops * 1e9);
+        const double fraction = std::max(mem_t, fma_t) / m.seconds;
+        const char* bound = mem_t >= fma_t ? "memory" : "compute";
+        if (o.json) {
+          nlohmann::json j = {{"bench", bench}, {"shape", s.name}, {"rows", s.used_rows()},
+                              {"cols", s.cols}, {"n", n}, {"dtype", kind.name}, {"bytes", m.bytes},
+                              {"flops", m.flops}, {"seconds", m.seconds}, {"gbps", gbps},
+                              {"gweights_per_s", gweights}, {"gflops", gflops},
+                              {"fraction_of_roofline", fraction}, {"bound", bound},
+                              {"roofline_gbps", roof.read_gbps}, {"roofline_gflops", roof.fma_gflops},
+                              {"isa", isa}, {"threads", threads}, {"weights", "synthetic"}};
+          std::printf("%s\n", j.dump().c_str());
+        } else {
+          std::printf("%-28s %-8s %7lld %7lld %5lld %10.1f %8.2f %8.2f %9.1f %8.3f %s\n",
+                      s.name.c_str(), kind.name.c_str(), static_cast<long long>(s.used_rows()),
+                      static_cast<long long>(s.cols), static_cast<long long>(n), m.seconds * 1e6,
+                      gbps, gweights, gflops, fraction, bound);
+        }
+        std::fflush(stdout);
       }
-      std::fflush(stdout);
     }
   }
   return 0;
@@ -355,7 +407,10 @@ RunFn AddLinearBench(CLI::App& bench, bool gemm) {
   sub->add_option("--n", o->ns, gemm ? "Activation rows (default 512)" : "Activation rows (default 1,32)")
       ->delimiter(',')
       ->check(CLI::Range(int64_t{1}, int64_t{65536}));
-  sub->add_option("--dtype", o->dtype, "Weight dtype: fp8 (default), bf16, f16, f32");
+  sub->add_option("--dtype", o->dtypes,
+                  "Weight dtypes, comma-separated: fp8 (default), bf16, f16, f32, q8_0, q4_k, q5_k, "
+                  "q6_k, q8_0.i8, q4_k.i8 (int8 activations)")
+      ->delimiter(',');
   sub->add_option("--seconds", o->seconds, "Time per measurement")->check(CLI::Range(0.0, 60.0));
   AddThreadsOption(sub);
   sub->add_option("--roofline-gbps", o->roofline_gbps, "Memory read bandwidth to use instead of measuring")
