@@ -3,6 +3,7 @@
 #include <array>
 #include <bit>
 #include <cstring>
+#include <span>
 
 #include "base/error.h"
 #include "format/ggml_types.h"

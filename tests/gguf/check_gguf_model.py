@@ -182,6 +182,13 @@ def check_readback(dsinfer, path, f):
     check(j["weights"] == w and j["file_bytes"] == nb and abs(j["bits_per_weight"] - 8 * nb / w) < 1e-9
           and j["cache_bytes"]["f32"] == cfg["num_hidden_layers"] * 1000 * per_tok,
           f"inspect: {w} weights, {nb} bytes, {8 * nb / w:.3f} bits per weight, f32 cache at 1000 tokens {j['cache_bytes']['f32']}")
+    # Resident weights: every tensor as stored (quantised blocks are never copied) + the f32 kv_b
+    # that loading rebuilds from attn_k_b / attn_v_b.
+    kvb = sum(int(np.prod(t["dims"])) for t in f["tensors"]
+              if t["name"].endswith((".attn_k_b.weight", ".attn_v_b.weight")))
+    check(kvb > 0 and j["decoded_bytes"] == 4 * kvb and j["weights_resident_bytes"] == nb + 4 * kvb,
+          f"inspect: resident weights {j['weights_resident_bytes']} = {nb} tensor bytes as stored + "
+          f"{4 * kvb} bytes of f32 kv_b")
     md = dict(f["metadata"])
     for k in ("general.architecture", "deepseek32.block_count", "deepseek32.attention.key_length_mla",
               "deepseek32.expert_gating_func", "tokenizer.ggml.pre"):
