@@ -241,7 +241,8 @@ void TransposedGemm(const gemm::IsaKernels& k, const float* x, int64_t xs, int64
 // ---- ggml block weights (kernels/qblocks.h) -------------------------------------------------
 // f32 path: `chunk` rows at a time decoded exactly into the thread's scratch and multiplied by
 // the f32 kernels (GEMV for n ≤ gemv_max_n, else the row GEMM), so every output is bitwise the
-// one an F32 copy of the dequantised weights gives on this ISA. Threads as for RowsGemv (GEMV:
+// one an F32 copy of the dequantised weights gives on this ISA. The AVX-512 GEMV decodes in
+// registers instead (qblocks::FusedGemv: the same bits). Threads as for RowsGemv (GEMV:
 // one contiguous range each) and RowsGemm (GEMM: dynamic pieces of `chunk` rows).
 void RowsDecoded(const gemm::IsaKernels& k, Isa isa, const float* x, int64_t xs, int64_t n,
                  const WeightView& w, int64_t rb, int64_t re, float* y, int64_t ys) {
@@ -253,7 +254,12 @@ void RowsDecoded(const gemm::IsaKernels& k, Isa isa, const float* x, int64_t xs,
     float* dec = Scratch(chunk * w.cols + extra);  // [chunk, cols] decoded rows, then x' / work
     float* more = dec + chunk * w.cols;            // 64-byte aligned: cols is a multiple of 32
     const WeightView f32{.dtype = DType::kF32, .rows = chunk, .cols = w.cols, .data = dec};
-    if (gemv) k.prep_x(x, xs, static_cast<int>(n), f32, 0, 0, w.cols, more, xps);
+    if (gemv) {
+      k.prep_x(x, xs, static_cast<int>(n), f32, 0, 0, w.cols, more, xps);
+      // AVX-512: decoded in registers, the same bits without the buffer.
+      if (qblocks::FusedGemv(isa, more, xps, static_cast<int>(n), w, p0, p1, y + (p0 - rb), ys))
+        return;
+    }
     for (int64_t r0 = p0; r0 < p1; r0 += chunk) {
       const int64_t r1 = std::min(p1, r0 + chunk), rows = r1 - r0;
       qblocks::DecodeRows(isa, w, r0, r1, dec);

@@ -41,33 +41,37 @@ inline void K4Scales(const uint8_t* scales, float d, float dmin, float* dsc, flo
   }
 }
 
-// ---- AVX-512 decoders -------------------------------------------------------------------------
-// 16 bytes (unsigned) → f32, y = d·q − m (one rounding each).
-DSINFER_AVX512 inline void Put16U(__m128i bytes, float d, float m, float* y) {
+// ---- AVX-512: walkers over a row's 32-column steps ---------------------------------------------
+// A walker decodes one row step by step — columns [k, k + 32) as two 16-lane vectors w0, w1,
+// each element exactly DequantizeRow's value — and hands each step to a sink: StoreSink writes
+// the decoded row (DecodeRows), FmaSink multiplies it into N tokens (FusedGemv).
+
+// 16 bytes (unsigned) → f32 d·q − m (one rounding each).
+DSINFER_AVX512 inline __m512 U16f(__m128i bytes, float d, float m) {
   const __m512 f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes));
-  _mm512_storeu_ps(y, _mm512_sub_ps(_mm512_mul_ps(_mm512_set1_ps(d), f), _mm512_set1_ps(m)));
+  return _mm512_sub_ps(_mm512_mul_ps(_mm512_set1_ps(d), f), _mm512_set1_ps(m));
 }
-// 16 bytes (signed) → f32, y = d·q.
-DSINFER_AVX512 inline void Put16S(__m128i bytes, float d, float* y) {
-  const __m512 f = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
-  _mm512_storeu_ps(y, _mm512_mul_ps(_mm512_set1_ps(d), f));
+// 16 bytes (signed) → f32 d·q.
+DSINFER_AVX512 inline __m512 S16f(__m128i bytes, float d) {
+  return _mm512_mul_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes)));
 }
 
-DSINFER_AVX512 void DecodeQ8_0Avx512(const uint8_t* b, int64_t blocks, float* y) {
-  for (int64_t i = 0; i < blocks; ++i, b += 34, y += 32) {
+template <class Sink>
+DSINFER_AVX512 void WalkQ8_0(const uint8_t* b, int64_t blocks, Sink& sink) {
+  for (int64_t i = 0; i < blocks; ++i, b += 34) {
     const float d = _cvtsh_ss(U16(b));
     const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
-    Put16S(_mm256_castsi256_si128(q), d, y);
-    Put16S(_mm256_extracti128_si256(q, 1), d, y + 16);
+    sink.Step(32 * i, S16f(_mm256_castsi256_si128(q), d), S16f(_mm256_extracti128_si256(q, 1), d));
   }
 }
 
-// Q4_K (qh == nullptr) and Q5_K super-blocks: sub-block j = 2c + h holds elements 32j..32j+31,
+// Q4_K (q5 = false) and Q5_K super-blocks: sub-block j = 2c + h holds elements 32j..32j+31,
 // the low (h = 0) or high (h = 1) nibbles of qs[32c..32c+31], plus 16 if bit j of qh[l].
-DSINFER_AVX512 void DecodeK4or5Avx512(const uint8_t* b, int64_t blocks, bool q5, float* y) {
+template <class Sink>
+DSINFER_AVX512 void WalkK4or5(const uint8_t* b, int64_t blocks, bool q5, Sink& sink) {
   const size_t block_bytes = q5 ? 176 : 144;
   const __m256i low4 = _mm256_set1_epi8(0x0F), sixteen = _mm256_set1_epi8(16);
-  for (int64_t i = 0; i < blocks; ++i, b += block_bytes, y += kQK) {
+  for (int64_t i = 0; i < blocks; ++i, b += block_bytes) {
     float dsc[8], dm[8];
     K4Scales(b + 4, _cvtsh_ss(U16(b)), _cvtsh_ss(U16(b + 2)), dsc, dm);
     const uint8_t* qs = b + (q5 ? 48 : 16);
@@ -84,8 +88,8 @@ DSINFER_AVX512 void DecodeK4or5Avx512(const uint8_t* b, int64_t blocks, bool q5,
           const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
           half[h] = _mm256_or_si256(half[h], _mm256_and_si256(set, sixteen));
         }
-        Put16U(_mm256_castsi256_si128(half[h]), dsc[j], dm[j], y + 32 * j);
-        Put16U(_mm256_extracti128_si256(half[h], 1), dsc[j], dm[j], y + 32 * j + 16);
+        sink.Step(kQK * i + 32 * j, U16f(_mm256_castsi256_si128(half[h]), dsc[j], dm[j]),
+                  U16f(_mm256_extracti128_si256(half[h], 1), dsc[j], dm[j]));
       }
     }
   }
@@ -94,10 +98,11 @@ DSINFER_AVX512 void DecodeK4or5Avx512(const uint8_t* b, int64_t blocks, bool q5,
 // Q6_K super-block: ql[128] | qh[64] | int8 scales[16] | f16 d. Half n (128 elements), quarter
 // k: low nibbles of ql[64n + 32(k odd) + l] (k < 2) or high nibbles (k ≥ 2), high 2 bits from
 // qh[32n + l] >> 2k; q − 32; scale index 8n + 2k + l/16.
-DSINFER_AVX512 void DecodeQ6_KAvx512(const uint8_t* b, int64_t blocks, float* y) {
+template <class Sink>
+DSINFER_AVX512 void WalkQ6_K(const uint8_t* b, int64_t blocks, Sink& sink) {
   const __m256i low4 = _mm256_set1_epi8(0x0F), three = _mm256_set1_epi8(3),
                 bias = _mm256_set1_epi8(32);
-  for (int64_t i = 0; i < blocks; ++i, b += 210, y += kQK) {
+  for (int64_t i = 0; i < blocks; ++i, b += 210) {
     const auto* scales = reinterpret_cast<const int8_t*>(b + 192);
     const float d = _cvtsh_ss(U16(b + 208));
     for (int n = 0; n < 2; ++n) {
@@ -111,13 +116,90 @@ DSINFER_AVX512 void DecodeQ6_KAvx512(const uint8_t* b, int64_t blocks, float* y)
             _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k)), three);
         const __m256i q =
             _mm256_sub_epi8(_mm256_or_si256(low, _mm256_slli_epi16(high, 4)), bias);
-        float* out = y + 128 * n + 32 * k;
         const float d0 = d * static_cast<float>(scales[8 * n + 2 * k]);
         const float d1 = d * static_cast<float>(scales[8 * n + 2 * k + 1]);
-        Put16S(_mm256_castsi256_si128(q), d0, out);
-        Put16S(_mm256_extracti128_si256(q, 1), d1, out + 16);
+        sink.Step(kQK * i + 128 * n + 32 * k, S16f(_mm256_castsi256_si128(q), d0),
+                  S16f(_mm256_extracti128_si256(q, 1), d1));
       }
     }
+  }
+}
+
+template <class Sink>
+DSINFER_AVX512 void WalkRow(DType t, const uint8_t* row, int64_t blocks, Sink& sink) {
+  switch (t) {
+    case DType::kQ8_0: return WalkQ8_0(row, blocks, sink);
+    case DType::kQ4_K: return WalkK4or5(row, blocks, /*q5=*/false, sink);
+    case DType::kQ5_K: return WalkK4or5(row, blocks, /*q5=*/true, sink);
+    case DType::kQ6_K: return WalkQ6_K(row, blocks, sink);
+    default: return;
+  }
+}
+
+struct StoreSink {
+  float* y;
+  DSINFER_AVX512 void Step(int64_t k, __m512 w0, __m512 w1) {
+    _mm512_storeu_ps(y + k, w0);
+    _mm512_storeu_ps(y + k + 16, w1);
+  }
+};
+
+DSINFER_AVX512 void DecodeRowAvx512(DType t, const uint8_t* row, int64_t blocks, float* y) {
+  StoreSink sink{y};
+  WalkRow(t, row, blocks, sink);
+}
+
+// The F32 GEMV's arithmetic (gemm/kernels.inc, AVX-512: pair steps of 32 columns split in two
+// halves; per token acc = fma(w1, x'[k+16..], fma(w0, x'[k..], acc)); then the fixed reduction
+// tree of the avx512 traits): fed with exactly decoded weights, it gives the F32 path's bits.
+template <int N>
+struct FmaSink {
+  const float* xp;
+  int64_t xps;
+  __m512 acc[N];
+  DSINFER_AVX512 void Step(int64_t k, __m512 w0, __m512 w1) {
+    for (int t = 0; t < N; ++t) {
+      const float* x = xp + t * xps + k;
+      acc[t] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + 16),
+                               _mm512_fmadd_ps(w0, _mm512_loadu_ps(x), acc[t]));
+    }
+  }
+};
+
+// V::ReduceAdd of gemm/avx512.cc: lane i + lane i+8, then i + i+4, i + i+2, i + i+1.
+DSINFER_AVX512 inline float ReduceAdd512(__m512 v) {
+  const __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  const __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  const __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+  return _mm_cvtss_f32(_mm_add_ss(c, _mm_movehdup_ps(c)));
+}
+
+template <int N>
+DSINFER_AVX512 void FusedRowsN(const float* xp, int64_t xps, const WeightView& w, int64_t r0,
+                               int64_t r1, float* y, int64_t ys) {
+  const int64_t blocks = w.cols / DTypeBlockElems(w.dtype);
+  for (int64_t r = r0; r < r1; ++r) {
+    FmaSink<N> sink;
+    sink.xp = xp;
+    sink.xps = xps;
+    for (int t = 0; t < N; ++t) sink.acc[t] = _mm512_setzero_ps();
+    WalkRow(w.dtype, reinterpret_cast<const uint8_t*>(w.row(r)), blocks, sink);
+    for (int t = 0; t < N; ++t) y[t * ys + (r - r0)] = ReduceAdd512(sink.acc[t]);
+  }
+}
+
+DSINFER_AVX512 void FusedRowsAvx512(const float* xp, int64_t xps, int n, const WeightView& w,
+                                    int64_t r0, int64_t r1, float* y, int64_t ys) {
+  switch (n) {
+    case 1: return FusedRowsN<1>(xp, xps, w, r0, r1, y, ys);
+    case 2: return FusedRowsN<2>(xp, xps, w, r0, r1, y, ys);
+    case 3: return FusedRowsN<3>(xp, xps, w, r0, r1, y, ys);
+    case 4: return FusedRowsN<4>(xp, xps, w, r0, r1, y, ys);
+    case 5: return FusedRowsN<5>(xp, xps, w, r0, r1, y, ys);
+    case 6: return FusedRowsN<6>(xp, xps, w, r0, r1, y, ys);
+    case 7: return FusedRowsN<7>(xp, xps, w, r0, r1, y, ys);
+    case 8: return FusedRowsN<8>(xp, xps, w, r0, r1, y, ys);
   }
 }
 
@@ -303,14 +385,10 @@ void DecodeRows(Isa isa, const WeightView& w, int64_t r0, int64_t r1, float* out
     const auto* src = reinterpret_cast<const uint8_t*>(w.row(r));
     float* y = out + (r - r0) * w.cols;
     if (isa == Isa::kAvx512) {
-      switch (w.dtype) {
-        case DType::kQ8_0: DecodeQ8_0Avx512(src, blocks, y); continue;
-        case DType::kQ4_K: DecodeK4or5Avx512(src, blocks, /*q5=*/false, y); continue;
-        case DType::kQ5_K: DecodeK4or5Avx512(src, blocks, /*q5=*/true, y); continue;
-        case DType::kQ6_K: DecodeQ6_KAvx512(src, blocks, y); continue;
-        default: break;
-      }
-    } else if (isa == Isa::kAvx2) {
+      DecodeRowAvx512(w.dtype, src, blocks, y);
+      continue;
+    }
+    if (isa == Isa::kAvx2) {
       if (w.dtype == DType::kQ8_0) {
         DecodeQ8_0Avx2(src, blocks, y);
         continue;
@@ -322,6 +400,13 @@ void DecodeRows(Isa isa, const WeightView& w, int64_t r0, int64_t r1, float* out
     }
     DecodeRow(w, r, y);
   }
+}
+
+bool FusedGemv(Isa isa, const float* xp, int64_t xps, int n, const WeightView& w, int64_t r0,
+               int64_t r1, float* y, int64_t ys) {
+  if (isa != Isa::kAvx512 || n < 1 || n > 8 || !IsBlockDType(w.dtype)) return false;
+  FusedRowsAvx512(xp, xps, n, w, r0, r1, y, ys);
+  return true;
 }
 
 void QuantizeActs(const float* x, int64_t xs, int64_t n, int64_t cols, QuantizedActs& out) {

@@ -29,6 +29,14 @@ namespace dsinfer::qblocks {
 // scalar DequantizeRow otherwise (`isa` must be supported by the CPU).
 void DecodeRows(Isa isa, const WeightView& w, int64_t r0, int64_t r1, float* out);
 
+// Decode GEMV fused with the decoding (AVX-512, 1 ≤ n ≤ 8, every block type): each 32-column
+// step of a row is decoded in registers and multiplied in the AVX-512 F32 GEMV's order, so
+// y[t*ys + (r - r0)] is bitwise what the F32 kernels give on the decoded rows — without the f32
+// buffer. xp: the activations as IsaKernels::prep_x prepares them for an F32 weight (rows of
+// w.cols, stride xps). Returns false, doing nothing, for another ISA or n.
+bool FusedGemv(Isa isa, const float* xp, int64_t xps, int n, const WeightView& w, int64_t r0,
+               int64_t r1, float* y, int64_t ys);
+
 // ---- int8 activations -----------------------------------------------------------------------
 inline constexpr int64_t kActBlock = 32;  // activation elements per int8 block
 
