@@ -331,7 +331,7 @@ int RunLinearBench(const Options& o) {
   }
   for (const WeightKind& k : kinds)
     for (const Shape& s : shapes)
-      if (IsBlockDType(k.dtype) && s.cols % DTypeBlockElems(k.dtype) != 0)
+      if (IsBlockDType(k.dtype) && s.kind == Kind::kLinear && s.cols % DTypeBlockElems(k.dtype) != 0)
         throw Error("--dtype " + k.name + ": shape '" + s.name + "' has " + std::to_string(s.cols) +
                     " columns, not a multiple of the " + std::to_string(DTypeBlockElems(k.dtype)) +
                     "-element block");
