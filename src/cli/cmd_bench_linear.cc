@@ -13,9 +13,9 @@
 // cycles through enough copies of each matrix to exceed the last-level cache many times over,
 // as decode streams every layer's weights once per step. MLA's per-head products of `wkv_b`
 // (`absorb`: q_abs = W_UKᵀ q_nope, `project`: o = W_UV o_lat) run as the model would call them:
-// one kernel call per head inside a statically scheduled parallel loop over heads (absorb through the transposed
-// W_UK copy made at load, `TransposeHeads`, when the FP8 blocks allow it, as for the official
-// dimensions).
+// one kernel call per head inside a statically scheduled parallel loop over heads (absorb through
+// the transposed W_UK copy made at load, `TransposeHeads`, when the FP8 blocks allow it, as for the
+// official dimensions).
 //
 // Roofline fraction = max(bytes / bandwidth, flops / peak) / time: the attainable time of the
 // bound that applies (memory read bandwidth, f32 FMA peak — the kernels use f32 FMA) over the
@@ -27,11 +27,10 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "base/error.h"
 #include "base/mix.h"
@@ -126,7 +125,8 @@ Shape ParseShape(const std::string& spec) {
   const size_t eq = spec.find('='), x = spec.find('x', eq == std::string::npos ? 0 : eq);
   Shape s;
   try {
-    if (eq == 0 || eq == std::string::npos || x == std::string::npos) throw std::invalid_argument("");
+    if (eq == 0 || eq == std::string::npos || x == std::string::npos)
+      throw std::invalid_argument("");
     size_t used = 0;
     s.name = spec.substr(0, eq);
     s.rows = std::stoll(spec.substr(eq + 1, x - eq - 1), &used);
@@ -150,10 +150,11 @@ struct WeightKind {
 
 WeightKind ParseDtype(const std::string& d) {
   static const std::vector<WeightKind> kinds = {
-      {DType::kF8E4M3, false, "fp8"}, {DType::kBF16, false, "bf16"}, {DType::kF16, false, "f16"},
-      {DType::kF32, false, "f32"},    {DType::kQ8_0, false, "q8_0"}, {DType::kQ4_K, false, "q4_k"},
-      {DType::kQ5_K, false, "q5_k"},  {DType::kQ6_K, false, "q6_k"}, {DType::kQ8_0, true, "q8_0.i8"},
-      {DType::kQ4_K, true, "q4_k.i8"}};
+      {DType::kF8E4M3, false, "fp8"},  {DType::kBF16, false, "bf16"},
+      {DType::kF16, false, "f16"},     {DType::kF32, false, "f32"},
+      {DType::kQ8_0, false, "q8_0"},   {DType::kQ4_K, false, "q4_k"},
+      {DType::kQ5_K, false, "q5_k"},   {DType::kQ6_K, false, "q6_k"},
+      {DType::kQ8_0, true, "q8_0.i8"}, {DType::kQ4_K, true, "q4_k.i8"}};
   for (const WeightKind& k : kinds)
     if (k.name == d) return k;
   throw Error("--dtype '" + d +
@@ -214,7 +215,10 @@ Weight MakeWeight(const WeightKind& kind, int64_t rows, int64_t cols, uint64_t s
       }
     }
   }
-  w.view = WeightView{.dtype = dtype, .rows = rows, .cols = cols, .data = w.bytes.data(),
+  w.view = WeightView{.dtype = dtype,
+                      .rows = rows,
+                      .cols = cols,
+                      .data = w.bytes.data(),
                       .scales = w.scales.empty() ? nullptr : w.scales.data()};
   w.view.int8_activations = kind.int8;
   return w;
@@ -267,10 +271,12 @@ std::vector<Weight> MakeCopies(const Shape& s, const WeightKind& kind, bool cold
 // copies), until `seconds` have passed and every copy was timed at least twice.
 Measurement Measure(const Shape& s, const std::vector<Weight>& ws, int64_t n, double seconds) {
   using Clock = std::chrono::steady_clock;
-  const int64_t in = s.kind == Kind::kLinear ? s.cols : s.kind == Kind::kAbsorb ? s.heads * s.dn
-                                                                               : s.heads * s.cols;
-  const int64_t out = s.kind == Kind::kLinear ? s.rows : s.kind == Kind::kAbsorb ? s.heads * s.cols
-                                                                                : s.heads * s.dv;
+  const int64_t in = s.kind == Kind::kLinear   ? s.cols
+                     : s.kind == Kind::kAbsorb ? s.heads * s.dn
+                                               : s.heads * s.cols;
+  const int64_t out = s.kind == Kind::kLinear   ? s.rows
+                      : s.kind == Kind::kAbsorb ? s.heads * s.cols
+                                                : s.heads * s.dv;
   std::vector<float> x(n * in), y(n * out);  // [n, in] activations, [n, out] results
   uint64_t state = 7;
   for (float& v : x) v = SmallValue(Next(state)) * 20;
@@ -286,8 +292,10 @@ Measurement Measure(const Shape& s, const std::vector<Weight>& ws, int64_t n, do
     const auto t0 = Clock::now();
     RunProduct(s, w, n, x.data(), y.data());
     const auto t1 = Clock::now();
-    if (call >= ws.size()) m.seconds = std::min(m.seconds, std::chrono::duration<double>(t1 - t0).count());
-    if (call >= 3 * ws.size() && std::chrono::duration<double>(t1 - start).count() >= seconds) break;
+    if (call >= ws.size())
+      m.seconds = std::min(m.seconds, std::chrono::duration<double>(t1 - t0).count());
+    if (call >= 3 * ws.size() && std::chrono::duration<double>(t1 - start).count() >= seconds)
+      break;
   }
   return m;
 }
@@ -324,20 +332,22 @@ int RunLinearBench(const Options& o) {
     for (const std::string& spec : o.shapes) shapes.push_back(ParseShape(spec));
     source = "--shape";
   } else {
-    const ModelConfig c = o.model ? ModelConfig::FromFile(*o.model + "/config.json")
-                                  : PresetConfig(o.preset);
+    const ModelConfig c =
+        o.model ? ModelConfig::FromFile(*o.model + "/config.json") : PresetConfig(o.preset);
     shapes = ConfigShapes(c);
     source = o.model ? *o.model + "/config.json" : "preset " + o.preset;
   }
   for (const WeightKind& k : kinds)
     for (const Shape& s : shapes)
-      if (IsBlockDType(k.dtype) && s.kind == Kind::kLinear && s.cols % DTypeBlockElems(k.dtype) != 0)
+      if (IsBlockDType(k.dtype) && s.kind == Kind::kLinear &&
+          s.cols % DTypeBlockElems(k.dtype) != 0)
         throw Error("--dtype " + k.name + ": shape '" + s.name + "' has " + std::to_string(s.cols) +
                     " columns, not a multiple of the " + std::to_string(DTypeBlockElems(k.dtype)) +
                     "-element block");
   const char* bench = o.gemm ? "gemm" : "gemv";
-  const std::vector<int64_t> ns = !o.ns.empty() ? o.ns : o.gemm ? std::vector<int64_t>{512}
-                                                                : std::vector<int64_t>{1, 32};
+  const std::vector<int64_t> ns = !o.ns.empty() ? o.ns
+                                  : o.gemm      ? std::vector<int64_t>{512}
+                                                : std::vector<int64_t>{1, 32};
   const roofline::Result roof = Roofline(o);
   const int threads = omp_get_max_threads();
   const std::string isa = IsaName(LinearIsa());
@@ -367,17 +377,30 @@ int RunLinearBench(const Options& o) {
         const Measurement m = Measure(s, copies, n, o.seconds);
         const double gbps = m.bytes / m.seconds / 1e9, gflops = m.flops / m.seconds / 1e9;
         const double gweights = double(s.used_rows()) * s.cols / m.seconds / 1e9;
-        const double mem_t = m.bytes / (roof.read_gbps * 1e9), fma_t = m.flops / (roof.fma_gflops * 1e9);
+        const double mem_t = m.bytes / (roof.read_gbps * 1e9),
+                     fma_t = m.flops / (roof.fma_gflops * 1e9);
         const double fraction = std::max(mem_t, fma_t) / m.seconds;
         const char* bound = mem_t >= fma_t ? "memory" : "compute";
         if (o.json) {
-          nlohmann::json j = {{"bench", bench}, {"shape", s.name}, {"rows", s.used_rows()},
-                              {"cols", s.cols}, {"n", n}, {"dtype", kind.name}, {"bytes", m.bytes},
-                              {"flops", m.flops}, {"seconds", m.seconds}, {"gbps", gbps},
-                              {"gweights_per_s", gweights}, {"gflops", gflops},
-                              {"fraction_of_roofline", fraction}, {"bound", bound},
-                              {"roofline_gbps", roof.read_gbps}, {"roofline_gflops", roof.fma_gflops},
-                              {"isa", isa}, {"threads", threads}, {"weights", "synthetic"}};
+          nlohmann::json j = {{"bench", bench},
+                              {"shape", s.name},
+                              {"rows", s.used_rows()},
+                              {"cols", s.cols},
+                              {"n", n},
+                              {"dtype", kind.name},
+                              {"bytes", m.bytes},
+                              {"flops", m.flops},
+                              {"seconds", m.seconds},
+                              {"gbps", gbps},
+                              {"gweights_per_s", gweights},
+                              {"gflops", gflops},
+                              {"fraction_of_roofline", fraction},
+                              {"bound", bound},
+                              {"roofline_gbps", roof.read_gbps},
+                              {"roofline_gflops", roof.fma_gflops},
+                              {"isa", isa},
+                              {"threads", threads},
+                              {"weights", "synthetic"}};
           std::printf("%s\n", j.dump().c_str());
         } else {
           std::printf("%-28s %-8s %7lld %7lld %5lld %10.1f %8.2f %8.2f %9.1f %8.3f %s\n",
@@ -399,23 +422,30 @@ RunFn AddLinearBench(CLI::App& bench, bool gemm) {
       gemm ? "gemm" : "gemv",
       gemm ? "Prefill GEMM GFLOP/s on a model's projection shapes vs the f32 FMA peak"
            : "Decode GEMV GB/s on a model's projection shapes vs the memory bandwidth");
-  auto* model = sub->add_option("--model", o->model, "Checkpoint directory: its config.json gives the shapes");
-  auto* preset = sub->add_option("--preset", o->preset, "gen-model preset giving the shapes (default layer671b)");
-  auto* shape = sub->add_option("--shape", o->shapes, "NAME=ROWSxCOLS instead of the config's shapes (repeatable)");
+  auto* model = sub->add_option("--model", o->model,
+                                "Checkpoint directory: its config.json gives the shapes");
+  auto* preset = sub->add_option("--preset", o->preset,
+                                 "gen-model preset giving the shapes (default layer671b)");
+  auto* shape = sub->add_option("--shape", o->shapes,
+                                "NAME=ROWSxCOLS instead of the config's shapes (repeatable)");
   model->excludes(preset)->excludes(shape);
   preset->excludes(shape);
-  sub->add_option("--n", o->ns, gemm ? "Activation rows (default 512)" : "Activation rows (default 1,32)")
+  sub->add_option("--n", o->ns,
+                  gemm ? "Activation rows (default 512)" : "Activation rows (default 1,32)")
       ->delimiter(',')
       ->check(CLI::Range(int64_t{1}, int64_t{65536}));
-  sub->add_option("--dtype", o->dtypes,
-                  "Weight dtypes, comma-separated: fp8 (default), bf16, f16, f32, q8_0, q4_k, q5_k, "
-                  "q6_k, q8_0.i8, q4_k.i8 (int8 activations)")
+  sub->add_option(
+         "--dtype", o->dtypes,
+         "Weight dtypes, comma-separated: fp8 (default), bf16, f16, f32, q8_0, q4_k, q5_k, "
+         "q6_k, q8_0.i8, q4_k.i8 (int8 activations)")
       ->delimiter(',');
   sub->add_option("--seconds", o->seconds, "Time per measurement")->check(CLI::Range(0.0, 60.0));
   AddThreadsOption(sub);
-  sub->add_option("--roofline-gbps", o->roofline_gbps, "Memory read bandwidth to use instead of measuring")
+  sub->add_option("--roofline-gbps", o->roofline_gbps,
+                  "Memory read bandwidth to use instead of measuring")
       ->check(CLI::PositiveNumber);
-  sub->add_option("--roofline-gflops", o->roofline_gflops, "f32 FMA peak to use instead of measuring")
+  sub->add_option("--roofline-gflops", o->roofline_gflops,
+                  "f32 FMA peak to use instead of measuring")
       ->check(CLI::PositiveNumber);
   sub->add_flag("--json", o->json, "One JSON object per measurement");
   return [o] { return RunLinearBench(*o); };

@@ -10,8 +10,8 @@ namespace {
 struct DTypeEntry {
   DType type;
   std::string_view name;
-  size_t size;               // bytes per element (per block for the block types)
-  int64_t block_elems = 1;   // elements per block
+  size_t size;              // bytes per element (per block for the block types)
+  int64_t block_elems = 1;  // elements per block
 };
 
 // The safetensors dtype spellings (huggingface/safetensors `Dtype`).

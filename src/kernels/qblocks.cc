@@ -75,8 +75,8 @@ DSINFER_AVX512 void WalkK4or5(const uint8_t* b, int64_t blocks, bool q5, Sink& s
     float dsc[8], dm[8];
     K4Scales(b + 4, _cvtsh_ss(U16(b)), _cvtsh_ss(U16(b + 2)), dsc, dm);
     const uint8_t* qs = b + (q5 ? 48 : 16);
-    const __m256i qh = q5 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16))
-                          : _mm256_setzero_si256();
+    const __m256i qh =
+        q5 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16)) : _mm256_setzero_si256();
     for (int c = 0; c < 4; ++c) {
       const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * c));
       __m256i half[2] = {_mm256_and_si256(q, low4),
@@ -110,12 +110,11 @@ DSINFER_AVX512 void WalkQ6_K(const uint8_t* b, int64_t blocks, Sink& sink) {
       for (int k = 0; k < 4; ++k) {
         const __m256i src =
             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * n + 32 * (k % 2)));
-        const __m256i low = k < 2 ? _mm256_and_si256(src, low4)
-                                  : _mm256_and_si256(_mm256_srli_epi16(src, 4), low4);
+        const __m256i low =
+            k < 2 ? _mm256_and_si256(src, low4) : _mm256_and_si256(_mm256_srli_epi16(src, 4), low4);
         const __m256i high =
             _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k)), three);
-        const __m256i q =
-            _mm256_sub_epi8(_mm256_or_si256(low, _mm256_slli_epi16(high, 4)), bias);
+        const __m256i q = _mm256_sub_epi8(_mm256_or_si256(low, _mm256_slli_epi16(high, 4)), bias);
         const float d0 = d * static_cast<float>(scales[8 * n + 2 * k]);
         const float d1 = d * static_cast<float>(scales[8 * n + 2 * k + 1]);
         sink.Step(kQK * i + 128 * n + 32 * k, S16f(_mm256_castsi256_si128(q), d0),
@@ -128,11 +127,16 @@ DSINFER_AVX512 void WalkQ6_K(const uint8_t* b, int64_t blocks, Sink& sink) {
 template <class Sink>
 DSINFER_AVX512 void WalkRow(DType t, const uint8_t* row, int64_t blocks, Sink& sink) {
   switch (t) {
-    case DType::kQ8_0: return WalkQ8_0(row, blocks, sink);
-    case DType::kQ4_K: return WalkK4or5(row, blocks, /*q5=*/false, sink);
-    case DType::kQ5_K: return WalkK4or5(row, blocks, /*q5=*/true, sink);
-    case DType::kQ6_K: return WalkQ6_K(row, blocks, sink);
-    default: return;
+    case DType::kQ8_0:
+      return WalkQ8_0(row, blocks, sink);
+    case DType::kQ4_K:
+      return WalkK4or5(row, blocks, /*q5=*/false, sink);
+    case DType::kQ5_K:
+      return WalkK4or5(row, blocks, /*q5=*/true, sink);
+    case DType::kQ6_K:
+      return WalkQ6_K(row, blocks, sink);
+    default:
+      return;
   }
 }
 
@@ -192,14 +196,22 @@ DSINFER_AVX512 void FusedRowsN(const float* xp, int64_t xps, const WeightView& w
 DSINFER_AVX512 void FusedRowsAvx512(const float* xp, int64_t xps, int n, const WeightView& w,
                                     int64_t r0, int64_t r1, float* y, int64_t ys) {
   switch (n) {
-    case 1: return FusedRowsN<1>(xp, xps, w, r0, r1, y, ys);
-    case 2: return FusedRowsN<2>(xp, xps, w, r0, r1, y, ys);
-    case 3: return FusedRowsN<3>(xp, xps, w, r0, r1, y, ys);
-    case 4: return FusedRowsN<4>(xp, xps, w, r0, r1, y, ys);
-    case 5: return FusedRowsN<5>(xp, xps, w, r0, r1, y, ys);
-    case 6: return FusedRowsN<6>(xp, xps, w, r0, r1, y, ys);
-    case 7: return FusedRowsN<7>(xp, xps, w, r0, r1, y, ys);
-    case 8: return FusedRowsN<8>(xp, xps, w, r0, r1, y, ys);
+    case 1:
+      return FusedRowsN<1>(xp, xps, w, r0, r1, y, ys);
+    case 2:
+      return FusedRowsN<2>(xp, xps, w, r0, r1, y, ys);
+    case 3:
+      return FusedRowsN<3>(xp, xps, w, r0, r1, y, ys);
+    case 4:
+      return FusedRowsN<4>(xp, xps, w, r0, r1, y, ys);
+    case 5:
+      return FusedRowsN<5>(xp, xps, w, r0, r1, y, ys);
+    case 6:
+      return FusedRowsN<6>(xp, xps, w, r0, r1, y, ys);
+    case 7:
+      return FusedRowsN<7>(xp, xps, w, r0, r1, y, ys);
+    case 8:
+      return FusedRowsN<8>(xp, xps, w, r0, r1, y, ys);
   }
 }
 
@@ -477,8 +489,9 @@ void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const Wei
     for (int64_t t = t0; t < t1; ++t) {
       const int8_t* q = a.q.data() + t * a.cols;
       const float* d = a.d.data() + t * a.blocks;
-      y[(t - t0) * ys + (r - r0)] = q8 ? DotQ8_0Int8(row, q, d, blocks)
-                                       : DotQ4_KInt8(row, q, d, a.sum.data() + t * a.blocks, blocks);
+      y[(t - t0) * ys + (r - r0)] =
+          q8 ? DotQ8_0Int8(row, q, d, blocks)
+             : DotQ4_KInt8(row, q, d, a.sum.data() + t * a.blocks, blocks);
     }
   }
 }

@@ -46,8 +46,8 @@ inline constexpr int64_t kActBlock = 32;  // activation elements per int8 block
 // holding Inf or NaN has d = NaN (the products it enters become NaN, as in f32).
 struct QuantizedActs {
   int64_t n = 0, cols = 0, blocks = 0;  // blocks = cols / 32 per row
-  std::vector<int8_t> q;                 // [n, cols]
-  std::vector<float> d, sum;             // [n, blocks]
+  std::vector<int8_t> q;                // [n, cols]
+  std::vector<float> d, sum;            // [n, blocks]
 };
 void QuantizeActs(const float* x, int64_t xs, int64_t n, int64_t cols, QuantizedActs& out);
 

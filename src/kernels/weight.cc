@@ -86,8 +86,8 @@ std::shared_ptr<const OwnedWeight> TransposeHeads(const WeightView& w, int64_t h
       for (int64_t c = 0; c < R; ++c)
         std::memcpy(&out->bytes[((h * R + c) * rows + i) * size], in + c * size, size);
     }
-  out->view = WeightView{.dtype = w.dtype, .rows = heads * R, .cols = rows,
-                         .data = out->bytes.data()};
+  out->view =
+      WeightView{.dtype = w.dtype, .rows = heads * R, .cols = rows, .data = out->bytes.data()};
   if (fp8) {
     DSINFER_CHECK(w.scales != nullptr, "FP8 weight without block scales");
     const int64_t rblocks = heads * R / 128, cblocks = (rows + 127) / 128;

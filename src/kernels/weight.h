@@ -15,11 +15,11 @@
 namespace dsinfer {
 
 struct WeightView {
-  DType dtype = DType::kF32;     // kF8E4M3, kBF16, kF16, kF32 or a ggml block type
-  int64_t rows = 0;              // out features
-  int64_t cols = 0;              // in features
-  const void* data = nullptr;    // [rows, cols] row-major
-  const float* scales = nullptr; // FP8 only: [ceil(rows/128), ceil(cols/128)] (weight_scale_inv)
+  DType dtype = DType::kF32;      // kF8E4M3, kBF16, kF16, kF32 or a ggml block type
+  int64_t rows = 0;               // out features
+  int64_t cols = 0;               // in features
+  const void* data = nullptr;     // [rows, cols] row-major
+  const float* scales = nullptr;  // FP8 only: [ceil(rows/128), ceil(cols/128)] (weight_scale_inv)
   // Q8_0 / Q4_K only: the product quantises each 32-element block of the activations to int8
   // and multiplies integers (AVX-512 VNNI; docs/numerics.md "int8 activations"). Otherwise
   // (default) every block type is decoded exactly to f32 and multiplied in f32.
@@ -27,7 +27,9 @@ struct WeightView {
 
   int64_t scale_cols() const { return (cols + 127) / 128; }
   int64_t row_bytes() const { return DTypeRowBytes(dtype, cols); }
-  const std::byte* row(int64_t r) const { return static_cast<const std::byte*>(data) + r * row_bytes(); }
+  const std::byte* row(int64_t r) const {
+    return static_cast<const std::byte*>(data) + r * row_bytes();
+  }
 };
 
 // A weight that owns its bytes (a re-laid-out copy); `view` points into `bytes` / `scales`, so

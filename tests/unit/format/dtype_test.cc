@@ -2,7 +2,6 @@
 // decoding from the bit-field formulas (computed in f64), encoding by brute-force search for
 // the nearest representable value with ties to even.
 #include "format/dtype.h"
-#include "format/ggml_types.h"
 
 #include <gtest/gtest.h>
 
@@ -12,6 +11,8 @@
 #include <limits>
 #include <random>
 #include <vector>
+
+#include "format/ggml_types.h"
 
 namespace dsinfer {
 namespace {
@@ -320,9 +321,14 @@ TEST(DTypeNames, RoundTripAndSizes) {
 // The ggml block types: geometry as ggml_types.h gives it, names spelled as ggml does, and not
 // parseable as safetensors dtypes (a safetensors header naming one is rejected).
 TEST(DTypeNames, BlockTypes) {
-  struct B { DType t; const char* name; GgmlType g; };
-  for (const B& b : {B{DType::kQ8_0, "Q8_0", GgmlType::kQ8_0}, B{DType::kQ4_K, "Q4_K", GgmlType::kQ4_K},
-                     B{DType::kQ5_K, "Q5_K", GgmlType::kQ5_K}, B{DType::kQ6_K, "Q6_K", GgmlType::kQ6_K}}) {
+  struct B {
+    DType t;
+    const char* name;
+    GgmlType g;
+  };
+  for (const B& b :
+       {B{DType::kQ8_0, "Q8_0", GgmlType::kQ8_0}, B{DType::kQ4_K, "Q4_K", GgmlType::kQ4_K},
+        B{DType::kQ5_K, "Q5_K", GgmlType::kQ5_K}, B{DType::kQ6_K, "Q6_K", GgmlType::kQ6_K}}) {
     const GgmlTypeInfo& info = GgmlTypeOf(b.g);
     EXPECT_EQ(DTypeName(b.t), b.name);
     EXPECT_EQ(DTypeName(b.t), info.name);

@@ -15,6 +15,8 @@
 //    against the f32-activation product within the activation rounding, Σ_i |w_i|·d_b/2.
 //  * Batch invariance: a token's outputs are bitwise the same alone and inside a batch, on any
 //    thread count, on both paths.
+#include "kernels/qblocks.h"
+
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -31,7 +33,6 @@
 #include "format/ggml_types.h"
 #include "kernels/cpu.h"
 #include "kernels/linear.h"
-#include "kernels/qblocks.h"
 #include "linear_test_util.h"
 
 namespace dsinfer {
@@ -54,9 +55,12 @@ struct BlockMatrix {
 // Byte offsets of the f16 scale fields in a block of `t` (kept finite: random bytes elsewhere).
 std::vector<int> F16Fields(DType t) {
   switch (t) {
-    case DType::kQ8_0: return {0};
-    case DType::kQ6_K: return {208};
-    default: return {0, 2};
+    case DType::kQ8_0:
+      return {0};
+    case DType::kQ6_K:
+      return {208};
+    default:
+      return {0, 2};
   }
 }
 
@@ -162,7 +166,7 @@ TEST(QBlocks, TransposedProductOfBlocksIsTheDequantisedOne) {
 
 TEST(QBlocks, ActivationQuantisation) {
   std::vector<float> x = test::RandomVector(3 * 128, 4, 2.0f);
-  for (int i = 32; i < 64; ++i) x[i] = 0.0f;  // a block of zeros
+  for (int i = 32; i < 64; ++i) x[i] = 0.0f;       // a block of zeros
   x[70] = std::numeric_limits<float>::infinity();  // block 2 holds Inf
   qblocks::QuantizedActs a;
   qblocks::QuantizeActs(x.data(), 128, 3, 128, a);
@@ -204,7 +208,8 @@ TEST(QBlocks, ActivationQuantisation) {
 void Split(const BlockMatrix& m, int64_t r, std::vector<double>& a, std::vector<double>& mins) {
   a.assign(m.cols, 0.0);
   mins.assign(m.cols, 0.0);
-  const auto* row = reinterpret_cast<const uint8_t*>(m.bytes.data()) + r * DTypeRowBytes(m.dtype, m.cols);
+  const auto* row =
+      reinterpret_cast<const uint8_t*>(m.bytes.data()) + r * DTypeRowBytes(m.dtype, m.cols);
   auto f16 = [](const uint8_t* p) { return F16ToFloat(static_cast<uint16_t>(p[0] | (p[1] << 8))); };
   if (m.dtype == DType::kQ8_0) {
     for (int64_t c = 0; c < m.cols; ++c) {
