@@ -17,8 +17,8 @@
 #endif
 
 // The decoders must round every product and difference to f32 separately, exactly as
-// DequantizeRow: the project builds in ISO C++ mode (-ffp-contract=off), so `a * b - c` on
-// vectors is never fused into an FMA.
+// DequantizeRow: this file is compiled with -ffp-contract=off (CMakeLists.txt), so `a * b - c`
+// on vectors is never fused into an FMA (the FMAs meant are explicit intrinsics).
 #define DSINFER_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c")))
 #define DSINFER_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")))
 #define DSINFER_AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -30,14 +30,17 @@ constexpr int64_t kQK = 256;  // elements per K-quant super-block
 
 inline uint16_t U16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
 
-// Scale and min of sub-block j of a Q4_K/Q5_K super-block (see UnpackK4Scale), as f32 products
-// d·sc and dmin·m (the values DequantizeRow forms).
-inline void K4Scales(const uint8_t* scales, float d, float dmin, float* dsc, float* dm) {
-  for (int j = 0; j < 8; ++j) {
-    uint8_t sc, m;
-    UnpackK4Scale(scales, j, &sc, &m);
-    dsc[j] = d * static_cast<float>(sc);
-    dm[j] = dmin * static_cast<float>(m);
+// Scales and mins of the 8 sub-blocks of a Q4_K/Q5_K super-block (the packing UnpackK4Scale
+// reads, restated inline: it runs once per 256 weights in the inner loops), as the f32 products
+// d·sc_j and dmin·m_j that DequantizeRow forms.
+inline void K4Scales(const uint8_t* s, float d, float dmin, float* dsc, float* dm) {
+  for (int j = 0; j < 4; ++j) {
+    dsc[j] = d * static_cast<float>(s[j] & 63);
+    dm[j] = dmin * static_cast<float>(s[j + 4] & 63);
+  }
+  for (int j = 4; j < 8; ++j) {
+    dsc[j] = d * static_cast<float>((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4));
+    dm[j] = dmin * static_cast<float>((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
   }
 }
 
