@@ -74,15 +74,14 @@ def logits(dsinfer, model, out, extra=(), env=None):
     return np.load(out)
 
 
-def peak_rss(cmd):
+def peak_rss(cmd, log):
     """Peak resident set size (bytes) of one run of `cmd` (its own rusage, via wait4)."""
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(p.pid, 0)
+    with open(log, "w") as err:
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(p.pid, 0)
     p.returncode = os.waitstatus_to_exitcode(status)
-    err = p.stderr.read().decode(errors="replace")
-    p.stderr.close()
     if p.returncode != 0:
-        raise RuntimeError(f"command failed ({p.returncode}): {' '.join(cmd)}\n{err[-3000:]}")
+        raise RuntimeError(f"command failed ({p.returncode}): {' '.join(cmd)}\n{open(log).read()[-3000:]}")
     return usage.ru_maxrss * 1024
 
 
@@ -351,7 +350,8 @@ def main():
               f"{typ} with int8 activations vs f32 activations: max|Δ|/max|ref| = {e8:.2e} ≤ {I8_BOUNDS[0]}, "
               f"mean KL {kl8[0]:.2e} ≤ {I8_BOUNDS[1]} (top-1 agreement {kl8[2]:.2f})")
         # Resident memory: the quantised tensors stay mapped as stored (no f32 copies).
-        rss = peak_rss([ds, "logits", "--model", path, "--ids", IDS, "--out", os.path.join(work, "rss.npy")])
+        rss = peak_rss([ds, "logits", "--model", path, "--ids", IDS, "--out", os.path.join(work, "rss.npy")],
+                       os.path.join(work, "rss.log"))
         print(f"     {typ}: file {os.path.getsize(path) / 2**20:.1f} MiB, peak RSS of `dsinfer logits` "
               f"{rss / 2**20:.1f} MiB", flush=True)
 
