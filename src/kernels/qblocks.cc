@@ -391,6 +391,78 @@ DSINFER_VNNI void RowQ4_KVnni(const uint8_t* row, int64_t superblocks, const Qua
   for (int t = 0; t < n; ++t) out[t * ys] = _mm512_reduce_add_ps(acc[t]) - mins[t];
 }
 
+// ---- int8 products: AVX2 (maddubs) --------------------------------------------------------------
+// Per 32 weight bytes and token: vpmaddubsw (u8 × s8, adjacent pairs summed into 16 lanes of
+// int16: at most 2·128·127 = 32512, never saturating), vpmaddwd with ones (8 lanes of int32,
+// exact), converted and fma'd with the block scale into a per-token 8-lane accumulator.
+DSINFER_AVX2 inline float ReduceAdd256(__m256 v) {
+  const __m128 b = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+  return _mm_cvtss_f32(_mm_add_ss(c, _mm_movehdup_ps(c)));
+}
+
+DSINFER_AVX2 inline __m256 Dot32Avx2(__m256i w_u8, __m256i x_s8) {
+  const __m256i p16 = _mm256_maddubs_epi16(w_u8, x_s8);
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+
+// Q8_0: |w| unsigned, w's sign moved onto x (vpsignb: −x where w < 0, 0 where w = 0).
+DSINFER_AVX2 void RowQ8_0Avx2(const uint8_t* row, int64_t blocks, const QuantizedActs& a,
+                              int64_t t0, int n, float* out, int64_t ys) {
+  __m256 acc[kVnniTokens];
+  for (int t = 0; t < n; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* p = row + 34 * b;
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2));
+    const __m256i aw = _mm256_sign_epi8(w, w);
+    const float dw = _cvtsh_ss(U16(p));
+    for (int t = 0; t < n; ++t) {
+      const int64_t tok = t0 + t;
+      const __m256i x =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + tok * a.cols + 32 * b));
+      const float s = dw * a.d[tok * a.blocks + b];
+      acc[t] = _mm256_fmadd_ps(Dot32Avx2(aw, _mm256_sign_epi8(x, w)), _mm256_set1_ps(s), acc[t]);
+    }
+  }
+  for (int t = 0; t < n; ++t) out[t * ys] = ReduceAdd256(acc[t]);
+}
+
+DSINFER_AVX2 void RowQ4_KAvx2(const uint8_t* row, int64_t superblocks, const QuantizedActs& a,
+                              int64_t t0, int n, float* out, int64_t ys) {
+  __m256 acc[kVnniTokens];
+  float mins[kVnniTokens];
+  for (int t = 0; t < n; ++t) {
+    acc[t] = _mm256_setzero_ps();
+    mins[t] = 0.0f;
+  }
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  for (int64_t s = 0; s < superblocks; ++s) {
+    const uint8_t* p = row + 144 * s;
+    float dsc[8], dm[8];
+    K4Scales(p + 4, _cvtsh_ss(U16(p)), _cvtsh_ss(U16(p + 2)), dsc, dm);
+    __m256i w[8];  // sub-block j: nibbles 0..15
+    for (int c = 0; c < 4; ++c) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16 + 32 * c));
+      w[2 * c] = _mm256_and_si256(q, low4);
+      w[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+    }
+    for (int t = 0; t < n; ++t) {
+      const int64_t tok = t0 + t;
+      const int8_t* q = a.q.data() + tok * a.cols + kQK * s;
+      const float* dx = a.d.data() + tok * a.blocks + 8 * s;
+      const float* sum = a.sum.data() + tok * a.blocks + 8 * s;
+      for (int j = 0; j < 8; ++j) {
+        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * j));
+        acc[t] = _mm256_fmadd_ps(Dot32Avx2(w[j], x), _mm256_set1_ps(dsc[j] * dx[j]), acc[t]);
+      }
+      float m = mins[t];
+      for (int j = 0; j < 8; ++j) m += dm[j] * sum[j];
+      mins[t] = m;
+    }
+  }
+  for (int t = 0; t < n; ++t) out[t * ys] = ReduceAdd256(acc[t]) - mins[t];
+}
+
 }  // namespace
 
 void DecodeRows(Isa isa, const WeightView& w, int64_t r0, int64_t r1, float* out) {
@@ -467,22 +539,32 @@ bool Int8UsesVnni(Isa isa) {
   return isa == Isa::kAvx512 && DetectCpu().Supports(Isa::kAvx512) && DetectCpu().avx512_vnni;
 }
 
+bool Int8UsesAvx2(Isa isa) {
+  return !Int8UsesVnni(isa) && isa != Isa::kScalar && DetectCpu().Supports(Isa::kAvx2);
+}
+
 void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,
               int64_t r0, int64_t r1, float* y, int64_t ys) {
   DSINFER_CHECK(Int8Dtype(w.dtype) && a.cols == w.cols && t0 >= 0 && t1 <= a.n,
                 "Int8Rows: activations do not match the weight");
   const int64_t blocks = w.cols / DTypeBlockElems(w.dtype);
   const bool q8 = w.dtype == DType::kQ8_0;
-  if (Int8UsesVnni(isa)) {
+  const bool vnni = Int8UsesVnni(isa), avx2 = Int8UsesAvx2(isa);
+  if (vnni || avx2) {
     for (int64_t tg = t0; tg < t1; tg += kVnniTokens) {
       const int n = static_cast<int>(std::min<int64_t>(kVnniTokens, t1 - tg));
       for (int64_t r = r0; r < r1; ++r) {
         const auto* row = reinterpret_cast<const uint8_t*>(w.row(r));
         float* out = y + (tg - t0) * ys + (r - r0);
-        if (q8)
+        if (vnni && q8) {
           RowQ8_0Vnni(row, blocks, a, tg, n, out, ys);
-        else
+        } else if (vnni) {
           RowQ4_KVnni(row, blocks, a, tg, n, out, ys);
+        } else if (q8) {
+          RowQ8_0Avx2(row, blocks, a, tg, n, out, ys);
+        } else {
+          RowQ4_KAvx2(row, blocks, a, tg, n, out, ys);
+        }
       }
     }
     return;
