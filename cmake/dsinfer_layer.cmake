@@ -30,6 +30,10 @@ function(dsinfer_unit_tests layer)
   target_compile_definitions(${layer}_tests PRIVATE
     DSINFER_SOURCE_DIR="${CMAKE_SOURCE_DIR}"
     DSINFER_BINARY_DIR="${CMAKE_BINARY_DIR}")
+  if(DSINFER_TSAN)  # cmake/tsan.cmake: Archer for OpenMP, the suite's TSan options
+    target_sources(${layer}_tests PRIVATE ${CMAKE_SOURCE_DIR}/tests/tsan_options.cc)
+    target_link_libraries(${layer}_tests PRIVATE dsinfer_archer)
+  endif()
   gtest_discover_tests(${layer}_tests DISCOVERY_TIMEOUT 60
     PROPERTIES LABELS unit ENVIRONMENT "DSINFER_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
 endfunction()

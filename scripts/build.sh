@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Configures and builds one CMake preset (release | asan-ubsan | fuzz) [targets...].
+# Configures and builds one CMake preset (release | asan-ubsan | fuzz | tsan) [targets...].
 set -euo pipefail
 cd "$(dirname "$0")/.."
 preset=${1:-release}

@@ -15,6 +15,7 @@ APT_PACKAGES=(
   chromium                                        # web chat test (headless, playwright-core)
   python3-regex fortunes fortunes-min sword-text-web  # own model: tokenizer, English text
   python3-torch libopenblas0-pthread              # own model: training (tools/train)
+  openmpi-bin libopenmpi-dev openssh-client       # expert parallelism over MPI (docs/mpi.md)
 )
 
 SUDO=""

@@ -21,7 +21,9 @@ namespace dsinfer::layerbench {
 // ---------------------------------------------------------------------------------------------
 // Parsing and cost
 
-const char* PhaseName(Phase p) { return p == Phase::kDecode ? "decode" : "prefill"; }
+const char* PhaseName(Phase p) {
+  return p == Phase::kDecode ? "decode" : p == Phase::kPrefill ? "prefill" : "verify";
+}
 const char* AttentionName(AttentionMode a) { return a == AttentionMode::kDsa ? "dsa" : "dense"; }
 
 namespace {
@@ -51,7 +53,8 @@ std::vector<Phase> ParsePhases(const std::string& list, const std::string& what)
   for (const std::string& s : SplitList(list, what)) {
     if (s == "decode") AddUnique(out, Phase::kDecode);
     else if (s == "prefill") AddUnique(out, Phase::kPrefill);
-    else throw Error(what + ": unknown phase '" + s + "' (expected decode or prefill)");
+    else if (s == "verify") AddUnique(out, Phase::kVerify);
+    else throw Error(what + ": unknown phase '" + s + "' (expected decode, prefill or verify)");
   }
   return out;
 }
@@ -106,22 +109,51 @@ Cost CostOf(double step_ms, int64_t tokens, double usd_per_hour) {
 
 std::vector<Case> PlanCases(std::span<const AttentionMode> attentions, std::span<const Phase> phases,
                             std::span<const int64_t> positions, std::span<const int64_t> batches,
-                            int64_t chunk) {
+                            int64_t chunk, std::span<const int64_t> drafts) {
+  const std::vector<int64_t> verify_drafts =
+      drafts.empty() ? std::vector<int64_t>{1} : std::vector<int64_t>(drafts.begin(), drafts.end());
   std::vector<Case> cases;
   for (AttentionMode a : attentions)
     for (Phase ph : phases) {
       const std::vector<int64_t> bs =
-          ph == Phase::kDecode ? std::vector<int64_t>(batches.begin(), batches.end())
-                               : std::vector<int64_t>{1};
-      for (int64_t b : bs)
-        for (int64_t p : positions)
-          cases.push_back({.phase = ph,
-                           .attention = a,
-                           .position = p,
-                           .batch = b,
-                           .chunk = ph == Phase::kDecode ? 1 : chunk});
+          ph == Phase::kPrefill ? std::vector<int64_t>{1}
+                                : std::vector<int64_t>(batches.begin(), batches.end());
+      for (int64_t b : bs) {
+        std::vector<int64_t> chunks{ph == Phase::kPrefill ? chunk : 1};
+        if (ph == Phase::kVerify) {
+          chunks.clear();
+          for (int64_t n : verify_drafts) chunks.push_back(1 + n);
+        }
+        for (int64_t ch : chunks)
+          for (int64_t p : positions)
+            cases.push_back({.phase = ph, .attention = a, .position = p, .batch = b, .chunk = ch});
+      }
     }
   return cases;
+}
+
+double ExpectedDistinctExperts(int64_t n, int64_t k, int64_t rows) {
+  DSINFER_CHECK(n > 0 && k >= 0 && k <= n && rows >= 0);
+  return static_cast<double>(n) *
+         (1.0 - std::pow(1.0 - static_cast<double>(k) / static_cast<double>(n),
+                         static_cast<double>(rows)));
+}
+
+double ExpectedTokensPerStep(double a, int64_t drafts) {
+  double tokens = 0, p = 1;  // p = a^j: every draft before j + 1 was accepted
+  for (int64_t j = 0; j <= drafts; ++j, p *= a) tokens += p;
+  return tokens;
+}
+
+std::optional<double> BreakEvenAcceptance(double cost_ratio, int64_t drafts) {
+  if (cost_ratio <= 1) return 0.0;
+  if (cost_ratio > static_cast<double>(drafts + 1)) return std::nullopt;
+  double lo = 0, hi = 1;  // ExpectedTokensPerStep rises from 1 to drafts + 1 on [0, 1]
+  for (int i = 0; i < 100; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    (ExpectedTokensPerStep(mid, drafts) < cost_ratio ? lo : hi) = mid;
+  }
+  return 0.5 * (lo + hi);
 }
 
 int64_t DefaultLayer(const ModelConfig& c) {
@@ -232,6 +264,8 @@ void LayerBench::Check(const Case& c) const {
   if (c.position < 0) throw Error("position must be ≥ 0");
   if (c.batch < 1 || c.chunk < 1) throw Error("--batch and --chunk must be at least 1");
   if (c.phase == Phase::kDecode && c.chunk != 1) throw Error("a decode step has chunk 1");
+  if (c.phase == Phase::kVerify && c.chunk < 2)
+    throw Error("a verify step has 1 + N rows per sequence (N ≥ 1 drafts)");
   if (c.attention == AttentionMode::kDsa && !cfg.has_indexer())
     throw Error("--attention dsa: the checkpoint has no indexer (index_topk), so it is dense");
   if (c.position + c.chunk > cfg.max_position_embeddings)
@@ -436,21 +470,57 @@ std::string FormatBreakdown(std::span<const Measurement> ms, double peak_gflops)
   return out;
 }
 
+namespace {
+
+// "batch 32" (decode), "chunk 512" (prefill), "batch 8, 1+2 rows" (verify).
+std::string ShapeLabel(Phase phase, int64_t batch, int64_t chunk) {
+  if (phase == Phase::kPrefill) return "chunk " + std::to_string(chunk);
+  std::string s = "batch " + std::to_string(batch);
+  if (phase == Phase::kVerify) s += ", 1+" + std::to_string(chunk - 1) + " rows";
+  return s;
+}
+
+}  // namespace
+
 std::string FormatSavings(std::span<const Measurement> ms) {
-  std::map<std::pair<Phase, int64_t>, std::pair<RowKey, double>> best;  // (phase, -batch) → at max P
+  // (phase, -batch, chunk) → the row at the largest position
+  std::map<std::tuple<Phase, int64_t, int64_t>, std::pair<RowKey, double>> best;
   for (const auto& [key, by_mode] : ByRow(ms)) {
     if (by_mode.size() != 2) continue;
     const double ratio = by_mode.at(AttentionMode::kDense)->cost.ms_per_token /
                          by_mode.at(AttentionMode::kDsa)->cost.ms_per_token;
-    best[{key.phase, key.batch}] = {key, ratio};  // ascending positions: the last one wins
+    best[{key.phase, key.batch, key.chunk}] = {key, ratio};  // ascending positions: last wins
   }
   std::string out;
   for (const auto& [pk, v] : best) {
     const RowKey& k = v.first;
-    out += Printf("%s at %s (%s %lld): DSA %.2fx %s per token than dense\n", PhaseName(k.phase),
-                  FormatPosition(k.position).c_str(), k.phase == Phase::kDecode ? "batch" : "chunk",
-                  static_cast<long long>(k.phase == Phase::kDecode ? -k.batch : k.chunk),
+    out += Printf("%s at %s (%s): DSA %.2fx %s per token than dense\n", PhaseName(k.phase),
+                  FormatPosition(k.position).c_str(), ShapeLabel(k.phase, -k.batch, k.chunk).c_str(),
                   v.second >= 1 ? v.second : 1 / v.second, v.second >= 1 ? "cheaper" : "dearer");
+  }
+  return out;
+}
+
+std::string FormatVerifyCost(std::span<const Measurement> ms, int64_t n_experts, int64_t k) {
+  std::string out;
+  for (const Measurement& v : ms) {
+    if (v.c.phase != Phase::kVerify) continue;
+    const Measurement* d = nullptr;
+    for (const Measurement& m : ms)
+      if (m.c.phase == Phase::kDecode && m.c.attention == v.c.attention &&
+          m.c.batch == v.c.batch && m.c.position == v.c.position)
+        d = &m;
+    if (!d) continue;
+    const int64_t drafts = v.c.chunk - 1;
+    const double ratio = v.step_ms / d->step_ms;
+    const std::optional<double> even = BreakEvenAcceptance(ratio, drafts);
+    out += Printf("verify %s at %s (%s): step %.2fx decode's; experts read %.1f vs %.1f (expected, "
+                  "independent routing); pays above acceptance %s\n",
+                  ShapeLabel(v.c.phase, v.c.batch, v.c.chunk).c_str(),
+                  FormatPosition(v.c.position).c_str(), AttentionName(v.c.attention), ratio,
+                  ExpectedDistinctExperts(n_experts, k, v.c.tokens()),
+                  ExpectedDistinctExperts(n_experts, k, d->c.tokens()),
+                  even ? Printf("%.2f", *even).c_str() : "- (never: more than 1 + N steps)");
   }
   return out;
 }

@@ -3,7 +3,11 @@
 // DeepSeek's Fig. 3 (docs/model.md §10) on this machine.
 //
 //  * decode at position P: one step of a batch of B sequences that each hold P cached tokens;
-//  * prefill at position P: one chunk of C tokens on top of P cached tokens.
+//  * prefill at position P: one chunk of C tokens on top of P cached tokens;
+//  * verify at position P: one step of a batch of B sequences that each run 1 + N rows (the
+//    last token and N drafts of speculative decoding, runtime/engine.h) on top of P cached
+//    tokens — compared with the decode step of the same batch it says what verifying drafts
+//    costs (docs/spec.md).
 //
 // The caches of the measured layer are filled with synthetic values (latent rows: random values
 // through `LatentLayout::Encode`; indexer keys: random e4m3 codes with power-of-two scales),
@@ -23,6 +27,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -37,9 +42,9 @@ namespace dsinfer::layerbench {
 // machine this was built on. Pass `--usd-per-hour` for yours.
 inline constexpr double kDefaultUsdPerHour = 0.15;
 
-enum class Phase : uint8_t { kDecode, kPrefill };
+enum class Phase : uint8_t { kDecode, kPrefill, kVerify };
 
-const char* PhaseName(Phase p);             // "decode" | "prefill"
+const char* PhaseName(Phase p);             // "decode" | "prefill" | "verify"
 const char* AttentionName(AttentionMode a);  // "dsa" | "dense"
 
 // Comma-separated lists, e.g. "decode,prefill" / "dsa,dense"; duplicates are dropped, order
@@ -70,16 +75,29 @@ struct Case {
   Phase phase = Phase::kDecode;
   AttentionMode attention = AttentionMode::kDsa;
   int64_t position = 0;  // tokens already cached in each sequence
-  int64_t batch = 1;     // sequences in the step (decode)
-  int64_t chunk = 1;     // tokens per sequence in the step (prefill)
+  int64_t batch = 1;     // sequences in the step (decode, verify)
+  int64_t chunk = 1;     // tokens per sequence in the step (prefill; verify: 1 + drafts)
   int64_t tokens() const { return batch * chunk; }
 };
 
-// Decode cases get chunk 1, prefill cases batch 1. Order: attention, phase, batch (as given),
-// position — the order `LayerBench` fills caches in (one fill per attention mode).
+// Decode cases get chunk 1, prefill cases batch 1, verify cases (every batch) chunk 1 + N for
+// each N of `drafts` (empty: {1}). Order: attention, phase, batch (as given), drafts, position —
+// the order `LayerBench` fills caches in (one fill per attention mode).
 std::vector<Case> PlanCases(std::span<const AttentionMode> attentions, std::span<const Phase> phases,
                             std::span<const int64_t> positions, std::span<const int64_t> batches,
-                            int64_t chunk);
+                            int64_t chunk, std::span<const int64_t> drafts = {});
+
+// Speculative decoding's arithmetic (docs/spec.md). The expected number of distinct experts
+// read by a step whose `rows` tokens each choose `k` of `n` experts, independently and each
+// expert with probability k/n: n · (1 − (1 − k/n)^rows).
+double ExpectedDistinctExperts(int64_t n, int64_t k, int64_t rows);
+// Tokens a verify step of `drafts` drafts emits on average when each draft is accepted with
+// probability `a` given the previous one was: 1 + a + … + a^drafts.
+double ExpectedTokensPerStep(double a, int64_t drafts);
+// The acceptance at which speculation breaks even for a verify step that costs `cost_ratio`
+// plain decode steps (ExpectedTokensPerStep(a, drafts) = cost_ratio): 0 when cost_ratio ≤ 1,
+// nullopt when even a = 1 does not pay (cost_ratio > drafts + 1).
+std::optional<double> BreakEvenAcceptance(double cost_ratio, int64_t drafts);
 
 struct Measurement {
   Case c;
@@ -158,6 +176,12 @@ std::string FormatTable(std::span<const Measurement> ms);
 // One line per phase with both modes measured, at the largest position, e.g.
 // "decode at 16K (batch 32): DSA 3.1x cheaper per token than dense". Empty if none.
 std::string FormatSavings(std::span<const Measurement> ms);
+
+// One line per verify measurement that has a decode measurement of the same attention, batch
+// and position: the verify step's time over the decode step's, the experts each is expected to
+// read (`n_experts`, top `k`), and the acceptance at which speculation breaks even on this
+// layer. Empty if there is none.
+std::string FormatVerifyCost(std::span<const Measurement> ms, int64_t n_experts, int64_t k);
 
 // The cost-vs-position curves as a standalone SVG: one panel per phase (prefill, decode), USD
 // per 1M tokens over the token position, one polyline per (phase, attention, batch, chunk)

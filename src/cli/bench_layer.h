@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "tools/bench_layer.h"
 
@@ -15,7 +16,8 @@ struct LayerBenchRun {
   std::string model_dir;
   std::string positions = "0,4K,16K,64K,128K";
   std::string attention = "dsa,dense";
-  std::string phase = "decode,prefill";
+  std::string phase = "decode,prefill";  // and/or verify
+  std::vector<int64_t> drafts = {1};     // verify: 1 + N rows per sequence for each N
   int64_t batch = 32;  // decode batch
   bool single_stream = true;  // also decode batch 1
   int64_t chunk = 512;

@@ -27,6 +27,8 @@ struct Options {
   int64_t prompt = 64, tokens = 64;
   std::string kv_cache = "fp8";
   bool adaptive = true;
+  double min_acceptance = EngineOptions{}.min_acceptance;  // --spec-min-acceptance
+  int64_t window = EngineOptions{}.adaptive_window;        // --spec-window
   bool json = false;
 };
 
@@ -44,7 +46,8 @@ Run Measure(const Options& o, const std::string& dir, int batch, int64_t draft) 
   eo.queue_capacity = batch;
   eo.prefill_chunk = o.prompt;
   eo.draft = draft;
-  if (!o.adaptive) eo.min_acceptance = -1;
+  eo.min_acceptance = o.adaptive ? o.min_acceptance : -1;
+  eo.adaptive_window = o.window;
   eo.sequence.kv_cache = ParseKvCacheType(o.kv_cache, "--kv-cache");
   Engine engine(Model::Load(dir), eo);
   const int64_t vocab = engine.config().vocab_size;
@@ -149,6 +152,14 @@ BenchRegistrar reg("generate", [](CLI::App& bench) -> RunFn {
       ->check(CLI::IsMember({"f32", "bf16", "fp8"}))
       ->capture_default_str();
   sub->add_flag("!--no-adaptive", o->adaptive, "keep drafting whatever the acceptance");
+  sub->add_option("--spec-min-acceptance", o->min_acceptance,
+                  "a sequence whose acceptance is below this after --spec-window drafts stops "
+                  "drafting (negative: never)")
+      ->check(CLI::Range(-1.0, 1.0))
+      ->capture_default_str();
+  sub->add_option("--spec-window", o->window, "drafts verified before the acceptance is judged")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
+      ->capture_default_str();
   AddThreadsOption(sub);
   sub->add_flag("--json", o->json, "one JSON object per measurement");
   return [o] { return RunGenerateBench(*o); };

@@ -63,8 +63,12 @@ class CaseProgress {
   void Start(size_t i, size_t n, const lb::Case& c) {
     std::snprintf(label_, sizeof label_, "bench layer [%zu/%zu] %s %s %s %s @ %s", i + 1, n,
                   lb::AttentionName(c.attention), lb::PhaseName(c.phase),
-                  c.phase == lb::Phase::kDecode ? "batch" : "chunk",
-                  std::to_string(c.phase == lb::Phase::kDecode ? c.batch : c.chunk).c_str(),
+                  c.phase == lb::Phase::kPrefill ? "chunk" : "batch",
+                  (c.phase == lb::Phase::kPrefill   ? std::to_string(c.chunk)
+                   : c.phase == lb::Phase::kVerify ? std::to_string(c.batch) + " x " +
+                                                          std::to_string(c.chunk) + " rows"
+                                                    : std::to_string(c.batch))
+                      .c_str(),
                   lb::FormatPosition(c.position).c_str());
     if (!tty_) std::fprintf(stderr, "%s ...\n", label_);
   }
@@ -111,6 +115,7 @@ nlohmann::json ToJson(const lb::Measurement& m, const RunContext& ctx) {
           {"position", m.c.position},
           {"batch", m.c.batch},
           {"chunk", m.c.chunk},
+          {"drafts", m.c.phase == lb::Phase::kVerify ? m.c.chunk - 1 : 0},
           {"tokens_per_step", m.c.tokens()},
           {"ms_per_token", m.cost.ms_per_token},
           {"tokens_per_s", m.cost.tokens_per_s},
@@ -183,7 +188,10 @@ int RunLayerBench(const LayerBenchRun& o) {
                                 .progress = [&](const std::string& what, double f) {
                                   progress.Update(what, f);
                                 }});
-  const std::vector<lb::Case> cases = lb::PlanCases(attentions, phases, positions, batches, o.chunk);
+  for (int64_t n : o.drafts)
+    if (n < 1 || n > 16) throw Error("--draft must be in [1, 16] (got " + std::to_string(n) + ")");
+  const std::vector<lb::Case> cases =
+      lb::PlanCases(attentions, phases, positions, batches, o.chunk, o.drafts);
   for (const lb::Case& c : cases) bench.Check(c);  // fail before minutes of measuring
   RunContext ctx{.model_dir = o.model_dir,
                        .describe = Describe(model->config(), bench.layer(), o.kv_cache),
@@ -212,7 +220,10 @@ int RunLayerBench(const LayerBenchRun& o) {
     }
   }
   if (!o.json) {
-    std::printf("%s\n%s", lb::FormatTable(results).c_str(), lb::FormatSavings(results).c_str());
+    std::printf("%s\n%s%s", lb::FormatTable(results).c_str(), lb::FormatSavings(results).c_str(),
+                lb::FormatVerifyCost(results, model->config().n_routed_experts,
+                                     model->config().num_experts_per_tok)
+                    .c_str());
     if (o.breakdown)
       std::printf("\n%s  (indexer time includes its key/query projections; peak: %s)\n",
                   lb::FormatBreakdown(results, ctx.peak_gflops).c_str(),
@@ -250,7 +261,12 @@ BenchRegistrar reg("layer", [](CLI::App& bench) -> RunFn {
   sub->add_option("--positions", r.positions, "Token positions (cached tokens), K = 1024")
       ->capture_default_str();
   sub->add_option("--attention", r.attention, "dsa, dense or both")->capture_default_str();
-  sub->add_option("--phase", r.phase, "decode, prefill or both")->capture_default_str();
+  sub->add_option("--phase", r.phase, "decode, prefill and/or verify (comma-separated)")
+      ->capture_default_str();
+  sub->add_option("--draft", r.drafts,
+                  "Verify phase: drafts per sequence, each case runs 1 + N rows (list, 1..16; "
+                  "default 1)")
+      ->delimiter(',');
   sub->add_option("--batch", r.batch, "Decode batch (sequences per step); batch 1 is measured too")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{4096}));

@@ -17,9 +17,15 @@
 // the transposed W_UK copy made at load, `TransposeHeads`, when the FP8 blocks allow it, as for the
 // official dimensions).
 //
+// `bench gemm` measures, in the same run, the f32 GEMM the model uses (`--numerics f32`) and the
+// bf16-activation GEMM (`--numerics bf16`, `LinearRowsBf16`: activations rounded to bf16,
+// `vdpbf16ps`; docs/numerics.md "bf16 activations"), by default both when this CPU has
+// AVX512-BF16, and reports each as a fraction of the f32 FMA peak and of the BF16 dot peak.
+//
 // Roofline fraction = max(bytes / bandwidth, flops / peak) / time: the attainable time of the
-// bound that applies (memory read bandwidth, f32 FMA peak — the kernels use f32 FMA) over the
-// measured time. bytes = weight codes + block scales (activations stay in cache).
+// bound that applies (memory read bandwidth; the f32 FMA peak for f32 numerics, the BF16 dot peak
+// for bf16 numerics) over the measured time. bytes = weight codes + block scales (activations
+// stay in cache).
 #include <omp.h>
 
 #include <algorithm>
@@ -69,7 +75,8 @@ struct Options {
   std::vector<int64_t> ns;
   std::vector<std::string> dtypes = {"fp8"};
   double seconds = 0.3;
-  double roofline_gbps = 0, roofline_gflops = 0;
+  double roofline_gbps = 0, roofline_gflops = 0, roofline_bf16_gflops = 0;
+  std::vector<std::string> numerics;  // gemm: f32 and/or bf16 (default: both when available)
   bool json = false;
 };
 
@@ -224,16 +231,28 @@ Weight MakeWeight(const WeightKind& kind, int64_t rows, int64_t cols, uint64_t s
   return w;
 }
 
-// One call of the product of `s` on `n` activation rows, as the model makes it.
-void RunProduct(const Shape& s, const Weight& weight, int64_t n, const float* x, float* y) {
+// Whether the bf16-activation GEMM can run the product of `s` (it has no transposed form: the
+// absorption needs the transposed W_UK copy).
+bool Bf16Runs(const Shape& s, const Weight& weight) {
+  return s.kind != Kind::kAbsorb || weight.wuk_t != nullptr;
+}
+
+// One call of the product of `s` on `n` activation rows, as the model makes it (`bf16`: with the
+// bf16-activation GEMM, on `LinearBf16Path()`; requires Bf16Runs).
+void RunProduct(const Shape& s, const Weight& weight, int64_t n, const float* x, float* y,
+                bool bf16) {
   const WeightView& w = weight.view;
-  if (s.kind == Kind::kLinear) return Linear(x, n, w, y);
+  const Bf16Path path = LinearBf16Path();
+  if (s.kind == Kind::kLinear) return bf16 ? LinearBf16(x, n, w, y) : Linear(x, n, w, y);
   const int64_t H = s.heads, R = s.cols, dq = s.dn + s.dv;
   if (s.kind == Kind::kAbsorb) {  // x = q_nope [n, H, dn], y = q_abs [n, H, R]
 #pragma omp parallel for schedule(static)
     for (int64_t h = 0; h < H; ++h) {
       DSINFER_NOTE_THREAD("bench_linear.absorb_q");
-      if (weight.wuk_t)  // as the model does when the FP8 blocks allow the copy
+      if (bf16)
+        LinearRowsBf16(path, x + h * s.dn, H * s.dn, n, weight.wuk_t->view, h * R, (h + 1) * R,
+                       y + h * R, H * R);
+      else if (weight.wuk_t)  // as the model does when the FP8 blocks allow the copy
         LinearRows(x + h * s.dn, H * s.dn, n, weight.wuk_t->view, h * R, (h + 1) * R, y + h * R,
                    H * R);
       else
@@ -244,7 +263,12 @@ void RunProduct(const Shape& s, const Weight& weight, int64_t n, const float* x,
 #pragma omp parallel for schedule(static)  // x = o_lat [n, H, R], y = o [n, H, dv]
   for (int64_t h = 0; h < H; ++h) {
     DSINFER_NOTE_THREAD("bench_linear.expand_o");
-    LinearRows(x + h * R, H * R, n, w, h * dq + s.dn, h * dq + s.dn + s.dv, y + h * s.dv, H * s.dv);
+    if (bf16)
+      LinearRowsBf16(path, x + h * R, H * R, n, w, h * dq + s.dn, h * dq + s.dn + s.dv,
+                     y + h * s.dv, H * s.dv);
+    else
+      LinearRows(x + h * R, H * R, n, w, h * dq + s.dn, h * dq + s.dn + s.dv, y + h * s.dv,
+                 H * s.dv);
   }
 }
 
@@ -269,7 +293,8 @@ std::vector<Weight> MakeCopies(const Shape& s, const WeightKind& kind, bool cold
 
 // Best time of one call, each call on the next copy (after one warm-up round through all
 // copies), until `seconds` have passed and every copy was timed at least twice.
-Measurement Measure(const Shape& s, const std::vector<Weight>& ws, int64_t n, double seconds) {
+Measurement Measure(const Shape& s, const std::vector<Weight>& ws, int64_t n, double seconds,
+                    bool bf16) {
   using Clock = std::chrono::steady_clock;
   const int64_t in = s.kind == Kind::kLinear   ? s.cols
                      : s.kind == Kind::kAbsorb ? s.heads * s.dn
@@ -290,7 +315,7 @@ Measurement Measure(const Shape& s, const std::vector<Weight>& ws, int64_t n, do
   for (size_t call = 0;; ++call) {
     const Weight& w = ws[call % ws.size()];
     const auto t0 = Clock::now();
-    RunProduct(s, w, n, x.data(), y.data());
+    RunProduct(s, w, n, x.data(), y.data(), bf16);
     const auto t1 = Clock::now();
     if (call >= ws.size())
       m.seconds = std::min(m.seconds, std::chrono::duration<double>(t1 - t0).count());
@@ -302,19 +327,44 @@ Measurement Measure(const Shape& s, const std::vector<Weight>& ws, int64_t n, do
 
 void Progress(const char* what) { std::fprintf(stderr, "bench: measuring %s...\n", what); }
 
-roofline::Result Roofline(const Options& o) {
+// The roofline: the given figures, the rest measured now (memory only when no bandwidth was
+// given; the BF16 dot peak exists only on CPUs whose bf16 GEMM path is usable).
+roofline::Result Roofline(const Options& o, bool need_bf16) {
   roofline::Result r;
   r.read_gbps = o.roofline_gbps;
   r.fma_gflops = o.roofline_gflops;
-  if (r.read_gbps > 0 && r.fma_gflops > 0) return r;
+  r.bf16_gflops = o.roofline_bf16_gflops;
+  if (r.read_gbps > 0 && r.fma_gflops > 0 && (!need_bf16 || r.bf16_gflops > 0)) return r;
   roofline::Options opts;
   opts.bytes = size_t{512} << 20;
   opts.seconds = 0.3;
+  opts.memory = r.read_gbps <= 0;
   opts.progress = Progress;
   const roofline::Result m = roofline::Measure(opts);
   if (r.read_gbps <= 0) r.read_gbps = m.read_gbps;
   if (r.fma_gflops <= 0) r.fma_gflops = m.fma_gflops;
+  if (r.bf16_gflops <= 0) r.bf16_gflops = m.bf16_gflops;
   return r;
+}
+
+// The numerics `bench gemm` measures: --numerics as given (checked against the CPU and the
+// weight dtype), else f32 plus bf16 when this CPU runs the bf16 GEMM on these weights.
+std::vector<std::string> NumericsToRun(const Options& o, const WeightKind& kind) {
+  const bool bf16_weights = (kind.dtype == DType::kF8E4M3 || kind.dtype == DType::kBF16);
+  if (!o.gemm) return {"f32"};
+  if (o.numerics.empty()) {
+    if (DetectCpu().Bf16DotUsable() && bf16_weights) return {"f32", "bf16"};
+    return {"f32"};
+  }
+  for (const std::string& m : o.numerics) {
+    if (m != "f32" && m != "bf16") throw Error("--numerics '" + m + "': expected f32 or bf16");
+    if (m == "bf16" && !bf16_weights)
+      throw Error("--numerics bf16 needs fp8 or bf16 weights, not --dtype " + kind.name);
+    if (m == "bf16" && !DetectCpu().Bf16DotUsable())
+      throw Error("--numerics bf16: no AVX512-BF16 GEMM on this CPU (" + DetectCpu().Describe() +
+                  "); its scalar specification is too slow to benchmark");
+  }
+  return o.numerics;
 }
 
 int RunLinearBench(const Options& o) {
@@ -326,6 +376,13 @@ int RunLinearBench(const Options& o) {
   }
   bool any_fp8 = false;
   for (const WeightKind& k : kinds) any_fp8 |= k.dtype == DType::kF8E4M3;
+  // Every (weight type, numerics) pair that runs: bf16 numerics only for fp8/bf16 weights.
+  std::vector<std::vector<std::string>> numerics;
+  bool any_bf16 = false;
+  for (const WeightKind& k : kinds) {
+    numerics.push_back(NumericsToRun(o, k));
+    for (const std::string& m : numerics.back()) any_bf16 |= m == "bf16";
+  }
   std::vector<Shape> shapes;
   std::string source;
   if (!o.shapes.empty()) {
@@ -348,7 +405,7 @@ int RunLinearBench(const Options& o) {
   const std::vector<int64_t> ns = !o.ns.empty() ? o.ns
                                   : o.gemm      ? std::vector<int64_t>{512}
                                                 : std::vector<int64_t>{1, 32};
-  const roofline::Result roof = Roofline(o);
+  const roofline::Result roof = Roofline(o, any_bf16);
   const int threads = omp_get_max_threads();
   const std::string isa = IsaName(LinearIsa());
   if (!o.json) {
@@ -356,59 +413,102 @@ int RunLinearBench(const Options& o) {
                 bench, source.c_str(), kind_names.c_str(),
                 any_fp8 ? ", FP8 with 128x128 block scales" : "",
                 o.gemm ? "" : ", read cold (cycling through > 256 MiB of copies)");
-    std::printf("isa %s, %d threads; roofline: read %.1f GB/s, f32 FMA %.1f GFLOP/s%s\n",
-                isa.c_str(), threads, roof.read_gbps, roof.fma_gflops,
-                o.roofline_gbps > 0 && o.roofline_gflops > 0 ? " (given)" : " (measured now)");
-    std::printf("%-28s %-8s %7s %7s %5s %10s %8s %8s %9s %9s\n", "shape", "dtype", "rows", "cols",
-                "n", "time_us", "GB/s", "Gw/s", "GFLOP/s", "fraction");
+    std::printf("isa %s, %d threads; roofline: read %.1f GB/s, f32 FMA %.1f GFLOP/s", isa.c_str(),
+                threads, roof.read_gbps, roof.fma_gflops);
+    if (o.gemm && roof.bf16_gflops > 0) std::printf(", BF16 dot %.1f GFLOP/s", roof.bf16_gflops);
+    const bool given =
+        o.roofline_gbps > 0 && o.roofline_gflops > 0 && (!any_bf16 || o.roofline_bf16_gflops > 0);
+    std::printf("%s\n", given ? " (given)" : " (measured now)");
+    if (o.gemm) {
+      std::printf(
+          "numerics: f32 = f32 activations, f32 FMA (the model's); bf16 = activations "
+          "rounded to bf16, vdpbf16ps (%s; not yet the model's)\n",
+          Bf16PathName(LinearBf16Path()));
+      std::printf("%-28s %-8s %7s %7s %5s %-4s %10s %8s %8s %9s %8s %9s %7s %s\n", "shape", "dtype",
+                  "rows", "cols", "n", "num", "time_us", "GB/s", "Gw/s", "GFLOP/s", "fraction",
+                  "bf16_peak", "vs_f32", "bound");
+    } else {
+      std::printf("%-28s %-8s %7s %7s %5s %10s %8s %8s %9s %9s\n", "shape", "dtype", "rows", "cols",
+                  "n", "time_us", "GB/s", "Gw/s", "GFLOP/s", "fraction");
+    }
   }
   size_t total = 0;
   for (const Shape& s : shapes)
-    for (const WeightKind& k : kinds)
-      if (s.kind == Kind::kLinear || !IsBlockDType(k.dtype)) total += ns.size();
+    for (size_t ki = 0; ki < kinds.size(); ++ki)
+      if (s.kind == Kind::kLinear || !IsBlockDType(kinds[ki].dtype))
+        total += ns.size() * numerics[ki].size();
   size_t done = 0;
   for (const Shape& s : shapes) {
-    for (const WeightKind& kind : kinds) {
+    for (size_t ki = 0; ki < kinds.size(); ++ki) {
+      const WeightKind& kind = kinds[ki];
       if (s.kind != Kind::kLinear && IsBlockDType(kind.dtype)) continue;  // kv_b is f32 in GGUF
       const std::vector<Weight> copies = MakeCopies(s, kind, /*cold=*/!o.gemm);
       for (int64_t n : ns) {
-        std::fprintf(stderr, "bench %s: [%zu/%zu] %s %s n=%lld\n", bench, ++done, total,
-                     s.name.c_str(), kind.name.c_str(), static_cast<long long>(n));
-        const Measurement m = Measure(s, copies, n, o.seconds);
-        const double gbps = m.bytes / m.seconds / 1e9, gflops = m.flops / m.seconds / 1e9;
-        const double gweights = double(s.used_rows()) * s.cols / m.seconds / 1e9;
-        const double mem_t = m.bytes / (roof.read_gbps * 1e9),
-                     fma_t = m.flops / (roof.fma_gflops * 1e9);
-        const double fraction = std::max(mem_t, fma_t) / m.seconds;
-        const char* bound = mem_t >= fma_t ? "memory" : "compute";
-        if (o.json) {
-          nlohmann::json j = {{"bench", bench},
-                              {"shape", s.name},
-                              {"rows", s.used_rows()},
-                              {"cols", s.cols},
-                              {"n", n},
-                              {"dtype", kind.name},
-                              {"bytes", m.bytes},
-                              {"flops", m.flops},
-                              {"seconds", m.seconds},
-                              {"gbps", gbps},
-                              {"gweights_per_s", gweights},
-                              {"gflops", gflops},
-                              {"fraction_of_roofline", fraction},
-                              {"bound", bound},
-                              {"roofline_gbps", roof.read_gbps},
-                              {"roofline_gflops", roof.fma_gflops},
-                              {"isa", isa},
-                              {"threads", threads},
-                              {"weights", "synthetic"}};
-          std::printf("%s\n", j.dump().c_str());
-        } else {
-          std::printf("%-28s %-8s %7lld %7lld %5lld %10.1f %8.2f %8.2f %9.1f %8.3f %s\n",
-                      s.name.c_str(), kind.name.c_str(), static_cast<long long>(s.used_rows()),
-                      static_cast<long long>(s.cols), static_cast<long long>(n), m.seconds * 1e6,
-                      gbps, gweights, gflops, fraction, bound);
+        double f32_seconds = 0;  // this shape's f32 time, for the bf16 line's speed-up
+        for (const std::string& num : numerics[ki]) {
+          const bool bf16 = num == "bf16";
+          std::fprintf(stderr, "bench %s: [%zu/%zu] %s %s n=%lld %s\n", bench, ++done, total,
+                       s.name.c_str(), kind.name.c_str(), static_cast<long long>(n), num.c_str());
+          if (bf16 && !Bf16Runs(s, copies[0])) {
+            std::fprintf(stderr, "bench %s: %s has no bf16 form here (no transposed W_UK copy)\n",
+                         bench, s.name.c_str());
+            continue;
+          }
+          const Measurement m = Measure(s, copies, n, o.seconds, bf16);
+          if (!bf16) f32_seconds = m.seconds;
+          const double gbps = m.bytes / m.seconds / 1e9, gflops = m.flops / m.seconds / 1e9;
+          const double gweights = double(s.used_rows()) * s.cols / m.seconds / 1e9;
+          const double peak = bf16 ? roof.bf16_gflops : roof.fma_gflops;
+          const double mem_t = m.bytes / (roof.read_gbps * 1e9), fma_t = m.flops / (peak * 1e9);
+          const double fraction = std::max(mem_t, fma_t) / m.seconds;
+          const char* bound = mem_t >= fma_t ? "memory" : "compute";
+          const double of_bf16 = roof.bf16_gflops > 0 ? gflops / roof.bf16_gflops : 0;
+          if (o.json) {
+            nlohmann::json j = {{"bench", bench},
+                                {"shape", s.name},
+                                {"rows", s.used_rows()},
+                                {"cols", s.cols},
+                                {"n", n},
+                                {"dtype", kind.name},
+                                {"bytes", m.bytes},
+                                {"flops", m.flops},
+                                {"seconds", m.seconds},
+                                {"gbps", gbps},
+                                {"gweights_per_s", gweights},
+                                {"gflops", gflops},
+                                {"fraction_of_roofline", fraction},
+                                {"bound", bound},
+                                {"roofline_gbps", roof.read_gbps},
+                                {"roofline_gflops", roof.fma_gflops},
+                                {"isa", bf16 ? std::string(Bf16PathName(LinearBf16Path())) : isa},
+                                {"threads", threads},
+                                {"weights", "synthetic"}};
+            if (o.gemm) {
+              j["numerics"] = num;
+              j["roofline_bf16_gflops"] =
+                  roof.bf16_gflops > 0 ? nlohmann::json(roof.bf16_gflops) : nlohmann::json();
+              j["fraction_of_bf16_peak"] =
+                  roof.bf16_gflops > 0 ? nlohmann::json(of_bf16) : nlohmann::json();
+            }
+            std::printf("%s\n", j.dump().c_str());
+          } else if (o.gemm) {
+            char peak_col[16] = "-", speed_col[16] = "-";
+            if (roof.bf16_gflops > 0) std::snprintf(peak_col, sizeof peak_col, "%.3f", of_bf16);
+            if (bf16 && f32_seconds > 0)
+              std::snprintf(speed_col, sizeof speed_col, "%.2fx", f32_seconds / m.seconds);
+            std::printf(
+                "%-28s %-8s %7lld %7lld %5lld %-4s %10.1f %8.2f %8.2f %9.1f %8.3f %9s %7s %s\n",
+                s.name.c_str(), kind.name.c_str(), static_cast<long long>(s.used_rows()),
+                static_cast<long long>(s.cols), static_cast<long long>(n), num.c_str(),
+                m.seconds * 1e6, gbps, gweights, gflops, fraction, peak_col, speed_col, bound);
+          } else {
+            std::printf("%-28s %-8s %7lld %7lld %5lld %10.1f %8.2f %8.2f %9.1f %8.3f %s\n",
+                        s.name.c_str(), kind.name.c_str(), static_cast<long long>(s.used_rows()),
+                        static_cast<long long>(s.cols), static_cast<long long>(n), m.seconds * 1e6,
+                        gbps, gweights, gflops, fraction, bound);
+          }
+          std::fflush(stdout);
         }
-        std::fflush(stdout);
       }
     }
   }
@@ -420,7 +520,7 @@ RunFn AddLinearBench(CLI::App& bench, bool gemm) {
   o->gemm = gemm;
   auto* sub = bench.add_subcommand(
       gemm ? "gemm" : "gemv",
-      gemm ? "Prefill GEMM GFLOP/s on a model's projection shapes vs the f32 FMA peak"
+      gemm ? "Prefill GEMM GFLOP/s on a model's projection shapes vs the f32 FMA and BF16 dot peaks"
            : "Decode GEMV GB/s on a model's projection shapes vs the memory bandwidth");
   auto* model = sub->add_option("--model", o->model,
                                 "Checkpoint directory: its config.json gives the shapes");
@@ -447,6 +547,15 @@ RunFn AddLinearBench(CLI::App& bench, bool gemm) {
   sub->add_option("--roofline-gflops", o->roofline_gflops,
                   "f32 FMA peak to use instead of measuring")
       ->check(CLI::PositiveNumber);
+  if (gemm) {
+    sub->add_option("--numerics", o->numerics,
+                    "f32 (the model's GEMM), bf16 (bf16 activations, vdpbf16ps) or both (default: "
+                    "both when this CPU has AVX512-BF16)")
+        ->delimiter(',');
+    sub->add_option("--roofline-bf16-gflops", o->roofline_bf16_gflops,
+                    "BF16 dot peak to use instead of measuring")
+        ->check(CLI::PositiveNumber);
+  }
   sub->add_flag("--json", o->json, "One JSON object per measurement");
   return [o] { return RunLinearBench(*o); };
 }

@@ -1,6 +1,8 @@
 // `dsinfer logits`: float32 logits [n_tokens, vocab] of a token sequence as .npy (row i = the
 // logits after token i), in any schedule (prefill, chunked prefill, decode), for comparing
 // against the NumPy reference (tests/reference/dsv32_ref.py).
+// Under `mpirun` (docs/mpi.md) every rank loads its share of the routed experts and runs the
+// same schedule; the logits equal one process's bitwise and rank 0 writes them.
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -11,6 +13,7 @@
 #include "base/npy.h"
 #include "cli/commands.h"
 #include "cli/model_dir.h"
+#include "cli/mpi_job.h"
 #include "cli/token_ids.h"
 #include "model/model.h"
 #include "runtime/schedule.h"
@@ -36,7 +39,13 @@ struct LogitsOptions {
 int RunLogits(const LogitsOptions& o) {
   if (o.numerics != "f32") throw Error("--numerics " + o.numerics + ": only f32 is supported");
   std::vector<int32_t> ids = ParseTokenIds(o.ids, "--ids");
-  std::unique_ptr<Model> model = Model::Load(ResolveModelDir(o.model));
+  dist::World* world = dist::CurrentWorld();
+  if (world && world->ranks() > 1 && !o.model)
+    throw Error("--model is required across MPI ranks (the default model is generated on first "
+                "use; run `dsinfer logits` once without mpirun to generate it)");
+  std::unique_ptr<Model> model = world ? LoadModelOnRanks(*world, ResolveModelDir(o.model))
+                                       : Model::Load(ResolveModelDir(o.model));
+  const bool writer = !world || world->rank() == 0;  // rank 0 writes the output
   CheckTokenIds(ids, model->config(), "--ids");
   SequenceOptions so{.attention = o.attention == "dense" ? AttentionMode::kDense : AttentionMode::kDsa,
                      .index_topk = o.index_topk,
@@ -44,15 +53,25 @@ int RunLogits(const LogitsOptions& o) {
                      .mtp = o.mtp_out.has_value()};
   Schedule sched{.decode = o.mode == "decode", .prefill_len = o.prefill_len, .chunk = o.chunk};
   std::optional<Dumper> dump;
-  if (o.dump_dir) dump.emplace(*o.dump_dir);
+  if (o.dump_dir && writer) dump.emplace(*o.dump_dir);
   const auto t0 = std::chrono::steady_clock::now();
   SequenceLogits r = RunSequence(*model, so, ids, sched, dump ? &*dump : nullptr);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!writer) return 0;
   WriteNpy(o.out, r.logits.data(), {r.rows, r.vocab});
   if (o.mtp_out) WriteNpy(*o.mtp_out, r.mtp_logits.data(), {r.mtp_rows, r.vocab});
   if (dump) dump->Flush();
   std::fprintf(stderr, "logits: %lld tokens in %.3f s (%s), wrote %s\n",
                static_cast<long long>(r.rows), secs, o.mode.c_str(), o.out.c_str());
+  if (world) {
+    const dist::ExchangeStats x = world->exchange_stats();
+    std::fprintf(stderr,
+                 "logits: expert parallel over %d MPI ranks (%s); rank 0 spent %.3f s in %lld "
+                 "expert exchanges, %.3f MB received\n",
+                 world->ranks(),
+                 DescribeAssignment(model->config().n_routed_experts, world->ranks()).c_str(),
+                 x.seconds, static_cast<long long>(x.calls), x.bytes_received / 1e6);
+  }
   return 0;
 }
 

@@ -44,8 +44,7 @@ struct RunOptions {
   SamplerOptions sampler;
   std::string kv_cache = "f32";
   std::string attention = "dsa";
-  std::string spec = "none";
-  int64_t draft = 1;
+  SpecFlags spec;  // --spec, --draft, --spec-min-acceptance, --spec-window
 };
 
 // `run` on the serving engine (runtime/engine.h) with one slot and one EngineSession: a new
@@ -60,7 +59,7 @@ class Session {
     eo.prefill_chunk = int64_t{1} << 20;  // the whole prompt in one forward, as before
     eo.sequence.kv_cache = ParseKvCacheType(o.kv_cache, "--kv-cache");
     eo.sequence.attention = o.attention == "dense" ? AttentionMode::kDense : AttentionMode::kDsa;
-    eo.draft = o.spec == "mtp" ? o.draft : 0;
+    o.spec.Apply(eo);
     engine_ = std::make_unique<Engine>(Model::Load(dir), eo);
   }
   ~Session() { session_.reset(); }  // its pages go back to the pool before the engine ends
@@ -117,12 +116,12 @@ class Session {
                  s.prefill_tokens, s.reused_tokens, s.prefill_tokens / std::max(s.prefill_s, 1e-9),
                  s.decode_tokens,
                  s.decode_tokens > 1 ? (s.decode_tokens - 1) / std::max(s.decode_s, 1e-9) : 0.0);
-    if (options_.spec == "mtp") {  // since the session started
+    if (options_.spec.spec == "mtp") {  // since the session started
       const EngineStats e = engine_->Stats();
       std::fprintf(
           stderr,
           "[spec mtp, draft %lld: %lld of %lld drafts accepted (%.1f%%), %.2f tokens/step]\n",
-          static_cast<long long>(options_.draft), static_cast<long long>(e.accepted_tokens),
+          static_cast<long long>(options_.spec.draft), static_cast<long long>(e.accepted_tokens),
           static_cast<long long>(e.draft_tokens),
           e.draft_tokens ? 100.0 * e.accepted_tokens / e.draft_tokens : 0.0,
           e.decode_steps ? static_cast<double>(e.decode_tokens) / e.decode_steps : 0.0);
@@ -254,7 +253,7 @@ CommandRegistrar reg("run", [](CLI::App& app) -> RunFn {
   sub->add_option("--kv-cache", o->kv_cache, "f32 | bf16 | fp8")
       ->check(CLI::IsMember({"f32", "bf16", "fp8"}))
       ->capture_default_str();
-  AddSpecOptions(sub, o->spec, o->draft);
+  AddSpecOptions(sub, o->spec);
   sub->add_option("--attention", o->attention, "dsa | dense")
       ->check(CLI::IsMember({"dsa", "dense"}))
       ->capture_default_str();

@@ -49,8 +49,7 @@ struct ServeOptions {
   std::string kv_budget;         // empty: DefaultKvBudget()
   std::string kv_cache = "fp8";  // V3.2's production cache layout (656 B per token and layer)
   std::string attention = "dsa";
-  std::string spec = "none";
-  int64_t draft = 1;
+  SpecFlags spec;  // --spec, --draft, --spec-min-acceptance, --spec-window
   std::string prices = "0.028,0.28,0.42";
   std::optional<std::string> test_script;
   double shutdown_timeout = 10;  // seconds running requests get after SIGTERM / SIGINT
@@ -172,7 +171,7 @@ int RunServe(const ServeOptions& o) {
       o.kv_budget.empty() ? DefaultKvBudget() : ParseByteSize(o.kv_budget, "--kv-budget");
   eo.sequence.kv_cache = ParseKvCacheType(o.kv_cache, "--kv-cache");
   eo.sequence.attention = o.attention == "dense" ? AttentionMode::kDense : AttentionMode::kDsa;
-  eo.draft = o.spec == "mtp" ? o.draft : 0;
+  o.spec.Apply(eo);
   Engine engine(Model::Load(dir), eo);
   const KvPoolStats kv = engine.Stats().kv;
   std::fprintf(stderr, "KV budget: %lld pages of %lld bytes (%lld tokens; %s cache, %s)\n",
@@ -236,7 +235,7 @@ CommandRegistrar reg("serve", [](CLI::App& app) -> RunFn {
   sub->add_option("--attention", o->attention, "dsa | dense")
       ->check(CLI::IsMember({"dsa", "dense"}))
       ->capture_default_str();
-  AddSpecOptions(sub, o->spec, o->draft);
+  AddSpecOptions(sub, o->spec);
   sub->add_option("--prices", o->prices, "USD per 1M tokens: cache hit,cache miss,output")
       ->capture_default_str();
   sub->add_option("--max-body", o->http.max_body_bytes, "request body limit in bytes (413)")

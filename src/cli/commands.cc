@@ -4,6 +4,7 @@
 #include <string>
 
 #include "base/threads.h"
+#include "runtime/engine.h"
 
 namespace dsinfer::cli {
 namespace {
@@ -51,12 +52,34 @@ void AddThreadsOption(CLI::App* app) {
       ->check(CLI::Range(1, 4096));
 }
 
-void AddSpecOptions(CLI::App* app, std::string& spec, int64_t& draft) {
-  app->add_option("--spec", spec, "speculative decoding: none | mtp (MTP-layer drafts)")
+SpecFlags::SpecFlags() {
+  const EngineOptions defaults;
+  min_acceptance = defaults.min_acceptance;
+  window = defaults.adaptive_window;
+}
+
+void SpecFlags::Apply(EngineOptions& eo) const {
+  eo.draft = spec == "mtp" ? draft : 0;
+  eo.min_acceptance = min_acceptance;
+  eo.adaptive_window = window;
+}
+
+void AddSpecOptions(CLI::App* app, SpecFlags& flags) {
+  app->add_option("--spec", flags.spec, "speculative decoding: none | mtp (MTP-layer drafts)")
       ->check(CLI::IsMember({"none", "mtp"}))
       ->capture_default_str();
-  app->add_option("--draft", draft, "with --spec mtp: drafts per step (> 1 chains the MTP layer)")
+  app->add_option("--draft", flags.draft,
+                  "with --spec mtp: drafts per step (> 1 chains the MTP layer)")
       ->check(CLI::Range(int64_t{1}, int64_t{16}))
+      ->capture_default_str();
+  app->add_option("--spec-min-acceptance", flags.min_acceptance,
+                  "with --spec mtp: a sequence whose draft acceptance is below this after "
+                  "--spec-window drafts stops drafting (negative: never)")
+      ->check(CLI::Range(-1.0, 1.0))
+      ->capture_default_str();
+  app->add_option("--spec-window", flags.window,
+                  "with --spec mtp: drafts verified before the acceptance is judged")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
       ->capture_default_str();
 }
 

@@ -10,10 +10,13 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
-
 #include <cstdint>
 #include <functional>
 #include <string>
+
+namespace dsinfer {
+struct EngineOptions;  // runtime/engine.h
+}  // namespace dsinfer
 
 namespace dsinfer::cli {
 
@@ -45,8 +48,20 @@ std::vector<Command> AddBenchCommands(CLI::App& bench);
 // use) to a command that computes.
 void AddThreadsOption(CLI::App* app);
 
-// Adds `--spec none|mtp` and `--draft N` (1..16), MTP speculative decoding, to `run` and `serve`.
-void AddSpecOptions(CLI::App* app, std::string& spec, int64_t& draft);
+// Speculative decoding flags of `run` and `serve` (AddSpecOptions).
+struct SpecFlags {
+  SpecFlags();                // the engine's defaults (EngineOptions)
+  std::string spec = "none";  // --spec none | mtp
+  int64_t draft = 1;          // --draft N (1..16)
+  double min_acceptance = 0;  // --spec-min-acceptance (EngineOptions::min_acceptance)
+  int64_t window = 0;         // --spec-window (EngineOptions::adaptive_window)
+  // Sets the engine's draft (0 without --spec mtp), min_acceptance and adaptive_window.
+  void Apply(EngineOptions& eo) const;
+};
+
+// Adds `--spec none|mtp`, `--draft N` (1..16), `--spec-min-acceptance A` and `--spec-window W`
+// (adaptive speculation, docs/spec.md), MTP speculative decoding, to `run` and `serve`.
+void AddSpecOptions(CLI::App* app, SpecFlags& flags);
 
 // `dsinfer` with no subcommand: the README's main job on the default model.
 int RunDefault();

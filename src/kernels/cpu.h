@@ -24,6 +24,12 @@ struct CpuFeatures {
   // Whether the hardware can run `isa` (ignores the DSINFER_ISA cap; tests use it to run every
   // path the machine supports). kAvx2 = AVX2 + FMA + F16C; kAvx512 = F + BW + VL on top.
   bool Supports(Isa isa) const;
+  // The bf16 dot-product kernels (`vdpbf16ps`: the bf16-activation GEMM, kernels/linear.h):
+  // `SupportsBf16Dot` whether the hardware can run them (AVX-512 level + AVX512-BF16; tests),
+  // `Bf16DotUsable` whether dispatch may pick them (also needs `best` = kAvx512, so
+  // DSINFER_ISA=avx2|scalar turns them off).
+  bool SupportsBf16Dot() const { return Supports(Isa::kAvx512) && avx512_bf16; }
+  bool Bf16DotUsable() const { return best == Isa::kAvx512 && SupportsBf16Dot(); }
   std::string Describe() const;  // e.g. "avx512 (cpu: avx2 fma avx512f ...)"
 };
 

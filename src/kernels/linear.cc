@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <span>
@@ -324,6 +325,81 @@ void RowsBlocks(Isa isa, const gemm::IsaKernels* k, const float* x, int64_t xs, 
   RowsDecoded(*k, isa, x, xs, n, w, rb, re, y, ys);
 }
 
+// ---- bf16-activation numerics (linear.h `LinearRowsBf16`) ---------------------------------
+// The specification: bf16(x) once per call, each weight row decoded to its bf16 values (FP8:
+// the e4m3 value, unscaled), products exact in f32, summed in ascending column; FP8 folds each
+// 128-column block's sum into the total with its scale (partial_0 · s_0, then fma).
+void RowsBf16Scalar(const float* x, int64_t xs, int64_t n, const WeightView& w, int64_t rb,
+                    int64_t re, float* y, int64_t ys) {
+  const int64_t K = w.cols;
+  std::vector<float> xr(n * K);  // [n, K] bf16(x) as f32
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t c = 0; c < K; ++c) xr[t * K + c] = BF16ToFloat(FloatToBF16(x[t * xs + c]));
+  const bool fp8 = w.dtype == DType::kF8E4M3;
+#pragma omp parallel for schedule(dynamic, 32) if (UseThreads((re - rb) * K * (n + 1)))
+  for (int64_t r = rb; r < re; ++r) {
+    DSINFER_NOTE_THREAD("linear.bf16_scalar_rows");
+    std::vector<float> row(K);  // [K] W[r, :] as bf16 values (FP8: unscaled e4m3)
+    for (int64_t c = 0; c < K; ++c)
+      row[c] = fp8 ? E4M3ToFloat(static_cast<const uint8_t*>(w.data)[r * K + c])
+                   : BF16ToFloat(static_cast<const uint16_t*>(w.data)[r * K + c]);
+    for (int64_t t = 0; t < n; ++t) {
+      const float* a = xr.data() + t * K;
+      float total = 0.0f;
+      if (!fp8) {
+        for (int64_t c = 0; c < K; ++c) total += a[c] * row[c];
+      } else {
+        const float* s = w.scales + (r / 128) * w.scale_cols();
+        for (int64_t b = 0; b * 128 < K; ++b) {
+          float partial = 0.0f;
+          for (int64_t c = b * 128; c < std::min(K, b * 128 + 128); ++c) partial += a[c] * row[c];
+          total = b == 0 ? partial * s[b] : std::fma(partial, s[b], total);
+        }
+      }
+      y[t * ys + (r - rb)] = total;
+    }
+  }
+}
+
+// 64-byte-aligned thread-local scratch of `count` T (grows, never shrinks), one per T.
+template <class T>
+T* TypedScratch(int64_t count) {
+  constexpr int64_t kAlign = 64 / sizeof(T);
+  thread_local std::vector<T> buffer;
+  if (static_cast<int64_t>(buffer.size()) < count + kAlign) buffer.resize(count + kAlign);
+  const auto address = reinterpret_cast<uintptr_t>(buffer.data());
+  return buffer.data() + (64 - address % 64) % 64 / sizeof(T);
+}
+
+// The fast path: x is rounded once into a shared [n, xbs] bf16 buffer (split by token rows
+// among the threads), then pieces of ≤ 128 weight rows as `RowsGemm`.
+void RowsGemmBf16(const gemm::Bf16Kernels& k, const float* x, int64_t xs, int64_t n,
+                  const WeightView& w, int64_t rb, int64_t re, float* y, int64_t ys) {
+  const int64_t xbs = (w.cols + 32) / 32 * 32;     // ≥ cols + 1 (the odd pad), 64-byte rows
+  uint16_t* xb = TypedScratch<uint16_t>(n * xbs);  // [n, xbs] bf16(x): the caller's buffer
+  const Pieces pieces{rb, re, re - rb < 1024 ? 64 : 128};
+  auto piece = [&](int64_t p, uint32_t* work) {
+    const int64_t r0 = pieces.begin(p), r1 = pieces.end(p);
+    k.gemm_rows(xb, xbs, n, w, r0, r1, y + (r0 - rb), ys, work);
+  };
+  if (!UseThreads((re - rb) * w.cols * (n + 1))) {  // no OpenMP construct (see RowsGemv)
+    k.round_x(x, xs, 0, n, w.cols, xb, xbs);
+    uint32_t* work = TypedScratch<uint32_t>(k.work_words);
+    for (int64_t p = 0; p < pieces.count(); ++p) piece(p, work);
+    return;
+  }
+#pragma omp parallel
+  {
+    DSINFER_NOTE_THREAD("linear.bf16_gemm_rows");
+    const int64_t parts = omp_get_num_threads(), i = omp_get_thread_num();
+    k.round_x(x, xs, n * i / parts, n * (i + 1) / parts, w.cols, xb, xbs);
+#pragma omp barrier
+    uint32_t* work = TypedScratch<uint32_t>(k.work_words);
+#pragma omp for schedule(dynamic)
+    for (int64_t p = 0; p < pieces.count(); ++p) piece(p, work);
+  }
+}
+
 const gemm::IsaKernels* KernelsFor(Isa isa) {
   DSINFER_CHECK(DetectCpu().Supports(isa), "this CPU cannot run the requested instruction set");
   switch (isa) {
@@ -385,6 +461,34 @@ void LinearTransposed(const float* x, int64_t x_stride, int64_t n, const WeightV
 
 void Linear(const float* x, int64_t n, const WeightView& w, float* y, int64_t y_stride) {
   LinearRows(x, w.cols, n, w, 0, w.rows, y, y_stride < 0 ? w.rows : y_stride);
+}
+
+const char* Bf16PathName(Bf16Path path) {
+  return path == Bf16Path::kAvx512Bf16 ? "avx512bf16" : "scalar";
+}
+
+Bf16Path LinearBf16Path() {
+  return DetectCpu().Bf16DotUsable() ? Bf16Path::kAvx512Bf16 : Bf16Path::kScalar;
+}
+
+void LinearRowsBf16(Bf16Path path, const float* x, int64_t x_stride, int64_t n, const WeightView& w,
+                    int64_t row_begin, int64_t row_end, float* y, int64_t y_stride) {
+  CheckArgs(w, n, row_begin, row_end);
+  DSINFER_CHECK(w.dtype == DType::kF8E4M3 || w.dtype == DType::kBF16,
+                "the bf16 GEMM takes FP8 e4m3 or BF16 weights");
+  DSINFER_CHECK(n <= 1 || (x_stride >= w.cols && y_stride >= row_end - row_begin),
+                "LinearRowsBf16: a row stride is shorter than its row");
+  DSINFER_CHECK(path == Bf16Path::kScalar || DetectCpu().SupportsBf16Dot(),
+                "this CPU cannot run the AVX512-BF16 GEMM");
+  if (n == 0 || row_begin == row_end) return;
+  if (w.cols == 0) return ZeroRows(y, y_stride, n, row_end - row_begin);  // empty sums
+  if (path == Bf16Path::kScalar)
+    return RowsBf16Scalar(x, x_stride, n, w, row_begin, row_end, y, y_stride);
+  RowsGemmBf16(gemm::Avx512Bf16Kernels(), x, x_stride, n, w, row_begin, row_end, y, y_stride);
+}
+
+void LinearBf16(const float* x, int64_t n, const WeightView& w, float* y) {
+  LinearRowsBf16(LinearBf16Path(), x, w.cols, n, w, 0, w.rows, y, w.rows);
 }
 
 }  // namespace dsinfer

@@ -64,6 +64,30 @@ void LinearTransposed(Isa isa, const float* x, int64_t x_stride, int64_t n, cons
 // The implementation `Linear` uses: DetectCpu().best (DSINFER_ISA caps it).
 Isa LinearIsa();
 
+// ---- bf16-activation numerics (docs/numerics.md "bf16 activations", issue #17) -----------------
+// A kernel of DeepSeek's production numerics, NOT yet used by the model (the forward pass runs
+// the f32 numerics above):
+//   FP8 weights:  y[t, r] = Σ_b s[r/128, b] · ( Σ_{c ∈ block b} bf16(x[t, c]) · e4m3(q[r, c]) )
+//   BF16 weights: y[t, r] = Σ_c bf16(x[t, c]) · W[r, c]
+// bf16() rounds to nearest even (`FloatToBF16`); every e4m3 and bf16 weight is a bf16 value, so
+// each product is exact in f32. Sums are f32: per 128-column block one chain (FP8), folded
+// into the total as total = partial_0 · s_0, then fma(partial_b, s_b, total); BF16 weights one
+// chain over all columns. F16/F32 weights are rejected (not exact in bf16).
+// Paths: `kAvx512Bf16` (`vdpbf16ps`, gemm/avx512_bf16.cc: a row GEMM for every n) and the
+// scalar specification `kScalar` (the fallback on CPUs without AVX512-BF16). Between them
+// results differ by f32 summation order only (within 2·γ_d·Σ|terms|, docs/numerics.md). The
+// fast path is batch invariant as the f32 paths are. Threading as `LinearRows`.
+enum class Bf16Path { kScalar, kAvx512Bf16 };
+const char* Bf16PathName(Bf16Path path);
+// The path `LinearBf16` uses: kAvx512Bf16 when DetectCpu().Bf16DotUsable(), else kScalar.
+Bf16Path LinearBf16Path();
+// x: [n, x_stride ≥ w.cols], y: [n, y_stride ≥ row_end - row_begin] (rows of W as `LinearRows`).
+// kAvx512Bf16 requires DetectCpu().SupportsBf16Dot().
+void LinearRowsBf16(Bf16Path path, const float* x, int64_t x_stride, int64_t n, const WeightView& w,
+                    int64_t row_begin, int64_t row_end, float* y, int64_t y_stride);
+// x: [n, w.cols], y: [n, w.rows], on LinearBf16Path().
+void LinearBf16(const float* x, int64_t n, const WeightView& w, float* y);
+
 // Σ a[i]·b[i] in f32 with 8 independent partial sums (vectorisable; fixed order).
 float Dot(const float* a, const float* b, int64_t n);
 

@@ -2,6 +2,8 @@
 // of a batch.
 // MoE tokens are grouped by expert (a counting sort), so each expert's weights are read once for
 // all of the batch's tokens routed to it; each row still sums its experts in ascending id.
+// Under expert parallelism each rank computes its own experts and one exchange per MoE layer
+// shares their outputs before that sum (model/expert_parallel.h).
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -99,13 +101,14 @@ int64_t GroupByExpert(const ModelConfig& c, Workspace& ws, int64_t N) {
   return n_active;
 }
 
-// ye[lo..hi) = E_e(x[rows[lo..hi)]), with the scratch rows lo..hi of xe / eg / eu.
-void RunExpert(const ModelConfig& c, const MlpWeights& w, Workspace& ws, const float* x,
-               int64_t lo, int64_t hi, int64_t at) {
+// ye rows [out_at, out_at + n) = E_e(x[rows[lo..hi)]) (n = hi − lo), with the scratch rows
+// [at, at + n) of xe / eg / eu.
+void RunExpert(const ModelConfig& c, const MlpWeights& w, Workspace& ws, const float* x, int64_t lo,
+               int64_t hi, int64_t at, int64_t out_at) {
   const int64_t H = c.hidden_size, inter = w.w1.rows, n = hi - lo;
   float* xe = ws.xe.data() + at * H;  // [n_e, hidden] gathered inputs
   for (int64_t i = 0; i < n; ++i) std::copy_n(x + ws.e_rows[lo + i] * H, H, xe + i * H);
-  MlpForward(w, xe, n, ws.ye.data() + at * H, ws.eg.data() + at * inter,
+  MlpForward(w, xe, n, ws.ye.data() + out_at * H, ws.eg.data() + at * inter,
              ws.eu.data() + at * inter);
 }
 
@@ -113,33 +116,60 @@ void RunExpert(const ModelConfig& c, const MlpWeights& w, Workspace& ws, const f
 // instead of many small parallel GEMMs (which stall when cores are shared).
 constexpr int64_t kExpertParallelRows = 64;
 
+// Expert parallelism: every rank's outputs (its experts' slots of ye, [N·k, hidden] in e_rows
+// order) to every rank. Rank r's experts are contiguous, so its slots are too:
+// [offset[first_r], offset[end_r]).
+void ExchangeExpertOutputs(const ModelConfig& c, const ExpertParallel& ep, Workspace& ws) {
+  const int ranks = ep.exchange->ranks();
+  int64_t* bounds = Take(ws.ep_bounds, ranks + 1);  // [ranks + 1]
+  for (int r = 0; r < ranks; ++r)
+    bounds[r] = ws.e_offset[ExpertRangeOf(ep.experts, r, ranks).first];
+  bounds[ranks] = ws.e_offset[ep.experts];
+  ep.exchange->AllGatherRows(ws.ye.data(), c.hidden_size, {bounds, static_cast<size_t>(ranks) + 1});
+}
+
 // y += Σ_e w_e E_e(x), adding experts in ascending id; each expert's weights are read once
-// for all of its tokens. x, y: [N, hidden]
-void RunExperts(const ModelConfig& c, const MoeWeights& m, Workspace& ws, const float* x,
-                int64_t N, float* y) {
+// for all of its tokens. x, y: [N, hidden]. With expert parallelism (`ep`) this rank computes
+// only its own experts, into their slots of ye; after the exchange every rank holds every
+// expert's outputs and adds them in the same order as one process: the values of each expert's
+// outputs do not depend on where they were computed (same rows, same call), so y is bitwise
+// the single-process y.
+void RunExperts(const ModelConfig& c, const MoeWeights& m, Workspace& ws, const float* x, int64_t N,
+                float* y, const ExpertParallel* ep, ExpertRange mine) {
   const int64_t H = c.hidden_size, k = c.num_experts_per_tok, inter = c.moe_intermediate_size;
   const int64_t n_active = GroupByExpert(c, ws, N);
   const int64_t* offset = ws.e_offset.data();
   const bool batch = N * k <= kExpertParallelRows;
+  // ye keeps every expert's outputs at their slots (parallel over experts, or exchanged), or
+  // else only the expert being added (at row 0).
+  const bool keep = batch || ep;
   // Scratch rows: all experts' at once (parallel over experts) or the largest expert's.
   int64_t rows = 0;
   for (int64_t i = 0; i < n_active; ++i)
     rows = std::max(rows, offset[ws.active[i] + 1] - offset[ws.active[i]]);
   if (batch) rows = N * k;
   Take(ws.xe, rows * H);
-  Take(ws.ye, rows * H);
+  Take(ws.ye, (keep ? N * k : rows) * H);
   Take(ws.eg, rows * inter);
   Take(ws.eu, rows * inter);
 #pragma omp parallel for schedule(dynamic) if (batch)
   for (int64_t i = 0; i < (batch ? n_active : 0); ++i) {
     DSINFER_NOTE_THREAD("moe.experts");
     const int64_t e = ws.active[i];
-    RunExpert(c, m.experts[e], ws, x, offset[e], offset[e + 1], offset[e]);
+    if (mine.Has(e))
+      RunExpert(c, m.experts[e], ws, x, offset[e], offset[e + 1], offset[e], offset[e]);
+  }
+  if (ep) {
+    for (int64_t i = 0; i < (batch ? 0 : n_active); ++i) {
+      const int64_t e = ws.active[i];
+      if (mine.Has(e)) RunExpert(c, m.experts[e], ws, x, offset[e], offset[e + 1], 0, offset[e]);
+    }
+    ExchangeExpertOutputs(c, *ep, ws);
   }
   for (int64_t i = 0; i < n_active; ++i) {
     const int64_t e = ws.active[i], lo = offset[e], hi = offset[e + 1];
-    if (!batch) RunExpert(c, m.experts[e], ws, x, lo, hi, 0);
-    const float* out = ws.ye.data() + (batch ? lo : 0) * H;  // [n_e, hidden]
+    if (!keep) RunExpert(c, m.experts[e], ws, x, lo, hi, 0, 0);
+    const float* out = ws.ye.data() + (keep ? lo : 0) * H;  // [n_e, hidden]
     for (int64_t t = 0; t < hi - lo; ++t) {
       float* yr = y + ws.e_rows[lo + t] * H;
       const float w = ws.e_weights[lo + t];
@@ -161,7 +191,9 @@ void MoeForward(const LayerContext& ctx, const LayerWeights& lw, const float* x,
   }
   std::fill(out, out + N * H, 0.0f);
   lap(LayerPartTimes::kRouter);
-  RunExperts(c, m, ws, x, N, out);
+  const ExpertRange mine =
+      ctx.ep ? ctx.ep->mine : ExpertRange{.first = 0, .end = c.n_routed_experts};
+  RunExperts(c, m, ws, x, N, out, ctx.ep, mine);
   lap(LayerPartTimes::kExperts);
   if (m.shared_experts) {
     const int64_t inter = m.shared_experts->w1.rows;

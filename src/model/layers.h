@@ -19,6 +19,7 @@
 #include "kernels/rope.h"
 #include "kernels/topk.h"
 #include "model/dump.h"
+#include "model/expert_parallel.h"
 #include "model/kv_cache.h"
 #include "model/part_times.h"
 #include "model/weights.h"
@@ -63,6 +64,8 @@ struct Workspace {
   std::vector<float> logits;    // [M, vocab]
   std::vector<float> mtp_cat;   // [n, 2*hidden]
   std::vector<float> mtp_h;     // [n, hidden]
+  std::vector<int32_t> mtp_tok; // [n] the token each MTP row embeds
+  std::vector<const float*> mtp_hid;  // [n] the hidden row [hidden] each MTP row takes
   // Layer.
   std::vector<float> x, y;      // [N, hidden] normed block input / block output
   // Attention.
@@ -104,6 +107,7 @@ struct Workspace {
   std::vector<int64_t> active;        // [E] experts with tokens, ascending
   std::vector<float> xe, ye;          // [rows, hidden] gathered inputs / outputs of experts
   std::vector<float> eg, eu;          // [rows, moe_inter] experts' gate / up projections
+  std::vector<int64_t> ep_bounds;     // [ranks + 1] each rank's first slot in e_rows (ep)
   // Benchmarks: time per part of the layer step (null: not measured).
   LayerPartTimes* times = nullptr;
 };
@@ -137,6 +141,9 @@ struct LayerContext {
   Workspace& ws;       // ws.segs / ws.pos / ws.row_seg describe the batch
   int64_t N;           // rows in the batch
   Dumper* dump;        // may be null (only with a single segment)
+  // Expert parallelism: this rank computes only its routed experts and exchanges their
+  // outputs (model/expert_parallel.h). Null: a single process computes them all.
+  const ExpertParallel* ep = nullptr;
 };
 
 // MLA (+ indexer) of the batch; writes every segment's cache rows first.

@@ -74,10 +74,19 @@ Model::Model(Checkpoint ckpt) : ckpt_(std::move(ckpt)), ws_(std::make_unique<Wor
 
 Model::~Model() = default;
 
-std::unique_ptr<Model> Model::Load(const std::string& dir) {
+std::unique_ptr<Model> Model::Load(const std::string& dir, const LoadOptions& options) {
   std::unique_ptr<Model> m(new Model(Checkpoint::Open(dir)));
-  m->weights_ = LoadWeights(m->ckpt_);
   const ModelConfig& c = m->config();
+  m->experts_ = ExpertRange{.first = 0, .end = c.n_routed_experts};
+  if (options.exchange) {
+    m->experts_ =
+        ExpertRangeOf(c.n_routed_experts, options.exchange->rank(), options.exchange->ranks());
+    m->ep_ = ExpertParallel{
+        .exchange = options.exchange, .experts = c.n_routed_experts, .mine = m->experts_};
+    m->weights_ = LoadWeights(m->ckpt_, m->experts_);
+  } else {
+    m->weights_ = LoadWeights(m->ckpt_);
+  }
   m->rope_ = RopeTable(c.qk_rope_head_dim, c.rope_theta, Yarn(c));
   if (c.index_head_dim && (*c.index_head_dim & (*c.index_head_dim - 1)) != 0)
     throw Error(dir + "/config.json: index_head_dim (" + std::to_string(*c.index_head_dim) +
@@ -174,7 +183,7 @@ std::vector<ForwardResult> Model::ForwardBatch(std::span<const BatchEntry> batch
   for (size_t i = 0; i < batch.size(); ++i)
     for (int64_t j = 0; j < ws.segs[i].rows; ++j)
       DecodeRow(weights_.embed, batch[i].tokens[j], h + (ws.segs[i].row + j) * H);
-  const LayerContext ctx{c, rope_, ws, N, dump};
+  const LayerContext ctx{c, rope_, ws, N, dump, ep_ ? &*ep_ : nullptr};
   for (size_t l = 0; l < weights_.layers.size(); ++l) {
     BindLayer(ws, batch, l);
     LayerForward(ctx, weights_.layers[l], h);
@@ -235,7 +244,7 @@ void Model::LayerStep(int64_t layer, std::span<const BatchEntry> batch, float* h
                 std::to_string(weights_.layers.size()) + ")");
   const int64_t N = PrepareBatch(batch, layer, /*dump=*/nullptr);
   BindLayer(*ws_, batch, layer);
-  const LayerContext ctx{config(), rope_, *ws_, N, nullptr};
+  const LayerContext ctx{config(), rope_, *ws_, N, nullptr, ep_ ? &*ep_ : nullptr};
   ws_->times = times;
   try {
     LayerForward(ctx, weights_.layers[layer], h);
@@ -246,40 +255,61 @@ void Model::LayerStep(int64_t layer, std::span<const BatchEntry> batch, float* h
   ws_->times = nullptr;
 }
 
+float* Model::MtpStep(std::span<const MtpSegment> segs, const int32_t* tokens,
+                      const float* const* hidden, Dumper* dump) {
+  const ModelConfig& c = config();
+  const LayerWeights& lw = *weights_.mtp;
+  const MtpWeights& m = *lw.mtp;
+  Workspace& ws = *ws_;
+  const int64_t H = c.hidden_size;
+  ws.segs.resize(segs.size());
+  int64_t N = 0;
+  for (size_t i = 0; i < segs.size(); ++i) {
+    SequenceState& seq = *segs[i].seq;
+    seq.mtp_cache->Reserve(segs[i].start + segs[i].rows);
+    ws.segs[i] = Segment{.cache = &*seq.mtp_cache,
+                         .start = segs[i].start,
+                         .row = N,
+                         .rows = segs[i].rows,
+                         .use_indexer = seq.use_indexer,
+                         .index_topk = seq.index_topk};
+    N += segs[i].rows;
+  }
+  LayOutRows(ws);
+  float* cat = Take(ws.mtp_cat, N * 2 * H);  // [N, 2*hidden] [enorm(Emb(t)) ; hnorm(h)]
+  for (int64_t r = 0; r < N; ++r) {
+    float* e = cat + r * 2 * H;
+    DecodeRow(m.embed, tokens[r], e);
+    RmsNorm(e, 1, H, m.enorm.data(), c.rms_norm_eps, e);
+    RmsNorm(hidden[r], 1, H, m.hnorm.data(), c.rms_norm_eps, e + H);
+  }
+  float* h = Take(ws.mtp_h, N * H);  // [N, hidden] MTP residual stream
+  Linear(cat, N, m.eh_proj, h);
+  const LayerContext ctx{c, rope_, ws, N, dump, ep_ ? &*ep_ : nullptr};
+  LayerForward(ctx, lw, h);
+  return h;
+}
+
 // MTP rows i (predicting token i + 2) whose next token t_{i+1} is now known: the row left
 // pending by the previous call (i = start - 1) and rows start .. start + S - 2 of this call.
 void Model::ForwardMtp(SequenceState& seq, std::span<const int32_t> tokens, int64_t start,
                        const float* g, ForwardResult& r, Dumper* dump) {
   const ModelConfig& c = config();
-  const LayerWeights& lw = *weights_.mtp;
-  const MtpWeights& m = *lw.mtp;
+  const MtpWeights& m = *weights_.mtp->mtp;
   Workspace& ws = *ws_;
   const int64_t S = static_cast<int64_t>(tokens.size()), H = c.hidden_size;
   const int64_t i0 = seq.mtp_length, n = start + S - 1 - i0;
   DSINFER_CHECK(i0 == start - (start > 0 ? 1 : 0), "MTP rows out of step");
   if (n > 0) {
-    float* cat = Take(ws.mtp_cat, n * 2 * H);  // [n, 2*hidden] [enorm(Emb(t_{i+1})) ; hnorm(g_i)]
+    int32_t* t = Take(ws.mtp_tok, n);         // [n] t_{i+1}
+    const float** hid = Take(ws.mtp_hid, n);  // [n] g_i
     for (int64_t j = 0; j < n; ++j) {
       const int64_t i = i0 + j;
-      float* e = cat + j * 2 * H;
-      DecodeRow(m.embed, tokens[i + 1 - start], e);
-      RmsNorm(e, 1, H, m.enorm.data(), c.rms_norm_eps, e);
-      const float* gi = i < start ? seq.pending_hidden.data() : g + (i - start) * H;
-      RmsNorm(gi, 1, H, m.hnorm.data(), c.rms_norm_eps, e + H);
+      t[j] = tokens[i + 1 - start];
+      hid[j] = i < start ? seq.pending_hidden.data() : g + (i - start) * H;
     }
-    float* h = Take(ws.mtp_h, n * H);  // [n, hidden] MTP residual stream
-    Linear(cat, n, m.eh_proj, h);
-    seq.mtp_cache->Reserve(i0 + n);
-    ws.segs.resize(1);
-    ws.segs[0] = Segment{.cache = &*seq.mtp_cache,
-                         .start = i0,
-                         .row = 0,
-                         .rows = n,
-                         .use_indexer = seq.use_indexer,
-                         .index_topk = seq.index_topk};
-    LayOutRows(ws);
-    const LayerContext ctx{c, rope_, ws, n, dump};
-    LayerForward(ctx, lw, h);
+    const MtpSegment seg{&seq, i0, n};
+    float* h = MtpStep({&seg, 1}, t, hid, dump);  // [n, hidden]
     RmsNorm(h, n, H, m.head_norm.data(), c.rms_norm_eps, h);
     r.mtp_rows = n;
     r.mtp_logits.resize(n * m.head.rows);
@@ -292,59 +322,116 @@ void Model::ForwardMtp(SequenceState& seq, std::span<const int32_t> tokens, int6
 std::vector<int32_t> Model::Draft(SequenceState& seq, std::span<const int32_t> next,
                                   int64_t n_draft,
                                   const std::function<int32_t(const float* logits)>& pick) {
+  const DraftEntry entry{.seq = &seq, .next = next, .n_draft = n_draft, .pick = pick};
+  return std::move(DraftBatch({&entry, 1})[0]);
+}
+
+void Model::CheckDraftBatch(std::span<const DraftEntry> batch) const {
   const ModelConfig& c = config();
-  if (!seq.options.mtp_draft) throw Error("Draft: the sequence does not draft with MTP");
-  const int64_t i0 = seq.mtp_length, n = seq.length - i0, H = c.hidden_size;
-  if (static_cast<int64_t>(next.size()) != n)
-    throw Error("Draft: " + std::to_string(next.size()) + " next tokens for " + std::to_string(n) +
-                " unconsumed rows");
-  if (n_draft < 0 || (n_draft > 0 && n == 0)) throw Error("Draft: bad draft count");
-  if (seq.length + n_draft - 1 > c.max_position_embeddings)
-    throw Error("Draft: drafts beyond max_position_embeddings");
-  DSINFER_CHECK(static_cast<int64_t>(seq.mtp_hidden.size()) == n * H, "MTP hidden out of step");
-  for (int32_t t : next)
-    if (t < 0 || t >= c.vocab_size) throw Error("Draft: token id out of range");
-  const LayerWeights& lw = *weights_.mtp;
-  const MtpWeights& m = *lw.mtp;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const DraftEntry& e = batch[i];
+    auto fail = [i](const std::string& what) {
+      throw Error("Draft: entry " + std::to_string(i) + " " + what);
+    };
+    if (!e.seq) fail("has no sequence");
+    const SequenceState& seq = *e.seq;
+    if (seq.caches.size() != weights_.layers.size()) fail("is not a sequence of this model");
+    if (!seq.options.mtp_draft || !seq.mtp_cache || !weights_.mtp)
+      fail("is not a sequence that drafts with MTP");
+    for (size_t j = 0; j < i; ++j)
+      if (batch[j].seq == e.seq) fail("repeats the sequence of entry " + std::to_string(j));
+    const int64_t n = seq.length - seq.mtp_length;
+    if (static_cast<int64_t>(e.next.size()) != n)
+      fail("has " + std::to_string(e.next.size()) + " next tokens for " + std::to_string(n) +
+           " unconsumed rows");
+    if (e.n_draft < 0 || (e.n_draft > 0 && n == 0))
+      fail("asks for " + std::to_string(e.n_draft) + " drafts after " + std::to_string(n) +
+           " unconsumed rows");
+    if (e.n_draft > 0 && !e.pick) fail("has no pick function");
+    if (seq.length + e.n_draft - 1 > c.max_position_embeddings)
+      fail("drafts beyond max_position_embeddings");
+    DSINFER_CHECK(static_cast<int64_t>(seq.mtp_hidden.size()) == n * c.hidden_size,
+                  "MTP hidden out of step");
+    for (int32_t t : e.next)
+      if (t < 0 || t >= c.vocab_size)
+        fail("has a token id out of range (" + std::to_string(t) + ")");
+  }
+}
+
+std::vector<std::vector<int32_t>> Model::DraftBatch(std::span<const DraftEntry> batch) {
+  CheckDraftBatch(batch);  // nothing is touched before every entry passed
+  const ModelConfig& c = config();
+  const int64_t H = c.hidden_size;
+  std::vector<std::vector<int32_t>> drafts(batch.size());
+  int64_t end_max = 0, max_draft = 0, N = 0;
+  std::vector<MtpSegment> segs;
+  std::vector<size_t> who;  // [segs] the entry of each segment
+  for (size_t i = 0; i < batch.size(); ++i) {
+    SequenceState& seq = *batch[i].seq;
+    end_max = std::max(end_max, seq.length + batch[i].n_draft);
+    max_draft = std::max(max_draft, batch[i].n_draft);
+    const int64_t n = seq.length - seq.mtp_length;
+    if (n == 0) continue;
+    segs.push_back({&seq, seq.mtp_length, n});
+    who.push_back(i);
+    N += n;
+  }
+  if (segs.empty()) return drafts;
+  rope_.Reserve(
+      std::min((end_max + kKvPageRows - 1) / kKvPageRows * kKvPageRows, c.max_position_embeddings));
+  const MtpWeights& m = *weights_.mtp->mtp;
+  const int64_t V = m.head.rows;
   Workspace& ws = *ws_;
-  rope_.Reserve(std::min((seq.length + n_draft + kKvPageRows - 1) / kKvPageRows * kKvPageRows,
-                         c.max_position_embeddings));
-  // Rows [start, start + rows) of the MTP layer from tokens `t` and main/MTP hiddens `hid`.
-  auto run = [&](int64_t start, int64_t rows, const int32_t* t, const float* hid) {
-    float* cat = Take(ws.mtp_cat, rows * 2 * H);  // [rows, 2*hidden] [enorm(Emb(t)) ; hnorm(h)]
-    for (int64_t j = 0; j < rows; ++j) {
-      float* e = cat + j * 2 * H;
-      DecodeRow(m.embed, t[j], e);
-      RmsNorm(e, 1, H, m.enorm.data(), c.rms_norm_eps, e);
-      RmsNorm(hid + j * H, 1, H, m.hnorm.data(), c.rms_norm_eps, e + H);
+  // The rows the MTP layer has not consumed: each entry's main rows with their next tokens.
+  int32_t* t = Take(ws.mtp_tok, N);         // [N]
+  const float** hid = Take(ws.mtp_hid, N);  // [N] final-norm main hidden rows
+  for (size_t k = 0, r = 0; k < segs.size(); ++k)
+    for (int64_t j = 0; j < segs[k].rows; ++j, ++r) {
+      t[r] = batch[who[k]].next[j];
+      hid[r] = segs[k].seq->mtp_hidden.data() + j * H;
     }
-    float* h = Take(ws.mtp_h, rows * H);  // [rows, hidden] MTP residual stream
-    Linear(cat, rows, m.eh_proj, h);
-    seq.mtp_cache->Reserve(start + rows);
-    ws.segs.resize(1);
-    ws.segs[0] = Segment{.cache = &*seq.mtp_cache,
-                         .start = start,
-                         .row = 0,
-                         .rows = rows,
-                         .use_indexer = seq.use_indexer,
-                         .index_topk = seq.index_topk};
-    LayOutRows(ws);
-    const LayerContext ctx{c, rope_, ws, rows, nullptr};
-    LayerForward(ctx, lw, h);
-    return h;
-  };
-  std::vector<int32_t> drafts;
-  if (n == 0) return drafts;
-  const float* h = run(i0, n, next.data(), seq.mtp_hidden.data());
-  seq.mtp_length = seq.length;
-  seq.mtp_hidden.clear();
-  std::vector<float> prev, normed(H), logits(m.head.rows);  // [hidden], [hidden], [vocab]
-  for (int64_t j = 0; j < n_draft; ++j) {
-    prev.assign(h + (j == 0 ? n - 1 : 0) * H, h + (j == 0 ? n : 1) * H);
-    RmsNorm(prev.data(), 1, H, m.head_norm.data(), c.rms_norm_eps, normed.data());
-    Linear(normed.data(), 1, m.head, logits.data());
-    drafts.push_back(pick(logits.data()));
-    if (j + 1 < n_draft) h = run(seq.length + j, 1, &drafts.back(), prev.data());
+  const float* h = MtpStep(segs, t, hid, nullptr);  // [N, hidden]
+  std::vector<float> prev(batch.size() * H);        // [batch, hidden] latest MTP output row
+  for (size_t k = 0, r = 0; k < segs.size(); ++k) {
+    r += segs[k].rows;
+    std::copy_n(h + (r - 1) * H, H, prev.data() + who[k] * H);
+    segs[k].seq->mtp_length = segs[k].seq->length;
+    segs[k].seq->mtp_hidden.clear();
+  }
+  // Draft j of every entry that wants it from its latest row, then (chained MTP) one more row
+  // for each entry that wants draft j + 1: the embedding of draft j and the hidden of row j.
+  std::vector<size_t> act;                      // entries drafting at step j
+  std::vector<float> gathered, normed, logits;  // [act, hidden] ×2, [act, vocab]
+  for (int64_t j = 0; j < max_draft; ++j) {
+    act.clear();
+    for (size_t i = 0; i < batch.size(); ++i)
+      if (batch[i].n_draft > j) act.push_back(i);
+    const auto M = static_cast<int64_t>(act.size());
+    gathered.resize(M * H);
+    normed.resize(M * H);
+    logits.resize(M * V);
+    for (int64_t k = 0; k < M; ++k)
+      std::copy_n(prev.data() + act[k] * H, H, gathered.data() + k * H);
+    RmsNorm(gathered.data(), M, H, m.head_norm.data(), c.rms_norm_eps, normed.data());
+    Linear(normed.data(), M, m.head, logits.data());
+    for (int64_t k = 0; k < M; ++k)
+      drafts[act[k]].push_back(batch[act[k]].pick(logits.data() + k * V));
+    segs.clear();
+    who.clear();
+    for (size_t i : act)
+      if (batch[i].n_draft > j + 1) {
+        segs.push_back({batch[i].seq, batch[i].seq->length + j, 1});
+        who.push_back(i);
+      }
+    if (segs.empty()) break;
+    t = Take(ws.mtp_tok, static_cast<int64_t>(segs.size()));
+    hid = Take(ws.mtp_hid, static_cast<int64_t>(segs.size()));
+    for (size_t k = 0; k < segs.size(); ++k) {
+      t[k] = drafts[who[k]].back();
+      hid[k] = prev.data() + who[k] * H;
+    }
+    h = MtpStep(segs, t, hid, nullptr);  // [segs, hidden]
+    for (size_t k = 0; k < segs.size(); ++k) std::copy_n(h + k * H, H, prev.data() + who[k] * H);
   }
   return drafts;
 }

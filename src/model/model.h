@@ -23,6 +23,7 @@
 #include "kernels/kv_layout.h"
 #include "kernels/rope.h"
 #include "model/dump.h"
+#include "model/expert_parallel.h"
 #include "model/kv_cache.h"
 #include "model/part_times.h"
 #include "model/weights.h"
@@ -70,15 +71,36 @@ struct BatchEntry {
   bool all_logits = false;          // logits of every token, else only of the last one
 };
 
+// One sequence's share of a batched draft step (`Model::DraftBatch`).
+struct DraftEntry {
+  SequenceState* seq = nullptr;   // options.mtp_draft
+  std::span<const int32_t> next;  // [seq->length − seq->mtp_length] the token after each row
+  int64_t n_draft = 0;            // drafts wanted (0: the rows are only consumed)
+  // Turns a row of MTP logits [vocab] into the draft token (called n_draft times, in order).
+  std::function<int32_t(const float* logits)> pick;
+};
+
 struct Workspace;  // model/layers.h
+
+struct LoadOptions {
+  // Expert parallelism (model/expert_parallel.h, docs/mpi.md): this process is rank
+  // `exchange->rank()` of `exchange->ranks()`, holds the routed experts
+  // `ExpertRangeOf(n_routed_experts, rank, ranks)` only, and every forward call is a collective
+  // of the job (every rank must make the same calls with the same batches). Not owned; must
+  // outlive the model. Null: a single process holding every expert.
+  ExpertExchange* exchange = nullptr;
+};
 
 class Model {
  public:
   // Opens the checkpoint directory and checks every tensor (Error names tensor + shape).
-  static std::unique_ptr<Model> Load(const std::string& dir);
+  static std::unique_ptr<Model> Load(const std::string& dir, const LoadOptions& options = {});
   ~Model();
 
   const ModelConfig& config() const { return ckpt_.config(); }
+  const Checkpoint& checkpoint() const { return ckpt_; }
+  // The routed experts this process holds: all of them unless loaded for expert parallelism.
+  ExpertRange experts() const { return experts_; }
   bool has_mtp() const { return weights_.mtp.has_value(); }
 
   SequenceState NewSequence(const SequenceOptions& options) const;
@@ -116,10 +138,17 @@ class Model {
   // MTP): draft j + 1 is predicted from the hidden of draft row j and the embedding of draft j.
   // `pick` turns a row of MTP logits [vocab] into the draft token. Returns the n_draft drafts
   // (none for n_draft = 0: the rows are only consumed). Writes MTP cache rows up to
-  // length + n_draft − 2; rows ≥ length are overwritten once the drafts are verified. Per
-  // sequence (the MTP rows of a sequence do not depend on any other sequence).
+  // length + n_draft − 2; rows ≥ length are overwritten once the drafts are verified.
   std::vector<int32_t> Draft(SequenceState& seq, std::span<const int32_t> next, int64_t n_draft,
                              const std::function<int32_t(const float* logits)>& pick);
+
+  // `Draft` for several sequences at once: one batched MTP-layer step over every entry's
+  // unconsumed rows, then one step per chained draft over the entries that still want one
+  // (the MTP weights, its experts included, are read once per step for the whole batch, as
+  // in ForwardBatch). Result i belongs to batch[i] and equals (bitwise: drafts, the logits
+  // given to `pick` and the MTP cache rows) what Draft of that entry alone returns. Every
+  // entry is checked before any sequence is touched (Error naming the entry).
+  std::vector<std::vector<int32_t>> DraftBatch(std::span<const DraftEntry> batch);
 
   // Forgets every token at position ≥ `length` (0 ≤ length ≤ seq.length): the cache rows are
   // position-indexed and simply overwritten by the next Forward, so a conversation can continue
@@ -137,7 +166,21 @@ class Model {
   // g: [S, hidden] final-normed hidden of the sequence's rows of this call.
   void ForwardMtp(SequenceState& seq, std::span<const int32_t> tokens, int64_t start,
                   const float* g, ForwardResult& r, Dumper* dump);
+  // One sequence's rows [start, start + rows) of an MTP-layer step.
+  struct MtpSegment {
+    SequenceState* seq;
+    int64_t start, rows;
+  };
+  // The MTP layer over the segments' rows (concatenated, Σ rows = N): row r is
+  // eh_proj([enorm(Emb(tokens[r])) ; hnorm(hidden[r])]) through the MTP decoder layer, writing
+  // each sequence's MTP cache rows. Returns the layer output [N, hidden] (in the workspace,
+  // valid until the next step); hidden[r] [hidden] may point anywhere but into that output.
+  float* MtpStep(std::span<const MtpSegment> segs, const int32_t* tokens,
+                 const float* const* hidden, Dumper* dump);
+  void CheckDraftBatch(std::span<const DraftEntry> batch) const;  // Error naming the entry
   Checkpoint ckpt_;
+  ExpertRange experts_;
+  std::optional<ExpertParallel> ep_;  // set when loaded for expert parallelism
   ModelWeights weights_;
   RopeTable rope_;
   std::unique_ptr<Workspace> ws_;

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <set>
+#include <utility>
 
 #include "base/error.h"
 
@@ -274,6 +275,7 @@ bool CheckBlockScale(const TensorEntry& weight, const StoredTensors& stored, Ten
                "), found " + Found(*s));
     return false;
   }
+  if (stored.skip_values && stored.skip_values(weight.name)) return true;
   std::span<const float> values;
   try {
     values = s->as<float>();  // the loader hands the kernels this very span
@@ -324,12 +326,14 @@ TensorCheck CheckTensors(const ModelConfig& c, const StoredTensors& stored) {
   return r;
 }
 
-TensorCheck CheckTensors(const Checkpoint& ckpt) {
+TensorCheck CheckTensors(const Checkpoint& ckpt,
+                         std::function<bool(std::string_view weight_name)> skip_values) {
   const StoredTensors stored{.names = ckpt.Names(),
                              .find = [&ckpt](std::string_view name) -> std::optional<TensorView> {
                                if (!ckpt.Has(name)) return std::nullopt;
                                return ckpt.Get(name);
-                             }};
+                             },
+                             .skip_values = std::move(skip_values)};
   return CheckTensors(ckpt.config(), stored);
 }
 

@@ -91,9 +91,13 @@ struct TensorCheck {
 };
 
 // How a check reads the stored tensors: every name, and a view by name (nullopt: absent).
+// `skip_values` (optional): weights whose block-scale values are not read (their dtypes and
+// shapes still are): a rank of an expert-parallel job never touches the pages of other ranks'
+// experts (model/expert_parallel.h).
 struct StoredTensors {
   std::vector<std::string> names;
   std::function<std::optional<TensorView>(std::string_view)> find;
+  std::function<bool(std::string_view weight_name)> skip_values{};
 };
 
 // Checks `stored` against `TensorTable(config, stored.names.size())` by the rules above: each
@@ -103,7 +107,8 @@ struct StoredTensors {
 // Throws `Error` only for a config whose counts exceed the checkpoint (see TensorTable).
 TensorCheck CheckTensors(const ModelConfig& config, const StoredTensors& stored);
 // The same for a safetensors checkpoint and its own config.
-TensorCheck CheckTensors(const Checkpoint& checkpoint);
+TensorCheck CheckTensors(const Checkpoint& checkpoint,
+                         std::function<bool(std::string_view weight_name)> skip_values = {});
 
 // Parameter counts (elements of weights; FP8 block scales are not parameters).
 struct ParameterCounts {

@@ -2,7 +2,9 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <string_view>
+#include <utility>
 
 #include "base/error.h"
 #include "format/dtype.h"
@@ -91,16 +93,19 @@ void LoadAttention(const Loader& ld, const ModelConfig& c, const std::string& p,
   lw.wo = ld.Linear(p + ".o_proj", hidden, h * c.v_head_dim);
 }
 
-MoeWeights LoadMoe(const Loader& ld, const ModelConfig& c, const std::string& p) {
+MoeWeights LoadMoe(const Loader& ld, const ModelConfig& c, const std::string& p,
+                   const std::optional<ExpertRange>& range) {
   MoeWeights m;
   m.gate = ld.Linear(p + ".gate", c.n_routed_experts, c.hidden_size);
   const std::string bias = p + ".gate.e_score_correction_bias";
   m.has_gate_bias = ld.Has(bias);
   m.gate_bias = m.has_gate_bias ? ld.Vector(bias, c.n_routed_experts)
                                 : std::vector<float>(c.n_routed_experts, 0.0f);
+  m.experts.resize(c.n_routed_experts);
   for (int64_t e = 0; e < c.n_routed_experts; ++e)
-    m.experts.push_back(
-        LoadMlp(ld, p + ".experts." + std::to_string(e), c.hidden_size, c.moe_intermediate_size));
+    if (!range || range->Has(e))
+      m.experts[e] =
+          LoadMlp(ld, p + ".experts." + std::to_string(e), c.hidden_size, c.moe_intermediate_size);
   if (c.n_shared_experts > 0)
     m.shared_experts = LoadMlp(ld, p + ".shared_experts", c.hidden_size,
                                c.n_shared_experts * c.moe_intermediate_size);
@@ -109,8 +114,8 @@ MoeWeights LoadMoe(const Loader& ld, const ModelConfig& c, const std::string& p)
 
 // One decoder layer `layer` (main or MTP). `indexer_required`: the config declares an indexer
 // and this is a main layer (the MTP layer's indexer is used when present).
-LayerWeights LoadLayer(const Loader& ld, const ModelConfig& c, int64_t layer,
-                       bool indexer_required) {
+LayerWeights LoadLayer(const Loader& ld, const ModelConfig& c, int64_t layer, bool indexer_required,
+                       const std::optional<ExpertRange>& range) {
   const std::string p = "model.layers." + std::to_string(layer);
   LayerWeights lw;
   lw.layer = layer;
@@ -121,16 +126,35 @@ LayerWeights LoadLayer(const Loader& ld, const ModelConfig& c, int64_t layer,
   if (c.has_indexer() && c.q_lora_rank && (indexer_required || ld.Has(ip + ".wq_b.weight")))
     lw.indexer = LoadIndexer(ld, c, ip);
   if (c.is_moe_layer(layer))
-    lw.moe = LoadMoe(ld, c, p + ".mlp");
+    lw.moe = LoadMoe(ld, c, p + ".mlp", range);
   else
     lw.mlp = LoadMlp(ld, p + ".mlp", c.hidden_size, c.intermediate_size);
   return lw;
 }
 
+// The routed expert a tensor name belongs to ("model.layers.L.mlp.experts.E...."), or -1.
+int64_t RoutedExpertOf(std::string_view name) {
+  constexpr std::string_view kMarker = ".mlp.experts.";
+  const size_t at = name.find(kMarker);
+  if (at == std::string_view::npos) return -1;
+  int64_t e = 0;
+  size_t i = at + kMarker.size();
+  if (i >= name.size() || name[i] < '0' || name[i] > '9') return -1;
+  for (; i < name.size() && name[i] >= '0' && name[i] <= '9'; ++i) e = e * 10 + (name[i] - '0');
+  return e;
+}
+
 // The checkpoint against the tensor table and its rules (the same call as `inspect`): the first
-// problem in table order, naming the tensor, and how many more there are.
-void CheckAgainstTable(const Checkpoint& ckpt) {
-  const TensorCheck check = CheckTensors(ckpt);
+// problem in table order, naming the tensor, and how many more there are. With `range`, the
+// block-scale values of other ranks' experts are not read.
+void CheckAgainstTable(const Checkpoint& ckpt, const std::optional<ExpertRange>& range) {
+  std::function<bool(std::string_view)> skip;
+  if (range)
+    skip = [r = *range](std::string_view name) {
+      const int64_t e = RoutedExpertOf(name);
+      return e >= 0 && !r.Has(e);
+    };
+  const TensorCheck check = CheckTensors(ckpt, std::move(skip));
   if (check.ok()) return;
   std::string more;
   if (check.problems.size() > 1)
@@ -141,25 +165,25 @@ void CheckAgainstTable(const Checkpoint& ckpt) {
 
 }  // namespace
 
-ModelWeights LoadWeights(const Checkpoint& ckpt) {
+ModelWeights LoadWeights(const Checkpoint& ckpt, std::optional<ExpertRange> experts) {
   const ModelConfig& c = ckpt.config();
   if (c.scoring_func != "sigmoid")
     throw Error(ckpt.dir() + "/config.json: scoring_func '" + c.scoring_func +
                 "' is not supported (only sigmoid)");
   if (c.has_indexer() && !c.q_lora_rank)
     throw Error(ckpt.dir() + "/config.json: the lightning indexer needs q_lora_rank");
-  CheckAgainstTable(ckpt);
+  CheckAgainstTable(ckpt, experts);
   Loader ld(ckpt);
   ModelWeights w;
   w.embed = ld.Linear("model.embed_tokens", c.vocab_size, c.hidden_size);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l)
-    w.layers.push_back(LoadLayer(ld, c, l, /*indexer_required=*/true));
+    w.layers.push_back(LoadLayer(ld, c, l, /*indexer_required=*/true, experts));
   w.norm = ld.Vector("model.norm.weight", c.hidden_size);
   w.head = ld.Linear("lm_head", c.vocab_size, c.hidden_size);
   const int64_t L = c.num_hidden_layers;
   const std::string mp = "model.layers." + std::to_string(L);
   if (c.num_nextn_predict_layers >= 1 && ld.Has(mp + ".eh_proj.weight")) {
-    LayerWeights lw = LoadLayer(ld, c, L, /*indexer_required=*/false);
+    LayerWeights lw = LoadLayer(ld, c, L, /*indexer_required=*/false, experts);
     MtpWeights m;
     m.embed = ld.Has(mp + ".embed_tokens.weight")
                   ? ld.Linear(mp + ".embed_tokens", c.vocab_size, c.hidden_size)

@@ -14,6 +14,7 @@
 
 #include "format/checkpoint.h"
 #include "kernels/weight.h"
+#include "model/expert_parallel.h"
 
 namespace dsinfer {
 
@@ -35,7 +36,7 @@ struct MoeWeights {
   WeightView gate;                  // [n_routed_experts, hidden]
   std::vector<float> gate_bias;     // [n_routed_experts] e_score_correction_bias (zeros if absent)
   bool has_gate_bias = false;       // the checkpoint has it: it decides how groups are scored
-  std::vector<MlpWeights> experts;  // n_routed_experts
+  std::vector<MlpWeights> experts;  // n_routed_experts (empty views outside a rank's range)
   std::optional<MlpWeights> shared_experts;
 };
 
@@ -81,7 +82,10 @@ struct ModelWeights {
 };
 
 // Throws Error naming the tensor and the expected dtype/shape for anything missing or wrong
-// (the first problem `CheckTensors` finds, and how many more).
-ModelWeights LoadWeights(const Checkpoint& ckpt);
+// (the first problem `CheckTensors` finds, and how many more). With `experts` (a rank of an
+// expert-parallel job), only those routed experts get views and only their block scales are
+// read: the other experts' tensors must still be stored with the right dtypes and shapes, but
+// their bytes are never touched.
+ModelWeights LoadWeights(const Checkpoint& ckpt, std::optional<ExpertRange> experts = std::nullopt);
 
 }  // namespace dsinfer

@@ -118,6 +118,8 @@ Engine::Engine(std::unique_ptr<Model> model, const EngineOptions& options)
   if (options.prefill_chunk < 1) throw Error("prefill chunk must be ≥ 1");
   if (options.sequence.mtp) throw Error("the engine does not run the MTP module");
   if (options.draft < 0 || options.draft > 16) throw Error("--draft must be in [0, 16]");
+  if (std::isnan(options.min_acceptance)) throw Error("--spec-min-acceptance must be a number");
+  if (options.adaptive_window < 1) throw Error("--spec-window must be ≥ 1");
   if (options.draft > 0 && !model_->has_mtp())
     throw Error("--spec mtp: the checkpoint has no MTP layer (num_nextn_predict_layers = 0)");
   options_.sequence.mtp_draft = options.draft > 0;
@@ -454,10 +456,11 @@ void Engine::Execute(std::vector<StepInput>& plan) {
 }
 
 // Samples and emits each sequence's next token, publishes prefilled prompt pages, and retires
-// finished and failed sequences.
+// finished and failed sequences; the drafting sequences then run the MTP layer as one batch.
 void Engine::PostProcess(std::vector<StepInput>& plan,
                          std::vector<std::unique_ptr<Active>>& active) {
   int64_t round_prompt = 0, round_generated = 0;
+  std::vector<Active*> drafting, ended;  // the MTP layer runs for `drafting`; `ended` retire
   for (StepInput& s : plan) {
     Active& a = *s.a;
     bool alive = s.error.empty();
@@ -477,19 +480,15 @@ void Engine::PostProcess(std::vector<StepInput>& plan,
       decode_tokens_ += a.generated - before;
     }
     round_generated += a.generated - before;
-    if (alive && a.seq.options.mtp_draft) {
-      try {
-        Speculate(a);
-        Publish(a);
-      } catch (const std::exception& e) {
-        a.gen->Finish(FinishReason::kError, e.what());
-        alive = false;
-      }
-    }
     if (!alive)
-      for (auto& slot : active)
-        if (slot.get() == &a) Retire(slot);
+      ended.push_back(&a);
+    else if (a.seq.options.mtp_draft)
+      drafting.push_back(&a);
   }
+  Speculate(drafting, ended);
+  for (Active* a : ended)
+    for (auto& slot : active)
+      if (slot.get() == a) Retire(slot);
   RecordRate(round_prompt, round_generated);
 }
 
@@ -563,49 +562,90 @@ bool Engine::Verify(Active& a, const float* logits) {
   return alive;
 }
 
-// After a step: the MTP layer consumes the main rows whose next token is now known (the next
-// prompt token mid-prefill, else the token just emitted) and, once decoding, proposes
-// min(draft, tokens left − 1) drafts for the next step (the reservation covers their rows).
-void Engine::Speculate(Active& a) {
-  SequenceState& seq = a.seq;
-  const int64_t n = static_cast<int64_t>(a.req.prompt.size());
-  std::vector<int32_t> next;
-  for (int64_t i = seq.mtp_length + 1; i <= seq.length; ++i) next.push_back(a.Token(i));
-  const bool decoding = a.prefilled == n;
-  if (decoding && a.generated == 1) a.drafting = a.req.forced_tokens.empty();
-  const int64_t want =
-      decoding && a.drafting ? std::min(options_.draft, a.req.max_tokens - a.generated - 1) : 0;
+// After a step: the MTP layer consumes, for every drafting sequence at once (one
+// `Model::DraftBatch`: its weights are read once per round, not once per sequence), the main
+// rows whose next token is now known (the next prompt token mid-prefill, else the token just
+// emitted) and, once decoding, proposes min(draft, tokens left − 1) drafts for the next step
+// (the reservation covers their rows). Each sequence's drafts and sampler draws are those of
+// drafting it alone. A sequence that fails here ends with the error and joins `failed`.
+void Engine::Speculate(std::span<Active* const> seqs, std::vector<Active*>& failed) {
+  if (seqs.empty()) return;
   const int64_t vocab = model_->config().vocab_size;
-  EnsurePages(a, seq.length + want);
-  const bool greedy = a.sampler.options().temperature == 0.0f;
-  a.draft_q.clear();
-  a.drafts = model_->Draft(seq, next, want, [&](const float* logits) -> int32_t {
-    if (greedy) return Argmax(logits, vocab);
-    a.draft_q.emplace_back();
-    a.sampler.Distribution(logits, vocab, a.draft_q.back());
-    const std::vector<double>& q = a.draft_q.back();
-    double u = a.sampler.Uniform();
-    for (int64_t t = 0; t < vocab; ++t)
-      if (q[t] > 0 && (u -= q[t]) < 0) return static_cast<int32_t>(t);
-    int32_t t = static_cast<int32_t>(vocab - 1);
-    while (q[t] == 0) --t;
-    return t;
-  });
-  if (options_.test_drafter && !a.drafts.empty()) {
-    std::vector<int32_t> tokens = a.req.prompt;
-    tokens.insert(tokens.end(), a.emitted.begin(), a.emitted.end());
-    a.drafts = options_.test_drafter(tokens, want);
-    DSINFER_CHECK(static_cast<int64_t>(a.drafts.size()) == want, "test drafter");
-    if (!greedy)  // deterministic drafts: q is one-hot, still an exact rejection scheme
-      for (int64_t j = 0; j < want; ++j) {
-        a.draft_q[j].assign(vocab, 0.0);
-        a.draft_q[j][a.drafts[j]] = 1.0;
-      }
+  auto fail = [&](Active& a, const std::string& error) {
+    a.gen->Finish(FinishReason::kError, error);
+    failed.push_back(&a);
+  };
+  std::vector<std::vector<int32_t>> next(seqs.size());  // sized once: entries hold spans into it
+  std::vector<DraftEntry> entries;
+  std::vector<Active*> in;  // [entries]
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    Active& a = *seqs[i];
+    SequenceState& seq = a.seq;
+    for (int64_t p = seq.mtp_length + 1; p <= seq.length; ++p) next[i].push_back(a.Token(p));
+    const bool decoding = a.prefilled == static_cast<int64_t>(a.req.prompt.size());
+    if (decoding && a.generated == 1) a.drafting = a.req.forced_tokens.empty();
+    const int64_t want =
+        decoding && a.drafting ? std::min(options_.draft, a.req.max_tokens - a.generated - 1) : 0;
+    try {
+      EnsurePages(a, seq.length + want);
+    } catch (const std::exception& e) {
+      fail(a, e.what());
+      continue;
+    }
+    a.draft_q.clear();
+    // Greedy: the argmax; sampling: a draw from the MTP distribution q, kept for Verify.
+    auto pick = [pa = &a, vocab](const float* logits) -> int32_t {
+      Active& s = *pa;
+      if (s.sampler.options().temperature == 0.0f) return Argmax(logits, vocab);
+      s.draft_q.emplace_back();
+      s.sampler.Distribution(logits, vocab, s.draft_q.back());
+      const std::vector<double>& q = s.draft_q.back();
+      double u = s.sampler.Uniform();
+      for (int64_t t = 0; t < vocab; ++t)
+        if (q[t] > 0 && (u -= q[t]) < 0) return static_cast<int32_t>(t);
+      int32_t t = static_cast<int32_t>(vocab - 1);
+      while (q[t] == 0) --t;
+      return t;
+    };
+    entries.push_back({.seq = &seq, .next = next[i], .n_draft = want, .pick = std::move(pick)});
+    in.push_back(&a);
   }
-  if (decoding && !a.drafting) {  // forced tokens: no drafts; stop keeping hidden rows
-    seq.options.mtp_draft = false;
-    seq.mtp_hidden.clear();
+  std::vector<std::vector<int32_t>> drafts;
+  try {
+    drafts = model_->DraftBatch(entries);
+  } catch (const std::exception& e) {
+    for (Active* a : in) fail(*a, e.what());
+    return;
   }
+  for (size_t k = 0; k < in.size(); ++k) {
+    Active& a = *in[k];
+    a.drafts = std::move(drafts[k]);
+    if (options_.test_drafter && !a.drafts.empty()) ReplaceDrafts(a);
+    if (a.prefilled == static_cast<int64_t>(a.req.prompt.size()) && !a.drafting) {
+      a.seq.options.mtp_draft = false;  // forced tokens: no drafts; stop keeping hidden rows
+      a.seq.mtp_hidden.clear();
+    }
+    try {
+      Publish(a);
+    } catch (const std::exception& e) {
+      fail(a, e.what());
+    }
+  }
+}
+
+// TEST-ONLY: the test drafter's tokens instead of the MTP layer's (which still ran).
+void Engine::ReplaceDrafts(Active& a) {
+  const int64_t vocab = model_->config().vocab_size;
+  const auto want = static_cast<int64_t>(a.drafts.size());
+  std::vector<int32_t> tokens = a.req.prompt;
+  tokens.insert(tokens.end(), a.emitted.begin(), a.emitted.end());
+  a.drafts = options_.test_drafter(tokens, want);
+  DSINFER_CHECK(static_cast<int64_t>(a.drafts.size()) == want, "test drafter");
+  if (a.sampler.options().temperature != 0.0f)  // deterministic drafts: q is one-hot, still an
+    for (int64_t j = 0; j < want; ++j) {        // exact rejection scheme
+      a.draft_q[j].assign(vocab, 0.0);
+      a.draft_q[j][a.drafts[j]] = 1.0;
+    }
 }
 
 bool Engine::EmitToken(Active& a, int32_t token, const float* logits) {

@@ -7,7 +7,8 @@
 // worker admits waiting requests into free slots (new requests join the running batch), then gives
 // every active sequence one step — a prefill chunk of at most `prefill_chunk` prompt tokens (so a
 // long prompt does not stall the other streams) or one decode token — all of them in one
-// `Model::ForwardBatch` (weights read once per round). Each sequence has its own
+// `Model::ForwardBatch` (weights read once per round); with MTP speculation the drafting
+// sequences then run the MTP layer together (`Model::DraftBatch`). Each sequence has its own
 // `SequenceState` and the batched forward computes every row as alone, so its tokens equal
 // those of the same request run alone.
 //
@@ -126,10 +127,12 @@ struct EngineOptions {
   // MTP speculative decoding (`--spec mtp --draft N`): N > 0 drafts per decode step from the
   // MTP layer (chained for N > 1), verified in the step's batched forward; 0: off.
   int64_t draft = 0;
-  // A sequence whose acceptance rate is below this after `adaptive_window` drafts stops
-  // drafting (negative: never stops).
+  // Adaptive speculation (`--spec-min-acceptance`, `--spec-window`): a sequence whose
+  // acceptance rate (accepted / verified drafts, since its start) is below this once it has
+  // `adaptive_window` or more drafts verified stops drafting for good (negative: never stops;
+  // > 1: always stops after the window). docs/spec.md explains the default.
   double min_acceptance = 0.3;
-  int64_t adaptive_window = 16;
+  int64_t adaptive_window = 16;  // ≥ 1
   // TEST-ONLY: replaces the MTP drafts (the MTP layer still runs), given the sequence's tokens
   // so far (prompt + emitted) and the number of drafts wanted.
   std::function<std::vector<int32_t>(const std::vector<int32_t>& tokens, int64_t n)> test_drafter;
@@ -189,9 +192,10 @@ class Engine {
   // Verifies the step's drafts against its logits rows, emits the accepted prefix and the
   // next token, and truncates the rejected rows; false once the generation ended.
   bool Verify(Active& a, const float* logits);
-  // Runs the MTP layer over the rows whose next token is now known and proposes the drafts
-  // of the next step.
-  void Speculate(Active& a);
+  // Runs the MTP layer, as one batch for all of `seqs`, over the rows whose next token is now
+  // known and proposes the drafts of the next step; sequences that fail join `failed`.
+  void Speculate(std::span<Active* const> seqs, std::vector<Active*>& failed);
+  void ReplaceDrafts(Active& a);  // TEST-ONLY: options_.test_drafter
   int64_t KeyedPages(int64_t prompt_tokens) const;
   void RecordRate(int64_t prompt, int64_t generated);
 

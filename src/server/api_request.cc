@@ -103,6 +103,21 @@ int ChatLogprobs(const Json& body) {
 // Completions (legacy): `logprobs` is the number of top tokens (0..20).
 int TextLogprobs(const Json& body) { return LogprobCount(body, "logprobs").value_or(-1); }
 
+// `top_k` (vLLM's extension of the OpenAI request): an integer ≥ -1; -1 and 0 mean no limit
+// (vLLM's and llama.cpp's spellings). The upper bound, the vocabulary size, is checked by the
+// app, which knows the model.
+int64_t TopK(const Json& body) {
+  const Json* v = Field(body, "top_k");
+  if (!v) return 0;
+  constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
+  const bool ok = v->is_number_unsigned()  ? v->get<uint64_t>() <= static_cast<uint64_t>(kMax)
+                  : v->is_number_integer() ? v->get<int64_t>() >= -1 && v->get<int64_t>() <= kMax
+                                           : false;
+  if (!ok)
+    throw ApiError::Invalid("top_k", "top_k must be an integer: -1 or 0 (no limit) or k ≥ 1");
+  return std::max<int64_t>(v->get<int64_t>(), 0);
+}
+
 SamplingParams ParseSampling(const Json& body) {
   SamplingParams p;
   const Json* model = Field(body, "model");
@@ -114,6 +129,7 @@ SamplingParams ParseSampling(const Json& body) {
   p.temperature = static_cast<float>(Number(body, "temperature", 0.0, 2.0, 1.0));
   p.top_p = static_cast<float>(Number(body, "top_p", 0.0, 1.0, 1.0));
   if (p.top_p <= 0.0f) throw ApiError::Invalid("top_p", "top_p must be in (0, 1]");
+  p.top_k = TopK(body);
   if (const Json* s = Field(body, "seed")) {
     if (!s->is_number_integer()) throw ApiError::Invalid("seed", "seed must be an integer");
     p.seed =

@@ -18,6 +18,7 @@ struct SamplingParams {
   std::string max_tokens_field = "max_tokens";  // which of the two was given, for errors
   float temperature = 1.0f;                     // OpenAI's default
   float top_p = 1.0f;
+  int64_t top_k = 0;  // vLLM's extension: > 0 keeps the k most likely tokens; -1 or 0: all
   std::optional<uint64_t> seed;
   std::vector<std::string> stop;  // up to 4 non-empty strings
   bool stream = false;

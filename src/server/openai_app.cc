@@ -2,6 +2,7 @@
 
 #include <cctype>
 #include <chrono>
+#include <cstdio>
 #include <ctime>
 #include <fstream>
 #include <random>
@@ -41,7 +42,10 @@ std::vector<ScriptRule> LoadTestScript(const std::string& path) {
 // last reference (the handler's, or the stream's once its last byte is sent) goes.
 struct OpenAiApp::Job {
   OpenAiApp* app = nullptr;  // set when registered
+  // Nobody reads a generation once its job is gone (a whole response that failed part-way,
+  // a stream never sent): stop it, freeing its slot and pages (no effect once done).
   ~Job() {
+    if (gen) gen->Cancel();
     if (!app) return;
     std::lock_guard<std::mutex> lock(app->jobs_mu_);
     app->jobs_.erase(this);
@@ -133,7 +137,7 @@ bool Drain(OpenAiApp::Job& job, OnToken on_token, Alive alive) {
 
 void ThrowIfFailed(const OpenAiApp::Job& job) {
   if (job.finish == FinishReason::kError)
-    throw ApiError(500, "server_error", "generation failed: " + job.error);
+    throw std::runtime_error("generation failed: " + job.error);  // an internal error
   if (job.finish == FinishReason::kCancelled)
     throw ApiError(503, "server_error",
                    "the server is shutting down: the generation was cancelled after " +
@@ -236,9 +240,8 @@ HttpResponse OpenAiApp::Handle(const HttpRequest& request) noexcept {
       res = ErrorResponse(e);
     } catch (const Error& e) {
       res = ErrorResponse(ApiError(400, "invalid_request_error", e.what()));
-    } catch (const std::exception& e) {
-      res =
-          ErrorResponse(ApiError(500, "server_error", std::string("internal error: ") + e.what()));
+    } catch (const std::exception& e) {  // not the client's fault: logged, not shown
+      res = ErrorResponse(InternalError(request.method + " " + request.path, e.what()));
     }
     metrics_.CountResponse(res.status);
   } catch (...) {  // even building the error failed (out of memory)
@@ -248,6 +251,19 @@ HttpResponse OpenAiApp::Handle(const HttpRequest& request) noexcept {
         R"({"error":{"message":"internal error","type":"server_error","param":null,"code":null}})";
   }
   return res;
+}
+
+ApiError OpenAiApp::InternalError(const std::string& where, const std::string& detail) {
+  const std::string ref = std::to_string(std::time(nullptr)) + "-" + std::to_string(next_error_++);
+  const std::string line = "internal error " + ref + " in " + where + ": " + detail;
+  if (options_.log) {
+    options_.log(line);
+  } else {
+    std::fprintf(stderr, "dsinfer serve: %s\n", line.c_str());
+  }
+  return ApiError(500, "server_error",
+                  "internal server error (reference " + ref + "); the server's log has the details",
+                  std::nullopt, "internal_error");
 }
 
 namespace {
@@ -433,7 +449,14 @@ std::shared_ptr<OpenAiApp::Job> OpenAiApp::Start(const std::string& prompt_text,
                        " tokens; the request needs " + std::to_string(n) + " prompt + " +
                        std::to_string(std::max<int64_t>(g.max_tokens, 1)) + " completion tokens",
                    "messages", "context_length_exceeded");
-  g.sampler = {params.temperature, params.top_p, params.seed.value_or(std::random_device{}())};
+  const int64_t vocab = engine_.config().vocab_size;
+  if (params.top_k > vocab)
+    throw ApiError::Invalid("top_k", "top_k must be at most the vocabulary size (" +
+                                         std::to_string(vocab) + "); -1 or 0: no limit");
+  g.sampler = {.temperature = params.temperature,
+               .top_p = params.top_p,
+               .seed = params.seed.value_or(std::random_device{}()),
+               .top_k = params.top_k};
   g.stop_ids = {eos_};
   g.top_logprobs = params.top_logprobs;
   for (const ScriptRule& rule : options_.test_script)
@@ -629,9 +652,10 @@ struct StreamDriver {
   // The frame every stream shares: `body()` streams the tokens and the finish chunk and
   // returns the reasoning-token count, or nullopt when the client left; then the usage chunk
   // (stream_options.include_usage) and [DONE]. A failure becomes an error event, then [DONE].
-  template <class Body, class FinishUsage>
+  // `internal_error(detail)` logs an internal failure and gives the error to send.
+  template <class Body, class FinishUsage, class InternalErrorFn>
   void Frame(const char* object, const char* id_prefix, Body body, FinishUsage finish_usage,
-             Metrics& metrics) {
+             InternalErrorFn internal_error, Metrics& metrics) {
     try {
       const std::optional<int64_t> reasoning = body();
       if (!reasoning) return metrics.CountCancelled();
@@ -645,8 +669,9 @@ struct StreamDriver {
       }
     } catch (const ApiError& e) {
       ok = ok && sink.Write("data: " + e.Body() + "\n\n");
-    } catch (const std::exception& e) {
-      ok = ok && sink.Write("data: " + ApiError(500, "server_error", e.what()).Body() + "\n\n");
+    } catch (const std::exception& e) {  // not the client's fault: logged, not shown
+      job.gen->Cancel();
+      ok = ok && sink.Write("data: " + internal_error(e.what()).Body() + "\n\n");
     }
     if (ok) sink.Write(SseDone());
   }
@@ -692,7 +717,11 @@ HttpResponse OpenAiApp::ChatStream(std::shared_ptr<Job> job, bool thinking) {
     };
     d.Frame(
         "chat.completion.chunk", "chatcmpl-", body,
-        [&](int64_t reasoning) { return FinishUsage(*job, reasoning); }, metrics_);
+        [&](int64_t reasoning) { return FinishUsage(*job, reasoning); },
+        [&](const std::string& detail) {
+          return InternalError("the stream of chatcmpl-" + job->id, detail);
+        },
+        metrics_);
   };
   return r;
 }
@@ -726,7 +755,11 @@ HttpResponse OpenAiApp::TextStream(std::shared_ptr<Job> job) {
     };
     d.Frame(
         "text_completion", "cmpl-", body,
-        [&](int64_t reasoning) { return FinishUsage(*job, reasoning); }, metrics_);
+        [&](int64_t reasoning) { return FinishUsage(*job, reasoning); },
+        [&](const std::string& detail) {
+          return InternalError("the stream of cmpl-" + job->id, detail);
+        },
+        metrics_);
   };
   return r;
 }

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "runtime/engine.h"
+#include "server/api_error.h"
 #include "server/api_request.h"
 #include "server/http.h"
 #include "server/metrics.h"
@@ -52,6 +53,9 @@ struct AppOptions {
   Prices prices;
   size_t max_body_bytes = 8u << 20;
   std::vector<ScriptRule> test_script;
+  // Where internal errors are logged, one line each (the detail a client never sees: a
+  // library's exception text, a failed generation); unset: stderr.
+  std::function<void(const std::string&)> log;
 };
 
 class OpenAiApp {
@@ -94,6 +98,9 @@ class OpenAiApp {
   HttpResponse TextWhole(std::shared_ptr<Job> job, const std::function<bool()>& connection_open);
   HttpResponse TextStream(std::shared_ptr<Job> job);
   nlohmann::ordered_json FinishUsage(const Job& job, int64_t reasoning_tokens);
+  // A failure that is not the client's: logs `detail` with a fresh reference and returns the
+  // generic 500 naming that reference (library messages never reach the client).
+  ApiError InternalError(const std::string& where, const std::string& detail);
 
   Engine& engine_;
   const text::Tokenizer& tokenizer_;
@@ -101,6 +108,7 @@ class OpenAiApp {
   int32_t eos_;
   Metrics metrics_;
   std::atomic<uint64_t> next_id_{1};
+  std::atomic<uint64_t> next_error_{1};
   std::atomic<bool> shutting_down_{false};
   mutable std::mutex jobs_mu_;
   std::condition_variable jobs_cv_;

@@ -7,7 +7,8 @@ json_and_plot: one JSON object per (phase, attention, position, batch), each con
   XML with one polyline per curve; table: the human table has a row per case and the ratio
   column; bad_input: bad options exit non-zero naming the culprit; preset_cache: --preset
   generates its model once under $XDG_CACHE_HOME/dsinfer/ and reuses it; main_job: `dsinfer`
-  without arguments ends with the DSA-vs-dense table.
+  without arguments ends with the DSA-vs-dense table; verify: --phase verify runs 1 + N rows
+  per sequence for each --draft N and prints the verify-vs-decode lines.
 """
 import json
 import math
@@ -94,6 +95,30 @@ def case_table(dsinfer, scratch):
     p = run([dsinfer, "bench", "layer", "--model", model, "--positions", "16",
              "--attention", "dense", "--phase", "prefill", "--chunk", "4", "--min-time", "0"])
     assert "dense/DSA" not in p.stdout and "prefill " in p.stdout, p.stdout
+
+
+def case_verify(dsinfer, scratch):
+    # --phase verify: 1 + N rows per sequence for each --draft N, at every batch; the JSON
+    # carries the draft count, and the text ends with the verify-vs-decode line of each.
+    model = gen_tiny(dsinfer, os.path.join(scratch, "tiny"))
+    base = [dsinfer, "bench", "layer", "--model", model, "--positions", "64", "--attention", "dsa",
+            "--phase", "decode,verify", "--draft", "1,2", "--batch", "2", "--min-time", "0"]
+    rows = [json.loads(line) for line in run(base + ["--json"]).stdout.splitlines()]
+    got = sorted((r["phase"], r["batch"], r["chunk"], r["drafts"]) for r in rows)
+    want = sorted([("decode", b, 1, 0) for b in (2, 1)] +
+                  [("verify", b, 1 + n, n) for b in (2, 1) for n in (1, 2)])
+    assert got == want, got
+    for r in rows:
+        assert r["tokens_per_step"] == r["batch"] * r["chunk"], r
+        assert close(r["step_ms"], r["ms_per_token"] * r["tokens_per_step"]), r
+    out = run(base).stdout
+    lines = [l for l in out.splitlines() if l.startswith("verify batch")]
+    assert len(lines) == 4, out
+    assert any(l.startswith("verify batch 2, 1+2 rows at 64 (dsa): step ") for l in lines), out
+    for l in lines:
+        assert "pays above acceptance" in l and "experts read" in l, l
+    p = run([a for a in base if a != "1,2" and a != "--draft"] + ["--draft", "0"], expect_rc=1)
+    assert "--draft" in p.stderr, p.stderr
 
 
 def case_bad_input(dsinfer, scratch):

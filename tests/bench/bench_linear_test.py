@@ -4,17 +4,20 @@
 usage: bench_linear_test.py DSINFER
 Checks every line is one JSON object with the documented keys, that the counts follow from the
 shape (bytes = FP8 codes + f32 block scales, flops = 2·n·rows·cols), that gbps / gflops /
-fraction_of_roofline follow from bytes, flops and seconds, and that bad options fail cleanly.
+fraction_of_roofline (and, for gemm, fraction_of_bf16_peak) follow from bytes, flops, seconds
+and the peak of the line's numerics (f32 FMA for f32, BF16 dot for bf16), that `gemm` measures
+the f32 and the bf16-activation GEMM side by side, and that bad options fail cleanly.
 """
 import json
 import math
 import subprocess
 import sys
 
-GBPS, GFLOPS = 30.0, 200.0
+GBPS, GFLOPS, BF16_GFLOPS = 30.0, 200.0, 400.0
 KEYS = {"bench", "shape", "rows", "cols", "n", "dtype", "bytes", "flops", "seconds", "gbps",
         "gweights_per_s", "gflops", "fraction_of_roofline", "bound", "roofline_gbps", "roofline_gflops", "isa",
         "threads", "weights"}
+GEMM_KEYS = KEYS | {"numerics", "roofline_bf16_gflops", "fraction_of_bf16_peak"}
 
 
 def fail(msg):
@@ -33,15 +36,17 @@ def close(a, b, rel=1e-9):
     return math.isclose(a, b, rel_tol=rel, abs_tol=0.0)
 
 
-def check_lines(out, bench, shapes, ns, bytes_per_elem, scales):
+def check_lines(out, bench, shapes, ns, bytes_per_elem, scales, numerics=("f32",),
+                bf16_peak=None):
     lines = [l for l in out.splitlines() if l.strip()]
-    if len(lines) != len(shapes) * len(ns):
-        fail(f"{bench}: {len(lines)} lines, expected {len(shapes) * len(ns)}:\n{out}")
-    expected = [(name, r, c, n) for (name, r, c) in shapes for n in ns]
-    for line, (name, rows, cols, n) in zip(lines, expected):
+    expected = [(name, r, c, n, num) for (name, r, c) in shapes for n in ns for num in numerics]
+    if len(lines) != len(expected):
+        fail(f"{bench}: {len(lines)} lines, expected {len(expected)}:\n{out}")
+    for line, (name, rows, cols, n, num) in zip(lines, expected):
         j = json.loads(line)
-        if set(j) != KEYS:
-            fail(f"keys {sorted(j)} != {sorted(KEYS)}")
+        keys = GEMM_KEYS if bench == "gemm" else KEYS
+        if set(j) != keys:
+            fail(f"keys {sorted(j)} != {sorted(keys)}")
         if (j["bench"], j["shape"], j["rows"], j["cols"], j["n"]) != (bench, name, rows, cols, n):
             fail(f"unexpected measurement {j}")
         scale_bytes = 4 * -(-rows // 128) * -(-cols // 128) if scales else 0
@@ -55,17 +60,27 @@ def check_lines(out, bench, shapes, ns, bytes_per_elem, scales):
         if (not close(j["gbps"], j["bytes"] / t / 1e9) or not close(j["gflops"], j["flops"] / t / 1e9)
                 or not close(j["gweights_per_s"], rows * cols / t / 1e9)):
             fail(f"rates do not follow from bytes/flops/seconds: {j}")
-        mem_t, fma_t = j["bytes"] / (GBPS * 1e9), j["flops"] / (GFLOPS * 1e9)
+        peak = BF16_GFLOPS if num == "bf16" else GFLOPS
+        mem_t, fma_t = j["bytes"] / (GBPS * 1e9), j["flops"] / (peak * 1e9)
         if not close(j["fraction_of_roofline"], max(mem_t, fma_t) / t):
             fail(f"fraction_of_roofline: {j}")
         if j["bound"] != ("memory" if mem_t >= fma_t else "compute"):
             fail(f"bound: {j}")
         if (j["roofline_gbps"], j["roofline_gflops"]) != (GBPS, GFLOPS):
             fail(f"roofline not the one given: {j}")
-        if j["isa"] not in ("scalar", "avx2", "avx512") or j["threads"] < 1:
+        isas = ("avx512bf16",) if num == "bf16" else ("scalar", "avx2", "avx512")
+        if j["isa"] not in isas or j["threads"] < 1:
             fail(f"isa/threads: {j}")
         if j["weights"] != "synthetic":
             fail(f"weights: {j}")
+        if bench == "gemm":
+            if j["numerics"] != num:
+                fail(f"numerics {j['numerics']}, expected {num}")
+            if bf16_peak is not None:
+                if j["roofline_bf16_gflops"] != bf16_peak:
+                    fail(f"bf16 peak not the one given: {j}")
+                if not close(j["fraction_of_bf16_peak"], j["gflops"] / bf16_peak):
+                    fail(f"fraction_of_bf16_peak: {j}")
 
 
 def main():
@@ -76,8 +91,18 @@ def main():
     shape_args = sum((["--shape", f"{n}={r}x{c}"] for n, r, c in shapes), [])
     p = run([dsinfer, "bench", "gemv", *shape_args, "--n", "1,3", *roof])
     check_lines(p.stdout, "gemv", shapes, [1, 3], 1, True)
-    p = run([dsinfer, "bench", "gemm", *shape_args, "--n", "9", "--dtype", "bf16", *roof])
-    check_lines(p.stdout, "gemm", shapes, [9], 2, False)
+    bf16_roof = ["--roofline-bf16-gflops", str(BF16_GFLOPS)]
+    p = run([dsinfer, "bench", "gemm", *shape_args, "--n", "9", "--dtype", "bf16",
+             "--numerics", "f32", *roof, *bf16_roof])
+    check_lines(p.stdout, "gemm", shapes, [9], 2, False, bf16_peak=BF16_GFLOPS)
+    # Both numerics side by side, FP8 weights: needs the AVX512-BF16 path (else a clear error).
+    args = [dsinfer, "bench", "gemm", *shape_args, "--n", "9,16", "--numerics", "f32,bf16",
+            *roof, *bf16_roof]
+    p = subprocess.run(args, capture_output=True, text=True, timeout=50)
+    if p.returncode == 0:
+        check_lines(p.stdout, "gemm", shapes, [9, 16], 1, True, ("f32", "bf16"), BF16_GFLOPS)
+    elif p.returncode != 1 or "AVX512-BF16" not in p.stderr:
+        fail(f"--numerics f32,bf16 exited {p.returncode}: {p.stderr}")
     # Weight types side by side in one run: bytes are whole ggml blocks per row (Q8_0: 34 bytes
     # per 32 weights; Q4_K: 144 per 256), lines ordered shape, then dtype, then n.
     blocks = [("a", 256, 512)]
@@ -95,6 +120,12 @@ def main():
                          (["--dtype", "int4"], "int4"),
                          (["--shape", "odd=16x300", "--dtype", "q4_k"], "odd")):
         p = run([dsinfer, "bench", "gemv", *bad, *roof], expect_rc=1)
+        if culprit not in p.stderr:
+            fail(f"error for {bad} does not name '{culprit}': {p.stderr}")
+    for bad, culprit in ((["--numerics", "f16"], "f16"),
+                         (["--numerics", "bf16", "--dtype", "f32"], "--dtype f32")):
+        p = run([dsinfer, "bench", "gemm", "--shape", "a=64x64", *bad, *roof, *bf16_roof],
+                expect_rc=1)
         if culprit not in p.stderr:
             fail(f"error for {bad} does not name '{culprit}': {p.stderr}")
     print("ok")

@@ -2,7 +2,8 @@
 MTP speculative decoding (--draft 1 and 2) and without it, for prompts short, past index_topk
 (DSA selects) and past a 64-token page sent twice (the second adopts cached pages, MTP rows
 included), several at once (batched); /metrics reports the drafts, acceptance and tokens per
-step. The truth is the same server without --spec.
+step; a sampled request with the per-request top_k = 1 (temperature 1.3) gives the greedy text
+through rejection sampling. The truth is the same server without --spec.
 
 usage: spec_server_test.py DSINFER WORK_DIR
 """
@@ -50,9 +51,9 @@ class Server:
         self.stop()
         raise RuntimeError("server did not start:\n" + open(log_path).read())
 
-    def complete(self, prompt, max_tokens):
+    def complete(self, prompt, max_tokens, **extra):
         body = json.dumps({"model": "deepseek-v3.2", "prompt": prompt, "max_tokens": max_tokens,
-                           "temperature": 0}).encode()
+                           "temperature": 0, **extra}).encode()
         req = urllib.request.Request(self.url + "/v1/completions", data=body,
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=120) as r:
@@ -108,6 +109,9 @@ def main():
                       os.path.join(work, "spec%s.log" % draft))
         try:
             got = run_batch(spec, prompts[:3], 24) + [spec.complete(prompts[3], 24)]
+            # Sampling with top_k = 1 (a per-request field) keeps only the argmax, in the target
+            # and in the draft distribution: rejection sampling must give the greedy text.
+            top1 = spec.complete(prompts[1], 24, temperature=1.3, top_k=1, seed=5)
             m = spec.metrics()
         finally:
             spec.stop()
@@ -120,6 +124,9 @@ def main():
         for i, (g, w) in enumerate(zip(got, want)):
             if g != w:
                 failures.append("draft %s prompt %d: %r != %r" % (draft, i, g, w))
+        if top1 != want[1]:
+            failures.append("draft %s: top_k 1 at temperature 1.3: %r != greedy %r"
+                            % (draft, top1, want[1]))
         if not m.get("dsinfer_spec_draft_tokens_total", 0) > 0:
             failures.append("draft %s: no drafts in /metrics" % draft)
         if not m.get("dsinfer_decode_tokens_per_step", 0) >= 1.0:

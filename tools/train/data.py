@@ -69,7 +69,8 @@ SOURCES = {
 }
 
 # Token budgets of train.jsonl by kind, as fractions of the total (tokens of our tokenizer).
-MIX = {"retrieval": 0.40, "english": 0.25, "skills": 0.25, "chat": 0.10}
+MIX = {"retrieval": 0.35, "english": 0.20, "skills": 0.20, "recall": 0.15, "chat": 0.10}
+RECALL_RANGE = (20, 200)    # tokens of the passage a recall task repeats
 SCALES = {  # total training tokens, eval set sizes, share of the English for the tokenizer
     "small": {"tokens": 150_000, "n_eval": 16, "n_eval_text": 40, "tok_english": 0.15},
     "full": {"tokens": 15_000_000, "n_eval": 200, "n_eval_text": 400, "tok_english": 1.0},
@@ -466,6 +467,26 @@ class Counted:
         return self.counts[i]
 
 
+def recall_task(rng, filler, enc):
+    """Repeat a passage of filler text (RECALL_RANGE tokens) word for word. Every answer token
+    is a copy of an earlier one: the densest signal for the copying (induction) mechanism that
+    retrieval needs, which a small model otherwise learns only from the few answer tokens of
+    each retrieval document (docs/train.md, "Copying first")."""
+    target = rng.randint(*RECALL_RANGE)
+    chosen, total, tries = [], 0, 0
+    while tries < 50 and total < target:
+        i = rng.randrange(len(filler.units))
+        tries += 1
+        if total + filler.count(i) <= RECALL_RANGE[1]:
+            chosen.append(filler.units[i])
+            total += filler.count(i)
+    passage = " ".join(chosen)
+    q = rng.choice(["Repeat this text exactly:", "Copy the following text word for word:",
+                    "Say this back to me:"]) + "\n\n" + passage
+    reasoning = "The user wants the text repeated exactly. I copy it word for word."
+    return {"question": q, "answer": passage, "reasoning": reasoning, "kind": "recall"}
+
+
 def english_document(rng, fortunes, chapters):
     """Half of the time a Bible chapter, else random fortunes (blank-line separated) up to
     100-1500 tokens; and the document's token count (estimated: the parts' counts plus one per
@@ -583,6 +604,10 @@ def generate(args):
                 t["kind"] += "_long" if long_ else "_short"
                 thinking = rng.random() < 0.25
                 tokens = target
+            elif kind == "recall":
+                t = recall_task(rng, fill_train, enc)
+                thinking = rng.random() < 0.25
+                tokens = None
             else:
                 t = skill_task(rng, words) if kind == "skills" else chat_task(rng, quotes)
                 thinking = rng.random() < 0.5
@@ -676,7 +701,7 @@ def main():
         for kind, k in by_kind.items():
             g = ("retrieval" if kind.startswith(("passkey", "kv")) else "english"
                  if kind.startswith("english") else "chat" if kind.startswith("chat")
-                 else "skills")
+                 else "recall" if kind.startswith("recall") else "skills")
             groups[g] = groups.get(g, 0) + k["tokens"]
         stats["tokens_by_group"] = {g: {"tokens": n, "share": round(n / stats["tokens"], 3)}
                                     for g, n in sorted(groups.items())}

@@ -132,10 +132,13 @@ def balance_update(model, gamma):
         moe.load = None
 
 
-def lr_at(step, steps, peak, warmup):
+def lr_at(step, steps, peak, warmup, time_frac=0.0):
+    """Linear warm-up over `warmup` steps, then a cosine from the peak down to 10% of it as the
+    stage's budget is spent: the larger of the fraction of its steps and `time_frac`, the
+    fraction of its wall-time cap (so a time-capped stage still ends annealed)."""
     if step < warmup:
         return peak * (step + 1) / warmup
-    t = (step - warmup) / max(1, steps - warmup)
+    t = min(1.0, max((step - warmup) / max(1, steps - warmup), time_frac))
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))  # cosine to 10%
 
 
@@ -216,7 +219,8 @@ def main():
         kind = "long" if (len(packer.long_docs) and step % args.long_every == 0) else "short"
         tok, mask = packer.batch(kind, args.long_rows if kind == "long" else args.short_rows)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, args.steps, args.lr, args.warmup_steps)
+            g["lr"] = lr_at(step, args.steps, args.lr, args.warmup_steps,
+                            (time.time() - t0) / (args.minutes * 60) if args.minutes else 0.0)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             lm, mtp, kl = lm_losses(model, tok, mask, mode, args.mtp_weight)
             if args.stage == "warmup":  # only the indexers train: the KL is the whole loss

@@ -69,4 +69,30 @@ struct IsaKernels {
 const IsaKernels& Avx2Kernels();
 const IsaKernels& Avx512Kernels();
 
+// ---- The bf16-activation row GEMM (`LinearRowsBf16`, kernels/linear.h) ----------------------
+// Register tile: kBf16Mr tokens × kBf16TileRows weight rows (4 vectors of 16 rows), each lane
+// one output, accumulated by `vdpbf16ps` over column pairs. A piece of ≤ 128 weight rows is
+// packed per chunk of kBf16Kc columns into a panel of bf16 pairs: for row group g (64 rows),
+// pair p, row j: the 32-bit word (W[j, 2p] | W[j, 2p+1] << 16) at [(g·pairs + p)·64 + j % 64].
+inline constexpr int kBf16Mr = 6;
+inline constexpr int kBf16TileRows = 64;
+inline constexpr int kBf16Kc = 512;  // a multiple of the 128-column scale block
+
+struct Bf16Kernels {
+  const char* name;
+  // xb[t*xbs + c] = bf16(x[t*xs + c]) (round to nearest even, bit for bit `FloatToBF16`) for
+  // t ∈ [t0, t1), c < cols, and xb[t*xbs + cols] = 0 when cols is odd (xbs ≥ cols + 1 then).
+  void (*round_x)(const float* x, int64_t xs, int64_t t0, int64_t t1, int64_t cols, uint16_t* xb,
+                  int64_t xbs);
+  int64_t work_words;  // 32-bit words of scratch `gemm_rows` needs
+  // y[t*ys + (r - r0)] for r ∈ [r0, r1) inside one 128-row block (r1 - r0 ≤ 128), t < n, from
+  // xb = round_x of all columns (docs/numerics.md "bf16 activations": FP8 block scales multiply
+  // each 128-column partial sum). y doubles as the accumulator store between column blocks.
+  void (*gemm_rows)(const uint16_t* xb, int64_t xbs, int64_t n, const WeightView& w, int64_t r0,
+                    int64_t r1, float* y, int64_t ys, uint32_t* work);
+};
+
+// AVX-512 BF16 (`vdpbf16ps`); callable only when DetectCpu().SupportsBf16Dot().
+const Bf16Kernels& Avx512Bf16Kernels();
+
 }  // namespace dsinfer::gemm

@@ -1,6 +1,7 @@
 #include "format/safetensors.h"
 
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 
 #include <csignal>
@@ -129,6 +130,31 @@ TEST(SafetensorsBadInput, TruncatedAndBadHeaderLength) {
   ExpectHeaderError(image, {"header length 3 exceeds the file (10 bytes)"});
   std::vector<std::byte> huge(16, std::byte{0xFF});  // 2^64 - 1
   ExpectHeaderError(huge, {"header length 18446744073709551615 exceeds the file"});
+}
+
+// The 100 MiB header cap (the reference implementation's) at and past the limit, in a file
+// that large: an untouched anonymous mapping (no memory used), so only the cap decides. At the
+// cap the header is parsed (here: zeros, invalid at its first byte); one byte more is refused
+// before any of it is read.
+TEST(SafetensorsBadInput, HeaderOver100MiBIsRefusedBeforeParsing) {
+  constexpr size_t kCap = size_t{100} << 20;
+  const size_t size = 8 + kCap + 1;
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  ASSERT_NE(p, MAP_FAILED);
+  auto* bytes = static_cast<std::byte*>(p);
+  auto expect = [&](uint64_t header_len, size_t file_size, const std::string& part) {
+    std::memcpy(bytes, &header_len, 8);  // little-endian host
+    try {
+      ParseSafetensorsHeader({bytes, file_size}, "big.safetensors");
+      ADD_FAILURE() << "accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+    }
+  };
+  expect(kCap, 8 + kCap, "invalid header JSON");
+  expect(kCap + 1, size, "header length 104857601 exceeds 100 MiB");
+  ::munmap(p, size);
 }
 
 TEST(SafetensorsBadInput, HeaderJson) {

@@ -5,9 +5,11 @@
 // the indexer active (context > index_topk = 16), another top-k, dense attention, bf16/fp8
 // caches and MTP; batched prefill rows exceed the MoE's per-expert-thread threshold while the
 // solo runs do not, so both expert schedules are compared. This test also guards the fast
-// kernels: a GEMM whose result for a row depends on the batch size fails here.
+// kernels: a GEMM whose result for a row depends on the batch size fails here. The batched MTP
+// drafting (`DraftBatch`) is held to the same rule against `Draft` of each sequence alone.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -33,8 +35,8 @@ bool BitwiseEqual(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 struct Step {
-  int seq;          // which sequence
-  int64_t tokens;   // how many of its next tokens
+  int seq;         // which sequence
+  int64_t tokens;  // how many of its next tokens
   bool all_logits;
 };
 
@@ -217,6 +219,108 @@ TEST_F(BatchTest, PrefillChunkingIsBitwiseInvariant) {
       }
     }
   }
+}
+
+// `Model::DraftBatch` (the engine drafts for all its sequences in one MTP-layer step, #12)
+// equals `Model::Draft` of each sequence alone, bitwise: the drafts, every row of MTP logits
+// handed to `pick`, and the MTP layer's latent and indexer cache rows. Two rounds (after a
+// prefill, then after one decode token), sequences in different modes (DSA, another top-k,
+// dense, fp8 cache), draft counts 0 to 3 (chained), prompts past index_topk = 16 and one of a
+// single token.
+TEST_F(BatchTest, DraftBatchEqualsSoloDraftsBitwise) {
+  ASSERT_TRUE(model_->has_mtp());
+  const int64_t V = model_->config().vocab_size;
+  const std::vector<SequenceOptions> options = {
+      {.mtp_draft = true},
+      {.index_topk = 5, .mtp_draft = true},
+      {.attention = AttentionMode::kDense, .mtp_draft = true},
+      {.kv_cache = KvCacheType::kFP8, .mtp_draft = true}};
+  const std::vector<int64_t> prompt = {30, 20, 1, 45};
+  const std::vector<std::vector<int64_t>> n_draft = {{3, 1, 2, 0}, {1, 3, 0, 2}};
+  const size_t n = options.size();
+  std::vector<SequenceState> batched, solo;
+  std::vector<std::vector<int32_t>> ids;
+  for (size_t i = 0; i < n; ++i) {
+    batched.push_back(model_->NewSequence(options[i]));
+    solo.push_back(model_->NewSequence(options[i]));
+    ids.push_back(Ids(prompt[i] + 2, V, static_cast<uint32_t>(60 + i)));
+  }
+  // The argmax, keeping a copy of every logits row it is given.
+  auto picker = [V](std::vector<std::vector<float>>& seen) {
+    return [&seen, V](const float* logits) {
+      seen.emplace_back(logits, logits + V);
+      return static_cast<int32_t>(std::max_element(logits, logits + V) - logits);
+    };
+  };
+  for (size_t round = 0; round < n_draft.size(); ++round) {
+    // Main rows, each sequence alone: its prompt (round 0) or one decode token (round 1).
+    std::vector<std::vector<int32_t>> next(n);
+    for (size_t i = 0; i < n; ++i) {
+      const int64_t from = batched[i].length, to = round == 0 ? prompt[i] : prompt[i] + 1;
+      for (SequenceState* s : {&batched[i], &solo[i]})
+        model_->Forward(*s, std::span<const int32_t>(&ids[i][from], to - from), from, false);
+      next[i].assign(ids[i].begin() + from + 1, ids[i].begin() + to + 1);
+    }
+    std::vector<std::vector<std::vector<float>>> seen_batched(n), seen_solo(n);
+    std::vector<DraftEntry> entries;
+    for (size_t i = 0; i < n; ++i)
+      entries.push_back({.seq = &batched[i],
+                         .next = next[i],
+                         .n_draft = n_draft[round][i],
+                         .pick = picker(seen_batched[i])});
+    const std::vector<std::vector<int32_t>> got = model_->DraftBatch(entries);
+    ASSERT_EQ(got.size(), n);
+    for (size_t i = 0; i < n; ++i) {
+      const std::string where = "round " + std::to_string(round) + " sequence " + std::to_string(i);
+      const std::vector<int32_t> want =
+          model_->Draft(solo[i], next[i], n_draft[round][i], picker(seen_solo[i]));
+      EXPECT_EQ(got[i], want) << where;
+      EXPECT_EQ(static_cast<int64_t>(got[i].size()), n_draft[round][i]) << where;
+      ASSERT_EQ(seen_batched[i].size(), seen_solo[i].size()) << where;
+      for (size_t j = 0; j < seen_solo[i].size(); ++j)
+        EXPECT_TRUE(BitwiseEqual(seen_batched[i][j], seen_solo[i][j])) << where << " draft " << j;
+      EXPECT_EQ(batched[i].mtp_length, solo[i].mtp_length) << where;
+      EXPECT_EQ(batched[i].mtp_length, batched[i].length) << where;
+      LayerKvCache &a = *batched[i].mtp_cache, &b = *solo[i].mtp_cache;
+      // Rows up to length + n_draft − 2 (the chained drafts' rows) were written.
+      const int64_t rows = batched[i].length + std::max<int64_t>(n_draft[round][i] - 1, 0);
+      for (int64_t t = 0; t < rows; ++t) {
+        EXPECT_EQ(std::memcmp(a.latent_row(t), b.latent_row(t), a.layout().RowBytes()), 0)
+            << where << " MTP latent row " << t;
+        if (a.has_index()) {
+          EXPECT_EQ(std::memcmp(a.index_row(t), b.index_row(t), a.index_layout().RowBytes()), 0)
+              << where << " MTP index row " << t;
+        }
+      }
+    }
+  }
+  // Bad batches are refused, naming the entry, before any sequence is touched.
+  auto expect_error = [&](std::vector<DraftEntry> batch, const std::string& needle) {
+    const int64_t before = batched[1].mtp_length;
+    try {
+      model_->DraftBatch(batch);
+      ADD_FAILURE() << "expected an Error mentioning '" << needle << "'";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(batched[1].mtp_length, before);
+  };
+  const std::vector<int32_t> one = {1}, none;
+  const int32_t t = ids[1][prompt[1] + 1];
+  model_->Forward(batched[1], {&t, 1}, batched[1].length, false);  // one unconsumed row
+  SequenceState plain = model_->NewSequence({});
+  // Entries without a pick function (every error comes before any draft is picked).
+  auto entry = [](SequenceState* s, std::span<const int32_t> next, int64_t n_draft = 0) {
+    return DraftEntry{.seq = s, .next = next, .n_draft = n_draft, .pick = nullptr};
+  };
+  SequenceState* s1 = &batched[1];
+  expect_error({entry(s1, one), entry(s1, one)}, "entry 1 repeats the sequence of entry 0");
+  expect_error({entry(s1, none)}, "entry 0 has 0 next tokens for 1");
+  expect_error({entry(s1, one), entry(&batched[0], none, 1)}, "entry 1 asks for 1 drafts");
+  expect_error({entry(s1, one, 1)}, "entry 0 has no pick");
+  expect_error({entry(s1, one), entry(&plain, none)}, "entry 1 is not a sequence");
+  const std::vector<int32_t> bad = {static_cast<int32_t>(V)};
+  expect_error({entry(s1, bad)}, "out of range");
 }
 
 TEST_F(BatchTest, RejectsBadBatchesWithoutTouchingAnySequence) {

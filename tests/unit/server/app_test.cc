@@ -14,7 +14,10 @@
 #include <map>
 #include <memory>
 #include <sstream>
+#include <stdexcept>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "runtime/engine.h"
 #include "server/openai_app.h"
@@ -280,6 +283,54 @@ TEST_F(AppTest, ScriptedThinkingNonStream) {
   ExpectTimings(j["timings"], completion);
 }
 
+// Several HTTP threads at once (as the server runs Handle): each request gets its own scripted
+// answer, whole or streamed, and the metrics count every one. Under the tsan preset this is
+// the handlers' concurrency: tokenizer cache, job registry, metrics, engine queue.
+TEST_F(AppTest, ConcurrentRequestsEachGetTheirAnswer) {
+  OpenAiApp app(*engine_, *tok_, Options());
+  constexpr int kThreads = 4, kEach = 2;
+  std::vector<std::string> failures(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      try {
+        for (int k = 0; k < kEach; ++k) {
+          Json req = UserChat("SCRIPT_THINK from thread " + std::to_string(t));
+          req["model"] = "deepseek-v3.2-reasoner";
+          req["stream"] = (t + k) % 2 == 1;
+          HttpResponse r = Post(app, "/v1/chat/completions", req);
+          std::string reasoning, content;
+          if (r.stream) {
+            FakeSink sink;
+            r.stream(sink);
+            for (const std::string& e : SseEvents(sink.body)) {
+              if (e == "[DONE]") continue;
+              const Json d = Json::parse(e)["choices"][0]["delta"];
+              if (d.contains("reasoning_content") && d["reasoning_content"].is_string())
+                reasoning += d["reasoning_content"].get<std::string>();
+              if (d.contains("content") && d["content"].is_string())
+                content += d["content"].get<std::string>();
+            }
+          } else if (r.status == 200) {
+            const Json m = Json::parse(r.body)["choices"][0]["message"];
+            reasoning = m.value("reasoning_content", "");
+            content = m.value("content", "");
+          }
+          if (reasoning != "Let me think about 2+2." || content != "It is 4.")
+            failures[t] += "[" + reasoning + "|" + content + "|" + r.body + "]";
+        }
+      } catch (const std::exception& e) {
+        failures[t] += e.what();
+      }
+    });
+  for (std::thread& th : threads) th.join();
+  for (int t = 0; t < kThreads; ++t) EXPECT_EQ(failures[t], "") << "thread " << t;
+  EXPECT_NE(
+      app.Handle({"GET", "/metrics", {}, ""})
+          .body.find("dsinfer_requests_total{status=\"200\"} " + std::to_string(kThreads * kEach)),
+      std::string::npos);
+}
+
 // The streamed deltas reassemble to the one-shot parse of the scripted text (the non-stream
 // path is the same accumulation, checked in ScriptedThinkingNonStream; one generation here
 // keeps the test fast under ASan).
@@ -352,6 +403,46 @@ TEST_F(AppTest, StopSequenceAndGreedyCompletions) {
   for (const std::string& e : SseEvents(sink.body))
     if (e != "[DONE]") text += Json::parse(e)["choices"][0]["text"].get<std::string>();
   EXPECT_EQ(text, whole["choices"][0]["text"]);
+}
+
+// `top_k` (vLLM's extension): top_k = 1 keeps only the most likely token, so sampling at any
+// temperature and seed must give exactly the greedy (temperature 0) tokens; -1 and 0 mean no
+// limit; above the vocabulary it is a 400 naming top_k.
+TEST_F(AppTest, TopKOneIsGreedyAndOutOfRangeIs400) {
+  OpenAiApp app(*engine_, *tok_, Options());
+  auto text_of = [&](const std::string& path, Json extra) {
+    Json body = path == "/v1/completions"
+                    ? Json{{"model", "deepseek-v3.2"}, {"prompt", "Once upon a time"}}
+                    : UserChat("Tell me a story");
+    body["max_tokens"] = 8;
+    for (auto& [k, v] : extra.items()) body[k] = v;
+    const HttpResponse r = Post(app, path, body);
+    EXPECT_EQ(r.status, 200) << r.body;
+    Json c = Json::parse(r.body)["choices"][0];
+    return path == "/v1/completions" ? c["text"].dump() : c["message"].dump();
+  };
+  for (const std::string path : {"/v1/completions", "/v1/chat/completions"}) {
+    const std::string greedy = text_of(path, {{"temperature", 0}});
+    for (uint64_t seed : {1, 2, 3})
+      EXPECT_EQ(text_of(path, {{"temperature", 1.5}, {"top_k", 1}, {"seed", seed}}), greedy)
+          << path << " seed " << seed;
+    // No limit: the same tokens as without top_k for the same seed.
+    const std::string plain = text_of(path, {{"temperature", 1.0}, {"seed", 9}});
+    EXPECT_EQ(text_of(path, {{"temperature", 1.0}, {"seed", 9}, {"top_k", -1}}), plain) << path;
+    EXPECT_EQ(text_of(path, {{"temperature", 1.0}, {"seed", 9}, {"top_k", 0}}), plain) << path;
+  }
+  const int64_t vocab = engine_->config().vocab_size;
+  EXPECT_EQ(Post(app, "/v1/chat/completions",
+                 UserChat("hi", {{"max_tokens", 1}, {"top_k", vocab}, {"temperature", 1.0}}))
+                .status,
+            200);
+  for (const Json& bad : {Json(vocab + 1), Json(-2), Json(2.5), Json("5"), Json(true)}) {
+    ExpectError(Post(app, "/v1/chat/completions", UserChat("hi", {{"top_k", bad}})), 400, "",
+                "top_k");
+    ExpectError(Post(app, "/v1/completions",
+                     Json{{"model", "deepseek-v3.2"}, {"prompt", "a"}, {"top_k", bad}}),
+                400, "", "top_k");
+  }
 }
 
 TEST_F(AppTest, ResponseFormatAndToolChoiceNoneAccepted) {
@@ -495,6 +586,76 @@ TEST_F(AppTest, WholeResponseClientLeavingCancels) {
   for (int i = 0; i < 400 && engine_->Stats().running != 0; ++i) std::this_thread::sleep_for(5ms);
   EXPECT_EQ(engine_->Stats().running, 0);
   EXPECT_EQ(engine_->Stats().kv.referenced_pages, 0);
+}
+
+// An exception that is not the client's fault (here thrown by the HTTP layer's connection
+// probe, as a library would) is a generic 500 naming a reference: the exception's text goes to
+// the server's log with that reference, never to the client; the generation stops.
+TEST_F(AppTest, InternalErrorIsGenericAndLogged) {
+  std::vector<std::string> log;
+  AppOptions o = Options();
+  o.log = [&log](const std::string& line) { log.push_back(line); };
+  OpenAiApp app(*engine_, *tok_, o);
+  const std::string secret = "basic_string::_M_create at /usr/include/c++/12/secret.tcc:42";
+  HttpRequest r{
+      "POST", "/v1/chat/completions", {}, UserChat("hello", {{"max_tokens", 490}}).dump()};
+  r.connection_open = [&secret]() -> bool { throw std::length_error(secret); };
+  const HttpResponse res = app.Handle(r);
+  ExpectError(res, 500, "internal_error");
+  EXPECT_EQ(res.body.find("secret"), std::string::npos) << res.body;
+  EXPECT_EQ(res.body.find("basic_string"), std::string::npos) << res.body;
+  ASSERT_EQ(log.size(), 1u);
+  const std::string message = Json::parse(res.body)["error"]["message"];
+  const size_t at = message.find("reference ");
+  ASSERT_NE(at, std::string::npos) << message;
+  const std::string ref = message.substr(at + 10, message.find(')', at) - at - 10);
+  EXPECT_FALSE(ref.empty());
+  EXPECT_NE(log[0].find(ref), std::string::npos) << log[0];
+  EXPECT_NE(log[0].find(secret), std::string::npos) << log[0];
+  EXPECT_NE(log[0].find("POST /v1/chat/completions"), std::string::npos) << log[0];
+  EXPECT_NE(app.Handle({"GET", "/metrics", {}, ""}).body.find("status=\"500\"} 1"),
+            std::string::npos);
+  for (int i = 0; i < 400 && engine_->Stats().running != 0; ++i) std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(engine_->Stats().running, 0);
+  EXPECT_EQ(engine_->Stats().kv.referenced_pages, 0);
+}
+
+// The same inside a stream: the failure becomes a generic error event (then [DONE]) and a log
+// line, and the generation stops.
+TEST_F(AppTest, InternalErrorInAStreamIsGenericAndLogged) {
+  // A sink whose third write throws (a library failing mid-stream), then works again.
+  class ThrowingSink : public ChunkSink {
+   public:
+    bool Write(std::string_view data) override {
+      if (++writes_ == 3) throw std::runtime_error("sink internals: secret");
+      body += data;
+      return true;
+    }
+    std::string body;
+
+   private:
+    int writes_ = 0;
+  };
+  std::vector<std::string> log;
+  AppOptions o = Options();
+  o.log = [&log](const std::string& line) { log.push_back(line); };
+  OpenAiApp app(*engine_, *tok_, o);
+  HttpResponse s =
+      Post(app, "/v1/chat/completions", UserChat("hello", {{"stream", true}, {"max_tokens", 400}}));
+  ASSERT_TRUE(s.stream);
+  ThrowingSink sink;
+  s.stream(sink);
+  const std::vector<std::string> events = SseEvents(sink.body);
+  ASSERT_GE(events.size(), 2u);
+  EXPECT_EQ(events.back(), "[DONE]");
+  const Json error = Json::parse(events[events.size() - 2])["error"];
+  EXPECT_EQ(error["code"], "internal_error") << error;
+  EXPECT_EQ(sink.body.find("secret"), std::string::npos) << sink.body;
+  ASSERT_EQ(log.size(), 1u);
+  EXPECT_NE(log[0].find("sink internals: secret"), std::string::npos) << log[0];
+  EXPECT_NE(log[0].find("the stream of chatcmpl-"), std::string::npos) << log[0];
+  for (int i = 0; i < 400 && engine_->Stats().running != 0; ++i) std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(engine_->Stats().running, 0);
 }
 
 // Shutdown: new requests and /health are 503 with Retry-After; a stream cancelled by CancelAll

@@ -145,15 +145,59 @@ TEST(SpecTest, LowAcceptanceStopsDrafting) {
   EXPECT_EQ(e->Stats().draft_tokens, 16);  // the window, then plain decoding
 }
 
-// With sampling, a sequence's tokens depend only on its seed, not on the batch around it.
+// Adaptive stop is per sequence, in a batch: drafts that are always right for one request and
+// always wrong for the other. With the default threshold (30% after 16 drafts) the second stops
+// drafting after its 16th draft while the first drafts to the end: 19 drafts for 40 tokens
+// (two tokens per step from the first token on, none in the last step, which has one token
+// left), all accepted. Outputs equal plain decoding.
+TEST(SpecTest, AdaptiveStopIsPerSequence) {
+  const std::vector<GenerationRequest> reqs = {Request(20, 11, 40), Request(25, 12, 40)};
+  std::vector<std::vector<int32_t>> want;
+  {
+    auto plain = Make(0, 1);
+    for (const auto& r : reqs) want.push_back(RunAll(*plain, {r})[0]);
+  }
+  EngineOptions o;
+  o.parallel = 2;
+  o.draft = 1;
+  o.sequence.kv_cache = KvCacheType::kFP8;
+  ASSERT_EQ(o.min_acceptance, 0.3);  // the defaults this test counts with
+  ASSERT_EQ(o.adaptive_window, 16);
+  o.test_drafter = [&](const std::vector<int32_t>& tokens, int64_t n) {
+    for (size_t r = 0; r < reqs.size(); ++r) {
+      const auto& p = reqs[r].prompt;
+      if (tokens.size() < p.size() || !std::equal(p.begin(), p.end(), tokens.begin())) continue;
+      std::vector<int32_t> d;
+      for (int64_t j = 0; j < n; ++j) {
+        const size_t i = tokens.size() - p.size() + j;
+        const int32_t right = i < want[r].size() ? want[r][i] : 0;
+        d.push_back(r == 0 ? right : (right + 1) % 1024);
+      }
+      return d;
+    }
+    ADD_FAILURE() << "unknown sequence";
+    return std::vector<int32_t>(n, 0);
+  };
+  Engine e(Model::Load(SpecDir()), o);
+  EXPECT_EQ(RunAll(e, reqs), want);
+  const EngineStats s = e.Stats();
+  EXPECT_EQ(s.accepted_tokens, 19);
+  EXPECT_EQ(s.draft_tokens, 19 + 16);
+}
+
+// With sampling, a sequence's tokens depend only on its seed, not on the batch around it (the
+// MTP layer drafts for the whole batch in one step: chained with 3 drafts, and mixed with
+// sequences still prefilling).
 TEST(SpecTest, SampledOutputIsBatchInvariant) {
   auto reqs = Requests();
   for (size_t i = 0; i < reqs.size(); ++i)
     reqs[i].sampler = {.temperature = 0.8f, .top_p = 0.95f, .seed = 100 + i};
-  auto e = Make(2);
-  std::vector<std::vector<int32_t>> alone;
-  for (const auto& r : reqs) alone.push_back(RunAll(*e, {r})[0]);
-  EXPECT_EQ(RunAll(*e, reqs), alone);
+  for (int64_t draft : {2, 3}) {
+    auto e = Make(draft);
+    std::vector<std::vector<int32_t>> alone;
+    for (const auto& r : reqs) alone.push_back(RunAll(*e, {r})[0]);
+    EXPECT_EQ(RunAll(*e, reqs), alone) << "draft " << draft;
+  }
 }
 
 // Rejection sampling keeps the distribution: the second generated token (the first one that

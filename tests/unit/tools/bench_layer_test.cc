@@ -138,6 +138,69 @@ TEST(BenchLayer, SyntheticRowsAreValidAndDistinct) {
   }
 }
 
+// Verify cases: every batch, 1 + N rows per sequence for each N of `drafts` ({1} by default).
+TEST(BenchLayer, PlanHasVerifyCasesPerDraftCount) {
+  EXPECT_EQ(ParsePhases("verify,decode"), (std::vector<Phase>{Phase::kVerify, Phase::kDecode}));
+  const std::vector<AttentionMode> a{AttentionMode::kDsa};
+  const std::vector<Phase> ph{Phase::kDecode, Phase::kVerify};
+  const std::vector<int64_t> pos{0, 4096}, batches{8, 1}, drafts{1, 2};
+  const std::vector<Case> cases = PlanCases(a, ph, pos, batches, /*chunk=*/512, drafts);
+  ASSERT_EQ(cases.size(), 2u * 2 + 2u * 2 * 2);  // decode: batches × positions; verify: × drafts
+  std::set<std::tuple<Phase, int64_t, int64_t, int64_t>> seen;
+  for (const Case& c : cases) {
+    if (c.phase == Phase::kDecode) {
+      EXPECT_EQ(c.chunk, 1);
+    } else {
+      EXPECT_TRUE(c.chunk == 2 || c.chunk == 3) << c.chunk;
+    }
+    seen.insert({c.phase, c.batch, c.chunk, c.position});
+  }
+  EXPECT_EQ(seen.size(), cases.size());
+  for (const Case& c : PlanCases(a, std::vector<Phase>{Phase::kVerify}, pos, batches, 512))
+    EXPECT_EQ(c.chunk, 2);  // default: one draft
+}
+
+// The expected number of distinct experts against an exhaustive enumeration: n = 6 experts,
+// every token choosing k = 2 distinct ones (15 equally likely pairs), 1 to 3 tokens.
+TEST(BenchLayer, ExpectedDistinctExpertsMatchesEnumeration) {
+  std::vector<unsigned> pairs;  // bit masks of the 15 pairs
+  for (int i = 0; i < 6; ++i)
+    for (int j = i + 1; j < 6; ++j) pairs.push_back(1u << i | 1u << j);
+  double mean1 = 0, mean2 = 0, mean3 = 0;
+  for (unsigned p : pairs) {
+    mean1 += __builtin_popcount(p);
+    for (unsigned q : pairs) {
+      mean2 += __builtin_popcount(p | q);
+      for (unsigned r : pairs) mean3 += __builtin_popcount(p | q | r);
+    }
+  }
+  mean1 /= 15, mean2 /= 15 * 15, mean3 /= 15 * 15 * 15;
+  EXPECT_NEAR(ExpectedDistinctExperts(6, 2, 1), mean1, 1e-12);
+  EXPECT_NEAR(ExpectedDistinctExperts(6, 2, 2), mean2, 1e-12);
+  EXPECT_NEAR(ExpectedDistinctExperts(6, 2, 3), mean3, 1e-12);
+  EXPECT_DOUBLE_EQ(ExpectedDistinctExperts(256, 8, 0), 0);
+  EXPECT_NEAR(ExpectedDistinctExperts(256, 8, 1), 8, 1e-12);
+}
+
+// Tokens per step and the break-even acceptance against their closed forms: N = 1:
+// 1 + a = r → a = r − 1; N = 2: 1 + a + a² = r → a = (√(4r − 3) − 1) / 2.
+TEST(BenchLayer, BreakEvenAcceptanceClosedForms) {
+  EXPECT_DOUBLE_EQ(ExpectedTokensPerStep(0.0, 3), 1.0);
+  EXPECT_DOUBLE_EQ(ExpectedTokensPerStep(1.0, 3), 4.0);
+  EXPECT_DOUBLE_EQ(ExpectedTokensPerStep(0.5, 2), 1.75);
+  for (double r : {1.05, 1.57, 1.9, 2.0}) {
+    ASSERT_TRUE(BreakEvenAcceptance(r, 1)) << r;
+    EXPECT_NEAR(*BreakEvenAcceptance(r, 1), r - 1, 1e-12) << r;
+  }
+  for (double r : {1.2, 2.12, 2.9}) {
+    ASSERT_TRUE(BreakEvenAcceptance(r, 2)) << r;
+    EXPECT_NEAR(*BreakEvenAcceptance(r, 2), (std::sqrt(4 * r - 3) - 1) / 2, 1e-12) << r;
+  }
+  EXPECT_EQ(BreakEvenAcceptance(0.9, 1), 0.0);  // cheaper than a plain step: always pays
+  EXPECT_FALSE(BreakEvenAcceptance(2.01, 1));   // dearer than 1 + N plain steps: never
+  EXPECT_FALSE(BreakEvenAcceptance(3.5, 2));
+}
+
 std::string MakeTiny(const ScratchDir& tmp, const std::vector<std::string>& sets = {}) {
   GenOptions o{.preset = "tiny", .seed = 3, .out_dir = tmp / "m", .sets = {"vocab_size=1000"}};
   o.sets.insert(o.sets.end(), sets.begin(), sets.end());
@@ -200,6 +263,37 @@ TEST(BenchLayer, MeasuresEveryCaseOfATinyModel) {
   const std::string savings = FormatSavings(ms);  // decode batch 3, batch 1, prefill at 100
   EXPECT_EQ(std::count(savings.begin(), savings.end(), '\n'), 3) << savings;
   EXPECT_NE(savings.find("decode at 100 (batch 3)"), std::string::npos) << savings;
+}
+
+// Verify steps (1 + N rows per sequence) run and cost per row as the other phases; the verify
+// summary has a line per verify case with a decode case of the same batch and position.
+TEST(BenchLayer, MeasuresVerifyStepsAgainstDecode) {
+  ScratchDir tmp("bench_layer");
+  std::unique_ptr<Model> model = Model::Load(MakeTiny(tmp));
+  const ModelConfig& cfg = model->config();
+  LayerBench bench(*model, {.reps = 1, .min_seconds = 0});
+  const std::vector<AttentionMode> a{AttentionMode::kDsa};
+  const std::vector<Phase> ph{Phase::kDecode, Phase::kVerify};
+  const std::vector<int64_t> pos{100}, batches{2, 1}, drafts{1, 3};
+  std::vector<Measurement> ms;
+  for (const Case& c : PlanCases(a, ph, pos, batches, /*chunk=*/8, drafts)) {
+    ms.push_back(bench.Measure(c));
+    const Measurement& m = ms.back();
+    EXPECT_GT(m.step_ms, 0);
+    EXPECT_DOUBLE_EQ(m.cost.ms_per_token, m.step_ms / (c.batch * c.chunk));
+    double keys = 0;  // every row of every sequence scores its keys (> top-k of them)
+    for (int64_t p = c.position; p < c.position + c.chunk; ++p) keys += p + 1;
+    EXPECT_DOUBLE_EQ(m.indexer_flops,
+                     2.0 * *cfg.index_n_heads * *cfg.index_head_dim * keys * c.batch);
+  }
+  ASSERT_EQ(ms.size(), 2u + 4u);
+  const std::string v = FormatVerifyCost(ms, cfg.n_routed_experts, cfg.num_experts_per_tok);
+  EXPECT_EQ(std::count(v.begin(), v.end(), '\n'), 4) << v;
+  EXPECT_NE(v.find("verify batch 2, 1+3 rows at 100 (dsa): step "), std::string::npos) << v;
+  EXPECT_NE(v.find("verify batch 1, 1+1 rows at 100 (dsa): step "), std::string::npos) << v;
+  EXPECT_EQ(FormatVerifyCost(std::span<const Measurement>(ms.data(), 2), 8, 2), "");  // decode only
+  ExpectError([&] { bench.Check({.phase = Phase::kVerify, .batch = 2, .chunk = 1}); },
+              {"verify", "1 + N"});
 }
 
 TEST(BenchLayer, RejectsCasesTheModelCannotRun) {

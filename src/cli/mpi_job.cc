@@ -1,0 +1,88 @@
+#include "cli/mpi_job.h"
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <string_view>
+#include <vector>
+
+#include "base/error.h"
+#include "format/dtype.h"
+
+namespace dsinfer::cli {
+
+namespace {
+
+class Fnv1a {
+ public:
+  void Add(const void* data, size_t n) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (size_t i = 0; i < n; ++i) h_ = (h_ ^ p[i]) * 0x100000001b3ULL;
+  }
+  void Add(std::string_view s) {
+    Add(s.data(), s.size());
+    Add("\0", 1);  // a separator, so ("ab", "c") and ("a", "bc") differ
+  }
+  void Add(int64_t v) { Add(&v, sizeof(v)); }
+  uint64_t value() const { return h_; }
+
+ private:
+  uint64_t h_ = 0xcbf29ce484222325ULL;
+};
+
+std::string Hex(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+}  // namespace
+
+CheckpointDigest DigestCheckpoint(const Checkpoint& ckpt) {
+  Fnv1a config, tensors;
+  config.Add(ckpt.config().ToJson().dump());
+  for (const std::string& name : ckpt.Names()) {
+    const TensorView v = ckpt.Get(name);
+    tensors.Add(name);
+    tensors.Add(DTypeName(v.dtype()));
+    tensors.Add(static_cast<int64_t>(v.shape().size()));
+    for (int64_t d : v.shape()) tensors.Add(d);
+    tensors.Add(static_cast<int64_t>(v.nbytes()));
+  }
+  return CheckpointDigest{.config = config.value(), .tensors = tensors.value()};
+}
+
+std::unique_ptr<Model> LoadModelOnRanks(dist::World& world, const std::string& dir) {
+  std::unique_ptr<Model> model = Model::Load(dir, LoadOptions{.exchange = &world});
+  const CheckpointDigest d = DigestCheckpoint(model->checkpoint());
+  const std::vector<uint64_t> configs = world.AllGather(d.config);
+  const std::vector<uint64_t> tables = world.AllGather(d.tensors);
+  std::string diff;
+  for (int r = 1; r < world.ranks(); ++r) {
+    if (configs[r] != configs[0])
+      diff += "; rank " + std::to_string(r) + "'s config (digest " + Hex(configs[r]) +
+              ") differs from rank 0's (" + Hex(configs[0]) + ")";
+    if (tables[r] != tables[0])
+      diff += "; rank " + std::to_string(r) + "'s tensor table (digest " + Hex(tables[r]) +
+              ") differs from rank 0's (" + Hex(tables[0]) + ")";
+  }
+  if (diff.empty()) return model;
+  if (world.rank() == 0)
+    world.Abort("the ranks did not load the same checkpoint (rank 0 loaded " + dir + ")" + diff +
+                    ": every rank must load the same config.json and tensors (docs/mpi.md)",
+                2);
+  world.Barrier();  // rank 0 is ending the job; it never enters this barrier
+  throw Error("the ranks did not load the same checkpoint");
+}
+
+std::string DescribeAssignment(int64_t experts, int ranks) {
+  std::string s;
+  for (int r = 0; r < ranks; ++r) {
+    const ExpertRange e = ExpertRangeOf(experts, r, ranks);
+    s += (r ? ", rank " : "rank ") + std::to_string(r) + ": ";
+    s += e.size() == 0 ? "no experts"
+                       : "experts " + std::to_string(e.first) + "-" + std::to_string(e.end - 1);
+  }
+  return s;
+}
+
+}  // namespace dsinfer::cli

@@ -1,0 +1,34 @@
+// The start of a command that runs across the ranks of an MPI job (docs/mpi.md): every rank
+// loads its share of the model, then the ranks check that they loaded the same checkpoint.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "dist/world.h"
+#include "format/checkpoint.h"
+#include "model/model.h"
+
+namespace dsinfer::cli {
+
+// 64-bit FNV-1a digests of what every rank must agree on: the config (every field, as
+// `ModelConfig::ToJson` writes it, so formatting of config.json does not matter) and the tensor
+// table (each tensor's name, dtype, shape and byte size, in name order). Weight bytes are not
+// read (that would read the whole checkpoint on every rank).
+struct CheckpointDigest {
+  uint64_t config = 0;
+  uint64_t tensors = 0;
+};
+CheckpointDigest DigestCheckpoint(const Checkpoint& ckpt);
+
+// A collective. Loads `dir` as rank `world.rank()` of an expert-parallel job (its routed
+// experts only) and compares every rank's `DigestCheckpoint` with rank 0's: on a difference
+// rank 0 ends the job naming each rank that differs and in what; a rank that cannot load (a
+// missing or broken file) throws, and `main` ends the job naming that rank and the file.
+std::unique_ptr<Model> LoadModelOnRanks(dist::World& world, const std::string& dir);
+
+// "rank 0: experts 0-3, rank 1: experts 4-7" (the assignment of ExpertRangeOf).
+std::string DescribeAssignment(int64_t experts, int ranks);
+
+}  // namespace dsinfer::cli

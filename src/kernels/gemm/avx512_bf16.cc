@@ -1,0 +1,249 @@
+// AVX-512 BF16 instance of the bf16-activation row GEMM (gemm/isa_kernels.h `Bf16Kernels`,
+// kernels/linear.h `LinearRowsBf16`, docs/numerics.md "bf16 activations").
+//
+// Structure, as the f32 row GEMM of gemm/kernels.inc: a piece of ≤ 128 weight rows (one scale
+// row) is processed in chunks of kBf16Kc columns; each chunk is decoded once into a panel of
+// bf16 pairs, then every group of kBf16Mr tokens runs against every register tile of it.
+// Unlike the f32 path the lanes run over weight rows, not over k: `vdpbf16ps` takes a vector of
+// 16 rows' (W[r, 2p], W[r, 2p+1]) pairs and one token's broadcast pair (x[t, 2p], x[t, 2p+1]),
+// so each lane is one output and no horizontal sums are needed. Tile: 6 tokens × 64 rows = 24
+// accumulators + 4 weight vectors + 1 broadcast.
+//
+// Numerics (the scalar specification is `LinearRowsBf16(Bf16Path::kScalar, ...)` in linear.cc):
+// activations are rounded to bf16 once (`RoundX`, bit for bit FloatToBF16); FP8 codes become the
+// bf16 bits of w̃ = e4m3 · 2^-8 (exact: through the f16 pattern of gemm/isa_kernels.h, whose f32
+// value has 4 significant bits), and the block scale times 2^8 (exact) multiplies each
+// 128-column partial sum: total = partial_0 · s'_0, then total = fma(partial_b, s'_b, total).
+// Since w̃ and s' differ from e4m3 and s by exact powers of two, every rounding is the one the
+// specification makes with e4m3 and s. BF16 weights: one accumulator chain over all columns.
+// Each output's operations do not depend on n, on the token's place in its tile, on the row's
+// lane or on how rows are cut into pieces: batch invariant, as the f32 paths.
+// `vdpbf16ps` treats bf16 subnormal inputs as zero and flushes subnormal results (DAZ/FTZ): a
+// difference from the specification only below 2^-126, which activations × weights never reach
+// in practice (docs/numerics.md).
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/gemm/isa_kernels.h"
+
+// GCC 12 warns inside its own AVX-512 headers (masked loads, setzero), as in gemm/avx512.cc.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#define DSINFER_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma,f16c")))
+
+namespace dsinfer::gemm {
+namespace {
+
+constexpr int kLanes = 16;
+constexpr int kVecs = kBf16TileRows / kLanes;      // weight vectors per register tile
+constexpr int kPanelGroups = 128 / kBf16TileRows;  // row groups of a ≤ 128-row piece
+constexpr int64_t kPanelWords = int64_t{kPanelGroups} * kBf16TileRows * (kBf16Kc / 2);
+constexpr int64_t kRowWords = kBf16Kc / 2 + kLanes;  // one converted row segment (+ pad)
+constexpr int kBlockPairs = 64;                      // column pairs per 128-column block
+
+DSINFER_BF16 inline __mmask16 Mask(int64_t n) {
+  return n >= kLanes ? static_cast<__mmask16>(0xFFFF)
+         : n <= 0    ? static_cast<__mmask16>(0)
+                     : static_cast<__mmask16>((1u << n) - 1);
+}
+
+// 16 floats → 16 bf16, FloatToBF16 bit for bit: (bits + 0x7FFF + lsb) >> 16, NaN truncated
+// with the quiet bit forced (so a payload cannot become Inf).
+DSINFER_BF16 inline __m256i RoundBf16(__m512 v) {
+  const __m512i b = _mm512_castps_si512(v);
+  const __m512i high = _mm512_srli_epi32(b, 16);
+  const __m512i lsb = _mm512_and_si512(high, _mm512_set1_epi32(1));
+  const __m512i rounded =
+      _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7FFF)), lsb), 16);
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(b, _mm512_set1_epi32(0x7FFFFFFF)),
+                                                _mm512_set1_epi32(0x7F800000));
+  const __m512i quiet = _mm512_or_si512(high, _mm512_set1_epi32(0x40));
+  return _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, quiet));
+}
+
+DSINFER_BF16 void RoundX(const float* x, int64_t xs, int64_t t0, int64_t t1, int64_t cols,
+                         uint16_t* xb, int64_t xbs) {
+  for (int64_t t = t0; t < t1; ++t) {
+    const float* src = x + t * xs;
+    uint16_t* dst = xb + t * xbs;
+    int64_t c = 0;
+    for (; c + kLanes <= cols; c += kLanes)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + c), RoundBf16(_mm512_loadu_ps(src + c)));
+    if (c < cols) {
+      const __mmask16 m = Mask(cols - c);
+      _mm256_mask_storeu_epi16(dst + c, m, RoundBf16(_mm512_maskz_loadu_ps(m, src + c)));
+    }
+    if (cols % 2 != 0) dst[cols] = 0;  // the pad of the last pair
+  }
+}
+
+// 16 e4m3 codes → the bf16 bits of e4m3 · 2^-8: the f16 pattern sign<<15 | (b & 0x7f)<<7
+// (gemm/avx512.cc `E4m3Widened`), widened exactly to f32, whose low 16 bits are zero.
+DSINFER_BF16 inline __m256i E4m3Bf16(__m128i codes) {
+  const __m256i b16 = _mm256_cvtepu8_epi16(codes);
+  const __m256i h = _mm256_and_si256(_mm256_srai_epi16(_mm256_slli_epi16(b16, 8), 1),
+                                     _mm256_set1_epi16(static_cast<int16_t>(0xBFFF)));
+  const __m512i f = _mm512_castps_si512(_mm512_cvtph_ps(h));
+  return _mm512_cvtepi32_epi16(_mm512_srli_epi32(f, 16));
+}
+
+// out[c - k0] = bf16 bits of W[r, c] (FP8: e4m3 · 2^-8) for c ∈ [k0, k1), then one 0 pad.
+template <bool kFp8>
+DSINFER_BF16 void ConvertRow(const WeightView& w, int64_t r, int64_t k0, int64_t k1,
+                             uint16_t* out) {
+  const int64_t cols = k1 - k0;
+  if constexpr (kFp8) {
+    const uint8_t* q = static_cast<const uint8_t*>(w.data) + r * w.cols + k0;
+    int64_t c = 0;
+    for (; c + kLanes <= cols; c += kLanes)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c),
+                          E4m3Bf16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + c))));
+    if (c < cols) {
+      const __mmask16 m = Mask(cols - c);
+      _mm256_mask_storeu_epi16(out + c, m, E4m3Bf16(_mm_maskz_loadu_epi8(m, q + c)));
+    }
+  } else {
+    std::memcpy(out, static_cast<const uint16_t*>(w.data) + r * w.cols + k0,
+                static_cast<size_t>(cols) * sizeof(uint16_t));
+  }
+  out[cols] = 0;
+}
+
+// The panel of rows [r0, r0 + rows) × columns [k0, k1) (layout: gemm/isa_kernels.h), rows
+// padded with zeros to whole groups of kBf16TileRows.
+template <bool kFp8>
+DSINFER_BF16 void PackPanel(const WeightView& w, int64_t r0, int rows, int64_t k0, int64_t k1,
+                            uint32_t* panel, uint16_t* row) {
+  const int64_t pairs = (k1 - k0 + 1) / 2;
+  const int groups = (rows + kBf16TileRows - 1) / kBf16TileRows;
+  for (int j = 0; j < groups * kBf16TileRows; ++j) {
+    uint32_t* dst = panel + (j / kBf16TileRows) * pairs * kBf16TileRows + j % kBf16TileRows;
+    if (j >= rows) {
+      for (int64_t p = 0; p < pairs; ++p) dst[p * kBf16TileRows] = 0;
+      continue;
+    }
+    ConvertRow<kFp8>(w, r0 + j, k0, k1, row);
+    for (int64_t p = 0; p < pairs; ++p) {
+      uint32_t word;
+      std::memcpy(&word, row + 2 * p, sizeof word);
+      dst[p * kBf16TileRows] = word;
+    }
+  }
+}
+
+// acc[t][v] += Σ_{p ∈ [p0, p1)} (x[t] pair p) · (panel pair p, rows 16v..16v+15), in ascending p.
+template <int M>
+DSINFER_BF16 inline void DotPairs(const uint16_t* const* xr, const uint32_t* wp, int64_t p0,
+                                  int64_t p1, __m512 (&acc)[M][kVecs]) {
+  for (int64_t p = p0; p < p1; ++p) {
+    __m512bh wv[kVecs];
+    for (int v = 0; v < kVecs; ++v)
+      wv[v] = (__m512bh)_mm512_loadu_si512(wp + p * kBf16TileRows + v * kLanes);
+    for (int t = 0; t < M; ++t) {
+      int32_t pair;
+      std::memcpy(&pair, xr[t] + 2 * p, sizeof pair);
+      const __m512bh xv = (__m512bh)_mm512_set1_epi32(pair);
+      for (int v = 0; v < kVecs; ++v) acc[t][v] = _mm512_dpbf16_ps(acc[t][v], wv[v], xv);
+    }
+  }
+}
+
+// M tokens × one row group of the panel over the chunk's columns [k0, k1). y (the first of the
+// group's rows, `valid` of them real) holds the running totals between blocks and chunks;
+// `first`: the chunk starts at column 0. s256[b]: block b's scale · 2^8 (FP8).
+template <int M, bool kFp8>
+DSINFER_BF16 void Tile(const uint16_t* xb, int64_t xbs, int64_t k0, int64_t k1, const uint32_t* wp,
+                       const float* s256, bool first, float* y, int64_t ys, int valid) {
+  const int64_t pairs = (k1 - k0 + 1) / 2;
+  const uint16_t* xr[M];
+  for (int t = 0; t < M; ++t) xr[t] = xb + t * xbs + k0;
+  __mmask16 mask[kVecs];
+  for (int v = 0; v < kVecs; ++v) mask[v] = Mask(valid - v * kLanes);
+  __m512 acc[M][kVecs];
+  if constexpr (kFp8) {
+    for (int64_t b = 0; b * kBlockPairs < pairs; ++b) {
+      for (int t = 0; t < M; ++t)
+        for (int v = 0; v < kVecs; ++v) acc[t][v] = _mm512_setzero_ps();
+      const int64_t p0 = b * kBlockPairs, p1 = p0 + kBlockPairs < pairs ? p0 + kBlockPairs : pairs;
+      DotPairs<M>(xr, wp, p0, p1, acc);
+      const __m512 s = _mm512_set1_ps(s256[b]);
+      const bool start = first && b == 0;
+      for (int t = 0; t < M; ++t)
+        for (int v = 0; v < kVecs; ++v) {
+          float* yp = y + t * ys + v * kLanes;
+          const __m512 total =
+              start ? _mm512_mul_ps(acc[t][v], s)
+                    : _mm512_fmadd_ps(acc[t][v], s, _mm512_maskz_loadu_ps(mask[v], yp));
+          _mm512_mask_storeu_ps(yp, mask[v], total);
+        }
+    }
+  } else {
+    for (int t = 0; t < M; ++t)
+      for (int v = 0; v < kVecs; ++v)
+        acc[t][v] =
+            first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask[v], y + t * ys + v * kLanes);
+    DotPairs<M>(xr, wp, 0, pairs, acc);
+    for (int t = 0; t < M; ++t)
+      for (int v = 0; v < kVecs; ++v)
+        _mm512_mask_storeu_ps(y + t * ys + v * kLanes, mask[v], acc[t][v]);
+  }
+}
+
+// Tile<m> for a run-time m ≤ M.
+template <int M, bool kFp8>
+DSINFER_BF16 void TileUpTo(int m, const uint16_t* xb, int64_t xbs, int64_t k0, int64_t k1,
+                           const uint32_t* wp, const float* s256, bool first, float* y, int64_t ys,
+                           int valid) {
+  if constexpr (M > 1) {
+    if (m < M) return TileUpTo<M - 1, kFp8>(m, xb, xbs, k0, k1, wp, s256, first, y, ys, valid);
+  }
+  Tile<M, kFp8>(xb, xbs, k0, k1, wp, s256, first, y, ys, valid);
+}
+
+template <bool kFp8>
+DSINFER_BF16 void GemmRowsD(const uint16_t* xb, int64_t xbs, int64_t n, const WeightView& w,
+                            int64_t r0, int64_t r1, float* y, int64_t ys, uint32_t* work) {
+  const int rows = static_cast<int>(r1 - r0);
+  uint32_t* panel = work;
+  auto* row = reinterpret_cast<uint16_t*>(work + kPanelWords);  // [kBf16Kc + pad]
+  for (int64_t k0 = 0; k0 < w.cols; k0 += kBf16Kc) {
+    const int64_t k1 = k0 + kBf16Kc < w.cols ? k0 + kBf16Kc : w.cols, pairs = (k1 - k0 + 1) / 2;
+    PackPanel<kFp8>(w, r0, rows, k0, k1, panel, row);
+    float s256[kBf16Kc / 128] = {};
+    if constexpr (kFp8) {
+      const float* s = w.scales + (r0 / 128) * w.scale_cols() + k0 / 128;
+      for (int64_t b = 0; b * 128 < k1 - k0; ++b) s256[b] = s[b] * 256.0f;
+    }
+    for (int64_t t0 = 0; t0 < n; t0 += kBf16Mr) {
+      const int m = static_cast<int>(n - t0 < kBf16Mr ? n - t0 : kBf16Mr);
+      for (int g = 0; g * kBf16TileRows < rows; ++g)
+        TileUpTo<kBf16Mr, kFp8>(m, xb + t0 * xbs, xbs, k0, k1, panel + g * pairs * kBf16TileRows,
+                                s256, k0 == 0, y + t0 * ys + g * kBf16TileRows, ys,
+                                rows - g * kBf16TileRows);
+    }
+  }
+}
+
+DSINFER_BF16 void GemmRows(const uint16_t* xb, int64_t xbs, int64_t n, const WeightView& w,
+                           int64_t r0, int64_t r1, float* y, int64_t ys, uint32_t* work) {
+  if (w.dtype == DType::kF8E4M3) return GemmRowsD<true>(xb, xbs, n, w, r0, r1, y, ys, work);
+  GemmRowsD<false>(xb, xbs, n, w, r0, r1, y, ys, work);  // BF16 (linear.cc checks the dtype)
+}
+
+static_assert(kBf16Kc % 128 == 0 && 128 % kBf16TileRows == 0 && kBf16TileRows % kLanes == 0);
+
+constexpr Bf16Kernels kTable = {.name = "avx512bf16",
+                                .round_x = &RoundX,
+                                .work_words = kPanelWords + kRowWords,
+                                .gemm_rows = &GemmRows};
+
+}  // namespace
+
+const Bf16Kernels& Avx512Bf16Kernels() { return kTable; }
+
+}  // namespace dsinfer::gemm

@@ -1,0 +1,234 @@
+// The bf16-activation GEMM (`LinearRowsBf16`, docs/numerics.md "bf16 activations"): the scalar
+// specification and the AVX512-BF16 path (when this CPU has it), FP8 and BF16 weights.
+//
+// Truth: the f64 product of the bf16-rounded inputs, Σ_c bf16(x[t,c]) · W[r,c], with bf16()
+// computed here independently of the library (round to nearest even on the f64 value, exact
+// for normal numbers). bf16 × bf16 (and bf16 × e4m3) products are exact in f32, so the only
+// f32 errors are the sums' roundings. Tolerance, derived: a term passes through at most
+// d roundings — FP8: ≤ min(K, 128) additions in its 128-column block (`vdpbf16ps` adds two
+// products per instruction, at most two roundings per pair) plus the nb = ⌈K/128⌉ folds of
+// block sums into the total (one fma or product each), plus one for the zero pad of an odd
+// K; BF16: ≤ K + 1 additions — so each path is within γ_d·Σ|terms| of the truth and two paths
+// within 2·γ_d·Σ|terms| of each other. With small integers every partial sum is exact: then
+// both paths equal the truth bit for bit. Data stays clear of subnormals (the fast path's
+// DAZ/FTZ).
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "kernels/cpu.h"
+#include "kernels/linear.h"
+#include "linear_test_util.h"
+
+namespace dsinfer {
+namespace {
+
+using test::Gamma;
+using test::Matrix;
+
+constexpr float kSentinel = -12345.0f;  // written into the padding of y: must survive
+
+// bf16 rounding of a normal (or zero) f32, computed in f64: 8 significant bits, ties to even
+// (nearbyint in the default rounding mode).
+double RoundBf16(float v) {
+  if (v == 0.0f) return v;
+  int e = 0;
+  std::frexp(static_cast<double>(v), &e);  // v = m · 2^e, 0.5 ≤ |m| < 1
+  const double quantum = std::ldexp(1.0, e - 8);
+  return std::nearbyint(v / quantum) * quantum;
+}
+
+// Roundings a term of a K-long product passes through (see the header comment).
+int64_t Depth(int64_t K, DType dtype) {
+  return dtype == DType::kF8E4M3 ? std::min<int64_t>(K, 128) + (K + 127) / 128 + 1 : K + 1;
+}
+
+struct Product {  // LinearRowsBf16 over rows [rb, re), its operands and its f64 truth
+  int64_t n, width, xs, ys;
+  std::vector<float> x;                  // [n, xs]
+  std::vector<double> exact, magnitude;  // [n, width]: Σ bf16(x)·W and Σ|bf16(x)·W|
+};
+
+Product MakeProduct(const Matrix& m, int64_t n, int64_t rb, int64_t re, int64_t pad, uint32_t seed,
+                    bool integers) {
+  const int64_t K = m.view.cols;
+  Product p{n, re - rb, K + pad, re - rb + pad, {}, {}, {}};
+  p.x = integers ? test::IntegerVector(n * p.xs, seed) : test::RandomVector(n * p.xs, seed);
+  p.exact.assign(n * p.width, 0.0);
+  p.magnitude.assign(n * p.width, 0.0);
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t r = rb; r < re; ++r)
+      for (int64_t c = 0; c < K; ++c) {
+        const double v = RoundBf16(p.x[t * p.xs + c]) * m.At(r, c);
+        p.exact[t * p.width + r - rb] += v;
+        p.magnitude[t * p.width + r - rb] += std::fabs(v);
+      }
+  return p;
+}
+
+std::vector<Bf16Path> SupportedPaths() {
+  std::vector<Bf16Path> paths{Bf16Path::kScalar};
+  if (DetectCpu().SupportsBf16Dot()) paths.push_back(Bf16Path::kAvx512Bf16);
+  return paths;
+}
+
+class LinearBf16Test : public ::testing::TestWithParam<DType> {
+ protected:
+  DType dtype() const { return GetParam(); }
+
+  // Every supported path against the truth, and the fast path against the scalar one.
+  void Check(const Matrix& m, int64_t n, int64_t rb, int64_t re, int64_t pad,
+             bool integers = false) {
+    const Product p =
+        MakeProduct(m, n, rb, re, pad, static_cast<uint32_t>(n * 29 + rb + m.view.cols), integers);
+    const double g = Gamma(Depth(m.view.cols, dtype()));
+    std::vector<std::vector<float>> ys;
+    for (Bf16Path path : SupportedPaths()) {
+      const std::string what = std::string(Bf16PathName(path)) + " " +
+                               std::string(DTypeName(dtype())) + " " + std::to_string(m.view.rows) +
+                               "x" + std::to_string(m.view.cols) + " n=" + std::to_string(n) +
+                               " rows[" + std::to_string(rb) + "," + std::to_string(re) + ")";
+      std::vector<float> y(n * p.ys, kSentinel);
+      LinearRowsBf16(path, p.x.data(), p.xs, n, m.view, rb, re, y.data(), p.ys);
+      for (int64_t t = 0; t < n; ++t) {
+        for (int64_t j = 0; j < p.width; ++j) {
+          const double e = p.exact[t * p.width + j], mag = p.magnitude[t * p.width + j];
+          const float v = y[t * p.ys + j];
+          if (integers) {
+            ASSERT_EQ(v, e) << what << " t=" << t << " j=" << j;
+          } else {
+            ASSERT_LE(std::fabs(v - e), g * mag) << what << " vs f64 t=" << t << " j=" << j;
+          }
+          if (!ys.empty()) {
+            ASSERT_LE(std::fabs(v - ys[0][t * p.ys + j]), 2 * g * mag)
+                << what << " vs scalar t=" << t << " j=" << j;
+          }
+        }
+        for (int64_t j = p.width; j < p.ys; ++j)
+          ASSERT_EQ(y[t * p.ys + j], kSentinel) << what << " wrote padding t=" << t;
+      }
+      ys.push_back(std::move(y));
+    }
+  }
+};
+
+TEST_P(LinearBf16Test, EveryBatchSize) {
+  const Matrix m = test::MakeMatrix(dtype(), 37, 259, 1);
+  for (int64_t n = 1; n <= 14; ++n) Check(m, n, 0, 37, /*pad=*/0);
+}
+
+TEST_P(LinearBf16Test, OddShapes) {
+  // Columns: single, odd, one block, block + 1, several chunks of 512 with an odd tail.
+  for (int64_t rows : {1, 5, 64, 70, 130})
+    for (int64_t cols : {1, 7, 128, 129, 259, 1031}) {
+      const Matrix m = test::MakeMatrix(dtype(), rows, cols, static_cast<uint32_t>(rows + cols));
+      for (int64_t n : {1, 6, 7}) Check(m, n, 0, rows, /*pad=*/0);
+    }
+}
+
+TEST_P(LinearBf16Test, RangeAndStrides) {
+  const Matrix m = test::MakeMatrix(dtype(), 300, 600, 2);
+  for (int64_t n : {1, 5, 13}) {
+    Check(m, n, 100, 290, /*pad=*/5);  // starts mid-block, crosses rows 128 and 256
+    Check(m, n, 127, 129, /*pad=*/3);
+  }
+}
+
+TEST_P(LinearBf16Test, PrefillChunk) {
+  const Matrix m = test::MakeMatrix(dtype(), 70, 700, 3);
+  Check(m, 512, 0, 70, /*pad=*/0);
+}
+
+TEST_P(LinearBf16Test, ExactOnIntegers) {
+  const Matrix m = test::MakeMatrix(dtype(), 300, 1031, 4, /*integers=*/true);
+  for (int64_t n : {1, 6, 33}) Check(m, n, 3, 297, /*pad=*/2, /*integers=*/true);
+}
+
+// The activation is rounded to bf16, to nearest even, before the product: with one column and
+// the weight 1 the output IS bf16(x). Ties round to the even neighbour, overflow carries into
+// Inf, Inf and NaN pass through.
+TEST_P(LinearBf16Test, RoundsActivationsToNearestEven) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::vector<std::pair<float, float>> cases = {
+      {1.0f + 0x1p-8f, 1.0f},                       // tie → even (1.0)
+      {1.0f + 3 * 0x1p-8f, 1.0f + 0x1p-6f},         // tie → even (up)
+      {-(1.0f + 0x1p-8f), -1.0f},                   // negative tie
+      {1.0f + 0x1p-8f + 0x1p-20f, 1.0f + 0x1p-7f},  // just above the tie
+      {3.0f + 0x1p-9f, 3.0f},                       // below half an ulp
+      {std::numeric_limits<float>::max(), inf},     // rounds past the largest bf16
+      {-inf, -inf},
+      {0.0f, 0.0f}};
+  Matrix one = test::MakeMatrix(dtype(), 1, 1, 5);
+  if (dtype() == DType::kF8E4M3) {
+    one.bytes[0] = FloatToE4M3(1.0f);
+    one.scales[0] = 1.0f;
+  } else {
+    const uint16_t b = FloatToBF16(1.0f);
+    std::memcpy(one.bytes.data(), &b, 2);
+  }
+  std::vector<float> x;
+  for (const auto& c : cases) x.push_back(c.first);
+  x.push_back(std::numeric_limits<float>::quiet_NaN());
+  const int64_t n = static_cast<int64_t>(x.size());
+  for (Bf16Path path : SupportedPaths()) {
+    std::vector<float> y(n, kSentinel);
+    LinearRowsBf16(path, x.data(), 1, n, one.view, 0, 1, y.data(), 1);
+    for (size_t i = 0; i < cases.size(); ++i)
+      EXPECT_EQ(y[i], cases[i].second) << Bf16PathName(path) << " x=" << cases[i].first;
+    EXPECT_TRUE(std::isnan(y[n - 1])) << Bf16PathName(path);
+  }
+}
+
+TEST_P(LinearBf16Test, EmptyReductionGivesZeros) {
+  Matrix no_cols = test::MakeMatrix(dtype(), 9, 0, 7);
+  const float unused_scale = 1.0f;  // an FP8 view needs a scale grid, here of zero columns
+  if (dtype() == DType::kF8E4M3) no_cols.view.scales = &unused_scale;
+  for (Bf16Path path : SupportedPaths())
+    for (int64_t n : {1, 7}) {
+      std::vector<float> y(n * 9, std::numeric_limits<float>::quiet_NaN());
+      LinearRowsBf16(path, nullptr, 0, n, no_cols.view, 0, 9, y.data(), 9);
+      for (float v : y) ASSERT_EQ(v, 0.0f);
+    }
+}
+
+// On the fast path a token's output row is bitwise the same computed alone, inside a batch at
+// any position, and with any number of threads (as the f32 paths: continuous batching).
+TEST_P(LinearBf16Test, FastPathBatchAndThreadInvariant) {
+  if (!DetectCpu().SupportsBf16Dot()) GTEST_SKIP() << "no AVX512-BF16 here";
+  const Matrix m = test::MakeMatrix(dtype(), 300, 1031, 8);
+  const int64_t rb = 100, re = 298, xs = 1031 + 3, ys = re - rb + 1, width = re - rb;
+  constexpr int64_t kTotal = 64;
+  const std::vector<float> x = test::RandomVector(kTotal * xs, 9);
+  auto run = [&](const float* xp, int64_t n, float* y) {
+    LinearRowsBf16(Bf16Path::kAvx512Bf16, xp, xs, n, m.view, rb, re, y, ys);
+  };
+  std::vector<float> alone(kTotal * ys, kSentinel);
+  for (int64_t t = 0; t < kTotal; ++t) run(x.data() + t * xs, 1, alone.data() + t * ys);
+  const int saved = omp_get_max_threads();
+  for (int threads : {1, 2}) {
+    omp_set_num_threads(threads);
+    for (int64_t n : {2, 6, 7, 13, 64}) {
+      const int64_t off = (n * 37) % (kTotal - n + 1);
+      std::vector<float> y(n * ys, kSentinel);
+      run(x.data() + off * xs, n, y.data());
+      for (int64_t t = 0; t < n; ++t)
+        ASSERT_EQ(std::memcmp(&y[t * ys], &alone[(off + t) * ys], width * sizeof(float)), 0)
+            << "threads=" << threads << " n=" << n << " row " << off + t;
+    }
+  }
+  omp_set_num_threads(saved);
+}
+
+INSTANTIATE_TEST_SUITE_P(WeightDtypes, LinearBf16Test,
+                         ::testing::Values(DType::kF8E4M3, DType::kBF16),
+                         [](const auto& info) { return std::string(DTypeName(info.param)); });
+
+}  // namespace
+}  // namespace dsinfer
