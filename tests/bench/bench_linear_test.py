@@ -115,6 +115,14 @@ def main():
     per_row = {"fp8": 512, "q8_0": 16 * 34, "q4_k": 2 * 144, "q8_0.i8": 16 * 34, "q4_k.i8": 2 * 144}
     for (d, _), j in zip(want, lines):
         check_lines(json.dumps(j), "gemv", blocks, [j["n"]], per_row[d] / 512, d == "fp8")
+    # gemm: block and bf16 weights in one run (f32 numerics: the block types have no bf16 form).
+    p = run([dsinfer, "bench", "gemm", "--shape", "a=256x512", "--n", "9", "--dtype", "bf16,q8_0",
+             "--numerics", "f32", *roof, *bf16_roof])
+    lines = p.stdout.splitlines()
+    if [json.loads(l)["dtype"] for l in lines] != ["bf16", "q8_0"]:
+        fail(f"gemm bf16,q8_0: {p.stdout}")
+    check_lines(lines[0], "gemm", blocks, [9], 2, False, bf16_peak=BF16_GFLOPS)
+    check_lines(lines[1], "gemm", blocks, [9], 16 * 34 / 512, False, bf16_peak=BF16_GFLOPS)
     for bad, culprit in ((["--shape", "w1=2048by7168"], "w1=2048by7168"),
                          (["--shape", "w=0x5"], "w=0x5"),
                          (["--dtype", "int4"], "int4"),
@@ -123,7 +131,8 @@ def main():
         if culprit not in p.stderr:
             fail(f"error for {bad} does not name '{culprit}': {p.stderr}")
     for bad, culprit in ((["--numerics", "f16"], "f16"),
-                         (["--numerics", "bf16", "--dtype", "f32"], "--dtype f32")):
+                         (["--numerics", "bf16", "--dtype", "f32"], "--dtype f32"),
+                         (["--numerics", "bf16", "--dtype", "q4_k,fp8"], "--dtype q4_k")):
         p = run([dsinfer, "bench", "gemm", "--shape", "a=64x64", *bad, *roof, *bf16_roof],
                 expect_rc=1)
         if culprit not in p.stderr:
