@@ -300,7 +300,7 @@ void RowsInt8(Isa isa, const float* x, int64_t xs, int64_t n, const WeightView& 
               int64_t re, float* y, int64_t ys) {
   constexpr int64_t kInt8Rows = 16;
   thread_local qblocks::QuantizedActs acts;  // the calling thread's; workers only read it
-  qblocks::QuantizeActs(x, xs, n, w.cols, acts);
+  qblocks::QuantizeActs(isa, x, xs, n, w.cols, acts);
   const qblocks::QuantizedActs& a = acts;
   auto run = [&](int64_t p0, int64_t p1) {
     for (int64_t r0 = p0; r0 < p1; r0 += kInt8Rows)

@@ -254,6 +254,61 @@ DSINFER_AVX2 void DecodeQ4_KAvx2(const uint8_t* b, int64_t blocks, float* y) {
   }
 }
 
+// One 32-element activation block: the specification (qblocks.h QuantizedActs).
+void QuantizeBlock(const float* xb, int8_t* q, float& d, float& sum) {
+  float amax = 0.0f;
+  for (int64_t i = 0; i < kActBlock; ++i) {
+    const float a = std::fabs(xb[i]);
+    if (!(a <= amax)) amax = a;  // NaN sticks
+  }
+  if (amax == 0.0f || !std::isfinite(amax)) {
+    std::memset(q, 0, kActBlock);
+    d = amax == 0.0f ? 0.0f : std::nanf("");
+    sum = d;
+    return;
+  }
+  const float inv = 127.0f / amax;
+  int32_t isum = 0;
+  for (int64_t i = 0; i < kActBlock; ++i) {
+    float v = std::nearbyint(xb[i] * inv);  // round half to even (default mode)
+    v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
+    q[i] = static_cast<int8_t>(v);
+    isum += q[i];
+  }
+  d = amax / 127.0f;
+  sum = d * static_cast<float>(isum);
+}
+
+// The same operations on 16-lane vectors: the maximum is exact in any order, the product,
+// vrndscaleps (round to nearest even), clamp and the two divisions are the specification's, so
+// the bits are equal. Blocks whose maximum is 0, Inf or NaN go to the specification.
+DSINFER_AVX512 void QuantizeRowAvx512(const float* x, int64_t blocks, int8_t* q, float* d,
+                                      float* sum) {
+  const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const float* xb = x + kActBlock * b;
+    const __m512 v0 = _mm512_loadu_ps(xb), v1 = _mm512_loadu_ps(xb + 16);
+    const __mmask16 nan =
+        _mm512_cmp_ps_mask(v0, v0, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(v1, v1, _CMP_UNORD_Q);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    if (nan != 0 || amax == 0.0f || !std::isfinite(amax)) {
+      QuantizeBlock(xb, q + kActBlock * b, d[b], sum[b]);
+      continue;
+    }
+    const __m512 inv = _mm512_set1_ps(127.0f / amax);
+    constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    const __m512 r0 = _mm512_roundscale_ps(_mm512_mul_ps(v0, inv), kNearest);
+    const __m512 r1 = _mm512_roundscale_ps(_mm512_mul_ps(v1, inv), kNearest);
+    const __m512i i0 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r0, lo), hi));
+    const __m512i i1 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r1, lo), hi));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + kActBlock * b), _mm512_cvtepi32_epi8(i0));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + kActBlock * b + 16), _mm512_cvtepi32_epi8(i1));
+    const int32_t isum = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
+    d[b] = amax / 127.0f;
+    sum[b] = d[b] * static_cast<float>(isum);
+  }
+}
+
 // ---- int8 products: the specification ---------------------------------------------------------
 float DotQ8_0Int8(const uint8_t* row, const int8_t* q, const float* d, int64_t blocks) {
   float acc = 0.0f;
@@ -349,46 +404,91 @@ DSINFER_VNNI void RowQ8_0Vnni(const uint8_t* row, int64_t blocks, const Quantize
   for (int t = 0; t < n; ++t) out[t * ys] = _mm512_reduce_add_ps(acc[t]);
 }
 
-// Q4_K: chunk c's 32 bytes give sub-blocks 2c (low nibbles) and 2c+1 (high nibbles), i.e. the
-// 64 consecutive elements 64c..64c+63, which meet 64 consecutive activation bytes. The min term
-// Σ_j (dmin·m_j)·sum_j is summed per token in scalar f32.
+// Q4_K on VNNI. Per super-block, shared by the tokens: the 12 bytes of packed 6-bit scales and
+// mins are unpacked by two byte shuffles, shifts and masks (K4ScaleBytes) into the pairs
+// (sc_j, m_j), converted and multiplied by (d, dmin) in one vector: the specification's f32
+// products d·sc_j and dmin·m_j (K4Scales), bit for bit. Chunk c's 32 bytes are broadcast to both
+// halves of a vector and the upper half shifted by 4: its nibbles [sub-block 2c | 2c+1] meet
+// the 64 activation bytes 64c..64c+63 in one vpdpbusd. Per token, one multiply with the
+// activations' (d, sum) pairs gives the pairs (d·sc_j·d_x, dmin·m_j·sum_j) — the
+// specification's products — vpermps spreads d·sc_j·d_x over sub-block j's 8 lanes, and the
+// mins are subtracted in the odd lanes of the second accumulator. Two accumulators per token,
+// the same for every batch size (batch invariance); up to kQ4Tokens tokens per pass.
+constexpr int kQ4Tokens = 4;
+
+// The 8 scales and mins of a Q4_K super-block (the 12 bytes at s, UnpackK4Scale's packing; 4
+// more bytes are read, which the block holds) as bytes sc_0, m_0, sc_1, m_1, …, sc_7, m_7:
+// j < 4: sc = s[j] & 63, m = s[j+4] & 63; j ≥ 4: sc = (s[j+4] & 15) | (s[j-4] >> 6) << 4,
+// m = (s[j+4] >> 4) | (s[j] >> 6) << 4.
+DSINFER_AVX2 inline __m128i K4ScaleBytes(const uint8_t* s) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s));
+  // a: the bytes holding each value's low bits; b: those holding the top 2 bits (j ≥ 4).
+  const __m128i a =
+      _mm_shuffle_epi8(v, _mm_setr_epi8(0, 4, 1, 5, 2, 6, 3, 7, 8, 8, 9, 9, 10, 10, 11, 11));
+  const __m128i b =
+      _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 1, 5, 2, 6, 3, 7));
+  const __m128i low =
+      _mm_and_si128(a, _mm_setr_epi8(63, 63, 63, 63, 63, 63, 63, 63, 15, 0, 15, 0, 15, 0, 15, 0));
+  // Odd bytes are the high byte of their 16-bit word: the shift brings in zeros.
+  const __m128i high = _mm_and_si128(
+      _mm_srli_epi16(a, 4), _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 0, 15, 0, 15, 0, 15));
+  // (byte >> 6) << 4 = (byte >> 2) & 0x30: the bits the 16-bit shift brings in are masked off.
+  const __m128i top = _mm_and_si128(_mm_srli_epi16(b, 2), _mm_set1_epi8(0x30));
+  return _mm_or_si128(_mm_or_si128(low, high), top);
+}
+
+// [d·sc_0, dmin·m_0, …, d·sc_7, dmin·m_7] of the super-block at p.
+DSINFER_VNNI inline __m512 K4ScalesVnni(const uint8_t* p) {
+  uint32_t dd;  // f16 d, f16 dmin
+  std::memcpy(&dd, p, 4);
+  const __m512 f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(K4ScaleBytes(p + 4)));
+  return _mm512_mul_ps(f, _mm512_cvtph_ps(_mm256_set1_epi32(static_cast<int>(dd))));
+}
+
+template <int N>
 DSINFER_VNNI void RowQ4_KVnni(const uint8_t* row, int64_t superblocks, const QuantizedActs& a,
-                              int64_t t0, int n, float* out, int64_t ys) {
-  __m512 acc[kVnniTokens];
-  float mins[kVnniTokens];
-  for (int t = 0; t < n; ++t) {
-    acc[t] = _mm512_setzero_ps();
-    mins[t] = 0.0f;
-  }
-  const __m512i zero = _mm512_setzero_si512();
-  const __m256i low4 = _mm256_set1_epi8(0x0F);
+                              int64_t t0, float* out, int64_t ys) {
+  __m512 acc0[N], acc1[N];
+  for (int t = 0; t < N; ++t) acc0[t] = acc1[t] = _mm512_setzero_ps();
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  // Lanes of chunk c's products: sub-block 2c (lanes 0..7), 2c+1 (8..15); their scales sit
+  // in lanes 4c and 4c + 2 of the (scale, min) pairs.
+  const __m512i spread[4] = {
+      _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2),
+      _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6),
+      _mm512_setr_epi32(8, 8, 8, 8, 8, 8, 8, 8, 10, 10, 10, 10, 10, 10, 10, 10),
+      _mm512_setr_epi32(12, 12, 12, 12, 12, 12, 12, 12, 14, 14, 14, 14, 14, 14, 14, 14)};
+  constexpr __mmask16 kMinLanes = 0xAAAA;
   for (int64_t s = 0; s < superblocks; ++s) {
     const uint8_t* p = row + 144 * s;
-    float dsc[8], dm[8];
-    K4Scales(p + 4, _cvtsh_ss(U16(p)), _cvtsh_ss(U16(p + 2)), dsc, dm);
+    const __m512 scales = K4ScalesVnni(p);
     __m512i w[4];
     for (int c = 0; c < 4; ++c) {
-      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16 + 32 * c));
-      const __m256i lo = _mm256_and_si256(q, low4);
-      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
-      w[c] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+      const __m512i b = _mm512_broadcast_i64x4(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16 + 32 * c)));
+      w[c] = _mm512_and_si512(_mm512_mask_srli_epi16(b, 0xFFFF0000u, b, 4), low4);
     }
-    for (int t = 0; t < n; ++t) {
+#pragma GCC unroll 4
+    for (int t = 0; t < N; ++t) {
       const int64_t tok = t0 + t;
       const int8_t* q = a.q.data() + tok * a.cols + kQK * s;
-      const float* dx = a.d.data() + tok * a.blocks + 8 * s;
-      const float* sum = a.sum.data() + tok * a.blocks + 8 * s;
+      const __m512 st =
+          _mm512_mul_ps(scales, _mm512_loadu_ps(a.ds.data() + 2 * (tok * a.blocks + 8 * s)));
+#pragma GCC unroll 4
       for (int c = 0; c < 4; ++c) {
-        const __m512i dp = _mm512_dpbusd_epi32(zero, w[c], _mm512_loadu_si512(q + 64 * c));
-        const __m512 sc = Halves(dsc[2 * c] * dx[2 * c], dsc[2 * c + 1] * dx[2 * c + 1]);
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), sc, acc[t]);
+        const __m512i dp =
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[c], _mm512_loadu_si512(q + 64 * c));
+        const __m512 f = _mm512_cvtepi32_ps(dp);
+        const __m512 sc = _mm512_permutexvar_ps(spread[c], st);
+        if (c % 2 == 0)
+          acc0[t] = _mm512_fmadd_ps(f, sc, acc0[t]);
+        else
+          acc1[t] = _mm512_fmadd_ps(f, sc, acc1[t]);
       }
-      float m = mins[t];
-      for (int j = 0; j < 8; ++j) m += dm[j] * sum[j];
-      mins[t] = m;
+      acc1[t] = _mm512_mask_sub_ps(acc1[t], kMinLanes, acc1[t], st);
     }
   }
-  for (int t = 0; t < n; ++t) out[t * ys] = _mm512_reduce_add_ps(acc[t]) - mins[t];
+  for (int t = 0; t < N; ++t) out[t * ys] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[t], acc1[t]));
 }
 
 // ---- int8 products: AVX2 (maddubs) --------------------------------------------------------------
@@ -497,6 +597,11 @@ bool FusedGemv(Isa isa, const float* xp, int64_t xps, int n, const WeightView& w
 }
 
 void QuantizeActs(const float* x, int64_t xs, int64_t n, int64_t cols, QuantizedActs& out) {
+  QuantizeActs(Isa::kScalar, x, xs, n, cols, out);
+}
+
+void QuantizeActs(Isa isa, const float* x, int64_t xs, int64_t n, int64_t cols,
+                  QuantizedActs& out) {
   DSINFER_CHECK(cols % kActBlock == 0, "QuantizeActs: cols must be a multiple of 32");
   out.n = n;
   out.cols = cols;
@@ -504,33 +609,23 @@ void QuantizeActs(const float* x, int64_t xs, int64_t n, int64_t cols, Quantized
   out.q.resize(static_cast<size_t>(n * cols));
   out.d.resize(static_cast<size_t>(n * out.blocks));
   out.sum.resize(static_cast<size_t>(n * out.blocks));
-  for (int64_t t = 0; t < n; ++t)
-    for (int64_t b = 0; b < out.blocks; ++b) {
-      const float* xb = x + t * xs + kActBlock * b;
-      int8_t* q = out.q.data() + t * cols + kActBlock * b;
-      float amax = 0.0f;
-      for (int64_t i = 0; i < kActBlock; ++i) {
-        const float a = std::fabs(xb[i]);
-        if (!(a <= amax)) amax = a;  // NaN sticks
-      }
-      const int64_t k = t * out.blocks + b;
-      if (amax == 0.0f || !std::isfinite(amax)) {
-        std::memset(q, 0, kActBlock);
-        out.d[k] = amax == 0.0f ? 0.0f : std::nanf("");
-        out.sum[k] = out.d[k];
-        continue;
-      }
-      const float inv = 127.0f / amax;
-      int32_t isum = 0;
-      for (int64_t i = 0; i < kActBlock; ++i) {
-        float v = std::nearbyint(xb[i] * inv);  // round half to even (default mode)
-        v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
-        q[i] = static_cast<int8_t>(v);
-        isum += q[i];
-      }
-      out.d[k] = amax / 127.0f;
-      out.sum[k] = out.d[k] * static_cast<float>(isum);
+  out.ds.resize(static_cast<size_t>(2 * n * out.blocks));
+  const bool vector = isa == Isa::kAvx512 && DetectCpu().Supports(Isa::kAvx512);
+  for (int64_t t = 0; t < n; ++t) {
+    int8_t* q = out.q.data() + t * cols;
+    float* d = out.d.data() + t * out.blocks;
+    float* sum = out.sum.data() + t * out.blocks;
+    if (vector) {
+      QuantizeRowAvx512(x + t * xs, out.blocks, q, d, sum);
+    } else {
+      for (int64_t b = 0; b < out.blocks; ++b)
+        QuantizeBlock(x + t * xs + kActBlock * b, q + kActBlock * b, d[b], sum[b]);
     }
+  }
+  for (int64_t k = 0; k < n * out.blocks; ++k) {
+    out.ds[2 * k] = out.d[k];
+    out.ds[2 * k + 1] = out.sum[k];
+  }
 }
 
 bool Int8Dtype(DType t) { return t == DType::kQ8_0 || t == DType::kQ4_K; }
@@ -545,21 +640,35 @@ bool Int8UsesAvx2(Isa isa) {
 
 void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,
               int64_t r0, int64_t r1, float* y, int64_t ys) {
-  DSINFER_CHECK(Int8Dtype(w.dtype) && a.cols == w.cols && t0 >= 0 && t1 <= a.n,
+  DSINFER_CHECK(Int8Dtype(w.dtype) && a.cols == w.cols && t0 >= 0 && t1 <= a.n &&
+                    static_cast<int64_t>(a.ds.size()) == 2 * a.n * a.blocks,
                 "Int8Rows: activations do not match the weight");
   const int64_t blocks = w.cols / DTypeBlockElems(w.dtype);
   const bool q8 = w.dtype == DType::kQ8_0;
   const bool vnni = Int8UsesVnni(isa), avx2 = Int8UsesAvx2(isa);
   if (vnni || avx2) {
-    for (int64_t tg = t0; tg < t1; tg += kVnniTokens) {
-      const int n = static_cast<int>(std::min<int64_t>(kVnniTokens, t1 - tg));
+    const int group = vnni && !q8 ? kQ4Tokens : kVnniTokens;
+    for (int64_t tg = t0; tg < t1; tg += group) {
+      const int n = static_cast<int>(std::min<int64_t>(group, t1 - tg));
       for (int64_t r = r0; r < r1; ++r) {
         const auto* row = reinterpret_cast<const uint8_t*>(w.row(r));
         float* out = y + (tg - t0) * ys + (r - r0);
         if (vnni && q8) {
           RowQ8_0Vnni(row, blocks, a, tg, n, out, ys);
         } else if (vnni) {
-          RowQ4_KVnni(row, blocks, a, tg, n, out, ys);
+          switch (n) {
+            case 1:
+              RowQ4_KVnni<1>(row, blocks, a, tg, out, ys);
+              break;
+            case 2:
+              RowQ4_KVnni<2>(row, blocks, a, tg, out, ys);
+              break;
+            case 3:
+              RowQ4_KVnni<3>(row, blocks, a, tg, out, ys);
+              break;
+            default:
+              RowQ4_KVnni<kQ4Tokens>(row, blocks, a, tg, out, ys);
+          }
         } else if (q8) {
           RowQ8_0Avx2(row, blocks, a, tg, n, out, ys);
         } else {

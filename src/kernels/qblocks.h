@@ -48,8 +48,13 @@ struct QuantizedActs {
   int64_t n = 0, cols = 0, blocks = 0;  // blocks = cols / 32 per row
   std::vector<int8_t> q;                // [n, cols]
   std::vector<float> d, sum;            // [n, blocks]
+  std::vector<float> ds;                // [n, blocks, 2]: (d, sum) pairs (the Q4_K VNNI kernel)
 };
+// The specification (scalar).
 void QuantizeActs(const float* x, int64_t xs, int64_t n, int64_t cols, QuantizedActs& out);
+// The same bits on `isa` (AVX-512: vector blocks; a block holding 0, Inf or NaN as the
+// specification; another isa: the specification).
+void QuantizeActs(Isa isa, const float* x, int64_t xs, int64_t n, int64_t cols, QuantizedActs& out);
 
 // Whether the int8-activation path handles `t` (Q8_0 and Q4_K).
 bool Int8Dtype(DType t);
@@ -63,7 +68,8 @@ bool Int8UsesAvx2(Isa isa);
 // with activations `a` (a.cols = w.cols). The specification (scalar): per row, over blocks in
 // order, acc += f32(Σ_i qw_i·q_i) · s_b, with s_b = d_w·d (Q8_0) or (d·sc_j)·d (Q4_K, then
 // acc −= (dmin·m_j) · sum of the block); every product and sum rounded to f32. The VNNI and
-// AVX2 paths sum the same scaled integer partials in other orders (within γ_K·Σ|terms|).
+// AVX2 paths sum the same scaled integer partials in other orders (within γ_K·Σ|terms|), with
+// a fixed order per token (batch invariant). `a` must come from QuantizeActs (either form).
 void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,
               int64_t r0, int64_t r1, float* y, int64_t ys);
 

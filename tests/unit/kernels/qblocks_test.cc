@@ -7,7 +7,8 @@
 //  * f32 path: Linear on block weights = Linear on an F32 copy of the dequantised weights, bit
 //    for bit on each ISA (same f32 kernels), and within γ_{K+4}·Σ|x·w| of the f64 product.
 //  * int8 activations: QuantizeActs' rounding (|x − q·d| ≤ d/2, |q| ≤ 127, the block maximum
-//    at ±127); the scalar specification against an f64 model of the same integer product,
+//    at ±127) and every vector QuantizeActs = the scalar one bit for bit (ties, zeros, Inf,
+//    NaN); the scalar specification against an f64 model of the same integer product,
 //    Σ_i (a_i − m_i)·q_i·d with the weight split as the layout defines it (a = d·sc·q, m =
 //    dmin·m_j), within γ_{2B+4}·Σ(|a_i| + |m_i|)·|q_i·d| (B blocks: each term meets a scale
 //    product, its product with the integer sum and ≤ 2B additions); the VNNI kernel against
@@ -199,7 +200,47 @@ TEST(QBlocks, ActivationQuantisation) {
       }
       EXPECT_GE(at_max, 1);
       EXPECT_EQ(a.sum[k], a.d[k] * static_cast<float>(isum));
+      EXPECT_EQ(a.ds[2 * k], a.d[k]);
+      EXPECT_EQ(a.ds[2 * k + 1], a.sum[k]);
     }
+}
+
+TEST(QBlocks, VectorActivationQuantisationIsTheSpecification) {
+  // Every isa's QuantizeActs = the scalar specification bit for bit (q, d, sum, the pairs), on
+  // random blocks, a zero block, Inf, NaN, -0 and exact ties (amax = 127: x·(127/amax) = x, so
+  // ±k.5 must round to the even neighbour).
+  const int64_t n = 3, cols = 256, xs = cols + 3;
+  std::vector<float> x = test::RandomVector(n * xs, 21, 3.0f);
+  for (int i = 0; i < 32; ++i) x[32 + i] = i % 2 == 0 ? 0.0f : -0.0f;  // zeros (block 1)
+  x[70] = -std::numeric_limits<float>::infinity();                     // block 2
+  x[xs + 100] = std::numeric_limits<float>::quiet_NaN();               // token 1, block 3
+  for (int i = 0; i < 32; ++i) x[xs + 160 + i] = static_cast<float>(i - 16) + 0.5f;  // ties
+  x[xs + 160] = 127.0f;
+  qblocks::QuantizedActs spec;
+  qblocks::QuantizeActs(x.data(), xs, n, cols, spec);
+  for (Isa isa : kIsas) {
+    if (!DetectCpu().Supports(isa)) continue;
+    qblocks::QuantizedActs got;
+    qblocks::QuantizeActs(isa, x.data(), xs, n, cols, got);
+    ASSERT_EQ(got.q, spec.q) << IsaName(isa);
+    ASSERT_EQ(got.blocks, spec.blocks);
+    for (size_t k = 0; k < spec.d.size(); ++k) {
+      ASSERT_EQ(std::memcmp(&got.d[k], &spec.d[k], 4), 0) << IsaName(isa) << " d " << k;
+      ASSERT_EQ(std::memcmp(&got.sum[k], &spec.sum[k], 4), 0) << IsaName(isa) << " sum " << k;
+      ASSERT_EQ(std::memcmp(&got.ds[2 * k], &spec.d[k], 4), 0) << IsaName(isa) << " pair " << k;
+      ASSERT_EQ(std::memcmp(&got.ds[2 * k + 1], &spec.sum[k], 4), 0) << IsaName(isa);
+    }
+  }
+  // The ties went to the even neighbour (the specification itself).
+  const int8_t* tie = spec.q.data() + cols + 160;
+  EXPECT_EQ(tie[1], -14);                  // -14.5
+  EXPECT_EQ(tie[2], -14);                  // -13.5
+  EXPECT_EQ(tie[3], -12);                  // -12.5
+  EXPECT_EQ(tie[31], 16);                  // 15.5
+  EXPECT_EQ(spec.d[1], 0.0f);              // the zero block
+  EXPECT_TRUE(std::isnan(spec.d[2]));      // -Inf
+  EXPECT_TRUE(std::isnan(spec.d[8 + 3]));  // NaN
+  EXPECT_EQ(spec.d[8 + 5], 1.0f);          // the ties block: amax = 127
 }
 
 // The layout's split of every weight, w = a − m (Q8_0: a = d·q, m = 0; Q4_K: a = (d·sc_j)·q,
@@ -298,6 +339,12 @@ TEST_P(Int8Test, BatchAndThreadInvariant) {
       const std::vector<float> one = Rows(isa, m.view, xt, cols, 1, 0, rows, rows);
       ASSERT_EQ(std::memcmp(one.data(), all.data() + tk * rows, rows * sizeof(float)), 0)
           << Name(isa, t) << " token " << tk << " alone vs in a batch of " << n;
+    }
+    for (int64_t batch : {2, 3}) {  // every token-group size of the kernels (13 = 4+4+4+1)
+      const std::vector<float> xb(x.begin() + 3 * cols, x.begin() + (3 + batch) * cols);
+      const std::vector<float> some = Rows(isa, m.view, xb, cols, batch, 0, rows, rows);
+      ASSERT_EQ(std::memcmp(some.data(), all.data() + 3 * rows, batch * rows * sizeof(float)), 0)
+          << Name(isa, t) << " tokens 3.." << 3 + batch - 1 << " vs in a batch of " << n;
     }
     const int threads = omp_get_max_threads();
     omp_set_num_threads(1);
