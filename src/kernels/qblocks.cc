@@ -527,40 +527,54 @@ DSINFER_AVX2 void RowQ8_0Avx2(const uint8_t* row, int64_t blocks, const Quantize
   for (int t = 0; t < n; ++t) out[t * ys] = ReduceAdd256(acc[t]);
 }
 
+// Q4_K on AVX2: the scales unpacked as for VNNI (K4ScaleBytes; the (d·sc_j, dmin·m_j) pairs of
+// sub-blocks 0..3 and 4..7 in two vectors), one multiply per half with the activations'
+// (d, sum) pairs per token, vpermps spreading d·sc_j·d_x over the 8 lanes of sub-block j's
+// products, the mins subtracted in the odd lanes of the second accumulator. Two accumulators
+// per token for every batch size; up to kQ4Tokens tokens per pass.
+template <int N>
 DSINFER_AVX2 void RowQ4_KAvx2(const uint8_t* row, int64_t superblocks, const QuantizedActs& a,
-                              int64_t t0, int n, float* out, int64_t ys) {
-  __m256 acc[kVnniTokens];
-  float mins[kVnniTokens];
-  for (int t = 0; t < n; ++t) {
-    acc[t] = _mm256_setzero_ps();
-    mins[t] = 0.0f;
-  }
+                              int64_t t0, float* out, int64_t ys) {
+  __m256 acc0[N], acc1[N];
+  for (int t = 0; t < N; ++t) acc0[t] = acc1[t] = _mm256_setzero_ps();
   const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const __m256 min_lanes = _mm256_castsi256_ps(_mm256_setr_epi32(0, -1, 0, -1, 0, -1, 0, -1));
   for (int64_t s = 0; s < superblocks; ++s) {
     const uint8_t* p = row + 144 * s;
-    float dsc[8], dm[8];
-    K4Scales(p + 4, _cvtsh_ss(U16(p)), _cvtsh_ss(U16(p + 2)), dsc, dm);
+    uint32_t dd;  // f16 d, f16 dmin
+    std::memcpy(&dd, p, 4);
+    const __m256 dmul = _mm256_cvtph_ps(_mm_set1_epi32(static_cast<int>(dd)));
+    const __m128i sm = K4ScaleBytes(p + 4);
+    const __m256 scales[2] = {
+        _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm)), dmul),
+        _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8))), dmul)};
     __m256i w[8];  // sub-block j: nibbles 0..15
     for (int c = 0; c < 4; ++c) {
       const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16 + 32 * c));
       w[2 * c] = _mm256_and_si256(q, low4);
       w[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
     }
-    for (int t = 0; t < n; ++t) {
+#pragma GCC unroll 4
+    for (int t = 0; t < N; ++t) {
       const int64_t tok = t0 + t;
       const int8_t* q = a.q.data() + tok * a.cols + kQK * s;
-      const float* dx = a.d.data() + tok * a.blocks + 8 * s;
-      const float* sum = a.sum.data() + tok * a.blocks + 8 * s;
+      const float* ds = a.ds.data() + 2 * (tok * a.blocks + 8 * s);
+      const __m256 st[2] = {_mm256_mul_ps(scales[0], _mm256_loadu_ps(ds)),
+                            _mm256_mul_ps(scales[1], _mm256_loadu_ps(ds + 8))};
+#pragma GCC unroll 8
       for (int j = 0; j < 8; ++j) {
         const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * j));
-        acc[t] = _mm256_fmadd_ps(Dot32Avx2(w[j], x), _mm256_set1_ps(dsc[j] * dx[j]), acc[t]);
+        const __m256 sc = _mm256_permutevar8x32_ps(st[j / 4], _mm256_set1_epi32(2 * (j % 4)));
+        if (j % 2 == 0)
+          acc0[t] = _mm256_fmadd_ps(Dot32Avx2(w[j], x), sc, acc0[t]);
+        else
+          acc1[t] = _mm256_fmadd_ps(Dot32Avx2(w[j], x), sc, acc1[t]);
       }
-      float m = mins[t];
-      for (int j = 0; j < 8; ++j) m += dm[j] * sum[j];
-      mins[t] = m;
+      acc1[t] = _mm256_sub_ps(acc1[t], _mm256_and_ps(st[0], min_lanes));
+      acc1[t] = _mm256_sub_ps(acc1[t], _mm256_and_ps(st[1], min_lanes));
     }
   }
-  for (int t = 0; t < n; ++t) out[t * ys] = ReduceAdd256(acc[t]) - mins[t];
+  for (int t = 0; t < N; ++t) out[t * ys] = ReduceAdd256(_mm256_add_ps(acc0[t], acc1[t]));
 }
 
 }  // namespace
@@ -647,32 +661,35 @@ void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const Wei
   const bool q8 = w.dtype == DType::kQ8_0;
   const bool vnni = Int8UsesVnni(isa), avx2 = Int8UsesAvx2(isa);
   if (vnni || avx2) {
-    const int group = vnni && !q8 ? kQ4Tokens : kVnniTokens;
+    const int group = q8 ? kVnniTokens : kQ4Tokens;
     for (int64_t tg = t0; tg < t1; tg += group) {
       const int n = static_cast<int>(std::min<int64_t>(group, t1 - tg));
       for (int64_t r = r0; r < r1; ++r) {
         const auto* row = reinterpret_cast<const uint8_t*>(w.row(r));
         float* out = y + (tg - t0) * ys + (r - r0);
-        if (vnni && q8) {
-          RowQ8_0Vnni(row, blocks, a, tg, n, out, ys);
-        } else if (vnni) {
-          switch (n) {
-            case 1:
-              RowQ4_KVnni<1>(row, blocks, a, tg, out, ys);
-              break;
-            case 2:
-              RowQ4_KVnni<2>(row, blocks, a, tg, out, ys);
-              break;
-            case 3:
-              RowQ4_KVnni<3>(row, blocks, a, tg, out, ys);
-              break;
-            default:
-              RowQ4_KVnni<kQ4Tokens>(row, blocks, a, tg, out, ys);
-          }
-        } else if (q8) {
-          RowQ8_0Avx2(row, blocks, a, tg, n, out, ys);
-        } else {
-          RowQ4_KAvx2(row, blocks, a, tg, n, out, ys);
+        if (q8) {
+          if (vnni)
+            RowQ8_0Vnni(row, blocks, a, tg, n, out, ys);
+          else
+            RowQ8_0Avx2(row, blocks, a, tg, n, out, ys);
+          continue;
+        }
+        switch (n) {  // Q4_K
+          case 1:
+            vnni ? RowQ4_KVnni<1>(row, blocks, a, tg, out, ys)
+                 : RowQ4_KAvx2<1>(row, blocks, a, tg, out, ys);
+            break;
+          case 2:
+            vnni ? RowQ4_KVnni<2>(row, blocks, a, tg, out, ys)
+                 : RowQ4_KAvx2<2>(row, blocks, a, tg, out, ys);
+            break;
+          case 3:
+            vnni ? RowQ4_KVnni<3>(row, blocks, a, tg, out, ys)
+                 : RowQ4_KAvx2<3>(row, blocks, a, tg, out, ys);
+            break;
+          default:
+            vnni ? RowQ4_KVnni<kQ4Tokens>(row, blocks, a, tg, out, ys)
+                 : RowQ4_KAvx2<kQ4Tokens>(row, blocks, a, tg, out, ys);
         }
       }
     }
