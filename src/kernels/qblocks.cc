@@ -358,10 +358,11 @@ DSINFER_VNNI inline __m512 Halves(float lo, float hi) {
 
 // Q8_0 weights are signed: vpdpbusd takes |w| as the unsigned operand and moves w's sign onto
 // the activation (x → −x where w < 0; |x| ≤ 127 so negation is exact; |−128| = 128 as u8).
-DSINFER_VNNI void RowQ8_0Vnni(const uint8_t* row, int64_t blocks, const QuantizedActs& a,
-                              int64_t t0, int n, float* out, int64_t ys) {
-  __m512 acc[kVnniTokens];
-  for (int t = 0; t < n; ++t) acc[t] = _mm512_setzero_ps();
+template <int N>
+DSINFER_VNNI void RowQ8_0VnniN(const uint8_t* row, int64_t blocks, const QuantizedActs& a,
+                               int64_t t0, float* out, int64_t ys) {
+  __m512 acc[N];
+  for (int t = 0; t < N; ++t) acc[t] = _mm512_setzero_ps();
   const __m512i zero = _mm512_setzero_si512();
   int64_t b = 0;
   for (; b + 2 <= blocks; b += 2) {
@@ -372,7 +373,7 @@ DSINFER_VNNI void RowQ8_0Vnni(const uint8_t* row, int64_t blocks, const Quantize
     const __m512i aw = _mm512_abs_epi8(w);
     const __mmask64 neg = _mm512_movepi8_mask(w);
     const __m512 dw = Halves(_cvtsh_ss(U16(p)), _cvtsh_ss(U16(p + 34)));
-    for (int t = 0; t < n; ++t) {
+    for (int t = 0; t < N; ++t) {
       const int64_t tok = t0 + t;
       const int8_t* q = a.q.data() + tok * a.cols + 32 * b;
       const float* dx = a.d.data() + tok * a.blocks + b;
@@ -390,7 +391,7 @@ DSINFER_VNNI void RowQ8_0Vnni(const uint8_t* row, int64_t blocks, const Quantize
     const __m512i aw = _mm512_abs_epi8(w);
     const __mmask64 neg = _mm512_movepi8_mask(w);
     const __m512 dw = Halves(_cvtsh_ss(U16(p)), 0.0f);
-    for (int t = 0; t < n; ++t) {
+    for (int t = 0; t < N; ++t) {
       const int64_t tok = t0 + t;
       const int8_t* q = a.q.data() + tok * a.cols + 32 * b;
       const float* dx = a.d.data() + tok * a.blocks + b;
@@ -401,7 +402,31 @@ DSINFER_VNNI void RowQ8_0Vnni(const uint8_t* row, int64_t blocks, const Quantize
       acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), s, acc[t]);
     }
   }
-  for (int t = 0; t < n; ++t) out[t * ys] = _mm512_reduce_add_ps(acc[t]);
+  for (int t = 0; t < N; ++t) out[t * ys] = _mm512_reduce_add_ps(acc[t]);
+}
+
+// Register accumulators for every token count (the arithmetic per token does not depend on it).
+DSINFER_VNNI void RowQ8_0Vnni(const uint8_t* row, int64_t blocks, const QuantizedActs& a,
+                              int64_t t0, int n, float* out, int64_t ys) {
+  static_assert(kVnniTokens == 8);
+  switch (n) {
+    case 1:
+      return RowQ8_0VnniN<1>(row, blocks, a, t0, out, ys);
+    case 2:
+      return RowQ8_0VnniN<2>(row, blocks, a, t0, out, ys);
+    case 3:
+      return RowQ8_0VnniN<3>(row, blocks, a, t0, out, ys);
+    case 4:
+      return RowQ8_0VnniN<4>(row, blocks, a, t0, out, ys);
+    case 5:
+      return RowQ8_0VnniN<5>(row, blocks, a, t0, out, ys);
+    case 6:
+      return RowQ8_0VnniN<6>(row, blocks, a, t0, out, ys);
+    case 7:
+      return RowQ8_0VnniN<7>(row, blocks, a, t0, out, ys);
+    default:
+      return RowQ8_0VnniN<8>(row, blocks, a, t0, out, ys);
+  }
 }
 
 // Q4_K on VNNI. Per super-block, shared by the tokens: the 12 bytes of packed 6-bit scales and
