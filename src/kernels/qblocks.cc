@@ -259,7 +259,7 @@ void QuantizeBlock(const float* xb, int8_t* q, float& d, float& sum) {
   float amax = 0.0f;
   for (int64_t i = 0; i < kActBlock; ++i) {
     const float a = std::fabs(xb[i]);
-    if (!(a <= amax)) amax = a;  // NaN sticks
+    if (a > amax || a != a) amax = a;  // a NaN sticks (no a > NaN)
   }
   if (amax == 0.0f || !std::isfinite(amax)) {
     std::memset(q, 0, kActBlock);
