@@ -80,13 +80,13 @@ std::string FormatGgufInspect(const GgufInspectReport& r) {
                 rest_bpw);
   s += buf;
   const uint64_t total = r.file_bytes + r.decoded_bytes + r.cache_bytes_f32;
-  std::snprintf(
-      buf, sizeof buf,
-      "  memory at context %lld: mapped file %s + f32 decoded at load %s + cache %s (f32; "
-      "bf16 %s, fp8 %s) = %s\n",
-      (long long)r.context, GiB(r.file_bytes).c_str(), GiB(r.decoded_bytes).c_str(),
-      GiB(r.cache_bytes_f32).c_str(), GiB(r.cache_bytes_bf16).c_str(),
-      GiB(r.cache_bytes_fp8).c_str(), GiB(total).c_str());
+  std::snprintf(buf, sizeof buf,
+                "  memory at context %lld: mapped tensors %s (kept as stored) + f32 kv_b copies %s "
+                "+ cache %s (f32; "
+                "bf16 %s, fp8 %s) = %s\n",
+                (long long)r.context, GiB(r.file_bytes).c_str(), GiB(r.decoded_bytes).c_str(),
+                GiB(r.cache_bytes_f32).c_str(), GiB(r.cache_bytes_bf16).c_str(),
+                GiB(r.cache_bytes_fp8).c_str(), GiB(total).c_str());
   s += buf;
   return s;
 }
@@ -106,6 +106,7 @@ nlohmann::json GgufInspectJson(const GgufInspectReport& r) {
   j["routed_expert_bytes"] = r.expert_bytes;
   j["routed_expert_weights"] = r.expert_weights;
   j["decoded_bytes"] = r.decoded_bytes;
+  j["weights_resident_bytes"] = r.file_bytes + r.decoded_bytes;
   j["context"] = r.context;
   j["cache_bytes"] = {
       {"f32", r.cache_bytes_f32}, {"bf16", r.cache_bytes_bf16}, {"fp8", r.cache_bytes_fp8}};

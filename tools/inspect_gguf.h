@@ -24,7 +24,7 @@ struct GgufInspectReport {
   int64_t weights = 0;        // elements
   uint64_t expert_bytes = 0;  // ffn_*_exps
   int64_t expert_weights = 0;
-  uint64_t decoded_bytes = 0;  // f32 copies made at load (quantised tensors, rebuilt kv_b)
+  uint64_t decoded_bytes = 0;  // f32 copies made at load (kv_b: rebuilt, or quantised)
   int64_t context = 0;
   uint64_t cache_bytes_f32 = 0, cache_bytes_bf16 = 0, cache_bytes_fp8 = 0;  // at `context`
 

@@ -5,7 +5,11 @@
 // --roofline-gbps / --roofline-gflops).
 //
 // Weights are synthetic and live in memory: random finite e4m3 codes with positive block scales
-// (or random BF16/F16/F32 values), never a checkpoint's. The GEMV bench reads them cold: it
+// (or random BF16/F16/F32 values, or random ggml blocks — every byte random but the f16 scales,
+// which are small and finite), never a checkpoint's. `--dtype` takes a comma-separated list, so
+// one run compares weight types on the same shapes (e.g. fp8,bf16,q8_0,q4_k,q4_k.i8; `.i8`:
+// int8 activations on VNNI, kernels/qblocks.h). MLA's wkv_b products are measured for the
+// non-block types only (a GGUF kv_b is decoded to f32 at load). The GEMV bench reads them cold: it
 // cycles through enough copies of each matrix to exceed the last-level cache many times over,
 // as decode streams every layer's weights once per step. MLA's per-head products of `wkv_b`
 // (`absorb`: q_abs = W_UKᵀ q_nope, `project`: o = W_UV o_lat) run as the model would call them:
@@ -29,11 +33,10 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "base/error.h"
 #include "base/mix.h"
@@ -41,6 +44,7 @@
 #include "cli/commands.h"
 #include "format/config.h"
 #include "format/dtype.h"
+#include "format/ggml_types.h"
 #include "kernels/cpu.h"
 #include "kernels/linear.h"
 #include "kernels/roofline.h"
@@ -69,7 +73,7 @@ struct Options {
   std::string preset = "layer671b";
   std::vector<std::string> shapes;  // NAME=ROWSxCOLS, replaces the config's shapes
   std::vector<int64_t> ns;
-  std::string dtype = "fp8";
+  std::vector<std::string> dtypes = {"fp8"};
   double seconds = 0.3;
   double roofline_gbps = 0, roofline_gflops = 0, roofline_bf16_gflops = 0;
   std::vector<std::string> numerics;  // gemm: f32 and/or bf16 (default: both when available)
@@ -128,7 +132,8 @@ Shape ParseShape(const std::string& spec) {
   const size_t eq = spec.find('='), x = spec.find('x', eq == std::string::npos ? 0 : eq);
   Shape s;
   try {
-    if (eq == 0 || eq == std::string::npos || x == std::string::npos) throw std::invalid_argument("");
+    if (eq == 0 || eq == std::string::npos || x == std::string::npos)
+      throw std::invalid_argument("");
     size_t used = 0;
     s.name = spec.substr(0, eq);
     s.rows = std::stoll(spec.substr(eq + 1, x - eq - 1), &used);
@@ -143,12 +148,25 @@ Shape ParseShape(const std::string& spec) {
   return s;
 }
 
-DType ParseDtype(const std::string& d) {
-  if (d == "fp8") return DType::kF8E4M3;
-  if (d == "bf16") return DType::kBF16;
-  if (d == "f16") return DType::kF16;
-  if (d == "f32") return DType::kF32;
-  throw Error("--dtype '" + d + "': expected fp8, bf16, f16 or f32");
+// A weight type of the bench: a dtype, and for Q8_0 / Q4_K whether activations go int8.
+struct WeightKind {
+  DType dtype = DType::kF8E4M3;
+  bool int8 = false;
+  std::string name;
+};
+
+WeightKind ParseDtype(const std::string& d) {
+  static const std::vector<WeightKind> kinds = {
+      {DType::kF8E4M3, false, "fp8"},  {DType::kBF16, false, "bf16"},
+      {DType::kF16, false, "f16"},     {DType::kF32, false, "f32"},
+      {DType::kQ8_0, false, "q8_0"},   {DType::kQ4_K, false, "q4_k"},
+      {DType::kQ5_K, false, "q5_k"},   {DType::kQ6_K, false, "q6_k"},
+      {DType::kQ8_0, true, "q8_0.i8"}, {DType::kQ4_K, true, "q4_k.i8"}};
+  for (const WeightKind& k : kinds)
+    if (k.name == d) return k;
+  throw Error("--dtype '" + d +
+              "': expected fp8, bf16, f16, f32, q8_0, q4_k, q5_k, q6_k, q8_0.i8 or q4_k.i8 (or a "
+              "comma-separated list of them)");
 }
 
 // One synthetic weight matrix with its storage.
@@ -165,12 +183,13 @@ uint64_t Next(uint64_t& state) { return Mix64(state += kSplitMixGamma); }
 // Values ~ ±0.05 for BF16/F16/F32: a uniform draw, exactly representable after rounding.
 float SmallValue(uint64_t r) { return (static_cast<int>(r % 2001) - 1000) * 5e-5f; }
 
-Weight MakeWeight(DType dtype, int64_t rows, int64_t cols, uint64_t seed) {
+Weight MakeWeight(const WeightKind& kind, int64_t rows, int64_t cols, uint64_t seed) {
   Weight w;
   uint64_t state = seed;
+  const DType dtype = kind.dtype;
   const int64_t count = rows * cols;
-  w.bytes.resize(static_cast<size_t>(count) * DTypeSize(dtype));
-  if (dtype == DType::kF8E4M3) {
+  w.bytes.resize(static_cast<size_t>(rows * DTypeRowBytes(dtype, cols)));
+  if (dtype == DType::kF8E4M3 || IsBlockDType(dtype)) {
     for (size_t i = 0; i < w.bytes.size(); i += 8) {
       const uint64_t r = Next(state);
       for (size_t b = 0; b < 8 && i + b < w.bytes.size(); ++b) {
@@ -178,8 +197,20 @@ Weight MakeWeight(DType dtype, int64_t rows, int64_t cols, uint64_t seed) {
         w.bytes[i + b] = (code & 0x7f) == 0x7f ? code - 1 : code;  // finite codes only
       }
     }
+  }
+  if (dtype == DType::kF8E4M3) {
     w.scales.resize(((rows + 127) / 128) * ((cols + 127) / 128));
     for (float& s : w.scales) s = 1e-4f + (Next(state) % 1000) * 1e-6f;
+  } else if (IsBlockDType(dtype)) {  // small finite f16 scales (d, and dmin for Q4_K/Q5_K)
+    const size_t bb = DTypeSize(dtype);
+    const std::vector<size_t> fields = dtype == DType::kQ8_0   ? std::vector<size_t>{0}
+                                       : dtype == DType::kQ6_K ? std::vector<size_t>{208}
+                                                               : std::vector<size_t>{0, 2};
+    for (size_t off = 0; off < w.bytes.size(); off += bb)
+      for (size_t f : fields) {
+        const uint16_t h = FloatToF16(1e-4f + (Next(state) % 1000) * 1e-6f);
+        std::memcpy(&w.bytes[off + f], &h, 2);
+      }
   } else {
     for (int64_t i = 0; i < count; ++i) {
       const float v = SmallValue(Next(state));
@@ -191,8 +222,12 @@ Weight MakeWeight(DType dtype, int64_t rows, int64_t cols, uint64_t seed) {
       }
     }
   }
-  w.view = WeightView{.dtype = dtype, .rows = rows, .cols = cols, .data = w.bytes.data(),
+  w.view = WeightView{.dtype = dtype,
+                      .rows = rows,
+                      .cols = cols,
+                      .data = w.bytes.data(),
                       .scales = w.scales.empty() ? nullptr : w.scales.data()};
+  w.view.int8_activations = kind.int8;
   return w;
 }
 
@@ -244,12 +279,12 @@ struct Measurement {
 
 // Copies of one synthetic matrix: enough to exceed the last-level cache many times over when
 // the weights must be read cold (`cold`), else one.
-std::vector<Weight> MakeCopies(const Shape& s, DType dtype, bool cold) {
-  const int64_t bytes = s.rows * s.cols * static_cast<int64_t>(DTypeSize(dtype));
+std::vector<Weight> MakeCopies(const Shape& s, const WeightKind& kind, bool cold) {
+  const int64_t bytes = s.rows * DTypeRowBytes(kind.dtype, s.cols);
   const int64_t copies = cold ? std::max<int64_t>(1, (int64_t{256} << 20) / bytes + 1) : 1;
   std::vector<Weight> ws;
   for (int64_t i = 0; i < copies; ++i) {
-    ws.push_back(MakeWeight(dtype, s.rows, s.cols, 1000 + i));
+    ws.push_back(MakeWeight(kind, s.rows, s.cols, 1000 + i));
     if (s.kind == Kind::kAbsorb)
       ws.back().wuk_t = TransposeHeads(ws.back().view, s.heads, s.dn + s.dv, 0, s.dn);
   }
@@ -261,16 +296,18 @@ std::vector<Weight> MakeCopies(const Shape& s, DType dtype, bool cold) {
 Measurement Measure(const Shape& s, const std::vector<Weight>& ws, int64_t n, double seconds,
                     bool bf16) {
   using Clock = std::chrono::steady_clock;
-  const int64_t in = s.kind == Kind::kLinear ? s.cols : s.kind == Kind::kAbsorb ? s.heads * s.dn
-                                                                               : s.heads * s.cols;
-  const int64_t out = s.kind == Kind::kLinear ? s.rows : s.kind == Kind::kAbsorb ? s.heads * s.cols
-                                                                                : s.heads * s.dv;
+  const int64_t in = s.kind == Kind::kLinear   ? s.cols
+                     : s.kind == Kind::kAbsorb ? s.heads * s.dn
+                                               : s.heads * s.cols;
+  const int64_t out = s.kind == Kind::kLinear   ? s.rows
+                      : s.kind == Kind::kAbsorb ? s.heads * s.cols
+                                                : s.heads * s.dv;
   std::vector<float> x(n * in), y(n * out);  // [n, in] activations, [n, out] results
   uint64_t state = 7;
   for (float& v : x) v = SmallValue(Next(state)) * 20;
   const WeightView& w0 = ws[0].view;
   Measurement m;
-  m.bytes = s.used_rows() * s.cols * static_cast<int64_t>(DTypeSize(w0.dtype)) +
+  m.bytes = s.used_rows() * DTypeRowBytes(w0.dtype, s.cols) +
             static_cast<int64_t>(ws[0].scales.size() * sizeof(float)) * s.used_rows() / s.rows;
   m.flops = 2 * n * s.used_rows() * s.cols;
   m.seconds = 1e30;
@@ -280,8 +317,10 @@ Measurement Measure(const Shape& s, const std::vector<Weight>& ws, int64_t n, do
     const auto t0 = Clock::now();
     RunProduct(s, w, n, x.data(), y.data(), bf16);
     const auto t1 = Clock::now();
-    if (call >= ws.size()) m.seconds = std::min(m.seconds, std::chrono::duration<double>(t1 - t0).count());
-    if (call >= 3 * ws.size() && std::chrono::duration<double>(t1 - start).count() >= seconds) break;
+    if (call >= ws.size())
+      m.seconds = std::min(m.seconds, std::chrono::duration<double>(t1 - t0).count());
+    if (call >= 3 * ws.size() && std::chrono::duration<double>(t1 - start).count() >= seconds)
+      break;
   }
   return m;
 }
@@ -310,8 +349,8 @@ roofline::Result Roofline(const Options& o, bool need_bf16) {
 
 // The numerics `bench gemm` measures: --numerics as given (checked against the CPU and the
 // weight dtype), else f32 plus bf16 when this CPU runs the bf16 GEMM on these weights.
-std::vector<std::string> NumericsToRun(const Options& o, DType dtype) {
-  const bool bf16_weights = dtype == DType::kF8E4M3 || dtype == DType::kBF16;
+std::vector<std::string> NumericsToRun(const Options& o, const WeightKind& kind) {
+  const bool bf16_weights = (kind.dtype == DType::kF8E4M3 || kind.dtype == DType::kBF16);
   if (!o.gemm) return {"f32"};
   if (o.numerics.empty()) {
     if (DetectCpu().Bf16DotUsable() && bf16_weights) return {"f32", "bf16"};
@@ -320,7 +359,7 @@ std::vector<std::string> NumericsToRun(const Options& o, DType dtype) {
   for (const std::string& m : o.numerics) {
     if (m != "f32" && m != "bf16") throw Error("--numerics '" + m + "': expected f32 or bf16");
     if (m == "bf16" && !bf16_weights)
-      throw Error("--numerics bf16 needs fp8 or bf16 weights, not --dtype " + o.dtype);
+      throw Error("--numerics bf16 needs fp8 or bf16 weights, not --dtype " + kind.name);
     if (m == "bf16" && !DetectCpu().Bf16DotUsable())
       throw Error("--numerics bf16: no AVX512-BF16 GEMM on this CPU (" + DetectCpu().Describe() +
                   "); its scalar specification is too slow to benchmark");
@@ -329,30 +368,50 @@ std::vector<std::string> NumericsToRun(const Options& o, DType dtype) {
 }
 
 int RunLinearBench(const Options& o) {
-  const DType dtype = ParseDtype(o.dtype);
-  const std::vector<std::string> numerics = NumericsToRun(o, dtype);
-  const bool any_bf16 = std::find(numerics.begin(), numerics.end(), "bf16") != numerics.end();
+  std::vector<WeightKind> kinds;
+  std::string kind_names;
+  for (const std::string& d : o.dtypes) {
+    kinds.push_back(ParseDtype(d));
+    kind_names += (kind_names.empty() ? "" : ",") + d;
+  }
+  bool any_fp8 = false;
+  for (const WeightKind& k : kinds) any_fp8 |= k.dtype == DType::kF8E4M3;
+  // Every (weight type, numerics) pair that runs: bf16 numerics only for fp8/bf16 weights.
+  std::vector<std::vector<std::string>> numerics;
+  bool any_bf16 = false;
+  for (const WeightKind& k : kinds) {
+    numerics.push_back(NumericsToRun(o, k));
+    for (const std::string& m : numerics.back()) any_bf16 |= m == "bf16";
+  }
   std::vector<Shape> shapes;
   std::string source;
   if (!o.shapes.empty()) {
     for (const std::string& spec : o.shapes) shapes.push_back(ParseShape(spec));
     source = "--shape";
   } else {
-    const ModelConfig c = o.model ? ModelConfig::FromFile(*o.model + "/config.json")
-                                  : PresetConfig(o.preset);
+    const ModelConfig c =
+        o.model ? ModelConfig::FromFile(*o.model + "/config.json") : PresetConfig(o.preset);
     shapes = ConfigShapes(c);
     source = o.model ? *o.model + "/config.json" : "preset " + o.preset;
   }
+  for (const WeightKind& k : kinds)
+    for (const Shape& s : shapes)
+      if (IsBlockDType(k.dtype) && s.kind == Kind::kLinear &&
+          s.cols % DTypeBlockElems(k.dtype) != 0)
+        throw Error("--dtype " + k.name + ": shape '" + s.name + "' has " + std::to_string(s.cols) +
+                    " columns, not a multiple of the " + std::to_string(DTypeBlockElems(k.dtype)) +
+                    "-element block");
   const char* bench = o.gemm ? "gemm" : "gemv";
-  const std::vector<int64_t> ns = !o.ns.empty() ? o.ns : o.gemm ? std::vector<int64_t>{512}
-                                                                : std::vector<int64_t>{1, 32};
+  const std::vector<int64_t> ns = !o.ns.empty() ? o.ns
+                                  : o.gemm      ? std::vector<int64_t>{512}
+                                                : std::vector<int64_t>{1, 32};
   const roofline::Result roof = Roofline(o, any_bf16);
   const int threads = omp_get_max_threads();
   const std::string isa = IsaName(LinearIsa());
   if (!o.json) {
     std::printf("bench %s: shapes of %s; synthetic %s weights in memory (random codes%s)%s\n",
-                bench, source.c_str(), o.dtype.c_str(),
-                dtype == DType::kF8E4M3 ? ", 128x128 block scales" : "",
+                bench, source.c_str(), kind_names.c_str(),
+                any_fp8 ? ", FP8 with 128x128 block scales" : "",
                 o.gemm ? "" : ", read cold (cycling through > 256 MiB of copies)");
     std::printf("isa %s, %d threads; roofline: read %.1f GB/s, f32 FMA %.1f GFLOP/s", isa.c_str(),
                 threads, roof.read_gbps, roof.fma_gflops);
@@ -365,79 +424,91 @@ int RunLinearBench(const Options& o) {
           "numerics: f32 = f32 activations, f32 FMA (the model's); bf16 = activations "
           "rounded to bf16, vdpbf16ps (%s; not yet the model's)\n",
           Bf16PathName(LinearBf16Path()));
-      std::printf("%-28s %7s %7s %5s %-4s %10s %8s %9s %8s %9s %7s %s\n", "shape", "rows", "cols",
-                  "n", "num", "time_us", "GB/s", "GFLOP/s", "fraction", "bf16_peak", "vs_f32",
-                  "bound");
+      std::printf("%-28s %-8s %7s %7s %5s %-4s %10s %8s %8s %9s %8s %9s %7s %s\n", "shape", "dtype",
+                  "rows", "cols", "n", "num", "time_us", "GB/s", "Gw/s", "GFLOP/s", "fraction",
+                  "bf16_peak", "vs_f32", "bound");
     } else {
-      std::printf("%-28s %7s %7s %5s %10s %8s %9s %9s\n", "shape", "rows", "cols", "n", "time_us",
-                  "GB/s", "GFLOP/s", "fraction");
+      std::printf("%-28s %-8s %7s %7s %5s %10s %8s %8s %9s %9s\n", "shape", "dtype", "rows", "cols",
+                  "n", "time_us", "GB/s", "Gw/s", "GFLOP/s", "fraction");
     }
   }
-  const size_t total = shapes.size() * ns.size() * numerics.size();
+  size_t total = 0;
+  for (const Shape& s : shapes)
+    for (size_t ki = 0; ki < kinds.size(); ++ki)
+      if (s.kind == Kind::kLinear || !IsBlockDType(kinds[ki].dtype))
+        total += ns.size() * numerics[ki].size();
   size_t done = 0;
   for (const Shape& s : shapes) {
-    const std::vector<Weight> copies = MakeCopies(s, dtype, /*cold=*/!o.gemm);
-    for (int64_t n : ns) {
-      double f32_seconds = 0;  // this shape's f32 time, for the bf16 line's speed-up
-      for (const std::string& num : numerics) {
-        const bool bf16 = num == "bf16";
-        std::fprintf(stderr, "bench %s: [%zu/%zu] %s n=%lld %s\n", bench, ++done, total,
-                     s.name.c_str(), static_cast<long long>(n), num.c_str());
-        if (bf16 && !Bf16Runs(s, copies[0])) {
-          std::fprintf(stderr, "bench %s: %s has no bf16 form here (no transposed W_UK copy)\n",
-                       bench, s.name.c_str());
-          continue;
-        }
-        const Measurement m = Measure(s, copies, n, o.seconds, bf16);
-        if (!bf16) f32_seconds = m.seconds;
-        const double gbps = m.bytes / m.seconds / 1e9, gflops = m.flops / m.seconds / 1e9;
-        const double peak = bf16 ? roof.bf16_gflops : roof.fma_gflops;
-        const double mem_t = m.bytes / (roof.read_gbps * 1e9), fma_t = m.flops / (peak * 1e9);
-        const double fraction = std::max(mem_t, fma_t) / m.seconds;
-        const char* bound = mem_t >= fma_t ? "memory" : "compute";
-        const double of_bf16 = roof.bf16_gflops > 0 ? gflops / roof.bf16_gflops : 0;
-        if (o.json) {
-          nlohmann::json j = {{"bench", bench},
-                              {"shape", s.name},
-                              {"rows", s.used_rows()},
-                              {"cols", s.cols},
-                              {"n", n},
-                              {"dtype", o.dtype},
-                              {"bytes", m.bytes},
-                              {"flops", m.flops},
-                              {"seconds", m.seconds},
-                              {"gbps", gbps},
-                              {"gflops", gflops},
-                              {"fraction_of_roofline", fraction},
-                              {"bound", bound},
-                              {"roofline_gbps", roof.read_gbps},
-                              {"roofline_gflops", roof.fma_gflops},
-                              {"isa", bf16 ? std::string(Bf16PathName(LinearBf16Path())) : isa},
-                              {"threads", threads},
-                              {"weights", "synthetic"}};
-          if (o.gemm) {
-            j["numerics"] = num;
-            j["roofline_bf16_gflops"] =
-                roof.bf16_gflops > 0 ? nlohmann::json(roof.bf16_gflops) : nlohmann::json();
-            j["fraction_of_bf16_peak"] =
-                roof.bf16_gflops > 0 ? nlohmann::json(of_bf16) : nlohmann::json();
+    for (size_t ki = 0; ki < kinds.size(); ++ki) {
+      const WeightKind& kind = kinds[ki];
+      if (s.kind != Kind::kLinear && IsBlockDType(kind.dtype)) continue;  // kv_b is f32 in GGUF
+      const std::vector<Weight> copies = MakeCopies(s, kind, /*cold=*/!o.gemm);
+      for (int64_t n : ns) {
+        double f32_seconds = 0;  // this shape's f32 time, for the bf16 line's speed-up
+        for (const std::string& num : numerics[ki]) {
+          const bool bf16 = num == "bf16";
+          std::fprintf(stderr, "bench %s: [%zu/%zu] %s %s n=%lld %s\n", bench, ++done, total,
+                       s.name.c_str(), kind.name.c_str(), static_cast<long long>(n), num.c_str());
+          if (bf16 && !Bf16Runs(s, copies[0])) {
+            std::fprintf(stderr, "bench %s: %s has no bf16 form here (no transposed W_UK copy)\n",
+                         bench, s.name.c_str());
+            continue;
           }
-          std::printf("%s\n", j.dump().c_str());
-        } else if (o.gemm) {
-          char peak_col[16] = "-", speed_col[16] = "-";
-          if (roof.bf16_gflops > 0) std::snprintf(peak_col, sizeof peak_col, "%.3f", of_bf16);
-          if (bf16 && f32_seconds > 0)
-            std::snprintf(speed_col, sizeof speed_col, "%.2fx", f32_seconds / m.seconds);
-          std::printf("%-28s %7lld %7lld %5lld %-4s %10.1f %8.2f %9.1f %8.3f %9s %7s %s\n",
-                      s.name.c_str(), static_cast<long long>(s.used_rows()),
-                      static_cast<long long>(s.cols), static_cast<long long>(n), num.c_str(),
-                      m.seconds * 1e6, gbps, gflops, fraction, peak_col, speed_col, bound);
-        } else {
-          std::printf("%-28s %7lld %7lld %5lld %10.1f %8.2f %9.1f %8.3f %s\n", s.name.c_str(),
-                      static_cast<long long>(s.used_rows()), static_cast<long long>(s.cols),
-                      static_cast<long long>(n), m.seconds * 1e6, gbps, gflops, fraction, bound);
+          const Measurement m = Measure(s, copies, n, o.seconds, bf16);
+          if (!bf16) f32_seconds = m.seconds;
+          const double gbps = m.bytes / m.seconds / 1e9, gflops = m.flops / m.seconds / 1e9;
+          const double gweights = double(s.used_rows()) * s.cols / m.seconds / 1e9;
+          const double peak = bf16 ? roof.bf16_gflops : roof.fma_gflops;
+          const double mem_t = m.bytes / (roof.read_gbps * 1e9), fma_t = m.flops / (peak * 1e9);
+          const double fraction = std::max(mem_t, fma_t) / m.seconds;
+          const char* bound = mem_t >= fma_t ? "memory" : "compute";
+          const double of_bf16 = roof.bf16_gflops > 0 ? gflops / roof.bf16_gflops : 0;
+          if (o.json) {
+            nlohmann::json j = {{"bench", bench},
+                                {"shape", s.name},
+                                {"rows", s.used_rows()},
+                                {"cols", s.cols},
+                                {"n", n},
+                                {"dtype", kind.name},
+                                {"bytes", m.bytes},
+                                {"flops", m.flops},
+                                {"seconds", m.seconds},
+                                {"gbps", gbps},
+                                {"gweights_per_s", gweights},
+                                {"gflops", gflops},
+                                {"fraction_of_roofline", fraction},
+                                {"bound", bound},
+                                {"roofline_gbps", roof.read_gbps},
+                                {"roofline_gflops", roof.fma_gflops},
+                                {"isa", bf16 ? std::string(Bf16PathName(LinearBf16Path())) : isa},
+                                {"threads", threads},
+                                {"weights", "synthetic"}};
+            if (o.gemm) {
+              j["numerics"] = num;
+              j["roofline_bf16_gflops"] =
+                  roof.bf16_gflops > 0 ? nlohmann::json(roof.bf16_gflops) : nlohmann::json();
+              j["fraction_of_bf16_peak"] =
+                  roof.bf16_gflops > 0 ? nlohmann::json(of_bf16) : nlohmann::json();
+            }
+            std::printf("%s\n", j.dump().c_str());
+          } else if (o.gemm) {
+            char peak_col[16] = "-", speed_col[16] = "-";
+            if (roof.bf16_gflops > 0) std::snprintf(peak_col, sizeof peak_col, "%.3f", of_bf16);
+            if (bf16 && f32_seconds > 0)
+              std::snprintf(speed_col, sizeof speed_col, "%.2fx", f32_seconds / m.seconds);
+            std::printf(
+                "%-28s %-8s %7lld %7lld %5lld %-4s %10.1f %8.2f %8.2f %9.1f %8.3f %9s %7s %s\n",
+                s.name.c_str(), kind.name.c_str(), static_cast<long long>(s.used_rows()),
+                static_cast<long long>(s.cols), static_cast<long long>(n), num.c_str(),
+                m.seconds * 1e6, gbps, gweights, gflops, fraction, peak_col, speed_col, bound);
+          } else {
+            std::printf("%-28s %-8s %7lld %7lld %5lld %10.1f %8.2f %8.2f %9.1f %8.3f %s\n",
+                        s.name.c_str(), kind.name.c_str(), static_cast<long long>(s.used_rows()),
+                        static_cast<long long>(s.cols), static_cast<long long>(n), m.seconds * 1e6,
+                        gbps, gweights, gflops, fraction, bound);
+          }
+          std::fflush(stdout);
         }
-        std::fflush(stdout);
       }
     }
   }
@@ -451,20 +522,30 @@ RunFn AddLinearBench(CLI::App& bench, bool gemm) {
       gemm ? "gemm" : "gemv",
       gemm ? "Prefill GEMM GFLOP/s on a model's projection shapes vs the f32 FMA and BF16 dot peaks"
            : "Decode GEMV GB/s on a model's projection shapes vs the memory bandwidth");
-  auto* model = sub->add_option("--model", o->model, "Checkpoint directory: its config.json gives the shapes");
-  auto* preset = sub->add_option("--preset", o->preset, "gen-model preset giving the shapes (default layer671b)");
-  auto* shape = sub->add_option("--shape", o->shapes, "NAME=ROWSxCOLS instead of the config's shapes (repeatable)");
+  auto* model = sub->add_option("--model", o->model,
+                                "Checkpoint directory: its config.json gives the shapes");
+  auto* preset = sub->add_option("--preset", o->preset,
+                                 "gen-model preset giving the shapes (default layer671b)");
+  auto* shape = sub->add_option("--shape", o->shapes,
+                                "NAME=ROWSxCOLS instead of the config's shapes (repeatable)");
   model->excludes(preset)->excludes(shape);
   preset->excludes(shape);
-  sub->add_option("--n", o->ns, gemm ? "Activation rows (default 512)" : "Activation rows (default 1,32)")
+  sub->add_option("--n", o->ns,
+                  gemm ? "Activation rows (default 512)" : "Activation rows (default 1,32)")
       ->delimiter(',')
       ->check(CLI::Range(int64_t{1}, int64_t{65536}));
-  sub->add_option("--dtype", o->dtype, "Weight dtype: fp8 (default), bf16, f16, f32");
+  sub->add_option(
+         "--dtype", o->dtypes,
+         "Weight dtypes, comma-separated: fp8 (default), bf16, f16, f32, q8_0, q4_k, q5_k, "
+         "q6_k, q8_0.i8, q4_k.i8 (int8 activations)")
+      ->delimiter(',');
   sub->add_option("--seconds", o->seconds, "Time per measurement")->check(CLI::Range(0.0, 60.0));
   AddThreadsOption(sub);
-  sub->add_option("--roofline-gbps", o->roofline_gbps, "Memory read bandwidth to use instead of measuring")
+  sub->add_option("--roofline-gbps", o->roofline_gbps,
+                  "Memory read bandwidth to use instead of measuring")
       ->check(CLI::PositiveNumber);
-  sub->add_option("--roofline-gflops", o->roofline_gflops, "f32 FMA peak to use instead of measuring")
+  sub->add_option("--roofline-gflops", o->roofline_gflops,
+                  "f32 FMA peak to use instead of measuring")
       ->check(CLI::PositiveNumber);
   if (gemm) {
     sub->add_option("--numerics", o->numerics,

@@ -10,11 +10,12 @@ namespace {
 struct DTypeEntry {
   DType type;
   std::string_view name;
-  size_t size;
+  size_t size;              // bytes per element (per block for the block types)
+  int64_t block_elems = 1;  // elements per block
 };
 
 // The safetensors dtype spellings (huggingface/safetensors `Dtype`).
-constexpr std::array<DTypeEntry, 15> kDTypes = {{
+constexpr std::array<DTypeEntry, 19> kDTypes = {{
     {DType::kBool, "BOOL", 1},
     {DType::kU8, "U8", 1},
     {DType::kI8, "I8", 1},
@@ -30,6 +31,11 @@ constexpr std::array<DTypeEntry, 15> kDTypes = {{
     {DType::kBF16, "BF16", 2},
     {DType::kF32, "F32", 4},
     {DType::kF64, "F64", 8},
+    // ggml block types (format/ggml_types.h): bytes and elements per block.
+    {DType::kQ8_0, "Q8_0", 34, 32},
+    {DType::kQ4_K, "Q4_K", 144, 256},
+    {DType::kQ5_K, "Q5_K", 176, 256},
+    {DType::kQ6_K, "Q6_K", 210, 256},
 }};
 
 const DTypeEntry& Entry(DType t) {
@@ -68,12 +74,14 @@ std::string_view DTypeName(DType t) { return Entry(t).name; }
 
 std::optional<DType> ParseDType(std::string_view name) {
   for (const DTypeEntry& e : kDTypes) {
-    if (e.name == name) return e.type;
+    if (e.name == name && e.block_elems == 1) return e.type;
   }
   return std::nullopt;
 }
 
 size_t DTypeSize(DType t) { return Entry(t).size; }
+
+int64_t DTypeBlockElems(DType t) { return Entry(t).block_elems; }
 
 uint8_t FloatToE4M3(float x) {
   const uint32_t bits = std::bit_cast<uint32_t>(x);

@@ -9,6 +9,10 @@
 //    NaN stays NaN (quiet, sign kept).
 //  * f16: IEEE binary16, nearest even with gradual underflow, overflow → Inf, NaN stays NaN.
 //  * ue8m0: the power-of-two activation scale of DeepSeek's `act_quant` (docs/model.md §6.2).
+//  * Q8_0, Q4_K, Q5_K, Q6_K: ggml block types (format/ggml_types.h has the layouts), which only
+//    GGUF files hold. Their elements are not addressable one by one: a row of `cols` elements
+//    is cols / DTypeBlockElems whole blocks of DTypeSize bytes (DTypeRowBytes). Safetensors
+//    never carries them (ParseDType does not know their names).
 // Thread-safe: pure functions.
 #pragma once
 
@@ -37,14 +41,26 @@ enum class DType : uint8_t {
   kBF16,
   kF32,
   kF64,
+  kQ8_0,  // ggml block types (GGUF only): 32 or 256 elements per block
+  kQ4_K,
+  kQ5_K,
+  kQ6_K,
 };
 
-// The safetensors spelling, e.g. "F8_E4M3", "BF16", "I64".
+// The safetensors spelling, e.g. "F8_E4M3", "BF16", "I64" (ggml's for the block types: "Q4_K").
 std::string_view DTypeName(DType t);
-// Inverse of DTypeName; nullopt for an unknown spelling.
+// Inverse of DTypeName for the safetensors dtypes; nullopt for an unknown spelling and for the
+// ggml block types.
 std::optional<DType> ParseDType(std::string_view name);
-// Bytes per element.
+// Bytes per element; for a block type, bytes per block.
 size_t DTypeSize(DType t);
+// Elements per block: 1, except the ggml block types (32 for Q8_0, 256 for the K-quants).
+int64_t DTypeBlockElems(DType t);
+inline bool IsBlockDType(DType t) { return DTypeBlockElems(t) > 1; }
+// Bytes of a row of `cols` elements (a multiple of DTypeBlockElems for a block type).
+inline int64_t DTypeRowBytes(DType t, int64_t cols) {
+  return cols / DTypeBlockElems(t) * static_cast<int64_t>(DTypeSize(t));
+}
 
 namespace detail {
 // The 256 e4m3fn values, built exactly from the bit fields (subnormals m/8 · 2^-6 are exact

@@ -84,6 +84,44 @@ const GgmlTypeInfo& GgmlTypeOf(GgmlType t) {
   return *info;
 }
 
+std::optional<DType> DTypeOfGgml(GgmlType t) {
+  switch (t) {
+    case GgmlType::kF32:
+      return DType::kF32;
+    case GgmlType::kF16:
+      return DType::kF16;
+    case GgmlType::kBF16:
+      return DType::kBF16;
+    case GgmlType::kQ8_0:
+      return DType::kQ8_0;
+    case GgmlType::kQ4_K:
+      return DType::kQ4_K;
+    case GgmlType::kQ5_K:
+      return DType::kQ5_K;
+    case GgmlType::kQ6_K:
+      return DType::kQ6_K;
+    default:
+      return std::nullopt;
+  }
+}
+
+GgmlType GgmlOfBlockDType(DType t) {
+  switch (t) {
+    case DType::kQ8_0:
+      return GgmlType::kQ8_0;
+    case DType::kQ4_K:
+      return GgmlType::kQ4_K;
+    case DType::kQ5_K:
+      return GgmlType::kQ5_K;
+    case DType::kQ6_K:
+      return GgmlType::kQ6_K;
+    default:
+      break;
+  }
+  DSINFER_CHECK(false, "not a ggml block dtype: " + std::string(DTypeName(t)));
+  return GgmlType::kF32;
+}
+
 void UnpackK4Scale(const uint8_t* scales, int j, uint8_t* sc, uint8_t* m) {
   if (j < 4) {
     *sc = scales[j] & 63;

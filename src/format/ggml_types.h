@@ -31,8 +31,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string_view>
+
+#include "format/dtype.h"
 
 namespace dsinfer {
 
@@ -79,6 +82,12 @@ inline std::string_view GgmlTypeName(GgmlType t) { return GgmlTypeOf(t).name; }
 // or sizes that do not match; `what` (e.g. a tensor name) starts the message.
 void DequantizeRow(GgmlType t, std::span<const std::byte> src, std::span<float> out,
                    std::string_view what = "");
+
+// The engine's DType of a ggml type that stays in its storage form: F32, F16, BF16 and the
+// block types Q8_0, Q4_K, Q5_K, Q6_K; nullopt for the others.
+std::optional<DType> DTypeOfGgml(GgmlType t);
+// The ggml type of a block DType (IsBlockDType(t) must hold).
+GgmlType GgmlOfBlockDType(DType t);
 
 // The 6-bit scale and min of sub-block `j` (0..7) of a Q4_K/Q5_K `scales[12]` field:
 // bytes 0-3 hold sc_0..3 in their low 6 bits, bytes 4-7 m_0..3 likewise; sub-blocks 4..7 keep

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 
 #include "base/error.h"
 
@@ -84,17 +85,6 @@ class Meta {
   std::string arch_;
 };
 
-DType HfDType(GgmlType t) {
-  switch (t) {
-    case GgmlType::kF32:
-      return DType::kF32;
-    case GgmlType::kF16:
-      return DType::kF16;
-    default:
-      return DType::kBF16;
-  }
-}
-
 bool IsPlain(GgmlType t) {
   return t == GgmlType::kF32 || t == GgmlType::kF16 || t == GgmlType::kBF16;
 }
@@ -137,8 +127,10 @@ class Builder {
   const GgufFile& File(const std::string& g) const { return b_->files[index_.at(g).first]; }
 
   // HF tensor `hf` [shape] = rows [row0, row0 + rows) of GGUF tensor `t` (rows of dims[0]).
+  // F32/F16/BF16 and the block types Q8_0/Q4_K/Q5_K/Q6_K stay in the mapped file as they are
+  // (a block type's rows are whole blocks); `decode` makes an owned f32 copy instead.
   void Add(const std::string& hf, const std::vector<int64_t>& shape, const GgufTensorInfo& t,
-           int64_t row0 = 0) {
+           int64_t row0 = 0, bool decode = false) {
     int64_t numel = 1;
     for (int64_t d : shape) numel *= d;
     const int64_t cols = t.dims[0], rows = numel / cols;
@@ -146,11 +138,12 @@ class Builder {
     const std::span<const std::byte> all = f.Bytes(t);
     const size_t row_bytes = all.size() / static_cast<size_t>(t.numel() / cols);
     const std::span<const std::byte> src = all.subspan(row0 * row_bytes, rows * row_bytes);
-    TensorInfo& info = b_->infos.emplace_back();
-    info.name = hf;
-    info.shape = shape;
-    if (IsPlain(t.type)) {
-      info.dtype = HfDType(t.type);
+    const std::optional<DType> kept = DTypeOfGgml(t.type);
+    if (kept && !decode) {
+      TensorInfo& info = b_->infos.emplace_back();
+      info.name = hf;
+      info.shape = shape;
+      info.dtype = *kept;
       info.end = src.size();
       views_.emplace_back(hf, TensorView{&info, src.data()});
       return;
@@ -221,7 +214,10 @@ void MapLayer(Builder& b, const ModelConfig& c, const Meta& m, int64_t layer, bo
   const std::string bkeys = heads_key + ", " + m.Key("attention.kv_lora_rank") +
                             ", key_length_mla − rope.dimension_count, value_length_mla";
   if (b.Has(g + "attn_kv_b.weight")) {
-    one(g + "attn_kv_b.weight", kvb, {heads * (nope + v), r}, bkeys);
+    // Decoded when quantised: the model re-lays W_UK out per head (TransposeHeads) and reads
+    // kv_b transposed, which block rows do not allow (docs/gguf.md).
+    const GgufTensorInfo& t = b.Need(g + "attn_kv_b.weight", Dims({heads * (nope + v), r}), bkeys);
+    b.Add(kvb, {heads * (nope + v), r}, t, 0, /*decode=*/!IsPlain(t.type));
   } else {
     // Split form: k_b[h] = W_UK_hᵀ [r, nope], v_b[h] = W_UV_h [v, r]; kv_b rows of head h are
     // W_UK_h (nope rows of r) then W_UV_h.
@@ -314,8 +310,16 @@ uint64_t GgufDecodedBytes(const std::vector<GgufFile>& files) {
     for (const GgufTensorInfo& t : f.tensors()) {
       const bool split_kvb =
           t.name.ends_with(".attn_k_b.weight") || t.name.ends_with(".attn_v_b.weight");
-      if (!IsPlain(t.type) || split_kvb) n += 4ull * static_cast<uint64_t>(t.numel());
+      const bool kvb = t.name.ends_with(".attn_kv_b.weight") && !IsPlain(t.type);
+      if (split_kvb || kvb) n += 4ull * static_cast<uint64_t>(t.numel());
     }
+  return n;
+}
+
+uint64_t GgufTensorBytes(const std::vector<GgufFile>& files) {
+  uint64_t n = 0;
+  for (const GgufFile& f : files)
+    for (const GgufTensorInfo& t : f.tensors()) n += t.nbytes;
   return n;
 }
 
@@ -475,12 +479,17 @@ Checkpoint OpenGgufCheckpoint(const std::string& path) {
     }
   }
   const ModelConfig c = GgufModelConfig(first);
-  const uint64_t decoded = GgufDecodedBytes(backing->files), avail = MemAvailable();
-  if (avail > 0 && decoded > avail) {
-    char buf[256];
+  // Resident memory once every weight has been read: the tensor bytes of the mapped file(s)
+  // (quantised blocks stay as stored) + the f32 copies of kv_b. Page cache counts as available,
+  // so a file that is already cached passes.
+  const uint64_t decoded = GgufDecodedBytes(backing->files);
+  const uint64_t mapped = GgufTensorBytes(backing->files), avail = MemAvailable();
+  if (avail > 0 && decoded + mapped > avail) {
+    char buf[320];
     std::snprintf(buf, sizeof buf,
-                  ": loading needs %.2f GiB for f32 copies of the quantised tensors (dsinfer "
-                  "decodes them at load for now) but only %.2f GiB of memory is available",
+                  ": the weights need %.2f GiB resident (%.2f GiB of tensors mapped from the "
+                  "file + %.2f GiB of f32 kv_b copies) but only %.2f GiB of memory is available",
+                  (decoded + mapped) / double(1ull << 30), mapped / double(1ull << 30),
                   decoded / double(1ull << 30), avail / double(1ull << 30));
     throw Error(path + buf);
   }

@@ -5,9 +5,11 @@
 //  * llama.cpp names → HF names; stacked experts (`ffn_*_exps`, [n_expert, out, in]) are cut
 //    into per-expert tensors; MLA's `kv_b_proj` is rebuilt from `attn_k_b` / `attn_v_b` (recent
 //    converters split it, k_b transposed per head) or taken from `attn_kv_b` (older files);
-//  * F32 / F16 / BF16 tensors whose layout is the HF one stay mmapped (zero copy); quantised
-//    tensors (Q8_0, Q4_K, Q5_K, Q6_K) and the rebuilt kv_b are decoded at load into owned f32
-//    (4 bytes per weight: a first version; the int kernels of #13 will read blocks directly).
+//  * F32 / F16 / BF16 tensors and the quantised ones (Q8_0, Q4_K, Q5_K, Q6_K) stay mmapped as
+//    the file stores them (zero copy; quantised rows are whole ggml blocks, which the kernels
+//    multiply directly: kernels/qblocks.h). Only MLA's kv_b is decoded into owned f32: rebuilt
+//    from attn_k_b / attn_v_b, or a quantised attn_kv_b (the model transposes its per-head
+//    blocks, which block rows do not allow).
 // Errors name the file and the key or tensor: unknown architecture, a missing or mistyped key,
 // a tensor whose dims contradict the metadata, an undecodable type, a missing split part.
 #pragma once
@@ -28,12 +30,15 @@ std::vector<std::string> GgufSplitPaths(const std::string& path);
 // The model configuration a deepseek2 / deepseek32 file's metadata describes.
 ModelConfig GgufModelConfig(const GgufFile& file);
 
-// Bytes of the f32 copies loading makes: every quantised tensor, and kv_b when it is stored
-// split (attn_k_b / attn_v_b).
+// Bytes of the f32 copies loading makes: kv_b when it is stored split (attn_k_b / attn_v_b) or
+// quantised (attn_kv_b).
 uint64_t GgufDecodedBytes(const std::vector<GgufFile>& files);
+// Bytes of every tensor as stored (what stays mapped and becomes resident as it is read).
+uint64_t GgufTensorBytes(const std::vector<GgufFile>& files);
 
-// Opens the file or set. Before decoding anything, fails with the figure when the f32 copies
-// would exceed the memory available (MemAvailable in /proc/meminfo).
+// Opens the file or set. Before decoding anything, fails with the figures when the resident
+// weights (mapped tensors + f32 copies) would exceed the memory available (MemAvailable in
+// /proc/meminfo).
 Checkpoint OpenGgufCheckpoint(const std::string& path);
 
 }  // namespace dsinfer

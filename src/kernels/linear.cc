@@ -6,11 +6,14 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <span>
 #include <vector>
 
 #include "base/error.h"
 #include "base/threads.h"
+#include "format/ggml_types.h"
 #include "kernels/gemm/isa_kernels.h"
+#include "kernels/qblocks.h"
 
 namespace dsinfer {
 
@@ -26,10 +29,13 @@ float Dot(const float* a, const float* b, int64_t n) {
 namespace {
 
 void CheckArgs(const WeightView& w, int64_t n, int64_t row_begin, int64_t row_end) {
-  DSINFER_CHECK(w.dtype == DType::kF8E4M3 || w.dtype == DType::kBF16 ||
-                    w.dtype == DType::kF16 || w.dtype == DType::kF32,
+  DSINFER_CHECK(w.dtype == DType::kF8E4M3 || w.dtype == DType::kBF16 || w.dtype == DType::kF16 ||
+                    w.dtype == DType::kF32 || IsBlockDType(w.dtype),
                 "unsupported weight dtype");
-  DSINFER_CHECK(w.dtype != DType::kF8E4M3 || w.scales != nullptr, "FP8 weight without block scales");
+  DSINFER_CHECK(w.cols % DTypeBlockElems(w.dtype) == 0,
+                "a block weight's rows must be whole blocks");
+  DSINFER_CHECK(w.dtype != DType::kF8E4M3 || w.scales != nullptr,
+                "FP8 weight without block scales");
   DSINFER_CHECK(n >= 0 && 0 <= row_begin && row_begin <= row_end && row_end <= w.rows,
                 "row range outside the weight");
 }
@@ -46,7 +52,19 @@ void DecodeSpan(const WeightView& w, int64_t r, int64_t c0, int64_t c1, float* o
     const float* s = w.scales + (r / 128) * w.scale_cols();
     for (int64_t c = c0; c < c1; ++c) out[c - c0] = lut[q[c]] * s[c / 128];
   } else if (w.dtype == DType::kF32) {
-    std::memcpy(out, static_cast<const float*>(w.data) + r * w.cols + c0, (c1 - c0) * sizeof(float));
+    std::memcpy(out, static_cast<const float*>(w.data) + r * w.cols + c0,
+                (c1 - c0) * sizeof(float));
+  } else if (IsBlockDType(w.dtype)) {  // the blocks that cover [c0, c1), decoded whole
+    const int64_t be = DTypeBlockElems(w.dtype);
+    const auto bb = static_cast<int64_t>(DTypeSize(w.dtype));
+    float block[256];  // [be] one decoded block (be ≤ 256)
+    for (int64_t b = c0 / be; b * be < c1; ++b) {
+      DequantizeRow(GgmlOfBlockDType(w.dtype),
+                    std::span<const std::byte>(w.row(r) + b * bb, static_cast<size_t>(bb)),
+                    std::span<float>(block, static_cast<size_t>(be)));
+      for (int64_t c = std::max(c0, b * be); c < std::min(c1, (b + 1) * be); ++c)
+        out[c - c0] = block[c - b * be];
+    }
   } else {
     const uint16_t* p = static_cast<const uint16_t*>(w.data) + r * w.cols;
     for (int64_t c = c0; c < c1; ++c)
@@ -56,8 +74,8 @@ void DecodeSpan(const WeightView& w, int64_t r, int64_t c0, int64_t c1, float* o
 
 // ---- The specification --------------------------------------------------------------------
 // y[t, r] = Dot(x[t], decoded W[r]): each weight row decoded once for all tokens.
-void RowsScalar(const float* x, int64_t xs, int64_t n, const WeightView& w, int64_t rb,
-                int64_t re, float* y, int64_t ys) {
+void RowsScalar(const float* x, int64_t xs, int64_t n, const WeightView& w, int64_t rb, int64_t re,
+                float* y, int64_t ys) {
 #pragma omp parallel for schedule(dynamic, 32) if (UseThreads((re - rb) * w.cols * (n + 1)))
   for (int64_t r = rb; r < re; ++r) {
     DSINFER_NOTE_THREAD("linear.decoded_rows");
@@ -127,8 +145,8 @@ int64_t Cut(int64_t rb, int64_t re, int64_t i, int64_t parts) {
 // bytes are one sequential stream (which the kernel prefetches up to the range's end); x' is
 // prepared per 128-row block. Threads from kParallelGemvBytes of weights: a read that long
 // outlasts the parallel region's start-up.
-void RowsGemv(const gemm::IsaKernels& k, const float* x, int64_t xs, int64_t n,
-              const WeightView& w, int64_t rb, int64_t re, float* y, int64_t ys) {
+void RowsGemv(const gemm::IsaKernels& k, const float* x, int64_t xs, int64_t n, const WeightView& w,
+              int64_t rb, int64_t re, float* y, int64_t ys) {
   constexpr int64_t kParallelGemvBytes = int64_t{1} << 18;
   const int64_t xps = (w.cols + k.pair - 1) / k.pair * k.pair;
   const bool scaled = w.dtype == DType::kF8E4M3;  // else x' = x for every block
@@ -154,8 +172,8 @@ void RowsGemv(const gemm::IsaKernels& k, const float* x, int64_t xs, int64_t n,
 }
 
 // Pieces of ≤ 128 rows (64 when there are few, for two threads to share them evenly).
-void RowsGemm(const gemm::IsaKernels& k, const float* x, int64_t xs, int64_t n,
-              const WeightView& w, int64_t rb, int64_t re, float* y, int64_t ys) {
+void RowsGemm(const gemm::IsaKernels& k, const float* x, int64_t xs, int64_t n, const WeightView& w,
+              int64_t rb, int64_t re, float* y, int64_t ys) {
   const Pieces pieces{rb, re, re - rb < 1024 ? 64 : 128};
   auto piece = [&](int64_t p, float* work) {
     const int64_t r0 = pieces.begin(p), r1 = pieces.end(p);
@@ -221,6 +239,90 @@ void TransposedGemm(const gemm::IsaKernels& k, const float* x, int64_t xs, int64
 #pragma omp for schedule(dynamic)
     for (int64_t b = 0; b < blocks; ++b) block(b, xp);
   }
+}
+
+// ---- ggml block weights (kernels/qblocks.h) -------------------------------------------------
+// f32 path: `chunk` rows at a time decoded exactly into the thread's scratch and multiplied by
+// the f32 kernels (GEMV for n ≤ gemv_max_n, else the row GEMM), so every output is bitwise the
+// one an F32 copy of the dequantised weights gives on this ISA. The AVX-512 GEMV decodes in
+// registers instead (qblocks::FusedGemv: the same bits). Threads as for RowsGemv (GEMV:
+// one contiguous range each) and RowsGemm (GEMM: dynamic pieces of `chunk` rows).
+void RowsDecoded(const gemm::IsaKernels& k, Isa isa, const float* x, int64_t xs, int64_t n,
+                 const WeightView& w, int64_t rb, int64_t re, float* y, int64_t ys) {
+  const bool gemv = n <= k.gemv_max_n;
+  const int64_t chunk = gemv ? 8 : 32;  // rows decoded at once (f32: 8·cols or 32·cols floats)
+  const int64_t xps = (w.cols + k.pair - 1) / k.pair * k.pair;
+  const int64_t extra = gemv ? n * xps : k.gemm_rows_work(n, w.cols);
+  auto run = [&](int64_t p0, int64_t p1) {
+    float* dec = Scratch(chunk * w.cols + extra);  // [chunk, cols] decoded rows, then x' / work
+    float* more = dec + chunk * w.cols;            // 64-byte aligned: cols is a multiple of 32
+    const WeightView f32{.dtype = DType::kF32, .rows = chunk, .cols = w.cols, .data = dec};
+    if (gemv) {
+      k.prep_x(x, xs, static_cast<int>(n), f32, 0, 0, w.cols, more, xps);
+      // AVX-512: decoded in registers, the same bits without the buffer.
+      if (qblocks::FusedGemv(isa, more, xps, static_cast<int>(n), w, p0, p1, y + (p0 - rb), ys))
+        return;
+    }
+    for (int64_t r0 = p0; r0 < p1; r0 += chunk) {
+      const int64_t r1 = std::min(p1, r0 + chunk), rows = r1 - r0;
+      qblocks::DecodeRows(isa, w, r0, r1, dec);
+      if (gemv) {
+        k.gemv(more, xps, static_cast<int>(n), f32, 0, rows, y + (r0 - rb), ys, rows);
+      } else {
+        k.gemm_rows(x, xs, n, f32, 0, rows, y + (r0 - rb), ys, more);
+      }
+    }
+  };
+  if (gemv) {
+    constexpr int64_t kParallelGemvBytes = int64_t{1} << 18;  // as RowsGemv
+    if ((re - rb) * w.row_bytes() < kParallelGemvBytes || omp_in_parallel()) return run(rb, re);
+#pragma omp parallel
+    {
+      DSINFER_NOTE_THREAD("linear.blocks_split");
+      const int64_t parts = omp_get_num_threads(), i = omp_get_thread_num();
+      run(Cut(rb, re, i, parts), Cut(rb, re, i + 1, parts));
+    }
+    return;
+  }
+  if (!UseThreads((re - rb) * w.cols * (n + 1))) return run(rb, re);
+  const int64_t pieces = (re - rb + chunk - 1) / chunk;
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t p = 0; p < pieces; ++p) {
+    DSINFER_NOTE_THREAD("linear.blocks_gemm");
+    run(rb + p * chunk, std::min(re, rb + (p + 1) * chunk));
+  }
+}
+
+// int8 activations (Q8_0, Q4_K): x quantised once on the calling thread; each thread takes one
+// contiguous range of rows and walks it in tiles of kInt8Rows rows (a tile stays in L2 while
+// every group of tokens meets it), so a prefill batch reads the weights once.
+void RowsInt8(Isa isa, const float* x, int64_t xs, int64_t n, const WeightView& w, int64_t rb,
+              int64_t re, float* y, int64_t ys) {
+  constexpr int64_t kInt8Rows = 16;
+  thread_local qblocks::QuantizedActs acts;  // the calling thread's; workers only read it
+  qblocks::QuantizeActs(isa, x, xs, n, w.cols, acts);
+  const qblocks::QuantizedActs& a = acts;
+  auto run = [&](int64_t p0, int64_t p1) {
+    for (int64_t r0 = p0; r0 < p1; r0 += kInt8Rows)
+      qblocks::Int8Rows(isa, a, 0, n, w, r0, std::min(p1, r0 + kInt8Rows), y + (r0 - rb), ys);
+  };
+  const bool big = (re - rb) * w.row_bytes() >= (int64_t{1} << 18) ||
+                   (re - rb) * w.cols * (n + 1) >= kParallelWork;
+  if (!big || omp_in_parallel()) return run(rb, re);
+#pragma omp parallel
+  {
+    DSINFER_NOTE_THREAD("linear.int8_rows");
+    const int64_t parts = omp_get_num_threads(), i = omp_get_thread_num();
+    run(Cut(rb, re, i, parts), Cut(rb, re, i + 1, parts));
+  }
+}
+
+void RowsBlocks(Isa isa, const gemm::IsaKernels* k, const float* x, int64_t xs, int64_t n,
+                const WeightView& w, int64_t rb, int64_t re, float* y, int64_t ys) {
+  if (w.int8_activations && qblocks::Int8Dtype(w.dtype))
+    return RowsInt8(isa, x, xs, n, w, rb, re, y, ys);
+  if (k == nullptr) return RowsScalar(x, xs, n, w, rb, re, y, ys);
+  RowsDecoded(*k, isa, x, xs, n, w, rb, re, y, ys);
 }
 
 // ---- bf16-activation numerics (linear.h `LinearRowsBf16`) ---------------------------------
@@ -301,9 +403,12 @@ void RowsGemmBf16(const gemm::Bf16Kernels& k, const float* x, int64_t xs, int64_
 const gemm::IsaKernels* KernelsFor(Isa isa) {
   DSINFER_CHECK(DetectCpu().Supports(isa), "this CPU cannot run the requested instruction set");
   switch (isa) {
-    case Isa::kAvx512: return &gemm::Avx512Kernels();
-    case Isa::kAvx2: return &gemm::Avx2Kernels();
-    case Isa::kScalar: return nullptr;
+    case Isa::kAvx512:
+      return &gemm::Avx512Kernels();
+    case Isa::kAvx2:
+      return &gemm::Avx2Kernels();
+    case Isa::kScalar:
+      return nullptr;
   }
   return nullptr;
 }
@@ -318,6 +423,8 @@ void LinearRows(Isa isa, const float* x, int64_t x_stride, int64_t n, const Weig
   if (n == 0 || row_begin == row_end) return;
   const gemm::IsaKernels* k = KernelsFor(isa);
   if (w.cols == 0) return ZeroRows(y, y_stride, n, row_end - row_begin);  // empty sums
+  if (IsBlockDType(w.dtype))
+    return RowsBlocks(isa, k, x, x_stride, n, w, row_begin, row_end, y, y_stride);
   if (k == nullptr) return RowsScalar(x, x_stride, n, w, row_begin, row_end, y, y_stride);
   if (n <= k->gemv_max_n) return RowsGemv(*k, x, x_stride, n, w, row_begin, row_end, y, y_stride);
   RowsGemm(*k, x, x_stride, n, w, row_begin, row_end, y, y_stride);
@@ -330,7 +437,10 @@ void LinearTransposed(Isa isa, const float* x, int64_t x_stride, int64_t n, cons
                 "LinearTransposed: a row stride is shorter than its row");
   if (n == 0 || w.cols == 0) return;
   const gemm::IsaKernels* k = KernelsFor(isa);
-  if (k == nullptr) return TransposedScalar(x, x_stride, n, w, row_begin, row_end, y, y_stride);
+  // Block weights have no transposed vector path (the loader decodes the one weight the model
+  // multiplies transposed, kv_b; docs/gguf.md): the scalar specification serves them.
+  if (k == nullptr || IsBlockDType(w.dtype))
+    return TransposedScalar(x, x_stride, n, w, row_begin, row_end, y, y_stride);
   if (row_begin == row_end) return ZeroRows(y, y_stride, n, w.cols);
   if (n <= k->gemv_t_max_n)
     return TransposedGemv(*k, x, x_stride, n, w, row_begin, row_end, y, y_stride);
@@ -339,8 +449,8 @@ void LinearTransposed(Isa isa, const float* x, int64_t x_stride, int64_t n, cons
 
 Isa LinearIsa() { return DetectCpu().best; }
 
-void LinearRows(const float* x, int64_t x_stride, int64_t n, const WeightView& w,
-                int64_t row_begin, int64_t row_end, float* y, int64_t y_stride) {
+void LinearRows(const float* x, int64_t x_stride, int64_t n, const WeightView& w, int64_t row_begin,
+                int64_t row_end, float* y, int64_t y_stride) {
   LinearRows(LinearIsa(), x, x_stride, n, w, row_begin, row_end, y, y_stride);
 }
 

@@ -3,8 +3,10 @@
 #include <array>
 #include <bit>
 #include <cstring>
+#include <span>
 
 #include "base/error.h"
+#include "format/ggml_types.h"
 
 namespace dsinfer {
 
@@ -53,6 +55,14 @@ void DecodeRow(const WeightView& w, int64_t row, float* out) {
     case DType::kF32:
       std::memcpy(out, static_cast<const float*>(w.data) + row * w.cols, w.cols * sizeof(float));
       return;
+    case DType::kQ8_0:
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K:
+      DequantizeRow(GgmlOfBlockDType(w.dtype),
+                    std::span<const std::byte>(w.row(row), static_cast<size_t>(w.row_bytes())),
+                    std::span<float>(out, static_cast<size_t>(w.cols)));
+      return;
     default:
       DSINFER_CHECK(false, "unsupported weight dtype");
   }
@@ -63,6 +73,7 @@ std::shared_ptr<const OwnedWeight> TransposeHeads(const WeightView& w, int64_t h
   DSINFER_CHECK(heads >= 1 && rows >= 1 && offset >= 0 && offset + rows <= stride &&
                     (heads - 1) * stride + offset + rows <= w.rows,
                 "TransposeHeads: head blocks outside the weight");
+  if (IsBlockDType(w.dtype)) return nullptr;
   const bool fp8 = w.dtype == DType::kF8E4M3;
   if (fp8 && (stride % 128 != 0 || offset % 128 != 0 || w.cols % 128 != 0)) return nullptr;
   auto out = std::make_shared<OwnedWeight>();
@@ -75,8 +86,8 @@ std::shared_ptr<const OwnedWeight> TransposeHeads(const WeightView& w, int64_t h
       for (int64_t c = 0; c < R; ++c)
         std::memcpy(&out->bytes[((h * R + c) * rows + i) * size], in + c * size, size);
     }
-  out->view = WeightView{.dtype = w.dtype, .rows = heads * R, .cols = rows,
-                         .data = out->bytes.data()};
+  out->view =
+      WeightView{.dtype = w.dtype, .rows = heads * R, .cols = rows, .data = out->bytes.data()};
   if (fp8) {
     DSINFER_CHECK(w.scales != nullptr, "FP8 weight without block scales");
     const int64_t rblocks = heads * R / 128, cblocks = (rows + 127) / 128;

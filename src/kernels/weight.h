@@ -1,6 +1,8 @@
 // A matrix of weights as the kernels see it: a dtype, a shape and raw bytes (typically inside
-// an mmapped safetensors shard), plus the 128×128 block scales of FP8 weights. Kernels never
-// know tensor names; the model builds these views. Cheap to copy; read-only.
+// an mmapped safetensors shard or GGUF file), plus the 128×128 block scales of FP8 weights.
+// ggml block types (Q8_0, Q4_K, Q5_K, Q6_K) are rows of whole blocks exactly as the GGUF file
+// stores them (row r starts at data + r·row_bytes()); cols is a multiple of the block size.
+// Kernels never know tensor names; the model builds these views. Cheap to copy; read-only.
 #pragma once
 
 #include <cstddef>
@@ -13,13 +15,21 @@
 namespace dsinfer {
 
 struct WeightView {
-  DType dtype = DType::kF32;     // kF8E4M3, kBF16, kF16 or kF32
-  int64_t rows = 0;              // out features
-  int64_t cols = 0;              // in features
-  const void* data = nullptr;    // [rows, cols] row-major
-  const float* scales = nullptr; // FP8 only: [ceil(rows/128), ceil(cols/128)] (weight_scale_inv)
+  DType dtype = DType::kF32;      // kF8E4M3, kBF16, kF16, kF32 or a ggml block type
+  int64_t rows = 0;               // out features
+  int64_t cols = 0;               // in features
+  const void* data = nullptr;     // [rows, cols] row-major
+  const float* scales = nullptr;  // FP8 only: [ceil(rows/128), ceil(cols/128)] (weight_scale_inv)
+  // Q8_0 / Q4_K only: the product quantises each 32-element block of the activations to int8
+  // and multiplies integers (AVX-512 VNNI; docs/numerics.md "int8 activations"). Otherwise
+  // (default) every block type is decoded exactly to f32 and multiplied in f32.
+  bool int8_activations = false;
 
   int64_t scale_cols() const { return (cols + 127) / 128; }
+  int64_t row_bytes() const { return DTypeRowBytes(dtype, cols); }
+  const std::byte* row(int64_t r) const {
+    return static_cast<const std::byte*>(data) + r * row_bytes();
+  }
 };
 
 // A weight that owns its bytes (a re-laid-out copy); `view` points into `bytes` / `scales`, so
@@ -36,7 +46,8 @@ struct OwnedWeight {
 //   out[h·w.cols + c, i] = w[h·stride + offset + i, c].
 // Every element is copied as is (exact). FP8 block scales move along with their 128×128
 // blocks, which needs stride, offset and w.cols to be multiples of 128 (each result block then
-// comes from one block of w); returns null when they are not.
+// comes from one block of w); returns null when they are not, and for the ggml block types
+// (their blocks run along rows, which the transpose would cut).
 std::shared_ptr<const OwnedWeight> TransposeHeads(const WeightView& w, int64_t heads,
                                                   int64_t stride, int64_t offset, int64_t rows);
 
@@ -44,7 +55,8 @@ std::shared_ptr<const OwnedWeight> TransposeHeads(const WeightView& w, int64_t h
 const float* E4M3Table();
 
 // Row `row` of `w` as f32 `out[cols]`: FP8 rows are `e4m3(q) * scale[row/128, col/128]`
-// (docs/model.md §6.1), BF16/F16 exact, F32 copied.
+// (docs/model.md §6.1), BF16/F16 exact, F32 copied, ggml block types as DequantizeRow
+// (format/ggml_types.h) decodes them.
 void DecodeRow(const WeightView& w, int64_t row, float* out);
 
 }  // namespace dsinfer

@@ -243,6 +243,10 @@ std::string Found(const TensorView& v) {
 }
 
 bool Accepted(TensorRole role, DType dtype) {
+  // ggml block types (only GGUF files hold them; format/gguf_checkpoint.h) serve every matrix.
+  if (IsBlockDType(dtype))
+    return role == TensorRole::kEmbedding || role == TensorRole::kHead ||
+           role == TensorRole::kLinear || role == TensorRole::kGate;
   const std::span<const DType> all = AcceptedDTypes(role);
   return std::find(all.begin(), all.end(), dtype) != all.end();
 }

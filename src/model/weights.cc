@@ -1,5 +1,6 @@
 #include "model/weights.h"
 
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <string_view>
@@ -13,6 +14,16 @@
 namespace dsinfer {
 
 namespace {
+
+// DSINFER_INT8_ACT=1: Q8_0 and Q4_K weights multiply activations quantised to int8 per 32
+// elements (AVX-512 VNNI; docs/numerics.md "int8 activations"); default: exact f32.
+bool Int8Activations() {
+  static const bool on = [] {
+    const char* v = std::getenv("DSINFER_INT8_ACT");
+    return v != nullptr && std::string_view(v) == "1";
+  }();
+  return on;
+}
 
 // Views of tensors that `CheckTensors` has passed: present, of an accepted dtype (docs/
 // checkpoint.md) and the table's shape, FP8 ones with valid block scales. What it checks is
@@ -33,6 +44,7 @@ class Loader {
   WeightView Linear(const std::string& prefix, int64_t rows, int64_t cols) const {
     TensorView v = Get(prefix + ".weight", {rows, cols});
     WeightView w{.dtype = v.dtype(), .rows = rows, .cols = cols, .data = v.data};
+    w.int8_activations = IsBlockDType(v.dtype()) && Int8Activations();
     if (v.dtype() == DType::kF8E4M3)
       w.scales = Get(prefix + ".weight_scale_inv", BlockScaleShape(rows, cols)).as<float>().data();
     return w;

@@ -15,7 +15,7 @@ import sys
 
 GBPS, GFLOPS, BF16_GFLOPS = 30.0, 200.0, 400.0
 KEYS = {"bench", "shape", "rows", "cols", "n", "dtype", "bytes", "flops", "seconds", "gbps",
-        "gflops", "fraction_of_roofline", "bound", "roofline_gbps", "roofline_gflops", "isa",
+        "gweights_per_s", "gflops", "fraction_of_roofline", "bound", "roofline_gbps", "roofline_gflops", "isa",
         "threads", "weights"}
 GEMM_KEYS = KEYS | {"numerics", "roofline_bf16_gflops", "fraction_of_bf16_peak"}
 
@@ -57,7 +57,8 @@ def check_lines(out, bench, shapes, ns, bytes_per_elem, scales, numerics=("f32",
         t = j["seconds"]
         if not (0 < t < 1):
             fail(f"seconds {t}")
-        if not close(j["gbps"], j["bytes"] / t / 1e9) or not close(j["gflops"], j["flops"] / t / 1e9):
+        if (not close(j["gbps"], j["bytes"] / t / 1e9) or not close(j["gflops"], j["flops"] / t / 1e9)
+                or not close(j["gweights_per_s"], rows * cols / t / 1e9)):
             fail(f"rates do not follow from bytes/flops/seconds: {j}")
         peak = BF16_GFLOPS if num == "bf16" else GFLOPS
         mem_t, fma_t = j["bytes"] / (GBPS * 1e9), j["flops"] / (peak * 1e9)
@@ -102,14 +103,36 @@ def main():
         check_lines(p.stdout, "gemm", shapes, [9, 16], 1, True, ("f32", "bf16"), BF16_GFLOPS)
     elif p.returncode != 1 or "AVX512-BF16" not in p.stderr:
         fail(f"--numerics f32,bf16 exited {p.returncode}: {p.stderr}")
+    # Weight types side by side in one run: bytes are whole ggml blocks per row (Q8_0: 34 bytes
+    # per 32 weights; Q4_K: 144 per 256), lines ordered shape, then dtype, then n.
+    blocks = [("a", 256, 512)]
+    p = run([dsinfer, "bench", "gemv", "--shape", "a=256x512", "--n", "1,3",
+             "--dtype", "fp8,q8_0,q4_k,q8_0.i8,q4_k.i8", *roof])
+    lines = [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+    want = [(d, n) for d in ("fp8", "q8_0", "q4_k", "q8_0.i8", "q4_k.i8") for n in (1, 3)]
+    if [(j["dtype"], j["n"]) for j in lines] != want:
+        fail(f"dtype/n order {[(j['dtype'], j['n']) for j in lines]} != {want}")
+    per_row = {"fp8": 512, "q8_0": 16 * 34, "q4_k": 2 * 144, "q8_0.i8": 16 * 34, "q4_k.i8": 2 * 144}
+    for (d, _), j in zip(want, lines):
+        check_lines(json.dumps(j), "gemv", blocks, [j["n"]], per_row[d] / 512, d == "fp8")
+    # gemm: block and bf16 weights in one run (f32 numerics: the block types have no bf16 form).
+    p = run([dsinfer, "bench", "gemm", "--shape", "a=256x512", "--n", "9", "--dtype", "bf16,q8_0",
+             "--numerics", "f32", *roof, *bf16_roof])
+    lines = p.stdout.splitlines()
+    if [json.loads(l)["dtype"] for l in lines] != ["bf16", "q8_0"]:
+        fail(f"gemm bf16,q8_0: {p.stdout}")
+    check_lines(lines[0], "gemm", blocks, [9], 2, False, bf16_peak=BF16_GFLOPS)
+    check_lines(lines[1], "gemm", blocks, [9], 16 * 34 / 512, False, bf16_peak=BF16_GFLOPS)
     for bad, culprit in ((["--shape", "w1=2048by7168"], "w1=2048by7168"),
                          (["--shape", "w=0x5"], "w=0x5"),
-                         (["--dtype", "int4"], "int4")):
+                         (["--dtype", "int4"], "int4"),
+                         (["--shape", "odd=16x300", "--dtype", "q4_k"], "odd")):
         p = run([dsinfer, "bench", "gemv", *bad, *roof], expect_rc=1)
         if culprit not in p.stderr:
             fail(f"error for {bad} does not name '{culprit}': {p.stderr}")
     for bad, culprit in ((["--numerics", "f16"], "f16"),
-                         (["--numerics", "bf16", "--dtype", "f32"], "--dtype f32")):
+                         (["--numerics", "bf16", "--dtype", "f32"], "--dtype f32"),
+                         (["--numerics", "bf16", "--dtype", "q4_k,fp8"], "--dtype q4_k")):
         p = run([dsinfer, "bench", "gemm", "--shape", "a=64x64", *bad, *roof, *bf16_roof],
                 expect_rc=1)
         if culprit not in p.stderr:

@@ -17,6 +17,7 @@ Independent truths:
     corpus (the repository's docs, tokenizer test texts).
   * Bad input: truncated file, unknown architecture, undecodable tensor type, metadata that
     contradicts the tensor shapes, missing split part → exit 1, message naming the key/tensor.
+    Each bad file is a copy of a good one with header bytes patched in place (same length).
 
 usage: check_gguf_model.py --dsinfer BIN --work DIR
 """
@@ -49,10 +50,16 @@ FAILS = []
 # Measured (seed 22, 20 positions): Q8_0 KL 5.9e-5, top-1 0.90, top-5 1.00; Q4_K_M KL 2.5e-2,
 # top-1 0.50, top-5 0.80 (its embedding is Q4_K too, as in llama.cpp's Q4_K_M).
 BOUNDS = {"Q8_0": (3e-4, 0.8, 1.0), "Q4_K_M": (0.08, 0.35, 0.7)}
+# int8 activations vs f32 activations on the same GGUF file: (max|Δ|/max|logit|, mean KL).
+# Each 32-block's rounding error is uniform within ±amax/254, an RMS of ~0.5% of the
+# activations per product (docs/numerics.md), so a few products deep the logits move by ~1%;
+# the bounds allow 5x that (KL of a ~1% logit perturbation is ~1e-4). Measured (2026-12-03):
+# Q8_0 2.2e-2 / KL 5.7e-5, Q4_K_M 4.0e-3 / KL 6.3e-6.
+I8_BOUNDS = (0.05, 1e-3)
 
 
-def run(cmd, ok=True):
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def run(cmd, ok=True, env=None):
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     if ok and p.returncode != 0:
         raise RuntimeError(f"command failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-3000:]}")
     return p
@@ -64,9 +71,20 @@ def check(cond, what):
         FAILS.append(what)
 
 
-def logits(dsinfer, model, out, extra=()):
-    run([dsinfer, "logits", "--model", model, "--ids", IDS, "--out", out, *extra])
+def logits(dsinfer, model, out, extra=(), env=None):
+    run([dsinfer, "logits", "--model", model, "--ids", IDS, "--out", out, *extra], env=env)
     return np.load(out)
+
+
+def peak_rss(cmd, log):
+    """Peak resident set size (bytes) of one run of `cmd` (its own rusage, via wait4)."""
+    with open(log, "w") as err:
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise RuntimeError(f"command failed ({p.returncode}): {' '.join(cmd)}\n{open(log).read()[-3000:]}")
+    return usage.ru_maxrss * 1024
 
 
 def rel(a, b):
@@ -165,6 +183,13 @@ def check_readback(dsinfer, path, f):
     check(j["weights"] == w and j["file_bytes"] == nb and abs(j["bits_per_weight"] - 8 * nb / w) < 1e-9
           and j["cache_bytes"]["f32"] == cfg["num_hidden_layers"] * 1000 * per_tok,
           f"inspect: {w} weights, {nb} bytes, {8 * nb / w:.3f} bits per weight, f32 cache at 1000 tokens {j['cache_bytes']['f32']}")
+    # Resident weights: every tensor as stored (quantised blocks are never copied) + the f32 kv_b
+    # that loading rebuilds from attn_k_b / attn_v_b.
+    kvb = sum(int(np.prod(t["dims"])) for t in f["tensors"]
+              if t["name"].endswith((".attn_k_b.weight", ".attn_v_b.weight")))
+    check(kvb > 0 and j["decoded_bytes"] == 4 * kvb and j["weights_resident_bytes"] == nb + 4 * kvb,
+          f"inspect: resident weights {j['weights_resident_bytes']} = {nb} tensor bytes as stored + "
+          f"{4 * kvb} bytes of f32 kv_b")
     md = dict(f["metadata"])
     for k in ("general.architecture", "deepseek32.block_count", "deepseek32.attention.key_length_mla",
               "deepseek32.expert_gating_func", "tokenizer.ggml.pre"):
@@ -173,10 +198,27 @@ def check_readback(dsinfer, path, f):
 
 # ------------------------------------------------------------------ bad input
 
+def patched_copy(src, dst, patches):
+    """Copies `src` to `dst` and overwrites header bytes in place: [(offset, bytes)]. Every bad
+    input below keeps the header's length, so no tensor data is re-encoded (fast)."""
+    shutil.copyfile(src, dst)
+    with open(dst, "r+b") as fh:
+        for at, data in patches:
+            fh.seek(at)
+            fh.write(data)
+    return dst
+
+
+def key_offset(head, key):
+    """Offset of the value type field of metadata key `key` in the header bytes `head`."""
+    k = key.encode()
+    return head.index(struct.pack("<Q", len(k)) + k) + 8 + len(k)
+
+
 def bad_inputs(dsinfer, work, src):
     f = g.read_gguf(src)
-    tensors = [(t["name"], t["type"], t["dims"], bytes(g.tensor_raw(f, t))) for t in f["tensors"]]
-    meta = list(f["metadata"])
+    with open(src, "rb") as fh:
+        head = fh.read(f["data_offset"])
 
     def expect(path, needle, what):
         p = run([dsinfer, "logits", "--model", path, "--ids", "1,2", "--out", os.path.join(work, "bad.npy")], ok=False)
@@ -185,39 +227,41 @@ def bad_inputs(dsinfer, work, src):
 
     size = os.path.getsize(src)
     cut = os.path.join(work, "truncated.gguf")
-    with open(src, "rb") as a, open(cut, "wb") as b:
-        b.write(a.read(size - 1000))
+    shutil.copyfile(src, cut)
+    os.truncate(cut, size - 1000)
     expect(cut, "output.weight", "truncated inside the last tensor")
 
-    def rewrite(name, meta2, tensors2):
-        p = os.path.join(work, name)
-        g.write_gguf(p, meta2, tensors2)
-        return p
+    # general.architecture = "deepseek32" → "deepseek99" (same length: patched in place).
+    at = key_offset(head, "general.architecture")
+    assert struct.unpack_from("<I", head, at)[0] == g.STRING
+    value = struct.unpack_from("<Q", head, at + 4)[0]
+    assert head[at + 12:at + 12 + value] == b"deepseek32"
+    p = patched_copy(src, os.path.join(work, "arch.gguf"), [(at + 12, b"deepseek99")])
+    expect(p, "unknown architecture 'deepseek99' (key general.architecture)", "unknown architecture")
 
-    m2 = [(k, g.Value(g.STRING, "llama") if k == "general.architecture" else v) for k, v in meta]
-    expect(rewrite("arch.gguf", m2, tensors), "unknown architecture 'llama' (key general.architecture)", "unknown architecture")
+    # q_lora_rank + 32: the attn_q_a dims contradict it.
+    at = key_offset(head, "deepseek32.attention.q_lora_rank")
+    fmt = {g.UINT32: "<I", g.INT32: "<i", g.UINT64: "<Q", g.INT64: "<q"}[struct.unpack_from("<I", head, at)[0]]
+    rank = struct.unpack_from(fmt, head, at + 4)[0]
+    p = patched_copy(src, os.path.join(work, "shape.gguf"), [(at + 4, struct.pack(fmt, rank + 32))])
+    expect(p, "tensor 'blk.0.attn_q_a.weight' has dims", "q_lora_rank contradicts attn_q_a")
 
-    m3 = [(k, g.Value(v.type, v.value + 32) if k == "deepseek32.attention.q_lora_rank" else v) for k, v in meta]
-    expect(rewrite("shape.gguf", m3, tensors), "tensor 'blk.0.attn_q_a.weight' has dims", "q_lora_rank contradicts attn_q_a")
-
-    m4 = [(k, v) for k, v in meta if k != "deepseek32.attention.kv_lora_rank"]
-    expect(rewrite("nokey.gguf", m4, tensors), "key 'deepseek32.attention.kv_lora_rank' is missing", "missing key")
+    # The key kv_lora_rank renamed to one of the same length that nobody reads: it is missing.
+    key = b"deepseek32.attention.kv_lora_rank"
+    at = key_offset(head, key.decode()) - len(key)
+    p = patched_copy(src, os.path.join(work, "nokey.gguf"), [(at, key[:-4] + b"RANK")])
+    expect(p, "key 'deepseek32.attention.kv_lora_rank' is missing", "missing key")
 
     # An F32 norm tensor relabelled as Q4_0 (a type dsinfer recognises but cannot decode): the
     # type field of its tensor info is patched in place (the Q4_0 bytes fit in the F32 ones).
-    q40 = os.path.join(work, "q4_0.gguf")
-    shutil.copy(src, q40)
     name = b"blk.0.attn_norm.weight"
-    with open(q40, "r+b") as fh:
-        head = fh.read(f["data_offset"])
-        at = head.index(struct.pack("<Q", len(name)) + name) + 8 + len(name)
-        n_dims = struct.unpack_from("<I", head, at)[0]
-        fh.seek(at + 4 + 8 * n_dims)
-        fh.write(struct.pack("<I", 2))
-    expect(q40, "'blk.0.attn_norm.weight' has ggml type Q4_0", "undecodable tensor type")
+    at = head.index(struct.pack("<Q", len(name)) + name) + 8 + len(name)
+    n_dims = struct.unpack_from("<I", head, at)[0]
+    p = patched_copy(src, os.path.join(work, "q4_0.gguf"), [(at + 4 + 8 * n_dims, struct.pack("<I", 2))])
+    expect(p, "'blk.0.attn_norm.weight' has ggml type Q4_0", "undecodable tensor type")
 
     split = os.path.join(work, "model-00001-of-00002.gguf")
-    shutil.copy(src, split)
+    shutil.copyfile(src, split)
     expect(split, "model-00002-of-00002.gguf: part of the split set", "missing split part")
 
 
@@ -298,6 +342,20 @@ def main():
               f"{typ} vs the FP8 checkpoint over {fp8.shape[0]} positions: mean KL {kl_mean:.2e} "
               f"(max {kl_max:.2e}) ≤ {bound[0]}, top-1 agreement {top1:.2f} ≥ {bound[1]}, "
               f"FP8 top-1 within the {typ} top-5 {top5:.2f} ≥ {bound[2]}")
+        # int8 activations (DSINFER_INT8_ACT=1: the Q8_0 / Q4_K weights multiply activations
+        # rounded to int8 per 32-element block, VNNI when the CPU has it; docs/numerics.md):
+        # the f32-activation logits up to that rounding.
+        i8 = logits(ds, path, os.path.join(work, f"{typ}-i8.npy"), env=dict(os.environ, DSINFER_INT8_ACT="1"))
+        e8 = rel(i8, got)
+        kl8 = kl_top1(got, i8)
+        check(e8 <= I8_BOUNDS[0] and kl8[0] <= I8_BOUNDS[1],
+              f"{typ} with int8 activations vs f32 activations: max|Δ|/max|ref| = {e8:.2e} ≤ {I8_BOUNDS[0]}, "
+              f"mean KL {kl8[0]:.2e} ≤ {I8_BOUNDS[1]} (top-1 agreement {kl8[2]:.2f})")
+        # Resident memory: the quantised tensors stay mapped as stored (no f32 copies).
+        rss = peak_rss([ds, "logits", "--model", path, "--ids", IDS, "--out", os.path.join(work, "rss.npy")],
+                       os.path.join(work, "rss.log"))
+        print(f"     {typ}: file {os.path.getsize(path) / 2**20:.1f} MiB, peak RSS of `dsinfer logits` "
+              f"{rss / 2**20:.1f} MiB", flush=True)
 
     # A split set (as gguf-split writes one: all metadata and split.* keys in part 1, the
     # tensors shared out) gives the logits of the single file.

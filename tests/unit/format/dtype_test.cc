@@ -12,6 +12,8 @@
 #include <random>
 #include <vector>
 
+#include "format/ggml_types.h"
+
 namespace dsinfer {
 namespace {
 
@@ -314,6 +316,30 @@ TEST(DTypeNames, RoundTripAndSizes) {
   EXPECT_FALSE(ParseDType("bf16").has_value());
   EXPECT_FALSE(ParseDType("F8_E4M3FN").has_value());
   EXPECT_FALSE(ParseDType("").has_value());
+}
+
+// The ggml block types: geometry as ggml_types.h gives it, names spelled as ggml does, and not
+// parseable as safetensors dtypes (a safetensors header naming one is rejected).
+TEST(DTypeNames, BlockTypes) {
+  struct B {
+    DType t;
+    const char* name;
+    GgmlType g;
+  };
+  for (const B& b :
+       {B{DType::kQ8_0, "Q8_0", GgmlType::kQ8_0}, B{DType::kQ4_K, "Q4_K", GgmlType::kQ4_K},
+        B{DType::kQ5_K, "Q5_K", GgmlType::kQ5_K}, B{DType::kQ6_K, "Q6_K", GgmlType::kQ6_K}}) {
+    const GgmlTypeInfo& info = GgmlTypeOf(b.g);
+    EXPECT_EQ(DTypeName(b.t), b.name);
+    EXPECT_EQ(DTypeName(b.t), info.name);
+    EXPECT_EQ(DTypeSize(b.t), info.block_bytes) << b.name;
+    EXPECT_EQ(DTypeBlockElems(b.t), info.block_elems) << b.name;
+    EXPECT_TRUE(IsBlockDType(b.t));
+    EXPECT_EQ(DTypeRowBytes(b.t, 4 * info.block_elems), 4 * static_cast<int64_t>(info.block_bytes));
+    EXPECT_FALSE(ParseDType(b.name).has_value()) << b.name;
+  }
+  EXPECT_FALSE(IsBlockDType(DType::kF8E4M3));
+  EXPECT_EQ(DTypeRowBytes(DType::kBF16, 7), 14);
 }
 
 }  // namespace

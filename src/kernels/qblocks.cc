@@ -1,0 +1,735 @@
+#include "kernels/qblocks.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <span>
+
+#include "base/error.h"
+#include "format/ggml_types.h"
+
+// GCC 12's _mm512_reduce_add_ps trips -Wuninitialized inside its own header.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+// The decoders must round every product and difference to f32 separately, exactly as
+// DequantizeRow: this file is compiled with -ffp-contract=off (CMakeLists.txt), so `a * b - c`
+// on vectors is never fused into an FMA (the FMAs meant are explicit intrinsics).
+#define DSINFER_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c")))
+#define DSINFER_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")))
+#define DSINFER_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+namespace dsinfer::qblocks {
+namespace {
+
+constexpr int64_t kQK = 256;  // elements per K-quant super-block
+
+inline uint16_t U16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
+
+// Scales and mins of the 8 sub-blocks of a Q4_K/Q5_K super-block (the packing UnpackK4Scale
+// reads, restated inline: it runs once per 256 weights in the inner loops), as the f32 products
+// d·sc_j and dmin·m_j that DequantizeRow forms.
+inline void K4Scales(const uint8_t* s, float d, float dmin, float* dsc, float* dm) {
+  for (int j = 0; j < 4; ++j) {
+    dsc[j] = d * static_cast<float>(s[j] & 63);
+    dm[j] = dmin * static_cast<float>(s[j + 4] & 63);
+  }
+  for (int j = 4; j < 8; ++j) {
+    dsc[j] = d * static_cast<float>((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4));
+    dm[j] = dmin * static_cast<float>((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
+  }
+}
+
+// ---- AVX-512: walkers over a row's 32-column steps ---------------------------------------------
+// A walker decodes one row step by step — columns [k, k + 32) as two 16-lane vectors w0, w1,
+// each element exactly DequantizeRow's value — and hands each step to a sink: StoreSink writes
+// the decoded row (DecodeRows), FmaSink multiplies it into N tokens (FusedGemv).
+
+// 16 bytes (unsigned) → f32 d·q − m (one rounding each).
+DSINFER_AVX512 inline __m512 U16f(__m128i bytes, float d, float m) {
+  const __m512 f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes));
+  return _mm512_sub_ps(_mm512_mul_ps(_mm512_set1_ps(d), f), _mm512_set1_ps(m));
+}
+// 16 bytes (signed) → f32 d·q.
+DSINFER_AVX512 inline __m512 S16f(__m128i bytes, float d) {
+  return _mm512_mul_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes)));
+}
+
+template <class Sink>
+DSINFER_AVX512 void WalkQ8_0(const uint8_t* b, int64_t blocks, Sink& sink) {
+  for (int64_t i = 0; i < blocks; ++i, b += 34) {
+    const float d = _cvtsh_ss(U16(b));
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
+    sink.Step(32 * i, S16f(_mm256_castsi256_si128(q), d), S16f(_mm256_extracti128_si256(q, 1), d));
+  }
+}
+
+// Q4_K (q5 = false) and Q5_K super-blocks: sub-block j = 2c + h holds elements 32j..32j+31,
+// the low (h = 0) or high (h = 1) nibbles of qs[32c..32c+31], plus 16 if bit j of qh[l].
+template <class Sink>
+DSINFER_AVX512 void WalkK4or5(const uint8_t* b, int64_t blocks, bool q5, Sink& sink) {
+  const size_t block_bytes = q5 ? 176 : 144;
+  const __m256i low4 = _mm256_set1_epi8(0x0F), sixteen = _mm256_set1_epi8(16);
+  for (int64_t i = 0; i < blocks; ++i, b += block_bytes) {
+    float dsc[8], dm[8];
+    K4Scales(b + 4, _cvtsh_ss(U16(b)), _cvtsh_ss(U16(b + 2)), dsc, dm);
+    const uint8_t* qs = b + (q5 ? 48 : 16);
+    const __m256i qh =
+        q5 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16)) : _mm256_setzero_si256();
+    for (int c = 0; c < 4; ++c) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * c));
+      __m256i half[2] = {_mm256_and_si256(q, low4),
+                         _mm256_and_si256(_mm256_srli_epi16(q, 4), low4)};
+      for (int h = 0; h < 2; ++h) {
+        const int j = 2 * c + h;
+        if (q5) {
+          const __m256i bit = _mm256_set1_epi8(static_cast<char>(1 << j));
+          const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
+          half[h] = _mm256_or_si256(half[h], _mm256_and_si256(set, sixteen));
+        }
+        sink.Step(kQK * i + 32 * j, U16f(_mm256_castsi256_si128(half[h]), dsc[j], dm[j]),
+                  U16f(_mm256_extracti128_si256(half[h], 1), dsc[j], dm[j]));
+      }
+    }
+  }
+}
+
+// Q6_K super-block: ql[128] | qh[64] | int8 scales[16] | f16 d. Half n (128 elements), quarter
+// k: low nibbles of ql[64n + 32(k odd) + l] (k < 2) or high nibbles (k ≥ 2), high 2 bits from
+// qh[32n + l] >> 2k; q − 32; scale index 8n + 2k + l/16.
+template <class Sink>
+DSINFER_AVX512 void WalkQ6_K(const uint8_t* b, int64_t blocks, Sink& sink) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F), three = _mm256_set1_epi8(3),
+                bias = _mm256_set1_epi8(32);
+  for (int64_t i = 0; i < blocks; ++i, b += 210) {
+    const auto* scales = reinterpret_cast<const int8_t*>(b + 192);
+    const float d = _cvtsh_ss(U16(b + 208));
+    for (int n = 0; n < 2; ++n) {
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * n));
+      for (int k = 0; k < 4; ++k) {
+        const __m256i src =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * n + 32 * (k % 2)));
+        const __m256i low =
+            k < 2 ? _mm256_and_si256(src, low4) : _mm256_and_si256(_mm256_srli_epi16(src, 4), low4);
+        const __m256i high =
+            _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k)), three);
+        const __m256i q = _mm256_sub_epi8(_mm256_or_si256(low, _mm256_slli_epi16(high, 4)), bias);
+        const float d0 = d * static_cast<float>(scales[8 * n + 2 * k]);
+        const float d1 = d * static_cast<float>(scales[8 * n + 2 * k + 1]);
+        sink.Step(kQK * i + 128 * n + 32 * k, S16f(_mm256_castsi256_si128(q), d0),
+                  S16f(_mm256_extracti128_si256(q, 1), d1));
+      }
+    }
+  }
+}
+
+template <class Sink>
+DSINFER_AVX512 void WalkRow(DType t, const uint8_t* row, int64_t blocks, Sink& sink) {
+  switch (t) {
+    case DType::kQ8_0:
+      return WalkQ8_0(row, blocks, sink);
+    case DType::kQ4_K:
+      return WalkK4or5(row, blocks, /*q5=*/false, sink);
+    case DType::kQ5_K:
+      return WalkK4or5(row, blocks, /*q5=*/true, sink);
+    case DType::kQ6_K:
+      return WalkQ6_K(row, blocks, sink);
+    default:
+      return;
+  }
+}
+
+struct StoreSink {
+  float* y;
+  DSINFER_AVX512 void Step(int64_t k, __m512 w0, __m512 w1) {
+    _mm512_storeu_ps(y + k, w0);
+    _mm512_storeu_ps(y + k + 16, w1);
+  }
+};
+
+DSINFER_AVX512 void DecodeRowAvx512(DType t, const uint8_t* row, int64_t blocks, float* y) {
+  StoreSink sink{y};
+  WalkRow(t, row, blocks, sink);
+}
+
+// The F32 GEMV's arithmetic (gemm/kernels.inc, AVX-512: pair steps of 32 columns split in two
+// halves; per token acc = fma(w1, x'[k+16..], fma(w0, x'[k..], acc)); then the fixed reduction
+// tree of the avx512 traits): fed with exactly decoded weights, it gives the F32 path's bits.
+template <int N>
+struct FmaSink {
+  const float* xp;
+  int64_t xps;
+  __m512 acc[N];
+  DSINFER_AVX512 void Step(int64_t k, __m512 w0, __m512 w1) {
+    for (int t = 0; t < N; ++t) {
+      const float* x = xp + t * xps + k;
+      acc[t] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + 16),
+                               _mm512_fmadd_ps(w0, _mm512_loadu_ps(x), acc[t]));
+    }
+  }
+};
+
+// V::ReduceAdd of gemm/avx512.cc: lane i + lane i+8, then i + i+4, i + i+2, i + i+1.
+DSINFER_AVX512 inline float ReduceAdd512(__m512 v) {
+  const __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  const __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  const __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+  return _mm_cvtss_f32(_mm_add_ss(c, _mm_movehdup_ps(c)));
+}
+
+template <int N>
+DSINFER_AVX512 void FusedRowsN(const float* xp, int64_t xps, const WeightView& w, int64_t r0,
+                               int64_t r1, float* y, int64_t ys) {
+  const int64_t blocks = w.cols / DTypeBlockElems(w.dtype);
+  for (int64_t r = r0; r < r1; ++r) {
+    FmaSink<N> sink;
+    sink.xp = xp;
+    sink.xps = xps;
+    for (int t = 0; t < N; ++t) sink.acc[t] = _mm512_setzero_ps();
+    WalkRow(w.dtype, reinterpret_cast<const uint8_t*>(w.row(r)), blocks, sink);
+    for (int t = 0; t < N; ++t) y[t * ys + (r - r0)] = ReduceAdd512(sink.acc[t]);
+  }
+}
+
+DSINFER_AVX512 void FusedRowsAvx512(const float* xp, int64_t xps, int n, const WeightView& w,
+                                    int64_t r0, int64_t r1, float* y, int64_t ys) {
+  switch (n) {
+    case 1:
+      return FusedRowsN<1>(xp, xps, w, r0, r1, y, ys);
+    case 2:
+      return FusedRowsN<2>(xp, xps, w, r0, r1, y, ys);
+    case 3:
+      return FusedRowsN<3>(xp, xps, w, r0, r1, y, ys);
+    case 4:
+      return FusedRowsN<4>(xp, xps, w, r0, r1, y, ys);
+    case 5:
+      return FusedRowsN<5>(xp, xps, w, r0, r1, y, ys);
+    case 6:
+      return FusedRowsN<6>(xp, xps, w, r0, r1, y, ys);
+    case 7:
+      return FusedRowsN<7>(xp, xps, w, r0, r1, y, ys);
+    case 8:
+      return FusedRowsN<8>(xp, xps, w, r0, r1, y, ys);
+  }
+}
+
+// ---- AVX2 decoders (Q8_0, Q4_K) ---------------------------------------------------------------
+DSINFER_AVX2 inline void Put8U(const uint8_t* bytes, float d, float m, float* y) {
+  const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(bytes));
+  const __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
+  _mm256_storeu_ps(y, _mm256_sub_ps(_mm256_mul_ps(_mm256_set1_ps(d), f), _mm256_set1_ps(m)));
+}
+
+DSINFER_AVX2 void DecodeQ8_0Avx2(const uint8_t* b, int64_t blocks, float* y) {
+  for (int64_t i = 0; i < blocks; ++i, b += 34, y += 32) {
+    const __m256 d = _mm256_set1_ps(_cvtsh_ss(U16(b)));
+    for (int g = 0; g < 4; ++g) {
+      const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 2 + 8 * g));
+      _mm256_storeu_ps(y + 8 * g, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v))));
+    }
+  }
+}
+
+DSINFER_AVX2 void DecodeQ4_KAvx2(const uint8_t* b, int64_t blocks, float* y) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  alignas(32) uint8_t nib[2][32];
+  for (int64_t i = 0; i < blocks; ++i, b += 144, y += kQK) {
+    float dsc[8], dm[8];
+    K4Scales(b + 4, _cvtsh_ss(U16(b)), _cvtsh_ss(U16(b + 2)), dsc, dm);
+    for (int c = 0; c < 4; ++c) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * c));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(nib[0]), _mm256_and_si256(q, low4));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(nib[1]),
+                         _mm256_and_si256(_mm256_srli_epi16(q, 4), low4));
+      for (int h = 0; h < 2; ++h) {
+        const int j = 2 * c + h;
+        for (int g = 0; g < 4; ++g) Put8U(nib[h] + 8 * g, dsc[j], dm[j], y + 32 * j + 8 * g);
+      }
+    }
+  }
+}
+
+// One 32-element activation block: the specification (qblocks.h QuantizedActs).
+void QuantizeBlock(const float* xb, int8_t* q, float& d, float& sum) {
+  float amax = 0.0f;
+  for (int64_t i = 0; i < kActBlock; ++i) {
+    const float a = std::fabs(xb[i]);
+    if (a > amax || a != a) amax = a;  // a NaN sticks (no a > NaN)
+  }
+  if (amax == 0.0f || !std::isfinite(amax)) {
+    std::memset(q, 0, kActBlock);
+    d = amax == 0.0f ? 0.0f : std::nanf("");
+    sum = d;
+    return;
+  }
+  const float inv = 127.0f / amax;
+  int32_t isum = 0;
+  for (int64_t i = 0; i < kActBlock; ++i) {
+    float v = std::nearbyint(xb[i] * inv);  // round half to even (default mode)
+    v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
+    q[i] = static_cast<int8_t>(v);
+    isum += q[i];
+  }
+  d = amax / 127.0f;
+  sum = d * static_cast<float>(isum);
+}
+
+// The same operations on 16-lane vectors: the maximum is exact in any order, the product,
+// vrndscaleps (round to nearest even), clamp and the two divisions are the specification's, so
+// the bits are equal. Blocks whose maximum is 0, Inf or NaN go to the specification.
+DSINFER_AVX512 void QuantizeRowAvx512(const float* x, int64_t blocks, int8_t* q, float* d,
+                                      float* sum) {
+  const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const float* xb = x + kActBlock * b;
+    const __m512 v0 = _mm512_loadu_ps(xb), v1 = _mm512_loadu_ps(xb + 16);
+    const __mmask16 nan =
+        _mm512_cmp_ps_mask(v0, v0, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(v1, v1, _CMP_UNORD_Q);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    if (nan != 0 || amax == 0.0f || !std::isfinite(amax)) {
+      QuantizeBlock(xb, q + kActBlock * b, d[b], sum[b]);
+      continue;
+    }
+    const __m512 inv = _mm512_set1_ps(127.0f / amax);
+    constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    const __m512 r0 = _mm512_roundscale_ps(_mm512_mul_ps(v0, inv), kNearest);
+    const __m512 r1 = _mm512_roundscale_ps(_mm512_mul_ps(v1, inv), kNearest);
+    const __m512i i0 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r0, lo), hi));
+    const __m512i i1 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r1, lo), hi));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + kActBlock * b), _mm512_cvtepi32_epi8(i0));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + kActBlock * b + 16), _mm512_cvtepi32_epi8(i1));
+    const int32_t isum = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
+    d[b] = amax / 127.0f;
+    sum[b] = d[b] * static_cast<float>(isum);
+  }
+}
+
+// ---- int8 products: the specification ---------------------------------------------------------
+float DotQ8_0Int8(const uint8_t* row, const int8_t* q, const float* d, int64_t blocks) {
+  float acc = 0.0f;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* p = row + 34 * b;
+    int32_t isum = 0;
+    for (int i = 0; i < 32; ++i) isum += static_cast<int8_t>(p[2 + i]) * q[32 * b + i];
+    const float s = F16ToFloat(U16(p)) * d[b];
+    acc += static_cast<float>(isum) * s;
+  }
+  return acc;
+}
+
+float DotQ4_KInt8(const uint8_t* row, const int8_t* q, const float* d, const float* sum,
+                  int64_t superblocks) {
+  float acc = 0.0f;
+  for (int64_t s = 0; s < superblocks; ++s) {
+    const uint8_t* p = row + 144 * s;
+    float dsc[8], dm[8];
+    K4Scales(p + 4, F16ToFloat(U16(p)), F16ToFloat(U16(p + 2)), dsc, dm);
+    for (int j = 0; j < 8; ++j) {
+      const int c = j / 2, h = j % 2;
+      const int8_t* qx = q + kQK * s + 32 * j;
+      int32_t isum = 0;
+      for (int l = 0; l < 32; ++l) {
+        const uint8_t byte = p[16 + 32 * c + l];
+        isum += (h == 0 ? (byte & 0xF) : (byte >> 4)) * qx[l];
+      }
+      const int64_t blk = 8 * s + j;
+      acc += static_cast<float>(isum) * (dsc[j] * d[blk]);
+      acc -= dm[j] * sum[blk];
+    }
+  }
+  return acc;
+}
+
+// ---- int8 products: AVX-512 VNNI ---------------------------------------------------------------
+// Up to kVnniTokens tokens share each weight row's unpacked bytes. Per 64 weight bytes and token:
+// one vpdpbusd (u8 weights × s8 activations → 16 lanes of 4-product sums, exact), the lanes
+// converted to f32 (exact: |sum| < 2^16) and fma'd with the lane's block scale into a per-token
+// f32 accumulator; a fixed reduction ends the row.
+constexpr int kVnniTokens = 8;
+
+DSINFER_VNNI inline __m512 Halves(float lo, float hi) {
+  return _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(lo), _mm512_set1_ps(hi));
+}
+
+// Q8_0 weights are signed: vpdpbusd takes |w| as the unsigned operand and moves w's sign onto
+// the activation (x → −x where w < 0; |x| ≤ 127 so negation is exact; |−128| = 128 as u8).
+template <int N>
+DSINFER_VNNI void RowQ8_0VnniN(const uint8_t* row, int64_t blocks, const QuantizedActs& a,
+                               int64_t t0, float* out, int64_t ys) {
+  __m512 acc[N];
+  for (int t = 0; t < N; ++t) acc[t] = _mm512_setzero_ps();
+  const __m512i zero = _mm512_setzero_si512();
+  int64_t b = 0;
+  for (; b + 2 <= blocks; b += 2) {
+    const uint8_t* p = row + 34 * b;
+    const __m256i wa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2));
+    const __m256i wb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 36));
+    const __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(wa), wb, 1);
+    const __m512i aw = _mm512_abs_epi8(w);
+    const __mmask64 neg = _mm512_movepi8_mask(w);
+    const __m512 dw = Halves(_cvtsh_ss(U16(p)), _cvtsh_ss(U16(p + 34)));
+    for (int t = 0; t < N; ++t) {
+      const int64_t tok = t0 + t;
+      const int8_t* q = a.q.data() + tok * a.cols + 32 * b;
+      const float* dx = a.d.data() + tok * a.blocks + b;
+      __m512i x = _mm512_loadu_si512(q);
+      x = _mm512_mask_sub_epi8(x, neg, zero, x);
+      const __m512i dp = _mm512_dpbusd_epi32(zero, aw, x);
+      const __m512 s = _mm512_mul_ps(dw, Halves(dx[0], dx[1]));
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), s, acc[t]);
+    }
+  }
+  if (b < blocks) {  // an odd last block: the upper half of every vector is zero
+    const uint8_t* p = row + 34 * b;
+    const __m256i wa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2));
+    const __m512i w = _mm512_inserti64x4(_mm512_setzero_si512(), wa, 0);
+    const __m512i aw = _mm512_abs_epi8(w);
+    const __mmask64 neg = _mm512_movepi8_mask(w);
+    const __m512 dw = Halves(_cvtsh_ss(U16(p)), 0.0f);
+    for (int t = 0; t < N; ++t) {
+      const int64_t tok = t0 + t;
+      const int8_t* q = a.q.data() + tok * a.cols + 32 * b;
+      const float* dx = a.d.data() + tok * a.blocks + b;
+      __m512i x = _mm512_maskz_loadu_epi8(0xFFFFFFFFull, q);
+      x = _mm512_mask_sub_epi8(x, neg, zero, x);
+      const __m512i dp = _mm512_dpbusd_epi32(zero, aw, x);
+      const __m512 s = _mm512_mul_ps(dw, Halves(dx[0], 0.0f));
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), s, acc[t]);
+    }
+  }
+  for (int t = 0; t < N; ++t) out[t * ys] = _mm512_reduce_add_ps(acc[t]);
+}
+
+// Register accumulators for every token count (the arithmetic per token does not depend on it).
+DSINFER_VNNI void RowQ8_0Vnni(const uint8_t* row, int64_t blocks, const QuantizedActs& a,
+                              int64_t t0, int n, float* out, int64_t ys) {
+  static_assert(kVnniTokens == 8);
+  switch (n) {
+    case 1:
+      return RowQ8_0VnniN<1>(row, blocks, a, t0, out, ys);
+    case 2:
+      return RowQ8_0VnniN<2>(row, blocks, a, t0, out, ys);
+    case 3:
+      return RowQ8_0VnniN<3>(row, blocks, a, t0, out, ys);
+    case 4:
+      return RowQ8_0VnniN<4>(row, blocks, a, t0, out, ys);
+    case 5:
+      return RowQ8_0VnniN<5>(row, blocks, a, t0, out, ys);
+    case 6:
+      return RowQ8_0VnniN<6>(row, blocks, a, t0, out, ys);
+    case 7:
+      return RowQ8_0VnniN<7>(row, blocks, a, t0, out, ys);
+    default:
+      return RowQ8_0VnniN<8>(row, blocks, a, t0, out, ys);
+  }
+}
+
+// Q4_K on VNNI. Per super-block, shared by the tokens: the 12 bytes of packed 6-bit scales and
+// mins are unpacked by two byte shuffles, shifts and masks (K4ScaleBytes) into the pairs
+// (sc_j, m_j), converted and multiplied by (d, dmin) in one vector: the specification's f32
+// products d·sc_j and dmin·m_j (K4Scales), bit for bit. Chunk c's 32 bytes are broadcast to both
+// halves of a vector and the upper half shifted by 4: its nibbles [sub-block 2c | 2c+1] meet
+// the 64 activation bytes 64c..64c+63 in one vpdpbusd. Per token, one multiply with the
+// activations' (d, sum) pairs gives the pairs (d·sc_j·d_x, dmin·m_j·sum_j) — the
+// specification's products — vpermps spreads d·sc_j·d_x over sub-block j's 8 lanes, and the
+// mins are subtracted in the odd lanes of the second accumulator. Two accumulators per token,
+// the same for every batch size (batch invariance); up to kQ4Tokens tokens per pass.
+constexpr int kQ4Tokens = 4;
+
+// The 8 scales and mins of a Q4_K super-block (the 12 bytes at s, UnpackK4Scale's packing; 4
+// more bytes are read, which the block holds) as bytes sc_0, m_0, sc_1, m_1, …, sc_7, m_7:
+// j < 4: sc = s[j] & 63, m = s[j+4] & 63; j ≥ 4: sc = (s[j+4] & 15) | (s[j-4] >> 6) << 4,
+// m = (s[j+4] >> 4) | (s[j] >> 6) << 4.
+DSINFER_AVX2 inline __m128i K4ScaleBytes(const uint8_t* s) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s));
+  // a: the bytes holding each value's low bits; b: those holding the top 2 bits (j ≥ 4).
+  const __m128i a =
+      _mm_shuffle_epi8(v, _mm_setr_epi8(0, 4, 1, 5, 2, 6, 3, 7, 8, 8, 9, 9, 10, 10, 11, 11));
+  const __m128i b =
+      _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 1, 5, 2, 6, 3, 7));
+  const __m128i low =
+      _mm_and_si128(a, _mm_setr_epi8(63, 63, 63, 63, 63, 63, 63, 63, 15, 0, 15, 0, 15, 0, 15, 0));
+  // Odd bytes are the high byte of their 16-bit word: the shift brings in zeros.
+  const __m128i high = _mm_and_si128(
+      _mm_srli_epi16(a, 4), _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 0, 15, 0, 15, 0, 15));
+  // (byte >> 6) << 4 = (byte >> 2) & 0x30: the bits the 16-bit shift brings in are masked off.
+  const __m128i top = _mm_and_si128(_mm_srli_epi16(b, 2), _mm_set1_epi8(0x30));
+  return _mm_or_si128(_mm_or_si128(low, high), top);
+}
+
+// [d·sc_0, dmin·m_0, …, d·sc_7, dmin·m_7] of the super-block at p.
+DSINFER_VNNI inline __m512 K4ScalesVnni(const uint8_t* p) {
+  uint32_t dd;  // f16 d, f16 dmin
+  std::memcpy(&dd, p, 4);
+  const __m512 f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(K4ScaleBytes(p + 4)));
+  return _mm512_mul_ps(f, _mm512_cvtph_ps(_mm256_set1_epi32(static_cast<int>(dd))));
+}
+
+template <int N>
+DSINFER_VNNI void RowQ4_KVnni(const uint8_t* row, int64_t superblocks, const QuantizedActs& a,
+                              int64_t t0, float* out, int64_t ys) {
+  __m512 acc0[N], acc1[N];
+  for (int t = 0; t < N; ++t) acc0[t] = acc1[t] = _mm512_setzero_ps();
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  // Lanes of chunk c's products: sub-block 2c (lanes 0..7), 2c+1 (8..15); their scales sit
+  // in lanes 4c and 4c + 2 of the (scale, min) pairs.
+  const __m512i spread[4] = {
+      _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2),
+      _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6),
+      _mm512_setr_epi32(8, 8, 8, 8, 8, 8, 8, 8, 10, 10, 10, 10, 10, 10, 10, 10),
+      _mm512_setr_epi32(12, 12, 12, 12, 12, 12, 12, 12, 14, 14, 14, 14, 14, 14, 14, 14)};
+  constexpr __mmask16 kMinLanes = 0xAAAA;
+  for (int64_t s = 0; s < superblocks; ++s) {
+    const uint8_t* p = row + 144 * s;
+    const __m512 scales = K4ScalesVnni(p);
+    __m512i w[4];
+    for (int c = 0; c < 4; ++c) {
+      const __m512i b = _mm512_broadcast_i64x4(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16 + 32 * c)));
+      w[c] = _mm512_and_si512(_mm512_mask_srli_epi16(b, 0xFFFF0000u, b, 4), low4);
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < N; ++t) {
+      const int64_t tok = t0 + t;
+      const int8_t* q = a.q.data() + tok * a.cols + kQK * s;
+      const __m512 st =
+          _mm512_mul_ps(scales, _mm512_loadu_ps(a.ds.data() + 2 * (tok * a.blocks + 8 * s)));
+#pragma GCC unroll 4
+      for (int c = 0; c < 4; ++c) {
+        const __m512i dp =
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[c], _mm512_loadu_si512(q + 64 * c));
+        const __m512 f = _mm512_cvtepi32_ps(dp);
+        const __m512 sc = _mm512_permutexvar_ps(spread[c], st);
+        if (c % 2 == 0)
+          acc0[t] = _mm512_fmadd_ps(f, sc, acc0[t]);
+        else
+          acc1[t] = _mm512_fmadd_ps(f, sc, acc1[t]);
+      }
+      acc1[t] = _mm512_mask_sub_ps(acc1[t], kMinLanes, acc1[t], st);
+    }
+  }
+  for (int t = 0; t < N; ++t) out[t * ys] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[t], acc1[t]));
+}
+
+// ---- int8 products: AVX2 (maddubs) --------------------------------------------------------------
+// Per 32 weight bytes and token: vpmaddubsw (u8 × s8, adjacent pairs summed into 16 lanes of
+// int16: at most 2·128·127 = 32512, never saturating), vpmaddwd with ones (8 lanes of int32,
+// exact), converted and fma'd with the block scale into a per-token 8-lane accumulator.
+DSINFER_AVX2 inline float ReduceAdd256(__m256 v) {
+  const __m128 b = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+  return _mm_cvtss_f32(_mm_add_ss(c, _mm_movehdup_ps(c)));
+}
+
+DSINFER_AVX2 inline __m256 Dot32Avx2(__m256i w_u8, __m256i x_s8) {
+  const __m256i p16 = _mm256_maddubs_epi16(w_u8, x_s8);
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+
+// Q8_0: |w| unsigned, w's sign moved onto x (vpsignb: −x where w < 0, 0 where w = 0).
+DSINFER_AVX2 void RowQ8_0Avx2(const uint8_t* row, int64_t blocks, const QuantizedActs& a,
+                              int64_t t0, int n, float* out, int64_t ys) {
+  __m256 acc[kVnniTokens];
+  for (int t = 0; t < n; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* p = row + 34 * b;
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2));
+    const __m256i aw = _mm256_sign_epi8(w, w);
+    const float dw = _cvtsh_ss(U16(p));
+    for (int t = 0; t < n; ++t) {
+      const int64_t tok = t0 + t;
+      const __m256i x =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + tok * a.cols + 32 * b));
+      const float s = dw * a.d[tok * a.blocks + b];
+      acc[t] = _mm256_fmadd_ps(Dot32Avx2(aw, _mm256_sign_epi8(x, w)), _mm256_set1_ps(s), acc[t]);
+    }
+  }
+  for (int t = 0; t < n; ++t) out[t * ys] = ReduceAdd256(acc[t]);
+}
+
+// Q4_K on AVX2: the scales unpacked as for VNNI (K4ScaleBytes; the (d·sc_j, dmin·m_j) pairs of
+// sub-blocks 0..3 and 4..7 in two vectors), one multiply per half with the activations'
+// (d, sum) pairs per token, vpermps spreading d·sc_j·d_x over the 8 lanes of sub-block j's
+// products, the mins subtracted in the odd lanes of the second accumulator. Two accumulators
+// per token for every batch size; up to kQ4Tokens tokens per pass.
+template <int N>
+DSINFER_AVX2 void RowQ4_KAvx2(const uint8_t* row, int64_t superblocks, const QuantizedActs& a,
+                              int64_t t0, float* out, int64_t ys) {
+  __m256 acc0[N], acc1[N];
+  for (int t = 0; t < N; ++t) acc0[t] = acc1[t] = _mm256_setzero_ps();
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const __m256 min_lanes = _mm256_castsi256_ps(_mm256_setr_epi32(0, -1, 0, -1, 0, -1, 0, -1));
+  for (int64_t s = 0; s < superblocks; ++s) {
+    const uint8_t* p = row + 144 * s;
+    uint32_t dd;  // f16 d, f16 dmin
+    std::memcpy(&dd, p, 4);
+    const __m256 dmul = _mm256_cvtph_ps(_mm_set1_epi32(static_cast<int>(dd)));
+    const __m128i sm = K4ScaleBytes(p + 4);
+    const __m256 scales[2] = {
+        _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm)), dmul),
+        _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8))), dmul)};
+    __m256i w[8];  // sub-block j: nibbles 0..15
+    for (int c = 0; c < 4; ++c) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16 + 32 * c));
+      w[2 * c] = _mm256_and_si256(q, low4);
+      w[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < N; ++t) {
+      const int64_t tok = t0 + t;
+      const int8_t* q = a.q.data() + tok * a.cols + kQK * s;
+      const float* ds = a.ds.data() + 2 * (tok * a.blocks + 8 * s);
+      const __m256 st[2] = {_mm256_mul_ps(scales[0], _mm256_loadu_ps(ds)),
+                            _mm256_mul_ps(scales[1], _mm256_loadu_ps(ds + 8))};
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) {
+        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * j));
+        const __m256 sc = _mm256_permutevar8x32_ps(st[j / 4], _mm256_set1_epi32(2 * (j % 4)));
+        if (j % 2 == 0)
+          acc0[t] = _mm256_fmadd_ps(Dot32Avx2(w[j], x), sc, acc0[t]);
+        else
+          acc1[t] = _mm256_fmadd_ps(Dot32Avx2(w[j], x), sc, acc1[t]);
+      }
+      acc1[t] = _mm256_sub_ps(acc1[t], _mm256_and_ps(st[0], min_lanes));
+      acc1[t] = _mm256_sub_ps(acc1[t], _mm256_and_ps(st[1], min_lanes));
+    }
+  }
+  for (int t = 0; t < N; ++t) out[t * ys] = ReduceAdd256(_mm256_add_ps(acc0[t], acc1[t]));
+}
+
+}  // namespace
+
+void DecodeRows(Isa isa, const WeightView& w, int64_t r0, int64_t r1, float* out) {
+  DSINFER_CHECK(IsBlockDType(w.dtype), "DecodeRows: not a block dtype");
+  const int64_t blocks = w.cols / DTypeBlockElems(w.dtype);
+  for (int64_t r = r0; r < r1; ++r) {
+    const auto* src = reinterpret_cast<const uint8_t*>(w.row(r));
+    float* y = out + (r - r0) * w.cols;
+    if (isa == Isa::kAvx512) {
+      DecodeRowAvx512(w.dtype, src, blocks, y);
+      continue;
+    }
+    if (isa == Isa::kAvx2) {
+      if (w.dtype == DType::kQ8_0) {
+        DecodeQ8_0Avx2(src, blocks, y);
+        continue;
+      }
+      if (w.dtype == DType::kQ4_K) {
+        DecodeQ4_KAvx2(src, blocks, y);
+        continue;
+      }
+    }
+    DecodeRow(w, r, y);
+  }
+}
+
+bool FusedGemv(Isa isa, const float* xp, int64_t xps, int n, const WeightView& w, int64_t r0,
+               int64_t r1, float* y, int64_t ys) {
+  if (isa != Isa::kAvx512 || n < 1 || n > 8 || !IsBlockDType(w.dtype)) return false;
+  FusedRowsAvx512(xp, xps, n, w, r0, r1, y, ys);
+  return true;
+}
+
+void QuantizeActs(const float* x, int64_t xs, int64_t n, int64_t cols, QuantizedActs& out) {
+  QuantizeActs(Isa::kScalar, x, xs, n, cols, out);
+}
+
+void QuantizeActs(Isa isa, const float* x, int64_t xs, int64_t n, int64_t cols,
+                  QuantizedActs& out) {
+  DSINFER_CHECK(cols % kActBlock == 0, "QuantizeActs: cols must be a multiple of 32");
+  out.n = n;
+  out.cols = cols;
+  out.blocks = cols / kActBlock;
+  out.q.resize(static_cast<size_t>(n * cols));
+  out.d.resize(static_cast<size_t>(n * out.blocks));
+  out.sum.resize(static_cast<size_t>(n * out.blocks));
+  out.ds.resize(static_cast<size_t>(2 * n * out.blocks));
+  const bool vector = isa == Isa::kAvx512 && DetectCpu().Supports(Isa::kAvx512);
+  for (int64_t t = 0; t < n; ++t) {
+    int8_t* q = out.q.data() + t * cols;
+    float* d = out.d.data() + t * out.blocks;
+    float* sum = out.sum.data() + t * out.blocks;
+    if (vector) {
+      QuantizeRowAvx512(x + t * xs, out.blocks, q, d, sum);
+    } else {
+      for (int64_t b = 0; b < out.blocks; ++b)
+        QuantizeBlock(x + t * xs + kActBlock * b, q + kActBlock * b, d[b], sum[b]);
+    }
+  }
+  for (int64_t k = 0; k < n * out.blocks; ++k) {
+    out.ds[2 * k] = out.d[k];
+    out.ds[2 * k + 1] = out.sum[k];
+  }
+}
+
+bool Int8Dtype(DType t) { return t == DType::kQ8_0 || t == DType::kQ4_K; }
+
+bool Int8UsesVnni(Isa isa) {
+  return isa == Isa::kAvx512 && DetectCpu().Supports(Isa::kAvx512) && DetectCpu().avx512_vnni;
+}
+
+bool Int8UsesAvx2(Isa isa) {
+  return !Int8UsesVnni(isa) && isa != Isa::kScalar && DetectCpu().Supports(Isa::kAvx2);
+}
+
+void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,
+              int64_t r0, int64_t r1, float* y, int64_t ys) {
+  DSINFER_CHECK(Int8Dtype(w.dtype) && a.cols == w.cols && t0 >= 0 && t1 <= a.n &&
+                    static_cast<int64_t>(a.ds.size()) == 2 * a.n * a.blocks,
+                "Int8Rows: activations do not match the weight");
+  const int64_t blocks = w.cols / DTypeBlockElems(w.dtype);
+  const bool q8 = w.dtype == DType::kQ8_0;
+  const bool vnni = Int8UsesVnni(isa), avx2 = Int8UsesAvx2(isa);
+  if (vnni || avx2) {
+    const int group = q8 ? kVnniTokens : kQ4Tokens;
+    for (int64_t tg = t0; tg < t1; tg += group) {
+      const int n = static_cast<int>(std::min<int64_t>(group, t1 - tg));
+      for (int64_t r = r0; r < r1; ++r) {
+        const auto* row = reinterpret_cast<const uint8_t*>(w.row(r));
+        float* out = y + (tg - t0) * ys + (r - r0);
+        if (q8) {
+          if (vnni)
+            RowQ8_0Vnni(row, blocks, a, tg, n, out, ys);
+          else
+            RowQ8_0Avx2(row, blocks, a, tg, n, out, ys);
+          continue;
+        }
+        switch (n) {  // Q4_K
+          case 1:
+            vnni ? RowQ4_KVnni<1>(row, blocks, a, tg, out, ys)
+                 : RowQ4_KAvx2<1>(row, blocks, a, tg, out, ys);
+            break;
+          case 2:
+            vnni ? RowQ4_KVnni<2>(row, blocks, a, tg, out, ys)
+                 : RowQ4_KAvx2<2>(row, blocks, a, tg, out, ys);
+            break;
+          case 3:
+            vnni ? RowQ4_KVnni<3>(row, blocks, a, tg, out, ys)
+                 : RowQ4_KAvx2<3>(row, blocks, a, tg, out, ys);
+            break;
+          default:
+            vnni ? RowQ4_KVnni<kQ4Tokens>(row, blocks, a, tg, out, ys)
+                 : RowQ4_KAvx2<kQ4Tokens>(row, blocks, a, tg, out, ys);
+        }
+      }
+    }
+    return;
+  }
+  for (int64_t r = r0; r < r1; ++r) {
+    const auto* row = reinterpret_cast<const uint8_t*>(w.row(r));
+    for (int64_t t = t0; t < t1; ++t) {
+      const int8_t* q = a.q.data() + t * a.cols;
+      const float* d = a.d.data() + t * a.blocks;
+      y[(t - t0) * ys + (r - r0)] =
+          q8 ? DotQ8_0Int8(row, q, d, blocks)
+             : DotQ4_KInt8(row, q, d, a.sum.data() + t * a.blocks, blocks);
+    }
+  }
+}
+
+}  // namespace dsinfer::qblocks

@@ -1,0 +1,76 @@
+// Kernels on ggml block weights (Q8_0, Q4_K, Q5_K, Q6_K; layouts in format/ggml_types.h) as
+// they sit in a GGUF file: never copied whole, decoded or multiplied block by block.
+// `Linear` (kernels/linear.h) uses them for WeightViews of a block dtype; tests and benchmarks
+// call them directly.
+//
+// Two ways to multiply (WeightView::int8_activations chooses; docs/numerics.md):
+//  * f32 (default, every block type): rows are decoded exactly — bit for bit the values
+//    `DequantizeRow` gives — a few rows at a time into a per-thread f32 buffer, and the f32
+//    kernels of linear.h multiply them. Results are therefore bitwise those of an F32 copy of
+//    the dequantised weights on the same ISA (and batch invariant like them).
+//  * int8 activations (Q8_0 and Q4_K): each 32-element block of an activation row is quantised
+//    to int8 with its own f32 step (QuantizeActs), integer dot products per block
+//    (AVX-512 VNNI `vpdpbusd` when the CPU has it, else AVX2 `vpmaddubsw`, else the scalar
+//    specification), scaled and summed in f32. Per token the operations do not depend on the batch,
+//    so it is batch invariant too.
+// Thread-safety: pure functions writing only their outputs.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "kernels/cpu.h"
+#include "kernels/weight.h"
+
+namespace dsinfer::qblocks {
+
+// Rows [r0, r1) of block weight `w` decoded to f32 `out` [(r1 - r0), w.cols], bit for bit as
+// DequantizeRow; vector decoders for AVX-512 (every block type) and AVX2 (Q8_0, Q4_K), the
+// scalar DequantizeRow otherwise (`isa` must be supported by the CPU).
+void DecodeRows(Isa isa, const WeightView& w, int64_t r0, int64_t r1, float* out);
+
+// Decode GEMV fused with the decoding (AVX-512, 1 ≤ n ≤ 8, every block type): each 32-column
+// step of a row is decoded in registers and multiplied in the AVX-512 F32 GEMV's order, so
+// y[t*ys + (r - r0)] is bitwise what the F32 kernels give on the decoded rows — without the f32
+// buffer. xp: the activations as IsaKernels::prep_x prepares them for an F32 weight (rows of
+// w.cols, stride xps). Returns false, doing nothing, for another ISA or n.
+bool FusedGemv(Isa isa, const float* xp, int64_t xps, int n, const WeightView& w, int64_t r0,
+               int64_t r1, float* y, int64_t ys);
+
+// ---- int8 activations -----------------------------------------------------------------------
+inline constexpr int64_t kActBlock = 32;  // activation elements per int8 block
+
+// Activations quantised per 32-element block, for n rows of `cols` (a multiple of 32):
+// amax = max|x| over the block; step d = amax / 127 (f32); q = round-half-even(x · (127 / amax))
+// (the f32 product; |q| ≤ 127); sum = d · Σq (f32). A block of zeros has d = 0, q = 0; a block
+// holding Inf or NaN has d = NaN (the products it enters become NaN, as in f32).
+struct QuantizedActs {
+  int64_t n = 0, cols = 0, blocks = 0;  // blocks = cols / 32 per row
+  std::vector<int8_t> q;                // [n, cols]
+  std::vector<float> d, sum;            // [n, blocks]
+  std::vector<float> ds;                // [n, blocks, 2]: (d, sum) pairs (the Q4_K VNNI kernel)
+};
+// The specification (scalar).
+void QuantizeActs(const float* x, int64_t xs, int64_t n, int64_t cols, QuantizedActs& out);
+// The same bits on `isa` (AVX-512: vector blocks; a block holding 0, Inf or NaN as the
+// specification; another isa: the specification).
+void QuantizeActs(Isa isa, const float* x, int64_t xs, int64_t n, int64_t cols, QuantizedActs& out);
+
+// Whether the int8-activation path handles `t` (Q8_0 and Q4_K).
+bool Int8Dtype(DType t);
+// Whether `isa` runs the int8 products with VNNI (AVX-512 with avx512_vnni), or with AVX2
+// (vpmaddubsw: an AVX-512 CPU without VNNI, or isa = kAvx2); else (kScalar) the scalar
+// specification runs.
+bool Int8UsesVnni(Isa isa);
+bool Int8UsesAvx2(Isa isa);
+
+// y[(t - t0)*ys + (r - r0)] = row r of w · activation row t, for r ∈ [r0, r1), t ∈ [t0, t1),
+// with activations `a` (a.cols = w.cols). The specification (scalar): per row, over blocks in
+// order, acc += f32(Σ_i qw_i·q_i) · s_b, with s_b = d_w·d (Q8_0) or (d·sc_j)·d (Q4_K, then
+// acc −= (dmin·m_j) · sum of the block); every product and sum rounded to f32. The VNNI and
+// AVX2 paths sum the same scaled integer partials in other orders (within γ_K·Σ|terms|), with
+// a fixed order per token (batch invariant). `a` must come from QuantizeActs (either form).
+void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,
+              int64_t r0, int64_t r1, float* y, int64_t ys);
+
+}  // namespace dsinfer::qblocks
