@@ -44,6 +44,7 @@ struct RunOptions {
   SamplerOptions sampler;
   std::string kv_cache = "f32";
   std::string attention = "dsa";
+  std::string numerics = "f32";
   SpecFlags spec;  // --spec, --draft, --spec-min-acceptance, --spec-window
 };
 
@@ -60,7 +61,8 @@ class Session {
     eo.sequence.kv_cache = ParseKvCacheType(o.kv_cache, "--kv-cache");
     eo.sequence.attention = o.attention == "dense" ? AttentionMode::kDense : AttentionMode::kDsa;
     o.spec.Apply(eo);
-    engine_ = std::make_unique<Engine>(Model::Load(dir), eo);
+    engine_ = std::make_unique<Engine>(
+        Model::Load(dir, {.numerics = ParseNumerics(o.numerics, "--numerics")}), eo);
   }
   ~Session() { session_.reset(); }  // its pages go back to the pool before the engine ends
 
@@ -257,6 +259,7 @@ CommandRegistrar reg("run", [](CLI::App& app) -> RunFn {
   sub->add_option("--attention", o->attention, "dsa | dense")
       ->check(CLI::IsMember({"dsa", "dense"}))
       ->capture_default_str();
+  AddNumericsOption(sub, &o->numerics);
   return [o] { return RunGenerate(*o); };
 });
 

@@ -17,12 +17,14 @@
 // γ_{K+4}·Σ|x·w| of the exact sum (K = the reduced length); see docs/kernels.md "Linear".
 //
 // Threading: one OpenMP region over output rows (or columns) when the product is large enough
-// (`kParallelWork`; the memory-bound decode GEMV: 256 KiB of weights) and the caller is not already inside a parallel region — then it runs on the
-// calling thread only, so callers may parallelise over heads themselves. The vector paths use a
-// thread-local scratch that grows, never shrinks. Thread-safe: no shared mutable state.
+// (`kParallelWork`; the memory-bound decode GEMV: 256 KiB of weights) and the caller is not already
+// inside a parallel region — then it runs on the calling thread only, so callers may parallelise
+// over heads themselves. The vector paths use a thread-local scratch that grows, never shrinks.
+// Thread-safe: no shared mutable state.
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "kernels/cpu.h"
 #include "kernels/weight.h"
@@ -40,8 +42,8 @@ void Linear(const float* x, int64_t n, const WeightView& w, float* y, int64_t y_
 // y[t*y_stride + (r - row_begin)] = Σ_c x[t*x_stride + c] · W[r, c].
 // x: [n, x_stride ≥ w.cols], y: [n, y_stride ≥ row_end - row_begin]. FP8 block scales are
 // indexed by the absolute row (r / 128); row_begin need not be a multiple of 128.
-void LinearRows(const float* x, int64_t x_stride, int64_t n, const WeightView& w,
-                int64_t row_begin, int64_t row_end, float* y, int64_t y_stride);
+void LinearRows(const float* x, int64_t x_stride, int64_t n, const WeightView& w, int64_t row_begin,
+                int64_t row_end, float* y, int64_t y_stride);
 
 // The transposed product over a row range (e.g. `W_UKᵀ q` of one head of `wkv_b`):
 // y[t*y_stride + c] = Σ_{i < row_end-row_begin} x[t*x_stride + i] · W[row_begin + i, c].
@@ -60,8 +62,7 @@ void LinearTransposed(Isa isa, const float* x, int64_t x_stride, int64_t n, cons
 Isa LinearIsa();
 
 // ---- bf16-activation numerics (docs/numerics.md "bf16 activations", issue #17) -----------------
-// A kernel of DeepSeek's production numerics, NOT yet used by the model (the forward pass runs
-// the f32 numerics above):
+// A kernel of DeepSeek's production numerics, used by the model in `Numerics::kBf16` (below):
 //   FP8 weights:  y[t, r] = Σ_b s[r/128, b] · ( Σ_{c ∈ block b} bf16(x[t, c]) · e4m3(q[r, c]) )
 //   BF16 weights: y[t, r] = Σ_c bf16(x[t, c]) · W[r, c]
 // bf16() rounds to nearest even (`FloatToBF16`); every e4m3 and bf16 weight is a bf16 value, so
@@ -82,6 +83,19 @@ void LinearRowsBf16(Bf16Path path, const float* x, int64_t x_stride, int64_t n, 
                     int64_t row_begin, int64_t row_end, float* y, int64_t y_stride);
 // x: [n, w.cols], y: [n, w.rows], on LinearBf16Path().
 void LinearBf16(const float* x, int64_t n, const WeightView& w, float* y);
+
+// ---- The model's numerics mode (docs/numerics.md "bf16 numerics", issue #17) ------------------
+// kF32: the reference numerics (f32 activations, `Linear`). kBf16: DeepSeek's production
+// numerics at the model's activation-side GEMMs (`LinearBf16`: activations rounded to bf16).
+enum class Numerics : uint8_t { kF32, kBf16 };
+// "f32" | "bf16"; throws Error naming `what` otherwise.
+Numerics ParseNumerics(const std::string& name, const std::string& what);
+const char* NumericsName(Numerics numerics);
+
+// y = x·Wᵀ (x: [n, w.cols], y: [n, w.rows]) in `numerics`: kBf16 with FP8 e4m3 or BF16 weights
+// is `LinearBf16`; every other case (kF32, or F16/F32 weights, which are not bf16 numbers) is
+// `Linear`. The choice depends on the weight only, never on n, so both stay batch invariant.
+void Linear(Numerics numerics, const float* x, int64_t n, const WeightView& w, float* y);
 
 // Σ a[i]·b[i] in f32 with 8 independent partial sums (vectorisable; fixed order).
 float Dot(const float* a, const float* b, int64_t n);
