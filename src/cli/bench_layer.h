@@ -18,8 +18,8 @@ struct LayerBenchRun {
   std::string attention = "dsa,dense";
   std::string phase = "decode,prefill";  // and/or verify
   std::vector<int64_t> drafts = {1};     // verify: 1 + N rows per sequence for each N
-  int64_t batch = 32;                    // decode batch
-  bool single_stream = true;             // also decode batch 1
+  int64_t batch = 32;  // decode batch
+  bool single_stream = true;  // also decode batch 1
   int64_t chunk = 512;
   double usd_per_hour = layerbench::kDefaultUsdPerHour;
   int warmup = 1;
@@ -30,7 +30,7 @@ struct LayerBenchRun {
   std::string numerics = "f32";  // --numerics f32 | bf16 (docs/numerics.md)
   bool json = false;
   std::optional<std::string> plot{};
-  bool brief = false;      // a two-line header (the main job)
+  bool brief = false;  // a two-line header (the main job)
   bool breakdown = false;  // also the time per part and the indexer's fraction of the dot peak
 };
 

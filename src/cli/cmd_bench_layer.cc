@@ -1,17 +1,19 @@
 // `dsinfer bench layer`: cost per token of one decoder layer vs token position, DSA vs dense,
 // decode vs prefill (tools/bench_layer.h; docs/bench.md), and `RunLayerBench` (cli/bench_layer.h)
 // which the main job also calls.
-#include <omp.h>
 #include <unistd.h>
+
+#include <omp.h>
 
 #include <cstdio>
 #include <fstream>
 #include <map>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "base/error.h"
 #include "cli/bench_layer.h"
@@ -36,13 +38,15 @@ struct Options {
 
 std::string Describe(const ModelConfig& c, int64_t layer, const std::string& kv_cache) {
   char buf[512];
-  std::snprintf(buf, sizeof buf, "layer %lld: hidden %lld, %lld heads, %s, indexer %s; KV cache %s",
+  std::snprintf(buf, sizeof buf,
+                "layer %lld: hidden %lld, %lld heads, %s, indexer %s; KV cache %s",
                 static_cast<long long>(layer), static_cast<long long>(c.hidden_size),
                 static_cast<long long>(c.num_attention_heads),
-                c.is_moe_layer(layer) ? (std::to_string(c.n_routed_experts) + " experts (top " +
-                                         std::to_string(c.num_experts_per_tok) + ")")
-                                            .c_str()
-                                      : "dense MLP",
+                c.is_moe_layer(layer)
+                    ? (std::to_string(c.n_routed_experts) + " experts (top " +
+                       std::to_string(c.num_experts_per_tok) + ")")
+                          .c_str()
+                    : "dense MLP",
                 c.has_indexer() ? (std::to_string(c.index_n_heads.value_or(0)) + "x" +
                                    std::to_string(c.index_head_dim.value_or(0)) + " top-" +
                                    std::to_string(*c.index_topk))
@@ -60,10 +64,10 @@ class CaseProgress {
     std::snprintf(label_, sizeof label_, "bench layer [%zu/%zu] %s %s %s %s @ %s", i + 1, n,
                   lb::AttentionName(c.attention), lb::PhaseName(c.phase),
                   c.phase == lb::Phase::kPrefill ? "chunk" : "batch",
-                  (c.phase == lb::Phase::kPrefill ? std::to_string(c.chunk)
-                   : c.phase == lb::Phase::kVerify
-                       ? std::to_string(c.batch) + " x " + std::to_string(c.chunk) + " rows"
-                       : std::to_string(c.batch))
+                  (c.phase == lb::Phase::kPrefill   ? std::to_string(c.chunk)
+                   : c.phase == lb::Phase::kVerify ? std::to_string(c.batch) + " x " +
+                                                          std::to_string(c.chunk) + " rows"
+                                                    : std::to_string(c.batch))
                       .c_str(),
                   lb::FormatPosition(c.position).c_str());
     if (!tty_) std::fprintf(stderr, "%s ...\n", label_);
@@ -96,7 +100,9 @@ struct RunContext {
   std::string WarmupText() const {
     return warmup == 0 ? "no warm-up" : "after " + std::to_string(warmup) + " warm-up step(s)";
   }
-  std::string Machine() const { return "isa " + isa + ", " + std::to_string(threads) + " threads"; }
+  std::string Machine() const {
+    return "isa " + isa + ", " + std::to_string(threads) + " threads";
+  }
 };
 
 nlohmann::json ToJson(const lb::Measurement& m, const RunContext& ctx) {
@@ -104,29 +110,29 @@ nlohmann::json ToJson(const lb::Measurement& m, const RunContext& ctx) {
   for (int p = 0; p < LayerPartTimes::kCount; ++p)
     parts[LayerPartTimes::Name(p)] = m.parts.ms[p] / static_cast<double>(m.c.tokens());
   nlohmann::json j = {{"bench", "layer"},
-                      {"phase", lb::PhaseName(m.c.phase)},
-                      {"attention", lb::AttentionName(m.c.attention)},
-                      {"position", m.c.position},
-                      {"batch", m.c.batch},
-                      {"chunk", m.c.chunk},
-                      {"drafts", m.c.phase == lb::Phase::kVerify ? m.c.chunk - 1 : 0},
-                      {"tokens_per_step", m.c.tokens()},
-                      {"ms_per_token", m.cost.ms_per_token},
-                      {"tokens_per_s", m.cost.tokens_per_s},
-                      {"usd_per_mtok", m.cost.usd_per_mtok},
-                      {"usd_per_hour", ctx.usd_per_hour},
-                      {"step_ms", m.step_ms},
-                      {"median_step_ms", m.median_step_ms},
-                      {"reps", m.reps},
-                      {"warmup", ctx.warmup},
-                      {"timing", "min"},
-                      {"layer", ctx.layer},
-                      {"model", ctx.model_dir},
-                      {"kv_cache", ctx.kv_cache},
-                      {"synthetic_cache", true},
-                      {"isa", ctx.isa},
-                      {"threads", ctx.threads},
-                      {"parts_ms_per_token", parts}};
+          {"phase", lb::PhaseName(m.c.phase)},
+          {"attention", lb::AttentionName(m.c.attention)},
+          {"position", m.c.position},
+          {"batch", m.c.batch},
+          {"chunk", m.c.chunk},
+          {"drafts", m.c.phase == lb::Phase::kVerify ? m.c.chunk - 1 : 0},
+          {"tokens_per_step", m.c.tokens()},
+          {"ms_per_token", m.cost.ms_per_token},
+          {"tokens_per_s", m.cost.tokens_per_s},
+          {"usd_per_mtok", m.cost.usd_per_mtok},
+          {"usd_per_hour", ctx.usd_per_hour},
+          {"step_ms", m.step_ms},
+          {"median_step_ms", m.median_step_ms},
+          {"reps", m.reps},
+          {"warmup", ctx.warmup},
+          {"timing", "min"},
+          {"layer", ctx.layer},
+          {"model", ctx.model_dir},
+          {"kv_cache", ctx.kv_cache},
+          {"synthetic_cache", true},
+          {"isa", ctx.isa},
+          {"threads", ctx.threads},
+          {"parts_ms_per_token", parts}};
   const double indexer_ms = m.parts.ms[LayerPartTimes::kIndexer];
   if (m.indexer_flops > 0 && indexer_ms > 0) {
     j["indexer_gflops"] = m.indexer_flops / (indexer_ms * 1e6);
@@ -138,26 +144,23 @@ nlohmann::json ToJson(const lb::Measurement& m, const RunContext& ctx) {
 
 void PrintHeader(const RunContext& ctx, bool brief) {
   if (brief) {
-    std::printf(
-        "%s\n  (caches filled with synthetic values; fastest of %d step(s), %s; "
-        "%s; cost at %.3g USD/hour)\n\n",
-        ctx.describe.c_str(), ctx.reps, ctx.WarmupText().c_str(), ctx.Machine().c_str(),
-        ctx.usd_per_hour);
+    std::printf("%s\n  (caches filled with synthetic values; fastest of %d step(s), %s; "
+                "%s; cost at %.3g USD/hour)\n\n",
+                ctx.describe.c_str(), ctx.reps, ctx.WarmupText().c_str(), ctx.Machine().c_str(),
+                ctx.usd_per_hour);
     std::fflush(stdout);
     return;
   }
   std::printf("bench layer: %s\n  %s\n", ctx.model_dir.c_str(), ctx.describe.c_str());
-  std::printf(
-      "  caches filled with synthetic values (random latents and indexer keys, not a real "
-      "prompt)\n  time = fastest of >= %d step(s)%s, %s; %s\n",
-      ctx.reps,
-      ctx.min_seconds > 0
-          ? (" (more until " + std::to_string(ctx.min_seconds).substr(0, 4) + " s)").c_str()
-          : "",
-      ctx.WarmupText().c_str(), ctx.Machine().c_str());
-  std::printf(
-      "  decode: one step of `batch` sequences holding `position` cached tokens each; "
-      "prefill: `chunk` tokens on top of `position` cached tokens\n");
+  std::printf("  caches filled with synthetic values (random latents and indexer keys, not a real "
+              "prompt)\n  time = fastest of >= %d step(s)%s, %s; %s\n",
+              ctx.reps,
+              ctx.min_seconds > 0 ? (" (more until " + std::to_string(ctx.min_seconds).substr(0, 4) +
+                                     " s)").c_str()
+                                  : "",
+              ctx.WarmupText().c_str(), ctx.Machine().c_str());
+  std::printf("  decode: one step of `batch` sequences holding `position` cached tokens each; "
+              "prefill: `chunk` tokens on top of `position` cached tokens\n");
   std::printf("  cost at %.3g USD/hour (--usd-per-hour; default: a 2-vCPU cloud instance)\n\n",
               ctx.usd_per_hour);
   std::fflush(stdout);
@@ -177,29 +180,30 @@ int RunLayerBench(const LayerBenchRun& o) {
   std::unique_ptr<Model> model =
       Model::Load(o.model_dir, {.numerics = ParseNumerics(o.numerics, "--numerics")});
   CaseProgress progress;
-  lb::LayerBench bench(
-      *model, {.layer = o.layer,
-               .kv_cache = kv,
-               .warmup = o.warmup,
-               .reps = o.reps,
-               .min_seconds = o.min_seconds,
-               .usd_per_hour = o.usd_per_hour,
-               .progress = [&](const std::string& what, double f) { progress.Update(what, f); }});
+  lb::LayerBench bench(*model, {.layer = o.layer,
+                                .kv_cache = kv,
+                                .warmup = o.warmup,
+                                .reps = o.reps,
+                                .min_seconds = o.min_seconds,
+                                .usd_per_hour = o.usd_per_hour,
+                                .progress = [&](const std::string& what, double f) {
+                                  progress.Update(what, f);
+                                }});
   for (int64_t n : o.drafts)
     if (n < 1 || n > 16) throw Error("--draft must be in [1, 16] (got " + std::to_string(n) + ")");
   const std::vector<lb::Case> cases =
       lb::PlanCases(attentions, phases, positions, batches, o.chunk, o.drafts);
   for (const lb::Case& c : cases) bench.Check(c);  // fail before minutes of measuring
   RunContext ctx{.model_dir = o.model_dir,
-                 .describe = Describe(model->config(), bench.layer(), o.kv_cache),
-                 .kv_cache = o.kv_cache,
-                 .isa = IsaName(DetectCpu().best),
-                 .layer = bench.layer(),
-                 .threads = omp_get_max_threads(),
-                 .usd_per_hour = o.usd_per_hour,
-                 .reps = o.reps,
-                 .warmup = o.warmup,
-                 .min_seconds = o.min_seconds};
+                       .describe = Describe(model->config(), bench.layer(), o.kv_cache),
+                       .kv_cache = o.kv_cache,
+                       .isa = IsaName(DetectCpu().best),
+                       .layer = bench.layer(),
+                       .threads = omp_get_max_threads(),
+                       .usd_per_hour = o.usd_per_hour,
+                       .reps = o.reps,
+                       .warmup = o.warmup,
+                       .min_seconds = o.min_seconds};
   if (o.breakdown) {  // the compute peaks only (about a second)
     std::fprintf(stderr, "bench layer: measuring the machine's dot-product peak ...\n");
     const roofline::Result peak = roofline::Measure({.seconds = 0.3, .memory = false});
@@ -252,9 +256,8 @@ BenchRegistrar reg("layer", [](CLI::App& bench) -> RunFn {
       "layer", "Cost per token of one layer (attention + indexer + MoE) vs position: DSA vs dense");
   sub->add_option("--model", o->model, "Checkpoint directory");
   AddThreadsOption(sub);
-  sub->add_option(
-      "--preset", o->preset,
-      "Generated preset (default layer671b), kept in ~/.cache/dsinfer/<preset>-seed0[-sets]");
+  sub->add_option("--preset", o->preset,
+                  "Generated preset (default layer671b), kept in ~/.cache/dsinfer/<preset>-seed0[-sets]");
   sub->add_option("--set", o->sets, "key=value override of the preset's config (repeatable)");
   sub->add_option("--positions", r.positions, "Token positions (cached tokens), K = 1024")
       ->capture_default_str();
@@ -275,25 +278,22 @@ BenchRegistrar reg("layer", [](CLI::App& bench) -> RunFn {
                   "Machine price (default: a 2-vCPU cloud instance, see docs/bench.md)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  sub->add_option("--reps", r.reps,
-                  "Timed steps per measurement (after the warm-up); the fastest counts")
+  sub->add_option("--reps", r.reps, "Timed steps per measurement (after the warm-up); the fastest counts")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
   sub->add_option("--warmup", r.warmup,
                   "Untimed steps before each measurement (0 for cases too long to repeat)")
       ->capture_default_str()
       ->check(CLI::Range(0, 100));
-  sub->add_option("--min-time", r.min_seconds,
-                  "More timed steps (up to 1000) until they total this, s")
+  sub->add_option("--min-time", r.min_seconds, "More timed steps (up to 1000) until they total this, s")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 60.0));
   sub->add_option("--layer", r.layer, "Layer to measure (default: the first MoE layer)");
-  sub->add_option("--kv-cache", r.kv_cache, "Latent cache type: fp8, bf16, f32")
-      ->capture_default_str();
-  AddNumericsOption(sub, &r.numerics);
+  sub->add_option("--kv-cache", r.kv_cache, "Latent cache type: fp8, bf16, f32")->capture_default_str();
   sub->add_flag("--json", r.json, "One JSON object per measurement");
   sub->add_flag("--breakdown", r.breakdown,
-                "Also print ms/token per part of the layer and the indexer's GFLOP/s vs the "
+                "Also print ms/token per part of the layer and the indexer's GFLOP/s vs "
+                "the " AddNumericsOption(sub, &r.numerics);
                 "measured dot-product peak");
   sub->add_option("--plot", r.plot, "Write the cost-vs-position curves as SVG to FILE");
   return [o] { return RunBenchLayer(*o); };

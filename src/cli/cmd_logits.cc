@@ -40,19 +40,17 @@ int RunLogits(const LogitsOptions& o) {
   std::vector<int32_t> ids = ParseTokenIds(o.ids, "--ids");
   dist::World* world = dist::CurrentWorld();
   if (world && world->ranks() > 1 && !o.model)
-    throw Error(
-        "--model is required across MPI ranks (the default model is generated on first "
-        "use; run `dsinfer logits` once without mpirun to generate it)");
+    throw Error("--model is required across MPI ranks (the default model is generated on first "
+                "use; run `dsinfer logits` once without mpirun to generate it)");
   const LoadOptions lo{.numerics = ParseNumerics(o.numerics, "--numerics")};
   std::unique_ptr<Model> model = world ? LoadModelOnRanks(*world, ResolveModelDir(o.model), lo)
                                        : Model::Load(ResolveModelDir(o.model), lo);
   const bool writer = !world || world->rank() == 0;  // rank 0 writes the output
   CheckTokenIds(ids, model->config(), "--ids");
-  SequenceOptions so{
-      .attention = o.attention == "dense" ? AttentionMode::kDense : AttentionMode::kDsa,
-      .index_topk = o.index_topk,
-      .kv_cache = ParseKvCacheType(o.kv_cache, "--kv-cache"),
-      .mtp = o.mtp_out.has_value()};
+  SequenceOptions so{.attention = o.attention == "dense" ? AttentionMode::kDense : AttentionMode::kDsa,
+                     .index_topk = o.index_topk,
+                     .kv_cache = ParseKvCacheType(o.kv_cache, "--kv-cache"),
+                     .mtp = o.mtp_out.has_value()};
   Schedule sched{.decode = o.mode == "decode", .prefill_len = o.prefill_len, .chunk = o.chunk};
   std::optional<Dumper> dump;
   if (o.dump_dir && writer) dump.emplace(*o.dump_dir);
@@ -85,18 +83,15 @@ CommandRegistrar reg("logits", [](CLI::App& app) -> RunFn {
   sub->add_option("--ids", o->ids, "comma-separated token ids, e.g. 5,17,3")->required();
   sub->add_option("--out", o->out, "output .npy, float32 [n_tokens, vocab]")->required();
   sub->add_option("--mode", o->mode, "prefill | decode")
-      ->check(CLI::IsMember({"prefill", "decode"}))
-      ->capture_default_str();
+      ->check(CLI::IsMember({"prefill", "decode"}))->capture_default_str();
   sub->add_option("--prefill-len", o->prefill_len, "decode: tokens prefilled before decoding");
   sub->add_option("--chunk", o->chunk, "prefill in chunks of this many tokens (0: one call)");
   sub->add_option("--attention", o->attention, "dsa | dense")
-      ->check(CLI::IsMember({"dsa", "dense"}))
-      ->capture_default_str();
+      ->check(CLI::IsMember({"dsa", "dense"}))->capture_default_str();
   sub->add_option("--index-topk", o->index_topk, "override the config's index_topk")
       ->check(CLI::PositiveNumber);
   sub->add_option("--kv-cache", o->kv_cache, "f32 | bf16 | fp8")
-      ->check(CLI::IsMember({"f32", "bf16", "fp8"}))
-      ->capture_default_str();
+      ->check(CLI::IsMember({"f32", "bf16", "fp8"}))->capture_default_str();
   AddNumericsOption(sub, &o->numerics);
   sub->add_option("--mtp-out", o->mtp_out, "also write the MTP logits [n_tokens-1, vocab]");
   sub->add_option("--dump-dir", o->dump_dir, "write named intermediates as .npy");

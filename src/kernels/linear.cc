@@ -26,11 +26,10 @@ float Dot(const float* a, const float* b, int64_t n) {
 namespace {
 
 void CheckArgs(const WeightView& w, int64_t n, int64_t row_begin, int64_t row_end) {
-  DSINFER_CHECK(w.dtype == DType::kF8E4M3 || w.dtype == DType::kBF16 || w.dtype == DType::kF16 ||
-                    w.dtype == DType::kF32,
+  DSINFER_CHECK(w.dtype == DType::kF8E4M3 || w.dtype == DType::kBF16 ||
+                    w.dtype == DType::kF16 || w.dtype == DType::kF32,
                 "unsupported weight dtype");
-  DSINFER_CHECK(w.dtype != DType::kF8E4M3 || w.scales != nullptr,
-                "FP8 weight without block scales");
+  DSINFER_CHECK(w.dtype != DType::kF8E4M3 || w.scales != nullptr, "FP8 weight without block scales");
   DSINFER_CHECK(n >= 0 && 0 <= row_begin && row_begin <= row_end && row_end <= w.rows,
                 "row range outside the weight");
 }
@@ -47,8 +46,7 @@ void DecodeSpan(const WeightView& w, int64_t r, int64_t c0, int64_t c1, float* o
     const float* s = w.scales + (r / 128) * w.scale_cols();
     for (int64_t c = c0; c < c1; ++c) out[c - c0] = lut[q[c]] * s[c / 128];
   } else if (w.dtype == DType::kF32) {
-    std::memcpy(out, static_cast<const float*>(w.data) + r * w.cols + c0,
-                (c1 - c0) * sizeof(float));
+    std::memcpy(out, static_cast<const float*>(w.data) + r * w.cols + c0, (c1 - c0) * sizeof(float));
   } else {
     const uint16_t* p = static_cast<const uint16_t*>(w.data) + r * w.cols;
     for (int64_t c = c0; c < c1; ++c)
@@ -58,8 +56,8 @@ void DecodeSpan(const WeightView& w, int64_t r, int64_t c0, int64_t c1, float* o
 
 // ---- The specification --------------------------------------------------------------------
 // y[t, r] = Dot(x[t], decoded W[r]): each weight row decoded once for all tokens.
-void RowsScalar(const float* x, int64_t xs, int64_t n, const WeightView& w, int64_t rb, int64_t re,
-                float* y, int64_t ys) {
+void RowsScalar(const float* x, int64_t xs, int64_t n, const WeightView& w, int64_t rb,
+                int64_t re, float* y, int64_t ys) {
 #pragma omp parallel for schedule(dynamic, 32) if (UseThreads((re - rb) * w.cols * (n + 1)))
   for (int64_t r = rb; r < re; ++r) {
     DSINFER_NOTE_THREAD("linear.decoded_rows");
@@ -129,8 +127,8 @@ int64_t Cut(int64_t rb, int64_t re, int64_t i, int64_t parts) {
 // bytes are one sequential stream (which the kernel prefetches up to the range's end); x' is
 // prepared per 128-row block. Threads from kParallelGemvBytes of weights: a read that long
 // outlasts the parallel region's start-up.
-void RowsGemv(const gemm::IsaKernels& k, const float* x, int64_t xs, int64_t n, const WeightView& w,
-              int64_t rb, int64_t re, float* y, int64_t ys) {
+void RowsGemv(const gemm::IsaKernels& k, const float* x, int64_t xs, int64_t n,
+              const WeightView& w, int64_t rb, int64_t re, float* y, int64_t ys) {
   constexpr int64_t kParallelGemvBytes = int64_t{1} << 18;
   const int64_t xps = (w.cols + k.pair - 1) / k.pair * k.pair;
   const bool scaled = w.dtype == DType::kF8E4M3;  // else x' = x for every block
@@ -156,8 +154,8 @@ void RowsGemv(const gemm::IsaKernels& k, const float* x, int64_t xs, int64_t n, 
 }
 
 // Pieces of ≤ 128 rows (64 when there are few, for two threads to share them evenly).
-void RowsGemm(const gemm::IsaKernels& k, const float* x, int64_t xs, int64_t n, const WeightView& w,
-              int64_t rb, int64_t re, float* y, int64_t ys) {
+void RowsGemm(const gemm::IsaKernels& k, const float* x, int64_t xs, int64_t n,
+              const WeightView& w, int64_t rb, int64_t re, float* y, int64_t ys) {
   const Pieces pieces{rb, re, re - rb < 1024 ? 64 : 128};
   auto piece = [&](int64_t p, float* work) {
     const int64_t r0 = pieces.begin(p), r1 = pieces.end(p);
@@ -303,12 +301,9 @@ void RowsGemmBf16(const gemm::Bf16Kernels& k, const float* x, int64_t xs, int64_
 const gemm::IsaKernels* KernelsFor(Isa isa) {
   DSINFER_CHECK(DetectCpu().Supports(isa), "this CPU cannot run the requested instruction set");
   switch (isa) {
-    case Isa::kAvx512:
-      return &gemm::Avx512Kernels();
-    case Isa::kAvx2:
-      return &gemm::Avx2Kernels();
-    case Isa::kScalar:
-      return nullptr;
+    case Isa::kAvx512: return &gemm::Avx512Kernels();
+    case Isa::kAvx2: return &gemm::Avx2Kernels();
+    case Isa::kScalar: return nullptr;
   }
   return nullptr;
 }
@@ -344,8 +339,8 @@ void LinearTransposed(Isa isa, const float* x, int64_t x_stride, int64_t n, cons
 
 Isa LinearIsa() { return DetectCpu().best; }
 
-void LinearRows(const float* x, int64_t x_stride, int64_t n, const WeightView& w, int64_t row_begin,
-                int64_t row_end, float* y, int64_t y_stride) {
+void LinearRows(const float* x, int64_t x_stride, int64_t n, const WeightView& w,
+                int64_t row_begin, int64_t row_end, float* y, int64_t y_stride) {
   LinearRows(LinearIsa(), x, x_stride, n, w, row_begin, row_end, y, y_stride);
 }
 

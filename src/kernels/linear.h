@@ -17,10 +17,9 @@
 // γ_{K+4}·Σ|x·w| of the exact sum (K = the reduced length); see docs/kernels.md "Linear".
 //
 // Threading: one OpenMP region over output rows (or columns) when the product is large enough
-// (`kParallelWork`; the memory-bound decode GEMV: 256 KiB of weights) and the caller is not already
-// inside a parallel region — then it runs on the calling thread only, so callers may parallelise
-// over heads themselves. The vector paths use a thread-local scratch that grows, never shrinks.
-// Thread-safe: no shared mutable state.
+// (`kParallelWork`; the memory-bound decode GEMV: 256 KiB of weights) and the caller is not already inside a parallel region — then it runs on the
+// calling thread only, so callers may parallelise over heads themselves. The vector paths use a
+// thread-local scratch that grows, never shrinks. Thread-safe: no shared mutable state.
 #pragma once
 
 #include <cstdint>
@@ -42,8 +41,8 @@ void Linear(const float* x, int64_t n, const WeightView& w, float* y, int64_t y_
 // y[t*y_stride + (r - row_begin)] = Σ_c x[t*x_stride + c] · W[r, c].
 // x: [n, x_stride ≥ w.cols], y: [n, y_stride ≥ row_end - row_begin]. FP8 block scales are
 // indexed by the absolute row (r / 128); row_begin need not be a multiple of 128.
-void LinearRows(const float* x, int64_t x_stride, int64_t n, const WeightView& w, int64_t row_begin,
-                int64_t row_end, float* y, int64_t y_stride);
+void LinearRows(const float* x, int64_t x_stride, int64_t n, const WeightView& w,
+                int64_t row_begin, int64_t row_end, float* y, int64_t y_stride);
 
 // The transposed product over a row range (e.g. `W_UKᵀ q` of one head of `wkv_b`):
 // y[t*y_stride + c] = Σ_{i < row_end-row_begin} x[t*x_stride + i] · W[row_begin + i, c].

@@ -25,12 +25,12 @@ void MlpForward(Numerics numerics, const MlpWeights& w, const float* x, int64_t 
   Linear(numerics, g, S, w.w2, out);  // bf16 mode rounds the f32 product silu(g)·u once
 }
 
-void RouteToken(const ModelConfig& c, Workspace& ws, const float* s, const float* b, bool has_bias,
-                int32_t* experts, float* weights) {
+void RouteToken(const ModelConfig& c, Workspace& ws, const float* s, const float* b,
+                bool has_bias, int32_t* experts, float* weights) {
   const int64_t E = c.n_routed_experts, G = c.n_group, per = E / G, k = c.num_experts_per_tok;
-  TopKCandidate* scratch = Take(ws.topk_scratch, E);               // [E] TopK's scratch
+  TopKCandidate* scratch = Take(ws.topk_scratch, E);  // [E] TopK's scratch
   int32_t* top = Take(ws.topk_out, std::max({int64_t{2}, G, k}));  // one selection
-  float* group_score = Take(ws.group_score, G);                    // [n_group]
+  float* group_score = Take(ws.group_score, G);  // [n_group]
   for (int64_t g = 0; g < G; ++g) {
     // With a bias: the sum of the group's two largest b; without: its largest b (= s).
     const int64_t n = has_bias ? std::min<int64_t>(2, per) : 1;

@@ -57,58 +57,58 @@ T* Take(std::vector<T>& v, int64_t n) {
 struct Workspace {
   // The batch: segments, and per row its position and segment index.
   std::vector<Segment> segs;
-  std::vector<int64_t> pos;      // [N]
-  std::vector<int32_t> row_seg;  // [N]
+  std::vector<int64_t> pos;     // [N]
+  std::vector<int32_t> row_seg; // [N]
   // Model level.
-  std::vector<float> h, g;            // [N, hidden] residual stream, final-normed hidden
-  std::vector<float> head_in;         // [M, hidden] rows that need logits
-  std::vector<float> logits;          // [M, vocab]
-  std::vector<float> mtp_cat;         // [n, 2*hidden]
-  std::vector<float> mtp_h;           // [n, hidden]
-  std::vector<int32_t> mtp_tok;       // [n] the token each MTP row embeds
+  std::vector<float> h, g;      // [N, hidden] residual stream, final-normed hidden
+  std::vector<float> head_in;   // [M, hidden] rows that need logits
+  std::vector<float> logits;    // [M, vocab]
+  std::vector<float> mtp_cat;   // [n, 2*hidden]
+  std::vector<float> mtp_h;     // [n, hidden]
+  std::vector<int32_t> mtp_tok; // [n] the token each MTP row embeds
   std::vector<const float*> mtp_hid;  // [n] the hidden row [hidden] each MTP row takes
   // Layer.
-  std::vector<float> x, y;  // [N, hidden] normed block input / block output
+  std::vector<float> x, y;      // [N, hidden] normed block input / block output
   // Attention.
-  std::vector<float> qr;         // [N, q_lora_rank]
-  std::vector<float> q;          // [N, H, dn + dr]
-  std::vector<float> kv_a;       // [N, R + dr]
-  std::vector<float> ckv, k_pe;  // [N, R], [N, dr]
-  std::vector<float> q_abs;      // [N, H, R]
-  std::vector<float> q_pe;       // [N, H, dr]
-  std::vector<float> o_lat;      // [N, H, R]
-  std::vector<float> o;          // [N, H * dv]
-  std::vector<RowBlock> blocks;  // [n_blocks] row blocks of every segment, in row order
+  std::vector<float> qr;        // [N, q_lora_rank]
+  std::vector<float> q;         // [N, H, dn + dr]
+  std::vector<float> kv_a;      // [N, R + dr]
+  std::vector<float> ckv, k_pe; // [N, R], [N, dr]
+  std::vector<float> q_abs;     // [N, H, R]
+  std::vector<float> q_pe;      // [N, H, dr]
+  std::vector<float> o_lat;     // [N, H, R]
+  std::vector<float> o;         // [N, H * dv]
+  std::vector<RowBlock> blocks; // [n_blocks] row blocks of every segment, in row order
   int64_t n_blocks = 0;
   std::vector<MlaWorkspace> mla_ws;  // [threads] attention kernels' scratch
   // Indexer and key selection.
-  std::vector<float> ik;                     // [N, d_I] keys
-  std::vector<float> ik_scales;              // [d_I / 128]
-  std::vector<float> iq;                     // [N, H_I, d_I] queries
-  std::vector<uint8_t> iq_codes;             // [N, H_I, d_I] e4m3
-  std::vector<float> iq_scales;              // [N, H_I, d_I / 128]
-  std::vector<float> iq_weights;             // [N, H_I]
-  std::vector<int32_t> sel;                  // per indexer segment [rows, k]: selected positions
-  std::vector<int64_t> sel_off;              // [segments] where a segment's rows start in sel
+  std::vector<float> ik;              // [N, d_I] keys
+  std::vector<float> ik_scales;       // [d_I / 128]
+  std::vector<float> iq;              // [N, H_I, d_I] queries
+  std::vector<uint8_t> iq_codes;      // [N, H_I, d_I] e4m3
+  std::vector<float> iq_scales;       // [N, H_I, d_I / 128]
+  std::vector<float> iq_weights;      // [N, H_I]
+  std::vector<int32_t> sel;           // per indexer segment [rows, k]: selected positions
+  std::vector<int64_t> sel_off;       // [segments] where a segment's rows start in sel
   std::vector<IndexerWorkspace> indexer_ws;  // [threads] indexer kernels' scratch
   // FFN.
-  std::vector<float> mg, mu;                // [N, inter] dense MLP / shared expert gate and up
-  std::vector<float> sh;                    // [N, hidden] shared expert output
-  std::vector<float> gate_s, gate_b;        // [N, E] sigmoid scores, biased scores
+  std::vector<float> mg, mu;          // [N, inter] dense MLP / shared expert gate and up
+  std::vector<float> sh;              // [N, hidden] shared expert output
+  std::vector<float> gate_s, gate_b;  // [N, E] sigmoid scores, biased scores
   std::vector<TopKCandidate> topk_scratch;  // [E] routing TopK scratch
-  std::vector<int32_t> topk_out;            // [max(2, n_group, k)] one routing selection
-  std::vector<int32_t> r_experts;           // [N, k] ascending expert ids
-  std::vector<float> r_weights;             // [N, k]
-  std::vector<float> group_score;           // [n_group]
-  std::vector<float> masked;                // [E]
-  std::vector<int64_t> e_offset;            // [E + 1] start of each expert's tokens in e_rows
-  std::vector<int64_t> e_fill;              // [E]
-  std::vector<int64_t> e_rows;              // [N * k] token rows grouped by expert
-  std::vector<float> e_weights;             // [N * k] their routing weights
-  std::vector<int64_t> active;              // [E] experts with tokens, ascending
-  std::vector<float> xe, ye;                // [rows, hidden] gathered inputs / outputs of experts
-  std::vector<float> eg, eu;                // [rows, moe_inter] experts' gate / up projections
-  std::vector<int64_t> ep_bounds;           // [ranks + 1] each rank's first slot in e_rows (ep)
+  std::vector<int32_t> topk_out;      // [max(2, n_group, k)] one routing selection
+  std::vector<int32_t> r_experts;     // [N, k] ascending expert ids
+  std::vector<float> r_weights;       // [N, k]
+  std::vector<float> group_score;     // [n_group]
+  std::vector<float> masked;          // [E]
+  std::vector<int64_t> e_offset;      // [E + 1] start of each expert's tokens in e_rows
+  std::vector<int64_t> e_fill;        // [E]
+  std::vector<int64_t> e_rows;        // [N * k] token rows grouped by expert
+  std::vector<float> e_weights;       // [N * k] their routing weights
+  std::vector<int64_t> active;        // [E] experts with tokens, ascending
+  std::vector<float> xe, ye;          // [rows, hidden] gathered inputs / outputs of experts
+  std::vector<float> eg, eu;          // [rows, moe_inter] experts' gate / up projections
+  std::vector<int64_t> ep_bounds;     // [ranks + 1] each rank's first slot in e_rows (ep)
   // Benchmarks: time per part of the layer step (null: not measured).
   LayerPartTimes* times = nullptr;
 };
@@ -139,9 +139,9 @@ class PartLap {
 struct LayerContext {
   const ModelConfig& config;
   const RopeTable& rope;
-  Workspace& ws;  // ws.segs / ws.pos / ws.row_seg describe the batch
-  int64_t N;      // rows in the batch
-  Dumper* dump;   // may be null (only with a single segment)
+  Workspace& ws;       // ws.segs / ws.pos / ws.row_seg describe the batch
+  int64_t N;           // rows in the batch
+  Dumper* dump;        // may be null (only with a single segment)
   // Expert parallelism: this rank computes only its routed experts and exchanges their
   // outputs (model/expert_parallel.h). Null: a single process computes them all.
   const ExpertParallel* ep = nullptr;
@@ -153,7 +153,8 @@ struct LayerContext {
 
 // MLA (+ indexer) of the batch; writes every segment's cache rows first.
 // x: [N, hidden] (attn_norm output), out: [N, hidden] (after wo).
-void AttentionForward(const LayerContext& ctx, const LayerWeights& lw, const float* x, float* out);
+void AttentionForward(const LayerContext& ctx, const LayerWeights& lw, const float* x,
+                      float* out);
 
 // Dense MLP or MoE. x: [N, hidden] (ffn_norm output), out: [N, hidden].
 void FfnForward(const LayerContext& ctx, const LayerWeights& lw, const float* x, float* out);
@@ -167,7 +168,7 @@ void MlpForward(Numerics numerics, const MlpWeights& w, const float* x, int64_t 
 // b [E] the scores used for selection (s + bias). Groups are scored by the sum of their two
 // largest b when the checkpoint has a router bias (`has_bias`), else by their largest b, as
 // DeepSeek's `Gate` does. Writes the chosen expert ids [k] (in selection order) and weights [k].
-void RouteToken(const ModelConfig& c, Workspace& ws, const float* s, const float* b, bool has_bias,
-                int32_t* experts, float* weights);
+void RouteToken(const ModelConfig& c, Workspace& ws, const float* s, const float* b,
+                bool has_bias, int32_t* experts, float* weights);
 
 }  // namespace dsinfer

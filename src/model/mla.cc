@@ -33,12 +33,8 @@ namespace {
 struct Dims {
   int64_t H, dn, dr, dv, R, hidden;
   explicit Dims(const ModelConfig& c)
-      : H(c.num_attention_heads),
-        dn(c.qk_nope_head_dim),
-        dr(c.qk_rope_head_dim),
-        dv(c.v_head_dim),
-        R(c.kv_lora_rank),
-        hidden(c.hidden_size) {}
+      : H(c.num_attention_heads), dn(c.qk_nope_head_dim), dr(c.qk_rope_head_dim),
+        dv(c.v_head_dim), R(c.kv_lora_rank), hidden(c.hidden_size) {}
   int64_t dq() const { return dn + dr; }
 };
 
@@ -96,7 +92,8 @@ void IndexerKeys(const LayerContext& ctx, const IndexerWeights& iw, const float*
     Hadamard(kr, dI);
     std::byte* row = seg.cache->index_row(ws.pos[r]);
     ActQuant(kr, dI, reinterpret_cast<uint8_t*>(row), scales);
-    std::memcpy(row + seg.cache->index_layout().head_dim, scales, QuantBlocks(dI) * sizeof(float));
+    std::memcpy(row + seg.cache->index_layout().head_dim, scales,
+                QuantBlocks(dI) * sizeof(float));
   }
 }
 
@@ -141,8 +138,8 @@ void LayOutBlocks(const LayerContext& ctx) {
   n = 0;
   for (size_t i = 0; i < ws.segs.size(); ++i) {
     const int64_t rows = ws.segs[i].rows;
-    const int64_t per =
-        std::clamp<int64_t>((rows + 2 * threads - 1) / (2 * threads), 1, kMaxBlockRows);
+    const int64_t per = std::clamp<int64_t>((rows + 2 * threads - 1) / (2 * threads), 1,
+                                            kMaxBlockRows);
     for (int64_t first = 0; first < rows; first += per)
       blocks[n++] = RowBlock{static_cast<int32_t>(i), first, std::min(per, rows - first)};
   }
@@ -165,12 +162,9 @@ IndexerChunk IndexerChunkOf(const LayerContext& ctx, const RowBlock& b) {
   const Segment& seg = ws.segs[b.seg];
   const int64_t HI = *ctx.config.index_n_heads, dI = *ctx.config.index_head_dim;
   const int64_t r = seg.row + b.first;
-  return IndexerChunk{&ws.iq_codes[r * HI * dI],
-                      &ws.iq_scales[r * HI * QuantBlocks(dI)],
-                      &ws.iq_weights[r * HI],
-                      b.rows,
-                      HI,
-                      dI,
+  return IndexerChunk{&ws.iq_codes[r * HI * dI], &ws.iq_scales[r * HI * QuantBlocks(dI)],
+                      &ws.iq_weights[r * HI],    b.rows,
+                      HI,                        dI,
                       seg.start + b.first};
 }
 
@@ -189,7 +183,8 @@ void DumpSelection(const LayerContext& ctx, const LayerWeights& lw, IndexerPath 
     if (k < p + 1) {
       const IndexerQuery q{&ws.iq_codes[s * HI * dI], &ws.iq_scales[s * HI * QuantBlocks(dI)],
                            &ws.iq_weights[s * HI], HI, dI};
-      IndexerScores(q, seg.cache->index_keys(), p + 1, &scores[s * n_ctx], path, ws.indexer_ws[0]);
+      IndexerScores(q, seg.cache->index_keys(), p + 1, &scores[s * n_ctx], path,
+                    ws.indexer_ws[0]);
     }
     std::copy_n(&ws.sel[ws.sel_off[0] + s * k], std::min(k, p + 1), &topk[s * kmax]);
   }
@@ -199,7 +194,8 @@ void DumpSelection(const LayerContext& ctx, const LayerWeights& lw, IndexerPath 
 
 // Key selection of every indexer segment into ws.sel (per block: IndexerTopK's [rows, k] layout,
 // ascending; [0, p] for a query with k ≥ p + 1). Dense segments select nothing.
-void SelectKeys(const LayerContext& ctx, const LayerWeights& lw, const float* x, const float* qr) {
+void SelectKeys(const LayerContext& ctx, const LayerWeights& lw, const float* x,
+                const float* qr) {
   Workspace& ws = ctx.ws;
   int64_t* off = Take(ws.sel_off, static_cast<int64_t>(ws.segs.size()));
   int64_t total = 0;
@@ -273,7 +269,8 @@ void ProjectQuery(const LayerContext& ctx, const LayerWeights& lw, const Dims& d
 }
 
 // c = kv_norm(wkv_a x)[:R], k_pe = RoPE(wkv_a x)[R:], written to each segment's cache rows.
-void WriteLatents(const LayerContext& ctx, const LayerWeights& lw, const Dims& d, const float* x) {
+void WriteLatents(const LayerContext& ctx, const LayerWeights& lw, const Dims& d,
+                  const float* x) {
   Workspace& ws = ctx.ws;
   const int64_t N = ctx.N;
   float* kv_a = Take(ws.kv_a, N * (d.R + d.dr));  // [N, R + dr]
@@ -296,24 +293,20 @@ void WriteLatents(const LayerContext& ctx, const LayerWeights& lw, const Dims& d
 
 // Attention of block b over heads [h0, h1) (a head range only for a single-row block):
 // sparse over its selected rows for an indexer segment, else dense over all t ≤ p.
-void AttendBlock(const LayerContext& ctx, const LayerWeights& lw, const Dims& d, const RowBlock& b,
-                 int64_t h0, int64_t h1, const float* q_abs, const float* q_pe, float* o_lat,
-                 MlaWorkspace& mw) {
+void AttendBlock(const LayerContext& ctx, const LayerWeights& lw, const Dims& d,
+                 const RowBlock& b, int64_t h0, int64_t h1, const float* q_abs, const float* q_pe,
+                 float* o_lat, MlaWorkspace& mw) {
   Workspace& ws = ctx.ws;
   const Segment& seg = ws.segs[b.seg];
   const int64_t r = seg.row + b.first;
-  const MlaChunk q{q_abs + (r * d.H + h0) * d.R,
-                   q_pe + (r * d.H + h0) * d.dr,
-                   b.rows,
-                   h1 - h0,
-                   static_cast<float>(ctx.config.softmax_scale()),
-                   seg.start + b.first};
+  const MlaChunk q{q_abs + (r * d.H + h0) * d.R, q_pe + (r * d.H + h0) * d.dr, b.rows, h1 - h0,
+                   static_cast<float>(ctx.config.softmax_scale()), seg.start + b.first};
   float* o = o_lat + (r * d.H + h0) * d.R;
   const LayerKvCache& cache = *seg.cache;
   const Isa isa = DetectCpu().best;
   if (SegUsesIndexer(seg, lw))
-    SparseMlaAttentionChunk(q, cache.layout(), cache.latent(), SelOf(ws, b), seg.index_topk, o, mw,
-                            isa);
+    SparseMlaAttentionChunk(q, cache.layout(), cache.latent(), SelOf(ws, b), seg.index_topk, o,
+                            mw, isa);
   else
     DenseMlaAttentionChunk(q, cache.layout(), cache.latent(), o, mw, isa);
 }
@@ -355,7 +348,8 @@ void Attend(const LayerContext& ctx, const LayerWeights& lw, const Dims& d, cons
 
 }  // namespace
 
-void AttentionForward(const LayerContext& ctx, const LayerWeights& lw, const float* x, float* out) {
+void AttentionForward(const LayerContext& ctx, const LayerWeights& lw, const float* x,
+                      float* out) {
   const Dims d(ctx.config);
   Workspace& ws = ctx.ws;
   const int64_t N = ctx.N;
@@ -363,7 +357,7 @@ void AttentionForward(const LayerContext& ctx, const LayerWeights& lw, const flo
   float* q = Take(ws.q, N * d.H * d.dq());  // [N, H, dn + dr]
   float* qr = nullptr;                      // [N, q_lora_rank]
   ProjectQuery(ctx, lw, d, x, &qr, q);
-  WriteLatents(ctx, lw, d, x);                   // before attention reads the caches
+  WriteLatents(ctx, lw, d, x);  // before attention reads the caches
   float* q_abs = Take(ws.q_abs, N * d.H * d.R);  // [N, H, R]
   AbsorbQuery(d, lw, q, N, q_abs);
   float* q_pe = Take(ws.q_pe, N * d.H * d.dr);  // [N, H, dr] contiguous per token
