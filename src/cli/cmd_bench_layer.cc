@@ -290,10 +290,10 @@ BenchRegistrar reg("layer", [](CLI::App& bench) -> RunFn {
       ->check(CLI::Range(0.0, 60.0));
   sub->add_option("--layer", r.layer, "Layer to measure (default: the first MoE layer)");
   sub->add_option("--kv-cache", r.kv_cache, "Latent cache type: fp8, bf16, f32")->capture_default_str();
+  AddNumericsOption(sub, &r.numerics);
   sub->add_flag("--json", r.json, "One JSON object per measurement");
   sub->add_flag("--breakdown", r.breakdown,
-                "Also print ms/token per part of the layer and the indexer's GFLOP/s vs "
-                "the " AddNumericsOption(sub, &r.numerics);
+                "Also print ms/token per part of the layer and the indexer's GFLOP/s vs the "
                 "measured dot-product peak");
   sub->add_option("--plot", r.plot, "Write the cost-vs-position curves as SVG to FILE");
   return [o] { return RunBenchLayer(*o); };
