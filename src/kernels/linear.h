@@ -60,7 +60,7 @@ void LinearTransposed(Isa isa, const float* x, int64_t x_stride, int64_t n, cons
 // The implementation `Linear` uses: DetectCpu().best (DSINFER_ISA caps it).
 Isa LinearIsa();
 
-// ---- bf16-activation numerics (docs/numerics.md "bf16 activations", issue #17) -----------------
+// ---- bf16-activation numerics (docs/numerics.md "bf16 numerics", issue #17) -----------------
 // A kernel of DeepSeek's production numerics, used by the model in `Numerics::kBf16` (below):
 //   FP8 weights:  y[t, r] = Σ_b s[r/128, b] · ( Σ_{c ∈ block b} bf16(x[t, c]) · e4m3(q[r, c]) )
 //   BF16 weights: y[t, r] = Σ_c bf16(x[t, c]) · W[r, c]

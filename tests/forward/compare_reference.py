@@ -20,10 +20,10 @@ reference's `--numerics bf16` (the same roundings, at the same GEMM inputs), on 
 two checkpoints (FP8 weights; BF16 weights), in prefill, decode after a prefix, chunked prefill and
 dense attention. Tolerance, derived: the two implementations still differ only by f32 summation
 order, which moves a value by d (relative, at most the f32-mode REL_TOL at the logits); but a bf16
-rounding turns an input difference d into either 0 or one bf16 step q = 2^-8 (relative), the
-latter with probability d/q -- unbiased (mean d) but with a spread sqrt(d·q) instead of d. So
-the logits may differ by up to sqrt(REL_TOL · 2^-8) = 6.25e-4 of the largest logit
-(REL_TOL_BF16). The check can fail: bf16 numerics move the reference's own logits by far more than
+rounding turns an input difference d into either 0 or one bf16 step q (at most 2^-7 relative),
+the latter with probability d/q -- unbiased (mean d) but with a spread sqrt(d·q) instead of d.
+So the logits may differ by up to sqrt(REL_TOL · 2^-7) = 8.8e-4 of the largest logit
+(REL_TOL_BF16; a first-order model of the propagation, not a rigorous bound). The check can fail: bf16 numerics move the reference's own logits by far more than
 that from its f32 numerics (measured and required per case: `vs f32 ref`), so an engine that
 skipped or misplaced a rounding fails. Top-1 must agree on every row whose reference top-2 gap
 exceeds 2·REL_TOL_BF16·max|logit|. Indexer top-k sets must agree; a differing set must be a near
@@ -46,7 +46,7 @@ import time
 import numpy as np
 
 REL_TOL = 1e-4
-REL_TOL_BF16 = (REL_TOL * 2.0 ** -8) ** 0.5  # 6.25e-4, derived in the module docstring
+REL_TOL_BF16 = (REL_TOL * 2.0 ** -7) ** 0.5  # 8.8e-4, derived in the module docstring
 
 
 def run(cmd):

@@ -1,5 +1,5 @@
 // AVX-512 BF16 instance of the bf16-activation row GEMM (gemm/isa_kernels.h `Bf16Kernels`,
-// kernels/linear.h `LinearRowsBf16`, docs/numerics.md "bf16 activations").
+// kernels/linear.h `LinearRowsBf16`, docs/numerics.md "bf16 numerics").
 //
 // Structure, as the f32 row GEMM of gemm/kernels.inc: a piece of ≤ 128 weight rows (one scale
 // row) is processed in chunks of kBf16Kc columns; each chunk is decoded once into a panel of

@@ -1,4 +1,4 @@
-// The bf16-activation GEMM (`LinearRowsBf16`, docs/numerics.md "bf16 activations"): the scalar
+// The bf16-activation GEMM (`LinearRowsBf16`, docs/numerics.md "bf16 numerics"): the scalar
 // specification and the AVX512-BF16 path (when this CPU has it), FP8 and BF16 weights.
 //
 // Truth: the f64 product of the bf16-rounded inputs, Σ_c bf16(x[t,c]) · W[r,c], with bf16()

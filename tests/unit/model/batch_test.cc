@@ -258,7 +258,7 @@ TEST_F(Bf16BatchTest, PrefillChunkingIsBitwiseInvariant) {
 }
 
 // The mode is in effect and its distance from f32 numerics is of the size the rounding explains:
-// the same 40 tokens' logits differ from f32 numerics' (each GEMM input moves by up to 2⁻⁹
+// the same 40 tokens' logits differ from f32 numerics' (each GEMM input moves by up to 2⁻⁸
 // relative), but by less than 2⁻⁴ of the largest logit (a gross error — a rounding applied to a
 // GEMM output or a cache — would move them by O(1)), and the top-1 token agrees on at least
 // 90% of the rows (random weights: some rows have near-tied top logits).
