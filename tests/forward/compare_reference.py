@@ -25,11 +25,12 @@ the latter with probability d/q -- unbiased (mean d) but with a spread sqrt(d·q
 So the logits may differ by up to sqrt(REL_TOL · 2^-7) = 8.8e-4 of the largest logit
 (REL_TOL_BF16; a first-order model of the propagation, not a rigorous bound). The check can
 fail: bf16 numerics move the reference's own logits by more than that from its f32 numerics
-(measured and required per case: `vs f32 ref`), so an engine that skipped a rounding fails. Top-1 must agree on every row whose reference top-2 gap
-exceeds 2·REL_TOL_BF16·max|logit|. Indexer top-k sets must agree; a differing set must be a near
+(measured and required per case: `vs f32 ref`), so an engine that ignored the mode fails
+(one that skipped a single site fails if that site alone moves the logits that far). Top-1 must
+agree on every row whose reference top-2 gap exceeds 2·REL_TOL_BF16·max|logit|. Indexer top-k sets must agree; a differing set must be a near
 tie (its swapped keys' reference scores within 2^-3 · the row's largest |score| of the k-th
-score; one e4m3 step is 2^-3 relative), and the logits rows from it on are then not compared (at least half of each
-case's rows must be).
+score; one e4m3 step is 2^-3 relative), and the logits rows from it on are then not compared
+(at least half of each case's rows must be).
 """
 
 import argparse
