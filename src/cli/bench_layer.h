@@ -27,6 +27,7 @@ struct LayerBenchRun {
   double min_seconds = 0.3;
   int64_t layer = -1;
   std::string kv_cache = "fp8";
+  std::string numerics = "f32";  // --numerics f32 | bf16 (docs/numerics.md)
   bool json = false;
   std::optional<std::string> plot{};
   bool brief = false;  // a two-line header (the main job)

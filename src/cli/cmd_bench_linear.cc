@@ -19,7 +19,7 @@
 //
 // `bench gemm` measures, in the same run, the f32 GEMM the model uses (`--numerics f32`) and the
 // bf16-activation GEMM (`--numerics bf16`, `LinearRowsBf16`: activations rounded to bf16,
-// `vdpbf16ps`; docs/numerics.md "bf16 activations"), by default both when this CPU has
+// `vdpbf16ps`; docs/numerics.md "bf16 numerics"), by default both when this CPU has
 // AVX512-BF16, and reports each as a fraction of the f32 FMA peak and of the BF16 dot peak.
 //
 // Roofline fraction = max(bytes / bandwidth, flops / peak) / time: the attainable time of the

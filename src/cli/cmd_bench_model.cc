@@ -44,6 +44,7 @@ struct Options {
   std::optional<std::string> attention;  // default: dsa,dense (dense alone without an indexer)
   int64_t batch = 512;
   std::string kv_cache = "f32";
+  std::string numerics = "f32";  // comma-separated: f32, bf16 or both (docs/numerics.md)
   std::string output = "md";
   std::optional<std::string> output_err;
   bool no_warmup = false;
@@ -52,6 +53,7 @@ struct Options {
 // One test: a prompt of `prompt` tokens or `gen` decode steps (the other is 0) at `depth`.
 struct Test {
   AttentionMode attention = AttentionMode::kDsa;
+  Numerics numerics = Numerics::kF32;
   int threads = 1;
   int64_t depth = 0;
   int64_t prompt = 0;
@@ -123,8 +125,21 @@ std::vector<int64_t> ParseCounts(const std::string& list, const std::string& wha
   }
 }
 
-// llama-bench's order: for each attention, thread count and depth, the prompt tests, then the
-// decode tests.
+// The --numerics list, in the given order.
+std::vector<Numerics> ParseNumericsList(const std::string& list) {
+  std::vector<Numerics> out;
+  size_t begin = 0;
+  while (true) {
+    const size_t comma = list.find(',', begin);
+    out.push_back(ParseNumerics(
+        list.substr(begin, comma == std::string::npos ? comma : comma - begin), "--numerics"));
+    if (comma == std::string::npos) return out;
+    begin = comma + 1;
+  }
+}
+
+// llama-bench's order: for each attention, numerics, thread count and depth, the prompt tests,
+// then the decode tests.
 std::vector<Test> PlanTests(const std::vector<AttentionMode>& attentions, const Options& o) {
   std::vector<int> threads{ComputeThreads()};
   if (o.threads) {
@@ -138,15 +153,25 @@ std::vector<Test> PlanTests(const std::vector<AttentionMode>& attentions, const 
   const std::vector<int64_t> prompts = ParseCounts(o.prompts, "-p");
   const std::vector<int64_t> gens = ParseCounts(o.gens, "-n");
   const std::vector<int64_t> depths = ParseCounts(o.depths, "-d");
+  const std::vector<Numerics> numerics = ParseNumericsList(o.numerics);
   std::vector<Test> tests;
   for (AttentionMode a : attentions)
-    for (int th : threads)
-      for (int64_t d : depths) {
-        for (int64_t p : prompts)
-          if (p > 0) tests.push_back({.attention = a, .threads = th, .depth = d, .prompt = p});
-        for (int64_t n : gens)
-          if (n > 0) tests.push_back({.attention = a, .threads = th, .depth = d, .gen = n});
-      }
+    for (Numerics m : numerics)
+      for (int th : threads)
+        for (int64_t d : depths) {
+          auto test = [&](int64_t prompt, int64_t gen) {
+            return Test{.attention = a,
+                        .numerics = m,
+                        .threads = th,
+                        .depth = d,
+                        .prompt = prompt,
+                        .gen = gen};
+          };
+          for (int64_t p : prompts)
+            if (p > 0) tests.push_back(test(p, 0));
+          for (int64_t n : gens)
+            if (n > 0) tests.push_back(test(0, n));
+        }
   if (tests.empty()) throw Error("nothing to measure: every -p and -n value is 0");
   return tests;
 }
@@ -202,7 +227,8 @@ class Progress {
   explicit Progress(size_t total) : total_(total), tty_(::isatty(STDERR_FILENO) == 1) {}
   void Start(size_t i, const Test& t) {
     label_ = "bench model [" + std::to_string(i + 1) + "/" + std::to_string(total_) + "] " +
-             layerbench::AttentionName(t.attention) + " " + t.Name();
+             layerbench::AttentionName(t.attention) + " " + NumericsName(t.numerics) + " " +
+             t.Name();
   }
   // The context is being filled from `from` to `depth` tokens; `done` of them are cached.
   void Fill(int64_t from, int64_t done, int64_t depth) {
@@ -248,8 +274,10 @@ class ModelBench {
     Result r;
     r.test = t;
     SetComputeThreads(t.threads);  // every parallel region of this (the main) thread
-    if (!seq_ || t.attention != options_.attention) {  // a new sequence per attention mode
+    // A new sequence per attention mode and numerics (cached rows depend on both).
+    if (!seq_ || t.attention != options_.attention || t.numerics != model_.numerics()) {
       options_.attention = t.attention;
+      model_.set_numerics(t.numerics);
       seq_ = model_.NewSequence(options_);
       valid_ = 0;
     }
@@ -345,6 +373,7 @@ nlohmann::ordered_json ToJson(const Result& r, const RunInfo& info) {
           {"n_batch", info.batch},
           {"type_kv", info.kv_cache},
           {"attention", layerbench::AttentionName(r.test.attention)},
+          {"numerics", NumericsName(r.test.numerics)},
           {"test", r.test.Name()},
           {"n_prompt", r.test.prompt},
           {"n_gen", r.test.gen},
@@ -367,7 +396,7 @@ class MarkdownTable {
  public:
   explicit MarkdownTable(std::FILE* out) : out_(out) {}
   void Header() {
-    Row({"model", "size", "params", "attention", "threads", "test", "t/s"});
+    Row({"model", "size", "params", "attention", "numerics", "threads", "test", "t/s"});
     std::string rule = "|";
     for (size_t i = 0; i < kWidths.size(); ++i)
       rule +=
@@ -378,13 +407,14 @@ class MarkdownTable {
   void Add(const Result& r, const RunInfo& info) {
     const auto [mean, sd] = MeanSd(r.TokensPerSecond());
     Row({info.model.name, SizeText(info.model.bytes), ParamsText(info.model.params),
-         layerbench::AttentionName(r.test.attention), std::to_string(r.test.threads), r.test.Name(),
+         layerbench::AttentionName(r.test.attention), NumericsName(r.test.numerics),
+         std::to_string(r.test.threads), r.test.Name(),
          Format("%.2f", mean) + " ± " + Format("%.2f", sd)});
   }
 
  private:
-  static constexpr std::array<int, 7> kWidths{24, 10, 10, 9, 7, 15, 20};
-  static constexpr std::array<bool, 7> kRight{false, true, true, false, true, true, true};
+  static constexpr std::array<int, 8> kWidths{24, 10, 10, 9, 8, 7, 15, 20};
+  static constexpr std::array<bool, 8> kRight{false, true, true, false, false, true, true, true};
   void Row(const std::vector<std::string>& cells) {
     std::string line = "|";
     for (size_t i = 0; i < cells.size(); ++i) {
@@ -428,6 +458,13 @@ int RunBenchModel(const Options& o) {
   const ModelConfig& c = model->config();
   const std::vector<Test> tests = PlanTests(Attentions(o, c), o);
   for (const Test& t : tests) CheckFits(t, c);  // fail before minutes of measuring
+  const bool any_bf16 = std::any_of(tests.begin(), tests.end(),
+                                    [](const Test& t) { return t.numerics == Numerics::kBf16; });
+  if (any_bf16 && LinearBf16Path() == Bf16Path::kScalar)
+    std::fprintf(stderr,
+                 "note: this CPU has no usable AVX512-BF16 (%s): bf16 numerics run the scalar "
+                 "specification of the bf16 GEMM, far slower than f32\n",
+                 DetectCpu().Describe().c_str());
   RunInfo info{.model = DescribeModel(dir),
                .batch = o.batch,
                .kv_cache = o.kv_cache,
@@ -482,6 +519,10 @@ BenchRegistrar reg("model", [](CLI::App& bench) -> RunFn {
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{65536}));
   sub->add_option("--kv-cache", o->kv_cache, "Latent cache type: f32, bf16, fp8")
+      ->capture_default_str();
+  sub->add_option("--numerics", o->numerics,
+                  "Matrix-product numerics, comma-separated: f32 (the reference), bf16 "
+                  "(activations rounded to bf16 at the GEMM inputs; docs/numerics.md) or both")
       ->capture_default_str();
   sub->add_option("-o,--output", o->output, "Output on stdout: md (a table) or json (every sample)")
       ->capture_default_str();

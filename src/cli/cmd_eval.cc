@@ -30,6 +30,7 @@ struct EvalOptions {
   std::string attention = "dsa";
   std::optional<int64_t> index_topk;
   std::string kv_cache = "f32";
+  std::string numerics = "f32";
   int64_t max_new = 64;
   int64_t limit = 0;
   int batch = 8;
@@ -110,8 +111,9 @@ void PrintTable(const ordered_json& report, bool verbose) {
               report["attention"].get<std::string>().c_str());
   if (!report["index_topk"].is_null())
     std::printf(" (index_topk %lld)", report["index_topk"].get<long long>());
-  std::printf(", kv-cache %s, max-new %lld\n\n", report["kv_cache"].get<std::string>().c_str(),
-              report["max_new"].get<long long>());
+  std::printf(", kv-cache %s, numerics %s, max-new %lld\n\n",
+              report["kv_cache"].get<std::string>().c_str(),
+              report["numerics"].get<std::string>().c_str(), report["max_new"].get<long long>());
   if (!report["tasks"].empty()) {
     std::printf("%-32s %6s %7s %8s  %-22s %9s\n", "tasks", "n", "correct", "accuracy",
                 "prompt tok min/mean/max", "decode t/s");
@@ -175,7 +177,8 @@ int RunEval(const EvalOptions& o) {
   for (const std::string& f : o.text) texts.push_back(eval::ReadTextFile(f, o.limit));
   const std::string dir = ResolveModelDir(o.model);
   const text::Tokenizer tok = text::Tokenizer::ForModel(dir);
-  std::unique_ptr<Model> model = Model::Load(dir);
+  std::unique_ptr<Model> model =
+      Model::Load(dir, {.numerics = ParseNumerics(o.numerics, "--numerics")});
   const ModelConfig& c = model->config();
   if (o.mtp && !model->has_mtp()) throw Error("--mtp: " + dir + " has no MTP layer");
   const SequenceOptions so{
@@ -188,6 +191,7 @@ int RunEval(const EvalOptions& o) {
       {"attention", probe.use_indexer ? "dsa" : "dense"},
       {"index_topk", probe.use_indexer ? ordered_json(probe.index_topk) : ordered_json(nullptr)},
       {"kv_cache", o.kv_cache},
+      {"numerics", o.numerics},
       {"max_new", o.max_new},
       {"mtp", o.mtp},
       {"tasks", ordered_json::array()},
@@ -244,6 +248,7 @@ CommandRegistrar reg("eval", [](CLI::App& app) -> RunFn {
   sub->add_option("--kv-cache", o->kv_cache, "f32 | bf16 | fp8")
       ->check(CLI::IsMember({"f32", "bf16", "fp8"}))
       ->capture_default_str();
+  AddNumericsOption(sub, &o->numerics);
   sub->add_option("--max-new", o->max_new, "tokens generated per task at most")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();

@@ -64,15 +64,14 @@ void PrintExchanges(const dist::ExchangeStats& x, const std::vector<uint64_t>& u
 }
 
 int RunLogits(const LogitsOptions& o) {
-  if (o.numerics != "f32") throw Error("--numerics " + o.numerics + ": only f32 is supported");
   std::vector<int32_t> ids = ParseTokenIds(o.ids, "--ids");
   dist::World* world = dist::CurrentWorld();
   if (world && world->ranks() > 1 && !o.model)
-    throw Error(
-        "--model is required across MPI ranks (the default model is generated on first "
-        "use; run `dsinfer logits` once without mpirun to generate it)");
-  std::unique_ptr<Model> model = world ? LoadModelOnRanks(*world, ResolveModelDir(o.model))
-                                       : Model::Load(ResolveModelDir(o.model));
+    throw Error("--model is required across MPI ranks (the default model is generated on first "
+                "use; run `dsinfer logits` once without mpirun to generate it)");
+  const LoadOptions lo{.numerics = ParseNumerics(o.numerics, "--numerics")};
+  std::unique_ptr<Model> model = world ? LoadModelOnRanks(*world, ResolveModelDir(o.model), lo)
+                                       : Model::Load(ResolveModelDir(o.model), lo);
   const bool writer = !world || world->rank() == 0;  // rank 0 writes the output
   CheckTokenIds(ids, model->config(), "--ids");
   if (world && writer)  // before the run, so a watcher sees the job under way
@@ -122,11 +121,8 @@ CommandRegistrar reg("logits", [](CLI::App& app) -> RunFn {
   sub->add_option("--index-topk", o->index_topk, "override the config's index_topk")
       ->check(CLI::PositiveNumber);
   sub->add_option("--kv-cache", o->kv_cache, "f32 | bf16 | fp8")
-      ->check(CLI::IsMember({"f32", "bf16", "fp8"}))
-      ->capture_default_str();
-  sub->add_option("--numerics", o->numerics, "f32 (reference numerics)")
-      ->check(CLI::IsMember({"f32"}))
-      ->capture_default_str();
+      ->check(CLI::IsMember({"f32", "bf16", "fp8"}))->capture_default_str();
+  AddNumericsOption(sub, &o->numerics);
   sub->add_option("--mtp-out", o->mtp_out, "also write the MTP logits [n_tokens-1, vocab]");
   sub->add_option("--dump-dir", o->dump_dir, "write named intermediates as .npy");
   sub->add_flag("--expert-memory", o->expert_memory,

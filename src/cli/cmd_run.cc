@@ -46,6 +46,7 @@ struct RunOptions {
   SamplerOptions sampler;
   std::string kv_cache = "f32";
   std::string attention = "dsa";
+  std::string numerics = "f32";
   SpecFlags spec;  // --spec, --draft, --spec-min-acceptance, --spec-window
 };
 
@@ -62,7 +63,8 @@ class Session {
     eo.sequence.kv_cache = ParseKvCacheType(o.kv_cache, "--kv-cache");
     eo.sequence.attention = o.attention == "dense" ? AttentionMode::kDense : AttentionMode::kDsa;
     o.spec.Apply(eo);
-    engine_ = std::make_unique<Engine>(Model::Load(dir), eo);
+    engine_ = std::make_unique<Engine>(
+        Model::Load(dir, {.numerics = ParseNumerics(o.numerics, "--numerics")}), eo);
   }
   ~Session() { session_.reset(); }  // its pages go back to the pool before the engine ends
 
@@ -224,7 +226,8 @@ int RunOnRanks(const RunOptions& o, dist::World& world) {
                                : ChatPrompt({{{"role", "user"}, {"content", *o.prompt}}}, o.think));
   }
   world.Broadcast(prompt);
-  std::unique_ptr<Model> model = LoadModelOnRanks(world, dir);
+  std::unique_ptr<Model> model = LoadModelOnRanks(
+      world, dir, {.numerics = ParseNumerics(o.numerics, "--numerics")});
   const ModelConfig& c = model->config();
   if (prompt.empty()) throw Error("empty prompt");
   CheckTokenIds(prompt, c, "prompt");
@@ -329,6 +332,7 @@ CommandRegistrar reg("run", [](CLI::App& app) -> RunFn {
   sub->add_option("--attention", o->attention, "dsa | dense")
       ->check(CLI::IsMember({"dsa", "dense"}))
       ->capture_default_str();
+  AddNumericsOption(sub, &o->numerics);
   return [o] { return RunGenerate(*o); };
 });
 

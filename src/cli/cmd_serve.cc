@@ -49,6 +49,7 @@ struct ServeOptions {
   std::string kv_budget;         // empty: DefaultKvBudget()
   std::string kv_cache = "fp8";  // V3.2's production cache layout (656 B per token and layer)
   std::string attention = "dsa";
+  std::string numerics = "f32";
   SpecFlags spec;  // --spec, --draft, --spec-min-acceptance, --spec-window
   std::string prices = "0.028,0.28,0.42";
   std::optional<std::string> test_script;
@@ -172,7 +173,7 @@ int RunServe(const ServeOptions& o) {
   eo.sequence.kv_cache = ParseKvCacheType(o.kv_cache, "--kv-cache");
   eo.sequence.attention = o.attention == "dense" ? AttentionMode::kDense : AttentionMode::kDsa;
   o.spec.Apply(eo);
-  Engine engine(Model::Load(dir), eo);
+  Engine engine(Model::Load(dir, {.numerics = ParseNumerics(o.numerics, "--numerics")}), eo);
   const KvPoolStats kv = engine.Stats().kv;
   std::fprintf(stderr, "KV budget: %lld pages of %lld bytes (%lld tokens; %s cache, %s)\n",
                static_cast<long long>(kv.budget_pages), static_cast<long long>(kv.page_bytes),
@@ -236,6 +237,7 @@ CommandRegistrar reg("serve", [](CLI::App& app) -> RunFn {
       ->check(CLI::IsMember({"dsa", "dense"}))
       ->capture_default_str();
   AddSpecOptions(sub, o->spec);
+  AddNumericsOption(sub, &o->numerics);
   sub->add_option("--prices", o->prices, "USD per 1M tokens: cache hit,cache miss,output")
       ->capture_default_str();
   sub->add_option("--max-body", o->http.max_body_bytes, "request body limit in bytes (413)")

@@ -52,6 +52,14 @@ void AddThreadsOption(CLI::App* app) {
       ->check(CLI::Range(1, 4096));
 }
 
+void AddNumericsOption(CLI::App* app, std::string* numerics) {
+  app->add_option("--numerics", *numerics,
+                  "matrix-product numerics: f32 (the reference) | bf16 (activations rounded to "
+                  "bf16 at the GEMM inputs, DeepSeek's production numerics; docs/numerics.md)")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
+}
+
 SpecFlags::SpecFlags() {
   const EngineOptions defaults;
   min_acceptance = defaults.min_acceptance;

@@ -48,6 +48,10 @@ std::vector<Command> AddBenchCommands(CLI::App& bench);
 // use) to a command that computes.
 void AddThreadsOption(CLI::App* app);
 
+// Adds `--numerics f32|bf16` (docs/numerics.md) to a command that runs the model, into `*numerics`
+// (checked by CLI11; `ParseNumerics` turns it into the model's `LoadOptions::numerics`).
+void AddNumericsOption(CLI::App* app, std::string* numerics);
+
 // Speculative decoding flags of `run` and `serve` (AddSpecOptions).
 struct SpecFlags {
   SpecFlags();                // the engine's defaults (EngineOptions)

@@ -53,8 +53,10 @@ CheckpointDigest DigestCheckpoint(const Checkpoint& ckpt) {
   return CheckpointDigest{.config = config.value(), .tensors = tensors.value()};
 }
 
-std::unique_ptr<Model> LoadModelOnRanks(dist::World& world, const std::string& dir) {
-  std::unique_ptr<Model> model = Model::Load(dir, LoadOptions{.exchange = &world});
+std::unique_ptr<Model> LoadModelOnRanks(dist::World& world, const std::string& dir,
+                                        LoadOptions options) {
+  options.exchange = &world;
+  std::unique_ptr<Model> model = Model::Load(dir, options);
   const CheckpointDigest d = DigestCheckpoint(model->checkpoint());
   const std::vector<uint64_t> configs = world.AllGather(d.config);
   const std::vector<uint64_t> tables = world.AllGather(d.tensors);

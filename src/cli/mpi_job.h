@@ -26,7 +26,9 @@ CheckpointDigest DigestCheckpoint(const Checkpoint& ckpt);
 // experts only) and compares every rank's `DigestCheckpoint` with rank 0's: on a difference
 // rank 0 ends the job naming each rank that differs and in what; a rank that cannot load (a
 // missing or broken file) throws, and `main` ends the job naming that rank and the file.
-std::unique_ptr<Model> LoadModelOnRanks(dist::World& world, const std::string& dir);
+// `options.exchange` is set to `world` (the other options, e.g. numerics, are used as given).
+std::unique_ptr<Model> LoadModelOnRanks(dist::World& world, const std::string& dir,
+                                        LoadOptions options = {});
 
 // "rank 0: experts 0-3, rank 1: experts 4-7" (the assignment of ExpertRangeOf).
 std::string DescribeAssignment(int64_t experts, int ranks);

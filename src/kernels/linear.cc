@@ -491,4 +491,18 @@ void LinearBf16(const float* x, int64_t n, const WeightView& w, float* y) {
   LinearRowsBf16(LinearBf16Path(), x, w.cols, n, w, 0, w.rows, y, w.rows);
 }
 
+Numerics ParseNumerics(const std::string& name, const std::string& what) {
+  if (name == "f32") return Numerics::kF32;
+  if (name == "bf16") return Numerics::kBf16;
+  throw Error(what + ": unknown numerics '" + name + "' (expected f32 or bf16)");
+}
+
+const char* NumericsName(Numerics numerics) { return numerics == Numerics::kBf16 ? "bf16" : "f32"; }
+
+void Linear(Numerics numerics, const float* x, int64_t n, const WeightView& w, float* y) {
+  const bool bf16_weights = w.dtype == DType::kF8E4M3 || w.dtype == DType::kBF16;
+  if (numerics == Numerics::kBf16 && bf16_weights) return LinearBf16(x, n, w, y);
+  Linear(x, n, w, y);
+}
+
 }  // namespace dsinfer

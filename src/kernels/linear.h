@@ -28,6 +28,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "kernels/cpu.h"
 #include "kernels/weight.h"
@@ -64,9 +65,8 @@ void LinearTransposed(Isa isa, const float* x, int64_t x_stride, int64_t n, cons
 // The implementation `Linear` uses: DetectCpu().best (DSINFER_ISA caps it).
 Isa LinearIsa();
 
-// ---- bf16-activation numerics (docs/numerics.md "bf16 activations", issue #17) -----------------
-// A kernel of DeepSeek's production numerics, NOT yet used by the model (the forward pass runs
-// the f32 numerics above):
+// ---- bf16-activation numerics (docs/numerics.md "bf16 numerics", issue #17) -----------------
+// A kernel of DeepSeek's production numerics, used by the model in `Numerics::kBf16` (below):
 //   FP8 weights:  y[t, r] = Σ_b s[r/128, b] · ( Σ_{c ∈ block b} bf16(x[t, c]) · e4m3(q[r, c]) )
 //   BF16 weights: y[t, r] = Σ_c bf16(x[t, c]) · W[r, c]
 // bf16() rounds to nearest even (`FloatToBF16`); every e4m3 and bf16 weight is a bf16 value, so
@@ -87,6 +87,19 @@ void LinearRowsBf16(Bf16Path path, const float* x, int64_t x_stride, int64_t n, 
                     int64_t row_begin, int64_t row_end, float* y, int64_t y_stride);
 // x: [n, w.cols], y: [n, w.rows], on LinearBf16Path().
 void LinearBf16(const float* x, int64_t n, const WeightView& w, float* y);
+
+// ---- The model's numerics mode (docs/numerics.md "bf16 numerics", issue #17) ------------------
+// kF32: the reference numerics (f32 activations, `Linear`). kBf16: DeepSeek's production
+// numerics at the model's activation-side GEMMs (`LinearBf16`: activations rounded to bf16).
+enum class Numerics : uint8_t { kF32, kBf16 };
+// "f32" | "bf16"; throws Error naming `what` otherwise.
+Numerics ParseNumerics(const std::string& name, const std::string& what);
+const char* NumericsName(Numerics numerics);
+
+// y = x·Wᵀ (x: [n, w.cols], y: [n, w.rows]) in `numerics`: kBf16 with FP8 e4m3 or BF16 weights
+// is `LinearBf16`; every other case (kF32, or F16/F32 weights, which are not bf16 numbers) is
+// `Linear`. The choice depends on the weight only, never on n, so both stay batch invariant.
+void Linear(Numerics numerics, const float* x, int64_t n, const WeightView& w, float* y);
 
 // Σ a[i]·b[i] in f32 with 8 independent partial sums (vectorisable; fixed order).
 float Dot(const float* a, const float* b, int64_t n);

@@ -16,12 +16,13 @@
 
 namespace dsinfer {
 
-void MlpForward(const MlpWeights& w, const float* x, int64_t S, float* out, float* g, float* u) {
+void MlpForward(Numerics numerics, const MlpWeights& w, const float* x, int64_t S, float* out,
+                float* g, float* u) {
   const int64_t inter = w.w1.rows;
-  Linear(x, S, w.w1, g);  // [S, inter] gate projection
-  Linear(x, S, w.w3, u);  // [S, inter] up projection
+  Linear(numerics, x, S, w.w1, g);  // [S, inter] gate projection
+  Linear(numerics, x, S, w.w3, u);  // [S, inter] up projection
   for (int64_t i = 0; i < S * inter; ++i) g[i] = Silu(g[i]) * u[i];
-  Linear(g, S, w.w2, out);
+  Linear(numerics, g, S, w.w2, out);  // bf16 mode rounds the f32 product silu(g)·u once
 }
 
 void RouteToken(const ModelConfig& c, Workspace& ws, const float* s, const float* b,
@@ -103,12 +104,12 @@ int64_t GroupByExpert(const ModelConfig& c, Workspace& ws, int64_t N) {
 
 // ye rows [out_at, out_at + n) = E_e(x[rows[lo..hi)]) (n = hi − lo), with the scratch rows
 // [at, at + n) of xe / eg / eu.
-void RunExpert(const ModelConfig& c, const MlpWeights& w, Workspace& ws, const float* x, int64_t lo,
-               int64_t hi, int64_t at, int64_t out_at) {
+void RunExpert(const ModelConfig& c, Numerics numerics, const MlpWeights& w, Workspace& ws,
+               const float* x, int64_t lo, int64_t hi, int64_t at, int64_t out_at) {
   const int64_t H = c.hidden_size, inter = w.w1.rows, n = hi - lo;
   float* xe = ws.xe.data() + at * H;  // [n_e, hidden] gathered inputs
   for (int64_t i = 0; i < n; ++i) std::copy_n(x + ws.e_rows[lo + i] * H, H, xe + i * H);
-  MlpForward(w, xe, n, ws.ye.data() + out_at * H, ws.eg.data() + at * inter,
+  MlpForward(numerics, w, xe, n, ws.ye.data() + out_at * H, ws.eg.data() + at * inter,
              ws.eu.data() + at * inter);
 }
 
@@ -134,8 +135,8 @@ void ExchangeExpertOutputs(const ModelConfig& c, const ExpertParallel& ep, Works
 // expert's outputs and adds them in the same order as one process: the values of each expert's
 // outputs do not depend on where they were computed (same rows, same call), so y is bitwise
 // the single-process y.
-void RunExperts(const ModelConfig& c, const MoeWeights& m, Workspace& ws, const float* x, int64_t N,
-                float* y, const ExpertParallel* ep, ExpertRange mine) {
+void RunExperts(const ModelConfig& c, Numerics numerics, const MoeWeights& m, Workspace& ws,
+                const float* x, int64_t N, float* y, const ExpertParallel* ep, ExpertRange mine) {
   const int64_t H = c.hidden_size, k = c.num_experts_per_tok, inter = c.moe_intermediate_size;
   const int64_t n_active = GroupByExpert(c, ws, N);
   const int64_t* offset = ws.e_offset.data();
@@ -157,18 +158,19 @@ void RunExperts(const ModelConfig& c, const MoeWeights& m, Workspace& ws, const 
     DSINFER_NOTE_THREAD("moe.experts");
     const int64_t e = ws.active[i];
     if (mine.Has(e))
-      RunExpert(c, m.experts[e], ws, x, offset[e], offset[e + 1], offset[e], offset[e]);
+      RunExpert(c, numerics, m.experts[e], ws, x, offset[e], offset[e + 1], offset[e], offset[e]);
   }
   if (ep) {
     for (int64_t i = 0; i < (batch ? 0 : n_active); ++i) {
       const int64_t e = ws.active[i];
-      if (mine.Has(e)) RunExpert(c, m.experts[e], ws, x, offset[e], offset[e + 1], 0, offset[e]);
+      if (mine.Has(e))
+        RunExpert(c, numerics, m.experts[e], ws, x, offset[e], offset[e + 1], 0, offset[e]);
     }
     ExchangeExpertOutputs(c, *ep, ws);
   }
   for (int64_t i = 0; i < n_active; ++i) {
     const int64_t e = ws.active[i], lo = offset[e], hi = offset[e + 1];
-    if (!keep) RunExpert(c, m.experts[e], ws, x, lo, hi, 0, 0);
+    if (!keep) RunExpert(c, numerics, m.experts[e], ws, x, lo, hi, 0, 0);
     const float* out = ws.ye.data() + (keep ? lo : 0) * H;  // [n_e, hidden]
     for (int64_t t = 0; t < hi - lo; ++t) {
       float* yr = y + ws.e_rows[lo + t] * H;
@@ -193,12 +195,13 @@ void MoeForward(const LayerContext& ctx, const LayerWeights& lw, const float* x,
   lap(LayerPartTimes::kRouter);
   const ExpertRange mine =
       ctx.ep ? ctx.ep->mine : ExpertRange{.first = 0, .end = c.n_routed_experts};
-  RunExperts(c, m, ws, x, N, out, ctx.ep, mine);
+  RunExperts(c, ctx.numerics, m, ws, x, N, out, ctx.ep, mine);
   lap(LayerPartTimes::kExperts);
   if (m.shared_experts) {
     const int64_t inter = m.shared_experts->w1.rows;
     float* sh = Take(ws.sh, N * H);  // [N, hidden]
-    MlpForward(*m.shared_experts, x, N, sh, Take(ws.mg, N * inter), Take(ws.mu, N * inter));
+    MlpForward(ctx.numerics, *m.shared_experts, x, N, sh, Take(ws.mg, N * inter),
+               Take(ws.mu, N * inter));
     for (int64_t i = 0; i < N * H; ++i) out[i] += sh[i];
     lap(LayerPartTimes::kShared);
   }
@@ -212,7 +215,7 @@ void FfnForward(const LayerContext& ctx, const LayerWeights& lw, const float* x,
   } else {
     PartLap lap(ctx.ws);
     const int64_t inter = lw.mlp->w1.rows;
-    MlpForward(*lw.mlp, x, ctx.N, out, Take(ctx.ws.mg, ctx.N * inter),
+    MlpForward(ctx.numerics, *lw.mlp, x, ctx.N, out, Take(ctx.ws.mg, ctx.N * inter),
                Take(ctx.ws.mu, ctx.N * inter));
     lap(LayerPartTimes::kShared);  // a dense layer's MLP counts as its always-on expert
   }

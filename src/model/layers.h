@@ -16,6 +16,7 @@
 #include "format/config.h"
 #include "kernels/attention.h"
 #include "kernels/indexer.h"
+#include "kernels/linear.h"
 #include "kernels/rope.h"
 #include "kernels/topk.h"
 #include "model/dump.h"
@@ -144,6 +145,10 @@ struct LayerContext {
   // Expert parallelism: this rank computes only its routed experts and exchanges their
   // outputs (model/expert_parallel.h). Null: a single process computes them all.
   const ExpertParallel* ep = nullptr;
+  // The arithmetic of the activation-side GEMMs (`Linear(Numerics, ...)`, docs/numerics.md): wq_a,
+  // wq_b, wkv_a, wo, indexer.wq_b, indexer.wk and every MLP's w1/w3/w2 follow it; the router,
+  // indexer.weights_proj and the wkv_b products stay f32 in both modes.
+  Numerics numerics = Numerics::kF32;
 };
 
 // MLA (+ indexer) of the batch; writes every segment's cache rows first.
@@ -154,8 +159,10 @@ void AttentionForward(const LayerContext& ctx, const LayerWeights& lw, const flo
 // Dense MLP or MoE. x: [N, hidden] (ffn_norm output), out: [N, hidden].
 void FfnForward(const LayerContext& ctx, const LayerWeights& lw, const float* x, float* out);
 
-// SwiGLU MLP w2(silu(w1 x) * w3 x). x: [S, hidden], out: [S, hidden]; g, u: [S, inter] scratch.
-void MlpForward(const MlpWeights& w, const float* x, int64_t S, float* out, float* g, float* u);
+// SwiGLU MLP w2(silu(w1 x) * w3 x), its three GEMMs in `numerics`. x: [S, hidden],
+// out: [S, hidden]; g, u: [S, inter] scratch.
+void MlpForward(Numerics numerics, const MlpWeights& w, const float* x, int64_t S, float* out,
+                float* g, float* u);
 
 // Group-limited routing of one token (docs/model.md §5.2, numerics.md §6): s [E] sigmoid scores,
 // b [E] the scores used for selection (s + bias). Groups are scored by the sum of their two

@@ -82,7 +82,7 @@ void IndexerKeys(const LayerContext& ctx, const IndexerWeights& iw, const float*
   const int64_t dI = *ctx.config.index_head_dim, N = ctx.N;
   float* k = Take(ws.ik, N * dI);                       // [N, index_head_dim]
   float* scales = Take(ws.ik_scales, QuantBlocks(dI));  // [index_head_dim / 128]
-  Linear(x, N, iw.wk, k);
+  Linear(ctx.numerics, x, N, iw.wk, k);
   LayerNorm(k, N, dI, iw.k_norm_w.data(), iw.k_norm_b.data(), 1e-6f, k);
   for (int64_t r = 0; r < N; ++r) {
     const Segment& seg = SegOf(ctx, r);
@@ -107,7 +107,7 @@ void IndexerQueries(const LayerContext& ctx, const IndexerWeights& iw, const flo
   uint8_t* codes = Take(ws.iq_codes, N * HI * dI);
   float* scales = Take(ws.iq_scales, N * HI * nb);
   float* weights = Take(ws.iq_weights, N * HI);
-  Linear(qr, N, iw.wq_b, q);
+  Linear(ctx.numerics, qr, N, iw.wq_b, q);
   for (int64_t r = 0; r < N; ++r)
     for (int64_t h = 0; h < HI; ++h) {
       float* qh = q + (r * HI + h) * dI;
@@ -115,7 +115,7 @@ void IndexerQueries(const LayerContext& ctx, const IndexerWeights& iw, const flo
       Hadamard(qh, dI);
       ActQuant(qh, dI, codes + (r * HI + h) * dI, scales + (r * HI + h) * nb);
     }
-  Linear(x, N, iw.weights_proj, weights);
+  Linear(x, N, iw.weights_proj, weights);  // f32 in both numerics (model.md §11)
   const float c1 = 1.0f / std::sqrt(static_cast<float>(HI));
   const float c2 = 1.0f / std::sqrt(static_cast<float>(dI));
   for (int64_t i = 0; i < N * HI; ++i) weights[i] = weights[i] * c1 * c2;
@@ -255,13 +255,13 @@ void ProjectQuery(const LayerContext& ctx, const LayerWeights& lw, const Dims& d
   *qr_out = nullptr;
   if (lw.wq_a) {
     float* qr = Take(ctx.ws.qr, N * *c.q_lora_rank);
-    Linear(x, N, *lw.wq_a, qr);
+    Linear(ctx.numerics, x, N, *lw.wq_a, qr);
     RmsNorm(qr, N, *c.q_lora_rank, lw.q_norm.data(), c.rms_norm_eps, qr);
     if (ctx.dump) ctx.dump->Put(lw.layer, "q_latent", qr, N, *c.q_lora_rank);
-    Linear(qr, N, lw.wq_b, q);
+    Linear(ctx.numerics, qr, N, lw.wq_b, q);
     *qr_out = qr;
   } else {
-    Linear(x, N, lw.wq_b, q);  // q_proj
+    Linear(ctx.numerics, x, N, lw.wq_b, q);  // q_proj
   }
   for (int64_t r = 0; r < N; ++r)
     for (int64_t h = 0; h < d.H; ++h)
@@ -276,7 +276,7 @@ void WriteLatents(const LayerContext& ctx, const LayerWeights& lw, const Dims& d
   float* kv_a = Take(ws.kv_a, N * (d.R + d.dr));  // [N, R + dr]
   float* ckv = Take(ws.ckv, N * d.R);             // [N, R]
   float* k_pe = Take(ws.k_pe, N * d.dr);          // [N, dr]
-  Linear(x, N, lw.wkv_a, kv_a);
+  Linear(ctx.numerics, x, N, lw.wkv_a, kv_a);
   for (int64_t r = 0; r < N; ++r) {
     RmsNorm(kv_a + r * (d.R + d.dr), 1, d.R, lw.kv_norm.data(), ctx.config.rms_norm_eps,
             ckv + r * d.R);
@@ -372,7 +372,7 @@ void AttentionForward(const LayerContext& ctx, const LayerWeights& lw, const flo
   lap(LayerPartTimes::kAttention);
   float* o = Take(ws.o, N * d.H * d.dv);  // [N, H * dv]
   ProjectValues(d, lw.wkv_b, o_lat, N, o);
-  Linear(o, N, lw.wo, out);
+  Linear(ctx.numerics, o, N, lw.wo, out);
   lap(LayerPartTimes::kAttnOut);
   if (ctx.dump) ctx.dump->Put(lw.layer, "attn_out", out, N, d.hidden);
 }

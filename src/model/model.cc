@@ -78,6 +78,7 @@ std::unique_ptr<Model> Model::Load(const std::string& dir, const LoadOptions& op
   std::unique_ptr<Model> m(new Model(Checkpoint::Open(dir)));
   const ModelConfig& c = m->config();
   m->experts_ = ExpertRange{.first = 0, .end = c.n_routed_experts};
+  m->numerics_ = options.numerics;
   if (options.exchange) {
     m->experts_ =
         ExpertRangeOf(c.n_routed_experts, options.exchange->rank(), options.exchange->ranks());
@@ -183,7 +184,7 @@ std::vector<ForwardResult> Model::ForwardBatch(std::span<const BatchEntry> batch
   for (size_t i = 0; i < batch.size(); ++i)
     for (int64_t j = 0; j < ws.segs[i].rows; ++j)
       DecodeRow(weights_.embed, batch[i].tokens[j], h + (ws.segs[i].row + j) * H);
-  const LayerContext ctx{c, rope_, ws, N, dump, ep_ ? &*ep_ : nullptr};
+  const LayerContext ctx{c, rope_, ws, N, dump, ep_ ? &*ep_ : nullptr, numerics_};
   for (size_t l = 0; l < weights_.layers.size(); ++l) {
     BindLayer(ws, batch, l);
     LayerForward(ctx, weights_.layers[l], h);
@@ -244,7 +245,7 @@ void Model::LayerStep(int64_t layer, std::span<const BatchEntry> batch, float* h
                 std::to_string(weights_.layers.size()) + ")");
   const int64_t N = PrepareBatch(batch, layer, /*dump=*/nullptr);
   BindLayer(*ws_, batch, layer);
-  const LayerContext ctx{config(), rope_, *ws_, N, nullptr, ep_ ? &*ep_ : nullptr};
+  const LayerContext ctx{config(), rope_, *ws_, N, nullptr, ep_ ? &*ep_ : nullptr, numerics_};
   ws_->times = times;
   try {
     LayerForward(ctx, weights_.layers[layer], h);
@@ -285,7 +286,7 @@ float* Model::MtpStep(std::span<const MtpSegment> segs, const int32_t* tokens,
   }
   float* h = Take(ws.mtp_h, N * H);  // [N, hidden] MTP residual stream
   Linear(cat, N, m.eh_proj, h);
-  const LayerContext ctx{c, rope_, ws, N, dump, ep_ ? &*ep_ : nullptr};
+  const LayerContext ctx{c, rope_, ws, N, dump, ep_ ? &*ep_ : nullptr, numerics_};
   LayerForward(ctx, lw, h);
   return h;
 }

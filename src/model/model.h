@@ -1,4 +1,5 @@
-// The DeepSeek-V3.2 forward pass in f32 reference numerics (docs/numerics.md): embedding →
+// The DeepSeek-V3.2 forward pass in f32 reference numerics or bf16 production numerics
+// (`LoadOptions::numerics`, docs/numerics.md): embedding →
 // N × [RMSNorm → MLA (+ lightning indexer → DSA) → RMSNorm → MLP | MoE] → norm → head, plus
 // the MTP module. One code path for prefill, chunked prefill, decode (S = 1) and multi-token
 // verification: `Forward(seq, tokens, start_pos)` processes S ≥ 1 tokens at absolute positions
@@ -21,6 +22,7 @@
 
 #include "format/checkpoint.h"
 #include "kernels/kv_layout.h"
+#include "kernels/linear.h"
 #include "kernels/rope.h"
 #include "model/dump.h"
 #include "model/expert_parallel.h"
@@ -89,6 +91,10 @@ struct LoadOptions {
   // of the job (every rank must make the same calls with the same batches). Not owned; must
   // outlive the model. Null: a single process holding every expert.
   ExpertExchange* exchange = nullptr;
+  // The arithmetic of the activation-side matrix products (docs/numerics.md): kF32, the reference
+  // numerics the tests compare against (the default), or kBf16, DeepSeek's production numerics
+  // (activations rounded to bf16 at the GEMM inputs listed there, `vdpbf16ps` where available).
+  Numerics numerics = Numerics::kF32;
 };
 
 class Model {
@@ -102,6 +108,11 @@ class Model {
   // The routed experts this process holds: all of them unless loaded for expert parallelism.
   ExpertRange experts() const { return experts_; }
   bool has_mtp() const { return weights_.mtp.has_value(); }
+  Numerics numerics() const { return numerics_; }
+  // Benchmarks (`bench model --numerics f32,bf16`): changes the numerics of every later forward
+  // call. Rows already cached keep the values computed under the previous numerics, so a
+  // sequence should not span the change (start new sequences).
+  void set_numerics(Numerics numerics) { numerics_ = numerics; }
 
   SequenceState NewSequence(const SequenceOptions& options) const;
 
@@ -180,6 +191,7 @@ class Model {
   void CheckDraftBatch(std::span<const DraftEntry> batch) const;  // Error naming the entry
   Checkpoint ckpt_;
   ExpertRange experts_;
+  Numerics numerics_ = Numerics::kF32;
   std::optional<ExpertParallel> ep_;  // set when loaded for expert parallelism
   ModelWeights weights_;
   RopeTable rope_;

@@ -10,7 +10,7 @@ output: one run with `-o json --output-err md`: the tests come in llama-bench's 
   each repetition = depth + tokens, the context filled only up to each new depth).
 defaults: the default model (DSINFER_DEFAULT_MODEL), `--preset` generation, -r 1 (sd 0),
   --no-warmup, --attention dense alone, the stdout table's shape, `-t 2,1` (a row per thread
-  count, no parallel region over the count, by DSINFER_THREAD_STATS).
+  count, no parallel region over the count, by DSINFER_THREAD_STATS), `--numerics f32,bf16`.
 bad_input: bad options exit non-zero naming the culprit, before measuring anything.
 """
 import glob
@@ -59,7 +59,8 @@ def md_rows(text):
     """The table rows (cells) of a llama-bench style markdown table, header and rule skipped."""
     rows = [[c.strip() for c in line.strip().strip("|").split("|")]
             for line in text.splitlines() if line.startswith("|")]
-    assert rows and rows[0] == ["model", "size", "params", "attention", "threads", "test", "t/s"], rows
+    assert rows and rows[0] == [
+        "model", "size", "params", "attention", "numerics", "threads", "test", "t/s"], rows
     assert set(rows[1][0]) <= set("-:") and rows[1][-1].endswith(":"), rows[1]
     return rows[2:]
 
@@ -109,6 +110,7 @@ def case_output(dsinfer, scratch):
         assert r["test"] == name(d, pp, n), r["test"]
         assert r["model_size"] == nbytes and r["model_n_params"] == params, (r, nbytes, params)
         assert r["n_threads"] == 1 and r["n_batch"] == batch and r["type_kv"] == "f32", r
+        assert r["numerics"] == "f32", r
         assert r["repetitions"] == reps and r["warmup"] is True, r
         tokens = pp or n
         check_stats(r)
@@ -128,8 +130,8 @@ def case_output(dsinfer, scratch):
     mparams = f"{params / 1e6:.2f} M"
     for row, r in zip(rows, results):
         mean, sd = check_stats(r)
-        assert row[:6] == ["tiny", mib, mparams, r["attention"], "1", r["test"]], (row, r)
-        md_mean, md_sd = (float(x) for x in row[6].split("±"))
+        assert row[:7] == ["tiny", mib, mparams, r["attention"], "f32", "1", r["test"]], (row, r)
+        md_mean, md_sd = (float(x) for x in row[7].split("±"))
         assert abs(md_mean - mean) <= 0.0051 and abs(md_sd - sd) <= 0.0051, (row, mean, sd)
     assert f"bench model [{len(results)}/{len(results)}]" in p.stderr, p.stderr  # progress
     assert "filling the context (40 tokens, 40 to compute)" in p.stderr, p.stderr
@@ -141,9 +143,9 @@ def case_defaults(dsinfer, scratch):
     p = run([dsinfer, "bench", "model", "-p", "16", "-n", "2", "-r", "1", "--no-warmup",
              "--attention", "dense"], env=env)
     rows = md_rows(p.stdout)
-    assert [r[3] for r in rows] == ["dense", "dense"] and [r[5] for r in rows] == ["pp16", "tg2"], rows
+    assert [r[3] for r in rows] == ["dense", "dense"] and [r[6] for r in rows] == ["pp16", "tg2"], rows
     for row in rows:
-        assert row[6].endswith("± 0.00") and float(row[6].split("±")[0]) > 0, row
+        assert row[7].endswith("± 0.00") and float(row[7].split("±")[0]) > 0, row
     assert "bench model [2/2]" in p.stderr and "|" not in p.stderr, p.stderr
 
     p = run([dsinfer, "bench", "model", "-p", "0", "-n", "2", "-r", "3", "--no-warmup",
@@ -170,6 +172,15 @@ def case_defaults(dsinfer, scratch):
             sites = json.load(f)["sites"]
         assert sites and all(s["max_team"] <= most and s["threads"] <= most for s in sites), sites
         assert all(s["started_by"] == ["main"] for s in sites), sites
+
+    # --numerics f32,bf16: both in one run, the numerics loop inside the attention loop.
+    p = run([dsinfer, "bench", "model", "-p", "8", "-n", "2", "-r", "1", "--attention", "dsa",
+             "--numerics", "f32,bf16", "-o", "json"], env=env)
+    results = json.loads(p.stdout)
+    assert [(r["numerics"], r["test"]) for r in results] == [
+        ("f32", "pp8"), ("f32", "tg2"), ("bf16", "pp8"), ("bf16", "tg2")], results
+    for r in results:
+        check_stats(r)
 
     cache = os.path.join(scratch, "cache")
     env = dict(os.environ, XDG_CACHE_HOME=cache)
@@ -204,6 +215,8 @@ def case_bad_input(dsinfer, scratch):
         (["-o", "xml"], "xml"),
         (["--output-err", "csv"], "csv"),
         (["--kv-cache", "f16"], "f16"),
+        (["--numerics", "f16"], "--numerics: unknown numerics 'f16'"),
+        (["--numerics", "f32,"], "--numerics: unknown numerics ''"),
         (["--preset", "tiny"], "not both"),
         (["--set", "vocab_size=10"], "--set"),
     ]

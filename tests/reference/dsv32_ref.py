@@ -2,7 +2,9 @@
 """NumPy reference of the DeepSeek-V3.2 forward pass (MLA + DSA indexer + MoE + MTP), f32.
 
 Written from docs/model.md and docs/numerics.md (the f32 numerics contract) alone; it is the truth the
-C++ engine's `--numerics f32` mode is tested against. Clarity over speed: the whole token sequence
+C++ engine's `--numerics f32` mode is tested against. With `numerics="bf16"` (`--numerics bf16`) it
+rounds the activations to bf16 at the GEMM inputs docs/numerics.md "bf16 numerics" lists, the truth of
+the engine's bf16 mode. Clarity over speed: the whole token sequence
 is processed at once from position 0, each query row p attending over its own selected key set S_p
 (dense: S_p = [0, p]; DSA: the indexer's top-k of [0, p]).
 
@@ -11,6 +13,7 @@ Section references (§) are to docs/model.md; "N§k" is item k of docs/numerics.
 CLI:
   /usr/bin/python3 dsv32_ref.py --model DIR --ids 5,17,3 --out logits.npy
       [--attention dsa|dense] [--index-topk K] [--kv-cache f32|bf16|fp8]
+      [--numerics f32|bf16]
       [--mtp-out mtp.npy] [--dump-dir DIR]
 """
 
@@ -249,6 +252,11 @@ class Weights:
         s = np.repeat(np.repeat(scale, br, axis=0), bc, axis=1)[:q.shape[0], :q.shape[1]]
         return e4m3_decode(q) * s
 
+    def bf16_operand(self, prefix):
+        """Whether `prefix.weight` is stored FP8 e4m3 or BF16: every value a bf16 number, the weights
+        whose products bf16 numerics computes on bf16-rounded activations."""
+        return self.files.dtype(prefix + ".weight") in ("F8_E4M3", "BF16")
+
     def rows(self, name, ids):
         """Selected rows of an embedding matrix as f32 (avoids decoding the full table)."""
         raw = self.files.raw(name)
@@ -259,7 +267,8 @@ class Weights:
 # The model
 # =============================================================================================
 class Model:
-    def __init__(self, folder, attention="dsa", index_topk=None, kv_cache="f32", dump_dir=None):
+    def __init__(self, folder, attention="dsa", index_topk=None, kv_cache="f32", dump_dir=None,
+                 numerics="f32"):
         self.cfg = Config.load(folder)
         self.w = Weights(folder, self.cfg)
         self.attention = attention
@@ -267,6 +276,9 @@ class Model:
         if kv_cache not in ("f32", "bf16", "fp8"):
             raise ValueError(f"--kv-cache {kv_cache}: expected f32, bf16 or fp8")
         self.kv_cache = kv_cache
+        if numerics not in ("f32", "bf16"):
+            raise ValueError(f"--numerics {numerics}: expected f32 or bf16")
+        self.numerics = numerics
         self.dump_dir = dump_dir
         self.stats = {}  # layer -> decision margins (diagnostics only: topk_margins, router_margins)
         if dump_dir:
@@ -277,6 +289,14 @@ class Model:
             fn = f"L{layer}.{name}.npy" if layer is not None else f"{name}.npy"
             np.save(os.path.join(self.dump_dir, fn), array)
 
+    def proj(self, x, prefix):
+        """x @ Wᵀ of the linear `prefix` [n, out] (f32).  bf16 numerics (numerics.md "bf16 numerics"):
+        x is first rounded to bf16 (RNE) when W is FP8 or BF16 -- at exactly the GEMMs listed there
+        (this function is called for those only); f32 numerics: x as is."""
+        if self.numerics == "bf16" and self.w.bf16_operand(prefix):
+            x = bf16_round(x)
+        return x @ self.w.linear(prefix).T
+
     # ------------------------------------------------------------------------------------------
     # Attention: MLA (§3.1, N§4)
     # ------------------------------------------------------------------------------------------
@@ -284,12 +304,12 @@ class Model:
         """q [n, H, nope+rope] and qr [n, q_lora] (None without q_lora)."""
         c = self.cfg
         if c.q_lora_rank is None:
-            q = x @ self.w.linear(p + "q_proj").T                                      # [n, H*qk]
+            q = self.proj(x, p + "q_proj")                                             # [n, H*qk]
             qr = None
         else:
-            qr = rms_norm(x @ self.w.linear(p + "q_a_proj").T,                           # wq_a
+            qr = rms_norm(self.proj(x, p + "q_a_proj"),                                  # wq_a
                           self.w.vector(p + "q_a_layernorm.weight"), c.rms_norm_eps)     # q_norm [n, q_lora]
-            q = qr @ self.w.linear(p + "q_b_proj").T                                     # wq_b [n, H*qk]
+            q = self.proj(qr, p + "q_b_proj")                                            # wq_b [n, H*qk]
         return q.reshape(x.shape[0], c.num_attention_heads, c.qk_head_dim), qr
 
     def store_kv(self, c_lat, k_pe):
@@ -315,7 +335,7 @@ class Model:
         q, qr = self.q_proj(p, x)                                                     # [n, H, qk]
         q_nope = q[..., :c.qk_nope_head_dim]                                          # [n, H, nope]
         q_pe = rope_interleaved(q[..., c.qk_nope_head_dim:], cos, sin)                # [n, H, rope]
-        kv_a = x @ self.w.linear(p + "kv_a_proj_with_mqa").T                          # wkv_a [n, kv_lora+rope]
+        kv_a = self.proj(x, p + "kv_a_proj_with_mqa")                                 # wkv_a [n, kv_lora+rope]
         c_lat = rms_norm(kv_a[:, :c.kv_lora_rank], self.w.vector(p + "kv_a_layernorm.weight"), c.rms_norm_eps)
         k_pe = rope_interleaved(kv_a[:, c.kv_lora_rank:], cos, sin)                   # [n, rope], one head
         if qr is not None:
@@ -326,7 +346,7 @@ class Model:
         selected = self.select(layer, p, x, qr, pos)                                  # bool [n, n_ctx]
         w_uk, w_uv = self.wkv_b_split(p)
         o = mla_attention_absorbed(q_nope, q_pe, c_cache, pe_cache, w_uk, w_uv, selected, softmax_scale(c))
-        out = o.reshape(x.shape[0], -1) @ self.w.linear(p + "o_proj").T               # wo [n, D]
+        out = self.proj(o.reshape(x.shape[0], -1), p + "o_proj")                      # wo [n, D]
         self.dump(layer, "attn_out", out)
         return out
 
@@ -360,15 +380,15 @@ class Model:
         c = self.cfg
         n, h_i, d_i = x.shape[0], c.index_n_heads, c.index_head_dim
         cos, sin = rope_tables(c, pos)
-        q = (qr @ self.w.linear(p + "indexer.wq_b").T).reshape(n, h_i, d_i)          # [n, H_I, d_I]
+        q = self.proj(qr, p + "indexer.wq_b").reshape(n, h_i, d_i)                   # [n, H_I, d_I]
         q = hadamard_transform(rope_halves(q, cos, sin))                              # rope on dims [0, rope)
-        k = layer_norm(x @ self.w.linear(p + "indexer.wk").T,                          # [n, d_I]
+        k = layer_norm(self.proj(x, p + "indexer.wk"),                                # [n, d_I]
                        self.w.vector(p + "indexer.k_norm.weight"), self.w.vector(p + "indexer.k_norm.bias"), 1e-6)
         k = hadamard_transform(rope_halves(k, cos, sin))
         block = min(128, d_i)
         q8, q_s = act_quant(q, block)                                                 # [n, H_I, d_I], [n, H_I, nb]
         k8, k_s = act_quant(k, block)                                                 # [n, d_I], [n, nb] (index-K cache)
-        w = (x @ self.w.linear(p + "indexer.weights_proj").T) * F32(h_i ** -0.5) * F32(d_i ** -0.5)  # [n, H_I]
+        w = (x @ self.w.linear(p + "indexer.weights_proj").T) * F32(h_i ** -0.5) * F32(d_i ** -0.5)  # [n, H_I], f32 in both numerics
         return index_scores(e4m3_decode(q8), q_s, e4m3_decode(k8), k_s, w, block)
 
     # ------------------------------------------------------------------------------------------
@@ -376,9 +396,9 @@ class Model:
     # ------------------------------------------------------------------------------------------
     def mlp(self, prefix, x):
         """SwiGLU: w2(silu(w1 x) * w3 x); w1 = gate_proj, w3 = up_proj, w2 = down_proj."""
-        g = x @ self.w.linear(prefix + "gate_proj").T
-        u = x @ self.w.linear(prefix + "up_proj").T
-        return (silu(g) * u) @ self.w.linear(prefix + "down_proj").T
+        g = self.proj(x, prefix + "gate_proj")
+        u = self.proj(x, prefix + "up_proj")
+        return self.proj(silu(g) * u, prefix + "down_proj")
 
     def gate(self, p, x):
         """Router: expert ids [n, k] ascending and their weights [n, k] (§5.2, N§6)."""
@@ -593,13 +613,15 @@ def main(argv=None):
     ap.add_argument("--attention", choices=["dsa", "dense"], default="dsa")
     ap.add_argument("--index-topk", type=int, default=None)
     ap.add_argument("--kv-cache", choices=["f32", "bf16", "fp8"], default="f32")
+    ap.add_argument("--numerics", choices=["f32", "bf16"], default="f32",
+                    help="bf16: activations rounded to bf16 at the GEMM inputs of docs/numerics.md")
     ap.add_argument("--mtp-out", default=None)
     ap.add_argument("--dump-dir", default=None)
     ap.add_argument("--verbose", action="store_true",
                     help="print per-layer hidden RMS and top-k / router decision margins")
     a = ap.parse_args(argv)
     ids = [int(t) for t in a.ids.split(",") if t.strip()]
-    model = Model(a.model, a.attention, a.index_topk, a.kv_cache, a.dump_dir)
+    model = Model(a.model, a.attention, a.index_topk, a.kv_cache, a.dump_dir, a.numerics)
     bad = [t for t in ids if not 0 <= t < model.cfg.vocab_size]
     if not ids or bad:
         sys.exit(f"--ids: need at least one id in [0, {model.cfg.vocab_size}); bad: {bad[:5]}")

@@ -603,6 +603,45 @@ class EndToEndTest(unittest.TestCase):
         ld = lambda name: np.load(os.path.join(dump, name + ".npy"))  # noqa: E731
         np.testing.assert_array_equal(ld("L1.hidden"), (ld("L0.hidden") + ld("L1.attn_out")) + ld("L1.ffn_out"))
 
+    def test_bf16_numerics(self):
+        """numerics="bf16" (docs/numerics.md "bf16 numerics"): the activation of every listed GEMM
+        -- and of no other product -- is rounded to bf16 before it; the value against an f64 product
+        of an independently rounded input; the logits move, by the rounding's size only."""
+        # DSA with index_topk = 24 tokens: the indexer runs, every row selects all its keys (no
+        # near-tied choice can flip).
+        model = ref.Model(self.dir, numerics="bf16", index_topk=24)
+        called = set()
+        proj = model.proj
+
+        def spy(x, prefix):
+            called.add(prefix.split(".")[-1])
+            return proj(x, prefix)
+        model.proj = spy
+        logits, _ = model.forward(self.ids)
+        self.assertEqual(called, {"q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "o_proj", "wq_b",
+                                  "wk", "gate_proj", "up_proj", "down_proj"})
+        _, f32, _ = self.run_model(index_topk=24)
+        rel = np.abs(logits - f32).max() / np.abs(f32).max()
+        self.assertGreater(rel, 0)
+        self.assertLess(rel, 0.02)  # as the bf16 KV cache above: one rounding (≤ 2^-8) per value
+
+        # One GEMM: bf16(x) by RNE to 8 significant bits computed in f64 (np.round ties to even).
+        prefix = "model.layers.1.self_attn.q_a_proj"
+        x = np.random.default_rng(5).standard_normal((4, self.cfg["hidden_size"])).astype(F32)
+        _, e = np.frexp(x.astype(np.float64))
+        quantum = np.ldexp(1.0, e - 8)
+        w = model.w.linear(prefix).astype(np.float64)
+        want = (np.round(x / quantum) * quantum) @ w.T
+        magnitude = np.abs(np.round(x / quantum) * quantum) @ np.abs(w).T
+        k = x.shape[1] + 1  # f32: K - 1 sums, one product, one dequantisation rounding per term
+        gamma = k * 2.0 ** -24 / (1 - k * 2.0 ** -24)
+        got = proj(x, prefix)
+        self.assertTrue((np.abs(got - want) <= gamma * magnitude + 1e-30).all())
+        unrounded = ref.Model(self.dir).proj(x, prefix)
+        self.assertGreater((np.abs(unrounded - want) - gamma * magnitude).max(), 0)  # rounding visible
+        with self.assertRaisesRegex(ValueError, "numerics"):
+            ref.Model(self.dir, numerics="f16")
+
     def test_variants_without_q_lora_indexer_mtp(self):
         cfg = json.loads(json.dumps(self.cfg))
         cfg.update(q_lora_rank=None, index_n_heads=None, index_head_dim=None, index_topk=None,

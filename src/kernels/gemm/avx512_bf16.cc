@@ -1,5 +1,5 @@
 // AVX-512 BF16 instance of the bf16-activation row GEMM (gemm/isa_kernels.h `Bf16Kernels`,
-// kernels/linear.h `LinearRowsBf16`, docs/numerics.md "bf16 activations").
+// kernels/linear.h `LinearRowsBf16`, docs/numerics.md "bf16 numerics").
 //
 // Structure, as the f32 row GEMM of gemm/kernels.inc: a piece of ≤ 128 weight rows (one scale
 // row) is processed in chunks of kBf16Kc columns; each chunk is decoded once into a panel of
@@ -44,6 +44,7 @@ constexpr int kVecs = kBf16TileRows / kLanes;      // weight vectors per registe
 constexpr int kPanelGroups = 128 / kBf16TileRows;  // row groups of a ≤ 128-row piece
 constexpr int64_t kPanelWords = int64_t{kPanelGroups} * kBf16TileRows * (kBf16Kc / 2);
 constexpr int64_t kRowWords = kBf16Kc / 2 + kLanes;  // one converted row segment (+ pad)
+constexpr int64_t kRows16Words = kLanes * kRowWords;  // 16 of them (PackPanel)
 constexpr int kBlockPairs = 64;                      // column pairs per 128-column block
 
 DSINFER_BF16 inline __mmask16 Mask(int64_t n) {
@@ -114,25 +115,60 @@ DSINFER_BF16 void ConvertRow(const WeightView& w, int64_t r, int64_t k0, int64_t
   out[cols] = 0;
 }
 
+// Transposes a 16×16 block of 32-bit words in registers: on entry v[a] holds row a (words
+// c = 0..15 in lanes), on return v[c] holds column c (row a in lane a). Four stages: 32-bit and
+// 64-bit interleaves within 128-bit lanes, then two 128-bit lane shuffles.
+DSINFER_BF16 inline void Transpose16(__m512i (&v)[kLanes]) {
+  __m512i t[kLanes];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // v[4i + m], lane L: word 4L + m of rows 4i .. 4i + 3
+    v[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    v[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    v[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    v[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 4; ++j) {
+      t[8 * i + j] = _mm512_shuffle_i32x4(v[8 * i + j], v[8 * i + j + 4], 0x88);
+      t[8 * i + j + 4] = _mm512_shuffle_i32x4(v[8 * i + j], v[8 * i + j + 4], 0xdd);
+    }
+  for (int j = 0; j < 8; ++j) {
+    v[j] = _mm512_shuffle_i32x4(t[j], t[j + 8], 0x88);
+    v[j + 8] = _mm512_shuffle_i32x4(t[j], t[j + 8], 0xdd);
+  }
+}
+
 // The panel of rows [r0, r0 + rows) × columns [k0, k1) (layout: gemm/isa_kernels.h), rows
-// padded with zeros to whole groups of kBf16TileRows.
+// padded with zeros to whole groups of kBf16TileRows. 16 rows at a time: each converted into
+// `rows16` (row a's pairs at rows16[a·kRowWords ..]), then moved into the panel by 16×16 word
+// transposes: one vector store per pair and 16 rows instead of 16 scalar stores (with one token,
+// a row of 64 pairs packed costs 64 word moves against 4 `vdpbf16ps`, so packing dominates decode).
 template <bool kFp8>
 DSINFER_BF16 void PackPanel(const WeightView& w, int64_t r0, int rows, int64_t k0, int64_t k1,
-                            uint32_t* panel, uint16_t* row) {
+                            uint32_t* panel, uint32_t* rows16) {
   const int64_t pairs = (k1 - k0 + 1) / 2;
   const int groups = (rows + kBf16TileRows - 1) / kBf16TileRows;
-  for (int j = 0; j < groups * kBf16TileRows; ++j) {
-    uint32_t* dst = panel + (j / kBf16TileRows) * pairs * kBf16TileRows + j % kBf16TileRows;
-    if (j >= rows) {
-      for (int64_t p = 0; p < pairs; ++p) dst[p * kBf16TileRows] = 0;
-      continue;
+  for (int j0 = 0; j0 < groups * kBf16TileRows; j0 += kLanes) {
+    for (int a = 0; a < kLanes; ++a) {
+      uint32_t* row = rows16 + a * kRowWords;
+      if (j0 + a < rows)
+        ConvertRow<kFp8>(w, r0 + j0 + a, k0, k1, reinterpret_cast<uint16_t*>(row));
+      else
+        std::memset(row, 0, static_cast<size_t>(pairs) * sizeof(uint32_t));
     }
-    ConvertRow<kFp8>(w, r0 + j, k0, k1, row);
-    for (int64_t p = 0; p < pairs; ++p) {
-      uint32_t word;
-      std::memcpy(&word, row + 2 * p, sizeof word);
-      dst[p * kBf16TileRows] = word;
+    uint32_t* dst = panel + (j0 / kBf16TileRows) * pairs * kBf16TileRows + j0 % kBf16TileRows;
+    int64_t p = 0;
+    for (; p + kLanes <= pairs; p += kLanes) {
+      __m512i v[kLanes];
+      for (int a = 0; a < kLanes; ++a) v[a] = _mm512_loadu_si512(rows16 + a * kRowWords + p);
+      Transpose16(v);
+      for (int c = 0; c < kLanes; ++c) _mm512_storeu_si512(dst + (p + c) * kBf16TileRows, v[c]);
     }
+    for (; p < pairs; ++p)
+      for (int a = 0; a < kLanes; ++a) dst[p * kBf16TileRows + a] = rows16[a * kRowWords + p];
   }
 }
 
@@ -210,10 +246,10 @@ DSINFER_BF16 void GemmRowsD(const uint16_t* xb, int64_t xbs, int64_t n, const We
                             int64_t r0, int64_t r1, float* y, int64_t ys, uint32_t* work) {
   const int rows = static_cast<int>(r1 - r0);
   uint32_t* panel = work;
-  auto* row = reinterpret_cast<uint16_t*>(work + kPanelWords);  // [kBf16Kc + pad]
+  uint32_t* rows16 = work + kPanelWords;  // [16, kRowWords] converted rows
   for (int64_t k0 = 0; k0 < w.cols; k0 += kBf16Kc) {
     const int64_t k1 = k0 + kBf16Kc < w.cols ? k0 + kBf16Kc : w.cols, pairs = (k1 - k0 + 1) / 2;
-    PackPanel<kFp8>(w, r0, rows, k0, k1, panel, row);
+    PackPanel<kFp8>(w, r0, rows, k0, k1, panel, rows16);
     float s256[kBf16Kc / 128] = {};
     if constexpr (kFp8) {
       const float* s = w.scales + (r0 / 128) * w.scale_cols() + k0 / 128;
@@ -239,7 +275,7 @@ static_assert(kBf16Kc % 128 == 0 && 128 % kBf16TileRows == 0 && kBf16TileRows % 
 
 constexpr Bf16Kernels kTable = {.name = "avx512bf16",
                                 .round_x = &RoundX,
-                                .work_words = kPanelWords + kRowWords,
+                                .work_words = kPanelWords + kRows16Words,
                                 .gemm_rows = &GemmRows};
 
 }  // namespace

@@ -86,7 +86,7 @@ struct Bf16Kernels {
                   int64_t xbs);
   int64_t work_words;  // 32-bit words of scratch `gemm_rows` needs
   // y[t*ys + (r - r0)] for r ∈ [r0, r1) inside one 128-row block (r1 - r0 ≤ 128), t < n, from
-  // xb = round_x of all columns (docs/numerics.md "bf16 activations": FP8 block scales multiply
+  // xb = round_x of all columns (docs/numerics.md "bf16 numerics": FP8 block scales multiply
   // each 128-column partial sum). y doubles as the accumulator store between column blocks.
   void (*gemm_rows)(const uint16_t* xb, int64_t xbs, int64_t n, const WeightView& w, int64_t r0,
                     int64_t r1, float* y, int64_t ys, uint32_t* work);

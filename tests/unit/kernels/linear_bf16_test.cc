@@ -1,4 +1,4 @@
-// The bf16-activation GEMM (`LinearRowsBf16`, docs/numerics.md "bf16 activations"): the scalar
+// The bf16-activation GEMM (`LinearRowsBf16`, docs/numerics.md "bf16 numerics"): the scalar
 // specification and the AVX512-BF16 path (when this CPU has it), FP8 and BF16 weights.
 //
 // Truth: the f64 product of the bf16-rounded inputs, Σ_c bf16(x[t,c]) · W[r,c], with bf16()
@@ -23,6 +23,7 @@
 #include <tuple>
 #include <vector>
 
+#include "base/error.h"
 #include "kernels/cpu.h"
 #include "kernels/linear.h"
 #include "linear_test_util.h"
@@ -224,6 +225,45 @@ TEST_P(LinearBf16Test, FastPathBatchAndThreadInvariant) {
     }
   }
   omp_set_num_threads(saved);
+}
+
+// `Linear(Numerics, ...)`, the model's dispatch (docs/numerics.md "bf16 numerics"): kF32 is
+// `Linear`, kBf16 is `LinearBf16` for FP8 and BF16 weights and `Linear` for F16 and F32 weights
+// (not bf16 numbers), bit for bit, at every n (decode and prefill take the same kernel). On random
+// data the activation rounding is visible: the bf16 result differs from the f32 one.
+TEST(NumericsDispatch, PicksTheKernelByNumericsAndDtypeOnly) {
+  constexpr int64_t kRows = 70, kCols = 259;
+  for (DType dtype : {DType::kF8E4M3, DType::kBF16, DType::kF16, DType::kF32}) {
+    const Matrix m = test::MakeMatrix(dtype, kRows, kCols, 3);
+    const bool rounds = dtype == DType::kF8E4M3 || dtype == DType::kBF16;
+    for (int64_t n : {1, 5, 9}) {
+      const std::string what = std::string(DTypeName(dtype)) + " n=" + std::to_string(n);
+      const std::vector<float> x = test::RandomVector(n * kCols, static_cast<uint32_t>(4 + n));
+      const size_t bytes = n * kRows * sizeof(float);
+      std::vector<float> f32(n * kRows), bf16(n * kRows), got(n * kRows);
+      Linear(x.data(), n, m.view, f32.data());
+      Linear(Numerics::kF32, x.data(), n, m.view, got.data());
+      EXPECT_EQ(std::memcmp(got.data(), f32.data(), bytes), 0) << what << " f32";
+      Linear(Numerics::kBf16, x.data(), n, m.view, got.data());
+      if (!rounds) {
+        EXPECT_EQ(std::memcmp(got.data(), f32.data(), bytes), 0) << what << " bf16 mode";
+        continue;
+      }
+      LinearBf16(x.data(), n, m.view, bf16.data());
+      EXPECT_EQ(std::memcmp(got.data(), bf16.data(), bytes), 0) << what << " bf16 mode";
+      EXPECT_NE(std::memcmp(bf16.data(), f32.data(), bytes), 0) << what << " rounding invisible";
+    }
+  }
+  EXPECT_EQ(ParseNumerics("f32", "--numerics"), Numerics::kF32);
+  EXPECT_EQ(ParseNumerics("bf16", "--numerics"), Numerics::kBf16);
+  EXPECT_STREQ(NumericsName(Numerics::kBf16), "bf16");
+  try {
+    ParseNumerics("f16", "--numerics");
+    ADD_FAILURE() << "f16 accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--numerics: unknown numerics 'f16'"), std::string::npos)
+        << e.what();
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(WeightDtypes, LinearBf16Test,

@@ -7,10 +7,13 @@
 // solo runs do not, so both expert schedules are compared. This test also guards the fast
 // kernels: a GEMM whose result for a row depends on the batch size fails here. The batched MTP
 // drafting (`DraftBatch`) is held to the same rule against `Draft` of each sequence alone.
+// The same rules hold in bf16 numerics (`Bf16BatchTest`).
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -179,28 +182,23 @@ TEST_F(BatchTest, LayerStepEqualsSoloBitwise) {
 // Chunk invariance (the server's prefix cache resumes a prefill at a 64-token page boundary):
 // a 200-token prompt prefilled in one chunk, as 64 + 64 + 72, as 128 + 72 or as 5 + 59 + 136
 // gives bitwise-identical last-token logits, cache rows (latent and indexer key) and the same
-// logits for a following decode step. DSA with context > index_topk = 16 (and a top-k above the
-// first chunk, 100), dense, and an fp8 cache.
-TEST_F(BatchTest, PrefillChunkingIsBitwiseInvariant) {
-  const int64_t V = model_->config().vocab_size, L = model_->config().num_hidden_layers;
+// logits for a following decode step, in each of the sequence `modes`.
+void ExpectChunkingInvariant(Model& model, const std::vector<SequenceOptions>& modes) {
+  const int64_t V = model.config().vocab_size, L = model.config().num_hidden_layers;
   const std::vector<int32_t> ids = Ids(201, V, 77);
   const std::vector<std::vector<int64_t>> splits = {{200}, {64, 64, 72}, {128, 72}, {5, 59, 136}};
-  const std::vector<SequenceOptions> modes = {{},
-                                              {.index_topk = 100},
-                                              {.attention = AttentionMode::kDense},
-                                              {.kv_cache = KvCacheType::kFP8}};
   for (size_t m = 0; m < modes.size(); ++m) {
     std::vector<SequenceState> seqs;
     std::vector<std::vector<float>> last, next;
     for (const std::vector<int64_t>& split : splits) {
-      seqs.push_back(model_->NewSequence(modes[m]));
+      seqs.push_back(model.NewSequence(modes[m]));
       SequenceState& seq = seqs.back();
       ForwardResult r;
       for (int64_t n : split)
-        r = model_->Forward(seq, std::span<const int32_t>(&ids[seq.length], n), seq.length, false);
+        r = model.Forward(seq, std::span<const int32_t>(&ids[seq.length], n), seq.length, false);
       ASSERT_EQ(seq.length, 200);
       last.push_back(r.logits);
-      next.push_back(model_->Forward(seq, {&ids[200], 1}, 200, false).logits);
+      next.push_back(model.Forward(seq, {&ids[200], 1}, 200, false).logits);
     }
     for (size_t i = 1; i < splits.size(); ++i) {
       const std::string where = "mode " + std::to_string(m) + " split " + std::to_string(i);
@@ -219,6 +217,76 @@ TEST_F(BatchTest, PrefillChunkingIsBitwiseInvariant) {
       }
     }
   }
+}
+
+// DSA with context > index_topk = 16 (and a top-k above the first chunk, 100), dense, and an fp8
+// cache.
+TEST_F(BatchTest, PrefillChunkingIsBitwiseInvariant) {
+  ExpectChunkingInvariant(*model_, {{},
+                                    {.index_topk = 100},
+                                    {.attention = AttentionMode::kDense},
+                                    {.kv_cache = KvCacheType::kFP8}});
+}
+
+// bf16 numerics (docs/numerics.md "bf16 numerics"): every activation-side GEMM rounds each
+// activation row to bf16 by itself and runs the same kernel for 1 row (decode) as for many
+// (prefill), so batch and chunk invariance hold as in f32 numerics. The same checkpoint,
+// loaded in bf16 numerics; batches mixing DSA, another top-k, dense attention, fp8 and bf16
+// caches and MTP, and the chunk splits above. (Timing: as the f32 tests of the same shapes.)
+class Bf16BatchTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model_ = Model::Load(MakeCheckpoint("batch_tiny", 1), {.numerics = Numerics::kBf16}).release();
+  }
+  static void TearDownTestSuite() { delete model_; }
+  static Model* model_;
+};
+Model* Bf16BatchTest::model_ = nullptr;
+
+TEST_F(Bf16BatchTest, MixedSequencesEqualSoloRunsBitwise) {
+  ASSERT_EQ(model_->numerics(), Numerics::kBf16);
+  ExpectBatchedEqualsSolo(*model_,
+                          {{.mtp = true},
+                           {.index_topk = 5},
+                           {.attention = AttentionMode::kDense, .kv_cache = KvCacheType::kBF16},
+                           {.kv_cache = KvCacheType::kFP8}},
+                          kMixedSchedule);
+}
+
+TEST_F(Bf16BatchTest, PrefillChunkingIsBitwiseInvariant) {
+  ExpectChunkingInvariant(*model_, {{}, {.kv_cache = KvCacheType::kFP8}});
+}
+
+// The mode is in effect and its distance from f32 numerics is of the size the rounding explains:
+// the same 40 tokens' logits differ from f32 numerics' (each GEMM input moves by up to 2⁻⁸
+// relative), but on the median row by less than 2⁻⁴ of the row's largest logit (a few rows may
+// move further: a near-tied router or indexer choice can flip), and the top-1 token agrees on at
+// least 90% of the rows.
+TEST_F(Bf16BatchTest, DiffersFromF32NumericsByTheRoundingOnly) {
+  std::unique_ptr<Model> f32 = Model::Load(MakeCheckpoint("batch_tiny", 1));
+  const int64_t V = f32->config().vocab_size;
+  const std::vector<int32_t> ids = Ids(40, V, 91);
+  SequenceState a = f32->NewSequence({}), b = model_->NewSequence({});
+  const std::vector<float> la = f32->Forward(a, ids, 0, /*all_logits=*/true).logits;
+  const std::vector<float> lb = model_->Forward(b, ids, 0, /*all_logits=*/true).logits;
+  ASSERT_EQ(la.size(), lb.size());
+  EXPECT_FALSE(BitwiseEqual(la, lb)) << "bf16 numerics gave the f32 logits";
+  std::vector<float> rel(40);  // [rows] max |Δ logit| / max |logit|
+  int64_t same_top1 = 0;
+  for (int64_t r = 0; r < 40; ++r) {
+    const float* x = &la[r * V];
+    const float* y = &lb[r * V];
+    float diff = 0, peak = 0;
+    for (int64_t j = 0; j < V; ++j) {
+      diff = std::max(diff, std::fabs(x[j] - y[j]));
+      peak = std::max(peak, std::fabs(x[j]));
+    }
+    rel[r] = diff / peak;
+    same_top1 += std::max_element(x, x + V) - x == std::max_element(y, y + V) - y;
+  }
+  std::nth_element(rel.begin(), rel.begin() + 20, rel.end());
+  EXPECT_LT(rel[20], 1.0f / 16) << "median row: max |Δ logit| / max |logit| = " << rel[20];
+  EXPECT_GE(same_top1, 36);
 }
 
 // `Model::DraftBatch` (the engine drafts for all its sequences in one MTP-layer step, #12)

@@ -24,12 +24,18 @@ std::vector<int32_t> Ids(int64_t n, uint32_t seed) {
   return ids;
 }
 
-class PrefixCacheTest : public ::testing::TestWithParam<KvCacheType> {};
+// (cache type, numerics): the rule holds in bf16 numerics too (docs/numerics.md "bf16 numerics").
+struct PrefixCase {
+  KvCacheType kv_cache;
+  Numerics numerics;
+};
+
+class PrefixCacheTest : public ::testing::TestWithParam<PrefixCase> {};
 
 TEST_P(PrefixCacheTest, LogitsAfterHitEqualLogitsAfterMiss) {
-  auto model = Model::Load(TinyDsaDir());
+  auto model = Model::Load(TinyDsaDir(), {.numerics = GetParam().numerics});
   SequenceOptions so;
-  so.kv_cache = GetParam();
+  so.kv_cache = GetParam().kv_cache;
   const SequenceState proto = model->NewSequence(so);
   ASSERT_TRUE(proto.use_indexer);
   ASSERT_EQ(proto.index_topk, 16);
@@ -98,8 +104,14 @@ TEST_P(PrefixCacheTest, LogitsAfterHitEqualLogitsAfterMiss) {
 }
 
 INSTANTIATE_TEST_SUITE_P(CacheTypes, PrefixCacheTest,
-                         ::testing::Values(KvCacheType::kF32, KvCacheType::kFP8),
-                         [](const auto& info) { return std::string(KvCacheTypeName(info.param)); });
+                         ::testing::Values(PrefixCase{KvCacheType::kF32, Numerics::kF32},
+                                           PrefixCase{KvCacheType::kFP8, Numerics::kF32},
+                                           PrefixCase{KvCacheType::kFP8, Numerics::kBf16}),
+                         [](const auto& info) {
+                           const std::string kv = KvCacheTypeName(info.param.kv_cache);
+                           return info.param.numerics == Numerics::kF32 ? kv
+                                                                        : kv + "_bf16_numerics";
+                         });
 
 TEST(PrefixCacheKeys, RootKeySeparatesCacheOptions) {
   auto model = Model::Load(TinyDsaDir());
