@@ -20,7 +20,6 @@ failure.
 Usage: mpi_killed_rank_test.py --dsinfer BIN --dsinfer-mpi BIN --mpirun MPIRUN --work DIR
 """
 
-import argparse
 import os
 import re
 import signal
@@ -30,7 +29,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mpi_logits_test import ENV, call  # noqa: E402  (the launcher environment of the MPI tests)
+from mpi_logits_test import ENV, test_args, tiny_model  # noqa: E402  (the launcher environment of the MPI tests)
 
 KILL_BOUND = 10.0  # seconds from the kill to mpirun's exit
 START_BOUND = 60.0  # seconds for the job to load and announce the run
@@ -131,18 +130,8 @@ def kill_case(a, model, ranks, victim, check):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--dsinfer", required=True)
-    ap.add_argument("--dsinfer-mpi", required=True)
-    ap.add_argument("--mpirun", required=True)
-    ap.add_argument("--work", required=True)
-    a = ap.parse_args()
-    os.makedirs(a.work, exist_ok=True)
-    model = os.path.join(a.work, "tiny")
-    if not os.path.exists(os.path.join(model, "config.json")):
-        rc, out, _ = call([a.dsinfer, "gen-model", "--preset", "tiny", "--seed", "7", "--set",
-                           "vocab_size=1024", "--out", model, "--force"])
-        assert rc == 0, out
+    a = test_args()
+    model = tiny_model(a.dsinfer, os.path.join(a.work, "tiny"))
     failures = 0
 
     def check(name, ok, detail=""):

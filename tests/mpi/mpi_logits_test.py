@@ -57,6 +57,29 @@ def call(cmd, timeout=180):
         return None, f"timed out after {timeout} s: {e}", time.monotonic() - t0
 
 
+def test_args(description=None):
+    """The arguments every MPI test takes (the binaries, mpirun, a work folder, created)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--dsinfer", required=True)
+    ap.add_argument("--dsinfer-mpi", required=True)
+    ap.add_argument("--mpirun", required=True)
+    ap.add_argument("--work", required=True)
+    a = ap.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+    return a
+
+
+def tiny_model(dsinfer, folder, seed=7, sets=("vocab_size=1024",)):
+    """A generated tiny checkpoint in `folder` (made once; later runs reuse it)."""
+    if not os.path.exists(os.path.join(folder, "config.json")):
+        cmd = [dsinfer, "gen-model", "--preset", "tiny", "--seed", str(seed)]
+        for kv in sets:
+            cmd += ["--set", kv]
+        rc, out, _ = call(cmd + ["--out", folder, "--force"])
+        assert rc == 0, out
+    return folder
+
+
 def expected_assignment(ranks):
     parts = []
     for r in range(ranks):
@@ -106,18 +129,8 @@ def copy_checkpoint(src, dst, link_shards):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--dsinfer", required=True)
-    ap.add_argument("--dsinfer-mpi", required=True)
-    ap.add_argument("--mpirun", required=True)
-    ap.add_argument("--work", required=True)
-    a = ap.parse_args()
-    os.makedirs(a.work, exist_ok=True)
-    model = os.path.join(a.work, "tiny")
-    if not os.path.exists(os.path.join(model, "config.json")):
-        rc, out, _ = call([a.dsinfer, "gen-model", "--preset", "tiny", "--seed", "7", "--set",
-                           "vocab_size=1024", "--out", model, "--force"])
-        assert rc == 0, out
+    a = test_args()
+    model = tiny_model(a.dsinfer, os.path.join(a.work, "tiny"))
     mpirun = [a.mpirun, "--oversubscribe", "--bind-to", "none"]
     ids = ",".join(map(str, IDS))
     failures = 0

@@ -23,7 +23,6 @@ Prints one line per check; exit status 1 on any failure.
 Usage: mpi_memory_test.py --dsinfer BIN --dsinfer-mpi BIN --mpirun MPIRUN --work DIR
 """
 
-import argparse
 import json
 import os
 import re
@@ -31,7 +30,7 @@ import struct
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mpi_logits_test import ENV, call  # noqa: E402,F401  (the launcher environment)
+from mpi_logits_test import ENV, call, test_args, tiny_model  # noqa: E402,F401  (the launcher environment)
 
 EXPERTS = 8
 IDS = ",".join(str((i * 53) % 1000 + 2) for i in range(64))
@@ -76,19 +75,9 @@ def parse(out):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--dsinfer", required=True)
-    ap.add_argument("--dsinfer-mpi", required=True)
-    ap.add_argument("--mpirun", required=True)
-    ap.add_argument("--work", required=True)
-    a = ap.parse_args()
-    os.makedirs(a.work, exist_ok=True)
-    model = os.path.join(a.work, "wide_experts")
-    if not os.path.exists(os.path.join(model, "config.json")):
-        rc, out, _ = call([a.dsinfer, "gen-model", "--preset", "tiny", "--seed", "11", "--set",
-                           "vocab_size=1024", "--set", "hidden_size=512", "--set",
-                           "moe_intermediate_size=1024", "--out", model, "--force"])
-        assert rc == 0, out
+    a = test_args()
+    model = tiny_model(a.dsinfer, os.path.join(a.work, "wide_experts"), seed=11,
+                       sets=("vocab_size=1024", "hidden_size=512", "moe_intermediate_size=1024"))
     failures = 0
 
     def check(name, ok, detail=""):

@@ -16,14 +16,13 @@ exit status 1 on any failure.
 Usage: mpi_run_test.py --dsinfer BIN --dsinfer-mpi BIN --mpirun MPIRUN --work DIR
 """
 
-import argparse
 import os
 import re
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mpi_logits_test import ENV, call  # noqa: E402  (the launcher environment)
+from mpi_logits_test import ENV, call, test_args, tiny_model  # noqa: E402  (the launcher environment)
 
 IDS = "5,17,3,901,44,230,7,7,612,88"
 
@@ -39,18 +38,8 @@ def run(cmd, timeout=300):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--dsinfer", required=True)
-    ap.add_argument("--dsinfer-mpi", required=True)
-    ap.add_argument("--mpirun", required=True)
-    ap.add_argument("--work", required=True)
-    a = ap.parse_args()
-    os.makedirs(a.work, exist_ok=True)
-    model = os.path.join(a.work, "tiny")
-    if not os.path.exists(os.path.join(model, "config.json")):
-        rc, out, _ = call([a.dsinfer, "gen-model", "--preset", "tiny", "--seed", "7", "--set",
-                           "vocab_size=1024", "--out", model, "--force"])
-        assert rc == 0, out
+    a = test_args()
+    model = tiny_model(a.dsinfer, os.path.join(a.work, "tiny"))
     # Text prompts need the tokenizer's whole vocabulary (the chat encoding's special tokens).
     full = os.path.join(a.work, "tiny_full_vocab")
     if not os.path.exists(os.path.join(full, "config.json")):
