@@ -63,9 +63,10 @@ EOF
 else
   echo "{\"vocab_size\": $vocab}" > "$work/config.json"
   rows=(--short 512 --long 2816 --short-rows 8 --long-rows 1 --long-every 3)
-  # The copy curriculum first (until 90% of a held-out copy batch is copied, <= 800 steps,
-  # a few minutes), then every 10th step a copy batch to keep the mechanism (docs/train.md).
-  dense=(--steps 4000 --minutes 50 --lr 3e-3 --warmup-steps 100 --copy-steps 800 --copy-every 10)
+  # Every 10th step a copy batch (random tokens; the probe in the log shows whether copying
+  # forms). No --copy-steps curriculum yet: 700 steps of it did not form the mechanism on this
+  # configuration (docs/train.md, "Copying first"); it returns once a setting that does is found.
+  dense=(--steps 4000 --minutes 50 --lr 3e-3 --warmup-steps 100 --copy-every 10)
   warm=(--steps 400 --minutes 8 --lr 1e-3 --warmup-steps 20)
   sparse=(--steps 2000 --minutes 25 --lr 5e-4 --warmup-steps 20 --copy-every 10)
 fi
