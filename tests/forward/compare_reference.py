@@ -218,20 +218,26 @@ def kv_fp8_flips(cpp_dir, ref_dir, ref_module):
     return first, explained, note
 
 
+def topk_dumps(cpp_dir, ref_dir):
+    """Every layer's top-k dump of both sides: (name, reference sets, C++ sets, the reference's
+    index-scores path, the C++ index-scores path)."""
+    for path in sorted(glob.glob(os.path.join(ref_dir, "L*.topk.npy"))):
+        name = os.path.basename(path)
+        other = os.path.join(cpp_dir, name)
+        if not os.path.exists(other):
+            raise AssertionError(f"C++ dump lacks {name}")
+        yield (name, np.load(path), np.load(other), path.replace(".topk.npy", ".index_scores.npy"),
+               other.replace(".topk.npy", ".index_scores.npy"))
+
+
 def compare_topk(cpp_dir, ref_dir):
     """Top-k sets of every layer.  Returns (rows compared, differing rows, first differing row or
     None, explained, notes): a difference is `explained` when the flips are rare (≤ 2% of
     tokens) and the reference's selection rule applied to its scores with the flipped entries
     taken from C++ reproduces the C++ set."""
     rows, bad, first, explained, notes = 0, 0, None, True, []
-    for path in sorted(glob.glob(os.path.join(ref_dir, "L*.topk.npy"))):
-        name = os.path.basename(path)
-        other = os.path.join(cpp_dir, name)
-        if not os.path.exists(other):
-            raise AssertionError(f"C++ dump lacks {name}")
-        r, c = np.load(path), np.load(other)
-        rs = np.load(path.replace(".topk.npy", ".index_scores.npy"))
-        cs = np.load(other.replace(".topk.npy", ".index_scores.npy"))
+    for name, r, c, rs_path, cs_path in topk_dumps(cpp_dir, ref_dir):
+        rs, cs = np.load(rs_path), np.load(cs_path)
         cols, qrows = fp8_flips(rs, cs)
         rare = len(cols) + len(qrows) <= max(2, 0.02 * rs.shape[0])
         for i in range(r.shape[0]):
@@ -361,13 +367,8 @@ def compare_topk_near_ties(cpp_dir, ref_dir, margin=2.0 ** -3):
     e4m3 step is 2^-3 relative). Returns (rows compared, differing rows, first differing row or
     None, explained, notes)."""
     rows, bad, first, explained, notes = 0, 0, None, True, []
-    for path in sorted(glob.glob(os.path.join(ref_dir, "L*.topk.npy"))):
-        name = os.path.basename(path)
-        other = os.path.join(cpp_dir, name)
-        if not os.path.exists(other):
-            raise AssertionError(f"C++ dump lacks {name}")
-        r, c = np.load(path), np.load(other)
-        rs = np.load(path.replace(".topk.npy", ".index_scores.npy"))
+    for name, r, c, rs_path, cs_path in topk_dumps(cpp_dir, ref_dir):
+        rs = np.load(rs_path)
         for i in range(r.shape[0]):
             rows += 1
             rset, cset = set(r[i][r[i] >= 0].tolist()), set(c[i][c[i] >= 0].tolist())
