@@ -86,7 +86,7 @@ check(rows_ok and tok.shape == (64, 20), "copy-task rows: BOS, k tokens, separat
 if len(sys.argv) > 2:
     log = open(sys.argv[2]).read()
     check("train[copy] step 3/3" in log and "train[dense] step 4 probe copy-acc" in log
-          and "train[sparse] probe copy-acc" in log,
+          and "train[sparse] probe copy-acc" in log and "retrieval_short-acc" in log,
           "the smoke log shows the copy curriculum and the probes")
 
 # FP8 rounding against the independent encoder.

@@ -69,7 +69,7 @@ SOURCES = {
 }
 
 # Token budgets of train.jsonl by kind, as fractions of the total (tokens of our tokenizer).
-MIX = {"retrieval": 0.35, "english": 0.20, "skills": 0.20, "recall": 0.15, "chat": 0.10}
+MIX = {"retrieval": 0.40, "english": 0.20, "skills": 0.25, "recall": 0.05, "chat": 0.10}
 RECALL_RANGE = (20, 200)    # tokens of the passage a recall task repeats
 SCALES = {  # total training tokens, eval set sizes, share of the English for the tokenizer
     "small": {"tokens": 150_000, "n_eval": 16, "n_eval_text": 40, "tok_english": 0.15},
@@ -77,7 +77,9 @@ SCALES = {  # total training tokens, eval set sizes, share of the English for th
 }
 WEB_MAX_CHARS = 7000        # longer chapters are cut into parts (~1800 tokens at most)
 LONG_RANGE = (2048, 2600)   # tokens of a long retrieval document
-SHORT_RANGE = (200, 1000)   # tokens of a short one
+SHORT_RANGE = (150, 500)    # tokens of a short one (fits a 512-token training row)
+LONG_SHARE = 0.3            # of the training retrieval documents (the rest are short)
+KV_SHARE = 0.25             # of the training retrieval documents: key-value facts
 
 
 def rng_for(seed, stream):
@@ -416,7 +418,7 @@ def retrieval_task(rng, filler, target, enc, kv):
     `target` tokens long as a complete chat-mode training document."""
     if kv:
         names = rng.sample(NAMES, rng.randint(2, 4))
-        codes = [rng.randint(1000, 9999) for _ in names]
+        codes = rng.sample(range(10, 100), len(names))
         needles = [f"The code of {n} is {c}." for n, c in zip(names, codes)]
         ask = rng.randrange(len(names))
         intro = rng.choice(["Some codes of people are hidden in the text below. Remember them.",
@@ -426,7 +428,9 @@ def retrieval_task(rng, filler, target, enc, kv):
         reasoning = f"The text says: The code of {names[ask]} is {answer}. So the answer is {answer}."
         kind = "kv"
     else:
-        key = rng.randint(10000, 99999)
+        # Two digits: one token (tokenizer.py makes every two-digit string a token), and the
+        # only number in the prompt (the filler has no digits), as in the usual pass key test.
+        key = rng.randint(10, 99)
         needles = [f"The pass key is {key}. Remember it. {key} is the pass key."]
         ask = 0
         intro = rng.choice([
@@ -528,9 +532,9 @@ def tokenizer_corpus(seed, scale):
     for _ in range(n // 10):  # retrieval wording, without the filler (it is English already)
         kv = rng.random() < 0.5
         names = rng.sample(NAMES, 3)
-        texts.append(" ".join(f"The code of {n} is {rng.randint(1000, 9999)}." for n in names) +
+        texts.append(" ".join(f"The code of {n} is {rng.randint(10, 99)}." for n in names) +
                      f" What is the code of {names[0]}? The pass key is "
-                     f"{rng.randint(10000, 99999)}. Remember it. " + rng.choice(units))
+                     f"{rng.randint(10, 99)}. Remember it. " + rng.choice(units))
     return texts
 
 
@@ -564,10 +568,10 @@ def generate(args):
     # Evaluation sets first: the training generators skip their questions.
     n = cfg["n_eval"]
     rng = rng_for(args.seed, "eval")
-    evals = {"retrieval": [], "retrieval_short": [], "arith": [], "skills": []}
+    evals = {"retrieval": [], "retrieval_short": [], "kv": [], "arith": [], "skills": []}
     for i in range(n):
-        kv = i % 2 == 1
-        for name, rnge in (("retrieval", LONG_RANGE), ("retrieval_short", SHORT_RANGE)):
+        for name, rnge, kv in (("retrieval", LONG_RANGE, False),
+                               ("retrieval_short", SHORT_RANGE, False), ("kv", LONG_RANGE, True)):
             target = rng.randint(rnge[0] + 50, rnge[1] - 50)
             t = retrieval_task(rng, fill_held, target, enc, kv)
             evals[name].append(eval_entry(t, i % 4 == 3, enc))
@@ -597,10 +601,10 @@ def generate(args):
                 total += tokens
                 continue
             if kind == "retrieval":
-                long_ = rng.random() < 0.5
+                long_ = rng.random() < LONG_SHARE
                 rnge = LONG_RANGE if long_ else SHORT_RANGE
                 target = rng.randint(rnge[0] + 50, rnge[1] - 50)
-                t = retrieval_task(rng, fill_train, target, enc, rng.random() < 0.5)
+                t = retrieval_task(rng, fill_train, target, enc, rng.random() < KV_SHARE)
                 t["kind"] += "_long" if long_ else "_short"
                 thinking = rng.random() < 0.25
                 tokens = target
@@ -685,6 +689,15 @@ def main():
     docs, evals, ppl, samples = generate(args)
     enc = Encoder(args.tokenizer)
     write_jsonl(os.path.join(args.out, "chat_samples.jsonl"), samples)
+    # train.py's retrieval probe: held-out pass key prompts (no thinking) as ids, with the id
+    # the answer starts with, so a training log shows when retrieval forms.
+    probe = {}
+    for name in ("retrieval_short", "retrieval"):
+        rows = [e for e in evals[name] if not e["thinking"]][:32 if name == "retrieval_short" else 4]
+        probe[name] = [{"ids": enc.encode(chat_prompt(e["messages"][0]["content"], False)),
+                        "answer": enc.encode(e["answer"])[0]} for e in rows]
+    with open(os.path.join(args.out, "probe_retrieval.json"), "w") as f:
+        json.dump(probe, f)
     stats = {"seed": args.seed, "scale": args.scale, "sources": SOURCES, "mix": MIX,
              "documents": len(docs)}
     if not args.no_encode:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Measures the trained model's quality with `dsinfer eval` and prints the markdown table that
 # docs/train.md records: retrieval at >= 2K tokens with dense attention, with DSA (the trained
-# indexer) and with DSA on the indexer reset to its pre-warm-up weights (the ablation);
+# indexer) and with DSA on the indexer reset to its pre-warm-up weights (the ablation); key-value
+# facts (dense, DSA);
 # arithmetic and skills accuracy; held-out perplexity DSA vs dense with the MTP module's
 # next-next-token accuracy.
 #
@@ -40,6 +41,8 @@ run retrieval_dense --model "$model" --attention dense --tasks "$data/eval_retri
 run retrieval_dsa --model "$model" --attention dsa --tasks "$data/eval_retrieval.jsonl" --max-new 16
 run retrieval_dsa_untrained --model "$untrained" --attention dsa \
   --tasks "$data/eval_retrieval.jsonl" --max-new 16
+run kv_dense --model "$model" --attention dense --tasks "$data/eval_kv.jsonl" --max-new 16
+run kv_dsa --model "$model" --attention dsa --tasks "$data/eval_kv.jsonl" --max-new 16
 run skills_dsa --model "$model" --attention dsa --tasks "$data/eval_arith.jsonl" \
   --tasks "$data/eval_skills.jsonl" --max-new 192
 run text_dense --model "$model" --attention dense --text "$data/eval_text.jsonl" --mtp
@@ -48,7 +51,8 @@ $PY - "$out" "$model" <<'PYEOF'
 import json, sys
 out, model = sys.argv[1], sys.argv[2]
 r = {n: json.load(open(f"{out}/{n}.json")) for n in
-     ["retrieval_dense", "retrieval_dsa", "retrieval_dsa_untrained", "skills_dsa", "text_dense",
+     ["retrieval_dense", "retrieval_dsa", "retrieval_dsa_untrained", "kv_dense", "kv_dsa",
+      "skills_dsa", "text_dense",
       "text_dsa"]}
 def task(name, i=0):
     t = r[name]["tasks"][i]
@@ -62,6 +66,9 @@ d, dacc, dlen = task("retrieval_dense")
 s, sacc, _ = task("retrieval_dsa")
 u, uacc, _ = task("retrieval_dsa_untrained")
 print(f"| retrieval accuracy, prompts of {dlen} tokens | {dacc} | {sacc} | {uacc} |")
+_, kd, klen = task("kv_dense")
+_, ks, _ = task("kv_dsa")
+print(f"| key-value facts (2-4 names, one asked), prompts of {klen} tokens | {kd} | {ks} | |")
 td, ts = r["text_dense"]["text"][0], r["text_dsa"]["text"][0]
 print(f'| held-out perplexity ({td["tokens"]} tokens) | {td["perplexity"]:.3f} | '
       f'{ts["perplexity"]:.3f} ({100 * (ts["perplexity"] / td["perplexity"] - 1):+.2f}%) | |')

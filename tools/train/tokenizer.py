@@ -145,18 +145,17 @@ def train_merges(texts, n_tokens, log=None):
     heap = [(-c, p) for p, c in pair_count.items()]
     heapq.heapify(heap)
     merges = []
-    while len(symbols) - 256 < n_tokens and heap:
-        neg, pair = heapq.heappop(heap)
-        if -neg != pair_count.get(pair, 0) or neg == 0:
-            continue  # stale entry
-        a, b = pair
+
+    def merge(a, b):
+        """Adds the merge (a, b) and applies it to every word holding the pair."""
+        pair = (a, b)
         new = sym_id.get(symbols[a] + symbols[b])
         if new is None:
             new = sym_id[symbols[a] + symbols[b]] = len(symbols)
             symbols.append(symbols[a] + symbols[b])
         merges.append((symbols[a], symbols[b]))
         changed = set()
-        for wi in sorted(where.pop(pair)):
+        for wi in sorted(where.pop(pair, ())):
             w = words[wi]
             f = freq[wi]
             if not any(w[i] == a and w[i + 1] == b for i in range(len(w) - 1)):
@@ -182,6 +181,17 @@ def train_merges(texts, n_tokens, log=None):
             c = pair_count.get(p, 0)
             if c > 0 and p != pair:
                 heapq.heappush(heap, (-c, p))
+
+    # Every two-digit string is one token (merges 0..99, whatever their counts): the retrieval
+    # task's pass key is a two-digit number, so its answer is one token (docs/train.md).
+    for d1 in "0123456789":
+        for d2 in "0123456789":
+            merge(sym_id[d1], sym_id[d2])
+    while len(symbols) - 256 < n_tokens and heap:
+        neg, pair = heapq.heappop(heap)
+        if -neg != pair_count.get(pair, 0) or neg == 0:
+            continue  # stale entry
+        merge(*pair)
         if log and len(merges) % 500 == 0:
             log(f"  {len(merges)} merges, last {merges[-1]!r} x{-neg}")
     if len(symbols) - 256 < n_tokens:

@@ -114,6 +114,23 @@ def copy_batch(gen, rows, vocab, kmin=16, kmax=48):
 
 
 @torch.no_grad()
+def retrieval_accuracy(model, rows, mode, pad_id):
+    """Share of held-out pass key prompts whose next-token argmax is the answer's first token
+    (data.py's probe_retrieval.json: prompts right-padded into one batch)."""
+    if not rows:
+        return float("nan")
+    L = max(len(r["ids"]) for r in rows)
+    tok = torch.full((len(rows), L), pad_id, dtype=torch.long)
+    for i, r in enumerate(rows):
+        tok[i, :len(r["ids"])] = torch.tensor(r["ids"])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(tok, mode, with_mtp=False)[0]
+    last = torch.tensor([len(r["ids"]) - 1 for r in rows])
+    pred = logits[torch.arange(len(rows)), last].argmax(-1)
+    return float((pred == torch.tensor([r["answer"] for r in rows])).float().mean())
+
+
+@torch.no_grad()
 def copy_accuracy(model, tok, mask, mode):
     """Top-1 accuracy of the next-token prediction on the copied tokens of a copy batch."""
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -259,6 +276,16 @@ def main():
     probe_mode = dict(mode, kl=None)
     copy_gen = torch.Generator().manual_seed(args.seed + 7)
     probe = copy_batch(torch.Generator().manual_seed(12345), 32, cfg.vocab_size)  # held out
+    probe_path = os.path.join(args.data, "probe_retrieval.json")
+    retrieval_probe = json.load(open(probe_path)) if os.path.exists(probe_path) else {}
+
+    def probe_line():
+        acc = copy_accuracy(model, *probe, probe_mode)
+        parts = [f"copy-acc {acc:.3f}"]
+        for name, rows in retrieval_probe.items():
+            r = retrieval_accuracy(model, rows, probe_mode, cfg.eos_token_id)
+            parts.append(f"{name}-acc {r:.3f} ({len(rows)})")
+        return " ".join(parts)
 
     def train_step(tok, mask):
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -277,8 +304,7 @@ def main():
             balance_update(model, args.balance_gamma)
         return lm, mtp, kl
 
-    print(f"train[{args.stage}] probe copy-acc {copy_accuracy(model, *probe, probe_mode):.3f} "
-          f"at the start", flush=True)
+    print(f"train[{args.stage}] probe {probe_line()} at the start", flush=True)
     if args.stage == "dense" and args.copy_steps > 0:
         # The curriculum: copy-task steps at a constant LR until the mechanism has formed.
         for g in opt.param_groups:
@@ -324,8 +350,7 @@ def main():
                   f"elapsed {el / 60:.1f} min", flush=True)
             log = {"lm": 0.0, "mtp": 0.0, "kl": 0.0, "n": 0}
         if args.probe_every and (step + 1) % args.probe_every == 0:
-            print(f"train[{args.stage}] step {step + 1} probe copy-acc "
-                  f"{copy_accuracy(model, *probe, probe_mode):.3f}", flush=True)
+            print(f"train[{args.stage}] step {step + 1} probe {probe_line()}", flush=True)
         if time.time() - last_save > args.save_every_min * 60:
             save(args, cfg, model, meta, step, tokens_seen, time.time() - t0)
             last_save = time.time()
