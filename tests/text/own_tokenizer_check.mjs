@@ -72,7 +72,7 @@ const heldOut = JSON.parse(run(python, ['-c',
   path.join(root, 'tools/train')]));
 const lines = [];
 for (const t of heldOut) lines.push(...t.split('\n'));
-const evalRows = ['retrieval', 'retrieval_short', 'arith', 'skills']
+const evalRows = ['retrieval', 'retrieval_short', 'kv', 'arith', 'skills']
   .flatMap((n) => readJsonl(`eval_${n}.jsonl`).map((r) => ({ ...r, set: n })));
 for (const r of evalRows) lines.push(...r.messages[0].content.split('\n'));
 let seed = 20261202;
@@ -131,15 +131,31 @@ for (const s of samples) {
 }
 console.log(`chat encoding: ${same} / ${samples.length} samples equal to dsinfer chat-template`);
 let counted = 0;
-const checkedRows = evalRows.filter((r, i) => r.set === 'retrieval' || i % 4 === 0);
+const isLong = (r) => r.set === 'retrieval' || r.set === 'kv';
+const checkedRows = evalRows.filter((r, i) => isLong(r) || i % 4 === 0);
 for (const r of checkedRows) {
   const prompt = render({ messages: r.messages, thinking: { type: r.thinking ? 'enabled' : 'disabled' } });
   const n = (await hf.encode(prompt, null, { addSpecialTokens: false })).getIds().length;
   if (n === r.tokens) counted++;
   else check(false, `eval ${r.set} entry: "tokens" ${r.tokens}, HF counts ${n}`);
-  if (r.set === 'retrieval') check(n >= 2048 && n <= 2600, `long retrieval prompt of ${n} tokens`);
+  if (isLong(r)) check(n >= 2048 && n <= 2600, `long retrieval prompt of ${n} tokens`);
 }
 console.log(`eval entries: ${counted} / ${checkedRows.length} token counts equal to HF's`);
+// A pass key or code is a two-digit number and one token (every two-digit string is a merge), so
+// the retrieval answer is one token; and every two-digit string is one token for HF too.
+let oneToken = 0;
+const keyed = evalRows.filter((r) => r.kind === 'passkey' || r.kind === 'kv');
+for (const r of keyed) {
+  const ids = (await hf.encode(r.answer, null, { addSpecialTokens: false })).getIds();
+  if (/^[0-9]{2}$/.test(r.answer) && ids.length === 1) oneToken++;
+  else check(false, `retrieval answer "${r.answer}" is ${ids.length} tokens, want one two-digit token`);
+}
+for (let v = 0; v < 100; v++) {
+  const d = String(v).padStart(2, '0');
+  const ids = (await hf.encode(d, null, { addSpecialTokens: false })).getIds();
+  check(ids.length === 1, `"${d}" is ${ids.length} tokens, want 1`);
+}
+console.log(`retrieval answers: ${oneToken} / ${keyed.length} one two-digit token; 00-99 one token each`);
 
 // 3c. train.bin / train_docs.npy against dsinfer's own tokenization of the documents.
 const train = readJsonl('train.jsonl');

@@ -69,7 +69,7 @@ SOURCES = {
 }
 
 # Token budgets of train.jsonl by kind, as fractions of the total (tokens of our tokenizer).
-MIX = {"retrieval": 0.40, "english": 0.20, "skills": 0.25, "recall": 0.05, "chat": 0.10}
+MIX = {"retrieval": 0.45, "english": 0.20, "skills": 0.20, "recall": 0.05, "chat": 0.10}
 RECALL_RANGE = (20, 200)    # tokens of the passage a recall task repeats
 SCALES = {  # total training tokens, eval set sizes, share of the English for the tokenizer
     "small": {"tokens": 150_000, "n_eval": 16, "n_eval_text": 40, "tok_english": 0.15},
@@ -77,8 +77,8 @@ SCALES = {  # total training tokens, eval set sizes, share of the English for th
 }
 WEB_MAX_CHARS = 7000        # longer chapters are cut into parts (~1800 tokens at most)
 LONG_RANGE = (2048, 2600)   # tokens of a long retrieval document
-SHORT_RANGE = (150, 500)    # tokens of a short one (fits a 512-token training row)
-LONG_SHARE = 0.3            # of the training retrieval documents (the rest are short)
+SHORT_RANGE = (30, 300)     # tokens of a short one (several fit a 512-token training row)
+LONG_SHARE = 0.1            # of the training retrieval documents (the rest are short)
 KV_SHARE = 0.25             # of the training retrieval documents: key-value facts
 
 
