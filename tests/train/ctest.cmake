@@ -6,6 +6,6 @@ add_test(NAME train_smoke
     --work ${CMAKE_BINARY_DIR}/train-smoke --out ${CMAKE_BINARY_DIR}/train-smoke/model \
     > ${CMAKE_BINARY_DIR}/train-smoke.log 2>&1; rc=$?; cat ${CMAKE_BINARY_DIR}/train-smoke.log; \
     [ $rc -eq 0 ] && ${DSINFER_PYTHON} ${CMAKE_SOURCE_DIR}/tests/train/stages_check.py \
-    ${CMAKE_BINARY_DIR}/train-smoke ${CMAKE_BINARY_DIR}/train-smoke.log"
+    ${CMAKE_BINARY_DIR}/train-smoke ${CMAKE_BINARY_DIR}/train-smoke.log $0"
     $<TARGET_FILE:dsinfer>)
 set_tests_properties(train_smoke PROPERTIES LABELS integration TIMEOUT 600)

@@ -7,12 +7,14 @@
 * the copy curriculum's rows are what they claim: BOS, k ordinary tokens, the separator, the
   same k tokens, with the loss mask on exactly the separator and the copy; the smoke run's log
   shows the curriculum and the probes ran (tests/train/ctest.cmake passes the log);
+* the main job (`dsinfer`, no arguments) on the smoke model shows its demo sections;
+* document masking: a packed row's logits (and MTP logits) equal each document's run alone;
 * the FP8 rounding used for training and export equals an independent e4m3 encoder
   (tests/reference/safetensors_np.py) on random values, every rounding midpoint and the
   subnormal range.
 
-Usage: stages_check.py WORK_DIR [LOG]   (the --work folder of a finished train.sh --smoke run
-       and the run's output)
+Usage: stages_check.py WORK_DIR [LOG [DSINFER]]   (the --work folder of a finished train.sh
+       --smoke run, the run's output, and dsinfer to run the main job on WORK_DIR/model)
 """
 import os
 import sys
@@ -88,6 +90,52 @@ if len(sys.argv) > 2:
     check("train[copy] step 3/3" in log and "train[dense] step 4 probe copy-acc" in log
           and "train[sparse] probe copy-acc" in log and "retrieval_short-acc" in log,
           "the smoke log shows the copy curriculum and the probes")
+
+# Document masking: a packed row's logits equal those of its documents run one by one (each from
+# position 0), in dense and DSA attention (index_topk below the documents' lengths), with the
+# trained smoke model, in f32.
+from model import Config, Transformer  # noqa: E402
+cfg = Config(**ck["sparse"]["config"])
+net = Transformer(cfg)
+net.load_state_dict(ck["sparse"]["model"])
+net.eval()
+g = torch.Generator().manual_seed(5)
+lens = [cfg.index_topk + 9, 2 * cfg.index_topk + 3, 7]
+docs = [torch.cat([torch.tensor([cfg.bos_token_id]),
+                   torch.randint(10, cfg.vocab_size, (n - 1,), generator=g)]) for n in lens]
+packed = torch.cat(docs)[None]
+worst = {}
+with torch.no_grad():
+    for attention in ("dense", "dsa"):
+        mode = dict(attention=attention, kl=None, quantise=True, exact_ties=True, documents=True)
+        lp, mp, _ = net(packed, mode)
+        err, off = 0.0, 0
+        for d in docs:
+            la, ma, _ = net(d[None], dict(mode, documents=False))
+            n = len(d)
+            err = max(err, float((lp[0, off:off + n] - la[0]).abs().max() / la.abs().max()),
+                      float((mp[0, off:off + n - 1] - ma[0]).abs().max() / ma.abs().max()))
+            off += n
+        worst[attention] = err
+check(all(e <= 1e-5 for e in worst.values()),
+      f"document masking: packed rows equal their documents alone (max rel err dense "
+      f"{worst['dense']:.1e}, dsa {worst['dsa']:.1e}; tolerance 1e-5)")
+
+# The main job on a trained model (`dsinfer` without arguments, the default model being the
+# smoke model): its three demo prompts, retrieval with DSA and dense, each with a cost.
+if len(sys.argv) > 3:
+    import subprocess
+    model_dir = os.path.join(work, "model")
+    p = subprocess.run([sys.argv[3]], capture_output=True, text=True,
+                       env=dict(os.environ, DSINFER_DEFAULT_MODEL=model_dir))
+    out = p.stdout
+    want = ["== chat ==", "== thinking mode ==",
+            "== long-context retrieval: DSA vs dense attention ==", "expected answer:",
+            "  DSA   answer", "  dense answer", "USD/1M", "== DSA vs dense attention"]
+    missing = [w for w in want if w not in out]
+    check(p.returncode == 0 and not missing,
+          f"main job on the trained (smoke) model: exit {p.returncode}, sections missing: "
+          f"{missing}" + (f"\n{out}\n{p.stderr}" if missing or p.returncode else ""))
 
 # FP8 rounding against the independent encoder.
 rng = np.random.default_rng(0)

@@ -172,7 +172,7 @@ class Indexer(nn.Module):
         B, L, _ = x.shape
         hi, di, r = c.index_n_heads, c.index_head_dim, c.qk_rope_head_dim
         q = self.wq_b(qr).float().view(B, L, hi, di)
-        q = torch.cat((rope_halves(q[..., :r], cos[:, None], sin[:, None]), q[..., r:]), -1)
+        q = torch.cat((rope_halves(q[..., :r], cos.unsqueeze(-2), sin.unsqueeze(-2)), q[..., r:]), -1)
         k = self.k_norm(self.wk(x).float())
         k = torch.cat((rope_halves(k[..., :r], cos, sin), k[..., r:]), -1)
         q, k = q @ self.hadamard, k @ self.hadamard
@@ -240,7 +240,7 @@ class MLA(nn.Module):
         H, dn, dr, dv = c.num_attention_heads, c.qk_nope_head_dim, c.qk_rope_head_dim, c.v_head_dim
         qr = self.q_norm(self.wq_a(x))  # [B,L,q_lora]
         q = self.wq_b(qr).view(B, L, H, dn + dr)
-        q_nope, q_pe = q[..., :dn], rope_interleaved(q[..., dn:], cos[:, None], sin[:, None])
+        q_nope, q_pe = q[..., :dn], rope_interleaved(q[..., dn:], cos.unsqueeze(-2), sin.unsqueeze(-2))
         kv = self.wkv_a(x)
         ckv = self.kv_norm(kv[..., : c.kv_lora_rank])  # [B,L,kv_lora]
         k_pe = rope_interleaved(kv[..., c.kv_lora_rank:], cos, sin)  # [B,L,dr]
@@ -266,9 +266,16 @@ class MLA(nn.Module):
         for s0 in range(0, L, ATTN_CHUNK):
             s1 = min(L, s0 + ATTN_CHUNK)
             allowed = torch.ones(s1 - s0, s1, dtype=torch.bool).tril(s0).expand(B, -1, -1)
+            same = None
+            if mode.get("doc") is not None:  # packed documents: no attention across them
+                doc = mode["doc"]
+                same = doc[:, s0:s1, None] == doc[:, None, :s1]  # [B,C,s1]
+                allowed = allowed & same
             forced = mode.get("forced_topk")
             if use_index:
                 index_scores = Indexer.scores(iq, ik, iw, s0, s1)  # [B,C,s1]
+                if same is not None:
+                    index_scores = index_scores.masked_fill(~same, float("-inf"))
                 if "record" in mode:
                     mode["record"].setdefault(self.layer, []).append(index_scores.detach())
                 if forced is not None:  # a given selection (checking the rest of the layer)
@@ -277,6 +284,8 @@ class MLA(nn.Module):
                     with torch.no_grad():
                         allowed = topk_mask(index_scores.detach(), c.index_topk, s0,
                                             mode.get("exact_ties", False))
+                        if same is not None:
+                            allowed = allowed & same
             bias = torch.zeros(allowed.shape, dtype=dt).masked_fill(~allowed, float("-inf"))
             chunk = []
             for b in range(B):
@@ -414,9 +423,18 @@ class Transformer(nn.Module):
 
     def forward(self, tokens, mode, with_mtp=True):
         """tokens [B,L] → (logits [B,L,V], mtp_logits [B,L-1,V] or None, kl sum or None).
-        MTP row i (inputs: token i+1 and the main hidden i) predicts token i+2."""
+        MTP row i (inputs: token i+1 and the main hidden i) predicts token i+2.
+        mode["documents"]: the rows pack documents that each start with BOS; every document
+        is then attended to and positioned (RoPE from 0) on its own, as the engine runs it."""
         B, L = tokens.shape
         cos, sin = rope_freqs(self.c, L)
+        if mode.get("documents"):
+            idx = torch.arange(L).expand(B, L)
+            starts = torch.where(tokens == self.c.bos_token_id, idx, torch.zeros_like(idx))
+            pos = idx - starts.cummax(1).values  # position within the document
+            cos, sin = cos[pos], sin[pos]  # [B,L,rope/2]
+            doc = (tokens == self.c.bos_token_id).long().cumsum(1)
+            mode = dict(mode, doc=doc)
         h = self.embed(tokens).float()
         kls = []
         for blk in self.layers:
@@ -430,7 +448,9 @@ class Transformer(nn.Module):
             m = self.mtp
             e = m.enorm(self.embed(tokens[:, 1:]).float())
             x0 = m.eh_proj(torch.cat((e, m.hnorm(g[:, :-1])), dim=-1)).float()
-            hm, kl = m.block(x0, cos[: L - 1], sin[: L - 1], mode)
+            mmode = dict(mode, doc=mode["doc"][:, : L - 1]) if mode.get("doc") is not None \
+                else mode
+            hm, kl = m.block(x0, cos[..., : L - 1, :], sin[..., : L - 1, :], mmode)
             if kl is not None:
                 kls.append(kl)
             mtp_logits = self.head(m.norm(hm))

@@ -270,7 +270,9 @@ def main():
                             betas=(0.9, 0.95), eps=1e-8)
     attention = "dsa" if args.stage == "sparse" else "dense"
     kl_mode = None if args.stage == "dense" else args.stage
-    mode = dict(attention=attention, kl=kl_mode, quantise=True)
+    # documents=True: a packed row's documents do not see each other and each starts at
+    # position 0, as every prompt does in the engine (docs/train.md, "Document masking").
+    mode = dict(attention=attention, kl=kl_mode, quantise=True, documents=True)
     t0 = last_save = time.time()
     tokens_seen = 0
     probe_mode = dict(mode, kl=None)
