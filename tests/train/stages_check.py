@@ -121,6 +121,17 @@ check(all(e <= 1e-5 for e in worst.values()),
       f"document masking: packed rows equal their documents alone (max rel err dense "
       f"{worst['dense']:.1e}, dsa {worst['dsa']:.1e}; tolerance 1e-5)")
 
+# --answer-weight's targets: exactly the tokens after </think> up to the answer's EOS, in chat and
+# thinking mode, in a packed row (hand-written expectation).
+import train  # noqa: E402
+from tokenizer import ASSISTANT, END_THINK, SPECIAL_TOKENS, THINK, USER  # noqa: E402
+S = {t: SPECIAL_TOKENS.index(t) for t in (USER, ASSISTANT, THINK, END_THINK)}
+row = torch.tensor([[0, S[USER], 50, S[ASSISTANT], S[END_THINK], 60, 61, 1,
+                     0, S[USER], 50, S[ASSISTANT], S[THINK], 70, 71, S[END_THINK], 62, 1, 1]])
+want = [0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0]
+check(train.answer_targets(row, 0, 1).int().tolist() == [want],
+      "answer targets: the answer tokens and their EOS, not the prompt, reasoning or padding")
+
 # The main job on a trained model (`dsinfer` without arguments, the default model being the
 # smoke model): its three demo prompts, retrieval with DSA and dense, each with a cost.
 if len(sys.argv) > 3:

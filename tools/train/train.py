@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import Config, Transformer  # noqa: E402
+from tokenizer import END_THINK, SPECIAL_TOKENS  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,13 +144,32 @@ def copy_accuracy(model, tok, mask, mode):
 # ---------------------------------------------------------------------------------------------
 # Training loop
 # ---------------------------------------------------------------------------------------------
-def lm_losses(model, tok, mask, mode, mtp_weight):
+END_THINK_ID = SPECIAL_TOKENS.index(END_THINK)
+
+
+def answer_targets(tok, bos_id, eos_id):
+    """[B, L-1] bool: target t+1 is part of an assistant answer — after the latest `</think>`
+    with no BOS or EOS since (the answer's EOS included)."""
+    L = tok.shape[1]
+    idx = torch.arange(L).expand_as(tok)
+    zero = torch.zeros_like(idx)
+    last_end = torch.where(tok == END_THINK_ID, idx, zero - 1).cummax(1).values
+    last_cut = torch.where((tok == bos_id) | (tok == eos_id), idx, zero - 1).cummax(1).values
+    return (last_end > last_cut)[:, :-1]
+
+
+def lm_losses(model, tok, mask, mode, mtp_weight, answer_weight=1.0):
     logits, mtp_logits, kl = model(tok, mode, with_mtp=mtp_weight > 0)
     V = logits.shape[-1]
     valid = mask[:, 1:] & mask[:, :-1]
     lm = F.cross_entropy(logits[:, :-1].reshape(-1, V).float(), tok[:, 1:].reshape(-1),
                          reduction="none")
-    lm = (lm * valid.reshape(-1)).sum() / valid.sum().clamp(min=1)
+    weight = valid.float()
+    if answer_weight != 1.0:  # the answers' tokens count answer_weight times (--answer-weight)
+        c = model.c
+        weight = weight * torch.where(answer_targets(tok, c.bos_token_id, c.eos_token_id),
+                                      answer_weight, 1.0)
+    lm = (lm * weight.reshape(-1)).sum() / valid.sum().clamp(min=1)
     mtp = torch.zeros(())
     if mtp_logits is not None:
         mvalid = mask[:, 2:] & mask[:, 1:-1] & mask[:, :-2]
@@ -223,6 +243,8 @@ def main():
     ap.add_argument("--long-rows", type=int, default=2)
     ap.add_argument("--long-every", type=int, default=2, help="a long batch every N steps")
     ap.add_argument("--mtp-weight", type=float, default=0.3)
+    ap.add_argument("--answer-weight", type=float, default=1.0,
+                    help="LM loss weight of the assistant answers' tokens (after </think>)")
     ap.add_argument("--kl-weight", type=float, default=1.0)
     ap.add_argument("--balance-gamma", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
@@ -291,7 +313,8 @@ def main():
 
     def train_step(tok, mask):
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            lm, mtp, kl = lm_losses(model, tok, mask, mode, args.mtp_weight)
+            lm, mtp, kl = lm_losses(model, tok, mask, mode, args.mtp_weight,
+                                    args.answer_weight)
             if args.stage == "warmup":  # only the indexers train: the KL is the whole loss
                 loss = args.kl_weight * kl
             else:
