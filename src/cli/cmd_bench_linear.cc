@@ -21,6 +21,9 @@
 // bf16-activation GEMM (`--numerics bf16`, `LinearRowsBf16`: activations rounded to bf16,
 // `vdpbf16ps`; docs/numerics.md "bf16 numerics"), by default both when this CPU has
 // AVX512-BF16, and reports each as a fraction of the f32 FMA peak and of the BF16 dot peak.
+// `bench gemv` measures the bf16 numerics too when asked (`--numerics f32,bf16`; default f32).
+// `--bf16-kernel gemv|gemm` forces one of the bf16 path's two kernels (kernels/linear_bf16.h;
+// they give the same bits) instead of the model's choice by n.
 //
 // Roofline fraction = max(bytes / bandwidth, flops / peak) / time: the attainable time of the
 // bound that applies (memory read bandwidth; the f32 FMA peak for f32 numerics, the BF16 dot peak
@@ -47,6 +50,7 @@
 #include "format/ggml_types.h"
 #include "kernels/cpu.h"
 #include "kernels/linear.h"
+#include "kernels/linear_bf16.h"
 #include "kernels/roofline.h"
 #include "tools/gen_model.h"
 
@@ -76,7 +80,8 @@ struct Options {
   std::vector<std::string> dtypes = {"fp8"};
   double seconds = 0.3;
   double roofline_gbps = 0, roofline_gflops = 0, roofline_bf16_gflops = 0;
-  std::vector<std::string> numerics;  // gemm: f32 and/or bf16 (default: both when available)
+  std::vector<std::string> numerics;  // f32 and/or bf16 (default: gemm both if it can, gemv f32)
+  std::string bf16_kernel = "auto";   // auto | gemv | gemm (kernels/linear_bf16.h)
   bool json = false;
 };
 
@@ -237,21 +242,31 @@ bool Bf16Runs(const Shape& s, const Weight& weight) {
   return s.kind != Kind::kAbsorb || weight.wuk_t != nullptr;
 }
 
+// The bf16-activation product `LinearRowsBf16` on `kernel` (kAuto: as the model calls it).
+void RowsBf16(Bf16Kernel kernel, const float* x, int64_t xs, int64_t n, const WeightView& w,
+              int64_t rb, int64_t re, float* y, int64_t ys) {
+  if (kernel == Bf16Kernel::kAuto)
+    return LinearRowsBf16(LinearBf16Path(), x, xs, n, w, rb, re, y, ys);
+  LinearRowsBf16Kernel(kernel, x, xs, n, w, rb, re, y, ys);
+}
+
 // One call of the product of `s` on `n` activation rows, as the model makes it (`bf16`: with the
-// bf16-activation GEMM, on `LinearBf16Path()`; requires Bf16Runs).
+// bf16-activation GEMM, on `LinearBf16Path()` and `kernel`; requires Bf16Runs).
 void RunProduct(const Shape& s, const Weight& weight, int64_t n, const float* x, float* y,
-                bool bf16) {
+                bool bf16, Bf16Kernel kernel) {
   const WeightView& w = weight.view;
-  const Bf16Path path = LinearBf16Path();
-  if (s.kind == Kind::kLinear) return bf16 ? LinearBf16(x, n, w, y) : Linear(x, n, w, y);
+  if (s.kind == Kind::kLinear) {
+    if (bf16) return RowsBf16(kernel, x, w.cols, n, w, 0, w.rows, y, w.rows);
+    return Linear(x, n, w, y);
+  }
   const int64_t H = s.heads, R = s.cols, dq = s.dn + s.dv;
   if (s.kind == Kind::kAbsorb) {  // x = q_nope [n, H, dn], y = q_abs [n, H, R]
 #pragma omp parallel for schedule(static)
     for (int64_t h = 0; h < H; ++h) {
       DSINFER_NOTE_THREAD("bench_linear.absorb_q");
       if (bf16)
-        LinearRowsBf16(path, x + h * s.dn, H * s.dn, n, weight.wuk_t->view, h * R, (h + 1) * R,
-                       y + h * R, H * R);
+        RowsBf16(kernel, x + h * s.dn, H * s.dn, n, weight.wuk_t->view, h * R, (h + 1) * R,
+                 y + h * R, H * R);
       else if (weight.wuk_t)  // as the model does when the FP8 blocks allow the copy
         LinearRows(x + h * s.dn, H * s.dn, n, weight.wuk_t->view, h * R, (h + 1) * R, y + h * R,
                    H * R);
@@ -264,8 +279,8 @@ void RunProduct(const Shape& s, const Weight& weight, int64_t n, const float* x,
   for (int64_t h = 0; h < H; ++h) {
     DSINFER_NOTE_THREAD("bench_linear.expand_o");
     if (bf16)
-      LinearRowsBf16(path, x + h * R, H * R, n, w, h * dq + s.dn, h * dq + s.dn + s.dv,
-                     y + h * s.dv, H * s.dv);
+      RowsBf16(kernel, x + h * R, H * R, n, w, h * dq + s.dn, h * dq + s.dn + s.dv, y + h * s.dv,
+               H * s.dv);
     else
       LinearRows(x + h * R, H * R, n, w, h * dq + s.dn, h * dq + s.dn + s.dv, y + h * s.dv,
                  H * s.dv);
@@ -294,7 +309,7 @@ std::vector<Weight> MakeCopies(const Shape& s, const WeightKind& kind, bool cold
 // Best time of one call, each call on the next copy (after one warm-up round through all
 // copies), until `seconds` have passed and every copy was timed at least twice.
 Measurement Measure(const Shape& s, const std::vector<Weight>& ws, int64_t n, double seconds,
-                    bool bf16) {
+                    bool bf16, Bf16Kernel kernel) {
   using Clock = std::chrono::steady_clock;
   const int64_t in = s.kind == Kind::kLinear   ? s.cols
                      : s.kind == Kind::kAbsorb ? s.heads * s.dn
@@ -315,7 +330,7 @@ Measurement Measure(const Shape& s, const std::vector<Weight>& ws, int64_t n, do
   for (size_t call = 0;; ++call) {
     const Weight& w = ws[call % ws.size()];
     const auto t0 = Clock::now();
-    RunProduct(s, w, n, x.data(), y.data(), bf16);
+    RunProduct(s, w, n, x.data(), y.data(), bf16, kernel);
     const auto t1 = Clock::now();
     if (call >= ws.size())
       m.seconds = std::min(m.seconds, std::chrono::duration<double>(t1 - t0).count());
@@ -347,13 +362,12 @@ roofline::Result Roofline(const Options& o, bool need_bf16) {
   return r;
 }
 
-// The numerics `bench gemm` measures: --numerics as given (checked against the CPU and the
-// weight dtype), else f32 plus bf16 when this CPU runs the bf16 GEMM on these weights.
+// The numerics a bench measures: --numerics as given (checked against the CPU and the weight
+// dtype), else `gemm` f32 plus bf16 when this CPU runs the bf16 GEMM on these weights, `gemv` f32.
 std::vector<std::string> NumericsToRun(const Options& o, const WeightKind& kind) {
   const bool bf16_weights = (kind.dtype == DType::kF8E4M3 || kind.dtype == DType::kBF16);
-  if (!o.gemm) return {"f32"};
   if (o.numerics.empty()) {
-    if (DetectCpu().Bf16DotUsable() && bf16_weights) return {"f32", "bf16"};
+    if (o.gemm && DetectCpu().Bf16DotUsable() && bf16_weights) return {"f32", "bf16"};
     return {"f32"};
   }
   for (const std::string& m : o.numerics) {
@@ -368,6 +382,14 @@ std::vector<std::string> NumericsToRun(const Options& o, const WeightKind& kind)
 }
 
 int RunLinearBench(const Options& o) {
+  Bf16Kernel kernel = Bf16Kernel::kAuto;
+  if (o.bf16_kernel == "gemv") {
+    kernel = Bf16Kernel::kGemv;
+  } else if (o.bf16_kernel == "gemm") {
+    kernel = Bf16Kernel::kGemm;
+  } else if (o.bf16_kernel != "auto") {
+    throw Error("--bf16-kernel '" + o.bf16_kernel + "': expected auto, gemv or gemm");
+  }
   std::vector<WeightKind> kinds;
   std::string kind_names;
   for (const std::string& d : o.dtypes) {
@@ -415,21 +437,31 @@ int RunLinearBench(const Options& o) {
                 o.gemm ? "" : ", read cold (cycling through > 256 MiB of copies)");
     std::printf("isa %s, %d threads; roofline: read %.1f GB/s, f32 FMA %.1f GFLOP/s", isa.c_str(),
                 threads, roof.read_gbps, roof.fma_gflops);
-    if (o.gemm && roof.bf16_gflops > 0) std::printf(", BF16 dot %.1f GFLOP/s", roof.bf16_gflops);
+    if ((o.gemm || any_bf16) && roof.bf16_gflops > 0)
+      std::printf(", BF16 dot %.1f GFLOP/s", roof.bf16_gflops);
     const bool given =
         o.roofline_gbps > 0 && o.roofline_gflops > 0 && (!any_bf16 || o.roofline_bf16_gflops > 0);
     std::printf("%s\n", given ? " (given)" : " (measured now)");
-    if (o.gemm) {
+    if (o.gemm || any_bf16) {
+      char kernels[64];
+      if (kernel == Bf16Kernel::kAuto)
+        std::snprintf(kernels, sizeof kernels, "GEMV for n <= %lld, GEMM above",
+                      static_cast<long long>(Bf16GemvMaxN()));
+      else
+        std::snprintf(kernels, sizeof kernels, "the %s kernel at every n", Bf16KernelName(kernel));
       std::printf(
-          "numerics: f32 = f32 activations, f32 FMA (the model's); bf16 = activations "
-          "rounded to bf16, vdpbf16ps (%s; not yet the model's)\n",
-          Bf16PathName(LinearBf16Path()));
+          "numerics: f32 = f32 activations, f32 FMA (the model's default); bf16 = activations "
+          "rounded to bf16, vdpbf16ps (%s; %s)\n",
+          Bf16PathName(LinearBf16Path()), kernels);
+    }
+    if (o.gemm) {
       std::printf("%-28s %-8s %7s %7s %5s %-4s %10s %8s %8s %9s %8s %9s %7s %s\n", "shape", "dtype",
                   "rows", "cols", "n", "num", "time_us", "GB/s", "Gw/s", "GFLOP/s", "fraction",
                   "bf16_peak", "vs_f32", "bound");
     } else {
-      std::printf("%-28s %-8s %7s %7s %5s %10s %8s %8s %9s %9s\n", "shape", "dtype", "rows", "cols",
-                  "n", "time_us", "GB/s", "Gw/s", "GFLOP/s", "fraction");
+      std::printf("%-28s %-8s %7s %7s %5s %-4s %10s %8s %8s %9s %9s %7s\n", "shape", "dtype",
+                  "rows", "cols", "n", "num", "time_us", "GB/s", "Gw/s", "GFLOP/s", "fraction",
+                  "vs_f32");
     }
   }
   size_t total = 0;
@@ -454,7 +486,7 @@ int RunLinearBench(const Options& o) {
                          bench, s.name.c_str());
             continue;
           }
-          const Measurement m = Measure(s, copies, n, o.seconds, bf16);
+          const Measurement m = Measure(s, copies, n, o.seconds, bf16, kernel);
           if (!bf16) f32_seconds = m.seconds;
           const double gbps = m.bytes / m.seconds / 1e9, gflops = m.flops / m.seconds / 1e9;
           const double gweights = double(s.used_rows()) * s.cols / m.seconds / 1e9;
@@ -482,9 +514,9 @@ int RunLinearBench(const Options& o) {
                                 {"roofline_gflops", roof.fma_gflops},
                                 {"isa", bf16 ? std::string(Bf16PathName(LinearBf16Path())) : isa},
                                 {"threads", threads},
-                                {"weights", "synthetic"}};
+                                {"weights", "synthetic"},
+                                {"numerics", num}};
             if (o.gemm) {
-              j["numerics"] = num;
               j["roofline_bf16_gflops"] =
                   roof.bf16_gflops > 0 ? nlohmann::json(roof.bf16_gflops) : nlohmann::json();
               j["fraction_of_bf16_peak"] =
@@ -502,10 +534,13 @@ int RunLinearBench(const Options& o) {
                 static_cast<long long>(s.cols), static_cast<long long>(n), num.c_str(),
                 m.seconds * 1e6, gbps, gweights, gflops, fraction, peak_col, speed_col, bound);
           } else {
-            std::printf("%-28s %-8s %7lld %7lld %5lld %10.1f %8.2f %8.2f %9.1f %8.3f %s\n",
+            char speed_col[16] = "-";
+            if (bf16 && f32_seconds > 0)
+              std::snprintf(speed_col, sizeof speed_col, "%.2fx", f32_seconds / m.seconds);
+            std::printf("%-28s %-8s %7lld %7lld %5lld %-4s %10.1f %8.2f %8.2f %9.1f %8.3f %7s %s\n",
                         s.name.c_str(), kind.name.c_str(), static_cast<long long>(s.used_rows()),
-                        static_cast<long long>(s.cols), static_cast<long long>(n), m.seconds * 1e6,
-                        gbps, gweights, gflops, fraction, bound);
+                        static_cast<long long>(s.cols), static_cast<long long>(n), num.c_str(),
+                        m.seconds * 1e6, gbps, gweights, gflops, fraction, speed_col, bound);
           }
           std::fflush(stdout);
         }
@@ -547,15 +582,17 @@ RunFn AddLinearBench(CLI::App& bench, bool gemm) {
   sub->add_option("--roofline-gflops", o->roofline_gflops,
                   "f32 FMA peak to use instead of measuring")
       ->check(CLI::PositiveNumber);
-  if (gemm) {
-    sub->add_option("--numerics", o->numerics,
-                    "f32 (the model's GEMM), bf16 (bf16 activations, vdpbf16ps) or both (default: "
-                    "both when this CPU has AVX512-BF16)")
-        ->delimiter(',');
-    sub->add_option("--roofline-bf16-gflops", o->roofline_bf16_gflops,
-                    "BF16 dot peak to use instead of measuring")
-        ->check(CLI::PositiveNumber);
-  }
+  sub->add_option("--numerics", o->numerics,
+                  gemm ? "f32 (the model's default), bf16 (bf16 activations, vdpbf16ps) or both "
+                         "(default: both when this CPU has AVX512-BF16)"
+                       : "f32 (the model's default, and this bench's), bf16 (bf16 activations, "
+                         "vdpbf16ps) or both")
+      ->delimiter(',');
+  sub->add_option("--bf16-kernel", o->bf16_kernel,
+                  "bf16 numerics: auto (the model's choice by n), gemv or gemm (the same bits)");
+  sub->add_option("--roofline-bf16-gflops", o->roofline_bf16_gflops,
+                  "BF16 dot peak to use instead of measuring")
+      ->check(CLI::PositiveNumber);
   sub->add_flag("--json", o->json, "One JSON object per measurement");
   return [o] { return RunLinearBench(*o); };
 }

@@ -13,6 +13,7 @@
 #include "base/threads.h"
 #include "format/ggml_types.h"
 #include "kernels/gemm/isa_kernels.h"
+#include "kernels/linear_bf16.h"
 #include "kernels/qblocks.h"
 
 namespace dsinfer {
@@ -133,12 +134,12 @@ struct Pieces {
   int64_t end(int64_t p) const { return std::min(re, (rb / height + p + 1) * height); }
 };
 
-// Rows [rb, re) cut in `parts` contiguous ranges at multiples of 8 rows: range i is
+// Rows [rb, re) cut in `parts` contiguous ranges at multiples of `align` rows: range i is
 // [Cut(i), Cut(i + 1)).
-int64_t Cut(int64_t rb, int64_t re, int64_t i, int64_t parts) {
+int64_t Cut(int64_t rb, int64_t re, int64_t i, int64_t parts, int64_t align = 8) {
   if (i == 0) return rb;
   if (i == parts) return re;
-  return std::clamp((rb + (re - rb) * i / parts) / 8 * 8, rb, re);
+  return std::clamp((rb + (re - rb) * i / parts) / align * align, rb, re);
 }
 
 // Decode GEMV (memory-bound): each thread takes one contiguous range of rows, so its weight
@@ -400,6 +401,31 @@ void RowsGemmBf16(const gemm::Bf16Kernels& k, const float* x, int64_t xs, int64_
   }
 }
 
+// Decode (few tokens): x rounded once on the calling thread, then as `RowsGemv` each thread
+// takes one contiguous range of rows (cut at multiples of 16, the kernel's row group), walked
+// per 128-row block; the weights are converted in registers (no panel, no scratch).
+void RowsGemvBf16(const gemm::Bf16Kernels& k, const float* x, int64_t xs, int64_t n,
+                  const WeightView& w, int64_t rb, int64_t re, float* y, int64_t ys) {
+  constexpr int64_t kParallelGemvBytes = int64_t{1} << 18;  // as RowsGemv
+  const int64_t xbs = (w.cols + 32) / 32 * 32;              // as RowsGemmBf16
+  uint16_t* xb = TypedScratch<uint16_t>(n * xbs);           // [n, xbs] bf16(x)
+  k.round_x(x, xs, 0, n, w.cols, xb, xbs);
+  auto part = [&](int64_t parts, int64_t i) {
+    const int64_t t0 = Cut(rb, re, i, parts, 16), t1 = Cut(rb, re, i + 1, parts, 16);
+    for (int64_t r0 = t0; r0 < t1;) {
+      const int64_t r1 = std::min(t1, (r0 / 128 + 1) * 128);
+      k.gemv_rows(xb, xbs, n, w, r0, r1, y + (r0 - rb), ys, t1);
+      r0 = r1;
+    }
+  };
+  if ((re - rb) * w.row_bytes() < kParallelGemvBytes || omp_in_parallel()) return part(1, 0);
+#pragma omp parallel
+  {
+    DSINFER_NOTE_THREAD("linear.bf16_gemv");
+    part(omp_get_num_threads(), omp_get_thread_num());
+  }
+}
+
 const gemm::IsaKernels* KernelsFor(Isa isa) {
   DSINFER_CHECK(DetectCpu().Supports(isa), "this CPU cannot run the requested instruction set");
   switch (isa) {
@@ -467,12 +493,29 @@ const char* Bf16PathName(Bf16Path path) {
   return path == Bf16Path::kAvx512Bf16 ? "avx512bf16" : "scalar";
 }
 
+const char* Bf16KernelName(Bf16Kernel kernel) {
+  switch (kernel) {
+    case Bf16Kernel::kGemv:
+      return "gemv";
+    case Bf16Kernel::kGemm:
+      return "gemm";
+    case Bf16Kernel::kAuto:
+      break;
+  }
+  return "auto";
+}
+
+int64_t Bf16GemvMaxN() { return gemm::kBf16GemvMaxN; }
+
 Bf16Path LinearBf16Path() {
   return DetectCpu().Bf16DotUsable() ? Bf16Path::kAvx512Bf16 : Bf16Path::kScalar;
 }
 
-void LinearRowsBf16(Bf16Path path, const float* x, int64_t x_stride, int64_t n, const WeightView& w,
-                    int64_t row_begin, int64_t row_end, float* y, int64_t y_stride) {
+namespace {
+
+// LinearRowsBf16 on `path`, the AVX512-BF16 path on `kernel`.
+void RowsBf16(Bf16Path path, Bf16Kernel kernel, const float* x, int64_t x_stride, int64_t n,
+              const WeightView& w, int64_t row_begin, int64_t row_end, float* y, int64_t y_stride) {
   CheckArgs(w, n, row_begin, row_end);
   DSINFER_CHECK(w.dtype == DType::kF8E4M3 || w.dtype == DType::kBF16,
                 "the bf16 GEMM takes FP8 e4m3 or BF16 weights");
@@ -484,7 +527,24 @@ void LinearRowsBf16(Bf16Path path, const float* x, int64_t x_stride, int64_t n, 
   if (w.cols == 0) return ZeroRows(y, y_stride, n, row_end - row_begin);  // empty sums
   if (path == Bf16Path::kScalar)
     return RowsBf16Scalar(x, x_stride, n, w, row_begin, row_end, y, y_stride);
-  RowsGemmBf16(gemm::Avx512Bf16Kernels(), x, x_stride, n, w, row_begin, row_end, y, y_stride);
+  const gemm::Bf16Kernels& k = gemm::Avx512Bf16Kernels();
+  // The GEMV and the GEMM give the same bits (gemm/isa_kernels.h): the choice is speed only.
+  if (kernel == Bf16Kernel::kGemv || (kernel == Bf16Kernel::kAuto && n <= k.gemv_max_n))
+    return RowsGemvBf16(k, x, x_stride, n, w, row_begin, row_end, y, y_stride);
+  RowsGemmBf16(k, x, x_stride, n, w, row_begin, row_end, y, y_stride);
+}
+
+}  // namespace
+
+void LinearRowsBf16(Bf16Path path, const float* x, int64_t x_stride, int64_t n, const WeightView& w,
+                    int64_t row_begin, int64_t row_end, float* y, int64_t y_stride) {
+  RowsBf16(path, Bf16Kernel::kAuto, x, x_stride, n, w, row_begin, row_end, y, y_stride);
+}
+
+void LinearRowsBf16Kernel(Bf16Kernel kernel, const float* x, int64_t x_stride, int64_t n,
+                          const WeightView& w, int64_t row_begin, int64_t row_end, float* y,
+                          int64_t y_stride) {
+  RowsBf16(Bf16Path::kAvx512Bf16, kernel, x, x_stride, n, w, row_begin, row_end, y, y_stride);
 }
 
 void LinearBf16(const float* x, int64_t n, const WeightView& w, float* y) {

@@ -73,10 +73,10 @@ Isa LinearIsa();
 // each product is exact in f32. Sums are f32: per 128-column block one chain (FP8), folded
 // into the total as total = partial_0 · s_0, then fma(partial_b, s_b, total); BF16 weights one
 // chain over all columns. F16/F32 weights are rejected (not exact in bf16).
-// Paths: `kAvx512Bf16` (`vdpbf16ps`, gemm/avx512_bf16.cc: a row GEMM for every n) and the
-// scalar specification `kScalar` (the fallback on CPUs without AVX512-BF16). Between them
-// results differ by f32 summation order only (within 2·γ_d·Σ|terms|, docs/numerics.md). The
-// fast path is batch invariant as the f32 paths are. Threading as `LinearRows`.
+// Paths: `kAvx512Bf16` (`vdpbf16ps`, gemm/avx512_bf16.cc: a GEMV for n ≤ 4, a row GEMM above,
+// bitwise equal: kernels/linear_bf16.h) and the scalar specification `kScalar` (the fallback
+// without AVX512-BF16). Between them results differ by f32 summation order only (within
+// 2·γ_d·Σ|terms|, docs/numerics.md). The fast path is batch invariant. Threading: `LinearRows`.
 enum class Bf16Path { kScalar, kAvx512Bf16 };
 const char* Bf16PathName(Bf16Path path);
 // The path `LinearBf16` uses: kAvx512Bf16 when DetectCpu().Bf16DotUsable(), else kScalar.

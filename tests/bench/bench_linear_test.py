@@ -17,7 +17,8 @@ GBPS, GFLOPS, BF16_GFLOPS = 30.0, 200.0, 400.0
 KEYS = {"bench", "shape", "rows", "cols", "n", "dtype", "bytes", "flops", "seconds", "gbps",
         "gweights_per_s", "gflops", "fraction_of_roofline", "bound", "roofline_gbps", "roofline_gflops", "isa",
         "threads", "weights"}
-GEMM_KEYS = KEYS | {"numerics", "roofline_bf16_gflops", "fraction_of_bf16_peak"}
+GEMV_KEYS = KEYS | {"numerics"}
+GEMM_KEYS = GEMV_KEYS | {"roofline_bf16_gflops", "fraction_of_bf16_peak"}
 
 
 def fail(msg):
@@ -44,7 +45,7 @@ def check_lines(out, bench, shapes, ns, bytes_per_elem, scales, numerics=("f32",
         fail(f"{bench}: {len(lines)} lines, expected {len(expected)}:\n{out}")
     for line, (name, rows, cols, n, num) in zip(lines, expected):
         j = json.loads(line)
-        keys = GEMM_KEYS if bench == "gemm" else KEYS
+        keys = GEMM_KEYS if bench == "gemm" else GEMV_KEYS
         if set(j) != keys:
             fail(f"keys {sorted(j)} != {sorted(keys)}")
         if (j["bench"], j["shape"], j["rows"], j["cols"], j["n"]) != (bench, name, rows, cols, n):
@@ -73,9 +74,9 @@ def check_lines(out, bench, shapes, ns, bytes_per_elem, scales, numerics=("f32",
             fail(f"isa/threads: {j}")
         if j["weights"] != "synthetic":
             fail(f"weights: {j}")
+        if j["numerics"] != num:
+            fail(f"numerics {j['numerics']}, expected {num}")
         if bench == "gemm":
-            if j["numerics"] != num:
-                fail(f"numerics {j['numerics']}, expected {num}")
             if bf16_peak is not None:
                 if j["roofline_bf16_gflops"] != bf16_peak:
                     fail(f"bf16 peak not the one given: {j}")
@@ -103,6 +104,17 @@ def main():
         check_lines(p.stdout, "gemm", shapes, [9, 16], 1, True, ("f32", "bf16"), BF16_GFLOPS)
     elif p.returncode != 1 or "AVX512-BF16" not in p.stderr:
         fail(f"--numerics f32,bf16 exited {p.returncode}: {p.stderr}")
+    # gemv in both numerics, and each bf16 kernel forced (the GEMV and the GEMM give the same
+    # bits; kernels/linear_bf16.h).
+    for kernel in ("auto", "gemv", "gemm"):
+        args = [dsinfer, "bench", "gemv", *shape_args, "--n", "1,3", "--numerics", "f32,bf16",
+                "--bf16-kernel", kernel, *roof, *bf16_roof]
+        p = subprocess.run(args, capture_output=True, text=True, timeout=50)
+        if p.returncode == 0:
+            check_lines(p.stdout, "gemv", shapes, [1, 3], 1, True, ("f32", "bf16"))
+        elif p.returncode != 1 or "AVX512-BF16" not in p.stderr:
+            fail(f"gemv --numerics f32,bf16 --bf16-kernel {kernel} exited {p.returncode}: "
+                 f"{p.stderr}")
     # Weight types side by side in one run: bytes are whole ggml blocks per row (Q8_0: 34 bytes
     # per 32 weights; Q4_K: 144 per 256), lines ordered shape, then dtype, then n.
     blocks = [("a", 256, 512)]
@@ -131,6 +143,7 @@ def main():
         if culprit not in p.stderr:
             fail(f"error for {bad} does not name '{culprit}': {p.stderr}")
     for bad, culprit in ((["--numerics", "f16"], "f16"),
+                         (["--bf16-kernel", "tiled"], "tiled"),
                          (["--numerics", "bf16", "--dtype", "f32"], "--dtype f32"),
                          (["--numerics", "bf16", "--dtype", "q4_k,fp8"], "--dtype q4_k")):
         p = run([dsinfer, "bench", "gemm", "--shape", "a=64x64", *bad, *roof, *bf16_roof],

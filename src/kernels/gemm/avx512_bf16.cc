@@ -1,5 +1,7 @@
-// AVX-512 BF16 instance of the bf16-activation row GEMM (gemm/isa_kernels.h `Bf16Kernels`,
-// kernels/linear.h `LinearRowsBf16`, docs/numerics.md "bf16 numerics").
+// AVX-512 BF16 instance of the bf16-activation row GEMM and GEMV (gemm/isa_kernels.h
+// `Bf16Kernels`, kernels/linear.h `LinearRowsBf16`, docs/numerics.md "bf16 numerics"). The GEMV
+// (decode; "GEMV" below) computes every output with the GEMM's operations in the GEMM's order,
+// without the GEMM's panel: its results are bitwise the GEMM's.
 //
 // Structure, as the f32 row GEMM of gemm/kernels.inc: a piece of ≤ 128 weight rows (one scale
 // row) is processed in chunks of kBf16Kc columns; each chunk is decoded once into a panel of
@@ -271,12 +273,177 @@ DSINFER_BF16 void GemmRows(const uint16_t* xb, int64_t xbs, int64_t n, const Wei
   GemmRowsD<false>(xb, xbs, n, w, r0, r1, y, ys, work);  // BF16 (linear.cc checks the dtype)
 }
 
+// ---- GEMV (few tokens): the GEMM's arithmetic without a panel --------------------------------
+// For one token the panel is the cost: packing a weight (convert, transpose, store, reload)
+// outweighs its single use. The GEMV takes 16 weight rows at a time straight from the weight
+// matrix; per segment of 16 column pairs it converts each row's 32
+// values in registers, and Transpose16 turns them into 16 vectors of which vector c holds pair
+// c of the 16 rows: the panel's vector for that pair (row a in lane a). Each token's accumulator
+// then runs the chain of `DotPairs` (vdpbf16ps pair after pair, ascending, from zero at each
+// 128-column block for FP8, from zero at column 0 for BF16) and the block folds of `Tile`
+// (total = partial_0 · s'_0, then fma(partial_b, s'_b, total), s' = s · 2^8, y holding the total
+// between blocks), with the same operands: the same weight bits (E4m3Bf16x32 gives E4m3Bf16's
+// bits; a row's tail is padded with +0 as ConvertRow pads it), the same bf16 activation pairs (the
+// GEMM's `xb`) and the same operand order. So every output is bitwise the GEMM's, for any n
+// (tests/unit/kernels/linear_bf16_test.cc).
+//
+// FP8 codes are converted by arithmetic with a word table for the subnormals (E4m3Bf16x32: 8
+// vector operations per 32 codes; E4m3Bf16's f16 route takes 14). (AVX512-VBMI byte tables, as
+// the indexer's keys use, take 4 but measured 10% slower here: `bench gemm --n 1`.)
+
+// bf16 bits of m · 2^-17, m < 8: the value e4m3 · 2^-8 of the e4m3 code with exponent field 0
+// and mantissa m (zero and the subnormals m · 2^-9).
+constexpr uint16_t SubnormalBf16(int m) {
+  if (m == 0) return 0;
+  int e = 0;  // floor(log2 m)
+  while ((m >> (e + 1)) != 0) ++e;
+  return static_cast<uint16_t>((110 + e) << 7 | ((m << (7 - e)) & 0x7F));
+}
+
+// 32 e4m3 codes → the bf16 bits of e4m3 · 2^-8, bit for bit E4m3Bf16's. A normal code (exponent
+// field e ≥ 1, mantissa f) has the value 2^(e-15) · (1 + f/8): bf16 exponent field e + 112 and
+// mantissa f << 4, i.e. the bits ((code & 0x7F) << 4) + (112 << 7); the 8 magnitudes below 8
+// (zero and the subnormals) come from a word table; the sign moves from bit 7 to bit 15. (The
+// NaN codes 0x7F/0xFF, which weights never hold, give ±1.875 on both routes.)
+DSINFER_BF16 inline __m512i E4m3Bf16x32(__m256i codes) {
+  const __m512i sub = _mm512_set_epi16(  // entries 0..7 (the rest unused)
+      0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,  //
+      static_cast<int16_t>(SubnormalBf16(7)), static_cast<int16_t>(SubnormalBf16(6)),
+      static_cast<int16_t>(SubnormalBf16(5)), static_cast<int16_t>(SubnormalBf16(4)),
+      static_cast<int16_t>(SubnormalBf16(3)), static_cast<int16_t>(SubnormalBf16(2)),
+      static_cast<int16_t>(SubnormalBf16(1)), static_cast<int16_t>(SubnormalBf16(0)));
+  const __m512i c = _mm512_cvtepu8_epi16(codes);
+  const __m512i mag = _mm512_and_si512(c, _mm512_set1_epi16(0x7F));
+  const __m512i normal = _mm512_add_epi16(_mm512_slli_epi16(mag, 4), _mm512_set1_epi16(112 << 7));
+  const __m512i v = _mm512_mask_permutexvar_epi16(
+      normal, _mm512_cmplt_epu16_mask(mag, _mm512_set1_epi16(8)), mag, sub);
+  return _mm512_ternarylogic_epi32(v, _mm512_slli_epi16(c, 8),
+                                   _mm512_set1_epi16(static_cast<int16_t>(0x8000)),
+                                   0xF8);  // v | (c << 8 & 0x8000)
+}
+
+DSINFER_BF16 inline __mmask32 Mask32(int n) {
+  return n >= 32 ? static_cast<__mmask32>(0xFFFFFFFFu) : static_cast<__mmask32>((1u << n) - 1);
+}
+
+// Bytes ahead of the current column at which each of the 16 row streams is prefetched (as the
+// f32 GEMV's long-row schedule, gemm/kernels.inc; memory schedule only).
+constexpr int64_t kGemvPrefetchAhead = 1024;
+
+DSINFER_BF16 inline void PrefetchLine(uintptr_t p, uintptr_t end) {
+  if (p < end) __builtin_prefetch(reinterpret_cast<const void*>(p), 0, 3);
+}
+
+// The bf16 bits of the `cols` ≤ 32 weights at `row` + c0 (FP8: e4m3 · 2^-8) as 32 words, +0
+// past cols (a masked load: nothing past the row is read).
+template <bool kFp8>
+DSINFER_BF16 inline __m512i LoadSegment(const uint8_t* row, int64_t c0, int cols) {
+  if constexpr (kFp8) {
+    const uint8_t* q = row + c0;
+    return E4m3Bf16x32(cols >= 32 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q))
+                                  : _mm256_maskz_loadu_epi8(Mask32(cols), q));
+  } else {
+    const uint16_t* q = reinterpret_cast<const uint16_t*>(row) + c0;
+    return cols >= 32 ? _mm512_loadu_si512(q) : _mm512_maskz_loadu_epi16(Mask32(cols), q);
+  }
+}
+
+// M tokens × the `valid` ≤ 16 rows from r (inside one 128-row block), all columns. pf_end: the
+// first byte not to prefetch (the end of the caller's rows).
+template <int M, bool kFp8>
+DSINFER_BF16 void Gemv16(const uint16_t* xb, int64_t xbs, const WeightView& w, int64_t r, int valid,
+                         float* y, int64_t ys, uintptr_t pf_end) {
+  constexpr int64_t kSize = kFp8 ? 1 : 2;  // bytes per weight
+  const int64_t K = w.cols, pairs = (K + 1) / 2, row_bytes = K * kSize;
+  const uint8_t* base = static_cast<const uint8_t*>(w.data) + r * row_bytes;
+  [[maybe_unused]] const float* s = kFp8 ? w.scales + (r / 128) * w.scale_cols() : nullptr;
+  const __mmask16 out = Mask(valid);
+  __m512 acc[M];
+  for (int t = 0; t < M; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t p0 = 0; p0 < pairs; p0 += kLanes) {
+    const int64_t c0 = 2 * p0;
+    const int cols = K - c0 < 2 * kLanes ? static_cast<int>(K - c0) : 2 * kLanes;
+    const int seg_pairs = (cols + 1) / 2;
+    if (c0 * kSize % 64 == 0) {  // once per 64 bytes of each row; past a row's end, the row
+      const int64_t at = c0 * kSize + kGemvPrefetchAhead;  // 16 further on (the next pass)
+      const int64_t shift = at < row_bytes ? at : at + (kLanes - 1) * row_bytes;
+      for (int a = 0; a < valid; ++a)
+        PrefetchLine(
+            reinterpret_cast<uintptr_t>(base) + static_cast<uintptr_t>(a * row_bytes + shift),
+            pf_end);
+    }
+    __m512i v[kLanes];
+#pragma GCC unroll 16
+    for (int a = 0; a < kLanes; ++a)
+      v[a] = a < valid ? LoadSegment<kFp8>(base + a * row_bytes, c0, cols) : _mm512_setzero_si512();
+    Transpose16(v);  // v[c]: pair p0 + c of the 16 rows
+#pragma GCC unroll 16
+    for (int c = 0; c < kLanes; ++c) {
+      if (c == seg_pairs) break;
+      for (int t = 0; t < M; ++t) {
+        int32_t pair;
+        std::memcpy(&pair, xb + t * xbs + 2 * (p0 + c), sizeof pair);
+        acc[t] = _mm512_dpbf16_ps(acc[t], (__m512bh)v[c], (__m512bh)_mm512_set1_epi32(pair));
+      }
+    }
+    if constexpr (kFp8) {
+      const int64_t p1 = p0 + seg_pairs;
+      if (p1 % kBlockPairs == 0 || p1 == pairs) {  // the end of 128-column block b: fold it
+        const int64_t b = p0 / kBlockPairs;
+        const __m512 sv = _mm512_set1_ps(s[b] * 256.0f);
+        for (int t = 0; t < M; ++t) {
+          float* yp = y + t * ys;
+          const __m512 total = b == 0 ? _mm512_mul_ps(acc[t], sv)
+                                      : _mm512_fmadd_ps(acc[t], sv, _mm512_maskz_loadu_ps(out, yp));
+          _mm512_mask_storeu_ps(yp, out, total);
+          acc[t] = _mm512_setzero_ps();
+        }
+      }
+    }
+  }
+  if constexpr (!kFp8)
+    for (int t = 0; t < M; ++t) _mm512_mask_storeu_ps(y + t * ys, out, acc[t]);
+}
+
+// Gemv16<m> for a run-time m ≤ M.
+template <int M, bool kFp8>
+DSINFER_BF16 void Gemv16UpTo(int m, const uint16_t* xb, int64_t xbs, const WeightView& w, int64_t r,
+                             int valid, float* y, int64_t ys, uintptr_t pf_end) {
+  if constexpr (M > 1) {
+    if (m < M) return Gemv16UpTo<M - 1, kFp8>(m, xb, xbs, w, r, valid, y, ys, pf_end);
+  }
+  Gemv16<M, kFp8>(xb, xbs, w, r, valid, y, ys, pf_end);
+}
+
+template <bool kFp8>
+DSINFER_BF16 void GemvRowsD(const uint16_t* xb, int64_t xbs, int64_t n, const WeightView& w,
+                            int64_t r0, int64_t r1, float* y, int64_t ys, int64_t pf_end) {
+  const uintptr_t end = reinterpret_cast<uintptr_t>(w.data) +
+                        static_cast<uintptr_t>(pf_end * w.cols * (kFp8 ? 1 : 2));
+  for (int64_t r = r0; r < r1; r += kLanes) {
+    const int valid = static_cast<int>(r1 - r < kLanes ? r1 - r : kLanes);
+    for (int64_t t0 = 0; t0 < n; t0 += kBf16GemvMr) {
+      const int m = static_cast<int>(n - t0 < kBf16GemvMr ? n - t0 : kBf16GemvMr);
+      Gemv16UpTo<kBf16GemvMr, kFp8>(m, xb + t0 * xbs, xbs, w, r, valid, y + t0 * ys + (r - r0), ys,
+                                    end);
+    }
+  }
+}
+
+DSINFER_BF16 void GemvRows(const uint16_t* xb, int64_t xbs, int64_t n, const WeightView& w,
+                           int64_t r0, int64_t r1, float* y, int64_t ys, int64_t pf_end) {
+  if (w.dtype == DType::kF8E4M3) return GemvRowsD<true>(xb, xbs, n, w, r0, r1, y, ys, pf_end);
+  GemvRowsD<false>(xb, xbs, n, w, r0, r1, y, ys, pf_end);  // BF16 (linear.cc checks the dtype)
+}
+
 static_assert(kBf16Kc % 128 == 0 && 128 % kBf16TileRows == 0 && kBf16TileRows % kLanes == 0);
 
 constexpr Bf16Kernels kTable = {.name = "avx512bf16",
                                 .round_x = &RoundX,
                                 .work_words = kPanelWords + kRows16Words,
-                                .gemm_rows = &GemmRows};
+                                .gemm_rows = &GemmRows,
+                                .gemv_max_n = kBf16GemvMaxN,
+                                .gemv_rows = &GemvRows};
 
 }  // namespace
 

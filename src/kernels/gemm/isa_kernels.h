@@ -77,6 +77,10 @@ const IsaKernels& Avx512Kernels();
 inline constexpr int kBf16Mr = 6;
 inline constexpr int kBf16TileRows = 64;
 inline constexpr int kBf16Kc = 512;  // a multiple of the 128-column scale block
+// GEMV (`gemv_rows`): tokens per pass over 16 weight rows (one accumulator vector each), and
+// the largest n `LinearRowsBf16` sends to it (above, the GEMM packs panels once for all tokens).
+inline constexpr int kBf16GemvMr = 4;
+inline constexpr int kBf16GemvMaxN = 4;
 
 struct Bf16Kernels {
   const char* name;
@@ -90,6 +94,13 @@ struct Bf16Kernels {
   // each 128-column partial sum). y doubles as the accumulator store between column blocks.
   void (*gemm_rows)(const uint16_t* xb, int64_t xbs, int64_t n, const WeightView& w, int64_t r0,
                     int64_t r1, float* y, int64_t ys, uint32_t* work);
+  int gemv_max_n;  // LinearRowsBf16 takes a GEMV for n ≤ this, `gemm_rows` above
+  // The same outputs as gemm_rows, bit for bit, for any n, without scratch: 16 weight rows at a
+  // time read straight from W and converted to bf16 pairs in registers, kBf16GemvMr tokens per
+  // pass (the rows are read once per pass: meant for few tokens). Weight rows before pf_end
+  // (an absolute row index ≥ r1: the end of the caller's rows) may be prefetched.
+  void (*gemv_rows)(const uint16_t* xb, int64_t xbs, int64_t n, const WeightView& w, int64_t r0,
+                    int64_t r1, float* y, int64_t ys, int64_t pf_end);
 };
 
 // AVX-512 BF16 (`vdpbf16ps`); callable only when DetectCpu().SupportsBf16Dot().

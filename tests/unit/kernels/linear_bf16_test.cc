@@ -1,5 +1,9 @@
 // The bf16-activation GEMM (`LinearRowsBf16`, docs/numerics.md "bf16 numerics"): the scalar
-// specification and the AVX512-BF16 path (when this CPU has it), FP8 and BF16 weights.
+// specification and the AVX512-BF16 path (when this CPU has it) — as the model calls it and
+// with each of its two kernels forced (kernels/linear_bf16.h: the GEMV of decode, the GEMM of
+// prefill) — FP8 and BF16 weights. The two kernels must agree BIT FOR BIT on every output (batch
+// and chunk invariance and the prefix cache's identity rely on it), and each must stay within
+// the tolerance below of the truth and of the specification.
 //
 // Truth: the f64 product of the bf16-rounded inputs, Σ_c bf16(x[t,c]) · W[r,c], with bf16()
 // computed here independently of the library (round to nearest even on the f64 value, exact
@@ -12,6 +16,8 @@
 // within 2·γ_d·Σ|terms| of each other. With small integers every partial sum is exact: then
 // both paths equal the truth bit for bit. Data stays clear of subnormals (the fast path's
 // DAZ/FTZ).
+#include "kernels/linear_bf16.h"
+
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -19,6 +25,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <random>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -74,30 +81,52 @@ Product MakeProduct(const Matrix& m, int64_t n, int64_t rb, int64_t re, int64_t 
   return p;
 }
 
-std::vector<Bf16Path> SupportedPaths() {
-  std::vector<Bf16Path> paths{Bf16Path::kScalar};
-  if (DetectCpu().SupportsBf16Dot()) paths.push_back(Bf16Path::kAvx512Bf16);
-  return paths;
+// An implementation under test: the scalar specification, or the AVX512-BF16 path on `kernel`
+// (kAuto: `LinearRowsBf16` itself, the GEMV for n ≤ Bf16GemvMaxN() and the GEMM above).
+struct Impl {
+  bool scalar;
+  Bf16Kernel kernel;
+
+  std::string Name() const {
+    return scalar ? "scalar" : std::string("avx512bf16-") + Bf16KernelName(kernel);
+  }
+  void Run(const float* x, int64_t xs, int64_t n, const WeightView& w, int64_t rb, int64_t re,
+           float* y, int64_t ys) const {
+    if (scalar) return LinearRowsBf16(Bf16Path::kScalar, x, xs, n, w, rb, re, y, ys);
+    if (kernel == Bf16Kernel::kAuto)
+      return LinearRowsBf16(Bf16Path::kAvx512Bf16, x, xs, n, w, rb, re, y, ys);
+    LinearRowsBf16Kernel(kernel, x, xs, n, w, rb, re, y, ys);
+  }
+};
+
+// The scalar specification first, then (on AVX512-BF16) the fast path: auto, GEMV, GEMM.
+std::vector<Impl> Impls() {
+  std::vector<Impl> impls{{true, Bf16Kernel::kAuto}};
+  if (DetectCpu().SupportsBf16Dot())
+    for (Bf16Kernel k : {Bf16Kernel::kAuto, Bf16Kernel::kGemv, Bf16Kernel::kGemm})
+      impls.push_back({false, k});
+  return impls;
 }
 
 class LinearBf16Test : public ::testing::TestWithParam<DType> {
  protected:
   DType dtype() const { return GetParam(); }
 
-  // Every supported path against the truth, and the fast path against the scalar one.
+  // Every implementation against the truth, the fast ones against the scalar one, and the fast
+  // ones against each other bit for bit (the GEMV's rows are the GEMM's).
   void Check(const Matrix& m, int64_t n, int64_t rb, int64_t re, int64_t pad,
              bool integers = false) {
     const Product p =
         MakeProduct(m, n, rb, re, pad, static_cast<uint32_t>(n * 29 + rb + m.view.cols), integers);
     const double g = Gamma(Depth(m.view.cols, dtype()));
     std::vector<std::vector<float>> ys;
-    for (Bf16Path path : SupportedPaths()) {
-      const std::string what = std::string(Bf16PathName(path)) + " " +
-                               std::string(DTypeName(dtype())) + " " + std::to_string(m.view.rows) +
-                               "x" + std::to_string(m.view.cols) + " n=" + std::to_string(n) +
-                               " rows[" + std::to_string(rb) + "," + std::to_string(re) + ")";
+    for (const Impl& impl : Impls()) {
+      const std::string what = impl.Name() + " " + std::string(DTypeName(dtype())) + " " +
+                               std::to_string(m.view.rows) + "x" + std::to_string(m.view.cols) +
+                               " n=" + std::to_string(n) + " rows[" + std::to_string(rb) + "," +
+                               std::to_string(re) + ")";
       std::vector<float> y(n * p.ys, kSentinel);
-      LinearRowsBf16(path, p.x.data(), p.xs, n, m.view, rb, re, y.data(), p.ys);
+      impl.Run(p.x.data(), p.xs, n, m.view, rb, re, y.data(), p.ys);
       for (int64_t t = 0; t < n; ++t) {
         for (int64_t j = 0; j < p.width; ++j) {
           const double e = p.exact[t * p.width + j], mag = p.magnitude[t * p.width + j];
@@ -114,6 +143,10 @@ class LinearBf16Test : public ::testing::TestWithParam<DType> {
         }
         for (int64_t j = p.width; j < p.ys; ++j)
           ASSERT_EQ(y[t * p.ys + j], kSentinel) << what << " wrote padding t=" << t;
+        if (ys.size() >= 2) {  // ys[1]: the fast path as the model calls it
+          ASSERT_EQ(std::memcmp(&y[t * p.ys], &ys[1][t * p.ys], p.width * sizeof(float)), 0)
+              << what << " differs in its bits from " << Impls()[1].Name() << " in row t=" << t;
+        }
       }
       ys.push_back(std::move(y));
     }
@@ -140,6 +173,40 @@ TEST_P(LinearBf16Test, RangeAndStrides) {
     Check(m, n, 100, 290, /*pad=*/5);  // starts mid-block, crosses rows 128 and 256
     Check(m, n, 127, 129, /*pad=*/3);
   }
+}
+
+// The GEMV and the GEMM on random shapes: rows and row ranges that are no multiple of 16 (the
+// GEMV's row group) or of 64 (the GEMM's), that start inside a 128-row scale block; columns that
+// are odd, shorter than a 32-column segment, no multiple of 128 or of the GEMM's 512-column
+// chunk; padded strides; n = 1..8 (one and two GEMV passes of 4 tokens) and 37 (GEMM tiles of 6
+// with a tail, ten GEMV passes). Every row bitwise equal between the two, each within the
+// tolerance of the truth and of the specification (Check).
+TEST_P(LinearBf16Test, GemvEqualsGemmBitwise) {
+  std::mt19937 rng(dtype() == DType::kF8E4M3 ? 21 : 22);
+  struct Case {
+    int64_t rows, cols, rb, re;
+  };
+  std::vector<Case> cases = {{16, 32, 0, 16},  {17, 33, 0, 17}, {15, 31, 0, 15},
+                             {130, 1, 1, 130}, {3, 1100, 0, 3}, {140, 257, 120, 140}};
+  for (int i = 0; i < 8; ++i) {
+    const int64_t rows = 1 + static_cast<int64_t>(rng() % 200);
+    const int64_t cols = 1 + static_cast<int64_t>(rng() % 900);
+    const int64_t rb = static_cast<int64_t>(rng() % rows);
+    const int64_t re = rb + 1 + static_cast<int64_t>(rng() % (rows - rb));
+    cases.push_back({rows, cols, rb, re});
+  }
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    const Matrix m = test::MakeMatrix(dtype(), c.rows, c.cols, static_cast<uint32_t>(40 + i));
+    for (int64_t n : {1, 2, 3, 4, 5, 6, 7, 8, 37})
+      Check(m, n, c.rb, c.re, /*pad=*/static_cast<int64_t>(i % 3));
+  }
+}
+
+// A decode-sized product: K = 7168 (56 scale blocks), many 16-row groups, the GEMV's threads.
+TEST_P(LinearBf16Test, DecodeShape) {
+  const Matrix m = test::MakeMatrix(dtype(), 96, 7168, 12);
+  for (int64_t n : {1, 4, 5}) Check(m, n, 0, 96, /*pad=*/0);
 }
 
 TEST_P(LinearBf16Test, PrefillChunk) {
@@ -178,12 +245,12 @@ TEST_P(LinearBf16Test, RoundsActivationsToNearestEven) {
   for (const auto& c : cases) x.push_back(c.first);
   x.push_back(std::numeric_limits<float>::quiet_NaN());
   const int64_t n = static_cast<int64_t>(x.size());
-  for (Bf16Path path : SupportedPaths()) {
+  for (const Impl& impl : Impls()) {
     std::vector<float> y(n, kSentinel);
-    LinearRowsBf16(path, x.data(), 1, n, one.view, 0, 1, y.data(), 1);
+    impl.Run(x.data(), 1, n, one.view, 0, 1, y.data(), 1);
     for (size_t i = 0; i < cases.size(); ++i)
-      EXPECT_EQ(y[i], cases[i].second) << Bf16PathName(path) << " x=" << cases[i].first;
-    EXPECT_TRUE(std::isnan(y[n - 1])) << Bf16PathName(path);
+      EXPECT_EQ(y[i], cases[i].second) << impl.Name() << " x=" << cases[i].first;
+    EXPECT_TRUE(std::isnan(y[n - 1])) << impl.Name();
   }
 }
 
@@ -191,16 +258,17 @@ TEST_P(LinearBf16Test, EmptyReductionGivesZeros) {
   Matrix no_cols = test::MakeMatrix(dtype(), 9, 0, 7);
   const float unused_scale = 1.0f;  // an FP8 view needs a scale grid, here of zero columns
   if (dtype() == DType::kF8E4M3) no_cols.view.scales = &unused_scale;
-  for (Bf16Path path : SupportedPaths())
+  for (const Impl& impl : Impls())
     for (int64_t n : {1, 7}) {
       std::vector<float> y(n * 9, std::numeric_limits<float>::quiet_NaN());
-      LinearRowsBf16(path, nullptr, 0, n, no_cols.view, 0, 9, y.data(), 9);
-      for (float v : y) ASSERT_EQ(v, 0.0f);
+      impl.Run(nullptr, 0, n, no_cols.view, 0, 9, y.data(), 9);
+      for (float v : y) ASSERT_EQ(v, 0.0f) << impl.Name();
     }
 }
 
 // On the fast path a token's output row is bitwise the same computed alone, inside a batch at
-// any position, and with any number of threads (as the f32 paths: continuous batching).
+// any position, and with any number of threads (as the f32 paths: continuous batching). Alone
+// and with n = 2 the GEMV runs, from n = 6 the GEMM.
 TEST_P(LinearBf16Test, FastPathBatchAndThreadInvariant) {
   if (!DetectCpu().SupportsBf16Dot()) GTEST_SKIP() << "no AVX512-BF16 here";
   const Matrix m = test::MakeMatrix(dtype(), 300, 1031, 8);
