@@ -12,9 +12,14 @@ Writes into DIR (see tools/train/README.md for the mix and the sizes):
   train.bin              uint16 token ids of train.jsonl's documents, concatenated (each starts
                          with BOS), by Hugging Face's tokenizer (encode.mjs), unless --no-encode
   train_docs.npy         int64 start offset of each document in train.bin
-  eval_retrieval.jsonl   {"messages", "thinking", "answer", "kind", "tokens", "depth"}: retrieval
-                         at 2048-2600 tokens (tokens: of the prompt; depth: where the asked fact
-                         sits, 0-1); eval_retrieval_short.jsonl: 200-1000 tokens
+  curriculum/            train.jsonl, train.bin, train_docs.npy of the retrieval curriculum:
+                         pass key documents of 20-70 tokens whose keys are 10-19
+  eval_retrieval.jsonl   {"messages", "thinking", "answer", "kind", "tokens", "depth"}: pass key
+                         retrieval at 2098-2550 tokens (tokens: of the prompt; depth: where the
+                         asked fact sits, 0-1); eval_retrieval_short.jsonl: 80-250 tokens;
+                         eval_kv.jsonl: key-value facts at 2098-2550 tokens
+  probe_retrieval.json   held-out pass key prompts as ids with their answer's id (train.py's
+                         probe)
   eval_arith.jsonl, eval_skills.jsonl   exact-answer tasks in the same format
   eval_text.jsonl        {"text", "source"}: held-out English for perplexity
   stats.json             documents and tokens by kind, bytes per token, the sources
@@ -72,9 +77,15 @@ SOURCES = {
 MIX = {"retrieval": 0.45, "english": 0.20, "skills": 0.20, "recall": 0.05, "chat": 0.10}
 RECALL_RANGE = (20, 200)    # tokens of the passage a recall task repeats
 SCALES = {  # total training tokens, eval set sizes, share of the English for the tokenizer
-    "small": {"tokens": 150_000, "n_eval": 16, "n_eval_text": 40, "tok_english": 0.15},
-    "full": {"tokens": 15_000_000, "n_eval": 200, "n_eval_text": 400, "tok_english": 1.0},
+    "small": {"tokens": 150_000, "n_eval": 16, "n_eval_text": 40, "tok_english": 0.15,
+              "curriculum_docs": 500},
+    "full": {"tokens": 15_000_000, "n_eval": 200, "n_eval_text": 400, "tok_english": 1.0,
+             "curriculum_docs": 20_000},
 }
+# The retrieval curriculum (train.py --curriculum-steps): pass key documents of this many
+# tokens (little or no filler) whose keys take only CURRICULUM_KEYS values.
+CURRICULUM_RANGE = (20, 70)
+CURRICULUM_KEYS = (10, 19)
 WEB_MAX_CHARS = 7000        # longer chapters are cut into parts (~1800 tokens at most)
 LONG_RANGE = (2048, 2600)   # tokens of a long retrieval document
 SHORT_RANGE = (30, 300)     # tokens of a short one (several fit a 512-token training row)
@@ -413,9 +424,10 @@ class Filler:
         return self.counts[i]
 
 
-def retrieval_task(rng, filler, target, enc, kv):
+def retrieval_task(rng, filler, target, enc, kv, keys=(10, 99)):
     """A pass key (kv=False) or 2-4 key-value facts hidden in filler, asked at the end, about
-    `target` tokens long as a complete chat-mode training document."""
+    `target` tokens long as a complete chat-mode training document; a pass key is drawn from
+    `keys` (inclusive)."""
     if kv:
         names = rng.sample(NAMES, rng.randint(2, 4))
         codes = rng.sample(range(10, 100), len(names))
@@ -430,7 +442,7 @@ def retrieval_task(rng, filler, target, enc, kv):
     else:
         # Two digits: one token (tokenizer.py makes every two-digit string a token), and the
         # only number in the prompt (the filler has no digits), as in the usual pass key test.
-        key = rng.randint(10, 99)
+        key = rng.randint(*keys)
         needles = [f"The pass key is {key}. Remember it. {key} is the pass key."]
         ask = 0
         intro = rng.choice([
@@ -629,8 +641,21 @@ def generate(args):
                 [{"text": text, "kind": kind} for text, kind in docs])
     print(f"data: {len(docs)} training documents (~{sum(est.values()) / 1e6:.2f}M tokens), "
           f"eval sets of {n}, in {time.time() - t0:.1f} s", file=sys.stderr)
+    # The retrieval curriculum: short pass key documents with few distinct keys (no held-out
+    # question can occur: the evaluation's documents are longer and their keys range wider).
+    rng = rng_for(args.seed, "curriculum")
+    curriculum = []
+    for _ in range(cfg["curriculum_docs"]):
+        t = retrieval_task(rng, fill_train, rng.randint(*CURRICULUM_RANGE), enc, False,
+                           CURRICULUM_KEYS)
+        thinking = rng.random() < 0.25
+        curriculum.append((chat_document(t["question"], t["answer"], thinking, t["reasoning"]),
+                           "passkey_curriculum" + ("_think" if thinking else "")))
+    os.makedirs(os.path.join(args.out, "curriculum"), exist_ok=True)
+    write_jsonl(os.path.join(args.out, "curriculum", "train.jsonl"),
+                [{"text": text, "kind": kind} for text, kind in curriculum])
     samples = chat_samples(args.seed, words, quotes, fill_train, enc)
-    return docs, evals, ppl, samples
+    return docs, curriculum, evals, ppl, samples
 
 
 
@@ -654,13 +679,14 @@ def chat_samples(seed, words, quotes, filler, enc):
     return rows
 
 
-def encode(args, docs):
-    """train.jsonl → train.bin + train_docs.npy through encode.mjs; returns the lengths."""
+def encode(args, docs, out):
+    """out/train.jsonl → out/train.bin + out/train_docs.npy through encode.mjs; returns the
+    lengths."""
     t0 = time.time()
-    bin_path = os.path.join(args.out, "train.bin")
-    len_path = os.path.join(args.out, "train_lengths.tmp")
+    bin_path = os.path.join(out, "train.bin")
+    len_path = os.path.join(out, "train_lengths.tmp")
     subprocess.run(["node", os.path.join(HERE, "encode.mjs"), args.tokenizer,
-                    os.path.join(args.out, "train.jsonl"), bin_path, len_path], check=True)
+                    os.path.join(out, "train.jsonl"), bin_path, len_path], check=True)
     lengths = np.fromfile(len_path, dtype=np.uint32).astype(np.int64)
     os.remove(len_path)
     if len(lengths) != len(docs):
@@ -671,7 +697,7 @@ def encode(args, docs):
         raise SystemExit(f"data: {bin_path} has {ids.shape[0]} ids, lengths say {lengths.sum()}")
     if len(starts) and not np.all(ids[starts] == 0):
         raise SystemExit("data: a document does not start with BOS (id 0)")
-    np.save(os.path.join(args.out, "train_docs.npy"), starts)
+    np.save(os.path.join(out, "train_docs.npy"), starts)
     print(f"data: train.bin: {ids.shape[0]} tokens, encoded in {time.time() - t0:.1f} s",
           file=sys.stderr)
     return lengths
@@ -686,7 +712,7 @@ def main():
     ap.add_argument("--no-encode", action="store_true", help="skip train.bin / train_docs.npy")
     args = ap.parse_args()
     t0 = time.time()
-    docs, evals, ppl, samples = generate(args)
+    docs, curriculum, evals, ppl, samples = generate(args)
     enc = Encoder(args.tokenizer)
     write_jsonl(os.path.join(args.out, "chat_samples.jsonl"), samples)
     # train.py's retrieval probe: held-out pass key prompts (no thinking) as ids, with the id
@@ -701,7 +727,10 @@ def main():
     stats = {"seed": args.seed, "scale": args.scale, "sources": SOURCES, "mix": MIX,
              "documents": len(docs)}
     if not args.no_encode:
-        lengths = encode(args, docs)
+        lengths = encode(args, docs, args.out)
+        cur_lengths = encode(args, curriculum, os.path.join(args.out, "curriculum"))
+        stats["curriculum"] = {"documents": len(curriculum), "tokens": int(cur_lengths.sum()),
+                               "keys": list(CURRICULUM_KEYS), "tokens_range": list(CURRICULUM_RANGE)}
         by_kind = {}
         for (text, kind), n in zip(docs, lengths):
             k = by_kind.setdefault(kind, {"documents": 0, "tokens": 0, "min": n, "max": n})

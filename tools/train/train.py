@@ -170,13 +170,19 @@ def lm_losses(model, tok, mask, mode, mtp_weight, answer_weight=1.0):
         weight = weight * torch.where(answer_targets(tok, c.bos_token_id, c.eos_token_id),
                                       answer_weight, 1.0)
     lm = (lm * weight.reshape(-1)).sum() / valid.sum().clamp(min=1)
+    # The first token of every answer (the one after `</think>`): how many the model predicts
+    # (argmax, before this step's update), the retrieval curriculum's measure.
+    first = valid & (tok[:, :-1] == END_THINK_ID)
+    with torch.no_grad():
+        hits = (logits[:, :-1].argmax(-1) == tok[:, 1:]) & first
+    answers = (int(hits.sum()), int(first.sum()))
     mtp = torch.zeros(())
     if mtp_logits is not None:
         mvalid = mask[:, 2:] & mask[:, 1:-1] & mask[:, :-2]
         mtp = F.cross_entropy(mtp_logits[:, :-1].reshape(-1, V).float(), tok[:, 2:].reshape(-1),
                               reduction="none")
         mtp = (mtp * mvalid.reshape(-1)).sum() / mvalid.sum().clamp(min=1)
-    return lm, mtp, kl
+    return lm, mtp, kl, answers
 
 
 def param_groups(model, stage, weight_decay):
@@ -213,6 +219,33 @@ def lr_at(step, steps, peak, warmup, time_frac=0.0):
         return peak * (step + 1) / warmup
     t = min(1.0, max((step - warmup) / max(1, steps - warmup), time_frac))
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))  # cosine to 10%
+
+
+def curriculum_phase(args, model, opt, train_step, t0):
+    """Short pass key documents whose keys take few values (data.py's curriculum set), until
+    the model answers them: a small model trained on the full mix sits on a plateau at chance
+    for hundreds of steps before attention learns to fetch the key; with ten distinct keys it
+    leaves the plateau in ~200 steps and the mechanism carries over to all keys and to keys in
+    filler (docs/train.md, "The retrieval curriculum"). Returns the steps and tokens used."""
+    cur = Packer(os.path.join(args.data, "curriculum"), args.curriculum_len, args.curriculum_len,
+                 args.seed + 2, pad_id=model.c.eos_token_id)
+    window, tokens, step = [], 0, 0
+    for step in range(args.curriculum_steps):
+        for g in opt.param_groups:
+            g["lr"] = args.curriculum_lr * min(1.0, (step + 1) / 20)
+        tok, mask = cur.batch("short", args.curriculum_rows)
+        lm, _, _, answers = train_step(tok, mask)
+        tokens += int(mask.sum())
+        window = (window + [answers])[-10:]
+        acc = sum(h for h, _ in window) / max(1, sum(n for _, n in window))
+        if (step + 1) % args.log_every == 0:
+            print(f"train[curriculum] step {step + 1}/{args.curriculum_steps} lm {lm.item():.4f} "
+                  f"answer-acc {acc:.3f} elapsed {(time.time() - t0) / 60:.1f} min", flush=True)
+        if len(window) == 10 and acc >= args.curriculum_target:
+            print(f"train[curriculum] answer accuracy {acc:.3f} over the last 10 steps: done at "
+                  f"step {step + 1}", flush=True)
+            break
+    return step + 1, tokens
 
 
 def save(args, cfg, model, meta, step, tokens, elapsed):
@@ -258,6 +291,15 @@ def main():
     ap.add_argument("--copy-rows", type=int, default=16)
     ap.add_argument("--copy-every", type=int, default=0,
                     help="after the curriculum, every Nth step is a copy-task step (0: never)")
+    ap.add_argument("--curriculum-steps", type=int, default=0,
+                    help="dense stage: at most this many retrieval-curriculum steps first (DATA/"
+                         "curriculum: short pass key documents, few distinct keys), ended early "
+                         "once the answers' accuracy over 10 steps reaches --curriculum-target")
+    ap.add_argument("--curriculum-target", type=float, default=0.9)
+    ap.add_argument("--curriculum-lr", type=float, default=3e-3,
+                    help="the curriculum's LR (after a 20-step linear warm-up)")
+    ap.add_argument("--curriculum-rows", type=int, default=8)
+    ap.add_argument("--curriculum-len", type=int, default=256, help="its row length")
     ap.add_argument("--probe-every", type=int, default=100,
                     help="print the copy accuracy on a held-out copy batch every N steps")
     ap.add_argument("--save-every-min", type=float, default=10,
@@ -313,8 +355,8 @@ def main():
 
     def train_step(tok, mask):
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            lm, mtp, kl = lm_losses(model, tok, mask, mode, args.mtp_weight,
-                                    args.answer_weight)
+            lm, mtp, kl, answers = lm_losses(model, tok, mask, mode, args.mtp_weight,
+                                             args.answer_weight)
             if args.stage == "warmup":  # only the indexers train: the KL is the whole loss
                 loss = args.kl_weight * kl
             else:
@@ -327,7 +369,7 @@ def main():
         opt.step()
         if args.stage != "warmup":
             balance_update(model, args.balance_gamma)
-        return lm, mtp, kl
+        return lm, mtp, kl, answers
 
     print(f"train[{args.stage}] probe {probe_line()} at the start", flush=True)
     if args.stage == "dense" and args.copy_steps > 0:
@@ -336,7 +378,7 @@ def main():
             g["lr"] = args.copy_lr
         for cstep in range(args.copy_steps):
             tok, mask = copy_batch(copy_gen, args.copy_rows, cfg.vocab_size)
-            lm, _, _ = train_step(tok, mask)
+            lm, _, _, _ = train_step(tok, mask)
             tokens_seen += int(tok.numel())
             if (cstep + 1) % 25 == 0 or cstep + 1 == args.copy_steps:
                 acc = copy_accuracy(model, *probe, probe_mode)
@@ -346,6 +388,9 @@ def main():
                 if acc >= args.copy_target:
                     break
         opt.state.clear()  # the main schedule starts afresh (AdamW moments of the copy task)
+    if args.stage == "dense" and args.curriculum_steps > 0:
+        tokens_seen += curriculum_phase(args, model, opt, train_step, t0)[1]
+        opt.state.clear()  # the main schedule starts afresh (AdamW moments of the curriculum)
     log = {"lm": 0.0, "mtp": 0.0, "kl": 0.0, "n": 0}
     step = 0
     for step in range(args.steps):
@@ -360,7 +405,7 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr, args.warmup_steps,
                             (time.time() - t0) / (args.minutes * 60) if args.minutes else 0.0)
-        lm, mtp, kl = train_step(tok, mask)
+        lm, mtp, kl, _ = train_step(tok, mask)
         tokens_seen += int(mask.sum())
         log["lm"] += lm.item()
         log["mtp"] += mtp.item()
