@@ -7,6 +7,9 @@
 * the copy curriculum's rows are what they claim: BOS, k ordinary tokens, the separator, the
   same k tokens, with the loss mask on exactly the separator and the copy; the smoke run's log
   shows the curriculum and the probes ran (tests/train/ctest.cmake passes the log);
+* the retrieval curriculum's sets hold pass key documents with keys in their ranges and no
+  evaluation question, the drill is the mix's short pass key documents, and the log shows the
+  three sets and the drill ran;
 * the main job (`dsinfer`, no arguments) on the smoke model shows its demo sections;
 * document masking: a packed row's logits (and MTP logits) equal each document's run alone;
 * the FP8 rounding used for training and export equals an independent e4m3 encoder
@@ -16,6 +19,7 @@
 Usage: stages_check.py WORK_DIR [LOG [DSINFER]]   (the --work folder of a finished train.sh
        --smoke run, the run's output, and dsinfer to run the main job on WORK_DIR/model)
 """
+import json
 import os
 import sys
 
@@ -90,6 +94,37 @@ if len(sys.argv) > 2:
     check("train[copy] step 3/3" in log and "train[dense] step 4 probe copy-acc" in log
           and "train[sparse] probe copy-acc" in log and "retrieval_short-acc" in log,
           "the smoke log shows the copy curriculum and the probes")
+    check(all(f"train[{name}]: 3 steps, answer accuracy" in log
+              for name in ("curriculum/ten_keys", "curriculum/all_keys", "drill"))
+          and "train[dense]: 2 drill batches" in log and "train[sparse]: 1 drill batches" in log,
+          "the smoke log shows the retrieval curriculum's three sets and the drill")
+
+# The retrieval curriculum's sets hold what data.py's docstring says: pass key documents whose
+# answer (after </think>, before EOS) is a key of the set's range, never an evaluation question;
+# the drill is exactly the mix's chat-mode short pass key documents, in order.
+from tokenizer import ASSISTANT, END_THINK, EOS, USER  # noqa: E402
+
+
+def jsonl(path):
+    return [json.loads(line) for line in open(path, encoding="utf-8")]
+
+
+data_dir = os.path.join(work, "data")
+asked = {e["messages"][0]["content"] for name in os.listdir(data_dir)
+         if name.startswith("eval_") and name != "eval_text.jsonl"
+         for e in jsonl(os.path.join(data_dir, name))}
+for name, lo, hi in (("curriculum/ten_keys", 10, 19), ("curriculum/all_keys", 10, 99)):
+    rows = jsonl(os.path.join(data_dir, name, "train.jsonl"))
+    keys = [int(r["text"].rsplit(END_THINK, 1)[1].split(EOS)[0]) for r in rows]
+    questions = [r["text"].split(USER, 1)[1].split(ASSISTANT)[0] for r in rows]
+    check(len(rows) > 0 and all(lo <= k <= hi for k in keys) and len(set(keys)) > 1
+          and not asked & set(questions)
+          and all(r["kind"].startswith("passkey_curriculum") for r in rows),
+          f"{name}: {len(rows)} pass key documents, keys {min(keys)}-{max(keys)} "
+          f"(range {lo}-{hi}), no evaluation question")
+mix = [r for r in jsonl(os.path.join(data_dir, "train.jsonl")) if r["kind"] == "passkey_short"]
+check(jsonl(os.path.join(data_dir, "drill", "train.jsonl")) == mix and len(mix) > 0,
+      f"drill: the mix's {len(mix)} chat-mode short pass key documents")
 
 # Document masking: a packed row's logits equal those of its documents run one by one (each from
 # position 0), in dense and DSA attention (index_topk below the documents' lengths), with the

@@ -12,8 +12,11 @@ Writes into DIR (see tools/train/README.md for the mix and the sizes):
   train.bin              uint16 token ids of train.jsonl's documents, concatenated (each starts
                          with BOS), by Hugging Face's tokenizer (encode.mjs), unless --no-encode
   train_docs.npy         int64 start offset of each document in train.bin
-  curriculum/            train.jsonl, train.bin, train_docs.npy of the retrieval curriculum:
-                         pass key documents of 20-70 tokens whose keys are 10-19
+  curriculum/ten_keys/   train.jsonl, train.bin, train_docs.npy of the retrieval curriculum's
+                         first set: pass key documents of 30-150 tokens whose keys are 10-19;
+  curriculum/all_keys/   its second: 20-70 tokens, keys 10-99
+  drill/                 the same three files of the drill: train.jsonl's short pass key
+                         documents in chat mode (train.py --drill-every)
   eval_retrieval.jsonl   {"messages", "thinking", "answer", "kind", "tokens", "depth"}: pass key
                          retrieval at 2098-2550 tokens (tokens: of the prompt; depth: where the
                          asked fact sits, 0-1); eval_retrieval_short.jsonl: 80-250 tokens;
@@ -82,10 +85,10 @@ SCALES = {  # total training tokens, eval set sizes, share of the English for th
     "full": {"tokens": 15_000_000, "n_eval": 200, "n_eval_text": 400, "tok_english": 1.0,
              "curriculum_docs": 20_000},
 }
-# The retrieval curriculum (train.py --curriculum-steps): pass key documents of this many
-# tokens (little or no filler) whose keys take only CURRICULUM_KEYS values.
-CURRICULUM_RANGE = (20, 70)
-CURRICULUM_KEYS = (10, 19)
+# The retrieval curriculum (train.py --curriculum-sets, in this order): pass key documents of
+# this many tokens (the needle, the question, some filler) with keys drawn from this range.
+CURRICULUM = [("curriculum/ten_keys", (30, 150), (10, 19)),
+              ("curriculum/all_keys", (20, 70), (10, 99))]
 WEB_MAX_CHARS = 7000        # longer chapters are cut into parts (~1800 tokens at most)
 LONG_RANGE = (2048, 2600)   # tokens of a long retrieval document
 SHORT_RANGE = (30, 300)     # tokens of a short one (several fit a 512-token training row)
@@ -641,21 +644,29 @@ def generate(args):
                 [{"text": text, "kind": kind} for text, kind in docs])
     print(f"data: {len(docs)} training documents (~{sum(est.values()) / 1e6:.2f}M tokens), "
           f"eval sets of {n}, in {time.time() - t0:.1f} s", file=sys.stderr)
-    # The retrieval curriculum: short pass key documents with few distinct keys (no held-out
-    # question can occur: the evaluation's documents are longer and their keys range wider).
-    rng = rng_for(args.seed, "curriculum")
-    curriculum = []
-    for _ in range(cfg["curriculum_docs"]):
-        t = retrieval_task(rng, fill_train, rng.randint(*CURRICULUM_RANGE), enc, False,
-                           CURRICULUM_KEYS)
-        thinking = rng.random() < 0.25
-        curriculum.append((chat_document(t["question"], t["answer"], thinking, t["reasoning"]),
-                           "passkey_curriculum" + ("_think" if thinking else "")))
-    os.makedirs(os.path.join(args.out, "curriculum"), exist_ok=True)
-    write_jsonl(os.path.join(args.out, "curriculum", "train.jsonl"),
-                [{"text": text, "kind": kind} for text, kind in curriculum])
+    # The retrieval curriculum's sets (short pass key documents: first ten distinct keys, then
+    # all 90) and the drill (the mix's own short pass key documents in chat mode, a batch of
+    # them every few steps so that retrieval, once formed, keeps enough examples not to be
+    # unlearnt). No held-out question is asked (checked as for the mix).
+    sets = {}
+    for name, rnge, keys in CURRICULUM:
+        rng = rng_for(args.seed, name)
+        made = []
+        while len(made) < cfg["curriculum_docs"]:
+            t = retrieval_task(rng, fill_train, rng.randint(*rnge), enc, False, keys)
+            thinking = rng.random() < 0.25
+            if t["question"] in held_questions:
+                continue
+            made.append((chat_document(t["question"], t["answer"], thinking, t["reasoning"]),
+                         "passkey_curriculum" + ("_think" if thinking else "")))
+        sets[name] = made
+    sets["drill"] = [(text, kind) for text, kind in docs if kind == "passkey_short"]
+    for name, made in sets.items():
+        os.makedirs(os.path.join(args.out, name), exist_ok=True)
+        write_jsonl(os.path.join(args.out, name, "train.jsonl"),
+                    [{"text": text, "kind": kind} for text, kind in made])
     samples = chat_samples(args.seed, words, quotes, fill_train, enc)
-    return docs, curriculum, evals, ppl, samples
+    return docs, sets, evals, ppl, samples
 
 
 
@@ -712,7 +723,7 @@ def main():
     ap.add_argument("--no-encode", action="store_true", help="skip train.bin / train_docs.npy")
     args = ap.parse_args()
     t0 = time.time()
-    docs, curriculum, evals, ppl, samples = generate(args)
+    docs, sets, evals, ppl, samples = generate(args)
     enc = Encoder(args.tokenizer)
     write_jsonl(os.path.join(args.out, "chat_samples.jsonl"), samples)
     # train.py's retrieval probe: held-out pass key prompts (no thinking) as ids, with the id
@@ -728,9 +739,12 @@ def main():
              "documents": len(docs)}
     if not args.no_encode:
         lengths = encode(args, docs, args.out)
-        cur_lengths = encode(args, curriculum, os.path.join(args.out, "curriculum"))
-        stats["curriculum"] = {"documents": len(curriculum), "tokens": int(cur_lengths.sum()),
-                               "keys": list(CURRICULUM_KEYS), "tokens_range": list(CURRICULUM_RANGE)}
+        for name, made in sets.items():
+            n = encode(args, made, os.path.join(args.out, name))
+            stats[name] = {"documents": len(made), "tokens": int(n.sum())}
+            spec = [c for c in CURRICULUM if c[0] == name]
+            if spec:
+                stats[name].update(tokens_range=list(spec[0][1]), keys=list(spec[0][2]))
         by_kind = {}
         for (text, kind), n in zip(docs, lengths):
             k = by_kind.setdefault(kind, {"documents": 0, "tokens": 0, "min": n, "max": n})

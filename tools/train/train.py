@@ -45,6 +45,8 @@ class Packer:
             print(f"train: {int((~keep).sum())} documents longer than {long} tokens skipped",
                   file=sys.stderr)
         self.starts, self.lens = starts[keep], lens[keep]
+        if not len(self.starts):
+            sys.exit(f"train: {data_dir} has no document of at most {long} tokens")
         self.short, self.long, self.pad = short, long, pad_id
         self.rng = np.random.default_rng(seed)
         self.long_docs = np.nonzero(self.lens > short)[0]
@@ -221,30 +223,30 @@ def lr_at(step, steps, peak, warmup, time_frac=0.0):
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))  # cosine to 10%
 
 
-def curriculum_phase(args, model, opt, train_step, t0):
-    """Short pass key documents whose keys take few values (data.py's curriculum set), until
-    the model answers them: a small model trained on the full mix sits on a plateau at chance
-    for hundreds of steps before attention learns to fetch the key; with ten distinct keys it
-    leaves the plateau in ~200 steps and the mechanism carries over to all keys and to keys in
-    filler (docs/train.md, "The retrieval curriculum"). Returns the steps and tokens used."""
-    cur = Packer(os.path.join(args.data, "curriculum"), args.curriculum_len, args.curriculum_len,
+def curriculum_phase(args, name, warm_up, model, opt, train_step, t0):
+    """Trains on the pass key documents of DATA/name (one of data.py's curriculum sets) until
+    the model answers them: a small model trained on the mix sits at chance on retrieval for
+    the whole stage; with ten distinct keys it learns to fetch the key in ~40 steps, then to
+    map all 90 keys, then keys in more filler (docs/train.md, "The retrieval curriculum").
+    The LR warms up over 20 steps in the first set only. Returns the steps and tokens used."""
+    cur = Packer(os.path.join(args.data, name), args.curriculum_len, args.curriculum_len,
                  args.seed + 2, pad_id=model.c.eos_token_id)
     window, tokens, step = [], 0, 0
     for step in range(args.curriculum_steps):
         for g in opt.param_groups:
-            g["lr"] = args.curriculum_lr * min(1.0, (step + 1) / 20)
+            g["lr"] = args.curriculum_lr * (min(1.0, (step + 1) / 20) if warm_up else 1.0)
         tok, mask = cur.batch("short", args.curriculum_rows)
         lm, _, _, answers = train_step(tok, mask)
         tokens += int(mask.sum())
         window = (window + [answers])[-10:]
         acc = sum(h for h, _ in window) / max(1, sum(n for _, n in window))
         if (step + 1) % args.log_every == 0:
-            print(f"train[curriculum] step {step + 1}/{args.curriculum_steps} lm {lm.item():.4f} "
+            print(f"train[{name}] step {step + 1}/{args.curriculum_steps} lm {lm.item():.4f} "
                   f"answer-acc {acc:.3f} elapsed {(time.time() - t0) / 60:.1f} min", flush=True)
         if len(window) == 10 and acc >= args.curriculum_target:
-            print(f"train[curriculum] answer accuracy {acc:.3f} over the last 10 steps: done at "
-                  f"step {step + 1}", flush=True)
             break
+    print(f"train[{name}]: {step + 1} steps, answer accuracy {acc:.3f} over the last "
+          f"{len(window)}, {(time.time() - t0) / 60:.1f} min", flush=True)
     return step + 1, tokens
 
 
@@ -292,14 +294,20 @@ def main():
     ap.add_argument("--copy-every", type=int, default=0,
                     help="after the curriculum, every Nth step is a copy-task step (0: never)")
     ap.add_argument("--curriculum-steps", type=int, default=0,
-                    help="dense stage: at most this many retrieval-curriculum steps first (DATA/"
-                         "curriculum: short pass key documents, few distinct keys), ended early "
-                         "once the answers' accuracy over 10 steps reaches --curriculum-target")
+                    help="dense stage: the retrieval curriculum first, each of its sets for at "
+                         "most this many steps, ended early once the first answer token's "
+                         "accuracy over 10 steps reaches --curriculum-target (0: none)")
+    ap.add_argument("--curriculum-sets", default="curriculum/ten_keys,curriculum/all_keys,drill",
+                    help="comma-separated subdirectories of DATA (data.py's) run in turn as the "
+                         "curriculum")
     ap.add_argument("--curriculum-target", type=float, default=0.9)
     ap.add_argument("--curriculum-lr", type=float, default=3e-3,
                     help="the curriculum's LR (after a 20-step linear warm-up)")
     ap.add_argument("--curriculum-rows", type=int, default=8)
     ap.add_argument("--curriculum-len", type=int, default=256, help="its row length")
+    ap.add_argument("--drill-every", type=int, default=0,
+                    help="every Nth step of the stage is a batch of DATA/drill (short retrieval "
+                         "documents of the mix) instead of the mix (0: never)")
     ap.add_argument("--probe-every", type=int, default=100,
                     help="print the copy accuracy on a held-out copy batch every N steps")
     ap.add_argument("--save-every-min", type=float, default=10,
@@ -389,15 +397,22 @@ def main():
                     break
         opt.state.clear()  # the main schedule starts afresh (AdamW moments of the copy task)
     if args.stage == "dense" and args.curriculum_steps > 0:
-        tokens_seen += curriculum_phase(args, model, opt, train_step, t0)[1]
+        for i, name in enumerate(args.curriculum_sets.split(",")):
+            tokens_seen += curriculum_phase(args, name, i == 0, model, opt, train_step, t0)[1]
         opt.state.clear()  # the main schedule starts afresh (AdamW moments of the curriculum)
-    log = {"lm": 0.0, "mtp": 0.0, "kl": 0.0, "n": 0}
+    drill = Packer(os.path.join(args.data, "drill"), args.short, args.short, args.seed + 3,
+                   pad_id=cfg.eos_token_id) if args.drill_every else None
+    log = {"lm": 0.0, "mtp": 0.0, "kl": 0.0, "n": 0, "drill": [0, 0]}
+    drill_total = [0, 0, 0]  # first answer tokens right, answers, batches
     step = 0
     for step in range(args.steps):
         if args.minutes and time.time() - t0 > args.minutes * 60:
             print(f"train[{args.stage}]: time budget reached at step {step}", flush=True)
             break
-        if args.copy_every and step % args.copy_every == args.copy_every - 1:
+        is_drill = drill is not None and step % args.drill_every == args.drill_every - 1
+        if is_drill:
+            tok, mask = drill.batch("short", args.short_rows)
+        elif args.copy_every and step % args.copy_every == args.copy_every - 1:
             tok, mask = copy_batch(copy_gen, args.copy_rows, cfg.vocab_size)
         else:
             kind = "long" if (len(packer.long_docs) and step % args.long_every == 0) else "short"
@@ -405,7 +420,11 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr, args.warmup_steps,
                             (time.time() - t0) / (args.minutes * 60) if args.minutes else 0.0)
-        lm, mtp, kl, _ = train_step(tok, mask)
+        lm, mtp, kl, answers = train_step(tok, mask)
+        if is_drill:
+            log["drill"] = [log["drill"][0] + answers[0], log["drill"][1] + answers[1]]
+            drill_total = [drill_total[0] + answers[0], drill_total[1] + answers[1],
+                           drill_total[2] + 1]
         tokens_seen += int(mask.sum())
         log["lm"] += lm.item()
         log["mtp"] += mtp.item()
@@ -417,8 +436,10 @@ def main():
             print(f"train[{args.stage}] step {step + 1}/{args.steps} lm {log['lm'] / n:.4f} "
                   f"mtp {log['mtp'] / n:.4f} kl {log['kl'] / n:.4f} "
                   f"lr {opt.param_groups[0]['lr']:.2e} tok/s {tokens_seen / el:.0f} "
-                  f"elapsed {el / 60:.1f} min", flush=True)
-            log = {"lm": 0.0, "mtp": 0.0, "kl": 0.0, "n": 0}
+                  f"elapsed {el / 60:.1f} min" +
+                  (f" drill answer-acc {log['drill'][0] / max(1, log['drill'][1]):.3f}"
+                   if drill is not None else ""), flush=True)
+            log = {"lm": 0.0, "mtp": 0.0, "kl": 0.0, "n": 0, "drill": [0, 0]}
         if args.probe_every and (step + 1) % args.probe_every == 0:
             print(f"train[{args.stage}] step {step + 1} probe {probe_line()}", flush=True)
         if time.time() - last_save > args.save_every_min * 60:
@@ -428,6 +449,9 @@ def main():
     save(args, cfg, model, meta, step, tokens_seen, elapsed)
     print(f"train[{args.stage}]: {step + 1} steps, {tokens_seen} tokens in {elapsed / 60:.1f} min "
           f"-> {args.out}", flush=True)
+    if drill is not None:
+        print(f"train[{args.stage}]: {drill_total[2]} drill batches, answer accuracy "
+              f"{drill_total[0] / max(1, drill_total[1]):.3f}", flush=True)
 
 
 if __name__ == "__main__":
