@@ -8,8 +8,8 @@
   same k tokens, with the loss mask on exactly the separator and the copy; the smoke run's log
   shows the curriculum and the probes ran (tests/train/ctest.cmake passes the log);
 * the retrieval curriculum's sets hold pass key documents with keys in their ranges and no
-  evaluation question, the drill is the mix's short pass key documents, and the log shows the
-  three sets and the drill ran;
+  evaluation question, the drill is the mix's pass key documents (short and long), and the log
+  shows the three sets and the drill (short and long rows) ran;
 * the main job (`dsinfer`, no arguments) on the smoke model shows its demo sections;
 * document masking: a packed row's logits (and MTP logits) equal each document's run alone;
 * the FP8 rounding used for training and export equals an independent e4m3 encoder
@@ -21,6 +21,7 @@ Usage: stages_check.py WORK_DIR [LOG [DSINFER]]   (the --work folder of a finish
 """
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -96,12 +97,15 @@ if len(sys.argv) > 2:
           "the smoke log shows the copy curriculum and the probes")
     check(all(f"train[{name}]: 3 steps, answer accuracy" in log
               for name in ("curriculum/ten_keys", "curriculum/all_keys", "drill"))
-          and "train[dense]: 2 drill batches" in log and "train[sparse]: 1 drill batches" in log,
-          "the smoke log shows the retrieval curriculum's three sets and the drill")
+          and re.search(r"train\[dense\]: 2 drill batches, answer accuracy \S+; 1 of them long", log)
+          and re.search(r"train\[sparse\]: 1 drill batches, answer accuracy \S+; 1 of them long",
+                        log),
+          "the smoke log shows the retrieval curriculum's three sets and the drill (short and "
+          "long rows)")
 
 # The retrieval curriculum's sets hold what data.py's docstring says: pass key documents whose
 # answer (after </think>, before EOS) is a key of the set's range, never an evaluation question;
-# the drill is exactly the mix's chat-mode short pass key documents, in order.
+# the drill is exactly the mix's chat-mode pass key documents, short and long, in order.
 from tokenizer import ASSISTANT, END_THINK, EOS, USER  # noqa: E402
 
 
@@ -122,9 +126,11 @@ for name, lo, hi in (("curriculum/ten_keys", 10, 19), ("curriculum/all_keys", 10
           and all(r["kind"].startswith("passkey_curriculum") for r in rows),
           f"{name}: {len(rows)} pass key documents, keys {min(keys)}-{max(keys)} "
           f"(range {lo}-{hi}), no evaluation question")
-mix = [r for r in jsonl(os.path.join(data_dir, "train.jsonl")) if r["kind"] == "passkey_short"]
-check(jsonl(os.path.join(data_dir, "drill", "train.jsonl")) == mix and len(mix) > 0,
-      f"drill: the mix's {len(mix)} chat-mode short pass key documents")
+mix = [r for r in jsonl(os.path.join(data_dir, "train.jsonl"))
+       if r["kind"] in ("passkey_short", "passkey_long")]
+n_long = sum(r["kind"] == "passkey_long" for r in mix)
+check(jsonl(os.path.join(data_dir, "drill", "train.jsonl")) == mix and 0 < n_long < len(mix),
+      f"drill: the mix's {len(mix)} chat-mode pass key documents ({n_long} long)")
 
 # Document masking: a packed row's logits equal those of its documents run one by one (each from
 # position 0), in dense and DSA attention (index_topk below the documents' lengths), with the

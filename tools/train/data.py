@@ -15,8 +15,8 @@ Writes into DIR (see tools/train/README.md for the mix and the sizes):
   curriculum/ten_keys/   train.jsonl, train.bin, train_docs.npy of the retrieval curriculum's
                          first set: pass key documents of 30-150 tokens whose keys are 10-19;
   curriculum/all_keys/   its second: 20-70 tokens, keys 10-99
-  drill/                 the same three files of the drill: train.jsonl's short pass key
-                         documents in chat mode (train.py --drill-every)
+  drill/                 the same three files of the drill: train.jsonl's pass key documents
+                         in chat mode, short and long (train.py --drill-every)
   eval_retrieval.jsonl   {"messages", "thinking", "answer", "kind", "tokens", "depth"}: pass key
                          retrieval at 2098-2550 tokens (tokens: of the prompt; depth: where the
                          asked fact sits, 0-1); eval_retrieval_short.jsonl: 80-250 tokens;
@@ -645,9 +645,9 @@ def generate(args):
     print(f"data: {len(docs)} training documents (~{sum(est.values()) / 1e6:.2f}M tokens), "
           f"eval sets of {n}, in {time.time() - t0:.1f} s", file=sys.stderr)
     # The retrieval curriculum's sets (short pass key documents: first ten distinct keys, then
-    # all 90) and the drill (the mix's own short pass key documents in chat mode, a batch of
-    # them every few steps so that retrieval, once formed, keeps enough examples not to be
-    # unlearnt). No held-out question is asked (checked as for the mix).
+    # all 90) and the drill (the mix's own pass key documents in chat mode, short and long, a
+    # batch of them every few steps so that retrieval, once formed, keeps enough examples not to
+    # be unlearnt, and sees enough long documents to work at 2K tokens). No held-out question is asked (checked as for the mix).
     sets = {}
     for name, rnge, keys in CURRICULUM:
         rng = rng_for(args.seed, name)
@@ -660,7 +660,8 @@ def generate(args):
             made.append((chat_document(t["question"], t["answer"], thinking, t["reasoning"]),
                          "passkey_curriculum" + ("_think" if thinking else "")))
         sets[name] = made
-    sets["drill"] = [(text, kind) for text, kind in docs if kind == "passkey_short"]
+    sets["drill"] = [(text, kind) for text, kind in docs
+                     if kind in ("passkey_short", "passkey_long")]
     for name, made in sets.items():
         os.makedirs(os.path.join(args.out, name), exist_ok=True)
         write_jsonl(os.path.join(args.out, name, "train.jsonl"),

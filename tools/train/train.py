@@ -306,8 +306,11 @@ def main():
     ap.add_argument("--curriculum-rows", type=int, default=8)
     ap.add_argument("--curriculum-len", type=int, default=256, help="its row length")
     ap.add_argument("--drill-every", type=int, default=0,
-                    help="every Nth step of the stage is a batch of DATA/drill (short retrieval "
-                         "documents of the mix) instead of the mix (0: never)")
+                    help="every Nth step of the stage is a batch of DATA/drill (the mix's pass "
+                         "key documents) instead of the mix (0: never)")
+    ap.add_argument("--drill-long-every", type=int, default=0,
+                    help="every Nth drill batch is --long-rows long rows, each holding one long "
+                         "pass key document (0: the drill is short documents only)")
     ap.add_argument("--probe-every", type=int, default=100,
                     help="print the copy accuracy on a held-out copy batch every N steps")
     ap.add_argument("--save-every-min", type=float, default=10,
@@ -400,17 +403,25 @@ def main():
         for i, name in enumerate(args.curriculum_sets.split(",")):
             tokens_seen += curriculum_phase(args, name, i == 0, model, opt, train_step, t0)[1]
         opt.state.clear()  # the main schedule starts afresh (AdamW moments of the curriculum)
-    drill = Packer(os.path.join(args.data, "drill"), args.short, args.short, args.seed + 3,
+    drill = Packer(os.path.join(args.data, "drill"), args.short, args.long, args.seed + 3,
                    pad_id=cfg.eos_token_id) if args.drill_every else None
+    if drill is not None and args.drill_long_every and not len(drill.long_docs):
+        sys.exit(f"train: --drill-long-every needs long pass key documents (over {args.short} "
+                 f"tokens) in {os.path.join(args.data, 'drill')}; it has none")
     log = {"lm": 0.0, "mtp": 0.0, "kl": 0.0, "n": 0, "drill": [0, 0]}
-    drill_total = [0, 0, 0]  # first answer tokens right, answers, batches
+    # First answer tokens right and answers, of all drill batches and of the long ones; batches.
+    drill_total = {"all": [0, 0], "long": [0, 0], "batches": 0, "long_batches": 0}
     step = 0
     for step in range(args.steps):
         if args.minutes and time.time() - t0 > args.minutes * 60:
             print(f"train[{args.stage}]: time budget reached at step {step}", flush=True)
             break
         is_drill = drill is not None and step % args.drill_every == args.drill_every - 1
-        if is_drill:
+        drill_long = (is_drill and args.drill_long_every > 0 and
+                      drill_total["batches"] % args.drill_long_every == 0)
+        if drill_long:
+            tok, mask = drill.batch("long", args.long_rows)
+        elif is_drill:
             tok, mask = drill.batch("short", args.short_rows)
         elif args.copy_every and step % args.copy_every == args.copy_every - 1:
             tok, mask = copy_batch(copy_gen, args.copy_rows, cfg.vocab_size)
@@ -423,8 +434,11 @@ def main():
         lm, mtp, kl, answers = train_step(tok, mask)
         if is_drill:
             log["drill"] = [log["drill"][0] + answers[0], log["drill"][1] + answers[1]]
-            drill_total = [drill_total[0] + answers[0], drill_total[1] + answers[1],
-                           drill_total[2] + 1]
+            for key in ("all", "long") if drill_long else ("all",):
+                drill_total[key] = [drill_total[key][0] + answers[0],
+                                    drill_total[key][1] + answers[1]]
+            drill_total["batches"] += 1
+            drill_total["long_batches"] += int(drill_long)
         tokens_seen += int(mask.sum())
         log["lm"] += lm.item()
         log["mtp"] += mtp.item()
@@ -450,8 +464,10 @@ def main():
     print(f"train[{args.stage}]: {step + 1} steps, {tokens_seen} tokens in {elapsed / 60:.1f} min "
           f"-> {args.out}", flush=True)
     if drill is not None:
-        print(f"train[{args.stage}]: {drill_total[2]} drill batches, answer accuracy "
-              f"{drill_total[0] / max(1, drill_total[1]):.3f}", flush=True)
+        acc = {k: drill_total[k][0] / max(1, drill_total[k][1]) for k in ("all", "long")}
+        print(f"train[{args.stage}]: {drill_total['batches']} drill batches, answer accuracy "
+              f"{acc['all']:.3f}; {drill_total['long_batches']} of them long rows, answer accuracy "
+              f"{acc['long']:.3f}", flush=True)
 
 
 if __name__ == "__main__":
