@@ -4,9 +4,7 @@
 * stage 2 (indexer warm-up) changes the indexers and nothing else (gate biases included);
 * stage 3 (sparse) trains everything;
 * the ablation export (--indexer-from-init) holds exactly the pre-warm-up indexer weights;
-* the copy curriculum's rows are what they claim: BOS, k ordinary tokens, the separator, the
-  same k tokens, with the loss mask on exactly the separator and the copy; the smoke run's log
-  shows the curriculum and the probes ran (tests/train/ctest.cmake passes the log);
+* the smoke run's log shows the retrieval probes ran (tests/train/ctest.cmake passes the log);
 * the retrieval curriculum's sets hold pass key documents with keys in their ranges and no
   evaluation question, the drill is the mix's pass key documents (short and long), and the log
   shows the three sets and the drill (short and long rows) ran;
@@ -76,25 +74,11 @@ for k in idx:
         bad.append(k)
 check(not bad, f"ablation export holds the pre-warm-up indexer ({len(idx) - len(bad)}/{len(idx)})")
 
-# The copy task's rows, checked element by element.
-from train import COPY_FIRST_ID, COPY_SEP, copy_batch  # noqa: E402
-gen = torch.Generator().manual_seed(3)
-tok, mask = copy_batch(gen, 64, 300, kmin=2, kmax=9)
-rows_ok = True
-for r in range(tok.shape[0]):
-    t, m = tok[r].tolist(), mask[r].tolist()
-    k = t.index(COPY_SEP) - 1
-    x = t[1:k + 1]
-    rows_ok &= (t[0] == 0 and 2 <= k <= 9 and all(COPY_FIRST_ID <= v < 300 for v in x)
-                and t[k + 2:2 * k + 2] == x and all(v == 1 for v in t[2 * k + 2:])
-                and m == [False] * (k + 1) + [True] * (k + 1) + [False] * (len(t) - 2 * k - 2))
-check(rows_ok and tok.shape == (64, 20), "copy-task rows: BOS, k tokens, separator, the same k, "
-      "mask on the separator and the copy only")
 if len(sys.argv) > 2:
     log = open(sys.argv[2]).read()
-    check("train[copy] step 3/3" in log and "train[dense] step 4 probe copy-acc" in log
-          and "train[sparse] probe copy-acc" in log and "retrieval_short-acc" in log,
-          "the smoke log shows the copy curriculum and the probes")
+    check("train[dense] step 4 probe retrieval_short-acc" in log
+          and "train[sparse] probe retrieval_short-acc" in log,
+          "the smoke log shows the retrieval probes")
     check(all(f"train[{name}]: 3 steps, answer accuracy" in log
               for name in ("curriculum/ten_keys", "curriculum/all_keys", "drill"))
           and re.search(r"train\[dense\]: 2 drill batches, answer accuracy \S+; 1 of them long", log)

@@ -91,31 +91,8 @@ class Packer:
 
 
 # ---------------------------------------------------------------------------------------------
-# The copy task: the curriculum that forms the copying (induction) mechanism, and its probe
+# The retrieval probe
 # ---------------------------------------------------------------------------------------------
-COPY_FIRST_ID = 10  # ids below are the special tokens (0-8) and the separator (9)
-COPY_SEP = 9
-
-
-def copy_batch(gen, rows, vocab, kmin=16, kmax=48):
-    """Rows of BOS, k random ordinary tokens, a separator, the same k tokens (k in [kmin, kmax]),
-    padded to 2 * kmax + 2. The mask covers the separator and the copy, so the loss falls only
-    on the copied tokens: the one thing a model can predict there is what it saw before, which
-    is how the copying mechanism retrieval needs forms (docs/train.md, "Copying first")."""
-    length = 2 * kmax + 2
-    tok = torch.full((rows, length), 1, dtype=torch.long)  # EOS as padding
-    mask = torch.zeros((rows, length), dtype=torch.bool)
-    for r in range(rows):
-        k = int(torch.randint(kmin, kmax + 1, (1,), generator=gen))
-        x = torch.randint(COPY_FIRST_ID, vocab, (k,), generator=gen)
-        tok[r, 0] = 0  # BOS
-        tok[r, 1:k + 1] = x
-        tok[r, k + 1] = COPY_SEP
-        tok[r, k + 2:2 * k + 2] = x
-        mask[r, k + 1:2 * k + 2] = True
-    return tok, mask
-
-
 @torch.no_grad()
 def retrieval_accuracy(model, rows, mode, pad_id):
     """Share of held-out pass key prompts whose next-token argmax is the answer's first token
@@ -131,16 +108,6 @@ def retrieval_accuracy(model, rows, mode, pad_id):
     last = torch.tensor([len(r["ids"]) - 1 for r in rows])
     pred = logits[torch.arange(len(rows)), last].argmax(-1)
     return float((pred == torch.tensor([r["answer"] for r in rows])).float().mean())
-
-
-@torch.no_grad()
-def copy_accuracy(model, tok, mask, mode):
-    """Top-1 accuracy of the next-token prediction on the copied tokens of a copy batch."""
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits = model(tok, mode, with_mtp=False)[0]
-    valid = mask[:, 1:] & mask[:, :-1]
-    hit = logits[:, :-1].argmax(-1) == tok[:, 1:]
-    return float((hit & valid).sum()) / max(1, int(valid.sum()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,14 +252,6 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     ap.add_argument("--log-every", type=int, default=10)
-    ap.add_argument("--copy-steps", type=int, default=0,
-                    help="dense stage: at most this many copy-task steps first (the curriculum), "
-                         "ended early once the probe's copy accuracy reaches --copy-target")
-    ap.add_argument("--copy-target", type=float, default=0.9)
-    ap.add_argument("--copy-lr", type=float, default=1e-3, help="constant LR of the curriculum")
-    ap.add_argument("--copy-rows", type=int, default=16)
-    ap.add_argument("--copy-every", type=int, default=0,
-                    help="after the curriculum, every Nth step is a copy-task step (0: never)")
     ap.add_argument("--curriculum-steps", type=int, default=0,
                     help="dense stage: the retrieval curriculum first, each of its sets for at "
                          "most this many steps, ended early once the first answer token's "
@@ -312,7 +271,7 @@ def main():
                     help="every Nth drill batch is --long-rows long rows, each holding one long "
                          "pass key document (0: the drill is short documents only)")
     ap.add_argument("--probe-every", type=int, default=100,
-                    help="print the copy accuracy on a held-out copy batch every N steps")
+                    help="print the accuracy on the held-out pass key prompts every N steps")
     ap.add_argument("--save-every-min", type=float, default=10,
                     help="also save the checkpoint every this many minutes")
     args = ap.parse_args()
@@ -351,18 +310,15 @@ def main():
     t0 = last_save = time.time()
     tokens_seen = 0
     probe_mode = dict(mode, kl=None)
-    copy_gen = torch.Generator().manual_seed(args.seed + 7)
-    probe = copy_batch(torch.Generator().manual_seed(12345), 32, cfg.vocab_size)  # held out
     probe_path = os.path.join(args.data, "probe_retrieval.json")
     retrieval_probe = json.load(open(probe_path)) if os.path.exists(probe_path) else {}
 
     def probe_line():
-        acc = copy_accuracy(model, *probe, probe_mode)
-        parts = [f"copy-acc {acc:.3f}"]
+        parts = []
         for name, rows in retrieval_probe.items():
             r = retrieval_accuracy(model, rows, probe_mode, cfg.eos_token_id)
             parts.append(f"{name}-acc {r:.3f} ({len(rows)})")
-        return " ".join(parts)
+        return " ".join(parts) or f"(no {probe_path})"
 
     def train_step(tok, mask):
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -383,22 +339,6 @@ def main():
         return lm, mtp, kl, answers
 
     print(f"train[{args.stage}] probe {probe_line()} at the start", flush=True)
-    if args.stage == "dense" and args.copy_steps > 0:
-        # The curriculum: copy-task steps at a constant LR until the mechanism has formed.
-        for g in opt.param_groups:
-            g["lr"] = args.copy_lr
-        for cstep in range(args.copy_steps):
-            tok, mask = copy_batch(copy_gen, args.copy_rows, cfg.vocab_size)
-            lm, _, _, _ = train_step(tok, mask)
-            tokens_seen += int(tok.numel())
-            if (cstep + 1) % 25 == 0 or cstep + 1 == args.copy_steps:
-                acc = copy_accuracy(model, *probe, probe_mode)
-                print(f"train[copy] step {cstep + 1}/{args.copy_steps} loss {lm.item():.4f} "
-                      f"probe copy-acc {acc:.3f} elapsed {(time.time() - t0) / 60:.1f} min",
-                      flush=True)
-                if acc >= args.copy_target:
-                    break
-        opt.state.clear()  # the main schedule starts afresh (AdamW moments of the copy task)
     if args.stage == "dense" and args.curriculum_steps > 0:
         for i, name in enumerate(args.curriculum_sets.split(",")):
             tokens_seen += curriculum_phase(args, name, i == 0, model, opt, train_step, t0)[1]
@@ -423,8 +363,6 @@ def main():
             tok, mask = drill.batch("long", args.long_rows)
         elif is_drill:
             tok, mask = drill.batch("short", args.short_rows)
-        elif args.copy_every and step % args.copy_every == args.copy_every - 1:
-            tok, mask = copy_batch(copy_gen, args.copy_rows, cfg.vocab_size)
         else:
             kind = "long" if (len(packer.long_docs) and step % args.long_every == 0) else "short"
             tok, mask = packer.batch(kind, args.long_rows if kind == "long" else args.short_rows)

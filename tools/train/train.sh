@@ -57,10 +57,10 @@ if [ "$smoke" -eq 1 ]; then
  "n_group": 4, "topk_group": 2, "index_n_heads": 2, "index_head_dim": 32, "index_topk": 32}
 EOF
   rows=(--short 128 --long 3072 --short-rows 4 --long-rows 1 --long-every 4)
-  dense=(--steps 8 --lr 3e-3 --warmup-steps 2 --copy-steps 3 --copy-every 4 --probe-every 4
+  dense=(--steps 8 --lr 3e-3 --warmup-steps 2 --probe-every 4
          --curriculum-steps 3 --drill-every 3 --drill-long-every 2)
   warm=(--steps 4 --lr 1e-3 --warmup-steps 1)
-  sparse=(--steps 4 --lr 1e-3 --warmup-steps 1 --copy-every 2 --drill-every 3
+  sparse=(--steps 4 --lr 1e-3 --warmup-steps 1 --drill-every 3
           --drill-long-every 1)
 else
   echo "{\"vocab_size\": $vocab}" > "$work/config.json"
@@ -70,8 +70,7 @@ else
   # documents every second step, every second of them a long row with a 2K-token document (in
   # the sparse stage every one): without the drill the model sat at chance on retrieval for the
   # whole stage, or unlearnt it; with short documents only it answered 40% at 2K tokens
-  # (docs/train.md, "The retrieval curriculum"). No copy-task steps: they formed no copying in
-  # this budget ("Copying first").
+  # (docs/train.md, "The retrieval curriculum").
   dense=(--steps 4000 --minutes 50 --lr 3e-3 --warmup-steps 100 --curriculum-steps 150
          --curriculum-sets curriculum/ten_keys,curriculum/all_keys --drill-every 2
          --drill-long-every 2)
