@@ -81,7 +81,8 @@ if len(sys.argv) > 2:
           "the smoke log shows the retrieval probes")
     check(all(f"train[{name}]: 3 steps, answer accuracy" in log
               for name in ("curriculum/ten_keys", "curriculum/all_keys", "drill"))
-          and re.search(r"train\[dense\]: 2 drill batches, answer accuracy \S+; 1 of them long", log)
+          and re.search(r"train\[dense\]: 2 drill batches, answer accuracy \S+; 1 of them long",
+                        log)
           and re.search(r"train\[sparse\]: 1 drill batches, answer accuracy \S+; 1 of them long",
                         log),
           "the smoke log shows the retrieval curriculum's three sets and the drill (short and "

@@ -647,7 +647,8 @@ def generate(args):
     # The retrieval curriculum's sets (short pass key documents: first ten distinct keys, then
     # all 90) and the drill (the mix's own pass key documents in chat mode, short and long, a
     # batch of them every few steps so that retrieval, once formed, keeps enough examples not to
-    # be unlearnt, and sees enough long documents to work at 2K tokens). No held-out question is asked (checked as for the mix).
+    # be unlearnt, and sees enough long documents to work at 2K tokens). No held-out question
+    # is asked (checked as for the mix).
     sets = {}
     for name, rnge, keys in CURRICULUM:
         rng = rng_for(args.seed, name)

@@ -78,9 +78,7 @@ cfg = json.load(open(f"{model}/config.json"))
 print(f"Model `{model}` (index_topk {cfg.get('index_topk')}); every figure measured by `dsinfer eval`.\n")
 print("| measure | dense | DSA (trained indexer) | DSA (indexer at its pre-warm-up init) |")
 print("| --- | --- | --- | --- |")
-d, dacc, dlen = task("retrieval_dense")
-s, sacc, _ = task("retrieval_dsa")
-u, uacc, _ = task("retrieval_dsa_untrained")
+_, _, dlen = task("retrieval_dense")
 print(f"| retrieval accuracy, prompts of {dlen} tokens | {modes('retrieval_dense', 'eval_retrieval.jsonl')} "
       f"| {modes('retrieval_dsa', 'eval_retrieval.jsonl')} "
       f"| {modes('retrieval_dsa_untrained', 'eval_retrieval.jsonl')} |")
