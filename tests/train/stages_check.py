@@ -111,11 +111,17 @@ for name, lo, hi in (("curriculum/ten_keys", 10, 19), ("curriculum/all_keys", 10
           and all(r["kind"].startswith("passkey_curriculum") for r in rows),
           f"{name}: {len(rows)} pass key documents, keys {min(keys)}-{max(keys)} "
           f"(range {lo}-{hi}), no evaluation question")
+# The drill: the mix's pass key documents in both modes, each thinking-mode one three times.
 mix = [r for r in jsonl(os.path.join(data_dir, "train.jsonl"))
-       if r["kind"] in ("passkey_short", "passkey_long")]
-n_long = sum(r["kind"] == "passkey_long" for r in mix)
-check(jsonl(os.path.join(data_dir, "drill", "train.jsonl")) == mix and 0 < n_long < len(mix),
-      f"drill: the mix's {len(mix)} chat-mode pass key documents ({n_long} long)")
+       if r["kind"].startswith("passkey_") and not r["kind"].startswith("passkey_curriculum")]
+want = [r for r in mix for _ in range(3 if r["kind"].endswith("_think") else 1)]
+n_long = sum(r["kind"].startswith("passkey_long") for r in mix)
+n_think = sum(r["kind"].endswith("_think") for r in mix)
+check(jsonl(os.path.join(data_dir, "drill", "train.jsonl")) == want and 0 < n_long < len(mix)
+      and 0 < n_think < len(mix) and {r["kind"] for r in mix} == {
+          "passkey_short", "passkey_long", "passkey_short_think", "passkey_long_think"},
+      f"drill: the mix's {len(mix)} pass key documents ({n_long} long, {n_think} in thinking "
+      f"mode, those three times)")
 
 # Document masking: a packed row's logits equal those of its documents run one by one (each from
 # position 0), in dense and DSA attention (index_topk below the documents' lengths), with the

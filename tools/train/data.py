@@ -15,8 +15,9 @@ Writes into DIR (see tools/train/README.md for the mix and the sizes):
   curriculum/ten_keys/   train.jsonl, train.bin, train_docs.npy of the retrieval curriculum's
                          first set: pass key documents of 30-150 tokens whose keys are 10-19;
   curriculum/all_keys/   its second: 20-70 tokens, keys 10-99
-  drill/                 the same three files of the drill: train.jsonl's pass key documents
-                         in chat mode, short and long (train.py --drill-every)
+  drill/                 the same three files of the drill: train.jsonl's pass key documents,
+                         short and long, in both modes, each thinking-mode one three times
+                         (train.py --drill-every)
   eval_retrieval.jsonl   {"messages", "thinking", "answer", "kind", "tokens", "depth"}: pass key
                          retrieval at 2098-2550 tokens (tokens: of the prompt; depth: where the
                          asked fact sits, 0-1); eval_retrieval_short.jsonl: 80-250 tokens;
@@ -85,6 +86,9 @@ SCALES = {  # total training tokens, eval set sizes, share of the English for th
     "full": {"tokens": 15_000_000, "n_eval": 200, "n_eval_text": 400, "tok_english": 1.0,
              "curriculum_docs": 20_000},
 }
+# The drill: the mix's pass key documents, each thinking-mode one this many times.
+DRILL_KINDS = ("passkey_short", "passkey_long", "passkey_short_think", "passkey_long_think")
+DRILL_THINK_REPEAT = 3
 # The retrieval curriculum (train.py --curriculum-sets, in this order): pass key documents of
 # this many tokens (the needle, the question, some filler) with keys drawn from this range.
 CURRICULUM = [("curriculum/ten_keys", (30, 150), (10, 19)),
@@ -645,7 +649,7 @@ def generate(args):
     print(f"data: {len(docs)} training documents (~{sum(est.values()) / 1e6:.2f}M tokens), "
           f"eval sets of {n}, in {time.time() - t0:.1f} s", file=sys.stderr)
     # The retrieval curriculum's sets (short pass key documents: first ten distinct keys, then
-    # all 90) and the drill (the mix's own pass key documents in chat mode, short and long, a
+    # all 90) and the drill (the mix's own pass key documents in both modes, short and long, a
     # batch of them every few steps so that retrieval, once formed, keeps enough examples not to
     # be unlearnt, and sees enough long documents to work at 2K tokens). No held-out question
     # is asked (checked as for the mix).
@@ -661,8 +665,11 @@ def generate(args):
             made.append((chat_document(t["question"], t["answer"], thinking, t["reasoning"]),
                          "passkey_curriculum" + ("_think" if thinking else "")))
         sets[name] = made
-    sets["drill"] = [(text, kind) for text, kind in docs
-                     if kind in ("passkey_short", "passkey_long")]
+    # The drill holds the thinking-mode ones DRILL_THINK_REPEAT times: a quarter of the mix's pass
+    # key documents, they become half the drill (a thinking-mode answer comes after ~20 tokens of
+    # reasoning, the harder retrieval: with chat-mode documents alone, 34% dense against 98%).
+    sets["drill"] = [(text, kind) for text, kind in docs if kind in DRILL_KINDS
+                     for _ in range(DRILL_THINK_REPEAT if kind.endswith("_think") else 1)]
     for name, made in sets.items():
         os.makedirs(os.path.join(args.out, name), exist_ok=True)
         write_jsonl(os.path.join(args.out, name, "train.jsonl"),
