@@ -59,6 +59,18 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   run_ctest asan-ubsan -L unit
 stage_done "ASan/UBSan tests"
 
+# ThreadSanitizer (clang, LLVM's OpenMP runtime with its Archer tool: docs/threads.md) over the
+# unit tests of the layers whose code runs on several threads: base (thread roles), runtime
+# (forward passes in OpenMP regions, KV page pool, prefix cache) and server (the engine and its
+# scheduler, speculative decoding, the HTTP handlers and the HTTP layer over sockets), and the
+# canary that shows TSan sees our threads (tests/threads/tsan_canary.cc). Only these binaries
+# are built, so `-L unit` runs exactly their tests.
+echo "== ThreadSanitizer build =="
+scripts/build.sh tsan base_tests runtime_tests server_tests tsan_canary
+stage_done "ThreadSanitizer build"
+run_ctest tsan -L unit
+stage_done "ThreadSanitizer tests"
+
 echo "== libFuzzer targets (clang) =="
 scripts/build.sh fuzz "${fuzz_targets[@]}"
 stage_done "fuzz build"
