@@ -6,9 +6,11 @@
 * the ablation export (--indexer-from-init) holds exactly the pre-warm-up indexer weights;
 * the smoke run's log shows the retrieval probes ran (tests/train/ctest.cmake passes the log);
 * the retrieval curriculum's sets hold pass key documents with keys in their ranges and no
-  evaluation question, the drill is the mix's pass key documents (short and long), and the log
+  evaluation question, the drill is the mix's pass key documents (short and long, both modes,
+  the thinking-mode ones three times), and the log
   shows the three sets and the drill (short and long rows) ran;
 * the main job (`dsinfer`, no arguments) on the smoke model shows its demo sections;
+* tools/train/evaluate_numerics.sh runs every variant on the smoke model (bounds below);
 * document masking: a packed row's logits (and MTP logits) equal each document's run alone;
 * the FP8 rounding used for training and export equals an independent e4m3 encoder
   (tests/reference/safetensors_np.py) on random values, every rounding midpoint and the
@@ -180,7 +182,31 @@ if len(sys.argv) > 3:
           f"main job on the trained (smoke) model: exit {p.returncode}, sections missing: "
           f"{missing}" + (f"\n{out}\n{p.stderr}" if missing or p.returncode else ""))
 
-# FP8 rounding against the independent encoder.
+# tools/train/evaluate_numerics.sh on the smoke model: every variant measured, each one's KL to
+# the reference far below a broken path's, the bf16 KV cache closer than the FP8 one, and the
+# Q4_K_M file's logits those of the Q8_0 file (the smoke model's rows of 32-128 are not whole
+# 256-blocks, so quantize falls back to Q8_0 for every K-quant matrix).
+if len(sys.argv) > 3:
+    import subprocess
+    num = os.path.join(work, "numerics")
+    p = subprocess.run([os.path.join(ROOT, "tools", "train", "evaluate_numerics.sh"),
+                        "--model", os.path.join(work, "model"), "--data",
+                        os.path.join(work, "data"), "--out", num, "--limit", "4",
+                        "--threads", "1"],
+                       capture_output=True, text=True, env=dict(os.environ, DSINFER=sys.argv[3]))
+    names = ["fp8", "numerics_bf16", "kv_bf16", "kv_fp8", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M",
+             "Q8_0_int8", "Q4_K_M_int8"]
+    s = json.load(open(os.path.join(num, "summary.json"))) if p.returncode == 0 else {}
+    # A broken path (a wrong scale or layout) gives a KL of order 1 or more; bf16 KV entries
+    # have a step 16x finer than e4m3's, so they must stay closer to the reference.
+    check(p.returncode == 0 and list(s) == names and s["fp8"]["mean_kl"] == 0
+          and all(np.isfinite(v["perplexity"]) and v["mean_kl"] <= 0.05 for v in s.values())
+          and s["kv_bf16"]["mean_kl"] < s["kv_fp8"]["mean_kl"]
+          and np.array_equal(np.load(os.path.join(num, "Q8_0.logits.npy")),
+                             np.load(os.path.join(num, "Q4_K_M.logits.npy"))),
+          "evaluate_numerics.sh on the smoke model: " + (", ".join(
+              f"{n} KL {v['mean_kl']:.1e}" for n, v in s.items()) or p.stdout + p.stderr))
+
 rng = np.random.default_rng(0)
 x = np.concatenate([rng.standard_normal(100000) * s for s in (1e-4, 1e-2, 1, 100, 1000)])
 grid = e4m3_decode(np.arange(0, 127, dtype=np.uint8)).astype(np.float64)
