@@ -143,22 +143,22 @@ nlohmann::json ToJson(const lb::Measurement& m, const RunContext& ctx) {
 }
 
 void PrintHeader(const RunContext& ctx, bool brief) {
+  // " (more until 0.20 s)" when --min-time adds steps beyond --reps.
+  const std::string more =
+      ctx.min_seconds > 0 ? " (more until " + std::to_string(ctx.min_seconds).substr(0, 4) + " s)"
+                          : "";
   if (brief) {
-    std::printf("%s\n  (caches filled with synthetic values; fastest of %d step(s), %s; "
+    std::printf("%s\n  (caches filled with synthetic values; fastest of >= %d step(s)%s, %s; "
                 "%s; cost at %.3g USD/hour)\n\n",
-                ctx.describe.c_str(), ctx.reps, ctx.WarmupText().c_str(), ctx.Machine().c_str(),
-                ctx.usd_per_hour);
+                ctx.describe.c_str(), ctx.reps, more.c_str(), ctx.WarmupText().c_str(),
+                ctx.Machine().c_str(), ctx.usd_per_hour);
     std::fflush(stdout);
     return;
   }
   std::printf("bench layer: %s\n  %s\n", ctx.model_dir.c_str(), ctx.describe.c_str());
   std::printf("  caches filled with synthetic values (random latents and indexer keys, not a real "
               "prompt)\n  time = fastest of >= %d step(s)%s, %s; %s\n",
-              ctx.reps,
-              ctx.min_seconds > 0 ? (" (more until " + std::to_string(ctx.min_seconds).substr(0, 4) +
-                                     " s)").c_str()
-                                  : "",
-              ctx.WarmupText().c_str(), ctx.Machine().c_str());
+              ctx.reps, more.c_str(), ctx.WarmupText().c_str(), ctx.Machine().c_str());
   std::printf("  decode: one step of `batch` sequences holding `position` cached tokens each; "
               "prefill: `chunk` tokens on top of `position` cached tokens\n");
   std::printf("  cost at %.3g USD/hour (--usd-per-hour; default: a 2-vCPU cloud instance)\n\n",

@@ -19,6 +19,9 @@ namespace dsinfer::cli {
 namespace {
 
 constexpr double kUsdPerHour = 0.15;  // the price table of `bench layer` (docs/bench.md)
+// New tokens per answer: a thinking-mode sum reasons digit by digit (~110 tokens) before it
+// answers (tools/train/evaluate.sh gives arithmetic the same budget).
+constexpr int kMaxNew = 192;
 
 struct Run {
   eval::TaskOutcome outcome;
@@ -29,7 +32,7 @@ Run Answer(Model& model, const text::Tokenizer& tok, const eval::EvalTask& task,
            AttentionMode attention, const std::string& file) {
   const eval::TaskFileResult r = eval::EvalTasks(
       model, tok, {.attention = attention}, file, {task},
-      {.max_new = 96, .eos = static_cast<int32_t>(model.config().eos_token_id), .batch = 1});
+      {.max_new = kMaxNew, .eos = static_cast<int32_t>(model.config().eos_token_id), .batch = 1});
   return {r.outcomes.front(), r.stats};
 }
 
@@ -80,6 +83,9 @@ void RunDemoJob(const std::string& dir) {
       std::fflush(stdout);
       const Run r = Answer(model, tok, task, AttentionMode::kDsa, file);
       std::printf("assistant: %s\n", r.outcome.got.c_str());
+      if (!r.outcome.stopped)
+        std::printf("(cut at %d new tokens%s)\n", kMaxNew,
+                    thinking && r.outcome.got.empty() ? ", still reasoning" : "");
       if (!task.answer.empty())
         std::printf("expected: \"%s\" (%s)\n", task.answer.c_str(),
                     r.outcome.correct ? "correct" : "wrong");
