@@ -24,6 +24,8 @@
 #include "base/error.h"
 #include "cli/commands.h"
 #include "cli/model_dir.h"
+#include "cli/mpi_job.h"
+#include "dist/world.h"
 #include "model/model.h"
 #include "runtime/engine.h"
 #include "runtime/kv_pool.h"
@@ -139,7 +141,39 @@ class Shutdown {
   std::thread thread_;
 };
 
+// The engine options of the command line (across ranks the followers get rank 0's).
+EngineOptions ServeEngineOptions(const ServeOptions& o) {
+  EngineOptions eo;
+  eo.parallel = o.parallel;
+  eo.queue_capacity = o.queue;
+  eo.prefill_chunk = o.prefill_chunk;
+  eo.kv_budget_bytes =
+      o.kv_budget.empty() ? DefaultKvBudget() : ParseByteSize(o.kv_budget, "--kv-budget");
+  eo.sequence.kv_cache = ParseKvCacheType(o.kv_cache, "--kv-cache");
+  eo.sequence.attention = o.attention == "dense" ? AttentionMode::kDense : AttentionMode::kDsa;
+  o.spec.Apply(eo);
+  return eo;
+}
+
+// A rank other than 0 of `serve` across ranks (docs/mpi.md): no HTTP server, no tokenizer; its
+// engine runs rank 0's rounds with this rank's experts until rank 0's engine stops.
+int FollowServe(const ServeOptions& o, dist::World& world) {
+  const SignalWatch signals;  // SIGTERM / SIGINT are rank 0's to act on (it stops every rank)
+  WorldReplica replica(world);
+  EngineOptions eo = ServeEngineOptions(o);
+  eo.replica = &replica;
+  Engine engine(LoadModelOnRanks(world, ResolveModelDir(o.model),
+                                 {.numerics = ParseNumerics(o.numerics, "--numerics")}),
+                eo);
+  engine.Follow();
+  return 0;
+}
+
 int RunServe(const ServeOptions& o) {
+  dist::World* world = dist::CurrentWorld();
+  if (world && world->ranks() == 1) world = nullptr;
+  if (world && !o.model) throw Error("--model is required across MPI ranks");
+  if (world && world->rank() != 0) return FollowServe(o, *world);
   const SignalWatch signals;  // first: every thread started later inherits the blocked set
   // Request bodies and the buffers built from them (MiBs) are mmapped and returned to the
   // system when freed: glibc's default threshold rises after the first such free, and the
@@ -164,16 +198,23 @@ int RunServe(const ServeOptions& o) {
                  "(test-only)\n");
   }
   const text::Tokenizer tokenizer = text::Tokenizer::ForModel(dir);
-  EngineOptions eo;
-  eo.parallel = o.parallel;
-  eo.queue_capacity = o.queue;
-  eo.prefill_chunk = o.prefill_chunk;
-  eo.kv_budget_bytes =
-      o.kv_budget.empty() ? DefaultKvBudget() : ParseByteSize(o.kv_budget, "--kv-budget");
-  eo.sequence.kv_cache = ParseKvCacheType(o.kv_cache, "--kv-cache");
-  eo.sequence.attention = o.attention == "dense" ? AttentionMode::kDense : AttentionMode::kDsa;
-  o.spec.Apply(eo);
-  Engine engine(Model::Load(dir, {.numerics = ParseNumerics(o.numerics, "--numerics")}), eo);
+  EngineOptions eo = ServeEngineOptions(o);
+  const LoadOptions load{.numerics = ParseNumerics(o.numerics, "--numerics")};
+  std::optional<WorldReplica> replica;
+  if (world) eo.replica = &replica.emplace(*world);
+  struct ReportExchanges {  // once the engine (whose worker makes the exchanges) is gone
+    dist::World* world;
+    ~ReportExchanges() {
+      if (!world) return;
+      const dist::ExchangeStats x = world->exchange_stats();
+      std::fprintf(stderr, "serve: rank 0 spent %.3f s in %lld expert exchanges\n", x.seconds,
+                   static_cast<long long>(x.calls));
+    }
+  } report{world};
+  Engine engine(world ? LoadModelOnRanks(*world, dir, load) : Model::Load(dir, load), eo);
+  if (world)
+    std::fprintf(stderr, "serve: expert parallel over %d MPI ranks (%s)\n", world->ranks(),
+                 DescribeAssignment(engine.config().n_routed_experts, world->ranks()).c_str());
   const KvPoolStats kv = engine.Stats().kv;
   std::fprintf(stderr, "KV budget: %lld pages of %lld bytes (%lld tokens; %s cache, %s)\n",
                static_cast<long long>(kv.budget_pages), static_cast<long long>(kv.page_bytes),

@@ -3,6 +3,9 @@
 // message on stderr; `--help` lists the subcommands.
 // Under an MPI launcher (docs/mpi.md) the process is one rank of a job: an error on any rank
 // ends the whole job with that rank's message (never a hang in a collective).
+#include <pthread.h>
+#include <signal.h>
+
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
@@ -17,7 +20,9 @@ namespace {
 
 // Commands that run across the ranks of an MPI job; the others refuse a job of several ranks
 // rather than run once per rank.
-bool RunsAcrossRanks(const std::string& command) { return command == "logits" || command == "run"; }
+bool RunsAcrossRanks(const std::string& command) {
+  return command == "logits" || command == "run" || command == "serve";
+}
 
 int RunParsed(std::vector<dsinfer::cli::Command>& commands, dsinfer::dist::World* world) {
   dsinfer::UseComputeThreads();  // --threads, else the default
@@ -26,7 +31,7 @@ int RunParsed(std::vector<dsinfer::cli::Command>& commands, dsinfer::dist::World
     if (!c.sub->parsed()) continue;
     if (job && !RunsAcrossRanks(c.sub->get_name()))
       throw dsinfer::Error("`dsinfer " + c.sub->get_name() + "` does not run across MPI ranks " +
-                           "yet (only `logits` and `run` do; docs/mpi.md)");
+                           "yet (only `logits`, `run` and `serve` do; docs/mpi.md)");
     return c.run();
   }
   if (job) throw dsinfer::Error("the default job does not run across MPI ranks (docs/mpi.md)");
@@ -38,7 +43,16 @@ int RunParsed(std::vector<dsinfer::cli::Command>& commands, dsinfer::dist::World
 int main(int argc, char** argv) {
   dsinfer::dist::World* world = nullptr;
   try {
+    // MPI starts threads of its own. They must not take SIGTERM / SIGINT: `serve` blocks them
+    // in its threads and takes them with sigtimedwait for a graceful shutdown (docs/server.md),
+    // and a signal delivered to an MPI thread would kill the process instead.
+    sigset_t stop_signals, before;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, &before);
     world = dsinfer::dist::StartWorld(argc, argv);
+    pthread_sigmask(SIG_SETMASK, &before, nullptr);
   } catch (const dsinfer::Error& e) {
     std::fprintf(stderr, "dsinfer: error: %s\n", e.what());
     return 1;

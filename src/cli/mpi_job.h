@@ -5,10 +5,12 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "dist/world.h"
 #include "format/checkpoint.h"
 #include "model/model.h"
+#include "runtime/engine.h"
 
 namespace dsinfer::cli {
 
@@ -29,6 +31,24 @@ CheckpointDigest DigestCheckpoint(const Checkpoint& ckpt);
 // `options.exchange` is set to `world` (the other options, e.g. numerics, are used as given).
 std::unique_ptr<Model> LoadModelOnRanks(dist::World& world, const std::string& dir,
                                         LoadOptions options = {});
+
+// The engines of `serve` across ranks kept in step over the world (runtime/engine.h): rank 0
+// leads; each round's inputs go out in a patient broadcast (an idle server's followers sleep);
+// a failure ends the job (World::Abort).
+class WorldReplica final : public EngineReplica {
+ public:
+  explicit WorldReplica(dist::World& world) : world_(world) {}
+  bool leader() const override { return world_.rank() == 0; }
+  void Share(std::string& bytes) override { world_.BroadcastPatiently(bytes); }
+  std::vector<uint64_t> Gather(uint64_t value) override { return world_.AllGather(value); }
+  [[noreturn]] void Fail(const std::string& message) override {
+    world_.Abort(message, 1);
+    std::abort();  // Abort does not return (a virtual call: the compiler cannot see it)
+  }
+
+ private:
+  dist::World& world_;
+};
 
 // "rank 0: experts 0-3, rank 1: experts 4-7" (the assignment of ExpertRangeOf).
 std::string DescribeAssignment(int64_t experts, int ranks);

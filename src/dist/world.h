@@ -7,7 +7,9 @@
 // has more than one rank — so `mpirun -np 2 dsinfer ...` never runs two unaware copies.
 //
 // The world is started once by `main` and then passed to the commands that run across ranks
-// (MPI itself is process-wide). Methods are called from the main thread only; not thread-safe.
+// (MPI itself is process-wide). Methods are called from one thread at a time (MPI is started
+// with MPI_THREAD_SERIALIZED: `serve` calls it from its engine's worker thread while the main
+// thread serves HTTP); not thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -36,6 +38,10 @@ class World : public ExpertExchange {
   virtual std::vector<uint64_t> AllGather(uint64_t value) = 0;
   // Rank 0's `values` (any length) replace every other rank's. A collective.
   virtual void Broadcast(std::vector<int32_t>& values) = 0;
+  // Rank 0's `bytes` (any length) replace every other rank's. A collective for which the other
+  // ranks may wait long (an idle server's next round): after a short spin they sleep between
+  // polls instead of spinning a core.
+  virtual void BroadcastPatiently(std::string& bytes) = 0;
   // Waits for every rank (a collective).
   virtual void Barrier() = 0;
   // Prints "dsinfer: rank R of N: error: MESSAGE" to stderr and ends every rank of the job

@@ -1,5 +1,6 @@
-// The world of `dsinfer-mpi` (dist/world.h): Open MPI's MPI_COMM_WORLD. Only the main thread
-// calls MPI (MPI_THREAD_FUNNELED); OpenMP's compute threads never do. MPI's default error
+// The world of `dsinfer-mpi` (dist/world.h): Open MPI's MPI_COMM_WORLD. One thread at a time
+// calls MPI (MPI_THREAD_SERIALIZED: the main thread, or `serve`'s engine worker while the main
+// thread serves HTTP); OpenMP's compute threads never do. MPI's default error
 // handler (MPI_ERRORS_ARE_FATAL) stays: a collective MPI reports as failed ends the whole job
 // instead of returning into a half-finished step.
 //
@@ -33,6 +34,13 @@ namespace {
 constexpr double kWatchSeconds = 0.05;
 // How long a collective may still take to complete once a peer has ended (seconds).
 constexpr double kGraceSeconds = 0.5;
+// A patient wait (BroadcastPatiently) spins for kSpinSeconds, then sleeps kNapMicroseconds
+// between polls, and kLongNapMicroseconds once it has waited kDozeSeconds (an idle server: ~1%
+// of a core, and at most 5 ms more to start the next request).
+constexpr double kSpinSeconds = 0.002;
+constexpr useconds_t kNapMicroseconds = 500;
+constexpr double kDozeSeconds = 0.1;
+constexpr useconds_t kLongNapMicroseconds = 5000;
 
 // Another rank on this machine, watched through a pidfd (readable once the process has ended).
 struct Peer {
@@ -96,6 +104,17 @@ class MpiWorld final : public World {
     if (n > INT_MAX) throw Error("broadcast of " + std::to_string(n) + " values: too many");
     values.resize(n);
     MPI_Ibcast(values.data(), static_cast<int>(n), MPI_INT32_T, 0, MPI_COMM_WORLD, &req);
+    Complete(req);
+  }
+
+  void BroadcastPatiently(std::string& bytes) override {
+    uint64_t n = bytes.size();
+    MPI_Request req;
+    MPI_Ibcast(&n, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD, &req);
+    Complete(req, /*patient=*/true);
+    if (n > INT_MAX) throw Error("broadcast of " + std::to_string(n) + " bytes: too many");
+    bytes.resize(n);
+    MPI_Ibcast(bytes.data(), static_cast<int>(n), MPI_BYTE, 0, MPI_COMM_WORLD, &req);
     Complete(req);
   }
 
@@ -175,14 +194,19 @@ class MpiWorld final : public World {
   // Waits for `req`, spinning on MPI_Test as a blocking collective would, and looking at the
   // local peers every kWatchSeconds. A peer that ended normally (after its last collective)
   // had already delivered its part, so the collective still completes: it gets kGraceSeconds
-  // to, and only a collective that does not is a dead peer's.
-  void Complete(MPI_Request& req) {
+  // to, and only a collective that does not is a dead peer's. `patient`: after kSpinSeconds
+  // the polls are kNapSeconds apart (a sleeping wait: MPI has no blocking wait that does not
+  // spin).
+  void Complete(MPI_Request& req, bool patient = false) {
     int done = 0;
-    double next_check = MPI_Wtime() + kWatchSeconds;
+    const double start = MPI_Wtime();
+    double next_check = start + kWatchSeconds;
     for (;;) {
       MPI_Test(&req, &done, MPI_STATUS_IGNORE);
       if (done) return;
       const double now = MPI_Wtime();
+      if (patient && now - start > kSpinSeconds)
+        ::usleep(now - start > kDozeSeconds ? kLongNapMicroseconds : kNapMicroseconds);
       if (now < next_check) continue;
       next_check = now + kWatchSeconds;
       if (const Peer* ended = EndedPeer()) {
@@ -222,7 +246,11 @@ World* StartWorld(int& argc, char**& argv) {
   if (LauncherRanks() == 0) return nullptr;  // run directly: a single process, MPI untouched
   if (g_world) return g_world;
   int provided = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
+  if (provided < MPI_THREAD_SERIALIZED)
+    throw Error("the MPI library provides thread level " + std::to_string(provided) +
+                ", below MPI_THREAD_SERIALIZED (" + std::to_string(MPI_THREAD_SERIALIZED) +
+                "), which dsinfer needs (docs/mpi.md)");
   static MpiWorld world;
   g_world = &world;
   return g_world;

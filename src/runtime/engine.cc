@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <exception>
 #include <span>
 #include <string>
+#include <type_traits>
 
 #include "base/error.h"
 #include "base/threads.h"
@@ -51,6 +53,69 @@ void Generation::Finish(FinishReason reason, std::string error) {
 namespace {
 
 int64_t CeilPages(int64_t rows) { return (rows + kKvPageRows - 1) / kKvPageRows; }
+
+// The bytes of a replica's messages (EngineReplica): plain values and vectors of them, in
+// this machine's representation (every rank of a job runs the same build on x86-64).
+class MessageWriter {
+ public:
+  template <typename T>
+  void Put(T v) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    bytes_.append(reinterpret_cast<const char*>(&v), sizeof(v));
+  }
+  template <typename T>
+  void PutVector(const std::vector<T>& v) {
+    Put<uint64_t>(v.size());
+    bytes_.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+  }
+  std::string& bytes() { return bytes_; }
+
+ private:
+  std::string bytes_;
+};
+
+class MessageReader {
+ public:
+  explicit MessageReader(const std::string& bytes) : bytes_(bytes) {}
+  template <typename T>
+  T Get() {
+    T v;
+    Take(&v, sizeof(v));
+    return v;
+  }
+  template <typename T>
+  std::vector<T> GetVector() {
+    const auto n = Get<uint64_t>();
+    if (n > (bytes_.size() - at_) / sizeof(T)) throw Error("engine replica: message too short");
+    std::vector<T> v(n);
+    Take(v.data(), n * sizeof(T));
+    return v;
+  }
+  bool done() const { return at_ == bytes_.size(); }
+
+ private:
+  void Take(void* out, size_t n) {
+    if (n > bytes_.size() - at_) throw Error("engine replica: message too short");
+    std::memcpy(out, bytes_.data() + at_, n);
+    at_ += n;
+  }
+  const std::string& bytes_;
+  size_t at_ = 0;
+};
+
+// 64-bit FNV-1a over plain values (a round's digest).
+class Digest {
+ public:
+  template <typename T>
+  void Add(T v) {
+    const auto* p = reinterpret_cast<const unsigned char*>(&v);
+    for (size_t i = 0; i < sizeof(v); ++i) h_ = (h_ ^ p[i]) * 0x100000001b3ULL;
+  }
+  uint64_t value() const { return h_; }
+
+ private:
+  uint64_t h_ = 0xcbf29ce484222325ULL;
+};
 
 std::span<const int32_t> PageTokens(const std::vector<int32_t>& prompt, int64_t page) {
   return {prompt.data() + page * kKvPageRows, static_cast<size_t>(kKvPageRows)};
@@ -122,14 +187,15 @@ Engine::Engine(std::unique_ptr<Model> model, const EngineOptions& options)
   if (options.adaptive_window < 1) throw Error("--spec-window must be ≥ 1");
   if (options.draft > 0 && !model_->has_mtp())
     throw Error("--spec mtp: the checkpoint has no MTP layer (num_nextn_predict_layers = 0)");
-  options_.sequence.mtp_draft = options.draft > 0;
+  if (options_.kv_budget_bytes <= 0) options_.kv_budget_bytes = DefaultKvBudget();
+  if (options_.replica) ShareOptions();
+  options_.sequence.mtp_draft = options_.draft > 0;
   proto_ = model_->NewSequence(options_.sequence);
   page_layout_ = KvPageLayout::Of(proto_);
   root_key_ = KvPagePool::RootKey(proto_);
-  const int64_t budget =
-      options_.kv_budget_bytes > 0 ? options_.kv_budget_bytes : DefaultKvBudget();
-  pool_ = std::make_unique<KvPagePool>(page_layout_.bytes, budget);
-  worker_ = std::thread([this] { WorkerLoop(); });
+  pool_ = std::make_unique<KvPagePool>(page_layout_.bytes, options_.kv_budget_bytes);
+  if (!options_.replica || options_.replica->leader())
+    worker_ = std::thread([this] { WorkerLoop(); });
 }
 
 Engine::~Engine() {
@@ -138,8 +204,58 @@ Engine::~Engine() {
     stop_ = true;
   }
   cv_.notify_all();
-  worker_.join();
+  if (worker_.joinable()) worker_.join();
   for (auto& [gen, req] : queue_) gen->Finish(FinishReason::kCancelled);
+}
+
+// Everything a follower's engine must share with the leader's to take the same decisions.
+void Engine::ShareOptions() {
+  EngineReplica& replica = *options_.replica;
+  if (options_.test_drafter) throw Error("a test drafter does not run across ranks");
+  MessageWriter w;
+  if (replica.leader()) {
+    const EngineOptions& o = options_;
+    w.Put(o.parallel);
+    w.Put(o.queue_capacity);
+    w.Put(o.prefill_chunk);
+    w.Put(o.kv_budget_bytes);
+    w.Put(o.prefix_cache);
+    w.Put(o.sequence.attention);
+    w.Put(o.sequence.index_topk.has_value());
+    w.Put(o.sequence.index_topk.value_or(0));
+    w.Put(o.sequence.kv_cache);
+    w.Put(o.sequence.mtp);
+    w.Put(o.draft);
+    w.Put(o.min_acceptance);
+    w.Put(o.adaptive_window);
+  }
+  replica.Share(w.bytes());
+  if (replica.leader()) return;
+  MessageReader r(w.bytes());
+  EngineOptions& o = options_;
+  o.parallel = r.Get<int>();
+  o.queue_capacity = r.Get<int>();
+  o.prefill_chunk = r.Get<int64_t>();
+  o.kv_budget_bytes = r.Get<int64_t>();
+  o.prefix_cache = r.Get<bool>();
+  o.sequence.attention = r.Get<AttentionMode>();
+  const bool has_topk = r.Get<bool>();
+  const auto topk = r.Get<int64_t>();
+  o.sequence.index_topk = has_topk ? std::optional<int64_t>(topk) : std::nullopt;
+  o.sequence.kv_cache = r.Get<KvCacheType>();
+  o.sequence.mtp = r.Get<bool>();
+  o.draft = r.Get<int64_t>();
+  o.min_acceptance = r.Get<double>();
+  o.adaptive_window = r.Get<int64_t>();
+  if (!r.done()) throw Error("engine replica: the leader's options message has extra bytes");
+  if (o.draft > 0 && !model_->has_mtp())
+    throw Error("--spec mtp: the checkpoint has no MTP layer (num_nextn_predict_layers = 0)");
+}
+
+void Engine::Follow() {
+  if (!options_.replica || options_.replica->leader())
+    throw Error("Follow: this engine is not a follower");
+  WorkerLoop();
 }
 
 int64_t Engine::max_sequence_tokens() const {
@@ -176,6 +292,10 @@ void Engine::Validate(const GenerationRequest& r) const {
 }
 
 std::shared_ptr<Generation> Engine::Submit(GenerationRequest request) {
+  if (options_.replica && !options_.replica->leader())
+    throw Error("a follower's engine takes its requests from the leader");
+  if (options_.replica && request.session)
+    throw Error("sessions do not run across ranks (docs/mpi.md)");
   Validate(request);
   auto gen = std::make_shared<Generation>();
   {
@@ -343,11 +463,16 @@ void Engine::Retire(std::unique_ptr<Active>& slot) {
 // when the engine is stopping.
 bool Engine::AdmitWaiting(std::vector<std::unique_ptr<Active>>& active) {
   std::unique_lock lock(mu_);
-  cv_.wait(lock, [&] { return stop_ || !queue_.empty() || !active.empty(); });
-  if (stop_) return false;
+  if (options_.replica) {
+    if (!ShareRound(lock, active)) return false;
+  } else {
+    cv_.wait(lock, [&] { return stop_ || !queue_.empty() || !active.empty(); });
+    if (stop_) return false;
+  }
   while (!queue_.empty() && static_cast<int>(active.size()) < options_.parallel) {
     auto& [gen, req] = queue_.front();
-    if (gen->cancelled()) {
+    if (options_.replica && gen->replica_id_ == 0) break;  // came after the round's message
+    if (Cancelled(*gen)) {
       gen->Finish(FinishReason::kCancelled);
       queue_.pop_front();
       continue;
@@ -359,6 +484,99 @@ bool Engine::AdmitWaiting(std::vector<std::unique_ptr<Active>>& active) {
   }
   running_.store(static_cast<int64_t>(active.size()));
   return true;
+}
+
+// The leader sends (and a follower receives) the requests queued since the last round, the
+// cancellations seen since, and whether the engines stop. A request's sampler seed is part of
+// it, so sampling draws the same tokens on every rank.
+bool Engine::ShareRound(std::unique_lock<std::mutex>& lock,
+                        const std::vector<std::unique_ptr<Active>>& active) {
+  EngineReplica& replica = *options_.replica;
+  MessageWriter w;
+  if (replica.leader()) {
+    cv_.wait(lock, [&] { return stop_ || !queue_.empty() || !active.empty(); });
+    w.Put(stop_);
+    std::vector<std::pair<Generation*, GenerationRequest*>> fresh;
+    for (auto& [gen, req] : queue_)
+      if (gen->replica_id_ == 0) fresh.emplace_back(gen.get(), &req);
+    w.Put<uint64_t>(fresh.size());
+    for (auto& [gen, req] : fresh) {
+      gen->replica_id_ = ++last_replica_id_;
+      w.Put(gen->replica_id_);
+      w.PutVector(req->prompt);
+      w.Put(req->max_tokens);
+      w.Put(req->sampler.temperature);
+      w.Put(req->sampler.top_p);
+      w.Put(req->sampler.seed);
+      w.Put(req->sampler.top_k);
+      w.PutVector(req->stop_ids);
+      w.PutVector(req->forced_tokens);
+      w.Put(req->top_logprobs);
+    }
+    // A cancellation counts from the round it is sent in, on every rank.
+    std::vector<uint64_t> cancels;
+    auto look = [&](Generation& g) {
+      if (!g.replica_cancelled_ && g.cancelled()) {
+        g.replica_cancelled_ = true;
+        cancels.push_back(g.replica_id_);
+      }
+    };
+    for (auto& [gen, req] : queue_)
+      if (gen->replica_id_ != 0) look(*gen);
+    for (const auto& a : active) look(*a->gen);
+    w.PutVector(cancels);
+    const bool stop = stop_;
+    lock.unlock();
+    replica.Share(w.bytes());
+    lock.lock();
+    return !stop;
+  }
+  lock.unlock();
+  replica.Share(w.bytes());
+  lock.lock();
+  MessageReader r(w.bytes());
+  if (r.Get<bool>()) return false;
+  const auto fresh = r.Get<uint64_t>();
+  for (uint64_t i = 0; i < fresh; ++i) {
+    auto gen = std::make_shared<Generation>();
+    gen->replica_id_ = r.Get<uint64_t>();
+    GenerationRequest req;
+    req.prompt = r.GetVector<int32_t>();
+    req.max_tokens = r.Get<int64_t>();
+    req.sampler.temperature = r.Get<float>();
+    req.sampler.top_p = r.Get<float>();
+    req.sampler.seed = r.Get<uint64_t>();
+    req.sampler.top_k = r.Get<int64_t>();
+    req.stop_ids = r.GetVector<int32_t>();
+    req.forced_tokens = r.GetVector<int32_t>();
+    req.top_logprobs = r.Get<int>();
+    queue_.emplace_back(std::move(gen), std::move(req));
+  }
+  for (uint64_t id : r.GetVector<uint64_t>()) {
+    for (auto& [gen, req] : queue_)
+      if (gen->replica_id_ == id) gen->replica_cancelled_ = true;
+    for (const auto& a : active)
+      if (a->gen->replica_id_ == id) a->gen->replica_cancelled_ = true;
+  }
+  if (!r.done()) throw Error("engine replica: the leader's round message has extra bytes");
+  // Nobody reads a follower's generations: drop what the previous round pushed.
+  for (const auto& a : active) a->gen->Wait(std::chrono::milliseconds(0));
+  return true;
+}
+
+// Before each call that makes collectives (the batched forward, the MTP drafts) every rank's
+// digest of what it is about to run must be the leader's: if not, the engines took different
+// decisions, and the job ends naming the ranks instead of calling mismatched collectives (a
+// hang) or computing garbage. Every rank reaches each check in every round.
+void Engine::CheckInSync(const char* stage, uint64_t digest) {
+  const std::vector<uint64_t> all = options_.replica->Gather(digest);
+  std::string differ;
+  for (size_t r = 1; r < all.size(); ++r)
+    if (all[r] != all[0]) differ += (differ.empty() ? "" : ", ") + std::to_string(r);
+  if (!differ.empty())
+    options_.replica->Fail("the engine of rank(s) " + differ + " diverged from rank 0's at round " +
+                           std::to_string(rounds_) + " (" + stage +
+                           " differs): stopping every rank");
 }
 
 void Engine::WorkerLoop() {
@@ -410,7 +628,7 @@ void Engine::Publish(Active& a) {
 std::vector<Engine::StepInput> Engine::Schedule(std::vector<std::unique_ptr<Active>>& active) {
   std::vector<StepInput> plan;
   for (auto& a : active) {
-    if (a->gen->cancelled()) {
+    if (Cancelled(*a->gen)) {
       a->gen->Finish(FinishReason::kCancelled);
       Retire(a);  // releases the sequence's pages now
       continue;
@@ -441,11 +659,22 @@ std::vector<Engine::StepInput> Engine::Schedule(std::vector<std::unique_ptr<Acti
 void Engine::Execute(std::vector<StepInput>& plan) {
   std::vector<BatchEntry> batch;
   std::vector<StepInput*> in_batch;
+  Digest d;  // with a replica: the round's plan
   for (StepInput& s : plan)
     if (s.error.empty()) {
       batch.push_back({&s.a->seq, s.tokens, s.all_logits});
       in_batch.push_back(&s);
+      d.Add(s.a->gen->replica_id_);
+      d.Add(s.a->seq.length);
+      d.Add(s.all_logits);
+      for (int32_t t : s.tokens) d.Add(t);
     }
+  if (options_.replica) {
+    ++rounds_;
+    d.Add(pool_->Available());
+    d.Add(reserved_pages_);
+    CheckInSync("the step plan", d.value());
+  }
   if (batch.empty()) return;
   try {
     std::vector<ForwardResult> results = model_->ForwardBatch(batch);
@@ -484,6 +713,17 @@ void Engine::PostProcess(std::vector<StepInput>& plan,
       ended.push_back(&a);
     else if (a.seq.options.mtp_draft)
       drafting.push_back(&a);
+  }
+  if (options_.replica) {  // which sequences run the MTP layer, and from where
+    Digest d;
+    for (Active* a : drafting) {
+      d.Add(a->gen->replica_id_);
+      d.Add(a->seq.length);
+      d.Add(a->seq.mtp_length);
+      d.Add(a->generated);
+      d.Add(a->last);
+    }
+    CheckInSync("the drafting sequences", d.value());
   }
   Speculate(drafting, ended);
   for (Active* a : ended)

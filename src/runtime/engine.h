@@ -19,6 +19,10 @@
 // the budget cannot hold that reservation. Full prompt pages are published once prefilled.
 // A request that could never fit the budget is refused by Submit.
 //
+// Across the ranks of an expert-parallel job (`mpirun ... dsinfer serve`, docs/mpi.md) every rank
+// runs an Engine over its own share of the routed experts, and the engines run the same rounds:
+// see `EngineReplica`.
+//
 // A `Generation` is the channel between the worker and the request's client: the worker
 // appends tokens and the finish reason; the client waits for them and may `Cancel`, which
 // frees the sequence (and releases its pages) at the worker's next round. Thread-safe.
@@ -86,6 +90,11 @@ class Generation {
   void Finish(FinishReason reason, std::string error = {});
 
  private:
+  friend class Engine;
+  // Worker only, with an EngineReplica: the id the request has on every rank (0: not yet sent
+  // to the other ranks) and the cancellation as the rounds see it (set at a round's start).
+  uint64_t replica_id_ = 0;
+  bool replica_cancelled_ = false;
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<int32_t> pending_;
@@ -117,6 +126,31 @@ class EngineSession {
   std::unique_ptr<Kept> kept_;
 };
 
+// The engines of an expert-parallel job's ranks, kept in step (docs/mpi.md, "Serving across
+// ranks"). Each round begins with the leader (rank 0, whose engine the HTTP server feeds)
+// sending the round's inputs — the requests queued since the previous round, the cancellations
+// it has seen, whether it stops — which the followers' engines (the other ranks, fed by nothing
+// else) take in; the rest of the round (admission, the step plan, sampling, speculation, the KV
+// pool and the prefix cache) is a deterministic function of those inputs and of the logits,
+// which are bitwise the same on every rank, so every engine takes the same decisions and calls
+// the model's collectives in the same order. Before each batched forward and each MTP batch the
+// ranks compare a digest of what they are about to run, so a divergence ends the job with a
+// message instead of mismatched collectives (a hang) or a silent difference. At
+// construction the leader's engine options replace the followers' (the default KV budget
+// depends on each machine's memory). Called from the engine's worker thread only.
+class EngineReplica {
+ public:
+  virtual ~EngineReplica() = default;
+  virtual bool leader() const = 0;
+  // The leader's `bytes` replace every follower's. A collective. Followers may wait long here
+  // (an idle server): the wait should not spin.
+  virtual void Share(std::string& bytes) = 0;
+  // Every rank's `value`, in rank order. A collective.
+  virtual std::vector<uint64_t> Gather(uint64_t value) = 0;
+  // Ends the whole job (every rank) with `message`.
+  [[noreturn]] virtual void Fail(const std::string& message) = 0;
+};
+
 struct EngineOptions {
   int parallel = 4;             // active sequences
   int queue_capacity = 64;      // waiting requests
@@ -136,6 +170,9 @@ struct EngineOptions {
   // TEST-ONLY: replaces the MTP drafts (the MTP layer still runs), given the sequence's tokens
   // so far (prompt + emitted) and the number of drafts wanted.
   std::function<std::vector<int32_t>(const std::vector<int32_t>& tokens, int64_t n)> test_drafter;
+  // Serving across ranks (not owned; outlives the engine): the leader's engine runs its worker
+  // thread as usual; a follower's starts none and runs its rounds in `Follow`.
+  EngineReplica* replica = nullptr;
 };
 
 struct EngineStats {
@@ -165,9 +202,12 @@ class Engine {
   const ModelConfig& config() const { return model_->config(); }
   // Tokens one sequence can hold within the KV budget (≤ the model's context).
   int64_t max_sequence_tokens() const;
-  // Queues a request; nullptr when the queue is full. Throws Error for an invalid request.
+  // Queues a request; nullptr when the queue is full. Throws Error for an invalid request (and
+  // on a follower, whose requests come from the leader).
   std::shared_ptr<Generation> Submit(GenerationRequest request);
   EngineStats Stats() const;
+  // A follower's engine: runs the leader's rounds on the calling thread until the leader stops.
+  void Follow();
 
  private:
   friend class EngineSession;
@@ -177,6 +217,16 @@ class Engine {
   int64_t PagesNeeded(const GenerationRequest& r) const;
   void WorkerLoop();
   bool AdmitWaiting(std::vector<std::unique_ptr<Active>>& active);
+  // With a replica: the round's inputs, sent (leader) or received and queued (follower); false
+  // when the engines stop. Called with `lock` held on mu_ (released while sharing).
+  bool ShareRound(std::unique_lock<std::mutex>& lock,
+                  const std::vector<std::unique_ptr<Active>>& active);
+  // With a replica: every rank's `digest` of what it is about to run must be the leader's.
+  void CheckInSync(const char* stage, uint64_t digest);
+  void ShareOptions();  // constructor, with a replica: the leader's options replace ours
+  bool Cancelled(const Generation& g) const {
+    return options_.replica ? g.replica_cancelled_ : g.cancelled();
+  }
   std::unique_ptr<Active> Prepare(std::shared_ptr<Generation>& gen, GenerationRequest& req);
   std::unique_ptr<Active> Resume(std::shared_ptr<Generation>& gen, GenerationRequest& req);
   void ReleasePages(Active& a);
@@ -218,6 +268,8 @@ class Engine {
   };
   mutable std::mutex rate_mu_;
   std::deque<RateSample> rates_;  // one per round of the last 10 s
+  uint64_t last_replica_id_ = 0;  // worker only: the last request id the leader sent
+  int64_t rounds_ = 0;            // worker only: rounds run (with a replica)
   std::thread worker_;
 };
 

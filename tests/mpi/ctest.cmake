@@ -9,4 +9,11 @@ if(TARGET dsinfer-mpi)
   endforeach()
   set_tests_properties(mpi_logits PROPERTIES LABELS integration TIMEOUT 600)
   set_tests_properties(mpi_killed_rank mpi_memory mpi_run PROPERTIES LABELS integration TIMEOUT 300)
+  # `serve` across ranks against one process, through the openai npm client (tools/npm).
+  add_test(NAME mpi_serve
+    COMMAND ${DSINFER_PYTHON} ${CMAKE_SOURCE_DIR}/tests/mpi/mpi_serve_test.py
+      --dsinfer $<TARGET_FILE:dsinfer> --dsinfer-mpi $<TARGET_FILE:dsinfer-mpi>
+      --mpirun ${MPIEXEC_EXECUTABLE} --work ${CMAKE_BINARY_DIR}/mpi_serve
+      --node ${DSINFER_NODE} --source ${CMAKE_SOURCE_DIR})
+  set_tests_properties(mpi_serve PROPERTIES LABELS integration TIMEOUT 400)
 endif()

@@ -12,14 +12,13 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <barrier>
-#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "base/error.h"
 #include "model/model.h"
+#include "thread_exchange.h"
 #include "tiny_checkpoint.h"
 
 namespace dsinfer {
@@ -59,37 +58,8 @@ TEST(ExpertRangeOf, RejectsInvalidRanks) {
   EXPECT_THROW(ExpertRangeOf(8, -1, 2), Error);
 }
 
-// The ranks of one in-process job: each rank publishes its buffer, all wait, each copies the
-// other ranks' rows into its own, all wait again (so no buffer changes while it is read).
-struct ThreadJob {
-  explicit ThreadJob(int n) : ranks(n), sync(n), buffers(n) {}
-  int ranks;
-  std::barrier<> sync;
-  std::vector<float*> buffers;  // [ranks]
-};
-
-class ThreadExchange : public ExpertExchange {
- public:
-  ThreadExchange(ThreadJob& job, int rank) : job_(job), rank_(rank) {}
-  int rank() const override { return rank_; }
-  int ranks() const override { return job_.ranks; }
-  void AllGatherRows(float* rows, int64_t width, std::span<const int64_t> bounds) override {
-    ++calls_;
-    job_.buffers[rank_] = rows;
-    job_.sync.arrive_and_wait();
-    for (int r = 0; r < job_.ranks; ++r)
-      if (r != rank_ && bounds[r + 1] > bounds[r])
-        std::memcpy(rows + bounds[r] * width, job_.buffers[r] + bounds[r] * width,
-                    (bounds[r + 1] - bounds[r]) * width * sizeof(float));
-    job_.sync.arrive_and_wait();
-  }
-  int64_t calls() const { return calls_; }
-
- private:
-  ThreadJob& job_;
-  int rank_;
-  int64_t calls_ = 0;
-};
+using test::ThreadExchange;
+using test::ThreadJob;
 
 struct RankRun {
   std::vector<float> logits;  // [prefill + decode rows, vocab]
