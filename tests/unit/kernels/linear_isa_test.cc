@@ -226,7 +226,8 @@ TEST_P(LinearIsaTest, RowsBatchInvariant) {
   for (auto [rows, cols] : {std::pair<int64_t, int64_t>{37, 7}, {300, 259}, {133, 515}, {45, 7168}}) {
     const Matrix m = test::MakeMatrix(dtype(), rows, cols, static_cast<uint32_t>(rows * cols));
     const int64_t mid = rows >= 128 ? 100 : 3;  // a range starting mid-block (and mid-tile)
-    for (auto [rb, re] : {std::pair<int64_t, int64_t>{0, rows}, {mid, rows - 2}}) {
+    for (auto range : {std::pair<int64_t, int64_t>{0, rows}, {mid, rows - 2}}) {
+      const int64_t rb = range.first, re = range.second;  // locals: lambdas capture them
       const int64_t xs = cols + 3, ys = re - rb + 1;
       ExpectBatchInvariant(xs, ys, re - rb, [&](const float* x, int64_t n, float* y) {
         LinearRows(isa(), x, xs, n, m.view, rb, re, y, ys);
@@ -239,7 +240,8 @@ TEST_P(LinearIsaTest, TransposedBatchInvariant) {
   // Reduced lengths 7, 259, 515 (ranges starting mid-block), odd column counts.
   for (int64_t cols : {7, 33, 259}) {
     const Matrix m = test::MakeMatrix(dtype(), 700, cols, static_cast<uint32_t>(cols + 11));
-    for (auto [rb, re] : {std::pair<int64_t, int64_t>{0, 7}, {60, 319}, {100, 615}}) {
+    for (auto range : {std::pair<int64_t, int64_t>{0, 7}, {60, 319}, {100, 615}}) {
+      const int64_t rb = range.first, re = range.second;
       const int64_t xs = re - rb + 2, ys = cols + 5;
       ExpectBatchInvariant(xs, ys, cols, [&](const float* x, int64_t n, float* y) {
         LinearTransposed(isa(), x, xs, n, m.view, rb, re, y, ys);
