@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string_view>
 #include <vector>
 
@@ -42,14 +43,26 @@ std::string Hex(uint64_t v) {
 CheckpointDigest DigestCheckpoint(const Checkpoint& ckpt) {
   Fnv1a config, tensors;
   config.Add(ckpt.config().ToJson().dump());
+  // Routed experts enter as their kinds (the name with the expert's number replaced by '*'),
+  // each once: a whole checkpoint and a share of it (split-experts) then digest alike.
+  std::set<std::string> expert_kinds;
   for (const std::string& name : ckpt.Names()) {
     const TensorView v = ckpt.Get(name);
-    tensors.Add(name);
-    tensors.Add(DTypeName(v.dtype()));
-    tensors.Add(static_cast<int64_t>(v.shape().size()));
-    for (int64_t d : v.shape()) tensors.Add(d);
-    tensors.Add(static_cast<int64_t>(v.nbytes()));
+    std::string entry = name;
+    const int64_t e = RoutedExpertOf(name);
+    if (e >= 0) {
+      const std::string marker = ".experts." + std::to_string(e) + ".";
+      entry.replace(entry.find(marker), marker.size(), ".experts.*.");
+    }
+    entry += '\0' + std::string(DTypeName(v.dtype()));
+    for (int64_t d : v.shape()) entry += ' ' + std::to_string(d);
+    entry += ' ' + std::to_string(v.nbytes());
+    if (e >= 0)
+      expert_kinds.insert(entry);
+    else
+      tensors.Add(entry);
   }
+  for (const std::string& kind : expert_kinds) tensors.Add(kind);
   return CheckpointDigest{.config = config.value(), .tensors = tensors.value()};
 }
 

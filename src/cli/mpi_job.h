@@ -16,8 +16,10 @@ namespace dsinfer::cli {
 
 // 64-bit FNV-1a digests of what every rank must agree on: the config (every field, as
 // `ModelConfig::ToJson` writes it, so formatting of config.json does not matter) and the tensor
-// table (each tensor's name, dtype, shape and byte size, in name order). Weight bytes are not
-// read (that would read the whole checkpoint on every rank).
+// table (each tensor's name, dtype, shape and byte size, in name order; the routed experts'
+// tensors by kind — name with the expert number as '*' — each kind once, so a rank's share of
+// the experts made by `split-experts` digests as the whole checkpoint does). Weight bytes are
+// not read (that would read the whole checkpoint on every rank).
 struct CheckpointDigest {
   uint64_t config = 0;
   uint64_t tensors = 0;

@@ -26,7 +26,8 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 
 // tensor name → shard file name, from the HF index
 // {"metadata": {"total_size": N}, "weight_map": {tensor: shard}}.
-std::map<std::string, std::string> ReadIndex(const std::string& path) {
+std::map<std::string, std::string> ReadIndex(const std::string& path,
+                                             std::optional<ExpertShare>& share) {
   const MappedFile file = MappedFile::Open(path);
   const std::string_view text(reinterpret_cast<const char*>(file.bytes().data()),
                               file.bytes().size());
@@ -48,6 +49,26 @@ std::map<std::string, std::string> ReadIndex(const std::string& path) {
     out[it.key()] = shard;
   }
   if (out.empty()) throw Error(path + ": weight_map is empty");
+  share.reset();
+  auto meta = j.find("metadata");
+  if (meta != j.end() && meta->is_object()) {
+    auto it = meta->find(std::string(kExpertShareKey));
+    if (it != meta->end()) {
+      const Json& v = *it;
+      auto field = [&](const char* key) -> int64_t {
+        auto f = v.is_object() ? v.find(key) : v.end();
+        if (!v.is_object() || f == v.end() || !f->is_number_integer())
+          throw Error(path + ": metadata." + std::string(kExpertShareKey) + "." + key +
+                      " must be an integer");
+        return f->get<int64_t>();
+      };
+      const int64_t rank = field("rank"), ranks = field("ranks");
+      if (ranks < 1 || ranks > (1 << 20) || rank < 0 || rank >= ranks)
+        throw Error(path + ": metadata." + std::string(kExpertShareKey) + " names rank " +
+                    std::to_string(rank) + " of " + std::to_string(ranks));
+      share = ExpertShare{.rank = static_cast<int>(rank), .ranks = static_cast<int>(ranks)};
+    }
+  }
   return out;
 }
 
@@ -77,7 +98,7 @@ Checkpoint Checkpoint::Open(const std::string& dir) {
   std::vector<std::string> shard_names;
   std::error_code ec;
   if (fs::exists(index_path, ec)) {
-    index = ReadIndex(index_path);
+    index = ReadIndex(index_path, c.expert_share_);
     std::set<std::string> unique;
     for (const auto& [tensor, shard] : index) unique.insert(shard);
     shard_names.assign(unique.begin(), unique.end());

@@ -6,6 +6,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -14,6 +15,15 @@
 #include "format/safetensors.h"
 
 namespace dsinfer {
+
+// A checkpoint that holds one rank's share of the routed experts (`dsinfer split-experts`,
+// docs/mpi.md): its index's metadata has {"dsinfer_expert_share": {"rank": R, "ranks": N}}, and
+// of the routed experts it holds only rank R of N's (ExpertRangeOf); every other tensor is there.
+inline constexpr std::string_view kExpertShareKey = "dsinfer_expert_share";
+struct ExpertShare {
+  int rank = 0;
+  int ranks = 1;
+};
 
 class Checkpoint {
  public:
@@ -33,6 +43,8 @@ class Checkpoint {
   const std::string& dir() const { return dir_; }
   const ModelConfig& config() const { return config_; }
   const std::vector<SafetensorsFile>& shards() const { return shards_; }
+  // Set when the index marks this checkpoint as one rank's share of the routed experts.
+  const std::optional<ExpertShare>& expert_share() const { return expert_share_; }
 
   bool Has(std::string_view name) const;
   // The tensor `name`; throws `Error` naming it if absent.
@@ -53,6 +65,7 @@ class Checkpoint {
   static constexpr size_t kNoShard = static_cast<size_t>(-1);
   std::map<std::string, Slot, std::less<>> tensors_;
   std::shared_ptr<const void> keepalive_;
+  std::optional<ExpertShare> expert_share_;
 };
 
 }  // namespace dsinfer

@@ -79,6 +79,19 @@ std::unique_ptr<Model> Model::Load(const std::string& dir, const LoadOptions& op
   const ModelConfig& c = m->config();
   m->experts_ = ExpertRange{.first = 0, .end = c.n_routed_experts};
   m->numerics_ = options.numerics;
+  if (const std::optional<ExpertShare>& share = m->ckpt_.expert_share()) {
+    const std::string what = dir + " holds only rank " + std::to_string(share->rank) + " of " +
+                             std::to_string(share->ranks) +
+                             "'s share of the routed experts (dsinfer split-experts)";
+    if (!options.exchange)
+      throw Error(what + ": run it as that rank of an MPI job of " +
+                  std::to_string(share->ranks) + " ranks (docs/mpi.md), or load the whole "
+                  "checkpoint");
+    if (options.exchange->rank() != share->rank || options.exchange->ranks() != share->ranks)
+      throw Error(what + ", but this process is rank " + std::to_string(options.exchange->rank()) +
+                  " of " + std::to_string(options.exchange->ranks()) +
+                  ": give each rank its own share (docs/mpi.md)");
+  }
   if (options.exchange) {
     m->experts_ =
         ExpertRangeOf(c.n_routed_experts, options.exchange->rank(), options.exchange->ranks());

@@ -16,6 +16,8 @@
 #include <utility>
 
 #include "base/error.h"
+#include "model/expert_parallel.h"
+#include "model/routed_expert.h"
 
 namespace dsinfer {
 namespace {
@@ -296,12 +298,13 @@ TensorCheck CheckTensors(const ModelConfig& c, const StoredTensors& stored) {
   TensorCheck r;
   std::set<std::string, std::less<>> used;
   bool any_mtp = false, all_mtp = true;
-  for (const TensorEntry& e : TensorTable(c, stored.names.size())) {
+  for (const TensorEntry& e : TensorTable(c, stored.names.size() * stored.share_of)) {
     if (e.role == TensorRole::kBlockScale) continue;  // judged with its weight
     const bool mtp = e.layer >= c.num_hidden_layers;
     any_mtp |= mtp;
     const std::string expected = AcceptedDTypesText(e.role) + " " + ShapeText(e.shape);
     const std::optional<TensorView> v = stored.find(e.name);
+    if (!v && stored.may_be_absent && stored.may_be_absent(e.name)) continue;
     if (!v) {
       all_mtp &= !mtp;
       if (e.required || (!e.required_with.empty() && stored.find(e.required_with)))
@@ -328,12 +331,21 @@ TensorCheck CheckTensors(const ModelConfig& c, const StoredTensors& stored) {
 
 TensorCheck CheckTensors(const Checkpoint& ckpt,
                          std::function<bool(std::string_view weight_name)> skip_values) {
-  const StoredTensors stored{.names = ckpt.Names(),
-                             .find = [&ckpt](std::string_view name) -> std::optional<TensorView> {
-                               if (!ckpt.Has(name)) return std::nullopt;
-                               return ckpt.Get(name);
-                             },
-                             .skip_values = std::move(skip_values)};
+  StoredTensors stored{.names = ckpt.Names(),
+                       .find = [&ckpt](std::string_view name) -> std::optional<TensorView> {
+                         if (!ckpt.Has(name)) return std::nullopt;
+                         return ckpt.Get(name);
+                       },
+                       .skip_values = std::move(skip_values)};
+  if (const std::optional<ExpertShare>& share = ckpt.expert_share()) {
+    const ExpertRange mine = ExpertRangeOf(ckpt.config().n_routed_experts, share->rank,
+                                           share->ranks);
+    stored.may_be_absent = [mine](std::string_view name) {
+      const int64_t e = RoutedExpertOf(name);
+      return e >= 0 && !mine.Has(e);
+    };
+    stored.share_of = static_cast<size_t>(share->ranks);
+  }
   return CheckTensors(ckpt.config(), stored);
 }
 

@@ -98,6 +98,11 @@ struct StoredTensors {
   std::vector<std::string> names;
   std::function<std::optional<TensorView>(std::string_view)> find;
   std::function<bool(std::string_view weight_name)> skip_values{};
+  // A share of the routed experts (`dsinfer split-experts`): tensors for which this is true
+  // (other ranks' experts) may be absent, and the table's size is judged against `names` ×
+  // `share_of` (the share holds about 1/share_of of the experts).
+  std::function<bool(std::string_view name)> may_be_absent{};
+  size_t share_of = 1;
 };
 
 // Checks `stored` against `TensorTable(config, stored.names.size())` by the rules above: each
@@ -106,7 +111,8 @@ struct StoredTensors {
 // aligned, every value finite and positive (reads every scale, ~1/4096 of the FP8 bytes).
 // Throws `Error` only for a config whose counts exceed the checkpoint (see TensorTable).
 TensorCheck CheckTensors(const ModelConfig& config, const StoredTensors& stored);
-// The same for a safetensors checkpoint and its own config.
+// The same for a safetensors checkpoint and its own config (a share of the experts, see
+// Checkpoint::expert_share, is judged as one: other ranks' experts may be absent).
 TensorCheck CheckTensors(const Checkpoint& checkpoint,
                          std::function<bool(std::string_view weight_name)> skip_values = {});
 
