@@ -322,11 +322,14 @@ float DotQ8_0Int8(const uint8_t* row, const int8_t* q, const float* d, int64_t b
   return acc;
 }
 
-float DotQ4_KInt8(const uint8_t* row, const int8_t* q, const float* d, const float* sum,
-                  int64_t superblocks) {
+// Q4_K (q5 = false) and Q5_K: the 4-bit value of element l of sub-block j = 2c + h is the low
+// (h = 0) or high nibble of qs[32c + l]; Q5_K adds 16 when bit j of qh[l] is set.
+float DotK4or5Int8(const uint8_t* row, const int8_t* q, const float* d, const float* sum,
+                   int64_t superblocks, bool q5) {
   float acc = 0.0f;
+  const int64_t block_bytes = q5 ? 176 : 144, qs_at = q5 ? 48 : 16;
   for (int64_t s = 0; s < superblocks; ++s) {
-    const uint8_t* p = row + 144 * s;
+    const uint8_t* p = row + block_bytes * s;
     float dsc[8], dm[8];
     K4Scales(p + 4, F16ToFloat(U16(p)), F16ToFloat(U16(p + 2)), dsc, dm);
     for (int j = 0; j < 8; ++j) {
@@ -334,8 +337,10 @@ float DotQ4_KInt8(const uint8_t* row, const int8_t* q, const float* d, const flo
       const int8_t* qx = q + kQK * s + 32 * j;
       int32_t isum = 0;
       for (int l = 0; l < 32; ++l) {
-        const uint8_t byte = p[16 + 32 * c + l];
-        isum += (h == 0 ? (byte & 0xF) : (byte >> 4)) * qx[l];
+        const uint8_t byte = p[qs_at + 32 * c + l];
+        int value = h == 0 ? (byte & 0xF) : (byte >> 4);
+        if (q5 && ((p[16 + l] >> j) & 1)) value += 16;
+        isum += value * qx[l];
       }
       const int64_t blk = 8 * s + j;
       acc += static_cast<float>(isum) * (dsc[j] * d[blk]);
@@ -470,12 +475,20 @@ DSINFER_VNNI inline __m512 K4ScalesVnni(const uint8_t* p) {
   return _mm512_mul_ps(f, _mm512_cvtph_ps(_mm256_set1_epi32(static_cast<int>(dd))));
 }
 
-template <int N>
+// Q5_K (Q5): the same with each chunk's 5th bits added before vpdpbusd — qh's 32 bytes
+// broadcast to both halves; a byte test against bit 2c (lower half) or 2c + 1 (upper half)
+// selects the lanes that get 16 (values 0..31, still unsigned bytes).
+template <int N, bool Q5 = false>
 DSINFER_VNNI void RowQ4_KVnni(const uint8_t* row, int64_t superblocks, const QuantizedActs& a,
                               int64_t t0, float* out, int64_t ys) {
   __m512 acc0[N], acc1[N];
   for (int t = 0; t < N; ++t) acc0[t] = acc1[t] = _mm512_setzero_ps();
-  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  const __m512i low4 = _mm512_set1_epi8(0x0F), sixteen = _mm512_set1_epi8(16);
+  constexpr int64_t kBlockBytes = Q5 ? 176 : 144, kQsAt = Q5 ? 48 : 16;
+  __m512i bit_of[4];  // chunk c: bytes 1 << 2c in the lower half, 1 << (2c + 1) in the upper
+  for (int c = 0; c < 4; ++c)
+    bit_of[c] = _mm512_inserti64x4(_mm512_set1_epi8(static_cast<char>(1 << (2 * c))),
+                                   _mm256_set1_epi8(static_cast<char>(1 << (2 * c + 1))), 1);
   // Lanes of chunk c's products: sub-block 2c (lanes 0..7), 2c+1 (8..15); their scales sit
   // in lanes 4c and 4c + 2 of the (scale, min) pairs.
   const __m512i spread[4] = {
@@ -485,13 +498,19 @@ DSINFER_VNNI void RowQ4_KVnni(const uint8_t* row, int64_t superblocks, const Qua
       _mm512_setr_epi32(12, 12, 12, 12, 12, 12, 12, 12, 14, 14, 14, 14, 14, 14, 14, 14)};
   constexpr __mmask16 kMinLanes = 0xAAAA;
   for (int64_t s = 0; s < superblocks; ++s) {
-    const uint8_t* p = row + 144 * s;
+    const uint8_t* p = row + kBlockBytes * s;
     const __m512 scales = K4ScalesVnni(p);
     __m512i w[4];
     for (int c = 0; c < 4; ++c) {
       const __m512i b = _mm512_broadcast_i64x4(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16 + 32 * c)));
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + kQsAt + 32 * c)));
       w[c] = _mm512_and_si512(_mm512_mask_srli_epi16(b, 0xFFFF0000u, b, 4), low4);
+    }
+    if constexpr (Q5) {
+      const __m512i qh =
+          _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16)));
+      for (int c = 0; c < 4; ++c)
+        w[c] = _mm512_mask_add_epi8(w[c], _mm512_test_epi8_mask(qh, bit_of[c]), w[c], sixteen);
     }
 #pragma GCC unroll 4
     for (int t = 0; t < N; ++t) {
@@ -557,15 +576,17 @@ DSINFER_AVX2 void RowQ8_0Avx2(const uint8_t* row, int64_t blocks, const Quantize
 // (d, sum) pairs per token, vpermps spreading d·sc_j·d_x over the 8 lanes of sub-block j's
 // products, the mins subtracted in the odd lanes of the second accumulator. Two accumulators
 // per token for every batch size; up to kQ4Tokens tokens per pass.
-template <int N>
+// Q5_K (Q5): sub-block j's bytes get 16 where bit j of qh[l] is set (as WalkK4or5).
+template <int N, bool Q5 = false>
 DSINFER_AVX2 void RowQ4_KAvx2(const uint8_t* row, int64_t superblocks, const QuantizedActs& a,
                               int64_t t0, float* out, int64_t ys) {
   __m256 acc0[N], acc1[N];
   for (int t = 0; t < N; ++t) acc0[t] = acc1[t] = _mm256_setzero_ps();
-  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const __m256i low4 = _mm256_set1_epi8(0x0F), sixteen = _mm256_set1_epi8(16);
   const __m256 min_lanes = _mm256_castsi256_ps(_mm256_setr_epi32(0, -1, 0, -1, 0, -1, 0, -1));
+  constexpr int64_t kBlockBytes = Q5 ? 176 : 144, kQsAt = Q5 ? 48 : 16;
   for (int64_t s = 0; s < superblocks; ++s) {
-    const uint8_t* p = row + 144 * s;
+    const uint8_t* p = row + kBlockBytes * s;
     uint32_t dd;  // f16 d, f16 dmin
     std::memcpy(&dd, p, 4);
     const __m256 dmul = _mm256_cvtph_ps(_mm_set1_epi32(static_cast<int>(dd)));
@@ -573,11 +594,19 @@ DSINFER_AVX2 void RowQ4_KAvx2(const uint8_t* row, int64_t superblocks, const Qua
     const __m256 scales[2] = {
         _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm)), dmul),
         _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8))), dmul)};
-    __m256i w[8];  // sub-block j: nibbles 0..15
+    __m256i w[8];  // sub-block j: nibbles 0..15 (Q5_K: 0..31)
     for (int c = 0; c < 4; ++c) {
-      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16 + 32 * c));
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + kQsAt + 32 * c));
       w[2 * c] = _mm256_and_si256(q, low4);
       w[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+    }
+    if constexpr (Q5) {
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16));
+      for (int j = 0; j < 8; ++j) {
+        const __m256i bit = _mm256_set1_epi8(static_cast<char>(1 << j));
+        const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
+        w[j] = _mm256_or_si256(w[j], _mm256_and_si256(set, sixteen));
+      }
     }
 #pragma GCC unroll 4
     for (int t = 0; t < N; ++t) {
@@ -600,6 +629,26 @@ DSINFER_AVX2 void RowQ4_KAvx2(const uint8_t* row, int64_t superblocks, const Qua
     }
   }
   for (int t = 0; t < N; ++t) out[t * ys] = ReduceAdd256(_mm256_add_ps(acc0[t], acc1[t]));
+}
+
+// One row of Q4_K (Q5 = false) or Q5_K for n ≤ kQ4Tokens tokens, on VNNI or AVX2.
+template <bool Q5>
+void RowK4or5(bool vnni, int n, const uint8_t* row, int64_t blocks, const QuantizedActs& a,
+              int64_t t0, float* out, int64_t ys) {
+  switch (n) {
+    case 1:
+      return vnni ? RowQ4_KVnni<1, Q5>(row, blocks, a, t0, out, ys)
+                  : RowQ4_KAvx2<1, Q5>(row, blocks, a, t0, out, ys);
+    case 2:
+      return vnni ? RowQ4_KVnni<2, Q5>(row, blocks, a, t0, out, ys)
+                  : RowQ4_KAvx2<2, Q5>(row, blocks, a, t0, out, ys);
+    case 3:
+      return vnni ? RowQ4_KVnni<3, Q5>(row, blocks, a, t0, out, ys)
+                  : RowQ4_KAvx2<3, Q5>(row, blocks, a, t0, out, ys);
+    default:
+      return vnni ? RowQ4_KVnni<kQ4Tokens, Q5>(row, blocks, a, t0, out, ys)
+                  : RowQ4_KAvx2<kQ4Tokens, Q5>(row, blocks, a, t0, out, ys);
+  }
 }
 
 }  // namespace
@@ -667,7 +716,7 @@ void QuantizeActs(Isa isa, const float* x, int64_t xs, int64_t n, int64_t cols,
   }
 }
 
-bool Int8Dtype(DType t) { return t == DType::kQ8_0 || t == DType::kQ4_K; }
+bool Int8Dtype(DType t) { return t == DType::kQ8_0 || t == DType::kQ4_K || t == DType::kQ5_K; }
 
 bool Int8UsesVnni(Isa isa) {
   return isa == Isa::kAvx512 && DetectCpu().Supports(Isa::kAvx512) && DetectCpu().avx512_vnni;
@@ -683,7 +732,7 @@ void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const Wei
                     static_cast<int64_t>(a.ds.size()) == 2 * a.n * a.blocks,
                 "Int8Rows: activations do not match the weight");
   const int64_t blocks = w.cols / DTypeBlockElems(w.dtype);
-  const bool q8 = w.dtype == DType::kQ8_0;
+  const bool q8 = w.dtype == DType::kQ8_0, q5 = w.dtype == DType::kQ5_K;
   const bool vnni = Int8UsesVnni(isa), avx2 = Int8UsesAvx2(isa);
   if (vnni || avx2) {
     const int group = q8 ? kVnniTokens : kQ4Tokens;
@@ -699,23 +748,10 @@ void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const Wei
             RowQ8_0Avx2(row, blocks, a, tg, n, out, ys);
           continue;
         }
-        switch (n) {  // Q4_K
-          case 1:
-            vnni ? RowQ4_KVnni<1>(row, blocks, a, tg, out, ys)
-                 : RowQ4_KAvx2<1>(row, blocks, a, tg, out, ys);
-            break;
-          case 2:
-            vnni ? RowQ4_KVnni<2>(row, blocks, a, tg, out, ys)
-                 : RowQ4_KAvx2<2>(row, blocks, a, tg, out, ys);
-            break;
-          case 3:
-            vnni ? RowQ4_KVnni<3>(row, blocks, a, tg, out, ys)
-                 : RowQ4_KAvx2<3>(row, blocks, a, tg, out, ys);
-            break;
-          default:
-            vnni ? RowQ4_KVnni<kQ4Tokens>(row, blocks, a, tg, out, ys)
-                 : RowQ4_KAvx2<kQ4Tokens>(row, blocks, a, tg, out, ys);
-        }
+        if (q5)
+          RowK4or5<true>(vnni, n, row, blocks, a, tg, out, ys);
+        else
+          RowK4or5<false>(vnni, n, row, blocks, a, tg, out, ys);
       }
     }
     return;
@@ -727,7 +763,7 @@ void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const Wei
       const float* d = a.d.data() + t * a.blocks;
       y[(t - t0) * ys + (r - r0)] =
           q8 ? DotQ8_0Int8(row, q, d, blocks)
-             : DotQ4_KInt8(row, q, d, a.sum.data() + t * a.blocks, blocks);
+             : DotK4or5Int8(row, q, d, a.sum.data() + t * a.blocks, blocks, q5);
     }
   }
 }

@@ -15,7 +15,7 @@ namespace dsinfer {
 
 namespace {
 
-// DSINFER_INT8_ACT=1: Q8_0 and Q4_K weights multiply activations quantised to int8 per 32
+// DSINFER_INT8_ACT=1: Q8_0, Q4_K and Q5_K weights multiply activations quantised to int8 per 32
 // elements (AVX-512 VNNI; docs/numerics.md "int8 activations"); default: exact f32.
 bool Int8Activations() {
   static const bool on = [] {

@@ -243,8 +243,8 @@ TEST(QBlocks, VectorActivationQuantisationIsTheSpecification) {
   EXPECT_EQ(spec.d[8 + 5], 1.0f);          // the ties block: amax = 127
 }
 
-// The layout's split of every weight, w = a − m (Q8_0: a = d·q, m = 0; Q4_K: a = (d·sc_j)·q,
-// m = dmin·m_j), in f64 from the f32 factors the kernels use; checked to round to
+// The layout's split of every weight, w = a − m (Q8_0: a = d·q, m = 0; Q4_K and Q5_K:
+// a = (d·sc_j)·q, m = dmin·m_j), in f64 from the f32 factors the kernels use; checked to round to
 // DequantizeRow's value.
 void Split(const BlockMatrix& m, int64_t r, std::vector<double>& a, std::vector<double>& mins) {
   a.assign(m.cols, 0.0);
@@ -257,14 +257,16 @@ void Split(const BlockMatrix& m, int64_t r, std::vector<double>& a, std::vector<
       const uint8_t* blk = row + 34 * (c / 32);
       a[c] = double(f16(blk)) * static_cast<int8_t>(blk[2 + c % 32]);
     }
-  } else {
+  } else {  // Q4_K: d, dmin, scales[12], qs[128]; Q5_K: d, dmin, scales[12], qh[32], qs[128]
+    const bool q5 = m.dtype == DType::kQ5_K;
     for (int64_t c = 0; c < m.cols; ++c) {
-      const uint8_t* blk = row + 144 * (c / 256);
+      const uint8_t* blk = row + (q5 ? 176 : 144) * (c / 256);
       const int e = static_cast<int>(c % 256), j = e / 32, l = e % 32;
       uint8_t sc, mn;
       UnpackK4Scale(blk + 4, j, &sc, &mn);
-      const uint8_t byte = blk[16 + 32 * (j / 2) + l];
-      const int q = j % 2 == 0 ? (byte & 0xF) : (byte >> 4);
+      const uint8_t byte = blk[(q5 ? 48 : 16) + 32 * (j / 2) + l];
+      int q = j % 2 == 0 ? (byte & 0xF) : (byte >> 4);
+      if (q5) q += ((blk[16 + l] >> j) & 1) * 16;
       a[c] = double(f16(blk) * static_cast<float>(sc)) * q;
       mins[c] = double(f16(blk + 2) * static_cast<float>(mn));
     }
@@ -354,11 +356,12 @@ TEST_P(Int8Test, BatchAndThreadInvariant) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Types, Int8Test, ::testing::Values(DType::kQ8_0, DType::kQ4_K),
+INSTANTIATE_TEST_SUITE_P(Types, Int8Test,
+                         ::testing::Values(DType::kQ8_0, DType::kQ4_K, DType::kQ5_K),
                          [](const auto& info) { return std::string(DTypeName(info.param)); });
 
 TEST(QBlocks, Int8FlagIgnoredForOtherBlockTypes) {
-  // Q5_K / Q6_K have no int8 path: the flag leaves them on the exact f32 path.
+  // Q6_K has no int8 path: the flag leaves it on the exact f32 path.
   BlockMatrix m = MakeBlocks(DType::kQ6_K, 8, 256, 3, /*random_bytes=*/false);
   const std::vector<float> x = test::RandomVector(256, 2);
   const std::vector<float> plain = Rows(Isa::kScalar, m.view, x, 256, 1, 0, 8, 8);
