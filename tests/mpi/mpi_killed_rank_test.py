@@ -29,7 +29,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mpi_logits_test import ENV, test_args, tiny_model  # noqa: E402  (the launcher environment of the MPI tests)
+from mpi_logits_test import Checks, ENV, test_args, tiny_model  # noqa: E402  (the launcher environment of the MPI tests)
 
 KILL_BOUND = 10.0  # seconds from the kill to mpirun's exit
 START_BOUND = 60.0  # seconds for the job to load and announce the run
@@ -132,18 +132,11 @@ def kill_case(a, model, ranks, victim, check):
 def main():
     a = test_args()
     model = tiny_model(a.dsinfer, os.path.join(a.work, "tiny"))
-    failures = 0
-
-    def check(name, ok, detail=""):
-        nonlocal failures
-        failures += not ok
-        print(f"[{'PASS' if ok else 'FAIL'}] {name}" + (f": {detail}" if detail and not ok else ""))
-        sys.stdout.flush()
+    check = Checks()
 
     kill_case(a, model, ranks=2, victim=1, check=check)
     kill_case(a, model, ranks=3, victim=0, check=check)
-    print(f"mpi_killed_rank: {failures} failures")
-    return 1 if failures else 0
+    return check.done("mpi_killed_rank")
 
 
 if __name__ == "__main__":

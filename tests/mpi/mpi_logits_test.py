@@ -47,6 +47,23 @@ if not shutil.which("ssh") and not shutil.which("rsh"):
 FAIL_SECONDS = 60  # a failure at start must end the whole job well within this
 
 
+class Checks:
+    """`check(name, ok, detail)` prints one [PASS]/[FAIL] line (the detail on failure) and counts
+    the failures; `done(test)` prints the count and returns the exit status."""
+
+    def __init__(self):
+        self.failures = 0
+
+    def __call__(self, name, ok, detail=""):
+        self.failures += not ok
+        print(f"[{'PASS' if ok else 'FAIL'}] {name}" + (f": {detail}" if detail and not ok else ""))
+        sys.stdout.flush()
+
+    def done(self, test):
+        print(f"{test}: {self.failures} failures")
+        return 1 if self.failures else 0
+
+
 def call(cmd, timeout=180):
     t0 = time.monotonic()
     try:
@@ -133,13 +150,7 @@ def main():
     model = tiny_model(a.dsinfer, os.path.join(a.work, "tiny"))
     mpirun = [a.mpirun, "--oversubscribe", "--bind-to", "none"]
     ids = ",".join(map(str, IDS))
-    failures = 0
-
-    def check(name, ok, detail=""):
-        nonlocal failures
-        failures += not ok
-        print(f"[{'PASS' if ok else 'FAIL'}] {name}" + (f": {detail}" if detail and not ok else ""))
-        sys.stdout.flush()
+    check = Checks()
 
     def out_path(tag):
         return os.path.join(a.work, tag + ".npy")
@@ -257,8 +268,7 @@ def main():
     check("`inspect` refuses to run once per rank", rc not in (0, None) and
           "does not run across MPI ranks" in out, f"rc {rc}: {out[-800:]}")
 
-    print(f"mpi_logits: {failures} failures")
-    return 1 if failures else 0
+    return check.done("mpi_logits")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import struct
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mpi_logits_test import ENV, call, test_args, tiny_model  # noqa: E402,F401  (the launcher environment)
+from mpi_logits_test import Checks, ENV, call, test_args, tiny_model  # noqa: E402,F401  (the launcher environment)
 
 EXPERTS = 8
 IDS = ",".join(str((i * 53) % 1000 + 2) for i in range(64))
@@ -78,13 +78,7 @@ def main():
     a = test_args()
     model = tiny_model(a.dsinfer, os.path.join(a.work, "wide_experts"), seed=11,
                        sets=("vocab_size=1024", "hidden_size=512", "moe_intermediate_size=1024"))
-    failures = 0
-
-    def check(name, ok, detail=""):
-        nonlocal failures
-        failures += not ok
-        print(f"[{'PASS' if ok else 'FAIL'}] {name}" + (f": {detail}" if detail and not ok else ""))
-        sys.stdout.flush()
+    check = Checks()
 
     sizes = expert_bytes(model)
     total = sum(sizes.values())
@@ -121,8 +115,7 @@ def main():
         check(f"  rank {r}: resident share {100 * resident:.1f}% of all experts, expected "
               f"{100 * share / total:.1f}% ± 5", abs(resident - share / total) <= 0.05, str(got))
 
-    print(f"mpi_memory: {failures} failures")
-    return 1 if failures else 0
+    return check.done("mpi_memory")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mpi_logits_test import ENV, call, test_args, tiny_model  # noqa: E402  (the launcher environment)
+from mpi_logits_test import Checks, ENV, call, test_args, tiny_model  # noqa: E402  (the launcher environment)
 
 IDS = "5,17,3,901,44,230,7,7,612,88"
 
@@ -46,13 +46,7 @@ def main():
         rc, out, _ = call([a.dsinfer, "gen-model", "--preset", "tiny", "--seed", "7", "--out", full,
                            "--force"])
         assert rc == 0, out
-    failures = 0
-
-    def check(name, ok, detail=""):
-        nonlocal failures
-        failures += not ok
-        print(f"[{'PASS' if ok else 'FAIL'}] {name}" + (f": {detail}" if detail and not ok else ""))
-        sys.stdout.flush()
+    check = Checks()
 
     mpirun = [a.mpirun, "--oversubscribe", "--bind-to", "none"]
     cases = [
@@ -79,8 +73,7 @@ def main():
     rc, _, err = run(mpirun + ["-np", "2", a.dsinfer_mpi, "run", "--model", model, "--chat"])
     check("--chat refuses across ranks", rc not in (0, None) and "--chat does not run across MPI"
           in err, f"rc {rc}: {err[-800:]}")
-    print(f"mpi_run: {failures} failures")
-    return 1 if failures else 0
+    return check.done("mpi_run")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mpi_killed_rank_test import rank_pids, running  # noqa: E402
-from mpi_logits_test import ENV, tiny_model  # noqa: E402  (the launcher environment)
+from mpi_logits_test import Checks, ENV, tiny_model  # noqa: E402  (the launcher environment)
 
 
 def start(cmd, log_path):
@@ -71,13 +71,7 @@ def main():
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     model = tiny_model(a.dsinfer, os.path.join(a.work, "tiny_full_vocab"), sets=())
-    failures = 0
-
-    def check(name, ok, detail=""):
-        nonlocal failures
-        failures += not ok
-        print(f"[{'PASS' if ok else 'FAIL'}] {name}" + (f": {detail}" if detail and not ok else ""))
-        sys.stdout.flush()
+    check = Checks()
 
     def client(url):
         p = subprocess.run([a.node, os.path.join(a.source, "tests/mpi/mpi_serve_client.mjs")],
@@ -162,8 +156,7 @@ def main():
     time.sleep(0.5)
     check("  no rank left running", not any(running(p) for p in pids.values()))
     t.join(timeout=30)
-    print("FAILED" if failures else "OK")
-    sys.exit(1 if failures else 0)
+    sys.exit(check.done("mpi_serve"))
 
 
 if __name__ == "__main__":

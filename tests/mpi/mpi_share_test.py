@@ -31,7 +31,8 @@ import struct
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mpi_logits_test import EXPERTS, IDS, call, same_bits, test_args, tiny_model  # noqa: E402
+from mpi_logits_test import (  # noqa: E402
+    EXPERTS, IDS, Checks, call, same_bits, test_args, tiny_model)
 
 EXPERT = re.compile(r"\.mlp\.experts\.(\d+)\.")
 
@@ -59,13 +60,7 @@ def main():
     model = tiny_model(a.dsinfer, os.path.join(a.work, "tiny"))
     mpirun = [a.mpirun, "--oversubscribe", "--bind-to", "none"]
     ids = ",".join(map(str, IDS))
-    failures = 0
-
-    def check(name, ok, detail=""):
-        nonlocal failures
-        failures += not ok
-        print(f"[{'PASS' if ok else 'FAIL'}] {name}" + (f": {detail}" if detail and not ok else ""))
-        sys.stdout.flush()
+    check = Checks()
 
     def out(tag):
         return os.path.join(a.work, tag + ".npy")
@@ -156,8 +151,7 @@ def main():
                         "--ranks", "2", "--rank", "1"])
     check("an existing share folder without --force is refused",
           rc == 1 and "rank-1-of-2 exists: pass --force" in text, text[-500:])
-    print("FAILED" if failures else "OK")
-    sys.exit(1 if failures else 0)
+    sys.exit(check.done("mpi_share"))
 
 
 if __name__ == "__main__":
