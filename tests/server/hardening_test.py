@@ -404,10 +404,18 @@ def scenario_load200(dsinfer, model, work):
         # request back): only "the server answered some of them" is certain; that none is lost
         # is checked above for every client.
         f.check(counts.get(200, 0) >= 4, "fewer than --parallel (4) were answered: %s" % counts)
+        # A client has its last token before the engine's round ends and retires the sequence
+        # (its pages released, the running count updated): wait up to 10 s for that round.
+        def settled(m):
+            return (m.get("dsinfer_running_sequences", 1) == 0 and
+                    m.get("dsinfer_kv_cache_referenced_pages", 1) == 0 and
+                    m.get("dsinfer_kv_cache_bytes_in_use", 1) <= 12 * page)
         m = srv.metrics()
-        f.check(m.get("dsinfer_running_sequences", 1) == 0 and
-                m.get("dsinfer_kv_cache_referenced_pages", 1) == 0 and
-                m.get("dsinfer_kv_cache_bytes_in_use", 1) <= 12 * page,
+        deadline = time.time() + 10
+        while not settled(m) and time.time() < deadline:
+            time.sleep(0.05)
+            m = srv.metrics()
+        f.check(settled(m),
                 "after the load: running %s, referenced pages %s, KV bytes %s" % (
                     m.get("dsinfer_running_sequences"),
                     m.get("dsinfer_kv_cache_referenced_pages"),
