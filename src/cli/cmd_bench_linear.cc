@@ -153,7 +153,7 @@ Shape ParseShape(const std::string& spec) {
   return s;
 }
 
-// A weight type of the bench: a dtype, and for Q8_0 / Q4_K / Q5_K whether activations go int8.
+// A weight type of the bench: a dtype, and for a block type whether activations go int8.
 struct WeightKind {
   DType dtype = DType::kF8E4M3;
   bool int8 = false;
@@ -167,12 +167,12 @@ WeightKind ParseDtype(const std::string& d) {
       {DType::kQ8_0, false, "q8_0"},   {DType::kQ4_K, false, "q4_k"},
       {DType::kQ5_K, false, "q5_k"},   {DType::kQ6_K, false, "q6_k"},
       {DType::kQ8_0, true, "q8_0.i8"}, {DType::kQ4_K, true, "q4_k.i8"},
-      {DType::kQ5_K, true, "q5_k.i8"}};
+      {DType::kQ5_K, true, "q5_k.i8"}, {DType::kQ6_K, true, "q6_k.i8"}};
   for (const WeightKind& k : kinds)
     if (k.name == d) return k;
   throw Error("--dtype '" + d +
-              "': expected fp8, bf16, f16, f32, q8_0, q4_k, q5_k, q6_k, q8_0.i8, q4_k.i8 or "
-              "q5_k.i8 (or a comma-separated list of them)");
+              "': expected fp8, bf16, f16, f32, q8_0, q4_k, q5_k, q6_k, q8_0.i8, q4_k.i8, "
+              "q5_k.i8 or q6_k.i8 (or a comma-separated list of them)");
 }
 
 // One synthetic weight matrix with its storage.

@@ -350,6 +350,30 @@ float DotK4or5Int8(const uint8_t* row, const int8_t* q, const float* d, const fl
   return acc;
 }
 
+// Q6_K: element e = 128n + 32k + l of a super-block is u − 32, u = the low (k < 2) or high
+// nibble of ql[64n + 32(k % 2) + l] | ((qh[32n + l] >> 2k) & 3) << 4 (0..63); sub-block i
+// (elements 16i..16i+15, in order) has the f32 scale d·sc_i (sc: int8), as DequantizeRow forms it.
+float DotQ6_KInt8(const uint8_t* row, const int8_t* q, const float* d, int64_t superblocks) {
+  float acc = 0.0f;
+  for (int64_t s = 0; s < superblocks; ++s) {
+    const uint8_t* p = row + 210 * s;
+    const auto* sc = reinterpret_cast<const int8_t*>(p + 192);
+    const float dd = F16ToFloat(U16(p + 208));
+    for (int i = 0; i < 16; ++i) {
+      int32_t isum = 0;
+      for (int e = 16 * i; e < 16 * i + 16; ++e) {
+        const int n = e / 128, k = (e % 128) / 32, l = e % 32;
+        const uint8_t byte = p[64 * n + 32 * (k % 2) + l];
+        const int low = k < 2 ? (byte & 0xF) : (byte >> 4);
+        const int high = (p[128 + 32 * n + l] >> (2 * k)) & 3;
+        isum += ((low | (high << 4)) - 32) * q[kQK * s + e];
+      }
+      acc += static_cast<float>(isum) * ((dd * static_cast<float>(sc[i])) * d[8 * s + i / 2]);
+    }
+  }
+  return acc;
+}
+
 // ---- int8 products: AVX-512 VNNI ---------------------------------------------------------------
 // Up to kVnniTokens tokens share each weight row's unpacked bytes. Per 64 weight bytes and token:
 // one vpdpbusd (u8 weights × s8 activations → 16 lanes of 4-product sums, exact), the lanes
@@ -535,6 +559,67 @@ DSINFER_VNNI void RowQ4_KVnni(const uint8_t* row, int64_t superblocks, const Qua
   for (int t = 0; t < N; ++t) out[t * ys] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[t], acc1[t]));
 }
 
+// Q6_K on VNNI. Per super-block, shared by the tokens: the 16 scales d·sc_i (one convert and
+// multiply) and the 6-bit values u = q + 32 (0..63, unsigned bytes) of the 256 elements in
+// element order, as four 64-byte vectors: half h's 64 ql bytes give quarters 0, 1 (low nibbles)
+// and 2, 3 (high nibbles), qh's 32 bytes broadcast to both halves give the top bits (shifted by
+// 0 | 2 and 4 | 6, the upper half by a masked shift). Per token and vector: vpdpbusd of u with
+// the activations minus vpdpbusd of 32 with them (Σ(u − 32)·x per 4 elements, exact), converted
+// and fma'd with d·sc_i·d_x (sub-block i = lane / 4 of the vector's four, spread by vpermps).
+// One accumulator per token for every batch size; up to kQ4Tokens tokens per pass.
+template <int N>
+DSINFER_VNNI void RowQ6_KVnni(const uint8_t* row, int64_t superblocks, const QuantizedActs& a,
+                              int64_t t0, float* out, int64_t ys) {
+  __m512 acc[N];
+  for (int t = 0; t < N; ++t) acc[t] = _mm512_setzero_ps();
+  const __m512i low4 = _mm512_set1_epi8(0x0F), three = _mm512_set1_epi8(3),
+                bias = _mm512_set1_epi8(32);
+  // Lane j of vector v covers elements 64v + 4j..64v + 4j + 3: sub-block 4v + j/4.
+  __m512i spread[4];
+  for (int v = 0; v < 4; ++v)
+    spread[v] = _mm512_setr_epi32(4 * v, 4 * v, 4 * v, 4 * v, 4 * v + 1, 4 * v + 1, 4 * v + 1,
+                                  4 * v + 1, 4 * v + 2, 4 * v + 2, 4 * v + 2, 4 * v + 2,
+                                  4 * v + 3, 4 * v + 3, 4 * v + 3, 4 * v + 3);
+  // Sub-block i's activation block: i / 2.
+  const __m512i pairs = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+  for (int64_t s = 0; s < superblocks; ++s) {
+    const uint8_t* p = row + 210 * s;
+    const __m512 dsc = _mm512_mul_ps(
+        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 192)))),
+        _mm512_set1_ps(_cvtsh_ss(U16(p + 208))));
+    __m512i w[4];
+    for (int h = 0; h < 2; ++h) {
+      const __m512i ql = _mm512_loadu_si512(p + 64 * h);
+      const __m512i qh = _mm512_broadcast_i64x4(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 128 + 32 * h)));
+      const __m512i top01 = _mm512_and_si512(_mm512_mask_srli_epi16(qh, 0xFFFF0000u, qh, 2), three);
+      const __m512i top23 = _mm512_and_si512(
+          _mm512_mask_srli_epi16(_mm512_srli_epi16(qh, 4), 0xFFFF0000u, qh, 6), three);
+      w[2 * h] = _mm512_or_si512(_mm512_and_si512(ql, low4), _mm512_slli_epi16(top01, 4));
+      w[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low4),
+                                     _mm512_slli_epi16(top23, 4));
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < N; ++t) {
+      const int64_t tok = t0 + t;
+      const int8_t* q = a.q.data() + tok * a.cols + kQK * s;
+      const __m512 dx = _mm512_permutexvar_ps(
+          pairs, _mm512_castps256_ps512(_mm256_loadu_ps(a.d.data() + tok * a.blocks + 8 * s)));
+      const __m512 st = _mm512_mul_ps(dsc, dx);
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; ++v) {
+        const __m512i x = _mm512_loadu_si512(q + 64 * v);
+        const __m512i dp = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), w[v], x),
+                                            _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, x));
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), _mm512_permutexvar_ps(spread[v], st),
+                                 acc[t]);
+      }
+    }
+  }
+  for (int t = 0; t < N; ++t) out[t * ys] = _mm512_reduce_add_ps(acc[t]);
+}
+
 // ---- int8 products: AVX2 (maddubs) --------------------------------------------------------------
 // Per 32 weight bytes and token: vpmaddubsw (u8 × s8, adjacent pairs summed into 16 lanes of
 // int16: at most 2·128·127 = 32512, never saturating), vpmaddwd with ones (8 lanes of int32,
@@ -631,6 +716,81 @@ DSINFER_AVX2 void RowQ4_KAvx2(const uint8_t* row, int64_t superblocks, const Qua
   for (int t = 0; t < N; ++t) out[t * ys] = ReduceAdd256(_mm256_add_ps(acc0[t], acc1[t]));
 }
 
+// Q6_K on AVX2: per quarter (32 elements) the values u = q + 32 as the walker builds them,
+// vpmaddubsw products (u ≤ 63: pairs ≤ 2·63·128, never saturating) minus those of 32, and
+// d·sc_i·d_x spread over each sub-block's 4 lanes by vpermps. One accumulator per token.
+template <int N>
+DSINFER_AVX2 void RowQ6_KAvx2(const uint8_t* row, int64_t superblocks, const QuantizedActs& a,
+                              int64_t t0, float* out, int64_t ys) {
+  __m256 acc[N];
+  for (int t = 0; t < N; ++t) acc[t] = _mm256_setzero_ps();
+  const __m256i low4 = _mm256_set1_epi8(0x0F), three = _mm256_set1_epi8(3),
+                bias = _mm256_set1_epi8(32);
+  for (int64_t s = 0; s < superblocks; ++s) {
+    const uint8_t* p = row + 210 * s;
+    const __m256 d = _mm256_set1_ps(_cvtsh_ss(U16(p + 208)));
+    const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 192));
+    const __m256 dsc[2] = {_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc)), d),
+                           _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                                             _mm_srli_si128(sc, 8))), d)};
+    __m256i w[8];  // quarter 4n + k: elements 128n + 32k ..
+    for (int n = 0; n < 2; ++n) {
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 128 + 32 * n));
+      for (int k = 0; k < 4; ++k) {
+        const __m256i src =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64 * n + 32 * (k % 2)));
+        const __m256i low =
+            k < 2 ? _mm256_and_si256(src, low4) : _mm256_and_si256(_mm256_srli_epi16(src, 4), low4);
+        const __m256i high =
+            _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k)), three);
+        w[4 * n + k] = _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
+      }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < N; ++t) {
+      const int64_t tok = t0 + t;
+      const int8_t* q = a.q.data() + tok * a.cols + kQK * s;
+      const float* dx = a.d.data() + tok * a.blocks + 8 * s;
+      // st[h] = d·sc_i·d_x for sub-blocks 8h..8h+7 (d_x of block i / 2).
+      const __m256 st[2] = {
+          _mm256_mul_ps(dsc[0], _mm256_setr_ps(dx[0], dx[0], dx[1], dx[1], dx[2], dx[2], dx[3],
+                                               dx[3])),
+          _mm256_mul_ps(dsc[1], _mm256_setr_ps(dx[4], dx[4], dx[5], dx[5], dx[6], dx[6], dx[7],
+                                               dx[7]))};
+#pragma GCC unroll 8
+      for (int qt = 0; qt < 8; ++qt) {
+        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * qt));
+        const __m256 f = _mm256_sub_ps(Dot32Avx2(w[qt], x), Dot32Avx2(bias, x));
+        const int b = 2 * (qt % 4);  // lanes 0..3: sub-block 2qt, 4..7: 2qt + 1
+        const __m256 sc =
+            _mm256_permutevar8x32_ps(st[qt / 4], _mm256_setr_epi32(b, b, b, b, b + 1, b + 1,
+                                                                   b + 1, b + 1));
+        acc[t] = _mm256_fmadd_ps(f, sc, acc[t]);
+      }
+    }
+  }
+  for (int t = 0; t < N; ++t) out[t * ys] = ReduceAdd256(acc[t]);
+}
+
+// One row of Q6_K for n ≤ kQ4Tokens tokens, on VNNI or AVX2.
+void RowQ6(bool vnni, int n, const uint8_t* row, int64_t blocks, const QuantizedActs& a,
+           int64_t t0, float* out, int64_t ys) {
+  switch (n) {
+    case 1:
+      return vnni ? RowQ6_KVnni<1>(row, blocks, a, t0, out, ys)
+                  : RowQ6_KAvx2<1>(row, blocks, a, t0, out, ys);
+    case 2:
+      return vnni ? RowQ6_KVnni<2>(row, blocks, a, t0, out, ys)
+                  : RowQ6_KAvx2<2>(row, blocks, a, t0, out, ys);
+    case 3:
+      return vnni ? RowQ6_KVnni<3>(row, blocks, a, t0, out, ys)
+                  : RowQ6_KAvx2<3>(row, blocks, a, t0, out, ys);
+    default:
+      return vnni ? RowQ6_KVnni<kQ4Tokens>(row, blocks, a, t0, out, ys)
+                  : RowQ6_KAvx2<kQ4Tokens>(row, blocks, a, t0, out, ys);
+  }
+}
+
 // One row of Q4_K (Q5 = false) or Q5_K for n ≤ kQ4Tokens tokens, on VNNI or AVX2.
 template <bool Q5>
 void RowK4or5(bool vnni, int n, const uint8_t* row, int64_t blocks, const QuantizedActs& a,
@@ -716,7 +876,9 @@ void QuantizeActs(Isa isa, const float* x, int64_t xs, int64_t n, int64_t cols,
   }
 }
 
-bool Int8Dtype(DType t) { return t == DType::kQ8_0 || t == DType::kQ4_K || t == DType::kQ5_K; }
+bool Int8Dtype(DType t) {
+  return t == DType::kQ8_0 || t == DType::kQ4_K || t == DType::kQ5_K || t == DType::kQ6_K;
+}
 
 bool Int8UsesVnni(Isa isa) {
   return isa == Isa::kAvx512 && DetectCpu().Supports(Isa::kAvx512) && DetectCpu().avx512_vnni;
@@ -732,7 +894,8 @@ void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const Wei
                     static_cast<int64_t>(a.ds.size()) == 2 * a.n * a.blocks,
                 "Int8Rows: activations do not match the weight");
   const int64_t blocks = w.cols / DTypeBlockElems(w.dtype);
-  const bool q8 = w.dtype == DType::kQ8_0, q5 = w.dtype == DType::kQ5_K;
+  const bool q8 = w.dtype == DType::kQ8_0, q5 = w.dtype == DType::kQ5_K,
+             q6 = w.dtype == DType::kQ6_K;
   const bool vnni = Int8UsesVnni(isa), avx2 = Int8UsesAvx2(isa);
   if (vnni || avx2) {
     const int group = q8 ? kVnniTokens : kQ4Tokens;
@@ -748,7 +911,9 @@ void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const Wei
             RowQ8_0Avx2(row, blocks, a, tg, n, out, ys);
           continue;
         }
-        if (q5)
+        if (q6)
+          RowQ6(vnni, n, row, blocks, a, tg, out, ys);
+        else if (q5)
           RowK4or5<true>(vnni, n, row, blocks, a, tg, out, ys);
         else
           RowK4or5<false>(vnni, n, row, blocks, a, tg, out, ys);
@@ -762,8 +927,9 @@ void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const Wei
       const int8_t* q = a.q.data() + t * a.cols;
       const float* d = a.d.data() + t * a.blocks;
       y[(t - t0) * ys + (r - r0)] =
-          q8 ? DotQ8_0Int8(row, q, d, blocks)
-             : DotK4or5Int8(row, q, d, a.sum.data() + t * a.blocks, blocks, q5);
+          q8   ? DotQ8_0Int8(row, q, d, blocks)
+          : q6 ? DotQ6_KInt8(row, q, d, blocks)
+               : DotK4or5Int8(row, q, d, a.sum.data() + t * a.blocks, blocks, q5);
     }
   }
 }

@@ -8,7 +8,7 @@
 //    `DequantizeRow` gives — a few rows at a time into a per-thread f32 buffer, and the f32
 //    kernels of linear.h multiply them. Results are therefore bitwise those of an F32 copy of
 //    the dequantised weights on the same ISA (and batch invariant like them).
-//  * int8 activations (Q8_0, Q4_K and Q5_K): each 32-element block of an activation row is
+//  * int8 activations (every block type): each 32-element block of an activation row is
 //    quantised to int8 with its own f32 step (QuantizeActs), integer dot products per block
 //    (AVX-512 VNNI `vpdpbusd` when the CPU has it, else AVX2 `vpmaddubsw`, else the scalar
 //    specification), scaled and summed in f32. Per token the operations do not depend on the batch,
@@ -56,7 +56,7 @@ void QuantizeActs(const float* x, int64_t xs, int64_t n, int64_t cols, Quantized
 // specification; another isa: the specification).
 void QuantizeActs(Isa isa, const float* x, int64_t xs, int64_t n, int64_t cols, QuantizedActs& out);
 
-// Whether the int8-activation path handles `t` (Q8_0, Q4_K and Q5_K).
+// Whether the int8-activation path handles `t` (Q8_0, Q4_K, Q5_K and Q6_K).
 bool Int8Dtype(DType t);
 // Whether `isa` runs the int8 products with VNNI (AVX-512 with avx512_vnni), or with AVX2
 // (vpmaddubsw: an AVX-512 CPU without VNNI, or isa = kAvx2); else (kScalar) the scalar
@@ -66,8 +66,9 @@ bool Int8UsesAvx2(Isa isa);
 
 // y[(t - t0)*ys + (r - r0)] = row r of w · activation row t, for r ∈ [r0, r1), t ∈ [t0, t1),
 // with activations `a` (a.cols = w.cols). The specification (scalar): per row, over blocks in
-// order, acc += f32(Σ_i qw_i·q_i) · s_b, with s_b = d_w·d (Q8_0) or (d·sc_j)·d (Q4_K/Q5_K, then
-// acc −= (dmin·m_j) · sum of the block); every product and sum rounded to f32. The VNNI and
+// order, acc += f32(Σ_i qw_i·q_i) · s_b, with s_b = d_w·d (Q8_0), (d·sc_j)·d (Q4_K/Q5_K, then
+// acc −= (dmin·m_j) · sum of the block) or, per 16-element sub-block, (d·sc_i)·d with
+// qw = u − 32 (Q6_K); every product and sum rounded to f32. The VNNI and
 // AVX2 paths sum the same scaled integer partials in other orders (within γ_K·Σ|terms|), with
 // a fixed order per token (batch invariant). `a` must come from QuantizeActs (either form).
 void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,

@@ -15,8 +15,8 @@ namespace dsinfer {
 
 namespace {
 
-// DSINFER_INT8_ACT=1: Q8_0, Q4_K and Q5_K weights multiply activations quantised to int8 per 32
-// elements (AVX-512 VNNI; docs/numerics.md "int8 activations"); default: exact f32.
+// DSINFER_INT8_ACT=1: block weights (Q8_0, Q4_K, Q5_K, Q6_K) multiply activations quantised to
+// int8 per 32 elements (AVX-512 VNNI; docs/numerics.md "int8 activations"); default: exact f32.
 bool Int8Activations() {
   static const bool on = [] {
     const char* v = std::getenv("DSINFER_INT8_ACT");

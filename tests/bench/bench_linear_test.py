@@ -116,17 +116,17 @@ def main():
             fail(f"gemv --numerics f32,bf16 --bf16-kernel {kernel} exited {p.returncode}: "
                  f"{p.stderr}")
     # Weight types side by side in one run: bytes are whole ggml blocks per row (Q8_0: 34 bytes
-    # per 32 weights; Q4_K: 144 per 256; Q5_K: 176), lines ordered shape, then dtype, then n.
+    # per 32 weights; Q4_K: 144 per 256; Q5_K: 176; Q6_K: 210), lines ordered shape, then dtype, then n.
     blocks = [("a", 256, 512)]
     p = run([dsinfer, "bench", "gemv", "--shape", "a=256x512", "--n", "1,3",
-             "--dtype", "fp8,q8_0,q4_k,q8_0.i8,q4_k.i8,q5_k.i8", *roof])
+             "--dtype", "fp8,q8_0,q4_k,q8_0.i8,q4_k.i8,q5_k.i8,q6_k.i8", *roof])
     lines = [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
-    want = [(d, n) for d in ("fp8", "q8_0", "q4_k", "q8_0.i8", "q4_k.i8", "q5_k.i8")
+    want = [(d, n) for d in ("fp8", "q8_0", "q4_k", "q8_0.i8", "q4_k.i8", "q5_k.i8", "q6_k.i8")
             for n in (1, 3)]
     if [(j["dtype"], j["n"]) for j in lines] != want:
         fail(f"dtype/n order {[(j['dtype'], j['n']) for j in lines]} != {want}")
     per_row = {"fp8": 512, "q8_0": 16 * 34, "q4_k": 2 * 144, "q8_0.i8": 16 * 34,
-               "q4_k.i8": 2 * 144, "q5_k.i8": 2 * 176}
+               "q4_k.i8": 2 * 144, "q5_k.i8": 2 * 176, "q6_k.i8": 2 * 210}
     for (d, _), j in zip(want, lines):
         check_lines(json.dumps(j), "gemv", blocks, [j["n"]], per_row[d] / 512, d == "fp8")
     # gemm: block and bf16 weights in one run (f32 numerics: the block types have no bf16 form).

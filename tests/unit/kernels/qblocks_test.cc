@@ -244,8 +244,8 @@ TEST(QBlocks, VectorActivationQuantisationIsTheSpecification) {
 }
 
 // The layout's split of every weight, w = a − m (Q8_0: a = d·q, m = 0; Q4_K and Q5_K:
-// a = (d·sc_j)·q, m = dmin·m_j), in f64 from the f32 factors the kernels use; checked to round to
-// DequantizeRow's value.
+// a = (d·sc_j)·q, m = dmin·m_j; Q6_K: a = (d·sc_i)·(u − 32), m = 0), in f64 from the f32
+// factors the kernels use; checked to round to DequantizeRow's value.
 void Split(const BlockMatrix& m, int64_t r, std::vector<double>& a, std::vector<double>& mins) {
   a.assign(m.cols, 0.0);
   mins.assign(m.cols, 0.0);
@@ -256,6 +256,16 @@ void Split(const BlockMatrix& m, int64_t r, std::vector<double>& a, std::vector<
     for (int64_t c = 0; c < m.cols; ++c) {
       const uint8_t* blk = row + 34 * (c / 32);
       a[c] = double(f16(blk)) * static_cast<int8_t>(blk[2 + c % 32]);
+    }
+  } else if (m.dtype == DType::kQ6_K) {  // ql[128], qh[64], int8 scales[16], f16 d
+    for (int64_t c = 0; c < m.cols; ++c) {
+      const uint8_t* blk = row + 210 * (c / 256);
+      const int e = static_cast<int>(c % 256), n = e / 128, k = (e % 128) / 32, l = e % 32;
+      const uint8_t byte = blk[64 * n + 32 * (k % 2) + l];
+      const int top = (blk[128 + 32 * n + l] >> 2 * k) & 3;
+      const int u = (k < 2 ? (byte & 0xF) : (byte >> 4)) | (top << 4);
+      const int sc = static_cast<int8_t>(blk[192 + 8 * n + 2 * k + l / 16]);
+      a[c] = double(f16(blk + 208) * static_cast<float>(sc)) * (u - 32);
     }
   } else {  // Q4_K: d, dmin, scales[12], qs[128]; Q5_K: d, dmin, scales[12], qh[32], qs[128]
     const bool q5 = m.dtype == DType::kQ5_K;
@@ -357,17 +367,9 @@ TEST_P(Int8Test, BatchAndThreadInvariant) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, Int8Test,
-                         ::testing::Values(DType::kQ8_0, DType::kQ4_K, DType::kQ5_K),
+                         ::testing::Values(DType::kQ8_0, DType::kQ4_K, DType::kQ5_K,
+                                           DType::kQ6_K),
                          [](const auto& info) { return std::string(DTypeName(info.param)); });
-
-TEST(QBlocks, Int8FlagIgnoredForOtherBlockTypes) {
-  // Q6_K has no int8 path: the flag leaves it on the exact f32 path.
-  BlockMatrix m = MakeBlocks(DType::kQ6_K, 8, 256, 3, /*random_bytes=*/false);
-  const std::vector<float> x = test::RandomVector(256, 2);
-  const std::vector<float> plain = Rows(Isa::kScalar, m.view, x, 256, 1, 0, 8, 8);
-  m.view.int8_activations = true;
-  EXPECT_EQ(Rows(Isa::kScalar, m.view, x, 256, 1, 0, 8, 8), plain);
-}
 
 }  // namespace
 }  // namespace dsinfer
