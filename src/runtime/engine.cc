@@ -66,7 +66,7 @@ class MessageWriter {
   template <typename T>
   void PutVector(const std::vector<T>& v) {
     Put<uint64_t>(v.size());
-    bytes_.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+    if (!v.empty()) bytes_.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
   }
   std::string& bytes() { return bytes_; }
 
@@ -95,6 +95,7 @@ class MessageReader {
 
  private:
   void Take(void* out, size_t n) {
+    if (n == 0) return;  // an empty vector's data() may be null: no memcpy
     if (n > bytes_.size() - at_) throw Error("engine replica: message too short");
     std::memcpy(out, bytes_.data() + at_, n);
     at_ += n;

@@ -54,8 +54,31 @@ BOUNDS = {"Q8_0": (3e-4, 0.8, 1.0), "Q4_K_M": (0.08, 0.35, 0.7)}
 # Each 32-block's rounding error is uniform within ±amax/254, an RMS of ~0.5% of the
 # activations per product (docs/numerics.md), so a few products deep the logits move by ~1%;
 # the bounds allow 5x that (KL of a ~1% logit perturbation is ~1e-4). Measured (2026-12-03):
-# Q8_0 2.2e-2 / KL 5.7e-5, Q4_K_M 4.0e-3 / KL 6.3e-6.
+# Q8_0 2.2e-2 / KL 5.7e-5, Q4_K_M 4.0e-3 / KL 6.3e-6. They hold for the positions before the
+# first position where the rounding flips a near-tie of the MoE router (a different expert is a
+# different function: that row, and later rows attending to it, move by far more); the flip is
+# legitimate, so those rows are held only to I8_FLIPPED_KL (mean over all rows; a wrong kernel
+# gives KL ~1), and at least I8_MIN_ROWS rows must come before it. Measured (2026-12-04, every
+# block type on the int8 path): Q8_0 no flip; Q4_K_M one flip at position 10 of layer 2
+# (experts [4, 5] → [4, 7]), rows 0-9 at 9.9e-3 / KL 5e-5, all rows KL 1.9e-3.
 I8_BOUNDS = (0.05, 1e-3)
+I8_FLIPPED_KL = 1e-2
+I8_MIN_ROWS = 8
+
+
+def first_routing_flip(dump_a, dump_b):
+    """The first position whose routed experts (as a set, in any MoE layer) differ between two
+    --dump-dir folders, or None."""
+    first = None
+    for name in sorted(os.listdir(dump_a)):
+        if not name.endswith(".router_experts.npy"):
+            continue
+        a, b = np.load(os.path.join(dump_a, name)), np.load(os.path.join(dump_b, name))
+        for row in range(a.shape[0]):
+            if set(a[row].tolist()) != set(b[row].tolist()):
+                first = row if first is None else min(first, row)
+                break
+    return first
 
 
 def run(cmd, ok=True, env=None):
@@ -342,15 +365,26 @@ def main():
               f"{typ} vs the FP8 checkpoint over {fp8.shape[0]} positions: mean KL {kl_mean:.2e} "
               f"(max {kl_max:.2e}) ≤ {bound[0]}, top-1 agreement {top1:.2f} ≥ {bound[1]}, "
               f"FP8 top-1 within the {typ} top-5 {top5:.2f} ≥ {bound[2]}")
-        # int8 activations (DSINFER_INT8_ACT=1: the Q8_0 / Q4_K weights multiply activations
+        # int8 activations (DSINFER_INT8_ACT=1: the block weights multiply activations
         # rounded to int8 per 32-element block, VNNI when the CPU has it; docs/numerics.md):
         # the f32-activation logits up to that rounding.
-        i8 = logits(ds, path, os.path.join(work, f"{typ}-i8.npy"), env=dict(os.environ, DSINFER_INT8_ACT="1"))
-        e8 = rel(i8, got)
-        kl8 = kl_top1(got, i8)
-        check(e8 <= I8_BOUNDS[0] and kl8[0] <= I8_BOUNDS[1],
-              f"{typ} with int8 activations vs f32 activations: max|Δ|/max|ref| = {e8:.2e} ≤ {I8_BOUNDS[0]}, "
-              f"mean KL {kl8[0]:.2e} ≤ {I8_BOUNDS[1]} (top-1 agreement {kl8[2]:.2f})")
+        dumps = [os.path.join(work, f"{typ}-{kind}-dump") for kind in ("f32", "i8")]
+        for d in dumps:
+            shutil.rmtree(d, ignore_errors=True)
+        f32a = logits(ds, path, os.path.join(work, f"{typ}-f32.npy"), ["--dump-dir", dumps[0]])
+        i8 = logits(ds, path, os.path.join(work, f"{typ}-i8.npy"), ["--dump-dir", dumps[1]],
+                    env=dict(os.environ, DSINFER_INT8_ACT="1"))
+        flip = first_routing_flip(*dumps)
+        n = got.shape[0] if flip is None else flip
+        e8 = rel(i8[:n], f32a[:n]) if n else 0.0
+        kl8 = kl_top1(f32a[:n], i8[:n]) if n else (0.0, 0.0, 1.0, 1.0)
+        kl_all = kl_top1(f32a, i8)[0]
+        where = "no routing flip" if flip is None else f"rows before the first routing flip at {flip}"
+        check(n >= I8_MIN_ROWS and e8 <= I8_BOUNDS[0] and kl8[0] <= I8_BOUNDS[1]
+              and kl_all <= I8_FLIPPED_KL,
+              f"{typ} with int8 activations vs f32 activations ({where}): max|Δ|/max|ref| = "
+              f"{e8:.2e} ≤ {I8_BOUNDS[0]}, mean KL {kl8[0]:.2e} ≤ {I8_BOUNDS[1]} over {n} ≥ "
+              f"{I8_MIN_ROWS} rows; all rows mean KL {kl_all:.2e} ≤ {I8_FLIPPED_KL}")
         # Resident memory: the quantised tensors stay mapped as stored (no f32 copies).
         rss = peak_rss([ds, "logits", "--model", path, "--ids", IDS, "--out", os.path.join(work, "rss.npy")],
                        os.path.join(work, "rss.log"))
