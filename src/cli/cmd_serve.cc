@@ -147,8 +147,8 @@ EngineOptions ServeEngineOptions(const ServeOptions& o) {
   eo.parallel = o.parallel;
   eo.queue_capacity = o.queue;
   eo.prefill_chunk = o.prefill_chunk;
-  eo.kv_budget_bytes =
-      o.kv_budget.empty() ? DefaultKvBudget() : ParseByteSize(o.kv_budget, "--kv-budget");
+  // 0: the engine takes DefaultKvBudget() (across ranks, rank 0's).
+  eo.kv_budget_bytes = o.kv_budget.empty() ? 0 : ParseByteSize(o.kv_budget, "--kv-budget");
   eo.sequence.kv_cache = ParseKvCacheType(o.kv_cache, "--kv-cache");
   eo.sequence.attention = o.attention == "dense" ? AttentionMode::kDense : AttentionMode::kDsa;
   o.spec.Apply(eo);

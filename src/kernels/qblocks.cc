@@ -98,26 +98,32 @@ DSINFER_AVX512 void WalkK4or5(const uint8_t* b, int64_t blocks, bool q5, Sink& s
   }
 }
 
+// Q6_K quarter k (0..3) of half n (0..1) of the super-block at b, 32 elements: u = q + 32
+// (0..63) as unsigned bytes — the low (k < 2) or high nibbles of ql[64n + 32(k % 2) + l] and
+// bits 2k, 2k + 1 of qh[32n + l] (`qh`: those 32 bytes) above them.
+DSINFER_AVX2 inline __m256i Q6Quarter(const uint8_t* b, __m256i qh, int n, int k) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F), three = _mm256_set1_epi8(3);
+  const __m256i src =
+      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * n + 32 * (k % 2)));
+  const __m256i low =
+      k < 2 ? _mm256_and_si256(src, low4) : _mm256_and_si256(_mm256_srli_epi16(src, 4), low4);
+  const __m256i high = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k)), three);
+  return _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
+}
+
 // Q6_K super-block: ql[128] | qh[64] | int8 scales[16] | f16 d. Half n (128 elements), quarter
 // k: low nibbles of ql[64n + 32(k odd) + l] (k < 2) or high nibbles (k ≥ 2), high 2 bits from
 // qh[32n + l] >> 2k; q − 32; scale index 8n + 2k + l/16.
 template <class Sink>
 DSINFER_AVX512 void WalkQ6_K(const uint8_t* b, int64_t blocks, Sink& sink) {
-  const __m256i low4 = _mm256_set1_epi8(0x0F), three = _mm256_set1_epi8(3),
-                bias = _mm256_set1_epi8(32);
+  const __m256i bias = _mm256_set1_epi8(32);
   for (int64_t i = 0; i < blocks; ++i, b += 210) {
     const auto* scales = reinterpret_cast<const int8_t*>(b + 192);
     const float d = _cvtsh_ss(U16(b + 208));
     for (int n = 0; n < 2; ++n) {
       const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * n));
       for (int k = 0; k < 4; ++k) {
-        const __m256i src =
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * n + 32 * (k % 2)));
-        const __m256i low =
-            k < 2 ? _mm256_and_si256(src, low4) : _mm256_and_si256(_mm256_srli_epi16(src, 4), low4);
-        const __m256i high =
-            _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k)), three);
-        const __m256i q = _mm256_sub_epi8(_mm256_or_si256(low, _mm256_slli_epi16(high, 4)), bias);
+        const __m256i q = _mm256_sub_epi8(Q6Quarter(b, qh, n, k), bias);
         const float d0 = d * static_cast<float>(scales[8 * n + 2 * k]);
         const float d1 = d * static_cast<float>(scales[8 * n + 2 * k + 1]);
         sink.Step(kQK * i + 128 * n + 32 * k, S16f(_mm256_castsi256_si128(q), d0),
@@ -724,8 +730,7 @@ DSINFER_AVX2 void RowQ6_KAvx2(const uint8_t* row, int64_t superblocks, const Qua
                               int64_t t0, float* out, int64_t ys) {
   __m256 acc[N];
   for (int t = 0; t < N; ++t) acc[t] = _mm256_setzero_ps();
-  const __m256i low4 = _mm256_set1_epi8(0x0F), three = _mm256_set1_epi8(3),
-                bias = _mm256_set1_epi8(32);
+  const __m256i bias = _mm256_set1_epi8(32);
   for (int64_t s = 0; s < superblocks; ++s) {
     const uint8_t* p = row + 210 * s;
     const __m256 d = _mm256_set1_ps(_cvtsh_ss(U16(p + 208)));
@@ -736,15 +741,7 @@ DSINFER_AVX2 void RowQ6_KAvx2(const uint8_t* row, int64_t superblocks, const Qua
     __m256i w[8];  // quarter 4n + k: elements 128n + 32k ..
     for (int n = 0; n < 2; ++n) {
       const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 128 + 32 * n));
-      for (int k = 0; k < 4; ++k) {
-        const __m256i src =
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64 * n + 32 * (k % 2)));
-        const __m256i low =
-            k < 2 ? _mm256_and_si256(src, low4) : _mm256_and_si256(_mm256_srli_epi16(src, 4), low4);
-        const __m256i high =
-            _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k)), three);
-        w[4 * n + k] = _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
-      }
+      for (int k = 0; k < 4; ++k) w[4 * n + k] = Q6Quarter(p, qh, n, k);
     }
 #pragma GCC unroll 4
     for (int t = 0; t < N; ++t) {
