@@ -660,18 +660,20 @@ std::vector<Engine::StepInput> Engine::Schedule(std::vector<std::unique_ptr<Acti
 void Engine::Execute(std::vector<StepInput>& plan) {
   std::vector<BatchEntry> batch;
   std::vector<StepInput*> in_batch;
-  Digest d;  // with a replica: the round's plan
   for (StepInput& s : plan)
     if (s.error.empty()) {
       batch.push_back({&s.a->seq, s.tokens, s.all_logits});
       in_batch.push_back(&s);
-      d.Add(s.a->gen->replica_id_);
-      d.Add(s.a->seq.length);
-      d.Add(s.all_logits);
-      for (int32_t t : s.tokens) d.Add(t);
     }
-  if (options_.replica) {
+  if (options_.replica) {  // the round's plan
     ++rounds_;
+    Digest d;
+    for (const StepInput* s : in_batch) {
+      d.Add(s->a->gen->replica_id_);
+      d.Add(s->a->seq.length);
+      d.Add(s->all_logits);
+      for (int32_t t : s->tokens) d.Add(t);
+    }
     d.Add(pool_->Available());
     d.Add(reserved_pages_);
     CheckInSync("the step plan", d.value());
