@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
+#include <string>
 #include <utility>
 
 #include "base/error.h"
@@ -37,6 +39,21 @@ MappedFile MappedFile::Open(const std::string& path) {
   }
   ::close(fd);
   return f;
+}
+
+size_t ReleaseMappedPages(std::span<const std::byte> range) {
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(range.data());
+  const uintptr_t first = (begin + page - 1) / page * page;
+  const uintptr_t end = (begin + range.size()) / page * page;
+  if (range.empty() || end <= first) return 0;
+  // MAP_FIXED replaces the file pages atomically; PROT_NONE + MAP_NORESERVE commits nothing.
+  void* p = ::mmap(reinterpret_cast<void*>(first), end - first, PROT_NONE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED)
+    throw Error("cannot release " + std::to_string(end - first) +
+                " bytes of a mapped file: " + std::strerror(errno));
+  return end - first;
 }
 
 MappedFile::MappedFile(MappedFile&& other) noexcept

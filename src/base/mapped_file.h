@@ -28,4 +28,13 @@ class MappedFile {
   size_t size_ = 0;
 };
 
+// Takes the whole pages inside `range` out of this process's memory for good: they are replaced
+// by an inaccessible anonymous reservation, so neither readahead nor fault-around (which on
+// recent kernels maps a file's whole large folio, up to 2 MiB, on one fault) maps them again,
+// and the addresses stay reserved until the mapping that held them is unmapped. `range` must lie
+// inside a live `MappedFile::bytes()` (not checked here); partial pages at its ends are kept.
+// Reading a released page afterwards faults. Returns the bytes released; throws `Error` if the
+// kernel refuses.
+size_t ReleaseMappedPages(std::span<const std::byte> range);
+
 }  // namespace dsinfer

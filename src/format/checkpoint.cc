@@ -5,6 +5,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include <unistd.h>
+
 #include "base/error.h"
 #include "base/mapped_file.h"
 #include "format/gguf_checkpoint.h"
@@ -115,6 +117,7 @@ Checkpoint Checkpoint::Open(const std::string& dir) {
                   "\") does not exist");
     }
     c.shards_.push_back(SafetensorsFile::Open(path));
+    c.mapped_.push_back(c.shards_.back().mapping());
   }
   // Every tensor of every shard, once. A tensor missing from the index is tolerated (the
   // shard is authoritative), but a tensor in two shards is ambiguous.
@@ -149,11 +152,13 @@ TensorView Checkpoint::Get(std::string_view name) const {
 
 Checkpoint Checkpoint::FromViews(std::string source, ModelConfig config,
                                  std::vector<std::pair<std::string, TensorView>> views,
-                                 std::shared_ptr<const void> keepalive) {
+                                 std::shared_ptr<const void> keepalive,
+                                 std::vector<std::span<const std::byte>> mapped) {
   Checkpoint c;
   c.dir_ = std::move(source);
   c.config_ = std::move(config);
   c.keepalive_ = std::move(keepalive);
+  c.mapped_ = std::move(mapped);
   for (auto& [name, view] : views) {
     if (!c.tensors_.try_emplace(name, Slot{kNoShard, view}).second)
       throw Error(c.dir_ + ": tensor \"" + name + "\" is given twice");
@@ -178,6 +183,52 @@ std::vector<std::string> Checkpoint::Names() const {
   names.reserve(tensors_.size());
   for (const auto& [name, entry] : tensors_) names.push_back(name);
   return names;  // std::map order = sorted
+}
+
+int64_t Checkpoint::Release(const std::function<bool(std::string_view)>& drop) {
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  int64_t released = 0;
+  for (std::span<const std::byte> region : mapped_) {
+    const auto lo = reinterpret_cast<uintptr_t>(region.data()), hi = lo + region.size();
+    // Byte ranges of this mapping's dropped and kept tensors.
+    std::vector<std::pair<uintptr_t, uintptr_t>> dropped, kept;
+    for (const auto& [name, slot] : tensors_) {
+      const auto b = reinterpret_cast<uintptr_t>(slot.view.data), e = b + slot.view.nbytes();
+      if (slot.view.nbytes() == 0 || b < lo || e > hi) continue;
+      if (drop(name))
+        dropped.emplace_back(b, e);
+      else  // rounded outwards: a page shared with a kept tensor stays
+        kept.emplace_back(b / page * page, (e + page - 1) / page * page);
+    }
+    std::sort(dropped.begin(), dropped.end());
+    std::sort(kept.begin(), kept.end());
+    // Dropped tensors less than a page apart (alignment padding) form runs: a page may hold the
+    // end of one and the start of the next. Each run's whole pages go, but for the kept ranges
+    // cut out of it.
+    std::vector<std::pair<uintptr_t, uintptr_t>> runs;
+    for (const auto& r : dropped) {
+      if (!runs.empty() && r.first < runs.back().second + page)
+        runs.back().second = std::max(runs.back().second, r.second);
+      else
+        runs.push_back(r);
+    }
+    size_t k = 0;
+    for (auto [b, e] : runs) {
+      b = (b + page - 1) / page * page;
+      e = e / page * page;
+      while (k < kept.size() && kept[k].second <= b) ++k;
+      for (size_t j = k; j < kept.size() && kept[j].first < e && b < e; ++j) {
+        if (kept[j].first > b)
+          released += static_cast<int64_t>(ReleaseMappedPages(
+              {reinterpret_cast<const std::byte*>(b), kept[j].first - b}));
+        b = std::max(b, kept[j].second);
+      }
+      if (b < e)
+        released += static_cast<int64_t>(
+            ReleaseMappedPages({reinterpret_cast<const std::byte*>(b), e - b}));
+    }
+  }
+  return released;
 }
 
 }  // namespace dsinfer

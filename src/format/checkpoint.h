@@ -4,9 +4,13 @@
 // Thread-safe to read after Open.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -35,10 +39,13 @@ class Checkpoint {
   // `dir` may also be a GGUF file or split set (format/gguf_checkpoint.h).
   static Checkpoint Open(const std::string& dir);
   // A checkpoint whose tensors live elsewhere (a GGUF file seen with HF names and layouts):
-  // `views` point into memory that `keepalive` owns. `source` stands for `dir()`.
+  // `views` point into memory that `keepalive` owns. `source` stands for `dir()`. `mapped` lists
+  // the file mappings among that memory (views elsewhere, e.g. decoded copies, are never
+  // released by `Release`).
   static Checkpoint FromViews(std::string source, ModelConfig config,
                               std::vector<std::pair<std::string, TensorView>> views,
-                              std::shared_ptr<const void> keepalive);
+                              std::shared_ptr<const void> keepalive,
+                              std::vector<std::span<const std::byte>> mapped = {});
 
   const std::string& dir() const { return dir_; }
   const ModelConfig& config() const { return config_; }
@@ -54,6 +61,14 @@ class Checkpoint {
   // All tensor names, sorted.
   std::vector<std::string> Names() const;
 
+  // Takes the file pages of the tensors for which `drop(name)` is true out of this process's
+  // memory for good (ReleaseMappedPages): a rank of an expert-parallel job drops the other
+  // ranks' routed experts, so that neither readahead nor the kernel's fault-around maps them
+  // into it. A page that also holds bytes of a kept tensor stays. The dropped tensors stay
+  // listed (names, shapes) but their bytes must never be read again. Not thread-safe: call
+  // before the checkpoint is shared. Returns the bytes released.
+  int64_t Release(const std::function<bool(std::string_view)>& drop);
+
  private:
   std::string dir_;
   ModelConfig config_;
@@ -65,6 +80,7 @@ class Checkpoint {
   static constexpr size_t kNoShard = static_cast<size_t>(-1);
   std::map<std::string, Slot, std::less<>> tensors_;
   std::shared_ptr<const void> keepalive_;
+  std::vector<std::span<const std::byte>> mapped_;  // the file mappings the views point into
   std::optional<ExpertShare> expert_share_;
 };
 

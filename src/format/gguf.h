@@ -104,6 +104,8 @@ class GgufFile {
   // The whole tensor decoded to f32, row-major in `shape()` order. Throws `Error` naming the
   // tensor if its type cannot be decoded.
   std::vector<float> Dequantize(const GgufTensorInfo& t) const;
+  // The whole file as mapped.
+  std::span<const std::byte> mapping() const { return file_.bytes(); }
 
  private:
   MappedFile file_;

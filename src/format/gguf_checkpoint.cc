@@ -505,7 +505,9 @@ Checkpoint OpenGgufCheckpoint(const std::string& path) {
   b.Add("model.norm.weight", {H}, b.Need("output_norm.weight", {H}, m.Key("embedding_length")));
   b.Add("lm_head.weight", {V, H},
         b.Need(b.Has("output.weight") ? "output.weight" : "token_embd.weight", {H, V}, vk));
-  return Checkpoint::FromViews(path, c, b.TakeViews(), backing);
+  std::vector<std::span<const std::byte>> mappings;
+  for (const GgufFile& f : backing->files) mappings.push_back(f.mapping());
+  return Checkpoint::FromViews(path, c, b.TakeViews(), backing, std::move(mappings));
 }
 
 }  // namespace dsinfer

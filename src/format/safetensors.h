@@ -79,6 +79,8 @@ class SafetensorsFile {
   const std::map<std::string, std::string>& metadata() const { return header_.metadata; }
   const TensorInfo* Find(std::string_view name) const;  // nullptr if absent
   TensorView View(const TensorInfo& info) const;
+  // The whole file as mapped.
+  std::span<const std::byte> mapping() const { return file_.bytes(); }
 
  private:
   MappedFile file_;

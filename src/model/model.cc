@@ -7,6 +7,7 @@
 #include "kernels/linear.h"
 #include "kernels/norm.h"
 #include "model/layers.h"
+#include "model/routed_expert.h"
 
 namespace dsinfer {
 
@@ -98,6 +99,13 @@ std::unique_ptr<Model> Model::Load(const std::string& dir, const LoadOptions& op
     m->ep_ = ExpertParallel{
         .exchange = options.exchange, .experts = c.n_routed_experts, .mine = m->experts_};
     m->weights_ = LoadWeights(m->ckpt_, m->experts_);
+    // The other ranks' experts leave this process's memory for good: with the whole checkpoint
+    // mapped, readahead and fault-around would otherwise map their pages next to ours.
+    const ExpertRange mine = m->experts_;
+    m->ckpt_.Release([mine](std::string_view name) {
+      const int64_t e = RoutedExpertOf(name);
+      return e >= 0 && !mine.Has(e);
+    });
   } else {
     m->weights_ = LoadWeights(m->ckpt_);
   }

@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -168,6 +172,61 @@ TEST_F(CheckpointTest, IndexProblems) {
   // A shard that fails to parse is named.
   WriteText("s2.safetensors", "xx");
   ExpectOpenError({dir_ + "/s2.safetensors", "truncated"});
+}
+
+// The permissions /proc/self/maps gives the page at `addr` ("r--p" for a file mapping, "---p"
+// for a released page), or "" if it is not mapped.
+std::string PagePermissions(uintptr_t addr) {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    unsigned long long lo = 0, hi = 0;
+    char perms[8] = {};
+    if (std::sscanf(line.c_str(), "%llx-%llx %7s", &lo, &hi, perms) == 3 && lo <= addr &&
+        addr < hi)
+      return perms;
+  }
+  return "";
+}
+
+TEST_F(CheckpointTest, ReleaseTakesOnlyWholePagesOfDroppedTensorsOutOfMemory) {
+  // Sizes that straddle pages in every way: a kept tensor sharing its first and last pages with
+  // dropped ones, two dropped tensors in a row, a dropped tensor smaller than a page.
+  const std::vector<TensorSpec> specs = {{"keep.a", DType::kU8, {10000}},
+                                         {"drop.b", DType::kU8, {3 * 4096 + 100}},
+                                         {"drop.c", DType::kU8, {5000}},
+                                         {"keep.d", DType::kU8, {7000}},
+                                         {"drop.e", DType::kU8, {3000}},
+                                         {"drop.f", DType::kU8, {20000}}};
+  WriteShard("model.safetensors", specs, 7);
+  Checkpoint c = Checkpoint::Open(dir_);
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto base = reinterpret_cast<uintptr_t>(c.shards()[0].mapping().data());
+  const size_t pages = (c.shards()[0].mapping().size() + page - 1) / page;
+  // Truth, page by page: released iff every byte of the page belongs to a dropped tensor.
+  std::vector<int> dropped_bytes(pages, 0);
+  for (const TensorSpec& t : specs) {
+    if (t.name.rfind("drop.", 0) != 0) continue;
+    const auto b = reinterpret_cast<uintptr_t>(c.Get(t.name).data) - base;
+    for (uintptr_t x = b; x < b + c.Get(t.name).nbytes(); ++x) ++dropped_bytes[x / page];
+  }
+  int64_t expected = 0;
+  for (size_t p = 0; p < pages; ++p)
+    if (dropped_bytes[p] == static_cast<int>(page)) expected += static_cast<int64_t>(page);
+  ASSERT_GT(expected, 0);
+
+  EXPECT_EQ(c.Release([](std::string_view n) { return n.rfind("drop.", 0) == 0; }), expected);
+  for (size_t p = 0; p < pages; ++p) {
+    const bool released = dropped_bytes[p] == static_cast<int>(page);
+    EXPECT_EQ(PagePermissions(base + p * page), released ? "---p" : "r--p") << "page " << p;
+  }
+  // The kept tensors read as written (a released page among them would fault here).
+  for (const char* name : {"keep.a", "keep.d"}) {
+    const TensorView v = c.Get(name);
+    for (size_t i = 0; i < v.nbytes(); ++i)
+      ASSERT_EQ(v.data[i], static_cast<std::byte>(7 + i)) << name << " byte " << i;
+  }
+  EXPECT_EQ(c.Release([](std::string_view) { return false; }), 0);
 }
 
 }  // namespace
