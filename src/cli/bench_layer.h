@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/commands.h"
 #include "tools/bench_layer.h"
 
 namespace dsinfer::cli {
@@ -27,7 +28,7 @@ struct LayerBenchRun {
   double min_seconds = 0.3;
   int64_t layer = -1;
   std::string kv_cache = "fp8";
-  std::string numerics = "f32";  // --numerics f32 | bf16 (docs/numerics.md)
+  NumericsFlags numerics{};  // --numerics f32 | bf16, --block-acts int8 | f32 (docs/numerics.md)
   bool json = false;
   std::optional<std::string> plot{};
   bool brief = false;  // a two-line header (the main job)

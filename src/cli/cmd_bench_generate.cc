@@ -26,7 +26,7 @@ struct Options {
   std::vector<int64_t> drafts = {0, 1};  // 0: no speculation
   int64_t prompt = 64, tokens = 64;
   std::string kv_cache = "fp8";
-  std::string numerics = "f32";
+  NumericsFlags numerics;
   bool adaptive = true;
   double min_acceptance = EngineOptions{}.min_acceptance;  // --spec-min-acceptance
   int64_t window = EngineOptions{}.adaptive_window;        // --spec-window
@@ -50,7 +50,7 @@ Run Measure(const Options& o, const std::string& dir, int batch, int64_t draft) 
   eo.min_acceptance = o.adaptive ? o.min_acceptance : -1;
   eo.adaptive_window = o.window;
   eo.sequence.kv_cache = ParseKvCacheType(o.kv_cache, "--kv-cache");
-  Engine engine(Model::Load(dir, {.numerics = ParseNumerics(o.numerics, "--numerics")}), eo);
+  Engine engine(Model::Load(dir, o.numerics.Load()), eo);
   const int64_t vocab = engine.config().vocab_size;
   std::vector<std::shared_ptr<Generation>> gens;
   for (int b = 0; b < batch; ++b) {
@@ -152,7 +152,7 @@ BenchRegistrar reg("generate", [](CLI::App& bench) -> RunFn {
   sub->add_option("--kv-cache", o->kv_cache, "f32 | bf16 | fp8")
       ->check(CLI::IsMember({"f32", "bf16", "fp8"}))
       ->capture_default_str();
-  AddNumericsOption(sub, &o->numerics);
+  AddNumericsOptions(sub, &o->numerics);
   sub->add_flag("!--no-adaptive", o->adaptive, "keep drafting whatever the acceptance");
   sub->add_option("--spec-min-acceptance", o->min_acceptance,
                   "a sequence whose acceptance is below this after --spec-window drafts stops "

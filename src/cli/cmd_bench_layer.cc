@@ -178,7 +178,7 @@ int RunLayerBench(const LayerBenchRun& o) {
   const KvCacheType kv = ParseKvCacheType(o.kv_cache, "--kv-cache");
 
   std::unique_ptr<Model> model =
-      Model::Load(o.model_dir, {.numerics = ParseNumerics(o.numerics, "--numerics")});
+      Model::Load(o.model_dir, o.numerics.Load());
   CaseProgress progress;
   lb::LayerBench bench(*model, {.layer = o.layer,
                                 .kv_cache = kv,
@@ -290,7 +290,7 @@ BenchRegistrar reg("layer", [](CLI::App& bench) -> RunFn {
       ->check(CLI::Range(0.0, 60.0));
   sub->add_option("--layer", r.layer, "Layer to measure (default: the first MoE layer)");
   sub->add_option("--kv-cache", r.kv_cache, "Latent cache type: fp8, bf16, f32")->capture_default_str();
-  AddNumericsOption(sub, &r.numerics);
+  AddNumericsOptions(sub, &r.numerics);
   sub->add_flag("--json", r.json, "One JSON object per measurement");
   sub->add_flag("--breakdown", r.breakdown,
                 "Also print ms/token per part of the layer and the indexer's GFLOP/s vs the "

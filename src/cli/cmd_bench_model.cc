@@ -45,6 +45,7 @@ struct Options {
   int64_t batch = 512;
   std::string kv_cache = "f32";
   std::string numerics = "f32";  // comma-separated: f32, bf16 or both (docs/numerics.md)
+  std::string block_acts = "int8";  // --block-acts int8 | f32
   std::string output = "md";
   std::optional<std::string> output_err;
   bool no_warmup = false;
@@ -454,7 +455,8 @@ int RunBenchModel(const Options& o) {
   if (!o.preset && !o.sets.empty()) throw Error("--set applies to --preset, not to --model");
   const KvCacheType kv = ParseKvCacheType(o.kv_cache, "--kv-cache");
   const std::string dir = o.preset ? PresetModelDir(*o.preset, o.sets) : ResolveModelDir(o.model);
-  std::unique_ptr<Model> model = Model::Load(dir);
+  std::unique_ptr<Model> model =
+      Model::Load(dir, {.int8_block_activations = o.block_acts == "int8"});
   const ModelConfig& c = model->config();
   const std::vector<Test> tests = PlanTests(Attentions(o, c), o);
   for (const Test& t : tests) CheckFits(t, c);  // fail before minutes of measuring
@@ -524,6 +526,7 @@ BenchRegistrar reg("model", [](CLI::App& bench) -> RunFn {
                   "Matrix-product numerics, comma-separated: f32 (the reference), bf16 "
                   "(activations rounded to bf16 at the GEMM inputs; docs/numerics.md) or both")
       ->capture_default_str();
+  AddBlockActsOption(sub, &o->block_acts);
   sub->add_option("-o,--output", o->output, "Output on stdout: md (a table) or json (every sample)")
       ->capture_default_str();
   sub->add_option("--output-err", o->output_err, "Also print this format (md or json) on stderr");

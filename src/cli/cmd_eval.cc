@@ -30,7 +30,7 @@ struct EvalOptions {
   std::string attention = "dsa";
   std::optional<int64_t> index_topk;
   std::string kv_cache = "f32";
-  std::string numerics = "f32";
+  NumericsFlags numerics;
   int64_t max_new = 64;
   int64_t limit = 0;
   int batch = 8;
@@ -178,7 +178,7 @@ int RunEval(const EvalOptions& o) {
   const std::string dir = ResolveModelDir(o.model);
   const text::Tokenizer tok = text::Tokenizer::ForModel(dir);
   std::unique_ptr<Model> model =
-      Model::Load(dir, {.numerics = ParseNumerics(o.numerics, "--numerics")});
+      Model::Load(dir, o.numerics.Load());
   const ModelConfig& c = model->config();
   if (o.mtp && !model->has_mtp()) throw Error("--mtp: " + dir + " has no MTP layer");
   const SequenceOptions so{
@@ -191,7 +191,8 @@ int RunEval(const EvalOptions& o) {
       {"attention", probe.use_indexer ? "dsa" : "dense"},
       {"index_topk", probe.use_indexer ? ordered_json(probe.index_topk) : ordered_json(nullptr)},
       {"kv_cache", o.kv_cache},
-      {"numerics", o.numerics},
+      {"numerics", o.numerics.numerics},
+      {"block_acts", o.numerics.block_acts},
       {"max_new", o.max_new},
       {"mtp", o.mtp},
       {"tasks", ordered_json::array()},
@@ -248,7 +249,7 @@ CommandRegistrar reg("eval", [](CLI::App& app) -> RunFn {
   sub->add_option("--kv-cache", o->kv_cache, "f32 | bf16 | fp8")
       ->check(CLI::IsMember({"f32", "bf16", "fp8"}))
       ->capture_default_str();
-  AddNumericsOption(sub, &o->numerics);
+  AddNumericsOptions(sub, &o->numerics);
   sub->add_option("--max-new", o->max_new, "tokens generated per task at most")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();

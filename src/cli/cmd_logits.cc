@@ -33,7 +33,7 @@ struct LogitsOptions {
   std::string attention = "dsa";
   std::optional<int64_t> index_topk;
   std::string kv_cache = "f32";
-  std::string numerics = "f32";
+  NumericsFlags numerics;
   std::optional<std::string> mtp_out;
   std::optional<std::string> dump_dir;
   bool expert_memory = false;
@@ -69,7 +69,7 @@ int RunLogits(const LogitsOptions& o) {
   if (world && world->ranks() > 1 && !o.model)
     throw Error("--model is required across MPI ranks (the default model is generated on first "
                 "use; run `dsinfer logits` once without mpirun to generate it)");
-  const LoadOptions lo{.numerics = ParseNumerics(o.numerics, "--numerics")};
+  const LoadOptions lo = o.numerics.Load();
   std::unique_ptr<Model> model = world ? LoadModelOnRanks(*world, ResolveModelDir(o.model), lo)
                                        : Model::Load(ResolveModelDir(o.model), lo);
   const bool writer = !world || world->rank() == 0;  // rank 0 writes the output
@@ -122,7 +122,7 @@ CommandRegistrar reg("logits", [](CLI::App& app) -> RunFn {
       ->check(CLI::PositiveNumber);
   sub->add_option("--kv-cache", o->kv_cache, "f32 | bf16 | fp8")
       ->check(CLI::IsMember({"f32", "bf16", "fp8"}))->capture_default_str();
-  AddNumericsOption(sub, &o->numerics);
+  AddNumericsOptions(sub, &o->numerics);
   sub->add_option("--mtp-out", o->mtp_out, "also write the MTP logits [n_tokens-1, vocab]");
   sub->add_option("--dump-dir", o->dump_dir, "write named intermediates as .npy");
   sub->add_flag("--expert-memory", o->expert_memory,

@@ -46,7 +46,7 @@ struct RunOptions {
   SamplerOptions sampler;
   std::string kv_cache = "f32";
   std::string attention = "dsa";
-  std::string numerics = "f32";
+  NumericsFlags numerics;
   SpecFlags spec;  // --spec, --draft, --spec-min-acceptance, --spec-window
 };
 
@@ -64,7 +64,7 @@ class Session {
     eo.sequence.attention = o.attention == "dense" ? AttentionMode::kDense : AttentionMode::kDsa;
     o.spec.Apply(eo);
     engine_ = std::make_unique<Engine>(
-        Model::Load(dir, {.numerics = ParseNumerics(o.numerics, "--numerics")}), eo);
+        Model::Load(dir, o.numerics.Load()), eo);
   }
   ~Session() { session_.reset(); }  // its pages go back to the pool before the engine ends
 
@@ -227,7 +227,7 @@ int RunOnRanks(const RunOptions& o, dist::World& world) {
   }
   world.Broadcast(prompt);
   std::unique_ptr<Model> model = LoadModelOnRanks(
-      world, dir, {.numerics = ParseNumerics(o.numerics, "--numerics")});
+      world, dir, o.numerics.Load());
   const ModelConfig& c = model->config();
   if (prompt.empty()) throw Error("empty prompt");
   CheckTokenIds(prompt, c, "prompt");
@@ -332,7 +332,7 @@ CommandRegistrar reg("run", [](CLI::App& app) -> RunFn {
   sub->add_option("--attention", o->attention, "dsa | dense")
       ->check(CLI::IsMember({"dsa", "dense"}))
       ->capture_default_str();
-  AddNumericsOption(sub, &o->numerics);
+  AddNumericsOptions(sub, &o->numerics);
   return [o] { return RunGenerate(*o); };
 });
 

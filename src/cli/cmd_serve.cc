@@ -51,7 +51,7 @@ struct ServeOptions {
   std::string kv_budget;         // empty: DefaultKvBudget()
   std::string kv_cache = "fp8";  // V3.2's production cache layout (656 B per token and layer)
   std::string attention = "dsa";
-  std::string numerics = "f32";
+  NumericsFlags numerics;
   SpecFlags spec;  // --spec, --draft, --spec-min-acceptance, --spec-window
   std::string prices = "0.028,0.28,0.42";
   std::optional<std::string> test_script;
@@ -163,7 +163,7 @@ int FollowServe(const ServeOptions& o, dist::World& world) {
   EngineOptions eo = ServeEngineOptions(o);
   eo.replica = &replica;
   Engine engine(LoadModelOnRanks(world, ResolveModelDir(o.model),
-                                 {.numerics = ParseNumerics(o.numerics, "--numerics")}),
+                                 o.numerics.Load()),
                 eo);
   engine.Follow();
   return 0;
@@ -199,7 +199,7 @@ int RunServe(const ServeOptions& o) {
   }
   const text::Tokenizer tokenizer = text::Tokenizer::ForModel(dir);
   EngineOptions eo = ServeEngineOptions(o);
-  const LoadOptions load{.numerics = ParseNumerics(o.numerics, "--numerics")};
+  const LoadOptions load = o.numerics.Load();
   std::optional<WorldReplica> replica;
   if (world) eo.replica = &replica.emplace(*world);
   struct ReportExchanges {  // once the engine (whose worker makes the exchanges) is gone
@@ -278,7 +278,7 @@ CommandRegistrar reg("serve", [](CLI::App& app) -> RunFn {
       ->check(CLI::IsMember({"dsa", "dense"}))
       ->capture_default_str();
   AddSpecOptions(sub, o->spec);
-  AddNumericsOption(sub, &o->numerics);
+  AddNumericsOptions(sub, &o->numerics);
   sub->add_option("--prices", o->prices, "USD per 1M tokens: cache hit,cache miss,output")
       ->capture_default_str();
   sub->add_option("--max-body", o->http.max_body_bytes, "request body limit in bytes (413)")

@@ -3,7 +3,9 @@
 #include <map>
 #include <string>
 
+#include "base/error.h"
 #include "base/threads.h"
+#include "model/model.h"
 #include "runtime/engine.h"
 
 namespace dsinfer::cli {
@@ -52,12 +54,29 @@ void AddThreadsOption(CLI::App* app) {
       ->check(CLI::Range(1, 4096));
 }
 
-void AddNumericsOption(CLI::App* app, std::string* numerics) {
-  app->add_option("--numerics", *numerics,
+void AddBlockActsOption(CLI::App* app, std::string* block_acts) {
+  app->add_option("--block-acts", *block_acts,
+                  "activations of block-quantised (GGUF Q8_0/Q4_K/Q5_K/Q6_K) weights: int8 "
+                  "(quantised per 32, integer products as llama.cpp) | f32 (exact, the reference "
+                  "contract; docs/numerics.md)")
+      ->check(CLI::IsMember({"int8", "f32"}))
+      ->capture_default_str();
+}
+
+void AddNumericsOptions(CLI::App* app, NumericsFlags* flags) {
+  app->add_option("--numerics", flags->numerics,
                   "matrix-product numerics: f32 (the reference) | bf16 (activations rounded to "
                   "bf16 at the GEMM inputs, DeepSeek's production numerics; docs/numerics.md)")
       ->check(CLI::IsMember({"f32", "bf16"}))
       ->capture_default_str();
+  AddBlockActsOption(app, &flags->block_acts);
+}
+
+LoadOptions NumericsFlags::Load() const {
+  if (block_acts != "int8" && block_acts != "f32")
+    throw Error("--block-acts: expected int8 or f32, got '" + block_acts + "'");
+  return LoadOptions{.numerics = ParseNumerics(numerics, "--numerics"),
+                     .int8_block_activations = block_acts == "int8"};
 }
 
 SpecFlags::SpecFlags() {

@@ -16,6 +16,7 @@
 
 namespace dsinfer {
 struct EngineOptions;  // runtime/engine.h
+struct LoadOptions;    // model/model.h
 }  // namespace dsinfer
 
 namespace dsinfer::cli {
@@ -48,9 +49,17 @@ std::vector<Command> AddBenchCommands(CLI::App& bench);
 // use) to a command that computes.
 void AddThreadsOption(CLI::App* app);
 
-// Adds `--numerics f32|bf16` (docs/numerics.md) to a command that runs the model, into `*numerics`
-// (checked by CLI11; `ParseNumerics` turns it into the model's `LoadOptions::numerics`).
-void AddNumericsOption(CLI::App* app, std::string* numerics);
+// The arithmetic flags of a command that runs the model (docs/numerics.md), checked by CLI11.
+struct NumericsFlags {
+  std::string numerics = "f32";     // --numerics f32|bf16 (LoadOptions::numerics)
+  std::string block_acts = "int8";  // --block-acts int8|f32 (LoadOptions::int8_block_activations)
+  LoadOptions Load() const;         // the load options they select
+};
+
+// Adds `--numerics f32|bf16` and `--block-acts int8|f32` into `*flags`.
+void AddNumericsOptions(CLI::App* app, NumericsFlags* flags);
+// Adds `--block-acts int8|f32` alone (commands with their own --numerics).
+void AddBlockActsOption(CLI::App* app, std::string* block_acts);
 
 // Speculative decoding flags of `run` and `serve` (AddSpecOptions).
 struct SpecFlags {

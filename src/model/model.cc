@@ -98,7 +98,7 @@ std::unique_ptr<Model> Model::Load(const std::string& dir, const LoadOptions& op
         ExpertRangeOf(c.n_routed_experts, options.exchange->rank(), options.exchange->ranks());
     m->ep_ = ExpertParallel{
         .exchange = options.exchange, .experts = c.n_routed_experts, .mine = m->experts_};
-    m->weights_ = LoadWeights(m->ckpt_, m->experts_);
+    m->weights_ = LoadWeights(m->ckpt_, m->experts_, options.int8_block_activations);
     // The other ranks' experts leave this process's memory for good: with the whole checkpoint
     // mapped, readahead and fault-around would otherwise map their pages next to ours.
     const ExpertRange mine = m->experts_;
@@ -107,7 +107,7 @@ std::unique_ptr<Model> Model::Load(const std::string& dir, const LoadOptions& op
       return e >= 0 && !mine.Has(e);
     });
   } else {
-    m->weights_ = LoadWeights(m->ckpt_);
+    m->weights_ = LoadWeights(m->ckpt_, std::nullopt, options.int8_block_activations);
   }
   m->rope_ = RopeTable(c.qk_rope_head_dim, c.rope_theta, Yarn(c));
   if (c.index_head_dim && (*c.index_head_dim & (*c.index_head_dim - 1)) != 0)

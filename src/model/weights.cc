@@ -15,22 +15,13 @@ namespace dsinfer {
 
 namespace {
 
-// DSINFER_INT8_ACT=1: block weights (Q8_0, Q4_K, Q5_K, Q6_K) multiply activations quantised to
-// int8 per 32 elements (AVX-512 VNNI; docs/numerics.md "int8 activations"); default: exact f32.
-bool Int8Activations() {
-  static const bool on = [] {
-    const char* v = std::getenv("DSINFER_INT8_ACT");
-    return v != nullptr && std::string_view(v) == "1";
-  }();
-  return on;
-}
-
 // Views of tensors that `CheckTensors` has passed: present, of an accepted dtype (docs/
 // checkpoint.md) and the table's shape, FP8 ones with valid block scales. What it checks is
 // only re-asserted here (an invariant, not input validation).
 class Loader {
  public:
-  explicit Loader(const Checkpoint& ckpt) : ckpt_(ckpt) {}
+  Loader(const Checkpoint& ckpt, bool int8_block_activations)
+      : ckpt_(ckpt), int8_(int8_block_activations) {}
 
   bool Has(const std::string& name) const { return ckpt_.Has(name); }
 
@@ -44,7 +35,7 @@ class Loader {
   WeightView Linear(const std::string& prefix, int64_t rows, int64_t cols) const {
     TensorView v = Get(prefix + ".weight", {rows, cols});
     WeightView w{.dtype = v.dtype(), .rows = rows, .cols = cols, .data = v.data};
-    w.int8_activations = IsBlockDType(v.dtype()) && Int8Activations();
+    w.int8_activations = IsBlockDType(v.dtype()) && int8_;
     if (v.dtype() == DType::kF8E4M3)
       w.scales = Get(prefix + ".weight_scale_inv", BlockScaleShape(rows, cols)).as<float>().data();
     return w;
@@ -61,6 +52,7 @@ class Loader {
 
  private:
   const Checkpoint& ckpt_;
+  bool int8_;
 };
 
 MlpWeights LoadMlp(const Loader& ld, const std::string& p, int64_t hidden, int64_t inter) {
@@ -154,7 +146,8 @@ void CheckAgainstTable(const Checkpoint& ckpt, const std::optional<ExpertRange>&
 
 }  // namespace
 
-ModelWeights LoadWeights(const Checkpoint& ckpt, std::optional<ExpertRange> experts) {
+ModelWeights LoadWeights(const Checkpoint& ckpt, std::optional<ExpertRange> experts,
+                         bool int8_block_activations) {
   const ModelConfig& c = ckpt.config();
   if (c.scoring_func != "sigmoid")
     throw Error(ckpt.dir() + "/config.json: scoring_func '" + c.scoring_func +
@@ -162,7 +155,7 @@ ModelWeights LoadWeights(const Checkpoint& ckpt, std::optional<ExpertRange> expe
   if (c.has_indexer() && !c.q_lora_rank)
     throw Error(ckpt.dir() + "/config.json: the lightning indexer needs q_lora_rank");
   CheckAgainstTable(ckpt, experts);
-  Loader ld(ckpt);
+  Loader ld(ckpt, int8_block_activations);
   ModelWeights w;
   w.embed = ld.Linear("model.embed_tokens", c.vocab_size, c.hidden_size);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l)

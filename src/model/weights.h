@@ -85,7 +85,10 @@ struct ModelWeights {
 // (the first problem `CheckTensors` finds, and how many more). With `experts` (a rank of an
 // expert-parallel job), only those routed experts get views and only their block scales are
 // read: the other experts' tensors must still be stored with the right dtypes and shapes, but
-// their bytes are never touched.
-ModelWeights LoadWeights(const Checkpoint& ckpt, std::optional<ExpertRange> experts = std::nullopt);
+// their bytes are never touched. `int8_block_activations` sets
+// `WeightView::int8_activations` on every block-quantised weight (Q8_0, Q4_K, Q5_K, Q6_K:
+// LoadOptions::int8_block_activations).
+ModelWeights LoadWeights(const Checkpoint& ckpt, std::optional<ExpertRange> experts = std::nullopt,
+                         bool int8_block_activations = true);
 
 }  // namespace dsinfer

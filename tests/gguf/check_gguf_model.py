@@ -94,8 +94,11 @@ def check(cond, what):
         FAILS.append(what)
 
 
-def logits(dsinfer, model, out, extra=(), env=None):
-    run([dsinfer, "logits", "--model", model, "--ids", IDS, "--out", out, *extra], env=env)
+def logits(dsinfer, model, out, extra=(), env=None, acts="f32"):
+    """`dsinfer logits`; block weights with exact f32 activations (the reference contract) unless
+    `acts` says otherwise (None: the default, int8)."""
+    flags = ["--block-acts", acts] if acts else []
+    run([dsinfer, "logits", "--model", model, "--ids", IDS, "--out", out, *flags, *extra], env=env)
     return np.load(out)
 
 
@@ -365,15 +368,18 @@ def main():
               f"{typ} vs the FP8 checkpoint over {fp8.shape[0]} positions: mean KL {kl_mean:.2e} "
               f"(max {kl_max:.2e}) ≤ {bound[0]}, top-1 agreement {top1:.2f} ≥ {bound[1]}, "
               f"FP8 top-1 within the {typ} top-5 {top5:.2f} ≥ {bound[2]}")
-        # int8 activations (DSINFER_INT8_ACT=1: the block weights multiply activations
-        # rounded to int8 per 32-element block, VNNI when the CPU has it; docs/numerics.md):
-        # the f32-activation logits up to that rounding.
+        # int8 activations (the default, `--block-acts int8`: the block weights multiply
+        # activations rounded to int8 per 32-element block, VNNI when the CPU has it;
+        # docs/numerics.md): the f32-activation logits up to that rounding.
         dumps = [os.path.join(work, f"{typ}-{kind}-dump") for kind in ("f32", "i8")]
         for d in dumps:
             shutil.rmtree(d, ignore_errors=True)
         f32a = logits(ds, path, os.path.join(work, f"{typ}-f32.npy"), ["--dump-dir", dumps[0]])
         i8 = logits(ds, path, os.path.join(work, f"{typ}-i8.npy"), ["--dump-dir", dumps[1]],
-                    env=dict(os.environ, DSINFER_INT8_ACT="1"))
+                    acts=None)
+        explicit = logits(ds, path, os.path.join(work, f"{typ}-i8x.npy"), acts="int8")
+        check(np.array_equal(i8, explicit), f"{typ}: the default is int8 activations "
+              "(its logits are those of --block-acts int8, bit for bit)")
         flip = first_routing_flip(*dumps)
         n = got.shape[0] if flip is None else flip
         e8 = rel(i8[:n], f32a[:n]) if n else 0.0

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The trained model in each storage format and numerics dsinfer offers, against its own FP8
 # checkpoint run in f32 numerics with an f32 KV cache (the reference): GGUF files made by
-# `dsinfer quantize` (Q8_0, Q6_K, Q5_K_M, Q4_K_M; Q8_0 and Q4_K_M also with int8 activations,
-# DSINFER_INT8_ACT=1), `--numerics bf16`, and the bf16 and FP8 KV caches. For each, measured by
+# `dsinfer quantize` (Q8_0, Q6_K, Q5_K_M, Q4_K_M with exact f32 activations, `--block-acts f32`;
+# Q8_0 and Q4_K_M also with int8 activations, the default), `--numerics bf16`, and the bf16 and FP8 KV caches. For each, measured by
 # dsinfer in DSA mode: held-out perplexity, pass key retrieval at 2K tokens, and the KL divergence
 # and top-1 agreement of its next-token distributions with the reference's over 2,048 tokens of
 # held-out text (one prefill) (docs/gguf.md and docs/numerics.md show the table). Prints the
@@ -80,10 +80,10 @@ measure kv_fp8 "$model" -- --kv-cache fp8
 for type in Q8_0 Q6_K Q5_K_M Q4_K_M; do
   "$dsinfer" quantize "${threads[@]}" --model "$model" --out "$out/$type.gguf" --type "$type" \
     > /dev/null
-  measure "$type" "$out/$type.gguf" --
+  measure "$type" "$out/$type.gguf" -- --block-acts f32
 done
-measure Q8_0_int8 "$out/Q8_0.gguf" DSINFER_INT8_ACT=1 --
-measure Q4_K_M_int8 "$out/Q4_K_M.gguf" DSINFER_INT8_ACT=1 --
+measure Q8_0_int8 "$out/Q8_0.gguf" -- --block-acts int8
+measure Q4_K_M_int8 "$out/Q4_K_M.gguf" -- --block-acts int8
 
 $PY - "$out" "$model" "${variants[@]}" <<'PYEOF'
 import json, os, sys
