@@ -8,6 +8,7 @@
 #include "base/error.h"
 #include "base/threads.h"
 #include "format/checkpoint.h"
+#include "model/routed_expert.h"
 #include "text/tokenizer.h"
 
 namespace dsinfer {
@@ -47,6 +48,13 @@ void CollectTensors(const Checkpoint& ck, bool checksums, InspectReport& r) {
     t = {names[i], std::string(DTypeName(v.dtype())), v.shape(), v.nbytes(), std::nullopt};
     r.bytes_by_dtype[t.dtype] += t.nbytes;
     r.total_bytes += t.nbytes;
+    const bool scale = names[i].ends_with(".weight_scale_inv");
+    const bool expert = RoutedExpertOf(names[i]) >= 0;
+    if (!scale) r.weights += v.numel();
+    if (expert) {
+      r.expert_bytes += t.nbytes;
+      if (!scale) r.expert_weights += v.numel();
+    }
     if (names[i].ends_with(".weight_scale_inv") && v.dtype() == DType::kF32)
       AddScales(v, r.fp8_scales, log_sum, pow2);
   }
@@ -149,6 +157,10 @@ nlohmann::json InspectJson(const InspectReport& r) {
                      {"mtp_unique", r.params.mtp_unique}};
   j["bytes_by_dtype"] = r.bytes_by_dtype;
   j["total_bytes"] = r.total_bytes;
+  j["weights"] = r.weights;
+  j["bits_per_weight"] = r.bits_per_weight();
+  j["routed_expert_bytes"] = r.expert_bytes;
+  j["routed_expert_weights"] = r.expert_weights;
   j["fp8_scales"] = {{"count", r.fp8_scales.count},
                      {"min", r.fp8_scales.min},
                      {"max", r.fp8_scales.max},

@@ -54,6 +54,13 @@ struct InspectReport {
   ParameterCounts params;             // of the table tensors present with the right shape
   std::map<std::string, uint64_t> bytes_by_dtype;
   uint64_t total_bytes = 0;
+  // Bits per weight: every tensor's bytes (FP8 block scales included) over the elements of the
+  // tensors that are not block scales (`.weight_scale_inv`); the routed experts' tensors
+  // (RoutedExpertOf) apart.
+  int64_t weights = 0;
+  uint64_t expert_bytes = 0;
+  int64_t expert_weights = 0;
+  double bits_per_weight() const { return weights ? 8.0 * total_bytes / weights : 0; }
   ScaleStats fp8_scales;
   std::vector<std::string> missing;           // required table tensors absent
   std::vector<std::string> missing_optional;  // e.g. an omitted MTP layer

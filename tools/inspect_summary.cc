@@ -103,6 +103,13 @@ std::string FormatInspectSummary(const InspectReport& r) {
     for (const auto& [dtype, n] : r.bytes_by_dtype)
       Append(s, " %s %s;", dtype.c_str(), Bytes(n).c_str());
     s += "\n";
+    const int64_t rest_w = r.weights - r.expert_weights;
+    Append(s,
+           "bits per weight: %.3f (routed experts %.3f, the rest %.3f; FP8 block scales "
+           "included)\n",
+           r.bits_per_weight(),
+           r.expert_weights ? 8.0 * r.expert_bytes / r.expert_weights : 0.0,
+           rest_w ? 8.0 * (r.total_bytes - r.expert_bytes) / rest_w : 0.0);
     const ScaleStats& f = r.fp8_scales;
     Append(
         s,

@@ -88,6 +88,30 @@ def check_complete(binary, folder, cfg, f32_norms):
     problems = compare(expected_tensors(written), j)
     if not problems:
         print(f"inspect agrees with the writer on all {len(written)} tensors (f32_norms={f32_norms})")
+    problems += check_bits(written, j)
+    return problems
+
+
+def check_bits(written, j):
+    """Bits per weight: all bytes written over the elements of every tensor but the block scales;
+    the routed experts' tensors apart."""
+    import re
+    expert = re.compile(r"\.mlp\.experts\.\d+\.")
+    nbytes = weights = e_bytes = e_weights = 0
+    for name, (dtype, shape, raw) in written.items():
+        b = len(np.ascontiguousarray(raw).tobytes())
+        w = 0 if name.endswith(".weight_scale_inv") else int(np.prod(shape))
+        nbytes, weights = nbytes + b, weights + w
+        if expert.search(name):
+            e_bytes, e_weights = e_bytes + b, e_weights + w
+    want = {"weights": weights, "routed_expert_bytes": e_bytes, "routed_expert_weights": e_weights}
+    problems = [f"inspect {k} = {j.get(k)}, the writer wrote {v}" for k, v in want.items() if j.get(k) != v]
+    bpw = 8 * nbytes / weights
+    if abs(j.get("bits_per_weight", -1) - bpw) > 1e-9 * bpw:
+        problems.append(f"inspect bits_per_weight = {j.get('bits_per_weight')}, expected {bpw}")
+    if not problems:
+        print(f"inspect: {bpw:.4f} bits per weight ({weights} weights, {e_weights} in routed experts "
+              f"at {8 * e_bytes / e_weights:.4f}), as written")
     return problems
 
 
