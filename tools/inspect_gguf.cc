@@ -81,7 +81,7 @@ std::string FormatGgufInspect(const GgufInspectReport& r) {
   s += buf;
   const uint64_t total = r.file_bytes + r.decoded_bytes + r.cache_bytes_f32;
   std::snprintf(buf, sizeof buf,
-                "  memory at context %lld: mapped tensors %s (kept as stored) + f32 kv_b copies %s "
+                "  memory at context %lld: mapped tensors %s (kept as stored) + f32 copies %s "
                 "+ cache %s (f32; "
                 "bf16 %s, fp8 %s) = %s\n",
                 (long long)r.context, GiB(r.file_bytes).c_str(), GiB(r.decoded_bytes).c_str(),

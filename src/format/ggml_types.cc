@@ -18,8 +18,8 @@ constexpr int64_t kQK = 256;  // elements per K-quant super-block (ggml's QK_K)
 
 constexpr std::array<GgmlTypeInfo, 20> kTypes = {{
     {GgmlType::kF32, "F32", 1, 4, true},       {GgmlType::kF16, "F16", 1, 2, true},
-    {GgmlType::kQ4_0, "Q4_0", 32, 18, false},  {GgmlType::kQ4_1, "Q4_1", 32, 20, false},
-    {GgmlType::kQ5_0, "Q5_0", 32, 22, false},  {GgmlType::kQ5_1, "Q5_1", 32, 24, false},
+    {GgmlType::kQ4_0, "Q4_0", 32, 18, true},   {GgmlType::kQ4_1, "Q4_1", 32, 20, true},
+    {GgmlType::kQ5_0, "Q5_0", 32, 22, true},   {GgmlType::kQ5_1, "Q5_1", 32, 24, true},
     {GgmlType::kQ8_0, "Q8_0", 32, 34, true},   {GgmlType::kQ8_1, "Q8_1", 32, 36, false},
     {GgmlType::kQ2_K, "Q2_K", kQK, 84, false}, {GgmlType::kQ3_K, "Q3_K", kQK, 110, false},
     {GgmlType::kQ4_K, "Q4_K", kQK, 144, true}, {GgmlType::kQ5_K, "Q5_K", kQK, 176, true},
@@ -36,6 +36,33 @@ float LoadF16(const uint8_t* p) { return F16ToFloat(LoadU16(p)); }
 void DecodeQ8_0(const uint8_t* b, float* y) {
   const float d = LoadF16(b);
   for (int i = 0; i < 32; ++i) y[i] = static_cast<float>(static_cast<int8_t>(b[2 + i])) * d;
+}
+
+// The legacy 32-element types: f16 d [| f16 m] [| u8 qh[4]] | u8 qs[16]. Element i < 16 takes
+// the low nibble of qs[i], element i + 16 the high nibble; with qh (Q5_0, Q5_1), bit i of the
+// little-endian u32 qh is element i's fifth bit (value 16). Q4_0 / Q5_0 (no m): x = (q - 8) · d /
+// (q - 16) · d; Q4_1 / Q5_1: x = q · d + m, the product rounded to f32 before the sum.
+void DecodeLegacy(const uint8_t* b, bool has_min, bool has_high, float* y) {
+  const float d = LoadF16(b);
+  const float m = has_min ? LoadF16(b + 2) : 0.0f;
+  const uint8_t* p = b + (has_min ? 4 : 2);
+  uint32_t qh = 0;
+  if (has_high) {
+    qh = static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8 |
+         static_cast<uint32_t>(p[2]) << 16 | static_cast<uint32_t>(p[3]) << 24;
+    p += 4;
+  }
+  const int offset = has_min ? 0 : (has_high ? 16 : 8);
+  for (int i = 0; i < 32; ++i) {
+    int q = i < 16 ? (p[i] & 0xF) : (p[i - 16] >> 4);
+    if (has_high && ((qh >> i) & 1)) q += 16;
+    if (has_min) {
+      const float prod = static_cast<float>(q) * d;
+      y[i] = prod + m;
+    } else {
+      y[i] = static_cast<float>(q - offset) * d;
+    }
+  }
 }
 
 // Q4_K (qh == nullptr) and Q5_K super-blocks: d, dmin, scales[12], then qh / qs.
@@ -161,6 +188,16 @@ void DequantizeRow(GgmlType t, std::span<const std::byte> src, std::span<float> 
     case GgmlType::kQ8_0:
       for (int64_t i = 0; i < blocks; ++i) DecodeQ8_0(s + 34 * i, y + 32 * i);
       break;
+    case GgmlType::kQ4_0:
+    case GgmlType::kQ4_1:
+    case GgmlType::kQ5_0:
+    case GgmlType::kQ5_1: {
+      const bool has_min = t == GgmlType::kQ4_1 || t == GgmlType::kQ5_1;
+      const bool has_high = t == GgmlType::kQ5_0 || t == GgmlType::kQ5_1;
+      for (int64_t i = 0; i < blocks; ++i)
+        DecodeLegacy(s + info.block_bytes * i, has_min, has_high, y + 32 * i);
+      break;
+    }
     case GgmlType::kQ4_K:
       for (int64_t i = 0; i < blocks; ++i) {
         const uint8_t* b = s + 144 * i;

@@ -11,6 +11,17 @@
 //  * F32  (0): 1 element, 4 bytes.  F16 (1): 1 element, 2 bytes (IEEE binary16).
 //  * BF16 (30): 1 element, 2 bytes (top half of an IEEE f32).
 //  * Q8_0 (8): 32 elements, 34 bytes = f16 d | int8 q[32];  x[i] = q[i] * d.
+//  * Q4_0 (2): 32 elements, 18 bytes = f16 d | u8 qs[16]. Element i < 16: q = qs[i] & 15,
+//      element i + 16: q = qs[i] >> 4; x = (q - 8) * d.
+//  * Q4_1 (3): 32 elements, 20 bytes = f16 d | f16 m | u8 qs[16]; q as Q4_0, x = q * d + m (the
+//      product rounded to f32, then the sum).
+//  * Q5_0 (6): 32 elements, 22 bytes = f16 d | u8 qh[4] | u8 qs[16]; q as Q4_0 plus 16 if bit i
+//      of the little-endian u32 qh is set (element i, 0..31); x = (q - 16) * d.
+//  * Q5_1 (7): 32 elements, 24 bytes = f16 d | f16 m | u8 qh[4] | u8 qs[16]; q as Q5_0,
+//      x = q * d + m as Q4_1.
+//    (llama.cpp writes these where a K-quant cannot go: a row whose length is not a multiple of
+//    256, e.g. DeepSeek's attn_k_b with rows of qk_nope_head_dim = 128, falls back from Q4_K to
+//    Q5_0, from Q5_K to Q5_1. dsinfer decodes them to f32 at load.)
 //  * Q4_K (12): 256 elements, 144 bytes = f16 d | f16 dmin | u8 scales[12] | u8 qs[128].
 //      8 sub-blocks of 32; sub-block j has a 6-bit scale sc_j and a 6-bit min m_j packed in
 //      `scales` (see UnpackK4Scale). Element e (chunk c = e / 64, half h = (e / 32) % 2,

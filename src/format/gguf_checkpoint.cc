@@ -311,7 +311,8 @@ uint64_t GgufDecodedBytes(const std::vector<GgufFile>& files) {
       const bool split_kvb =
           t.name.ends_with(".attn_k_b.weight") || t.name.ends_with(".attn_v_b.weight");
       const bool kvb = t.name.ends_with(".attn_kv_b.weight") && !IsPlain(t.type);
-      if (split_kvb || kvb) n += 4ull * static_cast<uint64_t>(t.numel());
+      const bool no_kernel = !DTypeOfGgml(t.type).has_value();  // Q4_0, Q4_1, Q5_0, Q5_1
+      if (split_kvb || kvb || no_kernel) n += 4ull * static_cast<uint64_t>(t.numel());
     }
   return n;
 }
@@ -488,7 +489,8 @@ Checkpoint OpenGgufCheckpoint(const std::string& path) {
     char buf[320];
     std::snprintf(buf, sizeof buf,
                   ": the weights need %.2f GiB resident (%.2f GiB of tensors mapped from the "
-                  "file + %.2f GiB of f32 kv_b copies) but only %.2f GiB of memory is available",
+                  "file + %.2f GiB of f32 copies: kv_b, Q4_0/Q4_1/Q5_0/Q5_1 tensors) but only "
+                  "%.2f GiB of memory is available",
                   (decoded + mapped) / double(1ull << 30), mapped / double(1ull << 30),
                   decoded / double(1ull << 30), avail / double(1ull << 30));
     throw Error(path + buf);

@@ -31,7 +31,7 @@ std::vector<std::string> GgufSplitPaths(const std::string& path);
 ModelConfig GgufModelConfig(const GgufFile& file);
 
 // Bytes of the f32 copies loading makes: kv_b when it is stored split (attn_k_b / attn_v_b) or
-// quantised (attn_kv_b).
+// quantised (attn_kv_b), and every tensor of a type without kernels (Q4_0, Q4_1, Q5_0, Q5_1).
 uint64_t GgufDecodedBytes(const std::vector<GgufFile>& files);
 // Bytes of every tensor as stored (what stays mapped and becomes resident as it is read).
 uint64_t GgufTensorBytes(const std::vector<GgufFile>& files);

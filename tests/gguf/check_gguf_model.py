@@ -278,13 +278,13 @@ def bad_inputs(dsinfer, work, src):
     p = patched_copy(src, os.path.join(work, "nokey.gguf"), [(at, key[:-4] + b"RANK")])
     expect(p, "key 'deepseek32.attention.kv_lora_rank' is missing", "missing key")
 
-    # An F32 norm tensor relabelled as Q4_0 (a type dsinfer recognises but cannot decode): the
-    # type field of its tensor info is patched in place (the Q4_0 bytes fit in the F32 ones).
+    # An F32 norm tensor relabelled as Q2_K (a type dsinfer recognises but cannot decode): the
+    # type field of its tensor info is patched in place (the Q2_K bytes fit in the F32 ones).
     name = b"blk.0.attn_norm.weight"
     at = head.index(struct.pack("<Q", len(name)) + name) + 8 + len(name)
     n_dims = struct.unpack_from("<I", head, at)[0]
-    p = patched_copy(src, os.path.join(work, "q4_0.gguf"), [(at + 4 + 8 * n_dims, struct.pack("<I", 2))])
-    expect(p, "'blk.0.attn_norm.weight' has ggml type Q4_0", "undecodable tensor type")
+    p = patched_copy(src, os.path.join(work, "q2_k.gguf"), [(at + 4 + 8 * n_dims, struct.pack("<I", 10))])
+    expect(p, "'blk.0.attn_norm.weight' has ggml type Q2_K", "undecodable tensor type")
 
     split = os.path.join(work, "model-00001-of-00002.gguf")
     shutil.copyfile(src, split)
@@ -430,6 +430,37 @@ def main():
     g.write_gguf(old_form, list(f["metadata"]), kv)
     got = logits(ds, old_form, os.path.join(work, "kv_b.npy"))
     check(np.array_equal(got, whole), "attn_kv_b (older files) = attn_k_b + attn_v_b: same logits, bit for bit")
+
+    # The legacy 32-element types llama.cpp writes where a K-quant cannot go (a row that is not
+    # whole 256-blocks, as DeepSeek's attn_k_b with rows of qk_nope_head_dim: Q4_K falls back to
+    # Q5_0, Q5_K to Q5_1): the Q8_0 file with attn_k_b re-encoded as Q5_0, attn_v_b as Q5_1, the
+    # routed experts' down projections as Q4_0 and the shared experts' up as Q4_1 (NumPy
+    # encoder), against the NumPy reference on its dequantised weights. dsinfer decodes these
+    # types to f32 at load.
+    legacy_of = {".attn_k_b.weight": g.Q5_0, ".attn_v_b.weight": g.Q5_1,
+                 ".ffn_down_exps.weight": g.Q4_0, ".ffn_up_shexp.weight": g.Q4_1}
+    legacy, counts = [], {}
+    for name, type_, dims, raw in tensors:
+        new = next((t for suffix, t in legacy_of.items() if name.endswith(suffix)), None)
+        if new is None:
+            legacy.append((name, type_, dims, raw))
+            continue
+        w = g.dequantize(type_, raw, int(np.prod(dims)))
+        legacy.append((name, new, dims, g.quantize_legacy(new, w)))
+        counts[g.GGML_TYPES[new][0]] = counts.get(g.GGML_TYPES[new][0], 0) + 1
+    legacy_path = os.path.join(work, "legacy.gguf")
+    g.write_gguf(legacy_path, list(f["metadata"]), legacy)
+    got = logits(ds, legacy_path, os.path.join(work, "legacy.npy"))
+    ref_dir = os.path.join(work, "ref-legacy")
+    gguf_to_hf(legacy_path, ref_dir, config)
+    run([PY, os.path.join(REF, "dsv32_ref.py"), "--model", ref_dir, "--ids", IDS, "--out",
+         os.path.join(work, "ref-legacy.npy")])
+    ref = np.load(os.path.join(work, "ref-legacy.npy"))
+    e = rel(got, ref)
+    same = bool((got.argmax(-1) == ref.argmax(-1)).all())
+    check(e <= 1e-4 and same and len(counts) == 4,
+          f"Q4_0/Q4_1/Q5_0/Q5_1 tensors ({counts}) vs NumPy reference on the dequantised weights: "
+          f"{e:.2e} ≤ 1e-4, top-1 identical: {same}")
 
     bad_inputs(ds, work, src)
     print(f"{'FAILED' if FAILS else 'passed'}: {len(FAILS)} failure(s)")

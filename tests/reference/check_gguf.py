@@ -68,7 +68,8 @@ def tensors(rng):
     bf16 = rng.integers(0, 65536, 6 * 3, dtype=np.uint16)
     bf16[:4] = [0x7FC1, 0xFF80, 0x0001, 0x8000]     # NaN with payload, -inf, subnormal, -0
     out.append(("bf16.2d", g.BF16, [6, 3], bf16.astype("<u2").tobytes()))
-    for type_, name in ((g.Q8_0, "q8_0"), (g.Q4_K, "q4_k"), (g.Q5_K, "q5_k"), (g.Q6_K, "q6_k")):
+    for type_, name in ((g.Q8_0, "q8_0"), (g.Q4_0, "q4_0"), (g.Q4_1, "q4_1"), (g.Q5_0, "q5_0"),
+                        (g.Q5_1, "q5_1"), (g.Q4_K, "q4_k"), (g.Q5_K, "q5_k"), (g.Q6_K, "q6_k")):
         _, blk, _ = g.GGML_TYPES[type_]
         out.append((name + ".edges", type_, [blk * 4, 2], g.edge_blocks(type_, 8, rng)))
         out.append((name + ".row", type_, [blk * 3], g.edge_blocks(type_, 3, rng)))

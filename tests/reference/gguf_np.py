@@ -26,7 +26,10 @@ SCALAR_FMT = {UINT8: "<B", INT8: "<b", UINT16: "<H", INT16: "<h", UINT32: "<I", 
 
 # ggml tensor types this module decodes: id -> (name, elements per block, bytes per block).
 F32, F16, Q8_0, Q4_K, Q5_K, Q6_K, BF16 = 0, 1, 8, 12, 13, 14, 30
+Q4_0, Q4_1, Q5_0, Q5_1 = 2, 3, 6, 7
 GGML_TYPES = {F32: ("F32", 1, 4), F16: ("F16", 1, 2), Q8_0: ("Q8_0", 32, 34),
+              Q4_0: ("Q4_0", 32, 18), Q4_1: ("Q4_1", 32, 20), Q5_0: ("Q5_0", 32, 22),
+              Q5_1: ("Q5_1", 32, 24),
               Q4_K: ("Q4_K", 256, 144), Q5_K: ("Q5_K", 256, 176), Q6_K: ("Q6_K", 256, 210),
               BF16: ("BF16", 1, 2)}
 
@@ -197,6 +200,20 @@ def _decode_q8_0(b):
     return q * d
 
 
+def _decode_legacy(b, has_min, has_high):
+    """Q4_0/Q4_1/Q5_0/Q5_1: [f16 d][f16 m][u32 qh][qs 16]; element i < 16 is the low nibble of
+    qs[i], i + 16 the high one; bit i of qh adds 16; x = (q - 8|16) d, or q d + m."""
+    d = _f16(b[:, 0:2])                                   # [nb, 1]
+    at = 4 if has_min else 2
+    q = np.concatenate([b[:, -16:] & 15, b[:, -16:] >> 4], axis=1).astype(np.int32)  # [nb, 32]
+    if has_high:
+        qh = b[:, at:at + 4].copy().view("<u4")           # [nb, 1]
+        q += ((qh >> np.arange(32, dtype=np.uint32)[None, :]) & 1).astype(np.int32) * 16
+    if has_min:
+        return q.astype(np.float32) * d + _f16(b[:, 2:4])
+    return (q - (16 if has_high else 8)).astype(np.float32) * d
+
+
 def _decode_k45(b, qh):
     nb = b.shape[0]
     d, dmin = _f16(b[:, 0:2]), _f16(b[:, 2:4])            # [nb, 1]
@@ -236,6 +253,8 @@ def dequantize(type_, raw, n):
     b = raw.reshape(-1, size)
     if type_ == Q8_0:
         out = _decode_q8_0(b)
+    elif type_ in (Q4_0, Q4_1, Q5_0, Q5_1):
+        out = _decode_legacy(b, type_ in (Q4_1, Q5_1), type_ in (Q5_0, Q5_1))
     elif type_ == Q4_K:
         out = _decode_k45(b, None)
     elif type_ == Q5_K:
@@ -243,6 +262,32 @@ def dequantize(type_, raw, n):
     else:
         out = _decode_q6_k(b)
     return out.reshape(-1)
+
+
+def quantize_legacy(type_, x):
+    """float32 values (a multiple of 32) -> Q4_0/Q4_1/Q5_0/Q5_1 blocks: a plain rounding encoder
+    for tests (not ggml's; any valid encoding decodes to what `dequantize` says)."""
+    has_min, bits = type_ in (Q4_1, Q5_1), (5 if type_ in (Q5_0, Q5_1) else 4)
+    top = (1 << bits) - 1
+    x = np.asarray(x, np.float32).reshape(-1, 32)
+    if has_min:
+        lo, hi = x.min(1, keepdims=True), x.max(1, keepdims=True)
+        d = ((hi - lo) / top).astype(np.float16)
+        df = d.astype(np.float32)
+        q = np.clip(np.rint((x - lo) / np.where(df == 0, 1, df)), 0, top)
+        head = [d.view(np.uint8), lo.astype(np.float16).view(np.uint8)]
+    else:
+        half = 1 << (bits - 1)
+        d = (np.abs(x).max(1, keepdims=True) / (half - 1)).astype(np.float16)
+        df = d.astype(np.float32)
+        q = np.clip(np.rint(x / np.where(df == 0, 1, df)) + half, 0, top)
+        head = [d.view(np.uint8)]
+    q = q.astype(np.uint32)
+    if bits == 5:
+        qh = (((q >> 4) & 1) << np.arange(32, dtype=np.uint32)[None, :]).sum(1, dtype=np.uint32)
+        head.append(qh.astype("<u4").reshape(-1, 1).view(np.uint8))
+    qs = ((q[:, :16] & 15) | ((q[:, 16:] & 15) << 4)).astype(np.uint8)
+    return np.concatenate(head + [qs], axis=1).tobytes()
 
 
 def tensor_f32(gguf, t):
@@ -264,7 +309,8 @@ def edge_blocks(type_, n_blocks, rng):
     negative d/dmin, subnormal f16 scales, the largest f16)."""
     _, blk, size = GGML_TYPES[type_]
     b = rng.integers(0, 256, (n_blocks, size), dtype=np.uint8)
-    f16_fields = {Q8_0: [0], Q4_K: [0, 2], Q5_K: [0, 2], Q6_K: [208]}[type_]
+    f16_fields = {Q8_0: [0], Q4_K: [0, 2], Q5_K: [0, 2], Q6_K: [208], Q4_0: [0], Q4_1: [0, 2],
+                  Q5_0: [0], Q5_1: [0, 2]}[type_]
     for off in f16_fields:
         b[:, off:off + 2] = random_f16(rng, n_blocks).view(np.uint8).reshape(n_blocks, 2)
 

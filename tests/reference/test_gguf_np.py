@@ -32,6 +32,19 @@ def scalar_decode(type_, raw):
             d = h(0)
             out += [f32(struct.unpack_from("<b", b, 2 + i)[0]) * d for i in range(32)]
             continue
+        if type_ in (g.Q4_0, g.Q4_1, g.Q5_0, g.Q5_1):
+            with_min, with_high = type_ in (g.Q4_1, g.Q5_1), type_ in (g.Q5_0, g.Q5_1)
+            d, m = h(0), (h(2) if with_min else None)
+            qh = struct.unpack_from("<I", b, 4 if with_min else 2)[0] if with_high else 0
+            qs = b[size - 16:]
+            for i in range(32):
+                q = (qs[i] & 15) if i < 16 else (qs[i - 16] >> 4)
+                q += 16 * ((qh >> i) & 1)
+                if with_min:
+                    out.append(f32(q) * d + m)
+                else:
+                    out.append(f32(q - (16 if with_high else 8)) * d)
+            continue
         if type_ in (g.Q4_K, g.Q5_K):
             d, dmin, s = h(0), h(2), b[4:16]
             qh, qs = (None, b[16:144]) if type_ == g.Q4_K else (b[16:48], b[48:176])
@@ -64,7 +77,7 @@ def scalar_decode(type_, raw):
 class DecoderTest(unittest.TestCase):
     def test_vectorised_equals_per_element(self):
         rng = np.random.default_rng(1)
-        for type_ in (g.Q8_0, g.Q4_K, g.Q5_K, g.Q6_K):
+        for type_ in (g.Q8_0, g.Q4_0, g.Q4_1, g.Q5_0, g.Q5_1, g.Q4_K, g.Q5_K, g.Q6_K):
             _, blk, _ = g.GGML_TYPES[type_]
             raw = g.edge_blocks(type_, 9, rng)
             got = g.dequantize(type_, raw, 9 * blk)
@@ -105,6 +118,24 @@ class DecoderTest(unittest.TestCase):
         y = g.dequantize(g.Q6_K, bytes(b), 256)
         self.assertEqual(y[128 + 64 + 20], 0.25 * -3 * ((15 | (2 << 4)) - 32))
         self.assertEqual(y[0], 0.25 * 0 * -32)
+
+    def test_hand_worked_legacy(self):
+        # Q4_0: d = 0.5; qs[3] = 0xC2 -> element 3 = (2 - 8) * 0.5, element 19 = (12 - 8) * 0.5.
+        b = struct.pack("<e", 0.5) + bytes(3) + bytes([0xC2]) + bytes(12)
+        y = g.dequantize(g.Q4_0, b, 32)
+        self.assertEqual((y[3], y[19], y[0]), (-3.0, 2.0, -4.0))
+        # Q4_1: d = 2, m = -1: element 19 = 12 * 2 - 1.
+        b = struct.pack("<e", 2.0) + struct.pack("<e", -1.0) + bytes(3) + bytes([0xC2]) + bytes(12)
+        self.assertEqual(g.dequantize(g.Q4_1, b, 32)[19], 23.0)
+        # Q5_0: d = 1; qh bit 19 set (byte 2, bit 3) -> element 19 = (12 + 16 - 16) * 1, element 3
+        # without its bit = 2 - 16.
+        b = struct.pack("<e", 1.0) + bytes([0, 0, 1 << 3, 0]) + bytes(3) + bytes([0xC2]) + bytes(12)
+        y = g.dequantize(g.Q5_0, b, 32)
+        self.assertEqual((y[19], y[3]), (12.0, -14.0))
+        # Q5_1: d = 0.25, m = 3; qh bit 3 -> element 3 = (2 + 16) * 0.25 + 3.
+        b = (struct.pack("<e", 0.25) + struct.pack("<e", 3.0) + bytes([1 << 3, 0, 0, 0]) + bytes(3)
+             + bytes([0xC2]) + bytes(12))
+        self.assertEqual(g.dequantize(g.Q5_1, b, 32)[3], 7.5)
 
     def test_hand_worked_q8_0(self):
         b = struct.pack("<e", -0.5) + bytes([0x80, 0x7F]) + bytes(30)

@@ -279,15 +279,16 @@ TEST(Gguf, BadTensorData) {
 }
 
 TEST(GgmlTypes, DequantizeRowRefusesUndecodableTypesAndBadSizes) {
-  std::vector<std::byte> src(18);
-  std::vector<float> out(32);
+  std::vector<std::byte> src(84);
+  std::vector<float> out(256);
   try {
-    DequantizeRow(GgmlType::kQ4_0, src, out, "w");
+    DequantizeRow(GgmlType::kQ2_K, src, out, "w");
     FAIL() << "no error";
   } catch (const Error& e) {
-    EXPECT_STREQ(e.what(), "w: ggml type Q4_0 cannot be decoded yet");
+    EXPECT_STREQ(e.what(), "w: ggml type Q2_K cannot be decoded yet");
   }
   src.resize(33);
+  out.resize(32);
   EXPECT_THROW(DequantizeRow(GgmlType::kQ8_0, src, out, "w"), Error);
   EXPECT_EQ(FindGgmlType(77), nullptr);
   EXPECT_EQ(GgmlTypeOf(GgmlType::kQ6_K).block_bytes, 210u);
