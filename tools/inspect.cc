@@ -9,6 +9,7 @@
 #include "base/threads.h"
 #include "format/checkpoint.h"
 #include "model/routed_expert.h"
+#include "model/weights.h"
 #include "text/tokenizer.h"
 
 namespace dsinfer {
@@ -109,6 +110,12 @@ InspectReport Inspect(const InspectOptions& o) {
   }
   r.config = ck->config();
   r.cache = CacheBytesPerToken(*r.config);
+  r.context = o.context;
+  const int64_t per_token_layers = r.config->num_hidden_layers * o.context;
+  r.cache_bytes_f32 = per_token_layers * (r.cache.mla_f32 + r.cache.indexer);
+  r.cache_bytes_bf16 = per_token_layers * (r.cache.mla_bf16 + r.cache.indexer);
+  r.cache_bytes_fp8 = per_token_layers * (r.cache.mla_fp8 + r.cache.indexer);
+  r.weight_copy_bytes = EstimateWeightMemory(*ck).copies;
   try {
     TensorCheck check = CheckTensors(*ck);  // what LoadWeights checks, nothing else
     r.problems = std::move(check.problems);
@@ -161,6 +168,11 @@ nlohmann::json InspectJson(const InspectReport& r) {
   j["bits_per_weight"] = r.bits_per_weight();
   j["routed_expert_bytes"] = r.expert_bytes;
   j["routed_expert_weights"] = r.expert_weights;
+  j["weight_copy_bytes"] = r.weight_copy_bytes;
+  j["weights_resident_bytes"] = r.total_bytes + r.weight_copy_bytes;
+  j["context"] = r.context;
+  j["cache_bytes"] = {
+      {"f32", r.cache_bytes_f32}, {"bf16", r.cache_bytes_bf16}, {"fp8", r.cache_bytes_fp8}};
   j["fp8_scales"] = {{"count", r.fp8_scales.count},
                      {"min", r.fp8_scales.min},
                      {"max", r.fp8_scales.max},

@@ -23,6 +23,7 @@ namespace dsinfer {
 struct InspectOptions {
   std::string dir{};
   bool checksums = false;  // FNV-1a 64 of every tensor's raw bytes
+  int64_t context = 4096;  // tokens of context for the memory figure
 };
 
 struct ScaleStats {  // over every `.weight_scale_inv` value
@@ -61,6 +62,12 @@ struct InspectReport {
   uint64_t expert_bytes = 0;
   int64_t expert_weights = 0;
   double bits_per_weight() const { return weights ? 8.0 * total_bytes / weights : 0; }
+  // Memory to run it at `context` tokens (docs/inspect.md "Memory"): the weights resident
+  // (EstimateWeightMemory: tensors as stored + copies made at load) and the latent/indexer
+  // caches of the main layers.
+  int64_t context = 0;
+  int64_t weight_copy_bytes = 0;
+  int64_t cache_bytes_f32 = 0, cache_bytes_bf16 = 0, cache_bytes_fp8 = 0;
   ScaleStats fp8_scales;
   std::vector<std::string> missing;           // required table tensors absent
   std::vector<std::string> missing_optional;  // e.g. an omitted MTP layer

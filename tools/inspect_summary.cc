@@ -110,6 +110,14 @@ std::string FormatInspectSummary(const InspectReport& r) {
            r.bits_per_weight(),
            r.expert_weights ? 8.0 * r.expert_bytes / r.expert_weights : 0.0,
            rest_w ? 8.0 * (r.total_bytes - r.expert_bytes) / rest_w : 0.0);
+    const auto gib = [](int64_t b) { return static_cast<double>(b) / double(int64_t{1} << 30); };
+    Append(s,
+           "memory at context %lld: mapped tensors %.3f GiB (kept as stored) + copies made at "
+           "load %.3f GiB + cache %.3f GiB (f32; bf16 %.3f GiB, fp8 %.3f GiB) = %.3f GiB\n",
+           (long long)r.context, gib(static_cast<int64_t>(r.total_bytes)),
+           gib(r.weight_copy_bytes), gib(r.cache_bytes_f32), gib(r.cache_bytes_bf16),
+           gib(r.cache_bytes_fp8),
+           gib(static_cast<int64_t>(r.total_bytes) + r.weight_copy_bytes + r.cache_bytes_f32));
     const ScaleStats& f = r.fp8_scales;
     Append(
         s,

@@ -16,12 +16,11 @@ namespace {
 struct Options {
   InspectOptions inspect;
   bool json = false;
-  int64_t context = 4096;  // GGUF: the context the memory figure is for
 };
 
 int RunInspect(const Options& o) {
   if (IsGgufPath(o.inspect.dir)) {  // errors (unusable file) exit 1 through main
-    const GgufInspectReport r = InspectGguf(o.inspect.dir, o.context);
+    const GgufInspectReport r = InspectGguf(o.inspect.dir, o.inspect.context);
     std::fputs(o.json ? (GgufInspectJson(r).dump(2) + "\n").c_str() : FormatGgufInspect(r).c_str(),
                stdout);
     return 0;
@@ -45,7 +44,7 @@ CommandRegistrar reg("inspect", [](CLI::App& app) -> RunFn {
   auto o = std::make_shared<Options>();
   AddThreadsOption(sub);
   sub->add_option("dir", o->inspect.dir, "checkpoint directory or GGUF file")->required();
-  sub->add_option("--context", o->context, "GGUF: tokens of context for the memory figure")
+  sub->add_option("--context", o->inspect.context, "tokens of context for the memory figure")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 24))
       ->capture_default_str();
   sub->add_flag("--json", o->json, "print one JSON object (docs/inspect.md)");

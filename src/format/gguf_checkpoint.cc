@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "base/error.h"
+#include "base/meminfo.h"
 
 namespace dsinfer {
 namespace {
@@ -290,18 +291,6 @@ void MapLayer(Builder& b, const ModelConfig& c, const Meta& m, int64_t layer, bo
   }
 }
 
-// MemAvailable of /proc/meminfo in bytes, or 0 if unknown.
-uint64_t MemAvailable() {
-  std::FILE* f = std::fopen("/proc/meminfo", "r");
-  if (!f) return 0;
-  char line[256];
-  unsigned long long kb = 0;
-  while (std::fgets(line, sizeof line, f))
-    if (std::sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
-  std::fclose(f);
-  return kb * 1024ull;
-}
-
 }  // namespace
 
 uint64_t GgufDecodedBytes(const std::vector<GgufFile>& files) {
@@ -484,7 +473,7 @@ Checkpoint OpenGgufCheckpoint(const std::string& path) {
   // (quantised blocks stay as stored) + the f32 copies of kv_b. Page cache counts as available,
   // so a file that is already cached passes.
   const uint64_t decoded = GgufDecodedBytes(backing->files);
-  const uint64_t mapped = GgufTensorBytes(backing->files), avail = MemAvailable();
+  const uint64_t mapped = GgufTensorBytes(backing->files), avail = MemoryAvailable();
   if (avail > 0 && decoded + mapped > avail) {
     char buf[320];
     std::snprintf(buf, sizeof buf,

@@ -68,6 +68,16 @@ void DecodeRow(const WeightView& w, int64_t row, float* out) {
   }
 }
 
+int64_t TransposeHeadsBytes(DType dtype, int64_t cols, int64_t heads, int64_t stride,
+                            int64_t offset, int64_t rows) {
+  if (IsBlockDType(dtype)) return 0;
+  const bool fp8 = dtype == DType::kF8E4M3;
+  if (fp8 && (stride % 128 != 0 || offset % 128 != 0 || cols % 128 != 0)) return 0;
+  const int64_t values = heads * cols * rows * static_cast<int64_t>(DTypeSize(dtype));
+  const int64_t scales = fp8 ? heads * cols / 128 * ((rows + 127) / 128) : 0;
+  return values + scales * static_cast<int64_t>(sizeof(float));
+}
+
 std::shared_ptr<const OwnedWeight> TransposeHeads(const WeightView& w, int64_t heads,
                                                   int64_t stride, int64_t offset, int64_t rows) {
   DSINFER_CHECK(heads >= 1 && rows >= 1 && offset >= 0 && offset + rows <= stride &&

@@ -50,6 +50,10 @@ struct OwnedWeight {
 // (their blocks run along rows, which the transpose would cut).
 std::shared_ptr<const OwnedWeight> TransposeHeads(const WeightView& w, int64_t heads,
                                                   int64_t stride, int64_t offset, int64_t rows);
+// The bytes TransposeHeads allocates for a weight of `dtype` with `cols` columns (values and
+// FP8 block scales), 0 when it returns null.
+int64_t TransposeHeadsBytes(DType dtype, int64_t cols, int64_t heads, int64_t stride,
+                            int64_t offset, int64_t rows);
 
 // e4m3fn code → f32 through a 256-entry table (built once from `E4M3ToFloat`).
 const float* E4M3Table();

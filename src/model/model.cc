@@ -2,8 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <optional>
+#include <string>
 
 #include "base/error.h"
+#include "base/meminfo.h"
 #include "kernels/linear.h"
 #include "kernels/norm.h"
 #include "model/layers.h"
@@ -69,6 +73,32 @@ LayerKvCache NewCache(const ModelConfig& c, const SequenceState& seq, bool has_i
   return LayerKvCache(layout, seq.use_indexer && has_indexer ? *c.index_head_dim : 0);
 }
 
+// Fails before anything is read when the weights would not fit in the memory available.
+void CheckWeightsFit(const Checkpoint& ckpt, std::optional<ExpertRange> experts) {
+  const WeightMemory need = EstimateWeightMemory(ckpt, experts);
+  const uint64_t avail = MemoryAvailable();
+  if (avail == 0 || static_cast<uint64_t>(need.total()) <= avail) return;
+  const auto size = [](double b) {
+    char s[32];
+    if (b >= double(int64_t{1} << 30))
+      std::snprintf(s, sizeof s, "%.2f GiB", b / double(int64_t{1} << 30));
+    else
+      std::snprintf(s, sizeof s, "%.1f MiB", b / double(1 << 20));
+    return std::string(s);
+  };
+  char buf[640];
+  std::snprintf(buf, sizeof buf,
+                ": the weights need %s resident (%lld bytes of tensors%s mapped from the files "
+                "+ %lld bytes of copies made at load) but only %s of memory is available "
+                "(MemAvailable, or DSINFER_MEMORY_AVAILABLE); `dsinfer inspect` shows the "
+                "figures, and expert parallelism over MPI splits the routed experts across "
+                "machines (docs/mpi.md)",
+                size(double(need.total())).c_str(), static_cast<long long>(need.tensors),
+                experts ? " (this rank's experts)" : "", static_cast<long long>(need.copies),
+                size(double(avail)).c_str());
+  throw Error(ckpt.dir() + buf);
+}
+
 }  // namespace
 
 Model::Model(Checkpoint ckpt) : ckpt_(std::move(ckpt)), ws_(std::make_unique<Workspace>()) {}
@@ -93,9 +123,12 @@ std::unique_ptr<Model> Model::Load(const std::string& dir, const LoadOptions& op
                   " of " + std::to_string(options.exchange->ranks()) +
                   ": give each rank its own share (docs/mpi.md)");
   }
-  if (options.exchange) {
+  if (options.exchange)
     m->experts_ =
         ExpertRangeOf(c.n_routed_experts, options.exchange->rank(), options.exchange->ranks());
+  if (!m->ckpt_.shards().empty())  // safetensors; a GGUF file checked its figure when it opened
+    CheckWeightsFit(m->ckpt_, options.exchange ? std::optional(m->experts_) : std::nullopt);
+  if (options.exchange) {
     m->ep_ = ExpertParallel{
         .exchange = options.exchange, .experts = c.n_routed_experts, .mine = m->experts_};
     m->weights_ = LoadWeights(m->ckpt_, m->experts_, options.int8_block_activations);

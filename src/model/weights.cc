@@ -146,6 +146,23 @@ void CheckAgainstTable(const Checkpoint& ckpt, const std::optional<ExpertRange>&
 
 }  // namespace
 
+WeightMemory EstimateWeightMemory(const Checkpoint& ckpt, std::optional<ExpertRange> experts) {
+  WeightMemory m;
+  for (const std::string& name : ckpt.Names()) {
+    const int64_t e = RoutedExpertOf(name);
+    if (e >= 0 && experts && !experts->Has(e)) continue;
+    m.tensors += static_cast<int64_t>(ckpt.Get(name).nbytes());
+  }
+  const ModelConfig& c = ckpt.config();
+  for (int64_t l = 0; l < c.num_hidden_layers + c.num_nextn_predict_layers; ++l) {
+    const std::string kv_b = "model.layers." + std::to_string(l) + ".self_attn.kv_b_proj.weight";
+    if (!ckpt.Has(kv_b)) continue;
+    m.copies += TransposeHeadsBytes(ckpt.Get(kv_b).dtype(), c.kv_lora_rank, c.num_attention_heads,
+                                    c.qk_nope_head_dim + c.v_head_dim, 0, c.qk_nope_head_dim);
+  }
+  return m;
+}
+
 ModelWeights LoadWeights(const Checkpoint& ckpt, std::optional<ExpertRange> experts,
                          bool int8_block_activations) {
   const ModelConfig& c = ckpt.config();

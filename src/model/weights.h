@@ -88,6 +88,18 @@ struct ModelWeights {
 // their bytes are never touched. `int8_block_activations` sets
 // `WeightView::int8_activations` on every block-quantised weight (Q8_0, Q4_K, Q5_K, Q6_K:
 // LoadOptions::int8_block_activations).
+// What the weights of `ckpt` occupy in memory once loaded and read (docs/inspect.md "Memory"):
+// every tensor as stored, mapped from the files (with `experts`, of the routed experts only
+// those), and the copies LoadWeights makes (the key half of each kv_b, transposed per head;
+// a few f32 norm vectors are left out).
+struct WeightMemory {
+  int64_t tensors = 0;
+  int64_t copies = 0;
+  int64_t total() const { return tensors + copies; }
+};
+WeightMemory EstimateWeightMemory(const Checkpoint& ckpt,
+                                  std::optional<ExpertRange> experts = std::nullopt);
+
 ModelWeights LoadWeights(const Checkpoint& ckpt, std::optional<ExpertRange> experts = std::nullopt,
                          bool int8_block_activations = true);
 

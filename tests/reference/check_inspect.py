@@ -89,6 +89,53 @@ def check_complete(binary, folder, cfg, f32_norms):
     if not problems:
         print(f"inspect agrees with the writer on all {len(written)} tensors (f32_norms={f32_norms})")
     problems += check_bits(written, j)
+    problems += check_memory(binary, folder, cfg, written, j)
+    return problems
+
+
+def check_memory(binary, folder, cfg, written, j):
+    """The memory figure: the tensors as written + the per-head transposed key half of every
+    kv_b (values and, for FP8, one f32 scale per 128 x 128 block; an FP8 kv_b is transposed only
+    when its head stride and kv_lora_rank are multiples of 128) + the caches of the main
+    layers at the context; and loading refuses, naming the figure, exactly when the memory
+    available (DSINFER_MEMORY_AVAILABLE) is below it."""
+    heads, r, nope = cfg["num_attention_heads"], cfg["kv_lora_rank"], cfg["qk_nope_head_dim"]
+    copies = 0
+    for name, (dtype, shape, raw) in written.items():
+        stride = nope + cfg["v_head_dim"]
+        if name.endswith(".self_attn.kv_b_proj.weight") and not (
+                dtype == "F8_E4M3" and (stride % 128 or r % 128)):
+            size = {"F8_E4M3": 1, "BF16": 2, "F32": 4}[dtype]
+            copies += heads * r * nope * size
+            if dtype == "F8_E4M3":
+                copies += 4 * (heads * r // 128) * ((nope + 127) // 128)
+    tensors = sum(len(np.ascontiguousarray(raw).tobytes()) for _, _, raw in written.values())
+    context, layers = 4096, cfg["num_hidden_layers"]
+    latent = r + cfg["qk_rope_head_dim"]
+    idx = cfg.get("index_head_dim") or 0
+    idx_bytes = idx + 4 * ((idx + 127) // 128) if idx and cfg.get("index_n_heads") else 0
+    cache = {"f32": 4 * latent, "bf16": 2 * latent, "fp8": r + 4 * ((r + 127) // 128) + 2 * cfg["qk_rope_head_dim"]}
+    want_cache = {k: layers * context * (v + idx_bytes) for k, v in cache.items()}
+    problems = []
+    if j.get("weight_copy_bytes") != copies or j.get("weights_resident_bytes") != tensors + copies:
+        problems.append(f"inspect memory: copies {j.get('weight_copy_bytes')} resident "
+                        f"{j.get('weights_resident_bytes')}, expected {copies} and {tensors + copies}")
+    if j.get("context") != context or j.get("cache_bytes") != want_cache:
+        problems.append(f"inspect cache at {j.get('context')}: {j.get('cache_bytes')}, expected {want_cache}")
+    need = tensors + copies
+    ids = ["logits", "--model", folder, "--ids", "1,2,3", "--out", os.path.join(folder, "l.npy")]
+    for avail, ok in ((need, True), (need - 1, False)):
+        p = subprocess.run([binary, *ids], capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, DSINFER_MEMORY_AVAILABLE=str(avail)))
+        named = f"{tensors} bytes of tensors" in p.stderr and f"+ {copies} bytes of copies" in p.stderr
+        if ok and p.returncode != 0:
+            problems.append(f"logits with {avail} bytes available (= the figure) failed: {p.stderr.strip()}")
+        if not ok and (p.returncode != 1 or not named):
+            problems.append(f"logits with {avail} bytes available (1 below the figure) exited "
+                            f"{p.returncode}, stderr {p.stderr.strip()!r}")
+    if not problems:
+        print(f"inspect memory: {tensors} bytes of tensors + {copies} of copies, caches at {context} "
+              f"tokens {want_cache}; loading refuses with {need - 1} bytes available, runs with {need}")
     return problems
 
 
@@ -141,6 +188,9 @@ def main(argv):
         failures += check_missing(a.binary, os.path.join(tmp, "missing"), cfg)
         if a.f32_norms:
             failures += check_complete(a.binary, os.path.join(tmp, "f32norms"), cfg, True)
+        # Head stride and kv_lora_rank multiples of 128: kv_b's key half is copied at load.
+        wide = dict(cfg, kv_lora_rank=128, qk_nope_head_dim=64, v_head_dim=64)
+        failures += check_complete(a.binary, os.path.join(tmp, "kvb128"), wide, False)
     for f in failures:
         print("MISMATCH:", f)
     return 1 if failures else 0
