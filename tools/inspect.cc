@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -51,10 +52,10 @@ void CollectTensors(const Checkpoint& ck, bool checksums, InspectReport& r) {
     r.total_bytes += t.nbytes;
     const bool scale = names[i].ends_with(".weight_scale_inv");
     const bool expert = RoutedExpertOf(names[i]) >= 0;
-    if (!scale) r.weights += v.numel();
+    if (!scale) r.size.weights += v.numel();
     if (expert) {
-      r.expert_bytes += t.nbytes;
-      if (!scale) r.expert_weights += v.numel();
+      r.size.expert_bytes += t.nbytes;
+      if (!scale) r.size.expert_weights += v.numel();
     }
     if (names[i].ends_with(".weight_scale_inv") && v.dtype() == DType::kF32)
       AddScales(v, r.fp8_scales, log_sum, pow2);
@@ -87,6 +88,43 @@ uint64_t Fnv1a64(const void* data, size_t size) {
   return h;
 }
 
+void SizeFigures::SetContext(const ModelConfig& c, int64_t tokens) {
+  const CacheBytes cb = CacheBytesPerToken(c);
+  const auto per_layer_token = static_cast<uint64_t>(c.num_hidden_layers * tokens);
+  context = tokens;
+  cache_f32 = per_layer_token * static_cast<uint64_t>(cb.mla_f32 + cb.indexer);
+  cache_bf16 = per_layer_token * static_cast<uint64_t>(cb.mla_bf16 + cb.indexer);
+  cache_fp8 = per_layer_token * static_cast<uint64_t>(cb.mla_fp8 + cb.indexer);
+}
+
+std::string SizeFigures::Describe(const std::string& indent, const std::string& copies) const {
+  const auto gib = [](uint64_t b) { return static_cast<double>(b) / double(uint64_t{1} << 30); };
+  const int64_t rest = weights - expert_weights;
+  char buf[640];
+  std::snprintf(buf, sizeof buf,
+                "%sbits per weight: %.3f (routed experts %.3f, the rest %.3f; %lld weights in "
+                "%.3f GiB)\n"
+                "%smemory at context %lld: mapped tensors %.3f GiB (kept as stored) + %s %.3f "
+                "GiB + cache %.3f GiB (f32; bf16 %.3f GiB, fp8 %.3f GiB) = %.3f GiB\n",
+                indent.c_str(), bits_per_weight(),
+                expert_weights ? 8.0 * expert_bytes / expert_weights : 0.0,
+                rest ? 8.0 * (bytes - expert_bytes) / rest : 0.0, (long long)weights, gib(bytes),
+                indent.c_str(), (long long)context, gib(bytes), copies.c_str(), gib(copy_bytes),
+                gib(cache_f32), gib(cache_bf16), gib(cache_fp8),
+                gib(resident() + cache_f32));
+  return buf;
+}
+
+void SizeFigures::AddJson(nlohmann::json& j) const {
+  j["weights"] = weights;
+  j["bits_per_weight"] = bits_per_weight();
+  j["routed_expert_bytes"] = expert_bytes;
+  j["routed_expert_weights"] = expert_weights;
+  j["weights_resident_bytes"] = resident();
+  j["context"] = context;
+  j["cache_bytes"] = {{"f32", cache_f32}, {"bf16", cache_bf16}, {"fp8", cache_fp8}};
+}
+
 CacheBytes CacheBytesPerToken(const ModelConfig& c) {
   CacheBytes b;
   const int64_t latent = c.kv_lora_rank + c.qk_rope_head_dim;
@@ -110,12 +148,8 @@ InspectReport Inspect(const InspectOptions& o) {
   }
   r.config = ck->config();
   r.cache = CacheBytesPerToken(*r.config);
-  r.context = o.context;
-  const int64_t per_token_layers = r.config->num_hidden_layers * o.context;
-  r.cache_bytes_f32 = per_token_layers * (r.cache.mla_f32 + r.cache.indexer);
-  r.cache_bytes_bf16 = per_token_layers * (r.cache.mla_bf16 + r.cache.indexer);
-  r.cache_bytes_fp8 = per_token_layers * (r.cache.mla_fp8 + r.cache.indexer);
-  r.weight_copy_bytes = EstimateWeightMemory(*ck).copies;
+  r.size.SetContext(*r.config, o.context);
+  r.size.copy_bytes = static_cast<uint64_t>(EstimateWeightMemory(*ck).copies);
   try {
     TensorCheck check = CheckTensors(*ck);  // what LoadWeights checks, nothing else
     r.problems = std::move(check.problems);
@@ -134,6 +168,7 @@ InspectReport Inspect(const InspectOptions& o) {
     r.tokenizer_error = e.what();
   }
   CollectTensors(*ck, o.checksums, r);
+  r.size.bytes = r.total_bytes;
   return r;
 }
 
@@ -164,15 +199,8 @@ nlohmann::json InspectJson(const InspectReport& r) {
                      {"mtp_unique", r.params.mtp_unique}};
   j["bytes_by_dtype"] = r.bytes_by_dtype;
   j["total_bytes"] = r.total_bytes;
-  j["weights"] = r.weights;
-  j["bits_per_weight"] = r.bits_per_weight();
-  j["routed_expert_bytes"] = r.expert_bytes;
-  j["routed_expert_weights"] = r.expert_weights;
-  j["weight_copy_bytes"] = r.weight_copy_bytes;
-  j["weights_resident_bytes"] = r.total_bytes + r.weight_copy_bytes;
-  j["context"] = r.context;
-  j["cache_bytes"] = {
-      {"f32", r.cache_bytes_f32}, {"bf16", r.cache_bytes_bf16}, {"fp8", r.cache_bytes_fp8}};
+  j["weight_copy_bytes"] = r.size.copy_bytes;
+  r.size.AddJson(j);
   j["fp8_scales"] = {{"count", r.fp8_scales.count},
                      {"min", r.fp8_scales.min},
                      {"max", r.fp8_scales.max},

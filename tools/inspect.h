@@ -39,6 +39,29 @@ struct CacheBytes {      // per token and layer
   int64_t indexer = 0;   // e4m3 key [d_I] + f32 scale per 128 (0 without indexer)
 };
 
+// Bits per weight and the memory to run a model at a context, as `inspect` reports them for a
+// checkpoint directory and a GGUF file alike (docs/inspect.md "Memory").
+struct SizeFigures {
+  uint64_t bytes = 0;           // every tensor as stored (mapped from the files)
+  int64_t weights = 0;          // elements of the tensors that are not FP8 block scales
+  uint64_t expert_bytes = 0;    // the routed experts' tensors
+  int64_t expert_weights = 0;
+  uint64_t copy_bytes = 0;      // copies made at load
+  int64_t context = 0;
+  uint64_t cache_f32 = 0, cache_bf16 = 0, cache_fp8 = 0;  // the main layers' caches at `context`
+
+  double bits_per_weight() const { return weights ? 8.0 * bytes / weights : 0; }
+  uint64_t resident() const { return bytes + copy_bytes; }  // the weights once read
+  // The caches of `config`'s main layers at `tokens` (CacheBytesPerToken).
+  void SetContext(const ModelConfig& config, int64_t tokens);
+  // Two summary lines: bits per weight (all, routed experts, the rest) and the memory at the
+  // context; `copies` names what the copies are.
+  std::string Describe(const std::string& indent, const std::string& copies) const;
+  // weights, bits_per_weight, routed_expert_bytes, routed_expert_weights,
+  // weights_resident_bytes, context, cache_bytes {f32, bf16, fp8}.
+  void AddJson(nlohmann::json& j) const;
+};
+
 struct InspectedTensor {
   std::string name;
   std::string dtype;
@@ -55,19 +78,9 @@ struct InspectReport {
   ParameterCounts params;             // of the table tensors present with the right shape
   std::map<std::string, uint64_t> bytes_by_dtype;
   uint64_t total_bytes = 0;
-  // Bits per weight: every tensor's bytes (FP8 block scales included) over the elements of the
-  // tensors that are not block scales (`.weight_scale_inv`); the routed experts' tensors
-  // (RoutedExpertOf) apart.
-  int64_t weights = 0;
-  uint64_t expert_bytes = 0;
-  int64_t expert_weights = 0;
-  double bits_per_weight() const { return weights ? 8.0 * total_bytes / weights : 0; }
-  // Memory to run it at `context` tokens (docs/inspect.md "Memory"): the weights resident
-  // (EstimateWeightMemory: tensors as stored + copies made at load) and the latent/indexer
-  // caches of the main layers.
-  int64_t context = 0;
-  int64_t weight_copy_bytes = 0;
-  int64_t cache_bytes_f32 = 0, cache_bytes_bf16 = 0, cache_bytes_fp8 = 0;
+  // Bits per weight (bytes = total_bytes; the routed experts by RoutedExpertOf) and memory at
+  // the context (copies: EstimateWeightMemory's).
+  SizeFigures size;
   ScaleStats fp8_scales;
   std::vector<std::string> missing;           // required table tensors absent
   std::vector<std::string> missing_optional;  // e.g. an omitted MTP layer

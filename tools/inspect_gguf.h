@@ -10,6 +10,7 @@
 #include <string>
 
 #include "format/config.h"
+#include "tools/inspect.h"
 
 namespace dsinfer {
 
@@ -20,15 +21,9 @@ struct GgufInspectReport {
   int64_t tensors = 0;
   std::map<std::string, int64_t> tensors_by_type;  // ggml type name → count
   std::map<std::string, uint64_t> bytes_by_type;
-  uint64_t file_bytes = 0;    // tensor data, all parts
-  int64_t weights = 0;        // elements
-  uint64_t expert_bytes = 0;  // ffn_*_exps
-  int64_t expert_weights = 0;
-  uint64_t decoded_bytes = 0;  // f32 copies made at load (kv_b: rebuilt, or quantised)
-  int64_t context = 0;
-  uint64_t cache_bytes_f32 = 0, cache_bytes_bf16 = 0, cache_bytes_fp8 = 0;  // at `context`
-
-  double bits_per_weight() const { return weights ? 8.0 * file_bytes / weights : 0; }
+  // bytes: tensor data of all parts; experts: ffn_*_exps; copy_bytes: the f32 copies made at
+  // load (kv_b rebuilt or quantised, Q4_0/Q4_1/Q5_0/Q5_1 tensors; GgufDecodedBytes).
+  SizeFigures size;
 };
 
 GgufInspectReport InspectGguf(const std::string& path, int64_t context);

@@ -103,21 +103,7 @@ std::string FormatInspectSummary(const InspectReport& r) {
     for (const auto& [dtype, n] : r.bytes_by_dtype)
       Append(s, " %s %s;", dtype.c_str(), Bytes(n).c_str());
     s += "\n";
-    const int64_t rest_w = r.weights - r.expert_weights;
-    Append(s,
-           "bits per weight: %.3f (routed experts %.3f, the rest %.3f; FP8 block scales "
-           "included)\n",
-           r.bits_per_weight(),
-           r.expert_weights ? 8.0 * r.expert_bytes / r.expert_weights : 0.0,
-           rest_w ? 8.0 * (r.total_bytes - r.expert_bytes) / rest_w : 0.0);
-    const auto gib = [](int64_t b) { return static_cast<double>(b) / double(int64_t{1} << 30); };
-    Append(s,
-           "memory at context %lld: mapped tensors %.3f GiB (kept as stored) + copies made at "
-           "load %.3f GiB + cache %.3f GiB (f32; bf16 %.3f GiB, fp8 %.3f GiB) = %.3f GiB\n",
-           (long long)r.context, gib(static_cast<int64_t>(r.total_bytes)),
-           gib(r.weight_copy_bytes), gib(r.cache_bytes_f32), gib(r.cache_bytes_bf16),
-           gib(r.cache_bytes_fp8),
-           gib(static_cast<int64_t>(r.total_bytes) + r.weight_copy_bytes + r.cache_bytes_f32));
+    s += r.size.Describe("", "copies made at load (kv_b)");
     const ScaleStats& f = r.fp8_scales;
     Append(
         s,

@@ -182,14 +182,25 @@ test('web chat in chromium: key, streaming, multi-turn, thinking, tool call, sto
   const ref1 = await api('/v1/chat/completions',
     { model: MODEL, messages: turn1, temperature: 0, max_tokens: 16 });
   assert.ok(ref1.usage.prompt_tokens > 64, `prompt of ${ref1.usage.prompt_tokens} tokens`);
-  // Record the answer's text each time it changes, to see it arrive in pieces.
+  // Record the answer's text after each piece the page appends (one text node per streamed
+  // delta), from the mutation records themselves: reading the element when the observer runs
+  // would merge pieces that reached the page in one network read (a fast server), which says
+  // nothing about streaming.
   await page.evaluate(() => {
     window.__seen = [];
-    new MutationObserver(() => {
-      const texts = document.querySelectorAll('.msg.assistant .text');
-      if (texts.length) window.__seen.push(texts[texts.length - 1].textContent);
-    }).observe(document.getElementById('messages'),
-      { subtree: true, childList: true, characterData: true });
+    const sofar = new WeakMap();
+    new MutationObserver((records) => {
+      for (const r of records) {
+        const el = r.target;
+        if (r.type !== 'childList' || !el.classList || !el.classList.contains('text') ||
+            !el.closest('.msg.assistant')) continue;
+        for (const n of r.addedNodes) {
+          if (n.nodeType !== Node.TEXT_NODE) continue;
+          sofar.set(el, (sofar.get(el) ?? '') + n.data);
+          window.__seen.push(sofar.get(el));
+        }
+      }
+    }).observe(document.getElementById('messages'), { subtree: true, childList: true });
   });
   const a1 = await sendFromPage(first, { maxTokens: 16 });
   await waitFinished(a1);
