@@ -50,21 +50,36 @@ struct RunOptions {
   SpecFlags spec;  // --spec, --draft, --spec-min-acceptance, --spec-window
 };
 
+// The engine options of `run` (the same on every rank of an MPI job).
+EngineOptions RunEngineOptions(const RunOptions& o) {
+  EngineOptions eo;
+  eo.parallel = 1;
+  eo.queue_capacity = 1;
+  eo.prefill_chunk = int64_t{1} << 20;  // the whole prompt in one forward, as before
+  eo.sequence.kv_cache = ParseKvCacheType(o.kv_cache, "--kv-cache");
+  eo.sequence.attention = o.attention == "dense" ? AttentionMode::kDense : AttentionMode::kDsa;
+  o.spec.Apply(eo);
+  return eo;
+}
+
 // `run` on the serving engine (runtime/engine.h) with one slot and one EngineSession: a new
 // prompt that extends the cached tokens only runs its new suffix (multi-turn chat reuses the
-// conversation so far).
+// conversation so far). Across the ranks of an MPI job (`world`; docs/mpi.md) this is rank 0's
+// engine, the leader of the others' (FollowRun): no EngineSession there (sessions stay in one
+// process), the engine's prefix cache reuses the conversation instead.
 class Session {
  public:
-  Session(const RunOptions& o, const std::string& dir) : options_(o) {
-    EngineOptions eo;
-    eo.parallel = 1;
-    eo.queue_capacity = 1;
-    eo.prefill_chunk = int64_t{1} << 20;  // the whole prompt in one forward, as before
-    eo.sequence.kv_cache = ParseKvCacheType(o.kv_cache, "--kv-cache");
-    eo.sequence.attention = o.attention == "dense" ? AttentionMode::kDense : AttentionMode::kDsa;
-    o.spec.Apply(eo);
-    engine_ = std::make_unique<Engine>(
-        Model::Load(dir, o.numerics.Load()), eo);
+  Session(const RunOptions& o, const std::string& dir, dist::World* world = nullptr)
+      : options_(o) {
+    EngineOptions eo = RunEngineOptions(o);
+    if (world) {
+      replica_ = std::make_unique<WorldReplica>(*world);
+      eo.replica = replica_.get();
+      session_.reset();
+      engine_ = std::make_unique<Engine>(LoadModelOnRanks(*world, dir, o.numerics.Load()), eo);
+    } else {
+      engine_ = std::make_unique<Engine>(Model::Load(dir, o.numerics.Load()), eo);
+    }
   }
   ~Session() { session_.reset(); }  // its pages go back to the pool before the engine ends
 
@@ -138,6 +153,7 @@ class Session {
     double prefill_s = 0, decode_s = 0;
   };
   RunOptions options_;
+  std::unique_ptr<WorldReplica> replica_;  // across ranks; outlives the engine
   std::unique_ptr<Engine> engine_;
   std::shared_ptr<EngineSession> session_ = std::make_shared<EngineSession>();
   Stats stats_;
@@ -205,85 +221,48 @@ int RunChat(const RunOptions& o, Session& s, const text::Tokenizer& tok) {
   return 0;
 }
 
-// `run` across the ranks of an MPI job (docs/mpi.md): every rank loads its share of the routed
-// experts and runs the same forward passes, on the main thread (the engine's worker thread would
-// call MPI from a second thread). Rank 0 alone tokenizes, samples and prints: it broadcasts the
-// prompt's ids, then each picked token, which every rank feeds to its next step. The forward
-// passes are bitwise one process's (docs/mpi.md), so greedy output equals `run` in one process.
-int RunOnRanks(const RunOptions& o, dist::World& world) {
-  if (o.chat) throw Error("--chat does not run across MPI ranks yet (docs/mpi.md)");
-  if (o.spec.spec != "none") throw Error("--spec does not run across MPI ranks yet (docs/mpi.md)");
-  if (!!o.ids + !!o.prompt != 1) throw Error("give exactly one of --ids, -p");
-  if (!o.model) throw Error("--model is required across MPI ranks");
-  const std::string dir = ResolveModelDir(o.model);
-  const bool lead = world.rank() == 0;
-  std::optional<text::Tokenizer> tok;
-  std::vector<int32_t> prompt;
-  if (lead && o.ids) prompt = ParseTokenIds(*o.ids, "--ids");
-  if (lead && o.prompt) {
-    tok = text::Tokenizer::ForModel(dir);
-    prompt = tok->Encode(o.raw ? "<｜begin▁of▁sentence｜>" + *o.prompt
-                               : ChatPrompt({{{"role", "user"}, {"content", *o.prompt}}}, o.think));
-  }
-  world.Broadcast(prompt);
-  std::unique_ptr<Model> model = LoadModelOnRanks(
-      world, dir, o.numerics.Load());
-  const ModelConfig& c = model->config();
-  if (prompt.empty()) throw Error("empty prompt");
-  CheckTokenIds(prompt, c, "prompt");
-  const int64_t n = static_cast<int64_t>(prompt.size());
-  if (n + o.max_new > c.max_position_embeddings)
-    throw Error("prompt (" + std::to_string(n) + " tokens) + -n " + std::to_string(o.max_new) +
-                " exceed max_position_embeddings (" + std::to_string(c.max_position_embeddings) +
-                ")");
-  SequenceState seq = model->NewSequence(
-      {.attention = o.attention == "dense" ? AttentionMode::kDense : AttentionMode::kDsa,
-       .kv_cache = ParseKvCacheType(o.kv_cache, "--kv-cache")});
-  Sampler sampler(o.sampler);
-  std::optional<text::Detokenizer> detok;
-  if (tok) detok.emplace(*tok);
-  const auto t0 = Clock::now();
-  Clock::time_point first = t0;
-  ForwardResult r = model->Forward(seq, prompt, 0, /*all_logits=*/false);
-  std::vector<int32_t> next(1);  // the token every rank runs next
-  int64_t generated = 0;
-  while (generated < o.max_new) {
-    if (lead) next[0] = sampler.Sample(r.logits.data(), c.vocab_size);
-    world.Broadcast(next);
-    if (generated++ == 0) first = Clock::now();
-    if (lead && !detok) std::printf("%s%d", generated > 1 ? "," : "", next[0]);
-    if (lead && detok && next[0] != c.eos_token_id) std::fputs(detok->Add(next[0]).c_str(), stdout);
-    if (lead) std::fflush(stdout);
-    if (next[0] == c.eos_token_id || generated == o.max_new) break;
-    r = model->Forward(seq, next, n + generated - 1, /*all_logits=*/false);
-  }
-  const double prefill_s = std::chrono::duration<double>(first - t0).count();
-  const double decode_s = std::chrono::duration<double>(Clock::now() - first).count();
-  if (!lead) return 0;
-  if (detok) std::fputs(detok->Flush().c_str(), stdout);
-  std::fputs("\n", stdout);
-  const dist::ExchangeStats x = world.exchange_stats();
-  std::fprintf(stderr,
-               "\n[prefill: %lld tokens, %.2f tok/s; decode: %lld tokens, %.2f tok/s; expert "
-               "parallel over %d MPI ranks (%s): rank 0 spent %.3f s in %lld expert exchanges]\n",
-               static_cast<long long>(n), n / std::max(prefill_s, 1e-9),
-               static_cast<long long>(generated),
-               generated > 1 ? (generated - 1) / std::max(decode_s, 1e-9) : 0.0, world.ranks(),
-               DescribeAssignment(c.n_routed_experts, world.ranks()).c_str(), x.seconds,
-               static_cast<long long>(x.calls));
+// A rank other than 0 of `run` across ranks (docs/mpi.md): no tokenizer, no output; its engine
+// runs rank 0's rounds with this rank's experts until rank 0's engine stops.
+int FollowRun(const RunOptions& o, dist::World& world) {
+  WorldReplica replica(world);
+  EngineOptions eo = RunEngineOptions(o);
+  eo.replica = &replica;
+  Engine engine(LoadModelOnRanks(world, ResolveModelDir(o.model), o.numerics.Load()), eo);
+  engine.Follow();
   return 0;
 }
 
+// Rank 0's report of an expert-parallel run, after its engine has stopped.
+void ReportRanks(dist::World& world, const std::string& dir) {
+  const ModelConfig c = ModelConfig::FromFile(dir + "/config.json");
+  const dist::ExchangeStats x = world.exchange_stats();
+  std::fprintf(stderr,
+               "[expert parallel over %d MPI ranks (%s): rank 0 spent %.3f s in %lld expert "
+               "exchanges]\n",
+               world.ranks(), DescribeAssignment(c.n_routed_experts, world.ranks()).c_str(),
+               x.seconds, static_cast<long long>(x.calls));
+}
+
+int RunOnRank0(const RunOptions& o, dist::World* world);
+
 int RunGenerate(const RunOptions& o) {
-  if (dist::World* world = dist::CurrentWorld(); world && world->ranks() > 1)
-    return RunOnRanks(o, *world);
   if (!!o.ids + !!o.prompt + o.chat != 1) throw Error("give exactly one of --ids, -p, --chat");
+  dist::World* world = dist::CurrentWorld();
+  if (world && world->ranks() == 1) world = nullptr;
+  if (world && !o.model) throw Error("--model is required across MPI ranks");
+  if (world && world->rank() != 0) return FollowRun(o, *world);
+  const int status = RunOnRank0(o, world);
+  if (world) ReportRanks(*world, ResolveModelDir(o.model));
+  return status;
+}
+
+int RunOnRank0(const RunOptions& o, dist::World* world) {
   const std::string dir = ResolveModelDir(o.model);
   // Text needs the tokenizer; token ids do not read it (docs/checkpoint.md). Loaded first, so
   // a missing or broken one fails before the weights load.
   std::optional<text::Tokenizer> tok;
   if (!o.ids) tok = text::Tokenizer::ForModel(dir);
-  Session s(o, dir);
+  Session s(o, dir, world);
   if (o.ids) {
     std::vector<int32_t> ids = ParseTokenIds(*o.ids, "--ids");
     bool first = true;
