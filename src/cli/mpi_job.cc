@@ -131,11 +131,15 @@ void ReportExpertResidency(dist::World* world, const Model& model, const std::st
     const std::vector<uint64_t> own = world->AllGather(mine.own_bytes);
     const std::vector<uint64_t> own_resident = world->AllGather(mine.own_resident);
     const std::vector<uint64_t> other_resident = world->AllGather(mine.other_resident);
+    // The ranks' experts partition all of them: their sum is every expert's bytes, also when
+    // a rank loaded only its share (whose files hold no other expert to count).
+    int64_t all_bytes = 0;
+    for (uint64_t b : own) all_bytes += static_cast<int64_t>(b);
     for (int r = 0; r < ranks; ++r)
       all[r] = ExpertResidency{.own_bytes = static_cast<int64_t>(own[r]),
                                .own_resident = static_cast<int64_t>(own_resident[r]),
                                .other_resident = static_cast<int64_t>(other_resident[r]),
-                               .all_bytes = mine.all_bytes};
+                               .all_bytes = all_bytes};
     if (world->rank() != 0) return;
   }
   for (int r = 0; r < ranks; ++r) {

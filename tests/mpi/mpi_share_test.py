@@ -31,6 +31,7 @@ import struct
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mpi_memory_test import LINE, expert_bytes  # noqa: E402
 from mpi_logits_test import (  # noqa: E402
     EXPERTS, IDS, Checks, call, same_bits, test_args, tiny_model)
 
@@ -111,10 +112,21 @@ def main():
     for case, folders in runs:
         tag = f"{case}.{len(folders)}.{'mixed' if folders[0] == model else 'shares'}"
         cmd = list(mpirun)
+        # With 3 shares, each rank's resident experts too ("of all": the sum over the shares).
+        memory = ["--expert-memory"] if len(folders) == 3 else []
         for i, folder in enumerate(folders):
             cmd += ([":"] if i else []) + ["-np", "1", a.dsinfer_mpi] + logits(folder, tag,
-                                                                               cases[case])
+                                                                               cases[case]) + memory
         rc, text, _ = call(cmd)
+        if len(folders) == 3:
+            got = [(int(m.group(1)), int(m.group(3)), int(m.group(6))) for m in LINE.finditer(text)]
+            want = expert_bytes(model)[0]
+            check("  --expert-memory on shares: every rank's own experts and all experts' bytes "
+                  "as the whole checkpoint's headers say",
+                  [(r, own) for r, own, _ in got] == [
+                      (r, sum(want[e] for e in range(EXPERTS * r // 3, EXPERTS * (r + 1) // 3)))
+                      for r in range(3)] and all(a_ == sum(want.values()) for _, _, a_ in got),
+                  text[-1500:])
         what = "rank 0 whole, rank 1 its share" if folders[0] == model else "each rank its share"
         ok = rc == 0 and same_bits(out(tag), out(case + ".whole")) and same_bits(
             out(tag + ".mtp"), out(case + ".whole.mtp"))
