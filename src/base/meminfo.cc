@@ -1,6 +1,5 @@
 #include "base/meminfo.h"
 
-#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <string>

@@ -232,18 +232,19 @@ int FollowRun(const RunOptions& o, dist::World& world) {
   return 0;
 }
 
-// Rank 0's report of an expert-parallel run, after its engine has stopped.
-void ReportRanks(dist::World& world, const std::string& dir) {
-  const ModelConfig c = ModelConfig::FromFile(dir + "/config.json");
+// Rank 0's report of an expert-parallel run over `experts` routed experts, after its engine has
+// stopped.
+void ReportRanks(dist::World& world, int64_t experts) {
   const dist::ExchangeStats x = world.exchange_stats();
   std::fprintf(stderr,
                "[expert parallel over %d MPI ranks (%s): rank 0 spent %.3f s in %lld expert "
                "exchanges]\n",
-               world.ranks(), DescribeAssignment(c.n_routed_experts, world.ranks()).c_str(),
+               world.ranks(), DescribeAssignment(experts, world.ranks()).c_str(),
                x.seconds, static_cast<long long>(x.calls));
 }
 
-int RunOnRank0(const RunOptions& o, dist::World* world);
+// Rank 0's (or the only process's) `run`; sets `*experts` to the model's routed experts.
+int RunOnRank0(const RunOptions& o, dist::World* world, int64_t* experts);
 
 int RunGenerate(const RunOptions& o) {
   if (!!o.ids + !!o.prompt + o.chat != 1) throw Error("give exactly one of --ids, -p, --chat");
@@ -251,18 +252,20 @@ int RunGenerate(const RunOptions& o) {
   if (world && world->ranks() == 1) world = nullptr;
   if (world && !o.model) throw Error("--model is required across MPI ranks");
   if (world && world->rank() != 0) return FollowRun(o, *world);
-  const int status = RunOnRank0(o, world);
-  if (world) ReportRanks(*world, ResolveModelDir(o.model));
+  int64_t experts = 0;
+  const int status = RunOnRank0(o, world, &experts);
+  if (world) ReportRanks(*world, experts);
   return status;
 }
 
-int RunOnRank0(const RunOptions& o, dist::World* world) {
+int RunOnRank0(const RunOptions& o, dist::World* world, int64_t* experts) {
   const std::string dir = ResolveModelDir(o.model);
   // Text needs the tokenizer; token ids do not read it (docs/checkpoint.md). Loaded first, so
   // a missing or broken one fails before the weights load.
   std::optional<text::Tokenizer> tok;
   if (!o.ids) tok = text::Tokenizer::ForModel(dir);
   Session s(o, dir, world);
+  *experts = s.config().n_routed_experts;
   if (o.ids) {
     std::vector<int32_t> ids = ParseTokenIds(*o.ids, "--ids");
     bool first = true;

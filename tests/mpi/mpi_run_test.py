@@ -11,6 +11,7 @@ Truth: `dsinfer run` in one process (the serving engine) on the same generated t
   * seeded temperature sampling (`--temp 0.8 --top-p 0.9 --seed 5`) at -np 2: rank 0's sampler
     draws from bitwise the same logits as one process's;
   * MTP speculative decoding (`--spec mtp --draft 2`) at -np 2 and -np 3;
+  * greedy from ids on a Q8_0 GGUF file of the same checkpoint at -np 2;
   * a three-turn `--chat` on standard input at -np 2 (one process reuses the conversation through
     its engine session; across ranks, where sessions do not run, the prefix cache reuses its whole
     64-token pages — none here: the same text either way);
@@ -51,6 +52,9 @@ def main():
                            "--force"])
         assert rc == 0, out
     check = Checks()
+    gguf = os.path.join(a.work, "tiny_q8_0.gguf")
+    rc, out, _ = call([a.dsinfer, "quantize", "--model", model, "--out", gguf, "--type", "Q8_0"])
+    check("quantize --type Q8_0 (a GGUF file runs across ranks too)", rc == 0, out[-800:])
 
     mpirun = [a.mpirun, "--oversubscribe", "--bind-to", "none"]
     cases = [
@@ -61,6 +65,7 @@ def main():
         ("--spec mtp --draft 2", model, ["--ids", IDS, "-n", "16", "--spec", "mtp", "--draft", "2"],
          (2, 3)),
         ("--chat, three turns", full, ["--chat", "-n", "10"], (2,)),
+        ("greedy --ids, Q8_0 GGUF file", gguf, ["--ids", IDS, "-n", "12"], (2,)),
     ]
     chat = b"Why is the sky blue?\nAnd the sea?\n/think\nSay it in one word.\n"
     for name, folder, extra, ranks_list in cases:
