@@ -148,7 +148,6 @@ int64_t Cut(int64_t rb, int64_t re, int64_t i, int64_t parts, int64_t align = 8)
 // outlasts the parallel region's start-up.
 void RowsGemv(const gemm::IsaKernels& k, const float* x, int64_t xs, int64_t n, const WeightView& w,
               int64_t rb, int64_t re, float* y, int64_t ys) {
-  constexpr int64_t kParallelGemvBytes = int64_t{1} << 18;
   const int64_t xps = (w.cols + k.pair - 1) / k.pair * k.pair;
   const bool scaled = w.dtype == DType::kF8E4M3;  // else x' = x for every block
   const int64_t bytes = (re - rb) * w.cols * static_cast<int64_t>(DTypeSize(w.dtype));
@@ -275,7 +274,6 @@ void RowsDecoded(const gemm::IsaKernels& k, Isa isa, const float* x, int64_t xs,
     }
   };
   if (gemv) {
-    constexpr int64_t kParallelGemvBytes = int64_t{1} << 18;  // as RowsGemv
     if ((re - rb) * w.row_bytes() < kParallelGemvBytes || omp_in_parallel()) return run(rb, re);
 #pragma omp parallel
     {
@@ -307,7 +305,7 @@ void RowsInt8(Isa isa, const float* x, int64_t xs, int64_t n, const WeightView& 
     for (int64_t r0 = p0; r0 < p1; r0 += kInt8Rows)
       qblocks::Int8Rows(isa, a, 0, n, w, r0, std::min(p1, r0 + kInt8Rows), y + (r0 - rb), ys);
   };
-  const bool big = (re - rb) * w.row_bytes() >= (int64_t{1} << 18) ||
+  const bool big = (re - rb) * w.row_bytes() >= kParallelGemvBytes ||
                    (re - rb) * w.cols * (n + 1) >= kParallelWork;
   if (!big || omp_in_parallel()) return run(rb, re);
 #pragma omp parallel
@@ -406,7 +404,6 @@ void RowsGemmBf16(const gemm::Bf16Kernels& k, const float* x, int64_t xs, int64_
 // per 128-row block; the weights are converted in registers (no panel, no scratch).
 void RowsGemvBf16(const gemm::Bf16Kernels& k, const float* x, int64_t xs, int64_t n,
                   const WeightView& w, int64_t rb, int64_t re, float* y, int64_t ys) {
-  constexpr int64_t kParallelGemvBytes = int64_t{1} << 18;  // as RowsGemv
   const int64_t xbs = (w.cols + 32) / 32 * 32;              // as RowsGemmBf16
   uint16_t* xb = TypedScratch<uint16_t>(n * xbs);           // [n, xbs] bf16(x)
   k.round_x(x, xs, 0, n, w.cols, xb, xbs);

@@ -38,6 +38,9 @@ namespace dsinfer {
 // Multiply-adds below which kernels do not open an OpenMP parallel region: a region costs a
 // barrier, and far more than that when the cores are shared with other processes.
 inline constexpr int64_t kParallelWork = int64_t{1} << 23;
+// Weight bytes from which a GEMV opens a parallel region: a read that long is memory-bound, and
+// two cores read it about twice as fast.
+inline constexpr int64_t kParallelGemvBytes = int64_t{1} << 18;
 
 // x: [n, w.cols] f32, y: [n, w.rows] f32 (row stride `y_stride`, default w.rows).
 void Linear(const float* x, int64_t n, const WeightView& w, float* y, int64_t y_stride = -1);

@@ -47,7 +47,11 @@ const Segment& SegOf(const LayerContext& ctx, int64_t r) { return ctx.ws.segs[ct
 void AbsorbQuery(const Dims& d, const LayerWeights& lw, const float* q, int64_t N, float* q_abs) {
   // One head per iteration; inside a region the GEMM runs on its calling thread. Contiguous
   // head ranges per thread (static): each thread streams one contiguous range of weights.
-#pragma omp parallel for schedule(static) if (N * d.H * d.dn * d.R >= kParallelWork)
+  // Threads when the work or the weights are large. Without them in decode, each head's GEMV
+  // opens its own region once its weights pass kParallelGemvBytes (the f32 kv_b copies of a GGUF
+  // file do): a fork and join per head, which cost 6.5 ms per layer on `mini` (0.16 ms FP8).
+  const int64_t bytes = lw.wuk_t ? d.H * d.R * lw.wuk_t->view.row_bytes() : d.H * d.dn * lw.wkv_b.row_bytes();
+#pragma omp parallel for schedule(static) if (N * d.H * d.dn * d.R >= kParallelWork || bytes >= kParallelGemvBytes)
   for (int64_t h = 0; h < d.H; ++h) {
     DSINFER_NOTE_THREAD("mla.absorb_q");
     if (lw.wuk_t)
@@ -62,7 +66,8 @@ void AbsorbQuery(const Dims& d, const LayerWeights& lw, const float* q, int64_t 
 // o[s, h*dv + i] = W_UV_h[i,:] · o_lat[s,h,:].  o_lat: [N, H, R], o: [N, H*dv]
 void ProjectValues(const Dims& d, const WeightView& wkv_b, const float* o_lat, int64_t N,
                    float* o) {
-#pragma omp parallel for schedule(static) if (N * d.H * d.dv * d.R >= kParallelWork)
+  const int64_t bytes = d.H * d.dv * wkv_b.row_bytes();  // as AbsorbQuery
+#pragma omp parallel for schedule(static) if (N * d.H * d.dv * d.R >= kParallelWork || bytes >= kParallelGemvBytes)
   for (int64_t h = 0; h < d.H; ++h) {
     DSINFER_NOTE_THREAD("mla.expand_o");
     LinearRows(o_lat + h * d.R, d.H * d.R, N, wkv_b, h * (d.dn + d.dv) + d.dn,
