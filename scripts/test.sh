@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# llama.cpp, the oracle of tests/llamacpp (from npm's node-llama-cpp: docs/llamacpp.md).
+scripts/llamacpp.sh
 
 # Each stage's wall time is printed, so the suite's budget (30 min on 2 cores) can be watched.
 stage_start=$SECONDS
