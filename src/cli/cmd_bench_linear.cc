@@ -167,12 +167,13 @@ WeightKind ParseDtype(const std::string& d) {
       {DType::kQ8_0, false, "q8_0"},   {DType::kQ4_K, false, "q4_k"},
       {DType::kQ5_K, false, "q5_k"},   {DType::kQ6_K, false, "q6_k"},
       {DType::kQ8_0, true, "q8_0.i8"}, {DType::kQ4_K, true, "q4_k.i8"},
-      {DType::kQ5_K, true, "q5_k.i8"}, {DType::kQ6_K, true, "q6_k.i8"}};
+      {DType::kQ5_K, true, "q5_k.i8"}, {DType::kQ6_K, true, "q6_k.i8"},
+      {DType::kQ2_K, false, "q2_k"},   {DType::kQ3_K, false, "q3_k"}};
   for (const WeightKind& k : kinds)
     if (k.name == d) return k;
   throw Error("--dtype '" + d +
               "': expected fp8, bf16, f16, f32, q8_0, q4_k, q5_k, q6_k, q8_0.i8, q4_k.i8, "
-              "q5_k.i8 or q6_k.i8 (or a comma-separated list of them)");
+              "q5_k.i8, q6_k.i8, q2_k or q3_k (or a comma-separated list of them)");
 }
 
 // One synthetic weight matrix with its storage.
@@ -211,6 +212,8 @@ Weight MakeWeight(const WeightKind& kind, int64_t rows, int64_t cols, uint64_t s
     const size_t bb = DTypeSize(dtype);
     const std::vector<size_t> fields = dtype == DType::kQ8_0   ? std::vector<size_t>{0}
                                        : dtype == DType::kQ6_K ? std::vector<size_t>{208}
+                                       : dtype == DType::kQ2_K ? std::vector<size_t>{80, 82}
+                                       : dtype == DType::kQ3_K ? std::vector<size_t>{108}
                                                                : std::vector<size_t>{0, 2};
     for (size_t off = 0; off < w.bytes.size(); off += bb)
       for (size_t f : fields) {
@@ -573,7 +576,7 @@ RunFn AddLinearBench(CLI::App& bench, bool gemm) {
   sub->add_option(
          "--dtype", o->dtypes,
          "Weight dtypes, comma-separated: fp8 (default), bf16, f16, f32, q8_0, q4_k, q5_k, "
-         "q6_k, q8_0.i8, q4_k.i8 (int8 activations)")
+         "q6_k, q2_k, q3_k, q8_0.i8, q4_k.i8, q5_k.i8, q6_k.i8 (int8 activations)")
       ->delimiter(',');
   sub->add_option("--seconds", o->seconds, "Time per measurement")->check(CLI::Range(0.0, 60.0));
   AddThreadsOption(sub);

@@ -15,7 +15,7 @@ struct DTypeEntry {
 };
 
 // The safetensors dtype spellings (huggingface/safetensors `Dtype`).
-constexpr std::array<DTypeEntry, 19> kDTypes = {{
+constexpr std::array<DTypeEntry, 21> kDTypes = {{
     {DType::kBool, "BOOL", 1},
     {DType::kU8, "U8", 1},
     {DType::kI8, "I8", 1},
@@ -36,6 +36,8 @@ constexpr std::array<DTypeEntry, 19> kDTypes = {{
     {DType::kQ4_K, "Q4_K", 144, 256},
     {DType::kQ5_K, "Q5_K", 176, 256},
     {DType::kQ6_K, "Q6_K", 210, 256},
+    {DType::kQ2_K, "Q2_K", 84, 256},
+    {DType::kQ3_K, "Q3_K", 110, 256},
 }};
 
 const DTypeEntry& Entry(DType t) {

@@ -9,7 +9,7 @@
 //    NaN stays NaN (quiet, sign kept).
 //  * f16: IEEE binary16, nearest even with gradual underflow, overflow → Inf, NaN stays NaN.
 //  * ue8m0: the power-of-two activation scale of DeepSeek's `act_quant` (docs/model.md §6.2).
-//  * Q8_0, Q4_K, Q5_K, Q6_K: ggml block types (format/ggml_types.h has the layouts), which only
+//  * Q8_0, Q2_K-Q6_K: ggml block types (format/ggml_types.h has the layouts), which only
 //    GGUF files hold. Their elements are not addressable one by one: a row of `cols` elements
 //    is cols / DTypeBlockElems whole blocks of DTypeSize bytes (DTypeRowBytes). Safetensors
 //    never carries them (ParseDType does not know their names).
@@ -45,6 +45,8 @@ enum class DType : uint8_t {
   kQ4_K,
   kQ5_K,
   kQ6_K,
+  kQ2_K,
+  kQ3_K,
 };
 
 // The safetensors spelling, e.g. "F8_E4M3", "BF16", "I64" (ggml's for the block types: "Q4_K").

@@ -21,7 +21,7 @@ constexpr std::array<GgmlTypeInfo, 20> kTypes = {{
     {GgmlType::kQ4_0, "Q4_0", 32, 18, true},   {GgmlType::kQ4_1, "Q4_1", 32, 20, true},
     {GgmlType::kQ5_0, "Q5_0", 32, 22, true},   {GgmlType::kQ5_1, "Q5_1", 32, 24, true},
     {GgmlType::kQ8_0, "Q8_0", 32, 34, true},   {GgmlType::kQ8_1, "Q8_1", 32, 36, false},
-    {GgmlType::kQ2_K, "Q2_K", kQK, 84, false}, {GgmlType::kQ3_K, "Q3_K", kQK, 110, false},
+    {GgmlType::kQ2_K, "Q2_K", kQK, 84, true},  {GgmlType::kQ3_K, "Q3_K", kQK, 110, true},
     {GgmlType::kQ4_K, "Q4_K", kQK, 144, true}, {GgmlType::kQ5_K, "Q5_K", kQK, 176, true},
     {GgmlType::kQ6_K, "Q6_K", kQK, 210, true}, {GgmlType::kQ8_K, "Q8_K", kQK, 292, false},
     {GgmlType::kI8, "I8", 1, 1, false},        {GgmlType::kI16, "I16", 1, 2, false},
@@ -97,6 +97,46 @@ void DecodeQ6_K(const uint8_t* b, float* y) {
   }
 }
 
+// Q2_K super-block: u8 scales[16] | u8 qs[64] | f16 d | f16 dmin. Sixteen groups of 16
+// elements; group g = e / 16 has the 4-bit scale scales[g] & 15 and 4-bit min scales[g] >> 4.
+// Element e: half n = e / 128, shift 2j with j = (e % 128) / 32, byte qs[32n + e % 32]:
+// q = (byte >> 2j) & 3; x = (d · sc) · q − dmin · m.
+void DecodeQ2_K(const uint8_t* b, float* y) {
+  const uint8_t *scales = b, *qs = b + 16;
+  const float d = LoadF16(b + 80), dmin = LoadF16(b + 82);
+  for (int e = 0; e < kQK; ++e) {
+    const int n = e / 128, j = (e % 128) / 32;
+    const uint8_t sc = scales[e / 16];
+    const int q = (qs[32 * n + e % 32] >> (2 * j)) & 3;
+    const float d_g = d * static_cast<float>(sc & 0xF), m_g = dmin * static_cast<float>(sc >> 4);
+    y[e] = d_g * static_cast<float>(q) - m_g;
+  }
+}
+
+// Q3_K's 16 group scales (6 bits each, stored as s + 32) from its 12 packed bytes: the low 4
+// bits of group g < 8 are the low nibble of p[g], of g ≥ 8 the high nibble of p[g − 8]; the
+// top 2 bits are bits 2(g / 4)..2(g / 4)+1 of p[8 + g % 4].
+int Q3Scale(const uint8_t* p, int g) {
+  const int low = g < 8 ? (p[g] & 0xF) : (p[g - 8] >> 4);
+  const int high = (p[8 + g % 4] >> (2 * (g / 4))) & 3;
+  return (low | (high << 4)) - 32;
+}
+
+// Q3_K super-block: u8 hmask[32] | u8 qs[64] | u8 scales[12] | f16 d. Element e: half n = e /
+// 128, j = (e % 128) / 32, low two bits (qs[32n + e % 32] >> 2j) & 3, minus 4 unless bit
+// 4n + j of hmask[e % 32] is set (−4..3); x = (d · s_g) · q with g = e / 16.
+void DecodeQ3_K(const uint8_t* b, float* y) {
+  const uint8_t *hmask = b, *qs = b + 32, *scales = b + 96;
+  const float d = LoadF16(b + 108);
+  for (int e = 0; e < kQK; ++e) {
+    const int n = e / 128, j = (e % 128) / 32, l = e % 32;
+    const int low = (qs[32 * n + l] >> (2 * j)) & 3;
+    const int q = low - (((hmask[l] >> (4 * n + j)) & 1) ? 0 : 4);
+    const float d_g = d * static_cast<float>(Q3Scale(scales, e / 16));
+    y[e] = d_g * static_cast<float>(q);
+  }
+}
+
 }  // namespace
 
 const GgmlTypeInfo* FindGgmlType(uint32_t id) {
@@ -127,6 +167,10 @@ std::optional<DType> DTypeOfGgml(GgmlType t) {
       return DType::kQ5_K;
     case GgmlType::kQ6_K:
       return DType::kQ6_K;
+    case GgmlType::kQ2_K:
+      return DType::kQ2_K;
+    case GgmlType::kQ3_K:
+      return DType::kQ3_K;
     default:
       return std::nullopt;
   }
@@ -142,6 +186,10 @@ GgmlType GgmlOfBlockDType(DType t) {
       return GgmlType::kQ5_K;
     case DType::kQ6_K:
       return GgmlType::kQ6_K;
+    case DType::kQ2_K:
+      return GgmlType::kQ2_K;
+    case DType::kQ3_K:
+      return GgmlType::kQ3_K;
     default:
       break;
   }
@@ -212,6 +260,12 @@ void DequantizeRow(GgmlType t, std::span<const std::byte> src, std::span<float> 
       break;
     case GgmlType::kQ6_K:
       for (int64_t i = 0; i < blocks; ++i) DecodeQ6_K(s + 210 * i, y + kQK * i);
+      break;
+    case GgmlType::kQ2_K:
+      for (int64_t i = 0; i < blocks; ++i) DecodeQ2_K(s + 84 * i, y + kQK * i);
+      break;
+    case GgmlType::kQ3_K:
+      for (int64_t i = 0; i < blocks; ++i) DecodeQ3_K(s + 110 * i, y + kQK * i);
       break;
     default:
       DSINFER_CHECK(false, "decodable type without a decoder: " + std::string(info.name));

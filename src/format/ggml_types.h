@@ -34,6 +34,16 @@
 //      low 4 bits = ql[64n + l + 32 (k odd)] low nibble (k < 2) or high nibble (k >= 2);
 //      high 2 bits = (qh[32n + l] >> 2k) & 3; q = (low | high << 4) - 32;
 //      x = (d * scales[8n + 2k + l / 16]) * q, each product rounded to f32.
+//  * Q2_K (10): 256 elements, 84 bytes = u8 scales[16] | u8 qs[64] | f16 d | f16 dmin.
+//      16 groups of 16 elements; group g = e / 16: scale scales[g] & 15, min scales[g] >> 4.
+//      Element e (half n = e / 128, j = (e % 128) / 32): q = (qs[32n + e % 32] >> 2j) & 3;
+//      x = (d * scale) * q - (dmin * min), each product and the difference rounded to f32.
+//  * Q3_K (11): 256 elements, 110 bytes = u8 hmask[32] | u8 qs[64] | u8 scales[12] | f16 d.
+//      16 groups of 16 with 6-bit scales s_g stored as s_g + 32: low 4 bits the low nibble of
+//      scales[g] (g < 8) or the high nibble of scales[g - 8] (g >= 8), high 2 bits
+//      (scales[8 + g % 4] >> 2 (g / 4)) & 3. Element e (n, j as Q2_K, l = e % 32):
+//      q = ((qs[32n + l] >> 2j) & 3) - (bit 4n + j of hmask[l] set ? 0 : 4), in -4..3;
+//      x = (d * s_{e/16}) * q, each product rounded to f32.
 //
 // The other types below are recognised (so that a file listing them parses and names them)
 // but not decoded yet: DequantizeRow throws `Error` naming the type.
@@ -95,7 +105,7 @@ void DequantizeRow(GgmlType t, std::span<const std::byte> src, std::span<float> 
                    std::string_view what = "");
 
 // The engine's DType of a ggml type that stays in its storage form: F32, F16, BF16 and the
-// block types Q8_0, Q4_K, Q5_K, Q6_K; nullopt for the others.
+// block types Q8_0, Q4_K, Q5_K, Q6_K, Q2_K, Q3_K; nullopt for the others.
 std::optional<DType> DTypeOfGgml(GgmlType t);
 // The ggml type of a block DType (IsBlockDType(t) must hold).
 GgmlType GgmlOfBlockDType(DType t);

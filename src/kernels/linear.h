@@ -1,6 +1,6 @@
 // `y = x · Wᵀ` and its relatives for a batch of activation rows, W in FP8 e4m3 (128×128 block
 // scales applied in-kernel, so weights stay FP8 in memory), BF16, F16, F32 or a ggml block type
-// (Q8_0, Q4_K, Q5_K, Q6_K as a GGUF file stores them; kernels/qblocks.h: decoded a few rows at
+// (Q8_0, Q2_K-Q6_K as a GGUF file stores them; kernels/qblocks.h: decoded a few rows at
 // a time into f32 for the f32 kernels below — bitwise an F32 copy's results — or, with
 // WeightView::int8_activations, integer products on int8-quantised activations). Block weights
 // have no transposed vector path (LinearTransposed runs the scalar specification for them).

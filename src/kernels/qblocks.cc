@@ -133,6 +133,61 @@ DSINFER_AVX512 void WalkQ6_K(const uint8_t* b, int64_t blocks, Sink& sink) {
   }
 }
 
+// Q2_K super-block: scales[16] | qs[64] | f16 d | f16 dmin. Half n, step j (shift 2j): the
+// 32 values (qs[32n + l] >> 2j) & 3, the first 16 in group 8n + 2j, the next in the one after
+// (group g: d·(scales[g] & 15) and dmin·(scales[g] >> 4)).
+template <class Sink>
+DSINFER_AVX512 void WalkQ2_K(const uint8_t* b, int64_t blocks, Sink& sink) {
+  const __m256i three = _mm256_set1_epi8(3);
+  for (int64_t i = 0; i < blocks; ++i, b += 84) {
+    const float d = _cvtsh_ss(U16(b + 80)), dmin = _cvtsh_ss(U16(b + 82));
+    for (int n = 0; n < 2; ++n) {
+      const __m256i qs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * n));
+      for (int j = 0; j < 4; ++j) {
+        const __m256i q = _mm256_and_si256(_mm256_srl_epi16(qs, _mm_cvtsi32_si128(2 * j)), three);
+        const uint8_t s0 = b[8 * n + 2 * j], s1 = b[8 * n + 2 * j + 1];
+        sink.Step(kQK * i + 128 * n + 32 * j,
+                  U16f(_mm256_castsi256_si128(q), d * static_cast<float>(s0 & 0xF),
+                       dmin * static_cast<float>(s0 >> 4)),
+                  U16f(_mm256_extracti128_si256(q, 1), d * static_cast<float>(s1 & 0xF),
+                       dmin * static_cast<float>(s1 >> 4)));
+      }
+    }
+  }
+}
+
+// Q3_K's group scale g (as ggml_types.cc Q3Scale): 4 low bits from a nibble of p[g % 8], 2 high
+// bits from p[8 + g % 4]; minus 32.
+inline int Q3ScaleOf(const uint8_t* p, int g) {
+  const int low = g < 8 ? (p[g] & 0xF) : (p[g - 8] >> 4);
+  return (low | (((p[8 + g % 4] >> (2 * (g / 4))) & 3) << 4)) - 32;
+}
+
+// Q3_K super-block: hmask[32] | qs[64] | scales[12] | f16 d. Half n, step j: the 32 values
+// ((qs[32n + l] >> 2j) & 3) − 4 + 4·(bit 4n + j of hmask[l]), groups as Q2_K's.
+template <class Sink>
+DSINFER_AVX512 void WalkQ3_K(const uint8_t* b, int64_t blocks, Sink& sink) {
+  const __m256i three = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1), four = _mm256_set1_epi8(4);
+  for (int64_t i = 0; i < blocks; ++i, b += 110) {
+    const float d = _cvtsh_ss(U16(b + 108));
+    const __m256i hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b));
+    for (int n = 0; n < 2; ++n) {
+      const __m256i qs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 32 + 32 * n));
+      for (int j = 0; j < 4; ++j) {
+        const __m256i low = _mm256_and_si256(_mm256_srl_epi16(qs, _mm_cvtsi32_si128(2 * j)), three);
+        const __m256i bit =
+            _mm256_and_si256(_mm256_srl_epi16(hm, _mm_cvtsi32_si128(4 * n + j)), one);
+        const __m256i q = _mm256_sub_epi8(_mm256_add_epi8(low, _mm256_slli_epi16(bit, 2)), four);
+        const int g = 8 * n + 2 * j;
+        sink.Step(kQK * i + 128 * n + 32 * j,
+                  S16f(_mm256_castsi256_si128(q), d * static_cast<float>(Q3ScaleOf(b + 96, g))),
+                  S16f(_mm256_extracti128_si256(q, 1),
+                       d * static_cast<float>(Q3ScaleOf(b + 96, g + 1))));
+      }
+    }
+  }
+}
+
 template <class Sink>
 DSINFER_AVX512 void WalkRow(DType t, const uint8_t* row, int64_t blocks, Sink& sink) {
   switch (t) {
@@ -144,8 +199,12 @@ DSINFER_AVX512 void WalkRow(DType t, const uint8_t* row, int64_t blocks, Sink& s
       return WalkK4or5(row, blocks, /*q5=*/true, sink);
     case DType::kQ6_K:
       return WalkQ6_K(row, blocks, sink);
+    case DType::kQ2_K:
+      return WalkQ2_K(row, blocks, sink);
+    case DType::kQ3_K:
+      return WalkQ3_K(row, blocks, sink);
     default:
-      return;
+      DSINFER_CHECK(false, "WalkRow: no walker for " + std::string(DTypeName(t)));
   }
 }
 

@@ -1,4 +1,4 @@
-// Kernels on ggml block weights (Q8_0, Q4_K, Q5_K, Q6_K; layouts in format/ggml_types.h) as
+// Kernels on ggml block weights (Q8_0, Q2_K-Q6_K; layouts in format/ggml_types.h) as
 // they sit in a GGUF file: never copied whole, decoded or multiplied block by block.
 // `Linear` (kernels/linear.h) uses them for WeightViews of a block dtype; tests and benchmarks
 // call them directly.

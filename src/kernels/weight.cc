@@ -59,6 +59,8 @@ void DecodeRow(const WeightView& w, int64_t row, float* out) {
     case DType::kQ4_K:
     case DType::kQ5_K:
     case DType::kQ6_K:
+    case DType::kQ2_K:
+    case DType::kQ3_K:
       DequantizeRow(GgmlOfBlockDType(w.dtype),
                     std::span<const std::byte>(w.row(row), static_cast<size_t>(w.row_bytes())),
                     std::span<float>(out, static_cast<size_t>(w.cols)));

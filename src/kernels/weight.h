@@ -1,6 +1,6 @@
 // A matrix of weights as the kernels see it: a dtype, a shape and raw bytes (typically inside
 // an mmapped safetensors shard or GGUF file), plus the 128×128 block scales of FP8 weights.
-// ggml block types (Q8_0, Q4_K, Q5_K, Q6_K) are rows of whole blocks exactly as the GGUF file
+// ggml block types (Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) are rows of whole blocks exactly as the GGUF file
 // stores them (row r starts at data + r·row_bytes()); cols is a multiple of the block size.
 // Kernels never know tensor names; the model builds these views. Cheap to copy; read-only.
 #pragma once

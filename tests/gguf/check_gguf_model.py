@@ -278,13 +278,14 @@ def bad_inputs(dsinfer, work, src):
     p = patched_copy(src, os.path.join(work, "nokey.gguf"), [(at, key[:-4] + b"RANK")])
     expect(p, "key 'deepseek32.attention.kv_lora_rank' is missing", "missing key")
 
-    # An F32 norm tensor relabelled as Q2_K (a type dsinfer recognises but cannot decode): the
-    # type field of its tensor info is patched in place (the Q2_K bytes fit in the F32 ones).
+    # An F32 norm tensor relabelled as Q8_K (a type dsinfer recognises but cannot decode: ggml's
+    # activation type): the type field of its tensor info is patched in place (the Q8_K bytes
+    # fit in the F32 ones).
     name = b"blk.0.attn_norm.weight"
     at = head.index(struct.pack("<Q", len(name)) + name) + 8 + len(name)
     n_dims = struct.unpack_from("<I", head, at)[0]
-    p = patched_copy(src, os.path.join(work, "q2_k.gguf"), [(at + 4 + 8 * n_dims, struct.pack("<I", 10))])
-    expect(p, "'blk.0.attn_norm.weight' has ggml type Q2_K", "undecodable tensor type")
+    p = patched_copy(src, os.path.join(work, "q8_k.gguf"), [(at + 4 + 8 * n_dims, struct.pack("<I", 15))])
+    expect(p, "'blk.0.attn_norm.weight' has ggml type Q8_K", "undecodable tensor type")
 
     split = os.path.join(work, "model-00001-of-00002.gguf")
     shutil.copyfile(src, split)

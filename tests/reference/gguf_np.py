@@ -27,10 +27,12 @@ SCALAR_FMT = {UINT8: "<B", INT8: "<b", UINT16: "<H", INT16: "<h", UINT32: "<I", 
 # ggml tensor types this module decodes: id -> (name, elements per block, bytes per block).
 F32, F16, Q8_0, Q4_K, Q5_K, Q6_K, BF16 = 0, 1, 8, 12, 13, 14, 30
 Q4_0, Q4_1, Q5_0, Q5_1 = 2, 3, 6, 7
+Q2_K, Q3_K = 10, 11
 GGML_TYPES = {F32: ("F32", 1, 4), F16: ("F16", 1, 2), Q8_0: ("Q8_0", 32, 34),
               Q4_0: ("Q4_0", 32, 18), Q4_1: ("Q4_1", 32, 20), Q5_0: ("Q5_0", 32, 22),
               Q5_1: ("Q5_1", 32, 24),
               Q4_K: ("Q4_K", 256, 144), Q5_K: ("Q5_K", 256, 176), Q6_K: ("Q6_K", 256, 210),
+              Q2_K: ("Q2_K", 256, 84), Q3_K: ("Q3_K", 256, 110),
               BF16: ("BF16", 1, 2)}
 
 
@@ -239,6 +241,44 @@ def _decode_q6_k(b):
     return scale * q.astype(np.float32)
 
 
+def _two_bit_planes(qs):
+    """qs: [nb, 64] u8 -> [nb, 2, 4, 32]: half n, step j, element l = (qs[32n + l] >> 2j) & 3."""
+    q = qs.reshape(qs.shape[0], 2, 1, 32)
+    return (q >> (2 * np.arange(4, dtype=np.uint8))[None, None, :, None]) & 3
+
+
+def _decode_q2_k(b):
+    """Q2_K: scales[16] | qs[64] | f16 d | f16 dmin; group g of 16 elements: (d * (s & 15)) q -
+    dmin * (s >> 4)."""
+    nb = b.shape[0]
+    d, dmin = _f16(b[:, 80:82]), _f16(b[:, 82:84])                    # [nb, 1]
+    s = b[:, 0:16]
+    dl = np.repeat(d * (s & 15).astype(np.float32), 16, axis=1)      # [nb, 256]
+    ml = np.repeat(dmin * (s >> 4).astype(np.float32), 16, axis=1)
+    q = _two_bit_planes(b[:, 16:80]).reshape(nb, 256).astype(np.float32)
+    return dl * q - ml
+
+
+def _q3_scales(p):
+    """p: [nb, 12] u8 -> the 16 signed 6-bit group scales [nb, 16] (stored + 32)."""
+    low = np.concatenate([p[:, 0:8] & 15, p[:, 0:8] >> 4], axis=1).astype(np.int32)
+    g = np.arange(16)
+    high = (p[:, 8 + g % 4] >> (2 * (g // 4)).astype(np.uint8)) & 3
+    return (low | (high.astype(np.int32) << 4)) - 32
+
+
+def _decode_q3_k(b):
+    """Q3_K: hmask[32] | qs[64] | scales[12] | f16 d; q = 2 low bits - 4 unless the hmask bit
+    4n + j of element l is set; x = (d * s_g) q."""
+    nb = b.shape[0]
+    d = _f16(b[:, 108:110])                                           # [nb, 1]
+    low = _two_bit_planes(b[:, 32:96]).astype(np.int32)              # [nb, 2, 4, 32]
+    bit = (b[:, None, None, 0:32] >> np.arange(8, dtype=np.uint8).reshape(1, 2, 4, 1)) & 1
+    q = (low - np.where(bit == 1, 0, 4)).reshape(nb, 256).astype(np.float32)
+    dl = np.repeat(d * _q3_scales(b[:, 96:108]).astype(np.float32), 16, axis=1)
+    return dl * q
+
+
 def dequantize(type_, raw, n):
     """`n` elements of ggml type `type_` from bytes `raw` -> float32 [n]."""
     name, blk, size = GGML_TYPES[type_]
@@ -259,6 +299,10 @@ def dequantize(type_, raw, n):
         out = _decode_k45(b, None)
     elif type_ == Q5_K:
         out = _decode_k45(b, b[:, 16:48])
+    elif type_ == Q2_K:
+        out = _decode_q2_k(b)
+    elif type_ == Q3_K:
+        out = _decode_q3_k(b)
     else:
         out = _decode_q6_k(b)
     return out.reshape(-1)
@@ -310,7 +354,7 @@ def edge_blocks(type_, n_blocks, rng):
     _, blk, size = GGML_TYPES[type_]
     b = rng.integers(0, 256, (n_blocks, size), dtype=np.uint8)
     f16_fields = {Q8_0: [0], Q4_K: [0, 2], Q5_K: [0, 2], Q6_K: [208], Q4_0: [0], Q4_1: [0, 2],
-                  Q5_0: [0], Q5_1: [0, 2]}[type_]
+                  Q5_0: [0], Q5_1: [0, 2], Q2_K: [80, 82], Q3_K: [108]}[type_]
     for off in f16_fields:
         b[:, off:off + 2] = random_f16(rng, n_blocks).view(np.uint8).reshape(n_blocks, 2)
 
@@ -328,7 +372,8 @@ def edge_blocks(type_, n_blocks, rng):
     for i, bits in enumerate(edges[:n_blocks]):
         for off, v in zip(f16_fields, bits):
             set_f16(i, off, v)
-    quant = slice(f16_fields[-1] + 2, size) if type_ != Q6_K else slice(0, 208)
+    quant = {Q6_K: slice(0, 208), Q2_K: slice(0, 80), Q3_K: slice(0, 108)}.get(
+        type_, slice(f16_fields[-1] + 2, size))
     if n_blocks > 2:
         b[1, quant] = 0xFF   # max quants (and 6-bit scales 63 / Q6_K scales -1)
         b[2, quant] = 0x00   # min quants, zero scales

@@ -61,6 +61,24 @@ def scalar_decode(type_, raw):
                     q += 16
                 out.append((d * f32(sc)) * f32(q) - dmin * f32(m))
             continue
+        if type_ == g.Q2_K:
+            d, dmin = h(80), h(82)
+            for e in range(256):
+                n, j, l = e // 128, (e % 128) // 32, e % 32
+                s = b[e // 16]
+                q = (b[16 + 32 * n + l] >> (2 * j)) & 3
+                out.append((d * f32(s & 15)) * f32(q) - dmin * f32(s >> 4))
+            continue
+        if type_ == g.Q3_K:
+            d = h(108)
+            for e in range(256):
+                n, j, l, grp = e // 128, (e % 128) // 32, e % 32, e // 16
+                low4 = (b[96 + grp] & 15) if grp < 8 else (b[96 + grp - 8] >> 4)
+                top2 = (b[96 + 8 + grp % 4] >> (2 * (grp // 4))) & 3
+                scale = (low4 | (top2 << 4)) - 32
+                q = ((b[32 + 32 * n + l] >> (2 * j)) & 3) - (0 if (b[l] >> (4 * n + j)) & 1 else 4)
+                out.append((d * f32(scale)) * f32(q))
+            continue
         assert type_ == g.Q6_K
         d = h(208)
         for e in range(256):
@@ -77,7 +95,8 @@ def scalar_decode(type_, raw):
 class DecoderTest(unittest.TestCase):
     def test_vectorised_equals_per_element(self):
         rng = np.random.default_rng(1)
-        for type_ in (g.Q8_0, g.Q4_0, g.Q4_1, g.Q5_0, g.Q5_1, g.Q4_K, g.Q5_K, g.Q6_K):
+        for type_ in (g.Q8_0, g.Q4_0, g.Q4_1, g.Q5_0, g.Q5_1, g.Q4_K, g.Q5_K, g.Q6_K, g.Q2_K,
+                      g.Q3_K):
             _, blk, _ = g.GGML_TYPES[type_]
             raw = g.edge_blocks(type_, 9, rng)
             got = g.dequantize(type_, raw, 9 * blk)
@@ -118,6 +137,40 @@ class DecoderTest(unittest.TestCase):
         y = g.dequantize(g.Q6_K, bytes(b), 256)
         self.assertEqual(y[128 + 64 + 20], 0.25 * -3 * ((15 | (2 << 4)) - 32))
         self.assertEqual(y[0], 0.25 * 0 * -32)
+
+    def test_hand_worked_q2_k(self):
+        # d = 0.5, dmin = 0.25; group 9 (elements 144..159: half 1, step 0, l = 16..31) has
+        # scale 7, min 3; element 150 reads qs[32 + 22] bits 0-1 = 2; element 200 (half 1, step
+        # 2, l = 8, group 12: scale 0, min 15) reads qs[32 + 8] bits 4-5 = 3.
+        b = bytearray(84)
+        b[80:82] = struct.pack("<e", 0.5)
+        b[82:84] = struct.pack("<e", 0.25)
+        b[9] = 7 | (3 << 4)
+        b[12] = 15 << 4
+        b[16 + 32 + 22] = 2
+        b[16 + 32 + 8] = 3 << 4
+        y = g.dequantize(g.Q2_K, bytes(b), 256)
+        self.assertEqual(y[150], 0.5 * 7 * 2 - 0.25 * 3)
+        self.assertEqual(y[200], 0.5 * 0 * 3 - 0.25 * 15)
+        self.assertEqual(y[0], 0.0)
+
+    def test_hand_worked_q3_k(self):
+        # d = 2. Group 13 (elements 208..223: half 1, step 2, l = 16..31): low nibble from the
+        # high nibble of scales[5], top bits from scales[8 + 1] bits 6-7: (9 | 2 << 4) - 32 = 9.
+        # Element 210 (l = 18): low bits (qs[32 + 18] >> 4) & 3 = 1; hmask[18] bit 4 + 2 set ->
+        # q = 1. Element 211 (l = 19): same low bits, hmask bit clear -> q = 1 - 4 = -3.
+        # Group 0 with every scale byte 0: (0 | 0) - 32 = -32; element 0 has q = 0 - 4.
+        b = bytearray(110)
+        b[108:110] = struct.pack("<e", 2.0)
+        b[96 + 5] = 9 << 4
+        b[96 + 9] = 2 << 6
+        b[32 + 32 + 18] = 1 << 4
+        b[32 + 32 + 19] = 1 << 4
+        b[18] = 1 << 6
+        y = g.dequantize(g.Q3_K, bytes(b), 256)
+        self.assertEqual(y[210], 2 * 9 * 1)
+        self.assertEqual(y[211], 2 * 9 * -3)
+        self.assertEqual(y[0], 2 * -32 * -4)
 
     def test_hand_worked_legacy(self):
         # Q4_0: d = 0.5; qs[3] = 0xC2 -> element 3 = (2 - 8) * 0.5, element 19 = (12 - 8) * 0.5.
