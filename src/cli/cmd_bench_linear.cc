@@ -168,12 +168,14 @@ WeightKind ParseDtype(const std::string& d) {
       {DType::kQ5_K, false, "q5_k"},   {DType::kQ6_K, false, "q6_k"},
       {DType::kQ8_0, true, "q8_0.i8"}, {DType::kQ4_K, true, "q4_k.i8"},
       {DType::kQ5_K, true, "q5_k.i8"}, {DType::kQ6_K, true, "q6_k.i8"},
-      {DType::kQ2_K, false, "q2_k"},   {DType::kQ3_K, false, "q3_k"}};
+      {DType::kQ2_K, false, "q2_k"},   {DType::kQ3_K, false, "q3_k"},
+      {DType::kQ2_K, true, "q2_k.i8"}, {DType::kQ3_K, true, "q3_k.i8"}};
   for (const WeightKind& k : kinds)
     if (k.name == d) return k;
   throw Error("--dtype '" + d +
               "': expected fp8, bf16, f16, f32, q8_0, q4_k, q5_k, q6_k, q8_0.i8, q4_k.i8, "
-              "q5_k.i8, q6_k.i8, q2_k or q3_k (or a comma-separated list of them)");
+              "q5_k.i8, q6_k.i8, q2_k, q3_k, q2_k.i8 or q3_k.i8 (or a comma-separated list of "
+              "them)");
 }
 
 // One synthetic weight matrix with its storage.
@@ -576,7 +578,8 @@ RunFn AddLinearBench(CLI::App& bench, bool gemm) {
   sub->add_option(
          "--dtype", o->dtypes,
          "Weight dtypes, comma-separated: fp8 (default), bf16, f16, f32, q8_0, q4_k, q5_k, "
-         "q6_k, q2_k, q3_k, q8_0.i8, q4_k.i8, q5_k.i8, q6_k.i8 (int8 activations)")
+         "q6_k, q2_k, q3_k, q8_0.i8, q4_k.i8, q5_k.i8, q6_k.i8, q2_k.i8, q3_k.i8 (int8 "
+         "activations)")
       ->delimiter(',');
   sub->add_option("--seconds", o->seconds, "Time per measurement")->check(CLI::Range(0.0, 60.0));
   AddThreadsOption(sub);

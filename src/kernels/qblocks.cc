@@ -439,6 +439,39 @@ float DotQ6_KInt8(const uint8_t* row, const int8_t* q, const float* d, int64_t s
   return acc;
 }
 
+// Q2_K and Q3_K, per 16-element group i (activation block i / 2): Q2_K's value q = (qs[32n + l]
+// >> 2j) & 3 with acc += f32(Σ q·x_q)·((d·sc_i)·d_x), acc −= f32(Σ x_q)·((dmin·m_i)·d_x); Q3_K's
+// u = q + 4 = low bits | hmask bit << 2 (0..7) with acc += f32(Σ (u − 4)·x_q)·((d·s_i)·d_x).
+float DotQ2or3_KInt8(const uint8_t* row, const int8_t* q, const float* d, int64_t superblocks,
+                     bool q3) {
+  float acc = 0.0f;
+  const int64_t block_bytes = q3 ? 110 : 84;
+  for (int64_t s = 0; s < superblocks; ++s) {
+    const uint8_t* p = row + block_bytes * s;
+    const uint8_t* qs = p + (q3 ? 32 : 16);
+    const float dd = F16ToFloat(U16(p + (q3 ? 108 : 80)));
+    const float dmin = q3 ? 0.0f : F16ToFloat(U16(p + 82));
+    for (int i = 0; i < 16; ++i) {
+      int32_t isum = 0, xsum = 0;
+      for (int e = 16 * i; e < 16 * i + 16; ++e) {
+        const int n = e / 128, j = (e % 128) / 32, l = e % 32;
+        int v = (qs[32 * n + l] >> (2 * j)) & 3;
+        if (q3) v = (v | (((p[l] >> (4 * n + j)) & 1) << 2)) - 4;
+        isum += v * q[kQK * s + e];
+        xsum += q[kQK * s + e];
+      }
+      const float dx = d[8 * s + i / 2];
+      if (q3) {
+        acc += static_cast<float>(isum) * ((dd * static_cast<float>(Q3ScaleOf(p + 96, i))) * dx);
+      } else {
+        acc += static_cast<float>(isum) * ((dd * static_cast<float>(p[i] & 0xF)) * dx);
+        acc -= static_cast<float>(xsum) * ((dmin * static_cast<float>(p[i] >> 4)) * dx);
+      }
+    }
+  }
+  return acc;
+}
+
 // ---- int8 products: AVX-512 VNNI ---------------------------------------------------------------
 // Up to kVnniTokens tokens share each weight row's unpacked bytes. Per 64 weight bytes and token:
 // one vpdpbusd (u8 weights × s8 activations → 16 lanes of 4-product sums, exact), the lanes
@@ -683,6 +716,117 @@ DSINFER_VNNI void RowQ6_KVnni(const uint8_t* row, int64_t superblocks, const Qua
     }
   }
   for (int t = 0; t < N; ++t) out[t * ys] = _mm512_reduce_add_ps(acc[t]);
+}
+
+// Q2_K (Q3 = false) and Q3_K on VNNI, as Q6_K's: the 256 values of a super-block in element
+// order as four 64-byte vectors (vector v: half v / 2, shifts 2j for j = 2(v % 2) and the next,
+// 32 bytes each; Q3_K adds its hmask bit as bit 2), per token one vpdpbusd with the activations
+// (Q3_K minus one of 4 with them: values u − 4), fma'd with (d·sc_i)·d_x spread over sub-block
+// i's four lanes; Q2_K subtracts the group sums of the activations (a vpdpbusd of ones) times
+// (dmin·m_i)·d_x. One accumulator per token; up to kQ4Tokens tokens per pass.
+template <int N, bool Q3>
+DSINFER_VNNI void RowQ2or3_KVnni(const uint8_t* row, int64_t superblocks, const QuantizedActs& a,
+                                 int64_t t0, float* out, int64_t ys) {
+  __m512 acc[N];
+  for (int t = 0; t < N; ++t) acc[t] = _mm512_setzero_ps();
+  const __m256i three = _mm256_set1_epi8(3), one8 = _mm256_set1_epi8(1);
+  const __m512i ones = _mm512_set1_epi8(1), fours = _mm512_set1_epi8(4);
+  __m512i spread[4];
+  for (int v = 0; v < 4; ++v)
+    spread[v] = _mm512_setr_epi32(4 * v, 4 * v, 4 * v, 4 * v, 4 * v + 1, 4 * v + 1, 4 * v + 1,
+                                  4 * v + 1, 4 * v + 2, 4 * v + 2, 4 * v + 2, 4 * v + 2,
+                                  4 * v + 3, 4 * v + 3, 4 * v + 3, 4 * v + 3);
+  const __m512i pairs = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+  constexpr int64_t kBytes = Q3 ? 110 : 84;
+  for (int64_t s = 0; s < superblocks; ++s) {
+    const uint8_t* p = row + kBytes * s;
+    // The 16 group scales as f32 lanes, d·sc_i (and dmin·m_i), each product rounded once.
+    __m512 vsc, vm = _mm512_setzero_ps();
+    if (Q3) {
+      // Lane g: low 4 bits from byte g % 8 (its high nibble for g ≥ 8), top 2 bits from byte
+      // 8 + g % 4 shifted by 2·(g / 4), as Q3ScaleOf.
+      // The 12 scale bytes (a masked load: nothing past them is read, nor faults).
+      const __m512i bytes = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(0x0FFF, p + 96));
+      const __m512i low = _mm512_and_si512(
+          _mm512_srlv_epi32(
+              _mm512_permutexvar_epi32(
+                  _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7), bytes),
+              _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4)),
+          _mm512_set1_epi32(15));
+      const __m512i high = _mm512_and_si512(
+          _mm512_srlv_epi32(
+              _mm512_permutexvar_epi32(
+                  _mm512_setr_epi32(8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11), bytes),
+              _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6)),
+          _mm512_set1_epi32(3));
+      const __m512i sc = _mm512_sub_epi32(_mm512_or_si512(low, _mm512_slli_epi32(high, 4)),
+                                          _mm512_set1_epi32(32));
+      vsc = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(U16(p + 108))), _mm512_cvtepi32_ps(sc));
+    } else {
+      const __m512i bytes =
+          _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+      vsc = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(U16(p + 80))),
+                          _mm512_cvtepi32_ps(_mm512_and_si512(bytes, _mm512_set1_epi32(15))));
+      vm = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(U16(p + 82))),
+                         _mm512_cvtepi32_ps(_mm512_srli_epi32(bytes, 4)));
+    }
+    const __m256i hm = Q3 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)) : __m256i{};
+    __m512i w[4];
+    for (int v = 0; v < 4; ++v) {
+      const int n = v / 2, j = 2 * (v % 2);
+      const __m256i qs =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + (Q3 ? 32 : 16) + 32 * n));
+      __m256i lo = _mm256_and_si256(_mm256_srl_epi16(qs, _mm_cvtsi32_si128(2 * j)), three);
+      __m256i hi = _mm256_and_si256(_mm256_srl_epi16(qs, _mm_cvtsi32_si128(2 * j + 2)), three);
+      if (Q3) {
+        const __m256i blo =
+            _mm256_and_si256(_mm256_srl_epi16(hm, _mm_cvtsi32_si128(4 * n + j)), one8);
+        const __m256i bhi =
+            _mm256_and_si256(_mm256_srl_epi16(hm, _mm_cvtsi32_si128(4 * n + j + 1)), one8);
+        lo = _mm256_or_si256(lo, _mm256_slli_epi16(blo, 2));
+        hi = _mm256_or_si256(hi, _mm256_slli_epi16(bhi, 2));
+      }
+      w[v] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < N; ++t) {
+      const int64_t tok = t0 + t;
+      const int8_t* q = a.q.data() + tok * a.cols + kQK * s;
+      const __m512 dx = _mm512_permutexvar_ps(
+          pairs, _mm512_castps256_ps512(_mm256_loadu_ps(a.d.data() + tok * a.blocks + 8 * s)));
+      const __m512 st = _mm512_mul_ps(vsc, dx);
+      const __m512 mt = _mm512_mul_ps(vm, dx);
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; ++v) {
+        const __m512i x = _mm512_loadu_si512(q + 64 * v);
+        __m512i dp = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[v], x);
+        if (Q3) dp = _mm512_sub_epi32(dp, _mm512_dpbusd_epi32(_mm512_setzero_si512(), fours, x));
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), _mm512_permutexvar_ps(spread[v], st),
+                                 acc[t]);
+        if (!Q3) {
+          const __m512i xs = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, x);
+          acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(xs), _mm512_permutexvar_ps(spread[v], mt),
+                                    acc[t]);
+        }
+      }
+    }
+  }
+  for (int t = 0; t < N; ++t) out[t * ys] = _mm512_reduce_add_ps(acc[t]);
+}
+
+template <bool Q3>
+void RowQ2or3(int n, const uint8_t* row, int64_t blocks, const QuantizedActs& a, int64_t t0,
+              float* out, int64_t ys) {
+  switch (n) {
+    case 1:
+      return RowQ2or3_KVnni<1, Q3>(row, blocks, a, t0, out, ys);
+    case 2:
+      return RowQ2or3_KVnni<2, Q3>(row, blocks, a, t0, out, ys);
+    case 3:
+      return RowQ2or3_KVnni<3, Q3>(row, blocks, a, t0, out, ys);
+    default:
+      return RowQ2or3_KVnni<kQ4Tokens, Q3>(row, blocks, a, t0, out, ys);
+  }
 }
 
 // ---- int8 products: AVX2 (maddubs) --------------------------------------------------------------
@@ -933,7 +1077,8 @@ void QuantizeActs(Isa isa, const float* x, int64_t xs, int64_t n, int64_t cols,
 }
 
 bool Int8Dtype(DType t) {
-  return t == DType::kQ8_0 || t == DType::kQ4_K || t == DType::kQ5_K || t == DType::kQ6_K;
+  return t == DType::kQ8_0 || t == DType::kQ4_K || t == DType::kQ5_K || t == DType::kQ6_K ||
+         t == DType::kQ2_K || t == DType::kQ3_K;
 }
 
 bool Int8UsesVnni(Isa isa) {
@@ -951,9 +1096,11 @@ void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const Wei
                 "Int8Rows: activations do not match the weight");
   const int64_t blocks = w.cols / DTypeBlockElems(w.dtype);
   const bool q8 = w.dtype == DType::kQ8_0, q5 = w.dtype == DType::kQ5_K,
-             q6 = w.dtype == DType::kQ6_K;
+             q6 = w.dtype == DType::kQ6_K, q2 = w.dtype == DType::kQ2_K,
+             q3 = w.dtype == DType::kQ3_K;
   const bool vnni = Int8UsesVnni(isa), avx2 = Int8UsesAvx2(isa);
-  if (vnni || avx2) {
+  // Q2_K / Q3_K have VNNI kernels only: without VNNI they run the specification.
+  if (vnni || (avx2 && !q2 && !q3)) {
     const int group = q8 ? kVnniTokens : kQ4Tokens;
     for (int64_t tg = t0; tg < t1; tg += group) {
       const int n = static_cast<int>(std::min<int64_t>(group, t1 - tg));
@@ -967,7 +1114,12 @@ void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const Wei
             RowQ8_0Avx2(row, blocks, a, tg, n, out, ys);
           continue;
         }
-        if (q6)
+        if (q2 || q3) {
+          if (q3)
+            RowQ2or3<true>(n, row, blocks, a, tg, out, ys);
+          else
+            RowQ2or3<false>(n, row, blocks, a, tg, out, ys);
+        } else if (q6)
           RowQ6(vnni, n, row, blocks, a, tg, out, ys);
         else if (q5)
           RowK4or5<true>(vnni, n, row, blocks, a, tg, out, ys);
@@ -983,9 +1135,10 @@ void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const Wei
       const int8_t* q = a.q.data() + t * a.cols;
       const float* d = a.d.data() + t * a.blocks;
       y[(t - t0) * ys + (r - r0)] =
-          q8   ? DotQ8_0Int8(row, q, d, blocks)
-          : q6 ? DotQ6_KInt8(row, q, d, blocks)
-               : DotK4or5Int8(row, q, d, a.sum.data() + t * a.blocks, blocks, q5);
+          q8          ? DotQ8_0Int8(row, q, d, blocks)
+          : q6        ? DotQ6_KInt8(row, q, d, blocks)
+          : (q2 || q3) ? DotQ2or3_KInt8(row, q, d, blocks, q3)
+                      : DotK4or5Int8(row, q, d, a.sum.data() + t * a.blocks, blocks, q5);
     }
   }
 }

@@ -266,7 +266,8 @@ TEST(QBlocks, VectorActivationQuantisationIsTheSpecification) {
 }
 
 // The layout's split of every weight, w = a − m (Q8_0: a = d·q, m = 0; Q4_K and Q5_K:
-// a = (d·sc_j)·q, m = dmin·m_j; Q6_K: a = (d·sc_i)·(u − 32), m = 0), in f64 from the f32
+// a = (d·sc_j)·q, m = dmin·m_j; Q6_K: a = (d·sc_i)·(u − 32), m = 0; Q2_K: a = (d·sc_i)·q,
+// m = dmin·m_i; Q3_K: a = (d·s_i)·q, m = 0), in f64 from the f32
 // factors the kernels use; checked to round to DequantizeRow's value.
 void Split(const BlockMatrix& m, int64_t r, std::vector<double>& a, std::vector<double>& mins) {
   a.assign(m.cols, 0.0);
@@ -278,6 +279,25 @@ void Split(const BlockMatrix& m, int64_t r, std::vector<double>& a, std::vector<
     for (int64_t c = 0; c < m.cols; ++c) {
       const uint8_t* blk = row + 34 * (c / 32);
       a[c] = double(f16(blk)) * static_cast<int8_t>(blk[2 + c % 32]);
+    }
+  } else if (m.dtype == DType::kQ2_K) {  // scales[16], qs[64], f16 d, f16 dmin
+    for (int64_t c = 0; c < m.cols; ++c) {
+      const uint8_t* blk = row + 84 * (c / 256);
+      const int e = static_cast<int>(c % 256), n = e / 128, j = (e % 128) / 32, l = e % 32;
+      const int q = (blk[16 + 32 * n + l] >> (2 * j)) & 3;
+      const uint8_t sc = blk[e / 16];
+      a[c] = double(f16(blk + 80) * static_cast<float>(sc & 15)) * q;
+      mins[c] = double(f16(blk + 82) * static_cast<float>(sc >> 4));
+    }
+  } else if (m.dtype == DType::kQ3_K) {  // hmask[32], qs[64], scales[12], f16 d
+    for (int64_t c = 0; c < m.cols; ++c) {
+      const uint8_t* blk = row + 110 * (c / 256);
+      const int e = static_cast<int>(c % 256), n = e / 128, j = (e % 128) / 32, l = e % 32;
+      const int g = e / 16;
+      const int low4 = g < 8 ? (blk[96 + g] & 15) : (blk[96 + g - 8] >> 4);
+      const int sc = (low4 | (((blk[104 + g % 4] >> (2 * (g / 4))) & 3) << 4)) - 32;
+      const int q = ((blk[32 + 32 * n + l] >> (2 * j)) & 3) - (((blk[l] >> (4 * n + j)) & 1) ? 0 : 4);
+      a[c] = double(f16(blk + 108) * static_cast<float>(sc)) * q;
     }
   } else if (m.dtype == DType::kQ6_K) {  // ql[128], qh[64], int8 scales[16], f16 d
     for (int64_t c = 0; c < m.cols; ++c) {
@@ -362,7 +382,7 @@ TEST_P(Int8Test, SpecificationVnniAndActivationBound) {
 TEST_P(Int8Test, BatchAndThreadInvariant) {
   const DType t = GetParam();
   const int64_t rows = 300, cols = 1024, n = 13;
-  BlockMatrix m = MakeBlocks(t, rows, cols, 41, /*random_bytes=*/false);
+  BlockMatrix m = MakeBlocks(t, rows, cols, 41, /*random_bytes=*/IsIn(kDecodeOnlyTypes, t));
   m.view.int8_activations = true;
   const std::vector<float> x = test::RandomVector(n * cols, 12);
   for (Isa isa : kIsas) {
@@ -390,7 +410,7 @@ TEST_P(Int8Test, BatchAndThreadInvariant) {
 
 INSTANTIATE_TEST_SUITE_P(Types, Int8Test,
                          ::testing::Values(DType::kQ8_0, DType::kQ4_K, DType::kQ5_K,
-                                           DType::kQ6_K),
+                                           DType::kQ6_K, DType::kQ2_K, DType::kQ3_K),
                          [](const auto& info) { return std::string(DTypeName(info.param)); });
 
 }  // namespace
