@@ -665,6 +665,14 @@ DSINFER_VNNI void RowQ4_KVnni(const uint8_t* row, int64_t superblocks, const Qua
 // the activations minus vpdpbusd of 32 with them (Σ(u − 32)·x per 4 elements, exact), converted
 // and fma'd with d·sc_i·d_x (sub-block i = lane / 4 of the vector's four, spread by vpermps).
 // One accumulator per token for every batch size; up to kQ4Tokens tokens per pass.
+// Lane j of the v-th 64-byte vector of a super-block covers elements 64v + 4j..64v + 4j + 3:
+// 16-element sub-block 4v + j / 4 (the index vector that spreads its scale over the lanes).
+DSINFER_VNNI inline __m512i SubBlockSpread(int v) {
+  return _mm512_setr_epi32(4 * v, 4 * v, 4 * v, 4 * v, 4 * v + 1, 4 * v + 1, 4 * v + 1, 4 * v + 1,
+                           4 * v + 2, 4 * v + 2, 4 * v + 2, 4 * v + 2, 4 * v + 3, 4 * v + 3,
+                           4 * v + 3, 4 * v + 3);
+}
+
 template <int N>
 DSINFER_VNNI void RowQ6_KVnni(const uint8_t* row, int64_t superblocks, const QuantizedActs& a,
                               int64_t t0, float* out, int64_t ys) {
@@ -672,12 +680,8 @@ DSINFER_VNNI void RowQ6_KVnni(const uint8_t* row, int64_t superblocks, const Qua
   for (int t = 0; t < N; ++t) acc[t] = _mm512_setzero_ps();
   const __m512i low4 = _mm512_set1_epi8(0x0F), three = _mm512_set1_epi8(3),
                 bias = _mm512_set1_epi8(32);
-  // Lane j of vector v covers elements 64v + 4j..64v + 4j + 3: sub-block 4v + j/4.
   __m512i spread[4];
-  for (int v = 0; v < 4; ++v)
-    spread[v] = _mm512_setr_epi32(4 * v, 4 * v, 4 * v, 4 * v, 4 * v + 1, 4 * v + 1, 4 * v + 1,
-                                  4 * v + 1, 4 * v + 2, 4 * v + 2, 4 * v + 2, 4 * v + 2,
-                                  4 * v + 3, 4 * v + 3, 4 * v + 3, 4 * v + 3);
+  for (int v = 0; v < 4; ++v) spread[v] = SubBlockSpread(v);
   // Sub-block i's activation block: i / 2.
   const __m512i pairs = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
   for (int64_t s = 0; s < superblocks; ++s) {
@@ -732,10 +736,7 @@ DSINFER_VNNI void RowQ2or3_KVnni(const uint8_t* row, int64_t superblocks, const 
   const __m256i three = _mm256_set1_epi8(3), one8 = _mm256_set1_epi8(1);
   const __m512i ones = _mm512_set1_epi8(1), fours = _mm512_set1_epi8(4);
   __m512i spread[4];
-  for (int v = 0; v < 4; ++v)
-    spread[v] = _mm512_setr_epi32(4 * v, 4 * v, 4 * v, 4 * v, 4 * v + 1, 4 * v + 1, 4 * v + 1,
-                                  4 * v + 1, 4 * v + 2, 4 * v + 2, 4 * v + 2, 4 * v + 2,
-                                  4 * v + 3, 4 * v + 3, 4 * v + 3, 4 * v + 3);
+  for (int v = 0; v < 4; ++v) spread[v] = SubBlockSpread(v);
   const __m512i pairs = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
   constexpr int64_t kBytes = Q3 ? 110 : 84;
   for (int64_t s = 0; s < superblocks; ++s) {

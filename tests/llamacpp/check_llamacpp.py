@@ -36,7 +36,6 @@ usage: check_llamacpp.py --dsinfer BIN --oracle LLAMA_ORACLE --work DIR
 import argparse
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -59,20 +58,7 @@ NEAR_TIE = 0.1  # measured: layer-0 differences within 0.036 · max|score| of th
 MIN_SPARSE = 4  # measured on the F32 file: rows 4-10 agree (7)
 F32_BOUND = 1e-5  # measured 3.0e-7
 BLOCK_BOUNDS = (5e-2, 1e-3)
-FAILS = []
-
-
-def run(cmd, ok=True):
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if ok and p.returncode != 0:
-        raise RuntimeError(f"command failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-3000:]}")
-    return p
-
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        FAILS.append(what)
+run, check, FAILS = cg.run, cg.check, cg.FAILS  # the gguf_model test's helpers
 
 
 def selections(dump_dir):
