@@ -21,14 +21,13 @@ Checks:
      On the F32 file, at least MIN_SPARSE rows after the first index_topk (rows where DSA
      selects) must agree; block files round activations differently in the two (~1% per
      product), which flips near ties sooner, so there only the first index_topk rows are owed.
-  2. Files llama.cpp writes (its own quantiser: Q8_0, Q4_K_M, Q5_K_M, Q6_K, Q4_0, Q3_K_M, Q2_K —
-     real mixes with its fallbacks, e.g. Q5_0/Q5_1 for rows that are not whole 256-blocks):
-     dsinfer runs each, and
+  2. Files llama.cpp writes (its own quantiser: Q8_0, Q4_K_M, Q4_0, Q3_K_M, Q2_K — real mixes
+     with its fallbacks, e.g. Q5_0 for rows that are not whole 256-blocks): dsinfer runs each, and
      its logits with exact f32 activations equal the NumPy reference (tests/reference/dsv32_ref.py)
      on the weights the independent NumPy decoders (tests/reference/gguf_np.py) read from the file:
      ≤ 1e-4, same top-1; and llama.cpp's own logits as in 1.
-  3. llama.cpp files of types dsinfer cannot run (IQ4_XS) are refused with an error naming the
-     tensor and its type.
+(Types dsinfer cannot run are refused by name: gguf_model patches a type field to show it;
+llama.cpp's IQ4_XS files give "tensor 'token_embd.weight' has unknown ggml type 23".)
 
 usage: check_llamacpp.py --dsinfer BIN --oracle LLAMA_ORACLE --work DIR
 """
@@ -193,7 +192,10 @@ def main():
     compare(ds, oracle, d2, work, "dsinfer deepseek2 F32", block=False, dsa=False)
 
     # 2. llama.cpp's files in dsinfer.
-    for typ in ("Q8_0", "Q4_K_M", "Q5_K_M", "Q6_K", "Q4_0", "Q3_K_M", "Q2_K"):
+    # Between them these mixes hold every K-quant and Q8_0, Q4_0, Q5_0 (Q4_K_M: Q4_K, Q5_K, Q6_K,
+    # Q8_0 and the Q5_0 fallback; Q3_K_M: Q3_K; Q2_K: Q2_K), at ~13 s each (Q5_K_M and Q6_K
+    # files, which add only Q5_1, were dropped for the suite's time; Q5_1 is in gguf_model).
+    for typ in ("Q8_0", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K"):
         path = os.path.join(work, f"llama-{typ}.gguf")
         run([oracle, "quantize", f32, path, typ])
         info = run([ds, "inspect", path]).stdout
@@ -212,16 +214,6 @@ def main():
         check(e <= 1e-4 and same, f"llama.cpp {typ}: dsinfer (f32 activations) = NumPy reference on the "
               f"file's dequantised weights: {e:.2e} ≤ 1e-4, top-1 identical: {same}")
         compare(ds, oracle, path, work, f"llama.cpp {typ}", block=True)
-
-    # 3. Types dsinfer cannot run, in real llama.cpp files.
-    for typ, needle in (("IQ4_XS", "unknown ggml type 23"),):
-        path = os.path.join(work, f"llama-{typ}.gguf")
-        run([oracle, "quantize", f32, path, typ])
-        p = run([ds, "logits", "--model", path, "--ids", "1,2", "--out", os.path.join(work, "bad.npy")], ok=False)
-        msg = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ""
-        check(p.returncode == 1 and needle in msg and "tensor '" in msg,
-              f"llama.cpp {typ}: refused with the tensor and its type named: {msg}")
-        os.remove(path)
 
     print(f"{len(FAILS)} failed" if FAILS else "all passed")
     return 1 if FAILS else 0
