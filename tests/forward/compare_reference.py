@@ -442,6 +442,15 @@ def check_bf16_case(c, d, r, f32_dir):
     return ok, msgs, worst
 
 
+def finish(a, failures):
+    """Exit status; a passing run removes its work folder (checkpoints, dumps and reference
+    outputs: ~1.4 GB, the 129K-token embeddings), a failing one keeps it to inspect."""
+    if failures:
+        return 1
+    shutil.rmtree(a.work, ignore_errors=True)
+    return 0
+
+
 def main_bf16(a):
     t0 = time.time()
     cases = build_bf16_cases(a.dsinfer, os.path.join(a.work, "models"))
@@ -464,7 +473,7 @@ def main_bf16(a):
         print(f"[{'PASS' if ok else 'FAIL'}] {c.name}: " + "; ".join(msgs), flush=True)
     print(f"{len(cases) - failures}/{len(cases)} cases pass; worst row rel diff {worst:.2e} "
           f"(tolerance {REL_TOL_BF16:.3g}); {time.time() - t0:.1f} s")
-    return 1 if failures else 0
+    return finish(a, failures)
 
 
 def main():
@@ -532,7 +541,7 @@ def main():
         print(f"[{status}] {c.name}: " + "; ".join(msgs), flush=True)
     print(f"{len(cases) - failures}/{len(cases)} cases pass; worst row rel diff {worst:.2e} "
           f"(tolerance {REL_TOL:g}); {time.time() - t0:.1f} s")
-    return 1 if failures else 0
+    return finish(a, failures)
 
 
 if __name__ == "__main__":

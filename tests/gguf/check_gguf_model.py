@@ -94,6 +94,20 @@ def check(cond, what):
         FAILS.append(what)
 
 
+def discard(*paths):
+    """Removes scratch files and folders once their checks are done. A GGUF file or NumPy
+    reference copy of a tiny model is 150-540 MB (the 129,280-token embedding and head), and the
+    suite's disk use must stay small (CI ran out of disk once). After a failed check nothing more
+    is removed, so the files of the failure are there to inspect."""
+    if FAILS:
+        return
+    for p in paths:
+        if os.path.isdir(p):
+            shutil.rmtree(p, ignore_errors=True)
+        elif os.path.lexists(p):
+            os.remove(p)
+
+
 def logits(dsinfer, model, out, extra=(), env=None, acts="f32"):
     """`dsinfer logits`; block weights with exact f32 activations (the reference contract) unless
     `acts` says otherwise (None: the default, int8)."""
@@ -250,6 +264,7 @@ def bad_inputs(dsinfer, work, src):
         p = run([dsinfer, "logits", "--model", path, "--ids", "1,2", "--out", os.path.join(work, "bad.npy")], ok=False)
         check(p.returncode == 1 and needle in p.stderr, f"bad input ({what}): exit {p.returncode}, "
               f"message {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ''!r} contains {needle!r}")
+        discard(path)
 
     size = os.path.getsize(src)
     cut = os.path.join(work, "truncated.gguf")
@@ -323,6 +338,7 @@ def main():
     n_ids = sum(len(json.loads(x)) for x in t_ck.stdout.splitlines())
     check(t_ck.returncode == 0 and t_gg.returncode == 0 and t_ck.stdout == t_gg.stdout,
           f"GGUF tokenizer ids = tokenizer.json ids on {n_lines} lines ({n_ids} tokens){t_gg.stderr[-300:]}")
+    discard(f32, ck)
 
     # deepseek2 (no indexer: V3/R1-style dense MLA): the F32 file again equals the checkpoint.
     ck2 = os.path.join(work, "tiny-dense")
@@ -334,6 +350,7 @@ def main():
     arch = dict(g.read_gguf(d2)["metadata"])["general.architecture"].value
     e = rel(logits(ds, d2, os.path.join(work, "d2.npy")), logits(ds, ck2, os.path.join(work, "d2_base.npy")))
     check(arch == "deepseek2" and e <= 1e-5, f"deepseek2 F32 GGUF (architecture {arch}) vs safetensors logits: {e:.2e} ≤ 1e-5")
+    discard(d2, ck2)
 
     # 2. Block-aligned checkpoint for the quantised types (rows multiples of 256).
     q = os.path.join(work, "tiny256")
@@ -397,6 +414,10 @@ def main():
                        os.path.join(work, "rss.log"))
         print(f"     {typ}: file {os.path.getsize(path) / 2**20:.1f} MiB, peak RSS of `dsinfer logits` "
               f"{rss / 2**20:.1f} MiB", flush=True)
+        discard(ref_dir, *dumps)
+        if typ != "Q8_0":  # the Q8_0 file is the source of the checks below
+            discard(path)
+    discard(q)
 
     # A split set (as gguf-split writes one: all metadata and split.* keys in part 1, the
     # tensors shared out) gives the logits of the single file.
@@ -411,6 +432,7 @@ def main():
     whole = np.load(os.path.join(work, "Q8_0.npy"))
     parts = logits(ds, os.path.join(work, "split-00001-of-00002.gguf"), os.path.join(work, "split.npy"))
     check(np.array_equal(parts, whole), f"split set of 2 parts ({half} + {len(tensors) - half} tensors) = the single file, bit for bit")
+    discard(*(os.path.join(work, f"split-0000{k}-of-00002.gguf") for k in (1, 2)))
 
     # Older converters store MLA's kv_b whole (attn_kv_b): the same weights in that form give
     # the same logits, bit for bit.
@@ -431,6 +453,7 @@ def main():
     g.write_gguf(old_form, list(f["metadata"]), kv)
     got = logits(ds, old_form, os.path.join(work, "kv_b.npy"))
     check(np.array_equal(got, whole), "attn_kv_b (older files) = attn_k_b + attn_v_b: same logits, bit for bit")
+    discard(old_form)
 
     # The legacy 32-element types llama.cpp writes where a K-quant cannot go (a row that is not
     # whole 256-blocks, as DeepSeek's attn_k_b with rows of qk_nope_head_dim: Q4_K falls back to
@@ -462,9 +485,11 @@ def main():
     check(e <= 1e-4 and same and len(counts) == 4,
           f"Q4_0/Q4_1/Q5_0/Q5_1 tensors ({counts}) vs NumPy reference on the dequantised weights: "
           f"{e:.2e} ≤ 1e-4, top-1 identical: {same}")
+    discard(legacy_path, ref_dir)
 
     bad_inputs(ds, work, src)
     print(f"{'FAILED' if FAILS else 'passed'}: {len(FAILS)} failure(s)")
+    discard(work)
     return 1 if FAILS else 0
 
 

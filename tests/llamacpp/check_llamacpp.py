@@ -145,6 +145,7 @@ def compare(ds, oracle, path, work, tag, block, dsa=True):
     else:
         check(n > 0 and worst <= F32_BOUND,
               f"{tag}: llama.cpp = dsinfer over {what}: max|Δ|/max|logit| {worst:.2e} ≤ {F32_BOUND}")
+    cg.discard(lt, dd, out)
 
 
 def ds_logits(ds, path, out, extra=(), ids=IDS_TEXT):
@@ -184,12 +185,14 @@ def main():
         path = os.path.join(work, f"ds-{typ}.gguf")
         run([ds, "quantize", "--model", ck, "--out", path, "--type", typ])
         compare(ds, oracle, path, work, f"dsinfer {typ}", block=True)
+        cg.discard(path)
     dense = os.path.join(work, "tiny-dense")
     run([ds, "gen-model", "--preset", "tiny", "--seed", "23", "--out", dense, "--force",
          "--set", "index_topk=null", "--set", "index_n_heads=null", "--set", "index_head_dim=null"])
     d2 = os.path.join(work, "ds-dense-F32.gguf")
     run([ds, "quantize", "--model", dense, "--out", d2, "--type", "F32"])
     compare(ds, oracle, d2, work, "dsinfer deepseek2 F32", block=False, dsa=False)
+    cg.discard(d2, dense)
 
     # 2. llama.cpp's files in dsinfer.
     # Between them these mixes hold every K-quant and Q8_0, Q4_0, Q5_0 (Q4_K_M: Q4_K, Q5_K, Q6_K,
@@ -214,8 +217,10 @@ def main():
         check(e <= 1e-4 and same, f"llama.cpp {typ}: dsinfer (f32 activations) = NumPy reference on the "
               f"file's dequantised weights: {e:.2e} ≤ 1e-4, top-1 identical: {same}")
         compare(ds, oracle, path, work, f"llama.cpp {typ}", block=True)
+        cg.discard(path, ref_dir)
 
     print(f"{len(FAILS)} failed" if FAILS else "all passed")
+    cg.discard(work)  # (the F32 file, the source of the quantisations, goes last)
     return 1 if FAILS else 0
 
 
