@@ -30,6 +30,11 @@ function(dsinfer_unit_tests layer)
   target_compile_definitions(${layer}_tests PRIVATE
     DSINFER_SOURCE_DIR="${CMAKE_SOURCE_DIR}"
     DSINFER_BINARY_DIR="${CMAKE_BINARY_DIR}")
+  # GoogleTest and nlohmann/json are parsed once per test binary instead of once per test file
+  # (the suite builds every test binary three times: Release, ASan/UBSan, TSan).
+  target_precompile_headers(${layer}_tests PRIVATE
+    <gtest/gtest.h> <nlohmann/json.hpp> <algorithm> <cmath> <cstdint> <cstring> <filesystem>
+    <map> <memory> <optional> <string> <vector>)
   if(DSINFER_TSAN)  # cmake/tsan.cmake: Archer for OpenMP, the suite's TSan options
     target_sources(${layer}_tests PRIVATE ${CMAKE_SOURCE_DIR}/tests/tsan_options.cc)
     target_link_libraries(${layer}_tests PRIVATE dsinfer_archer)

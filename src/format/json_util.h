@@ -76,7 +76,9 @@ inline std::string PathOf(const std::vector<Frame>& frames, size_t max_parts = 6
   for (size_t i = 0; i + 1 < frames.size(); ++i) {  // the last frame is the too-deep one
     if (parts++ == max_parts) return path + "...";
     if (frames[i].is_array) {
-      path += "[" + std::to_string(frames[i].index) + "]";
+      path += '[';
+      path += std::to_string(frames[i].index);
+      path += ']';
     } else {
       if (!path.empty()) path += '.';
       path += frames[i].key;
