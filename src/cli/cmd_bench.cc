@@ -47,6 +47,7 @@ int RunRoofline(const RooflineOptions& o) {
     line("mem_triad", "gbps", r.triad_gbps);
     line("f32_fma", "gflops", r.fma_gflops);
     if (r.bf16_gflops > 0) line("bf16_dot", "gflops", r.bf16_gflops);
+    if (r.int8_gops > 0) line("int8_dot", "gops", r.int8_gops);
     return 0;
   }
   std::printf("CPU: %s, %d threads\n", DetectCpu().Describe().c_str(), r.threads);
@@ -57,6 +58,10 @@ int RunRoofline(const RooflineOptions& o) {
     std::printf("  peak BF16 dot (avx512bf16)        %8.1f GFLOP/s\n", r.bf16_gflops);
   else
     std::printf("  peak BF16 dot                     n/a (no AVX512-BF16)\n");
+  if (r.int8_gops > 0)
+    std::printf("  peak int8 dot (avx512vnni)        %8.1f GOP/s\n", r.int8_gops);
+  else
+    std::printf("  peak int8 dot                     n/a (no AVX-512 VNNI)\n");
   return 0;
 }
 

@@ -27,7 +27,8 @@
 //
 // Roofline fraction = max(bytes / bandwidth, flops / peak) / time: the attainable time of the
 // bound that applies (memory read bandwidth; the f32 FMA peak for f32 numerics, the BF16 dot peak
-// for bf16 numerics) over the measured time. bytes = weight codes + block scales (activations
+// for bf16 numerics, the VNNI int8 dot peak for block weights with int8 activations, `.i8`)
+// over the measured time. bytes = weight codes + block scales (activations
 // stay in cache).
 #include <omp.h>
 
@@ -51,6 +52,7 @@
 #include "kernels/cpu.h"
 #include "kernels/linear.h"
 #include "kernels/linear_bf16.h"
+#include "kernels/qblocks.h"
 #include "kernels/roofline.h"
 #include "tools/gen_model.h"
 
@@ -79,7 +81,8 @@ struct Options {
   std::vector<int64_t> ns;
   std::vector<std::string> dtypes = {"fp8"};
   double seconds = 0.3;
-  double roofline_gbps = 0, roofline_gflops = 0, roofline_bf16_gflops = 0;
+  double roofline_gbps = 0, roofline_gflops = 0, roofline_bf16_gflops = 0,
+         roofline_int8_gops = 0;
   std::vector<std::string> numerics;  // f32 and/or bf16 (default: gemm both if it can, gemv f32)
   std::string bf16_kernel = "auto";   // auto | gemv | gemm (kernels/linear_bf16.h)
   bool json = false;
@@ -349,13 +352,17 @@ Measurement Measure(const Shape& s, const std::vector<Weight>& ws, int64_t n, do
 void Progress(const char* what) { std::fprintf(stderr, "bench: measuring %s...\n", what); }
 
 // The roofline: the given figures, the rest measured now (memory only when no bandwidth was
-// given; the BF16 dot peak exists only on CPUs whose bf16 GEMM path is usable).
-roofline::Result Roofline(const Options& o, bool need_bf16) {
+// given; the BF16 dot peak exists only on CPUs whose bf16 GEMM path is usable, the int8 one only
+// with AVX-512 VNNI).
+roofline::Result Roofline(const Options& o, bool need_bf16, bool need_int8) {
   roofline::Result r;
   r.read_gbps = o.roofline_gbps;
   r.fma_gflops = o.roofline_gflops;
   r.bf16_gflops = o.roofline_bf16_gflops;
-  if (r.read_gbps > 0 && r.fma_gflops > 0 && (!need_bf16 || r.bf16_gflops > 0)) return r;
+  r.int8_gops = o.roofline_int8_gops;
+  if (r.read_gbps > 0 && r.fma_gflops > 0 && (!need_bf16 || r.bf16_gflops > 0) &&
+      (!need_int8 || r.int8_gops > 0))
+    return r;
   roofline::Options opts;
   opts.bytes = size_t{512} << 20;
   opts.seconds = 0.3;
@@ -365,6 +372,7 @@ roofline::Result Roofline(const Options& o, bool need_bf16) {
   if (r.read_gbps <= 0) r.read_gbps = m.read_gbps;
   if (r.fma_gflops <= 0) r.fma_gflops = m.fma_gflops;
   if (r.bf16_gflops <= 0) r.bf16_gflops = m.bf16_gflops;
+  if (r.int8_gops <= 0) r.int8_gops = m.int8_gops;
   return r;
 }
 
@@ -402,8 +410,11 @@ int RunLinearBench(const Options& o) {
     kinds.push_back(ParseDtype(d));
     kind_names += (kind_names.empty() ? "" : ",") + d;
   }
-  bool any_fp8 = false;
-  for (const WeightKind& k : kinds) any_fp8 |= k.dtype == DType::kF8E4M3;
+  bool any_fp8 = false, any_int8 = false;
+  for (const WeightKind& k : kinds) {
+    any_fp8 |= k.dtype == DType::kF8E4M3;
+    any_int8 |= k.int8;
+  }
   // Every (weight type, numerics) pair that runs: bf16 numerics only for fp8/bf16 weights.
   std::vector<std::vector<std::string>> numerics;
   bool any_bf16 = false;
@@ -433,7 +444,9 @@ int RunLinearBench(const Options& o) {
   const std::vector<int64_t> ns = !o.ns.empty() ? o.ns
                                   : o.gemm      ? std::vector<int64_t>{512}
                                                 : std::vector<int64_t>{1, 32};
-  const roofline::Result roof = Roofline(o, any_bf16);
+  // The int8 dot peak is the bound of the int8 products only when they run on VNNI.
+  const bool int8_peak = any_int8 && qblocks::Int8UsesVnni(LinearIsa());
+  const roofline::Result roof = Roofline(o, any_bf16, int8_peak);
   const int threads = omp_get_max_threads();
   const std::string isa = IsaName(LinearIsa());
   if (!o.json) {
@@ -445,8 +458,10 @@ int RunLinearBench(const Options& o) {
                 threads, roof.read_gbps, roof.fma_gflops);
     if ((o.gemm || any_bf16) && roof.bf16_gflops > 0)
       std::printf(", BF16 dot %.1f GFLOP/s", roof.bf16_gflops);
-    const bool given =
-        o.roofline_gbps > 0 && o.roofline_gflops > 0 && (!any_bf16 || o.roofline_bf16_gflops > 0);
+    if (int8_peak) std::printf(", int8 dot (VNNI) %.1f GOP/s", roof.int8_gops);
+    const bool given = o.roofline_gbps > 0 && o.roofline_gflops > 0 &&
+                       (!any_bf16 || o.roofline_bf16_gflops > 0) &&
+                       (!int8_peak || o.roofline_int8_gops > 0);
     std::printf("%s\n", given ? " (given)" : " (measured now)");
     if (o.gemm || any_bf16) {
       char kernels[64];
@@ -496,7 +511,11 @@ int RunLinearBench(const Options& o) {
           if (!bf16) f32_seconds = m.seconds;
           const double gbps = m.bytes / m.seconds / 1e9, gflops = m.flops / m.seconds / 1e9;
           const double gweights = double(s.used_rows()) * s.cols / m.seconds / 1e9;
-          const double peak = bf16 ? roof.bf16_gflops : roof.fma_gflops;
+          // The compute peak of the product that ran: int8 activations on VNNI count each
+          // weight × activation product as 2 ops, as the f32 and bf16 FLOPs do.
+          const double peak = bf16                      ? roof.bf16_gflops
+                              : kind.int8 && int8_peak ? roof.int8_gops
+                                                       : roof.fma_gflops;
           const double mem_t = m.bytes / (roof.read_gbps * 1e9), fma_t = m.flops / (peak * 1e9);
           const double fraction = std::max(mem_t, fma_t) / m.seconds;
           const char* bound = mem_t >= fma_t ? "memory" : "compute";
@@ -518,6 +537,8 @@ int RunLinearBench(const Options& o) {
                                 {"bound", bound},
                                 {"roofline_gbps", roof.read_gbps},
                                 {"roofline_gflops", roof.fma_gflops},
+                                {"roofline_int8_gops",
+                                 int8_peak ? nlohmann::json(roof.int8_gops) : nlohmann::json()},
                                 {"isa", bf16 ? std::string(Bf16PathName(LinearBf16Path())) : isa},
                                 {"threads", threads},
                                 {"weights", "synthetic"},
@@ -599,6 +620,9 @@ RunFn AddLinearBench(CLI::App& bench, bool gemm) {
                   "bf16 numerics: auto (the model's choice by n), gemv or gemm (the same bits)");
   sub->add_option("--roofline-bf16-gflops", o->roofline_bf16_gflops,
                   "BF16 dot peak to use instead of measuring")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--roofline-int8-gops", o->roofline_int8_gops,
+                  "int8 dot (VNNI) peak to use instead of measuring (the bound of .i8 dtypes)")
       ->check(CLI::PositiveNumber);
   sub->add_flag("--json", o->json, "One JSON object per measurement");
   return [o] { return RunLinearBench(*o); };

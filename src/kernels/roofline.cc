@@ -149,6 +149,30 @@ __attribute__((target("avx512f,avx512bf16"))) double Bf16Avx512(int64_t iters) {
   return s;
 }
 
+// int8 dot chains: acc += Σ of 4 products u8·s8 per lane with u8 = s8 = 1, so each lane gains 4
+// per instruction; the int32 lanes are emptied into the total every 2^20 iterations (before
+// they could overflow), so the total is 4·iters per lane exactly.
+__attribute__((target("avx512f,avx512vnni"))) double Int8Avx512(int64_t iters) {
+  const __m512i one = _mm512_set1_epi8(1);
+  double s = 0;
+  for (int64_t done = 0; done < iters;) {
+    const int64_t chunk = std::min<int64_t>(iters - done, int64_t{1} << 20);
+    __m512i acc[kFmaChains];
+    for (auto& a : acc) a = _mm512_setzero_si512();
+    for (int64_t i = 0; i < chunk; ++i) {
+#pragma GCC unroll 12
+      for (int j = 0; j < kFmaChains; ++j) acc[j] = _mm512_dpbusd_epi32(acc[j], one, one);
+    }
+    for (auto& a : acc) {
+      alignas(64) int32_t lanes[16];
+      _mm512_store_si512(lanes, a);
+      for (int32_t v : lanes) s += v;
+    }
+    done += chunk;
+  }
+  return s;
+}
+
 template <class F>
 double BestTime(int reps, F&& f) {
   double best = 1e30;
@@ -242,6 +266,22 @@ double Bf16DotFlops(int64_t iters, int threads) {
   return 4.0 * kFmaChains * 16 * static_cast<double>(iters) * threads;
 }
 
+double Int8DotLoop(int64_t iters, int threads) {
+  DSINFER_CHECK(DetectCpu().avx512_vnni, "Int8DotLoop needs AVX-512 VNNI");
+  double total = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+  {
+    DSINFER_NOTE_THREAD("roofline.int8");
+    total += Int8Avx512(iters);
+  }
+  return total;
+}
+
+double Int8DotOps(int64_t iters, int threads) {
+  // Per instruction and lane: 4 multiplies + 4 adds.
+  return 8.0 * kFmaChains * 16 * static_cast<double>(iters) * threads;
+}
+
 Result Measure(const Options& options) {
   const CpuFeatures& cpu = DetectCpu();
   Result r;
@@ -277,6 +317,11 @@ Result Measure(const Options& options) {
     if (options.progress) options.progress("peak BF16 dot throughput");
     r.bf16_gflops = PeakRate(options.seconds, [&](int64_t it) { sink = sink + Bf16DotLoop(it, r.threads); },
                              [&](int64_t it) { return Bf16DotFlops(it, r.threads); }) / 1e9;
+  }
+  if (cpu.avx512_vnni && r.isa == Isa::kAvx512) {
+    if (options.progress) options.progress("peak int8 dot (VNNI) throughput");
+    r.int8_gops = PeakRate(options.seconds, [&](int64_t it) { sink = sink + Int8DotLoop(it, r.threads); },
+                           [&](int64_t it) { return Int8DotOps(it, r.threads); }) / 1e9;
   }
   return r;
 }

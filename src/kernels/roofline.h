@@ -30,6 +30,12 @@ double FmaFlops(Isa isa, int64_t iters, int threads);
 double Bf16DotLoop(int64_t iters, int threads);
 double Bf16DotFlops(int64_t iters, int threads);
 
+// Same with AVX-512 VNNI `vpdpbusd` (4 u8·s8 products added into each int32 lane): the peak of
+// the int8-activation products of block weights (kernels/qblocks.h). Requires
+// DetectCpu().avx512_vnni. Ops (a multiply and an add per product): Int8DotOps(iters, threads).
+double Int8DotLoop(int64_t iters, int threads);
+double Int8DotOps(int64_t iters, int threads);
+
 struct Result {
   int threads = 1;
   Isa isa = Isa::kScalar;
@@ -37,6 +43,7 @@ struct Result {
   double triad_gbps = 0;  // counts 3 streams (2 reads + 1 write; write-allocate not counted)
   double fma_gflops = 0;  // f32 FMA, best ISA
   double bf16_gflops = 0; // 0 when the CPU has no AVX512-BF16
+  double int8_gops = 0;   // VNNI int8 dot; 0 when the CPU has no AVX-512 VNNI
 };
 
 struct Options {

@@ -5,7 +5,8 @@ usage: bench_linear_test.py DSINFER
 Checks every line is one JSON object with the documented keys, that the counts follow from the
 shape (bytes = FP8 codes + f32 block scales, flops = 2·n·rows·cols), that gbps / gflops /
 fraction_of_roofline (and, for gemm, fraction_of_bf16_peak) follow from bytes, flops, seconds
-and the peak of the line's numerics (f32 FMA for f32, BF16 dot for bf16), that `gemm` measures
+and the peak of the line's numerics (f32 FMA for f32, BF16 dot for bf16, the VNNI int8 dot for
+`.i8` block weights on a CPU with VNNI — the line's roofline_int8_gops, else null), that `gemm` measures
 the f32 and the bf16-activation GEMM side by side, and that bad options fail cleanly.
 """
 import json
@@ -13,12 +14,23 @@ import math
 import subprocess
 import sys
 
-GBPS, GFLOPS, BF16_GFLOPS = 30.0, 200.0, 400.0
+GBPS, GFLOPS, BF16_GFLOPS, INT8_GOPS = 30.0, 200.0, 400.0, 800.0
 KEYS = {"bench", "shape", "rows", "cols", "n", "dtype", "bytes", "flops", "seconds", "gbps",
-        "gweights_per_s", "gflops", "fraction_of_roofline", "bound", "roofline_gbps", "roofline_gflops", "isa",
-        "threads", "weights"}
+        "gweights_per_s", "gflops", "fraction_of_roofline", "bound", "roofline_gbps", "roofline_gflops", "roofline_int8_gops",
+        "isa", "threads", "weights"}
 GEMV_KEYS = KEYS | {"numerics"}
 GEMM_KEYS = GEMV_KEYS | {"roofline_bf16_gflops", "fraction_of_bf16_peak"}
+
+
+def cpu_has_vnni():
+    with open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("flags"):
+                return "avx512_vnni" in line.split()
+    return False
+
+
+CPU_VNNI = cpu_has_vnni()
 
 
 def fail(msg):
@@ -61,7 +73,12 @@ def check_lines(out, bench, shapes, ns, bytes_per_elem, scales, numerics=("f32",
         if (not close(j["gbps"], j["bytes"] / t / 1e9) or not close(j["gflops"], j["flops"] / t / 1e9)
                 or not close(j["gweights_per_s"], rows * cols / t / 1e9)):
             fail(f"rates do not follow from bytes/flops/seconds: {j}")
-        peak = BF16_GFLOPS if num == "bf16" else GFLOPS
+        # The int8 peak (the one given) is in every line of a run with .i8 types on VNNI.
+        int8 = j["dtype"].endswith(".i8")
+        if j["roofline_int8_gops"] not in (INT8_GOPS, None) or (
+                int8 and (j["roofline_int8_gops"] is not None) != CPU_VNNI):
+            fail(f"roofline_int8_gops: {j}")
+        peak = BF16_GFLOPS if num == "bf16" else INT8_GOPS if int8 and CPU_VNNI else GFLOPS
         mem_t, fma_t = j["bytes"] / (GBPS * 1e9), j["flops"] / (peak * 1e9)
         if not close(j["fraction_of_roofline"], max(mem_t, fma_t) / t):
             fail(f"fraction_of_roofline: {j}")
@@ -86,8 +103,8 @@ def check_lines(out, bench, shapes, ns, bytes_per_elem, scales, numerics=("f32",
 
 def main():
     dsinfer = sys.argv[1]
-    roof = ["--roofline-gbps", str(GBPS), "--roofline-gflops", str(GFLOPS), "--json",
-            "--seconds", "0.02"]
+    roof = ["--roofline-gbps", str(GBPS), "--roofline-gflops", str(GFLOPS),
+            "--roofline-int8-gops", str(INT8_GOPS), "--json", "--seconds", "0.02"]
     shapes = [("a", 256, 512), ("odd", 100, 300)]
     shape_args = sum((["--shape", f"{n}={r}x{c}"] for n, r, c in shapes), [])
     p = run([dsinfer, "bench", "gemv", *shape_args, "--n", "1,3", *roof])

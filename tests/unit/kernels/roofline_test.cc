@@ -54,6 +54,17 @@ TEST(RooflineTest, Bf16DotLoopDoesTheCountedWork) {
   EXPECT_EQ(Bf16DotLoop(iters, 1), 2.0 * iters * 16 * kFmaChains);
 }
 
+TEST(RooflineTest, Int8DotLoopDoesTheCountedWork) {
+  if (!DetectCpu().avx512_vnni) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
+  // Each instruction adds 1·1 four times to each of 16 lanes; 2^20 + 5 iterations cross the
+  // point where the int32 lanes are emptied into the total.
+  for (int64_t iters : {int64_t{1000}, (int64_t{1} << 20) + 5}) {
+    EXPECT_EQ(Int8DotLoop(iters, 1), 4.0 * static_cast<double>(iters) * 16 * kFmaChains);
+    EXPECT_EQ(Int8DotLoop(iters, 2), 2 * 4.0 * static_cast<double>(iters) * 16 * kFmaChains);
+  }
+  EXPECT_EQ(Int8DotOps(1000, 2), 8.0 * 1000 * 16 * kFmaChains * 2);
+}
+
 TEST(RooflineTest, MeasureReportsPositiveRates) {
   Options o;
   o.bytes = size_t{8} << 20;
@@ -63,6 +74,8 @@ TEST(RooflineTest, MeasureReportsPositiveRates) {
   EXPECT_GT(r.read_gbps, 0);
   EXPECT_GT(r.triad_gbps, 0);
   EXPECT_GT(r.fma_gflops, 0);
+  // The int8 dot peak exactly when the CPU has VNNI (and AVX-512 is the best ISA).
+  EXPECT_EQ(r.int8_gops > 0, DetectCpu().avx512_vnni && r.isa == Isa::kAvx512);
   EXPECT_EQ(r.threads, omp_get_max_threads());
 }
 
