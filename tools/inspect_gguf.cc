@@ -26,7 +26,7 @@ GgufInspectReport InspectGguf(const std::string& path, int64_t context) {
   for (const std::string& p : GgufSplitPaths(path)) files.push_back(GgufFile::Open(p));
   r.config = GgufModelConfig(files.front());
   r.architecture = files.front().FindKey("general.architecture")->str;
-  r.size.copy_bytes = GgufDecodedBytes(files);
+  r.size.copy_bytes = GgufDecodedBytes(files, r.config);
   for (const GgufFile& f : files)
     for (const GgufTensorInfo& t : f.tensors()) {
       const std::string type(GgmlTypeName(t.type));
@@ -65,7 +65,7 @@ std::string FormatGgufInspect(const GgufInspectReport& r) {
     first = false;
   }
   s += ")\n";
-  s += r.size.Describe("  ", "f32 copies");
+  s += r.size.Describe("  ", "copies made at load (kv_b, W_UK)");
   return s;
 }
 

@@ -1,7 +1,7 @@
 // `dsinfer inspect FILE.gguf [--context N]`: what a GGUF model file holds — architecture,
 // tensors by ggml type, bits per weight (all, routed experts, the rest) — and the memory
-// dsinfer needs to run it at a context: the mapped file, the f32 copies it decodes quantised
-// tensors into at load (gguf_checkpoint.h), and the latent/indexer caches. Thread-safe.
+// dsinfer needs to run it at a context: the mapped file, the copies loading makes (kv_b, W_UK,
+// tensors without kernels: gguf_checkpoint.h), and the latent/indexer caches. Thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -21,8 +21,8 @@ struct GgufInspectReport {
   int64_t tensors = 0;
   std::map<std::string, int64_t> tensors_by_type;  // ggml type name → count
   std::map<std::string, uint64_t> bytes_by_type;
-  // bytes: tensor data of all parts; experts: ffn_*_exps; copy_bytes: the f32 copies made at
-  // load (kv_b rebuilt or quantised, Q4_0/Q4_1/Q5_0/Q5_1 tensors; GgufDecodedBytes).
+  // bytes: tensor data of all parts; experts: ffn_*_exps; copy_bytes: the copies made at load
+  // (kv_b rebuilt or decoded, W_UK transposed, Q4_0/Q4_1/Q5_0/Q5_1 tensors; GgufDecodedBytes).
   SizeFigures size;
 };
 

@@ -293,15 +293,28 @@ void MapLayer(Builder& b, const ModelConfig& c, const Meta& m, int64_t layer, bo
 
 }  // namespace
 
-uint64_t GgufDecodedBytes(const std::vector<GgufFile>& files) {
+uint64_t GgufDecodedBytes(const std::vector<GgufFile>& files, const ModelConfig& c) {
+  const uint64_t nope = static_cast<uint64_t>(c.qk_nope_head_dim),
+                 v = static_cast<uint64_t>(c.v_head_dim);
   uint64_t n = 0;
   for (const GgufFile& f : files)
     for (const GgufTensorInfo& t : f.tensors()) {
-      const bool split_kvb =
-          t.name.ends_with(".attn_k_b.weight") || t.name.ends_with(".attn_v_b.weight");
-      const bool kvb = t.name.ends_with(".attn_kv_b.weight") && !IsPlain(t.type);
-      const bool no_kernel = !DTypeOfGgml(t.type).has_value();  // Q4_0, Q4_1, Q5_0, Q5_1
-      if (split_kvb || kvb || no_kernel) n += 4ull * static_cast<uint64_t>(t.numel());
+      const uint64_t numel = static_cast<uint64_t>(t.numel());
+      if (t.name.ends_with(".attn_k_b.weight")) {
+        // Its share of the rebuilt f32 kv_b, and W_UK transposed per head (heads × kv_lora_rank
+        // × qk_nope_head_dim f32 values: attn_k_b's own count).
+        n += 4 * numel + 4 * numel;
+      } else if (t.name.ends_with(".attn_v_b.weight")) {
+        n += 4 * numel;
+      } else if (t.name.ends_with(".attn_kv_b.weight")) {
+        // Kept as stored when plain (F32/F16/BF16), else decoded to f32; W_UK transposed in
+        // that element type: the qk_nope_head_dim of every nope + v rows.
+        const uint64_t elem = t.type == GgmlType::kF32 || !IsPlain(t.type) ? 4 : 2;
+        if (!IsPlain(t.type)) n += 4 * numel;
+        if (nope + v > 0) n += elem * (numel / (nope + v) * nope);
+      } else if (!DTypeOfGgml(t.type).has_value()) {  // Q4_0, Q4_1, Q5_0, Q5_1: no kernels
+        n += 4 * numel;
+      }
     }
   return n;
 }
@@ -470,15 +483,15 @@ Checkpoint OpenGgufCheckpoint(const std::string& path) {
   }
   const ModelConfig c = GgufModelConfig(first);
   // Resident memory once every weight has been read: the tensor bytes of the mapped file(s)
-  // (quantised blocks stay as stored) + the f32 copies of kv_b. Page cache counts as available,
-  // so a file that is already cached passes.
-  const uint64_t decoded = GgufDecodedBytes(backing->files);
+  // (quantised blocks stay as stored) + the copies loading makes (kv_b, W_UK). Page cache
+  // counts as available, so a file that is already cached passes.
+  const uint64_t decoded = GgufDecodedBytes(backing->files, c);
   const uint64_t mapped = GgufTensorBytes(backing->files), avail = MemoryAvailable();
   if (avail > 0 && decoded + mapped > avail) {
     char buf[320];
     std::snprintf(buf, sizeof buf,
                   ": the weights need %.2f GiB resident (%.2f GiB of tensors mapped from the "
-                  "file + %.2f GiB of f32 copies: kv_b, Q4_0/Q4_1/Q5_0/Q5_1 tensors) but only "
+                  "file + %.2f GiB of copies: kv_b, W_UK, Q4_0/Q4_1/Q5_0/Q5_1 tensors) but only "
                   "%.2f GiB of memory is available",
                   (decoded + mapped) / double(1ull << 30), mapped / double(1ull << 30),
                   decoded / double(1ull << 30), avail / double(1ull << 30));

@@ -30,14 +30,16 @@ std::vector<std::string> GgufSplitPaths(const std::string& path);
 // The model configuration a deepseek2 / deepseek32 file's metadata describes.
 ModelConfig GgufModelConfig(const GgufFile& file);
 
-// Bytes of the f32 copies loading makes: kv_b when it is stored split (attn_k_b / attn_v_b) or
-// quantised (attn_kv_b), and every tensor of a type without kernels (Q4_0, Q4_1, Q5_0, Q5_1).
-uint64_t GgufDecodedBytes(const std::vector<GgufFile>& files);
+// Bytes of the copies loading makes: kv_b in f32 when it is stored split (attn_k_b / attn_v_b) or
+// quantised (attn_kv_b), the W_UK half of kv_b transposed per head (for the query absorption;
+// kv_b's element type), and every tensor of a type without kernels (Q4_0, Q4_1, Q5_0, Q5_1) in
+// f32. `c`: the file's configuration (its head dimensions).
+uint64_t GgufDecodedBytes(const std::vector<GgufFile>& files, const ModelConfig& c);
 // Bytes of every tensor as stored (what stays mapped and becomes resident as it is read).
 uint64_t GgufTensorBytes(const std::vector<GgufFile>& files);
 
 // Opens the file or set. Before decoding anything, fails with the figures when the resident
-// weights (mapped tensors + f32 copies) would exceed the memory available (MemAvailable in
+// weights (mapped tensors + the copies loading makes) would exceed the memory available (MemAvailable in
 // /proc/meminfo).
 Checkpoint OpenGgufCheckpoint(const std::string& path);
 
