@@ -85,6 +85,7 @@ struct Options {
          roofline_int8_gops = 0;
   std::vector<std::string> numerics;  // f32 and/or bf16 (default: gemm both if it can, gemv f32)
   std::string bf16_kernel = "auto";   // auto | gemv | gemm (kernels/linear_bf16.h)
+  std::string bf16_layout = "rows";   // rows | pairs (FP8 codes repacked: RepackFp8Pairs)
   bool json = false;
 };
 
@@ -187,6 +188,7 @@ struct Weight {
   std::vector<float> scales;
   WeightView view;
   std::shared_ptr<const OwnedWeight> wuk_t;  // kAbsorb: the model's transposed W_UK copy
+  std::shared_ptr<const OwnedWeight> pairs;  // --bf16-layout pairs: the FP8 codes repacked
 };
 
 // splitmix64: fast deterministic fill for hundreds of MiB of synthetic weights.
@@ -265,7 +267,10 @@ void RunProduct(const Shape& s, const Weight& weight, int64_t n, const float* x,
                 bool bf16, Bf16Kernel kernel) {
   const WeightView& w = weight.view;
   if (s.kind == Kind::kLinear) {
-    if (bf16) return RowsBf16(kernel, x, w.cols, n, w, 0, w.rows, y, w.rows);
+    if (bf16) {
+      const WeightView& wb = weight.pairs ? weight.pairs->view : w;
+      return RowsBf16(kernel, x, w.cols, n, wb, 0, w.rows, y, w.rows);
+    }
     return Linear(x, n, w, y);
   }
   const int64_t H = s.heads, R = s.cols, dq = s.dn + s.dv;
@@ -303,7 +308,7 @@ struct Measurement {
 
 // Copies of one synthetic matrix: enough to exceed the last-level cache many times over when
 // the weights must be read cold (`cold`), else one.
-std::vector<Weight> MakeCopies(const Shape& s, const WeightKind& kind, bool cold) {
+std::vector<Weight> MakeCopies(const Shape& s, const WeightKind& kind, bool cold, bool pairs) {
   const int64_t bytes = s.rows * DTypeRowBytes(kind.dtype, s.cols);
   const int64_t copies = cold ? std::max<int64_t>(1, (int64_t{256} << 20) / bytes + 1) : 1;
   std::vector<Weight> ws;
@@ -311,6 +316,8 @@ std::vector<Weight> MakeCopies(const Shape& s, const WeightKind& kind, bool cold
     ws.push_back(MakeWeight(kind, s.rows, s.cols, 1000 + i));
     if (s.kind == Kind::kAbsorb)
       ws.back().wuk_t = TransposeHeads(ws.back().view, s.heads, s.dn + s.dv, 0, s.dn);
+    if (pairs && s.kind == Kind::kLinear && kind.dtype == DType::kF8E4M3)
+      ws.back().pairs = RepackFp8Pairs(ws.back().view);
   }
   return ws;
 }
@@ -404,6 +411,9 @@ int RunLinearBench(const Options& o) {
   } else if (o.bf16_kernel != "auto") {
     throw Error("--bf16-kernel '" + o.bf16_kernel + "': expected auto, gemv or gemm");
   }
+  if (o.bf16_layout != "rows" && o.bf16_layout != "pairs")
+    throw Error("--bf16-layout '" + o.bf16_layout + "': expected rows or pairs");
+  const bool pairs = o.bf16_layout == "pairs";
   std::vector<WeightKind> kinds;
   std::string kind_names;
   for (const std::string& d : o.dtypes) {
@@ -495,7 +505,7 @@ int RunLinearBench(const Options& o) {
     for (size_t ki = 0; ki < kinds.size(); ++ki) {
       const WeightKind& kind = kinds[ki];
       if (s.kind != Kind::kLinear && IsBlockDType(kind.dtype)) continue;  // kv_b is f32 in GGUF
-      const std::vector<Weight> copies = MakeCopies(s, kind, /*cold=*/!o.gemm);
+      const std::vector<Weight> copies = MakeCopies(s, kind, /*cold=*/!o.gemm, pairs);
       for (int64_t n : ns) {
         double f32_seconds = 0;  // this shape's f32 time, for the bf16 line's speed-up
         for (const std::string& num : numerics[ki]) {
@@ -616,6 +626,9 @@ RunFn AddLinearBench(CLI::App& bench, bool gemm) {
                        : "f32 (the model's default, and this bench's), bf16 (bf16 activations, "
                          "vdpbf16ps) or both")
       ->delimiter(',');
+  sub->add_option("--bf16-layout", o->bf16_layout,
+                  "bf16 numerics, FP8 weights: rows (as stored) or pairs (the codes repacked in "
+                  "tiles of 64 rows' column pairs, what the kernels multiply: no transposes)");
   sub->add_option("--bf16-kernel", o->bf16_kernel,
                   "bf16 numerics: auto (the model's choice by n), gemv or gemm (the same bits)");
   sub->add_option("--roofline-bf16-gflops", o->roofline_bf16_gflops,

@@ -41,6 +41,11 @@ void CheckArgs(const WeightView& w, int64_t n, int64_t row_begin, int64_t row_en
                 "row range outside the weight");
 }
 
+// A weight re-laid out for the bf16 kernels (RepackFp8Pairs) reaches no other kernel.
+void CheckRowMajor(const WeightView& w) {
+  DSINFER_CHECK(!w.bf16_pairs, "an FP8 weight repacked for the bf16 kernels reached another kernel");
+}
+
 // A parallel region pays off for large products, and never nests (a caller that parallelises
 // over heads gets a single-threaded kernel).
 bool UseThreads(int64_t work) { return work >= kParallelWork && !omp_in_parallel(); }
@@ -441,6 +446,7 @@ const gemm::IsaKernels* KernelsFor(Isa isa) {
 void LinearRows(Isa isa, const float* x, int64_t x_stride, int64_t n, const WeightView& w,
                 int64_t row_begin, int64_t row_end, float* y, int64_t y_stride) {
   CheckArgs(w, n, row_begin, row_end);
+  CheckRowMajor(w);
   DSINFER_CHECK(n <= 1 || (x_stride >= w.cols && y_stride >= row_end - row_begin),
                 "LinearRows: a row stride is shorter than its row");
   if (n == 0 || row_begin == row_end) return;
@@ -456,6 +462,7 @@ void LinearRows(Isa isa, const float* x, int64_t x_stride, int64_t n, const Weig
 void LinearTransposed(Isa isa, const float* x, int64_t x_stride, int64_t n, const WeightView& w,
                       int64_t row_begin, int64_t row_end, float* y, int64_t y_stride) {
   CheckArgs(w, n, row_begin, row_end);
+  CheckRowMajor(w);
   DSINFER_CHECK(n <= 1 || (x_stride >= row_end - row_begin && y_stride >= w.cols),
                 "LinearTransposed: a row stride is shorter than its row");
   if (n == 0 || w.cols == 0) return;
@@ -520,6 +527,8 @@ void RowsBf16(Bf16Path path, Bf16Kernel kernel, const float* x, int64_t x_stride
                 "LinearRowsBf16: a row stride is shorter than its row");
   DSINFER_CHECK(path == Bf16Path::kScalar || DetectCpu().SupportsBf16Dot(),
                 "this CPU cannot run the AVX512-BF16 GEMM");
+  DSINFER_CHECK(!w.bf16_pairs || (path == Bf16Path::kAvx512Bf16 && row_begin % 16 == 0),
+                "a repacked FP8 weight runs on the AVX512-BF16 path, from a row multiple of 16");
   if (n == 0 || row_begin == row_end) return;
   if (w.cols == 0) return ZeroRows(y, y_stride, n, row_end - row_begin);  // empty sums
   if (path == Bf16Path::kScalar)

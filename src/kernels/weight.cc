@@ -39,6 +39,7 @@ void DecodeRow(const WeightView& w, int64_t row, float* out) {
   switch (w.dtype) {
     case DType::kF8E4M3:
       DSINFER_CHECK(w.scales != nullptr, "FP8 weight without block scales");
+      DSINFER_CHECK(!w.bf16_pairs, "DecodeRow: an FP8 weight repacked for the bf16 kernels");
       DecodeFp8Row(w, row, out);
       return;
     case DType::kBF16: {
@@ -78,6 +79,28 @@ int64_t TransposeHeadsBytes(DType dtype, int64_t cols, int64_t heads, int64_t st
   const int64_t values = heads * cols * rows * static_cast<int64_t>(DTypeSize(dtype));
   const int64_t scales = fp8 ? heads * cols / 128 * ((rows + 127) / 128) : 0;
   return values + scales * static_cast<int64_t>(sizeof(float));
+}
+
+std::shared_ptr<const OwnedWeight> RepackFp8Pairs(const WeightView& w) {
+  DSINFER_CHECK(w.dtype == DType::kF8E4M3 && !w.bf16_pairs && w.scales != nullptr,
+                "RepackFp8Pairs takes a row-major FP8 weight");
+  auto out = std::make_shared<OwnedWeight>();
+  const int64_t pairs = (w.cols + 1) / 2, tiles = (w.rows + kPairTileRows - 1) / kPairTileRows;
+  out->bytes.assign(static_cast<size_t>(tiles * pairs * 2 * kPairTileRows), std::byte{0});
+  const auto* src = static_cast<const std::byte*>(w.data);
+  for (int64_t r = 0; r < w.rows; ++r) {
+    std::byte* dst = out->bytes.data() + (r / kPairTileRows) * pairs * 2 * kPairTileRows +
+                     2 * (r % kPairTileRows);
+    const std::byte* row = src + r * w.cols;
+    for (int64_t c = 0; c < w.cols; ++c) dst[(c / 2) * 2 * kPairTileRows + c % 2] = row[c];
+  }
+  const int64_t scale_count = (w.rows + 127) / 128 * w.scale_cols();
+  out->scales.assign(w.scales, w.scales + scale_count);
+  out->view = w;
+  out->view.data = out->bytes.data();
+  out->view.scales = out->scales.data();
+  out->view.bf16_pairs = true;
+  return out;
 }
 
 std::shared_ptr<const OwnedWeight> TransposeHeads(const WeightView& w, int64_t heads,

@@ -24,6 +24,10 @@ struct WeightView {
   // and multiplies integers (AVX-512 VNNI; docs/numerics.md "int8 activations"). Otherwise
   // (default) every block type is decoded exactly to f32 and multiplied in f32.
   bool int8_activations = false;
+  // FP8 only: `data` holds the codes re-laid out for the bf16 GEMV/GEMM (RepackFp8Pairs below),
+  // not [rows, cols] row-major. Only `LinearRowsBf16`'s AVX512-BF16 path reads such a weight;
+  // every other kernel refuses it.
+  bool bf16_pairs = false;
 
   int64_t scale_cols() const { return (cols + 127) / 128; }
   int64_t row_bytes() const { return DTypeRowBytes(dtype, cols); }
@@ -54,6 +58,16 @@ std::shared_ptr<const OwnedWeight> TransposeHeads(const WeightView& w, int64_t h
 // FP8 block scales), 0 when it returns null.
 int64_t TransposeHeadsBytes(DType dtype, int64_t cols, int64_t heads, int64_t stride,
                             int64_t offset, int64_t rows);
+
+// An FP8 weight's codes re-laid out for the bf16-activation kernels (kernels/linear.h
+// `LinearRowsBf16`): rows in tiles of 64 (the last padded with code 0 = +0), and in each tile,
+// for each column pair p (an odd last column padded with +0), the tile's rows' code pairs
+// (W[r, 2p], W[r, 2p+1]) in row order: byte (tile · pairs + p) · 128 + 2 · (r % 64) + {0, 1}.
+// 32 consecutive bytes are then one vector of 16 rows' pairs, what `vdpbf16ps` multiplies, so the
+// kernels need no transposes. The same bytes as the weight (up to the padding); block scales are
+// copied. The view has bf16_pairs = true.
+std::shared_ptr<const OwnedWeight> RepackFp8Pairs(const WeightView& w);
+inline constexpr int64_t kPairTileRows = 64;
 
 // e4m3fn code → f32 through a 256-entry table (built once from `E4M3ToFloat`).
 const float* E4M3Table();

@@ -25,6 +25,7 @@
 // in practice (docs/numerics.md).
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -243,6 +244,10 @@ DSINFER_BF16 void TileUpTo(int m, const uint16_t* xb, int64_t xbs, int64_t k0, i
   Tile<M, kFp8>(xb, xbs, k0, k1, wp, s256, first, y, ys, valid);
 }
 
+// The panel of a repacked FP8 weight (below, with the GEMV's conversion).
+DSINFER_BF16 void PackPanelPairs(const WeightView& w, int64_t r0, int rows, int64_t k0,
+                                 int64_t k1, uint32_t* panel);
+
 template <bool kFp8>
 DSINFER_BF16 void GemmRowsD(const uint16_t* xb, int64_t xbs, int64_t n, const WeightView& w,
                             int64_t r0, int64_t r1, float* y, int64_t ys, uint32_t* work) {
@@ -251,7 +256,10 @@ DSINFER_BF16 void GemmRowsD(const uint16_t* xb, int64_t xbs, int64_t n, const We
   uint32_t* rows16 = work + kPanelWords;  // [16, kRowWords] converted rows
   for (int64_t k0 = 0; k0 < w.cols; k0 += kBf16Kc) {
     const int64_t k1 = k0 + kBf16Kc < w.cols ? k0 + kBf16Kc : w.cols, pairs = (k1 - k0 + 1) / 2;
-    PackPanel<kFp8>(w, r0, rows, k0, k1, panel, rows16);
+    if (kFp8 && w.bf16_pairs)
+      PackPanelPairs(w, r0, rows, k0, k1, panel);
+    else
+      PackPanel<kFp8>(w, r0, rows, k0, k1, panel, rows16);
     float s256[kBf16Kc / 128] = {};
     if constexpr (kFp8) {
       const float* s = w.scales + (r0 / 128) * w.scale_cols() + k0 / 128;
@@ -415,6 +423,113 @@ DSINFER_BF16 void Gemv16UpTo(int m, const uint16_t* xb, int64_t xbs, const Weigh
   Gemv16<M, kFp8>(xb, xbs, w, r, valid, y, ys, pf_end);
 }
 
+// ---- Repacked FP8 (WeightView::bf16_pairs, kernels/weight.h RepackFp8Pairs) -----------------
+// The codes are stored as the kernels multiply them — 32 bytes = 16 rows' (even, odd) code pairs
+// of one column pair — so E4m3Bf16x32 turns 32 bytes into one vector of bf16 pairs with row a in
+// lane a, with no transpose. Same operations in the same order as above (the chain per output
+// and 128-column block, the folds), hence the same bits as the row-major kernels.
+
+// Pair p of the 16 rows from r (a multiple of 16): tile r / 64, chunk (r % 64) / 16.
+inline const uint8_t* PairChunk(const WeightView& w, int64_t pairs, int64_t r, int64_t p) {
+  return static_cast<const uint8_t*>(w.data) +
+         ((r / kPairTileRows * pairs + p) * 4 + (r % kPairTileRows) / kLanes) * 32;
+}
+
+// M tokens × G ≤ 4 consecutive 16-row groups of one tile from r; the last group has `last` ≤ 16
+// real rows. One chain per output (G·M independent chains per pass).
+template <int M, int G>
+DSINFER_BF16 void GemvPairs(const uint16_t* xb, int64_t xbs, const WeightView& w, int64_t r,
+                            int last, float* y, int64_t ys) {
+  const int64_t pairs = (w.cols + 1) / 2;
+  const float* s = w.scales + (r / 128) * w.scale_cols();
+  const uint8_t* base = PairChunk(w, pairs, r, 0);  // group g: + 32·g; pair p: + 128·p
+  for (int64_t b = 0; b * kBlockPairs < pairs; ++b) {
+    const int64_t p0 = b * kBlockPairs, p1 = p0 + kBlockPairs < pairs ? p0 + kBlockPairs : pairs;
+    __m512 acc[G][M];
+    for (int g = 0; g < G; ++g)
+      for (int t = 0; t < M; ++t) acc[g][t] = _mm512_setzero_ps();
+    for (int64_t p = p0; p < p1; ++p) {
+      __m512bh xv[M];
+      for (int t = 0; t < M; ++t) {
+        int32_t pair;
+        std::memcpy(&pair, xb + t * xbs + 2 * p, sizeof pair);
+        xv[t] = (__m512bh)_mm512_set1_epi32(pair);
+      }
+      for (int g = 0; g < G; ++g) {
+        const __m512bh v = (__m512bh)E4m3Bf16x32(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + 128 * p + 32 * g)));
+        for (int t = 0; t < M; ++t) acc[g][t] = _mm512_dpbf16_ps(acc[g][t], v, xv[t]);
+      }
+    }
+    const __m512 sv = _mm512_set1_ps(s[b] * 256.0f);
+    for (int g = 0; g < G; ++g) {
+      const __mmask16 out = Mask(g == G - 1 ? last : kLanes);
+      for (int t = 0; t < M; ++t) {
+        float* yp = y + t * ys + g * kLanes;
+        const __m512 total = b == 0 ? _mm512_mul_ps(acc[g][t], sv)
+                                    : _mm512_fmadd_ps(acc[g][t], sv, _mm512_maskz_loadu_ps(out, yp));
+        _mm512_mask_storeu_ps(yp, out, total);
+      }
+    }
+  }
+}
+
+template <int M>
+DSINFER_BF16 void GemvPairsG(int groups, const uint16_t* xb, int64_t xbs, const WeightView& w,
+                             int64_t r, int last, float* y, int64_t ys) {
+  switch (groups) {
+    case 1:
+      return GemvPairs<M, 1>(xb, xbs, w, r, last, y, ys);
+    case 2:
+      return GemvPairs<M, 2>(xb, xbs, w, r, last, y, ys);
+    case 3:
+      return GemvPairs<M, 3>(xb, xbs, w, r, last, y, ys);
+    default:
+      return GemvPairs<M, 4>(xb, xbs, w, r, last, y, ys);
+  }
+}
+
+// Rows [r0, r1) of one 128-row block (r0 a multiple of 16), a tile's groups at a time.
+DSINFER_BF16 void GemvRowsPairs(const uint16_t* xb, int64_t xbs, int64_t n, const WeightView& w,
+                                int64_t r0, int64_t r1, float* y, int64_t ys) {
+  for (int64_t r = r0; r < r1;) {
+    const int64_t end = std::min(r1, (r / kPairTileRows + 1) * kPairTileRows);
+    const int groups = static_cast<int>((end - r + kLanes - 1) / kLanes);
+    const int last = static_cast<int>(end - r - (groups - 1) * kLanes);
+    for (int64_t t0 = 0; t0 < n; t0 += kBf16GemvMr) {
+      const int64_t m = std::min<int64_t>(n - t0, kBf16GemvMr);
+      const uint16_t* x = xb + t0 * xbs;
+      float* yt = y + t0 * ys + (r - r0);
+      if (m == 1) GemvPairsG<1>(groups, x, xbs, w, r, last, yt, ys);
+      else if (m == 2) GemvPairsG<2>(groups, x, xbs, w, r, last, yt, ys);
+      else if (m == 3) GemvPairsG<3>(groups, x, xbs, w, r, last, yt, ys);
+      else GemvPairsG<4>(groups, x, xbs, w, r, last, yt, ys);
+    }
+    r = end;
+  }
+}
+
+// PackPanel for a repacked weight (r0 a multiple of 16): each 16-row group's pairs are one
+// vector each, converted straight into the panel.
+DSINFER_BF16 void PackPanelPairs(const WeightView& w, int64_t r0, int rows, int64_t k0,
+                                 int64_t k1, uint32_t* panel) {
+  const int64_t all_pairs = (w.cols + 1) / 2, pairs = (k1 - k0 + 1) / 2;
+  const int groups = (rows + kBf16TileRows - 1) / kBf16TileRows;
+  for (int j0 = 0; j0 < groups * kBf16TileRows; j0 += kLanes) {
+    uint32_t* dst = panel + (j0 / kBf16TileRows) * pairs * kBf16TileRows + j0 % kBf16TileRows;
+    if (j0 >= rows) {  // rows past the piece: zeros, as PackPanel
+      for (int64_t p = 0; p < pairs; ++p)
+        _mm512_storeu_si512(dst + p * kBf16TileRows, _mm512_setzero_si512());
+      continue;
+    }
+    const uint8_t* src = PairChunk(w, all_pairs, r0 + j0, k0 / 2);
+    for (int64_t p = 0; p < pairs; ++p)
+      _mm512_storeu_si512(dst + p * kBf16TileRows,
+                          E4m3Bf16x32(_mm256_loadu_si256(
+                              reinterpret_cast<const __m256i*>(src + 128 * p))));
+  }
+}
+
 template <bool kFp8>
 DSINFER_BF16 void GemvRowsD(const uint16_t* xb, int64_t xbs, int64_t n, const WeightView& w,
                             int64_t r0, int64_t r1, float* y, int64_t ys, int64_t pf_end) {
@@ -432,6 +547,7 @@ DSINFER_BF16 void GemvRowsD(const uint16_t* xb, int64_t xbs, int64_t n, const We
 
 DSINFER_BF16 void GemvRows(const uint16_t* xb, int64_t xbs, int64_t n, const WeightView& w,
                            int64_t r0, int64_t r1, float* y, int64_t ys, int64_t pf_end) {
+  if (w.bf16_pairs) return GemvRowsPairs(xb, xbs, n, w, r0, r1, y, ys);
   if (w.dtype == DType::kF8E4M3) return GemvRowsD<true>(xb, xbs, n, w, r0, r1, y, ys, pf_end);
   GemvRowsD<false>(xb, xbs, n, w, r0, r1, y, ys, pf_end);  // BF16 (linear.cc checks the dtype)
 }

@@ -33,6 +33,7 @@
 #include "base/error.h"
 #include "kernels/cpu.h"
 #include "kernels/linear.h"
+#include "kernels/weight.h"
 #include "linear_test_util.h"
 
 namespace dsinfer {
@@ -332,6 +333,54 @@ TEST(NumericsDispatch, PicksTheKernelByNumericsAndDtypeOnly) {
     EXPECT_NE(std::string(e.what()).find("--numerics: unknown numerics 'f16'"), std::string::npos)
         << e.what();
   }
+}
+
+// An FP8 weight repacked for the bf16 kernels (RepackFp8Pairs: tiles of 64 rows, 16 rows' code
+// pairs per 32 bytes) gives every output bit for bit as the row-major weight, on the GEMV and
+// the GEMM: rows not whole tiles (padded), odd and short columns, row ranges starting at any
+// multiple of 16 (inside a tile, inside a 128-row scale block), n = 1..8 (1-4 row groups of a
+// tile per GEMV pass, one and two passes of 4 tokens) and 37 (GEMM tiles of 6 with a tail).
+// Every other kernel refuses a repacked weight.
+TEST(LinearBf16Repacked, EqualsRowMajorBitwise) {
+  if (!DetectCpu().SupportsBf16Dot()) GTEST_SKIP() << "no AVX512-BF16 on this CPU";
+  struct Case {
+    int64_t rows, cols, rb, re;
+  };
+  const std::vector<Case> cases = {{16, 32, 0, 16},    {17, 33, 0, 17},   {64, 128, 16, 64},
+                                   {130, 1, 16, 130},  {3, 1100, 0, 3},   {140, 257, 112, 140},
+                                   {200, 700, 48, 199}, {96, 7168, 0, 96}, {70, 1031, 32, 70}};
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    const Matrix m = test::MakeMatrix(DType::kF8E4M3, c.rows, c.cols, static_cast<uint32_t>(70 + i));
+    const auto packed = RepackFp8Pairs(m.view);
+    ASSERT_TRUE(packed->view.bf16_pairs);
+    const int64_t rows = c.re - c.rb;
+    for (int64_t n : {1, 2, 3, 4, 5, 6, 7, 8, 37}) {
+      std::vector<float> x(n * c.cols);
+      std::mt19937 rng(static_cast<uint32_t>(i * 100 + n));
+      std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+      for (float& v : x) v = u(rng);
+      for (Bf16Kernel k : {Bf16Kernel::kAuto, Bf16Kernel::kGemv, Bf16Kernel::kGemm}) {
+        std::vector<float> want(n * rows, kSentinel), got(n * rows, kSentinel);
+        LinearRowsBf16Kernel(k, x.data(), c.cols, n, m.view, c.rb, c.re, want.data(), rows);
+        LinearRowsBf16Kernel(k, x.data(), c.cols, n, packed->view, c.rb, c.re, got.data(), rows);
+        ASSERT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(float)))
+            << c.rows << "x" << c.cols << " rows [" << c.rb << "," << c.re << ") n=" << n
+            << " kernel " << Bf16KernelName(k);
+      }
+    }
+  }
+  const Matrix m = test::MakeMatrix(DType::kF8E4M3, 64, 64, 9);
+  const auto packed = RepackFp8Pairs(m.view);
+  std::vector<float> x(64, 1.0f), y(64);
+  EXPECT_DEATH(Linear(x.data(), 1, packed->view, y.data()), "reached another kernel");
+  EXPECT_DEATH(
+      LinearRowsBf16(Bf16Path::kScalar, x.data(), 64, 1, packed->view, 0, 64, y.data(), 64),
+      "from a row multiple of 16");
+  EXPECT_DEATH(LinearRowsBf16Kernel(Bf16Kernel::kGemv, x.data(), 64, 1, packed->view, 8, 64,
+                                    y.data(), 64),
+               "from a row multiple of 16");
+  EXPECT_DEATH(RepackFp8Pairs(packed->view), "row-major FP8");
 }
 
 INSTANTIATE_TEST_SUITE_P(WeightDtypes, LinearBf16Test,
