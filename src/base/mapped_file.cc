@@ -56,6 +56,18 @@ size_t ReleaseMappedPages(std::span<const std::byte> range) {
   return end - first;
 }
 
+size_t DropMappedPages(std::span<const std::byte> range) {
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(range.data());
+  const uintptr_t first = (begin + page - 1) / page * page;
+  const uintptr_t end = (begin + range.size()) / page * page;
+  if (range.empty() || end <= first) return 0;
+  if (::madvise(reinterpret_cast<void*>(first), end - first, MADV_DONTNEED) != 0)
+    throw Error("cannot drop " + std::to_string(end - first) +
+                " bytes of a mapped file from memory: " + std::strerror(errno));
+  return end - first;
+}
+
 MappedFile::MappedFile(MappedFile&& other) noexcept
     : path_(std::move(other.path_)),
       data_(std::exchange(other.data_, nullptr)),

@@ -36,5 +36,9 @@ class MappedFile {
 // Reading a released page afterwards faults. Returns the bytes released; throws `Error` if the
 // kernel refuses.
 size_t ReleaseMappedPages(std::span<const std::byte> range);
+// The whole pages inside `range` (part of a read-only file mapping) leave this process's resident
+// memory (madvise MADV_DONTNEED) but stay mapped: a later read faults them in again from the
+// file. Returns the bytes advised.
+size_t DropMappedPages(std::span<const std::byte> range);
 
 }  // namespace dsinfer

@@ -455,8 +455,13 @@ int RunBenchModel(const Options& o) {
   if (!o.preset && !o.sets.empty()) throw Error("--set applies to --preset, not to --model");
   const KvCacheType kv = ParseKvCacheType(o.kv_cache, "--kv-cache");
   const std::string dir = o.preset ? PresetModelDir(*o.preset, o.sets) : ResolveModelDir(o.model);
+  // Loaded in bf16 numerics when any test runs them, so the bf16 tests multiply the repacked
+  // FP8 weights the model makes then (the f32 tests read the mapped originals, as ever).
+  const std::vector<Numerics> listed = ParseNumericsList(o.numerics);
+  const bool load_bf16 = std::find(listed.begin(), listed.end(), Numerics::kBf16) != listed.end();
   std::unique_ptr<Model> model =
-      Model::Load(dir, {.int8_block_activations = o.block_acts == "int8"});
+      Model::Load(dir, {.numerics = load_bf16 ? Numerics::kBf16 : Numerics::kF32,
+                        .int8_block_activations = o.block_acts == "int8"});
   const ModelConfig& c = model->config();
   const std::vector<Test> tests = PlanTests(Attentions(o, c), o);
   for (const Test& t : tests) CheckFits(t, c);  // fail before minutes of measuring

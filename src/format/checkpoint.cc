@@ -186,6 +186,15 @@ std::vector<std::string> Checkpoint::Names() const {
 }
 
 int64_t Checkpoint::Release(const std::function<bool(std::string_view)>& drop) {
+  return ForPages(drop, /*for_good=*/true);
+}
+
+int64_t Checkpoint::Drop(const std::function<bool(std::string_view)>& which) {
+  return ForPages(which, /*for_good=*/false);
+}
+
+int64_t Checkpoint::ForPages(const std::function<bool(std::string_view)>& drop, bool for_good) {
+  const auto release = for_good ? &ReleaseMappedPages : &DropMappedPages;
   const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
   int64_t released = 0;
   for (std::span<const std::byte> region : mapped_) {
@@ -219,13 +228,12 @@ int64_t Checkpoint::Release(const std::function<bool(std::string_view)>& drop) {
       while (k < kept.size() && kept[k].second <= b) ++k;
       for (size_t j = k; j < kept.size() && kept[j].first < e && b < e; ++j) {
         if (kept[j].first > b)
-          released += static_cast<int64_t>(ReleaseMappedPages(
-              {reinterpret_cast<const std::byte*>(b), kept[j].first - b}));
+          released += static_cast<int64_t>(
+              release({reinterpret_cast<const std::byte*>(b), kept[j].first - b}));
         b = std::max(b, kept[j].second);
       }
       if (b < e)
-        released += static_cast<int64_t>(
-            ReleaseMappedPages({reinterpret_cast<const std::byte*>(b), e - b}));
+        released += static_cast<int64_t>(release({reinterpret_cast<const std::byte*>(b), e - b}));
     }
   }
   return released;

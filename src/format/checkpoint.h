@@ -68,8 +68,14 @@ class Checkpoint {
   // listed (names, shapes) but their bytes must never be read again. Not thread-safe: call
   // before the checkpoint is shared. Returns the bytes released.
   int64_t Release(const std::function<bool(std::string_view)>& drop);
+  // The same pages leave this process's resident memory but stay readable (DropMappedPages: a
+  // later read faults them in from the file again): for tensors the model has copied (bf16
+  // numerics' repacked FP8 weights), which f32 numerics may still read. Returns the bytes.
+  int64_t Drop(const std::function<bool(std::string_view)>& which);
 
  private:
+  int64_t ForPages(const std::function<bool(std::string_view)>& which, bool for_good);
+
   std::string dir_;
   ModelConfig config_;
   std::vector<SafetensorsFile> shards_;

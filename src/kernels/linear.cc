@@ -554,7 +554,9 @@ void LinearRowsBf16Kernel(Bf16Kernel kernel, const float* x, int64_t x_stride, i
 }
 
 void LinearBf16(const float* x, int64_t n, const WeightView& w, float* y) {
-  LinearRowsBf16(LinearBf16Path(), x, w.cols, n, w, 0, w.rows, y, w.rows);
+  const Bf16Path path = LinearBf16Path();
+  const WeightView& v = w.repacked && path == Bf16Path::kAvx512Bf16 ? *w.repacked : w;
+  LinearRowsBf16(path, x, w.cols, n, v, 0, w.rows, y, w.rows);
 }
 
 Numerics ParseNumerics(const std::string& name, const std::string& what) {

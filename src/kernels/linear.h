@@ -88,7 +88,8 @@ Bf16Path LinearBf16Path();
 // kAvx512Bf16 requires DetectCpu().SupportsBf16Dot().
 void LinearRowsBf16(Bf16Path path, const float* x, int64_t x_stride, int64_t n, const WeightView& w,
                     int64_t row_begin, int64_t row_end, float* y, int64_t y_stride);
-// x: [n, w.cols], y: [n, w.rows], on LinearBf16Path().
+// x: [n, w.cols], y: [n, w.rows], on LinearBf16Path(); on the AVX512-BF16 path a weight's
+// repacked copy (WeightView::repacked) when it has one: the same bits, no transposes.
 void LinearBf16(const float* x, int64_t n, const WeightView& w, float* y);
 
 // ---- The model's numerics mode (docs/numerics.md "bf16 numerics", issue #17) ------------------

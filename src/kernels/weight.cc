@@ -6,6 +6,7 @@
 #include <span>
 
 #include "base/error.h"
+#include "base/threads.h"
 #include "format/ggml_types.h"
 
 namespace dsinfer {
@@ -88,9 +89,11 @@ std::shared_ptr<const OwnedWeight> RepackFp8Pairs(const WeightView& w) {
   const int64_t pairs = (w.cols + 1) / 2, tiles = (w.rows + kPairTileRows - 1) / kPairTileRows;
   out->bytes.assign(static_cast<size_t>(tiles * pairs * 2 * kPairTileRows), std::byte{0});
   const auto* src = static_cast<const std::byte*>(w.data);
+  std::byte* const base = out->bytes.data();
+#pragma omp parallel for schedule(static) if (w.rows * w.cols >= (int64_t{1} << 22))
   for (int64_t r = 0; r < w.rows; ++r) {
-    std::byte* dst = out->bytes.data() + (r / kPairTileRows) * pairs * 2 * kPairTileRows +
-                     2 * (r % kPairTileRows);
+    DSINFER_NOTE_THREAD("weight.repack_fp8_pairs");
+    std::byte* dst = base + (r / kPairTileRows) * pairs * 2 * kPairTileRows + 2 * (r % kPairTileRows);
     const std::byte* row = src + r * w.cols;
     for (int64_t c = 0; c < w.cols; ++c) dst[(c / 2) * 2 * kPairTileRows + c % 2] = row[c];
   }
@@ -100,6 +103,7 @@ std::shared_ptr<const OwnedWeight> RepackFp8Pairs(const WeightView& w) {
   out->view.data = out->bytes.data();
   out->view.scales = out->scales.data();
   out->view.bf16_pairs = true;
+  out->view.repacked = nullptr;
   return out;
 }
 

@@ -28,6 +28,10 @@ struct WeightView {
   // not [rows, cols] row-major. Only `LinearRowsBf16`'s AVX512-BF16 path reads such a weight;
   // every other kernel refuses it.
   bool bf16_pairs = false;
+  // FP8 only: this weight repacked for the bf16 kernels (RepackFp8Pairs), when its owner made
+  // one (the model in bf16 numerics): `LinearBf16` multiplies that copy on the AVX512-BF16 path
+  // (the same bits as this view, faster); every other kernel reads this view. Not owned.
+  const WeightView* repacked = nullptr;
 
   int64_t scale_cols() const { return (cols + 127) / 128; }
   int64_t row_bytes() const { return DTypeRowBytes(dtype, cols); }

@@ -128,10 +128,14 @@ std::unique_ptr<Model> Model::Load(const std::string& dir, const LoadOptions& op
         ExpertRangeOf(c.n_routed_experts, options.exchange->rank(), options.exchange->ranks());
   if (!m->ckpt_.shards().empty())  // safetensors; a GGUF file checked its figure when it opened
     CheckWeightsFit(m->ckpt_, options.exchange ? std::optional(m->experts_) : std::nullopt);
+  // bf16 numerics on AVX512-BF16: the FP8 weights it multiplies get their repacked copies, so
+  // decode's GEMV needs no transposes (kernels/weight.h RepackFp8Pairs; docs/numerics.md).
+  const bool repack =
+      options.numerics == Numerics::kBf16 && LinearBf16Path() == Bf16Path::kAvx512Bf16;
   if (options.exchange) {
     m->ep_ = ExpertParallel{
         .exchange = options.exchange, .experts = c.n_routed_experts, .mine = m->experts_};
-    m->weights_ = LoadWeights(m->ckpt_, m->experts_, options.int8_block_activations);
+    m->weights_ = LoadWeights(m->ckpt_, m->experts_, options.int8_block_activations, repack);
     // The other ranks' experts leave this process's memory for good: with the whole checkpoint
     // mapped, readahead and fault-around would otherwise map their pages next to ours.
     const ExpertRange mine = m->experts_;
@@ -140,7 +144,16 @@ std::unique_ptr<Model> Model::Load(const std::string& dir, const LoadOptions& op
       return e >= 0 && !mine.Has(e);
     });
   } else {
-    m->weights_ = LoadWeights(m->ckpt_, std::nullopt, options.int8_block_activations);
+    m->weights_ = LoadWeights(m->ckpt_, std::nullopt, options.int8_block_activations, repack);
+  }
+  if (!m->weights_.repacked_from.empty()) {
+    // The repacked copies are what bf16 numerics read: the originals' pages leave memory (one
+    // copy resident, not two) but stay mapped for f32 numerics (`set_numerics`).
+    std::vector<std::string> names = m->weights_.repacked_from;
+    std::sort(names.begin(), names.end());
+    m->ckpt_.Drop([&names](std::string_view name) {
+      return std::binary_search(names.begin(), names.end(), name);
+    });
   }
   m->rope_ = RopeTable(c.qk_rope_head_dim, c.rope_theta, Yarn(c));
   if (c.index_head_dim && (*c.index_head_dim & (*c.index_head_dim - 1)) != 0)

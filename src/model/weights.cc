@@ -20,8 +20,10 @@ namespace {
 // only re-asserted here (an invariant, not input validation).
 class Loader {
  public:
-  Loader(const Checkpoint& ckpt, bool int8_block_activations)
-      : ckpt_(ckpt), int8_(int8_block_activations) {}
+  // repacked: where the FP8 weights of the bf16 GEMM sites get their repacked copies (null:
+  // none are made).
+  Loader(const Checkpoint& ckpt, bool int8_block_activations, ModelWeights* repacked)
+      : ckpt_(ckpt), int8_(int8_block_activations), repacked_(repacked) {}
 
   bool Has(const std::string& name) const { return ckpt_.Has(name); }
 
@@ -41,6 +43,18 @@ class Loader {
     return w;
   }
 
+  // Linear() of a site the bf16 numerics multiply with `LinearBf16` (docs/numerics.md, "Where
+  // activations are rounded"): an FP8 weight gets its repacked copy when copies are made.
+  WeightView Bf16Site(const std::string& prefix, int64_t rows, int64_t cols) const {
+    WeightView w = Linear(prefix, rows, cols);
+    if (repacked_ != nullptr && w.dtype == DType::kF8E4M3) {
+      repacked_->repacked.push_back(RepackFp8Pairs(w));
+      repacked_->repacked_from.push_back(prefix + ".weight");
+      w.repacked = &repacked_->repacked.back()->view;
+    }
+    return w;
+  }
+
   // A 1-D f32 vector stored as BF16, F16 or F32 (norm weights, biases).
   std::vector<float> Vector(const std::string& name, int64_t n) const {
     TensorView v = Get(name, {n});
@@ -53,18 +67,19 @@ class Loader {
  private:
   const Checkpoint& ckpt_;
   bool int8_;
+  ModelWeights* repacked_;  // where repacked copies go (null: none are made)
 };
 
 MlpWeights LoadMlp(const Loader& ld, const std::string& p, int64_t hidden, int64_t inter) {
-  return MlpWeights{.w1 = ld.Linear(p + ".gate_proj", inter, hidden),
-                    .w2 = ld.Linear(p + ".down_proj", hidden, inter),
-                    .w3 = ld.Linear(p + ".up_proj", inter, hidden)};
+  return MlpWeights{.w1 = ld.Bf16Site(p + ".gate_proj", inter, hidden),
+                    .w2 = ld.Bf16Site(p + ".down_proj", hidden, inter),
+                    .w3 = ld.Bf16Site(p + ".up_proj", inter, hidden)};
 }
 
 IndexerWeights LoadIndexer(const Loader& ld, const ModelConfig& c, const std::string& p) {
   const int64_t heads = *c.index_n_heads, dim = *c.index_head_dim;
-  return IndexerWeights{.wq_b = ld.Linear(p + ".wq_b", heads * dim, *c.q_lora_rank),
-                        .wk = ld.Linear(p + ".wk", dim, c.hidden_size),
+  return IndexerWeights{.wq_b = ld.Bf16Site(p + ".wq_b", heads * dim, *c.q_lora_rank),
+                        .wk = ld.Bf16Site(p + ".wk", dim, c.hidden_size),
                         .k_norm_w = ld.Vector(p + ".k_norm.weight", dim),
                         .k_norm_b = ld.Vector(p + ".k_norm.bias", dim),
                         .weights_proj = ld.Linear(p + ".weights_proj", heads, c.hidden_size)};
@@ -73,17 +88,17 @@ IndexerWeights LoadIndexer(const Loader& ld, const ModelConfig& c, const std::st
 void LoadAttention(const Loader& ld, const ModelConfig& c, const std::string& p, LayerWeights& lw) {
   const int64_t h = c.num_attention_heads, hidden = c.hidden_size;
   if (c.q_lora_rank) {
-    lw.wq_a = ld.Linear(p + ".q_a_proj", *c.q_lora_rank, hidden);
+    lw.wq_a = ld.Bf16Site(p + ".q_a_proj", *c.q_lora_rank, hidden);
     lw.q_norm = ld.Vector(p + ".q_a_layernorm.weight", *c.q_lora_rank);
-    lw.wq_b = ld.Linear(p + ".q_b_proj", h * c.qk_head_dim(), *c.q_lora_rank);
+    lw.wq_b = ld.Bf16Site(p + ".q_b_proj", h * c.qk_head_dim(), *c.q_lora_rank);
   } else {
-    lw.wq_b = ld.Linear(p + ".q_proj", h * c.qk_head_dim(), hidden);
+    lw.wq_b = ld.Bf16Site(p + ".q_proj", h * c.qk_head_dim(), hidden);
   }
-  lw.wkv_a = ld.Linear(p + ".kv_a_proj_with_mqa", c.kv_lora_rank + c.qk_rope_head_dim, hidden);
+  lw.wkv_a = ld.Bf16Site(p + ".kv_a_proj_with_mqa", c.kv_lora_rank + c.qk_rope_head_dim, hidden);
   lw.kv_norm = ld.Vector(p + ".kv_a_layernorm.weight", c.kv_lora_rank);
   lw.wkv_b = ld.Linear(p + ".kv_b_proj", h * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank);
   lw.wuk_t = TransposeHeads(lw.wkv_b, h, c.qk_nope_head_dim + c.v_head_dim, 0, c.qk_nope_head_dim);
-  lw.wo = ld.Linear(p + ".o_proj", hidden, h * c.v_head_dim);
+  lw.wo = ld.Bf16Site(p + ".o_proj", hidden, h * c.v_head_dim);
 }
 
 MoeWeights LoadMoe(const Loader& ld, const ModelConfig& c, const std::string& p,
@@ -164,7 +179,7 @@ WeightMemory EstimateWeightMemory(const Checkpoint& ckpt, std::optional<ExpertRa
 }
 
 ModelWeights LoadWeights(const Checkpoint& ckpt, std::optional<ExpertRange> experts,
-                         bool int8_block_activations) {
+                         bool int8_block_activations, bool repack_bf16) {
   const ModelConfig& c = ckpt.config();
   if (c.scoring_func != "sigmoid")
     throw Error(ckpt.dir() + "/config.json: scoring_func '" + c.scoring_func +
@@ -172,8 +187,8 @@ ModelWeights LoadWeights(const Checkpoint& ckpt, std::optional<ExpertRange> expe
   if (c.has_indexer() && !c.q_lora_rank)
     throw Error(ckpt.dir() + "/config.json: the lightning indexer needs q_lora_rank");
   CheckAgainstTable(ckpt, experts);
-  Loader ld(ckpt, int8_block_activations);
   ModelWeights w;
+  Loader ld(ckpt, int8_block_activations, repack_bf16 ? &w : nullptr);
   w.embed = ld.Linear("model.embed_tokens", c.vocab_size, c.hidden_size);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l)
     w.layers.push_back(LoadLayer(ld, c, l, /*indexer_required=*/true, experts));

@@ -79,6 +79,10 @@ struct ModelWeights {
   std::vector<float> norm;           // [hidden]
   WeightView head;                   // [vocab, hidden]
   std::optional<LayerWeights> mtp;   // layer num_hidden_layers, if present in the checkpoint
+  // The FP8 weights of the bf16 GEMM sites repacked for the bf16 kernels (LoadWeights with
+  // repack_bf16), which their views point at (WeightView::repacked).
+  std::vector<std::shared_ptr<const OwnedWeight>> repacked;
+  std::vector<std::string> repacked_from;  // the tensors they were made from
 };
 
 // Throws Error naming the tensor and the expected dtype/shape for anything missing or wrong
@@ -100,7 +104,10 @@ struct WeightMemory {
 WeightMemory EstimateWeightMemory(const Checkpoint& ckpt,
                                   std::optional<ExpertRange> experts = std::nullopt);
 
+// `repack_bf16`: the FP8 weights that the bf16 numerics multiply with `LinearBf16` (the inputs
+// docs/numerics.md lists) also get a copy repacked for the AVX512-BF16 kernels
+// (RepackFp8Pairs; as many bytes as those weights; the mapped originals stay for f32 numerics).
 ModelWeights LoadWeights(const Checkpoint& ckpt, std::optional<ExpertRange> experts = std::nullopt,
-                         bool int8_block_activations = true);
+                         bool int8_block_activations = true, bool repack_bf16 = false);
 
 }  // namespace dsinfer
