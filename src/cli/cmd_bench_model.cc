@@ -44,7 +44,7 @@ struct Options {
   std::optional<std::string> attention;  // default: dsa,dense (dense alone without an indexer)
   int64_t batch = 512;
   std::string kv_cache = "f32";
-  std::string numerics = "f32";  // comma-separated: f32, bf16 or both (docs/numerics.md)
+  std::string numerics = "auto";  // comma-separated: f32, bf16, auto (docs/numerics.md)
   std::string block_acts = "int8";  // --block-acts int8 | f32
   std::string output = "md";
   std::optional<std::string> output_err;
@@ -529,7 +529,8 @@ BenchRegistrar reg("model", [](CLI::App& bench) -> RunFn {
       ->capture_default_str();
   sub->add_option("--numerics", o->numerics,
                   "Matrix-product numerics, comma-separated: f32 (the reference), bf16 "
-                  "(activations rounded to bf16 at the GEMM inputs; docs/numerics.md) or both")
+                  "(activations rounded to bf16 at the GEMM inputs; docs/numerics.md) or both; "
+                  "auto: bf16 on a CPU with AVX512-BF16, else f32")
       ->capture_default_str();
   AddBlockActsOption(sub, &o->block_acts);
   sub->add_option("-o,--output", o->output, "Output on stdout: md (a table) or json (every sample)")

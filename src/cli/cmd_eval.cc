@@ -30,7 +30,7 @@ struct EvalOptions {
   std::string attention = "dsa";
   std::optional<int64_t> index_topk;
   std::string kv_cache = "f32";
-  NumericsFlags numerics;
+  NumericsFlags numerics{.numerics = "f32"};  // eval and logits: the reference by default
   int64_t max_new = 64;
   int64_t limit = 0;
   int batch = 8;

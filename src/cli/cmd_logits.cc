@@ -33,7 +33,7 @@ struct LogitsOptions {
   std::string attention = "dsa";
   std::optional<int64_t> index_topk;
   std::string kv_cache = "f32";
-  NumericsFlags numerics;
+  NumericsFlags numerics{.numerics = "f32"};  // the reference by default
   std::optional<std::string> mtp_out;
   std::optional<std::string> dump_dir;
   bool expert_memory = false;

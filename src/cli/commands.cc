@@ -66,8 +66,9 @@ void AddBlockActsOption(CLI::App* app, std::string* block_acts) {
 void AddNumericsOptions(CLI::App* app, NumericsFlags* flags) {
   app->add_option("--numerics", flags->numerics,
                   "matrix-product numerics: f32 (the reference) | bf16 (activations rounded to "
-                  "bf16 at the GEMM inputs, DeepSeek's production numerics; docs/numerics.md)")
-      ->check(CLI::IsMember({"f32", "bf16"}))
+                  "bf16 at the GEMM inputs, DeepSeek's production numerics; docs/numerics.md) | "
+                  "auto (bf16 on a CPU with AVX512-BF16, else f32)")
+      ->check(CLI::IsMember({"f32", "bf16", "auto"}))
       ->capture_default_str();
   AddBlockActsOption(app, &flags->block_acts);
 }

@@ -562,7 +562,9 @@ void LinearBf16(const float* x, int64_t n, const WeightView& w, float* y) {
 Numerics ParseNumerics(const std::string& name, const std::string& what) {
   if (name == "f32") return Numerics::kF32;
   if (name == "bf16") return Numerics::kBf16;
-  throw Error(what + ": unknown numerics '" + name + "' (expected f32 or bf16)");
+  if (name == "auto")  // bf16 where its kernels run fast, else the f32 reference
+    return LinearBf16Path() == Bf16Path::kAvx512Bf16 ? Numerics::kBf16 : Numerics::kF32;
+  throw Error(what + ": unknown numerics '" + name + "' (expected f32, bf16 or auto)");
 }
 
 const char* NumericsName(Numerics numerics) { return numerics == Numerics::kBf16 ? "bf16" : "f32"; }

@@ -96,7 +96,8 @@ void LinearBf16(const float* x, int64_t n, const WeightView& w, float* y);
 // kF32: the reference numerics (f32 activations, `Linear`). kBf16: DeepSeek's production
 // numerics at the model's activation-side GEMMs (`LinearBf16`: activations rounded to bf16).
 enum class Numerics : uint8_t { kF32, kBf16 };
-// "f32" | "bf16"; throws Error naming `what` otherwise.
+// "f32" | "bf16" | "auto" (bf16 on a CPU whose AVX512-BF16 path is usable, else f32); throws
+// Error naming `what` otherwise.
 Numerics ParseNumerics(const std::string& name, const std::string& what);
 const char* NumericsName(Numerics numerics);
 

@@ -24,6 +24,19 @@ import subprocess
 import sys
 
 
+def default_numerics():
+    """`--numerics auto`: bf16 where the AVX512-BF16 path is usable (the CPU has it and no
+    DSINFER_ISA below avx512 is forced), else f32."""
+    with open("/proc/cpuinfo") as fh:
+        flags = next((l.split() for l in fh if l.startswith("flags")), [])
+    isa_ok = os.environ.get("DSINFER_ISA", "") in ("", "avx512")
+    has = all(f in flags for f in ("avx512f", "avx512bw", "avx512vl", "avx512_bf16"))
+    return "bf16" if has and isa_ok else "f32"
+
+
+DEFAULT_NUMERICS = default_numerics()
+
+
 def run(args, env=None, expect_rc=0):
     p = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
     if (expect_rc == 0) != (p.returncode == 0):
@@ -110,7 +123,7 @@ def case_output(dsinfer, scratch):
         assert r["test"] == name(d, pp, n), r["test"]
         assert r["model_size"] == nbytes and r["model_n_params"] == params, (r, nbytes, params)
         assert r["n_threads"] == 1 and r["n_batch"] == batch and r["type_kv"] == "f32", r
-        assert r["numerics"] == "f32", r
+        assert r["numerics"] == DEFAULT_NUMERICS, r
         assert r["repetitions"] == reps and r["warmup"] is True, r
         tokens = pp or n
         check_stats(r)
@@ -130,7 +143,7 @@ def case_output(dsinfer, scratch):
     mparams = f"{params / 1e6:.2f} M"
     for row, r in zip(rows, results):
         mean, sd = check_stats(r)
-        assert row[:7] == ["tiny", mib, mparams, r["attention"], "f32", "1", r["test"]], (row, r)
+        assert row[:7] == ["tiny", mib, mparams, r["attention"], DEFAULT_NUMERICS, "1", r["test"]], (row, r)
         md_mean, md_sd = (float(x) for x in row[7].split("±"))
         assert abs(md_mean - mean) <= 0.0051 and abs(md_sd - sd) <= 0.0051, (row, mean, sd)
     assert f"bench model [{len(results)}/{len(results)}]" in p.stderr, p.stderr  # progress
