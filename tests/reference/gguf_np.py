@@ -28,11 +28,13 @@ SCALAR_FMT = {UINT8: "<B", INT8: "<b", UINT16: "<H", INT16: "<h", UINT32: "<I", 
 F32, F16, Q8_0, Q4_K, Q5_K, Q6_K, BF16 = 0, 1, 8, 12, 13, 14, 30
 Q4_0, Q4_1, Q5_0, Q5_1 = 2, 3, 6, 7
 Q2_K, Q3_K = 10, 11
+IQ4_NL, IQ4_XS = 20, 23
 GGML_TYPES = {F32: ("F32", 1, 4), F16: ("F16", 1, 2), Q8_0: ("Q8_0", 32, 34),
               Q4_0: ("Q4_0", 32, 18), Q4_1: ("Q4_1", 32, 20), Q5_0: ("Q5_0", 32, 22),
               Q5_1: ("Q5_1", 32, 24),
               Q4_K: ("Q4_K", 256, 144), Q5_K: ("Q5_K", 256, 176), Q6_K: ("Q6_K", 256, 210),
               Q2_K: ("Q2_K", 256, 84), Q3_K: ("Q3_K", 256, 110),
+              IQ4_NL: ("IQ4_NL", 32, 18), IQ4_XS: ("IQ4_XS", 256, 136),
               BF16: ("BF16", 1, 2)}
 
 
@@ -279,6 +281,38 @@ def _decode_q3_k(b):
     return dl * q
 
 
+# The 16 levels of the IQ4 types: a 4-bit code indexes this non-linear int8 table (denser near 0,
+# where most weights are) instead of being a linear level.
+IQ4_LEVELS = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113],
+                      np.int8)
+
+
+def _iq4_levels(qs):
+    """qs: [..., 16] u8 -> [..., 32] f32 table levels: element i < 16 from the low nibble of
+    qs[i], element i + 16 from its high nibble."""
+    codes = np.concatenate([qs & 15, qs >> 4], axis=-1)
+    return IQ4_LEVELS[codes].astype(np.float32)
+
+
+def _decode_iq4_nl(b):
+    """IQ4_NL: f16 d | qs[16]; x = d * level."""
+    return _f16(b[:, 0:2]) * _iq4_levels(b[:, 2:18])     # [nb, 1] * [nb, 32]
+
+
+def _decode_iq4_xs(b):
+    """IQ4_XS: f16 d | u16 scales_h | scales_l[4] | qs[128]; sub-block j of 32 elements has the
+    6-bit scale ls = nibble j of scales_l (low nibble first) | bits 2j..2j+1 of scales_h << 4;
+    x = (d * (ls - 32)) * level, its codes in qs[16j .. 16j + 15] as in IQ4_NL."""
+    nb = b.shape[0]
+    d = _f16(b[:, 0:2])                                   # [nb, 1]
+    high = b[:, 2:4].copy().view("<u2")                   # [nb, 1]
+    j = np.arange(8)
+    low = (b[:, 4 + j // 2] >> (4 * (j % 2)).astype(np.uint8)) & 15                  # [nb, 8]
+    ls = low.astype(np.int32) | (((high >> (2 * j).astype(np.uint16)) & 3).astype(np.int32) << 4)
+    dl = d * (ls - 32).astype(np.float32)                 # [nb, 8] f32
+    return dl[:, :, None] * _iq4_levels(b[:, 8:136].reshape(nb, 8, 16))   # [nb, 8, 32]
+
+
 def dequantize(type_, raw, n):
     """`n` elements of ggml type `type_` from bytes `raw` -> float32 [n]."""
     name, blk, size = GGML_TYPES[type_]
@@ -303,6 +337,10 @@ def dequantize(type_, raw, n):
         out = _decode_q2_k(b)
     elif type_ == Q3_K:
         out = _decode_q3_k(b)
+    elif type_ == IQ4_NL:
+        out = _decode_iq4_nl(b)
+    elif type_ == IQ4_XS:
+        out = _decode_iq4_xs(b)
     else:
         out = _decode_q6_k(b)
     return out.reshape(-1)
@@ -354,7 +392,8 @@ def edge_blocks(type_, n_blocks, rng):
     _, blk, size = GGML_TYPES[type_]
     b = rng.integers(0, 256, (n_blocks, size), dtype=np.uint8)
     f16_fields = {Q8_0: [0], Q4_K: [0, 2], Q5_K: [0, 2], Q6_K: [208], Q4_0: [0], Q4_1: [0, 2],
-                  Q5_0: [0], Q5_1: [0, 2], Q2_K: [80, 82], Q3_K: [108]}[type_]
+                  Q5_0: [0], Q5_1: [0, 2], Q2_K: [80, 82], Q3_K: [108], IQ4_NL: [0],
+                  IQ4_XS: [0]}[type_]
     for off in f16_fields:
         b[:, off:off + 2] = random_f16(rng, n_blocks).view(np.uint8).reshape(n_blocks, 2)
 

@@ -79,6 +79,20 @@ def scalar_decode(type_, raw):
                 q = ((b[32 + 32 * n + l] >> (2 * j)) & 3) - (0 if (b[l] >> (4 * n + j)) & 1 else 4)
                 out.append((d * f32(scale)) * f32(q))
             continue
+        if type_ in (g.IQ4_NL, g.IQ4_XS):
+            table = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113]
+            d = h(0)
+            for e in range(blk):
+                j, i = divmod(e, 32)                     # sub-block, element within it
+                if type_ == g.IQ4_NL:
+                    scale, qs = d, b[2:18]
+                else:
+                    nibble = (b[4 + j // 2] >> (4 * (j % 2))) & 15
+                    top = (struct.unpack_from("<H", b, 2)[0] >> (2 * j)) & 3
+                    scale, qs = d * f32((nibble | (top << 4)) - 32), b[8 + 16 * j:8 + 16 * j + 16]
+                code = (qs[i] & 15) if i < 16 else (qs[i - 16] >> 4)
+                out.append(scale * f32(table[code]))
+            continue
         assert type_ == g.Q6_K
         d = h(208)
         for e in range(256):
@@ -96,7 +110,7 @@ class DecoderTest(unittest.TestCase):
     def test_vectorised_equals_per_element(self):
         rng = np.random.default_rng(1)
         for type_ in (g.Q8_0, g.Q4_0, g.Q4_1, g.Q5_0, g.Q5_1, g.Q4_K, g.Q5_K, g.Q6_K, g.Q2_K,
-                      g.Q3_K):
+                      g.Q3_K, g.IQ4_NL, g.IQ4_XS):
             _, blk, _ = g.GGML_TYPES[type_]
             raw = g.edge_blocks(type_, 9, rng)
             got = g.dequantize(type_, raw, 9 * blk)
@@ -189,6 +203,61 @@ class DecoderTest(unittest.TestCase):
         b = (struct.pack("<e", 0.25) + struct.pack("<e", 3.0) + bytes([1 << 3, 0, 0, 0]) + bytes(3)
              + bytes([0xC2]) + bytes(12))
         self.assertEqual(g.dequantize(g.Q5_1, b, 32)[3], 7.5)
+
+    def test_hand_worked_iq4_nl(self):
+        # d = 0.5; qs[5] = 0x3E -> element 5 = 0.5 * table[14] = 0.5 * 89, element 21 =
+        # 0.5 * table[3] = 0.5 * -65; qs[0] = 0 -> elements 0 and 16 = 0.5 * -127.
+        b = bytearray(18)
+        b[0:2] = struct.pack("<e", 0.5)
+        b[2 + 5] = 0x3E
+        y = g.dequantize(g.IQ4_NL, bytes(b), 32)
+        self.assertEqual((y[5], y[21], y[0], y[16]), (44.5, -32.5, -63.5, -63.5))
+        # d = -2 (negative), code 8 (level 1) and 15 (113): -2, -226.
+        b = struct.pack("<e", -2.0) + bytes([0xF8]) + bytes(15)
+        y = g.dequantize(g.IQ4_NL, b, 32)
+        self.assertEqual((y[0], y[16]), (-2.0, -226.0))
+        # The smallest f16 subnormal 2^-24 and +inf: products stay f32 (2^-24 * -127 exact; inf
+        # times a level is ±inf, never NaN, since 0 is not a level).
+        b = struct.pack("<H", 0x0001) + bytes([0xC0]) + bytes(15)
+        y = g.dequantize(g.IQ4_NL, b, 32)
+        self.assertEqual((y[0], y[16]), (np.float32(2.0 ** -24 * -127), np.float32(2.0 ** -24 * 53)))
+        b = struct.pack("<H", 0x7C00) + bytes([0xC0]) + bytes(15)
+        y = g.dequantize(g.IQ4_NL, b, 32)
+        self.assertEqual((y[0], y[16]), (-np.inf, np.inf))
+
+    def test_hand_worked_iq4_xs(self):
+        # d = 0.25. Sub-block 3: low nibble = high nibble of scales_l[1], top bits = scales_h
+        # bits 6-7: ls = 0x5 | (2 << 4) = 37 -> dl = 0.25 * 5. Its element 2 reads the low nibble
+        # of qs[48 + 2] = 0xA1 (code 1: -104), element 18 the high nibble (code 10: 25).
+        # Sub-block 0 (every scale bit 0): ls = 0 -> dl = 0.25 * -32 = -8; element 0 code 0 ->
+        # -8 * -127. Sub-block 7: all six scale bits set -> ls = 63 -> dl = 0.25 * 31; element
+        # 224 + 31 reads the high nibble of qs[112 + 15] = 0xF0 (code 15: 113). Sub-block 6:
+        # ls = 32 (top bits 2, low 0) -> dl = 0 and every element is 0.
+        b = bytearray(136)
+        b[0:2] = struct.pack("<e", 0.25)
+        b[2:4] = struct.pack("<H", (2 << 6) | (3 << 14) | (2 << 12))
+        b[4 + 1] = 0x5 << 4
+        b[4 + 3] = 0xF << 4
+        b[8 + 48 + 2] = 0xA1
+        b[8 + 112 + 15] = 0xF0
+        b[8 + 96:8 + 112] = bytes([0xFF]) * 16
+        y = g.dequantize(g.IQ4_XS, bytes(b), 256)
+        self.assertEqual((y[96 + 2], y[96 + 18]), (0.25 * 5 * -104, 0.25 * 5 * 25))
+        self.assertEqual(y[0], -8 * -127)
+        self.assertEqual(y[224 + 31], 0.25 * 31 * 113)
+        self.assertEqual(y[224], 0.25 * 31 * -127)
+        self.assertTrue((y[192:224] == 0).all())
+        # d = +inf: sub-blocks with ls != 32 give ±inf; ls = 32 gives inf * 0 = NaN (f32 product).
+        b[0:2] = struct.pack("<H", 0x7C00)
+        with np.errstate(invalid="ignore"):
+            y = g.dequantize(g.IQ4_XS, bytes(b), 256)
+        self.assertEqual((y[0], y[96 + 2]), (np.inf, -np.inf))
+        self.assertTrue(np.isnan(y[192:224]).all())
+        # d = -(largest subnormal) = -1023 * 2^-24 with ls = 63: dl is computed in f32 first.
+        b[0:2] = struct.pack("<H", 0x83FF)
+        y = g.dequantize(g.IQ4_XS, bytes(b), 256)
+        dl = np.float32(-1023 * 2.0 ** -24) * np.float32(31)
+        self.assertEqual(y[224 + 31], dl * np.float32(113))
 
     def test_hand_worked_q8_0(self):
         b = struct.pack("<e", -0.5) + bytes([0x80, 0x7F]) + bytes(30)
