@@ -92,7 +92,9 @@ def tensor_nbytes(type_, dims):
 
 def write_gguf(path, metadata, tensors, version=3):
     """`tensors`: list of (name, ggml type, dims, raw bytes). Data laid out in order, each
-    tensor at the next multiple of the alignment (from `general.alignment` if present)."""
+    tensor at the next multiple of the alignment (from `general.alignment` if present), and the
+    last one padded to it too, as ggml writes: ggml's reader reads the data section as the sum of
+    the padded sizes and refuses a file that ends sooner."""
     align = DEFAULT_ALIGNMENT
     for key, v in metadata:
         if key == "general.alignment":
@@ -109,6 +111,7 @@ def write_gguf(path, metadata, tensors, version=3):
         for info, (_, _, _, raw) in zip(infos, tensors):
             f.write(b"\0" * (data_start + info["offset"] - f.tell()))
             f.write(raw)
+        f.write(b"\0" * (data_start + offset - f.tell()))
     return infos
 
 
