@@ -15,6 +15,13 @@
 //   llama_oracle quantize IN.gguf OUT.gguf TYPE [--threads N]
 //       llama.cpp's own quantisation (what llama-quantize does): TYPE is a llama.cpp file
 //       type name (Q4_K_M, Q5_K_M, Q6_K, Q8_0, Q4_0, Q3_K_M, Q2_K, IQ4_XS, F16, BF16, F32).
+//   llama_oracle dequant FILE.gguf --out DIR [--tensors a,b,...]
+//       ggml's own block decoding: reads the file with ggml's GGUF reader (gguf.h, data loaded
+//       into a ggml context) and writes each tensor (all, or those listed) decoded by its type's
+//       `to_float` (ggml_get_type_traits, the reference decoders of ggml-base; F32 copied) as
+//       DIR/<tensor name>.npy, little-endian f32 in NumPy order (shape = reversed ne, n_dims
+//       of them). Prints one line per tensor: "<name> <ggml type name> <elements>". The
+//       bitwise truth for tests/reference/gguf_np.py's decoders (tests/llamacpp/check_dequant.py).
 //
 // Exit status 0 on success, 1 with a message on stderr otherwise.
 
@@ -26,6 +33,8 @@
 #include <vector>
 
 #include "ggml-backend.h"
+#include "ggml.h"
+#include "gguf.h"
 #include "llama.h"
 
 namespace {
@@ -89,10 +98,14 @@ bool CaptureSelections(ggml_tensor* t, bool ask, void*) {
   return true;
 }
 
-// A .npy file (format 1.0) of int32 [rows, cols].
-bool WriteNpyInt32(const std::string& path, const std::vector<int32_t>& values, int64_t rows, int64_t cols) {
-  std::string header = "{'descr': '<i4', 'fortran_order': False, 'shape': (" + std::to_string(rows) + ", " +
-                       std::to_string(cols) + "), }";
+// A .npy file (format 1.0) of `count` little-endian elements ("<i4" or "<f4") of `shape`
+// (x86-64 is little-endian, so the values are written as they are in memory).
+template <typename T>
+bool WriteNpy(const std::string& path, const char* descr, const T* values, size_t count,
+              const std::vector<int64_t>& shape) {
+  std::string dims;
+  for (int64_t n : shape) dims += std::to_string(n) + ", ";
+  std::string header = std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': (" + dims + "), }";
   while ((10 + header.size() + 1) % 64 != 0) header += ' ';
   header += '\n';
   FILE* out = std::fopen(path.c_str(), "wb");
@@ -101,9 +114,14 @@ bool WriteNpyInt32(const std::string& path, const std::vector<int32_t>& values, 
   const uint16_t length = static_cast<uint16_t>(header.size());
   bool ok = std::fwrite(magic, 1, 8, out) == 8 && std::fwrite(&length, 2, 1, out) == 1 &&
             std::fwrite(header.data(), 1, header.size(), out) == header.size() &&
-            std::fwrite(values.data(), sizeof(int32_t), values.size(), out) == values.size();
+            std::fwrite(values, sizeof(T), count, out) == count;
   ok = std::fclose(out) == 0 && ok;
   return ok;
+}
+
+// A .npy file of int32 [rows, cols].
+bool WriteNpyInt32(const std::string& path, const std::vector<int32_t>& values, int64_t rows, int64_t cols) {
+  return WriteNpy(path, "<i4", values.data(), values.size(), {rows, cols});
 }
 
 bool ParseIds(const std::string& text, std::vector<llama_token>* ids) {
@@ -241,6 +259,81 @@ int Quantize(int argc, char** argv) {
   return 0;
 }
 
+std::vector<std::string> SplitNames(const std::string& text) {
+  std::vector<std::string> names;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t comma = text.find(',', start);
+    names.push_back(text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return names;
+}
+
+// One tensor through ggml's decoder into DIR/<name>.npy ('/' in a name becomes '_').
+bool DequantTensor(const ggml_tensor* t, const std::string& dir, std::string* error) {
+  const int64_t n = ggml_nelements(t);
+  std::vector<float> values(static_cast<size_t>(n));
+  if (t->type == GGML_TYPE_F32) {
+    std::memcpy(values.data(), t->data, values.size() * sizeof(float));
+  } else {
+    const ggml_type_traits* traits = ggml_get_type_traits(t->type);
+    if (traits->to_float == nullptr) {
+      *error = std::string("ggml has no decoder for ") + ggml_type_name(t->type) + " (tensor " + t->name + ")";
+      return false;
+    }
+    traits->to_float(t->data, values.data(), n);
+  }
+  std::vector<int64_t> shape;
+  for (int d = ggml_n_dims(t) - 1; d >= 0; --d) shape.push_back(t->ne[d]);
+  std::string file = t->name;
+  for (char& c : file) c = c == '/' ? '_' : c;
+  if (!WriteNpy(dir + "/" + file + ".npy", "<f4", values.data(), values.size(), shape)) {
+    *error = "cannot write " + dir + "/" + file + ".npy";
+    return false;
+  }
+  std::printf("%s %s %lld\n", t->name, ggml_type_name(t->type), static_cast<long long>(n));
+  return true;
+}
+
+int Dequant(int argc, char** argv) {
+  if (argc < 3) return Fail("usage: llama_oracle dequant FILE.gguf --out DIR [--tensors a,b,...]");
+  const std::string path = argv[2];
+  std::string out_dir;
+  std::vector<std::string> wanted;
+  for (int i = 3; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (i + 1 >= argc) return Fail("flag " + flag + " needs a value");
+    const std::string value = argv[++i];
+    if (flag == "--out") out_dir = value;
+    else if (flag == "--tensors") wanted = SplitNames(value);
+    else return Fail("unknown flag " + flag);
+  }
+  if (out_dir.empty()) return Fail("dequant needs --out");
+  ggml_context* data = nullptr;
+  gguf_init_params params = {/*no_alloc=*/false, /*ctx=*/&data};
+  gguf_context* file = gguf_init_from_file(path.c_str(), params);
+  if (file == nullptr) return Fail("ggml could not read " + path);
+  std::vector<std::string> names = wanted;
+  if (names.empty()) {
+    for (int64_t i = 0; i < gguf_get_n_tensors(file); ++i) names.push_back(gguf_get_tensor_name(file, i));
+  }
+  int status = 0;
+  for (const std::string& name : names) {
+    const ggml_tensor* t = ggml_get_tensor(data, name.c_str());
+    std::string error;
+    if (t == nullptr) error = "no tensor '" + name + "' in " + path;
+    if (t == nullptr || !DequantTensor(t, out_dir, &error)) {
+      status = Fail(error);
+      break;
+    }
+  }
+  ggml_free(data);
+  gguf_free(file);
+  return status;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -255,11 +348,12 @@ int main(int argc, char** argv) {
     ggml_backend_load_all();
   }
   llama_backend_init();
-  if (argc < 2) return Fail("usage: llama_oracle logits|quantize ...");
+  if (argc < 2) return Fail("usage: llama_oracle logits|quantize|dequant ...");
   const std::string command = argv[1];
   int status = 1;
   if (command == "logits") status = Logits(argc, argv);
   else if (command == "quantize") status = Quantize(argc, argv);
+  else if (command == "dequant") status = Dequant(argc, argv);
   else status = Fail("unknown command '" + command + "'");
   llama_backend_free();
   return status;
