@@ -6,7 +6,8 @@
 #
 #   scripts/llamacpp.sh          build/llamacpp/bin/llama_oracle (tests/llamacpp/llama_oracle.cc
 #                                against the prebuilt libraries: llama.cpp's GGUF reader, its
-#                                quantiser and its deepseek2/deepseek32 forward pass)
+#                                quantiser, ggml's block decoders and its deepseek2/deepseek32
+#                                forward pass)
 #   scripts/llamacpp.sh --bench  also builds llama.cpp's llama-bench and llama-quantize from
 #                                the same source for this CPU (GGML_NATIVE; ~10 min on 2 cores)
 #
