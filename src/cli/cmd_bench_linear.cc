@@ -166,20 +166,22 @@ struct WeightKind {
 
 WeightKind ParseDtype(const std::string& d) {
   static const std::vector<WeightKind> kinds = {
-      {DType::kF8E4M3, false, "fp8"},  {DType::kBF16, false, "bf16"},
-      {DType::kF16, false, "f16"},     {DType::kF32, false, "f32"},
-      {DType::kQ8_0, false, "q8_0"},   {DType::kQ4_K, false, "q4_k"},
-      {DType::kQ5_K, false, "q5_k"},   {DType::kQ6_K, false, "q6_k"},
-      {DType::kQ8_0, true, "q8_0.i8"}, {DType::kQ4_K, true, "q4_k.i8"},
-      {DType::kQ5_K, true, "q5_k.i8"}, {DType::kQ6_K, true, "q6_k.i8"},
-      {DType::kQ2_K, false, "q2_k"},   {DType::kQ3_K, false, "q3_k"},
-      {DType::kQ2_K, true, "q2_k.i8"}, {DType::kQ3_K, true, "q3_k.i8"}};
+      {DType::kF8E4M3, false, "fp8"},      {DType::kBF16, false, "bf16"},
+      {DType::kF16, false, "f16"},         {DType::kF32, false, "f32"},
+      {DType::kQ8_0, false, "q8_0"},       {DType::kQ4_K, false, "q4_k"},
+      {DType::kQ5_K, false, "q5_k"},       {DType::kQ6_K, false, "q6_k"},
+      {DType::kQ8_0, true, "q8_0.i8"},     {DType::kQ4_K, true, "q4_k.i8"},
+      {DType::kQ5_K, true, "q5_k.i8"},     {DType::kQ6_K, true, "q6_k.i8"},
+      {DType::kQ2_K, false, "q2_k"},       {DType::kQ3_K, false, "q3_k"},
+      {DType::kQ2_K, true, "q2_k.i8"},     {DType::kQ3_K, true, "q3_k.i8"},
+      {DType::kIQ4_NL, false, "iq4_nl"},   {DType::kIQ4_XS, false, "iq4_xs"},
+      {DType::kIQ4_NL, true, "iq4_nl.i8"}, {DType::kIQ4_XS, true, "iq4_xs.i8"}};
   for (const WeightKind& k : kinds)
     if (k.name == d) return k;
   throw Error("--dtype '" + d +
               "': expected fp8, bf16, f16, f32, q8_0, q4_k, q5_k, q6_k, q8_0.i8, q4_k.i8, "
-              "q5_k.i8, q6_k.i8, q2_k, q3_k, q2_k.i8 or q3_k.i8 (or a comma-separated list of "
-              "them)");
+              "q5_k.i8, q6_k.i8, q2_k, q3_k, q2_k.i8, q3_k.i8, iq4_nl, iq4_xs, iq4_nl.i8 or "
+              "iq4_xs.i8 (or a comma-separated list of them)");
 }
 
 // One synthetic weight matrix with its storage.
@@ -215,9 +217,10 @@ Weight MakeWeight(const WeightKind& kind, int64_t rows, int64_t cols, uint64_t s
   if (dtype == DType::kF8E4M3) {
     w.scales.resize(((rows + 127) / 128) * ((cols + 127) / 128));
     for (float& s : w.scales) s = 1e-4f + (Next(state) % 1000) * 1e-6f;
-  } else if (IsBlockDType(dtype)) {  // small finite f16 scales (d, and dmin for Q4_K/Q5_K)
+  } else if (IsBlockDType(dtype)) {  // small finite f16 scales (d, and dmin where the type has one)
     const size_t bb = DTypeSize(dtype);
-    const std::vector<size_t> fields = dtype == DType::kQ8_0   ? std::vector<size_t>{0}
+    const bool one_d = dtype == DType::kQ8_0 || dtype == DType::kIQ4_NL || dtype == DType::kIQ4_XS;
+    const std::vector<size_t> fields = one_d                   ? std::vector<size_t>{0}
                                        : dtype == DType::kQ6_K ? std::vector<size_t>{208}
                                        : dtype == DType::kQ2_K ? std::vector<size_t>{80, 82}
                                        : dtype == DType::kQ3_K ? std::vector<size_t>{108}
@@ -609,8 +612,8 @@ RunFn AddLinearBench(CLI::App& bench, bool gemm) {
   sub->add_option(
          "--dtype", o->dtypes,
          "Weight dtypes, comma-separated: fp8 (default), bf16, f16, f32, q8_0, q4_k, q5_k, "
-         "q6_k, q2_k, q3_k, q8_0.i8, q4_k.i8, q5_k.i8, q6_k.i8, q2_k.i8, q3_k.i8 (int8 "
-         "activations)")
+         "q6_k, q2_k, q3_k, iq4_nl, iq4_xs, q8_0.i8, q4_k.i8, q5_k.i8, q6_k.i8, q2_k.i8, "
+         "q3_k.i8, iq4_nl.i8, iq4_xs.i8 (int8 activations)")
       ->delimiter(',');
   sub->add_option("--seconds", o->seconds, "Time per measurement")->check(CLI::Range(0.0, 60.0));
   AddThreadsOption(sub);

@@ -15,7 +15,7 @@ struct DTypeEntry {
 };
 
 // The safetensors dtype spellings (huggingface/safetensors `Dtype`).
-constexpr std::array<DTypeEntry, 21> kDTypes = {{
+constexpr std::array<DTypeEntry, 23> kDTypes = {{
     {DType::kBool, "BOOL", 1},
     {DType::kU8, "U8", 1},
     {DType::kI8, "I8", 1},
@@ -38,6 +38,8 @@ constexpr std::array<DTypeEntry, 21> kDTypes = {{
     {DType::kQ6_K, "Q6_K", 210, 256},
     {DType::kQ2_K, "Q2_K", 84, 256},
     {DType::kQ3_K, "Q3_K", 110, 256},
+    {DType::kIQ4_NL, "IQ4_NL", 18, 32},
+    {DType::kIQ4_XS, "IQ4_XS", 136, 256},
 }};
 
 const DTypeEntry& Entry(DType t) {

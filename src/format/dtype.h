@@ -9,7 +9,8 @@
 //    NaN stays NaN (quiet, sign kept).
 //  * f16: IEEE binary16, nearest even with gradual underflow, overflow → Inf, NaN stays NaN.
 //  * ue8m0: the power-of-two activation scale of DeepSeek's `act_quant` (docs/model.md §6.2).
-//  * Q8_0, Q2_K-Q6_K: ggml block types (format/ggml_types.h has the layouts), which only
+//  * Q8_0, Q2_K-Q6_K, IQ4_NL, IQ4_XS: ggml block types (format/ggml_types.h has the layouts), which
+//  only
 //    GGUF files hold. Their elements are not addressable one by one: a row of `cols` elements
 //    is cols / DTypeBlockElems whole blocks of DTypeSize bytes (DTypeRowBytes). Safetensors
 //    never carries them (ParseDType does not know their names).
@@ -47,6 +48,8 @@ enum class DType : uint8_t {
   kQ6_K,
   kQ2_K,
   kQ3_K,
+  kIQ4_NL,  // non-linear 4-bit (a 16-entry table of int8 levels): 32 elements per block
+  kIQ4_XS,  // the same levels in 256-element super-blocks with 6-bit sub-block scales
 };
 
 // The safetensors spelling, e.g. "F8_E4M3", "BF16", "I64" (ggml's for the block types: "Q4_K").
@@ -56,7 +59,8 @@ std::string_view DTypeName(DType t);
 std::optional<DType> ParseDType(std::string_view name);
 // Bytes per element; for a block type, bytes per block.
 size_t DTypeSize(DType t);
-// Elements per block: 1, except the ggml block types (32 for Q8_0, 256 for the K-quants).
+// Elements per block: 1, except the ggml block types (32 for Q8_0 and IQ4_NL, 256 for the
+// K-quants and IQ4_XS).
 int64_t DTypeBlockElems(DType t);
 inline bool IsBlockDType(DType t) { return DTypeBlockElems(t) > 1; }
 // Bytes of a row of `cols` elements (a multiple of DTypeBlockElems for a block type).

@@ -16,17 +16,18 @@ namespace {
 
 constexpr int64_t kQK = 256;  // elements per K-quant super-block (ggml's QK_K)
 
-constexpr std::array<GgmlTypeInfo, 20> kTypes = {{
-    {GgmlType::kF32, "F32", 1, 4, true},       {GgmlType::kF16, "F16", 1, 2, true},
-    {GgmlType::kQ4_0, "Q4_0", 32, 18, true},   {GgmlType::kQ4_1, "Q4_1", 32, 20, true},
-    {GgmlType::kQ5_0, "Q5_0", 32, 22, true},   {GgmlType::kQ5_1, "Q5_1", 32, 24, true},
-    {GgmlType::kQ8_0, "Q8_0", 32, 34, true},   {GgmlType::kQ8_1, "Q8_1", 32, 36, false},
-    {GgmlType::kQ2_K, "Q2_K", kQK, 84, true},  {GgmlType::kQ3_K, "Q3_K", kQK, 110, true},
-    {GgmlType::kQ4_K, "Q4_K", kQK, 144, true}, {GgmlType::kQ5_K, "Q5_K", kQK, 176, true},
-    {GgmlType::kQ6_K, "Q6_K", kQK, 210, true}, {GgmlType::kQ8_K, "Q8_K", kQK, 292, false},
-    {GgmlType::kI8, "I8", 1, 1, false},        {GgmlType::kI16, "I16", 1, 2, false},
-    {GgmlType::kI32, "I32", 1, 4, false},      {GgmlType::kI64, "I64", 1, 8, false},
-    {GgmlType::kF64, "F64", 1, 8, false},      {GgmlType::kBF16, "BF16", 1, 2, true},
+constexpr std::array<GgmlTypeInfo, 22> kTypes = {{
+    {GgmlType::kF32, "F32", 1, 4, true},         {GgmlType::kF16, "F16", 1, 2, true},
+    {GgmlType::kQ4_0, "Q4_0", 32, 18, true},     {GgmlType::kQ4_1, "Q4_1", 32, 20, true},
+    {GgmlType::kQ5_0, "Q5_0", 32, 22, true},     {GgmlType::kQ5_1, "Q5_1", 32, 24, true},
+    {GgmlType::kQ8_0, "Q8_0", 32, 34, true},     {GgmlType::kQ8_1, "Q8_1", 32, 36, false},
+    {GgmlType::kQ2_K, "Q2_K", kQK, 84, true},    {GgmlType::kQ3_K, "Q3_K", kQK, 110, true},
+    {GgmlType::kQ4_K, "Q4_K", kQK, 144, true},   {GgmlType::kQ5_K, "Q5_K", kQK, 176, true},
+    {GgmlType::kQ6_K, "Q6_K", kQK, 210, true},   {GgmlType::kQ8_K, "Q8_K", kQK, 292, false},
+    {GgmlType::kI8, "I8", 1, 1, false},          {GgmlType::kI16, "I16", 1, 2, false},
+    {GgmlType::kI32, "I32", 1, 4, false},        {GgmlType::kI64, "I64", 1, 8, false},
+    {GgmlType::kF64, "F64", 1, 8, false},        {GgmlType::kBF16, "BF16", 1, 2, true},
+    {GgmlType::kIQ4_NL, "IQ4_NL", 32, 18, true}, {GgmlType::kIQ4_XS, "IQ4_XS", kQK, 136, true},
 }};
 
 uint16_t LoadU16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
@@ -137,6 +138,30 @@ void DecodeQ3_K(const uint8_t* b, float* y) {
   }
 }
 
+// IQ4_NL block: f16 d | u8 qs[16]; element i < 16 the level of qs[i]'s low nibble, i + 16 of
+// its high nibble, times d.
+void DecodeIQ4_NL(const uint8_t* b, float* y) {
+  const float d = LoadF16(b);
+  for (int i = 0; i < 16; ++i) {
+    y[i] = d * static_cast<float>(kIq4Levels[b[2 + i] & 0xF]);
+    y[i + 16] = d * static_cast<float>(kIq4Levels[b[2 + i] >> 4]);
+  }
+}
+
+// IQ4_XS super-block: f16 d | u16 scales_h | u8 scales_l[4] | u8 qs[128]; sub-block j's step
+// dl_j = d · (ls_j − 32), its 32 elements as an IQ4_NL block's on qs[16j..16j+15].
+void DecodeIQ4_XS(const uint8_t* b, float* y) {
+  const float d = LoadF16(b);
+  const uint8_t* qs = b + 8;
+  for (int j = 0; j < 8; ++j) {
+    const float dl = d * static_cast<float>(Iq4XsScale(b, j) - 32);
+    for (int i = 0; i < 16; ++i) {
+      y[32 * j + i] = dl * static_cast<float>(kIq4Levels[qs[16 * j + i] & 0xF]);
+      y[32 * j + i + 16] = dl * static_cast<float>(kIq4Levels[qs[16 * j + i] >> 4]);
+    }
+  }
+}
+
 }  // namespace
 
 const GgmlTypeInfo* FindGgmlType(uint32_t id) {
@@ -171,6 +196,10 @@ std::optional<DType> DTypeOfGgml(GgmlType t) {
       return DType::kQ2_K;
     case GgmlType::kQ3_K:
       return DType::kQ3_K;
+    case GgmlType::kIQ4_NL:
+      return DType::kIQ4_NL;
+    case GgmlType::kIQ4_XS:
+      return DType::kIQ4_XS;
     default:
       return std::nullopt;
   }
@@ -190,6 +219,10 @@ GgmlType GgmlOfBlockDType(DType t) {
       return GgmlType::kQ2_K;
     case DType::kQ3_K:
       return GgmlType::kQ3_K;
+    case DType::kIQ4_NL:
+      return GgmlType::kIQ4_NL;
+    case DType::kIQ4_XS:
+      return GgmlType::kIQ4_XS;
     default:
       break;
   }
@@ -266,6 +299,12 @@ void DequantizeRow(GgmlType t, std::span<const std::byte> src, std::span<float> 
       break;
     case GgmlType::kQ3_K:
       for (int64_t i = 0; i < blocks; ++i) DecodeQ3_K(s + 110 * i, y + kQK * i);
+      break;
+    case GgmlType::kIQ4_NL:
+      for (int64_t i = 0; i < blocks; ++i) DecodeIQ4_NL(s + 18 * i, y + 32 * i);
+      break;
+    case GgmlType::kIQ4_XS:
+      for (int64_t i = 0; i < blocks; ++i) DecodeIQ4_XS(s + 136 * i, y + kQK * i);
       break;
     default:
       DSINFER_CHECK(false, "decodable type without a decoder: " + std::string(info.name));

@@ -44,6 +44,16 @@
 //      (scales[8 + g % 4] >> 2 (g / 4)) & 3. Element e (n, j as Q2_K, l = e % 32):
 //      q = ((qs[32n + l] >> 2j) & 3) - (bit 4n + j of hmask[l] set ? 0 : 4), in -4..3;
 //      x = (d * s_{e/16}) * q, each product rounded to f32.
+//  * IQ4_NL (20): 32 elements, 18 bytes = f16 d | u8 qs[16]. Element i < 16: index
+//      qs[i] & 15, element i + 16: qs[i] >> 4; x = d * kIq4Levels[index], rounded to f32.
+//      kIq4Levels, ggml's `kvalues_iq4nl`: -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25,
+//      38, 53, 69, 89, 113 (non-uniform int8 levels, denser near zero).
+//  * IQ4_XS (23): 256 elements, 136 bytes = f16 d | u16 scales_h | u8 scales_l[4] | u8 qs[128].
+//      8 sub-blocks of 32; sub-block j has the 6-bit scale
+//      ls_j = ((scales_l[j / 2] >> 4 (j % 2)) & 15) | ((scales_h >> 2j) & 3) << 4, and
+//      dl_j = d * (ls_j - 32) (rounded to f32). Element i < 16 of sub-block j: index
+//      qs[16j + i] & 15, element i + 16: qs[16j + i] >> 4; x = dl_j * kIq4Levels[index].
+//    (llama.cpp's IQ4_XS files fall back to IQ4_NL for rows that are not whole 256-blocks.)
 //
 // The other types below are recognised (so that a file listing them parses and names them)
 // but not decoded yet: DequantizeRow throws `Error` naming the type.
@@ -75,6 +85,8 @@ enum class GgmlType : uint32_t {
   kQ5_K = 13,
   kQ6_K = 14,
   kQ8_K = 15,
+  kIQ4_NL = 20,
+  kIQ4_XS = 23,
   kI8 = 24,
   kI16 = 25,
   kI32 = 26,
@@ -105,7 +117,7 @@ void DequantizeRow(GgmlType t, std::span<const std::byte> src, std::span<float> 
                    std::string_view what = "");
 
 // The engine's DType of a ggml type that stays in its storage form: F32, F16, BF16 and the
-// block types Q8_0, Q4_K, Q5_K, Q6_K, Q2_K, Q3_K; nullopt for the others.
+// block types Q8_0, Q4_K, Q5_K, Q6_K, Q2_K, Q3_K, IQ4_NL, IQ4_XS; nullopt for the others.
 std::optional<DType> DTypeOfGgml(GgmlType t);
 // The ggml type of a block DType (IsBlockDType(t) must hold).
 GgmlType GgmlOfBlockDType(DType t);
@@ -115,5 +127,14 @@ GgmlType GgmlOfBlockDType(DType t);
 // their low 4 bits in the nibbles of bytes 8-11 (scale low, min high) and their top 2 bits in
 // the top 2 bits of bytes 0-3 (scale) and 4-7 (min).
 void UnpackK4Scale(const uint8_t* scales, int j, uint8_t* sc, uint8_t* m);
+
+// The 16 int8 levels of IQ4_NL and IQ4_XS (ggml's kvalues_iq4nl), by 4-bit index.
+inline constexpr int8_t kIq4Levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                          1,    13,   25,  38,  53,  69,  89,  113};
+// The 6-bit scale ls_j (0..63, before the −32) of sub-block j (0..7) of an IQ4_XS block `b`.
+inline int Iq4XsScale(const uint8_t* b, int j) {
+  const int scales_h = b[2] | (b[3] << 8);
+  return ((b[4 + j / 2] >> (4 * (j % 2))) & 15) | (((scales_h >> (2 * j)) & 3) << 4);
+}
 
 }  // namespace dsinfer

@@ -128,8 +128,8 @@ class Builder {
   const GgufFile& File(const std::string& g) const { return b_->files[index_.at(g).first]; }
 
   // HF tensor `hf` [shape] = rows [row0, row0 + rows) of GGUF tensor `t` (rows of dims[0]).
-  // F32/F16/BF16 and the block types Q8_0/Q4_K/Q5_K/Q6_K/Q2_K/Q3_K stay in the mapped file as they are
-  // (a block type's rows are whole blocks); `decode` makes an owned f32 copy instead.
+  // F32/F16/BF16 and the block types (Q8_0, Q2_K-Q6_K, IQ4_NL, IQ4_XS) stay in the mapped file as
+  // they are (a block type's rows are whole blocks); `decode` makes an owned f32 copy instead.
   void Add(const std::string& hf, const std::vector<int64_t>& shape, const GgufTensorInfo& t,
            int64_t row0 = 0, bool decode = false) {
     int64_t numel = 1;

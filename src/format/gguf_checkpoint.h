@@ -5,7 +5,7 @@
 //  * llama.cpp names → HF names; stacked experts (`ffn_*_exps`, [n_expert, out, in]) are cut
 //    into per-expert tensors; MLA's `kv_b_proj` is rebuilt from `attn_k_b` / `attn_v_b` (recent
 //    converters split it, k_b transposed per head) or taken from `attn_kv_b` (older files);
-//  * F32 / F16 / BF16 tensors and the quantised ones (Q8_0, Q2_K-Q6_K) stay mmapped as
+//  * F32 / F16 / BF16 tensors and the quantised ones (Q8_0, Q2_K-Q6_K, IQ4_*) stay mmapped as
 //    the file stores them (zero copy; quantised rows are whole ggml blocks, which the kernels
 //    multiply directly: kernels/qblocks.h). Only MLA's kv_b is decoded into owned f32: rebuilt
 //    from attn_k_b / attn_v_b, or a quantised attn_kv_b (the model transposes its per-head

@@ -188,6 +188,43 @@ DSINFER_AVX512 void WalkQ3_K(const uint8_t* b, int64_t blocks, Sink& sink) {
   }
 }
 
+// IQ4_NL / IQ4_XS: 16 bytes of 4-bit indices → the 32 elements step·level (one rounding each),
+// the low nibbles first; the levels are looked up by a byte shuffle of kIq4Levels.
+DSINFER_AVX512 inline void Iq4Step(const uint8_t* qs, float step, __m512& w0, __m512& w1) {
+  const __m128i levels = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4Levels));
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m128i low4 = _mm_set1_epi8(0x0F);
+  const __m128i lo = _mm_shuffle_epi8(levels, _mm_and_si128(q, low4));
+  const __m128i hi = _mm_shuffle_epi8(levels, _mm_and_si128(_mm_srli_epi16(q, 4), low4));
+  const __m512 d = _mm512_set1_ps(step);
+  w0 = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo)));
+  w1 = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi)));
+}
+
+// IQ4_NL block: f16 d | qs[16].
+template <class Sink>
+DSINFER_AVX512 void WalkIQ4_NL(const uint8_t* b, int64_t blocks, Sink& sink) {
+  for (int64_t i = 0; i < blocks; ++i, b += 18) {
+    __m512 w0, w1;
+    Iq4Step(b + 2, _cvtsh_ss(U16(b)), w0, w1);
+    sink.Step(32 * i, w0, w1);
+  }
+}
+
+// IQ4_XS super-block: f16 d | scales_h | scales_l[4] | qs[128]; sub-block j: step
+// d · (ls_j − 32) on qs[16j..16j+15].
+template <class Sink>
+DSINFER_AVX512 void WalkIQ4_XS(const uint8_t* b, int64_t blocks, Sink& sink) {
+  for (int64_t i = 0; i < blocks; ++i, b += 136) {
+    const float d = _cvtsh_ss(U16(b));
+    for (int j = 0; j < 8; ++j) {
+      __m512 w0, w1;
+      Iq4Step(b + 8 + 16 * j, d * static_cast<float>(Iq4XsScale(b, j) - 32), w0, w1);
+      sink.Step(kQK * i + 32 * j, w0, w1);
+    }
+  }
+}
+
 template <class Sink>
 DSINFER_AVX512 void WalkRow(DType t, const uint8_t* row, int64_t blocks, Sink& sink) {
   switch (t) {
@@ -203,6 +240,10 @@ DSINFER_AVX512 void WalkRow(DType t, const uint8_t* row, int64_t blocks, Sink& s
       return WalkQ2_K(row, blocks, sink);
     case DType::kQ3_K:
       return WalkQ3_K(row, blocks, sink);
+    case DType::kIQ4_NL:
+      return WalkIQ4_NL(row, blocks, sink);
+    case DType::kIQ4_XS:
+      return WalkIQ4_XS(row, blocks, sink);
     default:
       DSINFER_CHECK(false, "WalkRow: no walker for " + std::string(DTypeName(t)));
   }
@@ -387,6 +428,29 @@ float DotQ8_0Int8(const uint8_t* row, const int8_t* q, const float* d, int64_t b
   return acc;
 }
 
+// IQ4_NL (xs = false: 32-element blocks, step d) and IQ4_XS (sub-block j of super-block s is
+// activation block 8s + j, step d·(ls_j − 32)): qw = the level of the element's index, as
+// DequantizeRow; acc += f32(Σ qw·q)·(step·d_x).
+float DotIq4Int8(const uint8_t* row, const int8_t* q, const float* d, int64_t blocks, bool xs) {
+  float acc = 0.0f;
+  const int64_t subs = xs ? 8 : 1, bytes = xs ? 136 : 18;
+  for (int64_t s = 0; s < blocks; ++s) {
+    const uint8_t* p = row + bytes * s;
+    const float dw = F16ToFloat(U16(p));
+    for (int64_t j = 0; j < subs; ++j) {
+      const uint8_t* qs = p + (xs ? 8 + 16 * j : 2);
+      const int64_t b = subs * s + j;  // activation block
+      int32_t isum = 0;
+      for (int i = 0; i < 16; ++i)
+        isum +=
+            kIq4Levels[qs[i] & 0xF] * q[32 * b + i] + kIq4Levels[qs[i] >> 4] * q[32 * b + 16 + i];
+      const float step = xs ? dw * static_cast<float>(Iq4XsScale(p, static_cast<int>(j)) - 32) : dw;
+      acc += static_cast<float>(isum) * (step * d[b]);
+    }
+  }
+  return acc;
+}
+
 // Q4_K (q5 = false) and Q5_K: the 4-bit value of element l of sub-block j = 2c + h is the low
 // (h = 0) or high nibble of qs[32c + l]; Q5_K adds 16 when bit j of qh[l] is set.
 float DotK4or5Int8(const uint8_t* row, const int8_t* q, const float* d, const float* sum,
@@ -483,76 +547,185 @@ DSINFER_VNNI inline __m512 Halves(float lo, float hi) {
   return _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(lo), _mm512_set1_ps(hi));
 }
 
-// Q8_0 weights are signed: vpdpbusd takes |w| as the unsigned operand and moves w's sign onto
-// the activation (x → −x where w < 0; |x| ≤ 127 so negation is exact; |−128| = 128 as u8).
-template <int N>
-DSINFER_VNNI void RowQ8_0VnniN(const uint8_t* row, int64_t blocks, const QuantizedActs& a,
-                               int64_t t0, float* out, int64_t ys) {
-  __m512 acc[N];
-  for (int t = 0; t < N; ++t) acc[t] = _mm512_setzero_ps();
-  const __m512i zero = _mm512_setzero_si512();
-  int64_t b = 0;
-  for (; b + 2 <= blocks; b += 2) {
+// Signed int8 weights (Q8_0's codes, IQ4's levels): vpdpbusd takes |w| as the unsigned
+// operand and moves w's sign onto the activation (x → −x where w < 0; |x| ≤ 127 so negation is
+// exact; |−128| = 128 as u8). A source gives, for activation blocks b and b + 1 (b even, in
+// increasing order), the 64 weights in element order (`Pair`) or block b's 32 in the lower half
+// and zeros above (`Last`), with their f32 steps in the matching halves of `dw`.
+struct Q8_0Source {
+  const uint8_t* row;
+  template <class Step>
+  DSINFER_VNNI void Pairs(int64_t blocks, Step& step) {
+    for (int64_t b = 0; b < blocks; b += 2) {
+      __m512 dw;
+      const __m512i w = Pair(b, dw);
+      step(b, w, dw);
+    }
+  }
+  DSINFER_VNNI __m512i Pair(int64_t b, __m512& dw) {
     const uint8_t* p = row + 34 * b;
+    dw = Halves(_cvtsh_ss(U16(p)), _cvtsh_ss(U16(p + 34)));
     const __m256i wa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2));
     const __m256i wb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 36));
-    const __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(wa), wb, 1);
-    const __m512i aw = _mm512_abs_epi8(w);
-    const __mmask64 neg = _mm512_movepi8_mask(w);
-    const __m512 dw = Halves(_cvtsh_ss(U16(p)), _cvtsh_ss(U16(p + 34)));
-    for (int t = 0; t < N; ++t) {
-      const int64_t tok = t0 + t;
-      const int8_t* q = a.q.data() + tok * a.cols + 32 * b;
-      const float* dx = a.d.data() + tok * a.blocks + b;
-      __m512i x = _mm512_loadu_si512(q);
-      x = _mm512_mask_sub_epi8(x, neg, zero, x);
-      const __m512i dp = _mm512_dpbusd_epi32(zero, aw, x);
-      const __m512 s = _mm512_mul_ps(dw, Halves(dx[0], dx[1]));
-      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), s, acc[t]);
-    }
+    return _mm512_inserti64x4(_mm512_castsi256_si512(wa), wb, 1);
   }
-  if (b < blocks) {  // an odd last block: the upper half of every vector is zero
+  DSINFER_VNNI __m512i Last(int64_t b, __m512& dw) {
     const uint8_t* p = row + 34 * b;
+    dw = Halves(_cvtsh_ss(U16(p)), 0.0f);
     const __m256i wa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2));
-    const __m512i w = _mm512_inserti64x4(_mm512_setzero_si512(), wa, 0);
+    return _mm512_inserti64x4(_mm512_setzero_si512(), wa, 0);
+  }
+};
+
+// IQ4 levels of two 16-byte index runs (qs0 → 128-bit lanes 0, 1: low then high nibbles;
+// qs1 → lanes 2, 3): the element order of two 32-element blocks. Iq4LevelsOf takes the runs
+// already placed (qs0, qs0, qs1, qs1), keeps the low nibbles of lanes 0, 2 and the high ones of
+// 1, 3, and looks the indices up in kIq4Levels by a byte shuffle per lane; Iq4Levels64At reads
+// adjacent runs (qs1 = qs0 + 16) with one load and one permute.
+DSINFER_VNNI inline __m512i Iq4LevelsOf(__m512i v) {
+  v = _mm512_and_si512(_mm512_mask_srli_epi16(v, 0xFF00FF00u, v, 4), _mm512_set1_epi8(0x0F));
+  const __m512i levels =
+      _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4Levels)));
+  return _mm512_shuffle_epi8(levels, v);
+}
+DSINFER_VNNI inline __m512i Iq4Levels64(const uint8_t* qs0, const uint8_t* qs1) {
+  const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs0));
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs1));
+  return Iq4LevelsOf(_mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(a, a)),
+                                        _mm256_set_m128i(b, b), 1));
+}
+DSINFER_VNNI inline __m512i Iq4Levels64At(const uint8_t* qs) {
+  const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs));
+  return Iq4LevelsOf(
+      _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3), _mm512_castsi256_si512(q)));
+}
+
+// IQ4_NL: 18-byte blocks of 32, step d.
+struct Iq4NlSource {
+  const uint8_t* row;
+  template <class Step>
+  DSINFER_VNNI void Pairs(int64_t blocks, Step& step) {
+    for (int64_t b = 0; b < blocks; b += 2) {
+      __m512 dw;
+      const __m512i w = Pair(b, dw);
+      step(b, w, dw);
+    }
+  }
+  DSINFER_VNNI __m512i Pair(int64_t b, __m512& dw) {
+    const uint8_t* p = row + 18 * b;
+    dw = Halves(_cvtsh_ss(U16(p)), _cvtsh_ss(U16(p + 18)));
+    return Iq4Levels64(p + 2, p + 20);
+  }
+  DSINFER_VNNI __m512i Last(int64_t b, __m512& dw) {
+    const uint8_t* p = row + 18 * b;
+    dw = Halves(_cvtsh_ss(U16(p)), 0.0f);
+    return _mm512_inserti64x4(_mm512_setzero_si512(),
+                              _mm512_castsi512_si256(Iq4Levels64(p + 2, p + 2)), 0);
+  }
+};
+
+// IQ4_XS: 136-byte super-blocks of eight 32-element sub-blocks. Entering a super-block, the
+// eight steps d·(ls_j − 32) are formed in vector lanes (ls_j's low nibble is bits 4j..4j+3 of
+// scales_l read as a u32, its top bits 2j, 2j+1 of scales_h; one f32 product each, as
+// DequantizeRow forms them).
+struct Iq4XsSource {
+  const uint8_t* row;
+  template <class Step>
+  DSINFER_VNNI void Pairs(int64_t blocks, Step& step) {
+    // Lanes 0..7 take step j, 8..15 step j + 1, for the pairs j = 0, 2, 4, 6.
+    __m512i pick[4];
+    for (int j = 0; j < 4; ++j)
+      pick[j] = _mm512_add_epi32(_mm512_set1_epi32(2 * j),
+                                 _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
+    for (int64_t sb = 0; 8 * sb < blocks; ++sb) {
+      const uint8_t* p = row + 136 * sb;
+      uint32_t low;
+      std::memcpy(&low, p + 4, 4);
+      const __m256i lo = _mm256_and_si256(
+          _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(low)),
+                            _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
+          _mm256_set1_epi32(15));
+      const __m256i hi = _mm256_and_si256(
+          _mm256_srlv_epi32(_mm256_set1_epi32(U16(p + 2)),
+                            _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)),
+          _mm256_set1_epi32(3));
+      const __m256i ls = _mm256_or_si256(lo, _mm256_slli_epi32(hi, 4));
+      const __m512 steps = _mm512_castps256_ps512(
+          _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(U16(p))),
+                        _mm256_cvtepi32_ps(_mm256_sub_epi32(ls, _mm256_set1_epi32(32)))));
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j)
+        step(8 * sb + 2 * j, Iq4Levels64At(p + 8 + 32 * j),
+             _mm512_permutexvar_ps(pick[j], steps));
+    }
+  }
+  DSINFER_VNNI __m512i Last(int64_t, __m512&) {  // never: 8 blocks per super-block
+    DSINFER_CHECK(false, "IQ4_XS rows hold whole super-blocks");
+    return _mm512_setzero_si512();
+  }
+};
+
+// The per-token work of RowSignedVnniN for the 64 weights `w` of blocks b, b + 1 (their steps
+// in the halves of dw; a lone last block has zeros in the upper halves, `last`).
+template <int N>
+struct SignedStep {
+  const QuantizedActs& a;
+  int64_t t0;
+  __m512 acc[N];
+  DSINFER_VNNI void operator()(int64_t b, __m512i w, __m512 dw, bool last = false) {
+    const __m512i zero = _mm512_setzero_si512();
     const __m512i aw = _mm512_abs_epi8(w);
     const __mmask64 neg = _mm512_movepi8_mask(w);
-    const __m512 dw = Halves(_cvtsh_ss(U16(p)), 0.0f);
     for (int t = 0; t < N; ++t) {
       const int64_t tok = t0 + t;
       const int8_t* q = a.q.data() + tok * a.cols + 32 * b;
       const float* dx = a.d.data() + tok * a.blocks + b;
-      __m512i x = _mm512_maskz_loadu_epi8(0xFFFFFFFFull, q);
+      __m512i x = last ? _mm512_maskz_loadu_epi8(0xFFFFFFFFull, q) : _mm512_loadu_si512(q);
       x = _mm512_mask_sub_epi8(x, neg, zero, x);
       const __m512i dp = _mm512_dpbusd_epi32(zero, aw, x);
-      const __m512 s = _mm512_mul_ps(dw, Halves(dx[0], 0.0f));
+      const __m512 s = _mm512_mul_ps(dw, Halves(dx[0], last ? 0.0f : dx[1]));
       acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), s, acc[t]);
     }
   }
-  for (int t = 0; t < N; ++t) out[t * ys] = _mm512_reduce_add_ps(acc[t]);
+};
+
+template <int N, class Source>
+DSINFER_VNNI void RowSignedVnniN(const uint8_t* row, int64_t blocks, const QuantizedActs& a,
+                                 int64_t t0, float* out, int64_t ys) {
+  SignedStep<N> step{a, t0, {}};
+  for (int t = 0; t < N; ++t) step.acc[t] = _mm512_setzero_ps();
+  Source src{row};
+  src.Pairs(blocks & ~int64_t{1}, step);
+  if (blocks % 2 == 1) {  // an odd last block: the upper half of every vector is zero
+    __m512 dw;
+    const __m512i w = src.Last(blocks - 1, dw);
+    step(blocks - 1, w, dw, /*last=*/true);
+  }
+  for (int t = 0; t < N; ++t) out[t * ys] = _mm512_reduce_add_ps(step.acc[t]);
 }
 
 // Register accumulators for every token count (the arithmetic per token does not depend on it).
-DSINFER_VNNI void RowQ8_0Vnni(const uint8_t* row, int64_t blocks, const QuantizedActs& a,
-                              int64_t t0, int n, float* out, int64_t ys) {
+template <class Source>
+DSINFER_VNNI void RowSignedVnni(const uint8_t* row, int64_t blocks, const QuantizedActs& a,
+                                int64_t t0, int n, float* out, int64_t ys) {
   static_assert(kVnniTokens == 8);
   switch (n) {
     case 1:
-      return RowQ8_0VnniN<1>(row, blocks, a, t0, out, ys);
+      return RowSignedVnniN<1, Source>(row, blocks, a, t0, out, ys);
     case 2:
-      return RowQ8_0VnniN<2>(row, blocks, a, t0, out, ys);
+      return RowSignedVnniN<2, Source>(row, blocks, a, t0, out, ys);
     case 3:
-      return RowQ8_0VnniN<3>(row, blocks, a, t0, out, ys);
+      return RowSignedVnniN<3, Source>(row, blocks, a, t0, out, ys);
     case 4:
-      return RowQ8_0VnniN<4>(row, blocks, a, t0, out, ys);
+      return RowSignedVnniN<4, Source>(row, blocks, a, t0, out, ys);
     case 5:
-      return RowQ8_0VnniN<5>(row, blocks, a, t0, out, ys);
+      return RowSignedVnniN<5, Source>(row, blocks, a, t0, out, ys);
     case 6:
-      return RowQ8_0VnniN<6>(row, blocks, a, t0, out, ys);
+      return RowSignedVnniN<6, Source>(row, blocks, a, t0, out, ys);
     case 7:
-      return RowQ8_0VnniN<7>(row, blocks, a, t0, out, ys);
+      return RowSignedVnniN<7, Source>(row, blocks, a, t0, out, ys);
     default:
-      return RowQ8_0VnniN<8>(row, blocks, a, t0, out, ys);
+      return RowSignedVnniN<8, Source>(row, blocks, a, t0, out, ys);
   }
 }
 
@@ -1079,7 +1252,7 @@ void QuantizeActs(Isa isa, const float* x, int64_t xs, int64_t n, int64_t cols,
 
 bool Int8Dtype(DType t) {
   return t == DType::kQ8_0 || t == DType::kQ4_K || t == DType::kQ5_K || t == DType::kQ6_K ||
-         t == DType::kQ2_K || t == DType::kQ3_K;
+         t == DType::kQ2_K || t == DType::kQ3_K || t == DType::kIQ4_NL || t == DType::kIQ4_XS;
 }
 
 bool Int8UsesVnni(Isa isa) {
@@ -1099,18 +1272,28 @@ void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const Wei
   const bool q8 = w.dtype == DType::kQ8_0, q5 = w.dtype == DType::kQ5_K,
              q6 = w.dtype == DType::kQ6_K, q2 = w.dtype == DType::kQ2_K,
              q3 = w.dtype == DType::kQ3_K;
+  const bool iq4 = w.dtype == DType::kIQ4_NL || w.dtype == DType::kIQ4_XS,
+             iq4xs = w.dtype == DType::kIQ4_XS;
   const bool vnni = Int8UsesVnni(isa), avx2 = Int8UsesAvx2(isa);
-  // Q2_K / Q3_K have VNNI kernels only: without VNNI they run the specification.
-  if (vnni || (avx2 && !q2 && !q3)) {
-    const int group = q8 ? kVnniTokens : kQ4Tokens;
+  // Q2_K / Q3_K and the IQ4 types have VNNI kernels only: without VNNI they run the
+  // specification.
+  if (vnni || (avx2 && !q2 && !q3 && !iq4)) {
+    const int group = q8 || iq4 ? kVnniTokens : kQ4Tokens;
     for (int64_t tg = t0; tg < t1; tg += group) {
       const int n = static_cast<int>(std::min<int64_t>(group, t1 - tg));
       for (int64_t r = r0; r < r1; ++r) {
         const auto* row = reinterpret_cast<const uint8_t*>(w.row(r));
         float* out = y + (tg - t0) * ys + (r - r0);
+        if (iq4) {  // (vnni: see above) activation blocks of 32
+          if (iq4xs)
+            RowSignedVnni<Iq4XsSource>(row, 8 * blocks, a, tg, n, out, ys);
+          else
+            RowSignedVnni<Iq4NlSource>(row, blocks, a, tg, n, out, ys);
+          continue;
+        }
         if (q8) {
           if (vnni)
-            RowQ8_0Vnni(row, blocks, a, tg, n, out, ys);
+            RowSignedVnni<Q8_0Source>(row, blocks, a, tg, n, out, ys);
           else
             RowQ8_0Avx2(row, blocks, a, tg, n, out, ys);
           continue;
@@ -1136,10 +1319,11 @@ void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const Wei
       const int8_t* q = a.q.data() + t * a.cols;
       const float* d = a.d.data() + t * a.blocks;
       y[(t - t0) * ys + (r - r0)] =
-          q8          ? DotQ8_0Int8(row, q, d, blocks)
-          : q6        ? DotQ6_KInt8(row, q, d, blocks)
+          iq4          ? DotIq4Int8(row, q, d, blocks, iq4xs)
+          : q8         ? DotQ8_0Int8(row, q, d, blocks)
+          : q6         ? DotQ6_KInt8(row, q, d, blocks)
           : (q2 || q3) ? DotQ2or3_KInt8(row, q, d, blocks, q3)
-                      : DotK4or5Int8(row, q, d, a.sum.data() + t * a.blocks, blocks, q5);
+                       : DotK4or5Int8(row, q, d, a.sum.data() + t * a.blocks, blocks, q5);
     }
   }
 }

@@ -1,5 +1,6 @@
-// Kernels on ggml block weights (Q8_0, Q2_K-Q6_K; layouts in format/ggml_types.h) as
-// they sit in a GGUF file: never copied whole, decoded or multiplied block by block.
+// Kernels on ggml block weights (Q8_0, Q2_K-Q6_K, IQ4_NL, IQ4_XS; layouts in
+// format/ggml_types.h) as they sit in a GGUF file: never copied whole, decoded or multiplied
+// block by block.
 // `Linear` (kernels/linear.h) uses them for WeightViews of a block dtype; tests and benchmarks
 // call them directly.
 //
@@ -56,7 +57,7 @@ void QuantizeActs(const float* x, int64_t xs, int64_t n, int64_t cols, Quantized
 // specification; another isa: the specification).
 void QuantizeActs(Isa isa, const float* x, int64_t xs, int64_t n, int64_t cols, QuantizedActs& out);
 
-// Whether the int8-activation path handles `t` (Q8_0, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K).
+// Whether the int8-activation path handles `t` (Q8_0, Q2_K-Q6_K, IQ4_NL and IQ4_XS).
 bool Int8Dtype(DType t);
 // Whether `isa` runs the int8 products with VNNI (AVX-512 with avx512_vnni), or with AVX2
 // (vpmaddubsw: an AVX-512 CPU without VNNI, or isa = kAvx2); else (kScalar) the scalar
@@ -69,7 +70,9 @@ bool Int8UsesAvx2(Isa isa);
 // order, acc += f32(Σ_i qw_i·q_i) · s_b, with s_b = d_w·d (Q8_0), (d·sc_j)·d (Q4_K/Q5_K, then
 // acc −= (dmin·m_j) · sum of the block) or, per 16-element sub-block, (d·sc_i)·d with
 // qw = u − 32 (Q6_K), or per 16-element group (d·sc_i)·d with acc −= (dmin·m_i)·d·Σ q_i
-// (Q2_K) or qw = u − 4 (Q3_K; both have VNNI kernels only, the specification elsewhere);
+// (Q2_K) or qw = u − 4 (Q3_K; both have VNNI kernels only, the specification elsewhere),
+// or per 32-element block with qw = the index's level, s_b = d·d_x (IQ4_NL) or
+// (d·(ls_j − 32))·d_x (IQ4_XS; VNNI kernels only, as Q2_K/Q3_K);
 // every product and sum rounded to f32. The VNNI and
 // AVX2 paths sum the same scaled integer partials in other orders (within γ_K·Σ|terms|), with
 // a fixed order per token (batch invariant). `a` must come from QuantizeActs (either form).

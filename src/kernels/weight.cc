@@ -63,6 +63,8 @@ void DecodeRow(const WeightView& w, int64_t row, float* out) {
     case DType::kQ6_K:
     case DType::kQ2_K:
     case DType::kQ3_K:
+    case DType::kIQ4_NL:
+    case DType::kIQ4_XS:
       DequantizeRow(GgmlOfBlockDType(w.dtype),
                     std::span<const std::byte>(w.row(row), static_cast<size_t>(w.row_bytes())),
                     std::span<float>(out, static_cast<size_t>(w.cols)));

@@ -20,9 +20,10 @@ struct WeightView {
   int64_t cols = 0;               // in features
   const void* data = nullptr;     // [rows, cols] row-major
   const float* scales = nullptr;  // FP8 only: [ceil(rows/128), ceil(cols/128)] (weight_scale_inv)
-  // Q8_0 / Q4_K only: the product quantises each 32-element block of the activations to int8
-  // and multiplies integers (AVX-512 VNNI; docs/numerics.md "int8 activations"). Otherwise
-  // (default) every block type is decoded exactly to f32 and multiplied in f32.
+  // Block types (qblocks::Int8Dtype): the product quantises each 32-element block of the
+  // activations to int8 and multiplies integers (AVX-512 VNNI; docs/numerics.md "int8
+  // activations"). Otherwise (default) every block type is decoded exactly to f32 and multiplied in
+  // f32.
   bool int8_activations = false;
   // FP8 only: `data` holds the codes re-laid out for the bf16 GEMV/GEMM (RepackFp8Pairs below),
   // not [rows, cols] row-major. Only `LinearRowsBf16`'s AVX512-BF16 path reads such a weight;

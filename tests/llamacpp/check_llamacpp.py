@@ -21,13 +21,12 @@ Checks:
      On the F32 file, at least MIN_SPARSE rows after the first index_topk (rows where DSA
      selects) must agree; block files round activations differently in the two (~1% per
      product), which flips near ties sooner, so there only the first index_topk rows are owed.
-  2. Files llama.cpp writes (its own quantiser: Q8_0, Q4_K_M, Q4_0, Q3_K_M, Q2_K — real mixes
-     with its fallbacks, e.g. Q5_0 for rows that are not whole 256-blocks): dsinfer runs each, and
+  2. Files llama.cpp writes (its own quantiser: Q8_0, Q4_K_M, Q4_0, Q3_K_M, Q2_K, IQ4_XS — real
+     mixes with its fallbacks, e.g. Q5_0 or IQ4_NL for rows that are not whole 256-blocks): dsinfer runs each, and
      its logits with exact f32 activations equal the NumPy reference (tests/reference/dsv32_ref.py)
      on the weights the independent NumPy decoders (tests/reference/gguf_np.py) read from the file:
      ≤ 1e-4, same top-1; and llama.cpp's own logits as in 1.
-(Types dsinfer cannot run are refused by name: gguf_model patches a type field to show it;
-llama.cpp's IQ4_XS files give "tensor 'token_embd.weight' has unknown ggml type 23".)
+(Types dsinfer cannot run are refused by name: gguf_model patches a type field to show it.)
 
 usage: check_llamacpp.py --dsinfer BIN --oracle LLAMA_ORACLE --work DIR
 """
@@ -195,10 +194,11 @@ def main():
     cg.discard(d2, dense)
 
     # 2. llama.cpp's files in dsinfer.
-    # Between them these mixes hold every K-quant and Q8_0, Q4_0, Q5_0 (Q4_K_M: Q4_K, Q5_K, Q6_K,
-    # Q8_0 and the Q5_0 fallback; Q3_K_M: Q3_K; Q2_K: Q2_K), at ~13 s each (Q5_K_M and Q6_K
-    # files, which add only Q5_1, were dropped for the suite's time; Q5_1 is in gguf_model).
-    for typ in ("Q8_0", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K"):
+    # Between them these mixes hold every K-quant and Q8_0, Q4_0, Q5_0, IQ4_XS, IQ4_NL (Q4_K_M:
+    # Q4_K, Q5_K, Q6_K, Q8_0 and the Q5_0 fallback; Q3_K_M: Q3_K; Q2_K: Q2_K; IQ4_XS: IQ4_XS and
+    # the IQ4_NL fallback), at ~13 s each (Q5_K_M and Q6_K files, which add only Q5_1, were
+    # dropped for the suite's time; Q5_1 is in gguf_model).
+    for typ in ("Q8_0", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K", "IQ4_XS"):
         path = os.path.join(work, f"llama-{typ}.gguf")
         run([oracle, "quantize", f32, path, typ])
         info = run([ds, "inspect", path]).stdout

@@ -70,7 +70,8 @@ def tensors(rng):
     out.append(("bf16.2d", g.BF16, [6, 3], bf16.astype("<u2").tobytes()))
     for type_, name in ((g.Q8_0, "q8_0"), (g.Q4_0, "q4_0"), (g.Q4_1, "q4_1"), (g.Q5_0, "q5_0"),
                         (g.Q5_1, "q5_1"), (g.Q4_K, "q4_k"), (g.Q5_K, "q5_k"), (g.Q6_K, "q6_k"),
-                        (g.Q2_K, "q2_k"), (g.Q3_K, "q3_k")):
+                        (g.Q2_K, "q2_k"), (g.Q3_K, "q3_k"), (g.IQ4_NL, "iq4_nl"),
+                        (g.IQ4_XS, "iq4_xs")):
         _, blk, _ = g.GGML_TYPES[type_]
         out.append((name + ".edges", type_, [blk * 4, 2], g.edge_blocks(type_, 8, rng)))
         out.append((name + ".row", type_, [blk * 3], g.edge_blocks(type_, 3, rng)))
@@ -136,7 +137,7 @@ def main():
         with open(cut, "wb") as f:
             f.write(data[:len(data) - 100])
         res = subprocess.run([dsinfer, "gguf-dump", cut], capture_output=True, text=True)
-        assert res.returncode == 1 and "q3_k.3d" in res.stderr and "outside" in res.stderr, res.stderr
+        assert res.returncode == 1 and "iq4_xs.3d" in res.stderr and "outside" in res.stderr, res.stderr
     print("bit-identical values per type:", ", ".join(f"{k} {n}" for k, n in sorted(total.items())))
     print(f"check_gguf: OK (3 files: v3 align 32, v3 align 64, v2; 31 or 32 metadata keys, "
           f"{len(tensors(np.random.default_rng(0)))} tensors each)")

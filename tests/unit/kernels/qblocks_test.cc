@@ -44,7 +44,7 @@ using test::Gamma;
 constexpr DType kBlockTypes[] = {DType::kQ8_0, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K};
 // Block types dsinfer runs but does not write (no encoder: llama.cpp's files hold them); their
 // tests use random bytes.
-constexpr DType kDecodeOnlyTypes[] = {DType::kQ2_K, DType::kQ3_K};
+constexpr DType kDecodeOnlyTypes[] = {DType::kQ2_K, DType::kQ3_K, DType::kIQ4_NL, DType::kIQ4_XS};
 constexpr Isa kIsas[] = {Isa::kScalar, Isa::kAvx2, Isa::kAvx512};
 
 // A block weight [rows, cols] and its dequantised f32 copy.
@@ -60,6 +60,8 @@ struct BlockMatrix {
 std::vector<int> F16Fields(DType t) {
   switch (t) {
     case DType::kQ8_0:
+    case DType::kIQ4_NL:
+    case DType::kIQ4_XS:
       return {0};
     case DType::kQ6_K:
       return {208};
@@ -267,7 +269,8 @@ TEST(QBlocks, VectorActivationQuantisationIsTheSpecification) {
 
 // The layout's split of every weight, w = a − m (Q8_0: a = d·q, m = 0; Q4_K and Q5_K:
 // a = (d·sc_j)·q, m = dmin·m_j; Q6_K: a = (d·sc_i)·(u − 32), m = 0; Q2_K: a = (d·sc_i)·q,
-// m = dmin·m_i; Q3_K: a = (d·s_i)·q, m = 0), in f64 from the f32
+// m = dmin·m_i; Q3_K: a = (d·s_i)·q, m = 0; IQ4_NL / IQ4_XS: a = step·level, m = 0; levels
+// restated here from the layout), in f64 from the f32
 // factors the kernels use; checked to round to DequantizeRow's value.
 void Split(const BlockMatrix& m, int64_t r, std::vector<double>& a, std::vector<double>& mins) {
   a.assign(m.cols, 0.0);
@@ -279,6 +282,23 @@ void Split(const BlockMatrix& m, int64_t r, std::vector<double>& a, std::vector<
     for (int64_t c = 0; c < m.cols; ++c) {
       const uint8_t* blk = row + 34 * (c / 32);
       a[c] = double(f16(blk)) * static_cast<int8_t>(blk[2 + c % 32]);
+    }
+  } else if (m.dtype == DType::kIQ4_NL || m.dtype == DType::kIQ4_XS) {
+    // IQ4_NL: f16 d, qs[16]; IQ4_XS: f16 d, u16 scales_h, scales_l[4], qs[128].
+    static constexpr int kLevels[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                        1,    13,   25,  38,  53,  69,  89,  113};
+    const bool xs = m.dtype == DType::kIQ4_XS;
+    for (int64_t c = 0; c < m.cols; ++c) {
+      const uint8_t* blk = row + (xs ? 136 * (c / 256) : 18 * (c / 32));
+      const int j = xs ? static_cast<int>(c % 256) / 32 : 0, l = static_cast<int>(c % 32);
+      float step = f16(blk);
+      if (xs) {
+        const int hi = ((blk[2] | (blk[3] << 8)) >> (2 * j)) & 3;
+        const int lo = (blk[4 + j / 2] >> (4 * (j % 2))) & 15;
+        step = step * static_cast<float>((lo | (hi << 4)) - 32);
+      }
+      const uint8_t byte = blk[(xs ? 8 + 16 * j : 2) + l % 16];
+      a[c] = double(step) * kLevels[l < 16 ? (byte & 15) : (byte >> 4)];
     }
   } else if (m.dtype == DType::kQ2_K) {  // scales[16], qs[64], f16 d, f16 dmin
     for (int64_t c = 0; c < m.cols; ++c) {
@@ -333,7 +353,8 @@ class Int8Test : public ::testing::TestWithParam<DType> {};
 
 TEST_P(Int8Test, SpecificationVnniAndActivationBound) {
   const DType t = GetParam();
-  const int64_t rows = 21, cols = t == DType::kQ8_0 ? 288 : 512;  // Q8_0: 9 blocks (odd tail)
+  // Q8_0, IQ4_NL: 9 blocks (an odd tail)
+  const int64_t rows = 21, cols = t == DType::kQ8_0 || t == DType::kIQ4_NL ? 288 : 512;
   const int64_t blocks = cols / 32, n = 11, xs = cols + 5, ys = rows + 1;
   BlockMatrix m = MakeBlocks(t, rows, cols, 31, /*random_bytes=*/true);
   m.view.int8_activations = true;
@@ -409,8 +430,9 @@ TEST_P(Int8Test, BatchAndThreadInvariant) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, Int8Test,
-                         ::testing::Values(DType::kQ8_0, DType::kQ4_K, DType::kQ5_K,
-                                           DType::kQ6_K, DType::kQ2_K, DType::kQ3_K),
+                         ::testing::Values(DType::kQ8_0, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K,
+                                           DType::kQ2_K, DType::kQ3_K, DType::kIQ4_NL,
+                                           DType::kIQ4_XS),
                          [](const auto& info) { return std::string(DTypeName(info.param)); });
 
 }  // namespace
