@@ -2,7 +2,8 @@
 # The trained model in each storage format and numerics dsinfer offers, against its own FP8
 # checkpoint run in f32 numerics with an f32 KV cache (the reference): GGUF files made by
 # `dsinfer quantize` (Q8_0, Q6_K, Q5_K_M, Q4_K_M with exact f32 activations, `--block-acts f32`;
-# Q8_0 and Q4_K_M also with int8 activations, the default), `--numerics bf16`, and the bf16 and FP8 KV caches. For each, measured by
+# Q8_0 and Q4_K_M also with int8 activations, the default; IQ4_XS made by llama.cpp's quantiser,
+# both ways), `--numerics bf16`, and the bf16 and FP8 KV caches. For each, measured by
 # dsinfer in DSA mode: held-out perplexity, pass key retrieval at 2K tokens, and the KL divergence
 # and top-1 agreement of its next-token distributions with the reference's over 2,048 tokens of
 # held-out text (one prefill) (docs/gguf.md and docs/numerics.md show the table). Prints the
@@ -84,6 +85,19 @@ for type in Q8_0 Q6_K Q5_K_M Q4_K_M; do
 done
 measure Q8_0_int8 "$out/Q8_0.gguf" -- --block-acts int8
 measure Q4_K_M_int8 "$out/Q4_K_M.gguf" -- --block-acts int8
+# IQ4_XS, which dsinfer runs but does not write: llama.cpp's own quantiser makes it from an F32
+# GGUF of the model (when scripts/llamacpp.sh has built the oracle; skipped otherwise).
+oracle=$root/build/llamacpp/bin/llama_oracle
+if [ -x "$oracle" ]; then
+  "$dsinfer" quantize "${threads[@]}" --model "$model" --out "$out/F32.gguf" --type F32 > /dev/null
+  "$oracle" quantize "$out/F32.gguf" "$out/IQ4_XS.gguf" IQ4_XS > "$out/IQ4_XS.quantize.log" 2>&1 ||
+    { cat "$out/IQ4_XS.quantize.log" >&2; exit 1; }
+  rm -f "$out/F32.gguf"
+  measure IQ4_XS "$out/IQ4_XS.gguf" -- --block-acts f32
+  measure IQ4_XS_int8 "$out/IQ4_XS.gguf" -- --block-acts int8
+else
+  echo "evaluate_numerics.sh: no $oracle (scripts/llamacpp.sh builds it): IQ4_XS skipped" >&2
+fi
 
 $PY - "$out" "$model" "${variants[@]}" <<'PYEOF'
 import json, os, sys
@@ -92,7 +106,9 @@ out, model, variants = sys.argv[1], sys.argv[2], [v.split("=", 1) for v in sys.a
 LABEL = {"fp8": "FP8 checkpoint, f32 numerics, f32 KV cache (reference)",
          "numerics_bf16": "`--numerics bf16`", "kv_bf16": "`--kv-cache bf16`",
          "kv_fp8": "`--kv-cache fp8` (serve's default)", "Q8_0_int8": "Q8_0, int8 activations",
-         "Q4_K_M_int8": "Q4_K_M, int8 activations"}
+         "Q4_K_M_int8": "Q4_K_M, int8 activations",
+         "IQ4_XS": "IQ4_XS (llama.cpp's quantiser)",
+         "IQ4_XS_int8": "IQ4_XS (llama.cpp's quantiser), int8 activations"}
 
 def weight_bytes(path):
     if os.path.isdir(path):
