@@ -37,11 +37,14 @@ Recipe RecipeFor(const std::string& t) {
   // Q6_K and the embedding at the base type, as llama.cpp's Q4_K_M / Q5_K_M keep them.
   if (t == "Q5_K_M") return {G::kQ5_K, G::kQ6_K, G::kQ5_K, G::kQ6_K, G::kQ8_0, 17};
   if (t == "Q4_K_M") return {G::kQ4_K, G::kQ6_K, G::kQ4_K, G::kQ5_K, G::kQ6_K, 15};
-  throw Error("--type " + t + " is not one of F32, BF16, Q8_0, Q6_K, Q5_K_M, Q4_K_M");
+  // Every matrix at 4.25 bits but the head (Q6_K), as llama.cpp's IQ4_XS.
+  if (t == "IQ4_XS") return {G::kIQ4_XS, G::kQ6_K, G::kIQ4_XS, G::kIQ4_XS, G::kIQ4_XS, 30};
+  throw Error("--type " + t + " is not one of F32, BF16, Q8_0, Q6_K, Q5_K_M, Q4_K_M, IQ4_XS");
 }
 
-// The type a tensor gets: the recipe's, falling back to Q8_0 then F32 when rows are not whole
-// blocks (llama.cpp falls back likewise, to other legacy types).
+// The type a tensor gets: the recipe's, falling back when rows are not whole blocks — IQ4_XS
+// to IQ4_NL (as llama.cpp), the others to Q8_0 (llama.cpp takes Q5_0/Q5_1 there, which dsinfer
+// would decode to f32 at load; Q8_0 stays in its blocks), then F32.
 GgmlType TypeFor(const Recipe& r, Kind k, int64_t row) {
   GgmlType t = GgmlType::kF32;
   switch (k) {
@@ -65,6 +68,7 @@ GgmlType TypeFor(const Recipe& r, Kind k, int64_t row) {
       break;
   }
   if (row % GgmlTypeOf(t).block_elems == 0) return t;
+  if (t == GgmlType::kIQ4_XS && row % 32 == 0) return GgmlType::kIQ4_NL;
   if (t != GgmlType::kF32 && t != GgmlType::kBF16 && row % 32 == 0) return GgmlType::kQ8_0;
   return t == GgmlType::kBF16 ? GgmlType::kBF16 : GgmlType::kF32;
 }
@@ -318,8 +322,8 @@ Meta ModelMetadata(const ModelConfig& c, const std::string& arch, int64_t mtp_la
 }  // namespace
 
 const std::vector<std::string>& QuantizeTypeNames() {
-  static const std::vector<std::string> kNames = {"F32",  "BF16",   "Q8_0",
-                                                  "Q6_K", "Q5_K_M", "Q4_K_M"};
+  static const std::vector<std::string> kNames = {"F32",    "BF16",   "Q8_0",  "Q6_K",
+                                                  "Q5_K_M", "Q4_K_M", "IQ4_XS"};
   return kNames;
 }
 

@@ -18,7 +18,7 @@ namespace dsinfer {
 struct QuantizeOptions {
   std::string model_dir;
   std::string out_path;
-  std::string type = "Q8_0";  // F32 | BF16 | Q8_0 | Q6_K | Q5_K_M | Q4_K_M
+  std::string type = "Q8_0";  // F32 | BF16 | Q8_0 | Q6_K | Q5_K_M | Q4_K_M | IQ4_XS
   std::function<void(uint64_t done, uint64_t total)> progress{};  // bytes written
 };
 

@@ -34,7 +34,7 @@ CommandRegistrar reg("quantize", [](CLI::App& app) -> RunFn {
   AddThreadsOption(sub);
   sub->add_option("--model", o->model_dir, "checkpoint directory")->required();
   sub->add_option("--out", o->out_path, "output .gguf file")->required();
-  sub->add_option("--type", o->type, "F32 | BF16 | Q8_0 | Q6_K | Q5_K_M | Q4_K_M")
+  sub->add_option("--type", o->type, "F32 | BF16 | Q8_0 | Q6_K | Q5_K_M | Q4_K_M | IQ4_XS")
       ->check(CLI::IsMember(QuantizeTypeNames()))
       ->capture_default_str();
   return [o] { return RunQuantize(*o); };

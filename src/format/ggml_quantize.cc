@@ -130,6 +130,128 @@ void EncodeQ6_K(const float* x, uint8_t* b, const std::string& what) {
   }
 }
 
+// ---- IQ4_NL / IQ4_XS: x ≈ step · L[index] with the 16 non-uniform levels L = kIq4Levels
+// (−127 … 113), dense near zero. A step that keeps every x/step inside the levels' range
+// ("range-safe", as the other encoders) wastes them on a block's extremes: the levels are few
+// where those land. So each 32-element block searches a few signed steps — both signs, and the
+// range-safe magnitude shrunk by 0 to 36% — and keeps the one with the least squared error
+// (the range-safe step is a candidate, so the search is never worse than it); each element
+// takes the level nearest to x/step, clamped at the ends of the range when the step is smaller.
+
+// Range-safe magnitudes for a positive step (the block's max meets 113, its min −127) and for a
+// negative one (its min meets 113·|step|, its max −127·|step|); mn ≤ 0 ≤ mx.
+void Iq4SafeSteps(float mn, float mx, float& pos, float& neg) {
+  pos = std::max(mx / 113.0f, -mn / 127.0f);
+  neg = std::max(-mn / 113.0f, mx / 127.0f);
+}
+
+// The index of the level nearest to v (the lower on a tie; v beyond the ends takes the end).
+int Iq4Nearest(float v) {
+  int best = 0;
+  float err = std::fabs(v - static_cast<float>(kIq4Levels[0]));
+  for (int i = 1; i < 16; ++i) {
+    const float e = std::fabs(v - static_cast<float>(kIq4Levels[i]));
+    if (e < err) {
+      err = e;
+      best = i;
+    }
+  }
+  return best;
+}
+
+// Squared error of 32 elements at decoded step `step` (each at its nearest level).
+double Iq4Error(const float* x, float step) {
+  double e2 = 0;
+  for (int i = 0; i < 32; ++i) {
+    const float y = step * static_cast<float>(kIq4Levels[Iq4Nearest(step != 0 ? x[i] / step : 0)]);
+    e2 += (double(x[i]) - y) * (double(x[i]) - y);
+  }
+  return e2;
+}
+
+// 32 elements into qs[16] (element i < 16: low nibble of qs[i], i + 16: high) with the decoded
+// step `step` (0: every element takes the level nearest 0, whose value decodes to 0).
+void Iq4Codes(const float* x, float step, uint8_t* qs) {
+  for (int i = 0; i < 16; ++i) {
+    const int lo = Iq4Nearest(step != 0 ? x[i] / step : 0.0f);
+    const int hi = Iq4Nearest(step != 0 ? x[i + 16] / step : 0.0f);
+    qs[i] = static_cast<uint8_t>(lo | (hi << 4));
+  }
+}
+
+void MinMax(const float* x, int n, float& mn, float& mx) {
+  mn = 0;
+  mx = 0;
+  for (int i = 0; i < n; ++i) {
+    mn = std::min(mn, x[i]);
+    mx = std::max(mx, x[i]);
+  }
+}
+
+// The range-safe magnitude shrunk by these factors (the first: unshrunk).
+constexpr float kIq4Shrink[] = {1.0f, 0.94f, 0.88f, 0.82f, 0.76f, 0.70f, 0.64f};
+
+void EncodeIQ4_NL(const float* x, uint8_t* b, const std::string& what) {
+  float mn, mx, safe[2];
+  MinMax(x, 32, mn, mx);
+  Iq4SafeSteps(mn, mx, safe[0], safe[1]);
+  uint16_t best_h = 0;
+  double best = -1;
+  for (int sign = 0; sign < 2; ++sign)
+    for (float f : kIq4Shrink) {
+      // An f16 step (its magnitude rounded up: the unshrunk one stays range-safe).
+      const auto h = static_cast<uint16_t>(F16AtLeast(safe[sign] * f, what) | (sign ? 0x8000 : 0));
+      const double e = Iq4Error(x, F16ToFloat(h));
+      if (best < 0 || e < best) {
+        best = e;
+        best_h = h;
+      }
+    }
+  StoreU16(b, best_h);
+  Iq4Codes(x, F16ToFloat(best_h), b + 2);
+}
+
+// IQ4_XS: sub-block j's signed step d·(ls_j − 32) with the super-block's f16 d ≥ 0 chosen so
+// that every sub-block's range-safe step (of the smaller sign) fits in 31 steps of d; the search
+// runs over the representable steps d·k, k = ±(the range-safe count shrunk as above, at most 31).
+void EncodeIQ4_XS(const float* x, uint8_t* b, const std::string& what) {
+  float safe[8][2], max_safe = 0;
+  for (int j = 0; j < 8; ++j) {
+    float mn, mx;
+    MinMax(x + 32 * j, 32, mn, mx);
+    Iq4SafeSteps(mn, mx, safe[j][0], safe[j][1]);
+    max_safe = std::max(max_safe, std::min(safe[j][0], safe[j][1]));
+  }
+  const uint16_t d_h = F16AtLeast(max_safe / 31.0f, what);
+  const float d = F16ToFloat(d_h);
+  StoreU16(b, d_h);
+  uint16_t scales_h = 0;
+  std::memset(b + 4, 0, 4);
+  for (int j = 0; j < 8; ++j) {
+    int best_k = 0;
+    double best = -1;
+    for (int sign = 0; sign < 2; ++sign) {
+      int last = -1;
+      for (float f : kIq4Shrink) {
+        const int k = d > 0 ? CeilSteps(safe[j][sign] * f, d, 31) : 0;
+        if (k == last) continue;
+        last = k;
+        const int sk = sign ? -k : k;
+        const double e = Iq4Error(x + 32 * j, d * static_cast<float>(sk));
+        if (best < 0 || e < best) {
+          best = e;
+          best_k = sk;
+        }
+      }
+    }
+    const int ls = best_k + 32;  // 1..63
+    b[4 + j / 2] |= static_cast<uint8_t>((ls & 15) << (4 * (j % 2)));
+    scales_h |= static_cast<uint16_t>((ls >> 4) << (2 * j));
+    Iq4Codes(x + 32 * j, d * static_cast<float>(best_k), b + 8 + 16 * j);
+  }
+  StoreU16(b + 2, scales_h);
+}
+
 }  // namespace
 
 size_t GgmlRowBytes(GgmlType t, int64_t n) {
@@ -182,6 +304,12 @@ void QuantizeRow(GgmlType t, std::span<const float> x, std::span<std::byte> out,
       break;
     case GgmlType::kQ6_K:
       for (int64_t i = 0; i < blocks; ++i) EncodeQ6_K(s + kQK * i, o + 210 * i, prefix);
+      break;
+    case GgmlType::kIQ4_NL:
+      for (int64_t i = 0; i < blocks; ++i) EncodeIQ4_NL(s + 32 * i, o + 18 * i, prefix);
+      break;
+    case GgmlType::kIQ4_XS:
+      for (int64_t i = 0; i < blocks; ++i) EncodeIQ4_XS(s + kQK * i, o + 136 * i, prefix);
       break;
     default:
       throw Error(prefix + "ggml type " + std::string(info.name) + " cannot be encoded");

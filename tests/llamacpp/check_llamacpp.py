@@ -4,11 +4,11 @@ deepseek32/deepseek2 forward pass as an independent implementation (scripts/llam
 build/llamacpp/bin/llama_oracle on the llama.cpp release npm's node-llama-cpp ships).
 
 Checks:
-  1. Files dsinfer writes (`dsinfer quantize`: F32, Q8_0, Q4_K_M; deepseek32 and deepseek2) load
+  1. Files dsinfer writes (`dsinfer quantize`: F32, Q8_0, Q4_K_M, IQ4_XS; deepseek32 and deepseek2) load
      in llama.cpp, and llama.cpp's logits equal dsinfer's on the same file:
        * F32: max|Δ|/max|logit| ≤ 1e-5 per row (both compute in f32; llama.cpp with f32 KV cache
          and without flash attention, whose f16 tiles would cost ~3e-4).
-       * Q8_0 / Q4_K_M: both multiply the blocks with activations rounded to 8 bits, but with
+       * Q8_0 / Q4_K_M / IQ4_XS: both multiply the blocks with activations rounded to 8 bits, but with
          different roundings (dsinfer per 32, llama.cpp per 32 for Q8_0 and per 256 for K-quants),
          each ~0.5% RMS per product: rows within 5e-2 and mean KL ≤ 1e-3 (as dsinfer's own int8 vs
          f32 activations in gguf_model).
@@ -180,7 +180,7 @@ def main():
     f32 = os.path.join(work, "ds-F32.gguf")
     run([ds, "quantize", "--model", ck, "--out", f32, "--type", "F32"])
     compare(ds, oracle, f32, work, "dsinfer F32", block=False)
-    for typ in ("Q8_0", "Q4_K_M"):
+    for typ in ("Q8_0", "Q4_K_M", "IQ4_XS"):
         path = os.path.join(work, f"ds-{typ}.gguf")
         run([ds, "quantize", "--model", ck, "--out", path, "--type", typ])
         compare(ds, oracle, path, work, f"dsinfer {typ}", block=True)

@@ -2,8 +2,8 @@
 # The trained model in each storage format and numerics dsinfer offers, against its own FP8
 # checkpoint run in f32 numerics with an f32 KV cache (the reference): GGUF files made by
 # `dsinfer quantize` (Q8_0, Q6_K, Q5_K_M, Q4_K_M with exact f32 activations, `--block-acts f32`;
-# Q8_0 and Q4_K_M also with int8 activations, the default; IQ4_XS made by llama.cpp's quantiser,
-# both ways), `--numerics bf16`, and the bf16 and FP8 KV caches. For each, measured by
+# Q8_0, Q4_K_M and IQ4_XS also with int8 activations, the default; IQ4_XS made by llama.cpp's
+# quantiser, both ways), `--numerics bf16`, and the bf16 and FP8 KV caches. For each, measured by
 # dsinfer in DSA mode: held-out perplexity, pass key retrieval at 2K tokens, and the KL divergence
 # and top-1 agreement of its next-token distributions with the reference's over 2,048 tokens of
 # held-out text (one prefill) (docs/gguf.md and docs/numerics.md show the table). Prints the
@@ -78,23 +78,25 @@ measure fp8 "$model" --
 measure numerics_bf16 "$model" -- --numerics bf16
 measure kv_bf16 "$model" -- --kv-cache bf16
 measure kv_fp8 "$model" -- --kv-cache fp8
-for type in Q8_0 Q6_K Q5_K_M Q4_K_M; do
+for type in Q8_0 Q6_K Q5_K_M Q4_K_M IQ4_XS; do
   "$dsinfer" quantize "${threads[@]}" --model "$model" --out "$out/$type.gguf" --type "$type" \
     > /dev/null
   measure "$type" "$out/$type.gguf" -- --block-acts f32
 done
 measure Q8_0_int8 "$out/Q8_0.gguf" -- --block-acts int8
 measure Q4_K_M_int8 "$out/Q4_K_M.gguf" -- --block-acts int8
-# IQ4_XS, which dsinfer runs but does not write: llama.cpp's own quantiser makes it from an F32
-# GGUF of the model (when scripts/llamacpp.sh has built the oracle; skipped otherwise).
+measure IQ4_XS_int8 "$out/IQ4_XS.gguf" -- --block-acts int8
+# IQ4_XS as llama.cpp's own quantiser makes it (its encoder searches scales for the least squared
+# error, where dsinfer's is range-safe), from an F32 GGUF of the model (when scripts/llamacpp.sh
+# has built the oracle; skipped otherwise).
 oracle=$root/build/llamacpp/bin/llama_oracle
 if [ -x "$oracle" ]; then
   "$dsinfer" quantize "${threads[@]}" --model "$model" --out "$out/F32.gguf" --type F32 > /dev/null
-  "$oracle" quantize "$out/F32.gguf" "$out/IQ4_XS.gguf" IQ4_XS > "$out/IQ4_XS.quantize.log" 2>&1 ||
-    { cat "$out/IQ4_XS.quantize.log" >&2; exit 1; }
+  "$oracle" quantize "$out/F32.gguf" "$out/IQ4_XS_llama.gguf" IQ4_XS \
+    > "$out/IQ4_XS_llama.quantize.log" 2>&1 || { cat "$out/IQ4_XS_llama.quantize.log" >&2; exit 1; }
   rm -f "$out/F32.gguf"
-  measure IQ4_XS "$out/IQ4_XS.gguf" -- --block-acts f32
-  measure IQ4_XS_int8 "$out/IQ4_XS.gguf" -- --block-acts int8
+  measure IQ4_XS_llama "$out/IQ4_XS_llama.gguf" -- --block-acts f32
+  measure IQ4_XS_llama_int8 "$out/IQ4_XS_llama.gguf" -- --block-acts int8
 else
   echo "evaluate_numerics.sh: no $oracle (scripts/llamacpp.sh builds it): IQ4_XS skipped" >&2
 fi
@@ -107,8 +109,9 @@ LABEL = {"fp8": "FP8 checkpoint, f32 numerics, f32 KV cache (reference)",
          "numerics_bf16": "`--numerics bf16`", "kv_bf16": "`--kv-cache bf16`",
          "kv_fp8": "`--kv-cache fp8` (serve's default)", "Q8_0_int8": "Q8_0, int8 activations",
          "Q4_K_M_int8": "Q4_K_M, int8 activations",
-         "IQ4_XS": "IQ4_XS (llama.cpp's quantiser)",
-         "IQ4_XS_int8": "IQ4_XS (llama.cpp's quantiser), int8 activations"}
+         "IQ4_XS_int8": "IQ4_XS, int8 activations",
+         "IQ4_XS_llama": "IQ4_XS (llama.cpp's quantiser)",
+         "IQ4_XS_llama_int8": "IQ4_XS (llama.cpp's quantiser), int8 activations"}
 
 def weight_bytes(path):
     if os.path.isdir(path):
