@@ -37,7 +37,8 @@ Recipe RecipeFor(const std::string& t) {
   // Q6_K and the embedding at the base type, as llama.cpp's Q4_K_M / Q5_K_M keep them.
   if (t == "Q5_K_M") return {G::kQ5_K, G::kQ6_K, G::kQ5_K, G::kQ6_K, G::kQ8_0, 17};
   if (t == "Q4_K_M") return {G::kQ4_K, G::kQ6_K, G::kQ4_K, G::kQ5_K, G::kQ6_K, 15};
-  // Every matrix at 4.25 bits but the head (Q6_K), as llama.cpp's IQ4_XS.
+  // Every matrix at 4.25 bits but the head (Q6_K): llama.cpp's IQ4_XS base (it also keeps a few
+  // tensors at Q5_K/Q8_0 by rules of its own, docs/gguf.md).
   if (t == "IQ4_XS") return {G::kIQ4_XS, G::kQ6_K, G::kIQ4_XS, G::kIQ4_XS, G::kIQ4_XS, 30};
   throw Error("--type " + t + " is not one of F32, BF16, Q8_0, Q6_K, Q5_K_M, Q4_K_M, IQ4_XS");
 }

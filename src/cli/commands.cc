@@ -56,7 +56,7 @@ void AddThreadsOption(CLI::App* app) {
 
 void AddBlockActsOption(CLI::App* app, std::string* block_acts) {
   app->add_option("--block-acts", *block_acts,
-                  "activations of block-quantised (GGUF Q8_0/Q4_K/Q5_K/Q6_K) weights: int8 "
+                  "activations of block-quantised (GGUF Q8_0, Q2_K-Q6_K, IQ4_*) weights: int8 "
                   "(quantised per 32, integer products as llama.cpp) | f32 (exact, the reference "
                   "contract; docs/numerics.md)")
       ->check(CLI::IsMember({"int8", "f32"}))

@@ -134,9 +134,10 @@ void EncodeQ6_K(const float* x, uint8_t* b, const std::string& what) {
 // (−127 … 113), dense near zero. A step that keeps every x/step inside the levels' range
 // ("range-safe", as the other encoders) wastes them on a block's extremes: the levels are few
 // where those land. So each 32-element block searches a few signed steps — both signs, and the
-// range-safe magnitude shrunk by 0 to 36% — and keeps the one with the least squared error
-// (the range-safe step is a candidate, so the search is never worse than it); each element
-// takes the level nearest to x/step, clamped at the ends of the range when the step is smaller.
+// range-safe magnitude shrunk by 0 to 36%, and 0 — and keeps the one with the least squared
+// error (the range-safe step and 0 are candidates, so the search is never worse than either);
+// each element takes the level nearest to x/step, clamped at the ends of the range when the
+// step is smaller.
 
 // Range-safe magnitudes for a positive step (the block's max meets 113, its min −127) and for a
 // negative one (its min meets 113·|step|, its max −127·|step|); mn ≤ 0 ≤ mx.
@@ -191,22 +192,32 @@ void MinMax(const float* x, int n, float& mn, float& mx) {
 // The range-safe magnitude shrunk by these factors (the first: unshrunk).
 constexpr float kIq4Shrink[] = {1.0f, 0.94f, 0.88f, 0.82f, 0.76f, 0.70f, 0.64f};
 
+// The largest finite f16.
+constexpr float kF16Max = 65504.0f;
+
 void EncodeIQ4_NL(const float* x, uint8_t* b, const std::string& what) {
   float mn, mx, safe[2];
   MinMax(x, 32, mn, mx);
   Iq4SafeSteps(mn, mx, safe[0], safe[1]);
+  // The levels have no 0: a block far below the smallest f16 step is best stored as step 0
+  // (every element decodes to 0), which is therefore a candidate too.
   uint16_t best_h = 0;
-  double best = -1;
-  for (int sign = 0; sign < 2; ++sign)
+  double best = Iq4Error(x, 0.0f);
+  bool fits = false;
+  for (int sign = 0; sign < 2; ++sign) {
+    if (safe[sign] > kF16Max) continue;  // a sign whose range-safe step is beyond f16
+    fits = true;
     for (float f : kIq4Shrink) {
       // An f16 step (its magnitude rounded up: the unshrunk one stays range-safe).
       const auto h = static_cast<uint16_t>(F16AtLeast(safe[sign] * f, what) | (sign ? 0x8000 : 0));
       const double e = Iq4Error(x, F16ToFloat(h));
-      if (best < 0 || e < best) {
+      if (e < best) {
         best = e;
         best_h = h;
       }
     }
+  }
+  if (!fits) F16AtLeast(std::min(safe[0], safe[1]), what);  // throws, naming the scale
   StoreU16(b, best_h);
   Iq4Codes(x, F16ToFloat(best_h), b + 2);
 }
@@ -228,17 +239,18 @@ void EncodeIQ4_XS(const float* x, uint8_t* b, const std::string& what) {
   uint16_t scales_h = 0;
   std::memset(b + 4, 0, 4);
   for (int j = 0; j < 8; ++j) {
+    // Step 0 (ls = 32) is a candidate: a sub-block far below the others' d decodes best to 0.
     int best_k = 0;
-    double best = -1;
+    double best = Iq4Error(x + 32 * j, 0.0f);
     for (int sign = 0; sign < 2; ++sign) {
       int last = -1;
       for (float f : kIq4Shrink) {
         const int k = d > 0 ? CeilSteps(safe[j][sign] * f, d, 31) : 0;
-        if (k == last) continue;
+        if (k == last || k == 0) continue;
         last = k;
         const int sk = sign ? -k : k;
         const double e = Iq4Error(x + 32 * j, d * static_cast<float>(sk));
-        if (best < 0 || e < best) {
+        if (e < best) {
           best = e;
           best_k = sk;
         }

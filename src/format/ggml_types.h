@@ -104,7 +104,7 @@ struct GgmlTypeInfo {
 };
 
 // The geometry of type id `id`; nullptr for an id dsinfer does not know (including ggml's
-// IQ*/TQ*/MXFP4 types, whose layouts are not implemented).
+// IQ* types other than IQ4_NL/IQ4_XS, and TQ*/MXFP4, whose layouts are not implemented).
 const GgmlTypeInfo* FindGgmlType(uint32_t id);
 const GgmlTypeInfo& GgmlTypeOf(GgmlType t);  // `t` must be a listed enumerator
 inline std::string_view GgmlTypeName(GgmlType t) { return GgmlTypeOf(t).name; }

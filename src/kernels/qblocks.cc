@@ -551,17 +551,10 @@ DSINFER_VNNI inline __m512 Halves(float lo, float hi) {
 // operand and moves w's sign onto the activation (x → −x where w < 0; |x| ≤ 127 so negation is
 // exact; |−128| = 128 as u8). A source gives, for activation blocks b and b + 1 (b even, in
 // increasing order), the 64 weights in element order (`Pair`) or block b's 32 in the lower half
-// and zeros above (`Last`), with their f32 steps in the matching halves of `dw`.
+// and zeros above (`Last`), with their f32 steps in the matching halves of `dw`; a source that
+// walks its rows in larger units hands every pair to the kernel's step itself (`Pairs`).
 struct Q8_0Source {
   const uint8_t* row;
-  template <class Step>
-  DSINFER_VNNI void Pairs(int64_t blocks, Step& step) {
-    for (int64_t b = 0; b < blocks; b += 2) {
-      __m512 dw;
-      const __m512i w = Pair(b, dw);
-      step(b, w, dw);
-    }
-  }
   DSINFER_VNNI __m512i Pair(int64_t b, __m512& dw) {
     const uint8_t* p = row + 34 * b;
     dw = Halves(_cvtsh_ss(U16(p)), _cvtsh_ss(U16(p + 34)));
@@ -603,14 +596,6 @@ DSINFER_VNNI inline __m512i Iq4Levels64At(const uint8_t* qs) {
 // IQ4_NL: 18-byte blocks of 32, step d.
 struct Iq4NlSource {
   const uint8_t* row;
-  template <class Step>
-  DSINFER_VNNI void Pairs(int64_t blocks, Step& step) {
-    for (int64_t b = 0; b < blocks; b += 2) {
-      __m512 dw;
-      const __m512i w = Pair(b, dw);
-      step(b, w, dw);
-    }
-  }
   DSINFER_VNNI __m512i Pair(int64_t b, __m512& dw) {
     const uint8_t* p = row + 18 * b;
     dw = Halves(_cvtsh_ss(U16(p)), _cvtsh_ss(U16(p + 18)));
@@ -695,7 +680,16 @@ DSINFER_VNNI void RowSignedVnniN(const uint8_t* row, int64_t blocks, const Quant
   SignedStep<N> step{a, t0, {}};
   for (int t = 0; t < N; ++t) step.acc[t] = _mm512_setzero_ps();
   Source src{row};
-  src.Pairs(blocks & ~int64_t{1}, step);
+  const int64_t even = blocks & ~int64_t{1};
+  if constexpr (requires { src.Pairs(even, step); }) {
+    src.Pairs(even, step);
+  } else {
+    for (int64_t b = 0; b < even; b += 2) {
+      __m512 dw;
+      const __m512i w = src.Pair(b, dw);
+      step(b, w, dw);
+    }
+  }
   if (blocks % 2 == 1) {  // an odd last block: the upper half of every vector is zero
     __m512 dw;
     const __m512i w = src.Last(blocks - 1, dw);

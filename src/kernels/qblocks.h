@@ -72,7 +72,7 @@ bool Int8UsesAvx2(Isa isa);
 // qw = u − 32 (Q6_K), or per 16-element group (d·sc_i)·d with acc −= (dmin·m_i)·d·Σ q_i
 // (Q2_K) or qw = u − 4 (Q3_K; both have VNNI kernels only, the specification elsewhere),
 // or per 32-element block with qw = the index's level, s_b = d·d_x (IQ4_NL) or
-// (d·(ls_j − 32))·d_x (IQ4_XS; VNNI kernels only, as Q2_K/Q3_K);
+// (d·(ls_j − 32))·d_x (IQ4_XS; both IQ4 types have VNNI kernels only, as Q2_K/Q3_K);
 // every product and sum rounded to f32. The VNNI and
 // AVX2 paths sum the same scaled integer partials in other orders (within γ_K·Σ|terms|), with
 // a fixed order per token (batch invariant). `a` must come from QuantizeActs (either form).

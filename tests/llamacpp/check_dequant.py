@@ -21,15 +21,15 @@ usage: check_dequant.py --oracle LLAMA_ORACLE --work DIR
 
 import argparse
 import os
-import shutil
-import subprocess
 import sys
 import time
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "gguf"))
 sys.path.insert(0, os.path.join(HERE, "..", "reference"))
+import check_gguf_model as cg  # noqa: E402
 import gguf_np as g  # noqa: E402
 
 MIXES = ("Q8_0", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K", "Q5_K_M", "Q6_K", "IQ4_XS")
@@ -38,32 +38,9 @@ MIXES = ("Q8_0", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K", "Q5_K_M", "Q6_K", "IQ4_XS")
 # Q2_K's, Q8_0 Q6_K's and IQ4_NL IQ4_XS's).
 MUST_COVER = {"Q8_0", "Q4_0", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS", "IQ4_NL"}
 N_EMBD, N_FF, N_VOCAB, N_HEAD = 256, 128, 1024, 2
-FAILS = []
-
-
-def run(cmd):
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if p.returncode != 0:
-        raise RuntimeError(f"command failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-3000:]}")
-    return p
-
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        FAILS.append(what)
-
-
-def discard(*paths):
-    """Removes scratch once its checks are done; after a failure nothing more is removed, so the
-    files of the failure are there to inspect."""
-    if FAILS:
-        return
-    for p in paths:
-        if os.path.isdir(p):
-            shutil.rmtree(p, ignore_errors=True)
-        elif os.path.lexists(p):
-            os.remove(p)
+# The gguf_model test's helpers (run a command, record a check, remove scratch once its checks
+# passed).
+run, check, discard, FAILS = cg.run, cg.check, cg.discard, cg.FAILS
 
 
 def edges_file(path, rng):

@@ -86,9 +86,9 @@ done
 measure Q8_0_int8 "$out/Q8_0.gguf" -- --block-acts int8
 measure Q4_K_M_int8 "$out/Q4_K_M.gguf" -- --block-acts int8
 measure IQ4_XS_int8 "$out/IQ4_XS.gguf" -- --block-acts int8
-# IQ4_XS as llama.cpp's own quantiser makes it (its encoder searches scales for the least squared
-# error, where dsinfer's is range-safe), from an F32 GGUF of the model (when scripts/llamacpp.sh
-# has built the oracle; skipped otherwise).
+# IQ4_XS as llama.cpp's own quantiser makes it (its own scale search, and its own exceptions to
+# the base type for a few tensors), from an F32 GGUF of the model (when scripts/llamacpp.sh has
+# built the oracle; skipped otherwise).
 oracle=$root/build/llamacpp/bin/llama_oracle
 if [ -x "$oracle" ]; then
   "$dsinfer" quantize "${threads[@]}" --model "$model" --out "$out/F32.gguf" --type F32 > /dev/null

@@ -74,7 +74,9 @@ RoundTrip Roundtrip(GgmlType t, const std::vector<float>& x) {
 
 // IQ4's 16 levels (restated from the layout, ggml_types.h): non-uniform, so its encoders search
 // the step and may clamp a block's extremes; what holds for every element is that it decodes
-// to the level nearest to it at its block's step.
+// to the level nearest to it at its block's step, and for every 32-element block that its
+// squared error is no larger than storing the block as 0 would give (step 0 is a candidate:
+// the levels have no 0, so a block far below the smallest f16 step must not decode to ±step).
 bool Iq4(GgmlType t) { return t == GgmlType::kIQ4_NL || t == GgmlType::kIQ4_XS; }
 constexpr int kLevels[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
@@ -89,6 +91,14 @@ void ExpectNearestLevel(GgmlType t, const std::vector<float>& x, const std::stri
     ASSERT_LE(std::fabs(r.y[e] - x[e]), tol)
         << GgmlTypeName(t) << " " << what << " element " << e << ": x=" << x[e] << " y=" << r.y[e]
         << " step=" << step;
+  }
+  for (size_t b = 0; b < x.size(); b += 32) {
+    double e2 = 0, x2 = 0;
+    for (size_t e = b; e < b + 32; ++e) {
+      e2 += (double(r.y[e]) - x[e]) * (double(r.y[e]) - x[e]);
+      x2 += double(x[e]) * x[e];
+    }
+    ASSERT_LE(e2, x2 * (1 + 1e-6)) << GgmlTypeName(t) << " " << what << " block at " << b;
   }
 }
 
@@ -136,8 +146,24 @@ TEST(GgmlQuantize, HalfStepBoundOnRandomAndEdgeRows) {
   rows.emplace_back("negative only", neg);
   rows.emplace_back("f16-subnormal scales", tiny);
   rows.emplace_back("ramp", ramp);
+  // One loud 32-element sub-block per 256, the others 2500x quieter (IQ4_XS: far below d).
+  std::vector<float> mixed(n);
+  for (int64_t i = 0; i < n; ++i) mixed[i] = normal(rng) * (i % 256 < 32 ? 2.5f : 1e-3f);
+  rows.emplace_back("mixed sub-block scales", mixed);
   for (GgmlType t : kQuantised)
     for (const auto& [what, x] : rows) ExpectHalfStep(t, x, what);
+}
+
+// A block whose negative extreme needs a positive step near the f16 limit (−8e6/127 = 62,992)
+// while the negative-step candidate would not fit (8e6/113 = 70,796 > 65,504): encoded with the
+// sign that fits, not refused.
+TEST(GgmlQuantize, Iq4StepSignThatFits) {
+  std::vector<float> x(32, 1.0f);
+  x[5] = -8e6f;
+  for (GgmlType t : {GgmlType::kIQ4_NL}) ExpectNearestLevel(t, x, "large negative extreme");
+  std::vector<float> huge(32, 9e6f);  // no step of either sign fits: refused, naming the block
+  std::vector<std::byte> out(18);
+  EXPECT_THROW(QuantizeRow(GgmlType::kIQ4_NL, huge, out, "w"), Error);
 }
 
 // RMS error of N(0, 1) rows, relative to the RMS of x. A uniform quantiser with step s has RMS

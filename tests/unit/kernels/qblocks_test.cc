@@ -42,8 +42,8 @@ namespace {
 using test::Gamma;
 
 constexpr DType kBlockTypes[] = {DType::kQ8_0, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K};
-// Block types dsinfer runs but does not write (no encoder: llama.cpp's files hold them); their
-// tests use random bytes.
+// Block types whose kernel tests use random bytes (every code pattern): those dsinfer runs but
+// does not write (Q2_K, Q3_K: llama.cpp's files hold them) and the IQ4 types.
 constexpr DType kDecodeOnlyTypes[] = {DType::kQ2_K, DType::kQ3_K, DType::kIQ4_NL, DType::kIQ4_XS};
 constexpr Isa kIsas[] = {Isa::kScalar, Isa::kAvx2, Isa::kAvx512};
 
