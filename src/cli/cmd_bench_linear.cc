@@ -311,7 +311,8 @@ struct Measurement {
 
 // Copies of one synthetic matrix: enough to exceed the last-level cache many times over when
 // the weights must be read cold (`cold`), else one.
-std::vector<Weight> MakeCopies(const Shape& s, const WeightKind& kind, bool cold, bool pairs) {
+std::vector<Weight> MakeCopies(const Shape& s, const WeightKind& kind, bool cold, bool pairs,
+                               bool bf16_blocks) {
   const int64_t bytes = s.rows * DTypeRowBytes(kind.dtype, s.cols);
   const int64_t copies = cold ? std::max<int64_t>(1, (int64_t{256} << 20) / bytes + 1) : 1;
   std::vector<Weight> ws;
@@ -321,6 +322,9 @@ std::vector<Weight> MakeCopies(const Shape& s, const WeightKind& kind, bool cold
       ws.back().wuk_t = TransposeHeads(ws.back().view, s.heads, s.dn + s.dv, 0, s.dn);
     if (pairs && s.kind == Kind::kLinear && kind.dtype == DType::kF8E4M3)
       ws.back().pairs = RepackFp8Pairs(ws.back().view);
+    // Q8_0/Q4_K in bf16 numerics run only repacked (as the model with --block-acts bf16)
+    if (bf16_blocks && s.kind == Kind::kLinear && Bf16BlockDtype(kind.dtype) && !kind.int8)
+      ws.back().pairs = RepackBlocksBf16(ws.back().view);
   }
   return ws;
 }
@@ -389,7 +393,8 @@ roofline::Result Roofline(const Options& o, bool need_bf16, bool need_int8) {
 // The numerics a bench measures: --numerics as given (checked against the CPU and the weight
 // dtype), else `gemm` f32 plus bf16 when this CPU runs the bf16 GEMM on these weights, `gemv` f32.
 std::vector<std::string> NumericsToRun(const Options& o, const WeightKind& kind) {
-  const bool bf16_weights = (kind.dtype == DType::kF8E4M3 || kind.dtype == DType::kBF16);
+  const bool bf16_weights = kind.dtype == DType::kF8E4M3 || kind.dtype == DType::kBF16 ||
+                            (Bf16BlockDtype(kind.dtype) && !kind.int8);
   if (o.numerics.empty()) {
     if (o.gemm && DetectCpu().Bf16DotUsable() && bf16_weights) return {"f32", "bf16"};
     return {"f32"};
@@ -397,7 +402,8 @@ std::vector<std::string> NumericsToRun(const Options& o, const WeightKind& kind)
   for (const std::string& m : o.numerics) {
     if (m != "f32" && m != "bf16") throw Error("--numerics '" + m + "': expected f32 or bf16");
     if (m == "bf16" && !bf16_weights)
-      throw Error("--numerics bf16 needs fp8 or bf16 weights, not --dtype " + kind.name);
+      throw Error("--numerics bf16 needs fp8, bf16, q8_0 or q4_k weights, not --dtype " +
+                  kind.name);
     if (m == "bf16" && !DetectCpu().Bf16DotUsable())
       throw Error("--numerics bf16: no AVX512-BF16 GEMM on this CPU (" + DetectCpu().Describe() +
                   "); its scalar specification is too slow to benchmark");
@@ -508,7 +514,9 @@ int RunLinearBench(const Options& o) {
     for (size_t ki = 0; ki < kinds.size(); ++ki) {
       const WeightKind& kind = kinds[ki];
       if (s.kind != Kind::kLinear && IsBlockDType(kind.dtype)) continue;  // kv_b is f32 in GGUF
-      const std::vector<Weight> copies = MakeCopies(s, kind, /*cold=*/!o.gemm, pairs);
+      const bool any_bf16 = std::find(numerics[ki].begin(), numerics[ki].end(), "bf16") !=
+                            numerics[ki].end();
+      const std::vector<Weight> copies = MakeCopies(s, kind, /*cold=*/!o.gemm, pairs, any_bf16);
       for (int64_t n : ns) {
         double f32_seconds = 0;  // this shape's f32 time, for the bf16 line's speed-up
         for (const std::string& num : numerics[ki]) {

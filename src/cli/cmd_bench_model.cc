@@ -45,7 +45,7 @@ struct Options {
   int64_t batch = 512;
   std::string kv_cache = "f32";
   std::string numerics = "auto";  // comma-separated: f32, bf16, auto (docs/numerics.md)
-  std::string block_acts = "int8";  // --block-acts int8 | f32
+  std::string block_acts = "int8";  // --block-acts int8 | f32 | bf16
   std::string output = "md";
   std::optional<std::string> output_err;
   bool no_warmup = false;
@@ -461,7 +461,8 @@ int RunBenchModel(const Options& o) {
   const bool load_bf16 = std::find(listed.begin(), listed.end(), Numerics::kBf16) != listed.end();
   std::unique_ptr<Model> model =
       Model::Load(dir, {.numerics = load_bf16 ? Numerics::kBf16 : Numerics::kF32,
-                        .int8_block_activations = o.block_acts == "int8"});
+                        .int8_block_activations = o.block_acts != "f32",
+                        .bf16_block_activations = o.block_acts == "bf16" && load_bf16});
   const ModelConfig& c = model->config();
   const std::vector<Test> tests = PlanTests(Attentions(o, c), o);
   for (const Test& t : tests) CheckFits(t, c);  // fail before minutes of measuring

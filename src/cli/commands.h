@@ -52,7 +52,7 @@ void AddThreadsOption(CLI::App* app);
 // The arithmetic flags of a command that runs the model (docs/numerics.md), checked by CLI11.
 struct NumericsFlags {
   std::string numerics = "auto";    // --numerics f32|bf16|auto (LoadOptions::numerics)
-  std::string block_acts = "int8";  // --block-acts int8|f32 (LoadOptions::int8_block_activations)
+  std::string block_acts = "int8";  // --block-acts int8|f32|bf16 (LoadOptions::*_block_activations)
   LoadOptions Load() const;         // the load options they select
 };
 

@@ -43,7 +43,7 @@ void CheckArgs(const WeightView& w, int64_t n, int64_t row_begin, int64_t row_en
 
 // A weight re-laid out for the bf16 kernels (RepackFp8Pairs) reaches no other kernel.
 void CheckRowMajor(const WeightView& w) {
-  DSINFER_CHECK(!w.bf16_pairs, "an FP8 weight repacked for the bf16 kernels reached another kernel");
+  DSINFER_CHECK(!w.bf16_pairs, "a weight repacked for the bf16 kernels reached another kernel");
 }
 
 // A parallel region pays off for large products, and never nests (a caller that parallelises
@@ -333,12 +333,70 @@ void RowsBlocks(Isa isa, const gemm::IsaKernels* k, const float* x, int64_t xs, 
 // The specification: bf16(x) once per call, each weight row decoded to its bf16 values (FP8:
 // the e4m3 value, unscaled), products exact in f32, summed in ascending column; FP8 folds each
 // 128-column block's sum into the total with its scale (partial_0 · s_0, then fma).
+// xsum[t*(K/32) + b] = Σ xr[t*K + c] over block b's 32 columns, f32, ascending c (the bf16
+// kernels' Q4_K min term; gemm/isa_kernels.h).
+void BlockSums(const float* xr, int64_t n, int64_t K, float* xsum) {
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t b = 0; b < K / 32; ++b) {
+      float s = 0.0f;
+      for (int64_t c = 32 * b; c < 32 * b + 32; ++c) s += xr[t * K + c];
+      xsum[t * (K / 32) + b] = s;
+    }
+}
+
+// Q8_0 / Q4_K (docs/numerics.md "bf16 numerics"): per 32-column block the codes' sum with the
+// bf16 activations (ascending), then total = fma(partial, s_b, total) and for Q4_K
+// total = fma(−mm_b, xsum_b, total). xr: [n, K] bf16(x) as f32.
+void RowsBf16BlocksScalar(const std::vector<float>& xr, int64_t n, const WeightView& w, int64_t rb,
+                          int64_t re, float* y, int64_t ys) {
+  const int64_t K = w.cols, nb = K / 32;
+  const bool q4 = w.dtype == DType::kQ4_K;
+  std::vector<float> xsum(n * nb);  // [n, nb]
+  BlockSums(xr.data(), n, K, xsum.data());
+#pragma omp parallel for schedule(dynamic, 32) if (UseThreads((re - rb) * K * (n + 1)))
+  for (int64_t r = rb; r < re; ++r) {
+    DSINFER_NOTE_THREAD("linear.bf16_scalar_block_rows");
+    std::vector<float> code(K), s(nb), mm(nb);  // the row's integer codes; per block s_b, mm_b
+    const auto* row = reinterpret_cast<const uint8_t*>(w.row(r));
+    for (int64_t b = 0; b < nb; ++b) {
+      if (!q4) {
+        const uint8_t* blk = row + b * 34;
+        s[b] = F16ToFloat(static_cast<uint16_t>(blk[0] | blk[1] << 8));
+        for (int c = 0; c < 32; ++c) code[32 * b + c] = static_cast<int8_t>(blk[2 + c]);
+        continue;
+      }
+      const uint8_t* blk = row + b / 8 * 144;
+      const int j = static_cast<int>(b % 8);
+      uint8_t sc = 0, m = 0;
+      UnpackK4Scale(blk + 4, j, &sc, &m);
+      s[b] = F16ToFloat(static_cast<uint16_t>(blk[0] | blk[1] << 8)) * static_cast<float>(sc);
+      mm[b] = F16ToFloat(static_cast<uint16_t>(blk[2] | blk[3] << 8)) * static_cast<float>(m);
+      for (int l = 0; l < 32; ++l) {
+        const uint8_t byte = blk[16 + 32 * (j / 2) + l];
+        code[32 * b + l] = static_cast<float>(j % 2 == 0 ? byte & 15 : byte >> 4);
+      }
+    }
+    for (int64_t t = 0; t < n; ++t) {
+      const float* a = xr.data() + t * K;
+      float total = 0.0f;
+      for (int64_t b = 0; b < nb; ++b) {
+        float partial = 0.0f;
+        for (int64_t c = 32 * b; c < 32 * b + 32; ++c) partial += a[c] * code[c];
+        total = std::fma(partial, s[b], total);
+        if (q4) total = std::fma(-mm[b], xsum[t * nb + b], total);
+      }
+      y[t * ys + (r - rb)] = total;
+    }
+  }
+}
+
 void RowsBf16Scalar(const float* x, int64_t xs, int64_t n, const WeightView& w, int64_t rb,
                     int64_t re, float* y, int64_t ys) {
   const int64_t K = w.cols;
   std::vector<float> xr(n * K);  // [n, K] bf16(x) as f32
   for (int64_t t = 0; t < n; ++t)
     for (int64_t c = 0; c < K; ++c) xr[t * K + c] = BF16ToFloat(FloatToBF16(x[t * xs + c]));
+  if (IsBlockDType(w.dtype)) return RowsBf16BlocksScalar(xr, n, w, rb, re, y, ys);
   const bool fp8 = w.dtype == DType::kF8E4M3;
 #pragma omp parallel for schedule(dynamic, 32) if (UseThreads((re - rb) * K * (n + 1)))
   for (int64_t r = rb; r < re; ++r) {
@@ -375,6 +433,18 @@ T* TypedScratch(int64_t count) {
   return buffer.data() + (64 - address % 64) % 64 / sizeof(T);
 }
 
+// BlockSums of bf16 rows xb [.., xbs] for tokens [t0, t1) into xsum [.., cols / 32]: the same
+// f32 additions in the same order (the kernels' xsum, bitwise the specification's).
+void Bf16BlockSums(const uint16_t* xb, int64_t xbs, int64_t t0, int64_t t1, int64_t cols,
+                   float* xsum) {
+  for (int64_t t = t0; t < t1; ++t)
+    for (int64_t b = 0; b < cols / 32; ++b) {
+      float s = 0.0f;
+      for (int64_t c = 32 * b; c < 32 * b + 32; ++c) s += BF16ToFloat(xb[t * xbs + c]);
+      xsum[t * (cols / 32) + b] = s;
+    }
+}
+
 // The fast path: x is rounded once into a shared [n, xbs] bf16 buffer (split by token rows
 // among the threads), then pieces of ≤ 128 weight rows as `RowsGemm`.
 void RowsGemmBf16(const gemm::Bf16Kernels& k, const float* x, int64_t xs, int64_t n,
@@ -382,13 +452,23 @@ void RowsGemmBf16(const gemm::Bf16Kernels& k, const float* x, int64_t xs, int64_
   const int64_t xbs = (w.cols + 32) / 32 * 32;     // ≥ cols + 1 (the odd pad), 64-byte rows
   uint16_t* xb = TypedScratch<uint16_t>(n * xbs);  // [n, xbs] bf16(x): the caller's buffer
   const Pieces pieces{rb, re, re - rb < 1024 ? 64 : 128};
+  const bool blocks = IsBlockDType(w.dtype);
+  const int64_t xss = w.cols / 32;  // block weights: xsum [n, xss] (Q4_K's min term)
+  float* xsum = blocks ? TypedScratch<float>(n * xss) : nullptr;
+  const int64_t work_words = blocks ? gemm::Bf16BlockWorkWords() : k.work_words;
   auto piece = [&](int64_t p, uint32_t* work) {
     const int64_t r0 = pieces.begin(p), r1 = pieces.end(p);
+    if (blocks)
+      return gemm::Bf16BlocksGemm(xb, xbs, xsum, xss, n, w, r0, r1, y + (r0 - rb), ys, work);
     k.gemm_rows(xb, xbs, n, w, r0, r1, y + (r0 - rb), ys, work);
   };
+  auto prepare = [&](int64_t t0, int64_t t1) {
+    k.round_x(x, xs, t0, t1, w.cols, xb, xbs);
+    if (w.dtype == DType::kQ4_K) Bf16BlockSums(xb, xbs, t0, t1, w.cols, xsum);
+  };
   if (!UseThreads((re - rb) * w.cols * (n + 1))) {  // no OpenMP construct (see RowsGemv)
-    k.round_x(x, xs, 0, n, w.cols, xb, xbs);
-    uint32_t* work = TypedScratch<uint32_t>(k.work_words);
+    prepare(0, n);
+    uint32_t* work = TypedScratch<uint32_t>(work_words);
     for (int64_t p = 0; p < pieces.count(); ++p) piece(p, work);
     return;
   }
@@ -396,9 +476,9 @@ void RowsGemmBf16(const gemm::Bf16Kernels& k, const float* x, int64_t xs, int64_
   {
     DSINFER_NOTE_THREAD("linear.bf16_gemm_rows");
     const int64_t parts = omp_get_num_threads(), i = omp_get_thread_num();
-    k.round_x(x, xs, n * i / parts, n * (i + 1) / parts, w.cols, xb, xbs);
+    prepare(n * i / parts, n * (i + 1) / parts);
 #pragma omp barrier
-    uint32_t* work = TypedScratch<uint32_t>(k.work_words);
+    uint32_t* work = TypedScratch<uint32_t>(work_words);
 #pragma omp for schedule(dynamic)
     for (int64_t p = 0; p < pieces.count(); ++p) piece(p, work);
   }
@@ -412,8 +492,14 @@ void RowsGemvBf16(const gemm::Bf16Kernels& k, const float* x, int64_t xs, int64_
   const int64_t xbs = (w.cols + 32) / 32 * 32;              // as RowsGemmBf16
   uint16_t* xb = TypedScratch<uint16_t>(n * xbs);           // [n, xbs] bf16(x)
   k.round_x(x, xs, 0, n, w.cols, xb, xbs);
+  const bool blocks = IsBlockDType(w.dtype);
+  const int64_t xss = w.cols / 32;
+  float* xsum = blocks ? TypedScratch<float>(n * xss) : nullptr;
+  if (w.dtype == DType::kQ4_K) Bf16BlockSums(xb, xbs, 0, n, w.cols, xsum);
   auto part = [&](int64_t parts, int64_t i) {
     const int64_t t0 = Cut(rb, re, i, parts, 16), t1 = Cut(rb, re, i + 1, parts, 16);
+    if (blocks)
+      return gemm::Bf16BlocksGemv(xb, xbs, xsum, xss, n, w, t0, t1, y + (t0 - rb), ys);
     for (int64_t r0 = t0; r0 < t1;) {
       const int64_t r1 = std::min(t1, (r0 / 128 + 1) * 128);
       k.gemv_rows(xb, xbs, n, w, r0, r1, y + (r0 - rb), ys, t1);
@@ -521,14 +607,17 @@ namespace {
 void RowsBf16(Bf16Path path, Bf16Kernel kernel, const float* x, int64_t x_stride, int64_t n,
               const WeightView& w, int64_t row_begin, int64_t row_end, float* y, int64_t y_stride) {
   CheckArgs(w, n, row_begin, row_end);
-  DSINFER_CHECK(w.dtype == DType::kF8E4M3 || w.dtype == DType::kBF16,
-                "the bf16 GEMM takes FP8 e4m3 or BF16 weights");
+  DSINFER_CHECK(w.dtype == DType::kF8E4M3 || w.dtype == DType::kBF16 || Bf16BlockDtype(w.dtype),
+                "the bf16 GEMM takes FP8 e4m3, BF16, Q8_0 or Q4_K weights");
+  DSINFER_CHECK(!IsBlockDType(w.dtype) || (path == Bf16Path::kScalar) != w.bf16_pairs,
+                "a Q8_0/Q4_K weight runs on the AVX512-BF16 path repacked (RepackBlocksBf16), "
+                "on the scalar one as stored");
   DSINFER_CHECK(n <= 1 || (x_stride >= w.cols && y_stride >= row_end - row_begin),
                 "LinearRowsBf16: a row stride is shorter than its row");
   DSINFER_CHECK(path == Bf16Path::kScalar || DetectCpu().SupportsBf16Dot(),
                 "this CPU cannot run the AVX512-BF16 GEMM");
   DSINFER_CHECK(!w.bf16_pairs || (path == Bf16Path::kAvx512Bf16 && row_begin % 16 == 0),
-                "a repacked FP8 weight runs on the AVX512-BF16 path, from a row multiple of 16");
+                "a repacked weight runs on the AVX512-BF16 path, from a row multiple of 16");
   if (n == 0 || row_begin == row_end) return;
   if (w.cols == 0) return ZeroRows(y, y_stride, n, row_end - row_begin);  // empty sums
   if (path == Bf16Path::kScalar)
@@ -571,7 +660,9 @@ const char* NumericsName(Numerics numerics) { return numerics == Numerics::kBf16
 
 void Linear(Numerics numerics, const float* x, int64_t n, const WeightView& w, float* y) {
   const bool bf16_weights = w.dtype == DType::kF8E4M3 || w.dtype == DType::kBF16;
-  if (numerics == Numerics::kBf16 && bf16_weights) return LinearBf16(x, n, w, y);
+  // Q8_0/Q4_K: only with the repacked copy the loader makes for `--block-acts bf16`.
+  const bool bf16_blocks = Bf16BlockDtype(w.dtype) && w.repacked != nullptr;
+  if (numerics == Numerics::kBf16 && (bf16_weights || bf16_blocks)) return LinearBf16(x, n, w, y);
   Linear(x, n, w, y);
 }
 

@@ -109,6 +109,57 @@ std::shared_ptr<const OwnedWeight> RepackFp8Pairs(const WeightView& w) {
   return out;
 }
 
+bool Bf16BlockDtype(DType dtype) { return dtype == DType::kQ8_0 || dtype == DType::kQ4_K; }
+
+int64_t Bf16BlockTileBytes(DType dtype, int64_t cols) {
+  return dtype == DType::kQ8_0 ? cols / 32 * kQ8Bf16BlockBytes : cols / 256 * kQ4KBf16BlockBytes;
+}
+
+std::shared_ptr<const OwnedWeight> RepackBlocksBf16(const WeightView& w) {
+  DSINFER_CHECK(Bf16BlockDtype(w.dtype) && !w.bf16_pairs,
+                "RepackBlocksBf16 takes a row-major Q8_0 or Q4_K weight");
+  const bool q8 = w.dtype == DType::kQ8_0;
+  auto out = std::make_shared<OwnedWeight>();
+  const int64_t tiles = (w.rows + kBlockTileRows - 1) / kBlockTileRows;
+  const int64_t tile_bytes = Bf16BlockTileBytes(w.dtype, w.cols);
+  out->bytes.assign(static_cast<size_t>(tiles * tile_bytes), std::byte{0});
+  auto* const base = reinterpret_cast<uint8_t*>(out->bytes.data());
+#pragma omp parallel for schedule(static) if (w.rows * w.cols >= (int64_t{1} << 22))
+  for (int64_t r = 0; r < w.rows; ++r) {
+    DSINFER_NOTE_THREAD("weight.repack_blocks_bf16");
+    const int64_t a = r % kBlockTileRows;
+    uint8_t* tile = base + (r / kBlockTileRows) * tile_bytes;
+    const auto* row = reinterpret_cast<const uint8_t*>(w.row(r));
+    if (q8) {
+      for (int64_t b = 0; b < w.cols / 32; ++b) {
+        const uint8_t* src = row + b * 34;
+        uint8_t* dst = tile + b * kQ8Bf16BlockBytes;
+        std::memcpy(dst + 2 * a, src, 2);
+        for (int c = 0; c < 32; ++c) dst[32 + (c / 2) * 32 + 2 * a + c % 2] = src[2 + c];
+      }
+      continue;
+    }
+    for (int64_t s = 0; s < w.cols / 256; ++s) {
+      const uint8_t* src = row + s * 144;
+      uint8_t* dst = tile + s * kQ4KBf16BlockBytes;
+      std::memcpy(dst + 2 * a, src, 2);       // d
+      std::memcpy(dst + 32 + 2 * a, src + 2, 2);  // dmin
+      for (int j = 0; j < 8; ++j) UnpackK4Scale(src + 4, j, dst + 64 + 16 * j + a, dst + 192 + 16 * j + a);
+      for (int e = 0; e < 256; ++e) {  // element e: chunk c = e/64, nibble (e/32)%2, l = e%32
+        const uint8_t byte = src[16 + 32 * (e / 64) + e % 32];
+        const uint8_t q = (e / 32) % 2 == 0 ? byte & 15 : byte >> 4;
+        const int j = e / 32, k = e % 32, h = k / 4, hi = (k % 4) / 2, f = k % 2;
+        dst[320 + 256 * j + 32 * h + 2 * a + f] |= static_cast<uint8_t>(hi ? q << 4 : q);
+      }
+    }
+  }
+  out->view = w;
+  out->view.data = out->bytes.data();
+  out->view.bf16_pairs = true;
+  out->view.repacked = nullptr;
+  return out;
+}
+
 std::shared_ptr<const OwnedWeight> TransposeHeads(const WeightView& w, int64_t heads,
                                                   int64_t stride, int64_t offset, int64_t rows) {
   DSINFER_CHECK(heads >= 1 && rows >= 1 && offset >= 0 && offset + rows <= stride &&

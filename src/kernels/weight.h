@@ -25,13 +25,14 @@ struct WeightView {
   // activations"). Otherwise (default) every block type is decoded exactly to f32 and multiplied in
   // f32.
   bool int8_activations = false;
-  // FP8 only: `data` holds the codes re-laid out for the bf16 GEMV/GEMM (RepackFp8Pairs below),
-  // not [rows, cols] row-major. Only `LinearRowsBf16`'s AVX512-BF16 path reads such a weight;
-  // every other kernel refuses it.
+  // FP8, Q8_0, Q4_K: `data` holds the codes re-laid out for the bf16 GEMV/GEMM
+  // (RepackFp8Pairs / RepackBlocksBf16 below), not [rows, cols] row-major. Only
+  // `LinearRowsBf16`'s AVX512-BF16 path reads such a weight; every other kernel refuses it.
   bool bf16_pairs = false;
-  // FP8 only: this weight repacked for the bf16 kernels (RepackFp8Pairs), when its owner made
-  // one (the model in bf16 numerics): `LinearBf16` multiplies that copy on the AVX512-BF16 path
-  // (the same bits as this view, faster); every other kernel reads this view. Not owned.
+  // This weight repacked for the bf16 kernels, when its owner made one (the model in bf16
+  // numerics: FP8 always, Q8_0/Q4_K with --block-acts bf16): `LinearBf16` multiplies that copy
+  // on the AVX512-BF16 path (FP8: the same bits as this view, faster; Q8_0/Q4_K: the only form
+  // that path takes); every other kernel reads this view. Not owned.
   const WeightView* repacked = nullptr;
 
   int64_t scale_cols() const { return (cols + 127) / 128; }
@@ -73,6 +74,28 @@ int64_t TransposeHeadsBytes(DType dtype, int64_t cols, int64_t heads, int64_t st
 // copied. The view has bf16_pairs = true.
 std::shared_ptr<const OwnedWeight> RepackFp8Pairs(const WeightView& w);
 inline constexpr int64_t kPairTileRows = 64;
+
+// Q8_0 and Q4_K weights re-laid out for the bf16-activation kernels (kernels/linear.h
+// `LinearRowsBf16`): rows in tiles of 16 (the last padded with zero blocks), each tile's bytes
+// contiguous, block after block along the row; inside a block the 16 rows' fields side by side
+// so that one load gives a vector with row a in lane a:
+//   Q8_0, per 32-column block (kQ8Bf16BlockBytes = 544): f16 d[16 rows]; then for each column
+//     pair p < 16, 32 bytes: byte 2a + e = q[a, 2p + e] (int8 codes).
+//   Q4_K, per 256-column super-block (kQ4KBf16BlockBytes = 2368): f16 d[16], f16 dmin[16],
+//     u8 sc[8][16], u8 m[8][16] (sub-block j's 6-bit scale and min per row, unpacked); then per
+//     sub-block j 256 bytes of codes, 32 per two column pairs h2 = 2h, 2h + 1 (h < 8) of the
+//     sub-block: byte 2a + e holds q[a, 32j + 4h + e] in its low nibble and q[a, 32j + 4h + 2 + e]
+//     in its high nibble.
+// The same numbers as the weight: 2.8% more bytes for Q4_K (its packed 6-bit scales unpacked),
+// none for Q8_0. The view has bf16_pairs = true (dtype, rows and cols unchanged).
+std::shared_ptr<const OwnedWeight> RepackBlocksBf16(const WeightView& w);
+inline constexpr int64_t kBlockTileRows = 16;
+inline constexpr int64_t kQ8Bf16BlockBytes = 32 + 16 * 32;
+inline constexpr int64_t kQ4KBf16BlockBytes = 64 + 256 + 8 * 256;
+// Whether RepackBlocksBf16 (and the bf16 kernels) take a weight of `dtype`.
+bool Bf16BlockDtype(DType dtype);
+// Bytes of one 16-row tile of a repacked block weight with `cols` columns.
+int64_t Bf16BlockTileBytes(DType dtype, int64_t cols);
 
 // e4m3fn code → f32 through a 256-entry table (built once from `E4M3ToFloat`).
 const float* E4M3Table();

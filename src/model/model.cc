@@ -135,7 +135,8 @@ std::unique_ptr<Model> Model::Load(const std::string& dir, const LoadOptions& op
   if (options.exchange) {
     m->ep_ = ExpertParallel{
         .exchange = options.exchange, .experts = c.n_routed_experts, .mine = m->experts_};
-    m->weights_ = LoadWeights(m->ckpt_, m->experts_, options.int8_block_activations, repack);
+    m->weights_ = LoadWeights(m->ckpt_, m->experts_, options.int8_block_activations, repack,
+                              options.bf16_block_activations);
     // The other ranks' experts leave this process's memory for good: with the whole checkpoint
     // mapped, readahead and fault-around would otherwise map their pages next to ours.
     const ExpertRange mine = m->experts_;
@@ -144,7 +145,8 @@ std::unique_ptr<Model> Model::Load(const std::string& dir, const LoadOptions& op
       return e >= 0 && !mine.Has(e);
     });
   } else {
-    m->weights_ = LoadWeights(m->ckpt_, std::nullopt, options.int8_block_activations, repack);
+    m->weights_ = LoadWeights(m->ckpt_, std::nullopt, options.int8_block_activations, repack,
+                              options.bf16_block_activations);
   }
   if (!m->weights_.repacked_from.empty()) {
     // The repacked copies are what bf16 numerics read: the originals' pages leave memory (one

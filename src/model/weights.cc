@@ -22,8 +22,10 @@ class Loader {
  public:
   // repacked: where the FP8 weights of the bf16 GEMM sites get their repacked copies (null:
   // none are made).
-  Loader(const Checkpoint& ckpt, bool int8_block_activations, ModelWeights* repacked)
-      : ckpt_(ckpt), int8_(int8_block_activations), repacked_(repacked) {}
+  // bf16_blocks: Q8_0/Q4_K weights of those sites get copies too (--block-acts bf16).
+  Loader(const Checkpoint& ckpt, bool int8_block_activations, ModelWeights* repacked,
+         bool bf16_blocks)
+      : ckpt_(ckpt), int8_(int8_block_activations), bf16_blocks_(bf16_blocks), repacked_(repacked) {}
 
   bool Has(const std::string& name) const { return ckpt_.Has(name); }
 
@@ -47,8 +49,9 @@ class Loader {
   // activations are rounded"): an FP8 weight gets its repacked copy when copies are made.
   WeightView Bf16Site(const std::string& prefix, int64_t rows, int64_t cols) const {
     WeightView w = Linear(prefix, rows, cols);
-    if (repacked_ != nullptr && w.dtype == DType::kF8E4M3) {
-      repacked_->repacked.push_back(RepackFp8Pairs(w));
+    const bool blocks = bf16_blocks_ && Bf16BlockDtype(w.dtype);
+    if (repacked_ != nullptr && (w.dtype == DType::kF8E4M3 || blocks)) {
+      repacked_->repacked.push_back(blocks ? RepackBlocksBf16(w) : RepackFp8Pairs(w));
       repacked_->repacked_from.push_back(prefix + ".weight");
       w.repacked = &repacked_->repacked.back()->view;
     }
@@ -67,6 +70,7 @@ class Loader {
  private:
   const Checkpoint& ckpt_;
   bool int8_;
+  bool bf16_blocks_;
   ModelWeights* repacked_;  // where repacked copies go (null: none are made)
 };
 
@@ -179,7 +183,7 @@ WeightMemory EstimateWeightMemory(const Checkpoint& ckpt, std::optional<ExpertRa
 }
 
 ModelWeights LoadWeights(const Checkpoint& ckpt, std::optional<ExpertRange> experts,
-                         bool int8_block_activations, bool repack_bf16) {
+                         bool int8_block_activations, bool repack_bf16, bool bf16_blocks) {
   const ModelConfig& c = ckpt.config();
   if (c.scoring_func != "sigmoid")
     throw Error(ckpt.dir() + "/config.json: scoring_func '" + c.scoring_func +
@@ -188,7 +192,7 @@ ModelWeights LoadWeights(const Checkpoint& ckpt, std::optional<ExpertRange> expe
     throw Error(ckpt.dir() + "/config.json: the lightning indexer needs q_lora_rank");
   CheckAgainstTable(ckpt, experts);
   ModelWeights w;
-  Loader ld(ckpt, int8_block_activations, repack_bf16 ? &w : nullptr);
+  Loader ld(ckpt, int8_block_activations, repack_bf16 ? &w : nullptr, bf16_blocks);
   w.embed = ld.Linear("model.embed_tokens", c.vocab_size, c.hidden_size);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l)
     w.layers.push_back(LoadLayer(ld, c, l, /*indexer_required=*/true, experts));

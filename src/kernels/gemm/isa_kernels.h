@@ -106,4 +106,18 @@ struct Bf16Kernels {
 // AVX-512 BF16 (`vdpbf16ps`); callable only when DetectCpu().SupportsBf16Dot().
 const Bf16Kernels& Avx512Bf16Kernels();
 
+// ---- The same for Q8_0 and Q4_K weights repacked by RepackBlocksBf16 (gemm/avx512_bf16_blocks.cc;
+// numerics: docs/numerics.md "bf16 numerics", block weights) ---------------------------------
+// xb as round_x gives it; xsum[t*xss + b] = Σ bf16(x[t, 32b .. 32b+31]) in f32, ascending
+// (read for Q4_K only). Rows [r0, r1): r0 a multiple of 16. The GEMV (n ≤ kBf16GemvMaxN, any
+// range) and the GEMM (a piece of ≤ 128 rows, `work` of Bf16BlockWorkWords() words) give the
+// same bits. Callable only when DetectCpu().SupportsBf16Dot().
+inline constexpr int kBf16BlockMr = 6;  // GEMM tokens per register tile (× 32 rows)
+int64_t Bf16BlockWorkWords();
+void Bf16BlocksGemv(const uint16_t* xb, int64_t xbs, const float* xsum, int64_t xss, int64_t n,
+                    const WeightView& w, int64_t r0, int64_t r1, float* y, int64_t ys);
+void Bf16BlocksGemm(const uint16_t* xb, int64_t xbs, const float* xsum, int64_t xss, int64_t n,
+                    const WeightView& w, int64_t r0, int64_t r1, float* y, int64_t ys,
+                    uint32_t* work);
+
 }  // namespace dsinfer::gemm

@@ -1,0 +1,348 @@
+// AVX-512 BF16 GEMV and GEMM of Q8_0 and Q4_K weights with bf16 activations (kernels/linear.h
+// `LinearRowsBf16`, docs/numerics.md "bf16 numerics"), on the weights' repacked form
+// (kernels/weight.h `RepackBlocksBf16`: 16-row tiles, each block's 16 rows side by side).
+//
+// The block codes are small integers — Q8_0's int8 q, Q4_K's 4-bit q — so each is an exact
+// bf16 number, and `vdpbf16ps` multiplies them with the bf16 activations exactly. Per output
+// (row r, token t) and 32-column block b, in this order:
+//   partial = the vdpbf16ps chain over the block's 16 column pairs, from zero, ascending pairs;
+//   total   = fma(partial, s_b, total)                        (total starts at 0)
+//   Q4_K:     total = fma(−mm_b, xsum_b, total)
+// with s_b = d (Q8_0) or d·sc_j (Q4_K, exact in f32: an f16 times a 6-bit integer), mm_b =
+// dmin·m_j (exact), xsum_b = the block's sum of bf16(x) (f32, ascending columns, computed once
+// per token by linear.cc). Lanes run over the tile's 16 weight rows (one output each), so the
+// chain needs no horizontal sums and the GEMV and the GEMM compute every output with the same
+// operations in the same order: bitwise equal for any n, batch and chunk invariant. The scalar
+// specification (linear.cc) sums each block in ascending columns instead of vdpbf16ps's pair
+// order: results differ by f32 rounding only (tests/unit/kernels/linear_bf16_test.cc).
+//
+// Conversions: Q8_0 through f32 (`vpmovsxbd`, `vcvtdq2ps`, `vcvtne2ps2bf16`: exact for |q| ≤
+// 128); Q4_K by a 16-word table (`vpermw`) from the nibbles.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/gemm/isa_kernels.h"
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#define DSINFER_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma,f16c")))
+
+namespace dsinfer::gemm {
+namespace {
+
+constexpr int kLanes = 16;
+constexpr int kGroupRows = 32;                      // GEMM register tile: 2 vectors of 16 rows
+constexpr int kPieceGroups = 128 / kGroupRows;      // row groups of a ≤ 128-row piece
+constexpr int64_t kChunkPairs = kBf16Kc / 2;        // column pairs per chunk
+constexpr int kChunkBlocks = kBf16Kc / 32;          // 32-column blocks per chunk
+constexpr int64_t kPanelWords = int64_t{kPieceGroups} * kGroupRows * kChunkPairs;
+constexpr int64_t kScaleWords = int64_t{2} * kChunkBlocks * 128;  // s and mm per block and row
+static_assert(kBf16Kc % 256 == 0, "a chunk holds whole Q4_K super-blocks");
+
+DSINFER_BF16 inline __mmask16 Mask(int64_t n) {
+  return n >= kLanes ? static_cast<__mmask16>(0xFFFF)
+         : n <= 0    ? static_cast<__mmask16>(0)
+                     : static_cast<__mmask16>((1u << n) - 1);
+}
+
+// bf16 bits of the integers 0..15 (the top half of their f32 bits).
+constexpr uint16_t IntBf16(int v) {
+  if (v == 0) return 0;
+  int e = 0;
+  while ((v >> (e + 1)) != 0) ++e;
+  return static_cast<uint16_t>((127 + e) << 7 | ((v << (7 - e)) & 0x7F));
+}
+
+// 32 bytes of Q8_0 codes (byte 2a + e: row a's element e of a pair) → the vector of bf16 pairs.
+DSINFER_BF16 inline __m512bh Q8Pairs(const uint8_t* p) {
+  const __m512 lo = _mm512_cvtepi32_ps(
+      _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  const __m512 hi = _mm512_cvtepi32_ps(
+      _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16))));
+  return _mm512_cvtne2ps_pbh(hi, lo);  // words 0-15 from lo, 16-31 from hi
+}
+
+// 32 bytes of Q4_K nibbles → two vectors of bf16 pairs (low nibbles: the first pair, high
+// nibbles: the second).
+DSINFER_BF16 inline void Q4Pairs(const uint8_t* p, __m512i table, __m512bh& first,
+                                 __m512bh& second) {
+  const __m512i w = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  first = (__m512bh)_mm512_permutexvar_epi16(_mm512_and_si512(w, _mm512_set1_epi16(15)), table);
+  second = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(w, 4), table);
+}
+
+DSINFER_BF16 inline __m512i Q4Table() {
+  return _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,  //
+                          IntBf16(15), IntBf16(14), IntBf16(13), IntBf16(12), IntBf16(11),
+                          IntBf16(10), IntBf16(9), IntBf16(8), IntBf16(7), IntBf16(6), IntBf16(5),
+                          IntBf16(4), IntBf16(3), IntBf16(2), IntBf16(1), IntBf16(0));
+}
+
+DSINFER_BF16 inline __m512 HalfVec(const uint8_t* p) {  // 16 f16 → f32
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+DSINFER_BF16 inline __m512 ByteVec(const uint8_t* p) {  // 16 u8 → f32
+  return _mm512_cvtepi32_ps(
+      _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+
+DSINFER_BF16 inline __m512bh Broadcast(const uint16_t* pair) {
+  int32_t v;
+  std::memcpy(&v, pair, sizeof v);
+  return (__m512bh)_mm512_set1_epi32(v);
+}
+
+// ---- GEMV: M ≤ 4 tokens × G ≤ 4 tiles of 16 rows, straight from the repacked weight ----------
+template <int M, int G, bool kQ4>
+DSINFER_BF16 void GemvTiles(const uint16_t* xb, int64_t xbs, const float* xsum, int64_t xss,
+                            const WeightView& w, int64_t r, int last, float* y, int64_t ys) {
+  const int64_t tile_bytes = kQ4 ? w.cols / 256 * 2368 : w.cols / 32 * 544;
+  const uint8_t* tiles = static_cast<const uint8_t*>(w.data) + r / kLanes * tile_bytes;
+  [[maybe_unused]] const __m512i table = Q4Table();
+  __m512 total[G][M];
+  for (int g = 0; g < G; ++g)
+    for (int t = 0; t < M; ++t) total[g][t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < w.cols / 32; ++b) {
+    __m512 partial[G][M];
+    for (int g = 0; g < G; ++g)
+      for (int t = 0; t < M; ++t) partial[g][t] = _mm512_setzero_ps();
+    // Pair after pair, the G tiles' chains interleaved (G·M independent chains in flight).
+    __m512 s[G], mm[G];
+    if constexpr (kQ4) {
+      const int64_t sb = b / 8, j = b % 8;
+      const uint8_t* codes[G];
+      for (int g = 0; g < G; ++g) {
+        const uint8_t* blk = tiles + g * tile_bytes + sb * 2368;
+        s[g] = _mm512_mul_ps(HalfVec(blk), ByteVec(blk + 64 + 16 * j));
+        mm[g] = _mm512_mul_ps(HalfVec(blk + 32), ByteVec(blk + 192 + 16 * j));
+        codes[g] = blk + 320 + 256 * j;
+      }
+#pragma GCC unroll 8
+      for (int h = 0; h < 8; ++h) {
+        __m512bh x0[M], x1[M];
+        for (int t = 0; t < M; ++t) {
+          x0[t] = Broadcast(xb + t * xbs + 32 * b + 4 * h);
+          x1[t] = Broadcast(xb + t * xbs + 32 * b + 4 * h + 2);
+        }
+        for (int g = 0; g < G; ++g) {
+          __m512bh v0, v1;
+          Q4Pairs(codes[g] + 32 * h, table, v0, v1);
+          for (int t = 0; t < M; ++t) partial[g][t] = _mm512_dpbf16_ps(partial[g][t], v0, x0[t]);
+          for (int t = 0; t < M; ++t) partial[g][t] = _mm512_dpbf16_ps(partial[g][t], v1, x1[t]);
+        }
+      }
+    } else {
+      const uint8_t* codes[G];
+      for (int g = 0; g < G; ++g) {
+        const uint8_t* blk = tiles + g * tile_bytes + b * 544;
+        s[g] = HalfVec(blk);
+        codes[g] = blk + 32;
+      }
+#pragma GCC unroll 16
+      for (int p = 0; p < 16; ++p) {
+        __m512bh xv[M];
+        for (int t = 0; t < M; ++t) xv[t] = Broadcast(xb + t * xbs + 32 * b + 2 * p);
+        for (int g = 0; g < G; ++g) {
+          const __m512bh v = Q8Pairs(codes[g] + 32 * p);
+          for (int t = 0; t < M; ++t) partial[g][t] = _mm512_dpbf16_ps(partial[g][t], v, xv[t]);
+        }
+      }
+    }
+    for (int g = 0; g < G; ++g)
+      for (int t = 0; t < M; ++t) {
+        total[g][t] = _mm512_fmadd_ps(partial[g][t], s[g], total[g][t]);
+        if constexpr (kQ4)
+          total[g][t] = _mm512_fnmadd_ps(mm[g], _mm512_set1_ps(xsum[t * xss + b]), total[g][t]);
+      }
+  }
+  for (int g = 0; g < G; ++g)
+    for (int t = 0; t < M; ++t)
+      _mm512_mask_storeu_ps(y + t * ys + g * kLanes, Mask(g == G - 1 ? last : kLanes), total[g][t]);
+}
+
+template <int M, bool kQ4>
+DSINFER_BF16 void GemvTilesG(int groups, const uint16_t* xb, int64_t xbs, const float* xsum,
+                             int64_t xss, const WeightView& w, int64_t r, int last, float* y,
+                             int64_t ys) {
+  switch (groups) {
+    case 1:
+      return GemvTiles<M, 1, kQ4>(xb, xbs, xsum, xss, w, r, last, y, ys);
+    case 2:
+      return GemvTiles<M, 2, kQ4>(xb, xbs, xsum, xss, w, r, last, y, ys);
+    case 3:
+      return GemvTiles<M, 3, kQ4>(xb, xbs, xsum, xss, w, r, last, y, ys);
+    default:
+      return GemvTiles<M, 4, kQ4>(xb, xbs, xsum, xss, w, r, last, y, ys);
+  }
+}
+
+template <bool kQ4>
+DSINFER_BF16 void GemvD(const uint16_t* xb, int64_t xbs, const float* xsum, int64_t xss, int64_t n,
+                        const WeightView& w, int64_t r0, int64_t r1, float* y, int64_t ys) {
+  constexpr int64_t kStep = 4 * kLanes;
+  for (int64_t r = r0; r < r1; r += kStep) {
+    const int64_t end = std::min(r1, r + kStep);
+    const int groups = static_cast<int>((end - r + kLanes - 1) / kLanes);
+    const int last = static_cast<int>(end - r - (groups - 1) * kLanes);
+    for (int64_t t0 = 0; t0 < n; t0 += kBf16GemvMr) {
+      const int64_t m = std::min<int64_t>(n - t0, kBf16GemvMr);
+      const uint16_t* x = xb + t0 * xbs;
+      const float* xsu = xsum + t0 * xss;
+      float* yt = y + t0 * ys + (r - r0);
+      if (m == 1) GemvTilesG<1, kQ4>(groups, x, xbs, xsu, xss, w, r, last, yt, ys);
+      else if (m == 2) GemvTilesG<2, kQ4>(groups, x, xbs, xsu, xss, w, r, last, yt, ys);
+      else if (m == 3) GemvTilesG<3, kQ4>(groups, x, xbs, xsu, xss, w, r, last, yt, ys);
+      else GemvTilesG<4, kQ4>(groups, x, xbs, xsu, xss, w, r, last, yt, ys);
+    }
+  }
+}
+
+// ---- GEMM: a ≤ 128-row piece, per chunk of kBf16Kc columns a panel of bf16 pairs -------------
+// Panel: for row group g (32 rows), pair p of the chunk, row j: word [(g·kChunkPairs + p)·32 + j].
+// Scales: sc[b·128 + row] and mm[b·128 + row] for the chunk's block b (rows past the piece: 0).
+template <bool kQ4>
+DSINFER_BF16 void PackPanel(const WeightView& w, int64_t r0, int rows, int64_t k0, int64_t k1,
+                            uint32_t* panel, float* sc, float* mm) {
+  const int64_t tile_bytes = kQ4 ? w.cols / 256 * 2368 : w.cols / 32 * 544;
+  const int tiles16 = (rows + kLanes - 1) / kLanes;
+  const int groups = (rows + kGroupRows - 1) / kGroupRows;
+  const int64_t b0 = k0 / 32, nb = (k1 - k0) / 32;
+  [[maybe_unused]] const __m512i table = Q4Table();
+  for (int i = 0; i < groups * 2; ++i) {
+    uint32_t* dst = panel + (i / 2) * kChunkPairs * kGroupRows + (i % 2) * kLanes;
+    if (i >= tiles16) {  // the odd 16 rows of the last group: zeros
+      for (int64_t p = 0; p < nb * 16; ++p)
+        _mm512_storeu_si512(dst + p * kGroupRows, _mm512_setzero_si512());
+      for (int64_t b = 0; b < nb; ++b) {
+        _mm512_storeu_ps(sc + b * 128 + i * kLanes, _mm512_setzero_ps());
+        _mm512_storeu_ps(mm + b * 128 + i * kLanes, _mm512_setzero_ps());
+      }
+      continue;
+    }
+    const uint8_t* tile = static_cast<const uint8_t*>(w.data) + (r0 / kLanes + i) * tile_bytes;
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t gb = b0 + b;
+      uint32_t* d = dst + b * 16 * kGroupRows;
+      if constexpr (kQ4) {
+        const uint8_t* blk = tile + gb / 8 * 2368;
+        const int64_t j = gb % 8;
+        _mm512_storeu_ps(sc + b * 128 + i * kLanes,
+                         _mm512_mul_ps(HalfVec(blk), ByteVec(blk + 64 + 16 * j)));
+        _mm512_storeu_ps(mm + b * 128 + i * kLanes,
+                         _mm512_mul_ps(HalfVec(blk + 32), ByteVec(blk + 192 + 16 * j)));
+        for (int h = 0; h < 8; ++h) {
+          __m512bh v0, v1;
+          Q4Pairs(blk + 320 + 256 * j + 32 * h, table, v0, v1);
+          _mm512_storeu_si512(d + (2 * h) * kGroupRows, (__m512i)v0);
+          _mm512_storeu_si512(d + (2 * h + 1) * kGroupRows, (__m512i)v1);
+        }
+      } else {
+        const uint8_t* blk = tile + gb * 544;
+        _mm512_storeu_ps(sc + b * 128 + i * kLanes, HalfVec(blk));
+        for (int p = 0; p < 16; ++p)
+          _mm512_storeu_si512(d + p * kGroupRows, (__m512i)Q8Pairs(blk + 32 + 32 * p));
+      }
+    }
+  }
+}
+
+// M tokens × one 32-row group of the panel over the chunk's nb blocks; y (the group's first
+// row, `valid` real rows) holds the totals between chunks; `first`: the chunk starts at column 0.
+template <int M, bool kQ4>
+DSINFER_BF16 void Tile(const uint16_t* xb, int64_t xbs, const float* xsum, int64_t xss, int64_t k0,
+                       int64_t nb, const uint32_t* wp, const float* sc, const float* mm,
+                       bool first, float* y, int64_t ys, int valid) {
+  const __mmask16 mask[2] = {Mask(valid), Mask(valid - kLanes)};
+  __m512 total[M][2];
+  for (int t = 0; t < M; ++t)
+    for (int v = 0; v < 2; ++v)
+      total[t][v] = first ? _mm512_setzero_ps()
+                          : _mm512_maskz_loadu_ps(mask[v], y + t * ys + v * kLanes);
+  for (int64_t b = 0; b < nb; ++b) {
+    __m512 partial[M][2];
+    for (int t = 0; t < M; ++t)
+      for (int v = 0; v < 2; ++v) partial[t][v] = _mm512_setzero_ps();
+    const uint32_t* wb = wp + b * 16 * kGroupRows;
+    const uint16_t* xr = xb + k0 + 32 * b;
+#pragma GCC unroll 4
+    for (int p = 0; p < 16; ++p) {
+      const __m512bh w0 = (__m512bh)_mm512_loadu_si512(wb + p * kGroupRows);
+      const __m512bh w1 = (__m512bh)_mm512_loadu_si512(wb + p * kGroupRows + kLanes);
+      for (int t = 0; t < M; ++t) {
+        const __m512bh xv = Broadcast(xr + t * xbs + 2 * p);
+        partial[t][0] = _mm512_dpbf16_ps(partial[t][0], w0, xv);
+        partial[t][1] = _mm512_dpbf16_ps(partial[t][1], w1, xv);
+      }
+    }
+    for (int v = 0; v < 2; ++v) {
+      const __m512 s = _mm512_loadu_ps(sc + b * 128 + v * kLanes);
+      for (int t = 0; t < M; ++t) total[t][v] = _mm512_fmadd_ps(partial[t][v], s, total[t][v]);
+      if constexpr (kQ4) {
+        const __m512 m = _mm512_loadu_ps(mm + b * 128 + v * kLanes);
+        for (int t = 0; t < M; ++t)
+          total[t][v] =
+              _mm512_fnmadd_ps(m, _mm512_set1_ps(xsum[t * xss + k0 / 32 + b]), total[t][v]);
+      }
+    }
+  }
+  for (int t = 0; t < M; ++t)
+    for (int v = 0; v < 2; ++v) _mm512_mask_storeu_ps(y + t * ys + v * kLanes, mask[v], total[t][v]);
+}
+
+template <int M, bool kQ4>
+DSINFER_BF16 void TileUpTo(int m, const uint16_t* xb, int64_t xbs, const float* xsum, int64_t xss,
+                           int64_t k0, int64_t nb, const uint32_t* wp, const float* sc,
+                           const float* mm, bool first, float* y, int64_t ys, int valid) {
+  if constexpr (M > 1) {
+    if (m < M) return TileUpTo<M - 1, kQ4>(m, xb, xbs, xsum, xss, k0, nb, wp, sc, mm, first, y, ys, valid);
+  }
+  Tile<M, kQ4>(xb, xbs, xsum, xss, k0, nb, wp, sc, mm, first, y, ys, valid);
+}
+
+template <bool kQ4>
+DSINFER_BF16 void GemmD(const uint16_t* xb, int64_t xbs, const float* xsum, int64_t xss, int64_t n,
+                        const WeightView& w, int64_t r0, int64_t r1, float* y, int64_t ys,
+                        uint32_t* work) {
+  const int rows = static_cast<int>(r1 - r0);
+  uint32_t* panel = work;
+  float* sc = reinterpret_cast<float*>(work + kPanelWords);
+  float* mm = sc + kScaleWords / 2;
+  for (int64_t k0 = 0; k0 < w.cols; k0 += kBf16Kc) {
+    const int64_t k1 = std::min<int64_t>(k0 + kBf16Kc, w.cols), nb = (k1 - k0) / 32;
+    PackPanel<kQ4>(w, r0, rows, k0, k1, panel, sc, mm);
+    for (int64_t t0 = 0; t0 < n; t0 += kBf16BlockMr) {
+      const int m = static_cast<int>(std::min<int64_t>(n - t0, kBf16BlockMr));
+      for (int g = 0; g * kGroupRows < rows; ++g)
+        TileUpTo<kBf16BlockMr, kQ4>(m, xb + t0 * xbs, xbs, xsum + t0 * xss, xss, k0, nb,
+                                    panel + g * kChunkPairs * kGroupRows, sc + g * kGroupRows,
+                                    mm + g * kGroupRows, k0 == 0, y + t0 * ys + g * kGroupRows, ys,
+                                    rows - g * kGroupRows);
+    }
+  }
+}
+
+}  // namespace
+
+int64_t Bf16BlockWorkWords() { return kPanelWords + kScaleWords; }
+
+DSINFER_BF16 void Bf16BlocksGemv(const uint16_t* xb, int64_t xbs, const float* xsum, int64_t xss,
+                                 int64_t n, const WeightView& w, int64_t r0, int64_t r1, float* y,
+                                 int64_t ys) {
+  if (w.dtype == DType::kQ4_K) return GemvD<true>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys);
+  GemvD<false>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys);
+}
+
+DSINFER_BF16 void Bf16BlocksGemm(const uint16_t* xb, int64_t xbs, const float* xsum, int64_t xss,
+                                 int64_t n, const WeightView& w, int64_t r0, int64_t r1, float* y,
+                                 int64_t ys, uint32_t* work) {
+  if (w.dtype == DType::kQ4_K) return GemmD<true>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys, work);
+  GemmD<false>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys, work);
+}
+
+}  // namespace dsinfer::gemm
