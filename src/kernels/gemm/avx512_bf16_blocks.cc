@@ -39,11 +39,12 @@ namespace {
 constexpr int kLanes = 16;
 constexpr int kGroupRows = 32;                      // GEMM register tile: 2 vectors of 16 rows
 constexpr int kPieceGroups = 128 / kGroupRows;      // row groups of a ≤ 128-row piece
-constexpr int64_t kChunkPairs = kBf16Kc / 2;        // column pairs per chunk
-constexpr int kChunkBlocks = kBf16Kc / 32;          // 32-column blocks per chunk
+constexpr int64_t kKc = 512;                        // GEMM chunk: columns per panel
+constexpr int64_t kChunkPairs = kKc / 2;            // column pairs per chunk
+constexpr int kChunkBlocks = kKc / 32;              // 32-column blocks per chunk
 constexpr int64_t kPanelWords = int64_t{kPieceGroups} * kGroupRows * kChunkPairs;
 constexpr int64_t kScaleWords = int64_t{2} * kChunkBlocks * 128;  // s and mm per block and row
-static_assert(kBf16Kc % 256 == 0, "a chunk holds whole Q4_K super-blocks");
+static_assert(kKc % 256 == 0, "a chunk holds whole Q4_K super-blocks");
 
 DSINFER_BF16 inline __mmask16 Mask(int64_t n) {
   return n >= kLanes ? static_cast<__mmask16>(0xFFFF)
@@ -203,7 +204,7 @@ DSINFER_BF16 void GemvD(const uint16_t* xb, int64_t xbs, const float* xsum, int6
   }
 }
 
-// ---- GEMM: a ≤ 128-row piece, per chunk of kBf16Kc columns a panel of bf16 pairs -------------
+// ---- GEMM: a ≤ 128-row piece, per chunk of kKc columns a panel of bf16 pairs -----------------
 // Panel: for row group g (32 rows), pair p of the chunk, row j: word [(g·kChunkPairs + p)·32 + j].
 // Scales: sc[b·128 + row] and mm[b·128 + row] for the chunk's block b (rows past the piece: 0).
 template <bool kQ4>
@@ -313,13 +314,14 @@ DSINFER_BF16 void GemmD(const uint16_t* xb, int64_t xbs, const float* xsum, int6
   uint32_t* panel = work;
   float* sc = reinterpret_cast<float*>(work + kPanelWords);
   float* mm = sc + kScaleWords / 2;
-  for (int64_t k0 = 0; k0 < w.cols; k0 += kBf16Kc) {
-    const int64_t k1 = std::min<int64_t>(k0 + kBf16Kc, w.cols), nb = (k1 - k0) / 32;
+  for (int64_t k0 = 0; k0 < w.cols; k0 += kKc) {
+    const int64_t k1 = std::min<int64_t>(k0 + kKc, w.cols), nb = (k1 - k0) / 32;
     PackPanel<kQ4>(w, r0, rows, k0, k1, panel, sc, mm);
-    for (int64_t t0 = 0; t0 < n; t0 += kBf16BlockMr) {
-      const int m = static_cast<int>(std::min<int64_t>(n - t0, kBf16BlockMr));
+    constexpr int kMr = kBf16BlockMr;
+    for (int64_t t0 = 0; t0 < n; t0 += kMr) {
+      const int m = static_cast<int>(std::min<int64_t>(n - t0, kMr));
       for (int g = 0; g * kGroupRows < rows; ++g)
-        TileUpTo<kBf16BlockMr, kQ4>(m, xb + t0 * xbs, xbs, xsum + t0 * xss, xss, k0, nb,
+        TileUpTo<kMr, kQ4>(m, xb + t0 * xbs, xbs, xsum + t0 * xss, xss, k0, nb,
                                     panel + g * kChunkPairs * kGroupRows, sc + g * kGroupRows,
                                     mm + g * kGroupRows, k0 == 0, y + t0 * ys + g * kGroupRows, ys,
                                     rows - g * kGroupRows);

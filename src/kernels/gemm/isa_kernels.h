@@ -112,7 +112,9 @@ const Bf16Kernels& Avx512Bf16Kernels();
 // (read for Q4_K only). Rows [r0, r1): r0 a multiple of 16. The GEMV (n ≤ kBf16GemvMaxN, any
 // range) and the GEMM (a piece of ≤ 128 rows, `work` of Bf16BlockWorkWords() words) give the
 // same bits. Callable only when DetectCpu().SupportsBf16Dot().
-inline constexpr int kBf16BlockMr = 6;  // GEMM tokens per register tile (× 32 rows)
+// GEMM tokens per register tile (× 32 rows): 8 measured best (bench gemm n = 512, w1/w2: 4 and
+// 12 slower, 6 -8% for Q4_K, whose min terms push the tile past the 32 registers either way).
+inline constexpr int kBf16BlockMr = 8;
 int64_t Bf16BlockWorkWords();
 void Bf16BlocksGemv(const uint16_t* xb, int64_t xbs, const float* xsum, int64_t xss, int64_t n,
                     const WeightView& w, int64_t r0, int64_t r1, float* y, int64_t ys);

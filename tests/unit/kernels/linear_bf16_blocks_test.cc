@@ -224,7 +224,7 @@ class BlocksBf16Test : public ::testing::TestWithParam<DType> {
 };
 
 // Rows not whole 16-row tiles, ranges from any multiple of 16, several 512-column chunks of the
-// GEMM with a tail chunk, n = 1..8 (GEMV passes of 4) and 13, 37 (GEMM tiles of 6 with a tail).
+// GEMM with a tail chunk, n = 1..8 (GEMV passes of 4) and 13, 37 (GEMM tiles of 8 with a tail).
 TEST_P(BlocksBf16Test, ShapesRangesAndBatchSizes) {
   struct Case {
     int64_t rows, blocks, rb, re;
