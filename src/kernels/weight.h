@@ -10,6 +10,7 @@
 #include <memory>
 #include <vector>
 
+#include "base/huge_buffer.h"
 #include "format/dtype.h"
 
 namespace dsinfer {
@@ -46,6 +47,7 @@ struct WeightView {
 // the object is shared (shared_ptr), never copied.
 struct OwnedWeight {
   std::vector<std::byte> bytes;
+  HugeBuffer huge;  // instead of `bytes` for large copies (RepackBlocksBf16): huge pages, zeroed
   std::vector<float> scales;  // FP8 only
   WeightView view;
 };
