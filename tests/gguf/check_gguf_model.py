@@ -451,6 +451,11 @@ def main():
                   f"{I8_BOUNDS[1]} over {n} ≥ {I8_MIN_ROWS} rows; all rows mean KL {kl_all:.2e} ≤ "
                   f"{I8_FLIPPED_KL} and ≤ int8's {kl_i8:.2e}")
             discard(*dumps)
+        if typ == "Q8_0":  # bf16 block activations outside bf16 numerics: a clear error
+            p = run([ds, "logits", "--model", path, "--ids", IDS, "--out", os.path.join(work, "x.npy"),
+                     "--numerics", "f32", "--block-acts", "bf16"], ok=False)
+            check(p.returncode != 0 and "--block-acts bf16 needs bf16 numerics" in p.stderr,
+                  f"--block-acts bf16 with --numerics f32 is refused: {p.stderr.strip()[-160:]}")
         # Resident memory: the quantised tensors stay mapped as stored (no f32 copies).
         rss = peak_rss([ds, "logits", "--model", path, "--ids", IDS, "--out", os.path.join(work, "rss.npy")],
                        os.path.join(work, "rss.log"))
