@@ -58,9 +58,9 @@ void AddBlockActsOption(CLI::App* app, std::string* block_acts) {
   app->add_option("--block-acts", *block_acts,
                   "activations of block-quantised (GGUF Q8_0, Q2_K-Q6_K, IQ4_*) weights: int8 "
                   "(quantised per 32, integer products as llama.cpp) | f32 (exact, the reference "
-                  "contract; docs/numerics.md) | bf16 (bf16 numerics only: Q8_0 and Q4_K weights "
-                  "repacked at load and multiplied with bf16 activations, prefill ~1.7x int8's; "
-                  "the other types as int8)")
+                  "contract; docs/numerics.md) | bf16 (bf16 numerics only: Q8_0, Q4_K and Q6_K "
+                  "weights repacked at load and multiplied with bf16 activations, prefill "
+                  "1.4-2x int8's; the other types as int8)")
       ->check(CLI::IsMember({"int8", "f32", "bf16"}))
       ->capture_default_str();
 }

@@ -344,14 +344,14 @@ void BlockSums(const float* xr, int64_t n, int64_t K, float* xsum) {
     }
 }
 
-// Q8_0 / Q4_K (docs/numerics.md "bf16 numerics"): per 32-column block the codes' sum with the
-// bf16 activations (ascending), then total = fma(partial, s_b, total) and for Q4_K
-// total = fma(−mm_b, xsum_b, total). xr: [n, K] bf16(x) as f32.
+// Q8_0 / Q4_K / Q6_K (docs/numerics.md "bf16 numerics"): per scale block (32 columns; Q6_K 16)
+// the codes' sum with the bf16 activations (ascending), then total = fma(partial, s_b, total)
+// and for Q4_K total = fma(−mm_b, xsum_b, total). xr: [n, K] bf16(x) as f32.
 void RowsBf16BlocksScalar(const std::vector<float>& xr, int64_t n, const WeightView& w, int64_t rb,
                           int64_t re, float* y, int64_t ys) {
-  const int64_t K = w.cols, nb = K / 32;
-  const bool q4 = w.dtype == DType::kQ4_K;
-  std::vector<float> xsum(n * nb);  // [n, nb]
+  const bool q4 = w.dtype == DType::kQ4_K, q6 = w.dtype == DType::kQ6_K;
+  const int64_t K = w.cols, bw = q6 ? 16 : 32, nb = K / bw;  // bw: columns per scale block
+  std::vector<float> xsum(n * (K / 32));                      // [n, K / 32] (Q4_K)
   BlockSums(xr.data(), n, K, xsum.data());
 #pragma omp parallel for schedule(dynamic, 32) if (UseThreads((re - rb) * K * (n + 1)))
   for (int64_t r = rb; r < re; ++r) {
@@ -359,6 +359,18 @@ void RowsBf16BlocksScalar(const std::vector<float>& xr, int64_t n, const WeightV
     std::vector<float> code(K), s(nb), mm(nb);  // the row's integer codes; per block s_b, mm_b
     const auto* row = reinterpret_cast<const uint8_t*>(w.row(r));
     for (int64_t b = 0; b < nb; ++b) {
+      if (q6) {  // element e of the super-block: docs in format/ggml_types.h
+        const uint8_t* blk = row + b / 16 * 210;
+        s[b] = F16ToFloat(static_cast<uint16_t>(blk[208] | blk[209] << 8)) *
+               static_cast<float>(static_cast<int8_t>(blk[192 + b % 16]));
+        for (int64_t c = 0; c < 16; ++c) {
+          const int64_t e = 16 * (b % 16) + c, h = e / 128, k = (e % 128) / 32, l = e % 32;
+          const uint8_t lo = blk[64 * h + l + 32 * (k % 2)];
+          const int u = (k < 2 ? lo & 15 : lo >> 4) | ((blk[128 + 32 * h + l] >> (2 * k)) & 3) << 4;
+          code[16 * b + c] = static_cast<float>(u - 32);
+        }
+        continue;
+      }
       if (!q4) {
         const uint8_t* blk = row + b * 34;
         s[b] = F16ToFloat(static_cast<uint16_t>(blk[0] | blk[1] << 8));
@@ -381,7 +393,7 @@ void RowsBf16BlocksScalar(const std::vector<float>& xr, int64_t n, const WeightV
       float total = 0.0f;
       for (int64_t b = 0; b < nb; ++b) {
         float partial = 0.0f;
-        for (int64_t c = 32 * b; c < 32 * b + 32; ++c) partial += a[c] * code[c];
+        for (int64_t c = bw * b; c < bw * b + bw; ++c) partial += a[c] * code[c];
         total = std::fma(partial, s[b], total);
         if (q4) total = std::fma(-mm[b], xsum[t * nb + b], total);
       }
@@ -608,9 +620,9 @@ void RowsBf16(Bf16Path path, Bf16Kernel kernel, const float* x, int64_t x_stride
               const WeightView& w, int64_t row_begin, int64_t row_end, float* y, int64_t y_stride) {
   CheckArgs(w, n, row_begin, row_end);
   DSINFER_CHECK(w.dtype == DType::kF8E4M3 || w.dtype == DType::kBF16 || Bf16BlockDtype(w.dtype),
-                "the bf16 GEMM takes FP8 e4m3, BF16, Q8_0 or Q4_K weights");
+                "the bf16 GEMM takes FP8 e4m3, BF16, Q8_0, Q4_K or Q6_K weights");
   DSINFER_CHECK(!IsBlockDType(w.dtype) || (path == Bf16Path::kScalar) != w.bf16_pairs,
-                "a Q8_0/Q4_K weight runs on the AVX512-BF16 path repacked (RepackBlocksBf16), "
+                "a Q8_0/Q4_K/Q6_K weight runs on the AVX512-BF16 path repacked (RepackBlocksBf16), "
                 "on the scalar one as stored");
   DSINFER_CHECK(n <= 1 || (x_stride >= w.cols && y_stride >= row_end - row_begin),
                 "LinearRowsBf16: a row stride is shorter than its row");
@@ -660,7 +672,7 @@ const char* NumericsName(Numerics numerics) { return numerics == Numerics::kBf16
 
 void Linear(Numerics numerics, const float* x, int64_t n, const WeightView& w, float* y) {
   const bool bf16_weights = w.dtype == DType::kF8E4M3 || w.dtype == DType::kBF16;
-  // Q8_0/Q4_K: only with the repacked copy the loader makes for `--block-acts bf16`.
+  // Q8_0/Q4_K/Q6_K: only with the repacked copy the loader makes for `--block-acts bf16`.
   const bool bf16_blocks = Bf16BlockDtype(w.dtype) && w.repacked != nullptr;
   if (numerics == Numerics::kBf16 && (bf16_weights || bf16_blocks)) return LinearBf16(x, n, w, y);
   Linear(x, n, w, y);

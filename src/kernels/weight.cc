@@ -110,15 +110,24 @@ std::shared_ptr<const OwnedWeight> RepackFp8Pairs(const WeightView& w) {
   return out;
 }
 
-bool Bf16BlockDtype(DType dtype) { return dtype == DType::kQ8_0 || dtype == DType::kQ4_K; }
+bool Bf16BlockDtype(DType dtype) {
+  return dtype == DType::kQ8_0 || dtype == DType::kQ4_K || dtype == DType::kQ6_K;
+}
+
+// Bytes of one repacked block (Q8_0: 32 columns; Q4_K, Q6_K: 256).
+int64_t Bf16BlockBytes(DType dtype) {
+  return dtype == DType::kQ8_0   ? kQ8Bf16BlockBytes
+         : dtype == DType::kQ4_K ? kQ4KBf16BlockBytes
+                                 : kQ6KBf16BlockBytes;
+}
 
 int64_t Bf16BlockTileBytes(DType dtype, int64_t cols) {
-  return dtype == DType::kQ8_0 ? cols / 32 * kQ8Bf16BlockBytes : cols / 256 * kQ4KBf16BlockBytes;
+  return cols / (dtype == DType::kQ8_0 ? 32 : 256) * Bf16BlockBytes(dtype);
 }
 
 std::shared_ptr<const OwnedWeight> RepackBlocksBf16(const WeightView& w) {
   DSINFER_CHECK(Bf16BlockDtype(w.dtype) && !w.bf16_pairs,
-                "RepackBlocksBf16 takes a row-major Q8_0 or Q4_K weight");
+                "RepackBlocksBf16 takes a row-major Q8_0, Q4_K or Q6_K weight");
   const bool q8 = w.dtype == DType::kQ8_0;
   auto out = std::make_shared<OwnedWeight>();
   const int64_t tiles = (w.rows + kBlockTileRows - 1) / kBlockTileRows;
@@ -129,19 +138,34 @@ std::shared_ptr<const OwnedWeight> RepackBlocksBf16(const WeightView& w) {
   auto* const base = reinterpret_cast<uint8_t*>(out->huge.data());
   // Tile by tile, block by block, the tile's rows innermost: each output block (544 or 2368
   // bytes) is written whole while in L1.
-  const int64_t blocks = q8 ? w.cols / 32 : w.cols / 256;
+  const int64_t blocks = q8 ? w.cols / 32 : w.cols / 256;  // repacked blocks per row
 #pragma omp parallel for schedule(static) if (w.rows * w.cols >= (int64_t{1} << 22))
   for (int64_t t = 0; t < tiles; ++t) {
     DSINFER_NOTE_THREAD("weight.repack_blocks_bf16");
     const int64_t rows = std::min(kBlockTileRows, w.rows - t * kBlockTileRows);
     for (int64_t b = 0; b < blocks; ++b) {
-      uint8_t* dst = base + t * tile_bytes + b * (q8 ? kQ8Bf16BlockBytes : kQ4KBf16BlockBytes);
+      uint8_t* dst = base + t * tile_bytes + b * Bf16BlockBytes(w.dtype);
       for (int64_t a = 0; a < rows; ++a) {
         const auto* row = reinterpret_cast<const uint8_t*>(w.row(t * kBlockTileRows + a));
         if (q8) {
           const uint8_t* src = row + b * 34;
           std::memcpy(dst + 2 * a, src, 2);
           for (int p = 0; p < 16; ++p) std::memcpy(dst + 32 + 32 * p + 2 * a, src + 2 + 2 * p, 2);
+          continue;
+        }
+        if (w.dtype == DType::kQ6_K) {
+          // Element e (half n = e/128, quarter k = (e%128)/32, l = e%32): low 4 bits from
+          // ql[64n + l + 32(k odd)] (low nibble for k < 2), high 2 bits (qh[32n + l] >> 2k) & 3.
+          const uint8_t* src = row + b * 210;
+          std::memcpy(dst + 2 * a, src + 208, 2);  // d
+          for (int i = 0; i < 16; ++i) dst[32 + 16 * i + a] = src[192 + i];
+          for (int e = 0; e < 256; ++e) {
+            const int n = e / 128, k = (e % 128) / 32, l = e % 32;
+            const uint8_t lo = src[64 * n + l + 32 * (k % 2)];
+            const int u = (k < 2 ? lo & 15 : lo >> 4) | ((src[128 + 32 * n + l] >> (2 * k)) & 3) << 4;
+            const int i = e / 16, c = e % 16;
+            dst[288 + 256 * i + 32 * (c / 2) + 2 * a + c % 2] = static_cast<uint8_t>(u - 32);
+          }
           continue;
         }
         const uint8_t* src = row + b * 144;

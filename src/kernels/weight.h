@@ -26,13 +26,13 @@ struct WeightView {
   // activations"). Otherwise (default) every block type is decoded exactly to f32 and multiplied in
   // f32.
   bool int8_activations = false;
-  // FP8, Q8_0, Q4_K: `data` holds the codes re-laid out for the bf16 GEMV/GEMM
+  // FP8, Q8_0, Q4_K, Q6_K: `data` holds the codes re-laid out for the bf16 GEMV/GEMM
   // (RepackFp8Pairs / RepackBlocksBf16 below), not [rows, cols] row-major. Only
   // `LinearRowsBf16`'s AVX512-BF16 path reads such a weight; every other kernel refuses it.
   bool bf16_pairs = false;
   // This weight repacked for the bf16 kernels, when its owner made one (the model in bf16
-  // numerics: FP8 always, Q8_0/Q4_K with --block-acts bf16): `LinearBf16` multiplies that copy
-  // on the AVX512-BF16 path (FP8: the same bits as this view, faster; Q8_0/Q4_K: the only form
+  // numerics: FP8 always, Q8_0/Q4_K/Q6_K with --block-acts bf16): `LinearBf16` multiplies that
+  // copy on the AVX512-BF16 path (FP8: the same bits as this view, faster; blocks: the only form
   // that path takes); every other kernel reads this view. Not owned.
   const WeightView* repacked = nullptr;
 
@@ -77,7 +77,7 @@ int64_t TransposeHeadsBytes(DType dtype, int64_t cols, int64_t heads, int64_t st
 std::shared_ptr<const OwnedWeight> RepackFp8Pairs(const WeightView& w);
 inline constexpr int64_t kPairTileRows = 64;
 
-// Q8_0 and Q4_K weights re-laid out for the bf16-activation kernels (kernels/linear.h
+// Q8_0, Q4_K and Q6_K weights re-laid out for the bf16-activation kernels (kernels/linear.h
 // `LinearRowsBf16`): rows in tiles of 16 (the last padded with zero blocks), each tile's bytes
 // contiguous, block after block along the row; inside a block the 16 rows' fields side by side
 // so that one load gives a vector with row a in lane a:
@@ -88,13 +88,18 @@ inline constexpr int64_t kPairTileRows = 64;
 //     sub-block j 256 bytes of codes, 32 per two column pairs h2 = 2h, 2h + 1 (h < 8) of the
 //     sub-block: byte 2a + e holds q[a, 32j + 4h + e] in its low nibble and q[a, 32j + 4h + 2 + e]
 //     in its high nibble.
+//   Q6_K, per 256-column super-block (kQ6KBf16BlockBytes = 4384): f16 d[16], int8 sc[16][16]
+//     (16-element sub-block i's scale per row); then per sub-block i 256 bytes of codes, 32 per
+//     column pair p < 8 of the sub-block: byte 2a + e = q[a, 16i + 2p + e] = u − 32 (int8).
 // The same numbers as the weight: 2.8% more bytes for Q4_K (its packed 6-bit scales unpacked),
-// none for Q8_0. The view has bf16_pairs = true (dtype, rows and cols unchanged).
+// none for Q8_0, 30% more for Q6_K (its 6-bit codes as bytes). The view has bf16_pairs = true
+// (dtype, rows and cols unchanged).
 std::shared_ptr<const OwnedWeight> RepackBlocksBf16(const WeightView& w);
 inline constexpr int64_t kBlockTileRows = 16;
 inline constexpr int64_t kQ8Bf16BlockBytes = 32 + 16 * 32;
 inline constexpr int64_t kQ4KBf16BlockBytes = 64 + 256 + 8 * 256;
-// Whether RepackBlocksBf16 (and the bf16 kernels) take a weight of `dtype`.
+inline constexpr int64_t kQ6KBf16BlockBytes = 32 + 256 + 16 * 256;
+// Whether RepackBlocksBf16 (and the bf16 kernels) take a weight of `dtype` (Q8_0, Q4_K, Q6_K).
 bool Bf16BlockDtype(DType dtype);
 // Bytes of one 16-row tile of a repacked block weight with `cols` columns.
 int64_t Bf16BlockTileBytes(DType dtype, int64_t cols);

@@ -107,7 +107,7 @@ WeightMemory EstimateWeightMemory(const Checkpoint& ckpt,
 // `repack_bf16`: the FP8 weights that the bf16 numerics multiply with `LinearBf16` (the inputs
 // docs/numerics.md lists) also get a copy repacked for the AVX512-BF16 kernels
 // (RepackFp8Pairs; as many bytes as those weights; the mapped originals stay for f32 numerics).
-// `bf16_blocks` (with repack_bf16): so do the Q8_0/Q4_K weights of those sites
+// `bf16_blocks` (with repack_bf16): so do the Q8_0/Q4_K/Q6_K weights of those sites
 // (RepackBlocksBf16), which then multiply bf16 activations instead of int8 ones.
 ModelWeights LoadWeights(const Checkpoint& ckpt, std::optional<ExpertRange> experts = std::nullopt,
                          bool int8_block_activations = true, bool repack_bf16 = false,

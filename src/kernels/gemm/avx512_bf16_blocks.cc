@@ -1,23 +1,23 @@
-// AVX-512 BF16 GEMV and GEMM of Q8_0 and Q4_K weights with bf16 activations (kernels/linear.h
+// AVX-512 BF16 GEMV and GEMM of Q8_0, Q4_K and Q6_K weights with bf16 activations (kernels/linear.h
 // `LinearRowsBf16`, docs/numerics.md "bf16 numerics"), on the weights' repacked form
 // (kernels/weight.h `RepackBlocksBf16`: 16-row tiles, each block's 16 rows side by side).
 //
-// The block codes are small integers — Q8_0's int8 q, Q4_K's 4-bit q — so each is an exact
-// bf16 number, and `vdpbf16ps` multiplies them with the bf16 activations exactly. Per output
-// (row r, token t) and 32-column block b, in this order:
-//   partial = the vdpbf16ps chain over the block's 16 column pairs, from zero, ascending pairs;
+// The block codes are small integers — Q8_0's int8 q, Q4_K's 4-bit q, Q6_K's u − 32 — so each
+// is an exact bf16 number, and `vdpbf16ps` multiplies them with the bf16 activations exactly.
+// Per output (row r, token t) and scale block b (32 columns; Q6_K: 16), in this order:
+//   partial = the vdpbf16ps chain over the block's column pairs, from zero, ascending pairs;
 //   total   = fma(partial, s_b, total)                        (total starts at 0)
 //   Q4_K:     total = fma(−mm_b, xsum_b, total)
-// with s_b = d (Q8_0) or d·sc_j (Q4_K, exact in f32: an f16 times a 6-bit integer), mm_b =
-// dmin·m_j (exact), xsum_b = the block's sum of bf16(x) (f32, ascending columns, computed once
-// per token by linear.cc). Lanes run over the tile's 16 weight rows (one output each), so the
+// with s_b = d (Q8_0), d·sc_j (Q4_K, exact in f32: an f16 times a 6-bit integer) or d·sc_i
+// (Q6_K, an f16 times an int8: exact), mm_b = dmin·m_j (exact), xsum_b = the block's sum of
+// bf16(x) (f32, ascending columns, computed once per token by linear.cc). Lanes run over the tile's 16 weight rows (one output each), so the
 // chain needs no horizontal sums and the GEMV and the GEMM compute every output with the same
 // operations in the same order: bitwise equal for any n, batch and chunk invariant. The scalar
 // specification (linear.cc) sums each block in ascending columns instead of vdpbf16ps's pair
 // order: results differ by f32 rounding only (tests/unit/kernels/linear_bf16_test.cc).
 //
-// Conversions: Q8_0 through f32 (`vpmovsxbd`, `vcvtdq2ps`, `vcvtne2ps2bf16`: exact for |q| ≤
-// 128); Q4_K by a 16-word table (`vpermw`) from the nibbles.
+// Conversions: Q8_0 and Q6_K (repacked as bytes) through f32 (`vpmovsxbd`, `vcvtdq2ps`,
+// `vcvtne2ps2bf16`: exact for |q| ≤ 128); Q4_K by a 16-word table (`vpermw`) from the nibbles.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -41,10 +41,19 @@ constexpr int kGroupRows = 32;                      // GEMM register tile: 2 vec
 constexpr int kPieceGroups = 128 / kGroupRows;      // row groups of a ≤ 128-row piece
 constexpr int64_t kKc = 512;                        // GEMM chunk: columns per panel
 constexpr int64_t kChunkPairs = kKc / 2;            // column pairs per chunk
-constexpr int kChunkBlocks = kKc / 32;              // 32-column blocks per chunk
+constexpr int kChunkBlocks = kKc / 16;              // scale blocks per chunk, at most (Q6_K's 16)
 constexpr int64_t kPanelWords = int64_t{kPieceGroups} * kGroupRows * kChunkPairs;
 constexpr int64_t kScaleWords = int64_t{2} * kChunkBlocks * 128;  // s and mm per block and row
-static_assert(kKc % 256 == 0, "a chunk holds whole Q4_K super-blocks");
+static_assert(kKc % 256 == 0, "a chunk holds whole Q4_K/Q6_K super-blocks");
+
+// The block types: Q8_0 (32-column blocks), Q4_K (256-column super-blocks of 32-column blocks
+// with mins), Q6_K (256-column super-blocks of 16-column blocks).
+enum Kind : int { kQ8 = 0, kQ4 = 1, kQ6 = 2 };
+constexpr int BlockCols(int kind) { return kind == kQ6 ? 16 : 32; }    // columns per scale
+constexpr int SuperCols(int kind) { return kind == kQ8 ? 32 : 256; }   // columns per repacked block
+constexpr int64_t SuperBytes(int kind) {                               // bytes per repacked block
+  return kind == kQ8 ? 544 : kind == kQ4 ? 2368 : 4384;
+}
 
 DSINFER_BF16 inline __mmask16 Mask(int64_t n) {
   return n >= kLanes ? static_cast<__mmask16>(0xFFFF)
@@ -93,6 +102,11 @@ DSINFER_BF16 inline __m512 ByteVec(const uint8_t* p) {  // 16 u8 → f32
       _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
 }
 
+DSINFER_BF16 inline __m512 SByteVec(const uint8_t* p) {  // 16 int8 → f32
+  return _mm512_cvtepi32_ps(
+      _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+
 DSINFER_BF16 inline __m512bh Broadcast(const uint16_t* pair) {
   int32_t v;
   std::memcpy(&v, pair, sizeof v);
@@ -100,22 +114,22 @@ DSINFER_BF16 inline __m512bh Broadcast(const uint16_t* pair) {
 }
 
 // ---- GEMV: M ≤ 4 tokens × G ≤ 4 tiles of 16 rows, straight from the repacked weight ----------
-template <int M, int G, bool kQ4>
+template <int M, int G, int kKind>
 DSINFER_BF16 void GemvTiles(const uint16_t* xb, int64_t xbs, const float* xsum, int64_t xss,
                             const WeightView& w, int64_t r, int last, float* y, int64_t ys) {
-  const int64_t tile_bytes = kQ4 ? w.cols / 256 * 2368 : w.cols / 32 * 544;
+  const int64_t tile_bytes = w.cols / SuperCols(kKind) * SuperBytes(kKind);
   const uint8_t* tiles = static_cast<const uint8_t*>(w.data) + r / kLanes * tile_bytes;
   [[maybe_unused]] const __m512i table = Q4Table();
   __m512 total[G][M];
   for (int g = 0; g < G; ++g)
     for (int t = 0; t < M; ++t) total[g][t] = _mm512_setzero_ps();
-  for (int64_t b = 0; b < w.cols / 32; ++b) {
+  for (int64_t b = 0; b < w.cols / BlockCols(kKind); ++b) {
     __m512 partial[G][M];
     for (int g = 0; g < G; ++g)
       for (int t = 0; t < M; ++t) partial[g][t] = _mm512_setzero_ps();
     // Pair after pair, the G tiles' chains interleaved (G·M independent chains in flight).
     __m512 s[G], mm[G];
-    if constexpr (kQ4) {
+    if constexpr (kKind == kQ4) {
       const int64_t sb = b / 8, j = b % 8;
       const uint8_t* codes[G];
       for (int g = 0; g < G; ++g) {
@@ -138,6 +152,23 @@ DSINFER_BF16 void GemvTiles(const uint16_t* xb, int64_t xbs, const float* xsum, 
           for (int t = 0; t < M; ++t) partial[g][t] = _mm512_dpbf16_ps(partial[g][t], v1, x1[t]);
         }
       }
+    } else if constexpr (kKind == kQ6) {
+      const int64_t sb = b / 16, i = b % 16;
+      const uint8_t* codes[G];
+      for (int g = 0; g < G; ++g) {
+        const uint8_t* blk = tiles + g * tile_bytes + sb * 4384;
+        s[g] = _mm512_mul_ps(HalfVec(blk), SByteVec(blk + 32 + 16 * i));
+        codes[g] = blk + 288 + 256 * i;
+      }
+#pragma GCC unroll 8
+      for (int p = 0; p < 8; ++p) {
+        __m512bh xv[M];
+        for (int t = 0; t < M; ++t) xv[t] = Broadcast(xb + t * xbs + 16 * b + 2 * p);
+        for (int g = 0; g < G; ++g) {
+          const __m512bh v = Q8Pairs(codes[g] + 32 * p);
+          for (int t = 0; t < M; ++t) partial[g][t] = _mm512_dpbf16_ps(partial[g][t], v, xv[t]);
+        }
+      }
     } else {
       const uint8_t* codes[G];
       for (int g = 0; g < G; ++g) {
@@ -158,7 +189,7 @@ DSINFER_BF16 void GemvTiles(const uint16_t* xb, int64_t xbs, const float* xsum, 
     for (int g = 0; g < G; ++g)
       for (int t = 0; t < M; ++t) {
         total[g][t] = _mm512_fmadd_ps(partial[g][t], s[g], total[g][t]);
-        if constexpr (kQ4)
+        if constexpr (kKind == kQ4)
           total[g][t] = _mm512_fnmadd_ps(mm[g], _mm512_set1_ps(xsum[t * xss + b]), total[g][t]);
       }
   }
@@ -167,23 +198,23 @@ DSINFER_BF16 void GemvTiles(const uint16_t* xb, int64_t xbs, const float* xsum, 
       _mm512_mask_storeu_ps(y + t * ys + g * kLanes, Mask(g == G - 1 ? last : kLanes), total[g][t]);
 }
 
-template <int M, bool kQ4>
+template <int M, int kKind>
 DSINFER_BF16 void GemvTilesG(int groups, const uint16_t* xb, int64_t xbs, const float* xsum,
                              int64_t xss, const WeightView& w, int64_t r, int last, float* y,
                              int64_t ys) {
   switch (groups) {
     case 1:
-      return GemvTiles<M, 1, kQ4>(xb, xbs, xsum, xss, w, r, last, y, ys);
+      return GemvTiles<M, 1, kKind>(xb, xbs, xsum, xss, w, r, last, y, ys);
     case 2:
-      return GemvTiles<M, 2, kQ4>(xb, xbs, xsum, xss, w, r, last, y, ys);
+      return GemvTiles<M, 2, kKind>(xb, xbs, xsum, xss, w, r, last, y, ys);
     case 3:
-      return GemvTiles<M, 3, kQ4>(xb, xbs, xsum, xss, w, r, last, y, ys);
+      return GemvTiles<M, 3, kKind>(xb, xbs, xsum, xss, w, r, last, y, ys);
     default:
-      return GemvTiles<M, 4, kQ4>(xb, xbs, xsum, xss, w, r, last, y, ys);
+      return GemvTiles<M, 4, kKind>(xb, xbs, xsum, xss, w, r, last, y, ys);
   }
 }
 
-template <bool kQ4>
+template <int kKind>
 DSINFER_BF16 void GemvD(const uint16_t* xb, int64_t xbs, const float* xsum, int64_t xss, int64_t n,
                         const WeightView& w, int64_t r0, int64_t r1, float* y, int64_t ys) {
   constexpr int64_t kStep = 4 * kLanes;
@@ -196,10 +227,10 @@ DSINFER_BF16 void GemvD(const uint16_t* xb, int64_t xbs, const float* xsum, int6
       const uint16_t* x = xb + t0 * xbs;
       const float* xsu = xsum + t0 * xss;
       float* yt = y + t0 * ys + (r - r0);
-      if (m == 1) GemvTilesG<1, kQ4>(groups, x, xbs, xsu, xss, w, r, last, yt, ys);
-      else if (m == 2) GemvTilesG<2, kQ4>(groups, x, xbs, xsu, xss, w, r, last, yt, ys);
-      else if (m == 3) GemvTilesG<3, kQ4>(groups, x, xbs, xsu, xss, w, r, last, yt, ys);
-      else GemvTilesG<4, kQ4>(groups, x, xbs, xsu, xss, w, r, last, yt, ys);
+      if (m == 1) GemvTilesG<1, kKind>(groups, x, xbs, xsu, xss, w, r, last, yt, ys);
+      else if (m == 2) GemvTilesG<2, kKind>(groups, x, xbs, xsu, xss, w, r, last, yt, ys);
+      else if (m == 3) GemvTilesG<3, kKind>(groups, x, xbs, xsu, xss, w, r, last, yt, ys);
+      else GemvTilesG<4, kKind>(groups, x, xbs, xsu, xss, w, r, last, yt, ys);
     }
   }
 }
@@ -207,18 +238,19 @@ DSINFER_BF16 void GemvD(const uint16_t* xb, int64_t xbs, const float* xsum, int6
 // ---- GEMM: a ≤ 128-row piece, per chunk of kKc columns a panel of bf16 pairs -----------------
 // Panel: for row group g (32 rows), pair p of the chunk, row j: word [(g·kChunkPairs + p)·32 + j].
 // Scales: sc[b·128 + row] and mm[b·128 + row] for the chunk's block b (rows past the piece: 0).
-template <bool kQ4>
+template <int kKind>
 DSINFER_BF16 void PackPanel(const WeightView& w, int64_t r0, int rows, int64_t k0, int64_t k1,
                             uint32_t* panel, float* sc, float* mm) {
-  const int64_t tile_bytes = kQ4 ? w.cols / 256 * 2368 : w.cols / 32 * 544;
+  const int64_t tile_bytes = w.cols / SuperCols(kKind) * SuperBytes(kKind);
   const int tiles16 = (rows + kLanes - 1) / kLanes;
   const int groups = (rows + kGroupRows - 1) / kGroupRows;
-  const int64_t b0 = k0 / 32, nb = (k1 - k0) / 32;
+  constexpr int kPb = BlockCols(kKind) / 2;  // column pairs per scale block
+  const int64_t b0 = k0 / BlockCols(kKind), nb = (k1 - k0) / BlockCols(kKind);
   [[maybe_unused]] const __m512i table = Q4Table();
   for (int i = 0; i < groups * 2; ++i) {
     uint32_t* dst = panel + (i / 2) * kChunkPairs * kGroupRows + (i % 2) * kLanes;
     if (i >= tiles16) {  // the odd 16 rows of the last group: zeros
-      for (int64_t p = 0; p < nb * 16; ++p)
+      for (int64_t p = 0; p < nb * kPb; ++p)
         _mm512_storeu_si512(dst + p * kGroupRows, _mm512_setzero_si512());
       for (int64_t b = 0; b < nb; ++b) {
         _mm512_storeu_ps(sc + b * 128 + i * kLanes, _mm512_setzero_ps());
@@ -229,8 +261,16 @@ DSINFER_BF16 void PackPanel(const WeightView& w, int64_t r0, int rows, int64_t k
     const uint8_t* tile = static_cast<const uint8_t*>(w.data) + (r0 / kLanes + i) * tile_bytes;
     for (int64_t b = 0; b < nb; ++b) {
       const int64_t gb = b0 + b;
-      uint32_t* d = dst + b * 16 * kGroupRows;
-      if constexpr (kQ4) {
+      uint32_t* d = dst + b * kPb * kGroupRows;
+      if constexpr (kKind == kQ6) {
+        const uint8_t* blk = tile + gb / 16 * 4384;
+        const int64_t sub = gb % 16;
+        _mm512_storeu_ps(sc + b * 128 + i * kLanes,
+                         _mm512_mul_ps(HalfVec(blk), SByteVec(blk + 32 + 16 * sub)));
+        for (int p = 0; p < 8; ++p)
+          _mm512_storeu_si512(d + p * kGroupRows,
+                              (__m512i)Q8Pairs(blk + 288 + 256 * sub + 32 * p));
+      } else if constexpr (kKind == kQ4) {
         const uint8_t* blk = tile + gb / 8 * 2368;
         const int64_t j = gb % 8;
         _mm512_storeu_ps(sc + b * 128 + i * kLanes,
@@ -255,7 +295,7 @@ DSINFER_BF16 void PackPanel(const WeightView& w, int64_t r0, int rows, int64_t k
 
 // M tokens × one 32-row group of the panel over the chunk's nb blocks; y (the group's first
 // row, `valid` real rows) holds the totals between chunks; `first`: the chunk starts at column 0.
-template <int M, bool kQ4>
+template <int M, int kKind>
 DSINFER_BF16 void Tile(const uint16_t* xb, int64_t xbs, const float* xsum, int64_t xss, int64_t k0,
                        int64_t nb, const uint32_t* wp, const float* sc, const float* mm,
                        bool first, float* y, int64_t ys, int valid) {
@@ -269,10 +309,11 @@ DSINFER_BF16 void Tile(const uint16_t* xb, int64_t xbs, const float* xsum, int64
     __m512 partial[M][2];
     for (int t = 0; t < M; ++t)
       for (int v = 0; v < 2; ++v) partial[t][v] = _mm512_setzero_ps();
-    const uint32_t* wb = wp + b * 16 * kGroupRows;
-    const uint16_t* xr = xb + k0 + 32 * b;
+    constexpr int kPb = BlockCols(kKind) / 2;  // column pairs per scale block
+    const uint32_t* wb = wp + b * kPb * kGroupRows;
+    const uint16_t* xr = xb + k0 + 2 * kPb * b;
 #pragma GCC unroll 4
-    for (int p = 0; p < 16; ++p) {
+    for (int p = 0; p < kPb; ++p) {
       const __m512bh w0 = (__m512bh)_mm512_loadu_si512(wb + p * kGroupRows);
       const __m512bh w1 = (__m512bh)_mm512_loadu_si512(wb + p * kGroupRows + kLanes);
       for (int t = 0; t < M; ++t) {
@@ -284,7 +325,7 @@ DSINFER_BF16 void Tile(const uint16_t* xb, int64_t xbs, const float* xsum, int64
     for (int v = 0; v < 2; ++v) {
       const __m512 s = _mm512_loadu_ps(sc + b * 128 + v * kLanes);
       for (int t = 0; t < M; ++t) total[t][v] = _mm512_fmadd_ps(partial[t][v], s, total[t][v]);
-      if constexpr (kQ4) {
+      if constexpr (kKind == kQ4) {
         const __m512 m = _mm512_loadu_ps(mm + b * 128 + v * kLanes);
         for (int t = 0; t < M; ++t)
           total[t][v] =
@@ -296,17 +337,17 @@ DSINFER_BF16 void Tile(const uint16_t* xb, int64_t xbs, const float* xsum, int64
     for (int v = 0; v < 2; ++v) _mm512_mask_storeu_ps(y + t * ys + v * kLanes, mask[v], total[t][v]);
 }
 
-template <int M, bool kQ4>
+template <int M, int kKind>
 DSINFER_BF16 void TileUpTo(int m, const uint16_t* xb, int64_t xbs, const float* xsum, int64_t xss,
                            int64_t k0, int64_t nb, const uint32_t* wp, const float* sc,
                            const float* mm, bool first, float* y, int64_t ys, int valid) {
   if constexpr (M > 1) {
-    if (m < M) return TileUpTo<M - 1, kQ4>(m, xb, xbs, xsum, xss, k0, nb, wp, sc, mm, first, y, ys, valid);
+    if (m < M) return TileUpTo<M - 1, kKind>(m, xb, xbs, xsum, xss, k0, nb, wp, sc, mm, first, y, ys, valid);
   }
-  Tile<M, kQ4>(xb, xbs, xsum, xss, k0, nb, wp, sc, mm, first, y, ys, valid);
+  Tile<M, kKind>(xb, xbs, xsum, xss, k0, nb, wp, sc, mm, first, y, ys, valid);
 }
 
-template <bool kQ4>
+template <int kKind>
 DSINFER_BF16 void GemmD(const uint16_t* xb, int64_t xbs, const float* xsum, int64_t xss, int64_t n,
                         const WeightView& w, int64_t r0, int64_t r1, float* y, int64_t ys,
                         uint32_t* work) {
@@ -315,13 +356,13 @@ DSINFER_BF16 void GemmD(const uint16_t* xb, int64_t xbs, const float* xsum, int6
   float* sc = reinterpret_cast<float*>(work + kPanelWords);
   float* mm = sc + kScaleWords / 2;
   for (int64_t k0 = 0; k0 < w.cols; k0 += kKc) {
-    const int64_t k1 = std::min<int64_t>(k0 + kKc, w.cols), nb = (k1 - k0) / 32;
-    PackPanel<kQ4>(w, r0, rows, k0, k1, panel, sc, mm);
+    const int64_t k1 = std::min<int64_t>(k0 + kKc, w.cols), nb = (k1 - k0) / BlockCols(kKind);
+    PackPanel<kKind>(w, r0, rows, k0, k1, panel, sc, mm);
     constexpr int kMr = kBf16BlockMr;
     for (int64_t t0 = 0; t0 < n; t0 += kMr) {
       const int m = static_cast<int>(std::min<int64_t>(n - t0, kMr));
       for (int g = 0; g * kGroupRows < rows; ++g)
-        TileUpTo<kMr, kQ4>(m, xb + t0 * xbs, xbs, xsum + t0 * xss, xss, k0, nb,
+        TileUpTo<kMr, kKind>(m, xb + t0 * xbs, xbs, xsum + t0 * xss, xss, k0, nb,
                                     panel + g * kChunkPairs * kGroupRows, sc + g * kGroupRows,
                                     mm + g * kGroupRows, k0 == 0, y + t0 * ys + g * kGroupRows, ys,
                                     rows - g * kGroupRows);
@@ -336,15 +377,17 @@ int64_t Bf16BlockWorkWords() { return kPanelWords + kScaleWords; }
 DSINFER_BF16 void Bf16BlocksGemv(const uint16_t* xb, int64_t xbs, const float* xsum, int64_t xss,
                                  int64_t n, const WeightView& w, int64_t r0, int64_t r1, float* y,
                                  int64_t ys) {
-  if (w.dtype == DType::kQ4_K) return GemvD<true>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys);
-  GemvD<false>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys);
+  if (w.dtype == DType::kQ4_K) return GemvD<kQ4>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys);
+  if (w.dtype == DType::kQ6_K) return GemvD<kQ6>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys);
+  GemvD<kQ8>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys);
 }
 
 DSINFER_BF16 void Bf16BlocksGemm(const uint16_t* xb, int64_t xbs, const float* xsum, int64_t xss,
                                  int64_t n, const WeightView& w, int64_t r0, int64_t r1, float* y,
                                  int64_t ys, uint32_t* work) {
-  if (w.dtype == DType::kQ4_K) return GemmD<true>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys, work);
-  GemmD<false>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys, work);
+  if (w.dtype == DType::kQ4_K) return GemmD<kQ4>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys, work);
+  if (w.dtype == DType::kQ6_K) return GemmD<kQ6>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys, work);
+  GemmD<kQ8>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys, work);
 }
 
 }  // namespace dsinfer::gemm

@@ -1,17 +1,18 @@
-// The bf16-activation product on Q8_0 and Q4_K weights (`LinearRowsBf16`, docs/numerics.md
+// The bf16-activation product on Q8_0, Q4_K and Q6_K weights (`LinearRowsBf16`, docs/numerics.md
 // "bf16 numerics"): the scalar specification on the weight as a GGUF file stores it, and the
 // AVX512-BF16 path (when this CPU has it) on its repacked form (RepackBlocksBf16) — as the model
 // calls it and with each kernel forced (the GEMV of decode, the GEMM of prefill). The two kernels
 // must agree BIT FOR BIT on every output; each must stay within the bound below of the truth.
 //
 // Truth, independent of the library: the weights are made here from chosen fields (Q8_0: d and
-// int8 codes; Q4_K: d, dmin, 6-bit sc/m per 32-column sub-block, 4-bit codes), encoded into
+// int8 codes; Q4_K: d, dmin, 6-bit sc/m per 32-column sub-block, 4-bit codes; Q6_K: d, int8
+// scales per 16-column sub-block, 6-bit codes u, q = u − 32), encoded into
 // ggml's byte layout by this file (format/ggml_types.h documents it; the encoding is checked
 // against `DequantizeRow`, itself bitwise ggml's by tests/llamacpp), and the truth is the f64 sum
 // Σ_b [s_b · Σ_c bf16(x_c)·q_c − mm_b · Σ_c bf16(x_c)] with s_b = d·sc, mm_b = dmin·m (exact).
 // Bound, derived: every product bf16 × small integer is exact in f32; a term passes through at
-// most d = 32 additions in its block's chain, one fma into the total, one fma of the min and
-// nb = K/32 later folds of the running total, so each path is within γ_d·Σ|terms| of the truth
+// most d = bw additions in its block's chain (bw = 32 columns, Q6_K 16), one fma into the total,
+// one fma of the min and nb = K/bw later folds of the running total, so each path is within γ_d·Σ|terms| of the truth
 // (Σ|terms| = Σ_b |s_b|·Σ|x·q| + |mm_b|·Σ|x|), two paths within 2·γ_d. With small integers all
 // sums are exact: then every path equals the truth bit for bit.
 #include <gtest/gtest.h>
@@ -38,13 +39,16 @@ namespace {
 
 constexpr float kSentinel = -12345.0f;
 
-// A Q8_0 or Q4_K matrix built from its fields.
+// Columns per scale block: 32 (Q8_0, Q4_K's sub-blocks) or 16 (Q6_K's).
+int64_t BlockWidth(DType dtype) { return dtype == DType::kQ6_K ? 16 : 32; }
+
+// A Q8_0, Q4_K or Q6_K matrix built from its fields.
 struct BlockMatrix {
   DType dtype;
   int64_t rows = 0, cols = 0;
   std::vector<uint8_t> bytes;       // the GGUF rows
   std::vector<double> code;         // [rows, cols] q
-  std::vector<double> scale, min;   // [rows, cols / 32] s_b, mm_b (0 for Q8_0)
+  std::vector<double> scale, min;   // [rows, cols / BlockWidth] s_b, mm_b (mm: Q4_K only)
   WeightView view;
 };
 
@@ -70,7 +74,7 @@ BlockMatrix MakeBlocks(DType dtype, int64_t rows, int64_t cols, uint32_t seed,
   BlockMatrix m{dtype, rows, cols, {}, {}, {}, {}, {}};
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> mag(0.002f, 0.05f);
-  const int64_t nb = cols / 32, row_bytes = DTypeRowBytes(dtype, cols);
+  const int64_t bw = BlockWidth(dtype), nb = cols / bw, row_bytes = DTypeRowBytes(dtype, cols);
   m.bytes.assign(rows * row_bytes, 0);
   m.code.assign(rows * cols, 0);
   m.scale.assign(rows * nb, 0);
@@ -87,6 +91,30 @@ BlockMatrix MakeBlocks(DType dtype, int64_t rows, int64_t cols, uint32_t seed,
           const int q = integers ? static_cast<int>(rng() % 7) - 3 : static_cast<int>(rng() % 256) - 128;
           row[34 * b + 2 + c] = static_cast<uint8_t>(static_cast<int8_t>(q));
           m.code[r * cols + 32 * b + c] = q;
+        }
+      }
+      continue;
+    }
+    if (dtype == DType::kQ6_K) {
+      for (int64_t s = 0; s < cols / 256; ++s) {
+        uint8_t* blk = row + 210 * s;
+        const uint16_t d = FloatToF16(integers ? 1.0f : mag(rng));
+        PutHalf(blk + 208, d);
+        for (int i = 0; i < 16; ++i) {
+          const int sc = integers ? static_cast<int>(rng() % 5) - 2 : static_cast<int>(rng() % 256) - 128;
+          blk[192 + i] = static_cast<uint8_t>(static_cast<int8_t>(sc));
+          m.scale[r * nb + 16 * s + i] = static_cast<double>(F16ToFloat(d)) * sc;
+        }
+        // Element e (half h = e/128, quarter k = (e%128)/32, l = e%32): low 4 bits of u in
+        // ql[64h + l + 32(k odd)] (low nibble for k < 2, high for k ≥ 2), high 2 bits at bit 2k
+        // of qh[32h + l] (qh at byte 128); q = u − 32.
+        for (int e = 0; e < 256; ++e) {
+          const int u = integers ? 29 + static_cast<int>(rng() % 7) : static_cast<int>(rng() % 64);
+          const int h = e / 128, k = (e % 128) / 32, l = e % 32;
+          uint8_t& lo = blk[64 * h + l + 32 * (k % 2)];
+          lo = static_cast<uint8_t>(k < 2 ? (lo & 0xF0) | (u & 15) : (lo & 0x0F) | (u & 15) << 4);
+          blk[128 + 32 * h + l] |= static_cast<uint8_t>((u >> 4) << (2 * k));
+          m.code[r * cols + 256 * s + e] = u - 32;
         }
       }
       continue;
@@ -122,8 +150,8 @@ BlockMatrix MakeBlocks(DType dtype, int64_t rows, int64_t cols, uint32_t seed,
                        static_cast<size_t>(row_bytes)},
                   dq);
     for (int64_t c = 0; c < cols; ++c) {
-      const float want = static_cast<float>(m.scale[r * nb + c / 32] * m.code[r * cols + c]) -
-                         static_cast<float>(m.min[r * nb + c / 32]);
+      const float want = static_cast<float>(m.scale[r * nb + c / bw] * m.code[r * cols + c]) -
+                         static_cast<float>(m.min[r * nb + c / bw]);
       if (dq[c] != want) {
         ADD_FAILURE() << "test encoder disagrees with DequantizeRow at " << r << "," << c;
         return m;
@@ -161,7 +189,8 @@ class BlocksBf16Test : public ::testing::TestWithParam<DType> {
  protected:
   void Check(const BlockMatrix& m, int64_t n, int64_t rb, int64_t re, int64_t pad,
              bool integers = false) {
-    const int64_t K = m.cols, nb = K / 32, width = re - rb, xs = K + pad, ys = width + pad;
+    const int64_t K = m.cols, bw = BlockWidth(m.dtype), nb = K / bw, width = re - rb,
+                  xs = K + pad, ys = width + pad;
     const std::vector<float> x =
         integers ? test::IntegerVector(n * xs, static_cast<uint32_t>(n + K))
                  : test::RandomVector(n * xs, static_cast<uint32_t>(n * 7 + rb + K));
@@ -170,7 +199,7 @@ class BlocksBf16Test : public ::testing::TestWithParam<DType> {
       for (int64_t r = rb; r < re; ++r)
         for (int64_t b = 0; b < nb; ++b) {
           double dot = 0, abs_dot = 0, sum = 0, abs_sum = 0;
-          for (int64_t c = 32 * b; c < 32 * b + 32; ++c) {
+          for (int64_t c = bw * b; c < bw * b + bw; ++c) {
             const double xv = RoundBf16(x[t * xs + c]), q = m.code[r * K + c];
             dot += xv * q;
             abs_dot += std::fabs(xv * q);
@@ -181,7 +210,7 @@ class BlocksBf16Test : public ::testing::TestWithParam<DType> {
           exact[t * width + r - rb] += s * dot - mm * sum;
           magnitude[t * width + r - rb] += std::fabs(s) * abs_dot + std::fabs(mm) * abs_sum;
         }
-    const double g = test::Gamma(32 + 2 + nb);
+    const double g = test::Gamma(bw + 2 + nb);
     const auto packed = RepackBlocksBf16(m.view);
     std::vector<std::vector<float>> ys_all;
     for (const Impl& impl : Impls()) {
@@ -321,13 +350,14 @@ TEST_P(BlocksBf16Test, RefusesTheWrongForm) {
                                       y.data(), 32),
                  "from a row multiple of 16");
   }
-  EXPECT_DEATH(RepackBlocksBf16(packed->view), "row-major Q8_0 or Q4_K");
-  WeightView q6 = m.view;
-  q6.dtype = DType::kQ6_K;
-  EXPECT_DEATH(RepackBlocksBf16(q6), "row-major Q8_0 or Q4_K");
+  EXPECT_DEATH(RepackBlocksBf16(packed->view), "row-major Q8_0, Q4_K or Q6_K");
+  WeightView q5 = m.view;
+  q5.dtype = DType::kQ5_K;
+  EXPECT_DEATH(RepackBlocksBf16(q5), "row-major Q8_0, Q4_K or Q6_K");
 }
 
-INSTANTIATE_TEST_SUITE_P(BlockDtypes, BlocksBf16Test, ::testing::Values(DType::kQ8_0, DType::kQ4_K),
+INSTANTIATE_TEST_SUITE_P(BlockDtypes, BlocksBf16Test,
+                         ::testing::Values(DType::kQ8_0, DType::kQ4_K, DType::kQ6_K),
                          [](const auto& info) { return std::string(DTypeName(info.param)); });
 
 }  // namespace
