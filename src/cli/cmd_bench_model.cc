@@ -459,6 +459,7 @@ int RunBenchModel(const Options& o) {
   // FP8 weights the model makes then (the f32 tests read the mapped originals, as ever).
   const std::vector<Numerics> listed = ParseNumericsList(o.numerics);
   const bool load_bf16 = std::find(listed.begin(), listed.end(), Numerics::kBf16) != listed.end();
+  if (o.block_acts == "bf16") CheckBf16BlockActs(load_bf16 ? Numerics::kBf16 : Numerics::kF32);
   std::unique_ptr<Model> model =
       Model::Load(dir, {.numerics = load_bf16 ? Numerics::kBf16 : Numerics::kF32,
                         .int8_block_activations = o.block_acts != "f32",

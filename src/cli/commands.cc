@@ -5,6 +5,8 @@
 
 #include "base/error.h"
 #include "base/threads.h"
+#include "kernels/cpu.h"
+#include "kernels/linear.h"
 #include "model/model.h"
 #include "runtime/engine.h"
 
@@ -75,13 +77,19 @@ void AddNumericsOptions(CLI::App* app, NumericsFlags* flags) {
   AddBlockActsOption(app, &flags->block_acts);
 }
 
+void CheckBf16BlockActs(Numerics numerics) {
+  if (numerics != Numerics::kBf16)
+    throw Error("--block-acts bf16 needs bf16 numerics (--numerics bf16, or auto on a CPU with "
+                "AVX512-BF16)");
+  if (LinearBf16Path() != Bf16Path::kAvx512Bf16)
+    throw Error("--block-acts bf16 needs a CPU with AVX512-BF16 (" + DetectCpu().Describe() + ")");
+}
+
 LoadOptions NumericsFlags::Load() const {
   if (block_acts != "int8" && block_acts != "f32" && block_acts != "bf16")
     throw Error("--block-acts: expected int8, f32 or bf16, got '" + block_acts + "'");
   const Numerics n = ParseNumerics(numerics, "--numerics");
-  if (block_acts == "bf16" && n != Numerics::kBf16)
-    throw Error("--block-acts bf16 needs bf16 numerics (--numerics bf16, or auto on a CPU with "
-                "AVX512-BF16)");
+  if (block_acts == "bf16") CheckBf16BlockActs(n);
   return LoadOptions{.numerics = n,
                      .int8_block_activations = block_acts != "f32",
                      .bf16_block_activations = block_acts == "bf16"};

@@ -17,6 +17,7 @@
 namespace dsinfer {
 struct EngineOptions;  // runtime/engine.h
 struct LoadOptions;    // model/model.h
+enum class Numerics : uint8_t;  // kernels/linear.h
 }  // namespace dsinfer
 
 namespace dsinfer::cli {
@@ -60,6 +61,8 @@ struct NumericsFlags {
 void AddNumericsOptions(CLI::App* app, NumericsFlags* flags);
 // Adds `--block-acts int8|f32` alone (commands with their own --numerics).
 void AddBlockActsOption(CLI::App* app, std::string* block_acts);
+// Throws Error unless --block-acts bf16 can run: bf16 numerics on a CPU with AVX512-BF16.
+void CheckBf16BlockActs(Numerics numerics);
 
 // Speculative decoding flags of `run` and `serve` (AddSpecOptions).
 struct SpecFlags {

@@ -20,7 +20,7 @@ namespace {
 // only re-asserted here (an invariant, not input validation).
 class Loader {
  public:
-  // repacked: where the FP8 weights of the bf16 GEMM sites get their repacked copies (null:
+  // repacked: where the FP8 (and block) weights of the bf16 GEMM sites get their repacked copies (null:
   // none are made).
   // bf16_blocks: Q8_0/Q4_K/Q6_K weights of those sites get copies too (--block-acts bf16).
   Loader(const Checkpoint& ckpt, bool int8_block_activations, ModelWeights* repacked,

@@ -80,7 +80,8 @@ struct ModelWeights {
   WeightView head;                   // [vocab, hidden]
   std::optional<LayerWeights> mtp;   // layer num_hidden_layers, if present in the checkpoint
   // The FP8 weights of the bf16 GEMM sites repacked for the bf16 kernels (LoadWeights with
-  // repack_bf16), which their views point at (WeightView::repacked).
+  // repack_bf16; with bf16_blocks their Q8_0/Q4_K/Q6_K weights too), which their views point at
+  // (WeightView::repacked).
   std::vector<std::shared_ptr<const OwnedWeight>> repacked;
   std::vector<std::string> repacked_from;  // the tensors they were made from
 };

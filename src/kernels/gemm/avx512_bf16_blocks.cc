@@ -14,7 +14,7 @@
 // chain needs no horizontal sums and the GEMV and the GEMM compute every output with the same
 // operations in the same order: bitwise equal for any n, batch and chunk invariant. The scalar
 // specification (linear.cc) sums each block in ascending columns instead of vdpbf16ps's pair
-// order: results differ by f32 rounding only (tests/unit/kernels/linear_bf16_test.cc).
+// order: results differ by f32 rounding only (tests/unit/kernels/linear_bf16_blocks_test.cc).
 //
 // Conversions: Q8_0 and Q6_K (repacked as bytes) through f32 (`vpmovsxbd`, `vcvtdq2ps`,
 // `vcvtne2ps2bf16`: exact for |q| ≤ 128); Q4_K by a 16-word table (`vpermw`) from the nibbles.

@@ -258,9 +258,13 @@ TEST_P(BlocksBf16Test, ShapesRangesAndBatchSizes) {
   struct Case {
     int64_t rows, blocks, rb, re;
   };
-  const std::vector<Case> cases = {{1, 1, 0, 1},     {5, 3, 0, 5},     {16, 2, 0, 16},
-                                   {17, 1, 16, 17},  {33, 5, 0, 33},   {70, 4, 16, 70},
-                                   {130, 3, 48, 129}, {200, 2, 64, 200}};
+  std::vector<Case> cases = {{1, 1, 0, 1},     {5, 3, 0, 5},     {16, 2, 0, 16},
+                             {17, 1, 16, 17},  {33, 5, 0, 33},   {70, 4, 16, 70},
+                             {130, 3, 48, 129}, {200, 2, 64, 200}};
+  if (GetParam() == DType::kQ8_0) {  // a partial last chunk of 512 columns (17 and 33 blocks)
+    cases.push_back({40, 17, 0, 40});
+    cases.push_back({21, 33, 16, 21});
+  }
   for (size_t i = 0; i < cases.size(); ++i) {
     const Case& c = cases[i];
     const BlockMatrix m =
@@ -283,11 +287,12 @@ TEST_P(BlocksBf16Test, ExactOnIntegers) {
 }
 
 // A token's row is bitwise the same alone, in a batch at any position, with any thread count.
+// 1000 rows × 1024 columns: large enough for the threaded GEMV (≥ 256 KiB of weights) and GEMM.
 TEST_P(BlocksBf16Test, FastPathBatchAndThreadInvariant) {
   if (!DetectCpu().SupportsBf16Dot()) GTEST_SKIP() << "no AVX512-BF16 here";
-  const BlockMatrix m = MakeBlocks(GetParam(), 300, 4 * Block(), 8);
+  const BlockMatrix m = MakeBlocks(GetParam(), 1000, 1024, 8);
   const auto packed = RepackBlocksBf16(m.view);
-  const int64_t rb = 96, re = 298, xs = m.cols + 3, ys = re - rb + 1, width = re - rb;
+  const int64_t rb = 96, re = 998, xs = m.cols + 3, ys = re - rb + 1, width = re - rb;
   constexpr int64_t kTotal = 64;
   const std::vector<float> x = test::RandomVector(kTotal * xs, 9);
   auto run = [&](const float* xp, int64_t n, float* y) {
