@@ -83,6 +83,18 @@ def first_routing_flip(dump_a, dump_b):
     return first
 
 
+def rounded_vs_exact(exact, rounded, dumps):
+    """Logits with rounded activations against exact ones, up to the first routing flip (the
+    dumps of the two runs): (rows compared, max|Δ|/max|ref| over them, their mean KL, mean KL over
+    all rows, a description of the rows)."""
+    flip = first_routing_flip(*dumps)
+    n = exact.shape[0] if flip is None else flip
+    e = rel(rounded[:n], exact[:n]) if n else 0.0
+    kl = kl_top1(exact[:n], rounded[:n])[0] if n else 0.0
+    where = "no routing flip" if flip is None else f"rows before the first routing flip at {flip}"
+    return n, e, kl, kl_top1(exact, rounded)[0], where
+
+
 def run(cmd, ok=True, env=None):
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     if ok and p.returncode != 0:
@@ -407,19 +419,14 @@ def main():
         explicit = logits(ds, path, os.path.join(work, f"{typ}-i8x.npy"), acts="int8")
         check(np.array_equal(i8, explicit), f"{typ}: the default is int8 activations "
               "(its logits are those of --block-acts int8, bit for bit)")
-        flip = first_routing_flip(*dumps)
-        n = got.shape[0] if flip is None else flip
-        e8 = rel(i8[:n], f32a[:n]) if n else 0.0
-        kl8 = kl_top1(f32a[:n], i8[:n]) if n else (0.0, 0.0, 1.0, 1.0)
-        kl_all = kl_top1(f32a, i8)[0]
-        where = "no routing flip" if flip is None else f"rows before the first routing flip at {flip}"
-        check(n >= I8_MIN_ROWS and e8 <= I8_BOUNDS[0] and kl8[0] <= I8_BOUNDS[1]
+        n, e8, kl8, kl_all, where = rounded_vs_exact(f32a, i8, dumps)
+        check(n >= I8_MIN_ROWS and e8 <= I8_BOUNDS[0] and kl8 <= I8_BOUNDS[1]
               and kl_all <= I8_FLIPPED_KL,
               f"{typ} with int8 activations vs f32 activations ({where}): max|Δ|/max|ref| = "
-              f"{e8:.2e} ≤ {I8_BOUNDS[0]}, mean KL {kl8[0]:.2e} ≤ {I8_BOUNDS[1]} over {n} ≥ "
+              f"{e8:.2e} ≤ {I8_BOUNDS[0]}, mean KL {kl8:.2e} ≤ {I8_BOUNDS[1]} over {n} ≥ "
               f"{I8_MIN_ROWS} rows; all rows mean KL {kl_all:.2e} ≤ {I8_FLIPPED_KL}")
-        # --block-acts bf16 (bf16 numerics, AVX512-BF16 only): the Q8_0/Q4_K weights at the
-        # bf16 GEMM sites (Q8_0, Q4_K, Q6_K) multiply bf16 activations (their kernels are held
+        # --block-acts bf16 (bf16 numerics, AVX512-BF16 only): the block weights at the bf16
+        # GEMM sites (Q8_0, Q4_K, Q6_K) multiply bf16 activations (their kernels are held
         # to the truth in kernels_tests BlocksBf16Test), every other block product int8
         # activations (the head). Against the same numerics with exact f32 block activations:
         # int8's bounds, and a mean KL no larger than int8 activations everywhere give (bf16
@@ -441,17 +448,12 @@ def main():
                         ["--numerics", "bf16", "--mode", "decode"], acts="bf16")
             check(np.array_equal(bd, bb), f"{typ}: --block-acts bf16 decode logits equal the "
                   f"prefill's bit for bit (max|Δ| {np.abs(bd - bb).max():.2e})")
-            flip = first_routing_flip(*dumps)
-            n = got.shape[0] if flip is None else flip
-            eb = rel(bb[:n], bf[:n]) if n else 0.0
-            klb = kl_top1(bf[:n], bb[:n]) if n else (0.0, 0.0, 1.0, 1.0)
-            kl_all = kl_top1(bf, bb)[0]
-            where = "no routing flip" if flip is None else f"rows before the first routing flip at {flip}"
+            n, eb, klb, kl_all, where = rounded_vs_exact(bf, bb, dumps)
             kl_i8 = kl_top1(f32a, i8)[0]
-            check(n >= I8_MIN_ROWS and eb <= I8_BOUNDS[0] and klb[0] <= I8_BOUNDS[1]
+            check(n >= I8_MIN_ROWS and eb <= I8_BOUNDS[0] and klb <= I8_BOUNDS[1]
                   and kl_all <= I8_FLIPPED_KL and kl_all <= kl_i8,
                   f"{typ} with --block-acts bf16 vs f32 block activations, bf16 numerics ({where}): "
-                  f"max|Δ|/max|ref| = {eb:.2e} ≤ {I8_BOUNDS[0]}, mean KL {klb[0]:.2e} ≤ "
+                  f"max|Δ|/max|ref| = {eb:.2e} ≤ {I8_BOUNDS[0]}, mean KL {klb:.2e} ≤ "
                   f"{I8_BOUNDS[1]} over {n} ≥ {I8_MIN_ROWS} rows; all rows mean KL {kl_all:.2e} ≤ "
                   f"{I8_FLIPPED_KL} and ≤ int8's {kl_i8:.2e}")
             discard(*dumps)

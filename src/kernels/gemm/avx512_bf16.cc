@@ -29,32 +29,20 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/gemm/avx512_bf16_common.h"
 #include "kernels/gemm/isa_kernels.h"
-
-// GCC 12 warns inside its own AVX-512 headers (masked loads, setzero), as in gemm/avx512.cc.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-
-#define DSINFER_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma,f16c")))
 
 namespace dsinfer::gemm {
 namespace {
 
-constexpr int kLanes = 16;
+using bf16::kLanes;
+using bf16::Mask;
 constexpr int kVecs = kBf16TileRows / kLanes;      // weight vectors per register tile
 constexpr int kPanelGroups = 128 / kBf16TileRows;  // row groups of a ≤ 128-row piece
 constexpr int64_t kPanelWords = int64_t{kPanelGroups} * kBf16TileRows * (kBf16Kc / 2);
 constexpr int64_t kRowWords = kBf16Kc / 2 + kLanes;  // one converted row segment (+ pad)
 constexpr int64_t kRows16Words = kLanes * kRowWords;  // 16 of them (PackPanel)
 constexpr int kBlockPairs = 64;                      // column pairs per 128-column block
-
-DSINFER_BF16 inline __mmask16 Mask(int64_t n) {
-  return n >= kLanes ? static_cast<__mmask16>(0xFFFF)
-         : n <= 0    ? static_cast<__mmask16>(0)
-                     : static_cast<__mmask16>((1u << n) - 1);
-}
 
 // 16 floats → 16 bf16, FloatToBF16 bit for bit: (bits + 0x7FFF + lsb) >> 16, NaN truncated
 // with the quiet bit forced (so a payload cannot become Inf).

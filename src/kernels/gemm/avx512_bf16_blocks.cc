@@ -24,19 +24,14 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/gemm/avx512_bf16_common.h"
 #include "kernels/gemm/isa_kernels.h"
-
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-
-#define DSINFER_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma,f16c")))
 
 namespace dsinfer::gemm {
 namespace {
 
-constexpr int kLanes = 16;
+using bf16::kLanes;
+using bf16::Mask;
 constexpr int kGroupRows = 32;                      // GEMM register tile: 2 vectors of 16 rows
 constexpr int kPieceGroups = 128 / kGroupRows;      // row groups of a ≤ 128-row piece
 constexpr int64_t kKc = 512;                        // GEMM chunk: columns per panel
@@ -53,12 +48,6 @@ constexpr int BlockCols(int kind) { return kind == kQ6 ? 16 : 32; }    // column
 constexpr int SuperCols(int kind) { return kind == kQ8 ? 32 : 256; }   // columns per repacked block
 constexpr int64_t SuperBytes(int kind) {                               // bytes per repacked block
   return kind == kQ8 ? 544 : kind == kQ4 ? 2368 : 4384;
-}
-
-DSINFER_BF16 inline __mmask16 Mask(int64_t n) {
-  return n >= kLanes ? static_cast<__mmask16>(0xFFFF)
-         : n <= 0    ? static_cast<__mmask16>(0)
-                     : static_cast<__mmask16>((1u << n) - 1);
 }
 
 // bf16 bits of the integers 0..15 (the top half of their f32 bits).
@@ -152,34 +141,24 @@ DSINFER_BF16 void GemvTiles(const uint16_t* xb, int64_t xbs, const float* xsum, 
           for (int t = 0; t < M; ++t) partial[g][t] = _mm512_dpbf16_ps(partial[g][t], v1, x1[t]);
         }
       }
-    } else if constexpr (kKind == kQ6) {
-      const int64_t sb = b / 16, i = b % 16;
+    } else {  // Q8_0, Q6_K: int8 codes, 32 bytes per column pair of the tile's 16 rows
+      constexpr int kPb = BlockCols(kKind) / 2;
       const uint8_t* codes[G];
       for (int g = 0; g < G; ++g) {
-        const uint8_t* blk = tiles + g * tile_bytes + sb * 4384;
-        s[g] = _mm512_mul_ps(HalfVec(blk), SByteVec(blk + 32 + 16 * i));
-        codes[g] = blk + 288 + 256 * i;
-      }
-#pragma GCC unroll 8
-      for (int p = 0; p < 8; ++p) {
-        __m512bh xv[M];
-        for (int t = 0; t < M; ++t) xv[t] = Broadcast(xb + t * xbs + 16 * b + 2 * p);
-        for (int g = 0; g < G; ++g) {
-          const __m512bh v = Q8Pairs(codes[g] + 32 * p);
-          for (int t = 0; t < M; ++t) partial[g][t] = _mm512_dpbf16_ps(partial[g][t], v, xv[t]);
+        if constexpr (kKind == kQ6) {
+          const uint8_t* blk = tiles + g * tile_bytes + b / 16 * 4384;
+          s[g] = _mm512_mul_ps(HalfVec(blk), SByteVec(blk + 32 + 16 * (b % 16)));
+          codes[g] = blk + 288 + 256 * (b % 16);
+        } else {
+          const uint8_t* blk = tiles + g * tile_bytes + b * 544;
+          s[g] = HalfVec(blk);
+          codes[g] = blk + 32;
         }
       }
-    } else {
-      const uint8_t* codes[G];
-      for (int g = 0; g < G; ++g) {
-        const uint8_t* blk = tiles + g * tile_bytes + b * 544;
-        s[g] = HalfVec(blk);
-        codes[g] = blk + 32;
-      }
 #pragma GCC unroll 16
-      for (int p = 0; p < 16; ++p) {
+      for (int p = 0; p < kPb; ++p) {
         __m512bh xv[M];
-        for (int t = 0; t < M; ++t) xv[t] = Broadcast(xb + t * xbs + 32 * b + 2 * p);
+        for (int t = 0; t < M; ++t) xv[t] = Broadcast(xb + t * xbs + 2 * kPb * b + 2 * p);
         for (int g = 0; g < G; ++g) {
           const __m512bh v = Q8Pairs(codes[g] + 32 * p);
           for (int t = 0; t < M; ++t) partial[g][t] = _mm512_dpbf16_ps(partial[g][t], v, xv[t]);

@@ -279,21 +279,8 @@ TEST_P(LinearBf16Test, FastPathBatchAndThreadInvariant) {
   auto run = [&](const float* xp, int64_t n, float* y) {
     LinearRowsBf16(Bf16Path::kAvx512Bf16, xp, xs, n, m.view, rb, re, y, ys);
   };
-  std::vector<float> alone(kTotal * ys, kSentinel);
-  for (int64_t t = 0; t < kTotal; ++t) run(x.data() + t * xs, 1, alone.data() + t * ys);
-  const int saved = omp_get_max_threads();
-  for (int threads : {1, 2}) {
-    omp_set_num_threads(threads);
-    for (int64_t n : {2, 6, 7, 13, 64}) {
-      const int64_t off = (n * 37) % (kTotal - n + 1);
-      std::vector<float> y(n * ys, kSentinel);
-      run(x.data() + off * xs, n, y.data());
-      for (int64_t t = 0; t < n; ++t)
-        ASSERT_EQ(std::memcmp(&y[t * ys], &alone[(off + t) * ys], width * sizeof(float)), 0)
-            << "threads=" << threads << " n=" << n << " row " << off + t;
-    }
-  }
-  omp_set_num_threads(saved);
+  ASSERT_NO_FATAL_FAILURE(
+      test::ExpectBatchAndThreadInvariant(run, x, xs, ys, width, kTotal, {2, 6, 7, 13, 64}));
 }
 
 // `Linear(Numerics, ...)`, the model's dispatch (docs/numerics.md "bf16 numerics"): kF32 is

@@ -2,9 +2,13 @@
 // with their exactly decoded f64 values, plus the f32 error bound γ_d of a d-deep summation.
 #pragma once
 
+#include <gtest/gtest.h>
+#include <omp.h>
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <random>
 #include <vector>
 
@@ -74,6 +78,31 @@ inline std::vector<float> IntegerVector(int64_t n, uint32_t seed) {
   std::vector<float> v(n);
   for (float& x : v) x = static_cast<float>(static_cast<int>(rng() % 7) - 3);
   return v;
+}
+
+// Batch and thread invariance of a product: `run(xp, n, y)` multiplies n activation rows from xp
+// (row stride of the caller's choice) into y (row stride ys, `width` outputs per row). Every
+// token's row alone is the reference; batches of each n in `ns` taken from `total` rows at an
+// offset, with 1 and 2 threads, must give every row bit for bit. Call with ASSERT_NO_FATAL_FAILURE.
+template <class Run>
+void ExpectBatchAndThreadInvariant(const Run& run, const std::vector<float>& x, int64_t xs,
+                                   int64_t ys, int64_t width, int64_t total,
+                                   std::initializer_list<int64_t> ns) {
+  std::vector<float> alone(total * ys, -12345.0f);
+  for (int64_t t = 0; t < total; ++t) run(x.data() + t * xs, 1, alone.data() + t * ys);
+  const int saved = omp_get_max_threads();
+  for (int threads : {1, 2}) {
+    omp_set_num_threads(threads);
+    for (int64_t n : ns) {
+      const int64_t off = (n * 37) % (total - n + 1);
+      std::vector<float> y(n * ys, -12345.0f);
+      run(x.data() + off * xs, n, y.data());
+      for (int64_t t = 0; t < n; ++t)
+        ASSERT_EQ(std::memcmp(&y[t * ys], &alone[(off + t) * ys], width * sizeof(float)), 0)
+            << "threads=" << threads << " n=" << n << " row " << off + t;
+    }
+  }
+  omp_set_num_threads(saved);
 }
 
 }  // namespace dsinfer::test
