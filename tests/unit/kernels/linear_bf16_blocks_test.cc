@@ -32,6 +32,7 @@
 #include "kernels/linear.h"
 #include "kernels/linear_bf16.h"
 #include "kernels/weight.h"
+#include "linear_bf16_test_util.h"
 #include "linear_test_util.h"
 
 namespace dsinfer {
@@ -161,29 +162,9 @@ BlockMatrix MakeBlocks(DType dtype, int64_t rows, int64_t cols, uint32_t seed,
   return m;
 }
 
-double RoundBf16(float v) {  // as linear_bf16_test.cc: nearest even on the f64 value
-  if (v == 0.0f) return v;
-  int e = 0;
-  std::frexp(static_cast<double>(v), &e);
-  const double quantum = std::ldexp(1.0, e - 8);
-  return std::nearbyint(v / quantum) * quantum;
-}
-
-struct Impl {
-  bool scalar;
-  Bf16Kernel kernel;
-  std::string Name() const {
-    return scalar ? "scalar" : std::string("avx512bf16-") + Bf16KernelName(kernel);
-  }
-};
-
-std::vector<Impl> Impls() {
-  std::vector<Impl> impls{{true, Bf16Kernel::kAuto}};
-  if (DetectCpu().SupportsBf16Dot())
-    for (Bf16Kernel k : {Bf16Kernel::kAuto, Bf16Kernel::kGemv, Bf16Kernel::kGemm})
-      impls.push_back({false, k});
-  return impls;
-}
+using test::Impl;
+using test::Impls;
+using test::RoundBf16;
 
 class BlocksBf16Test : public ::testing::TestWithParam<DType> {
  protected:
@@ -218,13 +199,8 @@ class BlocksBf16Test : public ::testing::TestWithParam<DType> {
                                std::to_string(m.rows) + "x" + std::to_string(K) +
                                " n=" + std::to_string(n) + " rows[" + std::to_string(rb) + "," +
                                std::to_string(re) + ")";
-      std::vector<float> y(n * ys, kSentinel);
-      if (impl.scalar)
-        LinearRowsBf16(Bf16Path::kScalar, x.data(), xs, n, m.view, rb, re, y.data(), ys);
-      else if (impl.kernel == Bf16Kernel::kAuto)
-        LinearRowsBf16(Bf16Path::kAvx512Bf16, x.data(), xs, n, packed->view, rb, re, y.data(), ys);
-      else
-        LinearRowsBf16Kernel(impl.kernel, x.data(), xs, n, packed->view, rb, re, y.data(), ys);
+      std::vector<float> y(n * ys, kSentinel);  // the specification reads the stored form
+      impl.Run(x.data(), xs, n, impl.scalar ? m.view : packed->view, rb, re, y.data(), ys);
       for (int64_t t = 0; t < n; ++t) {
         for (int64_t j = 0; j < width; ++j) {
           const double e = exact[t * width + j], mag = magnitude[t * width + j];

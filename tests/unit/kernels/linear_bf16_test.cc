@@ -34,6 +34,7 @@
 #include "kernels/cpu.h"
 #include "kernels/linear.h"
 #include "kernels/weight.h"
+#include "linear_bf16_test_util.h"
 #include "linear_test_util.h"
 
 namespace dsinfer {
@@ -44,15 +45,9 @@ using test::Matrix;
 
 constexpr float kSentinel = -12345.0f;  // written into the padding of y: must survive
 
-// bf16 rounding of a normal (or zero) f32, computed in f64: 8 significant bits, ties to even
-// (nearbyint in the default rounding mode).
-double RoundBf16(float v) {
-  if (v == 0.0f) return v;
-  int e = 0;
-  std::frexp(static_cast<double>(v), &e);  // v = m · 2^e, 0.5 ≤ |m| < 1
-  const double quantum = std::ldexp(1.0, e - 8);
-  return std::nearbyint(v / quantum) * quantum;
-}
+using test::Impl;
+using test::Impls;
+using test::RoundBf16;
 
 // Roundings a term of a K-long product passes through (see the header comment).
 int64_t Depth(int64_t K, DType dtype) {
@@ -80,33 +75,6 @@ Product MakeProduct(const Matrix& m, int64_t n, int64_t rb, int64_t re, int64_t 
         p.magnitude[t * p.width + r - rb] += std::fabs(v);
       }
   return p;
-}
-
-// An implementation under test: the scalar specification, or the AVX512-BF16 path on `kernel`
-// (kAuto: `LinearRowsBf16` itself, the GEMV for n ≤ Bf16GemvMaxN() and the GEMM above).
-struct Impl {
-  bool scalar;
-  Bf16Kernel kernel;
-
-  std::string Name() const {
-    return scalar ? "scalar" : std::string("avx512bf16-") + Bf16KernelName(kernel);
-  }
-  void Run(const float* x, int64_t xs, int64_t n, const WeightView& w, int64_t rb, int64_t re,
-           float* y, int64_t ys) const {
-    if (scalar) return LinearRowsBf16(Bf16Path::kScalar, x, xs, n, w, rb, re, y, ys);
-    if (kernel == Bf16Kernel::kAuto)
-      return LinearRowsBf16(Bf16Path::kAvx512Bf16, x, xs, n, w, rb, re, y, ys);
-    LinearRowsBf16Kernel(kernel, x, xs, n, w, rb, re, y, ys);
-  }
-};
-
-// The scalar specification first, then (on AVX512-BF16) the fast path: auto, GEMV, GEMM.
-std::vector<Impl> Impls() {
-  std::vector<Impl> impls{{true, Bf16Kernel::kAuto}};
-  if (DetectCpu().SupportsBf16Dot())
-    for (Bf16Kernel k : {Bf16Kernel::kAuto, Bf16Kernel::kGemv, Bf16Kernel::kGemm})
-      impls.push_back({false, k});
-  return impls;
 }
 
 class LinearBf16Test : public ::testing::TestWithParam<DType> {
