@@ -38,13 +38,13 @@
 namespace dsinfer {
 namespace {
 
-constexpr float kSentinel = -12345.0f;
+using test::kSentinel;
 
 // Columns per scale block: 32 (Q8_0, Q4_K's sub-blocks) or 16 (Q6_K's).
 int64_t BlockWidth(DType dtype) { return dtype == DType::kQ6_K ? 16 : 32; }
 
 // A Q8_0, Q4_K or Q6_K matrix built from its fields.
-struct BlockMatrix {
+struct FieldMatrix {
   DType dtype;
   int64_t rows = 0, cols = 0;
   std::vector<uint8_t> bytes;       // the GGUF rows
@@ -70,9 +70,9 @@ void PackK4Scales(const int* sc, const int* m, uint8_t* out) {
 }
 
 // `integers`: d = dmin = 1 and small codes/scales (exact sums with integer activations).
-BlockMatrix MakeBlocks(DType dtype, int64_t rows, int64_t cols, uint32_t seed,
+FieldMatrix MakeFieldBlocks(DType dtype, int64_t rows, int64_t cols, uint32_t seed,
                        bool integers = false) {
-  BlockMatrix m{dtype, rows, cols, {}, {}, {}, {}, {}};
+  FieldMatrix m{dtype, rows, cols, {}, {}, {}, {}, {}};
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> mag(0.002f, 0.05f);
   const int64_t bw = BlockWidth(dtype), nb = cols / bw, row_bytes = DTypeRowBytes(dtype, cols);
@@ -168,7 +168,7 @@ using test::RoundBf16;
 
 class BlocksBf16Test : public ::testing::TestWithParam<DType> {
  protected:
-  void Check(const BlockMatrix& m, int64_t n, int64_t rb, int64_t re, int64_t pad,
+  void Check(const FieldMatrix& m, int64_t n, int64_t rb, int64_t re, int64_t pad,
              bool integers = false) {
     const int64_t K = m.cols, bw = BlockWidth(m.dtype), nb = K / bw, width = re - rb,
                   xs = K + pad, ys = width + pad;
@@ -243,8 +243,8 @@ TEST_P(BlocksBf16Test, ShapesRangesAndBatchSizes) {
   }
   for (size_t i = 0; i < cases.size(); ++i) {
     const Case& c = cases[i];
-    const BlockMatrix m =
-        MakeBlocks(GetParam(), c.rows, c.blocks * Block(), static_cast<uint32_t>(10 + i));
+    const FieldMatrix m =
+        MakeFieldBlocks(GetParam(), c.rows, c.blocks * Block(), static_cast<uint32_t>(10 + i));
     for (int64_t n : {1, 2, 3, 4, 5, 6, 7, 8, 13, 37})
       Check(m, n, c.rb, c.re, /*pad=*/static_cast<int64_t>(i % 3));
   }
@@ -253,12 +253,12 @@ TEST_P(BlocksBf16Test, ShapesRangesAndBatchSizes) {
 // A decode and a prefill shape: K = 7168 (224 blocks, 14 chunks), the threads of the GEMV and
 // the GEMM.
 TEST_P(BlocksBf16Test, ModelShapes) {
-  const BlockMatrix m = MakeBlocks(GetParam(), 160, 7168, 3);
+  const FieldMatrix m = MakeFieldBlocks(GetParam(), 160, 7168, 3);
   for (int64_t n : {1, 4, 64}) Check(m, n, 0, 160, /*pad=*/0);
 }
 
 TEST_P(BlocksBf16Test, ExactOnIntegers) {
-  const BlockMatrix m = MakeBlocks(GetParam(), 100, 4 * Block(), 4, /*integers=*/true);
+  const FieldMatrix m = MakeFieldBlocks(GetParam(), 100, 4 * Block(), 4, /*integers=*/true);
   for (int64_t n : {1, 3, 6, 19}) Check(m, n, 16, 99, /*pad=*/1, /*integers=*/true);
 }
 
@@ -266,7 +266,7 @@ TEST_P(BlocksBf16Test, ExactOnIntegers) {
 // 1000 rows × 1024 columns: large enough for the threaded GEMV (≥ 256 KiB of weights) and GEMM.
 TEST_P(BlocksBf16Test, FastPathBatchAndThreadInvariant) {
   if (!DetectCpu().SupportsBf16Dot()) GTEST_SKIP() << "no AVX512-BF16 here";
-  const BlockMatrix m = MakeBlocks(GetParam(), 1000, 1024, 8);
+  const FieldMatrix m = MakeFieldBlocks(GetParam(), 1000, 1024, 8);
   const auto packed = RepackBlocksBf16(m.view);
   const int64_t rb = 96, re = 998, xs = m.cols + 3, ys = re - rb + 1, width = re - rb;
   constexpr int64_t kTotal = 64;
@@ -282,7 +282,7 @@ TEST_P(BlocksBf16Test, FastPathBatchAndThreadInvariant) {
 // makes for --block-acts bf16) takes LinearBf16 on it; without one, the f32/int8 `Linear`.
 TEST_P(BlocksBf16Test, NumericsDispatchNeedsTheRepackedCopy) {
   if (!DetectCpu().Bf16DotUsable()) GTEST_SKIP() << "the bf16 path is not the fast one here";
-  const BlockMatrix m = MakeBlocks(GetParam(), 48, 2 * Block(), 5);
+  const FieldMatrix m = MakeFieldBlocks(GetParam(), 48, 2 * Block(), 5);
   const auto packed = RepackBlocksBf16(m.view);
   WeightView with = m.view;
   with.repacked = &packed->view;
@@ -303,7 +303,7 @@ TEST_P(BlocksBf16Test, NumericsDispatchNeedsTheRepackedCopy) {
 // The repacked form runs on the fast path only, the stored one on the scalar one; other kernels
 // refuse the repacked form; other block types are not repacked.
 TEST_P(BlocksBf16Test, RefusesTheWrongForm) {
-  const BlockMatrix m = MakeBlocks(GetParam(), 32, Block(), 6);
+  const FieldMatrix m = MakeFieldBlocks(GetParam(), 32, Block(), 6);
   const auto packed = RepackBlocksBf16(m.view);
   std::vector<float> x(m.cols, 1.0f), y(32);
   EXPECT_DEATH(Linear(x.data(), 1, packed->view, y.data()), "reached another kernel");

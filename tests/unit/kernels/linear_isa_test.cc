@@ -34,7 +34,7 @@ namespace {
 using test::Gamma;
 using test::Matrix;
 
-struct Product {  // one call's operands and its exact (f64) result
+struct IsaProduct {  // one call's operands and its exact (f64) result
   int64_t n, width, reduced;                  // tokens, outputs per token, summed length K
   int64_t xs, ys;                             // strides
   std::vector<float> x;                       // [n, xs]
@@ -42,9 +42,9 @@ struct Product {  // one call's operands and its exact (f64) result
 };
 
 // LinearRows over [rb, re): y[t, r - rb] = x[t] · W[r].
-Product RowsProduct(const Matrix& m, int64_t n, int64_t rb, int64_t re, int64_t pad, uint32_t seed,
+IsaProduct RowsProduct(const Matrix& m, int64_t n, int64_t rb, int64_t re, int64_t pad, uint32_t seed,
                     bool integers) {
-  Product p{n, re - rb, m.view.cols, m.view.cols + pad, re - rb + pad, {}, {}, {}};
+  IsaProduct p{n, re - rb, m.view.cols, m.view.cols + pad, re - rb + pad, {}, {}, {}};
   p.x = integers ? test::IntegerVector(n * p.xs, seed) : test::RandomVector(n * p.xs, seed);
   p.exact.assign(n * p.width, 0.0);
   p.magnitude.assign(n * p.width, 0.0);
@@ -59,9 +59,9 @@ Product RowsProduct(const Matrix& m, int64_t n, int64_t rb, int64_t re, int64_t 
 }
 
 // LinearTransposed over [rb, re): y[t, c] = Σ_i x[t, i] · W[rb + i, c].
-Product TransposedProduct(const Matrix& m, int64_t n, int64_t rb, int64_t re, int64_t pad,
+IsaProduct TransposedProduct(const Matrix& m, int64_t n, int64_t rb, int64_t re, int64_t pad,
                           uint32_t seed, bool integers) {
-  Product p{n, m.view.cols, re - rb, re - rb + pad, m.view.cols + pad, {}, {}, {}};
+  IsaProduct p{n, m.view.cols, re - rb, re - rb + pad, m.view.cols + pad, {}, {}, {}};
   p.x = integers ? test::IntegerVector(n * p.xs, seed) : test::RandomVector(n * p.xs, seed);
   p.exact.assign(n * p.width, 0.0);
   p.magnitude.assign(n * p.width, 0.0);
@@ -75,7 +75,7 @@ Product TransposedProduct(const Matrix& m, int64_t n, int64_t rb, int64_t re, in
   return p;
 }
 
-constexpr float kSentinel = -12345.0f;  // written into the padding of y: must survive
+using test::kSentinel;
 
 class LinearIsaTest : public ::testing::TestWithParam<std::tuple<Isa, DType>> {
  protected:
@@ -87,7 +87,7 @@ class LinearIsaTest : public ::testing::TestWithParam<std::tuple<Isa, DType>> {
 
   // Runs `isa()` and the scalar specification and checks both against the exact product.
   template <class Run>
-  void Check(const Product& p, Run run, bool bit_exact, const std::string& what) {
+  void Check(const IsaProduct& p, Run run, bool bit_exact, const std::string& what) {
     std::vector<float> fast(p.n * p.ys, kSentinel), spec(p.n * p.ys, kSentinel);
     run(isa(), fast.data());
     run(Isa::kScalar, spec.data());
@@ -111,7 +111,7 @@ class LinearIsaTest : public ::testing::TestWithParam<std::tuple<Isa, DType>> {
 
   void CheckRows(const Matrix& m, int64_t n, int64_t rb, int64_t re, int64_t pad,
                  bool integers = false) {
-    const Product p = RowsProduct(m, n, rb, re, pad, static_cast<uint32_t>(n * 31 + rb), integers);
+    const IsaProduct p = RowsProduct(m, n, rb, re, pad, static_cast<uint32_t>(n * 31 + rb), integers);
     Check(p, [&](Isa isa, float* y) {
       LinearRows(isa, p.x.data(), p.xs, n, m.view, rb, re, y, p.ys);
     }, integers, Describe("rows", m, n, rb, re));
@@ -119,7 +119,7 @@ class LinearIsaTest : public ::testing::TestWithParam<std::tuple<Isa, DType>> {
 
   void CheckTransposed(const Matrix& m, int64_t n, int64_t rb, int64_t re, int64_t pad,
                        bool integers = false) {
-    const Product p =
+    const IsaProduct p =
         TransposedProduct(m, n, rb, re, pad, static_cast<uint32_t>(n * 17 + rb), integers);
     Check(p, [&](Isa isa, float* y) {
       LinearTransposed(isa, p.x.data(), p.xs, n, m.view, rb, re, y, p.ys);

@@ -18,6 +18,9 @@
 
 namespace dsinfer::test {
 
+// Written into the padding of y by the linear tests: must survive every call.
+inline constexpr float kSentinel = -12345.0f;
+
 // γ_d = d·u / (1 − d·u): any f32 evaluation of a sum of products whose every term passes
 // through at most d roundings differs from the exact sum by at most γ_d · Σ|x·w| (Higham 3.1).
 inline double Gamma(int64_t d) { return d * kU / (1.0 - d * kU); }

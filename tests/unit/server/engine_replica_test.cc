@@ -75,7 +75,7 @@ struct Outcome {
   int64_t cache_hit = 0;
 };
 
-Outcome Collect(Generation& g) {
+Outcome CollectOutcome(Generation& g) {
   Outcome r;
   for (int i = 0; i < 1200; ++i) {  // ≤ 120 s: a hang fails instead of blocking the suite
     Generation::Update u = g.Wait(100ms);
@@ -90,7 +90,7 @@ Outcome Collect(Generation& g) {
   return r;
 }
 
-GenerationRequest Request(int n_prompt, int seed, int64_t max_tokens) {
+GenerationRequest ReplicaRequest(int n_prompt, int seed, int64_t max_tokens) {
   GenerationRequest r;
   for (int i = 0; i < n_prompt; ++i) r.prompt.push_back(100 + (i * 7919 + seed * 104729) % 5000);
   r.max_tokens = max_tokens;
@@ -179,13 +179,13 @@ std::vector<Outcome> Alone(const std::string& dir, const EngineOptions& options,
                            const std::vector<GenerationRequest>& reqs) {
   Engine e(Model::Load(dir), options);
   std::vector<Outcome> out;
-  for (const GenerationRequest& r : reqs) out.push_back(Collect(*e.Submit(r)));
+  for (const GenerationRequest& r : reqs) out.push_back(CollectOutcome(*e.Submit(r)));
   return out;
 }
 
 TEST_F(EngineReplicaTest, RanksServeWhatOneProcessServes) {
-  std::vector<GenerationRequest> reqs = {Request(70, 1, 8), Request(23, 2, 6), Request(9, 3, 5),
-                                         Request(40, 4, 7)};
+  std::vector<GenerationRequest> reqs = {ReplicaRequest(70, 1, 8), ReplicaRequest(23, 2, 6), ReplicaRequest(9, 3, 5),
+                                         ReplicaRequest(40, 4, 7)};
   reqs[1].sampler = {.temperature = 0.8f, .top_p = 0.9f, .seed = 11};
   reqs[2].forced_tokens = {7, 8, 9, 10};
   reqs[3].sampler = {.temperature = 1.0f, .seed = 5, .top_k = 20};
@@ -202,17 +202,17 @@ TEST_F(EngineReplicaTest, RanksServeWhatOneProcessServes) {
     std::vector<std::shared_ptr<Generation>> gens;
     for (size_t i = 0; i + 1 < reqs.size(); ++i) gens.push_back(lead.Submit(reqs[i]));  // 4 > 3 slots
     // Runs beside the others (it would take 2,000 tokens) until cancelled after its first token.
-    std::shared_ptr<Generation> c = lead.Submit(Request(30, 9, 2000));
+    std::shared_ptr<Generation> c = lead.Submit(ReplicaRequest(30, 9, 2000));
     std::vector<Outcome> got;
-    for (auto& g : gens) got.push_back(Collect(*g));
+    for (auto& g : gens) got.push_back(CollectOutcome(*g));
     gens.push_back(lead.Submit(reqs.back()));
-    got.push_back(Collect(*gens.back()));
+    got.push_back(CollectOutcome(*gens.back()));
     for (int i = 0; i < 1200; ++i) {
       const Generation::Update u = c->Wait(100ms);
       if (!u.tokens.empty() || u.done) break;
     }
     c->Cancel();
-    EXPECT_EQ(Collect(*c).finish, FinishReason::kCancelled) << ranks << " ranks";
+    EXPECT_EQ(CollectOutcome(*c).finish, FinishReason::kCancelled) << ranks << " ranks";
     for (size_t i = 0; i < reqs.size(); ++i) {
       EXPECT_EQ(got[i].tokens, want[i].tokens) << ranks << " ranks, request " << i;
       EXPECT_EQ(got[i].finish, want[i].finish) << ranks << " ranks, request " << i;
@@ -224,25 +224,25 @@ TEST_F(EngineReplicaTest, RanksServeWhatOneProcessServes) {
 }
 
 TEST_F(EngineReplicaTest, SpeculativeDecodingAcrossRanks) {
-  const std::vector<GenerationRequest> reqs = {Request(20, 5, 12), Request(33, 6, 10),
-                                               Request(8, 7, 9)};
+  const std::vector<GenerationRequest> reqs = {ReplicaRequest(20, 5, 12), ReplicaRequest(33, 6, 10),
+                                               ReplicaRequest(8, 7, 9)};
   const std::vector<Outcome> want = Alone(*dir_, Options(0), reqs);
   Job job(*dir_, 2, Options(2));
   std::vector<std::shared_ptr<Generation>> gens;
   for (const GenerationRequest& r : reqs) gens.push_back(job.leader().Submit(r));
   for (size_t i = 0; i < reqs.size(); ++i)
-    EXPECT_EQ(Collect(*gens[i]).tokens, want[i].tokens) << "request " << i;
+    EXPECT_EQ(CollectOutcome(*gens[i]).tokens, want[i].tokens) << "request " << i;
   job.Stop();
   EXPECT_GT(job.draft_tokens(), 0);
 }
 
 TEST_F(EngineReplicaTest, FollowersTakeNoRequests) {
   Job job(*dir_, 2, Options(0));
-  GenerationRequest r = Request(5, 1, 2);
+  GenerationRequest r = ReplicaRequest(5, 1, 2);
   r.session = std::make_shared<EngineSession>();
   EXPECT_THROW(job.leader().Submit(r), Error);  // sessions stay in one process
   EXPECT_THROW(job.leader().Follow(), Error);   // the leader is no follower
-  EXPECT_EQ(Collect(*job.leader().Submit(Request(5, 1, 2))).tokens.size(), 2u);
+  EXPECT_EQ(CollectOutcome(*job.leader().Submit(ReplicaRequest(5, 1, 2))).tokens.size(), 2u);
   job.Stop();
 }
 

@@ -33,7 +33,7 @@ using namespace std::chrono_literals;
 // 2 layers + MTP, 1024-token vocabulary (fast), index_topk 16 (DSA selects past 16 tokens).
 std::string SpecDir() { return MakeCheckpoint("spec_tiny2", 21, {"num_hidden_layers=2"}); }
 
-std::vector<int32_t> Collect(Generation& g) {
+std::vector<int32_t> CollectTokens(Generation& g) {
   std::vector<int32_t> out;
   for (int i = 0; i < 1200; ++i) {  // ≤ 120 s: a hang fails instead of blocking the suite
     Generation::Update u = g.Wait(100ms);
@@ -47,7 +47,7 @@ std::vector<int32_t> Collect(Generation& g) {
   return out;
 }
 
-GenerationRequest Request(int64_t n_prompt, uint32_t seed, int64_t max_tokens) {
+GenerationRequest SpecRequest(int64_t n_prompt, uint32_t seed, int64_t max_tokens) {
   GenerationRequest r;
   r.prompt = Ids(n_prompt, 1024, seed);
   r.max_tokens = max_tokens;
@@ -71,14 +71,14 @@ std::vector<std::vector<int32_t>> RunAll(Engine& e, const std::vector<Generation
   std::vector<std::vector<int32_t>> out;
   for (auto& g : gens) {
     EXPECT_TRUE(g);
-    out.push_back(g ? Collect(*g) : std::vector<int32_t>{});
+    out.push_back(g ? CollectTokens(*g) : std::vector<int32_t>{});
   }
   return out;
 }
 
 // Prompts: short, past index_topk (DSA selects), and past one 64-token page (prefix hits).
 std::vector<GenerationRequest> Requests() {
-  return {Request(5, 1, 30), Request(40, 2, 30), Request(100, 3, 30), Request(130, 4, 12)};
+  return {SpecRequest(5, 1, 30), SpecRequest(40, 2, 30), SpecRequest(100, 3, 30), SpecRequest(130, 4, 12)};
 }
 
 TEST(SpecTest, GreedyOutputIsIdenticalWithDrafts) {
@@ -144,7 +144,7 @@ TEST(SpecTest, PartialAcceptanceTruncatesAndStaysLossless) {
 
 // Adaptive: with an acceptance threshold no sequence meets, drafting stops after the window.
 TEST(SpecTest, LowAcceptanceStopsDrafting) {
-  GenerationRequest r = Request(20, 9, 60);
+  GenerationRequest r = SpecRequest(20, 9, 60);
   std::vector<int32_t> want;
   {
     auto plain = Make(0, 1);
@@ -161,7 +161,7 @@ TEST(SpecTest, LowAcceptanceStopsDrafting) {
 // (two tokens per step from the first token on, none in the last step, which has one token
 // left), all accepted. Outputs equal plain decoding.
 TEST(SpecTest, AdaptiveStopIsPerSequence) {
-  const std::vector<GenerationRequest> reqs = {Request(20, 11, 40), Request(25, 12, 40)};
+  const std::vector<GenerationRequest> reqs = {SpecRequest(20, 11, 40), SpecRequest(25, 12, 40)};
   std::vector<std::vector<int32_t>> want;
   {
     auto plain = Make(0, 1);

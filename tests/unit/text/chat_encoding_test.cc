@@ -19,8 +19,6 @@ namespace {
 
 using namespace dsinfer::text::chat_testing;  // NOLINT
 
-constexpr ThinkingMode kChat = ThinkingMode::kChat;
-constexpr ThinkingMode kThink = ThinkingMode::kThinking;
 
 std::string Encode(const char* messages_json, ThinkingMode mode, bool bos = true) {
   return EncodeMessages(ojson::parse(messages_json), {.thinking_mode = mode, .add_bos = bos});

@@ -16,6 +16,9 @@
 
 namespace dsinfer::text::chat_testing {
 
+inline constexpr ThinkingMode kChat = ThinkingMode::kChat;
+inline constexpr ThinkingMode kThink = ThinkingMode::kThinking;
+
 using ojson = nlohmann::ordered_json;
 
 inline const std::string kBos = "<｜begin▁of▁sentence｜>";

@@ -20,8 +20,8 @@ namespace {
 
 using chat_testing::ExpectMessage;
 using chat_testing::ojson;
-constexpr ThinkingMode kThink = ThinkingMode::kThinking;
-constexpr ThinkingMode kChat = ThinkingMode::kChat;
+using chat_testing::kChat;
+using chat_testing::kThink;
 
 // Feeds `ids` one at a time through Detokenizer → StreamingCompletionParser.
 ParsedCompletion StreamIds(const std::vector<int32_t>& ids, ThinkingMode mode) {

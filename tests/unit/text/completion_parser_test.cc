@@ -17,8 +17,8 @@ namespace {
 
 using namespace dsinfer::text::chat_testing;  // NOLINT
 
-constexpr ThinkingMode kChat = ThinkingMode::kChat;
-constexpr ThinkingMode kThink = ThinkingMode::kThinking;
+using chat_testing::kChat;
+using chat_testing::kThink;
 
 const std::string kCalls = "\n\n<｜DSML｜function_calls>\n";
 const std::string kCallsEnd = "</｜DSML｜function_calls>";
