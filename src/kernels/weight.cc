@@ -136,7 +136,7 @@ std::shared_ptr<const OwnedWeight> RepackBlocksBf16(const WeightView& w) {
   // pages a std::vector's zero fill and page faults took 95% of the time (0.3 GB/s here).
   out->huge = HugeBuffer(static_cast<size_t>(std::max<int64_t>(1, tiles * tile_bytes)));
   auto* const base = reinterpret_cast<uint8_t*>(out->huge.data());
-  // Tile by tile, block by block, the tile's rows innermost: each output block (544 or 2368
+  // Tile by tile, block by block, the tile's rows innermost: each output block (544, 2368 or 3360
   // bytes) is written whole while in L1.
   const int64_t blocks = q8 ? w.cols / 32 : w.cols / 256;  // repacked blocks per row
 #pragma omp parallel for schedule(static) if (w.rows * w.cols >= (int64_t{1} << 22))
@@ -159,12 +159,27 @@ std::shared_ptr<const OwnedWeight> RepackBlocksBf16(const WeightView& w) {
           const uint8_t* src = row + b * 210;
           std::memcpy(dst + 2 * a, src + 208, 2);  // d
           for (int i = 0; i < 16; ++i) dst[32 + 16 * i + a] = src[192 + i];
-          for (int e = 0; e < 256; ++e) {
-            const int n = e / 128, k = (e % 128) / 32, l = e % 32;
-            const uint8_t lo = src[64 * n + l + 32 * (k % 2)];
-            const int u = (k < 2 ? lo & 15 : lo >> 4) | ((src[128 + 32 * n + l] >> (2 * k)) & 3) << 4;
-            const int i = e / 16, c = e % 16;
-            dst[288 + 256 * i + 32 * (c / 2) + 2 * a + c % 2] = static_cast<uint8_t>(u - 32);
+          uint8_t u[256];
+          for (int n = 0; n < 2; ++n)
+            for (int k = 0; k < 4; ++k)
+              for (int l = 0; l < 32; ++l) {  // (vectorised: k and n are fixed inside)
+                const uint8_t lo = src[64 * n + l + 32 * (k % 2)];
+                u[128 * n + 32 * k + l] = static_cast<uint8_t>(
+                    ((lo >> (4 * (k / 2))) & 15) | ((src[128 + 32 * n + l] >> (2 * k)) & 3) << 4);
+              }
+          for (int i = 0; i < 16; ++i) {
+            const uint8_t* ui = u + 16 * i;
+            uint8_t* out = dst + 288 + 192 * i + 2 * a;
+            for (int e = 0; e < 2; ++e) {
+              for (int h = 0; h < 4; ++h)
+                out[32 * h + e] = static_cast<uint8_t>((ui[4 * h + e] & 15) |
+                                                       (ui[4 * h + 2 + e] & 15) << 4);
+              for (int g = 0; g < 2; ++g) {
+                int hi = 0;
+                for (int k = 0; k < 4; ++k) hi |= (ui[2 * (4 * g + k) + e] >> 4) << (2 * k);
+                out[128 + 32 * g + e] = static_cast<uint8_t>(hi);
+              }
+            }
           }
           continue;
         }

@@ -16,8 +16,9 @@
 // specification (linear.cc) sums each block in ascending columns instead of vdpbf16ps's pair
 // order: results differ by f32 rounding only (tests/unit/kernels/linear_bf16_blocks_test.cc).
 //
-// Conversions: Q8_0 and Q6_K (repacked as bytes) through f32 (`vpmovsxbd`, `vcvtdq2ps`,
-// `vcvtne2ps2bf16`: exact for |q| ≤ 128); Q4_K by a 16-word table (`vpermw`) from the nibbles.
+// Conversions: Q8_0 through f32 (`vpmovsxbd`, `vcvtdq2ps`, `vcvtne2ps2bf16`: exact for
+// |q| ≤ 128); Q4_K by a 16-word table (`vpermw`) from the nibbles; Q6_K by a 64-word table
+// (`vpermt2w`) from the nibble and its 2 high bits.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -47,7 +48,7 @@ enum Kind : int { kQ8 = 0, kQ4 = 1, kQ6 = 2 };
 constexpr int BlockCols(int kind) { return kind == kQ6 ? 16 : 32; }    // columns per scale
 constexpr int SuperCols(int kind) { return kind == kQ8 ? 32 : 256; }   // columns per repacked block
 constexpr int64_t SuperBytes(int kind) {                               // bytes per repacked block
-  return kind == kQ8 ? 544 : kind == kQ4 ? 2368 : 4384;
+  return kind == kQ8 ? 544 : kind == kQ4 ? 2368 : 3360;
 }
 
 // bf16 bits of the integers 0..15 (the top half of their f32 bits).
@@ -83,6 +84,40 @@ DSINFER_BF16 inline __m512i Q4Table() {
                           IntBf16(4), IntBf16(3), IntBf16(2), IntBf16(1), IntBf16(0));
 }
 
+// bf16 bits of the integers −32..31 (Q6_K's u − 32), in two tables of 32 words: u < 32, u ≥ 32.
+constexpr uint16_t SignedBf16(int v) { return v < 0 ? 0x8000 | IntBf16(-v) : IntBf16(v); }
+struct Q6Tables {
+  alignas(64) uint16_t words[64];
+};
+constexpr Q6Tables MakeQ6Tables() {
+  Q6Tables t{};
+  for (int u = 0; u < 64; ++u) t.words[u] = SignedBf16(u - 32);
+  return t;
+}
+inline constexpr Q6Tables kQ6Tables = MakeQ6Tables();
+
+// 32 bytes of Q6_K nibbles and the 32 words of their high-bit byte (bits 2k, 2k + 1: pair
+// 4g + k) → two vectors of bf16 pairs, pairs 2h and 2h + 1 of the sub-block (kOdd = h odd).
+// `vpermt2w` reads the low 6 bits of each index word: bits 0-3 the nibble, bits 4-5 the high
+// bits shifted there; the bits above are ignored.
+template <bool kOdd>
+DSINFER_BF16 inline void Q6Pairs(const uint8_t* p, __m512i hb, __m512i lo, __m512i hi,
+                                 __m512bh& first, __m512bh& second) {
+  const __m512i w = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  const __m512i nib = _mm512_set1_epi16(15);
+  // (a & c) | (b & ~c) with c = 15: the nibble from a, bits 4+ from b.
+  const __m512i h0 = kOdd ? hb : _mm512_slli_epi16(hb, 4);       // bits of pair 2h at 4-5
+  const __m512i h1 = kOdd ? _mm512_srli_epi16(hb, 2) : _mm512_slli_epi16(hb, 2);  // pair 2h + 1
+  const __m512i i0 = _mm512_ternarylogic_epi32(w, h0, nib, 0xE4);
+  const __m512i i1 = _mm512_ternarylogic_epi32(_mm512_srli_epi16(w, 4), h1, nib, 0xE4);
+  first = (__m512bh)_mm512_permutex2var_epi16(lo, i0, hi);
+  second = (__m512bh)_mm512_permutex2var_epi16(lo, i1, hi);
+}
+
+DSINFER_BF16 inline __m512i HighBits(const uint8_t* p) {  // 32 high-bit bytes → 32 words
+  return _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
 DSINFER_BF16 inline __m512 HalfVec(const uint8_t* p) {  // 16 f16 → f32
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
@@ -100,6 +135,24 @@ DSINFER_BF16 inline __m512bh Broadcast(const uint16_t* pair) {
   int32_t v;
   std::memcpy(&v, pair, sizeof v);
   return (__m512bh)_mm512_set1_epi32(v);
+}
+
+// The GEMV's Q6_K column pairs 2h, 2h + 1 of 16-column block b, for G tiles × M tokens.
+template <int M, int G, bool kOdd>
+DSINFER_BF16 inline void Q6Step(int h, const uint16_t* xb, int64_t xbs, int64_t b,
+                                const uint8_t* const* codes, __m512i lo, __m512i hi,
+                                __m512 (&partial)[G][M]) {
+  __m512bh x0[M], x1[M];
+  for (int t = 0; t < M; ++t) {
+    x0[t] = Broadcast(xb + t * xbs + 16 * b + 4 * h);
+    x1[t] = Broadcast(xb + t * xbs + 16 * b + 4 * h + 2);
+  }
+  for (int g = 0; g < G; ++g) {
+    __m512bh v0, v1;
+    Q6Pairs<kOdd>(codes[g] + 32 * h, HighBits(codes[g] + 128 + 32 * (h / 2)), lo, hi, v0, v1);
+    for (int t = 0; t < M; ++t) partial[g][t] = _mm512_dpbf16_ps(partial[g][t], v0, x0[t]);
+    for (int t = 0; t < M; ++t) partial[g][t] = _mm512_dpbf16_ps(partial[g][t], v1, x1[t]);
+  }
 }
 
 // ---- GEMV: M ≤ 4 tokens × G ≤ 4 tiles of 16 rows, straight from the repacked weight ----------
@@ -141,24 +194,29 @@ DSINFER_BF16 void GemvTiles(const uint16_t* xb, int64_t xbs, const float* xsum, 
           for (int t = 0; t < M; ++t) partial[g][t] = _mm512_dpbf16_ps(partial[g][t], v1, x1[t]);
         }
       }
-    } else {  // Q8_0, Q6_K: int8 codes, 32 bytes per column pair of the tile's 16 rows
-      constexpr int kPb = BlockCols(kKind) / 2;
+    } else if constexpr (kKind == kQ6) {
+      const __m512i lo = _mm512_load_si512(kQ6Tables.words), hi = _mm512_load_si512(kQ6Tables.words + 32);
       const uint8_t* codes[G];
       for (int g = 0; g < G; ++g) {
-        if constexpr (kKind == kQ6) {
-          const uint8_t* blk = tiles + g * tile_bytes + b / 16 * 4384;
-          s[g] = _mm512_mul_ps(HalfVec(blk), SByteVec(blk + 32 + 16 * (b % 16)));
-          codes[g] = blk + 288 + 256 * (b % 16);
-        } else {
-          const uint8_t* blk = tiles + g * tile_bytes + b * 544;
-          s[g] = HalfVec(blk);
-          codes[g] = blk + 32;
-        }
+        const uint8_t* blk = tiles + g * tile_bytes + b / 16 * 3360;
+        s[g] = _mm512_mul_ps(HalfVec(blk), SByteVec(blk + 32 + 16 * (b % 16)));
+        codes[g] = blk + 288 + 192 * (b % 16);
+      }
+      Q6Step<M, G, false>(0, xb, xbs, b, codes, lo, hi, partial);
+      Q6Step<M, G, true>(1, xb, xbs, b, codes, lo, hi, partial);
+      Q6Step<M, G, false>(2, xb, xbs, b, codes, lo, hi, partial);
+      Q6Step<M, G, true>(3, xb, xbs, b, codes, lo, hi, partial);
+    } else {  // Q8_0: int8 codes, 32 bytes per column pair of the tile's 16 rows
+      const uint8_t* codes[G];
+      for (int g = 0; g < G; ++g) {
+        const uint8_t* blk = tiles + g * tile_bytes + b * 544;
+        s[g] = HalfVec(blk);
+        codes[g] = blk + 32;
       }
 #pragma GCC unroll 16
-      for (int p = 0; p < kPb; ++p) {
+      for (int p = 0; p < 16; ++p) {
         __m512bh xv[M];
-        for (int t = 0; t < M; ++t) xv[t] = Broadcast(xb + t * xbs + 2 * kPb * b + 2 * p);
+        for (int t = 0; t < M; ++t) xv[t] = Broadcast(xb + t * xbs + 32 * b + 2 * p);
         for (int g = 0; g < G; ++g) {
           const __m512bh v = Q8Pairs(codes[g] + 32 * p);
           for (int t = 0; t < M; ++t) partial[g][t] = _mm512_dpbf16_ps(partial[g][t], v, xv[t]);
@@ -226,6 +284,8 @@ DSINFER_BF16 void PackPanel(const WeightView& w, int64_t r0, int rows, int64_t k
   constexpr int kPb = BlockCols(kKind) / 2;  // column pairs per scale block
   const int64_t b0 = k0 / BlockCols(kKind), nb = (k1 - k0) / BlockCols(kKind);
   [[maybe_unused]] const __m512i table = Q4Table();
+  [[maybe_unused]] const __m512i q6lo = _mm512_load_si512(kQ6Tables.words);
+  [[maybe_unused]] const __m512i q6hi = _mm512_load_si512(kQ6Tables.words + 32);
   for (int i = 0; i < groups * 2; ++i) {
     uint32_t* dst = panel + (i / 2) * kChunkPairs * kGroupRows + (i % 2) * kLanes;
     if (i >= tiles16) {  // the odd 16 rows of the last group: zeros
@@ -242,13 +302,18 @@ DSINFER_BF16 void PackPanel(const WeightView& w, int64_t r0, int rows, int64_t k
       const int64_t gb = b0 + b;
       uint32_t* d = dst + b * kPb * kGroupRows;
       if constexpr (kKind == kQ6) {
-        const uint8_t* blk = tile + gb / 16 * 4384;
+        const uint8_t* blk = tile + gb / 16 * 3360;
         const int64_t sub = gb % 16;
         _mm512_storeu_ps(sc + b * 128 + i * kLanes,
                          _mm512_mul_ps(HalfVec(blk), SByteVec(blk + 32 + 16 * sub)));
-        for (int p = 0; p < 8; ++p)
-          _mm512_storeu_si512(d + p * kGroupRows,
-                              (__m512i)Q8Pairs(blk + 288 + 256 * sub + 32 * p));
+        const uint8_t* codes = blk + 288 + 192 * sub;
+        const __m512i h01 = HighBits(codes + 128), h23 = HighBits(codes + 160);
+        __m512bh v[8];
+        Q6Pairs<false>(codes, h01, q6lo, q6hi, v[0], v[1]);
+        Q6Pairs<true>(codes + 32, h01, q6lo, q6hi, v[2], v[3]);
+        Q6Pairs<false>(codes + 64, h23, q6lo, q6hi, v[4], v[5]);
+        Q6Pairs<true>(codes + 96, h23, q6lo, q6hi, v[6], v[7]);
+        for (int p = 0; p < 8; ++p) _mm512_storeu_si512(d + p * kGroupRows, (__m512i)v[p]);
       } else if constexpr (kKind == kQ4) {
         const uint8_t* blk = tile + gb / 8 * 2368;
         const int64_t j = gb % 8;
