@@ -45,7 +45,7 @@ struct Options {
   int64_t batch = 512;
   std::string kv_cache = "f32";
   std::string numerics = "auto";  // comma-separated: f32, bf16, auto (docs/numerics.md)
-  std::string block_acts = "int8";  // --block-acts int8 | f32 | bf16
+  std::string block_acts = "auto";  // --block-acts auto | int8 | f32 | bf16
   std::string output = "md";
   std::optional<std::string> output_err;
   bool no_warmup = false;
@@ -459,11 +459,11 @@ int RunBenchModel(const Options& o) {
   // FP8 weights the model makes then (the f32 tests read the mapped originals, as ever).
   const std::vector<Numerics> listed = ParseNumericsList(o.numerics);
   const bool load_bf16 = std::find(listed.begin(), listed.end(), Numerics::kBf16) != listed.end();
-  if (o.block_acts == "bf16") CheckBf16BlockActs(load_bf16 ? Numerics::kBf16 : Numerics::kF32);
+  const std::string acts = ResolveBlockActs(o.block_acts, load_bf16 ? Numerics::kBf16 : Numerics::kF32);
   std::unique_ptr<Model> model =
       Model::Load(dir, {.numerics = load_bf16 ? Numerics::kBf16 : Numerics::kF32,
-                        .int8_block_activations = o.block_acts != "f32",
-                        .bf16_block_activations = o.block_acts == "bf16" && load_bf16});
+                        .int8_block_activations = acts != "f32",
+                        .bf16_block_activations = acts == "bf16"});
   const ModelConfig& c = model->config();
   const std::vector<Test> tests = PlanTests(Attentions(o, c), o);
   for (const Test& t : tests) CheckFits(t, c);  // fail before minutes of measuring

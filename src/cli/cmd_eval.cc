@@ -192,7 +192,8 @@ int RunEval(const EvalOptions& o) {
       {"index_topk", probe.use_indexer ? ordered_json(probe.index_topk) : ordered_json(nullptr)},
       {"kv_cache", o.kv_cache},
       {"numerics", o.numerics.numerics},
-      {"block_acts", o.numerics.block_acts},
+      {"block_acts",  // as resolved: "auto" is recorded as what it chose
+       ResolveBlockActs(o.numerics.block_acts, ParseNumerics(o.numerics.numerics, "--numerics"))},
       {"max_new", o.max_new},
       {"mtp", o.mtp},
       {"tasks", ordered_json::array()},

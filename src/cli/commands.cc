@@ -58,12 +58,13 @@ void AddThreadsOption(CLI::App* app) {
 
 void AddBlockActsOption(CLI::App* app, std::string* block_acts) {
   app->add_option("--block-acts", *block_acts,
-                  "activations of block-quantised (GGUF Q8_0, Q2_K-Q6_K, IQ4_*) weights: int8 "
+                  "activations of block-quantised (GGUF Q8_0, Q2_K-Q6_K, IQ4_*) weights: auto "
+                  "(bf16 in bf16 numerics on a CPU with AVX512-BF16, else int8) | int8 "
                   "(quantised per 32, integer products as llama.cpp) | f32 (exact, the reference "
-                  "contract; docs/numerics.md) | bf16 (bf16 numerics only: Q8_0, Q4_K and Q6_K "
-                  "weights repacked at load and multiplied with bf16 activations, prefill "
-                  "1.4-2x int8's; the other types as int8)")
-      ->check(CLI::IsMember({"int8", "f32", "bf16"}))
+                  "contract; docs/numerics.md) | bf16 (bf16 numerics on AVX512-BF16 only: Q8_0, "
+                  "Q4_K and Q6_K weights repacked at load and multiplied with bf16 activations; "
+                  "the other types as int8)")
+      ->check(CLI::IsMember({"auto", "int8", "f32", "bf16"}))
       ->capture_default_str();
 }
 
@@ -77,22 +78,26 @@ void AddNumericsOptions(CLI::App* app, NumericsFlags* flags) {
   AddBlockActsOption(app, &flags->block_acts);
 }
 
-void CheckBf16BlockActs(Numerics numerics) {
+std::string ResolveBlockActs(const std::string& block_acts, Numerics numerics) {
+  const bool bf16_runs = numerics == Numerics::kBf16 && LinearBf16Path() == Bf16Path::kAvx512Bf16;
+  if (block_acts == "auto") return bf16_runs ? "bf16" : "int8";
+  if (block_acts == "int8" || block_acts == "f32") return block_acts;
+  if (block_acts != "bf16")
+    throw Error("--block-acts: expected auto, int8, f32 or bf16, got '" + block_acts + "'");
   if (numerics != Numerics::kBf16)
     throw Error("--block-acts bf16 needs bf16 numerics (--numerics bf16, or auto on a CPU with "
                 "AVX512-BF16)");
-  if (LinearBf16Path() != Bf16Path::kAvx512Bf16)
+  if (!bf16_runs)
     throw Error("--block-acts bf16 needs a CPU with AVX512-BF16 (" + DetectCpu().Describe() + ")");
+  return block_acts;
 }
 
 LoadOptions NumericsFlags::Load() const {
-  if (block_acts != "int8" && block_acts != "f32" && block_acts != "bf16")
-    throw Error("--block-acts: expected int8, f32 or bf16, got '" + block_acts + "'");
   const Numerics n = ParseNumerics(numerics, "--numerics");
-  if (block_acts == "bf16") CheckBf16BlockActs(n);
+  const std::string acts = ResolveBlockActs(block_acts, n);
   return LoadOptions{.numerics = n,
-                     .int8_block_activations = block_acts != "f32",
-                     .bf16_block_activations = block_acts == "bf16"};
+                     .int8_block_activations = acts != "f32",
+                     .bf16_block_activations = acts == "bf16"};
 }
 
 SpecFlags::SpecFlags() {

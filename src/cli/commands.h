@@ -53,16 +53,18 @@ void AddThreadsOption(CLI::App* app);
 // The arithmetic flags of a command that runs the model (docs/numerics.md), checked by CLI11.
 struct NumericsFlags {
   std::string numerics = "auto";    // --numerics f32|bf16|auto (LoadOptions::numerics)
-  std::string block_acts = "int8";  // --block-acts int8|f32|bf16 (LoadOptions::*_block_activations)
+  std::string block_acts = "auto";  // --block-acts auto|int8|f32|bf16 (LoadOptions::*_block_activations)
   LoadOptions Load() const;         // the load options they select
 };
 
-// Adds `--numerics f32|bf16` and `--block-acts int8|f32` into `*flags`.
+// Adds `--numerics f32|bf16|auto` and `--block-acts auto|int8|f32|bf16` into `*flags`.
 void AddNumericsOptions(CLI::App* app, NumericsFlags* flags);
-// Adds `--block-acts int8|f32` alone (commands with their own --numerics).
+// Adds `--block-acts auto|int8|f32|bf16` alone (commands with their own --numerics).
 void AddBlockActsOption(CLI::App* app, std::string* block_acts);
-// Throws Error unless --block-acts bf16 can run: bf16 numerics on a CPU with AVX512-BF16.
-void CheckBf16BlockActs(Numerics numerics);
+// What --block-acts `block_acts` means under `numerics`: "auto" is bf16 where it can run (bf16
+// numerics on a CPU with AVX512-BF16), else int8; "bf16" throws Error where it cannot run.
+// Returns "int8", "f32" or "bf16".
+std::string ResolveBlockActs(const std::string& block_acts, Numerics numerics);
 
 // Speculative decoding flags of `run` and `serve` (AddSpecOptions).
 struct SpecFlags {

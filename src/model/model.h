@@ -95,16 +95,17 @@ struct LoadOptions {
   // numerics the tests compare against (the default), or kBf16, DeepSeek's production numerics
   // (activations rounded to bf16 at the GEMM inputs listed there, `vdpbf16ps` where available).
   Numerics numerics = Numerics::kF32;
-  // Block-quantised weights (GGUF's Q8_0, Q4_K, Q5_K, Q6_K) multiply activations quantised to
+  // Block-quantised weights (GGUF's Q8_0, Q2_K-Q6_K, IQ4_*) multiply activations quantised to
   // int8 per 32 elements (VNNI / AVX2 integer products, as llama.cpp does; docs/numerics.md
-  // "int8 activations"): the default, 1.1-2× faster than f32 activations at no measurable cost
-  // in accuracy. false: exact f32 activations, the reference contract the tests compare GGUF
-  // models against (`--block-acts f32`).
+  // "int8 activations"): 1.1-2× faster than f32 activations at no measurable cost in accuracy.
+  // false: exact f32 activations, the reference contract the tests compare GGUF models against
+  // (`--block-acts f32`).
   bool int8_block_activations = true;
-  // --block-acts bf16: in bf16 numerics on AVX512-BF16, the Q8_0, Q4_K and Q6_K weights at the bf16
-  // GEMM sites (docs/numerics.md "Where activations are rounded") are repacked at load and
-  // multiply bf16 activations on `vdpbf16ps` (kernels/linear.h; whole-model prefill 1.4-2× int8's);
-  // every other block product stays as int8_block_activations says.
+  // --block-acts bf16 (and the CLI's default, `auto`, in bf16 numerics on AVX512-BF16): the Q8_0,
+  // Q4_K and Q6_K weights at the bf16 GEMM sites (docs/numerics.md "Where activations are
+  // rounded") are repacked at load and multiply bf16 activations on `vdpbf16ps`
+  // (kernels/linear.h; whole-model prefill 1.4-1.9× int8's); every other block product stays as
+  // int8_block_activations says.
   bool bf16_block_activations = false;
 };
 

@@ -407,17 +407,20 @@ def main():
               f"{typ} vs the FP8 checkpoint over {fp8.shape[0]} positions: mean KL {kl_mean:.2e} "
               f"(max {kl_max:.2e}) ≤ {bound[0]}, top-1 agreement {top1:.2f} ≥ {bound[1]}, "
               f"FP8 top-1 within the {typ} top-5 {top5:.2f} ≥ {bound[2]}")
-        # int8 activations (the default, `--block-acts int8`: the block weights multiply
-        # activations rounded to int8 per 32-element block, VNNI when the CPU has it;
-        # docs/numerics.md): the f32-activation logits up to that rounding.
+        # int8 activations (`--block-acts int8`, the default where bf16 numerics cannot run
+        # block weights in bf16: the block weights multiply activations rounded to int8 per
+        # 32-element block, VNNI when the CPU has it; docs/numerics.md): the f32-activation
+        # logits up to that rounding.
         dumps = [os.path.join(work, f"{typ}-{kind}-dump") for kind in ("f32", "i8")]
         for d in dumps:
             shutil.rmtree(d, ignore_errors=True)
         f32a = logits(ds, path, os.path.join(work, f"{typ}-f32.npy"), ["--dump-dir", dumps[0]])
         i8 = logits(ds, path, os.path.join(work, f"{typ}-i8.npy"), ["--dump-dir", dumps[1]],
-                    acts=None)
-        explicit = logits(ds, path, os.path.join(work, f"{typ}-i8x.npy"), acts="int8")
-        check(np.array_equal(i8, explicit), f"{typ}: the default is int8 activations "
+                    acts="int8")
+        # The default, `--block-acts auto`: int8 activations under `logits`' default f32
+        # numerics (bf16 ones with --numerics auto on a CPU with AVX512-BF16: below).
+        default = logits(ds, path, os.path.join(work, f"{typ}-default.npy"), acts=None)
+        check(np.array_equal(default, i8), f"{typ}: in f32 numerics the default is int8 activations "
               "(its logits are those of --block-acts int8, bit for bit)")
         n, e8, kl8, kl_all, where = rounded_vs_exact(f32a, i8, dumps)
         check(n >= I8_MIN_ROWS and e8 <= I8_BOUNDS[0] and kl8 <= I8_BOUNDS[1]
@@ -442,6 +445,10 @@ def main():
             bb = logits(ds, path, os.path.join(work, f"{typ}-bf16b.npy"),
                         ["--numerics", "bf16", "--dump-dir", dumps[1]], acts="bf16")
             check(not np.array_equal(bf, bb), f"{typ}: --block-acts bf16 changes the logits")
+            auto = logits(ds, path, os.path.join(work, f"{typ}-auto.npy"), ["--numerics", "auto"], acts=None)
+            check(np.array_equal(auto, bb), f"{typ}: on this CPU (AVX512-BF16) `--numerics auto` "
+                  "gives bf16 numerics with bf16 block activations by default (the logits of "
+                  "--numerics bf16 --block-acts bf16, bit for bit)")
             # Batch invariance through the model: one token at a time (the GEMV) gives the
             # prefill's (the GEMM's) logits bit for bit.
             bd = logits(ds, path, os.path.join(work, f"{typ}-bf16d.npy"),

@@ -116,8 +116,10 @@ def compare(ds, oracle, path, work, tag, block, dsa=True):
           + ("" if p.returncode == 0 else f": {p.stderr[-1500:]}"))
     if p.returncode != 0:
         return
-    # dsinfer's defaults: int8 activations for block weights, f32 numerics.
-    mine = ds_logits(ds, path, os.path.join(work, f"{tag}-dsinfer.npy"), ["--dump-dir", dd])
+    # int8 activations for block weights, as llama.cpp (dsinfer's default where bf16 numerics
+    # cannot run them in bf16).
+    mine = ds_logits(ds, path, os.path.join(work, f"{tag}-dsinfer.npy"),
+                     ["--dump-dir", dd, "--block-acts", "int8"])
     theirs = np.fromfile(out, dtype=np.float32).reshape(mine.shape[0], -1)
     ours_sel, their_sel = selections(dd), selections(lt)
     check(set(their_sel) <= set(ours_sel) and len(their_sel) > 0,
