@@ -333,14 +333,18 @@ void RowsBlocks(Isa isa, const gemm::IsaKernels* k, const float* x, int64_t xs, 
 // The specification: bf16(x) once per call, each weight row decoded to its bf16 values (FP8:
 // the e4m3 value, unscaled), products exact in f32, summed in ascending column; FP8 folds each
 // 128-column block's sum into the total with its scale (partial_0 · s_0, then fma).
-// xsum[t*(K/32) + b] = Σ xr[t*K + c] over block b's 32 columns, f32, ascending c (the bf16
-// kernels' Q4_K min term; gemm/isa_kernels.h).
-void BlockSums(const float* xr, int64_t n, int64_t K, float* xsum) {
-  for (int64_t t = 0; t < n; ++t)
-    for (int64_t b = 0; b < K / 32; ++b) {
+
+// Per token t in [t0, t1) and 32-column block b, xsum[t·(cols/32) + b] = Σ value(t, c) over the
+// block's columns, ascending, in f32: Q4_K's activation sums (xsum_b, the bf16 kernels' min term;
+// gemm/isa_kernels.h), the same additions in the specification (over bf16(x) as f32) and for the
+// kernels (over the bf16 words).
+template <class Value>
+void SumBlocks(int64_t t0, int64_t t1, int64_t cols, float* xsum, Value value) {
+  for (int64_t t = t0; t < t1; ++t)
+    for (int64_t b = 0; b < cols / 32; ++b) {
       float s = 0.0f;
-      for (int64_t c = 32 * b; c < 32 * b + 32; ++c) s += xr[t * K + c];
-      xsum[t * (K / 32) + b] = s;
+      for (int64_t c = 32 * b; c < 32 * b + 32; ++c) s += value(t, c);
+      xsum[t * (cols / 32) + b] = s;
     }
 }
 
@@ -351,8 +355,8 @@ void RowsBf16BlocksScalar(const std::vector<float>& xr, int64_t n, const WeightV
                           int64_t re, float* y, int64_t ys) {
   const bool q4 = w.dtype == DType::kQ4_K, q6 = w.dtype == DType::kQ6_K;
   const int64_t K = w.cols, bw = q6 ? 16 : 32, nb = K / bw;  // bw: columns per scale block
-  std::vector<float> xsum(n * (K / 32));                      // [n, K / 32] (Q4_K)
-  BlockSums(xr.data(), n, K, xsum.data());
+  std::vector<float> xsum(q4 ? n * (K / 32) : 0);              // [n, K / 32] (Q4_K)
+  if (q4) SumBlocks(0, n, K, xsum.data(), [&](int64_t t, int64_t c) { return xr[t * K + c]; });
 #pragma omp parallel for schedule(dynamic, 32) if (UseThreads((re - rb) * K * (n + 1)))
   for (int64_t r = rb; r < re; ++r) {
     DSINFER_NOTE_THREAD("linear.bf16_scalar_block_rows");
@@ -445,16 +449,11 @@ T* TypedScratch(int64_t count) {
   return buffer.data() + (64 - address % 64) % 64 / sizeof(T);
 }
 
-// BlockSums of bf16 rows xb [.., xbs] for tokens [t0, t1) into xsum [.., cols / 32]: the same
-// f32 additions in the same order (the kernels' xsum, bitwise the specification's).
+// SumBlocks of bf16 rows xb [.., xbs] for tokens [t0, t1) into xsum [.., cols / 32].
 void Bf16BlockSums(const uint16_t* xb, int64_t xbs, int64_t t0, int64_t t1, int64_t cols,
                    float* xsum) {
-  for (int64_t t = t0; t < t1; ++t)
-    for (int64_t b = 0; b < cols / 32; ++b) {
-      float s = 0.0f;
-      for (int64_t c = 32 * b; c < 32 * b + 32; ++c) s += BF16ToFloat(xb[t * xbs + c]);
-      xsum[t * (cols / 32) + b] = s;
-    }
+  SumBlocks(t0, t1, cols, xsum,
+            [&](int64_t t, int64_t c) { return BF16ToFloat(xb[t * xbs + c]); });
 }
 
 // The fast path: x is rounded once into a shared [n, xbs] bf16 buffer (split by token rows
