@@ -335,7 +335,7 @@ void RowsBlocks(Isa isa, const gemm::IsaKernels* k, const float* x, int64_t xs, 
 // 128-column block's sum into the total with its scale (partial_0 · s_0, then fma).
 
 // Per token t in [t0, t1) and 32-column block b, xsum[t·(cols/32) + b] = Σ value(t, c) over the
-// block's columns, ascending, in f32: Q4_K's activation sums (xsum_b, the bf16 kernels' min term;
+// block's columns, ascending, in f32: Q4_K's and Q5_K's activation sums (xsum_b, the bf16 kernels' min term;
 // gemm/isa_kernels.h), the same additions in the specification (over bf16(x) as f32) and for the
 // kernels (over the bf16 words).
 template <class Value>
@@ -348,14 +348,15 @@ void SumBlocks(int64_t t0, int64_t t1, int64_t cols, float* xsum, Value value) {
     }
 }
 
-// Q8_0 / Q4_K / Q6_K (docs/numerics.md "bf16 numerics"): per scale block (32 columns; Q6_K 16)
+// Q8_0 / Q4_K / Q5_K / Q6_K (docs/numerics.md "bf16 numerics"): per scale block (32 columns; Q6_K 16)
 // the codes' sum with the bf16 activations (ascending), then total = fma(partial, s_b, total)
 // and for Q4_K total = fma(−mm_b, xsum_b, total). xr: [n, K] bf16(x) as f32.
 void RowsBf16BlocksScalar(const std::vector<float>& xr, int64_t n, const WeightView& w, int64_t rb,
                           int64_t re, float* y, int64_t ys) {
-  const bool q4 = w.dtype == DType::kQ4_K, q6 = w.dtype == DType::kQ6_K;
+  const bool q5 = w.dtype == DType::kQ5_K, q6 = w.dtype == DType::kQ6_K;
+  const bool q4 = w.dtype == DType::kQ4_K || q5;  // the K-quants with mins (mm_b, xsum_b)
   const int64_t K = w.cols, bw = q6 ? 16 : 32, nb = K / bw;  // bw: columns per scale block
-  std::vector<float> xsum(q4 ? n * (K / 32) : 0);              // [n, K / 32] (Q4_K)
+  std::vector<float> xsum(q4 ? n * (K / 32) : 0);              // [n, K / 32] (Q4_K, Q5_K)
   if (q4) SumBlocks(0, n, K, xsum.data(), [&](int64_t t, int64_t c) { return xr[t * K + c]; });
 #pragma omp parallel for schedule(dynamic, 32) if (UseThreads((re - rb) * K * (n + 1)))
   for (int64_t r = rb; r < re; ++r) {
@@ -381,15 +382,16 @@ void RowsBf16BlocksScalar(const std::vector<float>& xr, int64_t n, const WeightV
         for (int c = 0; c < 32; ++c) code[32 * b + c] = static_cast<int8_t>(blk[2 + c]);
         continue;
       }
-      const uint8_t* blk = row + b / 8 * 144;
+      const uint8_t* blk = row + b / 8 * (q5 ? 176 : 144);  // Q5_K: qh at 16, qs at 48
       const int j = static_cast<int>(b % 8);
       uint8_t sc = 0, m = 0;
       UnpackK4Scale(blk + 4, j, &sc, &m);
       s[b] = F16ToFloat(static_cast<uint16_t>(blk[0] | blk[1] << 8)) * static_cast<float>(sc);
       mm[b] = F16ToFloat(static_cast<uint16_t>(blk[2] | blk[3] << 8)) * static_cast<float>(m);
       for (int l = 0; l < 32; ++l) {
-        const uint8_t byte = blk[16 + 32 * (j / 2) + l];
-        code[32 * b + l] = static_cast<float>(j % 2 == 0 ? byte & 15 : byte >> 4);
+        const uint8_t byte = blk[(q5 ? 48 : 16) + 32 * (j / 2) + l];
+        const int high = q5 ? (blk[16 + l] >> j & 1) << 4 : 0;  // Q5_K: bit j of qh[l]
+        code[32 * b + l] = static_cast<float>((j % 2 == 0 ? byte & 15 : byte >> 4) | high);
       }
     }
     for (int64_t t = 0; t < n; ++t) {
@@ -475,7 +477,8 @@ void RowsGemmBf16(const gemm::Bf16Kernels& k, const float* x, int64_t xs, int64_
   };
   auto prepare = [&](int64_t t0, int64_t t1) {
     k.round_x(x, xs, t0, t1, w.cols, xb, xbs);
-    if (w.dtype == DType::kQ4_K) Bf16BlockSums(xb, xbs, t0, t1, w.cols, xsum);
+    if (w.dtype == DType::kQ4_K || w.dtype == DType::kQ5_K)
+      Bf16BlockSums(xb, xbs, t0, t1, w.cols, xsum);
   };
   if (!UseThreads((re - rb) * w.cols * (n + 1))) {  // no OpenMP construct (see RowsGemv)
     prepare(0, n);
@@ -506,7 +509,7 @@ void RowsGemvBf16(const gemm::Bf16Kernels& k, const float* x, int64_t xs, int64_
   const bool blocks = IsBlockDType(w.dtype);
   const int64_t xss = w.cols / 32;
   float* xsum = blocks ? TypedScratch<float>(n * xss) : nullptr;
-  if (w.dtype == DType::kQ4_K) Bf16BlockSums(xb, xbs, 0, n, w.cols, xsum);
+  if (w.dtype == DType::kQ4_K || w.dtype == DType::kQ5_K) Bf16BlockSums(xb, xbs, 0, n, w.cols, xsum);
   auto part = [&](int64_t parts, int64_t i) {
     const int64_t t0 = Cut(rb, re, i, parts, 16), t1 = Cut(rb, re, i + 1, parts, 16);
     if (blocks)

@@ -111,13 +111,15 @@ std::shared_ptr<const OwnedWeight> RepackFp8Pairs(const WeightView& w) {
 }
 
 bool Bf16BlockDtype(DType dtype) {
-  return dtype == DType::kQ8_0 || dtype == DType::kQ4_K || dtype == DType::kQ6_K;
+  return dtype == DType::kQ8_0 || dtype == DType::kQ4_K || dtype == DType::kQ5_K ||
+         dtype == DType::kQ6_K;
 }
 
-// Bytes of one repacked block (Q8_0: 32 columns; Q4_K, Q6_K: 256).
+// Bytes of one repacked block (Q8_0: 32 columns; Q4_K, Q5_K, Q6_K: 256).
 int64_t Bf16BlockBytes(DType dtype) {
   return dtype == DType::kQ8_0   ? kQ8Bf16BlockBytes
          : dtype == DType::kQ4_K ? kQ4KBf16BlockBytes
+         : dtype == DType::kQ5_K ? kQ5KBf16BlockBytes
                                  : kQ6KBf16BlockBytes;
 }
 
@@ -127,7 +129,7 @@ int64_t Bf16BlockTileBytes(DType dtype, int64_t cols) {
 
 std::shared_ptr<const OwnedWeight> RepackBlocksBf16(const WeightView& w) {
   DSINFER_CHECK(Bf16BlockDtype(w.dtype) && !w.bf16_pairs,
-                "RepackBlocksBf16 takes a row-major Q8_0, Q4_K or Q6_K weight");
+                "RepackBlocksBf16 takes a row-major Q8_0, Q4_K, Q5_K or Q6_K weight");
   const bool q8 = w.dtype == DType::kQ8_0;
   auto out = std::make_shared<OwnedWeight>();
   const int64_t tiles = (w.rows + kBlockTileRows - 1) / kBlockTileRows;
@@ -183,14 +185,29 @@ std::shared_ptr<const OwnedWeight> RepackBlocksBf16(const WeightView& w) {
           }
           continue;
         }
-        const uint8_t* src = row + b * 144;
+        // Q4_K (144 bytes: d, dmin, scales, qs at 16) and Q5_K (176 bytes: the same, then qh at
+        // 16, qs at 48; element l of sub-block j has its 5th bit at bit j of qh[l]).
+        const bool q5 = w.dtype == DType::kQ5_K;
+        const uint8_t* src = row + b * (q5 ? 176 : 144);
         std::memcpy(dst + 2 * a, src, 2);           // d
         std::memcpy(dst + 32 + 2 * a, src + 2, 2);  // dmin
         for (int j = 0; j < 8; ++j)
           UnpackK4Scale(src + 4, j, dst + 64 + 16 * j + a, dst + 192 + 16 * j + a);
-        // Sub-block j's element l is nibble j % 2 of qs[32·(j/2) + l] (qs at byte 16).
+        if (q5) {
+          const uint8_t* qh = src + 16;
+          for (int j = 0; j < 8; ++j)
+            for (int g = 0; g < 2; ++g)
+              for (int e = 0; e < 2; ++e) {
+                int bits = 0;
+                for (int hh = 0; hh < 4; ++hh)
+                  for (int s = 0; s < 2; ++s)
+                    bits |= ((qh[4 * (4 * g + hh) + 2 * s + e] >> j) & 1) << (2 * hh + s);
+                dst[2368 + 64 * j + 32 * g + 2 * a + e] = static_cast<uint8_t>(bits);
+              }
+        }
+        // Sub-block j's element l: its low 4 bits are nibble j % 2 of qs[32·(j/2) + l].
         for (int j = 0; j < 8; ++j) {
-          const uint8_t* qs = src + 16 + 32 * (j / 2);
+          const uint8_t* qs = src + (q5 ? 48 : 16) + 32 * (j / 2);
           const int shift = 4 * (j % 2);
           uint8_t* out = dst + 320 + 256 * j + 2 * a;
           for (int h = 0; h < 8; ++h)

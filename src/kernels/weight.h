@@ -77,7 +77,7 @@ int64_t TransposeHeadsBytes(DType dtype, int64_t cols, int64_t heads, int64_t st
 std::shared_ptr<const OwnedWeight> RepackFp8Pairs(const WeightView& w);
 inline constexpr int64_t kPairTileRows = 64;
 
-// Q8_0, Q4_K and Q6_K weights re-laid out for the bf16-activation kernels (kernels/linear.h
+// Q8_0, Q4_K, Q5_K and Q6_K weights re-laid out for the bf16-activation kernels (kernels/linear.h
 // `LinearRowsBf16`): rows in tiles of 16 (the last padded with zero blocks), each tile's bytes
 // contiguous, block after block along the row; inside a block the 16 rows' fields side by side
 // so that one load gives a vector with row a in lane a:
@@ -88,6 +88,10 @@ inline constexpr int64_t kPairTileRows = 64;
 //     sub-block j 256 bytes of codes, 32 per two column pairs h2 = 2h, 2h + 1 (h < 8) of the
 //     sub-block: byte 2a + e holds q[a, 32j + 4h + e] in its low nibble and q[a, 32j + 4h + 2 + e]
 //     in its high nibble.
+//   Q5_K, per 256-column super-block (kQ5KBf16BlockBytes = 2880): Q4_K's 2368 bytes for the codes'
+//     low 4 bits (d, dmin, sc, m, nibbles: the same offsets); then per sub-block j 64 bytes of
+//     their 5th bits, 2 × 32 bytes, one per four nibble groups h = 4g..4g + 3 (g < 2): byte
+//     2a + e holds the 5th bit of q[a, 32j + 4h + 2s + e] at bit 2(h − 4g) + s (s = 0, 1).
 //   Q6_K, per 256-column super-block (kQ6KBf16BlockBytes = 3360): f16 d[16], int8 sc[16][16]
 //     (16-element sub-block i's scale per row); then per sub-block i 192 bytes of the 6-bit codes
 //     u (q = u − 32), split like the stored form into low nibbles and high 2 bits: 4 × 32 bytes
@@ -95,14 +99,16 @@ inline constexpr int64_t kPairTileRows = 64;
 //     u[a, 16i + 4h + e] & 15 in its low nibble and u[a, 16i + 4h + 2 + e] & 15 in its high one;
 //     then 2 × 32 bytes of high bits, one per four column pairs 4g..4g + 3 (g < 2), byte 2a + e
 //     holding u[a, 16i + 2p + e] >> 4 in bits 2k, 2k + 1 for pair p = 4g + k.
-// The same numbers as the weight: 2.8% more bytes for Q4_K (its packed 6-bit scales unpacked),
-// none for Q8_0 and Q6_K. The view has bf16_pairs = true (dtype, rows and cols unchanged).
+// The same numbers as the weight: 2.8% more bytes for Q4_K and 2.3% for Q5_K (their packed 6-bit
+// scales unpacked), none for Q8_0 and Q6_K. The view has bf16_pairs = true (dtype, rows and cols unchanged).
 std::shared_ptr<const OwnedWeight> RepackBlocksBf16(const WeightView& w);
 inline constexpr int64_t kBlockTileRows = 16;
 inline constexpr int64_t kQ8Bf16BlockBytes = 32 + 16 * 32;
 inline constexpr int64_t kQ4KBf16BlockBytes = 64 + 256 + 8 * 256;
+inline constexpr int64_t kQ5KBf16BlockBytes = 64 + 256 + 8 * 256 + 8 * 64;
 inline constexpr int64_t kQ6KBf16BlockBytes = 32 + 256 + 16 * 192;
-// Whether RepackBlocksBf16 (and the bf16 kernels) take a weight of `dtype` (Q8_0, Q4_K, Q6_K).
+// Whether RepackBlocksBf16 (and the bf16 kernels) take a weight of `dtype` (Q8_0, Q4_K, Q5_K,
+// Q6_K).
 bool Bf16BlockDtype(DType dtype);
 // Bytes of one 16-row tile of a repacked block weight with `cols` columns.
 int64_t Bf16BlockTileBytes(DType dtype, int64_t cols);

@@ -477,6 +477,32 @@ def main():
         discard(ref_dir, *dumps)
         if typ != "Q8_0":  # the Q8_0 file is the source of the checks below
             discard(path)
+    # Q5_K (the routed experts of a Q5_K_M file) in bf16 block activations: decode = prefill bit
+    # for bit, and the f32-activation logits within int8's bounds (its kernels are held to the
+    # truth in kernels_tests BlocksBf16Test). Measured 2026-12-05: 5.7e-3 / KL 1.7e-5.
+    if BF16_CPU:
+        path = os.path.join(work, "tiny256-Q5_K_M.gguf")
+        run([ds, "quantize", "--model", q, "--out", path, "--type", "Q5_K_M"])
+        types = next((line.strip() for line in run([ds, "inspect", path]).stdout.splitlines()
+                      if line.strip().startswith("tensors:")), "?")
+        dumps = [os.path.join(work, f"Q5_K_M-{kind}-dump") for kind in ("bf16f", "bf16b")]
+        for d in dumps:
+            shutil.rmtree(d, ignore_errors=True)
+        bf = logits(ds, path, os.path.join(work, "Q5_K_M-bf16f.npy"),
+                    ["--numerics", "bf16", "--dump-dir", dumps[0]], acts="f32")
+        bb = logits(ds, path, os.path.join(work, "Q5_K_M-bf16b.npy"),
+                    ["--numerics", "bf16", "--dump-dir", dumps[1]], acts="bf16")
+        bd = logits(ds, path, os.path.join(work, "Q5_K_M-bf16d.npy"),
+                    ["--numerics", "bf16", "--mode", "decode"], acts="bf16")
+        check("Q5_K" in types and not np.array_equal(bf, bb) and np.array_equal(bd, bb),
+              f"Q5_K_M ({types}) with --block-acts bf16: the logits move, and decode gives the "
+              f"prefill's bit for bit (max|Δ| {np.abs(bd - bb).max():.2e})")
+        n, eb, klb, kl_all, where = rounded_vs_exact(bf, bb, dumps)
+        check(n >= I8_MIN_ROWS and eb <= I8_BOUNDS[0] and klb <= I8_BOUNDS[1] and kl_all <= I8_FLIPPED_KL,
+              f"Q5_K_M with --block-acts bf16 vs f32 block activations, bf16 numerics ({where}): "
+              f"max|Δ|/max|ref| = {eb:.2e} ≤ {I8_BOUNDS[0]}, mean KL {klb:.2e} ≤ {I8_BOUNDS[1]} over "
+              f"{n} ≥ {I8_MIN_ROWS} rows; all rows mean KL {kl_all:.2e} ≤ {I8_FLIPPED_KL}")
+        discard(path, *dumps)
     discard(q)
 
     # A split set (as gguf-split writes one: all metadata and split.* keys in part 1, the

@@ -1,14 +1,14 @@
-// AVX-512 BF16 GEMV and GEMM of Q8_0, Q4_K and Q6_K weights with bf16 activations (kernels/linear.h
+// AVX-512 BF16 GEMV and GEMM of Q8_0, Q4_K, Q5_K and Q6_K weights with bf16 activations (kernels/linear.h
 // `LinearRowsBf16`, docs/numerics.md "bf16 numerics"), on the weights' repacked form
 // (kernels/weight.h `RepackBlocksBf16`: 16-row tiles, each block's 16 rows side by side).
 //
-// The block codes are small integers — Q8_0's int8 q, Q4_K's 4-bit q, Q6_K's u − 32 — so each
+// The block codes are small integers — Q8_0's int8 q, Q4_K's 4-bit q, Q5_K's 5-bit q, Q6_K's u − 32 — so each
 // is an exact bf16 number, and `vdpbf16ps` multiplies them with the bf16 activations exactly.
 // Per output (row r, token t) and scale block b (32 columns; Q6_K: 16), in this order:
 //   partial = the vdpbf16ps chain over the block's column pairs, from zero, ascending pairs;
 //   total   = fma(partial, s_b, total)                        (total starts at 0)
-//   Q4_K:     total = fma(−mm_b, xsum_b, total)
-// with s_b = d (Q8_0), d·sc_j (Q4_K, exact in f32: an f16 times a 6-bit integer) or d·sc_i
+//   Q4_K, Q5_K: total = fma(−mm_b, xsum_b, total)
+// with s_b = d (Q8_0), d·sc_j (Q4_K, Q5_K, exact in f32: an f16 times a 6-bit integer) or d·sc_i
 // (Q6_K, an f16 times an int8: exact), mm_b = dmin·m_j (exact), xsum_b = the block's sum of
 // bf16(x) (f32, ascending columns, computed once per token by linear.cc). Lanes run over the tile's 16 weight rows (one output each), so the
 // chain needs no horizontal sums and the GEMV and the GEMM compute every output with the same
@@ -17,8 +17,9 @@
 // order: results differ by f32 rounding only (tests/unit/kernels/linear_bf16_blocks_test.cc).
 //
 // Conversions: Q8_0 through f32 (`vpmovsxbd`, `vcvtdq2ps`, `vcvtne2ps2bf16`: exact for
-// |q| ≤ 128); Q4_K by a 16-word table (`vpermw`) from the nibbles; Q6_K by a 64-word table
-// (`vpermt2w`) from the nibble and its 2 high bits.
+// |q| ≤ 128); Q4_K by a 16-word table (`vpermw`) from the nibbles; Q5_K by a 32-word one from
+// the nibble and its 5th bit; Q6_K by a 64-word table (`vpermt2w`) from the nibble and its 2 high
+// bits.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -44,11 +45,12 @@ static_assert(kKc % 256 == 0, "a chunk holds whole Q4_K/Q6_K super-blocks");
 
 // The block types: Q8_0 (32-column blocks), Q4_K (256-column super-blocks of 32-column blocks
 // with mins), Q6_K (256-column super-blocks of 16-column blocks).
-enum Kind : int { kQ8 = 0, kQ4 = 1, kQ6 = 2 };
+enum Kind : int { kQ8 = 0, kQ4 = 1, kQ6 = 2, kQ5 = 3 };
+constexpr bool HasMins(int kind) { return kind == kQ4 || kind == kQ5; }  // the −mm_b·xsum_b term
 constexpr int BlockCols(int kind) { return kind == kQ6 ? 16 : 32; }    // columns per scale
 constexpr int SuperCols(int kind) { return kind == kQ8 ? 32 : 256; }   // columns per repacked block
 constexpr int64_t SuperBytes(int kind) {                               // bytes per repacked block
-  return kind == kQ8 ? 544 : kind == kQ4 ? 2368 : 3360;
+  return kind == kQ8 ? 544 : kind == kQ4 ? 2368 : kind == kQ5 ? 2880 : 3360;
 }
 
 // bf16 bits of the integers 0..15 (the top half of their f32 bits).
@@ -114,6 +116,38 @@ DSINFER_BF16 inline void Q6Pairs(const uint8_t* p, __m512i hb, __m512i lo, __m51
   second = (__m512bh)_mm512_permutex2var_epi16(lo, i1, hi);
 }
 
+// bf16 bits of the integers 0..31 (Q5_K's codes).
+DSINFER_BF16 inline __m512i Q5Table() {
+  alignas(64) static constexpr Q6Tables kWords = [] {
+    Q6Tables t{};
+    for (int u = 0; u < 32; ++u) t.words[u] = IntBf16(u);
+    return t;
+  }();
+  return _mm512_load_si512(kWords.words);
+}
+
+// Bit kK of each word of `hb` moved to bit 4 (the bits above it are left as they fall).
+template <int kK>
+DSINFER_BF16 inline __m512i BitTo4(__m512i hb) {
+  if constexpr (kK <= 4) return _mm512_slli_epi16(hb, 4 - kK);
+  else return _mm512_srli_epi16(hb, kK - 4);
+}
+
+// 32 bytes of Q5_K nibbles (group kH of the sub-block) and the 32 words of their 5th-bit byte
+// (bits 2(kH % 4), 2(kH % 4) + 1) → two vectors of bf16 pairs, pairs 2kH and 2kH + 1. `vpermw`
+// reads the low 5 bits of each index word.
+template <int kH>
+DSINFER_BF16 inline void Q5Pairs(const uint8_t* p, __m512i hb, __m512i table, __m512bh& first,
+                                 __m512bh& second) {
+  const __m512i w = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  const __m512i nib = _mm512_set1_epi16(15);
+  const __m512i i0 = _mm512_ternarylogic_epi32(w, BitTo4<2 * (kH % 4)>(hb), nib, 0xE4);
+  const __m512i i1 =
+      _mm512_ternarylogic_epi32(_mm512_srli_epi16(w, 4), BitTo4<2 * (kH % 4) + 1>(hb), nib, 0xE4);
+  first = (__m512bh)_mm512_permutexvar_epi16(i0, table);
+  second = (__m512bh)_mm512_permutexvar_epi16(i1, table);
+}
+
 DSINFER_BF16 inline __m512i HighBits(const uint8_t* p) {  // 32 high-bit bytes → 32 words
   return _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
@@ -155,6 +189,24 @@ DSINFER_BF16 inline void Q6Step(int h, const uint16_t* xb, int64_t xbs, int64_t 
   }
 }
 
+// The GEMV's Q5_K column pairs 2kH, 2kH + 1 of 32-column block b, for G tiles × M tokens.
+template <int M, int G, int kH>
+DSINFER_BF16 inline void Q5Step(const uint16_t* xb, int64_t xbs, int64_t b,
+                                const uint8_t* const* codes, const uint8_t* const* highs,
+                                __m512i table, __m512 (&partial)[G][M]) {
+  __m512bh x0[M], x1[M];
+  for (int t = 0; t < M; ++t) {
+    x0[t] = Broadcast(xb + t * xbs + 32 * b + 4 * kH);
+    x1[t] = Broadcast(xb + t * xbs + 32 * b + 4 * kH + 2);
+  }
+  for (int g = 0; g < G; ++g) {
+    __m512bh v0, v1;
+    Q5Pairs<kH>(codes[g] + 32 * kH, HighBits(highs[g] + 32 * (kH / 4)), table, v0, v1);
+    for (int t = 0; t < M; ++t) partial[g][t] = _mm512_dpbf16_ps(partial[g][t], v0, x0[t]);
+    for (int t = 0; t < M; ++t) partial[g][t] = _mm512_dpbf16_ps(partial[g][t], v1, x1[t]);
+  }
+}
+
 // ---- GEMV: M ≤ 4 tokens × G ≤ 4 tiles of 16 rows, straight from the repacked weight ----------
 template <int M, int G, int kKind>
 DSINFER_BF16 void GemvTiles(const uint16_t* xb, int64_t xbs, const float* xsum, int64_t xss,
@@ -171,7 +223,26 @@ DSINFER_BF16 void GemvTiles(const uint16_t* xb, int64_t xbs, const float* xsum, 
       for (int t = 0; t < M; ++t) partial[g][t] = _mm512_setzero_ps();
     // Pair after pair, the G tiles' chains interleaved (G·M independent chains in flight).
     __m512 s[G], mm[G];
-    if constexpr (kKind == kQ4) {
+    if constexpr (kKind == kQ5) {
+      const int64_t sb = b / 8, j = b % 8;
+      const uint8_t *codes[G], *highs[G];
+      for (int g = 0; g < G; ++g) {
+        const uint8_t* blk = tiles + g * tile_bytes + sb * 2880;
+        s[g] = _mm512_mul_ps(HalfVec(blk), ByteVec(blk + 64 + 16 * j));
+        mm[g] = _mm512_mul_ps(HalfVec(blk + 32), ByteVec(blk + 192 + 16 * j));
+        codes[g] = blk + 320 + 256 * j;
+        highs[g] = blk + 2368 + 64 * j;
+      }
+      const __m512i table = Q5Table();
+      Q5Step<M, G, 0>(xb, xbs, b, codes, highs, table, partial);
+      Q5Step<M, G, 1>(xb, xbs, b, codes, highs, table, partial);
+      Q5Step<M, G, 2>(xb, xbs, b, codes, highs, table, partial);
+      Q5Step<M, G, 3>(xb, xbs, b, codes, highs, table, partial);
+      Q5Step<M, G, 4>(xb, xbs, b, codes, highs, table, partial);
+      Q5Step<M, G, 5>(xb, xbs, b, codes, highs, table, partial);
+      Q5Step<M, G, 6>(xb, xbs, b, codes, highs, table, partial);
+      Q5Step<M, G, 7>(xb, xbs, b, codes, highs, table, partial);
+    } else if constexpr (kKind == kQ4) {
       const int64_t sb = b / 8, j = b % 8;
       const uint8_t* codes[G];
       for (int g = 0; g < G; ++g) {
@@ -226,7 +297,7 @@ DSINFER_BF16 void GemvTiles(const uint16_t* xb, int64_t xbs, const float* xsum, 
     for (int g = 0; g < G; ++g)
       for (int t = 0; t < M; ++t) {
         total[g][t] = _mm512_fmadd_ps(partial[g][t], s[g], total[g][t]);
-        if constexpr (kKind == kQ4)
+        if constexpr (HasMins(kKind))
           total[g][t] = _mm512_fnmadd_ps(mm[g], _mm512_set1_ps(xsum[t * xss + b]), total[g][t]);
       }
   }
@@ -286,6 +357,7 @@ DSINFER_BF16 void PackPanel(const WeightView& w, int64_t r0, int rows, int64_t k
   [[maybe_unused]] const __m512i table = Q4Table();
   [[maybe_unused]] const __m512i q6lo = _mm512_load_si512(kQ6Tables.words);
   [[maybe_unused]] const __m512i q6hi = _mm512_load_si512(kQ6Tables.words + 32);
+  [[maybe_unused]] const __m512i q5table = Q5Table();
   for (int i = 0; i < groups * 2; ++i) {
     uint32_t* dst = panel + (i / 2) * kChunkPairs * kGroupRows + (i % 2) * kLanes;
     if (i >= tiles16) {  // the odd 16 rows of the last group: zeros
@@ -314,6 +386,25 @@ DSINFER_BF16 void PackPanel(const WeightView& w, int64_t r0, int rows, int64_t k
         Q6Pairs<false>(codes + 64, h23, q6lo, q6hi, v[4], v[5]);
         Q6Pairs<true>(codes + 96, h23, q6lo, q6hi, v[6], v[7]);
         for (int p = 0; p < 8; ++p) _mm512_storeu_si512(d + p * kGroupRows, (__m512i)v[p]);
+      } else if constexpr (kKind == kQ5) {
+        const uint8_t* blk = tile + gb / 8 * 2880;
+        const int64_t j = gb % 8;
+        _mm512_storeu_ps(sc + b * 128 + i * kLanes,
+                         _mm512_mul_ps(HalfVec(blk), ByteVec(blk + 64 + 16 * j)));
+        _mm512_storeu_ps(mm + b * 128 + i * kLanes,
+                         _mm512_mul_ps(HalfVec(blk + 32), ByteVec(blk + 192 + 16 * j)));
+        const uint8_t* codes = blk + 320 + 256 * j;
+        const __m512i h0 = HighBits(blk + 2368 + 64 * j), h1 = HighBits(blk + 2368 + 64 * j + 32);
+        __m512bh v[16];
+        Q5Pairs<0>(codes, h0, q5table, v[0], v[1]);
+        Q5Pairs<1>(codes + 32, h0, q5table, v[2], v[3]);
+        Q5Pairs<2>(codes + 64, h0, q5table, v[4], v[5]);
+        Q5Pairs<3>(codes + 96, h0, q5table, v[6], v[7]);
+        Q5Pairs<4>(codes + 128, h1, q5table, v[8], v[9]);
+        Q5Pairs<5>(codes + 160, h1, q5table, v[10], v[11]);
+        Q5Pairs<6>(codes + 192, h1, q5table, v[12], v[13]);
+        Q5Pairs<7>(codes + 224, h1, q5table, v[14], v[15]);
+        for (int p = 0; p < 16; ++p) _mm512_storeu_si512(d + p * kGroupRows, (__m512i)v[p]);
       } else if constexpr (kKind == kQ4) {
         const uint8_t* blk = tile + gb / 8 * 2368;
         const int64_t j = gb % 8;
@@ -369,7 +460,7 @@ DSINFER_BF16 void Tile(const uint16_t* xb, int64_t xbs, const float* xsum, int64
     for (int v = 0; v < 2; ++v) {
       const __m512 s = _mm512_loadu_ps(sc + b * 128 + v * kLanes);
       for (int t = 0; t < M; ++t) total[t][v] = _mm512_fmadd_ps(partial[t][v], s, total[t][v]);
-      if constexpr (kKind == kQ4) {
+      if constexpr (HasMins(kKind)) {
         const __m512 m = _mm512_loadu_ps(mm + b * 128 + v * kLanes);
         for (int t = 0; t < M; ++t)
           total[t][v] =
@@ -422,6 +513,7 @@ DSINFER_BF16 void Bf16BlocksGemv(const uint16_t* xb, int64_t xbs, const float* x
                                  int64_t n, const WeightView& w, int64_t r0, int64_t r1, float* y,
                                  int64_t ys) {
   if (w.dtype == DType::kQ4_K) return GemvD<kQ4>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys);
+  if (w.dtype == DType::kQ5_K) return GemvD<kQ5>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys);
   if (w.dtype == DType::kQ6_K) return GemvD<kQ6>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys);
   GemvD<kQ8>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys);
 }
@@ -430,6 +522,7 @@ DSINFER_BF16 void Bf16BlocksGemm(const uint16_t* xb, int64_t xbs, const float* x
                                  int64_t n, const WeightView& w, int64_t r0, int64_t r1, float* y,
                                  int64_t ys, uint32_t* work) {
   if (w.dtype == DType::kQ4_K) return GemmD<kQ4>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys, work);
+  if (w.dtype == DType::kQ5_K) return GemmD<kQ5>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys, work);
   if (w.dtype == DType::kQ6_K) return GemmD<kQ6>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys, work);
   GemmD<kQ8>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys, work);
 }

@@ -106,10 +106,10 @@ struct Bf16Kernels {
 // AVX-512 BF16 (`vdpbf16ps`); callable only when DetectCpu().SupportsBf16Dot().
 const Bf16Kernels& Avx512Bf16Kernels();
 
-// ---- The same for Q8_0, Q4_K and Q6_K weights repacked by RepackBlocksBf16 (gemm/avx512_bf16_blocks.cc;
+// ---- The same for Q8_0, Q4_K, Q5_K and Q6_K weights repacked by RepackBlocksBf16 (gemm/avx512_bf16_blocks.cc;
 // numerics: docs/numerics.md "bf16 numerics", block weights) ---------------------------------
 // xb as round_x gives it; xsum[t*xss + b] = Σ bf16(x[t, 32b .. 32b+31]) in f32, ascending
-// (read for Q4_K only). Rows [r0, r1): r0 a multiple of 16. The GEMV (any n and range; linear.cc
+// (read for Q4_K and Q5_K only). Rows [r0, r1): r0 a multiple of 16. The GEMV (any n and range; linear.cc
 // takes it for n ≤ kBf16GemvMaxN) and the GEMM (a piece of ≤ 128 rows, `work` of
 // Bf16BlockWorkWords() words) give the same bits. Callable only when DetectCpu().SupportsBf16Dot().
 // GEMM tokens per register tile (× 32 rows): 8 measured best (bench gemm n = 512, w1/w2: 4 and

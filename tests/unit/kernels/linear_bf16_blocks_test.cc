@@ -1,11 +1,11 @@
-// The bf16-activation product on Q8_0, Q4_K and Q6_K weights (`LinearRowsBf16`, docs/numerics.md
+// The bf16-activation product on Q8_0, Q4_K, Q5_K and Q6_K weights (`LinearRowsBf16`, docs/numerics.md
 // "bf16 numerics"): the scalar specification on the weight as a GGUF file stores it, and the
 // AVX512-BF16 path (when this CPU has it) on its repacked form (RepackBlocksBf16) — as the model
 // calls it and with each kernel forced (the GEMV of decode, the GEMM of prefill). The two kernels
 // must agree BIT FOR BIT on every output; each must stay within the bound below of the truth.
 //
 // Truth, independent of the library: the weights are made here from chosen fields (Q8_0: d and
-// int8 codes; Q4_K: d, dmin, 6-bit sc/m per 32-column sub-block, 4-bit codes; Q6_K: d, int8
+// int8 codes; Q4_K / Q5_K: d, dmin, 6-bit sc/m per 32-column sub-block, 4-/5-bit codes; Q6_K: d, int8
 // scales per 16-column sub-block, 6-bit codes u, q = u − 32), encoded into
 // ggml's byte layout by this file (format/ggml_types.h documents it; the encoding is checked
 // against `DequantizeRow`, itself bitwise ggml's by tests/llamacpp), and the truth is the f64 sum
@@ -43,13 +43,13 @@ using test::kSentinel;
 // Columns per scale block: 32 (Q8_0, Q4_K's sub-blocks) or 16 (Q6_K's).
 int64_t BlockWidth(DType dtype) { return dtype == DType::kQ6_K ? 16 : 32; }
 
-// A Q8_0, Q4_K or Q6_K matrix built from its fields.
+// A Q8_0, Q4_K, Q5_K or Q6_K matrix built from its fields.
 struct FieldMatrix {
   DType dtype;
   int64_t rows = 0, cols = 0;
   std::vector<uint8_t> bytes;       // the GGUF rows
   std::vector<double> code;         // [rows, cols] q
-  std::vector<double> scale, min;   // [rows, cols / BlockWidth] s_b, mm_b (mm: Q4_K only)
+  std::vector<double> scale, min;   // [rows, cols / BlockWidth] s_b, mm_b (mm: Q4_K, Q5_K)
   WeightView view;
 };
 
@@ -120,8 +120,11 @@ FieldMatrix MakeFieldBlocks(DType dtype, int64_t rows, int64_t cols, uint32_t se
       }
       continue;
     }
+    // Q4_K (144-byte blocks: d, dmin, scales, qs at 16) and Q5_K (176: the same with qh at 16
+    // and qs at 48; code bit 4 of element e at bit e/32 of qh[e%32]).
+    const bool q5 = dtype == DType::kQ5_K;
     for (int64_t s = 0; s < cols / 256; ++s) {
-      uint8_t* blk = row + 144 * s;
+      uint8_t* blk = row + (q5 ? 176 : 144) * s;
       const uint16_t d = FloatToF16(integers ? 1.0f : mag(rng));
       const uint16_t dmin = FloatToF16(integers ? 1.0f : mag(rng));
       PutHalf(blk, d);
@@ -135,9 +138,12 @@ FieldMatrix MakeFieldBlocks(DType dtype, int64_t rows, int64_t cols, uint32_t se
       }
       PackK4Scales(sc, mn, blk + 4);
       for (int e = 0; e < 256; ++e) {  // element e: qs[32·(e/64) + e%32], low nibble if (e/32) even
-        const int q = integers ? static_cast<int>(rng() % 4) : static_cast<int>(rng() % 16);
-        uint8_t& byte = blk[16 + 32 * (e / 64) + e % 32];
-        byte = static_cast<uint8_t>((e / 32) % 2 == 0 ? (byte & 0xF0) | q : (byte & 0x0F) | q << 4);
+        const int q = integers ? static_cast<int>(rng() % 4) + (q5 ? 14 * static_cast<int>(rng() % 2) : 0)
+                               : static_cast<int>(rng() % (q5 ? 32 : 16));
+        uint8_t& byte = blk[(q5 ? 48 : 16) + 32 * (e / 64) + e % 32];
+        byte = static_cast<uint8_t>((e / 32) % 2 == 0 ? (byte & 0xF0) | (q & 15)
+                                                      : (byte & 0x0F) | (q & 15) << 4);
+        if (q5) blk[16 + e % 32] |= static_cast<uint8_t>((q >> 4) << (e / 32));
         m.code[r * cols + 256 * s + e] = q;
       }
     }
@@ -318,14 +324,14 @@ TEST_P(BlocksBf16Test, RefusesTheWrongForm) {
                                       y.data(), 32),
                  "from a row multiple of 16");
   }
-  EXPECT_DEATH(RepackBlocksBf16(packed->view), "row-major Q8_0, Q4_K or Q6_K");
-  WeightView q5 = m.view;
-  q5.dtype = DType::kQ5_K;
-  EXPECT_DEATH(RepackBlocksBf16(q5), "row-major Q8_0, Q4_K or Q6_K");
+  EXPECT_DEATH(RepackBlocksBf16(packed->view), "row-major Q8_0, Q4_K, Q5_K or Q6_K");
+  WeightView q3 = m.view;
+  q3.dtype = DType::kQ3_K;
+  EXPECT_DEATH(RepackBlocksBf16(q3), "row-major Q8_0, Q4_K, Q5_K or Q6_K");
 }
 
 INSTANTIATE_TEST_SUITE_P(BlockDtypes, BlocksBf16Test,
-                         ::testing::Values(DType::kQ8_0, DType::kQ4_K, DType::kQ6_K),
+                         ::testing::Values(DType::kQ8_0, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K),
                          [](const auto& info) { return std::string(DTypeName(info.param)); });
 
 }  // namespace
