@@ -80,7 +80,7 @@ struct ModelWeights {
   WeightView head;                   // [vocab, hidden]
   std::optional<LayerWeights> mtp;   // layer num_hidden_layers, if present in the checkpoint
   // The FP8 weights of the bf16 GEMM sites repacked for the bf16 kernels (LoadWeights with
-  // repack_bf16; with bf16_blocks their Q8_0/Q4_K/Q6_K weights too), which their views point at
+  // repack_bf16; with bf16_blocks their Q8_0/Q4_K/Q5_K/Q6_K weights too), which their views point at
   // (WeightView::repacked).
   std::vector<std::shared_ptr<const OwnedWeight>> repacked;
   std::vector<std::string> repacked_from;  // the tensors they were made from
@@ -108,7 +108,7 @@ WeightMemory EstimateWeightMemory(const Checkpoint& ckpt,
 // `repack_bf16`: the FP8 weights that the bf16 numerics multiply with `LinearBf16` (the inputs
 // docs/numerics.md lists) also get a copy repacked for the AVX512-BF16 kernels
 // (RepackFp8Pairs; as many bytes as those weights; the mapped originals stay for f32 numerics).
-// `bf16_blocks` (with repack_bf16): so do the Q8_0/Q4_K/Q6_K weights of those sites
+// `bf16_blocks` (with repack_bf16): so do the Q8_0/Q4_K/Q5_K/Q6_K weights of those sites
 // (RepackBlocksBf16), which then multiply bf16 activations instead of int8 ones.
 ModelWeights LoadWeights(const Checkpoint& ckpt, std::optional<ExpertRange> experts = std::nullopt,
                          bool int8_block_activations = true, bool repack_bf16 = false,
