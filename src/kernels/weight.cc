@@ -209,11 +209,20 @@ std::shared_ptr<const OwnedWeight> RepackBlocksBf16(const WeightView& w) {
         for (int j = 0; j < 8; ++j) {
           const uint8_t* qs = src + (q5 ? 48 : 16) + 32 * (j / 2);
           const int shift = 4 * (j % 2);
-          uint8_t* out = dst + 320 + 256 * j + 2 * a;
-          for (int h = 0; h < 8; ++h)
-            for (int e = 0; e < 2; ++e)
-              out[32 * h + e] = static_cast<uint8_t>(((qs[4 * h + e] >> shift) & 15) |
-                                                     ((qs[4 * h + 2 + e] >> shift) & 15) << 4);
+          const auto q = [&](int l) { return (qs[l] >> shift) & 15; };
+          if (q5) {  // 32 bytes per two column pairs
+            uint8_t* out = dst + 320 + 256 * j + 2 * a;
+            for (int h = 0; h < 8; ++h)
+              for (int e = 0; e < 2; ++e)
+                out[32 * h + e] = static_cast<uint8_t>(q(4 * h + e) | q(4 * h + 2 + e) << 4);
+            continue;
+          }
+          uint8_t* out = dst + 320 + 256 * j + 4 * a;  // Q4_K: 64 bytes per four column pairs
+          for (int h = 0; h < 4; ++h)
+            for (int e = 0; e < 2; ++e) {
+              out[64 * h + 2 * e] = static_cast<uint8_t>(q(8 * h + e) | q(8 * h + 2 + e) << 4);
+              out[64 * h + 2 * e + 1] = static_cast<uint8_t>(q(8 * h + 4 + e) | q(8 * h + 6 + e) << 4);
+            }
         }
       }
     }

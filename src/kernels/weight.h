@@ -85,13 +85,14 @@ inline constexpr int64_t kPairTileRows = 64;
 //     pair p < 16, 32 bytes: byte 2a + e = q[a, 2p + e] (int8 codes).
 //   Q4_K, per 256-column super-block (kQ4KBf16BlockBytes = 2368): f16 d[16], f16 dmin[16],
 //     u8 sc[8][16], u8 m[8][16] (sub-block j's 6-bit scale and min per row, unpacked); then per
-//     sub-block j 256 bytes of codes, 32 per two column pairs h2 = 2h, 2h + 1 (h < 8) of the
-//     sub-block: byte 2a + e holds q[a, 32j + 4h + e] in its low nibble and q[a, 32j + 4h + 2 + e]
-//     in its high nibble.
-//   Q5_K, per 256-column super-block (kQ5KBf16BlockBytes = 2880): Q4_K's 2368 bytes for the codes'
-//     low 4 bits (d, dmin, sc, m, nibbles: the same offsets); then per sub-block j 64 bytes of
-//     their 5th bits, 2 × 32 bytes, one per four nibble groups h = 4g..4g + 3 (g < 2): byte
-//     2a + e holds the 5th bit of q[a, 32j + 4h + 2s + e] at bit 2(h − 4g) + s (s = 0, 1).
+//     sub-block j 256 bytes of codes, 64 per four column pairs 4h..4h + 3 (h < 4) of the
+//     sub-block: the 16-bit word 2a + e holds q[a, 32j + 8h + 2k + e] at bits 4k..4k + 3 (k < 4).
+//   Q5_K, per 256-column super-block (kQ5KBf16BlockBytes = 2880): d, dmin, sc and m as Q4_K; then
+//     per sub-block j 256 bytes of the codes' low 4 bits, 32 per two column pairs 2h, 2h + 1
+//     (h < 8): byte 2a + e holds q[a, 32j + 4h + e] & 15 in its low nibble and
+//     q[a, 32j + 4h + 2 + e] & 15 in its high one; then per sub-block j 64 bytes of their 5th
+//     bits, 2 × 32 bytes, one per four nibble groups h = 4g..4g + 3 (g < 2): byte 2a + e holds
+//     the 5th bit of q[a, 32j + 4h + 2s + e] at bit 2(h − 4g) + s (s = 0, 1).
 //   Q6_K, per 256-column super-block (kQ6KBf16BlockBytes = 3360): f16 d[16], int8 sc[16][16]
 //     (16-element sub-block i's scale per row); then per sub-block i 192 bytes of the 6-bit codes
 //     u (q = u − 32), split like the stored form into low nibbles and high 2 bits: 4 × 32 bytes

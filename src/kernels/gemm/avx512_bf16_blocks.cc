@@ -70,17 +70,22 @@ DSINFER_BF16 inline __m512bh Q8Pairs(const uint8_t* p) {
   return _mm512_cvtne2ps_pbh(hi, lo);  // words 0-15 from lo, 16-31 from hi
 }
 
-// 32 bytes of Q4_K nibbles → two vectors of bf16 pairs (low nibbles: the first pair, high
-// nibbles: the second).
-DSINFER_BF16 inline void Q4Pairs(const uint8_t* p, __m512i table, __m512bh& first,
-                                 __m512bh& second) {
-  const __m512i w = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-  first = (__m512bh)_mm512_permutexvar_epi16(_mm512_and_si512(w, _mm512_set1_epi16(15)), table);
-  second = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(w, 4), table);
+// 64 bytes of Q4_K codes (32 words, word 2a + e holding the codes of 4 column pairs at bits
+// 4k..4k + 3) → four vectors of bf16 pairs. `vpermw` reads the low 5 bits of each index word, so
+// the table repeats its 16 entries and the bit above a nibble need not be cleared.
+DSINFER_BF16 inline void Q4Quad(const uint8_t* p, __m512i table, __m512bh (&v)[4]) {
+  const __m512i w = _mm512_loadu_si512(p);
+  v[0] = (__m512bh)_mm512_permutexvar_epi16(w, table);
+  v[1] = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(w, 4), table);
+  v[2] = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(w, 8), table);
+  v[3] = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(w, 12), table);
 }
 
+// bf16 bits of the integers 0..15, twice (index bit 4 ignored).
 DSINFER_BF16 inline __m512i Q4Table() {
-  return _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,  //
+  return _mm512_set_epi16(IntBf16(15), IntBf16(14), IntBf16(13), IntBf16(12), IntBf16(11),
+                          IntBf16(10), IntBf16(9), IntBf16(8), IntBf16(7), IntBf16(6), IntBf16(5),
+                          IntBf16(4), IntBf16(3), IntBf16(2), IntBf16(1), IntBf16(0),  //
                           IntBf16(15), IntBf16(14), IntBf16(13), IntBf16(12), IntBf16(11),
                           IntBf16(10), IntBf16(9), IntBf16(8), IntBf16(7), IntBf16(6), IntBf16(5),
                           IntBf16(4), IntBf16(3), IntBf16(2), IntBf16(1), IntBf16(0));
@@ -251,18 +256,15 @@ DSINFER_BF16 void GemvTiles(const uint16_t* xb, int64_t xbs, const float* xsum, 
         mm[g] = _mm512_mul_ps(HalfVec(blk + 32), ByteVec(blk + 192 + 16 * j));
         codes[g] = blk + 320 + 256 * j;
       }
-#pragma GCC unroll 8
-      for (int h = 0; h < 8; ++h) {
-        __m512bh x0[M], x1[M];
-        for (int t = 0; t < M; ++t) {
-          x0[t] = Broadcast(xb + t * xbs + 32 * b + 4 * h);
-          x1[t] = Broadcast(xb + t * xbs + 32 * b + 4 * h + 2);
-        }
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q) {  // column pairs 4q..4q + 3 of the block
         for (int g = 0; g < G; ++g) {
-          __m512bh v0, v1;
-          Q4Pairs(codes[g] + 32 * h, table, v0, v1);
-          for (int t = 0; t < M; ++t) partial[g][t] = _mm512_dpbf16_ps(partial[g][t], v0, x0[t]);
-          for (int t = 0; t < M; ++t) partial[g][t] = _mm512_dpbf16_ps(partial[g][t], v1, x1[t]);
+          __m512bh v[4];
+          Q4Quad(codes[g] + 64 * q, table, v);
+          for (int k = 0; k < 4; ++k)
+            for (int t = 0; t < M; ++t)
+              partial[g][t] = _mm512_dpbf16_ps(partial[g][t], v[k],
+                                               Broadcast(xb + t * xbs + 32 * b + 8 * q + 2 * k));
         }
       }
     } else if constexpr (kKind == kQ6) {
@@ -412,11 +414,10 @@ DSINFER_BF16 void PackPanel(const WeightView& w, int64_t r0, int rows, int64_t k
                          _mm512_mul_ps(HalfVec(blk), ByteVec(blk + 64 + 16 * j)));
         _mm512_storeu_ps(mm + b * 128 + i * kLanes,
                          _mm512_mul_ps(HalfVec(blk + 32), ByteVec(blk + 192 + 16 * j)));
-        for (int h = 0; h < 8; ++h) {
-          __m512bh v0, v1;
-          Q4Pairs(blk + 320 + 256 * j + 32 * h, table, v0, v1);
-          _mm512_storeu_si512(d + (2 * h) * kGroupRows, (__m512i)v0);
-          _mm512_storeu_si512(d + (2 * h + 1) * kGroupRows, (__m512i)v1);
+        for (int q = 0; q < 4; ++q) {
+          __m512bh v[4];
+          Q4Quad(blk + 320 + 256 * j + 64 * q, table, v);
+          for (int k = 0; k < 4; ++k) _mm512_storeu_si512(d + (4 * q + k) * kGroupRows, (__m512i)v[k]);
         }
       } else {
         const uint8_t* blk = tile + gb * 544;
