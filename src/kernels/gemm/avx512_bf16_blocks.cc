@@ -170,6 +170,13 @@ DSINFER_BF16 inline __m512 SByteVec(const uint8_t* p) {  // 16 int8 → f32
       _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
 }
 
+// Q4_K's and Q5_K's s_b = d·sc_j and mm_b = dmin·m_j of sub-block j, per row of the tile, from
+// its repacked super-block (d, dmin, sc and m at the same offsets in both).
+DSINFER_BF16 inline void KScales(const uint8_t* blk, int64_t j, __m512& s, __m512& mm) {
+  s = _mm512_mul_ps(HalfVec(blk), ByteVec(blk + 64 + 16 * j));
+  mm = _mm512_mul_ps(HalfVec(blk + 32), ByteVec(blk + 192 + 16 * j));
+}
+
 DSINFER_BF16 inline __m512bh Broadcast(const uint16_t* pair) {
   int32_t v;
   std::memcpy(&v, pair, sizeof v);
@@ -233,8 +240,7 @@ DSINFER_BF16 void GemvTiles(const uint16_t* xb, int64_t xbs, const float* xsum, 
       const uint8_t *codes[G], *highs[G];
       for (int g = 0; g < G; ++g) {
         const uint8_t* blk = tiles + g * tile_bytes + sb * 2880;
-        s[g] = _mm512_mul_ps(HalfVec(blk), ByteVec(blk + 64 + 16 * j));
-        mm[g] = _mm512_mul_ps(HalfVec(blk + 32), ByteVec(blk + 192 + 16 * j));
+        KScales(blk, j, s[g], mm[g]);
         codes[g] = blk + 320 + 256 * j;
         highs[g] = blk + 2368 + 64 * j;
       }
@@ -252,8 +258,7 @@ DSINFER_BF16 void GemvTiles(const uint16_t* xb, int64_t xbs, const float* xsum, 
       const uint8_t* codes[G];
       for (int g = 0; g < G; ++g) {
         const uint8_t* blk = tiles + g * tile_bytes + sb * 2368;
-        s[g] = _mm512_mul_ps(HalfVec(blk), ByteVec(blk + 64 + 16 * j));
-        mm[g] = _mm512_mul_ps(HalfVec(blk + 32), ByteVec(blk + 192 + 16 * j));
+        KScales(blk, j, s[g], mm[g]);
         codes[g] = blk + 320 + 256 * j;
       }
 #pragma GCC unroll 4
@@ -388,36 +393,32 @@ DSINFER_BF16 void PackPanel(const WeightView& w, int64_t r0, int rows, int64_t k
         Q6Pairs<false>(codes + 64, h23, q6lo, q6hi, v[4], v[5]);
         Q6Pairs<true>(codes + 96, h23, q6lo, q6hi, v[6], v[7]);
         for (int p = 0; p < 8; ++p) _mm512_storeu_si512(d + p * kGroupRows, (__m512i)v[p]);
-      } else if constexpr (kKind == kQ5) {
-        const uint8_t* blk = tile + gb / 8 * 2880;
+      } else if constexpr (HasMins(kKind)) {
+        const uint8_t* blk = tile + gb / 8 * SuperBytes(kKind);
         const int64_t j = gb % 8;
-        _mm512_storeu_ps(sc + b * 128 + i * kLanes,
-                         _mm512_mul_ps(HalfVec(blk), ByteVec(blk + 64 + 16 * j)));
-        _mm512_storeu_ps(mm + b * 128 + i * kLanes,
-                         _mm512_mul_ps(HalfVec(blk + 32), ByteVec(blk + 192 + 16 * j)));
+        __m512 s, m;
+        KScales(blk, j, s, m);
+        _mm512_storeu_ps(sc + b * 128 + i * kLanes, s);
+        _mm512_storeu_ps(mm + b * 128 + i * kLanes, m);
         const uint8_t* codes = blk + 320 + 256 * j;
-        const __m512i h0 = HighBits(blk + 2368 + 64 * j), h1 = HighBits(blk + 2368 + 64 * j + 32);
-        __m512bh v[16];
-        Q5Pairs<0>(codes, h0, q5table, v[0], v[1]);
-        Q5Pairs<1>(codes + 32, h0, q5table, v[2], v[3]);
-        Q5Pairs<2>(codes + 64, h0, q5table, v[4], v[5]);
-        Q5Pairs<3>(codes + 96, h0, q5table, v[6], v[7]);
-        Q5Pairs<4>(codes + 128, h1, q5table, v[8], v[9]);
-        Q5Pairs<5>(codes + 160, h1, q5table, v[10], v[11]);
-        Q5Pairs<6>(codes + 192, h1, q5table, v[12], v[13]);
-        Q5Pairs<7>(codes + 224, h1, q5table, v[14], v[15]);
-        for (int p = 0; p < 16; ++p) _mm512_storeu_si512(d + p * kGroupRows, (__m512i)v[p]);
-      } else if constexpr (kKind == kQ4) {
-        const uint8_t* blk = tile + gb / 8 * 2368;
-        const int64_t j = gb % 8;
-        _mm512_storeu_ps(sc + b * 128 + i * kLanes,
-                         _mm512_mul_ps(HalfVec(blk), ByteVec(blk + 64 + 16 * j)));
-        _mm512_storeu_ps(mm + b * 128 + i * kLanes,
-                         _mm512_mul_ps(HalfVec(blk + 32), ByteVec(blk + 192 + 16 * j)));
-        for (int q = 0; q < 4; ++q) {
-          __m512bh v[4];
-          Q4Quad(blk + 320 + 256 * j + 64 * q, table, v);
-          for (int k = 0; k < 4; ++k) _mm512_storeu_si512(d + (4 * q + k) * kGroupRows, (__m512i)v[k]);
+        if constexpr (kKind == kQ4) {
+          for (int q = 0; q < 4; ++q) {
+            __m512bh v[4];
+            Q4Quad(codes + 64 * q, table, v);
+            for (int k = 0; k < 4; ++k) _mm512_storeu_si512(d + (4 * q + k) * kGroupRows, (__m512i)v[k]);
+          }
+        } else {  // Q5_K
+          const __m512i h0 = HighBits(blk + 2368 + 64 * j), h1 = HighBits(blk + 2368 + 64 * j + 32);
+          __m512bh v[16];
+          Q5Pairs<0>(codes, h0, q5table, v[0], v[1]);
+          Q5Pairs<1>(codes + 32, h0, q5table, v[2], v[3]);
+          Q5Pairs<2>(codes + 64, h0, q5table, v[4], v[5]);
+          Q5Pairs<3>(codes + 96, h0, q5table, v[6], v[7]);
+          Q5Pairs<4>(codes + 128, h1, q5table, v[8], v[9]);
+          Q5Pairs<5>(codes + 160, h1, q5table, v[10], v[11]);
+          Q5Pairs<6>(codes + 192, h1, q5table, v[12], v[13]);
+          Q5Pairs<7>(codes + 224, h1, q5table, v[14], v[15]);
+          for (int p = 0; p < 16; ++p) _mm512_storeu_si512(d + p * kGroupRows, (__m512i)v[p]);
         }
       } else {
         const uint8_t* blk = tile + gb * 544;
