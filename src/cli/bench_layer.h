@@ -28,7 +28,7 @@ struct LayerBenchRun {
   double min_seconds = 0.3;
   int64_t layer = -1;
   std::string kv_cache = "fp8";
-  NumericsFlags numerics{};  // --numerics f32 | bf16, --block-acts int8 | f32 (docs/numerics.md)
+  NumericsFlags numerics{};  // --numerics f32 | bf16 | auto, --block-acts auto | int8 | f32 | bf16 (docs/numerics.md)
   bool json = false;
   std::optional<std::string> plot{};
   bool brief = false;  // a two-line header (the main job)

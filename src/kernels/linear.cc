@@ -350,7 +350,7 @@ void SumBlocks(int64_t t0, int64_t t1, int64_t cols, float* xsum, Value value) {
 
 // Q8_0 / Q4_K / Q5_K / Q6_K (docs/numerics.md "bf16 numerics"): per scale block (32 columns; Q6_K 16)
 // the codes' sum with the bf16 activations (ascending), then total = fma(partial, s_b, total)
-// and for Q4_K total = fma(−mm_b, xsum_b, total). xr: [n, K] bf16(x) as f32.
+// and for Q4_K/Q5_K total = fma(−mm_b, xsum_b, total). xr: [n, K] bf16(x) as f32.
 void RowsBf16BlocksScalar(const std::vector<float>& xr, int64_t n, const WeightView& w, int64_t rb,
                           int64_t re, float* y, int64_t ys) {
   const bool q5 = w.dtype == DType::kQ5_K, q6 = w.dtype == DType::kQ6_K;
@@ -466,7 +466,7 @@ void RowsGemmBf16(const gemm::Bf16Kernels& k, const float* x, int64_t xs, int64_
   uint16_t* xb = TypedScratch<uint16_t>(n * xbs);  // [n, xbs] bf16(x): the caller's buffer
   const Pieces pieces{rb, re, re - rb < 1024 ? 64 : 128};
   const bool blocks = IsBlockDType(w.dtype);
-  const int64_t xss = w.cols / 32;  // block weights: xsum [n, xss] (Q4_K's min term)
+  const int64_t xss = w.cols / 32;  // block weights: xsum [n, xss] (Q4_K's and Q5_K's min term)
   float* xsum = blocks ? TypedScratch<float>(n * xss) : nullptr;
   const int64_t work_words = blocks ? gemm::Bf16BlockWorkWords() : k.work_words;
   auto piece = [&](int64_t p, uint32_t* work) {
@@ -622,9 +622,9 @@ void RowsBf16(Bf16Path path, Bf16Kernel kernel, const float* x, int64_t x_stride
               const WeightView& w, int64_t row_begin, int64_t row_end, float* y, int64_t y_stride) {
   CheckArgs(w, n, row_begin, row_end);
   DSINFER_CHECK(w.dtype == DType::kF8E4M3 || w.dtype == DType::kBF16 || Bf16BlockDtype(w.dtype),
-                "the bf16 GEMM takes FP8 e4m3, BF16, Q8_0, Q4_K or Q6_K weights");
+                "the bf16 GEMM takes FP8 e4m3, BF16, Q8_0, Q4_K, Q5_K or Q6_K weights");
   DSINFER_CHECK(!IsBlockDType(w.dtype) || (path == Bf16Path::kScalar) != w.bf16_pairs,
-                "a Q8_0/Q4_K/Q6_K weight runs on the AVX512-BF16 path repacked (RepackBlocksBf16), "
+                "a Q8_0/Q4_K/Q5_K/Q6_K weight runs on the AVX512-BF16 path repacked (RepackBlocksBf16), "
                 "on the scalar one as stored");
   DSINFER_CHECK(n <= 1 || (x_stride >= w.cols && y_stride >= row_end - row_begin),
                 "LinearRowsBf16: a row stride is shorter than its row");
@@ -674,7 +674,8 @@ const char* NumericsName(Numerics numerics) { return numerics == Numerics::kBf16
 
 void Linear(Numerics numerics, const float* x, int64_t n, const WeightView& w, float* y) {
   const bool bf16_weights = w.dtype == DType::kF8E4M3 || w.dtype == DType::kBF16;
-  // Q8_0/Q4_K/Q6_K: only with the repacked copy the loader makes for `--block-acts bf16`.
+  // Q8_0/Q4_K/Q5_K/Q6_K: only with the repacked copy the loader makes for `--block-acts bf16`
+  // (or `auto` where that is bf16).
   const bool bf16_blocks = Bf16BlockDtype(w.dtype) && w.repacked != nullptr;
   if (numerics == Numerics::kBf16 && (bf16_weights || bf16_blocks)) return LinearBf16(x, n, w, y);
   Linear(x, n, w, y);

@@ -26,12 +26,12 @@ struct WeightView {
   // activations"). Otherwise (default) every block type is decoded exactly to f32 and multiplied in
   // f32.
   bool int8_activations = false;
-  // FP8, Q8_0, Q4_K, Q6_K: `data` holds the codes re-laid out for the bf16 GEMV/GEMM
+  // FP8, Q8_0, Q4_K, Q5_K, Q6_K: `data` holds the codes re-laid out for the bf16 GEMV/GEMM
   // (RepackFp8Pairs / RepackBlocksBf16 below), not [rows, cols] row-major. Only
   // `LinearRowsBf16`'s AVX512-BF16 path reads such a weight; every other kernel refuses it.
   bool bf16_pairs = false;
   // This weight repacked for the bf16 kernels, when its owner made one (the model in bf16
-  // numerics: FP8 always, Q8_0/Q4_K/Q6_K with --block-acts bf16): `LinearBf16` multiplies that
+  // numerics: FP8 always, Q8_0/Q4_K/Q5_K/Q6_K with --block-acts bf16, the default there): `LinearBf16` multiplies that
   // copy on the AVX512-BF16 path (FP8: the same bits as this view, faster; blocks: the only form
   // that path takes); every other kernel reads this view. Not owned.
   const WeightView* repacked = nullptr;

@@ -22,7 +22,7 @@ class Loader {
  public:
   // repacked: where the FP8 (and block) weights of the bf16 GEMM sites get their repacked copies (null:
   // none are made).
-  // bf16_blocks: Q8_0/Q4_K/Q6_K weights of those sites get copies too (--block-acts bf16).
+  // bf16_blocks: Q8_0/Q4_K/Q5_K/Q6_K weights of those sites get copies too (--block-acts bf16).
   Loader(const Checkpoint& ckpt, bool int8_block_activations, ModelWeights* repacked,
          bool bf16_blocks)
       : ckpt_(ckpt), int8_(int8_block_activations), bf16_blocks_(bf16_blocks), repacked_(repacked) {}

@@ -124,7 +124,7 @@ def discard(*paths):
 
 def logits(dsinfer, model, out, extra=(), env=None, acts="f32"):
     """`dsinfer logits`; block weights with exact f32 activations (the reference contract) unless
-    `acts` says otherwise (None: the default, int8)."""
+    `acts` says otherwise (None: the default, `auto`: int8 in `logits`' default f32 numerics)."""
     flags = ["--block-acts", acts] if acts else []
     run([dsinfer, "logits", "--model", model, "--ids", IDS, "--out", out, *flags, *extra], env=env)
     return np.load(out)
@@ -429,7 +429,7 @@ def main():
               f"{e8:.2e} ≤ {I8_BOUNDS[0]}, mean KL {kl8:.2e} ≤ {I8_BOUNDS[1]} over {n} ≥ "
               f"{I8_MIN_ROWS} rows; all rows mean KL {kl_all:.2e} ≤ {I8_FLIPPED_KL}")
         # --block-acts bf16 (bf16 numerics, AVX512-BF16 only): the block weights at the bf16
-        # GEMM sites (Q8_0, Q4_K, Q6_K) multiply bf16 activations (their kernels are held
+        # GEMM sites (Q8_0, Q4_K, Q5_K, Q6_K) multiply bf16 activations (their kernels are held
         # to the truth in kernels_tests BlocksBf16Test), every other block product int8
         # activations (the head). Against the same numerics with exact f32 block activations:
         # int8's bounds, and a mean KL no larger than int8 activations everywhere give (bf16

@@ -41,10 +41,10 @@ constexpr int64_t kChunkPairs = kKc / 2;            // column pairs per chunk
 constexpr int kChunkBlocks = kKc / 16;              // scale blocks per chunk, at most (Q6_K's 16)
 constexpr int64_t kPanelWords = int64_t{kPieceGroups} * kGroupRows * kChunkPairs;
 constexpr int64_t kScaleWords = int64_t{2} * kChunkBlocks * 128;  // s and mm per block and row
-static_assert(kKc % 256 == 0, "a chunk holds whole Q4_K/Q6_K super-blocks");
+static_assert(kKc % 256 == 0, "a chunk holds whole K-quant super-blocks");
 
-// The block types: Q8_0 (32-column blocks), Q4_K (256-column super-blocks of 32-column blocks
-// with mins), Q6_K (256-column super-blocks of 16-column blocks).
+// The block types: Q8_0 (32-column blocks), Q4_K and Q5_K (256-column super-blocks of 32-column
+// blocks with mins), Q6_K (256-column super-blocks of 16-column blocks).
 enum Kind : int { kQ8 = 0, kQ4 = 1, kQ6 = 2, kQ5 = 3 };
 constexpr bool HasMins(int kind) { return kind == kQ4 || kind == kQ5; }  // the −mm_b·xsum_b term
 constexpr int BlockCols(int kind) { return kind == kQ6 ? 16 : 32; }    // columns per scale

@@ -34,6 +34,7 @@ std::atomic<int64_t> g_allocations{0};
 #if DSINFER_COUNT_ALLOCATIONS
 // GCC flags free() of memory from operator new, not knowing this operator new is malloc.
 #if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push  // (popped below: the unity build compiles later test files after it)
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 #endif
 
@@ -44,6 +45,9 @@ void* operator new(std::size_t n) {
 }
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 #endif
 
 namespace dsinfer {

@@ -138,8 +138,8 @@ FieldMatrix MakeFieldBlocks(DType dtype, int64_t rows, int64_t cols, uint32_t se
       }
       PackK4Scales(sc, mn, blk + 4);
       for (int e = 0; e < 256; ++e) {  // element e: qs[32·(e/64) + e%32], low nibble if (e/32) even
-        const int q = integers ? static_cast<int>(rng() % 4) + (q5 ? 14 * static_cast<int>(rng() % 2) : 0)
-                               : static_cast<int>(rng() % (q5 ? 32 : 16));
+        int q = static_cast<int>(rng() % (integers ? 4 : q5 ? 32 : 16));
+        if (integers && q5) q += 14 * static_cast<int>(rng() % 2);  // 0..3 or 14..17
         uint8_t& byte = blk[(q5 ? 48 : 16) + 32 * (e / 64) + e % 32];
         byte = static_cast<uint8_t>((e / 32) % 2 == 0 ? (byte & 0xF0) | (q & 15)
                                                       : (byte & 0x0F) | (q & 15) << 4);

@@ -15,7 +15,7 @@ using testing::Golden;
 using testing::V32Tokenizer;
 
 // Feeds `ids` one by one; checks every piece is valid UTF-8; returns the concatenation.
-std::string Stream(const std::vector<int32_t>& ids) {
+std::string StreamDecode(const std::vector<int32_t>& ids) {
   Detokenizer d(V32Tokenizer());
   std::string all;
   for (int32_t id : ids) {
@@ -32,7 +32,7 @@ std::string Stream(const std::vector<int32_t>& ids) {
 
 TEST(Detokenizer, ConcatenationEqualsDecodeOnTheGoldenCorpus) {
   for (const auto& g : Golden()) {
-    const std::string streamed = Stream(g.ids);
+    const std::string streamed = StreamDecode(g.ids);
     EXPECT_EQ(streamed, V32Tokenizer().Decode(g.ids));
     if (!g.from_hex) {
       EXPECT_EQ(streamed, g.text);
@@ -55,7 +55,7 @@ TEST(Detokenizer, RandomIdsEqualDecode) {
   for (int trial = 0; trial < 2000; ++trial) {
     std::vector<int32_t> ids(1 + rng() % 12);
     for (auto& id : ids) id = rng() % 2 ? byte_ids[rng() % byte_ids.size()] : any_id(rng);
-    EXPECT_EQ(Stream(ids), V32Tokenizer().Decode(ids));
+    EXPECT_EQ(StreamDecode(ids), V32Tokenizer().Decode(ids));
   }
 }
 

@@ -26,7 +26,7 @@ std::string Seed(const std::string& name) {
 }
 
 // As chat_fuzz's FuzzRequest: the prompt, or throws.
-ChatPrompt Encode(const std::string& name) {
+ChatPrompt EncodeSeed(const std::string& name) {
   const std::string s = Seed(name);
   EXPECT_EQ(s[0] & 1, 0) << name << " is not a request seed";
   nlohmann::ordered_json req = ParseJsonText(std::string_view(s).substr(1), name);
@@ -35,7 +35,7 @@ ChatPrompt Encode(const std::string& name) {
 }
 
 std::string EncodeError(const std::string& name) {
-  return ErrorOf([&] { Encode(name); });
+  return ErrorOf([&] { EncodeSeed(name); });
 }
 
 TEST(ChatFuzzSeeds, NestingAtTheLimitEncodes) {
@@ -44,7 +44,7 @@ TEST(ChatFuzzSeeds, NestingAtTheLimitEncodes) {
     EXPECT_EQ(EncodeError(name), "(no error)") << name;
   }
   // The deepest schema level is written into the prompt.
-  EXPECT_NE(Encode("limit_tools_depth64.json").text.find("\"p0\": {\"type\": \"string\"}"),
+  EXPECT_NE(EncodeSeed("limit_tools_depth64.json").text.find("\"p0\": {\"type\": \"string\"}"),
             std::string::npos);
 }
 
@@ -61,7 +61,7 @@ TEST(ChatFuzzSeeds, OneLevelPastTheLimitIsRefusedNamingWhere) {
 }
 
 TEST(ChatFuzzSeeds, LargeConversationAndCompletionAreWhole) {
-  const ChatPrompt p = Encode("limit_large_conversation.json");
+  const ChatPrompt p = EncodeSeed("limit_large_conversation.json");
   EXPECT_EQ(p.thinking_mode, ThinkingMode::kThinking);
   EXPECT_NE(p.text.find("Question 119: what is 119 + 833?"), std::string::npos);
   EXPECT_GT(p.control_tokens.size(), 400u);

@@ -158,7 +158,7 @@ TEST(Tokenizer, Throughput) {
 }
 
 // Error cases: the message names the culprit.
-void ExpectError(const std::function<void()>& f, const std::string& needle) {
+void ExpectLoadError(const std::function<void()>& f, const std::string& needle) {
   try {
     f();
     ADD_FAILURE() << "no error; expected one mentioning " << needle;
@@ -177,43 +177,43 @@ nlohmann::json Tiny() {
 }
 
 TEST(TokenizerErrors, NamesTheCulprit) {
-  ExpectError([] { Tokenizer::FromFile("/nonexistent/tokenizer.json"); },
+  ExpectLoadError([] { Tokenizer::FromFile("/nonexistent/tokenizer.json"); },
               "/nonexistent/tokenizer.json");
-  ExpectError([] { Tokenizer::FromJson("{\"model\": [1,", "", "bad.json"); },
+  ExpectLoadError([] { Tokenizer::FromJson("{\"model\": [1,", "", "bad.json"); },
               "bad.json: malformed JSON");
   auto with = [](const char* key, const nlohmann::json& value) {
     auto j = Tiny();
     j[key] = value;
     return j.dump();
   };
-  ExpectError([&] { Tokenizer::FromJson(with("model", {{"type", "WordPiece"}})); }, "WordPiece");
-  ExpectError([&] { Tokenizer::FromJson(with("normalizer", {{"type", "NFC"}})); }, "NFC");
-  ExpectError([&] { Tokenizer::FromJson(with("decoder", {{"type", "Metaspace"}})); }, "Metaspace");
-  ExpectError([&] { Tokenizer::FromJson(with("pre_tokenizer", {{"type", "Digits"}})); }, "Digits");
-  ExpectError([&] { Tokenizer::FromJson(with("truncation", {{"max_length", 5}})); }, "truncation");
+  ExpectLoadError([&] { Tokenizer::FromJson(with("model", {{"type", "WordPiece"}})); }, "WordPiece");
+  ExpectLoadError([&] { Tokenizer::FromJson(with("normalizer", {{"type", "NFC"}})); }, "NFC");
+  ExpectLoadError([&] { Tokenizer::FromJson(with("decoder", {{"type", "Metaspace"}})); }, "Metaspace");
+  ExpectLoadError([&] { Tokenizer::FromJson(with("pre_tokenizer", {{"type", "Digits"}})); }, "Digits");
+  ExpectLoadError([&] { Tokenizer::FromJson(with("truncation", {{"max_length", 5}})); }, "truncation");
   nlohmann::json split = {{"type", "Split"},
                           {"pattern", {{"Regex", "\\w+"}}},
                           {"behavior", "Isolated"},
                           {"invert", false}};
-  ExpectError([&] { Tokenizer::FromJson(with("pre_tokenizer", split)); }, "\\w");
+  ExpectLoadError([&] { Tokenizer::FromJson(with("pre_tokenizer", split)); }, "\\w");
   split["pattern"] = {{"Regex", "\\p{Han}"}};
-  ExpectError([&] { Tokenizer::FromJson(with("pre_tokenizer", split)); }, "\\p{Han}");
+  ExpectLoadError([&] { Tokenizer::FromJson(with("pre_tokenizer", split)); }, "\\p{Han}");
   split["pattern"] = {{"Regex", "(ab"}};
-  ExpectError([&] { Tokenizer::FromJson(with("pre_tokenizer", split)); }, "(ab");
+  ExpectLoadError([&] { Tokenizer::FromJson(with("pre_tokenizer", split)); }, "(ab");
   split["pattern"] = {{"Regex", "a"}};
   split["behavior"] = "Sideways";
-  ExpectError([&] { Tokenizer::FromJson(with("pre_tokenizer", split)); }, "Sideways");
+  ExpectLoadError([&] { Tokenizer::FromJson(with("pre_tokenizer", split)); }, "Sideways");
   auto bad_merge = Tiny();
   bad_merge["model"]["merges"] = {"a c"};
-  ExpectError([&] { Tokenizer::FromJson(bad_merge.dump()); }, "\"c\" not in vocab");
+  ExpectLoadError([&] { Tokenizer::FromJson(bad_merge.dump()); }, "\"c\" not in vocab");
   auto huge_id = Tiny();
   huge_id["model"]["vocab"]["b"] = 2147483647;
-  ExpectError([&] { Tokenizer::FromJson(huge_id.dump()); }, "vocab id of \"b\"");
-  ExpectError([] { Tokenizer::FromJson(Tiny().dump(), R"({"bos_token": {"x": 1}})"); },
+  ExpectLoadError([&] { Tokenizer::FromJson(huge_id.dump()); }, "vocab id of \"b\"");
+  ExpectLoadError([] { Tokenizer::FromJson(Tiny().dump(), R"({"bos_token": {"x": 1}})"); },
               "bos_token");
   auto bad_id = Tiny();
   bad_id["added_tokens"] = {{{"id", 7}, {"content", "<x>"}, {"special", true}}};
-  ExpectError([&] { Tokenizer::FromJson(bad_id.dump()); }, "<x>");
+  ExpectLoadError([&] { Tokenizer::FromJson(bad_id.dump()); }, "<x>");
 }
 
 TEST(Tokenizer, FromFileReadsTheConfigBesideIt) {
@@ -228,7 +228,7 @@ TEST(Tokenizer, FromFileReadsTheConfigBesideIt) {
   EXPECT_EQ(tok.bos_id(), 128798);
   EXPECT_EQ(tok.eos_id(), 128799);
   std::ofstream(dir / "tokenizer_config.json") << R"({"bos_token": "<nope>"})";
-  ExpectError([&] { Tokenizer::FromFile((dir / "tokenizer.json").string()); }, "<nope>");
+  ExpectLoadError([&] { Tokenizer::FromFile((dir / "tokenizer.json").string()); }, "<nope>");
   std::filesystem::remove_all(dir);
 }
 
