@@ -190,6 +190,7 @@ struct ModelInfo {
   std::string dir, name, type;
   uint64_t bytes = 0;
   uint64_t params = 0;  // elements of every tensor except the FP8 block scales
+  bool blocks = false;  // any GGUF block-quantised tensor (Q8_0, K-quants, IQ4_*)
 };
 
 ModelInfo DescribeModel(const std::string& dir) {
@@ -202,6 +203,7 @@ ModelInfo DescribeModel(const std::string& dir) {
   for (const std::string& name : ckpt.Names()) {
     const TensorView t = ckpt.Get(name);
     info.bytes += t.nbytes();
+    info.blocks = info.blocks || IsBlockDType(t.dtype());
     if (!name.ends_with("_scale_inv")) info.params += static_cast<uint64_t>(t.numel());
   }
   return info;
@@ -356,10 +358,20 @@ class ModelBench {
 
 struct RunInfo {
   ModelInfo model;
+  std::string block_acts;  // --block-acts resolved at load (ResolveBlockActs)
   int64_t batch = 0;
   std::string kv_cache;
   bool warmup = true;
 };
+
+// The activations the block weights of a test multiply: the resolved --block-acts, where bf16
+// applies to the bf16-numerics tests only (the f32 ones read the mapped originals, with int8
+// activations); "-" for a model without block weights.
+std::string BlockActsOf(const Test& t, const RunInfo& info) {
+  if (!info.model.blocks) return "-";
+  if (info.block_acts == "bf16" && t.numerics != Numerics::kBf16) return "int8";
+  return info.block_acts;
+}
 
 nlohmann::ordered_json ToJson(const Result& r, const RunInfo& info) {
   const std::vector<double> ts = r.TokensPerSecond();
@@ -375,6 +387,7 @@ nlohmann::ordered_json ToJson(const Result& r, const RunInfo& info) {
           {"type_kv", info.kv_cache},
           {"attention", layerbench::AttentionName(r.test.attention)},
           {"numerics", NumericsName(r.test.numerics)},
+          {"block_acts", BlockActsOf(r.test, info)},
           {"test", r.test.Name()},
           {"n_prompt", r.test.prompt},
           {"n_gen", r.test.gen},
@@ -397,7 +410,7 @@ class MarkdownTable {
  public:
   explicit MarkdownTable(std::FILE* out) : out_(out) {}
   void Header() {
-    Row({"model", "size", "params", "attention", "numerics", "threads", "test", "t/s"});
+    Row({"model", "size", "params", "attention", "numerics", "acts", "threads", "test", "t/s"});
     std::string rule = "|";
     for (size_t i = 0; i < kWidths.size(); ++i)
       rule +=
@@ -409,13 +422,14 @@ class MarkdownTable {
     const auto [mean, sd] = MeanSd(r.TokensPerSecond());
     Row({info.model.name, SizeText(info.model.bytes), ParamsText(info.model.params),
          layerbench::AttentionName(r.test.attention), NumericsName(r.test.numerics),
-         std::to_string(r.test.threads), r.test.Name(),
+         BlockActsOf(r.test, info), std::to_string(r.test.threads), r.test.Name(),
          Format("%.2f", mean) + " ± " + Format("%.2f", sd)});
   }
 
  private:
-  static constexpr std::array<int, 8> kWidths{24, 10, 10, 9, 8, 7, 15, 20};
-  static constexpr std::array<bool, 8> kRight{false, true, true, false, false, true, true, true};
+  static constexpr std::array<int, 9> kWidths{24, 10, 10, 9, 8, 4, 7, 15, 20};
+  static constexpr std::array<bool, 9> kRight{false, true, true, false, false, false,
+                                              true,  true, true};
   void Row(const std::vector<std::string>& cells) {
     std::string line = "|";
     for (size_t i = 0; i < cells.size(); ++i) {
@@ -475,6 +489,7 @@ int RunBenchModel(const Options& o) {
                  "specification of the bf16 GEMM, far slower than f32\n",
                  DetectCpu().Describe().c_str());
   RunInfo info{.model = DescribeModel(dir),
+               .block_acts = acts,
                .batch = o.batch,
                .kv_cache = o.kv_cache,
                .warmup = !o.no_warmup};

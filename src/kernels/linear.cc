@@ -354,10 +354,10 @@ void SumBlocks(int64_t t0, int64_t t1, int64_t cols, float* xsum, Value value) {
 void RowsBf16BlocksScalar(const std::vector<float>& xr, int64_t n, const WeightView& w, int64_t rb,
                           int64_t re, float* y, int64_t ys) {
   const bool q5 = w.dtype == DType::kQ5_K, q6 = w.dtype == DType::kQ6_K;
-  const bool q4 = w.dtype == DType::kQ4_K || q5;  // the K-quants with mins (mm_b, xsum_b)
+  const bool mins = Bf16BlockHasMins(w.dtype);  // Q4_K, Q5_K: mm_b, xsum_b
   const int64_t K = w.cols, bw = q6 ? 16 : 32, nb = K / bw;  // bw: columns per scale block
-  std::vector<float> xsum(q4 ? n * (K / 32) : 0);              // [n, K / 32] (Q4_K, Q5_K)
-  if (q4) SumBlocks(0, n, K, xsum.data(), [&](int64_t t, int64_t c) { return xr[t * K + c]; });
+  std::vector<float> xsum(mins ? n * (K / 32) : 0);            // [n, K / 32] (Q4_K, Q5_K)
+  if (mins) SumBlocks(0, n, K, xsum.data(), [&](int64_t t, int64_t c) { return xr[t * K + c]; });
 #pragma omp parallel for schedule(dynamic, 32) if (UseThreads((re - rb) * K * (n + 1)))
   for (int64_t r = rb; r < re; ++r) {
     DSINFER_NOTE_THREAD("linear.bf16_scalar_block_rows");
@@ -376,7 +376,7 @@ void RowsBf16BlocksScalar(const std::vector<float>& xr, int64_t n, const WeightV
         }
         continue;
       }
-      if (!q4) {
+      if (!mins) {  // Q8_0
         const uint8_t* blk = row + b * 34;
         s[b] = F16ToFloat(static_cast<uint16_t>(blk[0] | blk[1] << 8));
         for (int c = 0; c < 32; ++c) code[32 * b + c] = static_cast<int8_t>(blk[2 + c]);
@@ -401,7 +401,7 @@ void RowsBf16BlocksScalar(const std::vector<float>& xr, int64_t n, const WeightV
         float partial = 0.0f;
         for (int64_t c = bw * b; c < bw * b + bw; ++c) partial += a[c] * code[c];
         total = std::fma(partial, s[b], total);
-        if (q4) total = std::fma(-mm[b], xsum[t * nb + b], total);
+        if (mins) total = std::fma(-mm[b], xsum[t * nb + b], total);
       }
       y[t * ys + (r - rb)] = total;
     }
@@ -477,8 +477,7 @@ void RowsGemmBf16(const gemm::Bf16Kernels& k, const float* x, int64_t xs, int64_
   };
   auto prepare = [&](int64_t t0, int64_t t1) {
     k.round_x(x, xs, t0, t1, w.cols, xb, xbs);
-    if (w.dtype == DType::kQ4_K || w.dtype == DType::kQ5_K)
-      Bf16BlockSums(xb, xbs, t0, t1, w.cols, xsum);
+    if (Bf16BlockHasMins(w.dtype)) Bf16BlockSums(xb, xbs, t0, t1, w.cols, xsum);
   };
   if (!UseThreads((re - rb) * w.cols * (n + 1))) {  // no OpenMP construct (see RowsGemv)
     prepare(0, n);
@@ -509,7 +508,7 @@ void RowsGemvBf16(const gemm::Bf16Kernels& k, const float* x, int64_t xs, int64_
   const bool blocks = IsBlockDType(w.dtype);
   const int64_t xss = w.cols / 32;
   float* xsum = blocks ? TypedScratch<float>(n * xss) : nullptr;
-  if (w.dtype == DType::kQ4_K || w.dtype == DType::kQ5_K) Bf16BlockSums(xb, xbs, 0, n, w.cols, xsum);
+  if (Bf16BlockHasMins(w.dtype)) Bf16BlockSums(xb, xbs, 0, n, w.cols, xsum);
   auto part = [&](int64_t parts, int64_t i) {
     const int64_t t0 = Cut(rb, re, i, parts, 16), t1 = Cut(rb, re, i + 1, parts, 16);
     if (blocks)

@@ -111,6 +111,11 @@ inline constexpr int64_t kQ6KBf16BlockBytes = 32 + 256 + 16 * 192;
 // Whether RepackBlocksBf16 (and the bf16 kernels) take a weight of `dtype` (Q8_0, Q4_K, Q5_K,
 // Q6_K).
 bool Bf16BlockDtype(DType dtype);
+// Whether that weight's blocks have mins (Q4_K, Q5_K: the −dmin·m_j·Σx term, so the bf16 path
+// needs the activations' per-32-column sums).
+inline bool Bf16BlockHasMins(DType dtype) {
+  return dtype == DType::kQ4_K || dtype == DType::kQ5_K;
+}
 // Bytes of one 16-row tile of a repacked block weight with `cols` columns.
 int64_t Bf16BlockTileBytes(DType dtype, int64_t cols);
 

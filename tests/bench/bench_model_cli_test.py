@@ -73,7 +73,7 @@ def md_rows(text):
     rows = [[c.strip() for c in line.strip().strip("|").split("|")]
             for line in text.splitlines() if line.startswith("|")]
     assert rows and rows[0] == [
-        "model", "size", "params", "attention", "numerics", "threads", "test", "t/s"], rows
+        "model", "size", "params", "attention", "numerics", "acts", "threads", "test", "t/s"], rows
     assert set(rows[1][0]) <= set("-:") and rows[1][-1].endswith(":"), rows[1]
     return rows[2:]
 
@@ -143,8 +143,10 @@ def case_output(dsinfer, scratch):
     mparams = f"{params / 1e6:.2f} M"
     for row, r in zip(rows, results):
         mean, sd = check_stats(r)
-        assert row[:7] == ["tiny", mib, mparams, r["attention"], DEFAULT_NUMERICS, "1", r["test"]], (row, r)
-        md_mean, md_sd = (float(x) for x in row[7].split("±"))
+        assert row[:8] == ["tiny", mib, mparams, r["attention"], DEFAULT_NUMERICS, "-", "1",
+                           r["test"]], (row, r)
+        assert r["block_acts"] == "-", r  # an FP8 model: no block weights
+        md_mean, md_sd = (float(x) for x in row[8].split("±"))
         assert abs(md_mean - mean) <= 0.0051 and abs(md_sd - sd) <= 0.0051, (row, mean, sd)
     assert f"bench model [{len(results)}/{len(results)}]" in p.stderr, p.stderr  # progress
     assert "filling the context (40 tokens, 40 to compute)" in p.stderr, p.stderr
@@ -156,9 +158,9 @@ def case_defaults(dsinfer, scratch):
     p = run([dsinfer, "bench", "model", "-p", "16", "-n", "2", "-r", "1", "--no-warmup",
              "--attention", "dense"], env=env)
     rows = md_rows(p.stdout)
-    assert [r[3] for r in rows] == ["dense", "dense"] and [r[6] for r in rows] == ["pp16", "tg2"], rows
+    assert [r[3] for r in rows] == ["dense", "dense"] and [r[7] for r in rows] == ["pp16", "tg2"], rows
     for row in rows:
-        assert row[7].endswith("± 0.00") and float(row[7].split("±")[0]) > 0, row
+        assert row[8].endswith("± 0.00") and float(row[8].split("±")[0]) > 0, row
     assert "bench model [2/2]" in p.stderr and "|" not in p.stderr, p.stderr
 
     p = run([dsinfer, "bench", "model", "-p", "0", "-n", "2", "-r", "3", "--no-warmup",
@@ -194,6 +196,23 @@ def case_defaults(dsinfer, scratch):
         ("f32", "pp8"), ("f32", "tg2"), ("bf16", "pp8"), ("bf16", "tg2")], results
     for r in results:
         check_stats(r)
+
+    # A GGUF (block weights): the acts column names what each test's block weights multiply —
+    # --block-acts auto gives bf16 activations to the bf16-numerics tests on a CPU with
+    # AVX512-BF16 and int8 ones to the rest; a forced mode applies to every test.
+    gguf = os.path.join(scratch, "tiny-q8.gguf")
+    run([dsinfer, "quantize", "--model", model, "--out", gguf, "--type", "Q8_0"])
+    for flag, want in (("auto", {"f32": "int8", "bf16": "bf16" if DEFAULT_NUMERICS == "bf16" else "int8"}),
+                       ("f32", {"f32": "f32", "bf16": "f32"}),
+                       ("int8", {"f32": "int8", "bf16": "int8"})):
+        p = run([dsinfer, "bench", "model", "--model", gguf, "-p", "8", "-n", "0", "-r", "1",
+                 "--attention", "dsa", "--numerics", "f32,bf16", "--block-acts", flag,
+                 "-o", "json", "--output-err", "md"])
+        results = json.loads(p.stdout)
+        assert [(r["numerics"], r["block_acts"]) for r in results] == [
+            ("f32", want["f32"]), ("bf16", want["bf16"])], (flag, results)
+        assert [(row[4], row[5]) for row in md_rows(p.stderr)] == [
+            ("f32", want["f32"]), ("bf16", want["bf16"])], (flag, p.stderr)
 
     cache = os.path.join(scratch, "cache")
     env = dict(os.environ, XDG_CACHE_HOME=cache)
