@@ -77,6 +77,12 @@ struct ModelConfig {
   std::optional<int64_t> index_head_dim = 128;
   std::optional<int64_t> index_topk = 2048;
   std::optional<QuantizationConfig> quantization_config = QuantizationConfig{};
+  // Not from config.json: set by the GGUF reader when the file stores MLA's kv_b split, as
+  // llama.cpp's current converter does (attn_k_b, attn_v_b). The checkpoint then holds
+  // self_attn.k_b_proj.weight [heads·kv_lora_rank, qk_nope_head_dim] (W_UK_hᵀ per head: the rows
+  // the query absorption multiplies) and self_attn.v_b_proj.weight [heads·v_head_dim,
+  // kv_lora_rank] (W_UV_h per head) instead of kv_b_proj, both as the file stores them.
+  bool kv_b_split = false;
 
   bool operator==(const ModelConfig&) const = default;
 

@@ -1,5 +1,6 @@
 #include "format/gguf_checkpoint.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <deque>
 #include <filesystem>
@@ -164,8 +165,6 @@ class Builder {
     info.end = data.size() * sizeof(float);
     views_.emplace_back(hf, TensorView{&info, reinterpret_cast<const std::byte*>(data.data())});
   }
-  std::vector<float>& NewOwned(int64_t n) { return b_->owned.emplace_back(n); }
-  std::vector<float> Decode(const GgufTensorInfo& t) const { return File(t.name).Dequantize(t); }
 
   std::vector<std::pair<std::string, TensorView>> TakeViews() { return std::move(views_); }
 
@@ -214,26 +213,19 @@ void MapLayer(Builder& b, const ModelConfig& c, const Meta& m, int64_t layer, bo
   const std::string kvb = h + "self_attn.kv_b_proj.weight";
   const std::string bkeys = heads_key + ", " + m.Key("attention.kv_lora_rank") +
                             ", key_length_mla − rope.dimension_count, value_length_mla";
-  if (b.Has(g + "attn_kv_b.weight")) {
+  if (!c.kv_b_split) {
     // Decoded when quantised: the model re-lays W_UK out per head (TransposeHeads) and reads
     // kv_b transposed, which block rows do not allow (docs/gguf.md).
     const GgufTensorInfo& t = b.Need(g + "attn_kv_b.weight", Dims({heads * (nope + v), r}), bkeys);
     b.Add(kvb, {heads * (nope + v), r}, t, 0, /*decode=*/!IsPlain(t.type));
   } else {
-    // Split form: k_b[h] = W_UK_hᵀ [r, nope], v_b[h] = W_UV_h [v, r]; kv_b rows of head h are
-    // W_UK_h (nope rows of r) then W_UV_h.
+    // Split form (ModelConfig::kv_b_split): k_b[h] = W_UK_hᵀ [r, nope] is what the query
+    // absorption multiplies row by row, v_b[h] = W_UV_h [v, r] what the value projection does:
+    // both stay as the file stores them (Q4_0/Q4_1/Q5_0/Q5_1: decoded to f32).
     const GgufTensorInfo& kb = b.Need(g + "attn_k_b.weight", {nope, r, heads}, bkeys);
     const GgufTensorInfo& vb = b.Need(g + "attn_v_b.weight", {r, v, heads}, bkeys);
-    const std::vector<float> k = b.Decode(kb), vv = b.Decode(vb);
-    std::vector<float>& out = b.NewOwned(heads * (nope + v) * r);
-    for (int64_t hd = 0; hd < heads; ++hd) {
-      float* o = out.data() + hd * (nope + v) * r;
-      const float* kh = k.data() + hd * r * nope;  // [r, nope]
-      for (int64_t i = 0; i < nope; ++i)
-        for (int64_t j = 0; j < r; ++j) o[i * r + j] = kh[j * nope + i];
-      std::copy_n(vv.data() + hd * v * r, v * r, o + nope * r);
-    }
-    b.AddOwned(kvb, {heads * (nope + v), r}, out);
+    b.Add(h + "self_attn.k_b_proj.weight", {heads * r, nope}, kb);
+    b.Add(h + "self_attn.v_b_proj.weight", {heads * v, r}, vb);
   }
   one(g + "attn_output.weight", h + "self_attn.o_proj.weight", {H, heads * v},
       heads_key + ", " + m.Key("attention.value_length_mla"));
@@ -300,19 +292,14 @@ uint64_t GgufDecodedBytes(const std::vector<GgufFile>& files, const ModelConfig&
   for (const GgufFile& f : files)
     for (const GgufTensorInfo& t : f.tensors()) {
       const uint64_t numel = static_cast<uint64_t>(t.numel());
-      if (t.name.ends_with(".attn_k_b.weight")) {
-        // Its share of the rebuilt f32 kv_b, and W_UK transposed per head (heads × kv_lora_rank
-        // × qk_nope_head_dim f32 values: attn_k_b's own count).
-        n += 4 * numel + 4 * numel;
-      } else if (t.name.ends_with(".attn_v_b.weight")) {
-        n += 4 * numel;
-      } else if (t.name.ends_with(".attn_kv_b.weight")) {
+      if (t.name.ends_with(".attn_kv_b.weight")) {
         // Kept as stored when plain (F32/F16/BF16), else decoded to f32; W_UK transposed in
         // that element type: the qk_nope_head_dim of every nope + v rows.
         const uint64_t elem = t.type == GgmlType::kF32 || !IsPlain(t.type) ? 4 : 2;
         if (!IsPlain(t.type)) n += 4 * numel;
         if (nope + v > 0) n += elem * (numel / (nope + v) * nope);
-      } else if (!DTypeOfGgml(t.type).has_value()) {  // Q4_0, Q4_1, Q5_0, Q5_1: no kernels
+      } else if (!DTypeOfGgml(t.type).has_value()) {
+        // Q4_0, Q4_1, Q5_0, Q5_1 (no kernels; attn_k_b / attn_v_b included): decoded to f32.
         n += 4 * numel;
       }
     }
@@ -481,9 +468,15 @@ Checkpoint OpenGgufCheckpoint(const std::string& path) {
                     " but the name says " + std::to_string(parts.size()) + " parts");
     }
   }
-  const ModelConfig c = GgufModelConfig(first);
+  ModelConfig c = GgufModelConfig(first);
+  // kv_b split (attn_k_b / attn_v_b, llama.cpp's current converter) unless layer 0 stores it
+  // whole (attn_kv_b, older files); every layer is then read in that form.
+  c.kv_b_split = std::none_of(backing->files.begin(), backing->files.end(), [](const GgufFile& f) {
+    return std::any_of(f.tensors().begin(), f.tensors().end(),
+                       [](const GgufTensorInfo& t) { return t.name == "blk.0.attn_kv_b.weight"; });
+  });
   // Resident memory once every weight has been read: the tensor bytes of the mapped file(s)
-  // (quantised blocks stay as stored) + the copies loading makes (kv_b, W_UK). Page cache
+  // (quantised blocks stay as stored) + the copies loading makes (a whole kv_b's, W_UK). Page cache
   // counts as available, so a file that is already cached passes.
   const uint64_t decoded = GgufDecodedBytes(backing->files, c);
   const uint64_t mapped = GgufTensorBytes(backing->files), avail = MemoryAvailable();
@@ -491,7 +484,7 @@ Checkpoint OpenGgufCheckpoint(const std::string& path) {
     char buf[320];
     std::snprintf(buf, sizeof buf,
                   ": the weights need %.2f GiB resident (%.2f GiB of tensors mapped from the "
-                  "file + %.2f GiB of copies: kv_b, W_UK, Q4_0/Q4_1/Q5_0/Q5_1 tensors) but only "
+                  "file + %.2f GiB of copies: a whole kv_b, W_UK, Q4_0/Q4_1/Q5_0/Q5_1 tensors) but only "
                   "%.2f GiB of memory is available",
                   (decoded + mapped) / double(1ull << 30), mapped / double(1ull << 30),
                   decoded / double(1ull << 30), avail / double(1ull << 30));

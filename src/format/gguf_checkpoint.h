@@ -30,10 +30,11 @@ std::vector<std::string> GgufSplitPaths(const std::string& path);
 // The model configuration a deepseek2 / deepseek32 file's metadata describes.
 ModelConfig GgufModelConfig(const GgufFile& file);
 
-// Bytes of the copies loading makes: kv_b in f32 when it is stored split (attn_k_b / attn_v_b) or
-// quantised (attn_kv_b), the W_UK half of kv_b transposed per head (for the query absorption;
-// kv_b's element type), and every tensor of a type without kernels (Q4_0, Q4_1, Q5_0, Q5_1) in
-// f32. `c`: the file's configuration (its head dimensions).
+// Bytes of the copies loading makes: a whole kv_b (attn_kv_b, older files) in f32 when quantised
+// and its W_UK half transposed per head (for the query absorption; kv_b's element type), and
+// every tensor of a type without kernels (Q4_0, Q4_1, Q5_0, Q5_1) in f32. The split form
+// (attn_k_b / attn_v_b) is multiplied as stored: no copy. `c`: the file's configuration (its
+// head dimensions).
 uint64_t GgufDecodedBytes(const std::vector<GgufFile>& files, const ModelConfig& c);
 // Bytes of every tensor as stored (what stays mapped and becomes resident as it is read).
 uint64_t GgufTensorBytes(const std::vector<GgufFile>& files);

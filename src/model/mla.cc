@@ -64,14 +64,18 @@ void AbsorbQuery(const Dims& d, const LayerWeights& lw, const float* q, int64_t 
 }
 
 // o[s, h*dv + i] = W_UV_h[i,:] · o_lat[s,h,:].  o_lat: [N, H, R], o: [N, H*dv]
-void ProjectValues(const Dims& d, const WeightView& wkv_b, const float* o_lat, int64_t N,
+// W_UV_h: rows h·dv .. (h+1)·dv of wv_b when the model stores it apart (a GGUF's attn_v_b),
+// else wkv_b's value rows of head h.
+void ProjectValues(const Dims& d, const LayerWeights& lw, const float* o_lat, int64_t N,
                    float* o) {
-  const int64_t bytes = d.H * d.dv * wkv_b.row_bytes();  // as AbsorbQuery
+  const bool split = lw.wv_b.data != nullptr;
+  const WeightView& w = split ? lw.wv_b : lw.wkv_b;
+  const int64_t bytes = d.H * d.dv * w.row_bytes();  // as AbsorbQuery
 #pragma omp parallel for schedule(static) if (N * d.H * d.dv * d.R >= kParallelWork || bytes >= kParallelGemvBytes)
   for (int64_t h = 0; h < d.H; ++h) {
     DSINFER_NOTE_THREAD("mla.expand_o");
-    LinearRows(o_lat + h * d.R, d.H * d.R, N, wkv_b, h * (d.dn + d.dv) + d.dn,
-               h * (d.dn + d.dv) + d.dn + d.dv, o + h * d.dv, d.H * d.dv);
+    const int64_t r0 = split ? h * d.dv : h * (d.dn + d.dv) + d.dn;
+    LinearRows(o_lat + h * d.R, d.H * d.R, N, w, r0, r0 + d.dv, o + h * d.dv, d.H * d.dv);
   }
 }
 
@@ -376,7 +380,7 @@ void AttentionForward(const LayerContext& ctx, const LayerWeights& lw, const flo
   Attend(ctx, lw, d, q_abs, q_pe, o_lat);
   lap(LayerPartTimes::kAttention);
   float* o = Take(ws.o, N * d.H * d.dv);  // [N, H * dv]
-  ProjectValues(d, lw.wkv_b, o_lat, N, o);
+  ProjectValues(d, lw, o_lat, N, o);
   Linear(ctx.numerics, o, N, lw.wo, out);
   lap(LayerPartTimes::kAttnOut);
   if (ctx.dump) ctx.dump->Put(lw.layer, "attn_out", out, N, d.hidden);

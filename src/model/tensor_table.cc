@@ -88,7 +88,12 @@ void AddAttention(Builder& b, const ModelConfig& c, const std::string& p) {
   }
   b.Fp8Linear(p + "kv_a_proj_with_mqa", c.kv_lora_rank + c.qk_rope_head_dim, c.hidden_size);
   b.Norm(p + "kv_a_layernorm", c.kv_lora_rank);
-  b.Fp8Linear(p + "kv_b_proj", heads * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank);
+  if (c.kv_b_split) {  // a GGUF's attn_k_b / attn_v_b (ModelConfig::kv_b_split)
+    b.Fp8Linear(p + "k_b_proj", heads * c.kv_lora_rank, c.qk_nope_head_dim);
+    b.Fp8Linear(p + "v_b_proj", heads * c.v_head_dim, c.kv_lora_rank);
+  } else {
+    b.Fp8Linear(p + "kv_b_proj", heads * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank);
+  }
   b.Fp8Linear(p + "o_proj", c.hidden_size, heads * c.v_head_dim);
   if (!c.has_indexer()) return;
   if (!c.q_lora_rank || !c.index_n_heads || !c.index_head_dim)

@@ -100,8 +100,19 @@ void LoadAttention(const Loader& ld, const ModelConfig& c, const std::string& p,
   }
   lw.wkv_a = ld.Bf16Site(p + ".kv_a_proj_with_mqa", c.kv_lora_rank + c.qk_rope_head_dim, hidden);
   lw.kv_norm = ld.Vector(p + ".kv_a_layernorm.weight", c.kv_lora_rank);
-  lw.wkv_b = ld.Linear(p + ".kv_b_proj", h * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank);
-  lw.wuk_t = TransposeHeads(lw.wkv_b, h, c.qk_nope_head_dim + c.v_head_dim, 0, c.qk_nope_head_dim);
+  if (c.kv_b_split) {
+    // The kv_b products stay f32 in every mode (layers.h), so block weights take the exact f32
+    // path here, not int8 or bf16 activations: the same products as the f32 kv_b bit for bit.
+    auto k_b = std::make_shared<OwnedWeight>();
+    k_b->view = ld.Linear(p + ".k_b_proj", h * c.kv_lora_rank, c.qk_nope_head_dim);
+    k_b->view.int8_activations = false;
+    lw.wuk_t = std::move(k_b);
+    lw.wv_b = ld.Linear(p + ".v_b_proj", h * c.v_head_dim, c.kv_lora_rank);
+    lw.wv_b.int8_activations = false;
+  } else {
+    lw.wkv_b = ld.Linear(p + ".kv_b_proj", h * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank);
+    lw.wuk_t = TransposeHeads(lw.wkv_b, h, c.qk_nope_head_dim + c.v_head_dim, 0, c.qk_nope_head_dim);
+  }
   lw.wo = ld.Bf16Site(p + ".o_proj", hidden, h * c.v_head_dim);
 }
 

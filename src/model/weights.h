@@ -65,6 +65,10 @@ struct LayerWeights {
   // weights) instead of a transposed one. Null where FP8 blocks cannot move whole (dims not
   // multiples of 128): the absorption then reads wkv_b transposed.
   std::shared_ptr<const OwnedWeight> wuk_t;
+  // ModelConfig::kv_b_split (a GGUF's attn_k_b / attn_v_b): wkv_b is empty, wuk_t views the
+  // mapped k_b_proj as stored (no copy) and wv_b is v_b_proj [n_heads * v_head_dim,
+  // kv_lora_rank]; both multiply f32 activations (block weights: the exact f32 path).
+  WeightView wv_b;
   WeightView wo;  // [hidden, n_heads * v_head_dim]
   std::optional<IndexerWeights> indexer;
   // FFN: exactly one of the two
