@@ -74,10 +74,11 @@ LayerKvCache NewCache(const ModelConfig& c, const SequenceState& seq, bool has_i
 }
 
 // Fails before anything is read when the weights would not fit in the memory available.
-void CheckWeightsFit(const Checkpoint& ckpt, std::optional<ExpertRange> experts) {
+// `bf16_blocks`: the block weights get their bf16 repack (WeightMemory::bf16_repack).
+void CheckWeightsFit(const Checkpoint& ckpt, std::optional<ExpertRange> experts, bool bf16_blocks) {
   const WeightMemory need = EstimateWeightMemory(ckpt, experts);
   const uint64_t avail = MemoryAvailable();
-  if (avail == 0 || static_cast<uint64_t>(need.total()) <= avail) return;
+  if (avail == 0 || static_cast<uint64_t>(need.total(bf16_blocks)) <= avail) return;
   const auto size = [](double b) {
     char s[32];
     if (b >= double(int64_t{1} << 30))
@@ -86,16 +87,22 @@ void CheckWeightsFit(const Checkpoint& ckpt, std::optional<ExpertRange> experts)
       std::snprintf(s, sizeof s, "%.1f MiB", b / double(1 << 20));
     return std::string(s);
   };
-  char buf[640];
+  const std::string repack =
+      bf16_blocks && need.bf16_repack > 0
+          ? " + " + std::to_string(need.bf16_repack) +
+                " bytes more for the bf16 block activations' repacked weights (--block-acts int8 "
+                "does without)"
+          : std::string();
+  char buf[800];
   std::snprintf(buf, sizeof buf,
                 ": the weights need %s resident (%lld bytes of tensors%s mapped from the files "
-                "+ %lld bytes of copies made at load) but only %s of memory is available "
+                "+ %lld bytes of copies made at load%s) but only %s of memory is available "
                 "(MemAvailable, or DSINFER_MEMORY_AVAILABLE); `dsinfer inspect` shows the "
                 "figures, and expert parallelism over MPI splits the routed experts across "
                 "machines (docs/mpi.md)",
-                size(double(need.total())).c_str(), static_cast<long long>(need.tensors),
+                size(double(need.total(bf16_blocks))).c_str(), static_cast<long long>(need.tensors),
                 experts ? " (this rank's experts)" : "", static_cast<long long>(need.copies),
-                size(double(avail)).c_str());
+                repack.c_str(), size(double(avail)).c_str());
   throw Error(ckpt.dir() + buf);
 }
 
@@ -126,12 +133,15 @@ std::unique_ptr<Model> Model::Load(const std::string& dir, const LoadOptions& op
   if (options.exchange)
     m->experts_ =
         ExpertRangeOf(c.n_routed_experts, options.exchange->rank(), options.exchange->ranks());
-  if (!m->ckpt_.shards().empty())  // safetensors; a GGUF file checked its figure when it opened
-    CheckWeightsFit(m->ckpt_, options.exchange ? std::optional(m->experts_) : std::nullopt);
   // bf16 numerics on AVX512-BF16: the FP8 weights it multiplies get their repacked copies, so
   // decode's GEMV needs no transposes (kernels/weight.h RepackFp8Pairs; docs/numerics.md).
   const bool repack =
       options.numerics == Numerics::kBf16 && LinearBf16Path() == Bf16Path::kAvx512Bf16;
+  // Safetensors; a GGUF file checked its figure when it opened, without the block repack.
+  const bool bf16_blocks = repack && options.bf16_block_activations;
+  if (!m->ckpt_.shards().empty() || bf16_blocks)
+    CheckWeightsFit(m->ckpt_, options.exchange ? std::optional(m->experts_) : std::nullopt,
+                    bf16_blocks);
   if (options.exchange) {
     m->ep_ = ExpertParallel{
         .exchange = options.exchange, .experts = c.n_routed_experts, .mine = m->experts_};

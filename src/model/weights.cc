@@ -1,8 +1,10 @@
 #include "model/weights.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <iterator>
 #include <string_view>
 #include <utility>
 
@@ -18,6 +20,20 @@ namespace {
 // Views of tensors that `CheckTensors` has passed: present, of an accepted dtype (docs/
 // checkpoint.md) and the table's shape, FP8 ones with valid block scales. What it checks is
 // only re-asserted here (an invariant, not input validation).
+
+// The weights Loader::Bf16Site loads (HF names): the projections of attention, the indexer and
+// every MLP (dense, shared and routed experts). EstimateWeightMemory counts their bf16 block
+// repack by this list; Bf16Site asserts it holds every site.
+bool IsBf16Site(std::string_view name) {
+  static constexpr std::string_view kSuffixes[] = {
+      ".gate_proj.weight",  ".up_proj.weight", ".down_proj.weight",
+      ".q_a_proj.weight",   ".q_b_proj.weight", ".q_proj.weight",
+      ".kv_a_proj_with_mqa.weight", ".o_proj.weight", ".indexer.wq_b.weight",
+      ".indexer.wk.weight"};
+  return std::any_of(std::begin(kSuffixes), std::end(kSuffixes),
+                     [name](std::string_view s) { return name.ends_with(s); });
+}
+
 class Loader {
  public:
   // repacked: where the FP8 (and block) weights of the bf16 GEMM sites get their repacked copies (null:
@@ -48,6 +64,7 @@ class Loader {
   // Linear() of a site the bf16 numerics multiply with `LinearBf16` (docs/numerics.md, "Where
   // activations are rounded"): an FP8 weight gets its repacked copy when copies are made.
   WeightView Bf16Site(const std::string& prefix, int64_t rows, int64_t cols) const {
+    DSINFER_CHECK(IsBf16Site(prefix + ".weight"), "IsBf16Site misses " + prefix);
     WeightView w = Linear(prefix, rows, cols);
     const bool blocks = bf16_blocks_ && Bf16BlockDtype(w.dtype);
     if (repacked_ != nullptr && (w.dtype == DType::kF8E4M3 || blocks)) {
@@ -181,7 +198,13 @@ WeightMemory EstimateWeightMemory(const Checkpoint& ckpt, std::optional<ExpertRa
   for (const std::string& name : ckpt.Names()) {
     const int64_t e = RoutedExpertOf(name);
     if (e >= 0 && experts && !experts->Has(e)) continue;
-    m.tensors += static_cast<int64_t>(ckpt.Get(name).nbytes());
+    const TensorView t = ckpt.Get(name);
+    m.tensors += static_cast<int64_t>(t.nbytes());
+    if (Bf16BlockDtype(t.dtype()) && t.shape().size() == 2 && IsBf16Site(name)) {
+      const int64_t rows = t.shape()[0], cols = t.shape()[1];
+      const int64_t copy = (rows + kBlockTileRows - 1) / kBlockTileRows * Bf16BlockTileBytes(t.dtype(), cols);
+      m.bf16_repack += std::max<int64_t>(0, copy - static_cast<int64_t>(t.nbytes()));
+    }
   }
   const ModelConfig& c = ckpt.config();
   for (int64_t l = 0; l < c.num_hidden_layers + c.num_nextn_predict_layers; ++l) {

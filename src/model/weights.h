@@ -101,10 +101,17 @@ struct ModelWeights {
 // every tensor as stored, mapped from the files (with `experts`, of the routed experts only
 // those), and the copies LoadWeights makes (the key half of each kv_b, transposed per head;
 // a few f32 norm vectors are left out).
+// `bf16_repack`: what bf16 block activations add (--block-acts bf16, the default in bf16 numerics
+// on AVX512-BF16): their repacked copies replace the Q8_0/Q4_K/Q5_K/Q6_K weights of the bf16
+// sites (whose mapped pages are dropped), 16-row tiles that are larger for Q4_K (+2.8%) and
+// Q5_K (+2.3%) and, for a row count that is not a multiple of 16, by the padding rows.
 struct WeightMemory {
   int64_t tensors = 0;
   int64_t copies = 0;
-  int64_t total() const { return tensors + copies; }
+  int64_t bf16_repack = 0;
+  int64_t total(bool bf16_blocks = false) const {
+    return tensors + copies + (bf16_blocks ? bf16_repack : 0);
+  }
 };
 WeightMemory EstimateWeightMemory(const Checkpoint& ckpt,
                                   std::optional<ExpertRange> experts = std::nullopt);

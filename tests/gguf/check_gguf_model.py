@@ -26,6 +26,7 @@ import argparse
 import glob
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -128,6 +129,47 @@ def logits(dsinfer, model, out, extra=(), env=None, acts="f32"):
     flags = ["--block-acts", acts] if acts else []
     run([dsinfer, "logits", "--model", model, "--ids", IDS, "--out", out, *flags, *extra], env=env)
     return np.load(out)
+
+
+# The ggml names of the weights dsinfer multiplies at its bf16 GEMM sites (the projections of
+# attention, the indexer and every MLP), and the bytes of its 16-row tile of one repacked block
+# of 256 columns (Q8_0: 32) by type (docs/numerics.md: Q8_0 544, Q4_K 2368, Q5_K 2880, Q6_K 3360).
+BF16_SITES = re.compile(r"blk\.\d+\.(attn_q_a|attn_q_b|attn_q|attn_kv_a_mqa|attn_output|"
+                        r"indexer\.attn_q_b|indexer\.attn_k|ffn_(gate|up|down)(_exps|_shexp)?)\.weight$")
+TILE_BLOCK = {g.Q8_0: (32, 544), g.Q4_K: (256, 2368), g.Q5_K: (256, 2880), g.Q6_K: (256, 3360)}
+
+
+def check_repack_memory(ds, path, work):
+    """Loading refuses early, with the figure, when the weights plus their bf16 block repack
+    (what bf16 block activations add: 16-row tiles, +64 bytes per 16 rows and 256 columns for
+    Q4_K and Q5_K) exceed the memory available, and fits with one byte more; int8 activations
+    fit in that one byte less. The growth is computed here from the file's tensor list."""
+    f = g.read_gguf(path)
+    mapped = sum(t["nbytes"] for t in f["tensors"])
+    growth = 0
+    for t in f["tensors"]:
+        if t["type"] not in TILE_BLOCK or not BF16_SITES.search(t["name"]):
+            continue
+        cols, rows = t["dims"][0], t["dims"][1]
+        mats = int(np.prod(t["dims"][2:])) if len(t["dims"]) > 2 else 1  # stacked experts
+        elems, bytes_ = TILE_BLOCK[t["type"]]
+        copy = mats * -(-rows // 16) * (cols // elems) * bytes_
+        growth += copy - t["nbytes"]
+    out = os.path.join(work, "mem.npy")
+    base = [ds, "logits", "--model", path, "--ids", IDS, "--out", out, "--numerics", "bf16"]
+    need = mapped + growth
+    short = dict(os.environ, DSINFER_MEMORY_AVAILABLE=str(need - 1))
+    p = run(base + ["--block-acts", "bf16"], ok=False, env=short)
+    check(growth > 0 and p.returncode == 1 and f"{growth} bytes more for the bf16 block activations"
+          in p.stderr, f"bf16 block repack needs {growth} bytes more ({100 * growth / mapped:.2f}% of "
+          f"the file's {mapped}): refused with {need - 1} bytes available: {p.stderr.strip()[-200:]}")
+    p = run(base + ["--block-acts", "int8"], ok=False, env=short)
+    check(p.returncode == 0, f"... and --block-acts int8 loads in those {need - 1} bytes "
+          f"({p.stderr.strip()[-120:]})")
+    p = run(base + ["--block-acts", "bf16"], ok=False,
+            env=dict(os.environ, DSINFER_MEMORY_AVAILABLE=str(need)))
+    check(p.returncode == 0, f"... and bf16 block activations load in {need} bytes "
+          f"({p.stderr.strip()[-120:]})")
 
 
 def peak_rss(cmd, log):
@@ -457,6 +499,8 @@ def main():
                   f"{I8_BOUNDS[1]} over {n} ≥ {I8_MIN_ROWS} rows; all rows mean KL {kl_all:.2e} ≤ "
                   f"{I8_FLIPPED_KL} and ≤ int8's {kl_i8:.2e}")
             discard(*dumps)
+            if typ == "Q4_K_M":
+                check_repack_memory(ds, path, work)
         if typ == "Q8_0":  # bf16 block activations outside bf16 numerics: a clear error
             p = run([ds, "logits", "--model", path, "--ids", IDS, "--out", os.path.join(work, "x.npy"),
                      "--numerics", "f32", "--block-acts", "bf16"], ok=False)
