@@ -112,7 +112,15 @@ std::string SizeFigures::Describe(const std::string& indent, const std::string& 
                 indent.c_str(), (long long)context, gib(bytes), copies.c_str(), gib(copy_bytes),
                 gib(cache_f32), gib(cache_bf16), gib(cache_fp8),
                 gib(resident() + cache_f32));
-  return buf;
+  std::string s = buf;
+  if (bf16_repack > 0) {
+    std::snprintf(buf, sizeof buf,
+                  "%swith bf16 block activations (--block-acts bf16, the default in bf16 numerics "
+                  "on a CPU with AVX512-BF16): + %.3f GiB of repacked weights\n",
+                  indent.c_str(), gib(bf16_repack));
+    s += buf;
+  }
+  return s;
 }
 
 void SizeFigures::AddJson(nlohmann::json& j) const {
@@ -121,6 +129,7 @@ void SizeFigures::AddJson(nlohmann::json& j) const {
   j["routed_expert_bytes"] = expert_bytes;
   j["routed_expert_weights"] = expert_weights;
   j["weights_resident_bytes"] = resident();
+  j["bf16_repack_bytes"] = bf16_repack;
   j["context"] = context;
   j["cache_bytes"] = {{"f32", cache_f32}, {"bf16", cache_bf16}, {"fp8", cache_fp8}};
 }
@@ -149,7 +158,9 @@ InspectReport Inspect(const InspectOptions& o) {
   r.config = ck->config();
   r.cache = CacheBytesPerToken(*r.config);
   r.size.SetContext(*r.config, o.context);
-  r.size.copy_bytes = static_cast<uint64_t>(EstimateWeightMemory(*ck).copies);
+  const WeightMemory memory = EstimateWeightMemory(*ck);
+  r.size.copy_bytes = static_cast<uint64_t>(memory.copies);
+  r.size.bf16_repack = static_cast<uint64_t>(memory.bf16_repack);
   try {
     TensorCheck check = CheckTensors(*ck);  // what LoadWeights checks, nothing else
     r.problems = std::move(check.problems);

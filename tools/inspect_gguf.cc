@@ -1,11 +1,17 @@
 #include "tools/inspect_gguf.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <iterator>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <string_view>
 #include <vector>
 
+#include "format/ggml_types.h"
 #include "format/gguf.h"
 #include "format/gguf_checkpoint.h"
+#include "kernels/weight.h"
 #include "tools/inspect.h"
 
 namespace dsinfer {
@@ -15,6 +21,38 @@ std::string GiB(uint64_t b) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.3f GiB", b / double(1ull << 30));
   return buf;
+}
+
+}  // namespace
+
+namespace {
+
+// The ggml names of the weights the model multiplies at its bf16 GEMM sites: what
+// gguf_checkpoint.cc maps to the names IsBf16Site (model/weights.cc) lists — the projections of
+// attention, the indexer and every MLP (dense, shared, routed experts).
+bool GgufBf16Site(std::string_view name) {
+  static constexpr std::string_view kSites[] = {
+      "attn_q_a",      "attn_q_b",       "attn_q",        "attn_kv_a_mqa",  "attn_output",
+      "indexer.attn_q_b", "indexer.attn_k", "ffn_gate",   "ffn_up",         "ffn_down",
+      "ffn_gate_exps", "ffn_up_exps",    "ffn_down_exps", "ffn_gate_shexp", "ffn_up_shexp",
+      "ffn_down_shexp"};
+  if (!name.starts_with("blk.") || !name.ends_with(".weight")) return false;
+  const size_t dot = name.find('.', 4);
+  if (dot == std::string_view::npos) return false;
+  const std::string_view mid = name.substr(dot + 1, name.size() - dot - 1 - 7);
+  return std::find(std::begin(kSites), std::end(kSites), mid) != std::end(kSites);
+}
+
+// The bytes the bf16 block repack adds for tensor `t` (0 unless a Q8_0/Q4_K/Q5_K/Q6_K weight of
+// a bf16 site): 16-row tiles per matrix (an expert of a stacked tensor), as RepackBlocksBf16.
+uint64_t Bf16RepackGrowth(const GgufTensorInfo& t) {
+  const std::optional<DType> d = DTypeOfGgml(t.type);
+  if (!d || !Bf16BlockDtype(*d) || t.dims.size() < 2 || !GgufBf16Site(t.name)) return 0;
+  int64_t mats = 1;
+  for (size_t i = 2; i < t.dims.size(); ++i) mats *= t.dims[i];
+  const int64_t tiles = (t.dims[1] + kBlockTileRows - 1) / kBlockTileRows;
+  const uint64_t copy = static_cast<uint64_t>(mats * tiles * Bf16BlockTileBytes(*d, t.dims[0]));
+  return copy > t.nbytes ? copy - t.nbytes : 0;
 }
 
 }  // namespace
@@ -35,6 +73,7 @@ GgufInspectReport InspectGguf(const std::string& path, int64_t context) {
       r.bytes_by_type[type] += t.nbytes;
       r.size.bytes += t.nbytes;
       r.size.weights += t.numel();
+      r.size.bf16_repack += Bf16RepackGrowth(t);
       if (t.name.find("_exps.") != std::string::npos) {
         r.size.expert_bytes += t.nbytes;
         r.size.expert_weights += t.numel();

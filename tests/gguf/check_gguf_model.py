@@ -155,6 +155,9 @@ def check_repack_memory(ds, path, work):
         elems, bytes_ = TILE_BLOCK[t["type"]]
         copy = mats * -(-rows // 16) * (cols // elems) * bytes_
         growth += copy - t["nbytes"]
+    j = json.loads(run([ds, "inspect", path, "--json"]).stdout)
+    check(j["bf16_repack_bytes"] == growth, f"inspect's bf16_repack_bytes {j['bf16_repack_bytes']} = "
+          f"the {growth} computed here")
     out = os.path.join(work, "mem.npy")
     base = [ds, "logits", "--model", path, "--ids", IDS, "--out", out, "--numerics", "bf16"]
     need = mapped + growth
