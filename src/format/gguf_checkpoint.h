@@ -3,13 +3,14 @@
 // the HF tensor names and layouts the engine loads (docs/gguf.md, "Model loading"):
 //  * metadata → ModelConfig (`GgufModelConfig`);
 //  * llama.cpp names → HF names; stacked experts (`ffn_*_exps`, [n_expert, out, in]) are cut
-//    into per-expert tensors; MLA's `kv_b_proj` is rebuilt from `attn_k_b` / `attn_v_b` (recent
-//    converters split it, k_b transposed per head) or taken from `attn_kv_b` (older files);
+//    into per-expert tensors; MLA's kv_b split by recent converters (`attn_k_b`, k_b transposed
+//    per head, and `attn_v_b`) becomes `k_b_proj` / `v_b_proj` as stored
+//    (ModelConfig::kv_b_split), a whole `attn_kv_b` (older files) `kv_b_proj`;
 //  * F32 / F16 / BF16 tensors and the quantised ones (Q8_0, Q2_K-Q6_K, IQ4_*) stay mmapped as
 //    the file stores them (zero copy; quantised rows are whole ggml blocks, which the kernels
-//    multiply directly: kernels/qblocks.h). Only MLA's kv_b is decoded into owned f32: rebuilt
-//    from attn_k_b / attn_v_b, or a quantised attn_kv_b (the model transposes its per-head
-//    blocks, which block rows do not allow).
+//    multiply directly: kernels/qblocks.h). Decoded into owned f32: a quantised attn_kv_b (the
+//    model transposes its per-head blocks, which block rows do not allow) and the types without
+//    kernels (Q4_0, Q4_1, Q5_0, Q5_1).
 // Errors name the file and the key or tensor: unknown architecture, a missing or mistyped key,
 // a tensor whose dims contradict the metadata, an undecodable type, a missing split part.
 #pragma once
