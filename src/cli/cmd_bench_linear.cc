@@ -86,6 +86,7 @@ struct Options {
   std::vector<std::string> numerics;  // f32 and/or bf16 (default: gemm both if it can, gemv f32)
   std::string bf16_kernel = "auto";   // auto | gemv | gemm (kernels/linear_bf16.h)
   std::string bf16_layout = "rows";   // rows | pairs (FP8 codes repacked: RepackFp8Pairs)
+  std::string int8_layout = "tiles";  // tiles (q8_0.i8 on VNNI: the loader's copy) | rows
   bool json = false;
 };
 
@@ -312,7 +313,7 @@ struct Measurement {
 // Copies of one synthetic matrix: enough to exceed the last-level cache many times over when
 // the weights must be read cold (`cold`), else one.
 std::vector<Weight> MakeCopies(const Shape& s, const WeightKind& kind, bool cold, bool pairs,
-                               bool bf16_blocks) {
+                               bool bf16_blocks, bool int8_tiles) {
   const int64_t bytes = s.rows * DTypeRowBytes(kind.dtype, s.cols);
   const int64_t copies = cold ? std::max<int64_t>(1, (int64_t{256} << 20) / bytes + 1) : 1;
   std::vector<Weight> ws;
@@ -325,6 +326,13 @@ std::vector<Weight> MakeCopies(const Shape& s, const WeightKind& kind, bool cold
     // Q8_0/Q4_K/Q5_K/Q6_K in bf16 numerics run only repacked (as the model with --block-acts bf16)
     if (bf16_blocks && s.kind == Kind::kLinear && Bf16BlockDtype(kind.dtype) && !kind.int8)
       ws.back().pairs = RepackBlocksBf16(ws.back().view);
+    // Q8_0 with int8 activations on VNNI: the 16-row tile copy the loader makes (the int8 tile
+    // kernels), unless --int8-layout rows.
+    if (int8_tiles && s.kind == Kind::kLinear && kind.dtype == DType::kQ8_0 && kind.int8 &&
+        qblocks::Int8UsesVnni(LinearIsa())) {
+      ws.back().pairs = RepackBlocksBf16(ws.back().view);
+      ws.back().view.repacked = &ws.back().pairs->view;
+    }
   }
   return ws;
 }
@@ -423,6 +431,8 @@ int RunLinearBench(const Options& o) {
   if (o.bf16_layout != "rows" && o.bf16_layout != "pairs")
     throw Error("--bf16-layout '" + o.bf16_layout + "': expected rows or pairs");
   const bool pairs = o.bf16_layout == "pairs";
+  if (o.int8_layout != "tiles" && o.int8_layout != "rows")
+    throw Error("--int8-layout '" + o.int8_layout + "': expected tiles or rows");
   std::vector<WeightKind> kinds;
   std::string kind_names;
   for (const std::string& d : o.dtypes) {
@@ -516,7 +526,8 @@ int RunLinearBench(const Options& o) {
       if (s.kind != Kind::kLinear && IsBlockDType(kind.dtype)) continue;  // kv_b is f32 in GGUF
       const bool any_bf16 = std::find(numerics[ki].begin(), numerics[ki].end(), "bf16") !=
                             numerics[ki].end();
-      const std::vector<Weight> copies = MakeCopies(s, kind, /*cold=*/!o.gemm, pairs, any_bf16);
+      const std::vector<Weight> copies = MakeCopies(s, kind, /*cold=*/!o.gemm, pairs, any_bf16,
+                                                    o.int8_layout == "tiles");
       for (int64_t n : ns) {
         double f32_seconds = 0;  // this shape's f32 time, for the bf16 line's speed-up
         for (const std::string& num : numerics[ki]) {
@@ -640,6 +651,9 @@ RunFn AddLinearBench(CLI::App& bench, bool gemm) {
   sub->add_option("--bf16-layout", o->bf16_layout,
                   "bf16 numerics, FP8 weights: rows (as stored) or pairs (the codes repacked in "
                   "tiles of 64 rows' column pairs, what the kernels multiply: no transposes)");
+  sub->add_option("--int8-layout", o->int8_layout,
+                  "q8_0.i8 on a CPU with AVX-512 VNNI: tiles (the 16-row tile copy the model "
+                  "loads, the int8 tile kernels) or rows (as stored, the row kernels)");
   sub->add_option("--bf16-kernel", o->bf16_kernel,
                   "bf16 numerics: auto (the model's choice by n), gemv or gemm (the same bits)");
   sub->add_option("--roofline-bf16-gflops", o->roofline_bf16_gflops,

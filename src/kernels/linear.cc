@@ -306,7 +306,11 @@ void RowsInt8(Isa isa, const float* x, int64_t xs, int64_t n, const WeightView& 
   thread_local qblocks::QuantizedActs acts;  // the calling thread's; workers only read it
   qblocks::QuantizeActs(isa, x, xs, n, w.cols, acts);
   const qblocks::QuantizedActs& a = acts;
+  // Q8_0 on VNNI with the loader's 16-row tile copy (qblocks.h Int8TileRows): the
+  // specification's bits; the threads' ranges cut at tiles.
+  const bool tiles = w.repacked != nullptr && qblocks::Int8TilesRun(*w.repacked, isa);
   auto run = [&](int64_t p0, int64_t p1) {
+    if (tiles) return qblocks::Int8TileRows(isa, a, 0, n, *w.repacked, p0, p1, y + (p0 - rb), ys);
     for (int64_t r0 = p0; r0 < p1; r0 += kInt8Rows)
       qblocks::Int8Rows(isa, a, 0, n, w, r0, std::min(p1, r0 + kInt8Rows), y + (r0 - rb), ys);
   };
@@ -317,7 +321,8 @@ void RowsInt8(Isa isa, const float* x, int64_t xs, int64_t n, const WeightView& 
   {
     DSINFER_NOTE_THREAD("linear.int8_rows");
     const int64_t parts = omp_get_num_threads(), i = omp_get_thread_num();
-    run(Cut(rb, re, i, parts), Cut(rb, re, i + 1, parts));
+    const int64_t align = tiles ? 16 : 8;
+    run(Cut(rb, re, i, parts, align), Cut(rb, re, i + 1, parts, align));
   }
 }
 
@@ -674,8 +679,9 @@ const char* NumericsName(Numerics numerics) { return numerics == Numerics::kBf16
 void Linear(Numerics numerics, const float* x, int64_t n, const WeightView& w, float* y) {
   const bool bf16_weights = w.dtype == DType::kF8E4M3 || w.dtype == DType::kBF16;
   // Q8_0/Q4_K/Q5_K/Q6_K: only with the repacked copy the loader makes for `--block-acts bf16`
-  // (or `auto` where that is bf16).
-  const bool bf16_blocks = Bf16BlockDtype(w.dtype) && w.repacked != nullptr;
+  // (or `auto` where that is bf16), not the int8 one.
+  const bool bf16_blocks =
+      Bf16BlockDtype(w.dtype) && w.repacked != nullptr && !w.int8_activations;
   if (numerics == Numerics::kBf16 && (bf16_weights || bf16_blocks)) return LinearBf16(x, n, w, y);
   Linear(x, n, w, y);
 }

@@ -1238,6 +1238,13 @@ void QuantizeActs(Isa isa, const float* x, int64_t xs, int64_t n, int64_t cols,
         QuantizeBlock(x + t * xs + kActBlock * b, q + kActBlock * b, d[b], sum[b]);
     }
   }
+  out.bias.resize(out.d.size());
+  for (int64_t k = 0; k < n * out.blocks; ++k) {
+    const int8_t* q = out.q.data() + k * kActBlock;
+    int32_t sum = 0;
+    for (int i = 0; i < kActBlock; ++i) sum += q[i];
+    out.bias[k] = -128 * sum;
+  }
   for (int64_t k = 0; k < n * out.blocks; ++k) {
     out.ds[2 * k] = out.d[k];
     out.ds[2 * k + 1] = out.sum[k];

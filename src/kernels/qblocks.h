@@ -49,6 +49,7 @@ struct QuantizedActs {
   int64_t n = 0, cols = 0, blocks = 0;  // blocks = cols / 32 per row
   std::vector<int8_t> q;                // [n, cols]
   std::vector<float> d, sum;            // [n, blocks]
+  std::vector<int32_t> bias;            // [n, blocks]: −128·Σ q (the Q8_0 tile kernels' start)
   std::vector<float> ds;                // [n, blocks, 2]: (d, sum) pairs (the Q4_K VNNI kernel)
 };
 // The specification (scalar).
@@ -78,5 +79,15 @@ bool Int8UsesAvx2(Isa isa);
 // a fixed order per token (batch invariant). `a` must come from QuantizeActs (either form).
 void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,
               int64_t r0, int64_t r1, float* y, int64_t ys);
+
+// Q8_0 weights in the 16-row tile form (kernels/weight.h `RepackBlocksBf16`, bf16_pairs) on
+// AVX-512 VNNI (qblocks_tiles.cc): Int8Rows' results for those rows, bit for bit the scalar
+// specification's — per row, block after block in order, acc = acc + f32(Σ qw·q)·(d_w·d) with
+// the integer sum exact — for any n (a GEMV up to kInt8TileGemvMaxN tokens, else a GEMM: the
+// same bits). Int8TilesRun: whether `w` runs there on `isa`.
+inline constexpr int64_t kInt8TileGemvMaxN = 8;
+bool Int8TilesRun(const WeightView& w, Isa isa);
+void Int8TileRows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,
+                  int64_t r0, int64_t r1, float* y, int64_t ys);
 
 }  // namespace dsinfer::qblocks

@@ -10,6 +10,7 @@
 #include "base/meminfo.h"
 #include "kernels/linear.h"
 #include "kernels/norm.h"
+#include "kernels/qblocks.h"
 #include "model/layers.h"
 #include "model/routed_expert.h"
 
@@ -139,6 +140,9 @@ std::unique_ptr<Model> Model::Load(const std::string& dir, const LoadOptions& op
       options.numerics == Numerics::kBf16 && LinearBf16Path() == Bf16Path::kAvx512Bf16;
   // Safetensors; a GGUF file checked its figure when it opened, without the block repack.
   const bool bf16_blocks = repack && options.bf16_block_activations;
+  // int8 activations on AVX-512 VNNI: Q8_0 weights get the int8 tile kernels' copy (as many bytes).
+  const bool int8_tiles =
+      options.int8_block_activations && qblocks::Int8UsesVnni(LinearIsa());
   if (!m->ckpt_.shards().empty() || bf16_blocks)
     CheckWeightsFit(m->ckpt_, options.exchange ? std::optional(m->experts_) : std::nullopt,
                     bf16_blocks);
@@ -146,7 +150,7 @@ std::unique_ptr<Model> Model::Load(const std::string& dir, const LoadOptions& op
     m->ep_ = ExpertParallel{
         .exchange = options.exchange, .experts = c.n_routed_experts, .mine = m->experts_};
     m->weights_ = LoadWeights(m->ckpt_, m->experts_, options.int8_block_activations, repack,
-                              options.bf16_block_activations);
+                              options.bf16_block_activations, int8_tiles);
     // The other ranks' experts leave this process's memory for good: with the whole checkpoint
     // mapped, readahead and fault-around would otherwise map their pages next to ours.
     const ExpertRange mine = m->experts_;
@@ -156,11 +160,12 @@ std::unique_ptr<Model> Model::Load(const std::string& dir, const LoadOptions& op
     });
   } else {
     m->weights_ = LoadWeights(m->ckpt_, std::nullopt, options.int8_block_activations, repack,
-                              options.bf16_block_activations);
+                              options.bf16_block_activations, int8_tiles);
   }
   if (!m->weights_.repacked_from.empty()) {
-    // The repacked copies are what bf16 numerics read: the originals' pages leave memory (one
-    // copy resident, not two) but stay mapped for f32 numerics (`set_numerics`).
+    // The repacked copies are what bf16 numerics (and the int8 tile kernels) read: the
+    // originals' pages leave memory (one copy resident, not two) but stay mapped for f32
+    // numerics (`set_numerics`).
     std::vector<std::string> names = m->weights_.repacked_from;
     std::sort(names.begin(), names.end());
     m->ckpt_.Drop([&names](std::string_view name) {

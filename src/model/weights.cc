@@ -36,12 +36,17 @@ bool IsBf16Site(std::string_view name) {
 
 class Loader {
  public:
-  // repacked: where the FP8 (and block) weights of the bf16 GEMM sites get their repacked copies (null:
-  // none are made).
-  // bf16_blocks: Q8_0/Q4_K/Q5_K/Q6_K weights of those sites get copies too (--block-acts bf16).
+  // repacked: where the weights of the bf16 GEMM sites get their repacked copies (null: none are
+  // made): FP8 ones when fp8_pairs; Q8_0/Q4_K/Q5_K/Q6_K ones when bf16_blocks (--block-acts
+  // bf16); Q8_0 ones with int8 activations when int8_tiles (the int8 tile kernels, on VNNI).
   Loader(const Checkpoint& ckpt, bool int8_block_activations, ModelWeights* repacked,
-         bool bf16_blocks)
-      : ckpt_(ckpt), int8_(int8_block_activations), bf16_blocks_(bf16_blocks), repacked_(repacked) {}
+         bool fp8_pairs, bool bf16_blocks, bool int8_tiles)
+      : ckpt_(ckpt),
+        int8_(int8_block_activations),
+        fp8_pairs_(fp8_pairs),
+        bf16_blocks_(bf16_blocks),
+        int8_tiles_(int8_tiles),
+        repacked_(repacked) {}
 
   bool Has(const std::string& name) const { return ckpt_.Has(name); }
 
@@ -66,8 +71,10 @@ class Loader {
   WeightView Bf16Site(const std::string& prefix, int64_t rows, int64_t cols) const {
     DSINFER_CHECK(IsBf16Site(prefix + ".weight"), "IsBf16Site misses " + prefix);
     WeightView w = Linear(prefix, rows, cols);
-    const bool blocks = bf16_blocks_ && Bf16BlockDtype(w.dtype);
-    if (repacked_ != nullptr && (w.dtype == DType::kF8E4M3 || blocks)) {
+    const bool fp8 = fp8_pairs_ && w.dtype == DType::kF8E4M3;
+    const bool blocks = (bf16_blocks_ && Bf16BlockDtype(w.dtype)) ||
+                        (int8_tiles_ && w.int8_activations && w.dtype == DType::kQ8_0);
+    if (repacked_ != nullptr && (fp8 || blocks)) {
       repacked_->repacked.push_back(blocks ? RepackBlocksBf16(w) : RepackFp8Pairs(w));
       repacked_->repacked_from.push_back(prefix + ".weight");
       w.repacked = &repacked_->repacked.back()->view;
@@ -87,7 +94,9 @@ class Loader {
  private:
   const Checkpoint& ckpt_;
   bool int8_;
+  bool fp8_pairs_;
   bool bf16_blocks_;
+  bool int8_tiles_;
   ModelWeights* repacked_;  // where repacked copies go (null: none are made)
 };
 
@@ -217,7 +226,8 @@ WeightMemory EstimateWeightMemory(const Checkpoint& ckpt, std::optional<ExpertRa
 }
 
 ModelWeights LoadWeights(const Checkpoint& ckpt, std::optional<ExpertRange> experts,
-                         bool int8_block_activations, bool repack_bf16, bool bf16_blocks) {
+                         bool int8_block_activations, bool repack_bf16, bool bf16_blocks,
+                         bool int8_tiles) {
   const ModelConfig& c = ckpt.config();
   if (c.scoring_func != "sigmoid")
     throw Error(ckpt.dir() + "/config.json: scoring_func '" + c.scoring_func +
@@ -226,7 +236,8 @@ ModelWeights LoadWeights(const Checkpoint& ckpt, std::optional<ExpertRange> expe
     throw Error(ckpt.dir() + "/config.json: the lightning indexer needs q_lora_rank");
   CheckAgainstTable(ckpt, experts);
   ModelWeights w;
-  Loader ld(ckpt, int8_block_activations, repack_bf16 ? &w : nullptr, bf16_blocks);
+  Loader ld(ckpt, int8_block_activations, repack_bf16 || int8_tiles ? &w : nullptr, repack_bf16,
+            repack_bf16 && bf16_blocks, int8_tiles);
   w.embed = ld.Linear("model.embed_tokens", c.vocab_size, c.hidden_size);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l)
     w.layers.push_back(LoadLayer(ld, c, l, /*indexer_required=*/true, experts));

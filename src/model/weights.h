@@ -84,8 +84,8 @@ struct ModelWeights {
   WeightView head;                   // [vocab, hidden]
   std::optional<LayerWeights> mtp;   // layer num_hidden_layers, if present in the checkpoint
   // The FP8 weights of the bf16 GEMM sites repacked for the bf16 kernels (LoadWeights with
-  // repack_bf16; with bf16_blocks their Q8_0/Q4_K/Q5_K/Q6_K weights too), which their views point at
-  // (WeightView::repacked).
+  // repack_bf16; with bf16_blocks their Q8_0/Q4_K/Q5_K/Q6_K weights too; with int8_tiles their
+  // Q8_0 weights for the int8 tile kernels), which their views point at (WeightView::repacked).
   std::vector<std::shared_ptr<const OwnedWeight>> repacked;
   std::vector<std::string> repacked_from;  // the tensors they were made from
 };
@@ -121,8 +121,11 @@ WeightMemory EstimateWeightMemory(const Checkpoint& ckpt,
 // (RepackFp8Pairs; as many bytes as those weights; the mapped originals stay for f32 numerics).
 // `bf16_blocks` (with repack_bf16): so do the Q8_0/Q4_K/Q5_K/Q6_K weights of those sites
 // (RepackBlocksBf16), which then multiply bf16 activations instead of int8 ones.
+// `int8_tiles` (with int8_block_activations, on a CPU with AVX-512 VNNI): the Q8_0 weights of
+// those sites get the same 16-row tile copy (as many bytes, plus any padding rows), which the
+// int8 tile kernels multiply (kernels/qblocks.h Int8TileRows: the specification's bits).
 ModelWeights LoadWeights(const Checkpoint& ckpt, std::optional<ExpertRange> experts = std::nullopt,
                          bool int8_block_activations = true, bool repack_bf16 = false,
-                         bool bf16_blocks = false);
+                         bool bf16_blocks = false, bool int8_tiles = false);
 
 }  // namespace dsinfer

@@ -429,6 +429,60 @@ TEST_P(Int8Test, BatchAndThreadInvariant) {
   }
 }
 
+// Q8_0 in 16-row tiles on VNNI (qblocks.h Int8TileRows, what the model runs with the loader's
+// copy): the scalar specification's bits exactly, through LinearRows as the model calls it —
+// GEMV (n ≤ 8) and GEMM (n > 8, token tails of the 6-token tile), 9 blocks (one chunk) and 37
+// (three chunks of the GEMM's 16), a last tile of 13 rows, ranges starting inside a tile, zero
+// and Inf activation blocks, an Inf weight step, and on 1 and 2 threads.
+TEST(Int8Tiles, Q8_0IsTheSpecificationBitForBit) {
+  if (!qblocks::Int8UsesVnni(Isa::kAvx512)) GTEST_SKIP() << "no AVX-512 VNNI here";
+  for (const int64_t cols : {int64_t{288}, int64_t{1184}}) {
+    const int64_t rows = 77, xs = cols + 3;
+    BlockMatrix m = MakeBlocks(DType::kQ8_0, rows, cols, 71, /*random_bytes=*/true);
+    const uint16_t inf = 0x7C00;  // row 3, block 2: d = +Inf
+    std::memcpy(&m.bytes[3 * DTypeRowBytes(DType::kQ8_0, cols) + 2 * 34], &inf, 2);
+    m.view.int8_activations = true;
+    const std::shared_ptr<const OwnedWeight> tiles = RepackBlocksBf16(m.view);
+    WeightView tiled = m.view;
+    tiled.repacked = &tiles->view;
+    const int64_t n_max = 13;
+    std::vector<float> x = test::RandomVector(n_max * xs, 17);
+    for (int64_t c = 32; c < 64; ++c) x[1 * xs + c] = 0.0f;  // token 1, block 1: zeros
+    x[4 * xs + 100] = std::numeric_limits<float>::infinity();  // token 4, block 3: d = NaN
+    for (const int64_t n : {1, 2, 3, 4, 5, 6, 7, 8, 9, 13}) {
+      for (const auto& [rb, re] : {std::pair<int64_t, int64_t>{0, rows}, {5, rows}, {16, 40}, {21, 30}}) {
+        const int64_t ys = re - rb + 2;
+        const std::vector<float> spec = Rows(Isa::kScalar, m.view, x, xs, n, rb, re, ys);
+        const std::vector<float> got = Rows(Isa::kAvx512, tiled, x, xs, n, rb, re, ys);
+        for (int64_t t = 0; t < n; ++t)
+          for (int64_t r = 0; r < re - rb; ++r) {
+            const float a = spec[t * ys + r], b = got[t * ys + r];
+            ASSERT_EQ(std::memcmp(&a, &b, sizeof a), 0)
+                << "cols " << cols << " n " << n << " rows [" << rb << ", " << re << ") token " << t
+                << " row " << rb + r << ": " << b << " vs the specification's " << a;
+          }
+      }
+    }
+  }
+  // Large enough for the threads (LinearRows splits the rows at tiles): 1 and 2 threads.
+  BlockMatrix m = MakeBlocks(DType::kQ8_0, 600, 2048, 73, /*random_bytes=*/true);
+  m.view.int8_activations = true;
+  const std::shared_ptr<const OwnedWeight> tiles = RepackBlocksBf16(m.view);
+  WeightView tiled = m.view;
+  tiled.repacked = &tiles->view;
+  for (const int64_t n : {1, 9}) {
+    const std::vector<float> x = test::RandomVector(n * 2048, 19);
+    const std::vector<float> spec = Rows(Isa::kScalar, m.view, x, 2048, n, 0, 600, 600);
+    const std::vector<float> threaded = Rows(Isa::kAvx512, tiled, x, 2048, n, 0, 600, 600);
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    const std::vector<float> single = Rows(Isa::kAvx512, tiled, x, 2048, n, 0, 600, 600);
+    omp_set_num_threads(threads);
+    ASSERT_EQ(std::memcmp(spec.data(), threaded.data(), spec.size() * sizeof(float)), 0) << n;
+    ASSERT_EQ(std::memcmp(spec.data(), single.data(), spec.size() * sizeof(float)), 0) << n;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Types, Int8Test,
                          ::testing::Values(DType::kQ8_0, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K,
                                            DType::kQ2_K, DType::kQ3_K, DType::kIQ4_NL,
