@@ -120,6 +120,13 @@ std::string SizeFigures::Describe(const std::string& indent, const std::string& 
                   indent.c_str(), gib(bf16_repack));
     s += buf;
   }
+  if (int8_repack > 0) {
+    std::snprintf(buf, sizeof buf,
+                  "%swith int8 block activations on a CPU with AVX-512 VNNI (--block-acts int8, "
+                  "the default outside bf16 numerics): + %.3f GiB of repacked Q4_K weights\n",
+                  indent.c_str(), gib(int8_repack));
+    s += buf;
+  }
   return s;
 }
 
@@ -130,6 +137,7 @@ void SizeFigures::AddJson(nlohmann::json& j) const {
   j["routed_expert_weights"] = expert_weights;
   j["weights_resident_bytes"] = resident();
   j["bf16_repack_bytes"] = bf16_repack;
+  j["int8_repack_bytes"] = int8_repack;
   j["context"] = context;
   j["cache_bytes"] = {{"f32", cache_f32}, {"bf16", cache_bf16}, {"fp8", cache_fp8}};
 }
@@ -161,6 +169,7 @@ InspectReport Inspect(const InspectOptions& o) {
   const WeightMemory memory = EstimateWeightMemory(*ck);
   r.size.copy_bytes = static_cast<uint64_t>(memory.copies);
   r.size.bf16_repack = static_cast<uint64_t>(memory.bf16_repack);
+  r.size.int8_repack = static_cast<uint64_t>(memory.int8_repack);
   try {
     TensorCheck check = CheckTensors(*ck);  // what LoadWeights checks, nothing else
     r.problems = std::move(check.problems);

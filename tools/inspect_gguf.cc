@@ -11,6 +11,7 @@
 #include "format/ggml_types.h"
 #include "format/gguf.h"
 #include "format/gguf_checkpoint.h"
+#include "kernels/qblocks.h"
 #include "kernels/weight.h"
 #include "tools/inspect.h"
 
@@ -74,6 +75,8 @@ GgufInspectReport InspectGguf(const std::string& path, int64_t context) {
       r.size.bytes += t.nbytes;
       r.size.weights += t.numel();
       r.size.bf16_repack += Bf16RepackGrowth(t);
+      if (const std::optional<DType> d = DTypeOfGgml(t.type); d && qblocks::Int8TileDtype(*d))
+        r.size.int8_repack += Bf16RepackGrowth(t);
       if (t.name.find("_exps.") != std::string::npos) {
         r.size.expert_bytes += t.nbytes;
         r.size.expert_weights += t.numel();

@@ -306,9 +306,10 @@ void RowsInt8(Isa isa, const float* x, int64_t xs, int64_t n, const WeightView& 
   thread_local qblocks::QuantizedActs acts;  // the calling thread's; workers only read it
   qblocks::QuantizeActs(isa, x, xs, n, w.cols, acts);
   const qblocks::QuantizedActs& a = acts;
-  // Q8_0 on VNNI with the loader's 16-row tile copy (qblocks.h Int8TileRows): the
+  // Q8_0 / Q4_K on VNNI with the loader's 16-row tile copy (qblocks.h Int8TileRows): the
   // specification's bits; the threads' ranges cut at tiles.
   const bool tiles = w.repacked != nullptr && qblocks::Int8TilesRun(*w.repacked, isa);
+  if (tiles) qblocks::PrepareTileActs(w.dtype, acts);
   auto run = [&](int64_t p0, int64_t p1) {
     if (tiles) return qblocks::Int8TileRows(isa, a, 0, n, *w.repacked, p0, p1, y + (p0 - rb), ys);
     for (int64_t r0 = p0; r0 < p1; r0 += kInt8Rows)
@@ -679,9 +680,8 @@ const char* NumericsName(Numerics numerics) { return numerics == Numerics::kBf16
 void Linear(Numerics numerics, const float* x, int64_t n, const WeightView& w, float* y) {
   const bool bf16_weights = w.dtype == DType::kF8E4M3 || w.dtype == DType::kBF16;
   // Q8_0/Q4_K/Q5_K/Q6_K: only with the repacked copy the loader makes for `--block-acts bf16`
-  // (or `auto` where that is bf16), not the int8 one.
-  const bool bf16_blocks =
-      Bf16BlockDtype(w.dtype) && w.repacked != nullptr && !w.int8_activations;
+  // (or `auto` where that is bf16), not the int8 tile copy.
+  const bool bf16_blocks = Bf16BlockDtype(w.dtype) && w.repacked != nullptr && !w.repacked_int8;
   if (numerics == Numerics::kBf16 && (bf16_weights || bf16_blocks)) return LinearBf16(x, n, w, y);
   Linear(x, n, w, y);
 }

@@ -1226,6 +1226,8 @@ void QuantizeActs(Isa isa, const float* x, int64_t xs, int64_t n, int64_t cols,
   out.d.resize(static_cast<size_t>(n * out.blocks));
   out.sum.resize(static_cast<size_t>(n * out.blocks));
   out.ds.resize(static_cast<size_t>(2 * n * out.blocks));
+  out.bias.clear();  // the tile kernels' fields: PrepareTileActs fills them for these values
+  out.qk.clear();
   const bool vector = isa == Isa::kAvx512 && DetectCpu().Supports(Isa::kAvx512);
   for (int64_t t = 0; t < n; ++t) {
     int8_t* q = out.q.data() + t * cols;
@@ -1237,13 +1239,6 @@ void QuantizeActs(Isa isa, const float* x, int64_t xs, int64_t n, int64_t cols,
       for (int64_t b = 0; b < out.blocks; ++b)
         QuantizeBlock(x + t * xs + kActBlock * b, q + kActBlock * b, d[b], sum[b]);
     }
-  }
-  out.bias.resize(out.d.size());
-  for (int64_t k = 0; k < n * out.blocks; ++k) {
-    const int8_t* q = out.q.data() + k * kActBlock;
-    int32_t sum = 0;
-    for (int i = 0; i < kActBlock; ++i) sum += q[i];
-    out.bias[k] = -128 * sum;
   }
   for (int64_t k = 0; k < n * out.blocks; ++k) {
     out.ds[2 * k] = out.d[k];

@@ -1,23 +1,32 @@
-// int8-activation products of Q8_0 weights on AVX-512 VNNI, on the weights' 16-row tile form
-// (kernels/weight.h `RepackBlocksBf16`: per 32-column block the tile's 16 f16 steps, then per
-// column pair 32 bytes holding the 16 rows' two codes side by side).
+// int8-activation products of Q8_0 and Q4_K weights on AVX-512 VNNI, on the weights' 16-row tile
+// form (kernels/weight.h `RepackBlocksBf16`: each 16-row tile's blocks with the rows' fields side
+// by side).
 //
-// They compute the specification (qblocks.h `Int8Rows`, scalar `DotQ8_0Int8`) bit for bit:
-// per output (row r, token t), over the blocks b in order,
+// They compute the specification (qblocks.h `Int8Rows`; scalar `DotQ8_0Int8`, `DotK4or5Int8`)
+// bit for bit: per output (row r, token t), over the 32-column blocks b in order,
 //   isum = Σ_i qw_i·q_i over the block's 32 columns (an exact integer, in any order),
-//   acc  = acc + f32(isum) · (d_w,b · d_b)           (the product d_w,b·d_b, then ·, then +:
+//   acc  = acc + f32(isum) · (s_b · d_b)             (the product s_b·d_b, then ·, then +:
 //                                                      each rounded to f32; no FMA)
-// Lanes run over the tile's 16 rows: a 64-byte load of two column pairs becomes, by one word
-// permute (`vpermw`), the vector whose lane a holds row a's codes of 4 consecutive columns, and
-// `vpdpbusd` with one token's 4 activation bytes broadcast (the instruction's memory operand)
-// accumulates that row's block sum in its lane — no horizontal sums, one f32 conversion, two
-// multiplies and an add per block, row and token. `vpdpbusd` multiplies unsigned by signed
-// bytes: the weights enter as qw + 128 (the sign bit flipped), and the sum starts from the
-// token's −128·Σ q of the block (QuantizedActs::bias), so it ends exactly at Σ qw·q. The GEMV
-// (the tile read straight from the weight, a few tokens) and the GEMM (a panel of those vectors
-// built once per 512 columns and run against groups of 6 tokens) both give the specification's
-// bits, so any batch split gives the same results. Thread-safety: pure functions; the GEMM's
-// panel is per thread.
+//   Q4_K: acc = acc − mm_b · sum_b                    (product, then difference)
+// with s_b = d_w (Q8_0) or d·sc_j (Q4_K, sub-block j), mm_b = dmin·m_j, d_b and sum_b the
+// activation block's step and d·Σq. Lanes run over the tile's 16 rows: a vector whose lane a
+// holds row a's codes of 4 columns meets one token's 4 activation bytes of the same columns,
+// broadcast, in `vpdpbusd`, which adds the 4 products into that row's lane — each lane ends
+// with its row's whole block sum: no horizontal sums, one f32 conversion, two multiplies and an
+// add per block, row and token (Q4_K: and the min's multiply and subtraction).
+//   Q8_0: a 64-byte load of two column pairs becomes that vector by one word permute (`vpermw`).
+//     `vpdpbusd` multiplies unsigned by signed bytes: the weights enter as qw + 128 (the sign
+//     bit flipped), and the sum starts from the token's −128·Σq of the block
+//     (QuantizedActs::bias), so it ends exactly at Σ qw·q.
+//   Q4_K: a 64-byte load of a sub-block's 16-bit words (word 2a + e: row a's codes of columns
+//     8h + 2k + e, k < 4, at bits 4k..4k + 3) gives two vectors, its low nibbles (columns
+//     8h + 0, 4, 1, 5 in each dword) and its high ones (8h + 2, 6, 3, 7): the 4-bit codes are
+//     unsigned bytes as they are. The activations are read in that column order
+//     (QuantizedActs::qk: each 8-column group of q as 0, 4, 1, 5, 2, 6, 3, 7).
+// The GEMV (the tiles read straight from the weight, up to 8 tokens) and the GEMM (a panel of the
+// vectors built once per 512 columns and run against groups of 6 tokens) both give the
+// specification's bits, so any batch split gives the same results. Thread-safety: pure
+// functions; the GEMM's panel is per thread.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -42,19 +51,23 @@ namespace dsinfer::qblocks {
 namespace {
 
 constexpr int kLanes = 16;                       // rows per tile (kBlockTileRows)
-constexpr int64_t kBlock = kQ8Bf16BlockBytes;    // 544 bytes per tile and 32-column block
-constexpr int kQuads = 8;                        // 4-column groups per block
+constexpr int kQuads = 8;                        // 4-column vectors per 32-column block
 constexpr int kGemvTiles = 4;                    // GEMV: tiles per pass (one weight stream each)
 constexpr int kGemvMr = 8;                       // GEMV: tokens per pass
 constexpr int kV = 2;                            // GEMM register tile: kV vectors of 16 rows
 constexpr int kGroupRows = kV * kLanes;          //   (kGroupRows rows)
 constexpr int kPieceGroups = 4;                  // GEMM: row groups of a piece
 constexpr int kMr = 6;                           // GEMM: tokens per register tile
-constexpr int64_t kKc = 512;                     // GEMM: columns per panel
+constexpr int64_t kKc = 512;                     // GEMM: columns per panel (whole super-blocks)
 constexpr int kChunkBlocks = kKc / 32;
-// Per group, chunk block b: 8 quads × kV vectors, then d_w × kV (64 bytes each).
-constexpr int64_t kBlockVecs = kV * kQuads + kV;
+// Per group and chunk block b: 8 quads × kV vectors, then s_b × kV, then mm_b × kV (64 bytes each).
+constexpr int64_t kBlockVecs = kV * kQuads + 2 * kV;
 constexpr int64_t kPanelVecs = int64_t{kPieceGroups} * kChunkBlocks * kBlockVecs;
+
+enum Kind : int { kQ8 = 0, kQ4 = 1 };
+constexpr bool HasMins(int kind) { return kind == kQ4; }
+constexpr int64_t SuperBlocks(int kind) { return kind == kQ8 ? 1 : 8; }  // 32-col blocks per one
+constexpr int64_t SuperBytes(int kind) { return kind == kQ8 ? kQ8Bf16BlockBytes : kQ4KBf16BlockBytes; }
 
 // vpermw index: word 2a takes word a (row a's codes of the first column pair), word 2a + 1 word
 // 16 + a (its codes of the second): dword a = row a's codes of 4 consecutive columns.
@@ -71,17 +84,62 @@ constexpr QuadIndex MakeQuadIndex() {
 }
 inline constexpr QuadIndex kQuadIndex = MakeQuadIndex();
 
-// ... with the sign bits flipped: qw + 128 as unsigned bytes.
-DSINFER_VNNI inline __m512i Quad(const uint8_t* p, __m512i idx) {
-  return _mm512_xor_si512(_mm512_permutexvar_epi16(idx, _mm512_loadu_si512(p)),
-                          _mm512_set1_epi8(static_cast<char>(0x80)));
-}
+// One tile's 32-column block b: its quads (vectors of the 16 rows' codes as unsigned bytes, 4
+// columns each) and its per-row scales.
+template <int kKind>
+struct TileBlock {
+  const uint8_t* sb;  // the super-block (Q8_0: the block)
+  int64_t j;          // Q4_K: the sub-block
+  DSINFER_VNNI TileBlock(const uint8_t* tile, int64_t b)
+      : sb(tile + b / SuperBlocks(kKind) * SuperBytes(kKind)), j(b % SuperBlocks(kKind)) {}
+  // Quad i: Q8_0 columns 4i..4i + 3, qw + 128; Q4_K the low (i even) or high nibbles of the
+  // words of column group i / 2.
+  DSINFER_VNNI __m512i Quad(int i, __m512i idx) const {
+    if constexpr (kKind == kQ8) {
+      return _mm512_xor_si512(_mm512_permutexvar_epi16(idx, _mm512_loadu_si512(sb + 32 + 64 * i)),
+                              _mm512_set1_epi8(static_cast<char>(0x80)));
+    } else {
+      const __m512i v = _mm512_loadu_si512(sb + 320 + 256 * j + 64 * (i / 2));
+      return _mm512_and_si512(i % 2 == 0 ? v : _mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0F));
+    }
+  }
+  // s_b per row: d (Q8_0) or d·sc_j (Q4_K).
+  DSINFER_VNNI __m512 Scale() const {
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb)));
+    if constexpr (kKind == kQ8) return d;
+    return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
+                                _mm_loadu_si128(reinterpret_cast<const __m128i*>(sb + 64 + 16 * j)))));
+  }
+  // mm_b per row: dmin·m_j (Q4_K).
+  DSINFER_VNNI __m512 Min() const {
+    const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb + 32)));
+    return _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
+                                   _mm_loadu_si128(reinterpret_cast<const __m128i*>(sb + 192 + 16 * j)))));
+  }
+};
 
-DSINFER_VNNI inline __m512i Bcast4(const int8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, sizeof v);
-  return _mm512_set1_epi32(v);
-}
+// A token's activations as the kernels of kKind read them: the int8 codes (Q4_K: in its column
+// order), the steps, sums and the start of each block's sum.
+template <int kKind>
+struct TokenActs {
+  const int8_t* q = nullptr;
+  const float *d = nullptr, *sum = nullptr;
+  const int32_t* bias = nullptr;
+  TokenActs() = default;
+  DSINFER_VNNI TokenActs(const QuantizedActs& a, int64_t t)
+      : q((kKind == kQ8 ? a.q.data() : a.qk.data()) + t * a.cols),
+        d(a.d.data() + t * a.blocks),
+        sum(a.sum.data() + t * a.blocks),
+        bias(a.bias.data() + t * a.blocks) {}
+  DSINFER_VNNI __m512i Start(int64_t b) const {
+    return kKind == kQ8 ? _mm512_set1_epi32(bias[b]) : _mm512_setzero_si512();
+  }
+  DSINFER_VNNI __m512i Bcast(int64_t b, int i) const {  // quad i's 4 bytes of block b
+    int32_t v;
+    std::memcpy(&v, q + 32 * b + 4 * i, sizeof v);
+    return _mm512_set1_epi32(v);
+  }
+};
 
 inline __mmask16 Mask(int valid) {
   return valid >= kLanes ? static_cast<__mmask16>(0xFFFF)
@@ -89,10 +147,14 @@ inline __mmask16 Mask(int valid) {
                          : static_cast<__mmask16>((1u << valid) - 1);
 }
 
-// The specification's fold of one block: acc + f32(isum)·(d_w·d_x).
-DSINFER_VNNI inline __m512 Fold(__m512 acc, __m512i isum, __m512 dw, float dx) {
-  const __m512 s = _mm512_mul_ps(dw, _mm512_set1_ps(dx));
-  return _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(isum), s));
+// The specification's fold of block b: acc + f32(isum)·(s·d_b), then (Q4_K) − mm·sum_b.
+template <int kKind>
+DSINFER_VNNI inline __m512 Fold(__m512 acc, __m512i isum, __m512 s, __m512 mm,
+                                const TokenActs<kKind>& x, int64_t b) {
+  const __m512 sd = _mm512_mul_ps(s, _mm512_set1_ps(x.d[b]));
+  acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(isum), sd));
+  if constexpr (HasMins(kKind)) acc = _mm512_sub_ps(acc, _mm512_mul_ps(mm, _mm512_set1_ps(x.sum[b])));
+  return acc;
 }
 
 // ---- GEMV: G tiles × M tokens, the tiles read straight from the weight -----------------------
@@ -100,28 +162,23 @@ DSINFER_VNNI inline __m512 Fold(__m512 acc, __m512i isum, __m512 dw, float dx) {
 // continues into the same stream of the next pass (tile + G), never at or past pf_end.
 constexpr int64_t kAhead = 2048;
 
-template <int M, int G>
+template <int kKind, int M, int G>
 DSINFER_VNNI void GemvTiles(const QuantizedActs& a, int64_t t0, const uint8_t* tiles,
                             int64_t tile_bytes, int64_t blocks, int last, float* y, int64_t ys,
                             uintptr_t pf_end) {
   const __m512i idx = _mm512_load_si512(kQuadIndex.words);
+  constexpr int64_t kBlockBytes = SuperBytes(kKind) / SuperBlocks(kKind);
   __m512 total[G][M];
   int64_t pf[G];
   for (int g = 0; g < G; ++g) {
     for (int t = 0; t < M; ++t) total[g][t] = _mm512_setzero_ps();
     pf[g] = kAhead;
   }
-  const int8_t* q[M];
-  const float* dx[M];
-  const int32_t* bias[M];
-  for (int t = 0; t < M; ++t) {
-    q[t] = a.q.data() + (t0 + t) * a.cols;
-    dx[t] = a.d.data() + (t0 + t) * a.blocks;
-    bias[t] = a.bias.data() + (t0 + t) * a.blocks;
-  }
+  TokenActs<kKind> x[M];
+  for (int t = 0; t < M; ++t) x[t] = TokenActs<kKind>(a, t0 + t);
   for (int64_t b = 0; b < blocks; ++b) {
     for (int g = 0; g < G; ++g) {
-      for (; pf[g] < (b + 1) * kBlock + kAhead; pf[g] += 64) {
+      for (; pf[g] < (b + 1) * kBlockBytes + kAhead; pf[g] += 64) {
         const int64_t o = pf[g] < tile_bytes ? pf[g] : pf[g] + (G - 1) * tile_bytes;
         const uintptr_t p = reinterpret_cast<uintptr_t>(tiles) +
                             static_cast<uintptr_t>(g * tile_bytes + o);
@@ -130,21 +187,22 @@ DSINFER_VNNI void GemvTiles(const QuantizedActs& a, int64_t t0, const uint8_t* t
     }
     __m512i acc[G][M];
     for (int t = 0; t < M; ++t) {
-      const __m512i start = _mm512_set1_epi32(bias[t][b]);
+      const __m512i start = x[t].Start(b);
       for (int g = 0; g < G; ++g) acc[g][t] = start;
     }
 #pragma GCC unroll 8
     for (int i = 0; i < kQuads; ++i) {
       for (int g = 0; g < G; ++g) {
-        const __m512i w = Quad(tiles + g * tile_bytes + b * kBlock + 32 + 64 * i, idx);
-        for (int t = 0; t < M; ++t)
-          acc[g][t] = _mm512_dpbusd_epi32(acc[g][t], w, Bcast4(q[t] + 32 * b + 4 * i));
+        const __m512i w = TileBlock<kKind>(tiles + g * tile_bytes, b).Quad(i, idx);
+        for (int t = 0; t < M; ++t) acc[g][t] = _mm512_dpbusd_epi32(acc[g][t], w, x[t].Bcast(b, i));
       }
     }
     for (int g = 0; g < G; ++g) {
-      const __m512 dw = _mm512_cvtph_ps(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tiles + g * tile_bytes + b * kBlock)));
-      for (int t = 0; t < M; ++t) total[g][t] = Fold(total[g][t], acc[g][t], dw, dx[t][b]);
+      const TileBlock<kKind> blk(tiles + g * tile_bytes, b);
+      const __m512 s = blk.Scale();
+      __m512 mm = _mm512_setzero_ps();
+      if constexpr (HasMins(kKind)) mm = blk.Min();
+      for (int t = 0; t < M; ++t) total[g][t] = Fold(total[g][t], acc[g][t], s, mm, x[t], b);
     }
   }
   for (int g = 0; g < G; ++g)
@@ -154,7 +212,7 @@ DSINFER_VNNI void GemvTiles(const QuantizedActs& a, int64_t t0, const uint8_t* t
 
 // M tokens over `groups` tiles: up to 4 tiles per call for M ≤ 2, 2 for M = 3, 4, 1 above
 // (registers).
-template <int M>
+template <int kKind, int M>
 DSINFER_VNNI void GemvPass(int groups, const QuantizedActs& a, int64_t t0, const uint8_t* tiles,
                            int64_t tile_bytes, int64_t blocks, int last, float* y, int64_t ys,
                            uintptr_t pf_end) {
@@ -166,25 +224,30 @@ DSINFER_VNNI void GemvPass(int groups, const QuantizedActs& a, int64_t t0, const
     float* yg = y + g0 * kLanes;
     switch (gs) {
       case 1:
-        GemvTiles<M, 1>(a, t0, tg, tile_bytes, blocks, lst, yg, ys, pf_end);
+        GemvTiles<kKind, M, 1>(a, t0, tg, tile_bytes, blocks, lst, yg, ys, pf_end);
         break;
       case 2:
-        if constexpr (kMaxG >= 2) GemvTiles<M, 2>(a, t0, tg, tile_bytes, blocks, lst, yg, ys, pf_end);
+        if constexpr (kMaxG >= 2)
+          GemvTiles<kKind, M, 2>(a, t0, tg, tile_bytes, blocks, lst, yg, ys, pf_end);
         break;
       case 3:
-        if constexpr (kMaxG == 4) GemvTiles<M, 3>(a, t0, tg, tile_bytes, blocks, lst, yg, ys, pf_end);
+        if constexpr (kMaxG == 4)
+          GemvTiles<kKind, M, 3>(a, t0, tg, tile_bytes, blocks, lst, yg, ys, pf_end);
         break;
       default:
-        if constexpr (kMaxG == 4) GemvTiles<M, 4>(a, t0, tg, tile_bytes, blocks, lst, yg, ys, pf_end);
+        if constexpr (kMaxG == 4)
+          GemvTiles<kKind, M, 4>(a, t0, tg, tile_bytes, blocks, lst, yg, ys, pf_end);
         break;
     }
   }
 }
 
+template <int kKind>
 DSINFER_VNNI void Gemv(const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,
                        int64_t r0, int64_t r1, float* y, int64_t ys) {
   constexpr int64_t kStep = int64_t{kGemvTiles} * kLanes;
-  const int64_t blocks = w.cols / 32, tile_bytes = blocks * kBlock;
+  const int64_t blocks = w.cols / 32;
+  const int64_t tile_bytes = blocks / SuperBlocks(kKind) * SuperBytes(kKind);
   const auto* base = static_cast<const uint8_t*>(w.data);
   const uintptr_t pf_end =
       reinterpret_cast<uintptr_t>(base + (r1 + kLanes - 1) / kLanes * tile_bytes);
@@ -196,50 +259,55 @@ DSINFER_VNNI void Gemv(const QuantizedActs& a, int64_t t0, int64_t t1, const Wei
     for (int64_t t = t0; t < t1; t += kGemvMr) {
       const int64_t m = std::min<int64_t>(t1 - t, kGemvMr);
       float* yt = y + (t - t0) * ys + (r - r0);
-      if (m == 1) GemvPass<1>(groups, a, t, tiles, tile_bytes, blocks, last, yt, ys, pf_end);
-      else if (m == 2) GemvPass<2>(groups, a, t, tiles, tile_bytes, blocks, last, yt, ys, pf_end);
-      else if (m == 3) GemvPass<3>(groups, a, t, tiles, tile_bytes, blocks, last, yt, ys, pf_end);
-      else if (m == 4) GemvPass<4>(groups, a, t, tiles, tile_bytes, blocks, last, yt, ys, pf_end);
-      else if (m == 5) GemvPass<5>(groups, a, t, tiles, tile_bytes, blocks, last, yt, ys, pf_end);
-      else if (m == 6) GemvPass<6>(groups, a, t, tiles, tile_bytes, blocks, last, yt, ys, pf_end);
-      else if (m == 7) GemvPass<7>(groups, a, t, tiles, tile_bytes, blocks, last, yt, ys, pf_end);
-      else GemvPass<8>(groups, a, t, tiles, tile_bytes, blocks, last, yt, ys, pf_end);
+#define DSINFER_PASS(M) GemvPass<kKind, M>(groups, a, t, tiles, tile_bytes, blocks, last, yt, ys, pf_end)
+      switch (m) {
+        case 1: DSINFER_PASS(1); break;
+        case 2: DSINFER_PASS(2); break;
+        case 3: DSINFER_PASS(3); break;
+        case 4: DSINFER_PASS(4); break;
+        case 5: DSINFER_PASS(5); break;
+        case 6: DSINFER_PASS(6); break;
+        case 7: DSINFER_PASS(7); break;
+        default: DSINFER_PASS(8); break;
+      }
+#undef DSINFER_PASS
     }
   }
 }
 
-// ---- GEMM: a ≤ 128-row piece; per chunk of kKc columns a panel of the permuted vectors --------
+// ---- GEMM: a ≤ 128-row piece; per chunk of kKc columns a panel of the quads ------------------
 // Panel, per 32-row group g and chunk block b (vectors of 64 bytes, from
-// (g·kChunkBlocks + b)·kBlockVecs): quad i of rows 0-15 and 16-31 (2i, 2i + 1: qw + 128), then
-// d_w per row (16, 17: f32). Rows past the piece are 0.
+// (g·kChunkBlocks + b)·kBlockVecs): quad i of the group's kV row vectors (kV·i + v), then s_b per
+// row (kV·kQuads + v: f32), then mm_b per row (Q4_K; kV·kQuads + kV + v). Rows past the piece
+// are 0.
+template <int kKind>
 DSINFER_VNNI void PackPanel(const WeightView& w, int64_t r0, int rows, int64_t b0, int64_t nb,
                             __m512i* panel) {
   const __m512i idx = _mm512_load_si512(kQuadIndex.words);
-  const int64_t tile_bytes = w.cols / 32 * kBlock;
+  const int64_t tile_bytes = w.cols / 32 / SuperBlocks(kKind) * SuperBytes(kKind);
   const int tiles = (rows + kLanes - 1) / kLanes;
   const int groups = (rows + kGroupRows - 1) / kGroupRows;
   for (int i = 0; i < kV * groups; ++i) {
     const int g = i / kV, v = i % kV;
-    const uint8_t* tile =
-        static_cast<const uint8_t*>(w.data) + (r0 / kLanes + i) * tile_bytes;
+    const uint8_t* tile = static_cast<const uint8_t*>(w.data) + (r0 / kLanes + i) * tile_bytes;
     for (int64_t b = 0; b < nb; ++b) {
       __m512i* dst = panel + (g * kChunkBlocks + b) * kBlockVecs;
-      if (i >= tiles) {  // the odd 16 rows of the last group: zeros
+      if (i >= tiles) {  // the missing row vectors of the last group: zeros
         for (int q = 0; q < kQuads; ++q) dst[kV * q + v] = _mm512_setzero_si512();
-        dst[kV * kQuads + v] = _mm512_setzero_si512();
+        dst[kV * kQuads + v] = dst[kV * kQuads + kV + v] = _mm512_setzero_si512();
         continue;
       }
-      const uint8_t* blk = tile + (b0 + b) * kBlock;
-      for (int q = 0; q < kQuads; ++q) dst[kV * q + v] = Quad(blk + 32 + 64 * q, idx);
-      dst[kV * kQuads + v] = _mm512_castps_si512(
-          _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk))));
+      const TileBlock<kKind> blk(tile, b0 + b);
+      for (int q = 0; q < kQuads; ++q) dst[kV * q + v] = blk.Quad(q, idx);
+      dst[kV * kQuads + v] = _mm512_castps_si512(blk.Scale());
+      if constexpr (HasMins(kKind)) dst[kV * kQuads + kV + v] = _mm512_castps_si512(blk.Min());
     }
   }
 }
 
-// M tokens (from t) × one 32-row group over the chunk's nb blocks from block b0; y (the group's
-// first row, `valid` real rows) holds the running totals between chunks; `first`: b0 = 0.
-template <int M>
+// M tokens (from t) × one group over the chunk's nb blocks from block b0; y (the group's first
+// row, `valid` real rows) holds the running totals between chunks; `first`: b0 = 0.
+template <int kKind, int M>
 DSINFER_VNNI void Tile(const QuantizedActs& a, int64_t t, int64_t b0, int64_t nb,
                        const __m512i* wp, bool first, float* y, int64_t ys, int valid) {
   __mmask16 mask[kV];
@@ -248,14 +316,14 @@ DSINFER_VNNI void Tile(const QuantizedActs& a, int64_t t, int64_t b0, int64_t nb
   for (int k = 0; k < M; ++k)
     for (int v = 0; v < kV; ++v)
       total[k][v] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask[v], y + k * ys + v * kLanes);
-  const int8_t* qx = a.q.data() + t * a.cols + 32 * b0;
-  const float* dx = a.d.data() + t * a.blocks + b0;
-  const int32_t* bias = a.bias.data() + t * a.blocks + b0;
-  for (int64_t b = 0; b < nb; ++b) {
-    const __m512i* blk = wp + b * kBlockVecs;
+  TokenActs<kKind> x[M];
+  for (int k = 0; k < M; ++k) x[k] = TokenActs<kKind>(a, t + k);
+  for (int64_t bb = 0; bb < nb; ++bb) {
+    const int64_t b = b0 + bb;
+    const __m512i* blk = wp + bb * kBlockVecs;
     __m512i acc[M][kV];
     for (int k = 0; k < M; ++k) {
-      const __m512i start = _mm512_set1_epi32(bias[k * a.blocks + b]);
+      const __m512i start = x[k].Start(b);
       for (int v = 0; v < kV; ++v) acc[k][v] = start;
     }
 #pragma GCC unroll 8
@@ -263,28 +331,30 @@ DSINFER_VNNI void Tile(const QuantizedActs& a, int64_t t, int64_t b0, int64_t nb
       __m512i w[kV];
       for (int v = 0; v < kV; ++v) w[v] = blk[kV * q + v];
       for (int k = 0; k < M; ++k) {
-        const __m512i xv = Bcast4(qx + k * a.cols + 32 * b + 4 * q);
+        const __m512i xv = x[k].Bcast(b, q);
         for (int v = 0; v < kV; ++v) acc[k][v] = _mm512_dpbusd_epi32(acc[k][v], w[v], xv);
       }
     }
     for (int v = 0; v < kV; ++v) {
-      const __m512 dw = _mm512_castsi512_ps(blk[kV * kQuads + v]);
-      for (int k = 0; k < M; ++k) total[k][v] = Fold(total[k][v], acc[k][v], dw, dx[k * a.blocks + b]);
+      const __m512 s = _mm512_castsi512_ps(blk[kV * kQuads + v]);
+      const __m512 mm = _mm512_castsi512_ps(blk[kV * kQuads + kV + v]);
+      for (int k = 0; k < M; ++k) total[k][v] = Fold(total[k][v], acc[k][v], s, mm, x[k], b);
     }
   }
   for (int k = 0; k < M; ++k)
     for (int v = 0; v < kV; ++v) _mm512_mask_storeu_ps(y + k * ys + v * kLanes, mask[v], total[k][v]);
 }
 
-template <int M>
+template <int kKind, int M>
 DSINFER_VNNI void TileUpTo(int m, const QuantizedActs& a, int64_t t, int64_t b0, int64_t nb,
                            const __m512i* wp, bool first, float* y, int64_t ys, int valid) {
   if constexpr (M > 1) {
-    if (m < M) return TileUpTo<M - 1>(m, a, t, b0, nb, wp, first, y, ys, valid);
+    if (m < M) return TileUpTo<kKind, M - 1>(m, a, t, b0, nb, wp, first, y, ys, valid);
   }
-  Tile<M>(a, t, b0, nb, wp, first, y, ys, valid);
+  Tile<kKind, M>(a, t, b0, nb, wp, first, y, ys, valid);
 }
 
+template <int kKind>
 DSINFER_VNNI void Gemm(const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,
                        int64_t r0, int64_t r1, float* y, int64_t ys) {
   struct alignas(64) Vec {
@@ -298,13 +368,13 @@ DSINFER_VNNI void Gemm(const QuantizedActs& a, int64_t t0, int64_t t1, const Wei
     const int rows = static_cast<int>(std::min<int64_t>(r1 - p0, kPieceGroups * kGroupRows));
     for (int64_t b0 = 0; b0 < blocks; b0 += kChunkBlocks) {
       const int64_t nb = std::min<int64_t>(kChunkBlocks, blocks - b0);
-      PackPanel(w, p0, rows, b0, nb, panel);
+      PackPanel<kKind>(w, p0, rows, b0, nb, panel);
       for (int g = 0; g * kGroupRows < rows; ++g)
         for (int64_t t = t0; t < t1; t += kMr)
-          TileUpTo<kMr>(static_cast<int>(std::min<int64_t>(t1 - t, kMr)), a, t, b0, nb,
-                        panel + g * kChunkBlocks * kBlockVecs, b0 == 0,
-                        y + (t - t0) * ys + (p0 - r0) + g * kGroupRows, ys,
-                        rows - g * kGroupRows);
+          TileUpTo<kKind, kMr>(static_cast<int>(std::min<int64_t>(t1 - t, kMr)), a, t, b0, nb,
+                               panel + g * kChunkBlocks * kBlockVecs, b0 == 0,
+                               y + (t - t0) * ys + (p0 - r0) + g * kGroupRows, ys,
+                               rows - g * kGroupRows);
     }
   }
 }
@@ -312,15 +382,42 @@ DSINFER_VNNI void Gemm(const QuantizedActs& a, int64_t t0, int64_t t1, const Wei
 }  // namespace
 
 bool Int8TilesRun(const WeightView& w, Isa isa) {
-  return w.dtype == DType::kQ8_0 && w.bf16_pairs && Int8UsesVnni(isa);
+  return Int8TileDtype(w.dtype) && w.bf16_pairs && Int8UsesVnni(isa);
+}
+
+void PrepareTileActs(DType dtype, QuantizedActs& a) {
+  a.bias.resize(a.d.size());
+  for (int64_t k = 0; k < a.n * a.blocks; ++k) {
+    const int8_t* q = a.q.data() + k * kActBlock;
+    int32_t sum = 0;
+    for (int i = 0; i < kActBlock; ++i) sum += q[i];
+    a.bias[k] = -128 * sum;
+  }
+  if (dtype != DType::kQ4_K) {
+    a.qk.clear();
+    return;
+  }
+  // Each 8 bytes as 0, 4, 1, 5, 2, 6, 3, 7: the low 4 bytes interleaved with the high 4.
+  a.qk.resize(a.q.size());
+  for (size_t i = 0; i < a.q.size(); i += 8) {
+    const int8_t* src = a.q.data() + i;
+    int8_t* dst = a.qk.data() + i;
+    for (int k = 0; k < 4; ++k) {
+      dst[2 * k] = src[k];
+      dst[2 * k + 1] = src[4 + k];
+    }
+  }
 }
 
 void Int8TileRows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,
                   int64_t r0, int64_t r1, float* y, int64_t ys) {
-  DSINFER_CHECK(Int8TilesRun(w, isa), "Int8TileRows takes a Q8_0 weight in 16-row tiles on VNNI");
+  DSINFER_CHECK(Int8TilesRun(w, isa),
+                "Int8TileRows takes a Q8_0 or Q4_K weight in 16-row tiles on VNNI");
+  const bool q4 = w.dtype == DType::kQ4_K;
   DSINFER_CHECK(a.cols == w.cols && t0 >= 0 && t1 <= a.n &&
-                    static_cast<int64_t>(a.bias.size()) == a.n * a.blocks,
-                "Int8TileRows: activations do not match the weight");
+                    static_cast<int64_t>(a.bias.size()) == a.n * a.blocks &&
+                    (!q4 || a.qk.size() == a.q.size()),
+                "Int8TileRows: activations do not match the weight (PrepareTileActs)");
   DSINFER_CHECK(0 <= r0 && r0 <= r1 && r1 <= w.rows, "Int8TileRows: rows out of range");
   if (t0 >= t1 || r0 >= r1) return;
   if (r0 % kLanes != 0) {  // a range starting inside a tile: that tile's rows through a buffer
@@ -331,8 +428,9 @@ void Int8TileRows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const
       std::memcpy(y + t * ys, part.data() + t * kLanes + (r0 - tile0), (tile1 - r0) * sizeof(float));
     return Int8TileRows(isa, a, t0, t1, w, tile1, r1, y + (tile1 - r0), ys);
   }
-  if (t1 - t0 <= kInt8TileGemvMaxN) return Gemv(a, t0, t1, w, r0, r1, y, ys);
-  Gemm(a, t0, t1, w, r0, r1, y, ys);
+  const bool gemv = t1 - t0 <= kInt8TileGemvMaxN;
+  if (q4) return gemv ? Gemv<kQ4>(a, t0, t1, w, r0, r1, y, ys) : Gemm<kQ4>(a, t0, t1, w, r0, r1, y, ys);
+  gemv ? Gemv<kQ8>(a, t0, t1, w, r0, r1, y, ys) : Gemm<kQ8>(a, t0, t1, w, r0, r1, y, ys);
 }
 
 }  // namespace dsinfer::qblocks

@@ -38,6 +38,9 @@ struct WeightView {
   // with AVX-512 VNNI, for the int8 tile kernels (the specification's bits, faster). Every other
   // kernel reads this view. Not owned.
   const WeightView* repacked = nullptr;
+  // `repacked` is the int8 tile copy only (made for int8 activations): the bf16 kernels leave it
+  // (the int8 tile kernels take any tile copy of a Q8_0/Q4_K weight: the same layout).
+  bool repacked_int8 = false;
 
   int64_t scale_cols() const { return (cols + 127) / 128; }
   int64_t row_bytes() const { return DTypeRowBytes(dtype, cols); }

@@ -75,11 +75,14 @@ LayerKvCache NewCache(const ModelConfig& c, const SequenceState& seq, bool has_i
 }
 
 // Fails before anything is read when the weights would not fit in the memory available.
-// `bf16_blocks`: the block weights get their bf16 repack (WeightMemory::bf16_repack).
-void CheckWeightsFit(const Checkpoint& ckpt, std::optional<ExpertRange> experts, bool bf16_blocks) {
+// `bf16_blocks`: the block weights get their bf16 repack (WeightMemory::bf16_repack);
+// `int8_tiles`: their int8 tile copy (WeightMemory::int8_repack).
+void CheckWeightsFit(const Checkpoint& ckpt, std::optional<ExpertRange> experts, bool bf16_blocks,
+                     bool int8_tiles) {
   const WeightMemory need = EstimateWeightMemory(ckpt, experts);
   const uint64_t avail = MemoryAvailable();
-  if (avail == 0 || static_cast<uint64_t>(need.total(bf16_blocks)) <= avail) return;
+  const int64_t total = need.total(bf16_blocks, int8_tiles);
+  if (avail == 0 || static_cast<uint64_t>(total) <= avail) return;
   const auto size = [](double b) {
     char s[32];
     if (b >= double(int64_t{1} << 30))
@@ -93,6 +96,10 @@ void CheckWeightsFit(const Checkpoint& ckpt, std::optional<ExpertRange> experts,
           ? " + " + std::to_string(need.bf16_repack) +
                 " bytes more for the bf16 block activations' repacked weights (--block-acts int8 "
                 "does without)"
+      : int8_tiles && need.int8_repack > 0
+          ? " + " + std::to_string(need.int8_repack) +
+                " bytes more for the int8 tile kernels' repacked weights (--block-acts f32 does "
+                "without)"
           : std::string();
   char buf[800];
   std::snprintf(buf, sizeof buf,
@@ -101,7 +108,7 @@ void CheckWeightsFit(const Checkpoint& ckpt, std::optional<ExpertRange> experts,
                 "(MemAvailable, or DSINFER_MEMORY_AVAILABLE); `dsinfer inspect` shows the "
                 "figures, and expert parallelism over MPI splits the routed experts across "
                 "machines (docs/mpi.md)",
-                size(double(need.total(bf16_blocks))).c_str(), static_cast<long long>(need.tensors),
+                size(double(total)).c_str(), static_cast<long long>(need.tensors),
                 experts ? " (this rank's experts)" : "", static_cast<long long>(need.copies),
                 repack.c_str(), size(double(avail)).c_str());
   throw Error(ckpt.dir() + buf);
@@ -140,12 +147,13 @@ std::unique_ptr<Model> Model::Load(const std::string& dir, const LoadOptions& op
       options.numerics == Numerics::kBf16 && LinearBf16Path() == Bf16Path::kAvx512Bf16;
   // Safetensors; a GGUF file checked its figure when it opened, without the block repack.
   const bool bf16_blocks = repack && options.bf16_block_activations;
-  // int8 activations on AVX-512 VNNI: Q8_0 weights get the int8 tile kernels' copy (as many bytes).
+  // int8 activations on AVX-512 VNNI: Q8_0 and Q4_K weights get the int8 tile kernels' copy
+  // (as many bytes; Q4_K +2.8%).
   const bool int8_tiles =
       options.int8_block_activations && qblocks::Int8UsesVnni(LinearIsa());
-  if (!m->ckpt_.shards().empty() || bf16_blocks)
+  if (!m->ckpt_.shards().empty() || bf16_blocks || int8_tiles)
     CheckWeightsFit(m->ckpt_, options.exchange ? std::optional(m->experts_) : std::nullopt,
-                    bf16_blocks);
+                    bf16_blocks, int8_tiles);
   if (options.exchange) {
     m->ep_ = ExpertParallel{
         .exchange = options.exchange, .experts = c.n_routed_experts, .mine = m->experts_};

@@ -10,6 +10,7 @@
 
 #include "base/error.h"
 #include "format/dtype.h"
+#include "kernels/qblocks.h"
 #include "model/routed_expert.h"
 #include "model/tensor_table.h"
 
@@ -38,7 +39,8 @@ class Loader {
  public:
   // repacked: where the weights of the bf16 GEMM sites get their repacked copies (null: none are
   // made): FP8 ones when fp8_pairs; Q8_0/Q4_K/Q5_K/Q6_K ones when bf16_blocks (--block-acts
-  // bf16); Q8_0 ones with int8 activations when int8_tiles (the int8 tile kernels, on VNNI).
+  // bf16); Q8_0 and Q4_K ones with int8 activations when int8_tiles (the int8 tile kernels, on
+  // VNNI).
   Loader(const Checkpoint& ckpt, bool int8_block_activations, ModelWeights* repacked,
          bool fp8_pairs, bool bf16_blocks, bool int8_tiles)
       : ckpt_(ckpt),
@@ -72,8 +74,10 @@ class Loader {
     DSINFER_CHECK(IsBf16Site(prefix + ".weight"), "IsBf16Site misses " + prefix);
     WeightView w = Linear(prefix, rows, cols);
     const bool fp8 = fp8_pairs_ && w.dtype == DType::kF8E4M3;
-    const bool blocks = (bf16_blocks_ && Bf16BlockDtype(w.dtype)) ||
-                        (int8_tiles_ && w.int8_activations && w.dtype == DType::kQ8_0);
+    const bool bf16 = bf16_blocks_ && Bf16BlockDtype(w.dtype);
+    const bool int8 = int8_tiles_ && w.int8_activations && qblocks::Int8TileDtype(w.dtype);
+    const bool blocks = bf16 || int8;
+    w.repacked_int8 = int8 && !bf16;
     if (repacked_ != nullptr && (fp8 || blocks)) {
       repacked_->repacked.push_back(blocks ? RepackBlocksBf16(w) : RepackFp8Pairs(w));
       repacked_->repacked_from.push_back(prefix + ".weight");
@@ -212,7 +216,9 @@ WeightMemory EstimateWeightMemory(const Checkpoint& ckpt, std::optional<ExpertRa
     if (Bf16BlockDtype(t.dtype()) && t.shape().size() == 2 && IsBf16Site(name)) {
       const int64_t rows = t.shape()[0], cols = t.shape()[1];
       const int64_t copy = (rows + kBlockTileRows - 1) / kBlockTileRows * Bf16BlockTileBytes(t.dtype(), cols);
-      m.bf16_repack += std::max<int64_t>(0, copy - static_cast<int64_t>(t.nbytes()));
+      const int64_t growth = std::max<int64_t>(0, copy - static_cast<int64_t>(t.nbytes()));
+      m.bf16_repack += growth;
+      if (qblocks::Int8TileDtype(t.dtype())) m.int8_repack += growth;
     }
   }
   const ModelConfig& c = ckpt.config();

@@ -85,7 +85,8 @@ struct ModelWeights {
   std::optional<LayerWeights> mtp;   // layer num_hidden_layers, if present in the checkpoint
   // The FP8 weights of the bf16 GEMM sites repacked for the bf16 kernels (LoadWeights with
   // repack_bf16; with bf16_blocks their Q8_0/Q4_K/Q5_K/Q6_K weights too; with int8_tiles their
-  // Q8_0 weights for the int8 tile kernels), which their views point at (WeightView::repacked).
+  // Q8_0 and Q4_K weights for the int8 tile kernels), which their views point at
+  // (WeightView::repacked).
   std::vector<std::shared_ptr<const OwnedWeight>> repacked;
   std::vector<std::string> repacked_from;  // the tensors they were made from
 };
@@ -105,12 +106,15 @@ struct ModelWeights {
 // on AVX512-BF16): their repacked copies replace the Q8_0/Q4_K/Q5_K/Q6_K weights of the bf16
 // sites (whose mapped pages are dropped), 16-row tiles that are larger for Q4_K (+2.8%) and
 // Q5_K (+2.3%) and, for a row count that is not a multiple of 16, by the padding rows.
+// `int8_repack`: the same for the int8 tile copies (LoadWeights' int8_tiles: Q8_0 and Q4_K only).
 struct WeightMemory {
   int64_t tensors = 0;
   int64_t copies = 0;
   int64_t bf16_repack = 0;
-  int64_t total(bool bf16_blocks = false) const {
-    return tensors + copies + (bf16_blocks ? bf16_repack : 0);
+  int64_t int8_repack = 0;
+  int64_t total(bool bf16_blocks = false, bool int8_tiles = false) const {
+    // (The bf16 repack holds the int8 one: both copy the same weights to the same layout.)
+    return tensors + copies + (bf16_blocks ? bf16_repack : int8_tiles ? int8_repack : 0);
   }
 };
 WeightMemory EstimateWeightMemory(const Checkpoint& ckpt,
@@ -121,9 +125,10 @@ WeightMemory EstimateWeightMemory(const Checkpoint& ckpt,
 // (RepackFp8Pairs; as many bytes as those weights; the mapped originals stay for f32 numerics).
 // `bf16_blocks` (with repack_bf16): so do the Q8_0/Q4_K/Q5_K/Q6_K weights of those sites
 // (RepackBlocksBf16), which then multiply bf16 activations instead of int8 ones.
-// `int8_tiles` (with int8_block_activations, on a CPU with AVX-512 VNNI): the Q8_0 weights of
-// those sites get the same 16-row tile copy (as many bytes, plus any padding rows), which the
-// int8 tile kernels multiply (kernels/qblocks.h Int8TileRows: the specification's bits).
+// `int8_tiles` (with int8_block_activations, on a CPU with AVX-512 VNNI): the Q8_0 and Q4_K
+// weights of those sites get the same 16-row tile copy (WeightMemory::bf16_repack counts its
+// growth), which the int8 tile kernels multiply (kernels/qblocks.h Int8TileRows: the
+// specification's bits).
 ModelWeights LoadWeights(const Checkpoint& ckpt, std::optional<ExpertRange> experts = std::nullopt,
                          bool int8_block_activations = true, bool repack_bf16 = false,
                          bool bf16_blocks = false, bool int8_tiles = false);

@@ -67,6 +67,10 @@ I8_FLIPPED_KL = 1e-2
 I8_MIN_ROWS = 8
 # Whether this CPU runs the bf16 kernels fast (AVX512-BF16): --block-acts bf16 needs it.
 BF16_CPU = any("avx512_bf16" in line.split() for line in open("/proc/cpuinfo") if line.startswith("flags"))
+# Whether int8 block activations run the int8 tile kernels here (AVX-512 VNNI, and dsinfer's ISA
+# not capped below AVX-512): Q8_0 and Q4_K weights then get the 16-row tile copy.
+VNNI_CPU = (any("avx512_vnni" in line.split() for line in open("/proc/cpuinfo") if line.startswith("flags"))
+            and os.environ.get("DSINFER_ISA", "avx512") == "avx512")
 
 
 def first_routing_flip(dump_a, dump_b):
@@ -142,11 +146,13 @@ TILE_BLOCK = {g.Q8_0: (32, 544), g.Q4_K: (256, 2368), g.Q5_K: (256, 2880), g.Q6_
 def check_repack_memory(ds, path, work):
     """Loading refuses early, with the figure, when the weights plus their bf16 block repack
     (what bf16 block activations add: 16-row tiles, +64 bytes per 16 rows and 256 columns for
-    Q4_K and Q5_K) exceed the memory available, and fits with one byte more; int8 activations
-    fit in that one byte less. The growth is computed here from the file's tensor list."""
+    Q4_K and Q5_K) exceed the memory available, and fits with one byte more; f32 activations
+    (no copy) fit in that one byte less. On a CPU with AVX-512 VNNI the same for int8
+    activations, whose tile copy takes only the Q8_0 and Q4_K weights. The growth is computed
+    here from the file's tensor list."""
     f = g.read_gguf(path)
     mapped = sum(t["nbytes"] for t in f["tensors"])
-    growth = 0
+    growth = growth_i8 = 0
     for t in f["tensors"]:
         if t["type"] not in TILE_BLOCK or not BF16_SITES.search(t["name"]):
             continue
@@ -155,9 +161,12 @@ def check_repack_memory(ds, path, work):
         elems, bytes_ = TILE_BLOCK[t["type"]]
         copy = mats * -(-rows // 16) * (cols // elems) * bytes_
         growth += copy - t["nbytes"]
+        if t["type"] in (g.Q8_0, g.Q4_K):
+            growth_i8 += copy - t["nbytes"]
     j = json.loads(run([ds, "inspect", path, "--json"]).stdout)
-    check(j["bf16_repack_bytes"] == growth, f"inspect's bf16_repack_bytes {j['bf16_repack_bytes']} = "
-          f"the {growth} computed here")
+    check(j["bf16_repack_bytes"] == growth and j["int8_repack_bytes"] == growth_i8,
+          f"inspect's bf16_repack_bytes {j['bf16_repack_bytes']} and int8_repack_bytes "
+          f"{j['int8_repack_bytes']} = the {growth} and {growth_i8} computed here")
     out = os.path.join(work, "mem.npy")
     base = [ds, "logits", "--model", path, "--ids", IDS, "--out", out, "--numerics", "bf16"]
     need = mapped + growth
@@ -166,13 +175,24 @@ def check_repack_memory(ds, path, work):
     check(growth > 0 and p.returncode == 1 and f"{growth} bytes more for the bf16 block activations"
           in p.stderr, f"bf16 block repack needs {growth} bytes more ({100 * growth / mapped:.2f}% of "
           f"the file's {mapped}): refused with {need - 1} bytes available: {p.stderr.strip()[-200:]}")
-    p = run(base + ["--block-acts", "int8"], ok=False, env=short)
-    check(p.returncode == 0, f"... and --block-acts int8 loads in those {need - 1} bytes "
+    p = run(base + ["--block-acts", "f32"], ok=False, env=short)
+    check(p.returncode == 0, f"... and --block-acts f32 loads in those {need - 1} bytes "
           f"({p.stderr.strip()[-120:]})")
     p = run(base + ["--block-acts", "bf16"], ok=False,
             env=dict(os.environ, DSINFER_MEMORY_AVAILABLE=str(need)))
     check(p.returncode == 0, f"... and bf16 block activations load in {need} bytes "
           f"({p.stderr.strip()[-120:]})")
+    need_i8 = mapped + (growth_i8 if VNNI_CPU else 0)
+    p = run(base + ["--block-acts", "int8"], ok=False,
+            env=dict(os.environ, DSINFER_MEMORY_AVAILABLE=str(need_i8 - 1)))
+    check(p.returncode == 1 and (not VNNI_CPU or f"{growth_i8} bytes more for the int8 tile kernels"
+                                 in p.stderr),
+          f"int8 activations ({'with' if VNNI_CPU else 'without'} the int8 tile copy, "
+          f"{growth_i8 if VNNI_CPU else 0} bytes more) refused with {need_i8 - 1} bytes available: "
+          f"{p.stderr.strip()[-200:]}")
+    p = run(base + ["--block-acts", "int8"], ok=False,
+            env=dict(os.environ, DSINFER_MEMORY_AVAILABLE=str(need_i8)))
+    check(p.returncode == 0, f"... and load in {need_i8} bytes ({p.stderr.strip()[-120:]})")
 
 
 def peak_rss(cmd, log):
@@ -460,6 +480,11 @@ def main():
         default = logits(ds, path, os.path.join(work, f"{typ}-default.npy"), acts=None)
         check(np.array_equal(default, i8), f"{typ}: in f32 numerics the default is int8 activations "
               "(its logits are those of --block-acts int8, bit for bit)")
+        # Token by token (decode: n = 1 everywhere, the GEMV) = the prompt at once (the GEMM);
+        # on AVX-512 VNNI the Q8_0 and Q4_K weights run the int8 tile kernels.
+        i8d = logits(ds, path, os.path.join(work, f"{typ}-i8d.npy"), ["--mode", "decode"], acts="int8")
+        check(np.array_equal(i8d, i8), f"{typ}: int8 activations' decode logits equal the prefill's "
+              f"bit for bit (max|Δ| {np.abs(i8d - i8).max():.2e}; int8 tile kernels: {VNNI_CPU})")
         n, e8, kl8, kl_all, where = rounded_vs_exact(f32a, i8, dumps)
         check(n >= I8_MIN_ROWS and e8 <= I8_BOUNDS[0] and kl8 <= I8_BOUNDS[1]
               and kl_all <= I8_FLIPPED_KL,
