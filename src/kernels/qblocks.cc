@@ -1228,6 +1228,7 @@ void QuantizeActs(Isa isa, const float* x, int64_t xs, int64_t n, int64_t cols,
   out.ds.resize(static_cast<size_t>(2 * n * out.blocks));
   out.bias.clear();  // the tile kernels' fields: PrepareTileActs fills them for these values
   out.qk.clear();
+  out.bias16.clear();
   const bool vector = isa == Isa::kAvx512 && DetectCpu().Supports(Isa::kAvx512);
   for (int64_t t = 0; t < n; ++t) {
     int8_t* q = out.q.data() + t * cols;

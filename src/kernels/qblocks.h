@@ -53,6 +53,7 @@ struct QuantizedActs {
   // [n, cols] q with each 8 columns as 0, 4, 1, 5, 2, 6, 3, 7 (Q4_K's column order; else empty).
   std::vector<int32_t> bias;
   std::vector<int8_t> qk;
+  std::vector<int32_t> bias16;  // [n, cols / 16]: −32·Σq per 16 columns (Q6_K's start)
   std::vector<float> ds;                // [n, blocks, 2]: (d, sum) pairs (the Q4_K VNNI kernel)
 };
 // The specification (scalar).
@@ -83,7 +84,7 @@ bool Int8UsesAvx2(Isa isa);
 void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,
               int64_t r0, int64_t r1, float* y, int64_t ys);
 
-// Q8_0 and Q4_K weights in the 16-row tile form (kernels/weight.h `RepackBlocksBf16`,
+// Q8_0, Q4_K and Q6_K weights in the 16-row tile form (kernels/weight.h `RepackBlocksBf16`,
 // bf16_pairs) on AVX-512 VNNI (qblocks_tiles.cc): Int8Rows' results for those rows, bit for bit
 // the scalar specification's — per row, block after block in order, acc = acc + f32(Σ qw·q)·(s·d)
 // with the integer sum exact (Q4_K: then acc − mm·sum) — for any n (a GEMV up to
@@ -92,7 +93,9 @@ void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const Wei
 // (`bias`, `qk`), once per call before Int8TileRows.
 inline constexpr int64_t kInt8TileGemvMaxN = 8;
 bool Int8TilesRun(const WeightView& w, Isa isa);
-inline bool Int8TileDtype(DType t) { return t == DType::kQ8_0 || t == DType::kQ4_K; }
+inline bool Int8TileDtype(DType t) {
+  return t == DType::kQ8_0 || t == DType::kQ4_K || t == DType::kQ6_K;
+}
 void PrepareTileActs(DType dtype, QuantizedActs& a);
 void Int8TileRows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,
                   int64_t r0, int64_t r1, float* y, int64_t ys);

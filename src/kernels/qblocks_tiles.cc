@@ -1,15 +1,16 @@
-// int8-activation products of Q8_0 and Q4_K weights on AVX-512 VNNI, on the weights' 16-row tile
+// int8-activation products of Q8_0, Q4_K and Q6_K weights on AVX-512 VNNI, on the weights' 16-row tile
 // form (kernels/weight.h `RepackBlocksBf16`: each 16-row tile's blocks with the rows' fields side
 // by side).
 //
-// They compute the specification (qblocks.h `Int8Rows`; scalar `DotQ8_0Int8`, `DotK4or5Int8`)
-// bit for bit: per output (row r, token t), over the 32-column blocks b in order,
-//   isum = Σ_i qw_i·q_i over the block's 32 columns (an exact integer, in any order),
+// They compute the specification (qblocks.h `Int8Rows`; scalar `DotQ8_0Int8`, `DotK4or5Int8`,
+// `DotQ6_KInt8`) bit for bit: per output (row r, token t), over the scale blocks b in order
+// (32 columns; Q6_K's 16),
+//   isum = Σ_i qw_i·q_i over the block's columns (an exact integer, in any order),
 //   acc  = acc + f32(isum) · (s_b · d_b)             (the product s_b·d_b, then ·, then +:
 //                                                      each rounded to f32; no FMA)
 //   Q4_K: acc = acc − mm_b · sum_b                    (product, then difference)
-// with s_b = d_w (Q8_0) or d·sc_j (Q4_K, sub-block j), mm_b = dmin·m_j, d_b and sum_b the
-// activation block's step and d·Σq. Lanes run over the tile's 16 rows: a vector whose lane a
+// with s_b = d_w (Q8_0), d·sc_j (Q4_K, sub-block j) or d·sc_i (Q6_K, sub-block i; qw = u − 32),
+// mm_b = dmin·m_j, d_b and sum_b the step and d·Σq of the activation block holding b. Lanes run over the tile's 16 rows: a vector whose lane a
 // holds row a's codes of 4 columns meets one token's 4 activation bytes of the same columns,
 // broadcast, in `vpdpbusd`, which adds the 4 products into that row's lane — each lane ends
 // with its row's whole block sum: no horizontal sums, one f32 conversion, two multiplies and an
@@ -23,6 +24,9 @@
 //     8h + 0, 4, 1, 5 in each dword) and its high ones (8h + 2, 6, 3, 7): the 4-bit codes are
 //     unsigned bytes as they are. The activations are read in that column order
 //     (QuantizedActs::qk: each 8-column group of q as 0, 4, 1, 5, 2, 6, 3, 7).
+//   Q6_K: each row's 2 bytes of nibbles and 2 bytes of high bits per 4 columns (the tile's
+//     layout) are spread to u = q + 32 (0..63) in 4 bytes, 13 operations per vector; the sum
+//     starts from −32·Σq of the 16 columns (QuantizedActs::bias16).
 // The GEMV (the tiles read straight from the weight, up to 8 tokens) and the GEMM (a panel of the
 // vectors built once per 512 columns and run against groups of 6 tokens) both give the
 // specification's bits, so any batch split gives the same results. Thread-safety: pure
@@ -51,7 +55,6 @@ namespace dsinfer::qblocks {
 namespace {
 
 constexpr int kLanes = 16;                       // rows per tile (kBlockTileRows)
-constexpr int kQuads = 8;                        // 4-column vectors per 32-column block
 constexpr int kGemvTiles = 4;                    // GEMV: tiles per pass (one weight stream each)
 constexpr int kGemvMr = 8;                       // GEMV: tokens per pass
 constexpr int kV = 2;                            // GEMM register tile: kV vectors of 16 rows
@@ -59,15 +62,23 @@ constexpr int kGroupRows = kV * kLanes;          //   (kGroupRows rows)
 constexpr int kPieceGroups = 4;                  // GEMM: row groups of a piece
 constexpr int kMr = 6;                           // GEMM: tokens per register tile
 constexpr int64_t kKc = 512;                     // GEMM: columns per panel (whole super-blocks)
-constexpr int kChunkBlocks = kKc / 32;
-// Per group and chunk block b: 8 quads × kV vectors, then s_b × kV, then mm_b × kV (64 bytes each).
-constexpr int64_t kBlockVecs = kV * kQuads + 2 * kV;
-constexpr int64_t kPanelVecs = int64_t{kPieceGroups} * kChunkBlocks * kBlockVecs;
 
-enum Kind : int { kQ8 = 0, kQ4 = 1 };
+// The weight types: Q8_0 (32-column blocks), Q4_K (256-column super-blocks of 32-column blocks
+// with mins), Q6_K (256-column super-blocks of 16-column blocks). A "block" below is one scale's
+// columns: 32, or 16 for Q6_K.
+enum Kind : int { kQ8 = 0, kQ4 = 1, kQ6 = 2 };
 constexpr bool HasMins(int kind) { return kind == kQ4; }
-constexpr int64_t SuperBlocks(int kind) { return kind == kQ8 ? 1 : 8; }  // 32-col blocks per one
-constexpr int64_t SuperBytes(int kind) { return kind == kQ8 ? kQ8Bf16BlockBytes : kQ4KBf16BlockBytes; }
+constexpr int BlockCols(int kind) { return kind == kQ6 ? 16 : 32; }
+constexpr int Quads(int kind) { return BlockCols(kind) / 4; }  // 4-column vectors per block
+constexpr int64_t SuperBlocks(int kind) { return kind == kQ8 ? 1 : kind == kQ4 ? 8 : 16; }
+constexpr int64_t SuperBytes(int kind) {
+  return kind == kQ8 ? kQ8Bf16BlockBytes : kind == kQ4 ? kQ4KBf16BlockBytes : kQ6KBf16BlockBytes;
+}
+constexpr int ChunkBlocks(int kind) { return static_cast<int>(kKc / BlockCols(kind)); }
+// Per group and chunk block b: the quads × kV vectors, then s_b × kV, then mm_b × kV (64 bytes each).
+constexpr int64_t BlockVecs(int kind) { return kV * Quads(kind) + 2 * kV; }
+constexpr int64_t PanelVecs(int kind) { return int64_t{kPieceGroups} * ChunkBlocks(kind) * BlockVecs(kind); }
+constexpr int64_t kPanelVecs = std::max({PanelVecs(kQ8), PanelVecs(kQ4), PanelVecs(kQ6)});
 
 // vpermw index: word 2a takes word a (row a's codes of the first column pair), word 2a + 1 word
 // 16 + a (its codes of the second): dword a = row a's codes of 4 consecutive columns.
@@ -93,20 +104,38 @@ struct TileBlock {
   DSINFER_VNNI TileBlock(const uint8_t* tile, int64_t b)
       : sb(tile + b / SuperBlocks(kKind) * SuperBytes(kKind)), j(b % SuperBlocks(kKind)) {}
   // Quad i: Q8_0 columns 4i..4i + 3, qw + 128; Q4_K the low (i even) or high nibbles of the
-  // words of column group i / 2.
+  // words of column group i / 2; Q6_K columns 4i..4i + 3 of sub-block j as u = q + 32 (0..63):
+  // the row's 2 bytes of nibbles (low: columns 4i, 4i + 1; high: 4i + 2, 4i + 3) spread to 4
+  // bytes, and the 2 high bits of each from its 2 bytes of high bits (pair 2i at bits
+  // 2k, 2k + 1, k = 2(i % 2), pair 2i + 1 above them), as kernels/weight.h lays them out.
   DSINFER_VNNI __m512i Quad(int i, __m512i idx) const {
     if constexpr (kKind == kQ8) {
       return _mm512_xor_si512(_mm512_permutexvar_epi16(idx, _mm512_loadu_si512(sb + 32 + 64 * i)),
                               _mm512_set1_epi8(static_cast<char>(0x80)));
-    } else {
+    } else if constexpr (kKind == kQ4) {
       const __m512i v = _mm512_loadu_si512(sb + 320 + 256 * j + 64 * (i / 2));
       return _mm512_and_si512(i % 2 == 0 ? v : _mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0F));
+    } else {
+      const uint8_t* sub = sb + 288 + 192 * j;
+      const __m512i nib = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sub + 32 * i)));
+      const __m512i hb = _mm512_cvtepu16_epi32(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sub + 128 + 32 * (i / 2))));
+      const int k = 2 * (i % 2);
+      const __m512i lo = _mm512_and_si512(_mm512_or_si512(nib, _mm512_slli_epi32(nib, 12)),
+                                          _mm512_set1_epi32(0x0F0F0F0F));
+      const __m512i three = _mm512_set1_epi32(0x0303);
+      const __m512i h01 = _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(hb, 2 * k), three), 4);
+      const __m512i h23 = _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(hb, 2 * k + 2), three), 20);
+      return _mm512_or_si512(lo, _mm512_or_si512(h01, h23));
     }
   }
-  // s_b per row: d (Q8_0) or d·sc_j (Q4_K).
+  // s_b per row: d (Q8_0), d·sc_j (Q4_K: 6-bit sc) or d·sc_i (Q6_K: int8 sc).
   DSINFER_VNNI __m512 Scale() const {
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb)));
     if constexpr (kKind == kQ8) return d;
+    if constexpr (kKind == kQ6)
+      return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                                  _mm_loadu_si128(reinterpret_cast<const __m128i*>(sb + 32 + 16 * j)))));
     return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
                                 _mm_loadu_si128(reinterpret_cast<const __m128i*>(sb + 64 + 16 * j)))));
   }
@@ -119,7 +148,8 @@ struct TileBlock {
 };
 
 // A token's activations as the kernels of kKind read them: the int8 codes (Q4_K: in its column
-// order), the steps, sums and the start of each block's sum.
+// order), the steps and sums of its 32-column blocks, and where each weight block's sum starts
+// (Q8_0: −128·Σq of the block, Q6_K: −32·Σq of the 16 columns, Q4_K: 0).
 template <int kKind>
 struct TokenActs {
   const int8_t* q = nullptr;
@@ -127,18 +157,19 @@ struct TokenActs {
   const int32_t* bias = nullptr;
   TokenActs() = default;
   DSINFER_VNNI TokenActs(const QuantizedActs& a, int64_t t)
-      : q((kKind == kQ8 ? a.q.data() : a.qk.data()) + t * a.cols),
+      : q((kKind == kQ4 ? a.qk.data() : a.q.data()) + t * a.cols),
         d(a.d.data() + t * a.blocks),
         sum(a.sum.data() + t * a.blocks),
-        bias(a.bias.data() + t * a.blocks) {}
+        bias(kKind == kQ6 ? a.bias16.data() + t * (a.cols / 16) : a.bias.data() + t * a.blocks) {}
   DSINFER_VNNI __m512i Start(int64_t b) const {
-    return kKind == kQ8 ? _mm512_set1_epi32(bias[b]) : _mm512_setzero_si512();
+    return kKind == kQ4 ? _mm512_setzero_si512() : _mm512_set1_epi32(bias[b]);
   }
   DSINFER_VNNI __m512i Bcast(int64_t b, int i) const {  // quad i's 4 bytes of block b
     int32_t v;
-    std::memcpy(&v, q + 32 * b + 4 * i, sizeof v);
+    std::memcpy(&v, q + BlockCols(kKind) * b + 4 * i, sizeof v);
     return _mm512_set1_epi32(v);
   }
+  DSINFER_VNNI float Step(int64_t b) const { return d[b * BlockCols(kKind) / 32]; }
 };
 
 inline __mmask16 Mask(int valid) {
@@ -151,7 +182,7 @@ inline __mmask16 Mask(int valid) {
 template <int kKind>
 DSINFER_VNNI inline __m512 Fold(__m512 acc, __m512i isum, __m512 s, __m512 mm,
                                 const TokenActs<kKind>& x, int64_t b) {
-  const __m512 sd = _mm512_mul_ps(s, _mm512_set1_ps(x.d[b]));
+  const __m512 sd = _mm512_mul_ps(s, _mm512_set1_ps(x.Step(b)));
   acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(isum), sd));
   if constexpr (HasMins(kKind)) acc = _mm512_sub_ps(acc, _mm512_mul_ps(mm, _mm512_set1_ps(x.sum[b])));
   return acc;
@@ -191,7 +222,7 @@ DSINFER_VNNI void GemvTiles(const QuantizedActs& a, int64_t t0, const uint8_t* t
       for (int g = 0; g < G; ++g) acc[g][t] = start;
     }
 #pragma GCC unroll 8
-    for (int i = 0; i < kQuads; ++i) {
+    for (int i = 0; i < Quads(kKind); ++i) {
       for (int g = 0; g < G; ++g) {
         const __m512i w = TileBlock<kKind>(tiles + g * tile_bytes, b).Quad(i, idx);
         for (int t = 0; t < M; ++t) acc[g][t] = _mm512_dpbusd_epi32(acc[g][t], w, x[t].Bcast(b, i));
@@ -246,7 +277,7 @@ template <int kKind>
 DSINFER_VNNI void Gemv(const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,
                        int64_t r0, int64_t r1, float* y, int64_t ys) {
   constexpr int64_t kStep = int64_t{kGemvTiles} * kLanes;
-  const int64_t blocks = w.cols / 32;
+  const int64_t blocks = w.cols / BlockCols(kKind);
   const int64_t tile_bytes = blocks / SuperBlocks(kKind) * SuperBytes(kKind);
   const auto* base = static_cast<const uint8_t*>(w.data);
   const uintptr_t pf_end =
@@ -284,7 +315,9 @@ template <int kKind>
 DSINFER_VNNI void PackPanel(const WeightView& w, int64_t r0, int rows, int64_t b0, int64_t nb,
                             __m512i* panel) {
   const __m512i idx = _mm512_load_si512(kQuadIndex.words);
-  const int64_t tile_bytes = w.cols / 32 / SuperBlocks(kKind) * SuperBytes(kKind);
+  const int64_t tile_bytes = w.cols / BlockCols(kKind) / SuperBlocks(kKind) * SuperBytes(kKind);
+  constexpr int kQuads = Quads(kKind);
+  constexpr int64_t kBlockVecs = BlockVecs(kKind), kChunkBlocks = ChunkBlocks(kKind);
   const int tiles = (rows + kLanes - 1) / kLanes;
   const int groups = (rows + kGroupRows - 1) / kGroupRows;
   for (int i = 0; i < kV * groups; ++i) {
@@ -318,6 +351,8 @@ DSINFER_VNNI void Tile(const QuantizedActs& a, int64_t t, int64_t b0, int64_t nb
       total[k][v] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask[v], y + k * ys + v * kLanes);
   TokenActs<kKind> x[M];
   for (int k = 0; k < M; ++k) x[k] = TokenActs<kKind>(a, t + k);
+  constexpr int kQuads = Quads(kKind);
+  constexpr int64_t kBlockVecs = BlockVecs(kKind);
   for (int64_t bb = 0; bb < nb; ++bb) {
     const int64_t b = b0 + bb;
     const __m512i* blk = wp + bb * kBlockVecs;
@@ -363,7 +398,8 @@ DSINFER_VNNI void Gemm(const QuantizedActs& a, int64_t t0, int64_t t1, const Wei
   thread_local std::vector<Vec> storage;
   storage.resize(static_cast<size_t>(kPanelVecs));
   __m512i* const panel = reinterpret_cast<__m512i*>(storage.data());
-  const int64_t blocks = w.cols / 32;
+  const int64_t blocks = w.cols / BlockCols(kKind);
+  constexpr int64_t kBlockVecs = BlockVecs(kKind), kChunkBlocks = ChunkBlocks(kKind);
   for (int64_t p0 = r0; p0 < r1; p0 += kPieceGroups * kGroupRows) {
     const int rows = static_cast<int>(std::min<int64_t>(r1 - p0, kPieceGroups * kGroupRows));
     for (int64_t b0 = 0; b0 < blocks; b0 += kChunkBlocks) {
@@ -386,37 +422,39 @@ bool Int8TilesRun(const WeightView& w, Isa isa) {
 }
 
 void PrepareTileActs(DType dtype, QuantizedActs& a) {
-  a.bias.resize(a.d.size());
-  for (int64_t k = 0; k < a.n * a.blocks; ++k) {
-    const int8_t* q = a.q.data() + k * kActBlock;
-    int32_t sum = 0;
-    for (int i = 0; i < kActBlock; ++i) sum += q[i];
-    a.bias[k] = -128 * sum;
-  }
-  if (dtype != DType::kQ4_K) {
-    a.qk.clear();
-    return;
-  }
-  // Each 8 bytes as 0, 4, 1, 5, 2, 6, 3, 7: the low 4 bytes interleaved with the high 4.
-  a.qk.resize(a.q.size());
-  for (size_t i = 0; i < a.q.size(); i += 8) {
-    const int8_t* src = a.q.data() + i;
-    int8_t* dst = a.qk.data() + i;
-    for (int k = 0; k < 4; ++k) {
-      dst[2 * k] = src[k];
-      dst[2 * k + 1] = src[4 + k];
+  a.bias.clear();
+  a.bias16.clear();
+  a.qk.clear();
+  if (dtype == DType::kQ8_0 || dtype == DType::kQ6_K) {  // −c·Σq over each weight block
+    const int64_t width = dtype == DType::kQ8_0 ? 32 : 16, c = dtype == DType::kQ8_0 ? 128 : 32;
+    std::vector<int32_t>& out = dtype == DType::kQ8_0 ? a.bias : a.bias16;
+    out.resize(static_cast<size_t>(a.n * a.cols / width));
+    for (size_t k = 0; k < out.size(); ++k) {
+      const int8_t* q = a.q.data() + k * width;
+      int32_t sum = 0;
+      for (int64_t i = 0; i < width; ++i) sum += q[i];
+      out[k] = static_cast<int32_t>(-c * sum);
     }
+  }
+  if (dtype == DType::kQ4_K) {  // each 8 bytes as 0, 4, 1, 5, 2, 6, 3, 7
+    a.qk.resize(a.q.size());
+    for (size_t i = 0; i < a.q.size(); i += 8)
+      for (int k = 0; k < 4; ++k) {
+        a.qk[i + 2 * k] = a.q[i + k];
+        a.qk[i + 2 * k + 1] = a.q[i + 4 + k];
+      }
   }
 }
 
 void Int8TileRows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,
                   int64_t r0, int64_t r1, float* y, int64_t ys) {
   DSINFER_CHECK(Int8TilesRun(w, isa),
-                "Int8TileRows takes a Q8_0 or Q4_K weight in 16-row tiles on VNNI");
-  const bool q4 = w.dtype == DType::kQ4_K;
+                "Int8TileRows takes a Q8_0, Q4_K or Q6_K weight in 16-row tiles on VNNI");
+  const bool q4 = w.dtype == DType::kQ4_K, q6 = w.dtype == DType::kQ6_K;
   DSINFER_CHECK(a.cols == w.cols && t0 >= 0 && t1 <= a.n &&
-                    static_cast<int64_t>(a.bias.size()) == a.n * a.blocks &&
-                    (!q4 || a.qk.size() == a.q.size()),
+                    (q4 ? a.qk.size() == a.q.size()
+                     : q6 ? static_cast<int64_t>(a.bias16.size()) == a.n * a.cols / 16
+                          : static_cast<int64_t>(a.bias.size()) == a.n * a.blocks),
                 "Int8TileRows: activations do not match the weight (PrepareTileActs)");
   DSINFER_CHECK(0 <= r0 && r0 <= r1 && r1 <= w.rows, "Int8TileRows: rows out of range");
   if (t0 >= t1 || r0 >= r1) return;
@@ -430,6 +468,7 @@ void Int8TileRows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const
   }
   const bool gemv = t1 - t0 <= kInt8TileGemvMaxN;
   if (q4) return gemv ? Gemv<kQ4>(a, t0, t1, w, r0, r1, y, ys) : Gemm<kQ4>(a, t0, t1, w, r0, r1, y, ys);
+  if (q6) return gemv ? Gemv<kQ6>(a, t0, t1, w, r0, r1, y, ys) : Gemm<kQ6>(a, t0, t1, w, r0, r1, y, ys);
   gemv ? Gemv<kQ8>(a, t0, t1, w, r0, r1, y, ys) : Gemm<kQ8>(a, t0, t1, w, r0, r1, y, ys);
 }
 

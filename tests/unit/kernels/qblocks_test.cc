@@ -429,10 +429,10 @@ TEST_P(Int8Test, BatchAndThreadInvariant) {
   }
 }
 
-// Q8_0 and Q4_K in 16-row tiles on VNNI (qblocks.h Int8TileRows, what the model runs with the
+// Q8_0, Q4_K and Q6_K in 16-row tiles on VNNI (qblocks.h Int8TileRows, what the model runs with the
 // loader's copy): the scalar specification's bits exactly, through LinearRows as the model calls
 // it — GEMV (n ≤ 8) and GEMM (n > 8, token tails of the 6-token tile), one chunk of the GEMM's 512
-// columns and several (Q8_0 9 and 37 blocks, Q4_K 2 and 5 super-blocks), a last tile of 13 rows,
+// columns and several (Q8_0 9 and 37 blocks, the K-quants 2 and 5 super-blocks), a last tile of 13 rows,
 // ranges starting inside a tile, zero and Inf activation blocks, an Inf weight step, random codes
 // and scales (every nibble and 6-bit pattern), and on 1 and 2 threads.
 class Int8TilesTest : public ::testing::TestWithParam<DType> {};
@@ -492,7 +492,8 @@ TEST_P(Int8TilesTest, IsTheSpecificationBitForBit) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Types, Int8TilesTest, ::testing::Values(DType::kQ8_0, DType::kQ4_K),
+INSTANTIATE_TEST_SUITE_P(Types, Int8TilesTest,
+                         ::testing::Values(DType::kQ8_0, DType::kQ4_K, DType::kQ6_K),
                          [](const auto& info) { return std::string(DTypeName(info.param)); });
 
 INSTANTIATE_TEST_SUITE_P(Types, Int8Test,
