@@ -306,7 +306,7 @@ void RowsInt8(Isa isa, const float* x, int64_t xs, int64_t n, const WeightView& 
   thread_local qblocks::QuantizedActs acts;  // the calling thread's; workers only read it
   qblocks::QuantizeActs(isa, x, xs, n, w.cols, acts);
   const qblocks::QuantizedActs& a = acts;
-  // Q8_0 / Q4_K / Q6_K on VNNI with the loader's 16-row tile copy (qblocks.h Int8TileRows): the
+  // Q8_0 / Q4_K / Q5_K / Q6_K on VNNI with the loader's 16-row tile copy (qblocks.h Int8TileRows): the
   // specification's bits; the threads' ranges cut at tiles.
   const bool tiles = w.repacked != nullptr && qblocks::Int8TilesRun(*w.repacked, isa);
   if (tiles) qblocks::PrepareTileActs(w.dtype, acts);

@@ -84,17 +84,17 @@ bool Int8UsesAvx2(Isa isa);
 void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,
               int64_t r0, int64_t r1, float* y, int64_t ys);
 
-// Q8_0, Q4_K and Q6_K weights in the 16-row tile form (kernels/weight.h `RepackBlocksBf16`,
+// Q8_0, Q4_K, Q5_K and Q6_K weights in the 16-row tile form (kernels/weight.h `RepackBlocksBf16`,
 // bf16_pairs) on AVX-512 VNNI (qblocks_tiles.cc): Int8Rows' results for those rows, bit for bit
 // the scalar specification's — per row, block after block in order, acc = acc + f32(Σ qw·q)·(s·d)
-// with the integer sum exact (Q4_K: then acc − mm·sum) — for any n (a GEMV up to
+// with the integer sum exact (Q4_K, Q5_K: then acc − mm·sum) — for any n (a GEMV up to
 // kInt8TileGemvMaxN tokens, else a GEMM: the same bits). Int8TilesRun: whether `w` runs there on
 // `isa`. PrepareTileActs: what the tile kernels of `dtype` read besides QuantizeActs' fields
 // (`bias`, `qk`), once per call before Int8TileRows.
 inline constexpr int64_t kInt8TileGemvMaxN = 8;
 bool Int8TilesRun(const WeightView& w, Isa isa);
 inline bool Int8TileDtype(DType t) {
-  return t == DType::kQ8_0 || t == DType::kQ4_K || t == DType::kQ6_K;
+  return t == DType::kQ8_0 || t == DType::kQ4_K || t == DType::kQ5_K || t == DType::kQ6_K;
 }
 void PrepareTileActs(DType dtype, QuantizedActs& a);
 void Int8TileRows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,

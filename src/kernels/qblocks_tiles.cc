@@ -1,4 +1,4 @@
-// int8-activation products of Q8_0, Q4_K and Q6_K weights on AVX-512 VNNI, on the weights' 16-row tile
+// int8-activation products of Q8_0, Q4_K, Q5_K and Q6_K weights on AVX-512 VNNI, on the weights' 16-row tile
 // form (kernels/weight.h `RepackBlocksBf16`: each 16-row tile's blocks with the rows' fields side
 // by side).
 //
@@ -8,8 +8,8 @@
 //   isum = Σ_i qw_i·q_i over the block's columns (an exact integer, in any order),
 //   acc  = acc + f32(isum) · (s_b · d_b)             (the product s_b·d_b, then ·, then +:
 //                                                      each rounded to f32; no FMA)
-//   Q4_K: acc = acc − mm_b · sum_b                    (product, then difference)
-// with s_b = d_w (Q8_0), d·sc_j (Q4_K, sub-block j) or d·sc_i (Q6_K, sub-block i; qw = u − 32),
+//   Q4_K, Q5_K: acc = acc − mm_b · sum_b              (product, then difference)
+// with s_b = d_w (Q8_0), d·sc_j (Q4_K, Q5_K, sub-block j) or d·sc_i (Q6_K, sub-block i; qw = u − 32),
 // mm_b = dmin·m_j, d_b and sum_b the step and d·Σq of the activation block holding b. Lanes run over the tile's 16 rows: a vector whose lane a
 // holds row a's codes of 4 columns meets one token's 4 activation bytes of the same columns,
 // broadcast, in `vpdpbusd`, which adds the 4 products into that row's lane — each lane ends
@@ -24,6 +24,8 @@
 //     8h + 0, 4, 1, 5 in each dword) and its high ones (8h + 2, 6, 3, 7): the 4-bit codes are
 //     unsigned bytes as they are. The activations are read in that column order
 //     (QuantizedActs::qk: each 8-column group of q as 0, 4, 1, 5, 2, 6, 3, 7).
+//   Q5_K: each row's 2 bytes of low nibbles and 2 of 5th bits per 4 columns spread to q (0..31)
+//     in 4 bytes, as Q6_K's below; the sum starts from 0.
 //   Q6_K: each row's 2 bytes of nibbles and 2 bytes of high bits per 4 columns (the tile's
 //     layout) are spread to u = q + 32 (0..63) in 4 bytes, 13 operations per vector; the sum
 //     starts from −32·Σq of the 16 columns (QuantizedActs::bias16).
@@ -66,19 +68,23 @@ constexpr int64_t kKc = 512;                     // GEMM: columns per panel (who
 // The weight types: Q8_0 (32-column blocks), Q4_K (256-column super-blocks of 32-column blocks
 // with mins), Q6_K (256-column super-blocks of 16-column blocks). A "block" below is one scale's
 // columns: 32, or 16 for Q6_K.
-enum Kind : int { kQ8 = 0, kQ4 = 1, kQ6 = 2 };
-constexpr bool HasMins(int kind) { return kind == kQ4; }
+enum Kind : int { kQ8 = 0, kQ4 = 1, kQ6 = 2, kQ5 = 3 };
+constexpr bool HasMins(int kind) { return kind == kQ4 || kind == kQ5; }
 constexpr int BlockCols(int kind) { return kind == kQ6 ? 16 : 32; }
 constexpr int Quads(int kind) { return BlockCols(kind) / 4; }  // 4-column vectors per block
-constexpr int64_t SuperBlocks(int kind) { return kind == kQ8 ? 1 : kind == kQ4 ? 8 : 16; }
+constexpr int64_t SuperBlocks(int kind) { return kind == kQ8 ? 1 : kind == kQ6 ? 16 : 8; }
 constexpr int64_t SuperBytes(int kind) {
-  return kind == kQ8 ? kQ8Bf16BlockBytes : kind == kQ4 ? kQ4KBf16BlockBytes : kQ6KBf16BlockBytes;
+  return kind == kQ8   ? kQ8Bf16BlockBytes
+         : kind == kQ4 ? kQ4KBf16BlockBytes
+         : kind == kQ5 ? kQ5KBf16BlockBytes
+                       : kQ6KBf16BlockBytes;
 }
 constexpr int ChunkBlocks(int kind) { return static_cast<int>(kKc / BlockCols(kind)); }
 // Per group and chunk block b: the quads × kV vectors, then s_b × kV, then mm_b × kV (64 bytes each).
 constexpr int64_t BlockVecs(int kind) { return kV * Quads(kind) + 2 * kV; }
 constexpr int64_t PanelVecs(int kind) { return int64_t{kPieceGroups} * ChunkBlocks(kind) * BlockVecs(kind); }
-constexpr int64_t kPanelVecs = std::max({PanelVecs(kQ8), PanelVecs(kQ4), PanelVecs(kQ6)});
+constexpr int64_t kPanelVecs =
+    std::max({PanelVecs(kQ8), PanelVecs(kQ4), PanelVecs(kQ5), PanelVecs(kQ6)});
 
 // vpermw index: word 2a takes word a (row a's codes of the first column pair), word 2a + 1 word
 // 16 + a (its codes of the second): dword a = row a's codes of 4 consecutive columns.
@@ -115,6 +121,18 @@ struct TileBlock {
     } else if constexpr (kKind == kQ4) {
       const __m512i v = _mm512_loadu_si512(sb + 320 + 256 * j + 64 * (i / 2));
       return _mm512_and_si512(i % 2 == 0 ? v : _mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0F));
+    } else if constexpr (kKind == kQ5) {
+      const __m512i nib = _mm512_cvtepu16_epi32(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb + 320 + 256 * j + 32 * i)));
+      const __m512i hb = _mm512_cvtepu16_epi32(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb + 2368 + 64 * j + 32 * (i / 4))));
+      const int k = 2 * (i % 4);
+      const __m512i lo = _mm512_and_si512(_mm512_or_si512(nib, _mm512_slli_epi32(nib, 12)),
+                                          _mm512_set1_epi32(0x0F0F0F0F));
+      const __m512i one = _mm512_set1_epi32(0x0101);
+      const __m512i b01 = _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(hb, k), one), 4);
+      const __m512i b23 = _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(hb, k + 1), one), 20);
+      return _mm512_or_si512(lo, _mm512_or_si512(b01, b23));
     } else {
       const uint8_t* sub = sb + 288 + 192 * j;
       const __m512i nib = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sub + 32 * i)));
@@ -162,7 +180,7 @@ struct TokenActs {
         sum(a.sum.data() + t * a.blocks),
         bias(kKind == kQ6 ? a.bias16.data() + t * (a.cols / 16) : a.bias.data() + t * a.blocks) {}
   DSINFER_VNNI __m512i Start(int64_t b) const {
-    return kKind == kQ4 ? _mm512_setzero_si512() : _mm512_set1_epi32(bias[b]);
+    return HasMins(kKind) ? _mm512_setzero_si512() : _mm512_set1_epi32(bias[b]);
   }
   DSINFER_VNNI __m512i Bcast(int64_t b, int i) const {  // quad i's 4 bytes of block b
     int32_t v;
@@ -449,10 +467,12 @@ void PrepareTileActs(DType dtype, QuantizedActs& a) {
 void Int8TileRows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,
                   int64_t r0, int64_t r1, float* y, int64_t ys) {
   DSINFER_CHECK(Int8TilesRun(w, isa),
-                "Int8TileRows takes a Q8_0, Q4_K or Q6_K weight in 16-row tiles on VNNI");
-  const bool q4 = w.dtype == DType::kQ4_K, q6 = w.dtype == DType::kQ6_K;
+                "Int8TileRows takes a Q8_0, Q4_K, Q5_K or Q6_K weight in 16-row tiles on VNNI");
+  const bool q4 = w.dtype == DType::kQ4_K, q5 = w.dtype == DType::kQ5_K,
+             q6 = w.dtype == DType::kQ6_K;
   DSINFER_CHECK(a.cols == w.cols && t0 >= 0 && t1 <= a.n &&
-                    (q4 ? a.qk.size() == a.q.size()
+                    (q5   ? true
+                     : q4 ? a.qk.size() == a.q.size()
                      : q6 ? static_cast<int64_t>(a.bias16.size()) == a.n * a.cols / 16
                           : static_cast<int64_t>(a.bias.size()) == a.n * a.blocks),
                 "Int8TileRows: activations do not match the weight (PrepareTileActs)");
@@ -469,6 +489,7 @@ void Int8TileRows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const
   const bool gemv = t1 - t0 <= kInt8TileGemvMaxN;
   if (q4) return gemv ? Gemv<kQ4>(a, t0, t1, w, r0, r1, y, ys) : Gemm<kQ4>(a, t0, t1, w, r0, r1, y, ys);
   if (q6) return gemv ? Gemv<kQ6>(a, t0, t1, w, r0, r1, y, ys) : Gemm<kQ6>(a, t0, t1, w, r0, r1, y, ys);
+  if (q5) return gemv ? Gemv<kQ5>(a, t0, t1, w, r0, r1, y, ys) : Gemm<kQ5>(a, t0, t1, w, r0, r1, y, ys);
   gemv ? Gemv<kQ8>(a, t0, t1, w, r0, r1, y, ys) : Gemm<kQ8>(a, t0, t1, w, r0, r1, y, ys);
 }
 

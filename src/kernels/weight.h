@@ -28,18 +28,18 @@ struct WeightView {
   bool int8_activations = false;
   // FP8, Q8_0, Q4_K, Q5_K, Q6_K: `data` holds the codes re-laid out for the bf16 GEMV/GEMM
   // (RepackFp8Pairs / RepackBlocksBf16 below), not [rows, cols] row-major. Only
-  // `LinearRowsBf16`'s AVX512-BF16 path reads such a weight, and a Q8_0 one the int8 tile kernels
+  // `LinearRowsBf16`'s AVX512-BF16 path reads such a weight, and a block one the int8 tile kernels
   // (kernels/qblocks.h Int8TileRows); every other kernel refuses it.
   bool bf16_pairs = false;
   // This weight repacked, when its owner made a copy: for the bf16 kernels (the model in bf16
   // numerics: FP8 always, Q8_0/Q4_K/Q5_K/Q6_K with --block-acts bf16, the default there), which
   // `LinearBf16` multiplies on the AVX512-BF16 path (FP8: the same bits as this view, faster;
-  // blocks: the only form that path takes); or, for a Q8_0 weight with int8_activations on a CPU
-  // with AVX-512 VNNI, for the int8 tile kernels (the specification's bits, faster). Every other
+  // blocks: the only form that path takes); or, for a Q8_0/Q4_K/Q5_K/Q6_K weight with
+  // int8_activations on a CPU with AVX-512 VNNI, for the int8 tile kernels (the specification's bits, faster). Every other
   // kernel reads this view. Not owned.
   const WeightView* repacked = nullptr;
   // `repacked` is the int8 tile copy only (made for int8 activations): the bf16 kernels leave it
-  // (the int8 tile kernels take any tile copy of a Q8_0/Q4_K weight: the same layout).
+  // (the int8 tile kernels take any tile copy of a block weight: the same layout).
   bool repacked_int8 = false;
 
   int64_t scale_cols() const { return (cols + 127) / 128; }

@@ -85,7 +85,7 @@ struct ModelWeights {
   std::optional<LayerWeights> mtp;   // layer num_hidden_layers, if present in the checkpoint
   // The FP8 weights of the bf16 GEMM sites repacked for the bf16 kernels (LoadWeights with
   // repack_bf16; with bf16_blocks their Q8_0/Q4_K/Q5_K/Q6_K weights too; with int8_tiles their
-  // Q8_0, Q4_K and Q6_K weights for the int8 tile kernels), which their views point at
+  // Q8_0/Q4_K/Q5_K/Q6_K weights for the int8 tile kernels), which their views point at
   // (WeightView::repacked).
   std::vector<std::shared_ptr<const OwnedWeight>> repacked;
   std::vector<std::string> repacked_from;  // the tensors they were made from
@@ -106,7 +106,7 @@ struct ModelWeights {
 // on AVX512-BF16): their repacked copies replace the Q8_0/Q4_K/Q5_K/Q6_K weights of the bf16
 // sites (whose mapped pages are dropped), 16-row tiles that are larger for Q4_K (+2.8%) and
 // Q5_K (+2.3%) and, for a row count that is not a multiple of 16, by the padding rows.
-// `int8_repack`: the same for the int8 tile copies (LoadWeights' int8_tiles: Q8_0, Q4_K, Q6_K).
+// `int8_repack`: the same for the int8 tile copies (LoadWeights' int8_tiles: the same types).
 struct WeightMemory {
   int64_t tensors = 0;
   int64_t copies = 0;
@@ -125,7 +125,7 @@ WeightMemory EstimateWeightMemory(const Checkpoint& ckpt,
 // (RepackFp8Pairs; as many bytes as those weights; the mapped originals stay for f32 numerics).
 // `bf16_blocks` (with repack_bf16): so do the Q8_0/Q4_K/Q5_K/Q6_K weights of those sites
 // (RepackBlocksBf16), which then multiply bf16 activations instead of int8 ones.
-// `int8_tiles` (with int8_block_activations, on a CPU with AVX-512 VNNI): the Q8_0, Q4_K and Q6_K
+// `int8_tiles` (with int8_block_activations, on a CPU with AVX-512 VNNI): the Q8_0/Q4_K/Q5_K/Q6_K
 // weights of those sites get the same 16-row tile copy (WeightMemory::bf16_repack counts its
 // growth), which the int8 tile kernels multiply (kernels/qblocks.h Int8TileRows: the
 // specification's bits).

@@ -68,7 +68,7 @@ I8_MIN_ROWS = 8
 # Whether this CPU runs the bf16 kernels fast (AVX512-BF16): --block-acts bf16 needs it.
 BF16_CPU = any("avx512_bf16" in line.split() for line in open("/proc/cpuinfo") if line.startswith("flags"))
 # Whether int8 block activations run the int8 tile kernels here (AVX-512 VNNI, and dsinfer's ISA
-# not capped below AVX-512): Q8_0, Q4_K and Q6_K weights then get the 16-row tile copy.
+# not capped below AVX-512): Q8_0, Q4_K, Q5_K and Q6_K weights then get the 16-row tile copy.
 VNNI_CPU = (any("avx512_vnni" in line.split() for line in open("/proc/cpuinfo") if line.startswith("flags"))
             and os.environ.get("DSINFER_ISA", "avx512") == "avx512")
 
@@ -148,7 +148,7 @@ def check_repack_memory(ds, path, work):
     (what bf16 block activations add: 16-row tiles, +64 bytes per 16 rows and 256 columns for
     Q4_K and Q5_K) exceed the memory available, and fits with one byte more; f32 activations
     (no copy) fit in that one byte less. On a CPU with AVX-512 VNNI the same for int8
-    activations, whose tile copy takes only the Q8_0, Q4_K and Q6_K weights. The growth is computed
+    activations, whose tile copy takes the same weights. The growth is computed
     here from the file's tensor list."""
     f = g.read_gguf(path)
     mapped = sum(t["nbytes"] for t in f["tensors"])
@@ -161,7 +161,7 @@ def check_repack_memory(ds, path, work):
         elems, bytes_ = TILE_BLOCK[t["type"]]
         copy = mats * -(-rows // 16) * (cols // elems) * bytes_
         growth += copy - t["nbytes"]
-        if t["type"] in (g.Q8_0, g.Q4_K, g.Q6_K):
+        if t["type"] in (g.Q8_0, g.Q4_K, g.Q5_K, g.Q6_K):
             growth_i8 += copy - t["nbytes"]
     j = json.loads(run([ds, "inspect", path, "--json"]).stdout)
     check(j["bf16_repack_bytes"] == growth and j["int8_repack_bytes"] == growth_i8,
@@ -481,7 +481,7 @@ def main():
         check(np.array_equal(default, i8), f"{typ}: in f32 numerics the default is int8 activations "
               "(its logits are those of --block-acts int8, bit for bit)")
         # Token by token (decode: n = 1 everywhere, the GEMV) = the prompt at once (the GEMM);
-        # on AVX-512 VNNI the Q8_0, Q4_K and Q6_K weights run the int8 tile kernels.
+        # on AVX-512 VNNI the Q8_0, Q4_K, Q5_K and Q6_K weights run the int8 tile kernels.
         i8d = logits(ds, path, os.path.join(work, f"{typ}-i8d.npy"), ["--mode", "decode"], acts="int8")
         check(np.array_equal(i8d, i8), f"{typ}: int8 activations' decode logits equal the prefill's "
               f"bit for bit (max|Δ| {np.abs(i8d - i8).max():.2e}; int8 tile kernels: {VNNI_CPU})")

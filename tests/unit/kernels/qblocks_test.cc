@@ -429,7 +429,7 @@ TEST_P(Int8Test, BatchAndThreadInvariant) {
   }
 }
 
-// Q8_0, Q4_K and Q6_K in 16-row tiles on VNNI (qblocks.h Int8TileRows, what the model runs with the
+// Q8_0, Q4_K, Q5_K and Q6_K in 16-row tiles on VNNI (qblocks.h Int8TileRows, what the model runs with the
 // loader's copy): the scalar specification's bits exactly, through LinearRows as the model calls
 // it — GEMV (n ≤ 8) and GEMM (n > 8, token tails of the 6-token tile), one chunk of the GEMM's 512
 // columns and several (Q8_0 9 and 37 blocks, the K-quants 2 and 5 super-blocks), a last tile of 13 rows,
@@ -493,7 +493,8 @@ TEST_P(Int8TilesTest, IsTheSpecificationBitForBit) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, Int8TilesTest,
-                         ::testing::Values(DType::kQ8_0, DType::kQ4_K, DType::kQ6_K),
+                         ::testing::Values(DType::kQ8_0, DType::kQ4_K, DType::kQ5_K,
+                                           DType::kQ6_K),
                          [](const auto& info) { return std::string(DTypeName(info.param)); });
 
 INSTANTIATE_TEST_SUITE_P(Types, Int8Test,
