@@ -113,20 +113,19 @@ std::string SizeFigures::Describe(const std::string& indent, const std::string& 
                 gib(cache_f32), gib(cache_bf16), gib(cache_fp8),
                 gib(resident() + cache_f32));
   std::string s = buf;
-  if (bf16_repack > 0) {
-    std::snprintf(buf, sizeof buf,
-                  "%swith bf16 block activations (--block-acts bf16, the default in bf16 numerics "
-                  "on a CPU with AVX512-BF16): + %.3f GiB of repacked weights\n",
-                  indent.c_str(), gib(bf16_repack));
+  // The repacks' growth, each on a line of its own (not in the total: the CPU and flags decide).
+  const auto repack = [&](uint64_t growth, const char* when) {
+    if (growth == 0) return;
+    std::snprintf(buf, sizeof buf, "%swith %s: + %.3f GiB of repacked weights\n", indent.c_str(),
+                  when, gib(growth));
     s += buf;
-  }
-  if (int8_repack > 0) {
-    std::snprintf(buf, sizeof buf,
-                  "%swith int8 block activations on a CPU with AVX-512 VNNI (--block-acts int8, "
-                  "the default outside bf16 numerics): + %.3f GiB of repacked Q4_K weights\n",
-                  indent.c_str(), gib(int8_repack));
-    s += buf;
-  }
+  };
+  repack(bf16_repack,
+         "bf16 block activations (--block-acts bf16, the default in bf16 numerics on a CPU with "
+         "AVX512-BF16)");
+  repack(int8_repack,
+         "int8 block activations on a CPU with AVX-512 VNNI (--block-acts int8, the default "
+         "outside bf16 numerics)");
   return s;
 }
 

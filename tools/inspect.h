@@ -50,8 +50,8 @@ struct SizeFigures {
   // What bf16 block activations add (--block-acts bf16, the default in bf16 numerics on a CPU
   // with AVX512-BF16): the repacked block weights' growth (WeightMemory::bf16_repack).
   uint64_t bf16_repack = 0;
-  // What int8 activations add on a CPU with AVX-512 VNNI: the int8 tile copies' growth (Q8_0 and
-  // Q4_K weights of the same sites; WeightMemory::int8_repack).
+  // What int8 activations add on a CPU with AVX-512 VNNI: the int8 tile copies' growth (the same
+  // block weights of the same sites; WeightMemory::int8_repack).
   uint64_t int8_repack = 0;
   int64_t context = 0;
   uint64_t cache_f32 = 0, cache_bf16 = 0, cache_fp8 = 0;  // the main layers' caches at `context`

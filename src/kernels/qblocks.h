@@ -90,7 +90,7 @@ void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const Wei
 // with the integer sum exact (Q4_K, Q5_K: then acc − mm·sum) — for any n (a GEMV up to
 // kInt8TileGemvMaxN tokens, else a GEMM: the same bits). Int8TilesRun: whether `w` runs there on
 // `isa`. PrepareTileActs: what the tile kernels of `dtype` read besides QuantizeActs' fields
-// (`bias`, `qk`), once per call before Int8TileRows.
+// (`bias`, `qk`, `bias16`), once per call before Int8TileRows.
 inline constexpr int64_t kInt8TileGemvMaxN = 8;
 bool Int8TilesRun(const WeightView& w, Isa isa);
 inline bool Int8TileDtype(DType t) {

@@ -101,12 +101,12 @@ constexpr QuadIndex MakeQuadIndex() {
 }
 inline constexpr QuadIndex kQuadIndex = MakeQuadIndex();
 
-// One tile's 32-column block b: its quads (vectors of the 16 rows' codes as unsigned bytes, 4
-// columns each) and its per-row scales.
+// One tile's scale block b (32 columns; Q6_K 16): its quads (vectors of the 16 rows' codes as
+// unsigned bytes, 4 columns each) and its per-row scales.
 template <int kKind>
 struct TileBlock {
   const uint8_t* sb;  // the super-block (Q8_0: the block)
-  int64_t j;          // Q4_K: the sub-block
+  int64_t j;          // K-quants: the sub-block
   DSINFER_VNNI TileBlock(const uint8_t* tile, int64_t b)
       : sb(tile + b / SuperBlocks(kKind) * SuperBytes(kKind)), j(b % SuperBlocks(kKind)) {}
   // Quad i: Q8_0 columns 4i..4i + 3, qw + 128; Q4_K the low (i even) or high nibbles of the
@@ -147,7 +147,7 @@ struct TileBlock {
       return _mm512_or_si512(lo, _mm512_or_si512(h01, h23));
     }
   }
-  // s_b per row: d (Q8_0), d·sc_j (Q4_K: 6-bit sc) or d·sc_i (Q6_K: int8 sc).
+  // s_b per row: d (Q8_0), d·sc_j (Q4_K, Q5_K: 6-bit sc) or d·sc_i (Q6_K: int8 sc).
   DSINFER_VNNI __m512 Scale() const {
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb)));
     if constexpr (kKind == kQ8) return d;
@@ -157,7 +157,7 @@ struct TileBlock {
     return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
                                 _mm_loadu_si128(reinterpret_cast<const __m128i*>(sb + 64 + 16 * j)))));
   }
-  // mm_b per row: dmin·m_j (Q4_K).
+  // mm_b per row: dmin·m_j (Q4_K, Q5_K).
   DSINFER_VNNI __m512 Min() const {
     const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb + 32)));
     return _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
@@ -178,7 +178,9 @@ struct TokenActs {
       : q((kKind == kQ4 ? a.qk.data() : a.q.data()) + t * a.cols),
         d(a.d.data() + t * a.blocks),
         sum(a.sum.data() + t * a.blocks),
-        bias(kKind == kQ6 ? a.bias16.data() + t * (a.cols / 16) : a.bias.data() + t * a.blocks) {}
+        bias(kKind == kQ6   ? a.bias16.data() + t * (a.cols / 16)
+             : kKind == kQ8 ? a.bias.data() + t * a.blocks
+                            : nullptr) {}  // (Q4_K, Q5_K: no start; `bias` is empty)
   DSINFER_VNNI __m512i Start(int64_t b) const {
     return HasMins(kKind) ? _mm512_setzero_si512() : _mm512_set1_epi32(bias[b]);
   }
@@ -239,8 +241,9 @@ DSINFER_VNNI void GemvTiles(const QuantizedActs& a, int64_t t0, const uint8_t* t
       const __m512i start = x[t].Start(b);
       for (int g = 0; g < G; ++g) acc[g][t] = start;
     }
+    constexpr int kQuads = Quads(kKind);
 #pragma GCC unroll 8
-    for (int i = 0; i < Quads(kKind); ++i) {
+    for (int i = 0; i < kQuads; ++i) {
       for (int g = 0; g < G; ++g) {
         const __m512i w = TileBlock<kKind>(tiles + g * tile_bytes, b).Quad(i, idx);
         for (int t = 0; t < M; ++t) acc[g][t] = _mm512_dpbusd_epi32(acc[g][t], w, x[t].Bcast(b, i));

@@ -94,7 +94,7 @@ void CheckWeightsFit(const Checkpoint& ckpt, std::optional<ExpertRange> experts,
   const std::string repack =
       bf16_blocks && need.bf16_repack > 0
           ? " + " + std::to_string(need.bf16_repack) +
-                " bytes more for the bf16 block activations' repacked weights (--block-acts int8 "
+                " bytes more for the bf16 block activations' repacked weights (--block-acts f32 "
                 "does without)"
       : int8_tiles && need.int8_repack > 0
           ? " + " + std::to_string(need.int8_repack) +
