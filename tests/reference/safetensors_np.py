@@ -221,17 +221,17 @@ def write_safetensors(path, tensors, metadata=None):
     offset = 0
     for name, (dtype, shape, array) in tensors.items():
         np_dtype, size = DTYPES[dtype]
-        blob = np.ascontiguousarray(array, dtype=np_dtype).tobytes()
-        if len(blob) != int(np.prod(shape, dtype=np.int64)) * size:
-            raise ValueError(f"write_safetensors: {name}: {len(blob)} bytes for shape {shape}")
+        blob = np.ascontiguousarray(array, dtype=np_dtype)  # written as is, without a bytes copy
+        if blob.nbytes != int(np.prod(shape, dtype=np.int64)) * size:
+            raise ValueError(f"write_safetensors: {name}: {blob.nbytes} bytes for shape {shape}")
         header[name] = {"dtype": dtype, "shape": [int(s) for s in shape],
-                        "data_offsets": [offset, offset + len(blob)]}
+                        "data_offsets": [offset, offset + blob.nbytes]}
         blobs.append(blob)
-        offset += len(blob)
+        offset += blob.nbytes
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * ((-(8 + len(text))) % 8)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(text)))
         f.write(text)
         for blob in blobs:
-            f.write(blob)
+            f.write(memoryview(blob.reshape(-1)).cast("B"))
