@@ -297,33 +297,57 @@ void RowsDecoded(const gemm::IsaKernels& k, Isa isa, const float* x, int64_t xs,
   }
 }
 
-// int8 activations (Q8_0, Q4_K): x quantised once on the calling thread; each thread takes one
+// int8 activations (Q8_0, Q2_K-Q6_K, IQ4_*): x quantised once per call; each thread takes one
 // contiguous range of rows and walks it in tiles of kInt8Rows rows (a tile stays in L2 while
-// every group of tokens meets it), so a prefill batch reads the weights once.
+// every group of tokens meets it), so a prefill batch reads the weights once. A GEMM's tokens are
+// quantised (and prepared for the tile kernels) by the threads, each a range of tokens, before
+// the barrier, and its rows dealt in pieces; a GEMV's tokens (up to kInt8TileGemvMaxN) are
+// quantised on the calling thread.
 void RowsInt8(Isa isa, const float* x, int64_t xs, int64_t n, const WeightView& w, int64_t rb,
               int64_t re, float* y, int64_t ys) {
   constexpr int64_t kInt8Rows = 16;
-  thread_local qblocks::QuantizedActs acts;  // the calling thread's; workers only read it
-  qblocks::QuantizeActs(isa, x, xs, n, w.cols, acts);
-  const qblocks::QuantizedActs& a = acts;
+  // A GEMM's pieces: 128 rows (the tile kernels' panel, whose tokens stream from L2), dealt
+  // dynamically — a static split left one thread waiting ~10% of the time on this shared machine.
+  constexpr int64_t kInt8GemmPiece = 128;
+  thread_local qblocks::QuantizedActs acts;  // the calling thread's; the workers use `a`
+  qblocks::QuantizedActs& a = acts;
   // Q8_0 / Q4_K / Q5_K / Q6_K on VNNI with the loader's 16-row tile copy (qblocks.h Int8TileRows): the
   // specification's bits; the threads' ranges cut at tiles.
   const bool tiles = w.repacked != nullptr && qblocks::Int8TilesRun(*w.repacked, isa);
-  if (tiles) qblocks::PrepareTileActs(w.dtype, acts);
+  auto prepare = [&](int64_t t0, int64_t t1) {
+    qblocks::QuantizeActRows(isa, x, xs, t0, t1, a);
+    if (tiles) qblocks::PrepareTileActRows(w.dtype, a, t0, t1);
+  };
   auto run = [&](int64_t p0, int64_t p1) {
     if (tiles) return qblocks::Int8TileRows(isa, a, 0, n, *w.repacked, p0, p1, y + (p0 - rb), ys);
     for (int64_t r0 = p0; r0 < p1; r0 += kInt8Rows)
       qblocks::Int8Rows(isa, a, 0, n, w, r0, std::min(p1, r0 + kInt8Rows), y + (r0 - rb), ys);
   };
+  qblocks::SizeActs(n, w.cols, a);
+  if (tiles) qblocks::SizeTileActs(w.dtype, a);
   const bool big = (re - rb) * w.row_bytes() >= kParallelGemvBytes ||
                    (re - rb) * w.cols * (n + 1) >= kParallelWork;
-  if (!big || omp_in_parallel()) return run(rb, re);
+  if (!big || omp_in_parallel()) {
+    prepare(0, n);
+    return run(rb, re);
+  }
+  const bool threads_prepare = n > qblocks::kInt8TileGemvMaxN;
+  if (!threads_prepare) prepare(0, n);
 #pragma omp parallel
   {
     DSINFER_NOTE_THREAD("linear.int8_rows");
     const int64_t parts = omp_get_num_threads(), i = omp_get_thread_num();
-    const int64_t align = tiles ? 16 : 8;
-    run(Cut(rb, re, i, parts, align), Cut(rb, re, i + 1, parts, align));
+    if (threads_prepare) {  // a GEMM: pieces of rows taken as threads come free
+      prepare(Cut(0, n, i, parts, 1), Cut(0, n, i + 1, parts, 1));
+#pragma omp barrier
+      const int64_t pieces = (re - rb + kInt8GemmPiece - 1) / kInt8GemmPiece;
+#pragma omp for schedule(dynamic)
+      for (int64_t p = 0; p < pieces; ++p)
+        run(rb + p * kInt8GemmPiece, std::min(re, rb + (p + 1) * kInt8GemmPiece));
+    } else {  // a GEMV: one contiguous stream of weights per thread
+      const int64_t align = tiles ? 16 : 8;
+      run(Cut(rb, re, i, parts, align), Cut(rb, re, i + 1, parts, align));
+    }
   }
 }
 

@@ -1218,6 +1218,11 @@ void QuantizeActs(const float* x, int64_t xs, int64_t n, int64_t cols, Quantized
 
 void QuantizeActs(Isa isa, const float* x, int64_t xs, int64_t n, int64_t cols,
                   QuantizedActs& out) {
+  SizeActs(n, cols, out);
+  QuantizeActRows(isa, x, xs, 0, n, out);
+}
+
+void SizeActs(int64_t n, int64_t cols, QuantizedActs& out) {
   DSINFER_CHECK(cols % kActBlock == 0, "QuantizeActs: cols must be a multiple of 32");
   out.n = n;
   out.cols = cols;
@@ -1229,8 +1234,14 @@ void QuantizeActs(Isa isa, const float* x, int64_t xs, int64_t n, int64_t cols,
   out.bias.clear();  // the tile kernels' fields: PrepareTileActs fills them for these values
   out.qk.clear();
   out.bias16.clear();
+}
+
+void QuantizeActRows(Isa isa, const float* x, int64_t xs, int64_t t0, int64_t t1,
+                     QuantizedActs& out) {
+  DSINFER_CHECK(0 <= t0 && t0 <= t1 && t1 <= out.n, "QuantizeActRows: tokens out of range");
   const bool vector = isa == Isa::kAvx512 && DetectCpu().Supports(Isa::kAvx512);
-  for (int64_t t = 0; t < n; ++t) {
+  const int64_t cols = out.cols;
+  for (int64_t t = t0; t < t1; ++t) {
     int8_t* q = out.q.data() + t * cols;
     float* d = out.d.data() + t * out.blocks;
     float* sum = out.sum.data() + t * out.blocks;
@@ -1241,7 +1252,7 @@ void QuantizeActs(Isa isa, const float* x, int64_t xs, int64_t n, int64_t cols,
         QuantizeBlock(x + t * xs + kActBlock * b, q + kActBlock * b, d[b], sum[b]);
     }
   }
-  for (int64_t k = 0; k < n * out.blocks; ++k) {
+  for (int64_t k = t0 * out.blocks; k < t1 * out.blocks; ++k) {
     out.ds[2 * k] = out.d[k];
     out.ds[2 * k + 1] = out.sum[k];
   }

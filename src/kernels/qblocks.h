@@ -61,6 +61,12 @@ void QuantizeActs(const float* x, int64_t xs, int64_t n, int64_t cols, Quantized
 // The same bits on `isa` (AVX-512: vector blocks; a block holding 0, Inf or NaN as the
 // specification; another isa: the specification).
 void QuantizeActs(Isa isa, const float* x, int64_t xs, int64_t n, int64_t cols, QuantizedActs& out);
+// QuantizeActs in two steps, for threads: SizeActs sizes `out` for n rows of `cols` (on one
+// thread), then QuantizeActRows quantises tokens [t0, t1) — disjoint ranges from any threads
+// write disjoint bytes. The same bits as QuantizeActs.
+void SizeActs(int64_t n, int64_t cols, QuantizedActs& out);
+void QuantizeActRows(Isa isa, const float* x, int64_t xs, int64_t t0, int64_t t1,
+                     QuantizedActs& out);
 
 // Whether the int8-activation path handles `t` (Q8_0, Q2_K-Q6_K, IQ4_NL and IQ4_XS).
 bool Int8Dtype(DType t);
@@ -97,6 +103,10 @@ inline bool Int8TileDtype(DType t) {
   return t == DType::kQ8_0 || t == DType::kQ4_K || t == DType::kQ5_K || t == DType::kQ6_K;
 }
 void PrepareTileActs(DType dtype, QuantizedActs& a);
+// PrepareTileActs in two steps, for threads (as SizeActs/QuantizeActRows): SizeTileActs on one
+// thread, then PrepareTileActRows for disjoint token ranges, each after its tokens are quantised.
+void SizeTileActs(DType dtype, QuantizedActs& a);
+void PrepareTileActRows(DType dtype, QuantizedActs& a, int64_t t0, int64_t t1);
 void Int8TileRows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,
                   int64_t r0, int64_t r1, float* y, int64_t ys);
 

@@ -442,29 +442,95 @@ bool Int8TilesRun(const WeightView& w, Isa isa) {
   return Int8TileDtype(w.dtype) && w.bf16_pairs && Int8UsesVnni(isa);
 }
 
-void PrepareTileActs(DType dtype, QuantizedActs& a) {
+namespace {
+
+// PrepareTileActRows' two jobs on one span of q (`bytes`, a multiple of 32), on VNNI:
+// out[k] = −c · Σ of the k-th group of `width` (16 or 32) bytes, and Q4_K's column order.
+DSINFER_VNNI void GroupSumsVnni(const int8_t* q, int64_t bytes, int64_t width, int32_t c,
+                                int32_t* out) {
+  const __m512i ones = _mm512_set1_epi8(1), neg_c = _mm512_set1_epi32(-c);
+  // dword 0 of each 128-bit lane (16-byte groups), of lanes 0 and 2 (32-byte groups)
+  const __m512i pick16 = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m512i pick32 = _mm512_setr_epi32(0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  int64_t i = 0;
+  for (; i + 64 <= bytes; i += 64) {
+    // dword j = Σ of bytes 4j..4j+3 (1 · q, unsigned by signed); then each lane's 4 dwords
+    __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, _mm512_loadu_si512(q + i));
+    s = _mm512_add_epi32(s, _mm512_shuffle_epi32(s, _MM_PERM_BADC));
+    s = _mm512_add_epi32(s, _mm512_shuffle_epi32(s, _MM_PERM_CDAB));
+    if (width == 16) {
+      s = _mm512_mullo_epi32(s, neg_c);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i / 16),
+                       _mm512_castsi512_si128(_mm512_permutexvar_epi32(pick16, s)));
+    } else {
+      s = _mm512_add_epi32(s, _mm512_shuffle_i32x4(s, s, _MM_SHUFFLE(2, 3, 0, 1)));
+      s = _mm512_mullo_epi32(s, neg_c);
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(out + i / 32),
+                       _mm512_castsi512_si128(_mm512_permutexvar_epi32(pick32, s)));
+    }
+  }
+  for (; i < bytes; i += width) {
+    int32_t sum = 0;
+    for (int64_t j = 0; j < width; ++j) sum += q[i + j];
+    out[i / width] = -c * sum;
+  }
+}
+
+DSINFER_VNNI void Q4OrderVnni(const int8_t* q, int64_t bytes, int8_t* qk) {
+  const __m128i order = _mm_setr_epi8(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
+  const __m512i order4 = _mm512_broadcast_i32x4(order);
+  int64_t i = 0;
+  for (; i + 64 <= bytes; i += 64)
+    _mm512_storeu_si512(qk + i, _mm512_shuffle_epi8(_mm512_loadu_si512(q + i), order4));
+  if (i < bytes)  // 32 bytes left
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(qk + i),
+                        _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + i)),
+                                            _mm512_castsi512_si256(order4)));
+}
+
+}  // namespace
+
+void SizeTileActs(DType dtype, QuantizedActs& a) {
   a.bias.clear();
   a.bias16.clear();
   a.qk.clear();
+  if (dtype == DType::kQ8_0) a.bias.resize(static_cast<size_t>(a.n * a.cols / 32));
+  if (dtype == DType::kQ6_K) a.bias16.resize(static_cast<size_t>(a.n * a.cols / 16));
+  if (dtype == DType::kQ4_K) a.qk.resize(a.q.size());
+}
+
+void PrepareTileActRows(DType dtype, QuantizedActs& a, int64_t t0, int64_t t1) {
+  DSINFER_CHECK(0 <= t0 && t0 <= t1 && t1 <= a.n, "PrepareTileActRows: tokens out of range");
+  const int64_t b0 = t0 * a.cols, b1 = t1 * a.cols;  // the tokens' bytes of q
+  const bool vnni = Int8UsesVnni(Isa::kAvx512);
   if (dtype == DType::kQ8_0 || dtype == DType::kQ6_K) {  // −c·Σq over each weight block
-    const int64_t width = dtype == DType::kQ8_0 ? 32 : 16, c = dtype == DType::kQ8_0 ? 128 : 32;
+    const int64_t width = dtype == DType::kQ8_0 ? 32 : 16;
+    const int32_t c = dtype == DType::kQ8_0 ? 128 : 32;
     std::vector<int32_t>& out = dtype == DType::kQ8_0 ? a.bias : a.bias16;
-    out.resize(static_cast<size_t>(a.n * a.cols / width));
-    for (size_t k = 0; k < out.size(); ++k) {
+    DSINFER_CHECK(static_cast<int64_t>(out.size()) == a.n * a.cols / width,
+                  "PrepareTileActRows: SizeTileActs first");
+    if (vnni) return GroupSumsVnni(a.q.data() + b0, b1 - b0, width, c, out.data() + b0 / width);
+    for (int64_t k = b0 / width; k < b1 / width; ++k) {
       const int8_t* q = a.q.data() + k * width;
       int32_t sum = 0;
       for (int64_t i = 0; i < width; ++i) sum += q[i];
-      out[k] = static_cast<int32_t>(-c * sum);
+      out[k] = -c * sum;
     }
   }
   if (dtype == DType::kQ4_K) {  // each 8 bytes as 0, 4, 1, 5, 2, 6, 3, 7
-    a.qk.resize(a.q.size());
-    for (size_t i = 0; i < a.q.size(); i += 8)
+    DSINFER_CHECK(a.qk.size() == a.q.size(), "PrepareTileActRows: SizeTileActs first");
+    if (vnni) return Q4OrderVnni(a.q.data() + b0, b1 - b0, a.qk.data() + b0);
+    for (int64_t i = b0; i < b1; i += 8)
       for (int k = 0; k < 4; ++k) {
         a.qk[i + 2 * k] = a.q[i + k];
         a.qk[i + 2 * k + 1] = a.q[i + 4 + k];
       }
   }
+}
+
+void PrepareTileActs(DType dtype, QuantizedActs& a) {
+  SizeTileActs(dtype, a);
+  PrepareTileActRows(dtype, a, 0, a.n);
 }
 
 void Int8TileRows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,

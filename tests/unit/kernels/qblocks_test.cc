@@ -473,13 +473,14 @@ TEST_P(Int8TilesTest, IsTheSpecificationBitForBit) {
       }
     }
   }
-  // Large enough for the threads (LinearRows splits the rows at tiles): 1 and 2 threads.
+  // Large enough for the threads (LinearRows splits the rows at tiles; a GEMM's tokens are
+  // quantised and prepared by the threads, each a range of tokens): 1 and 2 threads.
   BlockMatrix m = MakeBlocks(t, 600, 2048, 73, /*random_bytes=*/true);
   m.view.int8_activations = true;
   const std::shared_ptr<const OwnedWeight> tiles = RepackBlocksBf16(m.view);
   WeightView tiled = m.view;
   tiled.repacked = &tiles->view;
-  for (const int64_t n : {1, 9}) {
+  for (const int64_t n : {1, 9, 40}) {
     const std::vector<float> x = test::RandomVector(n * 2048, 19);
     const std::vector<float> spec = Rows(Isa::kScalar, m.view, x, 2048, n, 0, 600, 600);
     const std::vector<float> threaded = Rows(Isa::kAvx512, tiled, x, 2048, n, 0, 600, 600);
