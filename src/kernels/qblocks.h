@@ -99,6 +99,8 @@ void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const Wei
 // (`bias`, `qk`, `bias16`), once per call before Int8TileRows.
 inline constexpr int64_t kInt8TileGemvMaxN = 8;
 bool Int8TilesRun(const WeightView& w, Isa isa);
+// Whether `isa` has tile kernels (AVX-512 VNNI, or AVX2: qblocks_tiles_avx2.cc, the same bits).
+bool Int8TilesOn(Isa isa);
 inline bool Int8TileDtype(DType t) {
   return t == DType::kQ8_0 || t == DType::kQ4_K || t == DType::kQ5_K || t == DType::kQ6_K;
 }

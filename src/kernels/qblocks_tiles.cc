@@ -42,6 +42,7 @@
 
 #include "base/error.h"
 #include "kernels/qblocks.h"
+#include "kernels/qblocks_tiles_layout.h"
 
 // GCC 12's AVX-512 headers trip -Wmaybe-uninitialized inside their own code.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -56,30 +57,15 @@
 namespace dsinfer::qblocks {
 namespace {
 
-constexpr int kLanes = 16;                       // rows per tile (kBlockTileRows)
+using namespace tiles;  // NOLINT(google-build-using-namespace): this file's own layout
+
 constexpr int kGemvTiles = 4;                    // GEMV: tiles per pass (one weight stream each)
 constexpr int kGemvMr = 8;                       // GEMV: tokens per pass
 constexpr int kV = 2;                            // GEMM register tile: kV vectors of 16 rows
 constexpr int kGroupRows = kV * kLanes;          //   (kGroupRows rows)
 constexpr int kPieceGroups = 4;                  // GEMM: row groups of a piece
 constexpr int kMr = 6;                           // GEMM: tokens per register tile
-constexpr int64_t kKc = 512;                     // GEMM: columns per panel (whole super-blocks)
 
-// The weight types: Q8_0 (32-column blocks), Q4_K (256-column super-blocks of 32-column blocks
-// with mins), Q6_K (256-column super-blocks of 16-column blocks). A "block" below is one scale's
-// columns: 32, or 16 for Q6_K.
-enum Kind : int { kQ8 = 0, kQ4 = 1, kQ6 = 2, kQ5 = 3 };
-constexpr bool HasMins(int kind) { return kind == kQ4 || kind == kQ5; }
-constexpr int BlockCols(int kind) { return kind == kQ6 ? 16 : 32; }
-constexpr int Quads(int kind) { return BlockCols(kind) / 4; }  // 4-column vectors per block
-constexpr int64_t SuperBlocks(int kind) { return kind == kQ8 ? 1 : kind == kQ6 ? 16 : 8; }
-constexpr int64_t SuperBytes(int kind) {
-  return kind == kQ8   ? kQ8Bf16BlockBytes
-         : kind == kQ4 ? kQ4KBf16BlockBytes
-         : kind == kQ5 ? kQ5KBf16BlockBytes
-                       : kQ6KBf16BlockBytes;
-}
-constexpr int ChunkBlocks(int kind) { return static_cast<int>(kKc / BlockCols(kind)); }
 // Per group and chunk block b: the quads × kV vectors, then s_b × kV, then mm_b × kV (64 bytes each).
 constexpr int64_t BlockVecs(int kind) { return kV * Quads(kind) + 2 * kV; }
 constexpr int64_t PanelVecs(int kind) { return int64_t{kPieceGroups} * ChunkBlocks(kind) * BlockVecs(kind); }
@@ -299,7 +285,7 @@ DSINFER_VNNI void Gemv(const QuantizedActs& a, int64_t t0, int64_t t1, const Wei
                        int64_t r0, int64_t r1, float* y, int64_t ys) {
   constexpr int64_t kStep = int64_t{kGemvTiles} * kLanes;
   const int64_t blocks = w.cols / BlockCols(kKind);
-  const int64_t tile_bytes = blocks / SuperBlocks(kKind) * SuperBytes(kKind);
+  const int64_t tile_bytes = TileBytes(kKind, w.cols);
   const auto* base = static_cast<const uint8_t*>(w.data);
   const uintptr_t pf_end =
       reinterpret_cast<uintptr_t>(base + (r1 + kLanes - 1) / kLanes * tile_bytes);
@@ -336,7 +322,7 @@ template <int kKind>
 DSINFER_VNNI void PackPanel(const WeightView& w, int64_t r0, int rows, int64_t b0, int64_t nb,
                             __m512i* panel) {
   const __m512i idx = _mm512_load_si512(kQuadIndex.words);
-  const int64_t tile_bytes = w.cols / BlockCols(kKind) / SuperBlocks(kKind) * SuperBytes(kKind);
+  const int64_t tile_bytes = TileBytes(kKind, w.cols);
   constexpr int kQuads = Quads(kKind);
   constexpr int64_t kBlockVecs = BlockVecs(kKind), kChunkBlocks = ChunkBlocks(kKind);
   const int tiles = (rows + kLanes - 1) / kLanes;
@@ -439,8 +425,10 @@ DSINFER_VNNI void Gemm(const QuantizedActs& a, int64_t t0, int64_t t1, const Wei
 }  // namespace
 
 bool Int8TilesRun(const WeightView& w, Isa isa) {
-  return Int8TileDtype(w.dtype) && w.bf16_pairs && Int8UsesVnni(isa);
+  return Int8TileDtype(w.dtype) && w.bf16_pairs && Int8TilesOn(isa);
 }
+
+bool Int8TilesOn(Isa isa) { return Int8UsesVnni(isa) || Int8UsesAvx2(isa); }
 
 namespace {
 
@@ -536,7 +524,7 @@ void PrepareTileActs(DType dtype, QuantizedActs& a) {
 void Int8TileRows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,
                   int64_t r0, int64_t r1, float* y, int64_t ys) {
   DSINFER_CHECK(Int8TilesRun(w, isa),
-                "Int8TileRows takes a Q8_0, Q4_K, Q5_K or Q6_K weight in 16-row tiles on VNNI");
+                "Int8TileRows takes a Q8_0, Q4_K, Q5_K or Q6_K weight in 16-row tiles on AVX-512 VNNI or AVX2");
   const bool q4 = w.dtype == DType::kQ4_K, q5 = w.dtype == DType::kQ5_K,
              q6 = w.dtype == DType::kQ6_K;
   DSINFER_CHECK(a.cols == w.cols && t0 >= 0 && t1 <= a.n &&
@@ -555,6 +543,7 @@ void Int8TileRows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const
       std::memcpy(y + t * ys, part.data() + t * kLanes + (r0 - tile0), (tile1 - r0) * sizeof(float));
     return Int8TileRows(isa, a, t0, t1, w, tile1, r1, y + (tile1 - r0), ys);
   }
+  if (!Int8UsesVnni(isa)) return Int8TileRowsAvx2(a, t0, t1, w, r0, r1, y, ys);
   const bool gemv = t1 - t0 <= kInt8TileGemvMaxN;
   if (q4) return gemv ? Gemv<kQ4>(a, t0, t1, w, r0, r1, y, ys) : Gemm<kQ4>(a, t0, t1, w, r0, r1, y, ys);
   if (q6) return gemv ? Gemv<kQ6>(a, t0, t1, w, r0, r1, y, ys) : Gemm<kQ6>(a, t0, t1, w, r0, r1, y, ys);

@@ -67,10 +67,12 @@ I8_FLIPPED_KL = 1e-2
 I8_MIN_ROWS = 8
 # Whether this CPU runs the bf16 kernels fast (AVX512-BF16): --block-acts bf16 needs it.
 BF16_CPU = any("avx512_bf16" in line.split() for line in open("/proc/cpuinfo") if line.startswith("flags"))
-# Whether int8 block activations run the int8 tile kernels here (AVX-512 VNNI, and dsinfer's ISA
-# not capped below AVX-512): Q8_0, Q4_K, Q5_K and Q6_K weights then get the 16-row tile copy.
-VNNI_CPU = (any("avx512_vnni" in line.split() for line in open("/proc/cpuinfo") if line.startswith("flags"))
-            and os.environ.get("DSINFER_ISA", "avx512") == "avx512")
+# Whether int8 block activations run the int8 tile kernels here (AVX-512 VNNI, or AVX2, and
+# dsinfer's ISA not capped to scalar): Q8_0, Q4_K, Q5_K and Q6_K weights then get the 16-row
+# tile copy. VNNI_CPU: the AVX-512 VNNI ones (then the AVX2 ones are run too, capped by DSINFER_ISA).
+CPU_FLAGS = next((line.split() for line in open("/proc/cpuinfo") if line.startswith("flags")), [])
+VNNI_CPU = "avx512_vnni" in CPU_FLAGS and os.environ.get("DSINFER_ISA", "avx512") == "avx512"
+TILES_CPU = "avx2" in CPU_FLAGS and os.environ.get("DSINFER_ISA", "avx512") != "scalar"
 
 
 def first_routing_flip(dump_a, dump_b):
@@ -182,13 +184,13 @@ def check_repack_memory(ds, path, work):
             env=dict(os.environ, DSINFER_MEMORY_AVAILABLE=str(need)))
     check(p.returncode == 0, f"... and bf16 block activations load in {need} bytes "
           f"({p.stderr.strip()[-120:]})")
-    need_i8 = mapped + (growth_i8 if VNNI_CPU else 0)
+    need_i8 = mapped + (growth_i8 if TILES_CPU else 0)
     p = run(base + ["--block-acts", "int8"], ok=False,
             env=dict(os.environ, DSINFER_MEMORY_AVAILABLE=str(need_i8 - 1)))
-    check(p.returncode == 1 and (not VNNI_CPU or f"{growth_i8} bytes more for the int8 tile kernels"
+    check(p.returncode == 1 and (not TILES_CPU or f"{growth_i8} bytes more for the int8 tile kernels"
                                  in p.stderr),
-          f"int8 activations ({'with' if VNNI_CPU else 'without'} the int8 tile copy, "
-          f"{growth_i8 if VNNI_CPU else 0} bytes more) refused with {need_i8 - 1} bytes available: "
+          f"int8 activations ({'with' if TILES_CPU else 'without'} the int8 tile copy, "
+          f"{growth_i8 if TILES_CPU else 0} bytes more) refused with {need_i8 - 1} bytes available: "
           f"{p.stderr.strip()[-200:]}")
     p = run(base + ["--block-acts", "int8"], ok=False,
             env=dict(os.environ, DSINFER_MEMORY_AVAILABLE=str(need_i8)))
@@ -484,7 +486,24 @@ def main():
         # on AVX-512 VNNI the Q8_0, Q4_K, Q5_K and Q6_K weights run the int8 tile kernels.
         i8d = logits(ds, path, os.path.join(work, f"{typ}-i8d.npy"), ["--mode", "decode"], acts="int8")
         check(np.array_equal(i8d, i8), f"{typ}: int8 activations' decode logits equal the prefill's "
-              f"bit for bit (max|Δ| {np.abs(i8d - i8).max():.2e}; int8 tile kernels: {VNNI_CPU})")
+              f"bit for bit (max|Δ| {np.abs(i8d - i8).max():.2e}; int8 tile kernels: {TILES_CPU})")
+        if VNNI_CPU:  # the AVX2 tile kernels (a CPU without VNNI): the same checks
+            avx2 = dict(os.environ, DSINFER_ISA="avx2")
+            a2dump = os.path.join(work, f"{typ}-i8-avx2-dump")
+            shutil.rmtree(a2dump, ignore_errors=True)
+            a2 = logits(ds, path, os.path.join(work, f"{typ}-i8-avx2.npy"), ["--dump-dir", a2dump],
+                        env=avx2, acts="int8")
+            a2d = logits(ds, path, os.path.join(work, f"{typ}-i8d-avx2.npy"), ["--mode", "decode"],
+                         env=avx2, acts="int8")
+            check(np.array_equal(a2d, a2), f"{typ}: on AVX2 (DSINFER_ISA=avx2) int8 activations' "
+                  f"decode logits equal the prefill's bit for bit (max|Δ| {np.abs(a2d - a2).max():.2e})")
+            n, e8, kl8, kl_all, where = rounded_vs_exact(f32a, a2, [dumps[0], a2dump])
+            check(n >= I8_MIN_ROWS and e8 <= I8_BOUNDS[0] and kl8 <= I8_BOUNDS[1]
+                  and kl_all <= I8_FLIPPED_KL,
+                  f"{typ} with int8 activations on AVX2 vs f32 activations ({where}): max|Δ|/max|ref| "
+                  f"= {e8:.2e}, mean KL {kl8:.2e} over {n} rows; all rows mean KL {kl_all:.2e} "
+                  f"(the bounds below)")
+            shutil.rmtree(a2dump, ignore_errors=True)
         n, e8, kl8, kl_all, where = rounded_vs_exact(f32a, i8, dumps)
         check(n >= I8_MIN_ROWS and e8 <= I8_BOUNDS[0] and kl8 <= I8_BOUNDS[1]
               and kl_all <= I8_FLIPPED_KL,

@@ -1,0 +1,42 @@
+// The int8 tile kernels' view of the 16-row tile copy (kernels/weight.h `RepackBlocksBf16`),
+// shared by their AVX-512 VNNI (qblocks_tiles.cc) and AVX2 (qblocks_tiles_avx2.cc) forms.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/qblocks.h"
+#include "kernels/weight.h"
+
+namespace dsinfer::qblocks::tiles {
+
+inline constexpr int kLanes = 16;    // rows per tile (kBlockTileRows)
+inline constexpr int64_t kKc = 512;  // GEMM: columns per panel (whole super-blocks)
+
+// The weight types: Q8_0 (32-column blocks), Q4_K and Q5_K (256-column super-blocks of 32-column
+// blocks with mins), Q6_K (256-column super-blocks of 16-column blocks). A "block" is one scale's
+// columns: 32, or 16 for Q6_K; a "quad" 4 of its columns.
+enum Kind : int { kQ8 = 0, kQ4 = 1, kQ6 = 2, kQ5 = 3 };
+constexpr bool HasMins(int kind) { return kind == kQ4 || kind == kQ5; }
+constexpr int BlockCols(int kind) { return kind == kQ6 ? 16 : 32; }
+constexpr int Quads(int kind) { return BlockCols(kind) / 4; }  // 4-column vectors per block
+constexpr int64_t SuperBlocks(int kind) { return kind == kQ8 ? 1 : kind == kQ6 ? 16 : 8; }
+constexpr int64_t SuperBytes(int kind) {
+  return kind == kQ8   ? kQ8Bf16BlockBytes
+         : kind == kQ4 ? kQ4KBf16BlockBytes
+         : kind == kQ5 ? kQ5KBf16BlockBytes
+                       : kQ6KBf16BlockBytes;
+}
+constexpr int ChunkBlocks(int kind) { return static_cast<int>(kKc / BlockCols(kind)); }
+// Bytes of one tile (16 rows of `cols` columns).
+constexpr int64_t TileBytes(int kind, int64_t cols) {
+  return cols / BlockCols(kind) / SuperBlocks(kind) * SuperBytes(kind);
+}
+
+}  // namespace dsinfer::qblocks::tiles
+
+namespace dsinfer::qblocks {
+// qblocks.h Int8TileRows on AVX2 (qblocks_tiles_avx2.cc), for rows r0..r1 with r0 at a tile's
+// start; Int8TileRows checks the arguments.
+void Int8TileRowsAvx2(const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,
+                      int64_t r0, int64_t r1, float* y, int64_t ys);
+}  // namespace dsinfer::qblocks
