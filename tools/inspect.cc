@@ -124,7 +124,7 @@ std::string SizeFigures::Describe(const std::string& indent, const std::string& 
          "bf16 block activations (--block-acts bf16, the default in bf16 numerics on a CPU with "
          "AVX512-BF16)");
   repack(int8_repack,
-         "int8 block activations on a CPU with AVX-512 VNNI (--block-acts int8, the default "
+         "int8 block activations on a CPU with AVX-512 VNNI or AVX2 (--block-acts int8, the default "
          "outside bf16 numerics)");
   return s;
 }

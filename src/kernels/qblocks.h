@@ -91,7 +91,7 @@ void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const Wei
               int64_t r0, int64_t r1, float* y, int64_t ys);
 
 // Q8_0, Q4_K, Q5_K and Q6_K weights in the 16-row tile form (kernels/weight.h `RepackBlocksBf16`,
-// bf16_pairs) on AVX-512 VNNI (qblocks_tiles.cc): Int8Rows' results for those rows, bit for bit
+// bf16_pairs) on AVX-512 VNNI (qblocks_tiles.cc) or AVX2 (qblocks_tiles_avx2.cc): Int8Rows' results for those rows, bit for bit
 // the scalar specification's — per row, block after block in order, acc = acc + f32(Σ qw·q)·(s·d)
 // with the integer sum exact (Q4_K, Q5_K: then acc − mm·sum) — for any n (a GEMV up to
 // kInt8TileGemvMaxN tokens, else a GEMM: the same bits). Int8TilesRun: whether `w` runs there on

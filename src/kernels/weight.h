@@ -35,7 +35,7 @@ struct WeightView {
   // numerics: FP8 always, Q8_0/Q4_K/Q5_K/Q6_K with --block-acts bf16, the default there), which
   // `LinearBf16` multiplies on the AVX512-BF16 path (FP8: the same bits as this view, faster;
   // blocks: the only form that path takes); or, for a Q8_0/Q4_K/Q5_K/Q6_K weight with
-  // int8_activations on a CPU with AVX-512 VNNI, for the int8 tile kernels (the specification's bits, faster). Every other
+  // int8_activations on a CPU with AVX-512 VNNI or AVX2, for the int8 tile kernels (the specification's bits, faster). Every other
   // kernel reads this view. Not owned.
   const WeightView* repacked = nullptr;
   // `repacked` is the int8 tile copy only (made for int8 activations): the bf16 kernels leave it

@@ -125,7 +125,7 @@ WeightMemory EstimateWeightMemory(const Checkpoint& ckpt,
 // (RepackFp8Pairs; as many bytes as those weights; the mapped originals stay for f32 numerics).
 // `bf16_blocks` (with repack_bf16): so do the Q8_0/Q4_K/Q5_K/Q6_K weights of those sites
 // (RepackBlocksBf16), which then multiply bf16 activations instead of int8 ones.
-// `int8_tiles` (with int8_block_activations, on a CPU with AVX-512 VNNI): the Q8_0/Q4_K/Q5_K/Q6_K
+// `int8_tiles` (with int8_block_activations, on a CPU with AVX-512 VNNI or AVX2): the Q8_0/Q4_K/Q5_K/Q6_K
 // weights of those sites get the same 16-row tile copy (WeightMemory::int8_repack counts its
 // growth), which the int8 tile kernels multiply (kernels/qblocks.h Int8TileRows: the
 // specification's bits).

@@ -149,7 +149,7 @@ def check_repack_memory(ds, path, work):
     """Loading refuses early, with the figure, when the weights plus their bf16 block repack
     (what bf16 block activations add: 16-row tiles, +64 bytes per 16 rows and 256 columns for
     Q4_K and Q5_K) exceed the memory available, and fits with one byte more; f32 activations
-    (no copy) fit in that one byte less. On a CPU with AVX-512 VNNI the same for int8
+    (no copy) fit in that one byte less. On a CPU with AVX-512 VNNI or AVX2 the same for int8
     activations, whose tile copy takes the same weights. The growth is computed
     here from the file's tensor list."""
     f = g.read_gguf(path)
