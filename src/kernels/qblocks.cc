@@ -324,7 +324,7 @@ DSINFER_AVX512 void FusedRowsAvx512(const float* xp, int64_t xps, int n, const W
   }
 }
 
-// ---- AVX2 decoders (Q8_0, Q4_K) ---------------------------------------------------------------
+// ---- AVX2 decoders (Q8_0, Q4_K, Q5_K, Q6_K) ---------------------------------------------------------------
 DSINFER_AVX2 inline void Put8U(const uint8_t* bytes, float d, float m, float* y) {
   const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(bytes));
   const __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
@@ -355,6 +355,59 @@ DSINFER_AVX2 void DecodeQ4_KAvx2(const uint8_t* b, int64_t blocks, float* y) {
       for (int h = 0; h < 2; ++h) {
         const int j = 2 * c + h;
         for (int g = 0; g < 4; ++g) Put8U(nib[h] + 8 * g, dsc[j], dm[j], y + 32 * j + 8 * g);
+      }
+    }
+  }
+}
+
+// 8 signed bytes → f32 d·q (S16f's values).
+DSINFER_AVX2 inline void Put8S(const uint8_t* bytes, float d, float* y) {
+  const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(bytes));
+  _mm256_storeu_ps(y, _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v))));
+}
+
+// Q5_K: Q4_K's nibbles (at 48) plus 16 where bit j of qh[l] (at 16) is set, as WalkK4or5.
+DSINFER_AVX2 void DecodeQ5_KAvx2(const uint8_t* b, int64_t blocks, float* y) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F), sixteen = _mm256_set1_epi8(16);
+  alignas(32) uint8_t nib[32];
+  for (int64_t i = 0; i < blocks; ++i, b += 176, y += kQK) {
+    float dsc[8], dm[8];
+    K4Scales(b + 4, _cvtsh_ss(U16(b)), _cvtsh_ss(U16(b + 2)), dsc, dm);
+    const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16));
+    for (int c = 0; c < 4; ++c) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 48 + 32 * c));
+      for (int h = 0; h < 2; ++h) {
+        const int j = 2 * c + h;
+        const __m256i bit = _mm256_set1_epi8(static_cast<char>(1 << j));
+        const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
+        const __m256i v = _mm256_and_si256(h == 0 ? q : _mm256_srli_epi16(q, 4), low4);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(nib),
+                           _mm256_or_si256(v, _mm256_and_si256(set, sixteen)));
+        for (int g = 0; g < 4; ++g) Put8U(nib + 8 * g, dsc[j], dm[j], y + 32 * j + 8 * g);
+      }
+    }
+  }
+}
+
+// Q6_K: the quarters of WalkQ6_K, q = u − 32, d·sc per 16 elements.
+DSINFER_AVX2 void DecodeQ6_KAvx2(const uint8_t* b, int64_t blocks, float* y) {
+  const __m256i bias = _mm256_set1_epi8(32);
+  alignas(32) uint8_t q8[32];
+  for (int64_t i = 0; i < blocks; ++i, b += 210, y += kQK) {
+    const auto* scales = reinterpret_cast<const int8_t*>(b + 192);
+    const float d = _cvtsh_ss(U16(b + 208));
+    for (int n = 0; n < 2; ++n) {
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * n));
+      for (int k = 0; k < 4; ++k) {
+        _mm256_store_si256(reinterpret_cast<__m256i*>(q8),
+                           _mm256_sub_epi8(Q6Quarter(b, qh, n, k), bias));
+        const float d0 = d * static_cast<float>(scales[8 * n + 2 * k]);
+        const float d1 = d * static_cast<float>(scales[8 * n + 2 * k + 1]);
+        float* yk = y + 128 * n + 32 * k;
+        Put8S(q8, d0, yk);
+        Put8S(q8 + 8, d0, yk + 8);
+        Put8S(q8 + 16, d1, yk + 16);
+        Put8S(q8 + 24, d1, yk + 24);
       }
     }
   }
@@ -1198,6 +1251,14 @@ void DecodeRows(Isa isa, const WeightView& w, int64_t r0, int64_t r1, float* out
       }
       if (w.dtype == DType::kQ4_K) {
         DecodeQ4_KAvx2(src, blocks, y);
+        continue;
+      }
+      if (w.dtype == DType::kQ5_K) {
+        DecodeQ5_KAvx2(src, blocks, y);
+        continue;
+      }
+      if (w.dtype == DType::kQ6_K) {
+        DecodeQ6_KAvx2(src, blocks, y);
         continue;
       }
     }
