@@ -113,19 +113,15 @@ std::string SizeFigures::Describe(const std::string& indent, const std::string& 
                 gib(cache_f32), gib(cache_bf16), gib(cache_fp8),
                 gib(resident() + cache_f32));
   std::string s = buf;
-  // The repacks' growth, each on a line of its own (not in the total: the CPU and flags decide).
-  const auto repack = [&](uint64_t growth, const char* when) {
-    if (growth == 0) return;
-    std::snprintf(buf, sizeof buf, "%swith %s: + %.3f GiB of repacked weights\n", indent.c_str(),
-                  when, gib(growth));
+  // The tile copy's growth on a line of its own (not in the total: the CPU and flags decide).
+  if (tile_repack > 0) {
+    std::snprintf(buf, sizeof buf,
+                  "%swith the block weights in 16-row tiles (bf16 block activations on a CPU with "
+                  "AVX512-BF16, int8 ones on AVX-512 VNNI or AVX2: the defaults; not with "
+                  "--block-acts f32): + %.3f GiB of repacked weights\n",
+                  indent.c_str(), gib(tile_repack));
     s += buf;
-  };
-  repack(bf16_repack,
-         "bf16 block activations (--block-acts bf16, the default in bf16 numerics on a CPU with "
-         "AVX512-BF16)");
-  repack(int8_repack,
-         "int8 block activations on a CPU with AVX-512 VNNI or AVX2 (--block-acts int8, the default "
-         "outside bf16 numerics)");
+  }
   return s;
 }
 
@@ -135,8 +131,7 @@ void SizeFigures::AddJson(nlohmann::json& j) const {
   j["routed_expert_bytes"] = expert_bytes;
   j["routed_expert_weights"] = expert_weights;
   j["weights_resident_bytes"] = resident();
-  j["bf16_repack_bytes"] = bf16_repack;
-  j["int8_repack_bytes"] = int8_repack;
+  j["tile_repack_bytes"] = tile_repack;
   j["context"] = context;
   j["cache_bytes"] = {{"f32", cache_f32}, {"bf16", cache_bf16}, {"fp8", cache_fp8}};
 }
@@ -167,8 +162,7 @@ InspectReport Inspect(const InspectOptions& o) {
   r.size.SetContext(*r.config, o.context);
   const WeightMemory memory = EstimateWeightMemory(*ck);
   r.size.copy_bytes = static_cast<uint64_t>(memory.copies);
-  r.size.bf16_repack = static_cast<uint64_t>(memory.bf16_repack);
-  r.size.int8_repack = static_cast<uint64_t>(memory.int8_repack);
+  r.size.tile_repack = static_cast<uint64_t>(memory.tile_repack);
   try {
     TensorCheck check = CheckTensors(*ck);  // what LoadWeights checks, nothing else
     r.problems = std::move(check.problems);

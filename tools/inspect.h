@@ -47,12 +47,10 @@ struct SizeFigures {
   uint64_t expert_bytes = 0;    // the routed experts' tensors
   int64_t expert_weights = 0;
   uint64_t copy_bytes = 0;      // copies made at load
-  // What bf16 block activations add (--block-acts bf16, the default in bf16 numerics on a CPU
-  // with AVX512-BF16): the repacked block weights' growth (WeightMemory::bf16_repack).
-  uint64_t bf16_repack = 0;
-  // What int8 activations add on a CPU with AVX-512 VNNI: the int8 tile copies' growth (the same
-  // block weights of the same sites; WeightMemory::int8_repack).
-  uint64_t int8_repack = 0;
+  // What the 16-row tile copy of the block weights adds (WeightMemory::tile_repack): made for bf16
+  // block activations (the default in bf16 numerics on a CPU with AVX512-BF16) and for int8 ones
+  // on a CPU with AVX-512 VNNI or AVX2 (the default elsewhere); not with --block-acts f32.
+  uint64_t tile_repack = 0;
   int64_t context = 0;
   uint64_t cache_f32 = 0, cache_bf16 = 0, cache_fp8 = 0;  // the main layers' caches at `context`
 
@@ -64,7 +62,7 @@ struct SizeFigures {
   // context; `copies` names what the copies are.
   std::string Describe(const std::string& indent, const std::string& copies) const;
   // weights, bits_per_weight, routed_expert_bytes, routed_expert_weights,
-  // weights_resident_bytes, bf16_repack_bytes, int8_repack_bytes, context, cache_bytes {f32, bf16, fp8}.
+  // weights_resident_bytes, tile_repack_bytes, context, cache_bytes {f32, bf16, fp8}.
   void AddJson(nlohmann::json& j) const;
 };
 

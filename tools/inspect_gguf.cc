@@ -74,9 +74,7 @@ GgufInspectReport InspectGguf(const std::string& path, int64_t context) {
       r.bytes_by_type[type] += t.nbytes;
       r.size.bytes += t.nbytes;
       r.size.weights += t.numel();
-      r.size.bf16_repack += Bf16RepackGrowth(t);
-      if (const std::optional<DType> d = DTypeOfGgml(t.type); d && qblocks::Int8TileDtype(*d))
-        r.size.int8_repack += Bf16RepackGrowth(t);
+      r.size.tile_repack += Bf16RepackGrowth(t);
       if (t.name.find("_exps.") != std::string::npos) {
         r.size.expert_bytes += t.nbytes;
         r.size.expert_weights += t.numel();

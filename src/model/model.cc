@@ -75,13 +75,13 @@ LayerKvCache NewCache(const ModelConfig& c, const SequenceState& seq, bool has_i
 }
 
 // Fails before anything is read when the weights would not fit in the memory available.
-// `bf16_blocks`: the block weights get their bf16 repack (WeightMemory::bf16_repack);
-// `int8_tiles`: their int8 tile copy (WeightMemory::int8_repack).
+// `bf16_blocks` / `int8_tiles`: the block weights get their 16-row tile copy, for bf16 or int8
+// activations (WeightMemory::tile_repack).
 void CheckWeightsFit(const Checkpoint& ckpt, std::optional<ExpertRange> experts, bool bf16_blocks,
                      bool int8_tiles) {
   const WeightMemory need = EstimateWeightMemory(ckpt, experts);
   const uint64_t avail = MemoryAvailable();
-  const int64_t total = need.total(bf16_blocks, int8_tiles);
+  const int64_t total = need.total(bf16_blocks || int8_tiles);
   if (avail == 0 || static_cast<uint64_t>(total) <= avail) return;
   const auto size = [](double b) {
     char s[32];
@@ -92,12 +92,12 @@ void CheckWeightsFit(const Checkpoint& ckpt, std::optional<ExpertRange> experts,
     return std::string(s);
   };
   const std::string repack =
-      bf16_blocks && need.bf16_repack > 0
-          ? " + " + std::to_string(need.bf16_repack) +
+      bf16_blocks && need.tile_repack > 0
+          ? " + " + std::to_string(need.tile_repack) +
                 " bytes more for the bf16 block activations' repacked weights (--block-acts f32 "
                 "does without)"
-      : int8_tiles && need.int8_repack > 0
-          ? " + " + std::to_string(need.int8_repack) +
+      : int8_tiles && need.tile_repack > 0
+          ? " + " + std::to_string(need.tile_repack) +
                 " bytes more for the int8 tile kernels' repacked weights (--block-acts f32 does "
                 "without)"
           : std::string();

@@ -217,8 +217,7 @@ WeightMemory EstimateWeightMemory(const Checkpoint& ckpt, std::optional<ExpertRa
       const int64_t rows = t.shape()[0], cols = t.shape()[1];
       const int64_t copy = (rows + kBlockTileRows - 1) / kBlockTileRows * Bf16BlockTileBytes(t.dtype(), cols);
       const int64_t growth = std::max<int64_t>(0, copy - static_cast<int64_t>(t.nbytes()));
-      m.bf16_repack += growth;
-      if (qblocks::Int8TileDtype(t.dtype())) m.int8_repack += growth;
+      m.tile_repack += growth;
     }
   }
   const ModelConfig& c = ckpt.config();

@@ -102,20 +102,16 @@ struct ModelWeights {
 // every tensor as stored, mapped from the files (with `experts`, of the routed experts only
 // those), and the copies LoadWeights makes (the key half of each kv_b, transposed per head;
 // a few f32 norm vectors are left out).
-// `bf16_repack`: what bf16 block activations add (--block-acts bf16, the default in bf16 numerics
-// on AVX512-BF16): their repacked copies replace the Q8_0/Q4_K/Q5_K/Q6_K weights of the bf16
-// sites (whose mapped pages are dropped), 16-row tiles that are larger for Q4_K (+2.8%) and
-// Q5_K (+2.3%) and, for a row count that is not a multiple of 16, by the padding rows.
-// `int8_repack`: the same for the int8 tile copies (LoadWeights' int8_tiles: the same types).
+// `tile_repack`: what the 16-row tile copy adds, made for bf16 block activations (LoadWeights'
+// bf16_blocks: --block-acts bf16, the default in bf16 numerics on AVX512-BF16) and for int8 ones
+// on AVX-512 VNNI or AVX2 (int8_tiles) alike: it replaces the Q8_0/Q4_K/Q5_K/Q6_K weights of the
+// bf16 sites (whose mapped pages are dropped), larger for Q4_K (+2.8%) and Q5_K (+2.3%) and, for
+// a row count that is not a multiple of 16, by the padding rows.
 struct WeightMemory {
   int64_t tensors = 0;
   int64_t copies = 0;
-  int64_t bf16_repack = 0;
-  int64_t int8_repack = 0;
-  int64_t total(bool bf16_blocks = false, bool int8_tiles = false) const {
-    // (The bf16 repack holds the int8 one: both copy the same weights to the same layout.)
-    return tensors + copies + (bf16_blocks ? bf16_repack : int8_tiles ? int8_repack : 0);
-  }
+  int64_t tile_repack = 0;
+  int64_t total(bool tile_copy = false) const { return tensors + copies + (tile_copy ? tile_repack : 0); }
 };
 WeightMemory EstimateWeightMemory(const Checkpoint& ckpt,
                                   std::optional<ExpertRange> experts = std::nullopt);
@@ -126,7 +122,7 @@ WeightMemory EstimateWeightMemory(const Checkpoint& ckpt,
 // `bf16_blocks` (with repack_bf16): so do the Q8_0/Q4_K/Q5_K/Q6_K weights of those sites
 // (RepackBlocksBf16), which then multiply bf16 activations instead of int8 ones.
 // `int8_tiles` (with int8_block_activations, on a CPU with AVX-512 VNNI or AVX2): the Q8_0/Q4_K/Q5_K/Q6_K
-// weights of those sites get the same 16-row tile copy (WeightMemory::int8_repack counts its
+// weights of those sites get the same 16-row tile copy (WeightMemory::tile_repack counts its
 // growth), which the int8 tile kernels multiply (kernels/qblocks.h Int8TileRows: the
 // specification's bits).
 ModelWeights LoadWeights(const Checkpoint& ckpt, std::optional<ExpertRange> experts = std::nullopt,
