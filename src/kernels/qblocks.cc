@@ -164,20 +164,24 @@ inline int Q3ScaleOf(const uint8_t* p, int g) {
 }
 
 // Q3_K super-block: hmask[32] | qs[64] | scales[12] | f16 d. Half n, step j: the 32 values
-// ((qs[32n + l] >> 2j) & 3) − 4 + 4·(bit 4n + j of hmask[l]), groups as Q2_K's.
+// ((qs[32n + l] >> 2j) & 3) − 4 + 4·(bit 4n + j of hmask[l]) (Q3Step: `qs` the half's 32
+// bytes, `hm` the hmask), groups as Q2_K's.
+DSINFER_AVX2 inline __m256i Q3Step(__m256i qs, __m256i hm, int n, int j) {
+  const __m256i three = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1), four = _mm256_set1_epi8(4);
+  const __m256i low = _mm256_and_si256(_mm256_srl_epi16(qs, _mm_cvtsi32_si128(2 * j)), three);
+  const __m256i bit = _mm256_and_si256(_mm256_srl_epi16(hm, _mm_cvtsi32_si128(4 * n + j)), one);
+  return _mm256_sub_epi8(_mm256_add_epi8(low, _mm256_slli_epi16(bit, 2)), four);
+}
+
 template <class Sink>
 DSINFER_AVX512 void WalkQ3_K(const uint8_t* b, int64_t blocks, Sink& sink) {
-  const __m256i three = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1), four = _mm256_set1_epi8(4);
   for (int64_t i = 0; i < blocks; ++i, b += 110) {
     const float d = _cvtsh_ss(U16(b + 108));
     const __m256i hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b));
     for (int n = 0; n < 2; ++n) {
       const __m256i qs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 32 + 32 * n));
       for (int j = 0; j < 4; ++j) {
-        const __m256i low = _mm256_and_si256(_mm256_srl_epi16(qs, _mm_cvtsi32_si128(2 * j)), three);
-        const __m256i bit =
-            _mm256_and_si256(_mm256_srl_epi16(hm, _mm_cvtsi32_si128(4 * n + j)), one);
-        const __m256i q = _mm256_sub_epi8(_mm256_add_epi8(low, _mm256_slli_epi16(bit, 2)), four);
+        const __m256i q = Q3Step(qs, hm, n, j);
         const int g = 8 * n + 2 * j;
         sink.Step(kQK * i + 128 * n + 32 * j,
                   S16f(_mm256_castsi256_si128(q), d * static_cast<float>(Q3ScaleOf(b + 96, g))),
@@ -442,7 +446,6 @@ DSINFER_AVX2 void DecodeQ2_KAvx2(const uint8_t* b, int64_t blocks, float* y) {
 
 // Q3_K: WalkQ3_K's steps (low 2 bits, + 4 where the hmask bit is set, − 4; Q3ScaleOf).
 DSINFER_AVX2 void DecodeQ3_KAvx2(const uint8_t* b, int64_t blocks, float* y) {
-  const __m256i three = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1), four = _mm256_set1_epi8(4);
   alignas(32) uint8_t q8[32];
   for (int64_t i = 0; i < blocks; ++i, b += 110, y += kQK) {
     const float d = _cvtsh_ss(U16(b + 108));
@@ -452,11 +455,7 @@ DSINFER_AVX2 void DecodeQ3_KAvx2(const uint8_t* b, int64_t blocks, float* y) {
     for (int n = 0; n < 2; ++n) {
       const __m256i qs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 32 + 32 * n));
       for (int j = 0; j < 4; ++j) {
-        const __m256i low = _mm256_and_si256(_mm256_srl_epi16(qs, _mm_cvtsi32_si128(2 * j)), three);
-        const __m256i bit =
-            _mm256_and_si256(_mm256_srl_epi16(hm, _mm_cvtsi32_si128(4 * n + j)), one);
-        _mm256_store_si256(reinterpret_cast<__m256i*>(q8),
-                           _mm256_sub_epi8(_mm256_add_epi8(low, _mm256_slli_epi16(bit, 2)), four));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(q8), Q3Step(qs, hm, n, j));
         for (int g = 0; g < 4; ++g)
           Put8S(q8 + 8 * g, dq[8 * n + 2 * j + g / 2], y + 128 * n + 32 * j + 8 * g);
       }
@@ -485,6 +484,20 @@ DSINFER_AVX2 void DecodeIQ4Avx2(bool xs, const uint8_t* b, int64_t blocks, float
     const float d = _cvtsh_ss(U16(b));
     for (int j = 0; j < 8; ++j)
       Iq4StepAvx2(b + 8 + 16 * j, d * static_cast<float>(Iq4XsScale(b, j) - 32), y + 32 * j);
+  }
+}
+
+DSINFER_AVX2 void DecodeRowAvx2(DType t, const uint8_t* src, int64_t blocks, float* y) {
+  switch (t) {
+    case DType::kQ8_0: return DecodeQ8_0Avx2(src, blocks, y);
+    case DType::kQ4_K: return DecodeQ4_KAvx2(src, blocks, y);
+    case DType::kQ5_K: return DecodeQ5_KAvx2(src, blocks, y);
+    case DType::kQ6_K: return DecodeQ6_KAvx2(src, blocks, y);
+    case DType::kQ2_K: return DecodeQ2_KAvx2(src, blocks, y);
+    case DType::kQ3_K: return DecodeQ3_KAvx2(src, blocks, y);
+    case DType::kIQ4_NL: return DecodeIQ4Avx2(false, src, blocks, y);
+    case DType::kIQ4_XS: return DecodeIQ4Avx2(true, src, blocks, y);
+    default: DSINFER_CHECK(false, "DecodeRowAvx2: no decoder for " + std::string(DTypeName(t)));
   }
 }
 
@@ -1320,34 +1333,8 @@ void DecodeRows(Isa isa, const WeightView& w, int64_t r0, int64_t r1, float* out
       continue;
     }
     if (isa == Isa::kAvx2) {
-      if (w.dtype == DType::kQ8_0) {
-        DecodeQ8_0Avx2(src, blocks, y);
-        continue;
-      }
-      if (w.dtype == DType::kQ4_K) {
-        DecodeQ4_KAvx2(src, blocks, y);
-        continue;
-      }
-      if (w.dtype == DType::kQ5_K) {
-        DecodeQ5_KAvx2(src, blocks, y);
-        continue;
-      }
-      if (w.dtype == DType::kQ6_K) {
-        DecodeQ6_KAvx2(src, blocks, y);
-        continue;
-      }
-      if (w.dtype == DType::kQ2_K) {
-        DecodeQ2_KAvx2(src, blocks, y);
-        continue;
-      }
-      if (w.dtype == DType::kQ3_K) {
-        DecodeQ3_KAvx2(src, blocks, y);
-        continue;
-      }
-      if (w.dtype == DType::kIQ4_NL || w.dtype == DType::kIQ4_XS) {
-        DecodeIQ4Avx2(w.dtype == DType::kIQ4_XS, src, blocks, y);
-        continue;
-      }
+      DecodeRowAvx2(w.dtype, src, blocks, y);
+      continue;
     }
     DecodeRow(w, r, y);
   }

@@ -155,27 +155,15 @@ struct TileBlock {
 // order), the steps and sums of its 32-column blocks, and where each weight block's sum starts
 // (Q8_0: −128·Σq of the block, Q6_K: −32·Σq of the 16 columns, Q4_K: 0).
 template <int kKind>
-struct TokenActs {
-  const int8_t* q = nullptr;
-  const float *d = nullptr, *sum = nullptr;
-  const int32_t* bias = nullptr;
+struct TokenActs : TokenRow<kKind> {
   TokenActs() = default;
-  DSINFER_VNNI TokenActs(const QuantizedActs& a, int64_t t)
-      : q((kKind == kQ4 ? a.qk.data() : a.q.data()) + t * a.cols),
-        d(a.d.data() + t * a.blocks),
-        sum(a.sum.data() + t * a.blocks),
-        bias(kKind == kQ6   ? a.bias16.data() + t * (a.cols / 16)
-             : kKind == kQ8 ? a.bias.data() + t * a.blocks
-                            : nullptr) {}  // (Q4_K, Q5_K: no start; `bias` is empty)
+  TokenActs(const QuantizedActs& a, int64_t t)
+      : TokenRow<kKind>(a, t, kKind == kQ6 ? &a.bias16 : kKind == kQ8 ? &a.bias : nullptr) {}
   DSINFER_VNNI __m512i Start(int64_t b) const {
-    return HasMins(kKind) ? _mm512_setzero_si512() : _mm512_set1_epi32(bias[b]);
+    if constexpr (HasMins(kKind)) return _mm512_setzero_si512();
+    return _mm512_set1_epi32(this->start[b]);
   }
-  DSINFER_VNNI __m512i Bcast(int64_t b, int i) const {  // quad i's 4 bytes of block b
-    int32_t v;
-    std::memcpy(&v, q + BlockCols(kKind) * b + 4 * i, sizeof v);
-    return _mm512_set1_epi32(v);
-  }
-  DSINFER_VNNI float Step(int64_t b) const { return d[b * BlockCols(kKind) / 32]; }
+  DSINFER_VNNI __m512i Bcast(int64_t b, int i) const { return _mm512_set1_epi32(this->Quad(b, i)); }
 };
 
 inline __mmask16 Mask(int valid) {
@@ -387,24 +375,10 @@ DSINFER_VNNI void Tile(const QuantizedActs& a, int64_t t, int64_t b0, int64_t nb
     for (int v = 0; v < kV; ++v) _mm512_mask_storeu_ps(y + k * ys + v * kLanes, mask[v], total[k][v]);
 }
 
-template <int kKind, int M>
-DSINFER_VNNI void TileUpTo(int m, const QuantizedActs& a, int64_t t, int64_t b0, int64_t nb,
-                           const __m512i* wp, bool first, float* y, int64_t ys, int valid) {
-  if constexpr (M > 1) {
-    if (m < M) return TileUpTo<kKind, M - 1>(m, a, t, b0, nb, wp, first, y, ys, valid);
-  }
-  Tile<kKind, M>(a, t, b0, nb, wp, first, y, ys, valid);
-}
-
 template <int kKind>
 DSINFER_VNNI void Gemm(const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,
                        int64_t r0, int64_t r1, float* y, int64_t ys) {
-  struct alignas(64) Vec {
-    uint8_t bytes[64];
-  };
-  thread_local std::vector<Vec> storage;
-  storage.resize(static_cast<size_t>(kPanelVecs));
-  __m512i* const panel = reinterpret_cast<__m512i*>(storage.data());
+  __m512i* const panel = ThreadPanel<__m512i>(kPanelVecs);
   const int64_t blocks = w.cols / BlockCols(kKind);
   constexpr int64_t kBlockVecs = BlockVecs(kKind), kChunkBlocks = ChunkBlocks(kKind);
   for (int64_t p0 = r0; p0 < r1; p0 += kPieceGroups * kGroupRows) {
@@ -414,10 +388,11 @@ DSINFER_VNNI void Gemm(const QuantizedActs& a, int64_t t0, int64_t t1, const Wei
       PackPanel<kKind>(w, p0, rows, b0, nb, panel);
       for (int g = 0; g * kGroupRows < rows; ++g)
         for (int64_t t = t0; t < t1; t += kMr)
-          TileUpTo<kKind, kMr>(static_cast<int>(std::min<int64_t>(t1 - t, kMr)), a, t, b0, nb,
-                               panel + g * kChunkBlocks * kBlockVecs, b0 == 0,
-                               y + (t - t0) * ys + (p0 - r0) + g * kGroupRows, ys,
-                               rows - g * kGroupRows);
+          UpTo<kMr>(static_cast<int>(std::min<int64_t>(t1 - t, kMr)), [&](auto m) {
+            Tile<kKind, m()>(a, t, b0, nb, panel + g * kChunkBlocks * kBlockVecs, b0 == 0,
+                             y + (t - t0) * ys + (p0 - r0) + g * kGroupRows, ys,
+                             rows - g * kGroupRows);
+          });
     }
   }
 }

@@ -106,25 +106,17 @@ struct TileBlock {
 // A token's activations as these kernels read them (Q4_K: in its column order; Q6_K's sums start
 // at −32·Σq of the 16 columns, the others' at 0).
 template <int kKind>
-struct TokenActs {
-  const int8_t* q = nullptr;
-  const float *d = nullptr, *sum = nullptr;
-  const int32_t* bias16 = nullptr;
+struct TokenActs : TokenRow<kKind> {
   TokenActs() = default;
-  DSINFER_AVX2_TILES TokenActs(const QuantizedActs& a, int64_t t)
-      : q((kKind == kQ4 ? a.qk.data() : a.q.data()) + t * a.cols),
-        d(a.d.data() + t * a.blocks),
-        sum(a.sum.data() + t * a.blocks),
-        bias16(kKind == kQ6 ? a.bias16.data() + t * (a.cols / 16) : nullptr) {}
+  TokenActs(const QuantizedActs& a, int64_t t)
+      : TokenRow<kKind>(a, t, kKind == kQ6 ? &a.bias16 : nullptr) {}
   DSINFER_AVX2_TILES __m256i Start(int64_t b) const {
-    return kKind == kQ6 ? _mm256_set1_epi32(bias16[b]) : _mm256_setzero_si256();
+    if constexpr (kKind != kQ6) return _mm256_setzero_si256();
+    return _mm256_set1_epi32(this->start[b]);
   }
-  DSINFER_AVX2_TILES __m256i Bcast(int64_t b, int i) const {  // quad i's 4 bytes of block b
-    int32_t v;
-    std::memcpy(&v, q + BlockCols(kKind) * b + 4 * i, sizeof v);
-    return _mm256_set1_epi32(v);
+  DSINFER_AVX2_TILES __m256i Bcast(int64_t b, int i) const {
+    return _mm256_set1_epi32(this->Quad(b, i));
   }
-  DSINFER_AVX2_TILES float Step(int64_t b) const { return d[b * BlockCols(kKind) / 32]; }
 };
 
 // 16-bit sums of a quad's products: unsigned codes `w` (Q8_0: signed, |w| and the sign moved to
@@ -287,25 +279,11 @@ DSINFER_AVX2_TILES void Tile(const QuantizedActs& a, int64_t t, int64_t b0, int6
     for (int h = 0; h < 2; ++h) StoreRows(y + k * ys + h * kHalf, total[k][h], valid - h * kHalf);
 }
 
-template <int kKind, int M>
-DSINFER_AVX2_TILES void TileUpTo(int m, const QuantizedActs& a, int64_t t, int64_t b0, int64_t nb,
-                                 const __m256i* wp, bool first, float* y, int64_t ys, int valid) {
-  if constexpr (M > 1) {
-    if (m < M) return TileUpTo<kKind, M - 1>(m, a, t, b0, nb, wp, first, y, ys, valid);
-  }
-  Tile<kKind, M>(a, t, b0, nb, wp, first, y, ys, valid);
-}
-
 
 template <int kKind>
 DSINFER_AVX2_TILES void Gemm(const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,
                              int64_t r0, int64_t r1, float* y, int64_t ys) {
-  struct alignas(32) Vec {
-    uint8_t bytes[32];
-  };
-  thread_local std::vector<Vec> storage;
-  storage.resize(static_cast<size_t>(kPanelVecs));
-  __m256i* const panel = reinterpret_cast<__m256i*>(storage.data());
+  __m256i* const panel = ThreadPanel<__m256i>(kPanelVecs);
   const int64_t blocks = w.cols / BlockCols(kKind);
   constexpr int64_t kBlockVecs = BlockVecs(kKind), kChunkBlocks = ChunkBlocks(kKind);
   for (int64_t p0 = r0; p0 < r1; p0 += int64_t{kPieceTiles} * kLanes) {
@@ -319,8 +297,9 @@ DSINFER_AVX2_TILES void Gemm(const QuantizedActs& a, int64_t t0, int64_t t1, con
         for (int64_t t = t0; t < t1; t += kGemmMr) {
           float* yt = y + (t - t0) * ys + (p0 - r0) + i * kLanes;
           const __m256i* wp = panel + i * kChunkBlocks * kBlockVecs;
-          TileUpTo<kKind, kGemmMr>(static_cast<int>(std::min<int64_t>(t1 - t, kGemmMr)), a, t, b0, nb, wp,
-                               b0 == 0, yt, ys, valid);
+          UpTo<kGemmMr>(static_cast<int>(std::min<int64_t>(t1 - t, kGemmMr)), [&](auto m) {
+            Tile<kKind, m()>(a, t, b0, nb, wp, b0 == 0, yt, ys, valid);
+          });
         }
       }
     }

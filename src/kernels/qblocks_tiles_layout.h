@@ -2,7 +2,11 @@
 // shared by their AVX-512 VNNI (qblocks_tiles.cc) and AVX2 (qblocks_tiles_avx2.cc) forms.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <vector>
 
 #include "kernels/qblocks.h"
 #include "kernels/weight.h"
@@ -30,6 +34,48 @@ constexpr int ChunkBlocks(int kind) { return static_cast<int>(kKc / BlockCols(ki
 // Bytes of one tile (16 rows of `cols` columns).
 constexpr int64_t TileBytes(int kind, int64_t cols) {
   return cols / BlockCols(kind) / SuperBlocks(kind) * SuperBytes(kind);
+}
+
+// A token's activations as the tile kernels read them: its int8 codes (Q4_K: in its column
+// order, QuantizedActs::qk), the steps and sums of its 32-column blocks, and where each weight
+// block's integer sum starts (`start`: per block, or null for 0).
+template <int kKind>
+struct TokenRow {
+  const int8_t* q = nullptr;
+  const float *d = nullptr, *sum = nullptr;
+  const int32_t* start = nullptr;
+  TokenRow() = default;
+  TokenRow(const QuantizedActs& a, int64_t t, const std::vector<int32_t>* starts)
+      : q((kKind == kQ4 ? a.qk.data() : a.q.data()) + t * a.cols),
+        d(a.d.data() + t * a.blocks),
+        sum(a.sum.data() + t * a.blocks),
+        start(starts ? starts->data() + t * (a.cols / BlockCols(kKind)) : nullptr) {}
+  int32_t Quad(int64_t b, int i) const {  // quad i's 4 activation bytes of block b
+    int32_t v;
+    std::memcpy(&v, q + BlockCols(kKind) * b + 4 * i, sizeof v);
+    return v;
+  }
+  float Step(int64_t b) const { return d[b * BlockCols(kKind) / 32]; }
+};
+
+// The calling thread's GEMM panel: `vecs` vectors of type Vector, aligned to their size.
+template <typename Vector>
+Vector* ThreadPanel(int64_t vecs) {
+  struct alignas(sizeof(Vector)) Slot {
+    std::byte bytes[sizeof(Vector)];
+  };
+  thread_local std::vector<Slot> storage;
+  storage.resize(static_cast<size_t>(vecs));
+  return reinterpret_cast<Vector*>(storage.data());
+}
+
+// f(std::integral_constant<int, min(m, M)>{}): a register tile of up to M tokens for the m left.
+template <int M, class F>
+void UpTo(int m, F&& f) {
+  if constexpr (M > 1) {
+    if (m < M) return UpTo<M - 1>(m, f);
+  }
+  f(std::integral_constant<int, M>{});
 }
 
 }  // namespace dsinfer::qblocks::tiles
