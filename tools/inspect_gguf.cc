@@ -11,7 +11,6 @@
 #include "format/ggml_types.h"
 #include "format/gguf.h"
 #include "format/gguf_checkpoint.h"
-#include "kernels/qblocks.h"
 #include "kernels/weight.h"
 #include "tools/inspect.h"
 

@@ -311,12 +311,12 @@ void RowsInt8(Isa isa, const float* x, int64_t xs, int64_t n, const WeightView& 
   constexpr int64_t kInt8GemmPiece = 128;
   thread_local qblocks::QuantizedActs acts;  // the calling thread's; the workers use `a`
   qblocks::QuantizedActs& a = acts;
-  // Q8_0 / Q4_K / Q5_K / Q6_K on VNNI with the loader's 16-row tile copy (qblocks.h Int8TileRows): the
-  // specification's bits; the threads' ranges cut at tiles.
+  // Q8_0 / Q4_K / Q5_K / Q6_K on AVX-512 VNNI or AVX2 with the loader's 16-row tile copy
+  // (qblocks.h Int8TileRows): the specification's bits; the threads' ranges cut at tiles.
   const bool tiles = w.repacked != nullptr && qblocks::Int8TilesRun(*w.repacked, isa);
   auto prepare = [&](int64_t t0, int64_t t1) {
     qblocks::QuantizeActRows(isa, x, xs, t0, t1, a);
-    if (tiles) qblocks::PrepareTileActRows(w.dtype, a, t0, t1);
+    if (tiles) qblocks::PrepareTileActRows(isa, w.dtype, a, t0, t1);
   };
   auto run = [&](int64_t p0, int64_t p1) {
     if (tiles) return qblocks::Int8TileRows(isa, a, 0, n, *w.repacked, p0, p1, y + (p0 - rb), ys);
@@ -324,7 +324,7 @@ void RowsInt8(Isa isa, const float* x, int64_t xs, int64_t n, const WeightView& 
       qblocks::Int8Rows(isa, a, 0, n, w, r0, std::min(p1, r0 + kInt8Rows), y + (r0 - rb), ys);
   };
   qblocks::SizeActs(n, w.cols, a);
-  if (tiles) qblocks::SizeTileActs(w.dtype, a);
+  if (tiles) qblocks::SizeTileActs(isa, w.dtype, a);
   const bool big = (re - rb) * w.row_bytes() >= kParallelGemvBytes ||
                    (re - rb) * w.cols * (n + 1) >= kParallelWork;
   if (!big || omp_in_parallel()) {
@@ -340,10 +340,12 @@ void RowsInt8(Isa isa, const float* x, int64_t xs, int64_t n, const WeightView& 
     if (threads_prepare) {  // a GEMM: pieces of rows taken as threads come free
       prepare(Cut(0, n, i, parts, 1), Cut(0, n, i + 1, parts, 1));
 #pragma omp barrier
-      const int64_t pieces = (re - rb + kInt8GemmPiece - 1) / kInt8GemmPiece;
+      // (at multiples of the piece, so that only a range's first piece can start inside a tile)
+      const int64_t base = rb / kInt8GemmPiece * kInt8GemmPiece;
+      const int64_t pieces = (re - base + kInt8GemmPiece - 1) / kInt8GemmPiece;
 #pragma omp for schedule(dynamic)
       for (int64_t p = 0; p < pieces; ++p)
-        run(rb + p * kInt8GemmPiece, std::min(re, rb + (p + 1) * kInt8GemmPiece));
+        run(std::max(rb, base + p * kInt8GemmPiece), std::min(re, base + (p + 1) * kInt8GemmPiece));
     } else {  // a GEMV: one contiguous stream of weights per thread
       const int64_t align = tiles ? 16 : 8;
       run(Cut(rb, re, i, parts, align), Cut(rb, re, i + 1, parts, align));

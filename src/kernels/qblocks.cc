@@ -1366,7 +1366,7 @@ void SizeActs(int64_t n, int64_t cols, QuantizedActs& out) {
   out.d.resize(static_cast<size_t>(n * out.blocks));
   out.sum.resize(static_cast<size_t>(n * out.blocks));
   out.ds.resize(static_cast<size_t>(2 * n * out.blocks));
-  out.bias.clear();  // the tile kernels' fields: PrepareTileActs fills them for these values
+  out.bias.clear();  // the tile kernels' fields: PrepareTileActRows fills them for these values
   out.qk.clear();
   out.bias16.clear();
 }

@@ -49,7 +49,8 @@ struct QuantizedActs {
   int64_t n = 0, cols = 0, blocks = 0;  // blocks = cols / 32 per row
   std::vector<int8_t> q;                // [n, cols]
   std::vector<float> d, sum;            // [n, blocks]
-  // For the tile kernels (PrepareTileActs): [n, blocks] −128·Σq per block (Q8_0's start), and
+  // For the tile kernels (PrepareTileActRows): [n, blocks] −128·Σq per block (Q8_0's start on
+  // VNNI only), and
   // [n, cols] q with each 8 columns as 0, 4, 1, 5, 2, 6, 3, 7 (Q4_K's column order; else empty).
   std::vector<int32_t> bias;
   std::vector<int8_t> qk;
@@ -95,8 +96,8 @@ void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const Wei
 // the scalar specification's — per row, block after block in order, acc = acc + f32(Σ qw·q)·(s·d)
 // with the integer sum exact (Q4_K, Q5_K: then acc − mm·sum) — for any n (a GEMV up to
 // kInt8TileGemvMaxN tokens, else a GEMM: the same bits). Int8TilesRun: whether `w` runs there on
-// `isa`. PrepareTileActs: what the tile kernels of `dtype` read besides QuantizeActs' fields
-// (`bias`, `qk`, `bias16`), once per call before Int8TileRows.
+// `isa`. SizeTileActs / PrepareTileActRows: what the tile kernels of `dtype` read besides
+// QuantizeActs' fields (`bias`, `qk`, `bias16`), once per call before Int8TileRows.
 inline constexpr int64_t kInt8TileGemvMaxN = 8;
 bool Int8TilesRun(const WeightView& w, Isa isa);
 // Whether `isa` has tile kernels (AVX-512 VNNI, or AVX2: qblocks_tiles_avx2.cc, the same bits).
@@ -104,11 +105,11 @@ bool Int8TilesOn(Isa isa);
 inline bool Int8TileDtype(DType t) {
   return t == DType::kQ8_0 || t == DType::kQ4_K || t == DType::kQ5_K || t == DType::kQ6_K;
 }
-void PrepareTileActs(DType dtype, QuantizedActs& a);
-// PrepareTileActs in two steps, for threads (as SizeActs/QuantizeActRows): SizeTileActs on one
-// thread, then PrepareTileActRows for disjoint token ranges, each after its tokens are quantised.
-void SizeTileActs(DType dtype, QuantizedActs& a);
-void PrepareTileActRows(DType dtype, QuantizedActs& a, int64_t t0, int64_t t1);
+// In two steps, for threads (as SizeActs/QuantizeActRows): SizeTileActs on one thread, then
+// PrepareTileActRows for disjoint token ranges, each after its tokens are quantised. `isa`: the
+// one Int8TileRows will run (Q8_0's `bias` only for VNNI; the vector code on VNNI, else scalar).
+void SizeTileActs(Isa isa, DType dtype, QuantizedActs& a);
+void PrepareTileActRows(Isa isa, DType dtype, QuantizedActs& a, int64_t t0, int64_t t1);
 void Int8TileRows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,
                   int64_t r0, int64_t r1, float* y, int64_t ys);
 

@@ -407,7 +407,8 @@ bool Int8TilesOn(Isa isa) { return Int8UsesVnni(isa) || Int8UsesAvx2(isa); }
 
 namespace {
 
-// PrepareTileActRows' two jobs on one span of q (`bytes`, a multiple of 32), on VNNI:
+// PrepareTileActRows' two jobs on one span of q (`bytes`, a multiple of 32), on VNNI (AVX2 CPUs
+// run the scalar loops of PrepareTileActRows):
 // out[k] = −c · Σ of the k-th group of `width` (16 or 32) bytes, and Q4_K's column order.
 DSINFER_VNNI void GroupSumsVnni(const int8_t* q, int64_t bytes, int64_t width, int32_t c,
                                 int32_t* out) {
@@ -453,20 +454,21 @@ DSINFER_VNNI void Q4OrderVnni(const int8_t* q, int64_t bytes, int8_t* qk) {
 
 }  // namespace
 
-void SizeTileActs(DType dtype, QuantizedActs& a) {
+void SizeTileActs(Isa isa, DType dtype, QuantizedActs& a) {
   a.bias.clear();
   a.bias16.clear();
   a.qk.clear();
-  if (dtype == DType::kQ8_0) a.bias.resize(static_cast<size_t>(a.n * a.cols / 32));
+  // (Q8_0's −128·Σq: the VNNI kernels' start only; the AVX2 ones multiply signed codes.)
+  if (dtype == DType::kQ8_0 && Int8UsesVnni(isa)) a.bias.resize(static_cast<size_t>(a.n * a.cols / 32));
   if (dtype == DType::kQ6_K) a.bias16.resize(static_cast<size_t>(a.n * a.cols / 16));
   if (dtype == DType::kQ4_K) a.qk.resize(a.q.size());
 }
 
-void PrepareTileActRows(DType dtype, QuantizedActs& a, int64_t t0, int64_t t1) {
+void PrepareTileActRows(Isa isa, DType dtype, QuantizedActs& a, int64_t t0, int64_t t1) {
   DSINFER_CHECK(0 <= t0 && t0 <= t1 && t1 <= a.n, "PrepareTileActRows: tokens out of range");
   const int64_t b0 = t0 * a.cols, b1 = t1 * a.cols;  // the tokens' bytes of q
-  const bool vnni = Int8UsesVnni(Isa::kAvx512);
-  if (dtype == DType::kQ8_0 || dtype == DType::kQ6_K) {  // −c·Σq over each weight block
+  const bool vnni = Int8UsesVnni(isa);
+  if ((dtype == DType::kQ8_0 && vnni) || dtype == DType::kQ6_K) {  // −c·Σq over each weight block
     const int64_t width = dtype == DType::kQ8_0 ? 32 : 16;
     const int32_t c = dtype == DType::kQ8_0 ? 128 : 32;
     std::vector<int32_t>& out = dtype == DType::kQ8_0 ? a.bias : a.bias16;
@@ -491,11 +493,6 @@ void PrepareTileActRows(DType dtype, QuantizedActs& a, int64_t t0, int64_t t1) {
   }
 }
 
-void PrepareTileActs(DType dtype, QuantizedActs& a) {
-  SizeTileActs(dtype, a);
-  PrepareTileActRows(dtype, a, 0, a.n);
-}
-
 void Int8TileRows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,
                   int64_t r0, int64_t r1, float* y, int64_t ys) {
   DSINFER_CHECK(Int8TilesRun(w, isa),
@@ -506,8 +503,8 @@ void Int8TileRows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const
                     (q5   ? true
                      : q4 ? a.qk.size() == a.q.size()
                      : q6 ? static_cast<int64_t>(a.bias16.size()) == a.n * a.cols / 16
-                          : static_cast<int64_t>(a.bias.size()) == a.n * a.blocks),
-                "Int8TileRows: activations do not match the weight (PrepareTileActs)");
+                          : !Int8UsesVnni(isa) || static_cast<int64_t>(a.bias.size()) == a.n * a.blocks),
+                "Int8TileRows: activations do not match the weight (SizeTileActs, PrepareTileActRows)");
   DSINFER_CHECK(0 <= r0 && r0 <= r1 && r1 <= w.rows, "Int8TileRows: rows out of range");
   if (t0 >= t1 || r0 >= r1) return;
   if (r0 % kLanes != 0) {  // a range starting inside a tile: that tile's rows through a buffer

@@ -228,9 +228,9 @@ DSINFER_AVX2_TILES void Gemv(const QuantizedActs& a, int64_t t0, int64_t t1, con
 // (i·kChunkBlocks + b)·kBlockVecs): quad q of half h at 2q + h, then s_b of half h at
 // 2·kQuads + h, then mm_b (Q4_K, Q5_K) at 2·kQuads + 2 + h.
 constexpr int64_t BlockVecs(int kind) { return 2 * Quads(kind) + 4; }
+constexpr int64_t PanelVecs(int kind) { return int64_t{kPieceTiles} * ChunkBlocks(kind) * BlockVecs(kind); }
 constexpr int64_t kPanelVecs =
-    std::max({int64_t{kPieceTiles} * ChunkBlocks(kQ8) * BlockVecs(kQ8),
-              int64_t{kPieceTiles} * ChunkBlocks(kQ6) * BlockVecs(kQ6)});
+    std::max({PanelVecs(kQ8), PanelVecs(kQ4), PanelVecs(kQ5), PanelVecs(kQ6)});
 
 template <int kKind>
 DSINFER_AVX2_TILES void PackPanel(const WeightView& w, int64_t r0, int tiles, int64_t b0, int64_t nb,

@@ -489,6 +489,7 @@ def main():
             avx2 = dict(os.environ, DSINFER_ISA="avx2")
             a2dump = os.path.join(work, f"{typ}-i8-avx2-dump")
             shutil.rmtree(a2dump, ignore_errors=True)
+            discard(os.path.join(work, f"{typ}-i8-avx2.npy"), os.path.join(work, f"{typ}-i8d-avx2.npy"))
             a2 = logits(ds, path, os.path.join(work, f"{typ}-i8-avx2.npy"), ["--dump-dir", a2dump],
                         env=avx2, acts="int8")
             a2d = logits(ds, path, os.path.join(work, f"{typ}-i8d-avx2.npy"), ["--mode", "decode"],
@@ -502,6 +503,7 @@ def main():
                   f"= {e8:.2e}, mean KL {kl8:.2e} over {n} rows; all rows mean KL {kl_all:.2e} "
                   f"(the bounds below)")
             shutil.rmtree(a2dump, ignore_errors=True)
+            discard(os.path.join(work, f"{typ}-i8-avx2.npy"), os.path.join(work, f"{typ}-i8d-avx2.npy"))
         n, e8, kl8, kl_all, where = rounded_vs_exact(f32a, i8, dumps)
         check(n >= I8_MIN_ROWS and e8 <= I8_BOUNDS[0] and kl8 <= I8_BOUNDS[1]
               and kl_all <= I8_FLIPPED_KL,

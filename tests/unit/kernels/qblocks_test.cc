@@ -445,70 +445,70 @@ TEST_P(Int8TilesTest, IsTheSpecificationBitForBit) {
   if (qblocks::Int8UsesAvx2(Isa::kAvx2)) isas.push_back(Isa::kAvx2);
   if (isas.empty()) GTEST_SKIP() << "neither AVX-512 VNNI nor AVX2 here";
   for (const Isa isa : isas) {
-  SCOPED_TRACE(isa == Isa::kAvx512 ? "avx512 vnni" : "avx2");
-  const bool q8 = t == DType::kQ8_0;
-  for (const int64_t cols : {q8 ? int64_t{288} : int64_t{512}, q8 ? int64_t{1184} : int64_t{1280}}) {
-    const int64_t rows = 77, xs = cols + 3;
-    BlockMatrix m = MakeBlocks(t, rows, cols, 71, /*random_bytes=*/true);
-    const uint16_t inf = 0x7C00;  // row 3, its second (super-)block: d = +Inf
-    std::memcpy(&m.bytes[3 * DTypeRowBytes(t, cols) + DTypeSize(t)], &inf, 2);
-    // Row 7: the largest codes everywhere (Q4_K 15, Q5_K 31, Q6_K u = 63, Q8_0 −128), met by
-    // token 2's q = 127 in every column: the 16-bit partial sums of the AVX2 kernels at their
-    // largest (a group of quads too many would overflow).
-    for (int64_t blk = 0; blk < cols / DTypeBlockElems(t); ++blk) {
-      auto* p = reinterpret_cast<uint8_t*>(&m.bytes[7 * DTypeRowBytes(t, cols) + blk * DTypeSize(t)]);
-      if (t == DType::kQ8_0) std::memset(p + 2, 0x80, 32);
-      if (t == DType::kQ4_K) std::memset(p + 4, 0xFF, 140);
-      if (t == DType::kQ5_K) std::memset(p + 4, 0xFF, 172);
-      if (t == DType::kQ6_K) std::memset(p, 0xFF, 208);
+    SCOPED_TRACE(isa == Isa::kAvx512 ? "avx512 vnni" : "avx2");
+    const bool q8 = t == DType::kQ8_0;
+    for (const int64_t cols : {q8 ? int64_t{288} : int64_t{512}, q8 ? int64_t{1184} : int64_t{1280}}) {
+      const int64_t rows = 77, xs = cols + 3;
+      BlockMatrix m = MakeBlocks(t, rows, cols, 71, /*random_bytes=*/true);
+      const uint16_t inf = 0x7C00;  // row 3, its second (super-)block: d = +Inf
+      std::memcpy(&m.bytes[3 * DTypeRowBytes(t, cols) + DTypeSize(t)], &inf, 2);
+      // Row 7: the largest codes everywhere (Q4_K 15, Q5_K 31, Q6_K u = 63, Q8_0 −128), met by
+      // token 2's q = 127 in every column: the 16-bit partial sums of the AVX2 kernels at their
+      // largest (for Q5_K and Q6_K a group of twice as many quads would overflow).
+      for (int64_t blk = 0; blk < cols / DTypeBlockElems(t); ++blk) {
+        auto* p = reinterpret_cast<uint8_t*>(&m.bytes[7 * DTypeRowBytes(t, cols) + blk * DTypeSize(t)]);
+        if (t == DType::kQ8_0) std::memset(p + 2, 0x80, 32);
+        if (t == DType::kQ4_K) std::memset(p + 4, 0xFF, 140);
+        if (t == DType::kQ5_K) std::memset(p + 4, 0xFF, 172);
+        if (t == DType::kQ6_K) std::memset(p, 0xFF, 208);
+      }
+      m.view.int8_activations = true;
+      const std::shared_ptr<const OwnedWeight> tiles = RepackBlocksBf16(m.view);
+      WeightView tiled = m.view;
+      tiled.repacked = &tiles->view;
+      const int64_t n_max = 13;
+      std::vector<float> x = test::RandomVector(n_max * xs, 17);
+      for (int64_t c = 32; c < 64; ++c) x[1 * xs + c] = 0.0f;  // token 1, block 1: zeros
+      x[4 * xs + 100] = std::numeric_limits<float>::infinity();  // token 4, block 3: d = NaN
+      for (int64_t c = 0; c < cols; ++c) x[2 * xs + c] = 0.5f;  // token 2: q = 127 everywhere
+      for (const int64_t n : {1, 2, 3, 4, 5, 6, 7, 8, 9, 13}) {
+        for (const auto& [rb, re] : {std::pair<int64_t, int64_t>{0, rows}, {5, rows}, {16, 40}, {21, 30}}) {
+          const int64_t ys = re - rb + 2;
+          const std::vector<float> spec = Rows(Isa::kScalar, m.view, x, xs, n, rb, re, ys);
+          const std::vector<float> got = Rows(isa, tiled, x, xs, n, rb, re, ys);
+          for (int64_t tk = 0; tk < n; ++tk)
+            for (int64_t r = 0; r < re - rb; ++r) {
+              // Equal bits, or both NaN: where two NaNs meet (an Inf step times a zero scale,
+              // times a NaN activation step) which one an operation returns depends on the
+              // operand order the compiler chose, which C++ leaves open.
+              const float a = spec[tk * ys + r], b = got[tk * ys + r];
+              ASSERT_TRUE(std::memcmp(&a, &b, sizeof a) == 0 || (std::isnan(a) && std::isnan(b)))
+                  << DTypeName(t) << " cols " << cols << " n " << n << " rows [" << rb << ", " << re
+                  << ") token " << tk << " row " << rb + r << ": " << b << " vs the specification's "
+                  << a;
+            }
+        }
+      }
     }
+    // Large enough for the threads (LinearRows splits the rows at tiles; a GEMM's tokens are
+    // quantised and prepared by the threads, each a range of tokens): 1 and 2 threads.
+    BlockMatrix m = MakeBlocks(t, 600, 2048, 73, /*random_bytes=*/true);
     m.view.int8_activations = true;
     const std::shared_ptr<const OwnedWeight> tiles = RepackBlocksBf16(m.view);
     WeightView tiled = m.view;
     tiled.repacked = &tiles->view;
-    const int64_t n_max = 13;
-    std::vector<float> x = test::RandomVector(n_max * xs, 17);
-    for (int64_t c = 32; c < 64; ++c) x[1 * xs + c] = 0.0f;  // token 1, block 1: zeros
-    x[4 * xs + 100] = std::numeric_limits<float>::infinity();  // token 4, block 3: d = NaN
-    for (int64_t c = 0; c < cols; ++c) x[2 * xs + c] = 0.5f;  // token 2: q = 127 everywhere
-    for (const int64_t n : {1, 2, 3, 4, 5, 6, 7, 8, 9, 13}) {
-      for (const auto& [rb, re] : {std::pair<int64_t, int64_t>{0, rows}, {5, rows}, {16, 40}, {21, 30}}) {
-        const int64_t ys = re - rb + 2;
-        const std::vector<float> spec = Rows(Isa::kScalar, m.view, x, xs, n, rb, re, ys);
-        const std::vector<float> got = Rows(isa, tiled, x, xs, n, rb, re, ys);
-        for (int64_t tk = 0; tk < n; ++tk)
-          for (int64_t r = 0; r < re - rb; ++r) {
-            // Equal bits, or both NaN: where two NaNs meet (an Inf step times a zero scale,
-            // times a NaN activation step) which one an operation returns depends on the
-            // operand order the compiler chose, which C++ leaves open.
-            const float a = spec[tk * ys + r], b = got[tk * ys + r];
-            ASSERT_TRUE(std::memcmp(&a, &b, sizeof a) == 0 || (std::isnan(a) && std::isnan(b)))
-                << DTypeName(t) << " cols " << cols << " n " << n << " rows [" << rb << ", " << re
-                << ") token " << tk << " row " << rb + r << ": " << b << " vs the specification's "
-                << a;
-          }
-      }
+    for (const int64_t n : {1, 9, 40}) {
+      const std::vector<float> x = test::RandomVector(n * 2048, 19);
+      const std::vector<float> spec = Rows(Isa::kScalar, m.view, x, 2048, n, 0, 600, 600);
+      const std::vector<float> threaded = Rows(isa, tiled, x, 2048, n, 0, 600, 600);
+      const int threads = omp_get_max_threads();
+      omp_set_num_threads(1);
+      const std::vector<float> single = Rows(isa, tiled, x, 2048, n, 0, 600, 600);
+      omp_set_num_threads(threads);
+      ASSERT_EQ(std::memcmp(spec.data(), threaded.data(), spec.size() * sizeof(float)), 0) << n;
+      ASSERT_EQ(std::memcmp(spec.data(), single.data(), spec.size() * sizeof(float)), 0) << n;
     }
-  }
-  // Large enough for the threads (LinearRows splits the rows at tiles; a GEMM's tokens are
-  // quantised and prepared by the threads, each a range of tokens): 1 and 2 threads.
-  BlockMatrix m = MakeBlocks(t, 600, 2048, 73, /*random_bytes=*/true);
-  m.view.int8_activations = true;
-  const std::shared_ptr<const OwnedWeight> tiles = RepackBlocksBf16(m.view);
-  WeightView tiled = m.view;
-  tiled.repacked = &tiles->view;
-  for (const int64_t n : {1, 9, 40}) {
-    const std::vector<float> x = test::RandomVector(n * 2048, 19);
-    const std::vector<float> spec = Rows(Isa::kScalar, m.view, x, 2048, n, 0, 600, 600);
-    const std::vector<float> threaded = Rows(isa, tiled, x, 2048, n, 0, 600, 600);
-    const int threads = omp_get_max_threads();
-    omp_set_num_threads(1);
-    const std::vector<float> single = Rows(isa, tiled, x, 2048, n, 0, 600, 600);
-    omp_set_num_threads(threads);
-    ASSERT_EQ(std::memcmp(spec.data(), threaded.data(), spec.size() * sizeof(float)), 0) << n;
-    ASSERT_EQ(std::memcmp(spec.data(), single.data(), spec.size() * sizeof(float)), 0) << n;
-  }
-}  // isa
+  }  // isa
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, Int8TilesTest,
