@@ -316,7 +316,10 @@ void RowsInt8(Isa isa, const float* x, int64_t xs, int64_t n, const WeightView& 
   const bool tiles = w.repacked != nullptr && qblocks::Int8TilesRun(*w.repacked, isa);
   auto prepare = [&](int64_t t0, int64_t t1) {
     qblocks::QuantizeActRows(isa, x, xs, t0, t1, a);
-    if (tiles) qblocks::PrepareTileActRows(isa, w.dtype, a, t0, t1);
+    if (tiles)
+      qblocks::PrepareTileActRows(isa, w.dtype, a, t0, t1);
+    else
+      qblocks::PrepareInt8RowActs(isa, w.dtype, a, t0, t1);
   };
   auto run = [&](int64_t p0, int64_t p1) {
     if (tiles) return qblocks::Int8TileRows(isa, a, 0, n, *w.repacked, p0, p1, y + (p0 - rb), ys);
@@ -324,7 +327,10 @@ void RowsInt8(Isa isa, const float* x, int64_t xs, int64_t n, const WeightView& 
       qblocks::Int8Rows(isa, a, 0, n, w, r0, std::min(p1, r0 + kInt8Rows), y + (r0 - rb), ys);
   };
   qblocks::SizeActs(n, w.cols, a);
-  if (tiles) qblocks::SizeTileActs(isa, w.dtype, a);
+  if (tiles)
+    qblocks::SizeTileActs(isa, w.dtype, a);
+  else
+    qblocks::SizeInt8RowActs(isa, w.dtype, a);
   const bool big = (re - rb) * w.row_bytes() >= kParallelGemvBytes ||
                    (re - rb) * w.cols * (n + 1) >= kParallelWork;
   if (!big || omp_in_parallel()) {

@@ -1034,15 +1034,16 @@ DSINFER_VNNI void RowQ6_KVnni(const uint8_t* row, int64_t superblocks, const Qua
 // order as four 64-byte vectors (vector v: half v / 2, shifts 2j for j = 2(v % 2) and the next,
 // 32 bytes each; Q3_K adds its hmask bit as bit 2), per token one vpdpbusd with the activations
 // (Q3_K minus one of 4 with them: values u − 4), fma'd with (d·sc_i)·d_x spread over sub-block
-// i's four lanes; Q2_K subtracts the group sums of the activations (a vpdpbusd of ones) times
-// (dmin·m_i)·d_x. One accumulator per token; up to kQ4Tokens tokens per pass.
+// i's four lanes; Q2_K subtracts, once per super-block, the token's 16 group sums
+// (QuantizedActs::sum16) times (dmin·m_i)·d_x. One accumulator per token; up to kQ4Tokens tokens
+// per pass.
 template <int N, bool Q3>
 DSINFER_VNNI void RowQ2or3_KVnni(const uint8_t* row, int64_t superblocks, const QuantizedActs& a,
                                  int64_t t0, float* out, int64_t ys) {
   __m512 acc[N];
   for (int t = 0; t < N; ++t) acc[t] = _mm512_setzero_ps();
   const __m256i three = _mm256_set1_epi8(3), one8 = _mm256_set1_epi8(1);
-  const __m512i ones = _mm512_set1_epi8(1), fours = _mm512_set1_epi8(4);
+  const __m512i fours = _mm512_set1_epi8(4);
   __m512i spread[4];
   for (int v = 0; v < 4; ++v) spread[v] = SubBlockSpread(v);
   const __m512i pairs = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
@@ -1112,31 +1113,16 @@ DSINFER_VNNI void RowQ2or3_KVnni(const uint8_t* row, int64_t superblocks, const 
         if (Q3) dp = _mm512_sub_epi32(dp, _mm512_dpbusd_epi32(_mm512_setzero_si512(), fours, x));
         acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), _mm512_permutexvar_ps(spread[v], st),
                                  acc[t]);
-        if (!Q3) {
-          const __m512i xs = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, x);
-          acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(xs), _mm512_permutexvar_ps(spread[v], mt),
-                                    acc[t]);
-        }
       }
+      // Q2_K's mins: the token's 16 group sums (QuantizedActs::sum16) times dmin·m_i·d_x.
+      if (!Q3)
+        acc[t] = _mm512_fnmadd_ps(_mm512_loadu_ps(a.sum16.data() + tok * (a.cols / 16) + 16 * s),
+                                  mt, acc[t]);
     }
   }
   for (int t = 0; t < N; ++t) out[t * ys] = _mm512_reduce_add_ps(acc[t]);
 }
 
-template <bool Q3>
-void RowQ2or3(int n, const uint8_t* row, int64_t blocks, const QuantizedActs& a, int64_t t0,
-              float* out, int64_t ys) {
-  switch (n) {
-    case 1:
-      return RowQ2or3_KVnni<1, Q3>(row, blocks, a, t0, out, ys);
-    case 2:
-      return RowQ2or3_KVnni<2, Q3>(row, blocks, a, t0, out, ys);
-    case 3:
-      return RowQ2or3_KVnni<3, Q3>(row, blocks, a, t0, out, ys);
-    default:
-      return RowQ2or3_KVnni<kQ4Tokens, Q3>(row, blocks, a, t0, out, ys);
-  }
-}
 
 // ---- int8 products: AVX2 (maddubs) --------------------------------------------------------------
 // Per 32 weight bytes and token: vpmaddubsw (u8 × s8, adjacent pairs summed into 16 lanes of
@@ -1281,6 +1267,131 @@ DSINFER_AVX2 void RowQ6_KAvx2(const uint8_t* row, int64_t superblocks, const Qua
   for (int t = 0; t < N; ++t) out[t * ys] = ReduceAdd256(acc[t]);
 }
 
+// Q2_K (Q3 = false) and Q3_K on AVX2, as RowQ6_KAvx2: per super-block the values of each
+// 32-element quarter (half n = qt / 4, shift 2j with j = qt % 4) as bytes, Q3_K with its hmask
+// bit as bit 2 (u = q + 4, 0..7, the products of 4 subtracted as integers); vpmaddubsw pairs stay
+// far inside int16 (2·7·127). d·sc_i·d_x spread over each 16-element group's 4 lanes by vpermps;
+// Q2_K's mins once per super-block, dmin·m_i·d_x times the token's group sums (sum16). One
+// accumulator per token.
+DSINFER_AVX2 inline __m256i Dot32IntAvx2(__m256i w_u8, __m256i x_s8) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(w_u8, x_s8), _mm256_set1_epi16(1));
+}
+
+// Q3_K's 16 group scales s_g − 32 (Q3ScaleOf) from its 12 scale bytes: groups 0..7 in sc[0],
+// 8..15 in sc[1].
+DSINFER_AVX2 inline void Q3ScalesAvx2(const uint8_t* s, __m256i sc[2]) {
+  const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(s)));
+  uint32_t top;
+  std::memcpy(&top, s + 8, 4);
+  const __m256i h = _mm256_set1_epi32(static_cast<int>(top)), three = _mm256_set1_epi32(3);
+  // group g's top 2 bits: byte 8 + g % 4 of the scales, shifted by 2·(g / 4)
+  const __m256i high0 =
+      _mm256_and_si256(_mm256_srlv_epi32(h, _mm256_setr_epi32(0, 8, 16, 24, 2, 10, 18, 26)), three);
+  const __m256i high1 =
+      _mm256_and_si256(_mm256_srlv_epi32(h, _mm256_setr_epi32(4, 12, 20, 28, 6, 14, 22, 30)), three);
+  const __m256i k32 = _mm256_set1_epi32(32);
+  sc[0] = _mm256_sub_epi32(
+      _mm256_or_si256(_mm256_and_si256(b, _mm256_set1_epi32(15)), _mm256_slli_epi32(high0, 4)), k32);
+  sc[1] = _mm256_sub_epi32(_mm256_or_si256(_mm256_srli_epi32(b, 4), _mm256_slli_epi32(high1, 4)), k32);
+}
+
+template <int N, bool Q3>
+DSINFER_AVX2 void RowQ2or3_KAvx2(const uint8_t* row, int64_t superblocks, const QuantizedActs& a,
+                                 int64_t t0, float* out, int64_t ys) {
+  __m256 acc[N];
+  for (int t = 0; t < N; ++t) acc[t] = _mm256_setzero_ps();
+  const __m256i three = _mm256_set1_epi8(3), one8 = _mm256_set1_epi8(1), four8 = _mm256_set1_epi8(4);
+  constexpr int64_t kBytes = Q3 ? 110 : 84;
+  for (int64_t s = 0; s < superblocks; ++s) {
+    const uint8_t* p = row + kBytes * s;
+    __m256 dsc[2], dm[2];  // groups 8h..8h + 7: d·sc_i (Q2_K: and dmin·m_i)
+    if constexpr (Q3) {
+      __m256i sc[2];
+      Q3ScalesAvx2(p + 96, sc);
+      const __m256 d = _mm256_set1_ps(_cvtsh_ss(U16(p + 108)));
+      for (int h = 0; h < 2; ++h) dsc[h] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(sc[h]));
+    } else {
+      const __m256 d = _mm256_set1_ps(_cvtsh_ss(U16(p + 80))), dmin = _mm256_set1_ps(_cvtsh_ss(U16(p + 82)));
+      for (int h = 0; h < 2; ++h) {
+        const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8 * h)));
+        dsc[h] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_and_si256(b, _mm256_set1_epi32(15))));
+        dm[h] = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4)));
+      }
+    }
+    __m256i w[8];  // quarter qt: elements 32qt .. 32qt + 31
+    const __m256i hm = Q3 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)) : __m256i{};
+    for (int qt = 0; qt < 8; ++qt) {
+      const int n = qt / 4, j = qt % 4;
+      const __m256i qs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + (Q3 ? 32 : 16) + 32 * n));
+      w[qt] = _mm256_and_si256(_mm256_srl_epi16(qs, _mm_cvtsi32_si128(2 * j)), three);
+      if constexpr (Q3) {
+        const __m256i bit = _mm256_and_si256(_mm256_srl_epi16(hm, _mm_cvtsi32_si128(4 * n + j)), one8);
+        w[qt] = _mm256_or_si256(w[qt], _mm256_slli_epi16(bit, 2));
+      }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < N; ++t) {
+      const int64_t tok = t0 + t;
+      const int8_t* q = a.q.data() + tok * a.cols + kQK * s;
+      const float* dx = a.d.data() + tok * a.blocks + 8 * s;
+      __m256 st[2], mt[2];  // groups 8h..8h + 7 (d_x of block i / 2)
+      for (int h = 0; h < 2; ++h) {
+        const __m256 dxs = _mm256_setr_ps(dx[4 * h], dx[4 * h], dx[4 * h + 1], dx[4 * h + 1],
+                                          dx[4 * h + 2], dx[4 * h + 2], dx[4 * h + 3], dx[4 * h + 3]);
+        st[h] = _mm256_mul_ps(dsc[h], dxs);
+        if constexpr (!Q3) mt[h] = _mm256_mul_ps(dm[h], dxs);
+      }
+#pragma GCC unroll 8
+      for (int qt = 0; qt < 8; ++qt) {
+        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * qt));
+        __m256i dp = Dot32IntAvx2(w[qt], x);
+        if constexpr (Q3) dp = _mm256_sub_epi32(dp, Dot32IntAvx2(four8, x));
+        const int b = 2 * (qt % 4);  // lanes 0..3: group 2qt, 4..7: 2qt + 1
+        const __m256i spread = _mm256_setr_epi32(b, b, b, b, b + 1, b + 1, b + 1, b + 1);
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dp), _mm256_permutevar8x32_ps(st[qt / 4], spread), acc[t]);
+      }
+      if constexpr (!Q3) {  // the mins: the token's group sums (QuantizedActs::sum16)
+        const float* gs = a.sum16.data() + tok * (a.cols / 16) + 16 * s;
+        for (int h = 0; h < 2; ++h) acc[t] = _mm256_fnmadd_ps(_mm256_loadu_ps(gs + 8 * h), mt[h], acc[t]);
+      }
+    }
+  }
+  for (int t = 0; t < N; ++t) out[t * ys] = ReduceAdd256(acc[t]);
+}
+
+// IQ4_NL (Xs = false: 18-byte blocks of 32, step d) and IQ4_XS (136-byte super-blocks of eight
+// 32-element sub-blocks, step d·(ls_j − 32)) on AVX2: a block's 32 levels by one byte shuffle of
+// kIq4Levels (elements 0..15: the low nibbles, 16..31: the high ones), multiplied as Q8_0's signed
+// codes (|w| unsigned, w's sign moved onto x). One accumulator per token.
+template <bool Xs>
+DSINFER_AVX2 void RowIq4Avx2(const uint8_t* row, int64_t blocks, const QuantizedActs& a,
+                             int64_t t0, int n, float* out, int64_t ys) {
+  __m256 acc[kVnniTokens];
+  for (int t = 0; t < n; ++t) acc[t] = _mm256_setzero_ps();
+  const __m256i levels =
+      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4Levels)));
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  for (int64_t b = 0; b < blocks; ++b) {  // activation blocks of 32
+    const uint8_t* p = row + (Xs ? 136 * (b / 8) : 18 * b);
+    const uint8_t* qs = p + (Xs ? 8 + 16 * (b % 8) : 2);
+    float step = _cvtsh_ss(U16(p));
+    if constexpr (Xs) step = step * static_cast<float>(Iq4XsScale(p, static_cast<int>(b % 8)) - 32);
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+    const __m256i idx = _mm256_and_si256(
+        _mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1), low4);
+    const __m256i w = _mm256_shuffle_epi8(levels, idx);
+    const __m256i aw = _mm256_sign_epi8(w, w);
+    for (int t = 0; t < n; ++t) {
+      const int64_t tok = t0 + t;
+      const __m256i x =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + tok * a.cols + 32 * b));
+      const float s = step * a.d[tok * a.blocks + b];
+      acc[t] = _mm256_fmadd_ps(Dot32Avx2(aw, _mm256_sign_epi8(x, w)), _mm256_set1_ps(s), acc[t]);
+    }
+  }
+  for (int t = 0; t < n; ++t) out[t * ys] = ReduceAdd256(acc[t]);
+}
+
 // One row of Q6_K for n ≤ kQ4Tokens tokens, on VNNI or AVX2.
 void RowQ6(bool vnni, int n, const uint8_t* row, int64_t blocks, const QuantizedActs& a,
            int64_t t0, float* out, int64_t ys) {
@@ -1317,6 +1428,26 @@ void RowK4or5(bool vnni, int n, const uint8_t* row, int64_t blocks, const Quanti
     default:
       return vnni ? RowQ4_KVnni<kQ4Tokens, Q5>(row, blocks, a, t0, out, ys)
                   : RowQ4_KAvx2<kQ4Tokens, Q5>(row, blocks, a, t0, out, ys);
+  }
+}
+
+// One row of Q2_K (Q3 = false) or Q3_K for n ≤ kQ4Tokens tokens, on VNNI or AVX2.
+template <bool Q3>
+void RowQ2or3(bool vnni, int n, const uint8_t* row, int64_t blocks, const QuantizedActs& a,
+              int64_t t0, float* out, int64_t ys) {
+  switch (n) {
+    case 1:
+      return vnni ? RowQ2or3_KVnni<1, Q3>(row, blocks, a, t0, out, ys)
+                  : RowQ2or3_KAvx2<1, Q3>(row, blocks, a, t0, out, ys);
+    case 2:
+      return vnni ? RowQ2or3_KVnni<2, Q3>(row, blocks, a, t0, out, ys)
+                  : RowQ2or3_KAvx2<2, Q3>(row, blocks, a, t0, out, ys);
+    case 3:
+      return vnni ? RowQ2or3_KVnni<3, Q3>(row, blocks, a, t0, out, ys)
+                  : RowQ2or3_KAvx2<3, Q3>(row, blocks, a, t0, out, ys);
+    default:
+      return vnni ? RowQ2or3_KVnni<kQ4Tokens, Q3>(row, blocks, a, t0, out, ys)
+                  : RowQ2or3_KAvx2<kQ4Tokens, Q3>(row, blocks, a, t0, out, ys);
   }
 }
 
@@ -1393,6 +1524,24 @@ void QuantizeActRows(Isa isa, const float* x, int64_t xs, int64_t t0, int64_t t1
   }
 }
 
+void SizeInt8RowActs(Isa isa, DType dtype, QuantizedActs& a) {
+  const bool sums = dtype == DType::kQ2_K && (Int8UsesVnni(isa) || Int8UsesAvx2(isa));
+  a.sum16.resize(sums ? static_cast<size_t>(a.n * a.cols / 16) : 0);
+}
+
+void PrepareInt8RowActs(Isa isa, DType dtype, QuantizedActs& a, int64_t t0, int64_t t1) {
+  DSINFER_CHECK(0 <= t0 && t0 <= t1 && t1 <= a.n, "PrepareInt8RowActs: tokens out of range");
+  if (a.sum16.empty()) return;
+  DSINFER_CHECK(static_cast<int64_t>(a.sum16.size()) == a.n * a.cols / 16,
+                "PrepareInt8RowActs: SizeInt8RowActs first");
+  for (int64_t g = t0 * a.cols / 16; g < t1 * a.cols / 16; ++g) {
+    const int8_t* q = a.q.data() + 16 * g;
+    int32_t sum = 0;
+    for (int i = 0; i < 16; ++i) sum += q[i];
+    a.sum16[g] = static_cast<float>(sum);
+  }
+}
+
 bool Int8Dtype(DType t) {
   return t == DType::kQ8_0 || t == DType::kQ4_K || t == DType::kQ5_K || t == DType::kQ6_K ||
          t == DType::kQ2_K || t == DType::kQ3_K || t == DType::kIQ4_NL || t == DType::kIQ4_XS;
@@ -1418,20 +1567,22 @@ void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const Wei
   const bool iq4 = w.dtype == DType::kIQ4_NL || w.dtype == DType::kIQ4_XS,
              iq4xs = w.dtype == DType::kIQ4_XS;
   const bool vnni = Int8UsesVnni(isa), avx2 = Int8UsesAvx2(isa);
-  // Q2_K / Q3_K and the IQ4 types have VNNI kernels only: without VNNI they run the
-  // specification.
-  if (vnni || (avx2 && !q2 && !q3 && !iq4)) {
+  DSINFER_CHECK(!(q2 && (vnni || avx2)) || static_cast<int64_t>(a.sum16.size()) == a.n * a.cols / 16,
+                "Int8Rows: Q2_K's group sums are missing (SizeInt8RowActs, PrepareInt8RowActs)");
+  if (vnni || avx2) {
     const int group = q8 || iq4 ? kVnniTokens : kQ4Tokens;
     for (int64_t tg = t0; tg < t1; tg += group) {
       const int n = static_cast<int>(std::min<int64_t>(group, t1 - tg));
       for (int64_t r = r0; r < r1; ++r) {
         const auto* row = reinterpret_cast<const uint8_t*>(w.row(r));
         float* out = y + (tg - t0) * ys + (r - r0);
-        if (iq4) {  // (vnni: see above) activation blocks of 32
+        if (iq4) {  // activation blocks of 32
           if (iq4xs)
-            RowSignedVnni<Iq4XsSource>(row, 8 * blocks, a, tg, n, out, ys);
+            vnni ? RowSignedVnni<Iq4XsSource>(row, 8 * blocks, a, tg, n, out, ys)
+                 : RowIq4Avx2<true>(row, 8 * blocks, a, tg, n, out, ys);
           else
-            RowSignedVnni<Iq4NlSource>(row, blocks, a, tg, n, out, ys);
+            vnni ? RowSignedVnni<Iq4NlSource>(row, blocks, a, tg, n, out, ys)
+                 : RowIq4Avx2<false>(row, blocks, a, tg, n, out, ys);
           continue;
         }
         if (q8) {
@@ -1443,9 +1594,9 @@ void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const Wei
         }
         if (q2 || q3) {
           if (q3)
-            RowQ2or3<true>(n, row, blocks, a, tg, out, ys);
+            RowQ2or3<true>(vnni, n, row, blocks, a, tg, out, ys);
           else
-            RowQ2or3<false>(n, row, blocks, a, tg, out, ys);
+            RowQ2or3<false>(vnni, n, row, blocks, a, tg, out, ys);
         } else if (q6)
           RowQ6(vnni, n, row, blocks, a, tg, out, ys);
         else if (q5)

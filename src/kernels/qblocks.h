@@ -56,6 +56,7 @@ struct QuantizedActs {
   std::vector<int8_t> qk;
   std::vector<int32_t> bias16;  // [n, cols / 16]: −32·Σq per 16 columns (Q6_K's start)
   std::vector<float> ds;                // [n, blocks, 2]: (d, sum) pairs (the Q4_K VNNI kernel)
+  std::vector<float> sum16;  // [n, cols / 16]: Σq per 16 columns as f32, exact (Q2_K's mins)
 };
 // The specification (scalar).
 void QuantizeActs(const float* x, int64_t xs, int64_t n, int64_t cols, QuantizedActs& out);
@@ -77,15 +78,21 @@ bool Int8Dtype(DType t);
 bool Int8UsesVnni(Isa isa);
 bool Int8UsesAvx2(Isa isa);
 
+// What Int8Rows reads besides QuantizeActs' fields: Q2_K's group sums (`sum16`) on VNNI and AVX2
+// (so that its mins cost one product per super-block and token, not one per 16 columns and row).
+// In two steps, as SizeActs / QuantizeActRows: SizeInt8RowActs on one thread, then
+// PrepareInt8RowActs for disjoint token ranges, each after its tokens are quantised.
+void SizeInt8RowActs(Isa isa, DType dtype, QuantizedActs& a);
+void PrepareInt8RowActs(Isa isa, DType dtype, QuantizedActs& a, int64_t t0, int64_t t1);
+
 // y[(t - t0)*ys + (r - r0)] = row r of w · activation row t, for r ∈ [r0, r1), t ∈ [t0, t1),
 // with activations `a` (a.cols = w.cols). The specification (scalar): per row, over blocks in
 // order, acc += f32(Σ_i qw_i·q_i) · s_b, with s_b = d_w·d (Q8_0), (d·sc_j)·d (Q4_K/Q5_K, then
 // acc −= (dmin·m_j) · sum of the block) or, per 16-element sub-block, (d·sc_i)·d with
 // qw = u − 32 (Q6_K), or per 16-element group (d·sc_i)·d with acc −= (dmin·m_i)·d·Σ q_i
-// (Q2_K) or qw = u − 4 (Q3_K; both have VNNI kernels only, the specification elsewhere),
+// (Q2_K) or qw = u − 4 (Q3_K),
 // or per 32-element block with qw = the index's level, s_b = d·d_x (IQ4_NL) or
-// (d·(ls_j − 32))·d_x (IQ4_XS; both IQ4 types have VNNI kernels only, as Q2_K/Q3_K);
-// every product and sum rounded to f32. The VNNI and
+// (d·(ls_j − 32))·d_x (IQ4_XS); every product and sum rounded to f32. The VNNI and
 // AVX2 paths sum the same scaled integer partials in other orders (within γ_K·Σ|terms|), with
 // a fixed order per token (batch invariant). `a` must come from QuantizeActs (either form).
 void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,
