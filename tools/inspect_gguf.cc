@@ -43,15 +43,15 @@ bool GgufBf16Site(std::string_view name) {
   return std::find(std::begin(kSites), std::end(kSites), mid) != std::end(kSites);
 }
 
-// The bytes the bf16 block repack adds for tensor `t` (0 unless a Q8_0/Q4_K/Q5_K/Q6_K weight of
+// The bytes the 16-row tile copy adds for tensor `t` (0 unless a Q8_0/Q4_K/Q5_K/Q6_K/Q2_K/Q3_K weight of
 // a bf16 site): 16-row tiles per matrix (an expert of a stacked tensor), as RepackBlocksBf16.
 uint64_t Bf16RepackGrowth(const GgufTensorInfo& t) {
   const std::optional<DType> d = DTypeOfGgml(t.type);
-  if (!d || !Bf16BlockDtype(*d) || t.dims.size() < 2 || !GgufBf16Site(t.name)) return 0;
+  if (!d || !TileRepackDtype(*d) || t.dims.size() < 2 || !GgufBf16Site(t.name)) return 0;
   int64_t mats = 1;
   for (size_t i = 2; i < t.dims.size(); ++i) mats *= t.dims[i];
   const int64_t tiles = (t.dims[1] + kBlockTileRows - 1) / kBlockTileRows;
-  const uint64_t copy = static_cast<uint64_t>(mats * tiles * Bf16BlockTileBytes(*d, t.dims[0]));
+  const uint64_t copy = static_cast<uint64_t>(mats * tiles * BlockTileBytes(*d, t.dims[0]));
   return copy > t.nbytes ? copy - t.nbytes : 0;
 }
 

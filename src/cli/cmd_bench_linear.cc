@@ -653,7 +653,7 @@ RunFn AddLinearBench(CLI::App& bench, bool gemm) {
                   "bf16 numerics, FP8 weights: rows (as stored) or pairs (the codes repacked in "
                   "tiles of 64 rows' column pairs, what the kernels multiply: no transposes)");
   sub->add_option("--int8-layout", o->int8_layout,
-                  "q8_0.i8, q4_k.i8, q5_k.i8 and q6_k.i8 on a CPU with AVX-512 VNNI or AVX2: tiles (the 16-row tile copy the model "
+                  "q8_0.i8, q4_k.i8, q5_k.i8, q6_k.i8, q2_k.i8 and q3_k.i8 on a CPU with AVX-512 VNNI or AVX2: tiles (the 16-row tile copy the model "
                   "loads, the int8 tile kernels) or rows (as stored, the row kernels)");
   sub->add_option("--bf16-kernel", o->bf16_kernel,
                   "bf16 numerics: auto (the model's choice by n), gemv or gemm (the same bits)");

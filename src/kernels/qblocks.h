@@ -98,19 +98,20 @@ void PrepareInt8RowActs(Isa isa, DType dtype, QuantizedActs& a, int64_t t0, int6
 void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,
               int64_t r0, int64_t r1, float* y, int64_t ys);
 
-// Q8_0, Q4_K, Q5_K and Q6_K weights in the 16-row tile form (kernels/weight.h `RepackBlocksBf16`,
+// Q8_0, Q4_K, Q5_K, Q6_K, Q2_K and Q3_K weights in the 16-row tile form (kernels/weight.h `RepackBlocksBf16`,
 // bf16_pairs) on AVX-512 VNNI (qblocks_tiles.cc) or AVX2 (qblocks_tiles_avx2.cc): Int8Rows' results for those rows, bit for bit
 // the scalar specification's — per row, block after block in order, acc = acc + f32(Σ qw·q)·(s·d)
-// with the integer sum exact (Q4_K, Q5_K: then acc − mm·sum) — for any n (a GEMV up to
+// with the integer sum exact (Q4_K, Q5_K: then acc − mm·sum; Q2_K: acc − f32(Σq)·(mm·d)) — for any n (a GEMV up to
 // kInt8TileGemvMaxN tokens, else a GEMM: the same bits). Int8TilesRun: whether `w` runs there on
 // `isa`. SizeTileActs / PrepareTileActRows: what the tile kernels of `dtype` read besides
-// QuantizeActs' fields (`bias`, `qk`, `bias16`), once per call before Int8TileRows.
+// QuantizeActs' fields (`bias`, `qk`, `bias16`, `sum16`), once per call before Int8TileRows.
 inline constexpr int64_t kInt8TileGemvMaxN = 8;
 bool Int8TilesRun(const WeightView& w, Isa isa);
 // Whether `isa` has tile kernels (AVX-512 VNNI, or AVX2: qblocks_tiles_avx2.cc, the same bits).
 bool Int8TilesOn(Isa isa);
 inline bool Int8TileDtype(DType t) {
-  return t == DType::kQ8_0 || t == DType::kQ4_K || t == DType::kQ5_K || t == DType::kQ6_K;
+  return t == DType::kQ8_0 || t == DType::kQ4_K || t == DType::kQ5_K || t == DType::kQ6_K ||
+         t == DType::kQ2_K || t == DType::kQ3_K;
 }
 // In two steps, for threads (as SizeActs/QuantizeActRows): SizeTileActs on one thread, then
 // PrepareTileActRows for disjoint token ranges, each after its tokens are quantised. `isa`: the

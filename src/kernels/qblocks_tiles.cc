@@ -1,4 +1,4 @@
-// int8-activation products of Q8_0, Q4_K, Q5_K and Q6_K weights on AVX-512 VNNI, on the weights' 16-row tile
+// int8-activation products of Q8_0, Q4_K, Q5_K, Q6_K, Q2_K and Q3_K weights on AVX-512 VNNI, on the weights' 16-row tile
 // form (kernels/weight.h `RepackBlocksBf16`: each 16-row tile's blocks with the rows' fields side
 // by side).
 //
@@ -9,7 +9,8 @@
 //   acc  = acc + f32(isum) · (s_b · d_b)             (the product s_b·d_b, then ·, then +:
 //                                                      each rounded to f32; no FMA)
 //   Q4_K, Q5_K: acc = acc − mm_b · sum_b              (product, then difference)
-// with s_b = d_w (Q8_0), d·sc_j (Q4_K, Q5_K, sub-block j) or d·sc_i (Q6_K, sub-block i; qw = u − 32),
+// with s_b = d_w (Q8_0), d·sc_j (Q4_K, Q5_K, sub-block j) or d·sc_i (Q6_K, sub-block i; qw = u − 32;
+// Q3_K, 16-column group i, qw = u − 4; Q2_K, group i, then acc = acc − f32(Σq)·(mm_i·d_b)),
 // mm_b = dmin·m_j, d_b and sum_b the step and d·Σq of the activation block holding b. Lanes run over the tile's 16 rows: a vector whose lane a
 // holds row a's codes of 4 columns meets one token's 4 activation bytes of the same columns,
 // broadcast, in `vpdpbusd`, which adds the 4 products into that row's lane — each lane ends
@@ -29,6 +30,11 @@
 //   Q6_K: each row's 2 bytes of nibbles and 2 bytes of high bits per 4 columns (the tile's
 //     layout) are spread to u = q + 32 (0..63) in 4 bytes, 13 operations per vector; the sum
 //     starts from −32·Σq of the 16 columns (QuantizedActs::bias16).
+//   Q2_K: quad i of a group is bits 2i, 2i + 1 of each byte of its 64 bytes (one shift and a
+//     mask); the sum starts from 0 and the mins use the token's 16-column sums (sum16).
+//   Q3_K: its low 2 bits as Q2_K's, its third bit from row a's 16-bit word (bit 4i + e),
+//     copied to the row's 4 bytes by a byte shuffle, tested per byte and added as 4 under the
+//     mask: u = q + 4 (0..7); the sum starts from −4·Σq of the 16 columns (bias16).
 // The GEMV (the tiles read straight from the weight, up to 8 tokens) and the GEMM (a panel of the
 // vectors built once per 512 columns and run against groups of 6 tokens) both give the
 // specification's bits, so any batch split gives the same results. Thread-safety: pure
@@ -69,8 +75,8 @@ constexpr int kMr = 6;                           // GEMM: tokens per register ti
 // Per group and chunk block b: the quads × kV vectors, then s_b × kV, then mm_b × kV (64 bytes each).
 constexpr int64_t BlockVecs(int kind) { return kV * Quads(kind) + 2 * kV; }
 constexpr int64_t PanelVecs(int kind) { return int64_t{kPieceGroups} * ChunkBlocks(kind) * BlockVecs(kind); }
-constexpr int64_t kPanelVecs =
-    std::max({PanelVecs(kQ8), PanelVecs(kQ4), PanelVecs(kQ5), PanelVecs(kQ6)});
+constexpr int64_t kPanelVecs = std::max(
+    {PanelVecs(kQ8), PanelVecs(kQ4), PanelVecs(kQ5), PanelVecs(kQ6), PanelVecs(kQ2), PanelVecs(kQ3)});
 
 // vpermw index: word 2a takes word a (row a's codes of the first column pair), word 2a + 1 word
 // 16 + a (its codes of the second): dword a = row a's codes of 4 consecutive columns.
@@ -119,6 +125,22 @@ struct TileBlock {
       const __m512i b01 = _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(hb, k), one), 4);
       const __m512i b23 = _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(hb, k + 1), one), 20);
       return _mm512_or_si512(lo, _mm512_or_si512(b01, b23));
+    } else if constexpr (kKind == kQ2 || kKind == kQ3) {
+      // Quad i of group j: bits 2i, 2i + 1 of each byte; Q3_K's third bit from bit 4i + e of row
+      // a's word, its byte i / 2 copied to the row's 4 bytes and tested per byte.
+      const __m512i v = _mm512_loadu_si512(sb + (kKind == kQ2 ? 320 : 288) + 64 * j);
+      __m512i u = _mm512_and_si512(_mm512_srli_epi32(v, 2 * i), _mm512_set1_epi8(3));
+      if constexpr (kKind == kQ3) {
+        const __m512i hw = _mm512_cvtepu16_epi32(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb + 1312 + 32 * j)));
+        const __m512i pick = _mm512_add_epi8(
+            _mm512_set1_epi8(static_cast<char>(i / 2)),
+            _mm512_broadcast_i32x4(_mm_setr_epi32(0, 0x04040404, 0x08080808, 0x0C0C0C0C)));
+        const __m512i bits = _mm512_set1_epi32(static_cast<int>(0x08040201u << (4 * (i % 2))));
+        const __mmask64 set = _mm512_test_epi8_mask(_mm512_shuffle_epi8(hw, pick), bits);
+        u = _mm512_mask_add_epi8(u, set, u, _mm512_set1_epi8(4));
+      }
+      return u;
     } else {
       const uint8_t* sub = sb + 288 + 192 * j;
       const __m512i nib = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sub + 32 * i)));
@@ -133,19 +155,27 @@ struct TileBlock {
       return _mm512_or_si512(lo, _mm512_or_si512(h01, h23));
     }
   }
-  // s_b per row: d (Q8_0), d·sc_j (Q4_K, Q5_K: 6-bit sc) or d·sc_i (Q6_K: int8 sc).
+  // s_b per row: d (Q8_0), d·sc_j (Q4_K, Q5_K: 6-bit sc), d·sc_i (Q6_K, Q3_K: int8 sc) or
+  // d·(sc_i & 15) (Q2_K).
   DSINFER_VNNI __m512 Scale() const {
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb)));
     if constexpr (kKind == kQ8) return d;
-    if constexpr (kKind == kQ6)
+    if constexpr (kKind == kQ2)
+      return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_and_si512(
+                                  _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sb + 64 + 16 * j))),
+                                  _mm512_set1_epi32(15))));
+    if constexpr (kKind == kQ6 || kKind == kQ3)
       return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
                                   _mm_loadu_si128(reinterpret_cast<const __m128i*>(sb + 32 + 16 * j)))));
     return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
                                 _mm_loadu_si128(reinterpret_cast<const __m128i*>(sb + 64 + 16 * j)))));
   }
-  // mm_b per row: dmin·m_j (Q4_K, Q5_K).
+  // mm_b per row: dmin·m_j (Q4_K, Q5_K) or dmin·(sc_i >> 4) (Q2_K).
   DSINFER_VNNI __m512 Min() const {
     const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb + 32)));
+    if constexpr (kKind == kQ2)
+      return _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(_mm512_srli_epi32(
+                                     _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sb + 64 + 16 * j))), 4)));
     return _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
                                    _mm_loadu_si128(reinterpret_cast<const __m128i*>(sb + 192 + 16 * j)))));
   }
@@ -153,12 +183,13 @@ struct TileBlock {
 
 // A token's activations as the kernels of kKind read them: the int8 codes (Q4_K: in its column
 // order), the steps and sums of its 32-column blocks, and where each weight block's sum starts
-// (Q8_0: −128·Σq of the block, Q6_K: −32·Σq of the 16 columns, Q4_K: 0).
+// (Q8_0: −128·Σq of the block, Q6_K: −32·Σq of the 16 columns, Q3_K: −4·Σq of them, Q4_K, Q5_K
+// and Q2_K: 0).
 template <int kKind>
 struct TokenActs : TokenRow<kKind> {
   TokenActs() = default;
   TokenActs(const QuantizedActs& a, int64_t t)
-      : TokenRow<kKind>(a, t, kKind == kQ6 ? &a.bias16 : kKind == kQ8 ? &a.bias : nullptr) {}
+      : TokenRow<kKind>(a, t, kKind == kQ6 || kKind == kQ3 ? &a.bias16 : kKind == kQ8 ? &a.bias : nullptr) {}
   DSINFER_VNNI __m512i Start(int64_t b) const {
     if constexpr (HasMins(kKind)) return _mm512_setzero_si512();
     return _mm512_set1_epi32(this->start[b]);
@@ -172,13 +203,17 @@ inline __mmask16 Mask(int valid) {
                          : static_cast<__mmask16>((1u << valid) - 1);
 }
 
-// The specification's fold of block b: acc + f32(isum)·(s·d_b), then (Q4_K) − mm·sum_b.
+// The specification's fold of block b: acc + f32(isum)·(s·d_b), then (Q4_K, Q5_K) − mm·sum_b
+// or (Q2_K) − Σq·(mm·d_b).
 template <int kKind>
 DSINFER_VNNI inline __m512 Fold(__m512 acc, __m512i isum, __m512 s, __m512 mm,
                                 const TokenActs<kKind>& x, int64_t b) {
-  const __m512 sd = _mm512_mul_ps(s, _mm512_set1_ps(x.Step(b)));
-  acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(isum), sd));
-  if constexpr (HasMins(kKind)) acc = _mm512_sub_ps(acc, _mm512_mul_ps(mm, _mm512_set1_ps(x.sum[b])));
+  const __m512 step = _mm512_set1_ps(x.Step(b));
+  acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(s, step)));
+  if constexpr (kKind == kQ2)
+    acc = _mm512_sub_ps(acc, _mm512_mul_ps(_mm512_set1_ps(x.sum16[b]), _mm512_mul_ps(mm, step)));
+  else if constexpr (HasMins(kKind))
+    acc = _mm512_sub_ps(acc, _mm512_mul_ps(mm, _mm512_set1_ps(x.sum[b])));
   return acc;
 }
 
@@ -458,9 +493,11 @@ void SizeTileActs(Isa isa, DType dtype, QuantizedActs& a) {
   a.bias.clear();
   a.bias16.clear();
   a.qk.clear();
+  a.sum16.clear();
   // (Q8_0's −128·Σq: the VNNI kernels' start only; the AVX2 ones multiply signed codes.)
   if (dtype == DType::kQ8_0 && Int8UsesVnni(isa)) a.bias.resize(static_cast<size_t>(a.n * a.cols / 32));
-  if (dtype == DType::kQ6_K) a.bias16.resize(static_cast<size_t>(a.n * a.cols / 16));
+  if (dtype == DType::kQ6_K || dtype == DType::kQ3_K) a.bias16.resize(static_cast<size_t>(a.n * a.cols / 16));
+  if (dtype == DType::kQ2_K) a.sum16.resize(static_cast<size_t>(a.n * a.cols / 16));
   if (dtype == DType::kQ4_K) a.qk.resize(a.q.size());
 }
 
@@ -468,9 +505,15 @@ void PrepareTileActRows(Isa isa, DType dtype, QuantizedActs& a, int64_t t0, int6
   DSINFER_CHECK(0 <= t0 && t0 <= t1 && t1 <= a.n, "PrepareTileActRows: tokens out of range");
   const int64_t b0 = t0 * a.cols, b1 = t1 * a.cols;  // the tokens' bytes of q
   const bool vnni = Int8UsesVnni(isa);
-  if ((dtype == DType::kQ8_0 && vnni) || dtype == DType::kQ6_K) {  // −c·Σq over each weight block
+  if (dtype == DType::kQ2_K) {  // Σq per 16 columns (sum16)
+    DSINFER_CHECK(static_cast<int64_t>(a.sum16.size()) == a.n * a.cols / 16,
+                  "PrepareTileActRows: SizeTileActs first");
+    return PrepareInt8RowActs(isa, dtype, a, t0, t1);
+  }
+  // −c·Σq over each weight block
+  if ((dtype == DType::kQ8_0 && vnni) || dtype == DType::kQ6_K || dtype == DType::kQ3_K) {
     const int64_t width = dtype == DType::kQ8_0 ? 32 : 16;
-    const int32_t c = dtype == DType::kQ8_0 ? 128 : 32;
+    const int32_t c = dtype == DType::kQ8_0 ? 128 : dtype == DType::kQ6_K ? 32 : 4;
     std::vector<int32_t>& out = dtype == DType::kQ8_0 ? a.bias : a.bias16;
     DSINFER_CHECK(static_cast<int64_t>(out.size()) == a.n * a.cols / width,
                   "PrepareTileActRows: SizeTileActs first");
@@ -496,14 +539,16 @@ void PrepareTileActRows(Isa isa, DType dtype, QuantizedActs& a, int64_t t0, int6
 void Int8TileRows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,
                   int64_t r0, int64_t r1, float* y, int64_t ys) {
   DSINFER_CHECK(Int8TilesRun(w, isa),
-                "Int8TileRows takes a Q8_0, Q4_K, Q5_K or Q6_K weight in 16-row tiles on AVX-512 VNNI or AVX2");
+                "Int8TileRows takes a Q8_0, Q4_K, Q5_K, Q6_K, Q2_K or Q3_K weight in 16-row tiles on "
+                "AVX-512 VNNI or AVX2");
   const bool q4 = w.dtype == DType::kQ4_K, q5 = w.dtype == DType::kQ5_K,
-             q6 = w.dtype == DType::kQ6_K;
+             q6 = w.dtype == DType::kQ6_K, q2 = w.dtype == DType::kQ2_K, q3 = w.dtype == DType::kQ3_K;
   DSINFER_CHECK(a.cols == w.cols && t0 >= 0 && t1 <= a.n &&
-                    (q5   ? true
-                     : q4 ? a.qk.size() == a.q.size()
-                     : q6 ? static_cast<int64_t>(a.bias16.size()) == a.n * a.cols / 16
-                          : !Int8UsesVnni(isa) || static_cast<int64_t>(a.bias.size()) == a.n * a.blocks),
+                    (q5         ? true
+                     : q4       ? a.qk.size() == a.q.size()
+                     : q6 || q3 ? static_cast<int64_t>(a.bias16.size()) == a.n * a.cols / 16
+                     : q2       ? static_cast<int64_t>(a.sum16.size()) == a.n * a.cols / 16
+                                : !Int8UsesVnni(isa) || static_cast<int64_t>(a.bias.size()) == a.n * a.blocks),
                 "Int8TileRows: activations do not match the weight (SizeTileActs, PrepareTileActRows)");
   DSINFER_CHECK(0 <= r0 && r0 <= r1 && r1 <= w.rows, "Int8TileRows: rows out of range");
   if (t0 >= t1 || r0 >= r1) return;
@@ -520,6 +565,8 @@ void Int8TileRows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const
   if (q4) return gemv ? Gemv<kQ4>(a, t0, t1, w, r0, r1, y, ys) : Gemm<kQ4>(a, t0, t1, w, r0, r1, y, ys);
   if (q6) return gemv ? Gemv<kQ6>(a, t0, t1, w, r0, r1, y, ys) : Gemm<kQ6>(a, t0, t1, w, r0, r1, y, ys);
   if (q5) return gemv ? Gemv<kQ5>(a, t0, t1, w, r0, r1, y, ys) : Gemm<kQ5>(a, t0, t1, w, r0, r1, y, ys);
+  if (q2) return gemv ? Gemv<kQ2>(a, t0, t1, w, r0, r1, y, ys) : Gemm<kQ2>(a, t0, t1, w, r0, r1, y, ys);
+  if (q3) return gemv ? Gemv<kQ3>(a, t0, t1, w, r0, r1, y, ys) : Gemm<kQ3>(a, t0, t1, w, r0, r1, y, ys);
   gemv ? Gemv<kQ8>(a, t0, t1, w, r0, r1, y, ys) : Gemm<kQ8>(a, t0, t1, w, r0, r1, y, ys);
 }
 

@@ -1,4 +1,4 @@
-// int8-activation products of Q8_0, Q4_K, Q5_K and Q6_K weights on AVX2 (CPUs without AVX-512
+// int8-activation products of Q8_0, Q4_K, Q5_K, Q6_K, Q2_K and Q3_K weights on AVX2 (CPUs without AVX-512
 // VNNI), on the same 16-row tile copy as the VNNI kernels (qblocks_tiles.cc, whose header states
 // the specification and the layout). They compute the same bits: per output, block after block,
 // the block's exact integer sum, then acc + f32(isum)·(s·d) (Q4_K, Q5_K: − mm·sum), each operation
@@ -40,7 +40,10 @@ constexpr int kGemvMr = 3;        // GEMV: tokens per pass
 constexpr int kGemmMr = 2;        // GEMM: tokens per register tile (3 and 4 measured slower)
 // Quads summed in 16 bits before vpmaddwd (see the header; for Q5_K and Q6_K the tests' largest
 // codes and activations would overflow with twice as many).
-constexpr int Group16(int kind) { return kind == kQ4 ? 4 : kind == kQ5 ? 4 : kind == kQ6 ? 2 : 1; }
+// Q2_K (codes ≤ 3) and Q3_K (u ≤ 7) sum their block's 4 quads in 16 bits (≤ 7,112).
+constexpr int Group16(int kind) {
+  return kind == kQ4 || kind == kQ5 || kind == kQ2 || kind == kQ3 ? 4 : kind == kQ6 ? 2 : 1;
+}
 
 DSINFER_AVX2_TILES inline __m128i Load16(const uint8_t* p) {
   return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
@@ -75,6 +78,22 @@ struct TileBlock {
       const __m256i b01 = _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(hb, k), one), 4);
       const __m256i b23 = _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(hb, k + 1), one), 20);
       return _mm256_or_si256(lo, _mm256_or_si256(b01, b23));
+    } else if constexpr (kKind == kQ2 || kKind == kQ3) {  // as qblocks_tiles.cc
+      __m256i u = _mm256_and_si256(
+          _mm256_srli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(
+                                sb + (kKind == kQ2 ? 320 : 288) + 64 * j + 32 * h)),
+                            2 * i),
+          _mm256_set1_epi8(3));
+      if constexpr (kKind == kQ3) {
+        const __m256i hw = _mm256_cvtepu16_epi32(Load16(sb + 1312 + 32 * j + 16 * h));
+        const __m256i pick = _mm256_add_epi8(
+            _mm256_set1_epi8(static_cast<char>(i / 2)),
+            _mm256_setr_epi32(0, 0x04040404, 0x08080808, 0x0C0C0C0C, 0, 0x04040404, 0x08080808, 0x0C0C0C0C));
+        const __m256i bits = _mm256_set1_epi32(static_cast<int>(0x08040201u << (4 * (i % 2))));
+        const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(hw, pick), bits), bits);
+        u = _mm256_or_si256(u, _mm256_and_si256(set, _mm256_set1_epi8(4)));
+      }
+      return u;
     } else {
       const uint8_t* sub = sb + 288 + 192 * j;
       const __m256i nib = _mm256_cvtepu16_epi32(Load16(sub + 32 * i + 16 * h));
@@ -88,30 +107,37 @@ struct TileBlock {
       return _mm256_or_si256(lo, _mm256_or_si256(h01, h23));
     }
   }
-  // s_b per row of half h: d (Q8_0), d·sc_j (Q4_K, Q5_K) or d·sc_i (Q6_K).
+  // s_b per row of half h: d (Q8_0), d·sc_j (Q4_K, Q5_K), d·sc_i (Q6_K, Q3_K) or d·(sc_i & 15)
+  // (Q2_K).
   DSINFER_AVX2_TILES __m256 Scale(int h) const {
     const __m256 d = _mm256_cvtph_ps(Load16(sb + 16 * h));
     if constexpr (kKind == kQ8) return d;
-    if constexpr (kKind == kQ6)
+    if constexpr (kKind == kQ2)
+      return _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_and_si256(
+                                  _mm256_cvtepu8_epi32(Load8(sb + 64 + 16 * j + 8 * h)), _mm256_set1_epi32(15))));
+    if constexpr (kKind == kQ6 || kKind == kQ3)
       return _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(Load8(sb + 32 + 16 * j + 8 * h))));
     return _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(Load8(sb + 64 + 16 * j + 8 * h))));
   }
-  // mm_b per row of half h: dmin·m_j (Q4_K, Q5_K).
+  // mm_b per row of half h: dmin·m_j (Q4_K, Q5_K) or dmin·(sc_i >> 4) (Q2_K).
   DSINFER_AVX2_TILES __m256 Min(int h) const {
     const __m256 dmin = _mm256_cvtph_ps(Load16(sb + 32 + 16 * h));
+    if constexpr (kKind == kQ2)
+      return _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_srli_epi32(
+                                     _mm256_cvtepu8_epi32(Load8(sb + 64 + 16 * j + 8 * h)), 4)));
     return _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(Load8(sb + 192 + 16 * j + 8 * h))));
   }
 };
 
 // A token's activations as these kernels read them (Q4_K: in its column order; Q6_K's sums start
-// at −32·Σq of the 16 columns, the others' at 0).
+// at −32·Σq of the 16 columns, Q3_K's at −4·Σq, the others' at 0).
 template <int kKind>
 struct TokenActs : TokenRow<kKind> {
   TokenActs() = default;
   TokenActs(const QuantizedActs& a, int64_t t)
-      : TokenRow<kKind>(a, t, kKind == kQ6 ? &a.bias16 : nullptr) {}
+      : TokenRow<kKind>(a, t, kKind == kQ6 || kKind == kQ3 ? &a.bias16 : nullptr) {}
   DSINFER_AVX2_TILES __m256i Start(int64_t b) const {
-    if constexpr (kKind != kQ6) return _mm256_setzero_si256();
+    if constexpr (kKind != kQ6 && kKind != kQ3) return _mm256_setzero_si256();
     return _mm256_set1_epi32(this->start[b]);
   }
   DSINFER_AVX2_TILES __m256i Bcast(int64_t b, int i) const {
@@ -144,13 +170,17 @@ DSINFER_AVX2_TILES inline __m256i BlockSum(__m256i start, const __m256i* w, int6
   return acc;
 }
 
-// The specification's fold of block b: acc + f32(isum)·(s·d_b), then (Q4_K, Q5_K) − mm·sum_b.
+// The specification's fold of block b: acc + f32(isum)·(s·d_b), then (Q4_K, Q5_K) − mm·sum_b
+// or (Q2_K) − Σq·(mm·d_b).
 template <int kKind>
 DSINFER_AVX2_TILES inline __m256 Fold(__m256 acc, __m256i isum, __m256 s, __m256 mm,
                                       const TokenActs<kKind>& x, int64_t b) {
-  const __m256 sd = _mm256_mul_ps(s, _mm256_set1_ps(x.Step(b)));
-  acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(isum), sd));
-  if constexpr (HasMins(kKind)) acc = _mm256_sub_ps(acc, _mm256_mul_ps(mm, _mm256_set1_ps(x.sum[b])));
+  const __m256 step = _mm256_set1_ps(x.Step(b));
+  acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(s, step)));
+  if constexpr (kKind == kQ2)
+    acc = _mm256_sub_ps(acc, _mm256_mul_ps(_mm256_set1_ps(x.sum16[b]), _mm256_mul_ps(mm, step)));
+  else if constexpr (HasMins(kKind))
+    acc = _mm256_sub_ps(acc, _mm256_mul_ps(mm, _mm256_set1_ps(x.sum[b])));
   return acc;
 }
 
@@ -226,11 +256,11 @@ DSINFER_AVX2_TILES void Gemv(const QuantizedActs& a, int64_t t0, int64_t t1, con
 // ---- GEMM: a ≤ 128-row piece; per chunk of kKc columns a panel of the quads ------------------
 // Panel, per tile i of the piece and chunk block b (32-byte vectors, from
 // (i·kChunkBlocks + b)·kBlockVecs): quad q of half h at 2q + h, then s_b of half h at
-// 2·kQuads + h, then mm_b (Q4_K, Q5_K) at 2·kQuads + 2 + h.
+// 2·kQuads + h, then mm_b (Q4_K, Q5_K, Q2_K) at 2·kQuads + 2 + h.
 constexpr int64_t BlockVecs(int kind) { return 2 * Quads(kind) + 4; }
 constexpr int64_t PanelVecs(int kind) { return int64_t{kPieceTiles} * ChunkBlocks(kind) * BlockVecs(kind); }
-constexpr int64_t kPanelVecs =
-    std::max({PanelVecs(kQ8), PanelVecs(kQ4), PanelVecs(kQ5), PanelVecs(kQ6)});
+constexpr int64_t kPanelVecs = std::max(
+    {PanelVecs(kQ8), PanelVecs(kQ4), PanelVecs(kQ5), PanelVecs(kQ6), PanelVecs(kQ2), PanelVecs(kQ3)});
 
 template <int kKind>
 DSINFER_AVX2_TILES void PackPanel(const WeightView& w, int64_t r0, int tiles, int64_t b0, int64_t nb,
@@ -321,6 +351,8 @@ void Int8TileRowsAvx2(const QuantizedActs& a, int64_t t0, int64_t t1, const Weig
     case DType::kQ4_K: return Run<kQ4>(gemv, a, t0, t1, w, r0, r1, y, ys);
     case DType::kQ5_K: return Run<kQ5>(gemv, a, t0, t1, w, r0, r1, y, ys);
     case DType::kQ6_K: return Run<kQ6>(gemv, a, t0, t1, w, r0, r1, y, ys);
+    case DType::kQ2_K: return Run<kQ2>(gemv, a, t0, t1, w, r0, r1, y, ys);
+    case DType::kQ3_K: return Run<kQ3>(gemv, a, t0, t1, w, r0, r1, y, ys);
     default: return Run<kQ8>(gemv, a, t0, t1, w, r0, r1, y, ys);
   }
 }

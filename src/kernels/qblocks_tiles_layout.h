@@ -17,17 +17,21 @@ inline constexpr int kLanes = 16;    // rows per tile (kBlockTileRows)
 inline constexpr int64_t kKc = 512;  // GEMM: columns per panel (whole super-blocks)
 
 // The weight types: Q8_0 (32-column blocks), Q4_K and Q5_K (256-column super-blocks of 32-column
-// blocks with mins), Q6_K (256-column super-blocks of 16-column blocks). A "block" is one scale's
-// columns: 32, or 16 for Q6_K; a "quad" 4 of its columns.
-enum Kind : int { kQ8 = 0, kQ4 = 1, kQ6 = 2, kQ5 = 3 };
-constexpr bool HasMins(int kind) { return kind == kQ4 || kind == kQ5; }
-constexpr int BlockCols(int kind) { return kind == kQ6 ? 16 : 32; }
+// blocks with mins), Q6_K, Q3_K (256-column super-blocks of 16-column blocks) and Q2_K (the same,
+// with mins). A "block" is one scale's columns: 32, or 16 for Q6_K, Q3_K and Q2_K; a "quad" 4 of
+// its columns.
+enum Kind : int { kQ8 = 0, kQ4 = 1, kQ6 = 2, kQ5 = 3, kQ2 = 4, kQ3 = 5 };
+// Whether the tile holds a min per block and row (Q4_K, Q5_K: mm·sum_b; Q2_K: Σq·(mm·d_b)).
+constexpr bool HasMins(int kind) { return kind == kQ4 || kind == kQ5 || kind == kQ2; }
+constexpr int BlockCols(int kind) { return kind == kQ6 || kind == kQ2 || kind == kQ3 ? 16 : 32; }
 constexpr int Quads(int kind) { return BlockCols(kind) / 4; }  // 4-column vectors per block
-constexpr int64_t SuperBlocks(int kind) { return kind == kQ8 ? 1 : kind == kQ6 ? 16 : 8; }
+constexpr int64_t SuperBlocks(int kind) { return kind == kQ8 ? 1 : 256 / BlockCols(kind); }
 constexpr int64_t SuperBytes(int kind) {
   return kind == kQ8   ? kQ8Bf16BlockBytes
          : kind == kQ4 ? kQ4KBf16BlockBytes
          : kind == kQ5 ? kQ5KBf16BlockBytes
+         : kind == kQ2 ? kQ2KTileBlockBytes
+         : kind == kQ3 ? kQ3KTileBlockBytes
                        : kQ6KBf16BlockBytes;
 }
 constexpr int ChunkBlocks(int kind) { return static_cast<int>(kKc / BlockCols(kind)); }
@@ -37,18 +41,20 @@ constexpr int64_t TileBytes(int kind, int64_t cols) {
 }
 
 // A token's activations as the tile kernels read them: its int8 codes (Q4_K: in its column
-// order, QuantizedActs::qk), the steps and sums of its 32-column blocks, and where each weight
-// block's integer sum starts (`start`: per block, or null for 0).
+// order, QuantizedActs::qk), the steps and sums of its 32-column blocks, where each weight
+// block's integer sum starts (`start`: per block, or null for 0) and, for Q2_K, each 16-column
+// block's Σq (`sum16`).
 template <int kKind>
 struct TokenRow {
   const int8_t* q = nullptr;
-  const float *d = nullptr, *sum = nullptr;
+  const float *d = nullptr, *sum = nullptr, *sum16 = nullptr;
   const int32_t* start = nullptr;
   TokenRow() = default;
   TokenRow(const QuantizedActs& a, int64_t t, const std::vector<int32_t>* starts)
       : q((kKind == kQ4 ? a.qk.data() : a.q.data()) + t * a.cols),
         d(a.d.data() + t * a.blocks),
         sum(a.sum.data() + t * a.blocks),
+        sum16(kKind == kQ2 ? a.sum16.data() + t * (a.cols / 16) : nullptr),
         start(starts ? starts->data() + t * (a.cols / BlockCols(kKind)) : nullptr) {}
   int32_t Quad(int64_t b, int i) const {  // quad i's 4 activation bytes of block b
     int32_t v;

@@ -115,25 +115,71 @@ bool Bf16BlockDtype(DType dtype) {
          dtype == DType::kQ6_K;
 }
 
-// Bytes of one repacked block (Q8_0: 32 columns; Q4_K, Q5_K, Q6_K: 256).
-int64_t Bf16BlockBytes(DType dtype) {
+bool TileRepackDtype(DType dtype) {
+  return Bf16BlockDtype(dtype) || dtype == DType::kQ2_K || dtype == DType::kQ3_K;
+}
+
+// Bytes of one repacked block (Q8_0: 32 columns; the K-quants: 256).
+int64_t TileBlockBytes(DType dtype) {
   return dtype == DType::kQ8_0   ? kQ8Bf16BlockBytes
          : dtype == DType::kQ4_K ? kQ4KBf16BlockBytes
          : dtype == DType::kQ5_K ? kQ5KBf16BlockBytes
+         : dtype == DType::kQ2_K ? kQ2KTileBlockBytes
+         : dtype == DType::kQ3_K ? kQ3KTileBlockBytes
                                  : kQ6KBf16BlockBytes;
 }
 
-int64_t Bf16BlockTileBytes(DType dtype, int64_t cols) {
-  return cols / (dtype == DType::kQ8_0 ? 32 : 256) * Bf16BlockBytes(dtype);
+int64_t BlockTileBytes(DType dtype, int64_t cols) {
+  return cols / (dtype == DType::kQ8_0 ? 32 : 256) * TileBlockBytes(dtype);
 }
 
+namespace {
+
+// RepackBlocksBf16's Q2_K (q3 = false) and Q3_K super-block of tile row a: `src` the stored
+// super-block (Q2_K: scales[16] | qs[64] | f16 d | f16 dmin; Q3_K: hmask[32] | qs[64] |
+// scales[12] | f16 d; element e = 128n + 32j + l has its low 2 bits at bits 2j of qs[32n + l]
+// and Q3_K its hmask bit at bit 4n + j of hmask[l]).
+void RepackQ2or3Row(const uint8_t* src, bool q3, int64_t a, uint8_t* dst) {
+  const uint8_t* qs = src + (q3 ? 32 : 16);
+  std::memcpy(dst + 2 * a, src + (q3 ? 108 : 80), 2);  // d
+  if (!q3) std::memcpy(dst + 32 + 2 * a, src + 82, 2);  // dmin
+  for (int i = 0; i < 16; ++i) {
+    if (q3) {  // scale i: 4 low bits from a nibble of scales[i % 8], 2 high from scales[8 + i % 4]
+      const uint8_t* sc = src + 96;
+      const int low = i < 8 ? sc[i] & 15 : sc[i - 8] >> 4;
+      const int high = (sc[8 + i % 4] >> (2 * (i / 4))) & 3;
+      dst[32 + 16 * i + a] = static_cast<uint8_t>(static_cast<int8_t>((low | high << 4) - 32));
+    } else {
+      dst[64 + 16 * i + a] = src[i];
+    }
+  }
+  uint8_t* codes = dst + (q3 ? 288 : 320);
+  for (int i = 0; i < 16; ++i) {
+    uint8_t lowbits[4] = {0, 0, 0, 0};
+    int highbits = 0;
+    for (int k = 0; k < 4; ++k)
+      for (int e = 0; e < 4; ++e) {
+        const int el = 16 * i + 4 * k + e, n = el / 128, j = (el % 128) / 32, l = el % 32;
+        lowbits[e] = static_cast<uint8_t>(lowbits[e] | ((qs[32 * n + l] >> (2 * j)) & 3) << (2 * k));
+        if (q3) highbits |= ((src[l] >> (4 * n + j)) & 1) << (4 * k + e);
+      }
+    std::memcpy(codes + 64 * i + 4 * a, lowbits, 4);
+    if (q3) {
+      dst[1312 + 32 * i + 2 * a] = static_cast<uint8_t>(highbits & 0xFF);
+      dst[1312 + 32 * i + 2 * a + 1] = static_cast<uint8_t>(highbits >> 8);
+    }
+  }
+}
+
+}  // namespace
+
 std::shared_ptr<const OwnedWeight> RepackBlocksBf16(const WeightView& w) {
-  DSINFER_CHECK(Bf16BlockDtype(w.dtype) && !w.bf16_pairs,
-                "RepackBlocksBf16 takes a row-major Q8_0, Q4_K, Q5_K or Q6_K weight");
+  DSINFER_CHECK(TileRepackDtype(w.dtype) && !w.bf16_pairs,
+                "RepackBlocksBf16 takes a row-major Q8_0, Q4_K, Q5_K, Q6_K, Q2_K or Q3_K weight");
   const bool q8 = w.dtype == DType::kQ8_0;
   auto out = std::make_shared<OwnedWeight>();
   const int64_t tiles = (w.rows + kBlockTileRows - 1) / kBlockTileRows;
-  const int64_t tile_bytes = Bf16BlockTileBytes(w.dtype, w.cols);
+  const int64_t tile_bytes = BlockTileBytes(w.dtype, w.cols);
   // Huge pages, zeroed by the kernel on first touch (inside the parallel loop below): with 4 KiB
   // pages a std::vector's zero fill and page faults took 95% of the time (0.3 GB/s here).
   out->huge = HugeBuffer(static_cast<size_t>(std::max<int64_t>(1, tiles * tile_bytes)));
@@ -146,9 +192,14 @@ std::shared_ptr<const OwnedWeight> RepackBlocksBf16(const WeightView& w) {
     DSINFER_NOTE_THREAD("weight.repack_blocks_bf16");
     const int64_t rows = std::min(kBlockTileRows, w.rows - t * kBlockTileRows);
     for (int64_t b = 0; b < blocks; ++b) {
-      uint8_t* dst = base + t * tile_bytes + b * Bf16BlockBytes(w.dtype);
+      uint8_t* dst = base + t * tile_bytes + b * TileBlockBytes(w.dtype);
       for (int64_t a = 0; a < rows; ++a) {
         const auto* row = reinterpret_cast<const uint8_t*>(w.row(t * kBlockTileRows + a));
+        if (w.dtype == DType::kQ2_K || w.dtype == DType::kQ3_K) {
+          const bool q3 = w.dtype == DType::kQ3_K;
+          RepackQ2or3Row(row + b * (q3 ? 110 : 84), q3, a, dst);
+          continue;
+        }
         if (q8) {
           const uint8_t* src = row + b * 34;
           std::memcpy(dst + 2 * a, src, 2);

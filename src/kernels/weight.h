@@ -34,7 +34,7 @@ struct WeightView {
   // This weight repacked, when its owner made a copy: for the bf16 kernels (the model in bf16
   // numerics: FP8 always, Q8_0/Q4_K/Q5_K/Q6_K with --block-acts bf16, the default there), which
   // `LinearBf16` multiplies on the AVX512-BF16 path (FP8: the same bits as this view, faster;
-  // blocks: the only form that path takes); or, for a Q8_0/Q4_K/Q5_K/Q6_K weight with
+  // blocks: the only form that path takes); or, for a Q8_0/Q4_K/Q5_K/Q6_K/Q2_K/Q3_K weight with
   // int8_activations on a CPU with AVX-512 VNNI or AVX2, for the int8 tile kernels (the specification's bits, faster). Every other
   // kernel reads this view. Not owned.
   const WeightView* repacked = nullptr;
@@ -106,24 +106,38 @@ inline constexpr int64_t kPairTileRows = 64;
 //     u[a, 16i + 4h + e] & 15 in its low nibble and u[a, 16i + 4h + 2 + e] & 15 in its high one;
 //     then 2 × 32 bytes of high bits, one per four column pairs 4g..4g + 3 (g < 2), byte 2a + e
 //     holding u[a, 16i + 2p + e] >> 4 in bits 2k, 2k + 1 for pair p = 4g + k.
-// The same numbers as the weight: 2.8% more bytes for Q4_K and 2.3% for Q5_K (their packed 6-bit
-// scales unpacked), none for Q8_0 and Q6_K. The view has bf16_pairs = true (dtype, rows and cols unchanged).
+//   Q2_K and Q3_K, for the int8 tile kernels only (kernels/qblocks.h Int8TileRows), per
+//   256-column super-block of sixteen 16-column groups i:
+//     Q2_K (kQ2KTileBlockBytes = 1344): f16 d[16], f16 dmin[16], u8 sc[16][16] (group i's stored
+//     scale byte per row: scale in the low nibble, min in the high one); then per group i 64
+//     bytes of 2-bit codes: byte 4a + e holds q[a, 16i + 4k + e] at bits 2k, 2k + 1 (k < 4).
+//     Q3_K (kQ3KTileBlockBytes = 1824): f16 d[16], int8 sc[16][16] (group i's 6-bit scale − 32
+//     per row); then per group i 64 bytes of the low 2 bits of u = q + 4 (0..7) laid out as
+//     Q2_K's codes; then per group i 32 bytes of u's third bit (the hmask bit): the 16-bit word
+//     a holds that bit of column 16i + 4k + e at bit 4k + e.
+// The same numbers as the weight: 2.8% more bytes for Q4_K, 2.3% for Q5_K (their packed 6-bit
+// scales unpacked) and 3.6% for Q3_K, none for Q8_0, Q6_K and Q2_K. The view has bf16_pairs =
+// true (dtype, rows and cols unchanged).
 std::shared_ptr<const OwnedWeight> RepackBlocksBf16(const WeightView& w);
 inline constexpr int64_t kBlockTileRows = 16;
 inline constexpr int64_t kQ8Bf16BlockBytes = 32 + 16 * 32;
 inline constexpr int64_t kQ4KBf16BlockBytes = 64 + 256 + 8 * 256;
 inline constexpr int64_t kQ5KBf16BlockBytes = 64 + 256 + 8 * 256 + 8 * 64;
 inline constexpr int64_t kQ6KBf16BlockBytes = 32 + 256 + 16 * 192;
-// Whether RepackBlocksBf16 (and the bf16 kernels) take a weight of `dtype` (Q8_0, Q4_K, Q5_K,
-// Q6_K).
+inline constexpr int64_t kQ2KTileBlockBytes = 64 + 256 + 16 * 64;
+inline constexpr int64_t kQ3KTileBlockBytes = 32 + 256 + 16 * 64 + 16 * 32;
+// Whether the bf16 kernels take a weight of `dtype` in RepackBlocksBf16's form (Q8_0, Q4_K,
+// Q5_K, Q6_K).
 bool Bf16BlockDtype(DType dtype);
+// Whether RepackBlocksBf16 takes a weight of `dtype`: Bf16BlockDtype's types, Q2_K and Q3_K.
+bool TileRepackDtype(DType dtype);
 // Whether that weight's blocks have mins (Q4_K, Q5_K: the −dmin·m_j·Σx term, so the bf16 path
 // needs the activations' per-32-column sums).
 inline bool Bf16BlockHasMins(DType dtype) {
   return dtype == DType::kQ4_K || dtype == DType::kQ5_K;
 }
 // Bytes of one 16-row tile of a repacked block weight with `cols` columns.
-int64_t Bf16BlockTileBytes(DType dtype, int64_t cols);
+int64_t BlockTileBytes(DType dtype, int64_t cols);
 
 // e4m3fn code → f32 through a 256-entry table (built once from `E4M3ToFloat`).
 const float* E4M3Table();

@@ -213,9 +213,9 @@ WeightMemory EstimateWeightMemory(const Checkpoint& ckpt, std::optional<ExpertRa
     if (e >= 0 && experts && !experts->Has(e)) continue;
     const TensorView t = ckpt.Get(name);
     m.tensors += static_cast<int64_t>(t.nbytes());
-    if (Bf16BlockDtype(t.dtype()) && t.shape().size() == 2 && IsBf16Site(name)) {
+    if (TileRepackDtype(t.dtype()) && t.shape().size() == 2 && IsBf16Site(name)) {
       const int64_t rows = t.shape()[0], cols = t.shape()[1];
-      const int64_t copy = (rows + kBlockTileRows - 1) / kBlockTileRows * Bf16BlockTileBytes(t.dtype(), cols);
+      const int64_t copy = (rows + kBlockTileRows - 1) / kBlockTileRows * BlockTileBytes(t.dtype(), cols);
       const int64_t growth = std::max<int64_t>(0, copy - static_cast<int64_t>(t.nbytes()));
       m.tile_repack += growth;
     }

@@ -429,7 +429,7 @@ TEST_P(Int8Test, BatchAndThreadInvariant) {
   }
 }
 
-// Q8_0, Q4_K, Q5_K and Q6_K in 16-row tiles on AVX-512 VNNI and on AVX2 (qblocks.h Int8TileRows, what the model runs with the
+// Q8_0, Q4_K, Q5_K, Q6_K, Q2_K and Q3_K in 16-row tiles on AVX-512 VNNI and on AVX2 (qblocks.h Int8TileRows, what the model runs with the
 // loader's copy): the scalar specification's bits exactly, through LinearRows as the model calls
 // it — GEMV (n ≤ 8) and GEMM (n > 8, token tails of the 6-token tile), one chunk of the GEMM's 512
 // columns and several (Q8_0 9 and 37 blocks, the K-quants 2 and 5 super-blocks), a last tile of 13 rows,
@@ -451,8 +451,10 @@ TEST_P(Int8TilesTest, IsTheSpecificationBitForBit) {
       const int64_t rows = 77, xs = cols + 3;
       BlockMatrix m = MakeBlocks(t, rows, cols, 71, /*random_bytes=*/true);
       const uint16_t inf = 0x7C00;  // row 3, its second (super-)block: d = +Inf
-      std::memcpy(&m.bytes[3 * DTypeRowBytes(t, cols) + DTypeSize(t)], &inf, 2);
-      // Row 7: the largest codes everywhere (Q4_K 15, Q5_K 31, Q6_K u = 63, Q8_0 −128), met by
+      const int64_t d_at = t == DType::kQ6_K ? 208 : t == DType::kQ2_K ? 80 : t == DType::kQ3_K ? 108 : 0;
+      std::memcpy(&m.bytes[3 * DTypeRowBytes(t, cols) + DTypeSize(t) + d_at], &inf, 2);
+      // Row 7: the largest codes everywhere (Q4_K 15, Q5_K 31, Q6_K u = 63, Q8_0 −128, Q2_K 3,
+      // Q3_K u = 7), met by
       // token 2's q = 127 in every column: the 16-bit partial sums of the AVX2 kernels at their
       // largest (for Q5_K and Q6_K a group of twice as many quads would overflow).
       for (int64_t blk = 0; blk < cols / DTypeBlockElems(t); ++blk) {
@@ -461,6 +463,8 @@ TEST_P(Int8TilesTest, IsTheSpecificationBitForBit) {
         if (t == DType::kQ4_K) std::memset(p + 4, 0xFF, 140);
         if (t == DType::kQ5_K) std::memset(p + 4, 0xFF, 172);
         if (t == DType::kQ6_K) std::memset(p, 0xFF, 208);
+        if (t == DType::kQ2_K) std::memset(p, 0xFF, 80);  // codes 3, scales and mins 15
+        if (t == DType::kQ3_K) std::memset(p, 0xFF, 96);  // u = 7 (q = 3)
       }
       m.view.int8_activations = true;
       const std::shared_ptr<const OwnedWeight> tiles = RepackBlocksBf16(m.view);
@@ -513,7 +517,7 @@ TEST_P(Int8TilesTest, IsTheSpecificationBitForBit) {
 
 INSTANTIATE_TEST_SUITE_P(Types, Int8TilesTest,
                          ::testing::Values(DType::kQ8_0, DType::kQ4_K, DType::kQ5_K,
-                                           DType::kQ6_K),
+                                           DType::kQ6_K, DType::kQ2_K, DType::kQ3_K),
                          [](const auto& info) { return std::string(DTypeName(info.param)); });
 
 INSTANTIATE_TEST_SUITE_P(Types, Int8Test,
