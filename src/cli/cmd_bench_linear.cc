@@ -326,7 +326,7 @@ std::vector<Weight> MakeCopies(const Shape& s, const WeightKind& kind, bool cold
     // Q8_0/Q4_K/Q5_K/Q6_K in bf16 numerics run only repacked (as the model with --block-acts bf16)
     if (bf16_blocks && s.kind == Kind::kLinear && Bf16BlockDtype(kind.dtype) && !kind.int8)
       ws.back().pairs = RepackBlocksBf16(ws.back().view);
-    // Q8_0 / Q4_K / Q5_K / Q6_K with int8 activations on VNNI or AVX2: the 16-row tile copy the loader makes (the
+    // Q8_0 / Q4_K / Q5_K / Q6_K / Q2_K / Q3_K with int8 activations on VNNI or AVX2: the 16-row tile copy the loader makes (the
     // int8 tile kernels), unless --int8-layout rows.
     if (int8_tiles && s.kind == Kind::kLinear && qblocks::Int8TileDtype(kind.dtype) && kind.int8 &&
         qblocks::Int8TilesOn(LinearIsa())) {

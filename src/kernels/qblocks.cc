@@ -1500,6 +1500,7 @@ void SizeActs(int64_t n, int64_t cols, QuantizedActs& out) {
   out.bias.clear();  // the tile kernels' fields: PrepareTileActRows fills them for these values
   out.qk.clear();
   out.bias16.clear();
+  out.sum16.clear();  // (and PrepareInt8RowActs / PrepareTileActRows this one)
 }
 
 void QuantizeActRows(Isa isa, const float* x, int64_t xs, int64_t t0, int64_t t1,

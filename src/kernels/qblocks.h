@@ -54,7 +54,8 @@ struct QuantizedActs {
   // [n, cols] q with each 8 columns as 0, 4, 1, 5, 2, 6, 3, 7 (Q4_K's column order; else empty).
   std::vector<int32_t> bias;
   std::vector<int8_t> qk;
-  std::vector<int32_t> bias16;  // [n, cols / 16]: −32·Σq per 16 columns (Q6_K's start)
+  std::vector<int32_t> bias16;  // [n, cols / 16]: −c·Σq per 16 columns (Q6_K's start, c = 32;
+                                //   Q3_K's, c = 4)
   std::vector<float> ds;                // [n, blocks, 2]: (d, sum) pairs (the Q4_K VNNI kernel)
   std::vector<float> sum16;  // [n, cols / 16]: Σq per 16 columns as f32, exact (Q2_K's mins)
 };
@@ -94,7 +95,8 @@ void PrepareInt8RowActs(Isa isa, DType dtype, QuantizedActs& a, int64_t t0, int6
 // or per 32-element block with qw = the index's level, s_b = d·d_x (IQ4_NL) or
 // (d·(ls_j − 32))·d_x (IQ4_XS); every product and sum rounded to f32. The VNNI and
 // AVX2 paths sum the same scaled integer partials in other orders (within γ_K·Σ|terms|), with
-// a fixed order per token (batch invariant). `a` must come from QuantizeActs (either form).
+// a fixed order per token (batch invariant). `a` must come from QuantizeActs (either form),
+// and for Q2_K on VNNI or AVX2 have its group sums (SizeInt8RowActs, PrepareInt8RowActs).
 void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,
               int64_t r0, int64_t r1, float* y, int64_t ys);
 

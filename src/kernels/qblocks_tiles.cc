@@ -3,8 +3,8 @@
 // by side).
 //
 // They compute the specification (qblocks.h `Int8Rows`; scalar `DotQ8_0Int8`, `DotK4or5Int8`,
-// `DotQ6_KInt8`) bit for bit: per output (row r, token t), over the scale blocks b in order
-// (32 columns; Q6_K's 16),
+// `DotQ6_KInt8`, `DotQ2or3_KInt8`) bit for bit: per output (row r, token t), over the scale
+// blocks b in order (32 columns; Q6_K's, Q3_K's and Q2_K's 16),
 //   isum = Σ_i qw_i·q_i over the block's columns (an exact integer, in any order),
 //   acc  = acc + f32(isum) · (s_b · d_b)             (the product s_b·d_b, then ·, then +:
 //                                                      each rounded to f32; no FMA)
@@ -93,7 +93,7 @@ constexpr QuadIndex MakeQuadIndex() {
 }
 inline constexpr QuadIndex kQuadIndex = MakeQuadIndex();
 
-// One tile's scale block b (32 columns; Q6_K 16): its quads (vectors of the 16 rows' codes as
+// One tile's scale block b (32 columns; Q6_K, Q3_K, Q2_K 16): its quads (vectors of the 16 rows' codes as
 // unsigned bytes, 4 columns each) and its per-row scales.
 template <int kKind>
 struct TileBlock {
@@ -339,7 +339,7 @@ DSINFER_VNNI void Gemv(const QuantizedActs& a, int64_t t0, int64_t t1, const Wei
 // ---- GEMM: a ≤ 128-row piece; per chunk of kKc columns a panel of the quads ------------------
 // Panel, per 32-row group g and chunk block b (vectors of 64 bytes, from
 // (g·kChunkBlocks + b)·kBlockVecs): quad i of the group's kV row vectors (kV·i + v), then s_b per
-// row (kV·kQuads + v: f32), then mm_b per row (Q4_K; kV·kQuads + kV + v). Rows past the piece
+// row (kV·kQuads + v: f32), then mm_b per row (Q4_K, Q5_K, Q2_K; kV·kQuads + kV + v). Rows past the piece
 // are 0.
 template <int kKind>
 DSINFER_VNNI void PackPanel(const WeightView& w, int64_t r0, int rows, int64_t b0, int64_t nb,

@@ -1,7 +1,8 @@
 // int8-activation products of Q8_0, Q4_K, Q5_K, Q6_K, Q2_K and Q3_K weights on AVX2 (CPUs without AVX-512
 // VNNI), on the same 16-row tile copy as the VNNI kernels (qblocks_tiles.cc, whose header states
 // the specification and the layout). They compute the same bits: per output, block after block,
-// the block's exact integer sum, then acc + f32(isum)·(s·d) (Q4_K, Q5_K: − mm·sum), each operation
+// the block's exact integer sum, then acc + f32(isum)·(s·d) (Q4_K, Q5_K: − mm·sum; Q2_K:
+// − f32(Σq)·(mm·d)), each operation
 // rounded to f32 in that order (this file is compiled with -ffp-contract=off).
 //
 // What differs from VNNI:
@@ -9,7 +10,8 @@
 //   * No vpdpbusd: vpmaddubsw multiplies a quad's unsigned codes by the token's 4 broadcast
 //     activation bytes into 16-bit sums of 2 products, which add exactly in 16 bits while they
 //     fit (|q| ≤ 127): Q4_K codes ≤ 15 → up to 8 quads (≤ 30,480; 4 are used, whose shorter
-//     chains of additions measured faster); Q5_K ≤ 31 → 4 quads; Q6_K u ≤ 63 → 2 quads; then
+//     chains of additions measured faster); Q5_K ≤ 31 → 4 quads; Q6_K u ≤ 63 → 2 quads; Q2_K
+//     (≤ 3) and Q3_K (u ≤ 7) their 16-column block's 4 quads (≤ 7,112); then
 //     vpmaddwd by ones gives each row's 32-bit sum.
 //   * Q8_0's codes are signed: |w| (≤ 128) times the activation byte with w's sign (vpsignb),
 //     one quad per vpmaddwd (2·128·127 = 32,512), so its sum starts at 0 (no −128·Σq).

@@ -184,8 +184,8 @@ std::shared_ptr<const OwnedWeight> RepackBlocksBf16(const WeightView& w) {
   // pages a std::vector's zero fill and page faults took 95% of the time (0.3 GB/s here).
   out->huge = HugeBuffer(static_cast<size_t>(std::max<int64_t>(1, tiles * tile_bytes)));
   auto* const base = reinterpret_cast<uint8_t*>(out->huge.data());
-  // Tile by tile, block by block, the tile's rows innermost: each output block (544, 2368, 2880 or 3360
-  // bytes) is written whole while in L1.
+  // Tile by tile, block by block, the tile's rows innermost: each output block (544, 2368, 2880,
+  // 3360, 1344 or 1824 bytes) is written whole while in L1.
   const int64_t blocks = q8 ? w.cols / 32 : w.cols / 256;  // repacked blocks per row
 #pragma omp parallel for schedule(static) if (w.rows * w.cols >= (int64_t{1} << 22))
   for (int64_t t = 0; t < tiles; ++t) {

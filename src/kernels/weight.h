@@ -26,7 +26,8 @@ struct WeightView {
   // activations"). Otherwise (default) every block type is decoded exactly to f32 and multiplied in
   // f32.
   bool int8_activations = false;
-  // FP8, Q8_0, Q4_K, Q5_K, Q6_K: `data` holds the codes re-laid out for the bf16 GEMV/GEMM
+  // FP8, Q8_0, Q4_K, Q5_K, Q6_K (and Q2_K, Q3_K for the int8 tile kernels only): `data` holds
+  // the codes re-laid out for the bf16 GEMV/GEMM
   // (RepackFp8Pairs / RepackBlocksBf16 below), not [rows, cols] row-major. Only
   // `LinearRowsBf16`'s AVX512-BF16 path reads such a weight, and a block one the int8 tile kernels
   // (kernels/qblocks.h Int8TileRows); every other kernel refuses it.

@@ -92,14 +92,10 @@ void CheckWeightsFit(const Checkpoint& ckpt, std::optional<ExpertRange> experts,
     return std::string(s);
   };
   const std::string repack =
-      bf16_blocks && need.tile_repack > 0
-          ? " + " + std::to_string(need.tile_repack) +
-                " bytes more for the bf16 block activations' repacked weights (--block-acts f32 "
-                "does without)"
-      : int8_tiles && need.tile_repack > 0
-          ? " + " + std::to_string(need.tile_repack) +
-                " bytes more for the int8 tile kernels' repacked weights (--block-acts f32 does "
-                "without)"
+      (bf16_blocks || int8_tiles) && need.tile_repack > 0
+          ? " + " + std::to_string(need.tile_repack) + " bytes more for the block weights' " +
+                (bf16_blocks ? "bf16 and int8 " : "int8 ") +
+                "16-row tile copy (--block-acts f32 does without)"
           : std::string();
   char buf[800];
   std::snprintf(buf, sizeof buf,

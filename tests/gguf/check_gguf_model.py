@@ -68,7 +68,7 @@ I8_MIN_ROWS = 8
 # Whether this CPU runs the bf16 kernels fast (AVX512-BF16): --block-acts bf16 needs it.
 BF16_CPU = any("avx512_bf16" in line.split() for line in open("/proc/cpuinfo") if line.startswith("flags"))
 # Whether int8 block activations run the int8 tile kernels here (AVX-512 VNNI, or AVX2, and
-# dsinfer's ISA not capped to scalar): Q8_0, Q4_K, Q5_K and Q6_K weights then get the 16-row
+# dsinfer's ISA not capped to scalar): Q8_0, Q4_K, Q5_K, Q6_K, Q2_K and Q3_K weights then get the 16-row
 # tile copy. VNNI_CPU: the AVX-512 VNNI ones (then the AVX2 ones are run too, capped by DSINFER_ISA).
 CPU_FLAGS = next((line.split() for line in open("/proc/cpuinfo") if line.startswith("flags")), [])
 VNNI_CPU = "avx512_vnni" in CPU_FLAGS and os.environ.get("DSINFER_ISA", "avx512") == "avx512"
@@ -139,10 +139,12 @@ def logits(dsinfer, model, out, extra=(), env=None, acts="f32"):
 
 # The ggml names of the weights dsinfer multiplies at its bf16 GEMM sites (the projections of
 # attention, the indexer and every MLP), and the bytes of its 16-row tile of one repacked block
-# of 256 columns (Q8_0: 32) by type (docs/numerics.md: Q8_0 544, Q4_K 2368, Q5_K 2880, Q6_K 3360).
+# of 256 columns (Q8_0: 32) by type (kernels/weight.h: Q8_0 544, Q4_K 2368, Q5_K 2880, Q6_K 3360,
+# Q2_K 1344, Q3_K 1824).
 BF16_SITES = re.compile(r"blk\.\d+\.(attn_q_a|attn_q_b|attn_q|attn_kv_a_mqa|attn_output|"
                         r"indexer\.attn_q_b|indexer\.attn_k|ffn_(gate|up|down)(_exps|_shexp)?)\.weight$")
-TILE_BLOCK = {g.Q8_0: (32, 544), g.Q4_K: (256, 2368), g.Q5_K: (256, 2880), g.Q6_K: (256, 3360)}
+TILE_BLOCK = {g.Q8_0: (32, 544), g.Q4_K: (256, 2368), g.Q5_K: (256, 2880), g.Q6_K: (256, 3360),
+              g.Q2_K: (256, 1344), g.Q3_K: (256, 1824)}
 
 
 def check_repack_memory(ds, path, work):
@@ -172,7 +174,7 @@ def check_repack_memory(ds, path, work):
     need = mapped + growth
     short = dict(os.environ, DSINFER_MEMORY_AVAILABLE=str(need - 1))
     p = run(base + ["--block-acts", "bf16"], ok=False, env=short)
-    check(growth > 0 and p.returncode == 1 and f"{growth} bytes more for the bf16 block activations"
+    check(growth > 0 and p.returncode == 1 and f"{growth} bytes more for the block weights' bf16 and int8 16-row tile copy"
           in p.stderr, f"bf16 block repack needs {growth} bytes more ({100 * growth / mapped:.2f}% of "
           f"the file's {mapped}): refused with {need - 1} bytes available: {p.stderr.strip()[-200:]}")
     p = run(base + ["--block-acts", "f32"], ok=False, env=short)
@@ -185,7 +187,7 @@ def check_repack_memory(ds, path, work):
     need_i8 = mapped + (growth_i8 if TILES_CPU else 0)
     p = run(base + ["--block-acts", "int8"], ok=False,
             env=dict(os.environ, DSINFER_MEMORY_AVAILABLE=str(need_i8 - 1)))
-    check(p.returncode == 1 and (not TILES_CPU or f"{growth_i8} bytes more for the int8 tile kernels"
+    check(p.returncode == 1 and (not TILES_CPU or f"{growth_i8} bytes more for the block weights' int8 16-row tile copy"
                                  in p.stderr),
           f"int8 activations ({'with' if TILES_CPU else 'without'} the int8 tile copy, "
           f"{growth_i8 if TILES_CPU else 0} bytes more) refused with {need_i8 - 1} bytes available: "

@@ -324,10 +324,10 @@ TEST_P(BlocksBf16Test, RefusesTheWrongForm) {
                                       y.data(), 32),
                  "from a row multiple of 16");
   }
-  EXPECT_DEATH(RepackBlocksBf16(packed->view), "row-major Q8_0, Q4_K, Q5_K or Q6_K");
-  WeightView q3 = m.view;
-  q3.dtype = DType::kQ3_K;
-  EXPECT_DEATH(RepackBlocksBf16(q3), "row-major Q8_0, Q4_K, Q5_K or Q6_K");
+  EXPECT_DEATH(RepackBlocksBf16(packed->view), "row-major Q8_0, Q4_K, Q5_K, Q6_K, Q2_K or Q3_K");
+  WeightView iq4 = m.view;  // a type with no tile form
+  iq4.dtype = DType::kIQ4_XS;
+  EXPECT_DEATH(RepackBlocksBf16(iq4), "row-major Q8_0, Q4_K, Q5_K, Q6_K, Q2_K or Q3_K");
 }
 
 INSTANTIATE_TEST_SUITE_P(BlockDtypes, BlocksBf16Test,

@@ -402,7 +402,8 @@ TEST_P(Int8Test, SpecificationVnniAndActivationBound) {
 
 TEST_P(Int8Test, BatchAndThreadInvariant) {
   const DType t = GetParam();
-  const int64_t rows = 300, cols = 1024, n = 13;
+  // (large enough for the threads: a GEMM whose tokens the threads quantise and prepare)
+  const int64_t rows = 1000, cols = 1024, n = 13;
   BlockMatrix m = MakeBlocks(t, rows, cols, 41, /*random_bytes=*/IsIn(kDecodeOnlyTypes, t));
   m.view.int8_activations = true;
   const std::vector<float> x = test::RandomVector(n * cols, 12);
