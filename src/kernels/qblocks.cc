@@ -1362,34 +1362,80 @@ DSINFER_AVX2 void RowQ2or3_KAvx2(const uint8_t* row, int64_t superblocks, const 
 // IQ4_NL (Xs = false: 18-byte blocks of 32, step d) and IQ4_XS (136-byte super-blocks of eight
 // 32-element sub-blocks, step d·(ls_j − 32)) on AVX2: a block's 32 levels by one byte shuffle of
 // kIq4Levels (elements 0..15: the low nibbles, 16..31: the high ones), multiplied as Q8_0's signed
-// codes (|w| unsigned, w's sign moved onto x). One accumulator per token.
-template <bool Xs>
-DSINFER_AVX2 void RowIq4Avx2(const uint8_t* row, int64_t blocks, const QuantizedActs& a,
-                             int64_t t0, int n, float* out, int64_t ys) {
-  __m256 acc[kVnniTokens];
-  for (int t = 0; t < n; ++t) acc[t] = _mm256_setzero_ps();
+// codes (|w| unsigned, w's sign moved onto x). Per 8 blocks the steps are formed in one vector
+// (IQ4_XS: its scales unpacked by variable shifts, as the VNNI kernel) and multiplied by the
+// token's 8 activation steps at once; vpermps gives each block its lane. One accumulator per
+// token, N tokens in registers.
+template <int N, bool Xs>
+DSINFER_AVX2 void RowIq4Avx2N(const uint8_t* row, int64_t blocks, const QuantizedActs& a,
+                              int64_t t0, float* out, int64_t ys) {
+  __m256 acc[N];
+  for (int t = 0; t < N; ++t) acc[t] = _mm256_setzero_ps();
   const __m256i levels =
       _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4Levels)));
   const __m256i low4 = _mm256_set1_epi8(0x0F);
-  for (int64_t b = 0; b < blocks; ++b) {  // activation blocks of 32
-    const uint8_t* p = row + (Xs ? 136 * (b / 8) : 18 * b);
-    const uint8_t* qs = p + (Xs ? 8 + 16 * (b % 8) : 2);
-    float step = _cvtsh_ss(U16(p));
-    if constexpr (Xs) step = step * static_cast<float>(Iq4XsScale(p, static_cast<int>(b % 8)) - 32);
-    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-    const __m256i idx = _mm256_and_si256(
-        _mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1), low4);
-    const __m256i w = _mm256_shuffle_epi8(levels, idx);
-    const __m256i aw = _mm256_sign_epi8(w, w);
-    for (int t = 0; t < n; ++t) {
-      const int64_t tok = t0 + t;
-      const __m256i x =
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + tok * a.cols + 32 * b));
-      const float s = step * a.d[tok * a.blocks + b];
-      acc[t] = _mm256_fmadd_ps(Dot32Avx2(aw, _mm256_sign_epi8(x, w)), _mm256_set1_ps(s), acc[t]);
+  for (int64_t b0 = 0; b0 < blocks; b0 += 8) {  // 8 activation blocks of 32 (IQ4_XS: a super-block)
+    const int nb = static_cast<int>(std::min<int64_t>(8, blocks - b0));
+    __m256 steps;
+    if constexpr (Xs) {
+      const uint8_t* p = row + 136 * (b0 / 8);
+      uint32_t low;
+      std::memcpy(&low, p + 4, 4);
+      const __m256i lo = _mm256_and_si256(
+          _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(low)), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
+          _mm256_set1_epi32(15));
+      const __m256i hi = _mm256_and_si256(
+          _mm256_srlv_epi32(_mm256_set1_epi32(U16(p + 2)), _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)),
+          _mm256_set1_epi32(3));
+      const __m256i ls = _mm256_or_si256(lo, _mm256_slli_epi32(hi, 4));
+      steps = _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(U16(p))),
+                            _mm256_cvtepi32_ps(_mm256_sub_epi32(ls, _mm256_set1_epi32(32))));
+    } else {
+      // (the 8 steps inserted in a register: 8 stores and a 16-byte load stall store forwarding)
+      const auto d = [&](int k) { return static_cast<short>(k < nb ? U16(row + 18 * (b0 + k)) : 0); };
+      steps = _mm256_cvtph_ps(_mm_setr_epi16(d(0), d(1), d(2), d(3), d(4), d(5), d(6), d(7)));
+    }
+    // per token, step_b·d_b of the 8 blocks (the activation steps past the row's end read as 0)
+    __m256 st[N];
+    const __m256i valid = _mm256_cmpgt_epi32(_mm256_set1_epi32(nb), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (int t = 0; t < N; ++t) {
+      const float* dx = a.d.data() + (t0 + t) * a.blocks + b0;
+      st[t] = _mm256_mul_ps(steps, nb == 8 ? _mm256_loadu_ps(dx) : _mm256_maskload_ps(dx, valid));
+    }
+    for (int k = 0; k < nb; ++k) {
+      const uint8_t* qs = Xs ? row + 136 * (b0 / 8) + 8 + 16 * k : row + 18 * (b0 + k) + 2;
+      const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+      const __m256i w = _mm256_shuffle_epi8(
+          levels, _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1), low4));
+      const __m256i aw = _mm256_sign_epi8(w, w);
+      const __m256i lane = _mm256_set1_epi32(k);
+#pragma GCC unroll 8
+      for (int t = 0; t < N; ++t) {
+        const int64_t tok = t0 + t;
+        const __m256i x = _mm256_loadu_si256(
+            reinterpret_cast<const __m256i*>(a.q.data() + tok * a.cols + 32 * (b0 + k)));
+        acc[t] = _mm256_fmadd_ps(Dot32Avx2(aw, _mm256_sign_epi8(x, w)),
+                                 _mm256_permutevar8x32_ps(st[t], lane), acc[t]);
+      }
     }
   }
-  for (int t = 0; t < n; ++t) out[t * ys] = ReduceAdd256(acc[t]);
+  for (int t = 0; t < N; ++t) out[t * ys] = ReduceAdd256(acc[t]);
+}
+
+template <bool Xs>
+DSINFER_AVX2 void RowIq4Avx2(const uint8_t* row, int64_t blocks, const QuantizedActs& a,
+                             int64_t t0, int n, float* out, int64_t ys) {
+  static_assert(kVnniTokens == 8);
+  switch (n) {
+    case 1: return RowIq4Avx2N<1, Xs>(row, blocks, a, t0, out, ys);
+    case 2: return RowIq4Avx2N<2, Xs>(row, blocks, a, t0, out, ys);
+    case 3: return RowIq4Avx2N<3, Xs>(row, blocks, a, t0, out, ys);
+    case 4: return RowIq4Avx2N<4, Xs>(row, blocks, a, t0, out, ys);
+    case 5: return RowIq4Avx2N<5, Xs>(row, blocks, a, t0, out, ys);
+    case 6: return RowIq4Avx2N<6, Xs>(row, blocks, a, t0, out, ys);
+    case 7: return RowIq4Avx2N<7, Xs>(row, blocks, a, t0, out, ys);
+    default: return RowIq4Avx2N<8, Xs>(row, blocks, a, t0, out, ys);
+  }
 }
 
 // One row of Q6_K for n ≤ kQ4Tokens tokens, on VNNI or AVX2.
