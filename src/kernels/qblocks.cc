@@ -1365,7 +1365,7 @@ DSINFER_AVX2 void RowQ2or3_KAvx2(const uint8_t* row, int64_t superblocks, const 
 // codes (|w| unsigned, w's sign moved onto x). Per 8 blocks the steps are formed in one vector
 // (IQ4_XS: its scales unpacked by variable shifts, as the VNNI kernel) and multiplied by the
 // token's 8 activation steps at once; vpermps gives each block its lane. One accumulator per
-// token, N tokens in registers.
+// token, N a compile-time count (at N = 8 some of the steps spill).
 template <int N, bool Xs>
 DSINFER_AVX2 void RowIq4Avx2N(const uint8_t* row, int64_t blocks, const QuantizedActs& a,
                               int64_t t0, float* out, int64_t ys) {
@@ -1391,7 +1391,8 @@ DSINFER_AVX2 void RowIq4Avx2N(const uint8_t* row, int64_t blocks, const Quantize
       steps = _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(U16(p))),
                             _mm256_cvtepi32_ps(_mm256_sub_epi32(ls, _mm256_set1_epi32(32))));
     } else {
-      // (the 8 steps inserted in a register: 8 stores and a 16-byte load stall store forwarding)
+      // (the 8 steps inserted in a register, not stored to memory: 8 stores and a 16-byte load
+      // stall store forwarding)
       const auto d = [&](int k) { return static_cast<short>(k < nb ? U16(row + 18 * (b0 + k)) : 0); };
       steps = _mm256_cvtph_ps(_mm_setr_epi16(d(0), d(1), d(2), d(3), d(4), d(5), d(6), d(7)));
     }

@@ -416,7 +416,7 @@ TEST_P(Int8Test, BatchAndThreadInvariant) {
       ASSERT_EQ(std::memcmp(one.data(), all.data() + tk * rows, rows * sizeof(float)), 0)
           << Name(isa, t) << " token " << tk << " alone vs in a batch of " << n;
     }
-    for (int64_t batch : {2, 3}) {  // every token-group size of the kernels (13 = 4+4+4+1)
+    for (int64_t batch : {2, 3}) {  // token groups of the kernels (13 = 4+4+4+1; Q8_0, IQ4: 8+5)
       const std::vector<float> xb(x.begin() + 3 * cols, x.begin() + (3 + batch) * cols);
       const std::vector<float> some = Rows(isa, m.view, xb, cols, batch, 0, rows, rows);
       ASSERT_EQ(std::memcmp(some.data(), all.data() + 3 * rows, batch * rows * sizeof(float)), 0)
