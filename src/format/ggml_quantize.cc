@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <string>
 
 #include "base/error.h"
@@ -147,28 +148,36 @@ void Iq4SafeSteps(float mn, float mx, float& pos, float& neg) {
   neg = std::max(-mn / 113.0f, mx / 127.0f);
 }
 
-// The midpoints between neighbouring levels (exact in f32: halves of integers).
-constexpr std::array<float, 15> Iq4Midpoints() {
-  std::array<float, 15> m{};
-  for (int i = 0; i < 15; ++i) m[i] = 0.5f * static_cast<float>(kIq4Levels[i] + kIq4Levels[i + 1]);
-  return m;
-}
-constexpr std::array<float, 15> kIq4Mid = Iq4Midpoints();
-
 // The index of the level nearest to v (the lower on a tie; v beyond the ends takes the end):
-// the number of midpoints below v, by a binary search (the encoders call this 14 times per
-// element, so it is their inner loop).
+// the number of midpoints m below v. The midpoints are halves of integers, so for each of them
+// m < v ⟺ 2m ≤ ceil(2v) − 1, and that count is a table indexed by ceil(2v) − 1 (the encoders
+// call this up to 15 times per element, so it is their inner loop: a table, not a search).
+constexpr int kIq4TableLo = kIq4Levels[0] + kIq4Levels[1] - 1;    // below: no midpoint ≤ n
+constexpr int kIq4TableHi = kIq4Levels[14] + kIq4Levels[15];      // from here: all 15
+constexpr std::array<uint8_t, kIq4TableHi - kIq4TableLo + 1> Iq4CountTable() {
+  std::array<uint8_t, kIq4TableHi - kIq4TableLo + 1> t{};
+  for (int n = kIq4TableLo; n <= kIq4TableHi; ++n)
+    for (int i = 0; i < 15; ++i)
+      if (kIq4Levels[i] + kIq4Levels[i + 1] <= n) ++t[n - kIq4TableLo];
+  return t;
+}
+constexpr auto kIq4Count = Iq4CountTable();
+
+}  // namespace
+
 int Iq4Nearest(float v) {
-  int i = 0;
-  for (int s = 8; s > 0; s /= 2)
-    if (i + s <= 15 && kIq4Mid[i + s - 1] < v) i += s;
-  return i;
+  // |v| ≤ 128 keeps 2v exact and the integer small; beyond it the end levels are nearest anyway.
+  const int n = static_cast<int>(std::ceil(2.0f * std::clamp(v, -128.0f, 128.0f))) - 1;
+  return kIq4Count[std::clamp(n, kIq4TableLo, kIq4TableHi) - kIq4TableLo];
 }
 
-// Squared error of 32 elements at decoded step `step` (each at its nearest level).
-double Iq4Error(const float* x, float step) {
+namespace {
+
+// Squared error of 32 elements at decoded step `step` (each at its nearest level), or any value
+// ≥ `stop` once the partial sum reaches it (the callers keep only errors below the best so far).
+double Iq4Error(const float* x, float step, double stop = std::numeric_limits<double>::infinity()) {
   double e2 = 0;
-  for (int i = 0; i < 32; ++i) {
+  for (int i = 0; i < 32 && e2 < stop; ++i) {
     const float y = step * static_cast<float>(kIq4Levels[Iq4Nearest(step != 0 ? x[i] / step : 0)]);
     e2 += (double(x[i]) - y) * (double(x[i]) - y);
   }
@@ -215,7 +224,7 @@ void EncodeIQ4_NL(const float* x, uint8_t* b, const std::string& what) {
     for (float f : kIq4Shrink) {
       // An f16 step (its magnitude rounded up: the unshrunk one stays range-safe).
       const auto h = static_cast<uint16_t>(F16AtLeast(safe[sign] * f, what) | (sign ? 0x8000 : 0));
-      const double e = Iq4Error(x, F16ToFloat(h));
+      const double e = Iq4Error(x, F16ToFloat(h), best);
       if (e < best) {
         best = e;
         best_h = h;
@@ -254,7 +263,7 @@ void EncodeIQ4_XS(const float* x, uint8_t* b, const std::string& what) {
         if (k == last || k == 0) continue;
         last = k;
         const int sk = sign ? -k : k;
-        const double e = Iq4Error(x + 32 * j, d * static_cast<float>(sk));
+        const double e = Iq4Error(x + 32 * j, d * static_cast<float>(sk), best);
         if (e < best) {
           best = e;
           best_k = sk;

@@ -31,6 +31,11 @@ namespace dsinfer {
 void QuantizeRow(GgmlType t, std::span<const float> x, std::span<std::byte> out,
                  std::string_view what = "");
 
+// The index (0..15) of the IQ4 level (kIq4Levels) nearest to v: the lower one on a tie, an end
+// level for v beyond the ends (±inf included). NaN is not an input (the encoders refuse
+// non-finite elements first). Exposed for its test.
+int Iq4Nearest(float v);
+
 // Bytes a row of `n` elements takes in type `t` (n a multiple of the block size).
 size_t GgmlRowBytes(GgmlType t, int64_t n);
 

@@ -7,8 +7,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -164,6 +166,36 @@ TEST(GgmlQuantize, Iq4StepSignThatFits) {
   std::vector<float> huge(32, 9e6f);  // no step of either sign fits: refused, naming the block
   std::vector<std::byte> out(18);
   EXPECT_THROW(QuantizeRow(GgmlType::kIQ4_NL, huge, out, "w"), Error);
+}
+
+// Iq4Nearest (a table on ceil(2v)) against the definition, by brute force: the level with the
+// least |v − L|, the lower on a tie. At every midpoint, its neighbouring floats, each level and
+// its neighbours, a fine grid over and beyond the levels' range, and ±inf / the largest floats.
+TEST(GgmlQuantize, Iq4NearestIsTheNearestLevel) {
+  const auto brute = [](float f) {
+    const double v = std::clamp(double(f), -1e9, 1e9);  // ±inf: as the largest finite values
+    int best = 0;
+    for (int i = 1; i < 16; ++i)  // strictly closer only: the lower level wins a tie
+      if (std::fabs(v - kIq4Levels[i]) < std::fabs(v - kIq4Levels[best])) best = i;
+    return best;
+  };
+  std::vector<float> vs = {0.0f, -0.0f, std::numeric_limits<float>::infinity(),
+                           -std::numeric_limits<float>::infinity(), std::numeric_limits<float>::max(),
+                           std::numeric_limits<float>::lowest(), 1e-30f, -1e-30f, 127.9f, 128.0f,
+                           128.5f, -128.0f, -128.5f, 300.0f, -300.0f};
+  for (int i = 0; i < 16; ++i) {
+    const float c[2] = {float(kIq4Levels[i]),
+                        i < 15 ? 0.5f * float(kIq4Levels[i] + kIq4Levels[i + 1]) : 200.0f};
+    for (float v : c)
+      for (float u : {v, std::nextafter(v, -1e9f), std::nextafter(v, 1e9f)}) vs.push_back(u);
+  }
+  for (int k = -4000; k <= 4000; ++k) vs.push_back(0.0371f * float(k));
+  int checked = 0;
+  for (float v : vs) {
+    ASSERT_EQ(Iq4Nearest(v), brute(v)) << "v = " << v;
+    ++checked;
+  }
+  EXPECT_GT(checked, 8000);
 }
 
 // RMS error of N(0, 1) rows, relative to the RMS of x. A uniform quantiser with step s has RMS
