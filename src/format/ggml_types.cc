@@ -114,15 +114,6 @@ void DecodeQ2_K(const uint8_t* b, float* y) {
   }
 }
 
-// Q3_K's 16 group scales (6 bits each, stored as s + 32) from its 12 packed bytes: the low 4
-// bits of group g < 8 are the low nibble of p[g], of g ≥ 8 the high nibble of p[g − 8]; the
-// top 2 bits are bits 2(g / 4)..2(g / 4)+1 of p[8 + g % 4].
-int Q3Scale(const uint8_t* p, int g) {
-  const int low = g < 8 ? (p[g] & 0xF) : (p[g - 8] >> 4);
-  const int high = (p[8 + g % 4] >> (2 * (g / 4))) & 3;
-  return (low | (high << 4)) - 32;
-}
-
 // Q3_K super-block: u8 hmask[32] | u8 qs[64] | u8 scales[12] | f16 d. Element e: half n = e /
 // 128, j = (e % 128) / 32, low two bits (qs[32n + e % 32] >> 2j) & 3, minus 4 unless bit
 // 4n + j of hmask[e % 32] is set (−4..3); x = (d · s_g) · q with g = e / 16.

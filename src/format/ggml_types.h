@@ -128,6 +128,16 @@ GgmlType GgmlOfBlockDType(DType t);
 // the top 2 bits of bytes 0-3 (scale) and 4-7 (min).
 void UnpackK4Scale(const uint8_t* scales, int j, uint8_t* sc, uint8_t* m);
 
+// Q3_K's signed scale (−32..31) of group g (0..15) from its 12 packed `scales` bytes (6 bits
+// each, stored as s + 32): the low 4 bits of group g < 8 are the low nibble of scales[g], of
+// g ≥ 8 the high nibble of scales[g − 8]; the top 2 bits are bits 2(g / 4), 2(g / 4) + 1 of
+// scales[8 + g % 4].
+inline int Q3Scale(const uint8_t* scales, int g) {
+  const int low = g < 8 ? (scales[g] & 0xF) : (scales[g - 8] >> 4);
+  const int high = (scales[8 + g % 4] >> (2 * (g / 4))) & 3;
+  return (low | (high << 4)) - 32;
+}
+
 // The 16 int8 levels of IQ4_NL and IQ4_XS (ggml's kvalues_iq4nl), by 4-bit index.
 inline constexpr int8_t kIq4Levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
                                           1,    13,   25,  38,  53,  69,  89,  113};

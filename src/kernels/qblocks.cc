@@ -156,13 +156,6 @@ DSINFER_AVX512 void WalkQ2_K(const uint8_t* b, int64_t blocks, Sink& sink) {
   }
 }
 
-// Q3_K's group scale g (as ggml_types.cc Q3Scale): 4 low bits from a nibble of p[g % 8], 2 high
-// bits from p[8 + g % 4]; minus 32.
-inline int Q3ScaleOf(const uint8_t* p, int g) {
-  const int low = g < 8 ? (p[g] & 0xF) : (p[g - 8] >> 4);
-  return (low | (((p[8 + g % 4] >> (2 * (g / 4))) & 3) << 4)) - 32;
-}
-
 // Q3_K super-block: hmask[32] | qs[64] | scales[12] | f16 d. Half n, step j: the 32 values
 // ((qs[32n + l] >> 2j) & 3) − 4 + 4·(bit 4n + j of hmask[l]) (Q3Step: `qs` the half's 32
 // bytes, `hm` the hmask), groups as Q2_K's.
@@ -184,9 +177,9 @@ DSINFER_AVX512 void WalkQ3_K(const uint8_t* b, int64_t blocks, Sink& sink) {
         const __m256i q = Q3Step(qs, hm, n, j);
         const int g = 8 * n + 2 * j;
         sink.Step(kQK * i + 128 * n + 32 * j,
-                  S16f(_mm256_castsi256_si128(q), d * static_cast<float>(Q3ScaleOf(b + 96, g))),
+                  S16f(_mm256_castsi256_si128(q), d * static_cast<float>(Q3Scale(b + 96, g))),
                   S16f(_mm256_extracti128_si256(q, 1),
-                       d * static_cast<float>(Q3ScaleOf(b + 96, g + 1))));
+                       d * static_cast<float>(Q3Scale(b + 96, g + 1))));
       }
     }
   }
@@ -308,24 +301,7 @@ DSINFER_AVX512 void FusedRowsN(const float* xp, int64_t xps, const WeightView& w
 
 DSINFER_AVX512 void FusedRowsAvx512(const float* xp, int64_t xps, int n, const WeightView& w,
                                     int64_t r0, int64_t r1, float* y, int64_t ys) {
-  switch (n) {
-    case 1:
-      return FusedRowsN<1>(xp, xps, w, r0, r1, y, ys);
-    case 2:
-      return FusedRowsN<2>(xp, xps, w, r0, r1, y, ys);
-    case 3:
-      return FusedRowsN<3>(xp, xps, w, r0, r1, y, ys);
-    case 4:
-      return FusedRowsN<4>(xp, xps, w, r0, r1, y, ys);
-    case 5:
-      return FusedRowsN<5>(xp, xps, w, r0, r1, y, ys);
-    case 6:
-      return FusedRowsN<6>(xp, xps, w, r0, r1, y, ys);
-    case 7:
-      return FusedRowsN<7>(xp, xps, w, r0, r1, y, ys);
-    case 8:
-      return FusedRowsN<8>(xp, xps, w, r0, r1, y, ys);
-  }
+  UpTo<8>(n, [&](auto k) { FusedRowsN<k()>(xp, xps, w, r0, r1, y, ys); });
 }
 
 // ---- AVX2 decoders (every block type) -----------------------------------------------------------------------
@@ -444,13 +420,13 @@ DSINFER_AVX2 void DecodeQ2_KAvx2(const uint8_t* b, int64_t blocks, float* y) {
   }
 }
 
-// Q3_K: WalkQ3_K's steps (low 2 bits, + 4 where the hmask bit is set, − 4; Q3ScaleOf).
+// Q3_K: WalkQ3_K's steps (low 2 bits, + 4 where the hmask bit is set, − 4; Q3Scale).
 DSINFER_AVX2 void DecodeQ3_KAvx2(const uint8_t* b, int64_t blocks, float* y) {
   alignas(32) uint8_t q8[32];
   for (int64_t i = 0; i < blocks; ++i, b += 110, y += kQK) {
     const float d = _cvtsh_ss(U16(b + 108));
     float dq[16];
-    for (int g = 0; g < 16; ++g) dq[g] = d * static_cast<float>(Q3ScaleOf(b + 96, g));
+    for (int g = 0; g < 16; ++g) dq[g] = d * static_cast<float>(Q3Scale(b + 96, g));
     const __m256i hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b));
     for (int n = 0; n < 2; ++n) {
       const __m256i qs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 32 + 32 * n));
@@ -667,7 +643,7 @@ float DotQ2or3_KInt8(const uint8_t* row, const int8_t* q, const float* d, int64_
       }
       const float dx = d[8 * s + i / 2];
       if (q3) {
-        acc += static_cast<float>(isum) * ((dd * static_cast<float>(Q3ScaleOf(p + 96, i))) * dx);
+        acc += static_cast<float>(isum) * ((dd * static_cast<float>(Q3Scale(p + 96, i))) * dx);
       } else {
         acc += static_cast<float>(isum) * ((dd * static_cast<float>(p[i] & 0xF)) * dx);
         acc -= static_cast<float>(xsum) * ((dmin * static_cast<float>(p[i] >> 4)) * dx);
@@ -843,25 +819,7 @@ DSINFER_VNNI void RowSignedVnniN(const uint8_t* row, int64_t blocks, const Quant
 template <class Source>
 DSINFER_VNNI void RowSignedVnni(const uint8_t* row, int64_t blocks, const QuantizedActs& a,
                                 int64_t t0, int n, float* out, int64_t ys) {
-  static_assert(kVnniTokens == 8);
-  switch (n) {
-    case 1:
-      return RowSignedVnniN<1, Source>(row, blocks, a, t0, out, ys);
-    case 2:
-      return RowSignedVnniN<2, Source>(row, blocks, a, t0, out, ys);
-    case 3:
-      return RowSignedVnniN<3, Source>(row, blocks, a, t0, out, ys);
-    case 4:
-      return RowSignedVnniN<4, Source>(row, blocks, a, t0, out, ys);
-    case 5:
-      return RowSignedVnniN<5, Source>(row, blocks, a, t0, out, ys);
-    case 6:
-      return RowSignedVnniN<6, Source>(row, blocks, a, t0, out, ys);
-    case 7:
-      return RowSignedVnniN<7, Source>(row, blocks, a, t0, out, ys);
-    default:
-      return RowSignedVnniN<8, Source>(row, blocks, a, t0, out, ys);
-  }
+  UpTo<kVnniTokens>(n, [&](auto k) { RowSignedVnniN<k(), Source>(row, blocks, a, t0, out, ys); });
 }
 
 // Q4_K on VNNI. Per super-block, shared by the tokens: the 12 bytes of packed 6-bit scales and
@@ -1054,7 +1012,7 @@ DSINFER_VNNI void RowQ2or3_KVnni(const uint8_t* row, int64_t superblocks, const 
     __m512 vsc, vm = _mm512_setzero_ps();
     if (Q3) {
       // Lane g: low 4 bits from byte g % 8 (its high nibble for g ≥ 8), top 2 bits from byte
-      // 8 + g % 4 shifted by 2·(g / 4), as Q3ScaleOf.
+      // 8 + g % 4 shifted by 2·(g / 4), as Q3Scale.
       // The 12 scale bytes (a masked load: nothing past them is read, nor faults).
       const __m512i bytes = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(0x0FFF, p + 96));
       const __m512i low = _mm512_and_si512(
@@ -1277,7 +1235,7 @@ DSINFER_AVX2 inline __m256i Dot32IntAvx2(__m256i w_u8, __m256i x_s8) {
   return _mm256_madd_epi16(_mm256_maddubs_epi16(w_u8, x_s8), _mm256_set1_epi16(1));
 }
 
-// Q3_K's 16 group scales s_g − 32 (Q3ScaleOf) from its 12 scale bytes: groups 0..7 in sc[0],
+// Q3_K's 16 group scales s_g − 32 (Q3Scale) from its 12 scale bytes: groups 0..7 in sc[0],
 // 8..15 in sc[1].
 DSINFER_AVX2 inline void Q3ScalesAvx2(const uint8_t* s, __m256i sc[2]) {
   const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(s)));
@@ -1426,76 +1384,35 @@ DSINFER_AVX2 void RowIq4Avx2N(const uint8_t* row, int64_t blocks, const Quantize
 template <bool Xs>
 DSINFER_AVX2 void RowIq4Avx2(const uint8_t* row, int64_t blocks, const QuantizedActs& a,
                              int64_t t0, int n, float* out, int64_t ys) {
-  static_assert(kVnniTokens == 8);
-  switch (n) {
-    case 1: return RowIq4Avx2N<1, Xs>(row, blocks, a, t0, out, ys);
-    case 2: return RowIq4Avx2N<2, Xs>(row, blocks, a, t0, out, ys);
-    case 3: return RowIq4Avx2N<3, Xs>(row, blocks, a, t0, out, ys);
-    case 4: return RowIq4Avx2N<4, Xs>(row, blocks, a, t0, out, ys);
-    case 5: return RowIq4Avx2N<5, Xs>(row, blocks, a, t0, out, ys);
-    case 6: return RowIq4Avx2N<6, Xs>(row, blocks, a, t0, out, ys);
-    case 7: return RowIq4Avx2N<7, Xs>(row, blocks, a, t0, out, ys);
-    default: return RowIq4Avx2N<8, Xs>(row, blocks, a, t0, out, ys);
-  }
+  UpTo<kVnniTokens>(n, [&](auto k) { RowIq4Avx2N<k(), Xs>(row, blocks, a, t0, out, ys); });
 }
 
 // One row of Q6_K for n ≤ kQ4Tokens tokens, on VNNI or AVX2.
 void RowQ6(bool vnni, int n, const uint8_t* row, int64_t blocks, const QuantizedActs& a,
            int64_t t0, float* out, int64_t ys) {
-  switch (n) {
-    case 1:
-      return vnni ? RowQ6_KVnni<1>(row, blocks, a, t0, out, ys)
-                  : RowQ6_KAvx2<1>(row, blocks, a, t0, out, ys);
-    case 2:
-      return vnni ? RowQ6_KVnni<2>(row, blocks, a, t0, out, ys)
-                  : RowQ6_KAvx2<2>(row, blocks, a, t0, out, ys);
-    case 3:
-      return vnni ? RowQ6_KVnni<3>(row, blocks, a, t0, out, ys)
-                  : RowQ6_KAvx2<3>(row, blocks, a, t0, out, ys);
-    default:
-      return vnni ? RowQ6_KVnni<kQ4Tokens>(row, blocks, a, t0, out, ys)
-                  : RowQ6_KAvx2<kQ4Tokens>(row, blocks, a, t0, out, ys);
-  }
+  UpTo<kQ4Tokens>(n, [&](auto k) {
+    vnni ? RowQ6_KVnni<k()>(row, blocks, a, t0, out, ys) : RowQ6_KAvx2<k()>(row, blocks, a, t0, out, ys);
+  });
 }
 
 // One row of Q4_K (Q5 = false) or Q5_K for n ≤ kQ4Tokens tokens, on VNNI or AVX2.
 template <bool Q5>
 void RowK4or5(bool vnni, int n, const uint8_t* row, int64_t blocks, const QuantizedActs& a,
               int64_t t0, float* out, int64_t ys) {
-  switch (n) {
-    case 1:
-      return vnni ? RowQ4_KVnni<1, Q5>(row, blocks, a, t0, out, ys)
-                  : RowQ4_KAvx2<1, Q5>(row, blocks, a, t0, out, ys);
-    case 2:
-      return vnni ? RowQ4_KVnni<2, Q5>(row, blocks, a, t0, out, ys)
-                  : RowQ4_KAvx2<2, Q5>(row, blocks, a, t0, out, ys);
-    case 3:
-      return vnni ? RowQ4_KVnni<3, Q5>(row, blocks, a, t0, out, ys)
-                  : RowQ4_KAvx2<3, Q5>(row, blocks, a, t0, out, ys);
-    default:
-      return vnni ? RowQ4_KVnni<kQ4Tokens, Q5>(row, blocks, a, t0, out, ys)
-                  : RowQ4_KAvx2<kQ4Tokens, Q5>(row, blocks, a, t0, out, ys);
-  }
+  UpTo<kQ4Tokens>(n, [&](auto k) {
+    vnni ? RowQ4_KVnni<k(), Q5>(row, blocks, a, t0, out, ys)
+         : RowQ4_KAvx2<k(), Q5>(row, blocks, a, t0, out, ys);
+  });
 }
 
 // One row of Q2_K (Q3 = false) or Q3_K for n ≤ kQ4Tokens tokens, on VNNI or AVX2.
 template <bool Q3>
 void RowQ2or3(bool vnni, int n, const uint8_t* row, int64_t blocks, const QuantizedActs& a,
               int64_t t0, float* out, int64_t ys) {
-  switch (n) {
-    case 1:
-      return vnni ? RowQ2or3_KVnni<1, Q3>(row, blocks, a, t0, out, ys)
-                  : RowQ2or3_KAvx2<1, Q3>(row, blocks, a, t0, out, ys);
-    case 2:
-      return vnni ? RowQ2or3_KVnni<2, Q3>(row, blocks, a, t0, out, ys)
-                  : RowQ2or3_KAvx2<2, Q3>(row, blocks, a, t0, out, ys);
-    case 3:
-      return vnni ? RowQ2or3_KVnni<3, Q3>(row, blocks, a, t0, out, ys)
-                  : RowQ2or3_KAvx2<3, Q3>(row, blocks, a, t0, out, ys);
-    default:
-      return vnni ? RowQ2or3_KVnni<kQ4Tokens, Q3>(row, blocks, a, t0, out, ys)
-                  : RowQ2or3_KAvx2<kQ4Tokens, Q3>(row, blocks, a, t0, out, ys);
-  }
+  UpTo<kQ4Tokens>(n, [&](auto k) {
+    vnni ? RowQ2or3_KVnni<k(), Q3>(row, blocks, a, t0, out, ys)
+         : RowQ2or3_KAvx2<k(), Q3>(row, blocks, a, t0, out, ys);
+  });
 }
 
 }  // namespace

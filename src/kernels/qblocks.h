@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cpu.h"
@@ -37,6 +38,16 @@ void DecodeRows(Isa isa, const WeightView& w, int64_t r0, int64_t r1, float* out
 // w.cols, stride xps). Returns false, doing nothing, for another ISA or n.
 bool FusedGemv(Isa isa, const float* xp, int64_t xps, int n, const WeightView& w, int64_t r0,
                int64_t r1, float* y, int64_t ys);
+
+// f(std::integral_constant<int, min(m, M)>{}) for m ≥ 1: the kernels' register accumulators
+// for up to M tokens, chosen at compile time from the m left.
+template <int M, class F>
+void UpTo(int m, F&& f) {
+  if constexpr (M > 1) {
+    if (m < M) return UpTo<M - 1>(m, f);
+  }
+  f(std::integral_constant<int, M>{});
+}
 
 // ---- int8 activations -----------------------------------------------------------------------
 inline constexpr int64_t kActBlock = 32;  // activation elements per int8 block

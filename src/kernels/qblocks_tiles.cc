@@ -320,18 +320,9 @@ DSINFER_VNNI void Gemv(const QuantizedActs& a, int64_t t0, int64_t t1, const Wei
     for (int64_t t = t0; t < t1; t += kGemvMr) {
       const int64_t m = std::min<int64_t>(t1 - t, kGemvMr);
       float* yt = y + (t - t0) * ys + (r - r0);
-#define DSINFER_PASS(M) GemvPass<kKind, M>(groups, a, t, tiles, tile_bytes, blocks, last, yt, ys, pf_end)
-      switch (m) {
-        case 1: DSINFER_PASS(1); break;
-        case 2: DSINFER_PASS(2); break;
-        case 3: DSINFER_PASS(3); break;
-        case 4: DSINFER_PASS(4); break;
-        case 5: DSINFER_PASS(5); break;
-        case 6: DSINFER_PASS(6); break;
-        case 7: DSINFER_PASS(7); break;
-        default: DSINFER_PASS(8); break;
-      }
-#undef DSINFER_PASS
+      UpTo<kGemvMr>(static_cast<int>(m), [&](auto k) {
+        GemvPass<kKind, k()>(groups, a, t, tiles, tile_bytes, blocks, last, yt, ys, pf_end);
+      });
     }
   }
 }

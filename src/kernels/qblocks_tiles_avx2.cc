@@ -246,11 +246,8 @@ DSINFER_AVX2_TILES void Gemv(const QuantizedActs& a, int64_t t0, int64_t t1, con
     const uint8_t* tile = base + r / kLanes * tile_bytes;
     for (int64_t t = t0; t < t1; t += kGemvMr) {
       float* yt = y + (t - t0) * ys + (r - r0);
-      switch (std::min<int64_t>(t1 - t, kGemvMr)) {
-        case 1: GemvTile<kKind, 1>(a, t, tile, blocks, valid, yt, ys, pf_end); break;
-        case 2: GemvTile<kKind, 2>(a, t, tile, blocks, valid, yt, ys, pf_end); break;
-        default: GemvTile<kKind, 3>(a, t, tile, blocks, valid, yt, ys, pf_end); break;
-      }
+      UpTo<kGemvMr>(static_cast<int>(std::min<int64_t>(t1 - t, kGemvMr)),
+                    [&](auto k) { GemvTile<kKind, k()>(a, t, tile, blocks, valid, yt, ys, pf_end); });
     }
   }
 }

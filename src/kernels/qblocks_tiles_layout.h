@@ -75,15 +75,6 @@ Vector* ThreadPanel(int64_t vecs) {
   return reinterpret_cast<Vector*>(storage.data());
 }
 
-// f(std::integral_constant<int, min(m, M)>{}): a register tile of up to M tokens for the m left.
-template <int M, class F>
-void UpTo(int m, F&& f) {
-  if constexpr (M > 1) {
-    if (m < M) return UpTo<M - 1>(m, f);
-  }
-  f(std::integral_constant<int, M>{});
-}
-
 }  // namespace dsinfer::qblocks::tiles
 
 namespace dsinfer::qblocks {

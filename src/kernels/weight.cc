@@ -144,11 +144,8 @@ void RepackQ2or3Row(const uint8_t* src, bool q3, int64_t a, uint8_t* dst) {
   std::memcpy(dst + 2 * a, src + (q3 ? 108 : 80), 2);  // d
   if (!q3) std::memcpy(dst + 32 + 2 * a, src + 82, 2);  // dmin
   for (int i = 0; i < 16; ++i) {
-    if (q3) {  // scale i: 4 low bits from a nibble of scales[i % 8], 2 high from scales[8 + i % 4]
-      const uint8_t* sc = src + 96;
-      const int low = i < 8 ? sc[i] & 15 : sc[i - 8] >> 4;
-      const int high = (sc[8 + i % 4] >> (2 * (i / 4))) & 3;
-      dst[32 + 16 * i + a] = static_cast<uint8_t>(static_cast<int8_t>((low | high << 4) - 32));
+    if (q3) {
+      dst[32 + 16 * i + a] = static_cast<uint8_t>(static_cast<int8_t>(Q3Scale(src + 96, i)));
     } else {
       dst[64 + 16 * i + a] = src[i];
     }
