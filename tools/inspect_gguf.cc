@@ -43,7 +43,7 @@ bool GgufBf16Site(std::string_view name) {
   return std::find(std::begin(kSites), std::end(kSites), mid) != std::end(kSites);
 }
 
-// The bytes the 16-row tile copy adds for tensor `t` (0 unless a Q8_0/Q4_K/Q5_K/Q6_K/Q2_K/Q3_K weight of
+// The bytes the 16-row tile copy adds for tensor `t` (0 unless a block weight (TileRepackDtype) of
 // a bf16 site): 16-row tiles per matrix (an expert of a stacked tensor), as RepackBlocksBf16.
 uint64_t Bf16RepackGrowth(const GgufTensorInfo& t) {
   const std::optional<DType> d = DTypeOfGgml(t.type);

@@ -60,9 +60,10 @@ struct QuantizedActs {
   int64_t n = 0, cols = 0, blocks = 0;  // blocks = cols / 32 per row
   std::vector<int8_t> q;                // [n, cols]
   std::vector<float> d, sum;            // [n, blocks]
-  // For the tile kernels (PrepareTileActRows): [n, blocks] −128·Σq per block (Q8_0's start on
-  // VNNI only), and
-  // [n, cols] q with each 8 columns as 0, 4, 1, 5, 2, 6, 3, 7 (Q4_K's column order; else empty).
+  // For the tile kernels (PrepareTileActRows): [n, blocks] −128·Σq per block (Q8_0's and IQ4_*'s
+  // start on VNNI only), and
+  // [n, cols] q with each 8 columns as 0, 4, 1, 5, 2, 6, 3, 7 (Q4_K's and IQ4_*'s column order;
+  // else empty).
   std::vector<int32_t> bias;
   std::vector<int8_t> qk;
   std::vector<int32_t> bias16;  // [n, cols / 16]: −c·Σq per 16 columns (Q6_K's start, c = 32;
@@ -111,8 +112,8 @@ void PrepareInt8RowActs(Isa isa, DType dtype, QuantizedActs& a, int64_t t0, int6
 void Int8Rows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,
               int64_t r0, int64_t r1, float* y, int64_t ys);
 
-// Q8_0, Q4_K, Q5_K, Q6_K, Q2_K and Q3_K weights in the 16-row tile form (kernels/weight.h `RepackBlocksBf16`,
-// bf16_pairs) on AVX-512 VNNI (qblocks_tiles.cc) or AVX2 (qblocks_tiles_avx2.cc): Int8Rows' results for those rows, bit for bit
+// Q8_0, Q4_K, Q5_K, Q6_K, Q2_K, Q3_K, IQ4_NL and IQ4_XS weights (every block type) in the 16-row
+// tile form (kernels/weight.h `RepackBlocksBf16`, bf16_pairs) on AVX-512 VNNI (qblocks_tiles.cc) or AVX2 (qblocks_tiles_avx2.cc): Int8Rows' results for those rows, bit for bit
 // the scalar specification's — per row, block after block in order, acc = acc + f32(Σ qw·q)·(s·d)
 // with the integer sum exact (Q4_K, Q5_K: then acc − mm·sum; Q2_K: acc − f32(Σq)·(mm·d)) — for any n (a GEMV up to
 // kInt8TileGemvMaxN tokens, else a GEMM: the same bits). Int8TilesRun: whether `w` runs there on
@@ -124,7 +125,7 @@ bool Int8TilesRun(const WeightView& w, Isa isa);
 bool Int8TilesOn(Isa isa);
 inline bool Int8TileDtype(DType t) {
   return t == DType::kQ8_0 || t == DType::kQ4_K || t == DType::kQ5_K || t == DType::kQ6_K ||
-         t == DType::kQ2_K || t == DType::kQ3_K;
+         t == DType::kQ2_K || t == DType::kQ3_K || t == DType::kIQ4_NL || t == DType::kIQ4_XS;
 }
 // In two steps, for threads (as SizeActs/QuantizeActRows): SizeTileActs on one thread, then
 // PrepareTileActRows for disjoint token ranges, each after its tokens are quantised. `isa`: the

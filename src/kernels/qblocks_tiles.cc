@@ -1,4 +1,4 @@
-// int8-activation products of Q8_0, Q4_K, Q5_K, Q6_K, Q2_K and Q3_K weights on AVX-512 VNNI, on the weights' 16-row tile
+// int8-activation products of Q8_0, Q4_K, Q5_K, Q6_K, Q2_K, Q3_K, IQ4_NL and IQ4_XS weights on AVX-512 VNNI, on the weights' 16-row tile
 // form (kernels/weight.h `RepackBlocksBf16`: each 16-row tile's blocks with the rows' fields side
 // by side).
 //
@@ -10,7 +10,8 @@
 //                                                      each rounded to f32; no FMA)
 //   Q4_K, Q5_K: acc = acc − mm_b · sum_b              (product, then difference)
 // with s_b = d_w (Q8_0), d·sc_j (Q4_K, Q5_K, sub-block j) or d·sc_i (Q6_K, sub-block i; qw = u − 32;
-// Q3_K, 16-column group i, qw = u − 4; Q2_K, group i, then acc = acc − f32(Σq)·(mm_i·d_b)),
+// Q3_K, 16-column group i, qw = u − 4; Q2_K, group i, then acc = acc − f32(Σq)·(mm_i·d_b);
+// IQ4_NL d, qw its index's level; IQ4_XS d·(ls_j − 32)),
 // mm_b = dmin·m_j, d_b and sum_b the step and d·Σq of the activation block holding b. Lanes run over the tile's 16 rows: a vector whose lane a
 // holds row a's codes of 4 columns meets one token's 4 activation bytes of the same columns,
 // broadcast, in `vpdpbusd`, which adds the 4 products into that row's lane — each lane ends
@@ -32,6 +33,8 @@
 //     starts from −32·Σq of the 16 columns (QuantizedActs::bias16).
 //   Q2_K: quad i of a group is bits 2i, 2i + 1 of each byte of its 64 bytes (one shift and a
 //     mask); the sum starts from 0 and the mins use the token's 16-column sums (sum16).
+//   IQ4_NL, IQ4_XS: the indices as Q4_K's codes, each looked up by one byte shuffle as its level
+//     + 128 (1..241: unsigned); the sum starts from −128·Σq of the block (bias), as Q8_0's.
 //   Q3_K: its low 2 bits as Q2_K's, its third bit from row a's 16-bit word (bit 4i + e),
 //     copied to the row's 4 bytes by a byte shuffle, tested per byte and added as 4 under the
 //     mask: u = q + 4 (0..7); the sum starts from −4·Σq of the 16 columns (bias16).
@@ -47,6 +50,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "format/ggml_types.h"
 #include "kernels/qblocks.h"
 #include "kernels/qblocks_tiles_layout.h"
 
@@ -75,8 +79,9 @@ constexpr int kMr = 6;                           // GEMM: tokens per register ti
 // Per group and chunk block b: the quads × kV vectors, then s_b × kV, then mm_b × kV (64 bytes each).
 constexpr int64_t BlockVecs(int kind) { return kV * Quads(kind) + 2 * kV; }
 constexpr int64_t PanelVecs(int kind) { return int64_t{kPieceGroups} * ChunkBlocks(kind) * BlockVecs(kind); }
-constexpr int64_t kPanelVecs = std::max(
-    {PanelVecs(kQ8), PanelVecs(kQ4), PanelVecs(kQ5), PanelVecs(kQ6), PanelVecs(kQ2), PanelVecs(kQ3)});
+constexpr int64_t kPanelVecs =
+    std::max({PanelVecs(kQ8), PanelVecs(kQ4), PanelVecs(kQ5), PanelVecs(kQ6), PanelVecs(kQ2),
+              PanelVecs(kQ3), PanelVecs(kIn), PanelVecs(kIx)});
 
 // vpermw index: word 2a takes word a (row a's codes of the first column pair), word 2a + 1 word
 // 16 + a (its codes of the second): dword a = row a's codes of 4 consecutive columns.
@@ -92,6 +97,17 @@ constexpr QuadIndex MakeQuadIndex() {
   return q;
 }
 inline constexpr QuadIndex kQuadIndex = MakeQuadIndex();
+
+// The IQ4 levels + 128 (1..241) by index: unsigned bytes for vpdpbusd.
+struct Iq4Bytes {
+  alignas(16) uint8_t b[16];
+};
+constexpr Iq4Bytes MakeIq4Bytes() {
+  Iq4Bytes t{};
+  for (int i = 0; i < 16; ++i) t.b[i] = static_cast<uint8_t>(kIq4Levels[i] + 128);
+  return t;
+}
+inline constexpr Iq4Bytes kIq4Bytes = MakeIq4Bytes();
 
 // One tile's scale block b (32 columns; Q6_K, Q3_K, Q2_K 16): its quads (vectors of the 16 rows' codes as
 // unsigned bytes, 4 columns each) and its per-row scales.
@@ -110,9 +126,11 @@ struct TileBlock {
     if constexpr (kKind == kQ8) {
       return _mm512_xor_si512(_mm512_permutexvar_epi16(idx, _mm512_loadu_si512(sb + 32 + 64 * i)),
                               _mm512_set1_epi8(static_cast<char>(0x80)));
-    } else if constexpr (kKind == kQ4) {
-      const __m512i v = _mm512_loadu_si512(sb + 320 + 256 * j + 64 * (i / 2));
-      return _mm512_and_si512(i % 2 == 0 ? v : _mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0F));
+    } else if constexpr (NibbleCodes(kKind)) {
+      const __m512i v = _mm512_loadu_si512(sb + NibbleCodesAt(kKind) + 256 * j + 64 * (i / 2));
+      const __m512i u = _mm512_and_si512(i % 2 == 0 ? v : _mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0F));
+      if constexpr (kKind == kQ4) return u;
+      return _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(kIq4Bytes.b))), u);
     } else if constexpr (kKind == kQ5) {
       const __m512i nib = _mm512_cvtepu16_epi32(
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb + 320 + 256 * j + 32 * i)));
@@ -155,16 +173,16 @@ struct TileBlock {
       return _mm512_or_si512(lo, _mm512_or_si512(h01, h23));
     }
   }
-  // s_b per row: d (Q8_0), d·sc_j (Q4_K, Q5_K: 6-bit sc), d·sc_i (Q6_K, Q3_K: int8 sc) or
-  // d·(sc_i & 15) (Q2_K).
+  // s_b per row: d (Q8_0, IQ4_NL), d·sc_j (Q4_K, Q5_K: 6-bit sc), d·sc_i (Q6_K, Q3_K: int8 sc),
+  // d·(ls_j − 32) (IQ4_XS: int8) or d·(sc_i & 15) (Q2_K).
   DSINFER_VNNI __m512 Scale() const {
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb)));
-    if constexpr (kKind == kQ8) return d;
+    if constexpr (kKind == kQ8 || kKind == kIn) return d;
     if constexpr (kKind == kQ2)
       return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_and_si512(
                                   _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sb + 64 + 16 * j))),
                                   _mm512_set1_epi32(15))));
-    if constexpr (kKind == kQ6 || kKind == kQ3)
+    if constexpr (kKind == kQ6 || kKind == kQ3 || kKind == kIx)
       return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
                                   _mm_loadu_si128(reinterpret_cast<const __m128i*>(sb + 32 + 16 * j)))));
     return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
@@ -181,15 +199,17 @@ struct TileBlock {
   }
 };
 
-// A token's activations as the kernels of kKind read them: the int8 codes (Q4_K: in its column
-// order), the steps and sums of its 32-column blocks, and where each weight block's sum starts
-// (Q8_0: −128·Σq of the block, Q6_K: −32·Σq of the 16 columns, Q3_K: −4·Σq of them, Q4_K, Q5_K
-// and Q2_K: 0).
+// A token's activations as the kernels of kKind read them: the int8 codes (Q4_K, IQ4_*: in
+// Q4_K's column order), the steps and sums of its 32-column blocks, and where each weight block's
+// sum starts (Q8_0, IQ4_*: −128·Σq of the block, Q6_K: −32·Σq of the 16 columns, Q3_K: −4·Σq of
+// them, Q4_K, Q5_K and Q2_K: 0).
 template <int kKind>
 struct TokenActs : TokenRow<kKind> {
   TokenActs() = default;
   TokenActs(const QuantizedActs& a, int64_t t)
-      : TokenRow<kKind>(a, t, kKind == kQ6 || kKind == kQ3 ? &a.bias16 : kKind == kQ8 ? &a.bias : nullptr) {}
+      : TokenRow<kKind>(a, t, kKind == kQ6 || kKind == kQ3            ? &a.bias16
+                              : kKind == kQ8 || Iq4(kKind) ? &a.bias
+                                                           : nullptr) {}
   DSINFER_VNNI __m512i Start(int64_t b) const {
     if constexpr (HasMins(kKind)) return _mm512_setzero_si512();
     return _mm512_set1_epi32(this->start[b]);
@@ -485,38 +505,44 @@ void SizeTileActs(Isa isa, DType dtype, QuantizedActs& a) {
   a.bias16.clear();
   a.qk.clear();
   a.sum16.clear();
-  // (Q8_0's −128·Σq: the VNNI kernels' start only; the AVX2 ones multiply signed codes.)
-  if (dtype == DType::kQ8_0 && Int8UsesVnni(isa)) a.bias.resize(static_cast<size_t>(a.n * a.cols / 32));
+  const bool iq4 = dtype == DType::kIQ4_NL || dtype == DType::kIQ4_XS;
+  // (Q8_0's and IQ4_*'s −128·Σq: the VNNI kernels' start only; the AVX2 ones multiply signed
+  // codes.)
+  if ((dtype == DType::kQ8_0 || iq4) && Int8UsesVnni(isa)) a.bias.resize(static_cast<size_t>(a.n * a.cols / 32));
   if (dtype == DType::kQ6_K || dtype == DType::kQ3_K) a.bias16.resize(static_cast<size_t>(a.n * a.cols / 16));
   if (dtype == DType::kQ2_K) a.sum16.resize(static_cast<size_t>(a.n * a.cols / 16));
-  if (dtype == DType::kQ4_K) a.qk.resize(a.q.size());
+  if (dtype == DType::kQ4_K || iq4) a.qk.resize(a.q.size());
 }
 
 void PrepareTileActRows(Isa isa, DType dtype, QuantizedActs& a, int64_t t0, int64_t t1) {
   DSINFER_CHECK(0 <= t0 && t0 <= t1 && t1 <= a.n, "PrepareTileActRows: tokens out of range");
   const int64_t b0 = t0 * a.cols, b1 = t1 * a.cols;  // the tokens' bytes of q
   const bool vnni = Int8UsesVnni(isa);
+  const bool iq4 = dtype == DType::kIQ4_NL || dtype == DType::kIQ4_XS;
   if (dtype == DType::kQ2_K) {  // Σq per 16 columns (sum16)
     DSINFER_CHECK(static_cast<int64_t>(a.sum16.size()) == a.n * a.cols / 16,
                   "PrepareTileActRows: SizeTileActs first");
     return PrepareInt8RowActs(isa, dtype, a, t0, t1);
   }
   // −c·Σq over each weight block
-  if ((dtype == DType::kQ8_0 && vnni) || dtype == DType::kQ6_K || dtype == DType::kQ3_K) {
-    const int64_t width = dtype == DType::kQ8_0 ? 32 : 16;
-    const int32_t c = dtype == DType::kQ8_0 ? 128 : dtype == DType::kQ6_K ? 32 : 4;
-    std::vector<int32_t>& out = dtype == DType::kQ8_0 ? a.bias : a.bias16;
+  if (((dtype == DType::kQ8_0 || iq4) && vnni) || dtype == DType::kQ6_K || dtype == DType::kQ3_K) {
+    const int64_t width = dtype == DType::kQ6_K || dtype == DType::kQ3_K ? 16 : 32;
+    const int32_t c = width == 32 ? 128 : dtype == DType::kQ6_K ? 32 : 4;
+    std::vector<int32_t>& out = width == 32 ? a.bias : a.bias16;
     DSINFER_CHECK(static_cast<int64_t>(out.size()) == a.n * a.cols / width,
                   "PrepareTileActRows: SizeTileActs first");
-    if (vnni) return GroupSumsVnni(a.q.data() + b0, b1 - b0, width, c, out.data() + b0 / width);
-    for (int64_t k = b0 / width; k < b1 / width; ++k) {
-      const int8_t* q = a.q.data() + k * width;
-      int32_t sum = 0;
-      for (int64_t i = 0; i < width; ++i) sum += q[i];
-      out[k] = -c * sum;
+    if (vnni) {
+      GroupSumsVnni(a.q.data() + b0, b1 - b0, width, c, out.data() + b0 / width);
+    } else {
+      for (int64_t k = b0 / width; k < b1 / width; ++k) {
+        const int8_t* q = a.q.data() + k * width;
+        int32_t sum = 0;
+        for (int64_t i = 0; i < width; ++i) sum += q[i];
+        out[k] = -c * sum;
+      }
     }
   }
-  if (dtype == DType::kQ4_K) {  // each 8 bytes as 0, 4, 1, 5, 2, 6, 3, 7
+  if (dtype == DType::kQ4_K || iq4) {  // each 8 bytes as 0, 4, 1, 5, 2, 6, 3, 7
     DSINFER_CHECK(a.qk.size() == a.q.size(), "PrepareTileActRows: SizeTileActs first");
     if (vnni) return Q4OrderVnni(a.q.data() + b0, b1 - b0, a.qk.data() + b0);
     for (int64_t i = b0; i < b1; i += 8)
@@ -530,16 +556,18 @@ void PrepareTileActRows(Isa isa, DType dtype, QuantizedActs& a, int64_t t0, int6
 void Int8TileRows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,
                   int64_t r0, int64_t r1, float* y, int64_t ys) {
   DSINFER_CHECK(Int8TilesRun(w, isa),
-                "Int8TileRows takes a Q8_0, Q4_K, Q5_K, Q6_K, Q2_K or Q3_K weight in 16-row tiles on "
-                "AVX-512 VNNI or AVX2");
+                "Int8TileRows takes a block weight in 16-row tiles on AVX-512 VNNI or AVX2");
   const bool q4 = w.dtype == DType::kQ4_K, q5 = w.dtype == DType::kQ5_K,
-             q6 = w.dtype == DType::kQ6_K, q2 = w.dtype == DType::kQ2_K, q3 = w.dtype == DType::kQ3_K;
+             q6 = w.dtype == DType::kQ6_K, q2 = w.dtype == DType::kQ2_K, q3 = w.dtype == DType::kQ3_K,
+             nl = w.dtype == DType::kIQ4_NL, xs = w.dtype == DType::kIQ4_XS;
+  const bool bias_ok = !Int8UsesVnni(isa) || static_cast<int64_t>(a.bias.size()) == a.n * a.blocks;
   DSINFER_CHECK(a.cols == w.cols && t0 >= 0 && t1 <= a.n &&
                     (q5         ? true
                      : q4       ? a.qk.size() == a.q.size()
+                     : nl || xs ? a.qk.size() == a.q.size() && bias_ok
                      : q6 || q3 ? static_cast<int64_t>(a.bias16.size()) == a.n * a.cols / 16
                      : q2       ? static_cast<int64_t>(a.sum16.size()) == a.n * a.cols / 16
-                                : !Int8UsesVnni(isa) || static_cast<int64_t>(a.bias.size()) == a.n * a.blocks),
+                                : bias_ok),
                 "Int8TileRows: activations do not match the weight (SizeTileActs, PrepareTileActRows)");
   DSINFER_CHECK(0 <= r0 && r0 <= r1 && r1 <= w.rows, "Int8TileRows: rows out of range");
   if (t0 >= t1 || r0 >= r1) return;
@@ -558,6 +586,8 @@ void Int8TileRows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const
   if (q5) return gemv ? Gemv<kQ5>(a, t0, t1, w, r0, r1, y, ys) : Gemm<kQ5>(a, t0, t1, w, r0, r1, y, ys);
   if (q2) return gemv ? Gemv<kQ2>(a, t0, t1, w, r0, r1, y, ys) : Gemm<kQ2>(a, t0, t1, w, r0, r1, y, ys);
   if (q3) return gemv ? Gemv<kQ3>(a, t0, t1, w, r0, r1, y, ys) : Gemm<kQ3>(a, t0, t1, w, r0, r1, y, ys);
+  if (nl) return gemv ? Gemv<kIn>(a, t0, t1, w, r0, r1, y, ys) : Gemm<kIn>(a, t0, t1, w, r0, r1, y, ys);
+  if (xs) return gemv ? Gemv<kIx>(a, t0, t1, w, r0, r1, y, ys) : Gemm<kIx>(a, t0, t1, w, r0, r1, y, ys);
   gemv ? Gemv<kQ8>(a, t0, t1, w, r0, r1, y, ys) : Gemm<kQ8>(a, t0, t1, w, r0, r1, y, ys);
 }
 

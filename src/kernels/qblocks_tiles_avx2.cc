@@ -1,4 +1,4 @@
-// int8-activation products of Q8_0, Q4_K, Q5_K, Q6_K, Q2_K and Q3_K weights on AVX2 (CPUs without AVX-512
+// int8-activation products of Q8_0, Q4_K, Q5_K, Q6_K, Q2_K, Q3_K, IQ4_NL and IQ4_XS weights on AVX2 (CPUs without AVX-512
 // VNNI), on the same 16-row tile copy as the VNNI kernels (qblocks_tiles.cc, whose header states
 // the specification and the layout). They compute the same bits: per output, block after block,
 // the block's exact integer sum, then acc + f32(isum)·(s·d) (Q4_K, Q5_K: − mm·sum; Q2_K:
@@ -14,7 +14,8 @@
 //     (≤ 3) and Q3_K (u ≤ 7) their 16-column block's 4 quads (≤ 7,112); then
 //     vpmaddwd by ones gives each row's 32-bit sum.
 //   * Q8_0's codes are signed: |w| (≤ 128) times the activation byte with w's sign (vpsignb),
-//     one quad per vpmaddwd (2·128·127 = 32,512), so its sum starts at 0 (no −128·Σq).
+//     one quad per vpmaddwd (2·128·127 = 32,512), so its sum starts at 0 (no −128·Σq). So are
+//     IQ4's: the indices are looked up as the signed levels (−127..113) by one byte shuffle.
 //   * Q8_0's quad comes from two 16-byte loads of the tile's column pairs and one word
 //     interleave (vpunpck[lh]wd), in place of vpermw.
 // Thread-safety: pure functions; the GEMM's panel is per thread.
@@ -26,6 +27,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "format/ggml_types.h"
 #include "kernels/qblocks.h"
 #include "kernels/qblocks_tiles_layout.h"
 
@@ -66,10 +68,12 @@ struct TileBlock {
     if constexpr (kKind == kQ8) {  // column pairs 2i (words of rows 0-15) and 2i + 1
       const __m128i p0 = Load16(sb + 32 + 64 * i + 16 * h), p1 = Load16(sb + 64 + 64 * i + 16 * h);
       return _mm256_set_m128i(_mm_unpackhi_epi16(p0, p1), _mm_unpacklo_epi16(p0, p1));
-    } else if constexpr (kKind == kQ4) {
-      const __m256i v =
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb + 320 + 256 * j + 64 * (i / 2) + 32 * h));
-      return _mm256_and_si256(i % 2 == 0 ? v : _mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0F));
+    } else if constexpr (NibbleCodes(kKind)) {
+      const __m256i v = _mm256_loadu_si256(
+          reinterpret_cast<const __m256i*>(sb + NibbleCodesAt(kKind) + 256 * j + 64 * (i / 2) + 32 * h));
+      const __m256i u = _mm256_and_si256(i % 2 == 0 ? v : _mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0F));
+      if constexpr (kKind == kQ4) return u;
+      return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(Load16(reinterpret_cast<const uint8_t*>(kIq4Levels))), u);
     } else if constexpr (kKind == kQ5) {
       const __m256i nib = _mm256_cvtepu16_epi32(Load16(sb + 320 + 256 * j + 32 * i + 16 * h));
       const __m256i hb = _mm256_cvtepu16_epi32(Load16(sb + 2368 + 64 * j + 32 * (i / 4) + 16 * h));
@@ -109,15 +113,15 @@ struct TileBlock {
       return _mm256_or_si256(lo, _mm256_or_si256(h01, h23));
     }
   }
-  // s_b per row of half h: d (Q8_0), d·sc_j (Q4_K, Q5_K), d·sc_i (Q6_K, Q3_K) or d·(sc_i & 15)
-  // (Q2_K).
+  // s_b per row of half h: d (Q8_0, IQ4_NL), d·sc_j (Q4_K, Q5_K), d·sc_i (Q6_K, Q3_K),
+  // d·(ls_j − 32) (IQ4_XS) or d·(sc_i & 15) (Q2_K).
   DSINFER_AVX2_TILES __m256 Scale(int h) const {
     const __m256 d = _mm256_cvtph_ps(Load16(sb + 16 * h));
-    if constexpr (kKind == kQ8) return d;
+    if constexpr (kKind == kQ8 || kKind == kIn) return d;
     if constexpr (kKind == kQ2)
       return _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_and_si256(
                                   _mm256_cvtepu8_epi32(Load8(sb + 64 + 16 * j + 8 * h)), _mm256_set1_epi32(15))));
-    if constexpr (kKind == kQ6 || kKind == kQ3)
+    if constexpr (kKind == kQ6 || kKind == kQ3 || kKind == kIx)
       return _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(Load8(sb + 32 + 16 * j + 8 * h))));
     return _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(Load8(sb + 64 + 16 * j + 8 * h))));
   }
@@ -131,8 +135,8 @@ struct TileBlock {
   }
 };
 
-// A token's activations as these kernels read them (Q4_K: in its column order; Q6_K's sums start
-// at −32·Σq of the 16 columns, Q3_K's at −4·Σq, the others' at 0).
+// A token's activations as these kernels read them (Q4_K, IQ4_*: in Q4_K's column order; Q6_K's
+// sums start at −32·Σq of the 16 columns, Q3_K's at −4·Σq, the others' at 0).
 template <int kKind>
 struct TokenActs : TokenRow<kKind> {
   TokenActs() = default;
@@ -147,11 +151,11 @@ struct TokenActs : TokenRow<kKind> {
   }
 };
 
-// 16-bit sums of a quad's products: unsigned codes `w` (Q8_0: signed, |w| and the sign moved to
-// the activation) by the broadcast activation bytes `x`.
+// 16-bit sums of a quad's products: unsigned codes `w` (Q8_0, IQ4_*: signed, |w| and the sign
+// moved to the activation) by the broadcast activation bytes `x`.
 template <int kKind>
 DSINFER_AVX2_TILES inline __m256i Products(__m256i w, __m256i x) {
-  if constexpr (kKind == kQ8) return _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
+  if constexpr (kKind == kQ8 || Iq4(kKind)) return _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
   return _mm256_maddubs_epi16(w, x);
 }
 
@@ -259,7 +263,8 @@ DSINFER_AVX2_TILES void Gemv(const QuantizedActs& a, int64_t t0, int64_t t1, con
 constexpr int64_t BlockVecs(int kind) { return 2 * Quads(kind) + 4; }
 constexpr int64_t PanelVecs(int kind) { return int64_t{kPieceTiles} * ChunkBlocks(kind) * BlockVecs(kind); }
 constexpr int64_t kPanelVecs = std::max(
-    {PanelVecs(kQ8), PanelVecs(kQ4), PanelVecs(kQ5), PanelVecs(kQ6), PanelVecs(kQ2), PanelVecs(kQ3)});
+    {PanelVecs(kQ8), PanelVecs(kQ4), PanelVecs(kQ5), PanelVecs(kQ6), PanelVecs(kQ2), PanelVecs(kQ3),
+     PanelVecs(kIn), PanelVecs(kIx)});
 
 template <int kKind>
 DSINFER_AVX2_TILES void PackPanel(const WeightView& w, int64_t r0, int tiles, int64_t b0, int64_t nb,
@@ -352,6 +357,8 @@ void Int8TileRowsAvx2(const QuantizedActs& a, int64_t t0, int64_t t1, const Weig
     case DType::kQ6_K: return Run<kQ6>(gemv, a, t0, t1, w, r0, r1, y, ys);
     case DType::kQ2_K: return Run<kQ2>(gemv, a, t0, t1, w, r0, r1, y, ys);
     case DType::kQ3_K: return Run<kQ3>(gemv, a, t0, t1, w, r0, r1, y, ys);
+    case DType::kIQ4_NL: return Run<kIn>(gemv, a, t0, t1, w, r0, r1, y, ys);
+    case DType::kIQ4_XS: return Run<kIx>(gemv, a, t0, t1, w, r0, r1, y, ys);
     default: return Run<kQ8>(gemv, a, t0, t1, w, r0, r1, y, ys);
   }
 }

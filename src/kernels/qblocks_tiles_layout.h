@@ -18,20 +18,28 @@ inline constexpr int64_t kKc = 512;  // GEMM: columns per panel (whole super-blo
 
 // The weight types: Q8_0 (32-column blocks), Q4_K and Q5_K (256-column super-blocks of 32-column
 // blocks with mins), Q6_K, Q3_K (256-column super-blocks of 16-column blocks) and Q2_K (the same,
-// with mins). A "block" is one scale's columns: 32, or 16 for Q6_K, Q3_K and Q2_K; a "quad" 4 of
-// its columns.
-enum Kind : int { kQ8 = 0, kQ4 = 1, kQ6 = 2, kQ5 = 3, kQ2 = 4, kQ3 = 5 };
+// with mins), IQ4_NL (kIn: 32-column blocks) and IQ4_XS (kIx: 256-column super-blocks of 32-column
+// sub-blocks), whose 4-bit level indices the tile holds as Q4_K's codes. A "block" is one scale's
+// columns: 32, or 16 for Q6_K, Q3_K and Q2_K; a "quad" 4 of its columns.
+enum Kind : int { kQ8 = 0, kQ4 = 1, kQ6 = 2, kQ5 = 3, kQ2 = 4, kQ3 = 5, kIn = 6, kIx = 7 };
+constexpr bool Iq4(int kind) { return kind == kIn || kind == kIx; }
+// Whether the tile's codes are 4-bit in Q4_K's layout (and the activations read in its column
+// order, QuantizedActs::qk), and where a (super-)block's codes start.
+constexpr bool NibbleCodes(int kind) { return kind == kQ4 || Iq4(kind); }
+constexpr int64_t NibbleCodesAt(int kind) { return kind == kQ4 ? 320 : kind == kIx ? 160 : 32; }
 // Whether the tile holds a min per block and row (Q4_K, Q5_K: mm·sum_b; Q2_K: Σq·(mm·d_b)).
 constexpr bool HasMins(int kind) { return kind == kQ4 || kind == kQ5 || kind == kQ2; }
 constexpr int BlockCols(int kind) { return kind == kQ6 || kind == kQ2 || kind == kQ3 ? 16 : 32; }
 constexpr int Quads(int kind) { return BlockCols(kind) / 4; }  // 4-column vectors per block
-constexpr int64_t SuperBlocks(int kind) { return kind == kQ8 ? 1 : 256 / BlockCols(kind); }
+constexpr int64_t SuperBlocks(int kind) { return kind == kQ8 || kind == kIn ? 1 : 256 / BlockCols(kind); }
 constexpr int64_t SuperBytes(int kind) {
   return kind == kQ8   ? kQ8Bf16BlockBytes
          : kind == kQ4 ? kQ4KBf16BlockBytes
          : kind == kQ5 ? kQ5KBf16BlockBytes
          : kind == kQ2 ? kQ2KTileBlockBytes
          : kind == kQ3 ? kQ3KTileBlockBytes
+         : kind == kIn ? kIq4NlTileBlockBytes
+         : kind == kIx ? kIq4XsTileBlockBytes
                        : kQ6KBf16BlockBytes;
 }
 constexpr int ChunkBlocks(int kind) { return static_cast<int>(kKc / BlockCols(kind)); }
@@ -40,8 +48,8 @@ constexpr int64_t TileBytes(int kind, int64_t cols) {
   return cols / BlockCols(kind) / SuperBlocks(kind) * SuperBytes(kind);
 }
 
-// A token's activations as the tile kernels read them: its int8 codes (Q4_K: in its column
-// order, QuantizedActs::qk), the steps and sums of its 32-column blocks, where each weight
+// A token's activations as the tile kernels read them: its int8 codes (Q4_K, IQ4_*: in Q4_K's
+// column order, QuantizedActs::qk), the steps and sums of its 32-column blocks, where each weight
 // block's integer sum starts (`start`: per block, or null for 0) and, for Q2_K, each 16-column
 // block's Σq (`sum16`).
 template <int kKind>
@@ -51,7 +59,7 @@ struct TokenRow {
   const int32_t* start = nullptr;
   TokenRow() = default;
   TokenRow(const QuantizedActs& a, int64_t t, const std::vector<int32_t>* starts)
-      : q((kKind == kQ4 ? a.qk.data() : a.q.data()) + t * a.cols),
+      : q((NibbleCodes(kKind) ? a.qk.data() : a.q.data()) + t * a.cols),
         d(a.d.data() + t * a.blocks),
         sum(a.sum.data() + t * a.blocks),
         sum16(kKind == kQ2 ? a.sum16.data() + t * (a.cols / 16) : nullptr),

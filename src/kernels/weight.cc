@@ -116,24 +116,51 @@ bool Bf16BlockDtype(DType dtype) {
 }
 
 bool TileRepackDtype(DType dtype) {
-  return Bf16BlockDtype(dtype) || dtype == DType::kQ2_K || dtype == DType::kQ3_K;
+  return Bf16BlockDtype(dtype) || dtype == DType::kQ2_K || dtype == DType::kQ3_K ||
+         dtype == DType::kIQ4_NL || dtype == DType::kIQ4_XS;
 }
 
-// Bytes of one repacked block (Q8_0: 32 columns; the K-quants: 256).
+// Bytes of one repacked block (Q8_0, IQ4_NL: 32 columns; the K-quants, IQ4_XS: 256).
 int64_t TileBlockBytes(DType dtype) {
-  return dtype == DType::kQ8_0   ? kQ8Bf16BlockBytes
-         : dtype == DType::kQ4_K ? kQ4KBf16BlockBytes
-         : dtype == DType::kQ5_K ? kQ5KBf16BlockBytes
-         : dtype == DType::kQ2_K ? kQ2KTileBlockBytes
-         : dtype == DType::kQ3_K ? kQ3KTileBlockBytes
-                                 : kQ6KBf16BlockBytes;
+  return dtype == DType::kQ8_0     ? kQ8Bf16BlockBytes
+         : dtype == DType::kQ4_K   ? kQ4KBf16BlockBytes
+         : dtype == DType::kQ5_K   ? kQ5KBf16BlockBytes
+         : dtype == DType::kQ2_K   ? kQ2KTileBlockBytes
+         : dtype == DType::kQ3_K   ? kQ3KTileBlockBytes
+         : dtype == DType::kIQ4_NL ? kIq4NlTileBlockBytes
+         : dtype == DType::kIQ4_XS ? kIq4XsTileBlockBytes
+                                   : kQ6KBf16BlockBytes;
+}
+
+// Columns of one repacked block.
+int64_t TileBlockCols(DType dtype) {
+  return dtype == DType::kQ8_0 || dtype == DType::kIQ4_NL ? 32 : 256;
 }
 
 int64_t BlockTileBytes(DType dtype, int64_t cols) {
-  return cols / (dtype == DType::kQ8_0 ? 32 : 256) * TileBlockBytes(dtype);
+  return cols / TileBlockCols(dtype) * TileBlockBytes(dtype);
 }
 
 namespace {
+
+// 32 columns' 4-bit codes q(l) (l < 32) of tile row a into a block's 256 bytes `out` of Q4_K's
+// code layout: 64 bytes per four column pairs 4h..4h + 3, the 16-bit word 2a + e holding
+// q(8h + 2k + e) at bits 4k..4k + 3.
+template <class Q>
+void PutNibbleCodes(const Q& q, int64_t a, uint8_t* out) {
+  out += 4 * a;
+  for (int h = 0; h < 4; ++h)
+    for (int e = 0; e < 2; ++e) {
+      out[64 * h + 2 * e] = static_cast<uint8_t>(q(8 * h + e) | q(8 * h + 2 + e) << 4);
+      out[64 * h + 2 * e + 1] = static_cast<uint8_t>(q(8 * h + 4 + e) | q(8 * h + 6 + e) << 4);
+    }
+}
+
+// An IQ4 block's 32 indices: element i < 16 the low nibble of qs[i], i + 16 its high nibble.
+struct Iq4Index {
+  const uint8_t* qs;
+  int operator()(int l) const { return l < 16 ? qs[l] & 15 : qs[l - 16] >> 4; }
+};
 
 // RepackBlocksBf16's Q2_K (q3 = false) and Q3_K super-block of tile row a: `src` the stored
 // super-block (Q2_K: scales[16] | qs[64] | f16 d | f16 dmin; Q3_K: hmask[32] | qs[64] |
@@ -172,7 +199,8 @@ void RepackQ2or3Row(const uint8_t* src, bool q3, int64_t a, uint8_t* dst) {
 
 std::shared_ptr<const OwnedWeight> RepackBlocksBf16(const WeightView& w) {
   DSINFER_CHECK(TileRepackDtype(w.dtype) && !w.bf16_pairs,
-                "RepackBlocksBf16 takes a row-major Q8_0, Q4_K, Q5_K, Q6_K, Q2_K or Q3_K weight");
+                "RepackBlocksBf16 takes a row-major Q8_0, Q4_K, Q5_K, Q6_K, Q2_K, Q3_K, IQ4_NL or "
+                "IQ4_XS weight");
   const bool q8 = w.dtype == DType::kQ8_0;
   auto out = std::make_shared<OwnedWeight>();
   const int64_t tiles = (w.rows + kBlockTileRows - 1) / kBlockTileRows;
@@ -182,8 +210,8 @@ std::shared_ptr<const OwnedWeight> RepackBlocksBf16(const WeightView& w) {
   out->huge = HugeBuffer(static_cast<size_t>(std::max<int64_t>(1, tiles * tile_bytes)));
   auto* const base = reinterpret_cast<uint8_t*>(out->huge.data());
   // Tile by tile, block by block, the tile's rows innermost: each output block (544, 2368, 2880,
-  // 3360, 1344 or 1824 bytes) is written whole while in L1.
-  const int64_t blocks = q8 ? w.cols / 32 : w.cols / 256;  // repacked blocks per row
+  // 3360, 1344, 1824, 288 or 2208 bytes) is written whole while in L1.
+  const int64_t blocks = w.cols / TileBlockCols(w.dtype);  // repacked blocks per row
 #pragma omp parallel for schedule(static) if (w.rows * w.cols >= (int64_t{1} << 22))
   for (int64_t t = 0; t < tiles; ++t) {
     DSINFER_NOTE_THREAD("weight.repack_blocks_bf16");
@@ -195,6 +223,21 @@ std::shared_ptr<const OwnedWeight> RepackBlocksBf16(const WeightView& w) {
         if (w.dtype == DType::kQ2_K || w.dtype == DType::kQ3_K) {
           const bool q3 = w.dtype == DType::kQ3_K;
           RepackQ2or3Row(row + b * (q3 ? 110 : 84), q3, a, dst);
+          continue;
+        }
+        if (w.dtype == DType::kIQ4_NL) {  // f16 d | qs[16]
+          const uint8_t* src = row + b * 18;
+          std::memcpy(dst + 2 * a, src, 2);
+          PutNibbleCodes(Iq4Index{src + 2}, a, dst + 32);
+          continue;
+        }
+        if (w.dtype == DType::kIQ4_XS) {  // f16 d | u16 scales_h | scales_l[4] | qs[128]
+          const uint8_t* src = row + b * 136;
+          std::memcpy(dst + 2 * a, src, 2);
+          for (int j = 0; j < 8; ++j) {
+            dst[32 + 16 * j + a] = static_cast<uint8_t>(static_cast<int8_t>(Iq4XsScale(src, j) - 32));
+            PutNibbleCodes(Iq4Index{src + 8 + 16 * j}, a, dst + 160 + 256 * j);
+          }
           continue;
         }
         if (q8) {
@@ -265,12 +308,7 @@ std::shared_ptr<const OwnedWeight> RepackBlocksBf16(const WeightView& w) {
                 out[32 * h + e] = static_cast<uint8_t>(q(4 * h + e) | q(4 * h + 2 + e) << 4);
             continue;
           }
-          uint8_t* out = dst + 320 + 256 * j + 4 * a;  // Q4_K: 64 bytes per four column pairs
-          for (int h = 0; h < 4; ++h)
-            for (int e = 0; e < 2; ++e) {
-              out[64 * h + 2 * e] = static_cast<uint8_t>(q(8 * h + e) | q(8 * h + 2 + e) << 4);
-              out[64 * h + 2 * e + 1] = static_cast<uint8_t>(q(8 * h + 4 + e) | q(8 * h + 6 + e) << 4);
-            }
+          PutNibbleCodes(q, a, dst + 320 + 256 * j);  // Q4_K
         }
       }
     }

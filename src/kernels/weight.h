@@ -116,8 +116,15 @@ inline constexpr int64_t kPairTileRows = 64;
 //     per row); then per group i 64 bytes of the low 2 bits of u = q + 4 (0..7) laid out as
 //     Q2_K's codes; then per group i 32 bytes of u's third bit (the hmask bit): the 16-bit word
 //     a holds that bit of column 16i + 4k + e at bit 4k + e.
+//   IQ4_NL and IQ4_XS, for the int8 tile kernels only, their 4-bit level indices laid out as
+//   Q4_K's codes:
+//     IQ4_NL, per 32-column block (kIq4NlTileBlockBytes = 288): f16 d[16]; then the block's 256
+//     bytes of indices as a Q4_K sub-block's.
+//     IQ4_XS, per 256-column super-block (kIq4XsTileBlockBytes = 2208): f16 d[16], int8
+//     ls[8][16] (sub-block j's 6-bit scale − 32 per row); then per sub-block j 256 bytes of
+//     indices as Q4_K's.
 // The same numbers as the weight: 2.8% more bytes for Q4_K, 2.3% for Q5_K (their packed 6-bit
-// scales unpacked) and 3.6% for Q3_K, none for Q8_0, Q6_K and Q2_K. The view has bf16_pairs =
+// scales unpacked), 3.6% for Q3_K and 1.5% for IQ4_XS, none for Q8_0, Q6_K, Q2_K and IQ4_NL. The view has bf16_pairs =
 // true (dtype, rows and cols unchanged).
 std::shared_ptr<const OwnedWeight> RepackBlocksBf16(const WeightView& w);
 inline constexpr int64_t kBlockTileRows = 16;
@@ -127,10 +134,13 @@ inline constexpr int64_t kQ5KBf16BlockBytes = 64 + 256 + 8 * 256 + 8 * 64;
 inline constexpr int64_t kQ6KBf16BlockBytes = 32 + 256 + 16 * 192;
 inline constexpr int64_t kQ2KTileBlockBytes = 64 + 256 + 16 * 64;
 inline constexpr int64_t kQ3KTileBlockBytes = 32 + 256 + 16 * 64 + 16 * 32;
+inline constexpr int64_t kIq4NlTileBlockBytes = 32 + 256;
+inline constexpr int64_t kIq4XsTileBlockBytes = 32 + 128 + 8 * 256;
 // Whether the bf16 kernels take a weight of `dtype` in RepackBlocksBf16's form (Q8_0, Q4_K,
 // Q5_K, Q6_K).
 bool Bf16BlockDtype(DType dtype);
-// Whether RepackBlocksBf16 takes a weight of `dtype`: Bf16BlockDtype's types, Q2_K and Q3_K.
+// Whether RepackBlocksBf16 takes a weight of `dtype`: Bf16BlockDtype's types, Q2_K, Q3_K, IQ4_NL
+// and IQ4_XS.
 bool TileRepackDtype(DType dtype);
 // Whether that weight's blocks have mins (Q4_K, Q5_K: the −dmin·m_j·Σx term, so the bf16 path
 // needs the activations' per-32-column sums).

@@ -143,8 +143,8 @@ std::unique_ptr<Model> Model::Load(const std::string& dir, const LoadOptions& op
       options.numerics == Numerics::kBf16 && LinearBf16Path() == Bf16Path::kAvx512Bf16;
   // Safetensors; a GGUF file checked its figure when it opened, without the block repack.
   const bool bf16_blocks = repack && options.bf16_block_activations;
-  // int8 activations on AVX-512 VNNI or AVX2: Q8_0, Q4_K, Q5_K, Q6_K, Q2_K and Q3_K weights get
-  // the int8 tile kernels' copy (the bf16 repack's: Q4_K +2.8%, Q5_K +2.3%, Q3_K +3.6%).
+  // int8 activations on AVX-512 VNNI or AVX2: block weights of every type get the int8 tile
+  // kernels' copy (the bf16 repack's: Q4_K +2.8%, Q5_K +2.3%, Q3_K +3.6%, IQ4_XS +1.5%).
   const bool int8_tiles =
       options.int8_block_activations && qblocks::Int8TilesOn(LinearIsa());
   if (!m->ckpt_.shards().empty() || bf16_blocks || int8_tiles)

@@ -139,12 +139,12 @@ def logits(dsinfer, model, out, extra=(), env=None, acts="f32"):
 
 # The ggml names of the weights dsinfer multiplies at its bf16 GEMM sites (the projections of
 # attention, the indexer and every MLP), and the bytes of its 16-row tile of one repacked block
-# of 256 columns (Q8_0: 32) by type (kernels/weight.h: Q8_0 544, Q4_K 2368, Q5_K 2880, Q6_K 3360,
-# Q2_K 1344, Q3_K 1824).
+# of 256 columns (Q8_0, IQ4_NL: 32) by type (kernels/weight.h: Q8_0 544, Q4_K 2368, Q5_K 2880,
+# Q6_K 3360, Q2_K 1344, Q3_K 1824, IQ4_NL 288, IQ4_XS 2208).
 BF16_SITES = re.compile(r"blk\.\d+\.(attn_q_a|attn_q_b|attn_q|attn_kv_a_mqa|attn_output|"
                         r"indexer\.attn_q_b|indexer\.attn_k|ffn_(gate|up|down)(_exps|_shexp)?)\.weight$")
 TILE_BLOCK = {g.Q8_0: (32, 544), g.Q4_K: (256, 2368), g.Q5_K: (256, 2880), g.Q6_K: (256, 3360),
-              g.Q2_K: (256, 1344), g.Q3_K: (256, 1824)}
+              g.Q2_K: (256, 1344), g.Q3_K: (256, 1824), g.IQ4_NL: (32, 288), g.IQ4_XS: (256, 2208)}
 
 
 def check_repack_memory(ds, path, work):

@@ -324,10 +324,11 @@ TEST_P(BlocksBf16Test, RefusesTheWrongForm) {
                                       y.data(), 32),
                  "from a row multiple of 16");
   }
-  EXPECT_DEATH(RepackBlocksBf16(packed->view), "row-major Q8_0, Q4_K, Q5_K, Q6_K, Q2_K or Q3_K");
-  WeightView iq4 = m.view;  // a type with no tile form
-  iq4.dtype = DType::kIQ4_XS;
-  EXPECT_DEATH(RepackBlocksBf16(iq4), "row-major Q8_0, Q4_K, Q5_K, Q6_K, Q2_K or Q3_K");
+  const char* kForms = "row-major Q8_0, Q4_K, Q5_K, Q6_K, Q2_K, Q3_K, IQ4_NL or IQ4_XS";
+  EXPECT_DEATH(RepackBlocksBf16(packed->view), kForms);
+  WeightView bf16 = m.view;  // a type with no tile form (every block type has one)
+  bf16.dtype = DType::kBF16;
+  EXPECT_DEATH(RepackBlocksBf16(bf16), kForms);
 }
 
 INSTANTIATE_TEST_SUITE_P(BlockDtypes, BlocksBf16Test,

@@ -447,7 +447,7 @@ TEST_P(Int8TilesTest, IsTheSpecificationBitForBit) {
   if (isas.empty()) GTEST_SKIP() << "neither AVX-512 VNNI nor AVX2 here";
   for (const Isa isa : isas) {
     SCOPED_TRACE(isa == Isa::kAvx512 ? "avx512 vnni" : "avx2");
-    const bool q8 = t == DType::kQ8_0;
+    const bool q8 = t == DType::kQ8_0 || t == DType::kIQ4_NL;  // 32-column blocks
     for (const int64_t cols : {q8 ? int64_t{288} : int64_t{512}, q8 ? int64_t{1184} : int64_t{1280}}) {
       const int64_t rows = 77, xs = cols + 3;
       BlockMatrix m = MakeBlocks(t, rows, cols, 71, /*random_bytes=*/true);
@@ -455,7 +455,7 @@ TEST_P(Int8TilesTest, IsTheSpecificationBitForBit) {
       const int64_t d_at = t == DType::kQ6_K ? 208 : t == DType::kQ2_K ? 80 : t == DType::kQ3_K ? 108 : 0;
       std::memcpy(&m.bytes[3 * DTypeRowBytes(t, cols) + DTypeSize(t) + d_at], &inf, 2);
       // Row 7: the largest codes everywhere (Q4_K 15, Q5_K 31, Q6_K u = 63, Q8_0 −128, Q2_K 3,
-      // Q3_K u = 7), met by
+      // Q3_K u = 7, IQ4 index 0: level −127; IQ4_XS's scales 31), met by
       // token 2's q = 127 in every column: the 16-bit partial sums of the AVX2 kernels at their
       // largest (for Q5_K and Q6_K a group of twice as many quads would overflow).
       for (int64_t blk = 0; blk < cols / DTypeBlockElems(t); ++blk) {
@@ -466,6 +466,11 @@ TEST_P(Int8TilesTest, IsTheSpecificationBitForBit) {
         if (t == DType::kQ6_K) std::memset(p, 0xFF, 208);
         if (t == DType::kQ2_K) std::memset(p, 0xFF, 80);  // codes 3, scales and mins 15
         if (t == DType::kQ3_K) std::memset(p, 0xFF, 96);  // u = 7 (q = 3)
+        if (t == DType::kIQ4_NL) std::memset(p + 2, 0x00, 16);
+        if (t == DType::kIQ4_XS) {
+          std::memset(p + 2, 0xFF, 6);  // ls = 63
+          std::memset(p + 8, 0x00, 128);
+        }
       }
       m.view.int8_activations = true;
       const std::shared_ptr<const OwnedWeight> tiles = RepackBlocksBf16(m.view);
@@ -518,7 +523,8 @@ TEST_P(Int8TilesTest, IsTheSpecificationBitForBit) {
 
 INSTANTIATE_TEST_SUITE_P(Types, Int8TilesTest,
                          ::testing::Values(DType::kQ8_0, DType::kQ4_K, DType::kQ5_K,
-                                           DType::kQ6_K, DType::kQ2_K, DType::kQ3_K),
+                                           DType::kQ6_K, DType::kQ2_K, DType::kQ3_K,
+                                           DType::kIQ4_NL, DType::kIQ4_XS),
                          [](const auto& info) { return std::string(DTypeName(info.param)); });
 
 INSTANTIATE_TEST_SUITE_P(Types, Int8Test,
