@@ -326,7 +326,7 @@ std::vector<Weight> MakeCopies(const Shape& s, const WeightKind& kind, bool cold
     // Q8_0/Q4_K/Q5_K/Q6_K in bf16 numerics run only repacked (as the model with --block-acts bf16)
     if (bf16_blocks && s.kind == Kind::kLinear && Bf16BlockDtype(kind.dtype) && !kind.int8)
       ws.back().pairs = RepackBlocksBf16(ws.back().view);
-    // Q8_0 / Q4_K / Q5_K / Q6_K / Q2_K / Q3_K with int8 activations on VNNI or AVX2: the 16-row tile copy the loader makes (the
+    // Block weights (every type) with int8 activations on VNNI or AVX2: the 16-row tile copy the loader makes (the
     // int8 tile kernels), unless --int8-layout rows.
     if (int8_tiles && s.kind == Kind::kLinear && qblocks::Int8TileDtype(kind.dtype) && kind.int8 &&
         qblocks::Int8TilesOn(LinearIsa())) {
@@ -653,7 +653,7 @@ RunFn AddLinearBench(CLI::App& bench, bool gemm) {
                   "bf16 numerics, FP8 weights: rows (as stored) or pairs (the codes repacked in "
                   "tiles of 64 rows' column pairs, what the kernels multiply: no transposes)");
   sub->add_option("--int8-layout", o->int8_layout,
-                  "q8_0.i8, q4_k.i8, q5_k.i8, q6_k.i8, q2_k.i8 and q3_k.i8 on a CPU with AVX-512 VNNI or AVX2: tiles (the 16-row tile copy the model "
+                  "every .i8 dtype on a CPU with AVX-512 VNNI or AVX2: tiles (the 16-row tile copy the model "
                   "loads, the int8 tile kernels) or rows (as stored, the row kernels)");
   sub->add_option("--bf16-kernel", o->bf16_kernel,
                   "bf16 numerics: auto (the model's choice by n), gemv or gemm (the same bits)");

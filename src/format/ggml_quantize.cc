@@ -151,7 +151,7 @@ void Iq4SafeSteps(float mn, float mx, float& pos, float& neg) {
 // The index of the level nearest to v (the lower on a tie; v beyond the ends takes the end):
 // the number of midpoints m below v. The midpoints are halves of integers, so for each of them
 // m < v ⟺ 2m ≤ ceil(2v) − 1, and that count is a table indexed by ceil(2v) − 1 (the encoders
-// call this up to 15 times per element, so it is their inner loop: a table, not a search).
+// call this up to 16 times per element, so it is their inner loop: a table, not a search).
 constexpr int kIq4TableLo = kIq4Levels[0] + kIq4Levels[1] - 1;    // below: no midpoint ≤ n
 constexpr int kIq4TableHi = kIq4Levels[14] + kIq4Levels[15];      // from here: all 15
 constexpr std::array<uint8_t, kIq4TableHi - kIq4TableLo + 1> Iq4CountTable() {

@@ -311,7 +311,7 @@ void RowsInt8(Isa isa, const float* x, int64_t xs, int64_t n, const WeightView& 
   constexpr int64_t kInt8GemmPiece = 128;
   thread_local qblocks::QuantizedActs acts;  // the calling thread's; the workers use `a`
   qblocks::QuantizedActs& a = acts;
-  // Q8_0 / Q4_K / Q5_K / Q6_K / Q2_K / Q3_K on AVX-512 VNNI or AVX2 with the loader's 16-row tile copy
+  // Block weights (every type) on AVX-512 VNNI or AVX2 with the loader's 16-row tile copy
   // (qblocks.h Int8TileRows): the specification's bits; the threads' ranges cut at tiles.
   const bool tiles = w.repacked != nullptr && qblocks::Int8TilesRun(*w.repacked, isa);
   auto prepare = [&](int64_t t0, int64_t t1) {

@@ -129,7 +129,8 @@ inline bool Int8TileDtype(DType t) {
 }
 // In two steps, for threads (as SizeActs/QuantizeActRows): SizeTileActs on one thread, then
 // PrepareTileActRows for disjoint token ranges, each after its tokens are quantised. `isa`: the
-// one Int8TileRows will run (Q8_0's `bias` only for VNNI; the vector code on VNNI, else scalar).
+// one Int8TileRows will run (Q8_0's and IQ4_*'s `bias` only for VNNI; the vector code on VNNI,
+// else scalar).
 void SizeTileActs(Isa isa, DType dtype, QuantizedActs& a);
 void PrepareTileActRows(Isa isa, DType dtype, QuantizedActs& a, int64_t t0, int64_t t1);
 void Int8TileRows(Isa isa, const QuantizedActs& a, int64_t t0, int64_t t1, const WeightView& w,

@@ -3,7 +3,7 @@
 // by side).
 //
 // They compute the specification (qblocks.h `Int8Rows`; scalar `DotQ8_0Int8`, `DotK4or5Int8`,
-// `DotQ6_KInt8`, `DotQ2or3_KInt8`) bit for bit: per output (row r, token t), over the scale
+// `DotQ6_KInt8`, `DotQ2or3_KInt8`, `DotIq4Int8`) bit for bit: per output (row r, token t), over the scale
 // blocks b in order (32 columns; Q6_K's, Q3_K's and Q2_K's 16),
 //   isum = Σ_i qw_i·q_i over the block's columns (an exact integer, in any order),
 //   acc  = acc + f32(isum) · (s_b · d_b)             (the product s_b·d_b, then ·, then +:
@@ -118,7 +118,7 @@ struct TileBlock {
   DSINFER_VNNI TileBlock(const uint8_t* tile, int64_t b)
       : sb(tile + b / SuperBlocks(kKind) * SuperBytes(kKind)), j(b % SuperBlocks(kKind)) {}
   // Quad i: Q8_0 columns 4i..4i + 3, qw + 128; Q4_K the low (i even) or high nibbles of the
-  // words of column group i / 2; Q6_K columns 4i..4i + 3 of sub-block j as u = q + 32 (0..63):
+  // words of column group i / 2; IQ4_* those nibbles' levels + 128 (a byte shuffle); Q6_K columns 4i..4i + 3 of sub-block j as u = q + 32 (0..63):
   // the row's 2 bytes of nibbles (low: columns 4i, 4i + 1; high: 4i + 2, 4i + 3) spread to 4
   // bytes, and the 2 high bits of each from its 2 bytes of high bits (pair 2i at bits
   // 2k, 2k + 1, k = 2(i % 2), pair 2i + 1 above them), as kernels/weight.h lays them out.

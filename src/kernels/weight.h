@@ -26,7 +26,8 @@ struct WeightView {
   // activations"). Otherwise (default) every block type is decoded exactly to f32 and multiplied in
   // f32.
   bool int8_activations = false;
-  // FP8, Q8_0, Q4_K, Q5_K, Q6_K (and Q2_K, Q3_K for the int8 tile kernels only): `data` holds
+  // FP8, Q8_0, Q4_K, Q5_K, Q6_K (and Q2_K, Q3_K, IQ4_NL, IQ4_XS for the int8 tile kernels only):
+  // `data` holds
   // the codes re-laid out for the bf16 GEMV/GEMM
   // (RepackFp8Pairs / RepackBlocksBf16 below), not [rows, cols] row-major. Only
   // `LinearRowsBf16`'s AVX512-BF16 path reads such a weight, and a block one the int8 tile kernels
@@ -35,7 +36,7 @@ struct WeightView {
   // This weight repacked, when its owner made a copy: for the bf16 kernels (the model in bf16
   // numerics: FP8 always, Q8_0/Q4_K/Q5_K/Q6_K with --block-acts bf16, the default there), which
   // `LinearBf16` multiplies on the AVX512-BF16 path (FP8: the same bits as this view, faster;
-  // blocks: the only form that path takes); or, for a Q8_0/Q4_K/Q5_K/Q6_K/Q2_K/Q3_K weight with
+  // blocks: the only form that path takes); or, for a block weight (any type) with
   // int8_activations on a CPU with AVX-512 VNNI or AVX2, for the int8 tile kernels (the specification's bits, faster). Every other
   // kernel reads this view. Not owned.
   const WeightView* repacked = nullptr;

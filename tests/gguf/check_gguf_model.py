@@ -589,6 +589,12 @@ def main():
               f"max|Δ|/max|ref| = {eb:.2e} ≤ {I8_BOUNDS[0]}, mean KL {klb:.2e} ≤ {I8_BOUNDS[1]} over "
               f"{n} ≥ {I8_MIN_ROWS} rows; all rows mean KL {kl_all:.2e} ≤ {I8_FLIPPED_KL}")
         discard(path, *dumps)
+        # IQ4_XS (IQ4_XS at the GEMM sites, IQ4_NL where rows are not whole 256-blocks): their
+        # tile copy, for the int8 tile kernels, counted and refused to the byte as the K-quants'.
+        path = os.path.join(work, "tiny256-IQ4_XS.gguf")
+        run([ds, "quantize", "--model", q, "--out", path, "--type", "IQ4_XS"])
+        check_repack_memory(ds, path, work)
+        discard(path)
     discard(q)
 
     # A split set (as gguf-split writes one: all metadata and split.* keys in part 1, the

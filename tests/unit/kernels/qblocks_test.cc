@@ -430,10 +430,11 @@ TEST_P(Int8Test, BatchAndThreadInvariant) {
   }
 }
 
-// Q8_0, Q4_K, Q5_K, Q6_K, Q2_K and Q3_K in 16-row tiles on AVX-512 VNNI and on AVX2 (qblocks.h Int8TileRows, what the model runs with the
+// Every block type (Q8_0, Q4_K, Q5_K, Q6_K, Q2_K, Q3_K, IQ4_NL, IQ4_XS) in 16-row tiles on AVX-512
+// VNNI and on AVX2 (qblocks.h Int8TileRows, what the model runs with the
 // loader's copy): the scalar specification's bits exactly, through LinearRows as the model calls
 // it — GEMV (n ≤ 8) and GEMM (n > 8, token tails of the 6-token tile), one chunk of the GEMM's 512
-// columns and several (Q8_0 9 and 37 blocks, the K-quants 2 and 5 super-blocks), a last tile of 13 rows,
+// columns and several (Q8_0 and IQ4_NL 9 and 37 blocks, the K-quants and IQ4_XS 2 and 5 super-blocks), a last tile of 13 rows,
 // ranges starting inside a tile, zero and Inf activation blocks, an Inf weight step, random codes
 // and scales (every nibble and 6-bit pattern), and on 1 and 2 threads.
 class Int8TilesTest : public ::testing::TestWithParam<DType> {};
