@@ -323,7 +323,7 @@ std::vector<Weight> MakeCopies(const Shape& s, const WeightKind& kind, bool cold
       ws.back().wuk_t = TransposeHeads(ws.back().view, s.heads, s.dn + s.dv, 0, s.dn);
     if (pairs && s.kind == Kind::kLinear && kind.dtype == DType::kF8E4M3)
       ws.back().pairs = RepackFp8Pairs(ws.back().view);
-    // Q8_0/Q4_K/Q5_K/Q6_K in bf16 numerics run only repacked (as the model with --block-acts bf16)
+    // Q8_0/Q4_K/Q5_K/Q6_K/IQ4_* in bf16 numerics run only repacked (as the model with --block-acts bf16)
     if (bf16_blocks && s.kind == Kind::kLinear && Bf16BlockDtype(kind.dtype) && !kind.int8)
       ws.back().pairs = RepackBlocksBf16(ws.back().view);
     // Block weights (every type) with int8 activations on VNNI or AVX2: the 16-row tile copy the loader makes (the

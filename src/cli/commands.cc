@@ -62,8 +62,8 @@ void AddBlockActsOption(CLI::App* app, std::string* block_acts) {
                   "(bf16 in bf16 numerics on a CPU with AVX512-BF16, else int8) | int8 "
                   "(quantised per 32, integer products as llama.cpp) | f32 (exact, the reference "
                   "contract; docs/numerics.md) | bf16 (bf16 numerics on AVX512-BF16 only: Q8_0, "
-                  "Q4_K, Q5_K and Q6_K weights repacked at load and multiplied with bf16 activations; "
-                  "the other types as int8)")
+                  "Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS weights repacked at load and multiplied with "
+                  "bf16 activations; Q2_K and Q3_K as int8)")
       ->check(CLI::IsMember({"auto", "int8", "f32", "bf16"}))
       ->capture_default_str();
 }

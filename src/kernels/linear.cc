@@ -386,12 +386,14 @@ void SumBlocks(int64_t t0, int64_t t1, int64_t cols, float* xsum, Value value) {
     }
 }
 
-// Q8_0 / Q4_K / Q5_K / Q6_K (docs/numerics.md "bf16 numerics"): per scale block (32 columns; Q6_K 16)
+// Q8_0 / Q4_K / Q5_K / Q6_K / IQ4_NL / IQ4_XS (docs/numerics.md "bf16 numerics"): per scale block
+// (32 columns; Q6_K 16)
 // the codes' sum with the bf16 activations (ascending), then total = fma(partial, s_b, total)
 // and for Q4_K/Q5_K total = fma(−mm_b, xsum_b, total). xr: [n, K] bf16(x) as f32.
 void RowsBf16BlocksScalar(const std::vector<float>& xr, int64_t n, const WeightView& w, int64_t rb,
                           int64_t re, float* y, int64_t ys) {
   const bool q5 = w.dtype == DType::kQ5_K, q6 = w.dtype == DType::kQ6_K;
+  const bool nl = w.dtype == DType::kIQ4_NL, xs = w.dtype == DType::kIQ4_XS;
   const bool mins = Bf16BlockHasMins(w.dtype);  // Q4_K, Q5_K: mm_b, xsum_b
   const int64_t K = w.cols, bw = q6 ? 16 : 32, nb = K / bw;  // bw: columns per scale block
   std::vector<float> xsum(mins ? n * (K / 32) : 0);            // [n, K / 32] (Q4_K, Q5_K)
@@ -411,6 +413,18 @@ void RowsBf16BlocksScalar(const std::vector<float>& xr, int64_t n, const WeightV
           const uint8_t lo = blk[64 * h + l + 32 * (k % 2)];
           const int u = (k < 2 ? lo & 15 : lo >> 4) | ((blk[128 + 32 * h + l] >> (2 * k)) & 3) << 4;
           code[16 * b + c] = static_cast<float>(u - 32);
+        }
+        continue;
+      }
+      if (nl || xs) {  // step d (IQ4_NL) or d·(ls_j − 32); codes the levels of the indices
+        const uint8_t* blk = nl ? row + b * 18 : row + b / 8 * 136;
+        const int j = static_cast<int>(b % 8);
+        const float d = F16ToFloat(static_cast<uint16_t>(blk[0] | blk[1] << 8));
+        s[b] = nl ? d : d * static_cast<float>(Iq4XsScale(blk, j) - 32);
+        const uint8_t* qs = nl ? blk + 2 : blk + 8 + 16 * j;
+        for (int l = 0; l < 16; ++l) {
+          code[32 * b + l] = kIq4Levels[qs[l] & 15];
+          code[32 * b + 16 + l] = kIq4Levels[qs[l] >> 4];
         }
         continue;
       }
@@ -661,7 +675,7 @@ void RowsBf16(Bf16Path path, Bf16Kernel kernel, const float* x, int64_t x_stride
   DSINFER_CHECK(w.dtype == DType::kF8E4M3 || w.dtype == DType::kBF16 || Bf16BlockDtype(w.dtype),
                 "the bf16 GEMM takes FP8 e4m3, BF16, Q8_0, Q4_K, Q5_K or Q6_K weights");
   DSINFER_CHECK(!IsBlockDType(w.dtype) || (path == Bf16Path::kScalar) != w.bf16_pairs,
-                "a Q8_0/Q4_K/Q5_K/Q6_K weight runs on the AVX512-BF16 path repacked (RepackBlocksBf16), "
+                "a Q8_0/Q4_K/Q5_K/Q6_K/IQ4_* weight runs on the AVX512-BF16 path repacked (RepackBlocksBf16), "
                 "on the scalar one as stored");
   DSINFER_CHECK(n <= 1 || (x_stride >= w.cols && y_stride >= row_end - row_begin),
                 "LinearRowsBf16: a row stride is shorter than its row");
@@ -711,7 +725,7 @@ const char* NumericsName(Numerics numerics) { return numerics == Numerics::kBf16
 
 void Linear(Numerics numerics, const float* x, int64_t n, const WeightView& w, float* y) {
   const bool bf16_weights = w.dtype == DType::kF8E4M3 || w.dtype == DType::kBF16;
-  // Q8_0/Q4_K/Q5_K/Q6_K: only with the repacked copy the loader makes for `--block-acts bf16`
+  // Q8_0/Q4_K/Q5_K/Q6_K/IQ4_*: only with the repacked copy the loader makes for `--block-acts bf16`
   // (or `auto` where that is bf16), not the int8 tile copy.
   const bool bf16_blocks = Bf16BlockDtype(w.dtype) && w.repacked != nullptr && !w.repacked_int8;
   if (numerics == Numerics::kBf16 && (bf16_weights || bf16_blocks)) return LinearBf16(x, n, w, y);

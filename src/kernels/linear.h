@@ -108,7 +108,7 @@ Numerics ParseNumerics(const std::string& name, const std::string& what);
 const char* NumericsName(Numerics numerics);
 
 // y = x·Wᵀ (x: [n, w.cols], y: [n, w.rows]) in `numerics`: kBf16 with FP8 e4m3 or BF16 weights,
-// or Q8_0/Q4_K/Q5_K/Q6_K weights that carry a repacked copy (--block-acts bf16), is `LinearBf16`;
+// or Q8_0/Q4_K/Q5_K/Q6_K/IQ4_* weights that carry a repacked copy (--block-acts bf16), is `LinearBf16`;
 // every other case (kF32, F16/F32 weights, which are not bf16 numbers, other block weights) is
 // `Linear`. The choice depends on the weight only, never on n, so both stay batch invariant.
 void Linear(Numerics numerics, const float* x, int64_t n, const WeightView& w, float* y);

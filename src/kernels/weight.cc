@@ -112,12 +112,11 @@ std::shared_ptr<const OwnedWeight> RepackFp8Pairs(const WeightView& w) {
 
 bool Bf16BlockDtype(DType dtype) {
   return dtype == DType::kQ8_0 || dtype == DType::kQ4_K || dtype == DType::kQ5_K ||
-         dtype == DType::kQ6_K;
+         dtype == DType::kQ6_K || dtype == DType::kIQ4_NL || dtype == DType::kIQ4_XS;
 }
 
 bool TileRepackDtype(DType dtype) {
-  return Bf16BlockDtype(dtype) || dtype == DType::kQ2_K || dtype == DType::kQ3_K ||
-         dtype == DType::kIQ4_NL || dtype == DType::kIQ4_XS;
+  return Bf16BlockDtype(dtype) || dtype == DType::kQ2_K || dtype == DType::kQ3_K;
 }
 
 // Bytes of one repacked block (Q8_0, IQ4_NL: 32 columns; the K-quants, IQ4_XS: 256).

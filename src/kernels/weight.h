@@ -34,7 +34,7 @@ struct WeightView {
   // (kernels/qblocks.h Int8TileRows); every other kernel refuses it.
   bool bf16_pairs = false;
   // This weight repacked, when its owner made a copy: for the bf16 kernels (the model in bf16
-  // numerics: FP8 always, Q8_0/Q4_K/Q5_K/Q6_K with --block-acts bf16, the default there), which
+  // numerics: FP8 always, Q8_0/Q4_K/Q5_K/Q6_K/IQ4_* with --block-acts bf16, the default there), which
   // `LinearBf16` multiplies on the AVX512-BF16 path (FP8: the same bits as this view, faster;
   // blocks: the only form that path takes); or, for a block weight (any type) with
   // int8_activations on a CPU with AVX-512 VNNI or AVX2, for the int8 tile kernels (the specification's bits, faster). Every other
@@ -138,10 +138,10 @@ inline constexpr int64_t kQ3KTileBlockBytes = 32 + 256 + 16 * 64 + 16 * 32;
 inline constexpr int64_t kIq4NlTileBlockBytes = 32 + 256;
 inline constexpr int64_t kIq4XsTileBlockBytes = 32 + 128 + 8 * 256;
 // Whether the bf16 kernels take a weight of `dtype` in RepackBlocksBf16's form (Q8_0, Q4_K,
-// Q5_K, Q6_K).
+// Q5_K, Q6_K, IQ4_NL, IQ4_XS).
 bool Bf16BlockDtype(DType dtype);
-// Whether RepackBlocksBf16 takes a weight of `dtype`: Bf16BlockDtype's types, Q2_K, Q3_K, IQ4_NL
-// and IQ4_XS.
+// Whether RepackBlocksBf16 takes a weight of `dtype`: Bf16BlockDtype's types, Q2_K and Q3_K (the
+// int8 tile kernels' only): every block type.
 bool TileRepackDtype(DType dtype);
 // Whether that weight's blocks have mins (Q4_K, Q5_K: the −dmin·m_j·Σx term, so the bf16 path
 // needs the activations' per-32-column sums).

@@ -38,8 +38,8 @@ bool IsBf16Site(std::string_view name) {
 class Loader {
  public:
   // repacked: where the weights of the bf16 GEMM sites get their repacked copies (null: none are
-  // made): FP8 ones when fp8_pairs; Q8_0/Q4_K/Q5_K/Q6_K ones when bf16_blocks (--block-acts
-  // bf16); the same ones and the Q2_K/Q3_K/IQ4_* ones with int8 activations when int8_tiles (the int8
+  // made): FP8 ones when fp8_pairs; Q8_0/Q4_K/Q5_K/Q6_K/IQ4_* ones when bf16_blocks (--block-acts
+  // bf16); the same ones and the Q2_K/Q3_K ones with int8 activations when int8_tiles (the int8
   // tile kernels, on AVX-512 VNNI or AVX2).
   Loader(const Checkpoint& ckpt, bool int8_block_activations, ModelWeights* repacked,
          bool fp8_pairs, bool bf16_blocks, bool int8_tiles)

@@ -84,7 +84,7 @@ struct ModelWeights {
   WeightView head;                   // [vocab, hidden]
   std::optional<LayerWeights> mtp;   // layer num_hidden_layers, if present in the checkpoint
   // The FP8 weights of the bf16 GEMM sites repacked for the bf16 kernels (LoadWeights with
-  // repack_bf16; with bf16_blocks their Q8_0/Q4_K/Q5_K/Q6_K weights too; with int8_tiles their
+  // repack_bf16; with bf16_blocks their Q8_0/Q4_K/Q5_K/Q6_K/IQ4_* weights too; with int8_tiles their
   // block weights, every type, for the int8 tile kernels), which their views point at
   // (WeightView::repacked).
   std::vector<std::shared_ptr<const OwnedWeight>> repacked;
@@ -104,9 +104,9 @@ struct ModelWeights {
 // a few f32 norm vectors are left out).
 // `tile_repack`: what the 16-row tile copy adds, made for bf16 block activations (LoadWeights'
 // bf16_blocks: --block-acts bf16, the default in bf16 numerics on AVX512-BF16) and for int8 ones
-// on AVX-512 VNNI or AVX2 (int8_tiles) alike: it replaces the Q8_0/Q4_K/Q5_K/Q6_K weights of the
-// bf16 sites (whose mapped pages are dropped), and their Q2_K/Q3_K/IQ4_NL/IQ4_XS ones for the int8
-// tile kernels (TileRepackDtype), larger for Q4_K (+2.8%), Q5_K (+2.3%), Q3_K (+3.6%) and IQ4_XS
+// on AVX-512 VNNI or AVX2 (int8_tiles) alike: it replaces the Q8_0/Q4_K/Q5_K/Q6_K/IQ4_* weights of the
+// bf16 sites (whose mapped pages are dropped), and their Q2_K/Q3_K ones for the int8 tile kernels
+// (TileRepackDtype), larger for Q4_K (+2.8%), Q5_K (+2.3%), Q3_K (+3.6%) and IQ4_XS
 // (+1.5%) and, for a row count
 // that is not a multiple of 16, by the padding rows.
 struct WeightMemory {
@@ -121,10 +121,10 @@ WeightMemory EstimateWeightMemory(const Checkpoint& ckpt,
 // `repack_bf16`: the FP8 weights that the bf16 numerics multiply with `LinearBf16` (the inputs
 // docs/numerics.md lists) also get a copy repacked for the AVX512-BF16 kernels
 // (RepackFp8Pairs; as many bytes as those weights; the mapped originals stay for f32 numerics).
-// `bf16_blocks` (with repack_bf16): so do the Q8_0/Q4_K/Q5_K/Q6_K weights of those sites
+// `bf16_blocks` (with repack_bf16): so do the Q8_0/Q4_K/Q5_K/Q6_K/IQ4_* weights of those sites
 // (RepackBlocksBf16), which then multiply bf16 activations instead of int8 ones.
-// `int8_tiles` (with int8_block_activations, on a CPU with AVX-512 VNNI or AVX2): the Q8_0/Q4_K/Q5_K/Q6_K
-// (and Q2_K/Q3_K/IQ4_NL/IQ4_XS, which the bf16 path does not take) weights of those sites get the same 16-row tile copy (WeightMemory::tile_repack counts its
+// `int8_tiles` (with int8_block_activations, on a CPU with AVX-512 VNNI or AVX2): the Q8_0/Q4_K/Q5_K/Q6_K/IQ4_*
+// (and Q2_K/Q3_K, which the bf16 path does not take) weights of those sites get the same 16-row tile copy (WeightMemory::tile_repack counts its
 // growth), which the int8 tile kernels multiply (kernels/qblocks.h Int8TileRows: the
 // specification's bits).
 ModelWeights LoadWeights(const Checkpoint& ckpt, std::optional<ExpertRange> experts = std::nullopt,

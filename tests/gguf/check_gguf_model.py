@@ -590,11 +590,36 @@ def main():
               f"{n} ≥ {I8_MIN_ROWS} rows; all rows mean KL {kl_all:.2e} ≤ {I8_FLIPPED_KL}")
         discard(path, *dumps)
         # IQ4_XS (IQ4_XS at the GEMM sites, IQ4_NL where rows are not whole 256-blocks): their
-        # tile copy, for the int8 tile kernels, counted and refused to the byte as the K-quants'.
+        # tile copy counted and refused to the byte as the K-quants'; with bf16 block activations
+        # decode = prefill bit for bit, and the logits against f32 block activations within
+        # int8's bounds and no further off than int8 activations' (as Q8_0's and Q4_K_M's above).
         path = os.path.join(work, "tiny256-IQ4_XS.gguf")
         run([ds, "quantize", "--model", q, "--out", path, "--type", "IQ4_XS"])
         check_repack_memory(ds, path, work)
-        discard(path)
+        dumps = [os.path.join(work, f"IQ4_XS-{kind}-dump") for kind in ("bf16f", "bf16b")]
+        for d in dumps:
+            shutil.rmtree(d, ignore_errors=True)
+        bf = logits(ds, path, os.path.join(work, "IQ4_XS-bf16f.npy"),
+                    ["--numerics", "bf16", "--dump-dir", dumps[0]], acts="f32")
+        bb = logits(ds, path, os.path.join(work, "IQ4_XS-bf16b.npy"),
+                    ["--numerics", "bf16", "--dump-dir", dumps[1]], acts="bf16")
+        bd = logits(ds, path, os.path.join(work, "IQ4_XS-bf16d.npy"),
+                    ["--numerics", "bf16", "--mode", "decode"], acts="bf16")
+        bi = logits(ds, path, os.path.join(work, "IQ4_XS-bf16i.npy"), ["--numerics", "bf16"], acts="int8")
+        check(not np.array_equal(bf, bb) and np.array_equal(bd, bb),
+              f"IQ4_XS with --block-acts bf16: the logits move, and decode gives the prefill's bit "
+              f"for bit (max|Δ| {np.abs(bd - bb).max():.2e})")
+        # (int8's KL over the same rows: past a routing flip, a near tie that either rounding
+        # may tip, the rows say nothing about the rounding's size.)
+        n, eb, klb, kl_all, where = rounded_vs_exact(bf, bb, dumps)
+        kl_i8 = kl_top1(bf[:n], bi[:n])[0] if n else 0.0
+        check(n >= I8_MIN_ROWS and eb <= I8_BOUNDS[0] and klb <= I8_BOUNDS[1]
+              and kl_all <= I8_FLIPPED_KL and klb <= kl_i8,
+              f"IQ4_XS with --block-acts bf16 vs f32 block activations, bf16 numerics ({where}): "
+              f"max|Δ|/max|ref| = {eb:.2e} ≤ {I8_BOUNDS[0]}, mean KL {klb:.2e} ≤ {I8_BOUNDS[1]} and "
+              f"≤ int8 activations' {kl_i8:.2e} over those {n} ≥ {I8_MIN_ROWS} rows; all rows mean "
+              f"KL {kl_all:.2e} ≤ {I8_FLIPPED_KL}")
+        discard(path, *dumps)
     discard(q)
 
     # A split set (as gguf-split writes one: all metadata and split.* keys in part 1, the

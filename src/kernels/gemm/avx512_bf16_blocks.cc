@@ -1,15 +1,16 @@
-// AVX-512 BF16 GEMV and GEMM of Q8_0, Q4_K, Q5_K and Q6_K weights with bf16 activations (kernels/linear.h
+// AVX-512 BF16 GEMV and GEMM of Q8_0, Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS weights with bf16 activations (kernels/linear.h
 // `LinearRowsBf16`, docs/numerics.md "bf16 numerics"), on the weights' repacked form
 // (kernels/weight.h `RepackBlocksBf16`: 16-row tiles, each block's 16 rows side by side).
 //
-// The block codes are small integers — Q8_0's int8 q, Q4_K's 4-bit q, Q5_K's 5-bit q, Q6_K's u − 32 — so each
+// The block codes are small integers — Q8_0's int8 q, Q4_K's 4-bit q, Q5_K's 5-bit q, Q6_K's u − 32,
+// IQ4's levels (−127..113) — so each
 // is an exact bf16 number, and `vdpbf16ps` multiplies them with the bf16 activations exactly.
 // Per output (row r, token t) and scale block b (32 columns; Q6_K: 16), in this order:
 //   partial = the vdpbf16ps chain over the block's column pairs, from zero, ascending pairs;
 //   total   = fma(partial, s_b, total)                        (total starts at 0)
 //   Q4_K, Q5_K: total = fma(−mm_b, xsum_b, total)
-// with s_b = d (Q8_0), d·sc_j (Q4_K, Q5_K, exact in f32: an f16 times a 6-bit integer) or d·sc_i
-// (Q6_K, an f16 times an int8: exact), mm_b = dmin·m_j (exact), xsum_b = the block's sum of
+// with s_b = d (Q8_0, IQ4_NL), d·sc_j (Q4_K, Q5_K, exact in f32: an f16 times a 6-bit integer),
+// d·sc_i (Q6_K, an f16 times an int8: exact) or d·(ls_j − 32) (IQ4_XS: exact), mm_b = dmin·m_j (exact), xsum_b = the block's sum of
 // bf16(x) (f32, ascending columns, computed once per token by linear.cc). Lanes run over the tile's 16 weight rows (one output each), so the
 // chain needs no horizontal sums and the GEMV and the GEMM compute every output with the same
 // operations in the same order: bitwise equal for any n, batch and chunk invariant. The scalar
@@ -17,7 +18,8 @@
 // order: results differ by f32 rounding only (tests/unit/kernels/linear_bf16_blocks_test.cc).
 //
 // Conversions: Q8_0 through f32 (`vpmovsxbd`, `vcvtdq2ps`, `vcvtne2ps2bf16`: exact for
-// |q| ≤ 128); Q4_K by a 16-word table (`vpermw`) from the nibbles; Q5_K by a 32-word one from
+// |q| ≤ 128); Q4_K by a 16-word table (`vpermw`) from the nibbles, IQ4 (whose indices the copy
+// lays out as Q4_K's codes) by a 16-word table of its levels; Q5_K by a 32-word one from
 // the nibble and its 5th bit; Q6_K by a 64-word table (`vpermt2w`) from the nibble and its 2 high
 // bits.
 #include <immintrin.h>
@@ -26,6 +28,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "format/ggml_types.h"
 #include "kernels/gemm/avx512_bf16_common.h"
 #include "kernels/gemm/isa_kernels.h"
 
@@ -44,13 +47,20 @@ constexpr int64_t kScaleWords = int64_t{2} * kChunkBlocks * 128;  // s and mm pe
 static_assert(kKc % 256 == 0, "a chunk holds whole K-quant super-blocks");
 
 // The block types: Q8_0 (32-column blocks), Q4_K and Q5_K (256-column super-blocks of 32-column
-// blocks with mins), Q6_K (256-column super-blocks of 16-column blocks).
-enum Kind : int { kQ8 = 0, kQ4 = 1, kQ6 = 2, kQ5 = 3 };
+// blocks with mins), Q6_K (256-column super-blocks of 16-column blocks), IQ4_NL (32-column blocks)
+// and IQ4_XS (256-column super-blocks of 32-column blocks).
+enum Kind : int { kQ8 = 0, kQ4 = 1, kQ6 = 2, kQ5 = 3, kIn = 4, kIx = 5 };
 constexpr bool HasMins(int kind) { return kind == kQ4 || kind == kQ5; }  // the −mm_b·xsum_b term
+constexpr bool Iq4(int kind) { return kind == kIn || kind == kIx; }
 constexpr int BlockCols(int kind) { return kind == kQ6 ? 16 : 32; }    // columns per scale
-constexpr int SuperCols(int kind) { return kind == kQ8 ? 32 : 256; }   // columns per repacked block
+constexpr int SuperCols(int kind) { return kind == kQ8 || kind == kIn ? 32 : 256; }  // per repacked block
 constexpr int64_t SuperBytes(int kind) {                               // bytes per repacked block
-  return kind == kQ8 ? 544 : kind == kQ4 ? 2368 : kind == kQ5 ? 2880 : 3360;
+  return kind == kQ8   ? kQ8Bf16BlockBytes
+         : kind == kQ4 ? kQ4KBf16BlockBytes
+         : kind == kQ5 ? kQ5KBf16BlockBytes
+         : kind == kIn ? kIq4NlTileBlockBytes
+         : kind == kIx ? kIq4XsTileBlockBytes
+                       : kQ6KBf16BlockBytes;
 }
 
 // bf16 bits of the integers 0..15 (the top half of their f32 bits).
@@ -93,6 +103,24 @@ DSINFER_BF16 inline __m512i Q4Table() {
 
 // bf16 bits of the integers −32..31 (Q6_K's u − 32), in two tables of 32 words: u < 32, u ≥ 32.
 constexpr uint16_t SignedBf16(int v) { return v < 0 ? 0x8000 | IntBf16(-v) : IntBf16(v); }
+
+// bf16 bits of the IQ4 levels by index, twice (as Q4Table: index bit 4 ignored).
+struct Iq4Words {
+  alignas(64) uint16_t w[32];
+};
+constexpr Iq4Words MakeIq4Words() {
+  Iq4Words t{};
+  for (int i = 0; i < 32; ++i) t.w[i] = SignedBf16(kIq4Levels[i % 16]);
+  return t;
+}
+inline constexpr Iq4Words kIq4Words = MakeIq4Words();
+
+// The table of 16-bit words that Q4Quad looks a kind's 4-bit codes up in.
+template <int kKind>
+DSINFER_BF16 inline __m512i NibbleTable() {
+  if constexpr (Iq4(kKind)) return _mm512_load_si512(kIq4Words.w);
+  return Q4Table();
+}
 struct Q6Tables {
   alignas(64) uint16_t words[64];
 };
@@ -239,7 +267,7 @@ DSINFER_BF16 void GemvTiles(const uint16_t* xb, int64_t xbs, const float* xsum, 
   const int64_t tile_bytes = w.cols / SuperCols(kKind) * SuperBytes(kKind);
   const uint8_t* tiles = static_cast<const uint8_t*>(w.data) + r / kLanes * tile_bytes;
   constexpr int64_t kBlockBytes = SuperBytes(kKind) / (SuperCols(kKind) / BlockCols(kKind));
-  [[maybe_unused]] const __m512i table = Q4Table();
+  [[maybe_unused]] const __m512i table = NibbleTable<kKind>();
   __m512 total[G][M];
   int64_t pf[G];
   for (int g = 0; g < G; ++g) {
@@ -278,13 +306,21 @@ DSINFER_BF16 void GemvTiles(const uint16_t* xb, int64_t xbs, const float* xsum, 
       Q5Step<M, G, 5>(xb, xbs, b, codes, highs, table, partial);
       Q5Step<M, G, 6>(xb, xbs, b, codes, highs, table, partial);
       Q5Step<M, G, 7>(xb, xbs, b, codes, highs, table, partial);
-    } else if constexpr (kKind == kQ4) {
-      const int64_t sb = b / 8, j = b % 8;
+    } else if constexpr (kKind == kQ4 || Iq4(kKind)) {
+      const int64_t sb = b / (SuperCols(kKind) / 32), j = b % (SuperCols(kKind) / 32);
       const uint8_t* codes[G];
       for (int g = 0; g < G; ++g) {
-        const uint8_t* blk = tiles + g * tile_bytes + sb * 2368;
-        KScales(blk, j, s[g], mm[g]);
-        codes[g] = blk + 320 + 256 * j;
+        const uint8_t* blk = tiles + g * tile_bytes + sb * SuperBytes(kKind);
+        if constexpr (kKind == kQ4) {
+          KScales(blk, j, s[g], mm[g]);
+          codes[g] = blk + 320 + 256 * j;
+        } else if constexpr (kKind == kIx) {  // d·(ls_j − 32)
+          s[g] = _mm512_mul_ps(HalfVec(blk), SByteVec(blk + 32 + 16 * j));
+          codes[g] = blk + 160 + 256 * j;
+        } else {
+          s[g] = HalfVec(blk);
+          codes[g] = blk + 32;
+        }
       }
 #pragma GCC unroll 4
       for (int q = 0; q < 4; ++q) {  // column pairs 4q..4q + 3 of the block
@@ -389,7 +425,7 @@ DSINFER_BF16 void PackPanel(const WeightView& w, int64_t r0, int rows, int64_t k
   const int groups = (rows + kGroupRows - 1) / kGroupRows;
   constexpr int kPb = BlockCols(kKind) / 2;  // column pairs per scale block
   const int64_t b0 = k0 / BlockCols(kKind), nb = (k1 - k0) / BlockCols(kKind);
-  [[maybe_unused]] const __m512i table = Q4Table();
+  [[maybe_unused]] const __m512i table = NibbleTable<kKind>();
   [[maybe_unused]] const __m512i q6lo = _mm512_load_si512(kQ6Tables.words);
   [[maybe_unused]] const __m512i q6hi = _mm512_load_si512(kQ6Tables.words + 32);
   [[maybe_unused]] const __m512i q5table = Q5Table();
@@ -421,6 +457,18 @@ DSINFER_BF16 void PackPanel(const WeightView& w, int64_t r0, int rows, int64_t k
         Q6Pairs<false>(codes + 64, h23, q6lo, q6hi, v[4], v[5]);
         Q6Pairs<true>(codes + 96, h23, q6lo, q6hi, v[6], v[7]);
         for (int p = 0; p < 8; ++p) _mm512_storeu_si512(d + p * kGroupRows, (__m512i)v[p]);
+      } else if constexpr (Iq4(kKind)) {
+        const int64_t per = SuperCols(kKind) / 32, j = gb % per;  // sub-block j of its block
+        const uint8_t* blk = tile + gb / per * SuperBytes(kKind);
+        _mm512_storeu_ps(sc + b * 128 + i * kLanes,
+                         kKind == kIx ? _mm512_mul_ps(HalfVec(blk), SByteVec(blk + 32 + 16 * j))
+                                      : HalfVec(blk));
+        const uint8_t* codes = blk + (kKind == kIx ? 160 + 256 * j : 32);
+        for (int q = 0; q < 4; ++q) {
+          __m512bh v[4];
+          Q4Quad(codes + 64 * q, table, v);
+          for (int k = 0; k < 4; ++k) _mm512_storeu_si512(d + (4 * q + k) * kGroupRows, (__m512i)v[k]);
+        }
       } else if constexpr (HasMins(kKind)) {
         const uint8_t* blk = tile + gb / 8 * SuperBytes(kKind);
         const int64_t j = gb % 8;
@@ -545,6 +593,8 @@ DSINFER_BF16 void Bf16BlocksGemv(const uint16_t* xb, int64_t xbs, const float* x
   if (w.dtype == DType::kQ4_K) return GemvD<kQ4>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys);
   if (w.dtype == DType::kQ5_K) return GemvD<kQ5>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys);
   if (w.dtype == DType::kQ6_K) return GemvD<kQ6>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys);
+  if (w.dtype == DType::kIQ4_NL) return GemvD<kIn>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys);
+  if (w.dtype == DType::kIQ4_XS) return GemvD<kIx>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys);
   GemvD<kQ8>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys);
 }
 
@@ -554,6 +604,8 @@ DSINFER_BF16 void Bf16BlocksGemm(const uint16_t* xb, int64_t xbs, const float* x
   if (w.dtype == DType::kQ4_K) return GemmD<kQ4>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys, work);
   if (w.dtype == DType::kQ5_K) return GemmD<kQ5>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys, work);
   if (w.dtype == DType::kQ6_K) return GemmD<kQ6>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys, work);
+  if (w.dtype == DType::kIQ4_NL) return GemmD<kIn>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys, work);
+  if (w.dtype == DType::kIQ4_XS) return GemmD<kIx>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys, work);
   GemmD<kQ8>(xb, xbs, xsum, xss, n, w, r0, r1, y, ys, work);
 }
 

@@ -1,4 +1,4 @@
-// The bf16-activation product on Q8_0, Q4_K, Q5_K and Q6_K weights (`LinearRowsBf16`, docs/numerics.md
+// The bf16-activation product on Q8_0, Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS weights (`LinearRowsBf16`, docs/numerics.md
 // "bf16 numerics"): the scalar specification on the weight as a GGUF file stores it, and the
 // AVX512-BF16 path (when this CPU has it) on its repacked form (RepackBlocksBf16) — as the model
 // calls it and with each kernel forced (the GEMV of decode, the GEMM of prefill). The two kernels
@@ -6,7 +6,8 @@
 //
 // Truth, independent of the library: the weights are made here from chosen fields (Q8_0: d and
 // int8 codes; Q4_K / Q5_K: d, dmin, 6-bit sc/m per 32-column sub-block, 4-/5-bit codes; Q6_K: d, int8
-// scales per 16-column sub-block, 6-bit codes u, q = u − 32), encoded into
+// scales per 16-column sub-block, 6-bit codes u, q = u − 32; IQ4_NL: d and 4-bit indices whose
+// levels are the codes; IQ4_XS: d, 6-bit ls per 32-column sub-block, s = d·(ls − 32)), encoded into
 // ggml's byte layout by this file (format/ggml_types.h documents it; the encoding is checked
 // against `DequantizeRow`, itself bitwise ggml's by tests/llamacpp), and the truth is the f64 sum
 // Σ_b [s_b · Σ_c bf16(x_c)·q_c − mm_b · Σ_c bf16(x_c)] with s_b = d·sc, mm_b = dmin·m (exact).
@@ -43,7 +44,7 @@ using test::kSentinel;
 // Columns per scale block: 32 (Q8_0, Q4_K's sub-blocks) or 16 (Q6_K's).
 int64_t BlockWidth(DType dtype) { return dtype == DType::kQ6_K ? 16 : 32; }
 
-// A Q8_0, Q4_K, Q5_K or Q6_K matrix built from its fields.
+// A Q8_0, Q4_K, Q5_K, Q6_K, IQ4_NL or IQ4_XS matrix built from its fields.
 struct FieldMatrix {
   DType dtype;
   int64_t rows = 0, cols = 0;
@@ -92,6 +93,39 @@ FieldMatrix MakeFieldBlocks(DType dtype, int64_t rows, int64_t cols, uint32_t se
           const int q = integers ? static_cast<int>(rng() % 7) - 3 : static_cast<int>(rng() % 256) - 128;
           row[34 * b + 2 + c] = static_cast<uint8_t>(static_cast<int8_t>(q));
           m.code[r * cols + 32 * b + c] = q;
+        }
+      }
+      continue;
+    }
+    if (dtype == DType::kIQ4_NL || dtype == DType::kIQ4_XS) {
+      // IQ4_NL: 18-byte blocks (f16 d | qs[16]); IQ4_XS: 136-byte super-blocks (f16 d | u16
+      // scales_h | scales_l[4] | qs[128]), sub-block j's 6-bit ls: low 4 bits in nibble j % 2 of
+      // scales_l[j / 2], high 2 at bits 2j of scales_h. Element i < 16 of a 32-element (sub-)block
+      // is the low nibble of its qs[i], i + 16 the high one. Integers: levels times d = 1 and
+      // ls − 32 ∈ {1, 2}.
+      const bool xs = dtype == DType::kIQ4_XS;
+      for (int64_t blk0 = 0; blk0 < cols / (xs ? 256 : 32); ++blk0) {
+        uint8_t* blk = row + (xs ? 136 : 18) * blk0;
+        const float dv = integers ? 1.0f : (rng() % 2 ? 1.0f : -1.0f) * mag(rng);
+        const uint16_t d = FloatToF16(dv);
+        PutHalf(blk, d);
+        for (int j = 0; j < (xs ? 8 : 1); ++j) {
+          const int64_t b = (xs ? 8 : 1) * blk0 + j;
+          double step = F16ToFloat(d);
+          if (xs) {
+            const int ls = integers ? 33 + static_cast<int>(rng() % 2) : static_cast<int>(rng() % 64);
+            blk[4 + j / 2] |= static_cast<uint8_t>((ls & 15) << (4 * (j % 2)));
+            const uint16_t h = static_cast<uint16_t>(blk[2] | blk[3] << 8 | (ls >> 4) << (2 * j));
+            PutHalf(blk + 2, h);
+            step *= ls - 32;
+          }
+          m.scale[r * nb + b] = step;
+          uint8_t* qs = blk + (xs ? 8 + 16 * j : 2);
+          for (int i = 0; i < 32; ++i) {
+            const int idx = static_cast<int>(rng() % 16);
+            qs[i % 16] |= static_cast<uint8_t>(idx << (i < 16 ? 0 : 4));
+            m.code[r * cols + 32 * b + i] = kIq4Levels[idx];
+          }
         }
       }
       continue;
@@ -231,7 +265,9 @@ class BlocksBf16Test : public ::testing::TestWithParam<DType> {
       ys_all.push_back(std::move(y));
     }
   }
-  int64_t Block() const { return GetParam() == DType::kQ8_0 ? 32 : 256; }
+  int64_t Block() const {
+    return GetParam() == DType::kQ8_0 || GetParam() == DType::kIQ4_NL ? 32 : 256;
+  }
 };
 
 // Rows not whole 16-row tiles, ranges from any multiple of 16, several 512-column chunks of the
@@ -243,7 +279,7 @@ TEST_P(BlocksBf16Test, ShapesRangesAndBatchSizes) {
   std::vector<Case> cases = {{1, 1, 0, 1},     {5, 3, 0, 5},     {16, 2, 0, 16},
                              {17, 1, 16, 17},  {33, 5, 0, 33},   {70, 4, 16, 70},
                              {130, 3, 48, 129}, {200, 2, 64, 200}};
-  if (GetParam() == DType::kQ8_0) {  // a partial last chunk of 512 columns (17 and 33 blocks)
+  if (Block() == 32) {  // a partial last chunk of 512 columns (17 and 33 blocks)
     cases.push_back({40, 17, 0, 40});
     cases.push_back({21, 33, 16, 21});
   }
@@ -332,7 +368,8 @@ TEST_P(BlocksBf16Test, RefusesTheWrongForm) {
 }
 
 INSTANTIATE_TEST_SUITE_P(BlockDtypes, BlocksBf16Test,
-                         ::testing::Values(DType::kQ8_0, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K),
+                         ::testing::Values(DType::kQ8_0, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K,
+                                           DType::kIQ4_NL, DType::kIQ4_XS),
                          [](const auto& info) { return std::string(DTypeName(info.param)); });
 
 }  // namespace
