@@ -411,7 +411,7 @@ std::vector<std::string> NumericsToRun(const Options& o, const WeightKind& kind)
   for (const std::string& m : o.numerics) {
     if (m != "f32" && m != "bf16") throw Error("--numerics '" + m + "': expected f32 or bf16");
     if (m == "bf16" && !bf16_weights)
-      throw Error("--numerics bf16 needs fp8, bf16, q8_0, q4_k, q5_k or q6_k weights (not .i8), not --dtype " +
+      throw Error("--numerics bf16 needs fp8, bf16, q8_0, q4_k, q5_k, q6_k, iq4_nl or iq4_xs weights (not .i8), not --dtype " +
                   kind.name);
     if (m == "bf16" && !DetectCpu().Bf16DotUsable())
       throw Error("--numerics bf16: no AVX512-BF16 GEMM on this CPU (" + DetectCpu().Describe() +

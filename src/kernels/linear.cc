@@ -673,7 +673,7 @@ void RowsBf16(Bf16Path path, Bf16Kernel kernel, const float* x, int64_t x_stride
               const WeightView& w, int64_t row_begin, int64_t row_end, float* y, int64_t y_stride) {
   CheckArgs(w, n, row_begin, row_end);
   DSINFER_CHECK(w.dtype == DType::kF8E4M3 || w.dtype == DType::kBF16 || Bf16BlockDtype(w.dtype),
-                "the bf16 GEMM takes FP8 e4m3, BF16, Q8_0, Q4_K, Q5_K or Q6_K weights");
+                "the bf16 GEMM takes FP8 e4m3, BF16, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_NL or IQ4_XS weights");
   DSINFER_CHECK(!IsBlockDType(w.dtype) || (path == Bf16Path::kScalar) != w.bf16_pairs,
                 "a Q8_0/Q4_K/Q5_K/Q6_K/IQ4_* weight runs on the AVX512-BF16 path repacked (RepackBlocksBf16), "
                 "on the scalar one as stored");

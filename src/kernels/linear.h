@@ -72,16 +72,17 @@ Isa LinearIsa();
 // A kernel of DeepSeek's production numerics, used by the model in `Numerics::kBf16` (below):
 //   FP8 weights:  y[t, r] = Σ_b s[r/128, b] · ( Σ_{c ∈ block b} bf16(x[t, c]) · e4m3(q[r, c]) )
 //   BF16 weights: y[t, r] = Σ_c bf16(x[t, c]) · W[r, c]
-//   Q8_0 / Q4_K / Q5_K / Q6_K: per scale block b (32 columns; Q6_K 16), partial_b = Σ_{c ∈ b}
-//                 bf16(x[t, c]) · q[r, c] (the integer codes; Q6_K u − 32), total =
-//                 fma(partial_b, s_b, total) from 0, and for Q4_K/Q5_K then total = fma(−mm_b,
-//                 xsum_b, total); s_b = d (Q8_0), d·sc_j (Q4_K, Q5_K) or d·sc_i (Q6_K), mm_b = dmin·m_j,
+//   Q8_0 / Q4_K / Q5_K / Q6_K / IQ4_NL / IQ4_XS: per scale block b (32 columns; Q6_K 16),
+//                 partial_b = Σ_{c ∈ b} bf16(x[t, c]) · q[r, c] (the integer codes; Q6_K u − 32;
+//                 IQ4 the levels of the indices), total = fma(partial_b, s_b, total) from 0, and
+//                 for Q4_K/Q5_K then total = fma(−mm_b, xsum_b, total); s_b = d (Q8_0, IQ4_NL),
+//                 d·sc_j (Q4_K, Q5_K), d·sc_i (Q6_K) or d·(ls_j − 32) (IQ4_XS), mm_b = dmin·m_j,
 //                 xsum_b = Σ_{c ∈ b} bf16(x[t, c]) (ascending); the AVX512-BF16 path takes them
 //                 repacked only (RepackBlocksBf16), the scalar one as stored.
 // bf16() rounds to nearest even (`FloatToBF16`); every e4m3 and bf16 weight is a bf16 value, so
 // each product is exact in f32. Sums are f32: per 128-column block one chain (FP8), folded
 // into the total as total = partial_0 · s_0, then fma(partial_b, s_b, total); BF16 weights one
-// chain over all columns. F16/F32 weights (not exact in bf16) and the other block types are rejected.
+// chain over all columns. F16/F32 weights (not exact in bf16) and Q2_K/Q3_K are rejected.
 // Paths: `kAvx512Bf16` (`vdpbf16ps`, gemm/avx512_bf16.cc: a GEMV for n ≤ 4, a row GEMM above,
 // bitwise equal: kernels/linear_bf16.h) and the scalar specification `kScalar` (the fallback
 // without AVX512-BF16). Between them results differ by f32 summation order only (within

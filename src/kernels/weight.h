@@ -1,6 +1,6 @@
 // A matrix of weights as the kernels see it: a dtype, a shape and raw bytes (typically inside
 // an mmapped safetensors shard or GGUF file), plus the 128×128 block scales of FP8 weights.
-// ggml block types (Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) are rows of whole blocks exactly as the GGUF file
+// ggml block types (Q8_0, Q2_K-Q6_K, IQ4_NL, IQ4_XS) are rows of whole blocks exactly as the GGUF file
 // stores them (row r starts at data + r·row_bytes()); cols is a multiple of the block size.
 // Kernels never know tensor names; the model builds these views. Cheap to copy; read-only.
 #pragma once
@@ -26,7 +26,7 @@ struct WeightView {
   // activations"). Otherwise (default) every block type is decoded exactly to f32 and multiplied in
   // f32.
   bool int8_activations = false;
-  // FP8, Q8_0, Q4_K, Q5_K, Q6_K (and Q2_K, Q3_K, IQ4_NL, IQ4_XS for the int8 tile kernels only):
+  // FP8, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS (and Q2_K, Q3_K for the int8 tile kernels only):
   // `data` holds
   // the codes re-laid out for the bf16 GEMV/GEMM
   // (RepackFp8Pairs / RepackBlocksBf16 below), not [rows, cols] row-major. Only
@@ -85,7 +85,7 @@ int64_t TransposeHeadsBytes(DType dtype, int64_t cols, int64_t heads, int64_t st
 std::shared_ptr<const OwnedWeight> RepackFp8Pairs(const WeightView& w);
 inline constexpr int64_t kPairTileRows = 64;
 
-// Q8_0, Q4_K, Q5_K and Q6_K weights re-laid out for the bf16-activation kernels (kernels/linear.h
+// Block weights (every type) re-laid out for the bf16-activation kernels (kernels/linear.h
 // `LinearRowsBf16`): rows in tiles of 16 (the last padded with zero blocks), each tile's bytes
 // contiguous, block after block along the row; inside a block the 16 rows' fields side by side
 // so that one load gives a vector with row a in lane a:
@@ -117,8 +117,7 @@ inline constexpr int64_t kPairTileRows = 64;
 //     per row); then per group i 64 bytes of the low 2 bits of u = q + 4 (0..7) laid out as
 //     Q2_K's codes; then per group i 32 bytes of u's third bit (the hmask bit): the 16-bit word
 //     a holds that bit of column 16i + 4k + e at bit 4k + e.
-//   IQ4_NL and IQ4_XS, for the int8 tile kernels only, their 4-bit level indices laid out as
-//   Q4_K's codes:
+//   IQ4_NL and IQ4_XS, their 4-bit level indices laid out as Q4_K's codes:
 //     IQ4_NL, per 32-column block (kIq4NlTileBlockBytes = 288): f16 d[16]; then the block's 256
 //     bytes of indices as a Q4_K sub-block's.
 //     IQ4_XS, per 256-column super-block (kIq4XsTileBlockBytes = 2208): f16 d[16], int8

@@ -102,7 +102,7 @@ struct LoadOptions {
   // (`--block-acts f32`).
   bool int8_block_activations = true;
   // --block-acts bf16 (and the CLI's default, `auto`, in bf16 numerics on AVX512-BF16): the Q8_0,
-  // Q4_K, Q5_K and Q6_K weights at the bf16 GEMM sites (docs/numerics.md "Where activations are
+  // Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS weights at the bf16 GEMM sites (docs/numerics.md "Where activations are
   // rounded") are repacked at load and multiply bf16 activations on `vdpbf16ps`
   // (kernels/linear.h; whole-model prefill 1.4-1.9× int8's); every other block product stays as
   // int8_block_activations says.

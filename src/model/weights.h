@@ -96,7 +96,7 @@ struct ModelWeights {
 // expert-parallel job), only those routed experts get views and only their block scales are
 // read: the other experts' tensors must still be stored with the right dtypes and shapes, but
 // their bytes are never touched. `int8_block_activations` sets
-// `WeightView::int8_activations` on every block-quantised weight (Q8_0, Q4_K, Q5_K, Q6_K:
+// `WeightView::int8_activations` on every block-quantised weight (Q8_0, Q2_K-Q6_K, IQ4_*:
 // LoadOptions::int8_block_activations).
 // What the weights of `ckpt` occupy in memory once loaded and read (docs/inspect.md "Memory"):
 // every tensor as stored, mapped from the files (with `experts`, of the routed experts only

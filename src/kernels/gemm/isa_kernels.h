@@ -106,7 +106,7 @@ struct Bf16Kernels {
 // AVX-512 BF16 (`vdpbf16ps`); callable only when DetectCpu().SupportsBf16Dot().
 const Bf16Kernels& Avx512Bf16Kernels();
 
-// ---- The same for Q8_0, Q4_K, Q5_K and Q6_K weights repacked by RepackBlocksBf16 (gemm/avx512_bf16_blocks.cc;
+// ---- The same for Q8_0, Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS weights repacked by RepackBlocksBf16 (gemm/avx512_bf16_blocks.cc;
 // numerics: docs/numerics.md "bf16 numerics", block weights) ---------------------------------
 // xb as round_x gives it; xsum[t*xss + b] = Σ bf16(x[t, 32b .. 32b+31]) in f32, ascending
 // (read for Q4_K and Q5_K only). Rows [r0, r1): r0 a multiple of 16. The GEMV (any n and range; linear.cc
