@@ -197,6 +197,39 @@ def check_repack_memory(ds, path, work):
     check(p.returncode == 0, f"... and load in {need_i8} bytes ({p.stderr.strip()[-120:]})")
 
 
+def check_bf16_block_acts(ds, path, work, typ, has):
+    """A file holding `has` tensors with --block-acts bf16 (bf16 numerics): its logits move from
+    f32's and int8's block activations, decode gives the prefill's bit for bit, and against f32
+    block activations they stay within int8's bounds and no further off than int8 activations'
+    over the same rows (past a routing flip, a near tie either rounding may tip, the rows say
+    nothing about the rounding's size)."""
+    types = next((line.strip() for line in run([ds, "inspect", path]).stdout.splitlines()
+                  if line.strip().startswith("tensors:")), "?")
+    dumps = [os.path.join(work, f"{typ}-{kind}-dump") for kind in ("bf16f", "bf16b")]
+    for d in dumps:
+        shutil.rmtree(d, ignore_errors=True)
+    bf = logits(ds, path, os.path.join(work, f"{typ}-bf16f.npy"),
+                ["--numerics", "bf16", "--dump-dir", dumps[0]], acts="f32")
+    bb = logits(ds, path, os.path.join(work, f"{typ}-bf16b.npy"),
+                ["--numerics", "bf16", "--dump-dir", dumps[1]], acts="bf16")
+    bd = logits(ds, path, os.path.join(work, f"{typ}-bf16d.npy"),
+                ["--numerics", "bf16", "--mode", "decode"], acts="bf16")
+    bi = logits(ds, path, os.path.join(work, f"{typ}-bf16i.npy"), ["--numerics", "bf16"], acts="int8")
+    check(has in types and not np.array_equal(bf, bb) and not np.array_equal(bi, bb)
+          and np.array_equal(bd, bb),
+          f"{typ} ({types}) with --block-acts bf16: the logits move from f32's and int8's block "
+          f"activations, and decode gives the prefill's bit for bit (max|Δ| {np.abs(bd - bb).max():.2e})")
+    n, eb, klb, kl_all, where = rounded_vs_exact(bf, bb, dumps)
+    kl_i8 = kl_top1(bf[:n], bi[:n])[0] if n else 0.0
+    check(n >= I8_MIN_ROWS and eb <= I8_BOUNDS[0] and klb <= I8_BOUNDS[1]
+          and kl_all <= I8_FLIPPED_KL and klb <= kl_i8,
+          f"{typ} with --block-acts bf16 vs f32 block activations, bf16 numerics ({where}): "
+          f"max|Δ|/max|ref| = {eb:.2e} ≤ {I8_BOUNDS[0]}, mean KL {klb:.2e} ≤ {I8_BOUNDS[1]} and "
+          f"≤ int8 activations' {kl_i8:.2e} over those {n} ≥ {I8_MIN_ROWS} rows; all rows mean "
+          f"KL {kl_all:.2e} ≤ {I8_FLIPPED_KL}")
+    discard(*dumps, *(os.path.join(work, f"{typ}-bf16{k}.npy") for k in "fbdi"))
+
+
 def peak_rss(cmd, log):
     """Peak resident set size (bytes) of one run of `cmd` (its own rusage, via wait4)."""
     with open(log, "w") as err:
@@ -563,67 +596,19 @@ def main():
         discard(ref_dir, *dumps)
         if typ != "Q8_0":  # the Q8_0 file is the source of the checks below
             discard(path)
-    # Q5_K (the routed experts of a Q5_K_M file) in bf16 block activations: decode = prefill bit
-    # for bit, and the f32-activation logits within int8's bounds (its kernels are held to the
-    # truth in kernels_tests BlocksBf16Test). Measured 2026-12-05: 5.7e-3 / KL 1.7e-5.
+    # Q5_K (the routed experts of a Q5_K_M file) and IQ4_XS (IQ4_XS at the GEMM sites, IQ4_NL
+    # where rows are not whole 256-blocks) in bf16 block activations: as Q8_0's and Q4_K_M's
+    # above (their kernels are held to the truth in kernels_tests BlocksBf16Test); IQ4_XS's tile
+    # copy counted and refused to the byte as the K-quants'. Measured 2026-12-05: Q5_K_M 5.7e-3 /
+    # KL 1.7e-5, IQ4_XS 5.7e-3 / KL 1.6e-5 (int8 activations 4.2e-5).
     if BF16_CPU:
-        path = os.path.join(work, "tiny256-Q5_K_M.gguf")
-        run([ds, "quantize", "--model", q, "--out", path, "--type", "Q5_K_M"])
-        types = next((line.strip() for line in run([ds, "inspect", path]).stdout.splitlines()
-                      if line.strip().startswith("tensors:")), "?")
-        dumps = [os.path.join(work, f"Q5_K_M-{kind}-dump") for kind in ("bf16f", "bf16b")]
-        for d in dumps:
-            shutil.rmtree(d, ignore_errors=True)
-        bf = logits(ds, path, os.path.join(work, "Q5_K_M-bf16f.npy"),
-                    ["--numerics", "bf16", "--dump-dir", dumps[0]], acts="f32")
-        bb = logits(ds, path, os.path.join(work, "Q5_K_M-bf16b.npy"),
-                    ["--numerics", "bf16", "--dump-dir", dumps[1]], acts="bf16")
-        bd = logits(ds, path, os.path.join(work, "Q5_K_M-bf16d.npy"),
-                    ["--numerics", "bf16", "--mode", "decode"], acts="bf16")
-        check("Q5_K" in types and not np.array_equal(bf, bb) and np.array_equal(bd, bb),
-              f"Q5_K_M ({types}) with --block-acts bf16: the logits move, and decode gives the "
-              f"prefill's bit for bit (max|Δ| {np.abs(bd - bb).max():.2e})")
-        n, eb, klb, kl_all, where = rounded_vs_exact(bf, bb, dumps)
-        check(n >= I8_MIN_ROWS and eb <= I8_BOUNDS[0] and klb <= I8_BOUNDS[1] and kl_all <= I8_FLIPPED_KL,
-              f"Q5_K_M with --block-acts bf16 vs f32 block activations, bf16 numerics ({where}): "
-              f"max|Δ|/max|ref| = {eb:.2e} ≤ {I8_BOUNDS[0]}, mean KL {klb:.2e} ≤ {I8_BOUNDS[1]} over "
-              f"{n} ≥ {I8_MIN_ROWS} rows; all rows mean KL {kl_all:.2e} ≤ {I8_FLIPPED_KL}")
-        discard(path, *dumps)
-        # IQ4_XS (IQ4_XS at the GEMM sites, IQ4_NL where rows are not whole 256-blocks): their
-        # tile copy counted and refused to the byte as the K-quants'; with bf16 block activations
-        # decode = prefill bit for bit, and the logits against f32 block activations within
-        # int8's bounds and no further off than int8 activations' (as Q8_0's and Q4_K_M's above).
-        path = os.path.join(work, "tiny256-IQ4_XS.gguf")
-        run([ds, "quantize", "--model", q, "--out", path, "--type", "IQ4_XS"])
-        types = next((line.strip() for line in run([ds, "inspect", path]).stdout.splitlines()
-                      if line.strip().startswith("tensors:")), "?")
-        check_repack_memory(ds, path, work)
-        dumps = [os.path.join(work, f"IQ4_XS-{kind}-dump") for kind in ("bf16f", "bf16b")]
-        for d in dumps:
-            shutil.rmtree(d, ignore_errors=True)
-        bf = logits(ds, path, os.path.join(work, "IQ4_XS-bf16f.npy"),
-                    ["--numerics", "bf16", "--dump-dir", dumps[0]], acts="f32")
-        bb = logits(ds, path, os.path.join(work, "IQ4_XS-bf16b.npy"),
-                    ["--numerics", "bf16", "--dump-dir", dumps[1]], acts="bf16")
-        bd = logits(ds, path, os.path.join(work, "IQ4_XS-bf16d.npy"),
-                    ["--numerics", "bf16", "--mode", "decode"], acts="bf16")
-        bi = logits(ds, path, os.path.join(work, "IQ4_XS-bf16i.npy"), ["--numerics", "bf16"], acts="int8")
-        check("IQ4_XS" in types and not np.array_equal(bf, bb) and not np.array_equal(bi, bb)
-              and np.array_equal(bd, bb),
-              f"IQ4_XS ({types}) with --block-acts bf16: the logits move from f32's and int8's "
-              f"block activations, and decode gives the prefill's bit for bit "
-              f"(max|Δ| {np.abs(bd - bb).max():.2e})")
-        # (int8's KL over the same rows: past a routing flip, a near tie that either rounding
-        # may tip, the rows say nothing about the rounding's size.)
-        n, eb, klb, kl_all, where = rounded_vs_exact(bf, bb, dumps)
-        kl_i8 = kl_top1(bf[:n], bi[:n])[0] if n else 0.0
-        check(n >= I8_MIN_ROWS and eb <= I8_BOUNDS[0] and klb <= I8_BOUNDS[1]
-              and kl_all <= I8_FLIPPED_KL and klb <= kl_i8,
-              f"IQ4_XS with --block-acts bf16 vs f32 block activations, bf16 numerics ({where}): "
-              f"max|Δ|/max|ref| = {eb:.2e} ≤ {I8_BOUNDS[0]}, mean KL {klb:.2e} ≤ {I8_BOUNDS[1]} and "
-              f"≤ int8 activations' {kl_i8:.2e} over those {n} ≥ {I8_MIN_ROWS} rows; all rows mean "
-              f"KL {kl_all:.2e} ≤ {I8_FLIPPED_KL}")
-        discard(path, *dumps)
+        for typ, has in (("Q5_K_M", "Q5_K"), ("IQ4_XS", "IQ4_XS")):
+            path = os.path.join(work, f"tiny256-{typ}.gguf")
+            run([ds, "quantize", "--model", q, "--out", path, "--type", typ])
+            if typ == "IQ4_XS":
+                check_repack_memory(ds, path, work)
+            check_bf16_block_acts(ds, path, work, typ, has)
+            discard(path)
     discard(q)
 
     # A split set (as gguf-split writes one: all metadata and split.* keys in part 1, the
